@@ -1,0 +1,92 @@
+// Builds the broker's HTTP application from its collaborators; no sockets, no process — tests call app.request().
+import { randomUUID } from 'node:crypto';
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import type { AuthenticateDeps } from './core/authenticate.js';
+import type { KeyDigester } from './core/keys.js';
+import { BrokerError } from './errors.js';
+import { registerApiKeyRoutes } from './http/api-keys.js';
+import { registerAuditRoutes } from './http/audit.js';
+import { type BrokerEnv, validationHook } from './http/context.js';
+import { registerDocRoutes } from './http/docs.js';
+import { registerFineGrainedKeyRoutes } from './http/fine-grained-keys.js';
+import { registerIdentityRoutes } from './http/identity.js';
+import { allowedMethods } from './http/methods.js';
+import { registerOperationRoutes } from './http/operations.js';
+import { problemResponse } from './http/problems.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import type { Store } from './store/store.js';
+
+export const MAX_BODY_BYTES = 64 * 1024;
+
+export interface AppDeps {
+  store: Store;
+  logger: Logger;
+  metrics: Metrics;
+  digest: KeyDigester;
+  now: () => number;
+}
+
+export type BrokerApp = OpenAPIHono<BrokerEnv>;
+
+export function createApp(deps: AppDeps): BrokerApp {
+  const app = new OpenAPIHono<BrokerEnv>({ defaultHook: validationHook() });
+  const auth: AuthenticateDeps = { store: deps.store, digest: deps.digest, now: deps.now };
+
+  app.use('*', async (c, next) => {
+    const started = performance.now();
+    const requestId = randomUUID();
+    c.set('requestId', requestId);
+    c.set('log', deps.logger.child({ request_id: requestId }));
+    await next();
+    c.header('X-Request-Id', requestId);
+    const seconds = (performance.now() - started) / 1000;
+    const route = c.req.routePath === '/*' ? 'unmatched' : c.req.routePath;
+    deps.metrics.observeRequest(c.req.method, route, c.res.status, seconds);
+    c.get('log').info('request', {
+      method: c.req.method,
+      route,
+      status: c.res.status,
+      duration_ms: Math.round(seconds * 10_000) / 10,
+    });
+  });
+  app.use(
+    '*',
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => {
+        throw new BrokerError('payload_too_large', `the request body is larger than ${MAX_BODY_BYTES} bytes`);
+      },
+    }),
+  );
+  app.onError((error, c) => problemResponse(c, error));
+  app.notFound((c) => {
+    const allow = allowedMethods(app, c.req.path);
+    if (allow.length === 0)
+      return problemResponse(c, new BrokerError('not_found', `no route for ${c.req.path}`));
+    return problemResponse(
+      c,
+      new BrokerError(
+        'method_not_allowed',
+        `${c.req.method} is not supported here; use ${allow.join(', ')}`,
+        {
+          headers: { Allow: allow.join(', ') },
+        },
+      ),
+    );
+  });
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'An API key (ssa_, ssr_, ssg_, ssf_) or an access token minted by the broker.',
+  });
+  registerOperationRoutes(app, deps);
+  registerIdentityRoutes(app, auth);
+  registerApiKeyRoutes(app, auth, deps);
+  registerFineGrainedKeyRoutes(app, auth, deps);
+  registerAuditRoutes(app, auth);
+  registerDocRoutes(app);
+  return app;
+}

@@ -1,0 +1,142 @@
+// The operator CLI `oidc-broker`: serve, tenant create/list, openapi. Takes its IO as arguments.
+import { parseArgs } from 'node:util';
+import { createBroker } from './broker.js';
+import { type BrokerConfig, ConfigError, loadConfig } from './config.js';
+import { keyDigester } from './core/keys.js';
+import { createTenant } from './core/tenants.js';
+import { openApiDocument } from './http/docs.js';
+import { silentLogger } from './logger.js';
+import { openStore } from './store/open-store.js';
+
+export interface CliIo {
+  env: Record<string, string | undefined>;
+  out(text: string): void;
+  err(text: string): void;
+  /** Runs the server until it is told to stop; resolves to the exit code. */
+  serve(config: BrokerConfig): Promise<number>;
+}
+
+export const USAGE = `usage: oidc-broker <command>
+
+commands:
+  serve                                   run the broker (configured by environment variables)
+  tenant create NAME [--audience A] [--disable CATEGORY]...
+                                          create a tenant; prints its Tenant API key (primary) once
+  tenant list                             list tenants
+  openapi                                 print the OpenAPI document
+`;
+
+class UsageError extends Error {}
+
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  try {
+    const [command, sub] = argv;
+    if (command === 'serve' || command === undefined) return await io.serve(loadConfig(io.env));
+    if (command === 'tenant' && sub === 'create') return await tenantCreate(argv.slice(2), io);
+    if (command === 'tenant' && sub === 'list') return await tenantList(io);
+    if (command === 'openapi') return await printOpenApi(io);
+    if (command === 'help' || command === '--help' || command === '-h') {
+      io.out(USAGE);
+      return 0;
+    }
+    throw new UsageError(`unknown command "${argv.join(' ')}"`);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err(`error: ${error.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (error instanceof ConfigError) {
+      io.err(`error: invalid configuration: ${error.message}\n`);
+      return 78;
+    }
+    io.err(`error: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+}
+
+async function tenantCreate(args: string[], io: CliIo): Promise<number> {
+  let parsed: ReturnType<typeof parseTenantArgs>;
+  try {
+    parsed = parseTenantArgs(args);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) throw new UsageError('tenant create takes exactly one NAME');
+  const config = loadConfig(io.env);
+  const store = await openStore(config.database);
+  try {
+    const result = await createTenant(
+      { name: positionals[0]!, audience: values.audience, disabledCategories: values.disable },
+      { store, digest: keyDigester(config.keyPepper), now: Date.now, audienceSuffix: config.audienceSuffix },
+    );
+    if (!result.ok) {
+      io.err(`error: ${result.message}\n`);
+      return 1;
+    }
+    const { tenant } = result;
+    const disabled = tenant.disabledCategories.length
+      ? `; disabled: ${tenant.disabledCategories.join(', ')}`
+      : '';
+    io.err(
+      `Created tenant ${tenant.name} (audience ${tenant.audience}${disabled}).\n` +
+        'Its Tenant API key (primary slot) follows on standard output. It is shown only this once: store it now.\n',
+    );
+    io.out(`${result.key}\n`);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+function parseTenantArgs(args: string[]) {
+  return parseArgs({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: { audience: { type: 'string' }, disable: { type: 'string', multiple: true } },
+  });
+}
+
+async function tenantList(io: CliIo): Promise<number> {
+  const store = await openStore(loadConfig(io.env).database);
+  try {
+    const tenants = await store.tenants.list();
+    if (tenants.length === 0) {
+      io.err('No tenants yet. Create one with: oidc-broker tenant create NAME\n');
+      return 0;
+    }
+    const rows = tenants.map((t) => [
+      t.name,
+      t.audience,
+      t.disabledCategories.join(',') || '-',
+      new Date(t.createdAt).toISOString(),
+    ]);
+    const table = [['NAME', 'AUDIENCE', 'DISABLED', 'CREATED'], ...rows];
+    const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+    io.out(
+      `${table
+        .map((r) =>
+          r
+            .map((cell, i) => cell.padEnd(widths[i]!))
+            .join('  ')
+            .trimEnd(),
+        )
+        .join('\n')}\n`,
+    );
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function printOpenApi(io: CliIo): Promise<number> {
+  const config = loadConfig({ DATABASE_URL: 'sqlite::memory:' });
+  const broker = await createBroker(config, { logger: silentLogger });
+  try {
+    io.out(`${JSON.stringify(openApiDocument(broker.app), null, 2)}\n`);
+    return 0;
+  } finally {
+    await broker.close();
+  }
+}

@@ -1,0 +1,83 @@
+// API key format (DESIGN §3): prefix + 32 base62 random chars + 6 base62 chars of CRC32, stored only as a digest.
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
+
+const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+const RANDOM_LENGTH = 32;
+const CHECKSUM_LENGTH = 6;
+
+export const KEY_PREFIXES = {
+  tenant: 'ssa_',
+  'tenant-read-only': 'ssr_',
+  'secure-registry': 'ssg_',
+  'fine-grained': 'ssf_',
+} as const;
+
+export type KeyKind = keyof typeof KEY_PREFIXES;
+const KIND_BY_PREFIX = new Map<string, KeyKind>(
+  Object.entries(KEY_PREFIXES).map(([kind, prefix]) => [prefix, kind as KeyKind]),
+);
+const KEY_LENGTH = 4 + RANDOM_LENGTH + CHECKSUM_LENGTH;
+const BASE62_CHAR = /^[0-9A-Za-z]+$/;
+
+function randomBase62(length: number): string {
+  let out = '';
+  while (out.length < length) {
+    for (const byte of randomBytes(length * 2)) {
+      // 248 = 4 × 62: rejecting bytes above it keeps every character equally likely.
+      if (byte < 248 && out.length < length) out += BASE62[byte % 62];
+    }
+  }
+  return out;
+}
+
+function checksum(random: string): string {
+  let n = crc32(random);
+  let out = '';
+  for (let i = 0; i < CHECKSUM_LENGTH; i++) {
+    out = BASE62[n % 62] + out;
+    n = Math.floor(n / 62);
+  }
+  return out;
+}
+
+export function generateKey(kind: KeyKind): string {
+  const random = randomBase62(RANDOM_LENGTH);
+  return `${KEY_PREFIXES[kind]}${random}${checksum(random)}`;
+}
+
+export type KeyCheck = { ok: true; kind: KeyKind } | { ok: false; reason: string };
+
+/** Format and checksum, checked without touching storage so typos and garbage never cost a lookup. */
+export function checkKeyFormat(key: string): KeyCheck {
+  const kind = KIND_BY_PREFIX.get(key.slice(0, 4));
+  if (!kind) return { ok: false, reason: 'unknown key prefix (expected ssa_, ssr_, ssg_ or ssf_)' };
+  if (key.length !== KEY_LENGTH || !BASE62_CHAR.test(key.slice(4))) {
+    return {
+      ok: false,
+      reason: `malformed API key: expected ${KEY_LENGTH} characters of the form prefix + base62`,
+    };
+  }
+  const random = key.slice(4, 4 + RANDOM_LENGTH);
+  if (checksum(random) !== key.slice(4 + RANDOM_LENGTH)) {
+    return { ok: false, reason: 'API key checksum does not match: the key was mistyped or truncated' };
+  }
+  return { ok: true, kind };
+}
+
+export function looksLikeApiKey(credential: string): boolean {
+  return KIND_BY_PREFIX.has(credential.slice(0, 4));
+}
+
+export type KeyDigester = (key: string) => string;
+
+/** SHA-256 of the key, or HMAC-SHA-256 under the operator's pepper, as lower-case hex. */
+export function keyDigester(pepper?: string): KeyDigester {
+  if (pepper) return (key) => createHmac('sha256', pepper).update(key).digest('hex');
+  return (key) => createHash('sha256').update(key).digest('hex');
+}
+
+/** What listings show instead of a key: its prefix and last four characters. */
+export function keyHint(key: string): string {
+  return `${key.slice(0, 4)}…${key.slice(-4)}`;
+}

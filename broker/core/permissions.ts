@@ -1,0 +1,101 @@
+// The permission catalogue (DESIGN §2): categories, ids, shortcuts, implication and subset checks.
+
+export const CATEGORIES = [
+  { id: 'harden-runner', name: 'Harden Runner', product: true },
+  { id: 'orchestrate-security', name: 'Orchestrate Security', product: true },
+  { id: 'workflow-run-policies', name: 'Workflow Run Policies', product: true },
+  { id: 'oss-package-security', name: 'OSS Package Security', product: true },
+  { id: 'apps-and-pats', name: 'Apps & PATs', product: true },
+  { id: 'secure-registry', name: 'Secure Registry', product: true },
+  { id: 'api-keys', name: 'API keys', product: false },
+  { id: 'oidc-federation', name: 'OIDC federation', product: false },
+  { id: 'audit-log', name: 'Audit log', product: false, readOnly: true },
+] as const satisfies readonly { id: string; name: string; product: boolean; readOnly?: boolean }[];
+
+export type CategoryId = (typeof CATEGORIES)[number]['id'];
+export type Permission = `${CategoryId}:${'read' | 'write'}`;
+export const SHORTCUTS = ['read-all', 'read-write-all'] as const;
+export type Shortcut = (typeof SHORTCUTS)[number];
+
+const PRODUCT_CATEGORY_IDS: ReadonlySet<string> = new Set(
+  CATEGORIES.filter((c) => c.product).map((c) => c.id),
+);
+
+export function isProductCategory(id: string): boolean {
+  return PRODUCT_CATEGORY_IDS.has(id);
+}
+
+export function isCategoryId(id: string): id is CategoryId {
+  return CATEGORIES.some((c) => c.id === id);
+}
+
+function permissionsOf(category: (typeof CATEGORIES)[number]): Permission[] {
+  const read = `${category.id}:read` as Permission;
+  return 'readOnly' in category && category.readOnly ? [read] : [read, `${category.id}:write` as Permission];
+}
+
+/** Every permission id that exists, in catalogue order. */
+export const ALL_PERMISSIONS: readonly Permission[] = CATEGORIES.flatMap(permissionsOf);
+const ALL_PERMISSION_SET: ReadonlySet<string> = new Set(ALL_PERMISSIONS);
+
+export function isPermission(value: string): value is Permission {
+  return ALL_PERMISSION_SET.has(value);
+}
+
+export function categoryOf(permission: Permission): CategoryId {
+  return permission.slice(0, permission.indexOf(':')) as CategoryId;
+}
+
+/** The permissions a tenant can grant and use, given its disabled product categories. */
+export function enabledPermissions(disabledCategories: readonly string[]): Permission[] {
+  const disabled = new Set(disabledCategories);
+  return ALL_PERMISSIONS.filter((p) => !disabled.has(categoryOf(p)));
+}
+
+/** Adds the `:read` implied by every `:write`, returning a sorted, de-duplicated list in catalogue order. */
+export function withImplied(permissions: Iterable<Permission>): Permission[] {
+  const set = new Set<Permission>();
+  for (const p of permissions) {
+    set.add(p);
+    if (p.endsWith(':write')) set.add(`${categoryOf(p)}:read` as Permission);
+  }
+  return ALL_PERMISSIONS.filter((p) => set.has(p));
+}
+
+/** Whether `held` (with write ⇒ read) covers every permission in `wanted`. */
+export function covers(held: Iterable<Permission>, wanted: Iterable<Permission>): boolean {
+  return missingFrom(held, wanted).length === 0;
+}
+
+/** The permissions of `wanted` that `held` (with write ⇒ read) does not cover. */
+export function missingFrom(held: Iterable<Permission>, wanted: Iterable<Permission>): Permission[] {
+  const effective = new Set(withImplied(held));
+  return [...wanted].filter((p) => !effective.has(p));
+}
+
+export type ExpandResult =
+  | { ok: true; permissions: Permission[] }
+  | { ok: false; index: number; value: string; reason: 'unknown' | 'disabled' };
+
+/**
+ * Expands shortcuts and validates ids against the tenant's enabled permissions.
+ * `read-all` is every enabled `:read`; `read-write-all` every enabled permission.
+ */
+export function expandPermissions(values: readonly string[], enabled: readonly Permission[]): ExpandResult {
+  const enabledSet = new Set<string>(enabled);
+  const out = new Set<Permission>();
+  for (const [index, value] of values.entries()) {
+    if (value === 'read-all') {
+      for (const p of enabled) if (p.endsWith(':read')) out.add(p);
+    } else if (value === 'read-write-all') {
+      for (const p of enabled) out.add(p);
+    } else if (!isPermission(value)) {
+      return { ok: false, index, value, reason: 'unknown' };
+    } else if (!enabledSet.has(value)) {
+      return { ok: false, index, value, reason: 'disabled' };
+    } else {
+      out.add(value);
+    }
+  }
+  return { ok: true, permissions: ALL_PERMISSIONS.filter((p) => out.has(p)) };
+}

@@ -1,0 +1,309 @@
+// Validation of a submitted trust policy (DESIGN §4): well-formed claim values, no contradictions, defaults, warnings.
+import type { Permission } from './permissions.js';
+import type { PolicyClaimField, PolicyClaims, PolicyInput } from './policy-types.js';
+import { POLICY_CLAIM_FIELDS } from './policy-types.js';
+
+/** A policy input with every default applied; what the store saves. */
+export interface NormalizedPolicy {
+  name: string;
+  description: string | null;
+  issuer: string;
+  claims: PolicyClaims;
+  max_session_duration_seconds: number;
+  permissions: Permission[];
+  allow_pull_request_target: boolean;
+}
+
+export interface PolicyFieldError {
+  /** Dotted path of the offending field, e.g. `claims.repository`. */
+  field: string;
+  message: string;
+}
+
+export type PolicyValidation =
+  | { ok: true; policy: NormalizedPolicy; warnings: string[] }
+  | { ok: false; errors: PolicyFieldError[] };
+
+export interface PolicyRulesContext {
+  trustedIssuers: readonly string[];
+  defaultIssuer: string;
+}
+
+export const MAX_POLICY_SESSION_SECONDS = 3600;
+
+const OWNER = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
+const REPO_NAME = /^[A-Za-z0-9_.-]+$/;
+const NUMERIC_ID = /^[0-9]+$/;
+const SHA1 = /^[0-9a-f]{40}$/;
+const ANY_CASE_SHA1 = /^[0-9a-fA-F]{40}$/;
+// Characters an admin types when expecting wildcard or regular-expression semantics.
+const PATTERN_CHARS = /[*?|[\]{}()^$\\+]/;
+// Characters that look like a pattern but are legal in refs and environment names, so they only warn.
+const PATTERN_HINT = /[*?|[]/;
+const WHITESPACE_OR_CONTROL = /[\s\p{Cc}]/u;
+const CONTROL = /\p{Cc}/u;
+// Control characters, line separators, lone surrogates and bidi overrides make a name display as something else.
+const UNSAFE_IN_NAME = /[\p{Cc}\p{Zl}\p{Zp}\p{Cs}\u202A-\u202E\u2066-\u2069]/u;
+// PostgreSQL text cannot hold NUL; other control characters in a description only hide text.
+const UNSAFE_IN_DESCRIPTION = /[^\P{Cc}\t\n\r]|\p{Cs}/u;
+const EDGE_WHITESPACE = /^\s|\s$/u;
+const GIT_FORBIDDEN = /[~^:?*[\\]/;
+const WORKFLOW_FILE = /^[^\s\p{Cc}/@*?[\]|]+\.ya?ml$/u;
+
+const COMPARED_WHOLE =
+  'values are compared whole: wildcards and patterns such as *, ?, | or [ ] are not supported';
+const REPOSITORY_EXAMPLE = "'owner/name' exactly as GitHub shows it, e.g. acme/infra";
+const WORKFLOW_EXAMPLE =
+  'owner/repo/.github/workflows/<file>.yml (or .yaml), optionally followed by @<ref>, ' +
+  'e.g. acme/infra/.github/workflows/deploy.yml@refs/heads/main';
+
+function charCount(value: string): number {
+  let n = 0;
+  for (const _ of value) n++;
+  return n;
+}
+
+function ownerProblem(value: string, what: string): string | null {
+  if (PATTERN_CHARS.test(value))
+    return `${what} ${COMPARED_WHOLE}; to allow every repository of an owner, set only claims.repository_owner`;
+  if (!OWNER.test(value))
+    return `${what} must be a GitHub account name: letters, digits and hyphens, not starting with a hyphen (e.g. acme)`;
+  if (value.length > 39) return `${what} must be at most 39 characters, the GitHub limit for account names`;
+  return null;
+}
+
+function repositoryProblem(value: string, what: string): string | null {
+  if (PATTERN_CHARS.test(value))
+    return `${what} ${COMPARED_WHOLE}; create one policy per repository, or set only claims.repository_owner to allow them all`;
+  const parts = value.split('/');
+  if (parts.length !== 2) return `${what} must be ${REPOSITORY_EXAMPLE}`;
+  const ownerIssue = ownerProblem(parts[0]!, `the owner part of ${what}`);
+  if (ownerIssue) return ownerIssue;
+  const name = parts[1]!;
+  if (!REPO_NAME.test(name) || name === '.' || name === '..') {
+    return `the repository name in ${what} may contain only letters, digits, '-', '_' and '.' (and is not '.' or '..'): ${REPOSITORY_EXAMPLE}`;
+  }
+  if (name.length > 100) return `the repository name in ${what} must be at most 100 characters`;
+  return null;
+}
+
+/** git check-ref-format rules plus GitHub's `refs/<kind>/<name>` shape. */
+function refProblem(value: string, what: string): string | null {
+  const shape = `${what} must be a full ref such as refs/heads/main, refs/tags/v1 or refs/pull/12/merge`;
+  if (!value.startsWith('refs/')) return shape;
+  if (value.length > 1024) return `${what} must be at most 1024 characters`;
+  if (WHITESPACE_OR_CONTROL.test(value)) return `${what} must not contain whitespace or control characters`;
+  if (GIT_FORBIDDEN.test(value)) {
+    return `${what} contains a character git never allows in a ref (~ ^ : ? * [ \\); ${COMPARED_WHOLE}`;
+  }
+  if (value.includes('..') || value.includes('@{') || value.endsWith('.')) {
+    return `${what} contains '..', '@{' or a trailing '.', which git never allows in a ref`;
+  }
+  const parts = value.split('/');
+  const badPart = parts.some((p) => p === '' || p === '@' || p.startsWith('.') || p.endsWith('.lock'));
+  if (parts.length < 3 || badPart) return shape;
+  return null;
+}
+
+// A reusable workflow can be pinned by commit sha (`uses: org/repo/.github/workflows/x.yml@<sha>`), and GitHub
+// then puts the bare sha after `@` in job_workflow_ref; so a full lower-case 40-hex sha is accepted besides refs/...
+function workflowRefProblem(value: string, what: string): string | null {
+  const at = value.indexOf('@');
+  const path = at < 0 ? value : value.slice(0, at);
+  const parts = path.split('/');
+  if (parts.length !== 5 || parts[2] !== '.github' || parts[3] !== 'workflows') {
+    return PATTERN_CHARS.test(path) ? `${what} ${COMPARED_WHOLE}` : `${what} must be ${WORKFLOW_EXAMPLE}`;
+  }
+  const repoIssue = repositoryProblem(`${parts[0]}/${parts[1]}`, `the repository part of ${what}`);
+  if (repoIssue) return repoIssue;
+  if (!WORKFLOW_FILE.test(parts[4]!)) {
+    return PATTERN_CHARS.test(parts[4]!)
+      ? `the workflow file in ${what}: ${COMPARED_WHOLE}`
+      : `the workflow file in ${what} must be a .yml or .yaml file name: ${WORKFLOW_EXAMPLE}`;
+  }
+  if (at < 0) return null;
+  const ref = value.slice(at + 1);
+  if (SHA1.test(ref)) return null;
+  if (ANY_CASE_SHA1.test(ref))
+    return `the commit sha after @ in ${what} must be lower-case, as GitHub writes it`;
+  if (!ref.startsWith('refs/')) {
+    return `the part after @ in ${what} must be a full ref (e.g. @refs/heads/main or @refs/tags/v1) or a 40-character commit sha; leave out @ to allow the workflow at any ref`;
+  }
+  return refProblem(ref, `the ref after @ in ${what}`);
+}
+
+function environmentProblem(value: string, what: string): string | null {
+  if (charCount(value) > 255) return `${what} must be at most 255 characters, the GitHub limit`;
+  if (CONTROL.test(value)) return `${what} must not contain control characters`;
+  if (EDGE_WHITESPACE.test(value)) return `${what} must not start or end with whitespace`;
+  return null;
+}
+
+function idProblem(value: string, what: string): string | null {
+  // GitHub ids have no leading zeros, so such a value could never equal a token's claim.
+  if (!NUMERIC_ID.test(value) || value.length > 20 || (value.length > 1 && value.startsWith('0'))) {
+    return `${what} must be the numeric id GitHub puts in the token: digits only, no leading zeros, at most 20 (e.g. 632596897)`;
+  }
+  return null;
+}
+
+const CLAIM_CHECKS: Record<PolicyClaimField, (value: string, what: string) => string | null> = {
+  repository_owner: ownerProblem,
+  repository: repositoryProblem,
+  job_workflow_ref: workflowRefProblem,
+  ref: refProblem,
+  environment: environmentProblem,
+  repository_owner_id: idProblem,
+  repository_id: idProblem,
+};
+
+function nameProblem(name: unknown): string | null {
+  if (typeof name !== 'string' || name === '') return 'name is required (1–100 characters)';
+  if (EDGE_WHITESPACE.test(name)) return 'name must not start or end with whitespace';
+  if (UNSAFE_IN_NAME.test(name))
+    return 'name must not contain control, line-separator or bidirectional-override characters';
+  if (charCount(name) > 100) return 'name must be at most 100 characters';
+  return null;
+}
+
+function descriptionOf(value: unknown, errors: PolicyFieldError[]): string | null {
+  if (value === undefined || value === null || value === '') return null;
+  if (typeof value !== 'string')
+    errors.push({ field: 'description', message: 'description must be a string' });
+  else if (charCount(value) > 500)
+    errors.push({ field: 'description', message: 'description must be at most 500 characters' });
+  else if (UNSAFE_IN_DESCRIPTION.test(value)) {
+    errors.push({
+      field: 'description',
+      message: 'description must not contain control characters other than tab and line breaks',
+    });
+  } else return value;
+  return null;
+}
+
+function issuerOf(value: unknown, ctx: PolicyRulesContext, errors: PolicyFieldError[]): string {
+  const trusted = ctx.trustedIssuers.join(', ') || '(none configured)';
+  if (value !== undefined && value !== '' && typeof value !== 'string') {
+    errors.push({ field: 'issuer', message: `issuer must be a string, one of: ${trusted}` });
+    return '';
+  }
+  const issuer = value === undefined || value === '' ? ctx.defaultIssuer : (value as string);
+  if (!ctx.trustedIssuers.includes(issuer)) {
+    const message =
+      issuer === ctx.defaultIssuer && issuer !== value
+        ? `issuer is not set and the default ${ctx.defaultIssuer} is not trusted by this broker; set issuer to one of: ${trusted}`
+        : `issuer must be exactly one of the issuers this broker trusts (no trailing slash, same case): ${trusted}`;
+    errors.push({ field: 'issuer', message });
+  }
+  return issuer;
+}
+
+function claimsOf(raw: PolicyClaims | undefined, errors: PolicyFieldError[]): PolicyClaims {
+  const claims: PolicyClaims = {};
+  for (const field of POLICY_CLAIM_FIELDS) {
+    const value: unknown = raw?.[field];
+    if (value === undefined || value === null || value === '') continue;
+    const what = `claims.${field}`;
+    const problem = typeof value === 'string' ? CLAIM_CHECKS[field](value, what) : `${what} must be a string`;
+    if (problem) errors.push({ field: what, message: problem });
+    else claims[field] = value as string;
+  }
+  const { repository_owner: owner, repository } = claims;
+  const given = (field: PolicyClaimField) => raw?.[field] != null && raw[field] !== '';
+  if (!given('repository_owner') && !given('repository')) {
+    errors.push({
+      field: 'claims',
+      message:
+        'set claims.repository_owner or claims.repository (or both): a policy must name where its workflows run',
+    });
+  } else if (owner && repository) {
+    // The only truly impossible pair: GitHub sets repository_owner to the owner part of repository. A reusable
+    // workflow in another repository, or at a ref other than claims.ref (the caller's ref), is legitimate.
+    const repositoryOwner = repository.slice(0, repository.indexOf('/'));
+    if (repositoryOwner.toLowerCase() !== owner.toLowerCase()) {
+      errors.push({
+        field: 'claims.repository',
+        message: `claims.repository belongs to owner ${repositoryOwner} but claims.repository_owner is ${owner}; no token carries both — fix one of them, or drop claims.repository_owner (claims.repository already pins the owner)`,
+      });
+    }
+  }
+  return claims;
+}
+
+function warningsFor(policy: NormalizedPolicy): string[] {
+  const { claims } = policy;
+  const warnings: string[] = [];
+  const narrowed = Boolean(claims.ref || claims.job_workflow_ref || claims.environment);
+  const scope = claims.repository
+    ? `repository ${claims.repository}`
+    : `any repository of ${claims.repository_owner}`;
+  if (!narrowed) {
+    warnings.push(
+      `claims: any workflow in ${scope} can use this policy, on any branch; add claims.ref, claims.job_workflow_ref or claims.environment to limit it to the branch, workflow or environment that needs it`,
+    );
+    const writes = policy.permissions.filter((p) => p.endsWith(':write'));
+    if (writes.length > 0) {
+      warnings.push(
+        `permissions: ${writes.join(', ')} can be obtained by any workflow in ${scope}, including one on an unreviewed branch; add claims.ref (e.g. refs/heads/main), claims.job_workflow_ref or claims.environment (ideally one with required reviewers), or grant only :read permissions`,
+      );
+    }
+  }
+  for (const field of ['ref', 'environment'] as const) {
+    if (PATTERN_HINT.test(claims[field] ?? '')) {
+      warnings.push(
+        `claims.${field}: ${COMPARED_WHOLE}, so this matches only that literal value; create one policy per value instead`,
+      );
+    }
+  }
+  if (policy.allow_pull_request_target) {
+    warnings.push(
+      "allow_pull_request_target: pull_request_target workflows run with the base repository's secrets and token permissions while usually handling code or input from an untrusted fork, so anyone who can open a pull request may obtain this policy's token; set it to false unless the workflow never runs pull-request code, and otherwise pin claims.job_workflow_ref to a reviewed workflow and grant only :read permissions",
+    );
+  }
+  return warnings;
+}
+
+/** Checks every §4 rule that the HTTP schema and the permission checks leave, reporting all errors at once. */
+export function validatePolicy(input: PolicyInput, ctx: PolicyRulesContext): PolicyValidation {
+  const errors: PolicyFieldError[] = [];
+  const nameIssue = nameProblem(input.name);
+  if (nameIssue) errors.push({ field: 'name', message: nameIssue });
+  const description = descriptionOf(input.description, errors);
+  const issuer = issuerOf(input.issuer, ctx, errors);
+  const claims = claimsOf(input.claims, errors);
+
+  const max = input.max_session_duration_seconds ?? 0;
+  if (!Number.isInteger(max) || max < 0 || max > MAX_POLICY_SESSION_SECONDS) {
+    errors.push({
+      field: 'max_session_duration_seconds',
+      message:
+        'max_session_duration_seconds must be a whole number of seconds from 0 to 3600 (0 uses the server default)',
+    });
+  }
+  if (!Array.isArray(input.permissions) || input.permissions.length === 0) {
+    errors.push({
+      field: 'permissions',
+      message:
+        'permissions must list at least one permission this policy may grant, e.g. ["harden-runner:read"]',
+    });
+  }
+  const prt = input.allow_pull_request_target ?? false;
+  if (typeof prt !== 'boolean') {
+    errors.push({
+      field: 'allow_pull_request_target',
+      message: 'allow_pull_request_target must be true or false',
+    });
+  }
+  if (errors.length > 0) return { ok: false, errors };
+
+  const policy: NormalizedPolicy = {
+    name: input.name,
+    description,
+    issuer,
+    claims,
+    max_session_duration_seconds: max,
+    permissions: [...input.permissions],
+    allow_pull_request_target: prt,
+  };
+  return { ok: true, policy, warnings: warningsFor(policy) };
+}

@@ -1,0 +1,51 @@
+// The trust policy record (DESIGN §4) as the core, the store and the HTTP layer share it.
+import type { Permission } from './permissions.js';
+
+/** Claim conditions; an absent field is a wildcard. */
+export interface PolicyClaims {
+  repository_owner?: string;
+  repository?: string;
+  job_workflow_ref?: string;
+  ref?: string;
+  environment?: string;
+  repository_owner_id?: string;
+  repository_id?: string;
+}
+
+export const POLICY_CLAIM_FIELDS = [
+  'repository_owner',
+  'repository',
+  'job_workflow_ref',
+  'ref',
+  'environment',
+  'repository_owner_id',
+  'repository_id',
+] as const satisfies readonly (keyof PolicyClaims)[];
+
+export type PolicyClaimField = (typeof POLICY_CLAIM_FIELDS)[number];
+
+/** What an admin submits (after shortcut expansion of permissions). */
+export interface PolicyInput {
+  name: string;
+  description?: string | null;
+  issuer?: string;
+  claims: PolicyClaims;
+  max_session_duration_seconds?: number;
+  permissions: Permission[];
+  allow_pull_request_target?: boolean;
+}
+
+/** A stored policy. */
+export interface TrustPolicy {
+  id: string;
+  tenantId: string;
+  name: string;
+  description: string | null;
+  issuer: string;
+  claims: PolicyClaims;
+  max_session_duration_seconds: number;
+  permissions: Permission[];
+  allow_pull_request_target: boolean;
+  createdAt: number;
+  updatedAt: number;
+}

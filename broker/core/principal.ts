@@ -1,0 +1,51 @@
+// Who is calling: the tenant, the credential and its effective permissions (DESIGN §2).
+import type { Actor, BuiltinKind, Slot, Tenant } from '../store/store.js';
+import { enabledPermissions, type Permission, withImplied } from './permissions.js';
+
+export type CredentialKind = BuiltinKind | 'fine-grained' | 'access-token';
+
+export interface Credential {
+  kind: CredentialKind;
+  /** `tenant/primary` for built-in slots, the key id for fine-grained keys, the `jti` for access tokens. */
+  id: string;
+  name?: string;
+  slot?: Slot;
+  /** For access tokens: the policy (or minting credential) it came from. */
+  origin?: string;
+}
+
+export interface Principal {
+  tenant: Tenant;
+  credential: Credential;
+  /** Effective permissions: granted ∩ enabled, with every write's read added. */
+  permissions: Permission[];
+  expiresAt: number | null;
+}
+
+/** What a credential of this kind may do in this tenant; `granted` applies to fine-grained keys and tokens. */
+export function effectivePermissions(
+  tenant: Tenant,
+  kind: CredentialKind,
+  granted: readonly Permission[] = [],
+): Permission[] {
+  const enabled = enabledPermissions(tenant.disabledCategories);
+  const enabledSet = new Set(enabled);
+  switch (kind) {
+    case 'tenant':
+      return enabled;
+    case 'tenant-read-only':
+      return enabled.filter((p) => p.endsWith(':read'));
+    case 'secure-registry':
+      return enabled.filter((p) => p.startsWith('secure-registry:'));
+    case 'fine-grained':
+    case 'access-token':
+      return withImplied(granted).filter((p) => enabledSet.has(p));
+  }
+}
+
+export function actorOf(principal: Principal): Actor {
+  const { kind, id, name } = principal.credential;
+  return name === undefined ? { kind, id } : { kind, id, name };
+}
+
+export const OPERATOR: Actor = { kind: 'operator', id: 'cli' };

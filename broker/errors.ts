@@ -1,0 +1,89 @@
+// The broker's one error type: a closed set of codes, each with its status and title, turned into
+// RFC 9457 problem+json in exactly one place (app.ts onError).
+
+export const ERROR_TABLE = {
+  invalid_request: { status: 400, title: 'Invalid request' },
+  unauthenticated: { status: 401, title: 'Authentication required' },
+  invalid_token: { status: 401, title: 'Invalid token' },
+  audience_mismatch: { status: 401, title: 'Audience mismatch' },
+  token_replayed: { status: 401, title: 'Token already used' },
+  forbidden: { status: 403, title: 'Forbidden' },
+  permission_escalation: { status: 403, title: 'Permission escalation' },
+  no_matching_policy: { status: 403, title: 'No matching trust policy' },
+  permission_not_allowed: { status: 403, title: 'Permission not allowed' },
+  not_found: { status: 404, title: 'Not found' },
+  method_not_allowed: { status: 405, title: 'Method not allowed' },
+  conflict: { status: 409, title: 'Conflict' },
+  ambiguous_policy: { status: 409, title: 'Ambiguous trust policy' },
+  payload_too_large: { status: 413, title: 'Payload too large' },
+  unsupported_media_type: { status: 415, title: 'Unsupported media type' },
+  invalid_policy: { status: 422, title: 'Invalid trust policy' },
+  rate_limited: { status: 429, title: 'Too many requests' },
+  internal_error: { status: 500, title: 'Internal server error' },
+  issuer_unavailable: { status: 503, title: 'Token issuer unavailable' },
+  not_ready: { status: 503, title: 'Not ready' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ErrorCode = keyof typeof ERROR_TABLE;
+
+/** A field-level complaint, named by a JSON-pointer-like dotted path (`permissions[1]`, `claims.ref`). */
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+export interface BrokerErrorOptions {
+  /** Extra members of the problem document (e.g. `errors`, `claims`, `policies`). Never secrets. */
+  extensions?: Record<string, unknown>;
+  /** Extra response headers (e.g. `Retry-After`, `Allow`, `WWW-Authenticate`). */
+  headers?: Record<string, string>;
+}
+
+export class BrokerError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly extensions: Record<string, unknown>;
+  readonly headers: Record<string, string>;
+
+  constructor(code: ErrorCode, detail: string, options: BrokerErrorOptions = {}) {
+    super(detail);
+    this.name = 'BrokerError';
+    this.code = code;
+    this.status = ERROR_TABLE[code].status;
+    this.extensions = options.extensions ?? {};
+    this.headers = options.headers ?? {};
+  }
+
+  /** A 4xx naming the fields that are wrong; `detail` lists them so a human reading one line can fix them. */
+  static fields(code: 'invalid_request' | 'invalid_policy', errors: FieldError[]): BrokerError {
+    const detail = errors.map((e) => `${e.field}: ${e.message}`).join('; ');
+    return new BrokerError(code, detail, { extensions: { errors } });
+  }
+}
+
+export interface ProblemDocument {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: ErrorCode;
+  request_id: string;
+  [extension: string]: unknown;
+}
+
+/** Builds the problem document; 5xx bodies never carry the internal message. */
+export function toProblem(error: BrokerError, requestId: string): ProblemDocument {
+  const { title } = ERROR_TABLE[error.code];
+  const internal = error.status >= 500 && error.code === 'internal_error';
+  return {
+    type: `urn:oidc-auth:error:${error.code}`,
+    title,
+    status: error.status,
+    detail: internal
+      ? 'The broker failed to handle this request; the request id identifies it in the logs.'
+      : error.message,
+    code: error.code,
+    request_id: requestId,
+    ...(internal ? {} : error.extensions),
+  };
+}

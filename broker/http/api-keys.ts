@@ -1,0 +1,101 @@
+// GET /v1/api-keys and POST /v1/api-keys/{kind}/{slot}/rotate: the six built-in key slots.
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { type KeyDeps, rotateBuiltinKey } from '../core/api-keys.js';
+import type { AuthenticateDeps } from '../core/authenticate.js';
+import { BUILTIN_KINDS, type BuiltinKeySlot, SLOTS } from '../store/store.js';
+import { guard } from './auth.js';
+import type { BrokerEnv } from './context.js';
+import { authErrors, isoOrNull, Timestamp } from './schemas.js';
+
+const Kind = z.enum(BUILTIN_KINDS);
+const SlotName = z.enum(SLOTS);
+
+const KeySlot = z
+  .object({
+    kind: Kind,
+    slot: SlotName,
+    hint: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Prefix and last four characters; null while the slot is empty.' }),
+    last_rotated_at: Timestamp.nullable(),
+  })
+  .openapi('BuiltinKeySlot');
+
+const RotatedKey = z
+  .object({
+    kind: Kind,
+    slot: SlotName,
+    key: z.string().openapi({ description: 'The new key. Shown only in this response; store it now.' }),
+    last_rotated_at: Timestamp,
+  })
+  .openapi('RotatedKey');
+
+const slotBody = (s: BuiltinKeySlot) => ({
+  kind: s.kind,
+  slot: s.slot,
+  hint: s.hint,
+  last_rotated_at: isoOrNull(s.lastRotatedAt),
+});
+
+export function registerApiKeyRoutes(
+  app: OpenAPIHono<BrokerEnv>,
+  auth: AuthenticateDeps,
+  deps: KeyDeps,
+): void {
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/api-keys',
+      tags: ['API keys'],
+      summary: 'List the built-in key slots',
+      description:
+        'Tenant, Tenant read-only and Secure Registry keys, each with a primary and a secondary slot.',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'api-keys:read')] as const,
+      responses: {
+        200: {
+          description: 'The six slots, without secrets.',
+          content: { 'application/json': { schema: z.object({ keys: z.array(KeySlot) }) } },
+        },
+        ...authErrors,
+      },
+    }),
+    async (c) => {
+      const slots = await deps.store.keys.listBuiltin(c.get('principal').tenant.id);
+      return c.json({ keys: slots.map(slotBody) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/api-keys/{kind}/{slot}/rotate',
+      tags: ['API keys'],
+      summary: 'Rotate a built-in key slot',
+      description:
+        'Generates a new key for the slot; the previous value stops working at once, on every replica. ' +
+        'Only a Tenant API key may rotate. The other slot of the same kind is unaffected, so rotate the slot your ' +
+        'systems are not using, switch them over, then rotate the other.',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'api-keys:write')] as const,
+      request: { params: z.object({ kind: Kind, slot: SlotName }) },
+      responses: {
+        200: {
+          description: 'The new key, shown once.',
+          content: { 'application/json': { schema: RotatedKey } },
+        },
+        ...authErrors,
+      },
+    }),
+    async (c) => {
+      const { kind, slot } = c.req.valid('param');
+      const rotated = await rotateBuiltinKey(c.get('principal'), kind, slot, deps);
+      c.header('Cache-Control', 'no-store');
+      return c.json(
+        { kind, slot, key: rotated.key, last_rotated_at: isoOrNull(rotated.slot.lastRotatedAt)! },
+        200,
+      );
+    },
+  );
+}

@@ -1,0 +1,91 @@
+// GET /v1/audit-events: the tenant's audit log, newest first, cursor-paginated, filterable by type.
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { AuthenticateDeps } from '../core/authenticate.js';
+import { BrokerError } from '../errors.js';
+import type { AuditEvent } from '../store/store.js';
+import { guard } from './auth.js';
+import type { BrokerEnv } from './context.js';
+import { authErrors, badRequest, iso, Timestamp } from './schemas.js';
+
+const Query = z.object({
+  type: z
+    .string()
+    .regex(/^[a-z_.]{1,64}$/, 'must be an event type such as fine_grained_key.created')
+    .optional()
+    .openapi({ description: 'Only events of this type, e.g. `api_key.rotated`.' }),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: z.string().max(32).optional().openapi({ description: 'The `next_cursor` of the previous page.' }),
+});
+
+const Event = z
+  .object({
+    id: z.string(),
+    time: Timestamp,
+    type: z.string(),
+    outcome: z.enum(['success', 'denied', 'failure']),
+    actor: z.object({ kind: z.string(), id: z.string(), name: z.string().optional() }),
+    target: z.object({ type: z.string(), id: z.string(), name: z.string().optional() }).nullable(),
+    details: z.record(z.string(), z.unknown()),
+  })
+  .openapi('AuditEvent');
+
+const encodeCursor = (id: number) => Buffer.from(`e${id}`).toString('base64url');
+function decodeCursor(cursor: string): number {
+  const match = /^e([0-9]{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString());
+  if (!match) {
+    throw BrokerError.fields('invalid_request', [
+      { field: 'cursor', message: 'not a cursor this endpoint returned' },
+    ]);
+  }
+  return Number(match[1]);
+}
+
+const view = (e: AuditEvent) => ({
+  id: String(e.id),
+  time: iso(e.at),
+  type: e.type,
+  outcome: e.outcome,
+  actor: e.actor,
+  target: e.target ?? null,
+  details: e.details,
+});
+
+export function registerAuditRoutes(app: OpenAPIHono<BrokerEnv>, auth: AuthenticateDeps): void {
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/audit-events',
+      tags: ['Audit'],
+      summary: 'List audit events',
+      description:
+        'Newest first. Pass `next_cursor` back as `cursor` for the next page; it is null on the last page.',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'audit-log:read')] as const,
+      request: { query: Query },
+      responses: {
+        200: {
+          description: 'A page of events.',
+          content: {
+            'application/json': {
+              schema: z.object({ events: z.array(Event), next_cursor: z.string().nullable() }),
+            },
+          },
+        },
+        ...badRequest,
+        ...authErrors,
+      },
+    }),
+    async (c) => {
+      const { type, limit, cursor } = c.req.valid('query');
+      const before = cursor === undefined ? undefined : decodeCursor(cursor);
+      const events = await auth.store.audit.list(c.get('principal').tenant.id, {
+        type,
+        before,
+        limit: limit + 1,
+      });
+      const page = events.slice(0, limit);
+      const next = events.length > limit ? encodeCursor(page[page.length - 1]!.id) : null;
+      return c.json({ events: page.map(view), next_cursor: next }, 200);
+    },
+  );
+}

@@ -1,0 +1,77 @@
+// The OpenAPI 3.1 document and an interactive reference (Swagger UI) served by the broker itself — no CDN.
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import type { OpenAPIHono } from '@hono/zod-openapi';
+import type { BrokerEnv } from './context.js';
+
+export const API_INFO = {
+  title: 'oidc-auth broker',
+  version: '1.0.0',
+  description:
+    'Exchanges GitHub Actions OIDC tokens for short-lived API tokens under trust policies, and manages a ' +
+    "tenant's API keys. Errors are RFC 9457 problem+json documents with a stable `code`.",
+};
+
+export function openApiDocument(app: OpenAPIHono<BrokerEnv>) {
+  return app.getOpenAPI31Document({ openapi: '3.1.0', info: API_INFO });
+}
+
+const ASSETS = {
+  'swagger-ui.css': 'text/css; charset=utf-8',
+  'swagger-ui-bundle.js': 'text/javascript; charset=utf-8',
+} as const;
+
+const PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>oidc-auth broker — API reference</title>
+<link rel="stylesheet" href="/v1/reference/assets/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/v1/reference/assets/swagger-ui-bundle.js"></script>
+<script src="/v1/reference/assets/init.js"></script>
+</body>
+</html>
+`;
+
+const INIT = `window.ui = SwaggerUIBundle({
+  url: '/v1/openapi.json',
+  dom_id: '#swagger-ui',
+  deepLinking: true,
+  persistAuthorization: false,
+  tryItOutEnabled: true,
+});
+`;
+
+const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'";
+
+export function registerDocRoutes(app: OpenAPIHono<BrokerEnv>): void {
+  let document: string | undefined;
+  const assets = new Map<string, Buffer>();
+  const assetDir = () => dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
+
+  app.get('/v1/openapi.json', (c) => {
+    document ??= JSON.stringify(openApiDocument(app));
+    return c.body(document, 200, { 'Content-Type': 'application/json' });
+  });
+  app.get('/v1/reference', (c) => c.html(PAGE, 200, { 'Content-Security-Policy': CSP }));
+  app.get('/v1/reference/assets/init.js', (c) =>
+    c.body(INIT, 200, { 'Content-Type': 'text/javascript; charset=utf-8' }),
+  );
+  app.get('/v1/reference/assets/:file', async (c) => {
+    const file = c.req.param('file');
+    if (!Object.hasOwn(ASSETS, file)) return c.notFound();
+    let body = assets.get(file);
+    if (!body) {
+      body = await readFile(join(assetDir(), file));
+      assets.set(file, body);
+    }
+    return c.body(new Uint8Array(body), 200, {
+      'Content-Type': ASSETS[file as keyof typeof ASSETS],
+      'Cache-Control': 'public, max-age=86400',
+    });
+  });
+}

@@ -1,0 +1,202 @@
+// /v1/fine-grained-keys: create (shown once), list, get, revoke; keys are immutable.
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import {
+  createFineGrainedKey,
+  EXPIRATIONS,
+  type Expiration,
+  type KeyDeps,
+  revokeFineGrainedKey,
+} from '../core/api-keys.js';
+import type { AuthenticateDeps } from '../core/authenticate.js';
+import { BrokerError } from '../errors.js';
+import type { FineGrainedKey } from '../store/store.js';
+import { guard } from './auth.js';
+import type { BrokerEnv } from './context.js';
+import { refuseMethods } from './methods.js';
+import {
+  authErrors,
+  badRequest,
+  iso,
+  isoOrNull,
+  notFound,
+  PermissionId,
+  PermissionList,
+  Timestamp,
+} from './schemas.js';
+
+const CreateRequest = z
+  .strictObject({
+    name: z
+      .string()
+      .min(1)
+      .max(100)
+      .regex(/^\S(.*\S)?$/, 'must not start or end with white space')
+      .openapi({ example: 'deploy-bot' }),
+    expiration: z
+      .enum(Object.keys(EXPIRATIONS) as [Expiration, ...Expiration[]])
+      .optional()
+      .openapi({ description: 'A preset lifetime. Give this or `expires_in_days`.' }),
+    expires_in_days: z
+      .number()
+      .int()
+      .min(1)
+      .max(365)
+      .optional()
+      .openapi({ description: 'A custom lifetime in whole days, 1–365. Give this or `expiration`.' }),
+    permissions: PermissionList.min(1),
+  })
+  .openapi('CreateFineGrainedKey');
+
+const KeyView = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    hint: z.string(),
+    permissions: z.array(PermissionId),
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    last_used_at: Timestamp.nullable(),
+    expired: z.boolean(),
+  })
+  .openapi('FineGrainedKey');
+
+const CreatedKey = KeyView.extend({
+  key: z.string().openapi({ description: 'The key itself. Shown only in this response; store it now.' }),
+}).openapi('CreatedFineGrainedKey');
+
+const IdParam = z.object({ id: z.string().max(100) });
+
+export function registerFineGrainedKeyRoutes(
+  app: OpenAPIHono<BrokerEnv>,
+  auth: AuthenticateDeps,
+  deps: KeyDeps,
+): void {
+  const view = (k: FineGrainedKey) => ({
+    id: k.id,
+    name: k.name,
+    hint: k.hint,
+    permissions: k.permissions,
+    created_at: iso(k.createdAt),
+    expires_at: iso(k.expiresAt),
+    last_used_at: isoOrNull(k.lastUsedAt),
+    expired: k.expiresAt <= deps.now(),
+  });
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/fine-grained-keys',
+      tags: ['Fine-grained keys'],
+      summary: 'Create a fine-grained key',
+      description:
+        'Creates a scoped, expiring key. The key is in this response only. Permissions must be a subset of the ' +
+        "caller's own (`403 permission_escalation` otherwise).",
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'api-keys:write')] as const,
+      request: { body: { required: true, content: { 'application/json': { schema: CreateRequest } } } },
+      responses: {
+        201: {
+          description: 'Created; `key` is shown once.',
+          content: { 'application/json': { schema: CreatedKey } },
+        },
+        ...badRequest,
+        ...authErrors,
+      },
+    }),
+    async (c) => {
+      const body = c.req.valid('json');
+      if (body.expiration !== undefined && body.expires_in_days !== undefined) {
+        throw BrokerError.fields('invalid_request', [
+          { field: 'expires_in_days', message: 'give either expiration or expires_in_days, not both' },
+        ]);
+      }
+      if (body.expiration === undefined && body.expires_in_days === undefined) {
+        throw BrokerError.fields('invalid_request', [
+          { field: 'expiration', message: 'required: one of 7d, 30d, 90d, 1y — or expires_in_days (1–365)' },
+        ]);
+      }
+      const expiresInDays = body.expires_in_days ?? EXPIRATIONS[body.expiration!];
+      const created = await createFineGrainedKey(
+        c.get('principal'),
+        { name: body.name, expiresInDays, permissions: body.permissions },
+        deps,
+      );
+      c.header('Cache-Control', 'no-store');
+      c.header('Location', `/v1/fine-grained-keys/${created.key.id}`);
+      return c.json({ ...view(created.key), key: created.secret }, 201);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/fine-grained-keys',
+      tags: ['Fine-grained keys'],
+      summary: 'List fine-grained keys',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'api-keys:read')] as const,
+      responses: {
+        200: {
+          description: 'Every fine-grained key of the tenant, newest first, without secrets.',
+          content: { 'application/json': { schema: z.object({ keys: z.array(KeyView) }) } },
+        },
+        ...authErrors,
+      },
+    }),
+    async (c) => {
+      const keys = await deps.store.keys.listFineGrained(c.get('principal').tenant.id);
+      return c.json({ keys: keys.map(view) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/fine-grained-keys/{id}',
+      tags: ['Fine-grained keys'],
+      summary: 'Get a fine-grained key',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'api-keys:read')] as const,
+      request: { params: IdParam },
+      responses: {
+        200: {
+          description: 'The key, without its secret.',
+          content: { 'application/json': { schema: KeyView } },
+        },
+        ...authErrors,
+        ...notFound,
+      },
+    }),
+    async (c) => {
+      const { id } = c.req.valid('param');
+      const key = await deps.store.keys.getFineGrained(c.get('principal').tenant.id, id);
+      if (!key) throw new BrokerError('not_found', `no fine-grained key with id "${id}" in this tenant`);
+      return c.json(view(key), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/v1/fine-grained-keys/{id}',
+      tags: ['Fine-grained keys'],
+      summary: 'Revoke a fine-grained key',
+      description: 'Deletes the key; the next request that uses it is refused, on every replica.',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'api-keys:write')] as const,
+      request: { params: IdParam },
+      responses: { 204: { description: 'Revoked.' }, ...authErrors, ...notFound },
+    }),
+    async (c) => {
+      await revokeFineGrainedKey(c.get('principal'), c.req.valid('param').id, deps);
+      return c.body(null, 204);
+    },
+  );
+
+  refuseMethods(
+    app,
+    ['PUT', 'PATCH'],
+    '/v1/fine-grained-keys/:id',
+    'fine-grained keys are immutable: revoke this key (DELETE) and create a new one with the name, lifetime and permissions you want',
+  );
+}

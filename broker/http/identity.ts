@@ -1,0 +1,107 @@
+// GET /v1/whoami and GET /v1/permissions: what the caller is, and what the tenant can grant.
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { AuthenticateDeps } from '../core/authenticate.js';
+import { ALL_PERMISSIONS, CATEGORIES, enabledPermissions } from '../core/permissions.js';
+import { guard } from './auth.js';
+import type { BrokerEnv } from './context.js';
+import { authErrors, isoOrNull, PermissionId, Timestamp } from './schemas.js';
+
+const Whoami = z
+  .object({
+    tenant: z.object({ name: z.string(), audience: z.string() }),
+    credential: z.object({
+      kind: z.enum(['tenant', 'tenant-read-only', 'secure-registry', 'fine-grained', 'access-token']),
+      id: z.string(),
+      name: z.string().nullable(),
+      slot: z.enum(['primary', 'secondary']).nullable(),
+    }),
+    permissions: z.array(PermissionId),
+    expires_at: Timestamp.nullable(),
+  })
+  .openapi('Whoami');
+
+const Catalogue = z
+  .object({
+    categories: z.array(
+      z.object({
+        id: z.string(),
+        name: z.string(),
+        enabled: z.boolean(),
+        permissions: z.array(PermissionId),
+      }),
+    ),
+    shortcuts: z.object({ 'read-all': z.array(PermissionId), 'read-write-all': z.array(PermissionId) }),
+  })
+  .openapi('PermissionCatalogue');
+
+export function registerIdentityRoutes(app: OpenAPIHono<BrokerEnv>, auth: AuthenticateDeps): void {
+  const anyCredential = guard(auth);
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/whoami',
+      tags: ['Identity'],
+      summary: 'Describe the calling credential',
+      security: [{ bearerAuth: [] }],
+      middleware: [anyCredential] as const,
+      responses: {
+        200: {
+          description: 'The tenant, credential and effective permissions.',
+          content: { 'application/json': { schema: Whoami } },
+        },
+        ...authErrors,
+      },
+    }),
+    (c) => {
+      const { tenant, credential, permissions, expiresAt } = c.get('principal');
+      return c.json(
+        {
+          tenant: { name: tenant.name, audience: tenant.audience },
+          credential: {
+            kind: credential.kind,
+            id: credential.id,
+            name: credential.name ?? null,
+            slot: credential.slot ?? null,
+          },
+          permissions,
+          expires_at: isoOrNull(expiresAt),
+        },
+        200,
+      );
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/permissions',
+      tags: ['Identity'],
+      summary: "List the tenant's permission catalogue and shortcuts",
+      security: [{ bearerAuth: [] }],
+      middleware: [anyCredential] as const,
+      responses: {
+        200: {
+          description: 'Categories, their permissions, and what each shortcut expands to.',
+          content: { 'application/json': { schema: Catalogue } },
+        },
+        ...authErrors,
+      },
+    }),
+    (c) => {
+      const { tenant } = c.get('principal');
+      const enabled = enabledPermissions(tenant.disabledCategories);
+      return c.json(
+        {
+          categories: CATEGORIES.map((category) => ({
+            id: category.id,
+            name: category.name,
+            enabled: !tenant.disabledCategories.includes(category.id),
+            permissions: ALL_PERMISSIONS.filter((p) => p.startsWith(`${category.id}:`)),
+          })),
+          shortcuts: { 'read-all': enabled.filter((p) => p.endsWith(':read')), 'read-write-all': enabled },
+        },
+        200,
+      );
+    },
+  );
+}

@@ -1,0 +1,55 @@
+// 405 instead of 404 when the path exists under other methods, with the Allow header listing them.
+import type { Env, Hono } from 'hono';
+import { BrokerError } from '../errors.js';
+
+interface Pattern {
+  regex: RegExp;
+  method: string;
+}
+
+const compiled = new WeakMap<object, Pattern[]>();
+const refused = new WeakMap<object, Set<string>>();
+
+function patternsOf<E extends Env>(app: Hono<E>): Pattern[] {
+  let patterns = compiled.get(app);
+  if (!patterns) {
+    const skip = refused.get(app) ?? new Set<string>();
+    patterns = app.routes
+      .filter((r) => r.method !== 'ALL' && !r.path.includes('*') && !skip.has(`${r.method} ${r.path}`))
+      .map((r) => ({
+        method: r.method,
+        regex: new RegExp(
+          `^${r.path.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\/:[^/]+/g, '/[^/]+')}/?$`,
+        ),
+      }));
+    compiled.set(app, patterns);
+  }
+  return patterns;
+}
+
+export function allowedMethods<E extends Env>(app: Hono<E>, path: string): string[] {
+  const methods = new Set(
+    patternsOf(app)
+      .filter((p) => p.regex.test(path))
+      .map((p) => p.method),
+  );
+  if (methods.has('GET')) methods.add('HEAD');
+  return [...methods].sort();
+}
+
+/** Answers `methods` on `path` with a 405 that says why (e.g. keys are immutable); Allow lists the others. */
+export function refuseMethods<E extends Env>(
+  app: Hono<E>,
+  methods: string[],
+  path: string,
+  detail: string,
+): void {
+  const set = refused.get(app) ?? new Set<string>();
+  for (const m of methods) set.add(`${m} ${path}`);
+  refused.set(app, set);
+  app.on(methods, path, (c) => {
+    throw new BrokerError('method_not_allowed', detail, {
+      headers: { Allow: allowedMethods(app, c.req.path).join(', ') },
+    });
+  });
+}

@@ -1,0 +1,38 @@
+// The one place errors become responses: RFC 9457 problem+json, 5xx without internals.
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import { BrokerError, toProblem } from '../errors.js';
+import type { BrokerEnv } from './context.js';
+
+function fromHttpException(error: HTTPException): BrokerError {
+  switch (error.status) {
+    case 400:
+      return /json/i.test(error.message)
+        ? new BrokerError('invalid_request', 'the request body is not valid JSON')
+        : new BrokerError('invalid_request', error.message || 'the request is malformed');
+    case 413:
+      return new BrokerError('payload_too_large', error.message);
+    case 415:
+      return new BrokerError('unsupported_media_type', 'send the body as Content-Type: application/json');
+    default:
+      return new BrokerError('internal_error', error.message);
+  }
+}
+
+export function toBrokerError(error: unknown): BrokerError {
+  if (error instanceof BrokerError) return error;
+  if (error instanceof HTTPException) return fromHttpException(error);
+  return new BrokerError('internal_error', error instanceof Error ? error.message : String(error));
+}
+
+export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response {
+  const brokerError = toBrokerError(error);
+  if (brokerError.code === 'internal_error') {
+    c.get('log').error('request failed', { error, stack: error instanceof Error ? error.stack : undefined });
+  }
+  const body = toProblem(brokerError, c.get('requestId'));
+  return new Response(JSON.stringify(body), {
+    status: brokerError.status,
+    headers: { 'Content-Type': 'application/problem+json', ...brokerError.headers },
+  });
+}

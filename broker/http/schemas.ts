@@ -1,0 +1,51 @@
+// Response and shared schemas, written once and referenced by every route's OpenAPI entry.
+import { z } from '@hono/zod-openapi';
+import { ALL_PERMISSIONS } from '../core/permissions.js';
+
+export const Problem = z
+  .looseObject({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    code: z.string().openapi({ example: 'invalid_request' }),
+    request_id: z.string(),
+    errors: z.array(z.object({ field: z.string(), message: z.string() })).optional(),
+  })
+  .openapi('Problem', { description: 'RFC 9457 problem details with a stable snake_case code.' });
+
+export const PermissionId = z.enum(ALL_PERMISSIONS as [string, ...string[]]).openapi('PermissionId');
+
+/** Accepts ids and shortcuts; unknown values get the broker's own message naming the offending entry. */
+export const PermissionList = z
+  .array(z.string().max(64))
+  .max(64)
+  .openapi({
+    description: 'Permission ids (`harden-runner:read`, …) or the shortcuts `read-all` / `read-write-all`.',
+    example: ['harden-runner:read'],
+  });
+
+export const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-11-26T12:00:00.000Z' });
+
+export const iso = (ms: number): string => new Date(ms).toISOString();
+export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
+
+const problem = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: Problem } },
+});
+
+/** The error responses every authenticated route can give. */
+export const authErrors = {
+  401: problem('Missing, malformed, unknown, expired or revoked credential (`unauthenticated`).'),
+  403: problem(
+    'The credential lacks the permission (`forbidden`), or asks for more than it holds (`permission_escalation`).',
+  ),
+} as const;
+
+export const badRequest = {
+  400: problem('The body or query is invalid; `errors` names each field (`invalid_request`).'),
+};
+export const notFound = { 404: problem('No such resource in this tenant (`not_found`).') };
+export const conflict = { 409: problem('A unique value is already taken (`conflict`).') };
+export { problem };

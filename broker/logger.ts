@@ -1,0 +1,51 @@
+// Structured JSON logs, one object a line. Callers pass fields, never raw keys or tokens.
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+export type LogFields = Record<string, unknown>;
+
+export interface Logger {
+  debug(msg: string, fields?: LogFields): void;
+  info(msg: string, fields?: LogFields): void;
+  warn(msg: string, fields?: LogFields): void;
+  error(msg: string, fields?: LogFields): void;
+  child(fields: LogFields): Logger;
+}
+
+export interface LineSink {
+  write(line: string): unknown;
+}
+
+export function createLogger(sink: LineSink, level: LogLevel, base: LogFields = {}, now = Date.now): Logger {
+  const min = RANK[level];
+  const emit = (lvl: LogLevel, msg: string, fields?: LogFields) => {
+    if (RANK[lvl] < min) return;
+    sink.write(
+      `${JSON.stringify({ time: new Date(now()).toISOString(), level: lvl, msg, ...base, ...fields }, errorReplacer)}\n`,
+    );
+  };
+  return {
+    debug: (msg, fields) => emit('debug', msg, fields),
+    info: (msg, fields) => emit('info', msg, fields),
+    warn: (msg, fields) => emit('warn', msg, fields),
+    error: (msg, fields) => emit('error', msg, fields),
+    child: (fields) => createLogger(sink, level, { ...base, ...fields }, now),
+  };
+}
+
+/** Errors serialise as their class and message (stack only at debug-worthy call sites that ask for it). */
+function errorReplacer(_key: string, value: unknown): unknown {
+  if (value instanceof Error) return { type: value.name, message: value.message };
+  return value;
+}
+
+export const silentLogger: Logger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+  child() {
+    return silentLogger;
+  },
+};

@@ -1,0 +1,72 @@
+// The composition root: the only broker module that touches process, sockets and signals.
+import { serve as listen } from '@hono/node-server';
+import { createBroker, ensureDemoTenant } from './broker.js';
+import { runCli } from './cli.js';
+import type { BrokerConfig } from './config.js';
+import { createLogger } from './logger.js';
+
+const SHUTDOWN_GRACE_MS = 10_000;
+
+async function serve(config: BrokerConfig): Promise<number> {
+  const logger = createLogger(process.stdout, config.logLevel);
+  const broker = await createBroker(config, { logger, processMetrics: true });
+  const demo = await ensureDemoTenant(broker, config);
+  if (demo) {
+    // Printed to the terminal once, like a dev server's first-run password — never to the log stream.
+    process.stderr.write(
+      `\nCreated tenant "${demo.name}" (audience ${demo.audience}) on this empty database.\n` +
+        `Its Tenant API key is shown only now:\n\n  ${demo.key}\n\n` +
+        `Try: curl -H "Authorization: Bearer ${demo.key}" ${config.publicUrl}/v1/whoami\n\n`,
+    );
+  }
+
+  const server = listen({ fetch: broker.app.fetch, port: config.port, hostname: config.host });
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  logger.info('listening', {
+    host: config.host,
+    port,
+    database: config.database.engine,
+    public_url: config.publicUrl,
+  });
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info('shutting down', { signal });
+      const http = server as unknown as { closeAllConnections(): void; closeIdleConnections(): void };
+      const force = setTimeout(() => {
+        logger.warn('in-flight requests did not finish in time; closing connections', {
+          grace_ms: SHUTDOWN_GRACE_MS,
+        });
+        http.closeAllConnections();
+      }, SHUTDOWN_GRACE_MS);
+      // A keep-alive connection whose request finishes after close() would otherwise linger until its timeout.
+      const sweep = setInterval(() => http.closeIdleConnections(), 50);
+      // close() stops accepting, lets in-flight requests finish, and drops idle keep-alive connections.
+      server.close(async () => {
+        clearTimeout(force);
+        clearInterval(sweep);
+        await broker.close();
+        logger.info('stopped');
+        resolve(0);
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+const code = await runCli(process.argv.slice(2), {
+  env: process.env,
+  out: (text) => process.stdout.write(text),
+  err: (text) => process.stderr.write(text),
+  serve,
+});
+process.exitCode = code;

@@ -1,0 +1,132 @@
+// Built-in key slots and fine-grained keys in SQL; only digests and hints are stored.
+import { appendAudit } from './audit-rows.js';
+import type { SqlDriver } from './sql.js';
+import type { BuiltinKeySlot, FineGrainedKey, Store } from './store.js';
+
+interface SlotRow {
+  tenant_id: string;
+  kind: BuiltinKeySlot['kind'];
+  slot: BuiltinKeySlot['slot'];
+  hint: string | null;
+  last_rotated_at: number | null;
+}
+
+interface FineGrainedRow {
+  id: string;
+  tenant_id: string;
+  name: string;
+  hint: string;
+  permissions: string;
+  created_by: string;
+  created_at: number;
+  expires_at: number;
+  last_used_at: number | null;
+}
+
+const slotFromRow = (row: SlotRow): BuiltinKeySlot => ({
+  tenantId: row.tenant_id,
+  kind: row.kind,
+  slot: row.slot,
+  hint: row.hint,
+  lastRotatedAt: row.last_rotated_at,
+});
+
+const keyFromRow = (row: FineGrainedRow): FineGrainedKey => ({
+  id: row.id,
+  tenantId: row.tenant_id,
+  name: row.name,
+  hint: row.hint,
+  permissions: JSON.parse(row.permissions),
+  createdBy: row.created_by,
+  createdAt: row.created_at,
+  expiresAt: row.expires_at,
+  lastUsedAt: row.last_used_at,
+});
+
+const SLOT_COLUMNS = 'tenant_id, kind, slot, hint, last_rotated_at';
+const KEY_COLUMNS =
+  'id, tenant_id, name, hint, permissions, created_by, created_at, expires_at, last_used_at';
+const KIND_ORDER = "CASE kind WHEN 'tenant' THEN 0 WHEN 'tenant-read-only' THEN 1 ELSE 2 END";
+
+export function keyRows(db: SqlDriver): Store['keys'] {
+  return {
+    async builtinByDigest(digest) {
+      const row = await db.get<SlotRow>(`SELECT ${SLOT_COLUMNS} FROM builtin_keys WHERE digest = ?`, [
+        digest,
+      ]);
+      return row && slotFromRow(row);
+    },
+    async listBuiltin(tenantId) {
+      const rows = await db.all<SlotRow>(
+        `SELECT ${SLOT_COLUMNS} FROM builtin_keys WHERE tenant_id = ? ORDER BY ${KIND_ORDER}, slot`,
+        [tenantId],
+      );
+      return rows.map(slotFromRow);
+    },
+    rotate: (tenantId, kind, slot, key, at, audit) =>
+      db.transaction(async (tx) => {
+        await tx.run(
+          'UPDATE builtin_keys SET digest = ?, hint = ?, last_rotated_at = ? WHERE tenant_id = ? AND kind = ? AND slot = ?',
+          [key.digest, key.hint, at, tenantId, kind, slot],
+        );
+        await appendAudit(tx, audit, at);
+        return { tenantId, kind, slot, hint: key.hint, lastRotatedAt: at };
+      }),
+    async fineGrainedByDigest(digest) {
+      const row = await db.get<FineGrainedRow>(
+        `SELECT ${KEY_COLUMNS} FROM fine_grained_keys WHERE digest = ?`,
+        [digest],
+      );
+      return row && keyFromRow(row);
+    },
+    createFineGrained: (key, stored, audit) =>
+      db.transaction(async (tx) => {
+        await tx.run(
+          `INSERT INTO fine_grained_keys (${KEY_COLUMNS}, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          [
+            key.id,
+            key.tenantId,
+            key.name,
+            stored.hint,
+            JSON.stringify(key.permissions),
+            key.createdBy,
+            key.createdAt,
+            key.expiresAt,
+            null,
+            stored.digest,
+          ],
+        );
+        await appendAudit(tx, audit, key.createdAt);
+        return { ...key, hint: stored.hint };
+      }),
+    async listFineGrained(tenantId) {
+      const rows = await db.all<FineGrainedRow>(
+        `SELECT ${KEY_COLUMNS} FROM fine_grained_keys WHERE tenant_id = ? ORDER BY created_at DESC, id`,
+        [tenantId],
+      );
+      return rows.map(keyFromRow);
+    },
+    async getFineGrained(tenantId, id) {
+      const row = await db.get<FineGrainedRow>(
+        `SELECT ${KEY_COLUMNS} FROM fine_grained_keys WHERE tenant_id = ? AND id = ?`,
+        [tenantId, id],
+      );
+      return row && keyFromRow(row);
+    },
+    deleteFineGrained: (tenantId, id, at, audit) =>
+      db.transaction(async (tx) => {
+        const row = await tx.get<FineGrainedRow>(
+          `SELECT ${KEY_COLUMNS} FROM fine_grained_keys WHERE tenant_id = ? AND id = ?`,
+          [tenantId, id],
+        );
+        if (!row) return undefined;
+        const key = keyFromRow(row);
+        await tx.run('DELETE FROM fine_grained_keys WHERE tenant_id = ? AND id = ?', [tenantId, id]);
+        await appendAudit(tx, { ...audit, target: { type: 'fine_grained_key', id, name: key.name } }, at);
+        return key;
+      }),
+    async touchFineGrained(id, at) {
+      await db.run('UPDATE fine_grained_keys SET last_used_at = ? WHERE id = ?', [at, id]);
+    },
+  };
+}

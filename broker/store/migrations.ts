@@ -1,0 +1,145 @@
+// Schema migrations, in code and applied at start; each runs once, in order, inside a transaction.
+import type { SqlDriver } from './sql.js';
+
+interface Migration {
+  version: number;
+  name: string;
+  /** DDL; `{{serial}}` becomes the engine's auto-increment primary key. */
+  sql: string;
+}
+
+const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'initial schema',
+    sql: `
+      CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        audience TEXT NOT NULL,
+        disabled_categories TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+      );
+      CREATE UNIQUE INDEX tenants_name ON tenants (name);
+      CREATE UNIQUE INDEX tenants_audience ON tenants (audience);
+
+      CREATE TABLE builtin_keys (
+        tenant_id TEXT NOT NULL REFERENCES tenants (id),
+        kind TEXT NOT NULL,
+        slot TEXT NOT NULL,
+        digest TEXT,
+        hint TEXT,
+        last_rotated_at BIGINT,
+        PRIMARY KEY (tenant_id, kind, slot)
+      );
+      CREATE UNIQUE INDEX builtin_keys_digest ON builtin_keys (digest);
+
+      CREATE TABLE fine_grained_keys (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants (id),
+        name TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        hint TEXT NOT NULL,
+        permissions TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        last_used_at BIGINT
+      );
+      CREATE UNIQUE INDEX fine_grained_keys_digest ON fine_grained_keys (digest);
+      CREATE INDEX fine_grained_keys_tenant ON fine_grained_keys (tenant_id, created_at);
+
+      CREATE TABLE audit_events (
+        id {{serial}},
+        tenant_id TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        type TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        target TEXT,
+        details TEXT NOT NULL
+      );
+      CREATE INDEX audit_events_tenant ON audit_events (tenant_id, id);
+      CREATE INDEX audit_events_tenant_type ON audit_events (tenant_id, type, id);
+
+      CREATE TABLE trust_policies (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants (id),
+        name TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        description TEXT,
+        issuer TEXT NOT NULL,
+        owner_key TEXT NOT NULL,
+        repository_key TEXT NOT NULL,
+        claims TEXT NOT NULL,
+        max_session_duration_seconds INTEGER NOT NULL,
+        permissions TEXT NOT NULL,
+        allow_pull_request_target INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+      CREATE UNIQUE INDEX trust_policies_name ON trust_policies (tenant_id, name_key);
+      CREATE INDEX trust_policies_lookup ON trust_policies (tenant_id, issuer, owner_key, repository_key);
+
+      CREATE TABLE used_jtis (
+        issuer TEXT NOT NULL,
+        jti TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (issuer, jti)
+      );
+      CREATE INDEX used_jtis_expiry ON used_jtis (expires_at);
+
+      CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        revoked_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+      );
+      CREATE INDEX revoked_tokens_expiry ON revoked_tokens (expires_at);
+
+      CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY,
+        public_jwk TEXT NOT NULL,
+        private_key TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        retired_at BIGINT
+      );
+    `,
+  },
+];
+
+const SERIAL = {
+  sqlite: 'INTEGER PRIMARY KEY AUTOINCREMENT',
+  postgres: 'BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY',
+} as const;
+
+/** Brings the schema up to date. Safe to call from several replicas at once. */
+export async function migrate(db: SqlDriver, now: () => number = Date.now): Promise<number[]> {
+  await db.exec(
+    'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)',
+  );
+  return db.transaction(async (tx) => {
+    // Replicas starting together queue here; SQLite's BEGIN IMMEDIATE already serialises them.
+    if (db.engine === 'postgres') await tx.get('SELECT pg_advisory_xact_lock(7710001)');
+    const done = new Set(
+      (await tx.all<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version),
+    );
+    const applied: number[] = [];
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      const ddl = m.sql.replaceAll('{{serial}}', SERIAL[db.engine]);
+      for (const statement of ddl
+        .split(';')
+        .map((s) => s.trim())
+        .filter(Boolean))
+        await tx.run(statement);
+      await tx.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [
+        m.version,
+        m.name,
+        now(),
+      ]);
+      applied.push(m.version);
+    }
+    return applied;
+  });
+}

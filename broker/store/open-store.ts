@@ -1,0 +1,73 @@
+// Opens the configured engine, brings its schema up to date and assembles the Store.
+import type { DatabaseConfig } from '../config.js';
+import { auditRows } from './audit-rows.js';
+import { keyRows } from './key-rows.js';
+import { migrate } from './migrations.js';
+import { policyRows } from './policy-rows.js';
+import { openPostgres } from './postgres.js';
+import type { SqlDriver } from './sql.js';
+import { openSqlite } from './sqlite.js';
+import type { SigningKeyRecord, Store } from './store.js';
+import { tenantRows } from './tenant-rows.js';
+import { tokenRows } from './token-rows.js';
+
+interface SigningKeyRow {
+  kid: string;
+  public_jwk: string;
+  private_key: string;
+  created_at: number;
+  retired_at: number | null;
+}
+
+function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
+  return {
+    async list() {
+      const rows = await db.all<SigningKeyRow>('SELECT * FROM signing_keys ORDER BY created_at');
+      return rows.map(
+        (r): SigningKeyRecord => ({
+          kid: r.kid,
+          publicJwk: r.public_jwk,
+          privateKey: r.private_key,
+          createdAt: r.created_at,
+          retiredAt: r.retired_at,
+        }),
+      );
+    },
+    async insert(key) {
+      await db.run(
+        'INSERT INTO signing_keys (kid, public_jwk, private_key, created_at, retired_at) VALUES (?, ?, ?, ?, ?)',
+        [key.kid, key.publicJwk, key.privateKey, key.createdAt, key.retiredAt],
+      );
+    },
+    async retire(kid, at) {
+      await db.run('UPDATE signing_keys SET retired_at = ? WHERE kid = ? AND retired_at IS NULL', [at, kid]);
+    },
+  };
+}
+
+export function storeOn(db: SqlDriver): Store {
+  return {
+    engine: db.engine,
+    tenants: tenantRows(db),
+    keys: keyRows(db),
+    audit: auditRows(db),
+    policies: policyRows(db),
+    tokens: tokenRows(db),
+    signingKeys: signingKeyRows(db),
+    async ping() {
+      await db.get('SELECT 1 AS ok');
+    },
+    close: () => db.close(),
+  };
+}
+
+export async function openStore(config: DatabaseConfig): Promise<Store> {
+  const db = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
+  try {
+    await migrate(db);
+  } catch (error) {
+    await db.close().catch(() => {});
+    throw error;
+  }
+  return storeOn(db);
+}

@@ -1,0 +1,139 @@
+// Trust policies in SQL, indexed by (tenant, issuer, owner, repository) so lookups stay flat as policies grow.
+import type { PolicyClaims, TrustPolicy } from '../core/policy-types.js';
+import { appendAudit } from './audit-rows.js';
+import { type SqlDriver, UniqueViolation } from './sql.js';
+import type { Created, PolicyRecordInput, Store } from './store.js';
+
+interface PolicyRow {
+  id: string;
+  tenant_id: string;
+  name: string;
+  description: string | null;
+  issuer: string;
+  claims: string;
+  max_session_duration_seconds: number;
+  permissions: string;
+  allow_pull_request_target: number;
+  created_at: number;
+  updated_at: number;
+}
+
+const COLUMNS =
+  'id, tenant_id, name, description, issuer, claims, max_session_duration_seconds, permissions, allow_pull_request_target, created_at, updated_at';
+
+const fromRow = (row: PolicyRow): TrustPolicy => ({
+  id: row.id,
+  tenantId: row.tenant_id,
+  name: row.name,
+  description: row.description,
+  issuer: row.issuer,
+  claims: JSON.parse(row.claims) as PolicyClaims,
+  max_session_duration_seconds: row.max_session_duration_seconds,
+  permissions: JSON.parse(row.permissions),
+  allow_pull_request_target: row.allow_pull_request_target === 1,
+  createdAt: row.created_at,
+  updatedAt: row.updated_at,
+});
+
+/** The lower-case owner and repository a policy is filed under ('' = any repository of the owner). */
+export function lookupKeys(claims: PolicyClaims): { ownerKey: string; repositoryKey: string } {
+  const repository = claims.repository?.toLowerCase() ?? '';
+  const owner = claims.repository_owner?.toLowerCase() ?? repository.split('/')[0] ?? '';
+  return { ownerKey: owner, repositoryKey: repository };
+}
+
+function values(input: PolicyRecordInput) {
+  const { ownerKey, repositoryKey } = lookupKeys(input.claims);
+  return [
+    input.name,
+    input.name.toLowerCase(),
+    input.description,
+    input.issuer,
+    ownerKey,
+    repositoryKey,
+    JSON.stringify(input.claims),
+    input.max_session_duration_seconds,
+    JSON.stringify(input.permissions),
+    input.allow_pull_request_target ? 1 : 0,
+  ];
+}
+
+async function catchingNameClash<T>(fn: () => Promise<T>): Promise<T | { ok: false; conflict: string }> {
+  try {
+    return await fn();
+  } catch (error) {
+    if (error instanceof UniqueViolation) return { ok: false, conflict: 'name' };
+    throw error;
+  }
+}
+
+export function policyRows(db: SqlDriver): Store['policies'] {
+  const get = async (tenantId: string, id: string) => {
+    const row = await db.get<PolicyRow>(
+      `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND id = ?`,
+      [tenantId, id],
+    );
+    return row && fromRow(row);
+  };
+  return {
+    create: (tenantId, id, input, at, audit) =>
+      catchingNameClash<Created<TrustPolicy>>(() =>
+        db.transaction(async (tx) => {
+          await tx.run(
+            `INSERT INTO trust_policies (name, name_key, description, issuer, owner_key, repository_key, claims,
+               max_session_duration_seconds, permissions, allow_pull_request_target, id, tenant_id, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+            [...values(input), id, tenantId, at, at],
+          );
+          await appendAudit(tx, audit, at);
+          return { ok: true, value: { ...input, id, tenantId, createdAt: at, updatedAt: at } };
+        }),
+      ),
+    replace: (tenantId, id, input, at, audit) =>
+      catchingNameClash<Created<TrustPolicy> | undefined>(() =>
+        db.transaction(async (tx) => {
+          const before = await tx.get<PolicyRow>(
+            `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND id = ?`,
+            [tenantId, id],
+          );
+          if (!before) return undefined;
+          await tx.run(
+            `UPDATE trust_policies SET name = ?, name_key = ?, description = ?, issuer = ?, owner_key = ?, repository_key = ?,
+               claims = ?, max_session_duration_seconds = ?, permissions = ?, allow_pull_request_target = ?, updated_at = ?
+             WHERE tenant_id = ? AND id = ?`,
+            [...values(input), at, tenantId, id],
+          );
+          await appendAudit(tx, audit, at);
+          return { ok: true, value: { ...input, id, tenantId, createdAt: before.created_at, updatedAt: at } };
+        }),
+      ),
+    delete: (tenantId, id, at, audit) =>
+      db.transaction(async (tx) => {
+        const row = await tx.get<PolicyRow>(
+          `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND id = ?`,
+          [tenantId, id],
+        );
+        if (!row) return undefined;
+        const policy = fromRow(row);
+        await tx.run('DELETE FROM trust_policies WHERE tenant_id = ? AND id = ?', [tenantId, id]);
+        await appendAudit(tx, { ...audit, target: { type: 'trust_policy', id, name: policy.name } }, at);
+        return policy;
+      }),
+    get,
+    async list(tenantId) {
+      const rows = await db.all<PolicyRow>(
+        `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? ORDER BY name_key`,
+        [tenantId],
+      );
+      return rows.map(fromRow);
+    },
+    async candidates(tenantId, issuer, ownerKey, repositoryKey) {
+      const rows = await db.all<PolicyRow>(
+        `SELECT ${COLUMNS} FROM trust_policies
+         WHERE tenant_id = ? AND issuer = ? AND owner_key = ? AND repository_key IN ('', ?)`,
+        [tenantId, issuer, ownerKey, repositoryKey],
+      );
+      return rows.map(fromRow);
+    },
+  };
+}

@@ -1,0 +1,77 @@
+// PostgreSQL engine (pg Pool): `?` placeholders become `$n`; 64-bit integers come back as numbers.
+import pg from 'pg';
+import { type SqlDriver, type SqlExecutor, type SqlValue, UniqueViolation } from './sql.js';
+
+const INT8_OID = 20;
+
+const placeholderCache = new Map<string, string>();
+function toPostgres(sql: string): string {
+  let out = placeholderCache.get(sql);
+  if (out === undefined) {
+    let n = 0;
+    out = sql.replace(/\?/g, () => `$${++n}`);
+    placeholderCache.set(sql, out);
+  }
+  return out;
+}
+
+function translate(error: unknown): never {
+  const e = error as { code?: string; constraint?: string };
+  if (e.code === '23505') throw new UniqueViolation(e.constraint ?? 'unknown');
+  throw error;
+}
+
+type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
+
+function executor(q: Queryable): SqlExecutor {
+  const query = async (sql: string, params: readonly SqlValue[] = []) => {
+    try {
+      return await q.query({ text: toPostgres(sql), values: params as SqlValue[] });
+    } catch (error) {
+      translate(error);
+    }
+  };
+  return {
+    all: async <T>(sql: string, params?: readonly SqlValue[]) => (await query(sql, params)).rows as T[],
+    get: async <T>(sql: string, params?: readonly SqlValue[]) =>
+      (await query(sql, params)).rows[0] as T | undefined,
+    run: async (sql: string, params?: readonly SqlValue[]) => (await query(sql, params)).rowCount ?? 0,
+  };
+}
+
+export function openPostgres(url: string, options: { maxConnections?: number } = {}): SqlDriver {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.maxConnections ?? 10,
+    types: {
+      getTypeParser: ((oid: number, format?: string) =>
+        oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as never,
+    },
+  });
+  // An idle client losing its connection must not crash the process; the next query reconnects.
+  pool.on('error', () => {});
+  return {
+    engine: 'postgres',
+    ...executor(pool),
+    async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const result = await fn(executor(client));
+        await client.query('COMMIT');
+        return result;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw error;
+      } finally {
+        client.release();
+      }
+    },
+    async exec(sql: string) {
+      await pool.query(sql);
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+}

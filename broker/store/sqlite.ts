@@ -1,0 +1,98 @@
+// SQLite engine (better-sqlite3, WAL): synchronous calls behind the async SqlDriver surface.
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { type Row, type SqlDriver, type SqlExecutor, type SqlValue, UniqueViolation } from './sql.js';
+
+type Statement = Database.Statement<unknown[], unknown>;
+
+export function openSqlite(path: string): SqlDriver {
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  // FULL: a commit is on disk before the call returns, so a token is never handed out ahead of its replay record.
+  db.pragma('synchronous = FULL');
+  db.pragma('busy_timeout = 5000');
+  db.pragma('foreign_keys = ON');
+
+  const statements = new Map<string, Statement>();
+  const prepare = (sql: string): Statement => {
+    let stmt = statements.get(sql);
+    if (!stmt) {
+      stmt = db.prepare(sql);
+      statements.set(sql, stmt);
+    }
+    return stmt;
+  };
+  const translate = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (error) {
+      const e = error as { code?: string; message?: string };
+      if (e.code === 'SQLITE_CONSTRAINT_UNIQUE' || e.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+        // "UNIQUE constraint failed: tenants.name" — the column list identifies the constraint.
+        throw new UniqueViolation(e.message?.split(': ')[1] ?? 'unknown');
+      }
+      throw error;
+    }
+  };
+  const direct: SqlExecutor = {
+    all: async <T>(sql: string, params: readonly SqlValue[] = []) =>
+      translate(() => prepare(sql).all(...params) as T[]),
+    get: async <T>(sql: string, params: readonly SqlValue[] = []) =>
+      translate(() => prepare(sql).get(...params) as T | undefined),
+    run: async (sql: string, params: readonly SqlValue[] = []) =>
+      translate(() => prepare(sql).run(...params).changes),
+  };
+
+  // One connection: while an async transaction is open, other callers wait so their statements never
+  // land inside it (and get rolled back with it). The check and what follows it run in one synchronous
+  // stretch, so no two callers can both find the connection free.
+  let current: Promise<void> | undefined;
+  const outside: SqlExecutor = {
+    all: async <T = Row>(sql: string, params?: readonly SqlValue[]) => {
+      while (current) await current;
+      return direct.all<T>(sql, params);
+    },
+    get: async <T = Row>(sql: string, params?: readonly SqlValue[]) => {
+      while (current) await current;
+      return direct.get<T>(sql, params);
+    },
+    run: async (sql: string, params?: readonly SqlValue[]) => {
+      while (current) await current;
+      return direct.run(sql, params);
+    },
+  };
+
+  return {
+    engine: 'sqlite',
+    ...outside,
+    async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+      while (current) await current;
+      let release!: () => void;
+      current = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      try {
+        db.exec('BEGIN IMMEDIATE');
+        const result = await fn(direct);
+        db.exec('COMMIT');
+        return result;
+      } catch (error) {
+        if (db.inTransaction) db.exec('ROLLBACK');
+        throw error;
+      } finally {
+        current = undefined;
+        release();
+      }
+    },
+    async exec(sql: string) {
+      while (current) await current;
+      db.exec(sql);
+    },
+    async close() {
+      while (current) await current;
+      db.close();
+    },
+  };
+}

@@ -1,0 +1,183 @@
+// The storage interface the broker is written against; SQLite and PostgreSQL both implement it.
+import type { Permission } from '../core/permissions.js';
+import type { PolicyClaims, TrustPolicy } from '../core/policy-types.js';
+
+export const BUILTIN_KINDS = ['tenant', 'tenant-read-only', 'secure-registry'] as const;
+export type BuiltinKind = (typeof BUILTIN_KINDS)[number];
+export const SLOTS = ['primary', 'secondary'] as const;
+export type Slot = (typeof SLOTS)[number];
+
+export interface Tenant {
+  id: string;
+  name: string;
+  audience: string;
+  disabledCategories: string[];
+  createdAt: number;
+}
+
+export interface BuiltinKeySlot {
+  tenantId: string;
+  kind: BuiltinKind;
+  slot: Slot;
+  /** Null until the slot is first given a key. */
+  hint: string | null;
+  lastRotatedAt: number | null;
+}
+
+export interface FineGrainedKey {
+  id: string;
+  tenantId: string;
+  name: string;
+  hint: string;
+  permissions: Permission[];
+  createdBy: string;
+  createdAt: number;
+  expiresAt: number;
+  lastUsedAt: number | null;
+}
+
+/** Who did something: a credential (never its secret) or the operator CLI. */
+export interface Actor {
+  kind: string;
+  id: string;
+  name?: string;
+}
+
+export interface AuditEventInput {
+  tenantId: string;
+  type: string;
+  outcome: 'success' | 'denied' | 'failure';
+  actor: Actor;
+  target?: { type: string; id: string; name?: string };
+  details?: Record<string, unknown>;
+}
+
+export interface AuditEvent extends AuditEventInput {
+  id: number;
+  at: number;
+  details: Record<string, unknown>;
+}
+
+export interface StoredKey {
+  digest: string;
+  hint: string;
+}
+
+export type Created<T> = { ok: true; value: T } | { ok: false; conflict: string };
+
+export interface PolicyRecordInput {
+  name: string;
+  description: string | null;
+  issuer: string;
+  claims: PolicyClaims;
+  max_session_duration_seconds: number;
+  permissions: Permission[];
+  allow_pull_request_target: boolean;
+}
+
+export interface SigningKeyRecord {
+  kid: string;
+  publicJwk: string;
+  /** Encrypted under the key-encryption key; opaque to the store. */
+  privateKey: string;
+  createdAt: number;
+  retiredAt: number | null;
+}
+
+export interface Store {
+  readonly engine: 'sqlite' | 'postgres';
+  tenants: {
+    /** Creates the tenant, its six empty built-in slots with the Tenant primary key set, and the audit event. */
+    create(tenant: Tenant, primaryKey: StoredKey, audit: AuditEventInput): Promise<Created<Tenant>>;
+    list(): Promise<Tenant[]>;
+    byId(id: string): Promise<Tenant | undefined>;
+    byAudience(audience: string): Promise<Tenant | undefined>;
+    byName(name: string): Promise<Tenant | undefined>;
+  };
+  keys: {
+    builtinByDigest(digest: string): Promise<BuiltinKeySlot | undefined>;
+    listBuiltin(tenantId: string): Promise<BuiltinKeySlot[]>;
+    /** Replaces the slot's key (the previous one stops working at once) and records the audit event, atomically. */
+    rotate(
+      tenantId: string,
+      kind: BuiltinKind,
+      slot: Slot,
+      key: StoredKey,
+      at: number,
+      audit: AuditEventInput,
+    ): Promise<BuiltinKeySlot>;
+    fineGrainedByDigest(digest: string): Promise<FineGrainedKey | undefined>;
+    createFineGrained(
+      key: FineGrainedKey,
+      stored: StoredKey,
+      audit: AuditEventInput,
+    ): Promise<FineGrainedKey>;
+    listFineGrained(tenantId: string): Promise<FineGrainedKey[]>;
+    getFineGrained(tenantId: string, id: string): Promise<FineGrainedKey | undefined>;
+    /** Deletes the key and records the audit event (its target filled in here); undefined when the tenant has no such key. */
+    deleteFineGrained(
+      tenantId: string,
+      id: string,
+      at: number,
+      audit: AuditEventInput,
+    ): Promise<FineGrainedKey | undefined>;
+    touchFineGrained(id: string, at: number): Promise<void>;
+  };
+  audit: {
+    append(event: AuditEventInput, at: number): Promise<void>;
+    /** Newest first; `before` is the id of the last event of the previous page. */
+    list(tenantId: string, query: { type?: string; before?: number; limit: number }): Promise<AuditEvent[]>;
+  };
+  policies: {
+    create(
+      tenantId: string,
+      id: string,
+      input: PolicyRecordInput,
+      at: number,
+      audit: AuditEventInput,
+    ): Promise<Created<TrustPolicy>>;
+    replace(
+      tenantId: string,
+      id: string,
+      input: PolicyRecordInput,
+      at: number,
+      audit: AuditEventInput,
+    ): Promise<Created<TrustPolicy> | undefined>;
+    delete(
+      tenantId: string,
+      id: string,
+      at: number,
+      audit: AuditEventInput,
+    ): Promise<TrustPolicy | undefined>;
+    get(tenantId: string, id: string): Promise<TrustPolicy | undefined>;
+    list(tenantId: string): Promise<TrustPolicy[]>;
+    /** Policies that can match a token of this issuer, owner and repository (lower-case keys): an indexed lookup. */
+    candidates(
+      tenantId: string,
+      issuer: string,
+      ownerKey: string,
+      repositoryKey: string,
+    ): Promise<TrustPolicy[]>;
+  };
+  tokens: {
+    /** Records (iss, jti) as used; false when it already was (a replay). */
+    consumeJti(issuer: string, jti: string, expiresAt: number): Promise<boolean>;
+    revoke(
+      jti: string,
+      tenantId: string,
+      expiresAt: number,
+      at: number,
+      audit: AuditEventInput,
+    ): Promise<void>;
+    isRevoked(jti: string): Promise<boolean>;
+    /** Forgets replay and revocation records whose tokens have expired; returns how many went. */
+    purgeExpired(before: number): Promise<number>;
+  };
+  signingKeys: {
+    list(): Promise<SigningKeyRecord[]>;
+    insert(key: SigningKeyRecord): Promise<void>;
+    retire(kid: string, at: number): Promise<void>;
+  };
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

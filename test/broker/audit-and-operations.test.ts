@@ -1,0 +1,96 @@
+// The audit log's paging and filtering, and the operational endpoints: health, readiness, metrics.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestBroker, type TestBroker } from '../support/broker.js';
+
+let t: TestBroker;
+let key: string;
+
+beforeAll(async () => {
+  t = await startTestBroker();
+  key = (await t.createTenant('acme')).key;
+  for (let i = 0; i < 5; i++) {
+    await t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      json: { name: `key-${i}`, expiration: '7d', permissions: ['audit-log:read'] },
+    });
+  }
+});
+afterAll(() => t.close());
+
+type Page = {
+  events: { id: string; type: string; target: { name: string } | null }[];
+  next_cursor: string | null;
+};
+const page = async (query: string): Promise<Page> =>
+  (await (await t.request('GET', `/v1/audit-events${query}`, { key })).json()) as Page;
+
+describe('GET /v1/audit-events', () => {
+  it('pages newest first with an opaque cursor until the last page', async () => {
+    const names: (string | undefined)[] = [];
+    let cursor: string | null = '';
+    let pages = 0;
+    while (cursor !== null) {
+      const p: Page = await page(`?limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+      names.push(...p.events.map((e) => e.target?.name));
+      cursor = p.next_cursor;
+      pages++;
+    }
+    expect(pages).toBe(3);
+    expect(names).toEqual(['key-4', 'key-3', 'key-2', 'key-1', 'key-0', 'acme']);
+  });
+
+  it('filters by type', async () => {
+    const p = await page('?type=tenant.created');
+    expect(p.events.map((e) => e.type)).toEqual(['tenant.created']);
+    expect(p.next_cursor).toBeNull();
+  });
+
+  it.each([
+    ['?limit=0', 'limit'],
+    ['?limit=abc', 'limit'],
+    ['?limit=201', 'limit'],
+    ['?cursor=bm9wZQ', 'cursor'],
+    ['?type=DROP%20TABLE', 'type'],
+  ])('%s is a 400 naming %s', async (query, field) => {
+    const res = await t.request('GET', `/v1/audit-events${query}`, { key });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ code: 'invalid_request', errors: [{ field }] });
+  });
+});
+
+describe('operations', () => {
+  it('/healthz and /readyz answer without credentials', async () => {
+    expect(await (await t.request('GET', '/healthz')).json()).toEqual({ status: 'ok' });
+    expect(await (await t.request('GET', '/readyz')).json()).toEqual({ status: 'ready' });
+  });
+
+  it('/metrics counts requests and latency by route pattern and status', async () => {
+    await t.request('GET', '/v1/whoami', { key });
+    await t.request('GET', '/v1/whoami');
+    const text = await (await t.request('GET', '/metrics')).text();
+    expect(text).toMatch(/http_requests_total\{method="GET",route="\/v1\/whoami",status="200"\} 1/);
+    expect(text).toMatch(/http_requests_total\{method="GET",route="\/v1\/whoami",status="401"\} 1/);
+    expect(text).toMatch(
+      /http_request_duration_seconds_bucket\{le="0\.005",method="GET",route="\/v1\/whoami",status="200"\}/,
+    );
+    expect(text).toMatch(/route="\/v1\/audit-events",status="200"/);
+    expect(text).not.toContain(key);
+  });
+
+  it('every response carries a request id that problem documents repeat', async () => {
+    const res = await t.request('GET', '/v1/nowhere');
+    expect(res.status).toBe(404);
+    const body = (await res.json()) as { request_id: string; code: string };
+    expect(body.code).toBe('not_found');
+    expect(res.headers.get('X-Request-Id')).toBe(body.request_id);
+  });
+
+  it('/readyz answers 503 not_ready when the database is gone', async () => {
+    const other = await startTestBroker();
+    await other.broker.store.close();
+    const res = await other.request('GET', '/readyz');
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ code: 'not_ready' });
+    await other.db.drop();
+  });
+});

@@ -1,0 +1,63 @@
+// Configuration is parsed once; every mistake names its variable.
+import { describe, expect, it } from 'vitest';
+import { GITHUB_ISSUER, loadConfig } from '../../broker/config.js';
+
+describe('loadConfig', () => {
+  it('has working defaults: SQLite under ./data, GitHub.com trusted, 900 s sessions', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      port: 8080,
+      host: '127.0.0.1',
+      database: { engine: 'sqlite', path: './data/broker.db' },
+      publicUrl: 'http://localhost:8080',
+      audienceSuffix: 'api.stepsecurity.io',
+      trustedIssuers: [{ issuer: GITHUB_ISSUER }],
+      defaultSessionSeconds: 900,
+      logLevel: 'info',
+    });
+  });
+
+  it.each([
+    [{ PORT: 'abc' }, 'PORT'],
+    [{ PORT: '70000' }, 'PORT'],
+    [{ BROKER_DEFAULT_SESSION_SECONDS: '3601' }, 'BROKER_DEFAULT_SESSION_SECONDS'],
+    [{ BROKER_DEFAULT_SESSION_SECONDS: '0' }, 'BROKER_DEFAULT_SESSION_SECONDS'],
+    [{ DATABASE_URL: 'mysql://x' }, 'DATABASE_URL'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ BROKER_PUBLIC_URL: 'ftp://x' }, 'BROKER_PUBLIC_URL'],
+    [{ BROKER_AUDIENCE_SUFFIX: 'Not A Domain' }, 'BROKER_AUDIENCE_SUFFIX'],
+    [{ BROKER_TRUSTED_ISSUERS: 'not json' }, 'BROKER_TRUSTED_ISSUERS'],
+    [{ BROKER_TRUSTED_ISSUERS: '[]' }, 'BROKER_TRUSTED_ISSUERS'],
+    [{ BROKER_TRUSTED_ISSUERS: '[{"issuer":"http://token.example"}]' }, 'BROKER_TRUSTED_ISSUERS[0].issuer'],
+    [{ BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}/"}]` }, 'BROKER_TRUSTED_ISSUERS[0].issuer'],
+    [
+      { BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}","jwks_uri":"http://evil.example/jwks"}]` },
+      'BROKER_TRUSTED_ISSUERS[0].jwks_uri',
+    ],
+    [{ BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}","jwks":"x"}]` }, 'BROKER_TRUSTED_ISSUERS[0]'],
+    [{ BROKER_KEY_ENCRYPTION_KEY: 'short' }, 'BROKER_KEY_ENCRYPTION_KEY'],
+    [{ DATABASE_URL: 'postgres://u@h/db' }, 'BROKER_KEY_ENCRYPTION_KEY'],
+    [{ BROKER_RATE_LIMIT_PER_MINUTE: '-5' }, 'BROKER_RATE_LIMIT_PER_MINUTE'],
+  ])('%o is refused naming %s', (env, variable) => {
+    expect(() => loadConfig(env)).toThrow(new RegExp(`^${variable.replace(/[[\]]/g, '\\$&')}: `));
+  });
+
+  it('accepts PostgreSQL with a key-encryption key, loopback JWKS over http, GHES and enterprise issuers', () => {
+    const config = loadConfig({
+      DATABASE_URL: 'postgres://broker@db:5432/broker',
+      BROKER_KEY_ENCRYPTION_KEY: 'ab'.repeat(32),
+      BROKER_TRUSTED_ISSUERS: JSON.stringify([
+        { issuer: GITHUB_ISSUER, jwks_uri: 'http://127.0.0.1:9999/jwks' },
+        { issuer: 'https://ghe.example.com/_services/token' },
+        { issuer: `${GITHUB_ISSUER}/acme` },
+      ]),
+    });
+    expect(config.database).toEqual({ engine: 'postgres', url: 'postgres://broker@db:5432/broker' });
+    expect(config.keyEncryptionKey?.length).toBe(32);
+    expect(config.trustedIssuers.map((i) => i.issuer)).toEqual([
+      GITHUB_ISSUER,
+      'https://ghe.example.com/_services/token',
+      `${GITHUB_ISSUER}/acme`,
+    ]);
+  });
+});

@@ -1,0 +1,217 @@
+// Each credential kind's effective permissions, rotation and escalation — through real HTTP requests.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ALL_PERMISSIONS } from '../../broker/core/permissions.js';
+import { startTestBroker, type TestBroker } from '../support/broker.js';
+
+let t: TestBroker;
+let tenantKey: string;
+
+let tenants = 0;
+
+// One broker and database per file; every test gets a tenant of its own.
+beforeAll(async () => {
+  t = await startTestBroker();
+});
+beforeEach(async () => {
+  tenantKey = (await t.createTenant(`acme-${++tenants}`)).key;
+});
+afterAll(() => t.close());
+
+async function rotate(kind: string, slot: string, key = tenantKey): Promise<string> {
+  const res = await t.request('POST', `/v1/api-keys/${kind}/${slot}/rotate`, { key });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { key: string }).key;
+}
+
+async function fineGrained(permissions: string[], key = tenantKey): Promise<string> {
+  const res = await t.request('POST', '/v1/fine-grained-keys', {
+    key,
+    json: { name: 'k', expiration: '7d', permissions },
+  });
+  expect(res.status).toBe(201);
+  return ((await res.json()) as { key: string }).key;
+}
+
+async function whoami(key: string) {
+  const res = await t.request('GET', '/v1/whoami', { key });
+  expect(res.status).toBe(200);
+  return (await res.json()) as { credential: { kind: string; slot: string | null }; permissions: string[] };
+}
+
+describe('effective permissions', () => {
+  it('Tenant API key: every permission', async () => {
+    const me = await whoami(tenantKey);
+    expect(me.credential).toMatchObject({ kind: 'tenant', slot: 'primary' });
+    expect(me.permissions).toEqual([...ALL_PERMISSIONS]);
+  });
+
+  it('Tenant read-only key: every :read, so it can list keys but not create them', async () => {
+    const key = await rotate('tenant-read-only', 'primary');
+    expect(key.startsWith('ssr_')).toBe(true);
+    const me = await whoami(key);
+    expect(me.permissions).toEqual(ALL_PERMISSIONS.filter((p) => p.endsWith(':read')));
+    expect((await t.request('GET', '/v1/api-keys', { key })).status).toBe(200);
+    const denied = await t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      json: { name: 'x', expiration: '7d', permissions: ['audit-log:read'] },
+    });
+    expect(denied.status).toBe(403);
+    expect(await denied.json()).toMatchObject({ code: 'forbidden', missing_permission: 'api-keys:write' });
+  });
+
+  it('Secure Registry key: secure-registry read and write only', async () => {
+    const key = await rotate('secure-registry', 'secondary');
+    expect(key.startsWith('ssg_')).toBe(true);
+    expect((await whoami(key)).permissions).toEqual(['secure-registry:read', 'secure-registry:write']);
+    const denied = await t.request('GET', '/v1/api-keys', { key });
+    expect(denied.status).toBe(403);
+    expect((await denied.json()) as { detail: string }).toMatchObject({
+      detail: expect.stringContaining('api-keys:read'),
+    });
+  });
+
+  it('fine-grained key: exactly its grant, write implying read', async () => {
+    const key = await fineGrained(['harden-runner:write', 'api-keys:read']);
+    expect((await whoami(key)).permissions).toEqual([
+      'harden-runner:read',
+      'harden-runner:write',
+      'api-keys:read',
+    ]);
+    expect((await t.request('GET', '/v1/fine-grained-keys', { key })).status).toBe(200);
+    expect((await t.request('GET', '/v1/audit-events', { key })).status).toBe(403);
+  });
+
+  it('shortcuts expand to explicit ids at creation', async () => {
+    const res = await t.request('POST', '/v1/fine-grained-keys', {
+      key: tenantKey,
+      json: { name: 'reader', expires_in_days: 3, permissions: ['read-all'] },
+    });
+    const body = (await res.json()) as { permissions: string[] };
+    expect(body.permissions).toEqual(ALL_PERMISSIONS.filter((p) => p.endsWith(':read')));
+  });
+
+  it('disabled categories can be neither used nor granted', async () => {
+    const { key } = await t.createTenant(`limited-${++tenants}`, {
+      disable: ['harden-runner', 'secure-registry'],
+    });
+    const me = await whoami(key);
+    expect(me.permissions.some((p) => p.startsWith('harden-runner') || p.startsWith('secure-registry'))).toBe(
+      false,
+    );
+    const res = await t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      json: { name: 'x', expiration: '30d', permissions: ['audit-log:read', 'harden-runner:read'] },
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      errors: [{ field: 'permissions[1]', message: expect.stringContaining('disabled') }],
+    });
+    const catalogue = (await (await t.request('GET', '/v1/permissions', { key })).json()) as {
+      categories: { id: string; enabled: boolean }[];
+      shortcuts: Record<string, string[]>;
+    };
+    expect(catalogue.categories.find((c) => c.id === 'harden-runner')?.enabled).toBe(false);
+    expect(catalogue.shortcuts['read-write-all']).not.toContain('harden-runner:write');
+  });
+});
+
+describe('no escalation', () => {
+  it('a harden-runner:read key cannot create a key with harden-runner:write, but can delegate what it holds', async () => {
+    const key = await fineGrained(['harden-runner:read', 'api-keys:write']);
+    const res = await t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      json: { name: 'more', expiration: '7d', permissions: ['harden-runner:write'] },
+    });
+    expect(res.status).toBe(403);
+    expect(await res.json()).toMatchObject({
+      code: 'permission_escalation',
+      missing: ['harden-runner:write'],
+    });
+    expect(
+      (await t.request('GET', '/v1/fine-grained-keys', { key: tenantKey }).then((r) => r.json())) as object,
+    ).toMatchObject({
+      keys: [{ permissions: ['harden-runner:read', 'api-keys:write'] }],
+    });
+    const ok = await t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      json: { name: 'same', expiration: '7d', permissions: ['harden-runner:read'] },
+    });
+    expect(ok.status).toBe(201);
+  });
+
+  it('read-write-all from a limited key is refused rather than silently narrowed', async () => {
+    const key = await fineGrained(['api-keys:write']);
+    const res = await t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      json: { name: 'all', expiration: '7d', permissions: ['read-write-all'] },
+    });
+    expect(res.status).toBe(403);
+    expect(await res.json()).toMatchObject({ code: 'permission_escalation' });
+  });
+});
+
+describe('rotation', () => {
+  it('the rotated slot stops working at once, the new key works, the other slot is unaffected', async () => {
+    const secondary = await rotate('tenant', 'secondary');
+    const newPrimary = await rotate('tenant', 'primary', secondary);
+    const old = await t.request('GET', '/v1/whoami', { key: tenantKey });
+    expect(old.status).toBe(401);
+    expect(old.headers.get('WWW-Authenticate')).toMatch(/^Bearer /);
+    expect((await whoami(newPrimary)).credential).toMatchObject({ kind: 'tenant', slot: 'primary' });
+    expect((await whoami(secondary)).credential).toMatchObject({ kind: 'tenant', slot: 'secondary' });
+  });
+
+  it('lists the six slots with hints and rotation times, never a secret', async () => {
+    t.clock.now += 60_000;
+    const key = await rotate('secure-registry', 'primary');
+    const res = await t.request('GET', '/v1/api-keys', { key: tenantKey });
+    const text = await res.text();
+    expect(text).not.toContain(key);
+    expect(text).not.toContain(tenantKey);
+    const { keys } = JSON.parse(text) as {
+      keys: { kind: string; slot: string; hint: string | null; last_rotated_at: string | null }[];
+    };
+    expect(keys).toHaveLength(6);
+    expect(keys.find((k) => k.kind === 'secure-registry' && k.slot === 'primary')).toEqual({
+      kind: 'secure-registry',
+      slot: 'primary',
+      hint: `ssg_…${key.slice(-4)}`,
+      last_rotated_at: new Date(t.clock.now).toISOString(),
+    });
+    expect(keys.find((k) => k.kind === 'tenant-read-only' && k.slot === 'secondary')?.hint).toBeNull();
+  });
+
+  it('only the Tenant API key may rotate', async () => {
+    const key = await fineGrained(['read-write-all']);
+    const res = await t.request('POST', '/v1/api-keys/tenant-read-only/primary/rotate', { key });
+    expect(res.status).toBe(403);
+    expect(await res.json()).toMatchObject({
+      code: 'forbidden',
+      detail: expect.stringContaining('Tenant API key'),
+    });
+    const unknownSlot = await t.request('POST', '/v1/api-keys/tenant/tertiary/rotate', { key: tenantKey });
+    expect(unknownSlot.status).toBe(400);
+  });
+
+  it('records rotations and permission denials in the audit log without secrets', async () => {
+    const rotated = await rotate('tenant-read-only', 'primary');
+    await t.request('POST', '/v1/api-keys/tenant/primary/rotate', { key: rotated });
+    const res = await t.request('GET', '/v1/audit-events', { key: tenantKey });
+    const text = await res.text();
+    expect(text).not.toContain(rotated);
+    const { events } = JSON.parse(text) as {
+      events: { type: string; outcome: string; actor: object; target: object | null; details: object }[];
+    };
+    expect(events[0]).toMatchObject({
+      type: 'permission.denied',
+      outcome: 'denied',
+      actor: { kind: 'tenant-read-only', id: 'tenant-read-only/primary' },
+      details: { permission: 'api-keys:write' },
+    });
+    expect(events[1]).toMatchObject({
+      type: 'api_key.rotated',
+      actor: { kind: 'tenant', id: 'tenant/primary' },
+      target: { type: 'api_key', id: 'tenant-read-only/primary' },
+    });
+  });
+});

@@ -1,0 +1,216 @@
+// Fine-grained keys: validation that names the field and writes nothing, shown-once secrets, revocation, expiry.
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { generateKey } from '../../broker/core/keys.js';
+import { startTestBroker, type TestBroker } from '../support/broker.js';
+
+let t: TestBroker;
+let key: string;
+const DAY = 86_400_000;
+
+let tenants = 0;
+
+// One broker and database per file; every test gets a tenant of its own.
+beforeAll(async () => {
+  t = await startTestBroker();
+});
+beforeEach(async () => {
+  key = (await t.createTenant(`acme-${++tenants}`)).key;
+});
+afterAll(() => t.close());
+
+const create = (json: unknown, k = key) => t.request('POST', '/v1/fine-grained-keys', { key: k, json });
+const valid = { name: 'deploy', expiration: '30d', permissions: ['harden-runner:read'] };
+
+async function keyCount(): Promise<number> {
+  const res = await t.request('GET', '/v1/fine-grained-keys', { key });
+  return ((await res.json()) as { keys: unknown[] }).keys.length;
+}
+
+describe('bad input gets a 4xx problem naming the field, and writes nothing', () => {
+  const cases: [string, unknown, string][] = [
+    ['missing name', { expiration: '7d', permissions: ['audit-log:read'] }, 'name'],
+    ['empty name', { ...valid, name: '' }, 'name'],
+    ['name over 100 characters', { ...valid, name: 'x'.repeat(101) }, 'name'],
+    ['name with surrounding spaces', { ...valid, name: ' deploy ' }, 'name'],
+    [
+      'unknown permission',
+      { ...valid, permissions: ['audit-log:read', 'harden-runner:admin'] },
+      'permissions[1]',
+    ],
+    ['empty permissions', { ...valid, permissions: [] }, 'permissions'],
+    ['missing permissions', { name: 'x', expiration: '7d' }, 'permissions'],
+    [
+      'expires_in_days 0',
+      { name: 'x', expires_in_days: 0, permissions: ['audit-log:read'] },
+      'expires_in_days',
+    ],
+    [
+      'expires_in_days 366',
+      { name: 'x', expires_in_days: 366, permissions: ['audit-log:read'] },
+      'expires_in_days',
+    ],
+    [
+      'expires_in_days 1.5',
+      { name: 'x', expires_in_days: 1.5, permissions: ['audit-log:read'] },
+      'expires_in_days',
+    ],
+    [
+      'expires_in_days as a string',
+      { name: 'x', expires_in_days: '30', permissions: ['audit-log:read'] },
+      'expires_in_days',
+    ],
+    ['both expiration and expires_in_days', { ...valid, expires_in_days: 30 }, 'expires_in_days'],
+    ['neither expiration nor expires_in_days', { name: 'x', permissions: ['audit-log:read'] }, 'expiration'],
+    ['unknown expiration', { ...valid, expiration: '2w' }, 'expiration'],
+    ['name as a number', { ...valid, name: 42 }, 'name'],
+    ['permissions as a string', { ...valid, permissions: 'harden-runner:read' }, 'permissions'],
+    ['unknown field', { ...valid, scopes: ['x'] }, 'scopes'],
+    ['body is an array', [valid], 'body'],
+  ];
+  it.each(cases)('%s', async (_label, body, field) => {
+    const res = await create(body);
+    expect(res.status).toBe(400);
+    expect(res.headers.get('Content-Type')).toBe('application/problem+json');
+    const problem = (await res.json()) as { code: string; detail: string; errors: { field: string }[] };
+    expect(problem.code).toBe('invalid_request');
+    expect(problem.errors.map((e) => e.field)).toContain(field);
+    expect(problem.detail).toContain(field);
+    expect(await keyCount()).toBe(0);
+  });
+
+  it('malformed JSON', async () => {
+    const res = await t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      body: '{"name": "x",',
+      headers: { 'Content-Type': 'application/json' },
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      code: 'invalid_request',
+      detail: expect.stringContaining('not valid JSON'),
+    });
+    expect(await keyCount()).toBe(0);
+  });
+
+  it('a body over the size limit', async () => {
+    const res = await create({ ...valid, name: 'x'.repeat(70_000) });
+    expect(res.status).toBe(413);
+    expect(await res.json()).toMatchObject({ code: 'payload_too_large' });
+    expect(await keyCount()).toBe(0);
+  });
+
+  it('a body that is not JSON', async () => {
+    const res = await t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      body: 'name=x',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    });
+    expect(res.status).toBe(415);
+    expect(await res.json()).toMatchObject({ code: 'unsupported_media_type' });
+  });
+
+  it('a key with a bad checksum is refused before any lookup, naming the problem', async () => {
+    const good = generateKey('fine-grained');
+    const last = good.at(-1) === 'a' ? 'b' : 'a';
+    const res = await t.request('GET', '/v1/whoami', { key: `${good.slice(0, -1)}${last}` });
+    expect(res.status).toBe(401);
+    expect(await res.json()).toMatchObject({
+      code: 'unauthenticated',
+      detail: expect.stringContaining('checksum'),
+    });
+  });
+
+  it('an unauthenticated request is refused before its body is looked at', async () => {
+    const res = await t.request('POST', '/v1/fine-grained-keys', { json: { nonsense: true } });
+    expect(res.status).toBe(401);
+    expect(res.headers.get('WWW-Authenticate')).toBe('Bearer realm="oidc-auth"');
+    expect(await res.json()).toMatchObject({ code: 'unauthenticated' });
+  });
+});
+
+describe('lifecycle', () => {
+  it('creates a key shown once; get and list never show it again', async () => {
+    const res = await create(valid);
+    expect(res.status).toBe(201);
+    expect(res.headers.get('Cache-Control')).toBe('no-store');
+    const created = (await res.json()) as {
+      id: string;
+      key: string;
+      hint: string;
+      expires_at: string;
+      last_used_at: null;
+    };
+    expect(created.key).toMatch(/^ssf_[0-9A-Za-z]{38}$/);
+    expect(created.hint).toBe(`ssf_…${created.key.slice(-4)}`);
+    expect(Date.parse(created.expires_at)).toBe(t.clock.now + 30 * DAY);
+    expect(res.headers.get('Location')).toBe(`/v1/fine-grained-keys/${created.id}`);
+
+    t.clock.now += 1000;
+    expect((await t.request('GET', '/v1/whoami', { key: created.key })).status).toBe(200);
+    const got = await t.request('GET', `/v1/fine-grained-keys/${created.id}`, { key });
+    const gotText = await got.text();
+    expect(gotText).not.toContain(created.key);
+    expect(JSON.parse(gotText)).toMatchObject({
+      name: 'deploy',
+      last_used_at: new Date(t.clock.now).toISOString(),
+    });
+    const all = [await (await t.request('GET', '/v1/fine-grained-keys', { key })).text(), ...t.logs];
+    for (const text of all) expect(text).not.toContain(created.key);
+    expect(readFileSync(t.db.file ?? '/dev/null').includes(created.key)).toBe(false);
+  });
+
+  it('revocation takes effect on the next request', async () => {
+    const created = (await (await create(valid)).json()) as { id: string; key: string };
+    expect((await t.request('GET', '/v1/whoami', { key: created.key })).status).toBe(200);
+    const del = await t.request('DELETE', `/v1/fine-grained-keys/${created.id}`, { key });
+    expect(del.status).toBe(204);
+    const after = await t.request('GET', '/v1/whoami', { key: created.key });
+    expect(after.status).toBe(401);
+    expect((await t.request('GET', `/v1/fine-grained-keys/${created.id}`, { key })).status).toBe(404);
+    expect((await t.request('DELETE', `/v1/fine-grained-keys/${created.id}`, { key })).status).toBe(404);
+    const { events } = (await (
+      await t.request('GET', '/v1/audit-events?type=fine_grained_key.revoked', { key })
+    ).json()) as {
+      events: { target: { id: string; name: string } }[];
+    };
+    expect(events).toHaveLength(1);
+    expect(events[0]?.target).toEqual({ type: 'fine_grained_key', id: created.id, name: 'deploy' });
+  });
+
+  it('an expired key authenticates nothing', async () => {
+    const created = (await (
+      await create({ ...valid, expiration: undefined, expires_in_days: 1 })
+    ).json()) as { id: string; key: string };
+    t.clock.now += DAY - 1;
+    expect((await t.request('GET', '/v1/whoami', { key: created.key })).status).toBe(200);
+    t.clock.now += 1;
+    const res = await t.request('GET', '/v1/whoami', { key: created.key });
+    expect(res.status).toBe(401);
+    expect(await res.json()).toMatchObject({ detail: expect.stringContaining('expired') });
+    const listed = (await (
+      await t.request('GET', `/v1/fine-grained-keys/${created.id}`, { key })
+    ).json()) as { expired: boolean };
+    expect(listed.expired).toBe(true);
+  });
+
+  it.each(['PUT', 'PATCH'])('%s answers 405: keys are immutable', async (method) => {
+    const created = (await (await create(valid)).json()) as { id: string };
+    const res = await t.request(method, `/v1/fine-grained-keys/${created.id}`, {
+      key,
+      json: { name: 'renamed' },
+    });
+    expect(res.status).toBe(405);
+    expect(res.headers.get('Allow')).toBe('DELETE, GET, HEAD');
+    expect(await res.json()).toMatchObject({
+      code: 'method_not_allowed',
+      detail: expect.stringContaining('immutable'),
+    });
+  });
+
+  it('other unsupported methods answer 405 with Allow', async () => {
+    const res = await t.request('DELETE', '/v1/fine-grained-keys', { key });
+    expect(res.status).toBe(405);
+    expect(res.headers.get('Allow')).toBe('GET, HEAD, POST');
+  });
+});

@@ -1,0 +1,40 @@
+// The OpenAPI document: generated from the route schemas, committed, served as-is, and complete.
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestBroker, type TestBroker } from '../support/broker.js';
+
+const committed = JSON.parse(readFileSync(new URL('../../broker/openapi.json', import.meta.url), 'utf8'));
+let t: TestBroker;
+
+beforeAll(async () => {
+  t = await startTestBroker();
+});
+afterAll(() => t.close());
+
+describe('OpenAPI document', () => {
+  it('the committed broker/openapi.json matches the routes (run `npm run openapi` after changing a route)', async () => {
+    const served = await (await t.request('GET', '/v1/openapi.json')).json();
+    expect(served).toEqual(committed);
+  });
+
+  it('is OpenAPI 3.1 with bearer auth on every /v1 route except the public ones', () => {
+    expect(committed.openapi).toBe('3.1.0');
+    expect(committed.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' });
+    for (const [path, item] of Object.entries(
+      committed.paths as Record<string, Record<string, { security?: unknown }>>,
+    )) {
+      for (const [method, op] of Object.entries(item)) {
+        const isPublic = !path.startsWith('/v1/') || ['/v1/oidc/token'].includes(path);
+        if (!isPublic) expect(op.security, `${method.toUpperCase()} ${path}`).toEqual([{ bearerAuth: [] }]);
+      }
+    }
+  });
+
+  it('documents the fine-grained key request with its limits', () => {
+    const schema = committed.components.schemas.CreateFineGrainedKey;
+    expect(schema.required).toEqual(expect.arrayContaining(['name', 'permissions']));
+    expect(schema.properties.expires_in_days).toMatchObject({ minimum: 1, maximum: 365 });
+    expect(schema.properties.expiration.enum).toEqual(['7d', '30d', '90d', '1y']);
+    expect(schema.additionalProperties).toBe(false);
+  });
+});

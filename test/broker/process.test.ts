@@ -1,0 +1,156 @@
+// The broker as a real process: first start, persistence across restarts, config errors, graceful shutdown.
+import { existsSync, readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { TEST_KEK } from '../support/broker.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { type BrokerProcess, runBroker, startBrokerProcess } from '../support/process.js';
+
+let db: TestDatabase;
+let running: BrokerProcess[] = [];
+const env = () => ({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK });
+
+async function start(extra: Record<string, string> = {}) {
+  const p = await startBrokerProcess({ ...env(), ...extra });
+  running.push(p);
+  return p;
+}
+
+const call = (p: BrokerProcess, path: string, key: string, init: RequestInit = {}) =>
+  fetch(`${p.url}${path}`, { ...init, headers: { Authorization: `Bearer ${key}`, ...init.headers } });
+
+beforeEach(async () => {
+  db = await createTestDatabase();
+});
+afterEach(async () => {
+  await Promise.all(running.map((p) => p.stop('SIGKILL')));
+  running = [];
+  await db.drop();
+});
+
+describe('broker process', () => {
+  it('creates tenant demo on an empty database, prints its key once, and keeps data across restarts', async () => {
+    const first = await start();
+    const key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(first.stderr())?.[1];
+    expect(key).toBeDefined();
+    const created = await call(first, '/v1/fine-grained-keys', key!, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: 'survivor', expiration: '7d', permissions: ['audit-log:read'] }),
+    });
+    const fineGrained = ((await created.json()) as { key: string }).key;
+    expect(await first.stop()).toBe(0);
+
+    const second = await start();
+    expect(second.stderr()).not.toContain('ssa_');
+    expect((await call(second, '/v1/whoami', key!)).status).toBe(200);
+    expect((await call(second, '/v1/whoami', fineGrained)).status).toBe(200);
+    await second.stop();
+
+    const logs = first.stdout() + second.stdout();
+    expect(logs).not.toContain(key!);
+    expect(logs).not.toContain(fineGrained);
+    for (const line of logs.trim().split('\n')) expect(() => JSON.parse(line)).not.toThrow();
+    if (db.file) {
+      for (const file of [db.file, `${db.file}-wal`]) {
+        if (!existsSync(file)) continue;
+        const bytes = readFileSync(file);
+        expect(bytes.includes(key!)).toBe(false);
+        expect(bytes.includes(fineGrained)).toBe(false);
+      }
+    }
+  });
+
+  it.each([
+    [{ PORT: 'abc' }, 'PORT: expected a whole number'],
+    [{ BROKER_TRUSTED_ISSUERS: '{' }, 'BROKER_TRUSTED_ISSUERS: expected a JSON list'],
+  ])('refuses to start with %o and says why', async (bad, message) => {
+    const run = runBroker(['serve'], { ...env(), ...bad });
+    expect(await run.exited).not.toBe(0);
+    expect(run.stderr()).toContain(message);
+  });
+
+  it('finishes in-flight requests on SIGTERM, then exits cleanly', async () => {
+    const p = await start();
+    const key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(p.stderr())![1]!;
+    const body = JSON.stringify({ name: 'in-flight', expiration: '7d', permissions: ['audit-log:read'] });
+    const url = new URL(`${p.url}/v1/fine-grained-keys`);
+    const response = new Promise<number>((resolve, reject) => {
+      const req = request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path: url.pathname,
+          method: 'POST',
+          headers: {
+            Authorization: `Bearer ${key}`,
+            'Content-Type': 'application/json',
+            'Content-Length': Buffer.byteLength(body),
+          },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on('error', reject);
+      // Half the body now, SIGTERM, then the rest: the request is in flight when the signal arrives.
+      req.write(body.slice(0, 10));
+      setTimeout(() => {
+        p.child.kill('SIGTERM');
+        setTimeout(() => req.end(body.slice(10)), 300);
+      }, 200);
+    });
+    expect(await response).toBe(201);
+    expect(await p.exited).toBe(0);
+    expect(p.stdout()).toContain('"msg":"shutting down"');
+    expect(p.stdout()).toContain('"msg":"stopped"');
+    const restarted = await start();
+    const list = (await (await call(restarted, '/v1/fine-grained-keys', key)).json()) as {
+      keys: { name: string }[];
+    };
+    expect(list.keys.map((k) => k.name)).toEqual(['in-flight']);
+  });
+});
+
+describe('two broker processes on one database', () => {
+  it("see each other's writes at once and lose no update", async () => {
+    const a = await start();
+    const key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(a.stderr())![1]!;
+    const b = await start();
+    const post = (p: BrokerProcess, name: string) =>
+      call(p, '/v1/fine-grained-keys', key, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ name, expiration: '7d', permissions: ['audit-log:read'] }),
+      });
+
+    const created = (await (await post(a, 'made-on-a')).json()) as { id: string; key: string };
+    expect((await call(b, '/v1/whoami', created.key)).status).toBe(200);
+    expect((await call(b, `/v1/fine-grained-keys/${created.id}`, key, { method: 'DELETE' })).status).toBe(
+      204,
+    );
+    expect((await call(a, '/v1/whoami', created.key)).status).toBe(401);
+
+    const results = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => post(i % 2 ? a : b, `concurrent-${i}`).then((r) => r.status)),
+    );
+    expect(results.every((s) => s === 201)).toBe(true);
+    const list = (await (await call(a, '/v1/fine-grained-keys', key)).json()) as { keys: { name: string }[] };
+    expect(new Set(list.keys.map((k) => k.name)).size).toBe(40);
+
+    const rotated = await Promise.all(
+      [a, b, a, b].map(async (p) => {
+        const r = await call(p, '/v1/api-keys/tenant-read-only/primary/rotate', key, { method: 'POST' });
+        return ((await r.json()) as { key: string }).key;
+      }),
+    );
+    const working = [];
+    for (const k of rotated) if ((await call(b, '/v1/whoami', k)).status === 200) working.push(k);
+    expect(working).toHaveLength(1);
+    const audit = (await (await call(a, '/v1/audit-events?type=api_key.rotated', key)).json()) as {
+      events: unknown[];
+    };
+    expect(audit.events).toHaveLength(4);
+  });
+});

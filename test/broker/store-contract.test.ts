@@ -1,0 +1,252 @@
+// One contract suite for the Store interface, run on whichever engine TEST_DB names (SQLite by default).
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../broker/config.js';
+import { openStore } from '../../broker/store/open-store.js';
+import type { AuditEventInput, FineGrainedKey, Store, Tenant } from '../../broker/store/store.js';
+import { createTestDatabase, requestedEngine, type TestDatabase } from '../support/database.js';
+
+const actor = { kind: 'tenant', id: 'tenant/primary' };
+const audit = (tenantId: string, type = 'test.event'): AuditEventInput => ({
+  tenantId,
+  type,
+  outcome: 'success',
+  actor,
+});
+
+let db: TestDatabase;
+let store: Store;
+
+const newTenant = (name: string): Tenant => ({
+  id: randomUUID(),
+  name,
+  audience: `${name}.api.example.io`,
+  disabledCategories: ['apps-and-pats'],
+  createdAt: 1_700_000_000_000,
+});
+
+async function tenant(name: string): Promise<Tenant> {
+  const t = newTenant(name);
+  const created = await store.tenants.create(
+    t,
+    { digest: `digest-${name}`, hint: 'ssa_…abcd' },
+    audit(t.id, 'tenant.created'),
+  );
+  if (!created.ok) throw new Error(created.conflict);
+  return t;
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  store = await openStore(
+    loadConfig({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32) }).database,
+  );
+});
+afterAll(async () => {
+  await store?.close();
+  await db?.drop();
+});
+
+describe(`store contract (${requestedEngine()})`, () => {
+  it('runs on the engine the suite was asked for', () => {
+    expect(store.engine).toBe(requestedEngine());
+  });
+
+  it('creates tenants with six built-in slots, only the Tenant primary filled', async () => {
+    const t = await tenant('alpha');
+    expect(await store.tenants.byName('alpha')).toEqual(t);
+    expect(await store.tenants.byAudience('alpha.api.example.io')).toEqual(t);
+    const slots = await store.keys.listBuiltin(t.id);
+    expect(slots.map((s) => `${s.kind}/${s.slot}:${s.hint ?? '-'}`)).toEqual([
+      'tenant/primary:ssa_…abcd',
+      'tenant/secondary:-',
+      'tenant-read-only/primary:-',
+      'tenant-read-only/secondary:-',
+      'secure-registry/primary:-',
+      'secure-registry/secondary:-',
+    ]);
+    expect(await store.keys.builtinByDigest('digest-alpha')).toMatchObject({
+      tenantId: t.id,
+      kind: 'tenant',
+      slot: 'primary',
+    });
+  });
+
+  it('refuses a duplicate tenant name or audience and writes nothing', async () => {
+    await tenant('bravo');
+    const sameName = await store.tenants.create(
+      { ...newTenant('bravo'), audience: 'b2' },
+      { digest: 'd-b2', hint: 'h' },
+      audit('x'),
+    );
+    expect(sameName).toEqual({ ok: false, conflict: 'name' });
+    const other = { ...newTenant('charlie'), audience: 'bravo.api.example.io' };
+    expect(await store.tenants.create(other, { digest: 'd-c', hint: 'h' }, audit(other.id))).toEqual({
+      ok: false,
+      conflict: 'audience',
+    });
+    expect(await store.tenants.byName('charlie')).toBeUndefined();
+    expect(await store.keys.builtinByDigest('d-c')).toBeUndefined();
+  });
+
+  it('rotates one slot: the old digest no longer resolves, the new one does, the others are untouched', async () => {
+    const t = await tenant('delta');
+    const rotated = await store.keys.rotate(
+      t.id,
+      'tenant',
+      'primary',
+      { digest: 'new-delta', hint: 'ssa_…new1' },
+      5,
+      audit(t.id),
+    );
+    expect(rotated).toEqual({
+      tenantId: t.id,
+      kind: 'tenant',
+      slot: 'primary',
+      hint: 'ssa_…new1',
+      lastRotatedAt: 5,
+    });
+    expect(await store.keys.builtinByDigest('digest-delta')).toBeUndefined();
+    expect(await store.keys.builtinByDigest('new-delta')).toMatchObject({ slot: 'primary' });
+    const secondary = (await store.keys.listBuiltin(t.id)).find(
+      (s) => s.kind === 'tenant' && s.slot === 'secondary',
+    );
+    expect(secondary).toMatchObject({ hint: null, lastRotatedAt: null });
+  });
+
+  it('stores fine-grained keys by digest, lists newest first, touches and deletes them', async () => {
+    const t = await tenant('echo');
+    const key = (id: string, createdAt: number): FineGrainedKey => ({
+      id,
+      tenantId: t.id,
+      name: `key ${id}`,
+      hint: 'ssf_…zzzz',
+      permissions: ['harden-runner:read'],
+      createdBy: 'tenant/primary',
+      createdAt,
+      expiresAt: createdAt + 1000,
+      lastUsedAt: null,
+    });
+    await store.keys.createFineGrained(key('k1', 10), { digest: 'fg-1', hint: 'ssf_…0001' }, audit(t.id));
+    await store.keys.createFineGrained(key('k2', 20), { digest: 'fg-2', hint: 'ssf_…0002' }, audit(t.id));
+    expect((await store.keys.listFineGrained(t.id)).map((k) => k.id)).toEqual(['k2', 'k1']);
+    expect(await store.keys.fineGrainedByDigest('fg-1')).toMatchObject({ id: 'k1', hint: 'ssf_…0001' });
+    await store.keys.touchFineGrained('k1', 77);
+    expect((await store.keys.getFineGrained(t.id, 'k1'))?.lastUsedAt).toBe(77);
+    expect(await store.keys.deleteFineGrained('another-tenant', 'k1', 80, audit(t.id))).toBeUndefined();
+    expect(
+      await store.keys.deleteFineGrained(t.id, 'k1', 80, audit(t.id, 'fine_grained_key.revoked')),
+    ).toMatchObject({ id: 'k1' });
+    expect(await store.keys.fineGrainedByDigest('fg-1')).toBeUndefined();
+    const [revoked] = await store.audit.list(t.id, { type: 'fine_grained_key.revoked', limit: 5 });
+    expect(revoked?.target).toEqual({ type: 'fine_grained_key', id: 'k1', name: 'key k1' });
+  });
+
+  it('pages audit events newest first, filtered by type, per tenant', async () => {
+    const t = await tenant('foxtrot');
+    for (let i = 0; i < 5; i++)
+      await store.audit.append({ ...audit(t.id, i % 2 ? 'odd' : 'even'), details: { i } }, 100 + i);
+    const first = await store.audit.list(t.id, { limit: 2 });
+    expect(first.map((e) => e.details.i)).toEqual([4, 3]);
+    const second = await store.audit.list(t.id, { limit: 2, before: first[1]!.id });
+    expect(second.map((e) => e.details.i)).toEqual([2, 1]);
+    expect((await store.audit.list(t.id, { type: 'odd', limit: 10 })).map((e) => e.details.i)).toEqual([
+      3, 1,
+    ]);
+    expect(await store.audit.list('nobody', { limit: 10 })).toEqual([]);
+  });
+
+  it('records each (issuer, jti) once and keeps revocations until they expire', async () => {
+    expect(await store.tokens.consumeJti('https://issuer', 'jti-1', 1000)).toBe(true);
+    expect(await store.tokens.consumeJti('https://issuer', 'jti-1', 1000)).toBe(false);
+    expect(await store.tokens.consumeJti('https://other', 'jti-1', 1000)).toBe(true);
+    const t = await tenant('golf');
+    await store.tokens.revoke('tok-1', t.id, 2000, 1, audit(t.id, 'token.revoked'));
+    await store.tokens.revoke('tok-1', t.id, 2000, 2, audit(t.id, 'token.revoked'));
+    expect(await store.tokens.isRevoked('tok-1')).toBe(true);
+    expect(await store.tokens.isRevoked('tok-2')).toBe(false);
+    expect(await store.tokens.purgeExpired(1500)).toBe(2);
+    expect(await store.tokens.consumeJti('https://issuer', 'jti-1', 1000)).toBe(true);
+    expect(await store.tokens.isRevoked('tok-1')).toBe(true);
+  });
+
+  it('keeps policy names unique per tenant, case-insensitively, and finds candidates by owner and repository', async () => {
+    const t = await tenant('hotel');
+    const input = (name: string, claims: Record<string, string>) => ({
+      name,
+      description: null,
+      issuer: 'https://token.actions.githubusercontent.com',
+      claims,
+      max_session_duration_seconds: 0,
+      permissions: ['harden-runner:read' as const],
+      allow_pull_request_target: false,
+    });
+    const a = await store.policies.create(
+      t.id,
+      'p-a',
+      input('Deploy', { repository: 'Acme/Infra' }),
+      1,
+      audit(t.id),
+    );
+    expect(a.ok).toBe(true);
+    expect(
+      await store.policies.create(t.id, 'p-b', input('deploy', { repository_owner: 'acme' }), 1, audit(t.id)),
+    ).toEqual({
+      ok: false,
+      conflict: 'name',
+    });
+    await store.policies.create(
+      t.id,
+      'p-c',
+      input('owner-wide', { repository_owner: 'ACME' }),
+      2,
+      audit(t.id),
+    );
+    await store.policies.create(t.id, 'p-d', input('other repo', { repository: 'acme/web' }), 3, audit(t.id));
+    const found = await store.policies.candidates(
+      t.id,
+      'https://token.actions.githubusercontent.com',
+      'acme',
+      'acme/infra',
+    );
+    expect(found.map((p) => p.id).sort()).toEqual(['p-a', 'p-c']);
+    expect(await store.policies.candidates(t.id, 'https://elsewhere', 'acme', 'acme/infra')).toEqual([]);
+    const replaced = await store.policies.replace(
+      t.id,
+      'p-a',
+      input('Deploy', { repository: 'acme/web' }),
+      9,
+      audit(t.id),
+    );
+    expect(replaced).toMatchObject({ ok: true, value: { createdAt: 1, updatedAt: 9 } });
+    expect((await store.policies.get(t.id, 'p-a'))?.claims).toEqual({ repository: 'acme/web' });
+    expect(
+      await store.policies.replace('other', 'p-a', input('x', { repository: 'a/b' }), 9, audit(t.id)),
+    ).toBeUndefined();
+    expect(await store.policies.delete(t.id, 'p-a', 10, audit(t.id))).toMatchObject({ name: 'Deploy' });
+    expect((await store.policies.list(t.id)).map((p) => p.name)).toEqual(['other repo', 'owner-wide']);
+  });
+
+  it('rolls a failed transaction back completely', async () => {
+    const t = newTenant('india');
+    // The audit insert violates NOT NULL (no actor) after the tenant rows went in: nothing may remain.
+    const broken = { ...audit(t.id), actor: undefined } as unknown as AuditEventInput;
+    await expect(store.tenants.create(t, { digest: 'd-india', hint: 'h' }, broken)).rejects.toThrow();
+    expect(await store.tenants.byName('india')).toBeUndefined();
+    expect(await store.keys.builtinByDigest('d-india')).toBeUndefined();
+  });
+
+  it('stores signing keys and retires them', async () => {
+    await store.signingKeys.insert({
+      kid: 'k-1',
+      publicJwk: '{}',
+      privateKey: 'enc',
+      createdAt: 1,
+      retiredAt: null,
+    });
+    await store.signingKeys.retire('k-1', 50);
+    expect(await store.signingKeys.list()).toEqual([
+      { kid: 'k-1', publicJwk: '{}', privateKey: 'enc', createdAt: 1, retiredAt: 50 },
+    ]);
+  });
+});

@@ -1,0 +1,59 @@
+// The interactive API reference works offline: assets come from the broker, and Authorize + Try it out reach the API.
+
+import { type Browser, chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TEST_KEK } from '../support/broker.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { type BrokerProcess, startBrokerProcess } from '../support/process.js';
+
+let db: TestDatabase;
+let broker: BrokerProcess;
+let browser: Browser;
+let key: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase('sqlite');
+  broker = await startBrokerProcess({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK });
+  key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(broker.stderr())![1]!;
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+});
+afterAll(async () => {
+  await browser?.close();
+  await broker?.stop();
+  await db?.drop();
+});
+
+describe('/v1/reference', () => {
+  it('renders from the broker alone and calls the API with the authorized key', async () => {
+    const page = await browser.newPage();
+    const foreign: string[] = [];
+    await page.route('**/*', (route) => {
+      const url = new URL(route.request().url());
+      if (url.origin === broker.url) return route.continue();
+      foreign.push(url.href);
+      return route.abort();
+    });
+    await page.goto(`${broker.url}/v1/reference`);
+    await page.getByRole('heading', { name: /oidc-auth broker/ }).waitFor();
+
+    await page.getByRole('button', { name: 'Authorize' }).first().click();
+    await page.locator('.auth-container input').first().fill(key);
+    await page.locator('.auth-btn-wrapper button.authorize').click();
+    await page.locator('.auth-btn-wrapper button.btn-done').click();
+
+    const whoami = page.locator('#operations-Identity-get_v1_whoami');
+    await whoami.locator('.opblock-summary').click();
+    // The reference opens with "Try it out" enabled, so Execute is there at once.
+    await whoami.getByRole('button', { name: 'Execute' }).click();
+    const body = whoami
+      .locator('.responses-wrapper .live-responses-table .response-col_description pre')
+      .first();
+    await body.waitFor();
+    const text = (await body.textContent()) ?? '';
+    expect(JSON.parse(text)).toMatchObject({ tenant: { name: 'demo' }, credential: { kind: 'tenant' } });
+    expect(foreign).toEqual([]);
+  });
+});

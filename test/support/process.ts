@@ -1,0 +1,67 @@
+// Runs the built broker (`build/broker/main.js`) as a real process, the way `npm start` does.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const BROKER_ENTRY = fileURLToPath(new URL('../../build/broker/main.js', import.meta.url));
+
+export interface BrokerProcess {
+  url: string;
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Sends the signal and resolves to the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+export function runBroker(args: string[], env: Record<string, string>, cwd?: string) {
+  const child = spawn(process.execPath, [BROKER_ENTRY, ...args], {
+    cwd,
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, exited, stdout: () => out, stderr: () => err };
+}
+
+/** Starts `serve` on an ephemeral port and waits for its `listening` log line. */
+export async function startBrokerProcess(env: Record<string, string>, cwd?: string): Promise<BrokerProcess> {
+  const run = runBroker(['serve'], { PORT: '0', ...env }, cwd);
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`broker did not start:\n${run.stdout()}\n${run.stderr()}`)),
+      15_000,
+    );
+    const check = () => {
+      const line = run
+        .stdout()
+        .split('\n')
+        .find((l) => l.includes('"msg":"listening"'));
+      if (line) {
+        clearTimeout(timer);
+        resolve((JSON.parse(line) as { port: number }).port);
+      }
+    };
+    run.child.stdout?.on('data', check);
+    run.exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`broker exited with ${code}:\n${run.stdout()}\n${run.stderr()}`));
+    });
+  });
+  return {
+    ...run,
+    url: `http://127.0.0.1:${port}`,
+    async stop(signal = 'SIGTERM') {
+      if (run.child.exitCode === null) run.child.kill(signal);
+      return run.exited;
+    },
+  };
+}
