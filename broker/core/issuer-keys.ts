@@ -1,0 +1,322 @@
+// Per-issuer cache of OIDC signing keys (DESIGN §6): bounded fetches, unknown-kid cooldown, last good keys kept.
+import { createPublicKey, type KeyObject } from 'node:crypto';
+
+export interface IssuerKeysLogger {
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export interface TrustedIssuer {
+  /** Exact `iss` value tokens must carry. */
+  issuer: string;
+  /** JWKS location; when absent it is discovered from `<issuer>/.well-known/openid-configuration`. */
+  jwksUri?: string;
+}
+
+export interface IssuerKeysOptions {
+  issuers: TrustedIssuer[];
+  fetch?: typeof fetch;
+  now: () => number;
+  cooldownMs?: number;
+  maxAgeMs?: number;
+  timeoutMs?: number;
+  maxBytes?: number;
+  logger?: IssuerKeysLogger;
+}
+
+/** `unavailable`: no usable keys are cached and fetching failed. `undefined`: the kid is not in a fresh set. */
+export type KeyLookup = { key: KeyObject } | { unavailable: true } | undefined;
+
+export interface IssuerStatus {
+  issuer: string;
+  jwksUri: string | null;
+  keyCount: number;
+  /** Time (ms) of the last successful fetch, null before the first. */
+  fetchedAt: number | null;
+  stale: boolean;
+  /** Error class of the most recent failed fetch, cleared by a success. */
+  lastError: FetchErrorKind | null;
+}
+
+export interface IssuerKeys {
+  isTrusted(issuer: string): boolean;
+  getKey(issuer: string, kid: string): Promise<KeyLookup>;
+  /** Fetches keys for every issuer that has none yet; never rejects (failures show in `status()`). */
+  warmUp(): Promise<void>;
+  status(): IssuerStatus[];
+}
+
+export type FetchErrorKind =
+  | 'insecure_url'
+  | 'network'
+  | 'redirect'
+  | 'timeout'
+  | 'http_status'
+  | 'too_large'
+  | 'invalid_json'
+  | 'invalid_jwks'
+  | 'invalid_discovery';
+
+class FetchFailure extends Error {
+  constructor(readonly kind: FetchErrorKind) {
+    super(kind);
+  }
+}
+
+interface IssuerState {
+  issuer: string;
+  configuredJwksUri: string | undefined;
+  discoveredJwksUri: string | undefined;
+  keys: Map<string, KeyObject> | null;
+  fetchedAt: number;
+  lastAttemptAt: number;
+  inflight: Promise<void> | null;
+  lastError: FetchErrorKind | null;
+}
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+
+/** https, or plain http only to a loopback host; no credentials in the URL. */
+export function isAllowedKeyUrl(value: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return false;
+  }
+  if (url.username || url.password) return false;
+  return url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
+}
+
+export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
+  const fetchImpl = opts.fetch ?? fetch;
+  const { now, logger } = opts;
+  const cooldownMs = opts.cooldownMs ?? 30_000;
+  const maxAgeMs = opts.maxAgeMs ?? 600_000;
+  const timeoutMs = opts.timeoutMs ?? 5_000;
+  const maxBytes = opts.maxBytes ?? 1_048_576;
+
+  const states = new Map<string, IssuerState>();
+  for (const { issuer, jwksUri } of opts.issuers) {
+    if (!isAllowedKeyUrl(issuer)) throw new TypeError(`trusted issuer ${issuer} must be an https URL`);
+    if (jwksUri !== undefined && !isAllowedKeyUrl(jwksUri)) {
+      throw new TypeError(`jwks_uri for ${issuer} must be an https URL (http only for loopback hosts)`);
+    }
+    if (states.has(issuer)) throw new TypeError(`trusted issuer ${issuer} is listed twice`);
+    states.set(issuer, {
+      issuer,
+      configuredJwksUri: jwksUri,
+      discoveredJwksUri: undefined,
+      keys: null,
+      fetchedAt: Number.NEGATIVE_INFINITY,
+      lastAttemptAt: Number.NEGATIVE_INFINITY,
+      inflight: null,
+      lastError: null,
+    });
+  }
+
+  // Starts a fetch unless one is running (then shares it) or the cooldown since the last attempt is running.
+  function refreshIfAllowed(st: IssuerState, t: number): Promise<void> | null {
+    if (st.inflight) return st.inflight;
+    if (t - st.lastAttemptAt < cooldownMs) return null;
+    st.lastAttemptAt = t;
+    st.inflight = refresh(st).finally(() => {
+      st.inflight = null;
+    });
+    return st.inflight;
+  }
+
+  async function refresh(st: IssuerState): Promise<void> {
+    try {
+      const jwksUri = st.configuredJwksUri ?? st.discoveredJwksUri ?? (await discover(st));
+      const { keys, skipped } = readJwks(await fetchJson(jwksUri));
+      st.keys = keys;
+      st.fetchedAt = now();
+      st.lastError = null;
+      logger?.info('issuer signing keys refreshed', { issuer: st.issuer, keys: keys.size, skipped });
+    } catch (err) {
+      const kind = err instanceof FetchFailure ? err.kind : 'network';
+      st.lastError = kind;
+      st.discoveredJwksUri = undefined;
+      logger?.warn('issuer signing keys could not be fetched', {
+        issuer: st.issuer,
+        error: kind,
+        cachedKeys: st.keys?.size ?? 0,
+      });
+    }
+  }
+
+  async function discover(st: IssuerState): Promise<string> {
+    const base = st.issuer.endsWith('/') ? st.issuer.slice(0, -1) : st.issuer;
+    const doc = await fetchJson(`${base}/.well-known/openid-configuration`);
+    // OpenID Connect Discovery §4.3: the document must name exactly the issuer it was fetched for.
+    if (!isRecord(doc) || doc.issuer !== st.issuer) throw new FetchFailure('invalid_discovery');
+    const jwksUri = doc.jwks_uri;
+    if (typeof jwksUri !== 'string' || !isAllowedKeyUrl(jwksUri)) throw new FetchFailure('invalid_discovery');
+    st.discoveredJwksUri = jwksUri;
+    return jwksUri;
+  }
+
+  // One deadline covers connect, headers and body, so a slowly trickling body cannot hold a fetch open.
+  async function fetchJson(url: string): Promise<unknown> {
+    if (!isAllowedKeyUrl(url)) throw new FetchFailure('insecure_url');
+    const controller = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        controller.abort();
+        reject(new FetchFailure('timeout'));
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([download(url, controller), deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function download(url: string, controller: AbortController): Promise<unknown> {
+    let res: Response;
+    try {
+      res = await fetchImpl(url, {
+        redirect: 'error',
+        signal: controller.signal,
+        headers: { accept: 'application/json' },
+      });
+    } catch (err) {
+      throw new FetchFailure(isRedirectError(err) ? 'redirect' : 'network');
+    }
+    if (res.status !== 200 || !res.body) {
+      controller.abort();
+      throw new FetchFailure(res.status >= 300 && res.status < 400 ? 'redirect' : 'http_status');
+    }
+    if (Number(res.headers.get('content-length')) > maxBytes) {
+      controller.abort();
+      throw new FetchFailure('too_large');
+    }
+    const reader = res.body.getReader();
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      let chunk: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        chunk = await reader.read();
+      } catch {
+        throw new FetchFailure('network');
+      }
+      if (chunk.done) break;
+      total += chunk.value.byteLength;
+      if (total > maxBytes) {
+        controller.abort();
+        reader.cancel().catch(() => {});
+        throw new FetchFailure('too_large');
+      }
+      chunks.push(chunk.value);
+    }
+    try {
+      return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks)));
+    } catch {
+      throw new FetchFailure('invalid_json');
+    }
+  }
+
+  return {
+    isTrusted: (issuer) => states.has(issuer),
+
+    async getKey(issuer, kid) {
+      const st = states.get(issuer);
+      if (!st) return undefined;
+      const t = now();
+      const cached = st.keys?.get(kid);
+      if (cached) {
+        // Stale keys keep serving while a refresh runs in the background; refresh() never rejects.
+        if (t - st.fetchedAt >= maxAgeMs) void refreshIfAllowed(st, t);
+        return { key: cached };
+      }
+      const pending = refreshIfAllowed(st, t);
+      if (pending) {
+        await pending;
+        const key = st.keys?.get(kid);
+        if (key) return { key };
+      }
+      return st.keys ? undefined : { unavailable: true };
+    },
+
+    async warmUp() {
+      const t = now();
+      await Promise.all([...states.values()].filter((st) => !st.keys).map((st) => refreshIfAllowed(st, t)));
+    },
+
+    status() {
+      const t = now();
+      return [...states.values()].map((st) => ({
+        issuer: st.issuer,
+        jwksUri: st.configuredJwksUri ?? st.discoveredJwksUri ?? null,
+        keyCount: st.keys?.size ?? 0,
+        fetchedAt: st.keys ? st.fetchedAt : null,
+        stale: !st.keys || t - st.fetchedAt >= maxAgeMs,
+        lastError: st.lastError,
+      }));
+    },
+  };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isRedirectError(err: unknown): boolean {
+  const cause = err instanceof Error ? err.cause : undefined;
+  return cause instanceof Error && /redirect/i.test(cause.message);
+}
+
+/**
+ * A syntactically valid JWKS replaces the cached set (keys the issuer withdrew stop verifying); entries
+ * that are malformed, weak or not RS256 signing keys are skipped, and a kid listed twice is dropped
+ * because the set no longer says which key it means.
+ */
+function readJwks(body: unknown): { keys: Map<string, KeyObject>; skipped: number } {
+  if (!isRecord(body) || !Array.isArray(body.keys)) throw new FetchFailure('invalid_jwks');
+  const byKid = new Map<string, KeyObject | null>();
+  let skipped = 0;
+  for (const entry of body.keys as unknown[]) {
+    const kid = isRecord(entry) ? entry.kid : undefined;
+    if (typeof kid !== 'string' || kid === '') {
+      skipped++;
+      continue;
+    }
+    if (byKid.has(kid)) {
+      byKid.set(kid, null);
+      continue;
+    }
+    byKid.set(kid, importRs256Key(entry as Record<string, unknown>));
+  }
+  const keys = new Map<string, KeyObject>();
+  for (const [kid, key] of byKid) {
+    if (key) keys.set(kid, key);
+    else skipped++;
+  }
+  return { keys, skipped };
+}
+
+const MIN_MODULUS_BITS = 2048;
+// Larger moduli only add verification cost an attacker-influenced set could exploit; no issuer uses them.
+const MAX_MODULUS_BITS = 8192;
+
+function importRs256Key(jwk: Record<string, unknown>): KeyObject | null {
+  if (jwk.kty !== 'RSA') return null;
+  if (jwk.use !== undefined && jwk.use !== 'sig') return null;
+  if (jwk.alg !== undefined && jwk.alg !== 'RS256') return null;
+  if (typeof jwk.n !== 'string' || typeof jwk.e !== 'string') return null;
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: { kty: 'RSA', n: jwk.n, e: jwk.e }, format: 'jwk' });
+  } catch {
+    return null;
+  }
+  const details = key.asymmetricKeyDetails;
+  const bits = details?.modulusLength ?? 0;
+  if (bits < MIN_MODULUS_BITS || bits > MAX_MODULUS_BITS) return null;
+  if (details?.publicExponent !== 65537n) return null;
+  return key;
+}

@@ -1,0 +1,242 @@
+// Strict verification of a GitHub Actions OIDC token (SECURITY-CASES A–H); yields typed, verified claims.
+import { verify } from 'node:crypto';
+import type { IssuerKeys } from './issuer-keys.js';
+import { parseCompactJws } from './jws-compact.js';
+
+/** Claims of a token whose signature, issuer, times and claim shapes were all checked. */
+export interface VerifiedClaims {
+  iss: string;
+  /** Exactly one audience; the caller maps it to a tenant. */
+  aud: string;
+  sub: string;
+  jti: string;
+  repository: string;
+  repository_id: string;
+  repository_owner: string;
+  repository_owner_id: string;
+  ref: string;
+  job_workflow_ref: string;
+  exp: number;
+  iat: number;
+  nbf: number;
+  environment?: string;
+  event_name?: string;
+  run_id?: string;
+  run_number?: string;
+  run_attempt?: string;
+  actor?: string;
+  actor_id?: string;
+  workflow?: string;
+  workflow_ref?: string;
+  workflow_sha?: string;
+  job_workflow_sha?: string;
+  ref_type?: string;
+  ref_protected?: string;
+  repository_visibility?: string;
+  runner_environment?: string;
+  sha?: string;
+  head_ref?: string;
+  base_ref?: string;
+  check_run_id?: string;
+  enterprise?: string;
+  enterprise_id?: string;
+}
+
+export type VerifyErrorCode = 'invalid_token' | 'issuer_unavailable';
+
+export type VerifyResult =
+  | { ok: true; claims: VerifiedClaims }
+  | { ok: false; code: VerifyErrorCode; reason: string };
+
+export interface VerifyDeps {
+  issuers: Pick<IssuerKeys, 'isTrusted' | 'getKey'>;
+  /** Current time in milliseconds. */
+  now: () => number;
+  /** Clock-skew allowance for exp, nbf and iat; values outside 0–60 are clamped. */
+  leewaySeconds: number;
+  maxTokenBytes?: number;
+}
+
+const DEFAULT_MAX_TOKEN_BYTES = 8192;
+const MAX_LEEWAY_SECONDS = 60;
+const MAX_LIFETIME_SECONDS = 24 * 60 * 60;
+
+const ALLOWED_HEADER = new Set(['alg', 'kid', 'typ', 'x5t']);
+const KID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+const X5T_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
+const REPOSITORY_PATTERN = /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/;
+const OWNER_PATTERN = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
+const ID_PATTERN = /^[0-9]+$/;
+const MAX_AUDIENCE_LENGTH = 255;
+
+const REQUIRED_STRING_CLAIMS = [
+  'jti',
+  'sub',
+  'repository',
+  'repository_id',
+  'repository_owner',
+  'repository_owner_id',
+  'ref',
+  'job_workflow_ref',
+] as const;
+
+const OPTIONAL_STRING_CLAIMS = [
+  'environment',
+  'event_name',
+  'run_id',
+  'run_number',
+  'run_attempt',
+  'actor',
+  'actor_id',
+  'workflow',
+  'workflow_ref',
+  'workflow_sha',
+  'job_workflow_sha',
+  'ref_type',
+  'ref_protected',
+  'repository_visibility',
+  'runner_environment',
+  'sha',
+  'head_ref',
+  'base_ref',
+  'check_run_id',
+  'enterprise',
+  'enterprise_id',
+] as const;
+
+const TIME_CLAIMS = ['exp', 'iat', 'nbf'] as const;
+
+function invalid(reason: string): VerifyResult {
+  return { ok: false, code: 'invalid_token', reason };
+}
+
+/** Quotes an untrusted value for a log line: bounded, and escaped unless plain printable ASCII. */
+function show(value: string, max = 64): string {
+  const s = value.length > max ? `${value.slice(0, max)}…` : value;
+  return /^[\x20-\x26\x28-\x7e]*$/.test(s) ? `'${s}'` : JSON.stringify(s);
+}
+
+function isoTime(seconds: number): string {
+  return new Date(seconds * 1000).toISOString();
+}
+
+export async function verifyOidcToken(token: string, deps: VerifyDeps): Promise<VerifyResult> {
+  const parsed = parseCompactJws(token, {
+    maxBytes: deps.maxTokenBytes ?? DEFAULT_MAX_TOKEN_BYTES,
+    integerNumbersOnly: true,
+  });
+  if (!parsed.ok) return invalid(parsed.reason);
+  const { header, payload } = parsed;
+
+  for (const name of Object.keys(header)) {
+    if (!ALLOWED_HEADER.has(name)) return invalid(`unsupported header parameter ${show(name, 32)}`);
+  }
+  const { alg, kid, typ, x5t } = header;
+  if (alg !== 'RS256') {
+    return invalid(`unsupported signing algorithm ${typeof alg === 'string' ? show(alg, 16) : 'value'}`);
+  }
+  if (typ !== 'JWT') return invalid(`header typ must be 'JWT'`);
+  if (typeof kid !== 'string' || !KID_PATTERN.test(kid)) return invalid('header kid is missing or malformed');
+  if (x5t !== undefined && (typeof x5t !== 'string' || !X5T_PATTERN.test(x5t))) {
+    return invalid('header x5t is malformed');
+  }
+
+  // The issuer is matched against configuration before any key lookup, so no token steers a fetch.
+  const iss = payload.iss;
+  if (typeof iss !== 'string') return invalid('iss claim is missing or not a string');
+  if (!deps.issuers.isTrusted(iss)) return invalid(`issuer ${show(iss, 100)} is not trusted`);
+
+  const lookup = await deps.issuers.getKey(iss, kid);
+  if (lookup === undefined) return invalid(`unknown signing key '${kid}' for issuer ${iss}`);
+  if ('unavailable' in lookup) {
+    return {
+      ok: false,
+      code: 'issuer_unavailable',
+      reason: `signing keys for issuer ${iss} are unavailable`,
+    };
+  }
+  let signatureOk = false;
+  try {
+    signatureOk = verify('RSA-SHA256', parsed.signingInput, lookup.key, parsed.signature);
+  } catch {
+    signatureOk = false;
+  }
+  if (!signatureOk) return invalid(`signature does not verify with key '${kid}' of issuer ${iss}`);
+
+  // From here on only the payload whose bytes the signature covers feeds any decision.
+  return checkClaims(payload, iss, deps);
+}
+
+function checkClaims(payload: Record<string, unknown>, iss: string, deps: VerifyDeps): VerifyResult {
+  const aud = payload.aud;
+  if (typeof aud !== 'string') {
+    return invalid(
+      Array.isArray(aud) ? 'aud claim must be a single string, not an array' : 'aud claim is missing',
+    );
+  }
+  if (aud === '' || aud === '*' || aud.length > MAX_AUDIENCE_LENGTH || /[\s\p{Cc}]/u.test(aud)) {
+    return invalid('aud claim is empty, a wildcard or malformed');
+  }
+
+  for (const name of TIME_CLAIMS) {
+    const v = payload[name];
+    if (v === undefined) return invalid(`${name} claim is missing`);
+    if (!Number.isSafeInteger(v) || (v as number) <= 0) {
+      return invalid(`${name} claim must be a positive integer number of seconds`);
+    }
+  }
+  const exp = payload.exp as number;
+  const iat = payload.iat as number;
+  const nbf = payload.nbf as number;
+  const leeway = Math.min(MAX_LEEWAY_SECONDS, Math.max(0, deps.leewaySeconds || 0));
+  const now = deps.now() / 1000;
+  if (!(exp > now - leeway)) return invalid(`token expired at ${isoTime(exp)}`);
+  if (!(nbf <= now + leeway)) return invalid(`token is not valid before ${isoTime(nbf)}`);
+  if (!(iat <= now + leeway)) return invalid(`token is issued in the future (iat ${isoTime(iat)})`);
+  if (iat > exp) return invalid('token expires before it was issued');
+  if (exp - iat > MAX_LIFETIME_SECONDS) return invalid('token lifetime exceeds 24 hours');
+
+  for (const name of REQUIRED_STRING_CLAIMS) {
+    const v = payload[name];
+    if (typeof v !== 'string' || v === '')
+      return invalid(`${name} claim is missing or not a non-empty string`);
+  }
+  const claims = {
+    iss,
+    aud,
+    sub: payload.sub,
+    jti: payload.jti,
+    repository: payload.repository,
+    repository_id: payload.repository_id,
+    repository_owner: payload.repository_owner,
+    repository_owner_id: payload.repository_owner_id,
+    ref: payload.ref,
+    job_workflow_ref: payload.job_workflow_ref,
+    exp,
+    iat,
+    nbf,
+  } as VerifiedClaims;
+  for (const name of OPTIONAL_STRING_CLAIMS) {
+    const v = payload[name];
+    if (v === undefined) continue;
+    if (typeof v !== 'string') return invalid(`${name} claim must be a string`);
+    claims[name] = v;
+  }
+
+  if (!REPOSITORY_PATTERN.test(claims.repository))
+    return invalid('repository claim is not a GitHub owner/name');
+  if (!OWNER_PATTERN.test(claims.repository_owner))
+    return invalid('repository_owner claim is not a GitHub owner');
+  if (!ID_PATTERN.test(claims.repository_id)) return invalid('repository_id claim is not a numeric string');
+  if (!ID_PATTERN.test(claims.repository_owner_id)) {
+    return invalid('repository_owner_id claim is not a numeric string');
+  }
+  // Both sides are ASCII after the pattern checks, so lower-casing is a plain case fold.
+  const owner = claims.repository.slice(0, claims.repository.indexOf('/'));
+  if (owner.toLowerCase() !== claims.repository_owner.toLowerCase()) {
+    return invalid(
+      `repository ${show(claims.repository)} does not belong to repository_owner ${show(claims.repository_owner)}`,
+    );
+  }
+  return { ok: true, claims };
+}

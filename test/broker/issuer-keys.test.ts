@@ -1,0 +1,289 @@
+// The issuer key cache: survives issuer outages, bounds fetches, and only trusts strong RS256 signing keys.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createIssuerKeys, type IssuerKeysOptions, type KeyLookup } from '../../broker/core/issuer-keys.js';
+import { verifyOidcToken } from '../../broker/core/oidc-verify.js';
+import { GITHUB_ISSUER, type LocalIssuer, publicJwk, startLocalIssuer } from '../support/local-issuer.js';
+
+const START = Date.parse('2026-06-13T19:01:04Z');
+const clock = { now: START };
+let issuer: LocalIssuer;
+
+beforeAll(async () => {
+  issuer = await startLocalIssuer({ now: () => clock.now });
+});
+afterAll(async () => {
+  await issuer.close();
+});
+beforeEach(() => {
+  clock.now = START;
+  issuer.reset();
+});
+
+interface LogLine {
+  level: 'warn' | 'info';
+  msg: string;
+  fields?: Record<string, unknown>;
+}
+
+function cache(extra: Partial<IssuerKeysOptions> = {}) {
+  const logs: LogLine[] = [];
+  const keys = createIssuerKeys({
+    issuers: [{ issuer: GITHUB_ISSUER, jwksUri: issuer.jwksUri }],
+    now: () => clock.now,
+    logger: {
+      warn: (msg, fields) => logs.push({ level: 'warn', msg, fields }),
+      info: (msg, fields) => logs.push({ level: 'info', msg, fields }),
+    },
+    ...extra,
+  });
+  return { keys, logs };
+}
+
+function hasKey(lookup: KeyLookup): boolean {
+  return lookup !== undefined && 'key' in lookup;
+}
+
+describe('issuer outages', () => {
+  it('keeps verifying with cached keys while the issuer is down, even once they are stale', async () => {
+    const { keys, logs } = cache();
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
+    issuer.serve('fail');
+    clock.now += 600_000;
+    const token = issuer.sign();
+    const result = await verifyOidcToken(token, { issuers: keys, now: () => clock.now, leewaySeconds: 60 });
+    expect(result.ok).toBe(true);
+    // The stale set triggered one background refresh, which failed and left the keys in place.
+    await vi.waitFor(() => expect(keys.status()[0]?.lastError).toBe('http_status'));
+    expect(issuer.jwksRequests).toBe(2);
+    expect(keys.status()[0]).toMatchObject({ keyCount: 1, stale: true });
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
+    const warning = logs.find((l) => l.level === 'warn');
+    expect(warning?.fields).toEqual({ issuer: GITHUB_ISSUER, error: 'http_status', cachedKeys: 1 });
+    expect(JSON.stringify(logs)).not.toContain(token.split('.')[2]);
+  });
+
+  it('answers unavailable with no cached keys, retries only after the cooldown, then recovers', async () => {
+    const { keys } = cache();
+    issuer.serve('fail');
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: true });
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: true });
+    expect(issuer.jwksRequests).toBe(1);
+    issuer.serve('ok');
+    clock.now += 30_000;
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
+    expect(issuer.jwksRequests).toBe(2);
+  });
+
+  it('refreshes a stale set in the background and drops keys the issuer withdrew', async () => {
+    const { keys } = cache();
+    const old = issuer.kid;
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, old))).toBe(true);
+    issuer.rotate();
+    clock.now += 600_000;
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, old))).toBe(true);
+    await vi.waitFor(() => expect(keys.status()[0]?.stale).toBe(false));
+    expect(issuer.jwksRequests).toBe(2);
+    expect(await keys.getKey(GITHUB_ISSUER, old)).toBeUndefined();
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
+  });
+
+  it('warmUp fetches every issuer once and never rejects', async () => {
+    const { keys } = cache();
+    issuer.serve('fail');
+    await keys.warmUp();
+    expect(keys.status()[0]).toMatchObject({ keyCount: 0, fetchedAt: null, lastError: 'http_status' });
+    issuer.serve('ok');
+    clock.now += 30_000;
+    await keys.warmUp();
+    expect(keys.status()[0]).toMatchObject({
+      keyCount: 1,
+      fetchedAt: clock.now,
+      lastError: null,
+      stale: false,
+    });
+  });
+});
+
+describe('unknown kids', () => {
+  it('B2 a flood of random kids costs at most one fetch per cooldown window', async () => {
+    const { keys } = cache();
+    const flood = () =>
+      Promise.all(Array.from({ length: 1000 }, () => keys.getKey(GITHUB_ISSUER, randomUUID())));
+    expect(await flood()).toEqual(Array(1000).fill(undefined));
+    expect(issuer.jwksRequests).toBe(1);
+    clock.now += 29_999;
+    await flood();
+    expect(issuer.jwksRequests).toBe(1);
+    clock.now += 1;
+    await flood();
+    expect(issuer.jwksRequests).toBe(2);
+  });
+
+  it('concurrent lookups on a cold cache share one fetch', async () => {
+    const { keys } = cache();
+    const results = await Promise.all(
+      Array.from({ length: 50 }, () => keys.getKey(GITHUB_ISSUER, issuer.kid)),
+    );
+    expect(results.every(hasKey)).toBe(true);
+    expect(issuer.jwksRequests).toBe(1);
+  });
+
+  it('finds a rotated key once the cooldown has passed', async () => {
+    const { keys } = cache();
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
+    const fresh = issuer.rotate({ keepOld: true });
+    expect(await keys.getKey(GITHUB_ISSUER, fresh.kid)).toBeUndefined();
+    clock.now += 30_000;
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, fresh.kid))).toBe(true);
+    expect(issuer.jwksRequests).toBe(2);
+  });
+
+  it('knows nothing about issuers it was not configured with, and fetches nothing for them', async () => {
+    const { keys } = cache();
+    expect(keys.isTrusted(GITHUB_ISSUER)).toBe(true);
+    expect(keys.isTrusted(`${GITHUB_ISSUER}/`)).toBe(false);
+    expect(keys.isTrusted('https://TOKEN.actions.githubusercontent.com')).toBe(false);
+    expect(await keys.getKey('https://evil.example', issuer.kid)).toBeUndefined();
+    expect(issuer.jwksRequests).toBe(0);
+  });
+});
+
+describe('bounded fetches (B15)', () => {
+  const cases = [
+    ['oversized', 'too_large'],
+    ['slow-body', 'timeout'],
+    ['hang', 'timeout'],
+    ['redirect', 'redirect'],
+  ] as const;
+  for (const [mode, error] of cases) {
+    it(`aborts a ${mode} response and reports ${error}`, async () => {
+      const { keys, logs } = cache({ timeoutMs: 150 });
+      issuer.serve(mode);
+      expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: true });
+      expect(keys.status()[0]).toMatchObject({ lastError: error, keyCount: 0 });
+      expect(logs).toContainEqual({
+        level: 'warn',
+        msg: 'issuer signing keys could not be fetched',
+        fields: { issuer: GITHUB_ISSUER, error, cachedKeys: 0 },
+      });
+      expect(issuer.requests).not.toContain('/redirected-jwks');
+    });
+  }
+
+  it('refuses a body over maxBytes even when it is valid JSON', async () => {
+    const padding = 'p'.repeat(2048);
+    issuer.setJwks({ keys: [], padding });
+    const { keys } = cache({ maxBytes: 1024 });
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: true });
+    expect(keys.status()[0]?.lastError).toBe('too_large');
+  });
+
+  it('treats a body that is not a JWKS as a failed fetch', async () => {
+    issuer.setJwks(['not', 'a', 'jwks']);
+    const { keys } = cache();
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: true });
+    expect(keys.status()[0]?.lastError).toBe('invalid_jwks');
+  });
+});
+
+describe('key acceptance', () => {
+  it('A12/B13/B14 publishes weak, non-signing and ambiguous keys as unusable, keeping the good one', async () => {
+    const weak = issuer.addKey({ modulusLength: 1024 });
+    const smallExponent = issuer.addKey({ publicExponent: 3 });
+    const enc = issuer.addKey({ jwk: { use: 'enc' } });
+    const rs384 = issuer.addKey({ jwk: { alg: 'RS384' } });
+    const twin = issuer.addKey();
+    const twinCopy = issuer.addKey({ kid: twin.kid });
+    const ec = issuer.addKey({ jwk: { kty: 'EC', crv: 'P-256', x: 'AAAA', y: 'AAAA' } });
+    const broken = issuer.addKey({ jwk: { n: 'not base64url!' } });
+    const { keys, logs } = cache();
+    for (const k of [weak, smallExponent, enc, rs384, twinCopy, ec, broken]) {
+      expect(await keys.getKey(GITHUB_ISSUER, k.kid)).toBeUndefined();
+    }
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
+    expect(keys.status()[0]?.keyCount).toBe(1);
+    expect(logs).toContainEqual({
+      level: 'info',
+      msg: 'issuer signing keys refreshed',
+      fields: { issuer: GITHUB_ISSUER, keys: 1, skipped: 7 },
+    });
+  });
+
+  it('accepts keys published without use or alg', async () => {
+    const { n, e } = publicJwk(issuer.current.publicKey);
+    issuer.setJwks({ keys: [{ kty: 'RSA', kid: issuer.kid, n, e }, 'junk', { kid: 'x' }] });
+    const { keys } = cache();
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
+  });
+});
+
+describe('locating the key set', () => {
+  it('discovers jwks_uri from the configured issuer when none is configured', async () => {
+    const configured = `${issuer.url}/acme`;
+    const keys = createIssuerKeys({ issuers: [{ issuer: configured }], now: () => clock.now });
+    expect(hasKey(await keys.getKey(configured, issuer.kid))).toBe(true);
+    expect(issuer.requests).toEqual(['/acme/.well-known/openid-configuration', '/.well-known/jwks']);
+    expect(keys.status()[0]?.jwksUri).toBe(issuer.jwksUri);
+  });
+
+  it('refuses a discovery document that names another issuer', async () => {
+    issuer.discoveryIssuer = 'https://token.actions.githubusercontent.com';
+    const configured = `${issuer.url}/acme`;
+    const keys = createIssuerKeys({ issuers: [{ issuer: configured }], now: () => clock.now });
+    expect(await keys.getKey(configured, issuer.kid)).toEqual({ unavailable: true });
+    expect(keys.status()[0]?.lastError).toBe('invalid_discovery');
+    expect(issuer.jwksRequests).toBe(0);
+  });
+
+  it('refuses a discovered jwks_uri that is plain http to a non-loopback host', async () => {
+    const fetched: string[] = [];
+    const keys = createIssuerKeys({
+      issuers: [{ issuer: GITHUB_ISSUER }],
+      now: () => clock.now,
+      fetch: async (input) => {
+        fetched.push(String(input));
+        return Response.json({ issuer: GITHUB_ISSUER, jwks_uri: 'http://keys.example.com/jwks' });
+      },
+    });
+    expect(await keys.getKey(GITHUB_ISSUER, 'k')).toEqual({ unavailable: true });
+    expect(fetched).toEqual([`${GITHUB_ISSUER}/.well-known/openid-configuration`]);
+    expect(keys.status()[0]?.lastError).toBe('invalid_discovery');
+  });
+
+  it('asks fetch not to follow redirects and to honour the deadline', async () => {
+    let seen: RequestInit | undefined;
+    const keys = createIssuerKeys({
+      issuers: [{ issuer: GITHUB_ISSUER, jwksUri: 'https://keys.example.com/jwks' }],
+      now: () => clock.now,
+      fetch: async (_input, init) => {
+        seen = init;
+        return Response.json({ keys: [] });
+      },
+    });
+    expect(await keys.getKey(GITHUB_ISSUER, 'k')).toBeUndefined();
+    expect(seen?.redirect).toBe('error');
+    expect(seen?.signal).toBeInstanceOf(AbortSignal);
+  });
+
+  it('refuses configuration with a plain-http issuer or key URL outside loopback', () => {
+    const now = () => clock.now;
+    expect(() => createIssuerKeys({ issuers: [{ issuer: 'http://token.example.com' }], now })).toThrow(
+      /https/,
+    );
+    expect(() =>
+      createIssuerKeys({
+        issuers: [{ issuer: GITHUB_ISSUER, jwksUri: 'http://keys.example.com/jwks' }],
+        now,
+      }),
+    ).toThrow(/https/);
+    expect(() =>
+      createIssuerKeys({ issuers: [{ issuer: GITHUB_ISSUER }, { issuer: GITHUB_ISSUER }], now }),
+    ).toThrow(/twice/);
+    for (const host of ['127.0.0.1:8080', '[::1]:8080', 'localhost:8080']) {
+      expect(() =>
+        createIssuerKeys({ issuers: [{ issuer: GITHUB_ISSUER, jwksUri: `http://${host}/jwks` }], now }),
+      ).not.toThrow();
+    }
+  });
+});
