@@ -1,0 +1,195 @@
+// Talks to the broker: the OIDC token exchange and RFC 7009 revocation, every outcome returned as a value.
+
+const USER_AGENT = 'stepsec-oidc-auth/1';
+
+export interface ExchangeRequest {
+  oidcToken: string;
+  tenant: string;
+  permissions: string[];
+  durationSeconds?: number;
+  policy?: string;
+}
+
+/** A successful exchange, validated; `expiresAt` is normalised to ISO 8601. */
+export interface TokenGrant {
+  accessToken: string;
+  expiresAt: string;
+  expiresIn: number;
+  permissions: string[];
+  policy: string;
+  tenant: string;
+}
+
+/** An RFC 9457 problem document; only the fields the action reads are typed. */
+export interface Problem {
+  code?: string;
+  title?: string;
+  detail?: string;
+  request_id?: string;
+  [extension: string]: unknown;
+}
+
+export type BrokerFailure =
+  | { kind: 'problem'; url: string; status: number; problem: Problem; retryAfter?: string }
+  /** An answer that is not the broker's: never carries the body, which could hold a token. */
+  | {
+      kind: 'unexpected';
+      url: string;
+      status: number;
+      contentType: string;
+      location?: string;
+      retryAfter?: string;
+    }
+  | { kind: 'network'; url: string; code?: string; message: string; tls: boolean; timedOut: boolean };
+
+export type BrokerAnswer<T> = { kind: 'ok'; value: T } | BrokerFailure;
+
+export interface BrokerClient {
+  exchange(request: ExchangeRequest, timeoutMs: number): Promise<BrokerAnswer<TokenGrant>>;
+  revoke(token: string, timeoutMs: number): Promise<BrokerAnswer<null>>;
+}
+
+export function createBrokerClient(fetchFn: typeof fetch, apiUrl: string): BrokerClient {
+  return {
+    async exchange(request, timeoutMs) {
+      const url = `${apiUrl}/oidc/token`;
+      const body = {
+        oidc_token: request.oidcToken,
+        tenant: request.tenant,
+        ...(request.permissions.length > 0 ? { permissions: request.permissions } : {}),
+        ...(request.durationSeconds !== undefined ? { duration_seconds: request.durationSeconds } : {}),
+        ...(request.policy !== undefined ? { policy: request.policy } : {}),
+      };
+      const answer = await send(fetchFn, url, timeoutMs, {
+        'content-type': 'application/json',
+        body: JSON.stringify(body),
+      });
+      if (answer.kind !== 'ok') return answer;
+      const grant = answer.json === undefined ? undefined : toGrant(answer.json);
+      if (!grant) return unexpected(url, answer.response);
+      return { kind: 'ok', value: grant };
+    },
+
+    async revoke(token, timeoutMs) {
+      const url = `${apiUrl}/tokens/revoke`;
+      const answer = await send(fetchFn, url, timeoutMs, {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization: `Bearer ${token}`,
+        body: new URLSearchParams({ token }).toString(),
+      });
+      return answer.kind === 'ok' ? { kind: 'ok', value: null } : answer;
+    },
+  };
+}
+
+type Sent = { kind: 'ok'; response: Response; json: unknown } | BrokerFailure;
+
+async function send(
+  fetchFn: typeof fetch,
+  url: string,
+  timeoutMs: number,
+  { body, ...headers }: Record<string, string> & { body: string },
+): Promise<Sent> {
+  let response: Response;
+  let text: string;
+  try {
+    // Redirects are not followed: the request carries a credential, and a moved broker is a misconfiguration.
+    response = await fetchFn(url, {
+      method: 'POST',
+      headers: { accept: 'application/json, application/problem+json', 'user-agent': USER_AGENT, ...headers },
+      body,
+      redirect: 'manual',
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    text = await response.text();
+  } catch (error) {
+    return networkFailure(url, error);
+  }
+  const json = isJson(response) ? parseJson(text) : undefined;
+  if (response.status >= 200 && response.status < 300) return { kind: 'ok', response, json };
+  if (isProblem(json)) {
+    const retryAfter = response.headers.get('retry-after') ?? undefined;
+    return { kind: 'problem', url, status: response.status, problem: json, retryAfter };
+  }
+  return unexpected(url, response);
+}
+
+function unexpected(url: string, response: Response): BrokerFailure {
+  return {
+    kind: 'unexpected',
+    url,
+    status: response.status,
+    contentType: response.headers.get('content-type') ?? '(none)',
+    location: response.headers.get('location') ?? undefined,
+    retryAfter: response.headers.get('retry-after') ?? undefined,
+  };
+}
+
+function isJson(response: Response): boolean {
+  const type = (response.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  return type === 'application/json' || type === 'application/problem+json';
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function isProblem(json: unknown): json is Problem {
+  return typeof json === 'object' && json !== null && typeof (json as Problem).code === 'string';
+}
+
+function toGrant(json: unknown): TokenGrant | undefined {
+  if (typeof json !== 'object' || json === null) return undefined;
+  const body = json as Record<string, unknown>;
+  const expiresAt = typeof body.expires_at === 'string' ? Date.parse(body.expires_at) : Number.NaN;
+  const permissions = body.permissions;
+  if (
+    typeof body.access_token !== 'string' ||
+    body.access_token === '' ||
+    Number.isNaN(expiresAt) ||
+    typeof body.expires_in !== 'number' ||
+    !Array.isArray(permissions) ||
+    !permissions.every((p) => typeof p === 'string') ||
+    typeof body.policy !== 'string' ||
+    typeof body.tenant !== 'string'
+  ) {
+    return undefined;
+  }
+  return {
+    accessToken: body.access_token,
+    expiresAt: new Date(expiresAt).toISOString(),
+    expiresIn: body.expires_in,
+    permissions,
+    policy: body.policy,
+    tenant: body.tenant,
+  };
+}
+
+const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_)|_CERT|HOSTNAME_MISMATCH/;
+
+function networkFailure(url: string, error: unknown): BrokerFailure {
+  const top = error instanceof Error ? error : new Error(String(error));
+  const timedOut = top.name === 'TimeoutError' || top.name === 'AbortError';
+  // fetch reports "fetch failed" and keeps the socket's error (sometimes an AggregateError) as its cause.
+  let cause: unknown = top.cause ?? top;
+  if (cause instanceof AggregateError && cause.errors.length > 0 && !(cause as { code?: string }).code) {
+    cause = cause.errors[0];
+  }
+  const code =
+    typeof (cause as { code?: unknown }).code === 'string' ? (cause as { code: string }).code : undefined;
+  const message = cause instanceof Error ? cause.message : top.message;
+  return {
+    kind: 'network',
+    url,
+    code,
+    message: timedOut
+      ? 'no answer before the time limit'
+      : message.replace(/\s+/g, ' ').replace(/[\s:.]+$/, ''),
+    tls: code !== undefined && TLS_CODES.test(code),
+    timedOut,
+  };
+}

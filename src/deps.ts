@@ -1,0 +1,44 @@
+// The collaborators the action's flows take: runner IO shaped like @actions/core, HTTP, the OIDC source, time.
+
+/** The subset of @actions/core the action uses, so tests can substitute an in-memory runner. */
+export interface ActionIO {
+  getInput(name: string): string;
+  setSecret(value: string): void;
+  setOutput(name: string, value: string): void;
+  exportVariable(name: string, value: string): void;
+  saveState(name: string, value: string): void;
+  getState(name: string): string;
+  info(message: string): void;
+  debug(message: string): void;
+  warning(message: string): void;
+  setFailed(message: string): void;
+  /** Appends Markdown to the job summary. */
+  appendSummary(markdown: string): Promise<void>;
+}
+
+export interface Clock {
+  /** Milliseconds since the epoch. */
+  now(): number;
+  sleep(ms: number): Promise<void>;
+  /** A number in [0, 1), for backoff jitter. */
+  random(): number;
+}
+
+export interface RunDeps extends Clock {
+  io: ActionIO;
+  fetch: typeof fetch;
+  /** Whether the runner offers an OIDC token to this job (ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN are set). */
+  idTokenAvailable: boolean;
+  /** Asks GitHub for a new OIDC token for this job with the given audience. */
+  getIdToken(audience: string): Promise<string>;
+}
+
+export type PostIO = Pick<ActionIO, 'getState' | 'setSecret' | 'info' | 'debug' | 'warning'>;
+
+export interface PostDeps extends Clock {
+  io: PostIO;
+  fetch: typeof fetch;
+}
+
+/** What the main step saves for the post step, which revokes the token. */
+export const STATE_KEYS = { token: 'token', expiresAt: 'expires-at', apiUrl: 'api-url' } as const;

@@ -1,0 +1,203 @@
+// Explains a problem+json answer of the broker by its code: what the denial means and what to change.
+import type { Problem } from './broker-client.js';
+import type { Block, Explanation, Failure, RetryInfo } from './explain.js';
+import type { ActionInputs } from './inputs.js';
+
+const TRUST_CLAIMS = [
+  'repository_owner',
+  'repository',
+  'job_workflow_ref',
+  'ref',
+  'environment',
+  'event_name',
+];
+
+export function explainProblem(
+  failure: Extract<Failure, { kind: 'problem' }>,
+  inputs?: ActionInputs,
+): Explanation {
+  return withRequestId(describe(failure, inputs), failure.problem);
+}
+
+function describe(failure: Extract<Failure, { kind: 'problem' }>, inputs?: ActionInputs): Explanation {
+  const p = failure.problem;
+  const tenant = inputs ? ` ${code(inputs.tenant)}` : '';
+  switch (p.code) {
+    case 'audience_mismatch':
+      return audienceMismatch(p, inputs);
+    case 'no_matching_policy':
+      return noMatchingPolicy(p, inputs);
+    case 'permission_not_allowed': {
+      const missing = strings(p.not_allowed);
+      const policy = typeof p.policy === 'string' ? `Trust policy ${code(p.policy)}` : 'The trust policy';
+      return {
+        title: `${policy} does not allow ${missing.length > 0 ? missing.map(code).join(', ') : 'the requested permissions'}.`,
+        body: [
+          "Those permissions are not in the policy's allowlist, and a policy can only grant what it lists. " +
+            'Remove them from the `permissions` input (leave it empty to receive everything the policy allows), ' +
+            'or ask a tenant admin to add them to the policy.',
+        ],
+      };
+    }
+    case 'ambiguous_policy': {
+      const names = strings(p.policies);
+      return {
+        title: `Several trust policies match this job equally well: ${names.map(code).join(', ') || '(not named)'}.`,
+        body: [
+          'The broker does not guess between them. Name the one to use with the `policy` input:',
+          {
+            yaml: `with:\n  tenant: ${inputs?.tenant ?? 'your-tenant'}\n  policy: ${names[0] ?? 'policy-name'}`,
+          },
+        ],
+      };
+    }
+    case 'token_replayed':
+      return {
+        title: 'The broker had already exchanged this OIDC token once (401 token_replayed).',
+        body: [
+          'Each OIDC token can be exchanged only once, and this action requests a fresh one for every attempt, ' +
+            'so something else in this job exchanged the same token. Re-run the job; if it happens again, a ' +
+            'tenant admin can find the earlier exchange in the audit log.',
+        ],
+      };
+    case 'rate_limited':
+      return {
+        title: `The broker is rate-limiting token exchanges${tenant ? ` for tenant${tenant}` : ''} (429 rate_limited).`,
+        body: [
+          `${attempts(failure)}${retryAfter(failure)}`,
+          'Re-run the job in a few minutes, or have fewer jobs exchange tokens at the same time ' +
+            '(one exchange per job is enough: the token lasts for the whole job).',
+        ],
+      };
+    case 'invalid_token':
+      return {
+        title: "The broker rejected the job's OIDC token (401 invalid_token).",
+        body: [
+          ...(p.detail ? [`Reason given: ${p.detail}`] : []),
+          'GitHub issues this token for the running job, so this usually means the broker does not trust its ' +
+            "issuer (GitHub Enterprise Server or another issuer must be added to the broker's " +
+            "BROKER_TRUSTED_ISSUERS), the runner's clock is far off, or the token expired on the way.",
+        ],
+      };
+    case 'issuer_unavailable':
+      return {
+        title:
+          "The broker could not fetch the issuer's signing keys to verify the token (503 issuer_unavailable).",
+        body: [
+          `${attempts(failure)} This is usually temporary: re-run the job. If it persists, the broker's ` +
+            "operator should check that the broker can reach GitHub's JWKS " +
+            '(https://token.actions.githubusercontent.com/.well-known/jwks).',
+        ],
+      };
+    case 'invalid_request':
+      return {
+        title: 'The broker rejected the exchange request as malformed (400 invalid_request).',
+        body: [
+          ...(p.detail ? [`Reason given: ${p.detail}`] : []),
+          'Check the inputs of this step; if they look right, the broker may not be compatible with this version ' +
+            'of the action.',
+        ],
+      };
+    default:
+      return {
+        title: `The broker answered ${failure.status}${p.code ? ` ${p.code}` : ''}${p.title ? `: ${p.title}` : ''}.`,
+        body: [
+          ...(p.detail ? [`Reason given: ${p.detail}`] : []),
+          ...(failure.status >= 500 ? [`${attempts(failure)} Re-run the job later.`] : []),
+          ...(failure.status === 404
+            ? ["Check that `api-url` is the broker's base URL, ending in `/v1`."]
+            : []),
+        ],
+      };
+  }
+}
+
+function audienceMismatch(p: Problem, inputs?: ActionInputs): Explanation {
+  const sent = typeof p.audience === 'string' ? p.audience : inputs?.audience;
+  const expected = typeof p.expected_audience === 'string' ? p.expected_audience : undefined;
+  const tenant = inputs?.tenant ?? 'your-tenant';
+  const body: Block[] = [];
+  if (expected) {
+    body.push(`Tenant ${code(tenant)} expects the audience ${code(expected)}. Set it on the step:`);
+    body.push({ yaml: `with:\n  tenant: ${tenant}\n  audience: ${expected}` });
+  } else {
+    body.push(
+      'The broker did not say which audience it expects. Check that `tenant` names the right tenant; a tenant ' +
+        'admin can read its audience from `GET /v1/oidc/config`.',
+    );
+  }
+  return {
+    title: `The broker rejected the OIDC token's audience: the token carried ${code(sent ?? '(unknown)')}${
+      expected ? ` but tenant ${code(tenant)} expects ${code(expected)}` : ''
+    }.`,
+    body,
+  };
+}
+
+function noMatchingPolicy(p: Problem, inputs?: ActionInputs): Explanation {
+  const claims = (typeof p.claims === 'object' && p.claims !== null ? p.claims : {}) as Record<
+    string,
+    unknown
+  >;
+  const body: Block[] = [
+    "This job's trust-relevant claims:",
+    {
+      list: TRUST_CLAIMS.map(
+        (name) => `${name}: ${typeof claims[name] === 'string' ? code(claims[name]) : '(none)'}`,
+      ),
+    },
+  ];
+  if (inputs?.policy) {
+    body.push(
+      `Only policy ${code(inputs.policy)} was considered, because the step sets the \`policy\` input.`,
+    );
+  }
+  if (inputs && inputs.permissions.length > 0) {
+    body.push(
+      `A policy must also allow the requested permissions (${inputs.permissions.map(code).join(', ')}) to be chosen.`,
+    );
+  }
+  body.push(
+    'How matching works: a policy matches when every claim it sets equals the value above. `repository_owner`, ' +
+      '`repository` and `environment` compare case-insensitively; `ref` and `job_workflow_ref` compare exactly, ' +
+      'and a `job_workflow_ref` without `@ref` matches that workflow file at any ref. Claims a policy leaves ' +
+      'empty match anything. Runs triggered by `pull_request_target` match only policies that opt in with ' +
+      '`allow_pull_request_target`.',
+    'A tenant admin can test these claims against every policy with `POST /v1/oidc/policies/evaluate`, and ' +
+      'finds this denial, with the mismatched fields, in the audit log.',
+  );
+  const tenant = inputs ? ` of tenant ${code(inputs.tenant)}` : '';
+  return { title: `No trust policy${tenant} matches this job (403 no_matching_policy).`, body };
+}
+
+function withRequestId(explanation: Explanation, p: Problem): Explanation {
+  if (typeof p.request_id !== 'string') return explanation;
+  return {
+    ...explanation,
+    body: [
+      ...explanation.body,
+      `Request id: ${code(p.request_id)} (the broker's operator can find it in the logs).`,
+    ],
+  };
+}
+
+export function attempts(f: RetryInfo): string {
+  const n = f.attempts ?? 1;
+  const limit = f.gaveUp === 'deadline' ? ' within the time limit of this step' : '';
+  return `Tried ${n} ${n === 1 ? 'time' : 'times'}${limit}.`;
+}
+
+function retryAfter(f: RetryInfo): string {
+  return f.retryAfterMs === undefined
+    ? ''
+    : ` The broker asked to wait ${Math.ceil(f.retryAfterMs / 1000)} s.`;
+}
+
+function strings(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
+}
+
+/** Inline code that reads well in a log line and in Markdown. */
+export function code(value: unknown): string {
+  return `\`${String(value).replace(/[`\r\n]/g, ' ')}\``;
+}

@@ -1,0 +1,120 @@
+// Turns every way the action can fail into one message that says what happened and what to do about it.
+import type { BrokerFailure } from './broker-client.js';
+import { attempts, code, explainProblem } from './explain-problem.js';
+import type { ActionInputs } from './inputs.js';
+
+/** A paragraph, a bulleted list, or a YAML snippet to paste into the workflow. */
+export type Block = string | { list: string[] } | { yaml: string };
+
+export interface Explanation {
+  title: string;
+  body: Block[];
+}
+
+export interface RetryInfo {
+  attempts?: number;
+  gaveUp?: 'attempts' | 'deadline';
+  retryAfterMs?: number;
+}
+
+export type Failure =
+  | { kind: 'inputs'; errors: string[] }
+  | { kind: 'no-id-token' }
+  | { kind: 'id-token'; message: string }
+  | (BrokerFailure & RetryInfo);
+
+export { code };
+
+export function explain(failure: Failure, inputs?: ActionInputs): Explanation {
+  switch (failure.kind) {
+    case 'inputs':
+      return {
+        title: 'The inputs of this step are invalid; nothing was sent to the broker.',
+        body: [{ list: failure.errors }],
+      };
+    case 'no-id-token':
+      return {
+        title: 'This job cannot request a GitHub OIDC token: ACTIONS_ID_TOKEN_REQUEST_URL is not set.',
+        body: [
+          'Allow the job to request one by adding this to the job (or the workflow):',
+          { yaml: 'permissions:\n  id-token: write\n  contents: read' },
+          'Pull requests from forks and Dependabot runs never get an OIDC token, even with this permission: ' +
+            'run this step only for pushes, pull requests from the same repository, or other trusted events.',
+        ],
+      };
+    case 'id-token':
+      return {
+        title: 'GitHub did not issue an OIDC token for this job.',
+        body: [
+          `The runner's token service answered: ${failure.message.replace(/\s+/g, ' ').trim()}`,
+          'This is usually temporary; re-run the job. Check that the job has `permissions: id-token: write`.',
+        ],
+      };
+    case 'network':
+      return network(failure);
+    case 'unexpected':
+      return unexpected(failure);
+    case 'problem':
+      return explainProblem(failure, inputs);
+  }
+}
+
+function network(f: Extract<Failure, { kind: 'network' }>): Explanation {
+  const tried = attempts(f);
+  if (f.tls) {
+    return {
+      title: `The TLS connection to ${f.url} failed: ${f.code}.`,
+      body: [
+        `${f.message}. ${tried}`,
+        "Check that `api-url` is the broker's address. If its certificate comes from a private CA, make the CA " +
+          'trusted on the runner, e.g. by setting NODE_EXTRA_CA_CERTS to the CA file.',
+      ],
+    };
+  }
+  return {
+    title: f.timedOut
+      ? `The broker at ${f.url} did not answer in time.`
+      : `Could not reach the broker at ${f.url}: ${f.code ?? f.message}.`,
+    body: [
+      `${f.code ? `${f.message}. ` : ''}${tried}`,
+      'Check `api-url`, and that the broker is up and reachable from this runner (DNS, firewalls, proxies).',
+    ],
+  };
+}
+
+function unexpected(f: Extract<Failure, { kind: 'unexpected' }>): Explanation {
+  const title = `Unexpected answer from ${f.url}: HTTP ${f.status} with content type ${f.contentType}.`;
+  const notShown = 'Its body is not shown, as it could contain a credential.';
+  if (f.status >= 300 && f.status < 400) {
+    return {
+      title,
+      body: [
+        `It redirects${f.location ? ` to ${f.location}` : ''}, which this action does not follow because the ` +
+          "request carries a credential. Set `api-url` to the broker's base URL exactly, e.g. " +
+          '`https://agent.api.stepsecurity.io/v1`.',
+      ],
+    };
+  }
+  const tried = f.status >= 500 || f.status === 408 || f.status === 429 ? ` ${attempts(f)}` : '';
+  return {
+    title,
+    body: [
+      `${notShown}${tried}`,
+      "This is not an answer of the token broker: check that `api-url` is the broker's base URL (ending in " +
+        '`/v1`). A proxy or load balancer in front of the broker can also answer like this.',
+    ],
+  };
+}
+
+/** The plain-text form, for the step's error annotation and log. */
+export function formatExplanation(e: Explanation): string {
+  const blocks = e.body.map((block) => {
+    if (typeof block === 'string') return block;
+    if ('list' in block) return block.list.map((item) => `  - ${item}`).join('\n');
+    return block.yaml
+      .split('\n')
+      .map((line) => `    ${line}`)
+      .join('\n');
+  });
+  return [e.title, ...blocks].join('\n');
+}

@@ -1,0 +1,42 @@
+// The post step: revoke the token the main step issued, unless it has expired; never fails the job.
+import { createBrokerClient } from './broker-client.js';
+import { type PostDeps, STATE_KEYS } from './deps.js';
+import { explain, formatExplanation } from './explain.js';
+import { classifyBrokerAnswer, REVOKE_RETRY, withRetry } from './retry.js';
+
+export type PostOutcome = 'nothing-to-revoke' | 'expired' | 'revoked' | 'revoke-failed';
+
+export async function runPost(deps: PostDeps): Promise<PostOutcome> {
+  const { io } = deps;
+  const token = io.getState(STATE_KEYS.token);
+  if (!token) {
+    io.info('Nothing to revoke: no token was issued by this step, or `revoke` is false.');
+    return 'nothing-to-revoke';
+  }
+  io.setSecret(token);
+  const expiresAt = io.getState(STATE_KEYS.expiresAt);
+  if (deps.now() >= Date.parse(expiresAt)) {
+    io.info(`The token expired at ${expiresAt}; nothing to revoke.`);
+    return 'expired';
+  }
+
+  const client = createBrokerClient(deps.fetch, io.getState(STATE_KEYS.apiUrl));
+  const { result, attempts, gaveUp } = await withRetry(
+    (_attempt, timeoutMs) => client.revoke(token, timeoutMs),
+    (answer) => classifyBrokerAnswer(answer, deps.now()),
+    REVOKE_RETRY,
+    {
+      now: () => deps.now(),
+      sleep: (ms) => deps.sleep(ms),
+      random: () => deps.random(),
+      log: (message) => io.info(message),
+    },
+  );
+  if (result.kind === 'ok') {
+    io.info('Revoked the StepSecurity API token.');
+    return 'revoked';
+  }
+  const reason = formatExplanation(explain({ ...result, attempts, gaveUp }));
+  io.warning(`Could not revoke the StepSecurity API token; it stays valid until ${expiresAt}.\n${reason}`);
+  return 'revoke-failed';
+}

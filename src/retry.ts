@@ -1,0 +1,96 @@
+// Retries a broker call while a retry can succeed: capped, jittered exponential backoff within a deadline.
+import type { BrokerAnswer } from './broker-client.js';
+import type { Clock } from './deps.js';
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+  /** Time budget for all attempts and waits together, from the first attempt. */
+  deadlineMs: number;
+  /** Time limit for one attempt (shortened to what is left of the deadline). */
+  attemptTimeoutMs: number;
+}
+
+export const EXCHANGE_RETRY: RetryPolicy = {
+  maxAttempts: 6,
+  baseDelayMs: 1_000,
+  maxDelayMs: 15_000,
+  deadlineMs: 90_000,
+  attemptTimeoutMs: 20_000,
+};
+
+export const REVOKE_RETRY: RetryPolicy = {
+  maxAttempts: 3,
+  baseDelayMs: 1_000,
+  maxDelayMs: 4_000,
+  deadlineMs: 20_000,
+  attemptTimeoutMs: 10_000,
+};
+
+const MIN_ATTEMPT_MS = 1_000;
+
+export type Verdict = { retry: false } | { retry: true; reason: string; afterMs?: number };
+
+export interface RetryOutcome<T> {
+  result: T;
+  attempts: number;
+  /** Why the last retryable result was not retried; absent when the result was final on its own. */
+  gaveUp?: 'attempts' | 'deadline';
+  /** The wait the broker last asked for with Retry-After, when it did. */
+  retryAfterMs?: number;
+}
+
+export interface RetryDeps extends Clock {
+  log(message: string): void;
+}
+
+export async function withRetry<T>(
+  attempt: (attemptNumber: number, timeoutMs: number) => Promise<T>,
+  classify: (result: T) => Verdict,
+  policy: RetryPolicy,
+  deps: RetryDeps,
+): Promise<RetryOutcome<T>> {
+  const deadline = deps.now() + policy.deadlineMs;
+  for (let n = 1; ; n++) {
+    const timeoutMs = Math.max(MIN_ATTEMPT_MS, Math.min(policy.attemptTimeoutMs, deadline - deps.now()));
+    const result = await attempt(n, timeoutMs);
+    const verdict = classify(result);
+    if (!verdict.retry) return { result, attempts: n };
+    const retryAfterMs = verdict.afterMs;
+    if (n >= policy.maxAttempts) return { result, attempts: n, gaveUp: 'attempts', retryAfterMs };
+    // Equal jitter keeps at least half the backoff while spreading out runners that failed together.
+    const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (n - 1));
+    const delay = Math.max(retryAfterMs ?? 0, Math.round(backoff / 2 + deps.random() * (backoff / 2)));
+    if (deps.now() + delay + MIN_ATTEMPT_MS > deadline) {
+      return { result, attempts: n, gaveUp: 'deadline', retryAfterMs };
+    }
+    deps.log(
+      `${verdict.reason}; retrying in ${(delay / 1000).toFixed(1)} s (attempt ${n + 1} of ${policy.maxAttempts}).`,
+    );
+    await deps.sleep(delay);
+  }
+}
+
+/** Retries network failures (except TLS verification), 408, 429 and 5xx; any other answer is final. */
+export function classifyBrokerAnswer(answer: BrokerAnswer<unknown>, nowMs: number): Verdict {
+  if (answer.kind === 'ok') return { retry: false };
+  if (answer.kind === 'network') {
+    // A certificate that fails verification now will fail the same way in a few seconds.
+    if (answer.tls) return { retry: false };
+    return { retry: true, reason: `The broker could not be reached (${answer.code ?? answer.message})` };
+  }
+  const { status } = answer;
+  if (status !== 408 && status !== 429 && status < 500) return { retry: false };
+  const code = answer.kind === 'problem' && answer.problem.code ? ` ${answer.problem.code}` : '';
+  const afterMs = answer.retryAfter === undefined ? undefined : parseRetryAfter(answer.retryAfter, nowMs);
+  return { retry: true, reason: `The broker answered ${status}${code}`, afterMs };
+}
+
+/** Retry-After as delta-seconds or an HTTP date, in milliseconds from now; undefined when unreadable. */
+export function parseRetryAfter(value: string, nowMs: number): number | undefined {
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const date = Date.parse(trimmed);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - nowMs);
+}

@@ -1,0 +1,107 @@
+// The main step: validate inputs, exchange a fresh OIDC token for an API token, and hand it on masked.
+import { type BrokerAnswer, createBrokerClient, type TokenGrant } from './broker-client.js';
+import { type ActionIO, type RunDeps, STATE_KEYS } from './deps.js';
+import { explain, type Failure, formatExplanation } from './explain.js';
+import { type ActionInputs, parseInputs } from './inputs.js';
+import { classifyBrokerAnswer, EXCHANGE_RETRY, withRetry } from './retry.js';
+import { failureSummary, successSummary } from './summary.js';
+
+export const TOKEN_ENV_VAR = 'STEPSECURITY_API_TOKEN';
+
+/** Runs the main step; returns whether a token was issued (failures are reported through `io.setFailed`). */
+export async function run(deps: RunDeps): Promise<boolean> {
+  const { io } = deps;
+  const parsed = parseInputs((name) => io.getInput(name));
+  if (!parsed.ok) return fail(io, { kind: 'inputs', errors: parsed.errors });
+  const inputs = parsed.inputs;
+  if (!deps.idTokenAvailable) return fail(io, { kind: 'no-id-token' }, inputs);
+
+  io.info(`Exchanging this job's OIDC token (audience ${inputs.audience}) at ${inputs.apiUrl}/oidc/token.`);
+  const answer = await exchange(deps, inputs);
+  if (answer.kind !== 'ok') return fail(io, answer, inputs);
+  const grant = answer.value;
+
+  // Masked before it is written anywhere, so no log line, output or file shows it in clear.
+  io.setSecret(grant.accessToken);
+  io.setOutput('token', grant.accessToken);
+  io.setOutput('expires-at', grant.expiresAt);
+  io.setOutput('permissions', grant.permissions.join(','));
+  io.setOutput('policy', grant.policy);
+  if (inputs.exportEnv) io.exportVariable(TOKEN_ENV_VAR, grant.accessToken);
+  if (inputs.revoke) {
+    io.saveState(STATE_KEYS.token, grant.accessToken);
+    io.saveState(STATE_KEYS.expiresAt, grant.expiresAt);
+    io.saveState(STATE_KEYS.apiUrl, inputs.apiUrl);
+  }
+
+  io.info(
+    `Issued a token for tenant ${grant.tenant} by trust policy ${grant.policy} with permissions ` +
+      `${grant.permissions.join(', ') || '(none)'}; it expires at ${grant.expiresAt}.`,
+  );
+  if (inputs.durationSeconds !== undefined && grant.expiresIn < inputs.durationSeconds) {
+    io.info(
+      `The token lasts ${grant.expiresIn} s rather than the ${inputs.durationSeconds} s asked for: the trust ` +
+        "policy's maximum session duration caps it.",
+    );
+  }
+  if (!inputs.revoke) io.info('`revoke` is false: the token stays valid until it expires.');
+  await appendSummary(io, successSummary(grant, inputs));
+  return true;
+}
+
+type ExchangeResult = BrokerAnswer<TokenGrant> | { kind: 'id-token'; message: string };
+
+async function exchange(
+  deps: RunDeps,
+  inputs: ActionInputs,
+): Promise<{ kind: 'ok'; value: TokenGrant } | Failure> {
+  const client = createBrokerClient(deps.fetch, inputs.apiUrl);
+  const outcome = await withRetry(
+    async (_attempt, timeoutMs): Promise<ExchangeResult> => {
+      // A fresh OIDC token every attempt: the broker accepts each token once, even if the answer was lost.
+      let oidcToken: string;
+      try {
+        oidcToken = await deps.getIdToken(inputs.audience);
+      } catch (error) {
+        return { kind: 'id-token', message: error instanceof Error ? error.message : String(error) };
+      }
+      return client.exchange(
+        {
+          oidcToken,
+          tenant: inputs.tenant,
+          permissions: inputs.permissions,
+          durationSeconds: inputs.durationSeconds,
+          policy: inputs.policy,
+        },
+        timeoutMs,
+      );
+    },
+    (result) => (result.kind === 'id-token' ? { retry: false } : classifyBrokerAnswer(result, deps.now())),
+    EXCHANGE_RETRY,
+    {
+      now: () => deps.now(),
+      sleep: (ms) => deps.sleep(ms),
+      random: () => deps.random(),
+      log: (message) => deps.io.info(message),
+    },
+  );
+  const { result, attempts, gaveUp, retryAfterMs } = outcome;
+  if (result.kind === 'ok' || result.kind === 'id-token') return result;
+  return { ...result, attempts, gaveUp, retryAfterMs };
+}
+
+async function fail(io: ActionIO, failure: Failure, inputs?: ActionInputs): Promise<false> {
+  const explanation = explain(failure, inputs);
+  io.setFailed(formatExplanation(explanation));
+  await appendSummary(io, failureSummary(explanation));
+  return false;
+}
+
+async function appendSummary(io: ActionIO, markdown: string): Promise<void> {
+  try {
+    await io.appendSummary(markdown);
+  } catch (error) {
+    // Outside a runner there is no summary file; the step's outcome does not depend on it.
+    io.debug(`Job summary not written: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}

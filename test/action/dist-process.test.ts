@@ -1,0 +1,107 @@
+// The committed bundle run as the runner runs it: node dist/main and dist/post against fake GitHub and broker.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type FakeBroker, startFakeBroker } from './support/fake-broker.js';
+import { type FakeGitHubOidc, startFakeGitHubOidc } from './support/fake-github.js';
+import { type ActionRunner, createActionRunner } from './support/runner-process.js';
+
+const ACCESS_TOKEN = 'eyJhbGciOiJFUzI1NiJ9.process-test-access-token.c2lnbmF0dXJl';
+
+describe('dist/ as a process', () => {
+  let github: FakeGitHubOidc;
+  let broker: FakeBroker;
+  let runner: ActionRunner;
+
+  beforeAll(async () => {
+    github = await startFakeGitHubOidc((audience) => `github-oidc-token-for-${audience}`);
+    broker = await startFakeBroker(ACCESS_TOKEN);
+    runner = await createActionRunner({ idToken: github });
+  });
+  afterAll(async () => {
+    await runner?.close();
+    await broker?.close();
+    await github?.close();
+  });
+
+  it('issues a masked token in main and revokes it in post', async () => {
+    const main = await runner.run('main', {
+      tenant: 'acme',
+      'api-url': broker.apiUrl,
+      permissions: 'audit-log:read',
+      'export-env': 'true',
+    });
+
+    expect(main.stderr).toBe('');
+    expect(main.exitCode).toBe(0);
+    expect(github.audiences).toEqual(['acme.api.stepsecurity.io']);
+    const exchange = broker.requests.find((r) => r.path === '/v1/oidc/token');
+    expect(JSON.parse(exchange!.body)).toEqual({
+      oidc_token: 'github-oidc-token-for-acme.api.stepsecurity.io',
+      tenant: 'acme',
+      permissions: ['audit-log:read'],
+    });
+
+    expect(main.outputs).toEqual({
+      token: ACCESS_TOKEN,
+      'expires-at': expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
+      permissions: 'audit-log:read',
+      policy: 'process-test',
+    });
+    expect(main.env).toEqual({ STEPSECURITY_API_TOKEN: ACCESS_TOKEN });
+    expect(main.state).toEqual({
+      token: ACCESS_TOKEN,
+      'expires-at': main.outputs['expires-at'],
+      'api-url': broker.apiUrl,
+    });
+
+    // The runner masks a value from the moment it reads ::add-mask::; the token must not be printed before.
+    const lines = main.stdout.split('\n');
+    const firstMention = lines.findIndex((line) => line.includes(ACCESS_TOKEN));
+    expect(lines[firstMention]).toBe(`::add-mask::${ACCESS_TOKEN}`);
+    expect(lines.filter((line) => line.includes(ACCESS_TOKEN))).toHaveLength(1);
+    expect(main.summary).toContain('StepSecurity API token issued');
+    expect(main.summary).not.toContain(ACCESS_TOKEN);
+
+    const post = await runner.run('post', { tenant: 'acme', 'api-url': broker.apiUrl });
+
+    expect(post.exitCode).toBe(0);
+    expect(post.stdout).toContain('Revoked the StepSecurity API token.');
+    const revoke = broker.requests.find((r) => r.path === '/v1/tokens/revoke');
+    expect(revoke?.headers.authorization).toBe(`Bearer ${ACCESS_TOKEN}`);
+    expect(new URLSearchParams(revoke!.body).get('token')).toBe(ACCESS_TOKEN);
+  });
+
+  it('fails the step with the id-token explanation when the job cannot get an OIDC token', async () => {
+    const noIdToken = await createActionRunner();
+    try {
+      const before = broker.requests.length;
+      const main = await noIdToken.run('main', { tenant: 'acme', 'api-url': broker.apiUrl });
+
+      expect(main.exitCode).toBe(1);
+      expect(main.stdout).toContain('::error::This job cannot request a GitHub OIDC token');
+      expect(main.stdout).toContain('id-token: write');
+      expect(main.summary).toContain('```yaml');
+      expect(main.outputs).toEqual({});
+      expect(broker.requests).toHaveLength(before);
+
+      const post = await noIdToken.run('post', { tenant: 'acme' });
+      expect(post.exitCode).toBe(0);
+      expect(post.stdout).toContain('Nothing to revoke');
+    } finally {
+      await noIdToken.close();
+    }
+  });
+
+  it('fails on invalid inputs before calling GitHub or the broker', async () => {
+    const before = { github: github.audiences.length, broker: broker.requests.length };
+    const main = await runner.run('main', {
+      tenant: 'acme',
+      'duration-seconds': '86400',
+      'api-url': broker.apiUrl,
+    });
+
+    expect(main.exitCode).toBe(1);
+    expect(main.stdout).toContain('`duration-seconds` is "86400"');
+    expect(github.audiences).toHaveLength(before.github);
+    expect(broker.requests).toHaveLength(before.broker);
+  });
+});

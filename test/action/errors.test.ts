@@ -1,0 +1,284 @@
+// Every failure ends in one message that says what went wrong and how to fix it.
+import { createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, createServer } from 'node:net';
+import { HttpResponse, http } from 'msw';
+import { describe, expect, it } from 'vitest';
+import { explain, formatExplanation } from '../../src/explain.js';
+import { run } from '../../src/run.js';
+import {
+  ACCESS_TOKEN,
+  API_URL,
+  exchangeAnswers,
+  grantBody,
+  mainHarness,
+  problem,
+  useBroker,
+} from './support/harness.js';
+
+const broker = useBroker();
+
+async function failureFor(response: () => Response, inputs: Record<string, string> = {}) {
+  broker.server.use(exchangeAnswers(response));
+  const h = mainHarness({ tenant: 'acme', 'api-url': API_URL, ...inputs });
+  expect(await run(h.deps)).toBe(false);
+  expect(h.io.failures).toHaveLength(1);
+  expect(h.io.outputs).toEqual({});
+  expect(h.io.state).toEqual({});
+  return { message: h.io.failures[0]!, summary: h.io.summary.join('\n'), h };
+}
+
+describe('explained failures', () => {
+  it('without ACTIONS_ID_TOKEN_REQUEST_URL: shows the permissions YAML and names forks and Dependabot', async () => {
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL }, { idTokenAvailable: false });
+
+    expect(await run(h.deps)).toBe(false);
+
+    const message = h.io.failures[0]!;
+    expect(message).toContain('ACTIONS_ID_TOKEN_REQUEST_URL is not set');
+    expect(message).toContain('    permissions:\n      id-token: write');
+    expect(message).toContain('Pull requests from forks and Dependabot runs never get an OIDC token');
+    expect(h.io.summary[0]).toContain('```yaml\npermissions:\n  id-token: write');
+    expect(h.oidcAudiences).toEqual([]);
+    expect(broker.requests).toEqual([]);
+  });
+
+  it('when GitHub does not issue the OIDC token: says so, without calling the broker', async () => {
+    const h = mainHarness(
+      { tenant: 'acme', 'api-url': API_URL },
+      { idTokenError: new Error('Error message: Failed to get ID Token. Error Code : 500') },
+    );
+
+    expect(await run(h.deps)).toBe(false);
+
+    expect(h.io.failures[0]).toContain('GitHub did not issue an OIDC token for this job.');
+    expect(h.io.failures[0]).toContain('Failed to get ID Token. Error Code : 500');
+    expect(broker.requests).toEqual([]);
+  });
+
+  it('audience_mismatch: names the audience sent and the one the tenant expects', async () => {
+    const { message, summary } = await failureFor(() =>
+      problem(401, 'audience_mismatch', {
+        audience: 'acme.api.stepsecurity.io',
+        expected_audience: 'https://github.com/acme',
+      }),
+    );
+    expect(message).toContain(
+      'the token carried `acme.api.stepsecurity.io` but tenant `acme` expects `https://github.com/acme`',
+    );
+    expect(message).toContain('      audience: https://github.com/acme');
+    expect(summary).toContain('audience: https://github.com/acme');
+  });
+
+  it('audience_mismatch without the expected audience: points at the tenant configuration', async () => {
+    const { message } = await failureFor(() =>
+      problem(401, 'audience_mismatch', { audience: 'x.api.example' }),
+    );
+    expect(message).toContain('the token carried `x.api.example`');
+    expect(message).toContain('GET /v1/oidc/config');
+  });
+
+  it("no_matching_policy: lists the job's claims and how matching works", async () => {
+    const claims = {
+      repository_owner: 'acme',
+      repository: 'acme/infra',
+      job_workflow_ref: 'acme/infra/.github/workflows/deploy.yml@refs/heads/feature',
+      ref: 'refs/heads/feature',
+      event_name: 'push',
+      repository_owner_id: '1',
+      repository_id: '2',
+    };
+    const { message } = await failureFor(() => problem(403, 'no_matching_policy', { claims }), {
+      permissions: 'harden-runner:write',
+    });
+    expect(message).toContain('No trust policy of tenant `acme` matches this job');
+    expect(message).toContain('  - repository_owner: `acme`');
+    expect(message).toContain('  - repository: `acme/infra`');
+    expect(message).toContain(
+      '  - job_workflow_ref: `acme/infra/.github/workflows/deploy.yml@refs/heads/feature`',
+    );
+    expect(message).toContain('  - ref: `refs/heads/feature`');
+    expect(message).toContain('  - environment: (none)');
+    expect(message).toContain('  - event_name: `push`');
+    expect(message).toContain('compare case-insensitively');
+    expect(message).toContain('a `job_workflow_ref` without `@ref` matches that workflow file at any ref');
+    expect(message).toContain('`allow_pull_request_target`');
+    expect(message).toContain('POST /v1/oidc/policies/evaluate');
+    expect(message).toContain('audit log');
+    expect(message).toContain('requested permissions (`harden-runner:write`)');
+    expect(message).toContain('Request id: `req-123`');
+  });
+
+  it('no_matching_policy with the policy input set: says only that policy was considered', async () => {
+    const { message } = await failureFor(() => problem(403, 'no_matching_policy', { claims: {} }), {
+      policy: 'deploy-main',
+    });
+    expect(message).toContain('Only policy `deploy-main` was considered');
+  });
+
+  it("permission_not_allowed: names the permissions the policy's allowlist lacks", async () => {
+    const { message } = await failureFor(
+      () =>
+        problem(403, 'permission_not_allowed', { not_allowed: ['harden-runner:write', 'api-keys:write'] }),
+      { permissions: 'harden-runner:write api-keys:write audit-log:read' },
+    );
+    expect(message).toContain('does not allow `harden-runner:write`, `api-keys:write`');
+    expect(message).toContain("not in the policy's allowlist");
+  });
+
+  it('ambiguous_policy: names the tied policies and says to set the policy input', async () => {
+    const { message } = await failureFor(() =>
+      problem(409, 'ambiguous_policy', { policies: ['deploy-main', 'deploy-any'] }),
+    );
+    expect(message).toContain(
+      'Several trust policies match this job equally well: `deploy-main`, `deploy-any`',
+    );
+    expect(message).toContain('`policy` input');
+    expect(message).toContain('      policy: deploy-main');
+  });
+
+  it('token_replayed: explains that each OIDC token is accepted once', async () => {
+    const { message } = await failureFor(() => problem(401, 'token_replayed'));
+    expect(message).toContain('already exchanged this OIDC token once');
+    expect(message).toContain('Each OIDC token can be exchanged only once');
+  });
+
+  it('invalid_token: gives the reason and the usual causes', async () => {
+    const { message } = await failureFor(() =>
+      problem(401, 'invalid_token', { detail: 'The token issuer is not trusted' }),
+    );
+    expect(message).toContain("The broker rejected the job's OIDC token (401 invalid_token).");
+    expect(message).toContain('Reason given: The token issuer is not trusted');
+    expect(message).toContain('BROKER_TRUSTED_ISSUERS');
+  });
+
+  it('invalid_request: gives the reason', async () => {
+    const { message } = await failureFor(() =>
+      problem(400, 'invalid_request', { detail: 'duration_seconds must be at most 3600' }),
+    );
+    expect(message).toContain('malformed (400 invalid_request)');
+    expect(message).toContain('Reason given: duration_seconds must be at most 3600');
+  });
+
+  it('rate_limited: says how often it tried and how long the broker asked to wait', async () => {
+    const { message } = await failureFor(() => problem(429, 'rate_limited', {}, { 'retry-after': '600' }));
+    expect(message).toContain('rate-limiting token exchanges for tenant `acme` (429 rate_limited)');
+    expect(message).toContain(
+      'Tried 1 time within the time limit of this step. The broker asked to wait 600 s.',
+    );
+  });
+
+  it('issuer_unavailable: says it is usually temporary and what the operator checks', async () => {
+    const { message } = await failureFor(() => problem(503, 'issuer_unavailable'));
+    expect(message).toContain('could not fetch the issuer');
+    expect(message).toContain('Tried 6 times.');
+    expect(message).toContain('https://token.actions.githubusercontent.com/.well-known/jwks');
+  });
+
+  it('an unexpected answer: gives status and content type, never the body', async () => {
+    const { message, summary } = await failureFor(
+      () =>
+        new HttpResponse(`<html>${ACCESS_TOKEN}</html>`, {
+          status: 404,
+          headers: { 'content-type': 'text/html' },
+        }),
+    );
+    expect(message).toContain(
+      `Unexpected answer from ${API_URL}/oidc/token: HTTP 404 with content type text/html.`,
+    );
+    expect(message).toContain('ending in `/v1`');
+    expect(message).not.toContain(ACCESS_TOKEN);
+    expect(summary).not.toContain(ACCESS_TOKEN);
+  });
+
+  it('a 200 that is not a token response: fails without echoing the body', async () => {
+    const { message } = await failureFor(() => HttpResponse.json({ ...grantBody(), expires_at: 'soon' }));
+    expect(message).toContain('HTTP 200 with content type application/json');
+    expect(message).not.toContain(ACCESS_TOKEN);
+  });
+
+  it('an unreachable broker: names the URL and the error', async () => {
+    broker.server.use(http.post(`${API_URL}/oidc/token`, () => HttpResponse.error()));
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+
+    await run(h.deps);
+
+    expect(h.io.failures[0]).toContain(`Could not reach the broker at ${API_URL}/oidc/token`);
+    expect(h.io.failures[0]).toContain('Tried 6 times.');
+  });
+
+  it('a refused connection on a real socket: names the URL and ECONNREFUSED', async () => {
+    await withoutMsw(async () => {
+      const port = await closedPort();
+      const h = mainHarness({ tenant: 'acme', 'api-url': `http://127.0.0.1:${port}/v1` });
+      await run(h.deps);
+      expect(h.io.failures[0]).toContain(
+        `Could not reach the broker at http://127.0.0.1:${port}/v1/oidc/token: ECONNREFUSED.`,
+      );
+    });
+  });
+
+  it('a TLS handshake failure on a real socket: names the URL and the TLS error, and does not retry', async () => {
+    await withoutMsw(async () => {
+      const plain = createHttpServer((_req, res) => res.end('not TLS'));
+      await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+      const { port } = plain.address() as AddressInfo;
+      try {
+        const h = mainHarness({ tenant: 'acme', 'api-url': `https://127.0.0.1:${port}/v1` });
+        await run(h.deps);
+        expect(h.io.failures[0]).toContain(
+          `The TLS connection to https://127.0.0.1:${port}/v1/oidc/token failed: ERR_SSL_WRONG_VERSION_NUMBER.`,
+        );
+        expect(h.io.failures[0]).toContain('Tried 1 time.');
+        expect(h.clock.sleeps).toEqual([]);
+      } finally {
+        await new Promise((resolve) => plain.close(resolve));
+      }
+    });
+  });
+
+  it('a TLS failure: names the URL and the certificate error', () => {
+    const message = formatExplanation(
+      explain({
+        kind: 'network',
+        url: 'https://broker.test/v1/oidc/token',
+        code: 'CERT_HAS_EXPIRED',
+        message: 'certificate has expired',
+        tls: true,
+        timedOut: false,
+        attempts: 1,
+      }),
+    );
+    expect(message).toContain(
+      'The TLS connection to https://broker.test/v1/oidc/token failed: CERT_HAS_EXPIRED.',
+    );
+    expect(message).toContain('certificate has expired');
+    expect(message).toContain('NODE_EXTRA_CA_CERTS');
+  });
+
+  it('an unknown 5xx problem: gives status, code and title, and how often it tried', async () => {
+    const { message } = await failureFor(() =>
+      problem(500, 'internal_error', { title: 'Internal Server Error' }),
+    );
+    expect(message).toContain('The broker answered 500 internal_error: Internal Server Error.');
+    expect(message).toContain('Tried 6 times.');
+  });
+});
+
+/** A loopback port that nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Runs `test` with real sockets: msw stands aside so the request reaches the network stack. */
+async function withoutMsw(test: () => Promise<void>) {
+  broker.server.close();
+  try {
+    await test();
+  } finally {
+    broker.server.listen({ onUnhandledRequest: 'error' });
+  }
+}

@@ -1,0 +1,133 @@
+// Input validation: every mistake is reported clearly, all at once, before any network call.
+import { describe, expect, it } from 'vitest';
+import { parseInputs } from '../../src/inputs.js';
+import { run } from '../../src/run.js';
+import { mainHarness, useBroker } from './support/harness.js';
+
+const broker = useBroker();
+
+function errorsFor(inputs: Record<string, string>): string[] {
+  const parsed = parseInputs((name) => inputs[name] ?? '');
+  return parsed.ok ? [] : parsed.errors;
+}
+
+describe('parseInputs', () => {
+  it('applies the documented defaults', () => {
+    expect(parseInputs((name) => ({ tenant: 'acme' })[name] ?? '')).toEqual({
+      ok: true,
+      inputs: {
+        tenant: 'acme',
+        audience: 'acme.api.stepsecurity.io',
+        apiUrl: 'https://agent.api.stepsecurity.io/v1',
+        permissions: [],
+        policy: undefined,
+        durationSeconds: undefined,
+        exportEnv: false,
+        revoke: true,
+      },
+    });
+  });
+
+  it('splits permissions on commas, spaces and new lines and drops repeats', () => {
+    const parsed = parseInputs(
+      (name) =>
+        ({ tenant: 'acme', permissions: 'audit-log:read, harden-runner:write\n  read-all audit-log:read' })[
+          name
+        ] ?? '',
+    );
+    expect(parsed.ok && parsed.inputs.permissions).toEqual([
+      'audit-log:read',
+      'harden-runner:write',
+      'read-all',
+    ]);
+  });
+
+  it('requires a tenant that is a DNS label', () => {
+    expect(errorsFor({})).toEqual([expect.stringContaining('Input `tenant` is required')]);
+    expect(errorsFor({ tenant: 'Acme Corp' })).toEqual([
+      expect.stringContaining('Input `tenant` is "Acme Corp", which is not a tenant name'),
+    ]);
+    expect(errorsFor({ tenant: '-acme' })).toHaveLength(1);
+    expect(errorsFor({ tenant: 'a'.repeat(64) })).toHaveLength(1);
+    expect(errorsFor({ tenant: 'a'.repeat(63) })).toEqual([]);
+  });
+
+  it('names an unknown permission and lists the valid ids and shortcuts', () => {
+    const [error] = errorsFor({ tenant: 'acme', permissions: 'audit-log:read, audit-log:write' });
+    expect(error).toContain('"audit-log:write", which is not a permission');
+    expect(error).toContain('harden-runner:read, harden-runner:write');
+    expect(error).toContain('shortcuts: read-all, read-write-all');
+  });
+
+  it('suggests :read or :write for a bare category', () => {
+    expect(errorsFor({ tenant: 'acme', permissions: 'harden-runner' })[0]).toContain(
+      'Did you mean `harden-runner:read` or `harden-runner:write`?',
+    );
+  });
+
+  it.each(['0', '3601', '1.5', '-5', '10m', 'abc', '1e3'])('rejects duration-seconds %s', (value) => {
+    expect(errorsFor({ tenant: 'acme', 'duration-seconds': value })).toEqual([
+      `Input \`duration-seconds\` is "${value}"; it must be a whole number of seconds from 1 to 3600, or left empty for the policy's default.`,
+    ]);
+  });
+
+  it.each(['1', '3600'])('accepts duration-seconds %s', (value) => {
+    expect(errorsFor({ tenant: 'acme', 'duration-seconds': value })).toEqual([]);
+  });
+
+  it.each(['http://broker.example.com/v1', 'http://10.0.0.5:8080/v1', 'ftp://broker.example.com/v1'])(
+    'rejects the non-https api-url %s',
+    (url) => {
+      expect(errorsFor({ tenant: 'acme', 'api-url': url })[0]).toContain('Input `api-url` must use https://');
+    },
+  );
+
+  it.each(['http://127.0.0.1:8080/v1', 'http://[::1]:8080/v1', 'http://localhost:8080/v1'])(
+    'accepts the loopback api-url %s',
+    (url) => {
+      expect(errorsFor({ tenant: 'acme', 'api-url': url })).toEqual([]);
+    },
+  );
+
+  it('rejects an api-url that is not a URL or carries credentials', () => {
+    expect(errorsFor({ tenant: 'acme', 'api-url': 'broker.example.com' })[0]).toContain('which is not a URL');
+    expect(errorsFor({ tenant: 'acme', 'api-url': 'https://u:p@broker.example.com/v1' })[0]).toContain(
+      'without credentials',
+    );
+  });
+
+  it('rejects booleans other than true and false', () => {
+    expect(errorsFor({ tenant: 'acme', 'export-env': 'yes', revoke: 'no' })).toEqual([
+      'Input `export-env` is "yes"; it must be `true` or `false`.',
+      'Input `revoke` is "no"; it must be `true` or `false`.',
+    ]);
+  });
+
+  it('rejects an audience with whitespace and an overlong policy name', () => {
+    expect(errorsFor({ tenant: 'acme', audience: 'a b' })[0]).toContain('Input `audience`');
+    expect(errorsFor({ tenant: 'acme', policy: 'p'.repeat(101) })[0]).toContain('Input `policy`');
+  });
+});
+
+describe('run with invalid inputs', () => {
+  it('reports every invalid input at once and makes no network call', async () => {
+    const h = mainHarness({
+      tenant: 'acme',
+      permissions: 'deploy:write',
+      'duration-seconds': '7200',
+      'api-url': 'http://broker.example.com/v1',
+    });
+
+    expect(await run(h.deps)).toBe(false);
+
+    expect(h.io.failures).toHaveLength(1);
+    const message = h.io.failures[0]!;
+    expect(message).toContain('nothing was sent to the broker');
+    expect(message).toContain('"deploy:write"');
+    expect(message).toContain('`duration-seconds` is "7200"');
+    expect(message).toContain('`api-url` must use https://');
+    expect(h.oidcAudiences).toEqual([]);
+    expect(broker.requests).toEqual([]);
+    expect(h.io.summary[0]).toContain('"deploy:write"');
+  });
+});

@@ -1,0 +1,114 @@
+// The post step: revokes the token the main step issued; a failure to do so only warns.
+import { HttpResponse, http } from 'msw';
+import { describe, expect, it } from 'vitest';
+import { runPost } from '../../src/post-run.js';
+import { run } from '../../src/run.js';
+import {
+  ACCESS_TOKEN,
+  API_URL,
+  exchangeAnswers,
+  grantBody,
+  mainHarness,
+  postHarness,
+  problem,
+  useBroker,
+} from './support/harness.js';
+
+const broker = useBroker();
+const revokeUrl = `${API_URL}/tokens/revoke`;
+// The fake clock starts at 12:00; the token expires at 12:15.
+const issuedState = { token: ACCESS_TOKEN, 'expires-at': '2025-06-01T12:15:00.000Z', 'api-url': API_URL };
+
+describe('runPost (post step)', () => {
+  it('revokes the token with RFC 7009, authenticated by the token itself', async () => {
+    broker.server.use(http.post(revokeUrl, () => new HttpResponse(null, { status: 200 })));
+    const { io, deps } = postHarness(issuedState);
+
+    expect(await runPost(deps)).toBe('revoked');
+
+    expect(broker.requests).toHaveLength(1);
+    const [request] = broker.requests;
+    expect(request!.url).toBe(revokeUrl);
+    expect(request!.headers.get('authorization')).toBe(`Bearer ${ACCESS_TOKEN}`);
+    expect(request!.headers.get('content-type')).toBe('application/x-www-form-urlencoded');
+    expect(new URLSearchParams(request!.body).get('token')).toBe(ACCESS_TOKEN);
+    expect(
+      io.calls.find((c) => c.args.some((a) => a.includes(ACCESS_TOKEN)) && c.fn !== 'getState')?.fn,
+    ).toBe('setSecret');
+    expect(io.warnings).toEqual([]);
+  });
+
+  it('revokes what the main step issued, at the broker it used', async () => {
+    broker.server.use(
+      exchangeAnswers(() => HttpResponse.json(grantBody())),
+      http.post(revokeUrl, () => new HttpResponse(null, { status: 200 })),
+    );
+    const main = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+    await run(main.deps);
+    const { deps } = postHarness(main.io.state);
+
+    expect(await runPost(deps)).toBe('revoked');
+    expect(new URLSearchParams(broker.requests.at(-1)!.body).get('token')).toBe(ACCESS_TOKEN);
+  });
+
+  it('does nothing when the main step ran with revoke: false', async () => {
+    broker.server.use(exchangeAnswers(() => HttpResponse.json(grantBody())));
+    const main = mainHarness({ tenant: 'acme', 'api-url': API_URL, revoke: 'false' });
+    await run(main.deps);
+    broker.requests.length = 0;
+    const { io, deps } = postHarness(main.io.state);
+
+    expect(await runPost(deps)).toBe('nothing-to-revoke');
+    expect(broker.requests).toEqual([]);
+    expect(io.warnings).toEqual([]);
+  });
+
+  it('does nothing when no token was issued', async () => {
+    const { io, deps } = postHarness({});
+
+    expect(await runPost(deps)).toBe('nothing-to-revoke');
+    expect(broker.requests).toEqual([]);
+    expect(io.logs.join('\n')).toContain('Nothing to revoke');
+  });
+
+  it('skips a token that has already expired', async () => {
+    const { io, deps } = postHarness({ ...issuedState, 'expires-at': '2025-06-01T11:59:59.000Z' });
+
+    expect(await runPost(deps)).toBe('expired');
+    expect(broker.requests).toEqual([]);
+    expect(io.warnings).toEqual([]);
+  });
+
+  it('warns, without failing, when the broker keeps failing; retries a 5xx a few times', async () => {
+    broker.server.use(http.post(revokeUrl, () => problem(503, 'unavailable')));
+    const { io, clock, deps } = postHarness(issuedState);
+
+    expect(await runPost(deps)).toBe('revoke-failed');
+
+    expect(broker.requests).toHaveLength(3);
+    expect(clock.sleeps).toHaveLength(2);
+    expect(io.warnings).toHaveLength(1);
+    expect(io.warnings[0]).toContain(
+      'Could not revoke the StepSecurity API token; it stays valid until 2025-06-01T12:15:00.000Z.',
+    );
+    expect(io.warnings[0]).toContain('The broker answered 503 unavailable');
+    expect(io.warnings[0]).not.toContain(ACCESS_TOKEN);
+  });
+
+  it('warns once, without retrying, when the broker refuses the revocation', async () => {
+    broker.server.use(http.post(revokeUrl, () => problem(401, 'unauthenticated')));
+    const { io, deps } = postHarness(issuedState);
+
+    expect(await runPost(deps)).toBe('revoke-failed');
+    expect(broker.requests).toHaveLength(1);
+    expect(io.warnings[0]).toContain('The broker answered 401 unauthenticated');
+  });
+
+  it('warns when the broker cannot be reached', async () => {
+    broker.server.use(http.post(revokeUrl, () => HttpResponse.error()));
+    const { io, deps } = postHarness(issuedState);
+
+    expect(await runPost(deps)).toBe('revoke-failed');
+    expect(io.warnings[0]).toContain(`Could not reach the broker at ${revokeUrl}`);
+  });
+});

@@ -1,0 +1,114 @@
+// Retries: only what can succeed, with a fresh OIDC token each time, jittered backoff and an overall deadline.
+import { HttpResponse } from 'msw';
+import { describe, expect, it } from 'vitest';
+import { parseRetryAfter } from '../../src/retry.js';
+import { run } from '../../src/run.js';
+import {
+  API_URL,
+  exchangeAnswers,
+  exchangeBodies,
+  grantBody,
+  mainHarness,
+  problem,
+  useBroker,
+} from './support/harness.js';
+
+const broker = useBroker();
+const ok = () => HttpResponse.json(grantBody());
+
+async function runWith(...responders: (() => Response)[]) {
+  broker.server.use(exchangeAnswers(...responders));
+  const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+  const issued = await run(h.deps);
+  const tokensSent = exchangeBodies(broker.requests).map((b) => b.oidc_token);
+  return { issued, h, tokensSent };
+}
+
+describe('retries', () => {
+  it.each([
+    ['a 503', () => problem(503, 'issuer_unavailable')],
+    ['a 500 without a problem body', () => new HttpResponse('oops', { status: 500 })],
+    [
+      'a 502 from a proxy',
+      () =>
+        new HttpResponse('<html>bad gateway</html>', {
+          status: 502,
+          headers: { 'content-type': 'text/html' },
+        }),
+    ],
+    ['a 408', () => new HttpResponse(null, { status: 408 })],
+    ['a network error', () => HttpResponse.error()],
+  ])('retries after %s with a fresh OIDC token', async (_name, failure) => {
+    const { issued, h, tokensSent } = await runWith(failure, ok);
+
+    expect(issued).toBe(true);
+    expect(tokensSent).toEqual(['oidc-token-1', 'oidc-token-2']);
+    expect(h.clock.sleeps).toHaveLength(1);
+    expect(h.io.logs.join('\n')).toContain('retrying in');
+  });
+
+  it('waits as long as Retry-After asks on a 429', async () => {
+    const { issued, h, tokensSent } = await runWith(
+      () => problem(429, 'rate_limited', {}, { 'retry-after': '7' }),
+      ok,
+    );
+
+    expect(issued).toBe(true);
+    expect(tokensSent).toEqual(['oidc-token-1', 'oidc-token-2']);
+    expect(h.clock.sleeps).toEqual([7000]);
+  });
+
+  it('reads Retry-After as seconds or as an HTTP date', () => {
+    const now = Date.parse('2025-06-01T12:00:00Z');
+    expect(parseRetryAfter('12', now)).toBe(12_000);
+    expect(parseRetryAfter('Sun, 01 Jun 2025 12:00:30 GMT', now)).toBe(30_000);
+    expect(parseRetryAfter('whenever', now)).toBeUndefined();
+  });
+
+  it('backs off exponentially with jitter, capped, and stops after six attempts', async () => {
+    const { issued, h, tokensSent } = await runWith(() => problem(503, 'issuer_unavailable'));
+
+    expect(issued).toBe(false);
+    expect(tokensSent).toHaveLength(6);
+    expect(new Set(tokensSent).size).toBe(6);
+    // random() is 0.5: half the backoff plus a quarter; the backoff doubles from 1 s and is capped at 15 s.
+    expect(h.clock.sleeps).toEqual([750, 1500, 3000, 6000, 11_250]);
+  });
+
+  it('gives up at the deadline rather than waiting past it', async () => {
+    const { issued, h, tokensSent } = await runWith(() =>
+      problem(503, 'issuer_unavailable', {}, { 'retry-after': '30' }),
+    );
+
+    expect(issued).toBe(false);
+    expect(h.clock.sleeps).toEqual([30_000, 30_000]);
+    expect(tokensSent).toHaveLength(3);
+    expect(h.io.failures[0]).toContain('Tried 3 times within the time limit of this step.');
+  });
+
+  it('does not wait at all when Retry-After is beyond the deadline', async () => {
+    const { h, tokensSent } = await runWith(() =>
+      problem(429, 'rate_limited', {}, { 'retry-after': '3600' }),
+    );
+
+    expect(tokensSent).toHaveLength(1);
+    expect(h.clock.sleeps).toEqual([]);
+    expect(h.io.failures[0]).toContain('The broker asked to wait 3600 s.');
+  });
+
+  it.each([
+    [400, 'invalid_request'],
+    [401, 'invalid_token'],
+    [401, 'audience_mismatch'],
+    [401, 'token_replayed'],
+    [403, 'no_matching_policy'],
+    [403, 'permission_not_allowed'],
+    [409, 'ambiguous_policy'],
+  ])('does not retry %i %s', async (status, code) => {
+    const { issued, h, tokensSent } = await runWith(() => problem(status, code), ok);
+
+    expect(issued).toBe(false);
+    expect(tokensSent).toEqual(['oidc-token-1']);
+    expect(h.clock.sleeps).toEqual([]);
+  });
+});

@@ -1,0 +1,20 @@
+// A clock that only moves when the code under test sleeps, so backoff and deadlines are checked without waiting.
+import type { Clock } from '../../../src/deps.js';
+
+export interface FakeClock extends Clock {
+  sleeps: number[];
+}
+
+export function createFakeClock(start = Date.parse('2025-06-01T12:00:00Z'), random = 0.5): FakeClock {
+  let now = start;
+  const clock: FakeClock = {
+    sleeps: [],
+    now: () => now,
+    async sleep(ms) {
+      clock.sleeps.push(ms);
+      now += ms;
+    },
+    random: () => random,
+  };
+  return clock;
+}
