@@ -2,8 +2,13 @@
 import { randomUUID } from 'node:crypto';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
+import type { BrokerConfig } from './config.js';
+import type { AccessTokens } from './core/access-tokens.js';
 import type { AuthenticateDeps } from './core/authenticate.js';
+import type { IssuerKeys } from './core/issuer-keys.js';
 import type { KeyDigester } from './core/keys.js';
+import type { RateLimiter } from './core/rate-limit.js';
+import type { SigningKeys } from './core/signing-keys.js';
 import { BrokerError } from './errors.js';
 import { registerApiKeyRoutes } from './http/api-keys.js';
 import { registerAuditRoutes } from './http/audit.js';
@@ -13,7 +18,11 @@ import { registerFineGrainedKeyRoutes } from './http/fine-grained-keys.js';
 import { registerIdentityRoutes } from './http/identity.js';
 import { allowedMethods } from './http/methods.js';
 import { registerOperationRoutes } from './http/operations.js';
+import { registerPolicyRoutes } from './http/policies.js';
 import { problemResponse } from './http/problems.js';
+import { registerTokenExchangeRoute } from './http/token-exchange.js';
+import { registerTokenRoutes } from './http/tokens.js';
+import { registerWellKnownRoutes } from './http/well-known.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { Store } from './store/store.js';
@@ -21,7 +30,14 @@ import type { Store } from './store/store.js';
 export const MAX_BODY_BYTES = 64 * 1024;
 
 export interface AppDeps {
+  config: BrokerConfig;
   store: Store;
+  /** Signing keys of the trusted OIDC issuers (GitHub), cached. */
+  issuerKeys: IssuerKeys;
+  /** The broker's own token-signing keys. */
+  signingKeys: SigningKeys;
+  accessTokens: AccessTokens;
+  exchangeRateLimiter: RateLimiter;
   logger: Logger;
   metrics: Metrics;
   digest: KeyDigester;
@@ -32,7 +48,12 @@ export type BrokerApp = OpenAPIHono<BrokerEnv>;
 
 export function createApp(deps: AppDeps): BrokerApp {
   const app = new OpenAPIHono<BrokerEnv>({ defaultHook: validationHook() });
-  const auth: AuthenticateDeps = { store: deps.store, digest: deps.digest, now: deps.now };
+  const auth: AuthenticateDeps = {
+    store: deps.store,
+    digest: deps.digest,
+    now: deps.now,
+    accessTokens: deps.accessTokens,
+  };
 
   app.use('*', async (c, next) => {
     const started = performance.now();
@@ -83,10 +104,21 @@ export function createApp(deps: AppDeps): BrokerApp {
     description: 'An API key (ssa_, ssr_, ssg_, ssf_) or an access token minted by the broker.',
   });
   registerOperationRoutes(app, deps);
+  registerWellKnownRoutes(app, { signingKeys: deps.signingKeys, publicUrl: deps.config.publicUrl });
+  registerTokenExchangeRoute(app, {
+    store: deps.store,
+    issuerKeys: deps.issuerKeys,
+    accessTokens: deps.accessTokens,
+    rateLimiter: deps.exchangeRateLimiter,
+    defaultSessionSeconds: deps.config.defaultSessionSeconds,
+    now: deps.now,
+  });
   registerIdentityRoutes(app, auth);
   registerApiKeyRoutes(app, auth, deps);
   registerFineGrainedKeyRoutes(app, auth, deps);
   registerAuditRoutes(app, auth);
+  registerPolicyRoutes(app, auth, deps);
+  registerTokenRoutes(app, auth, deps);
   registerDocRoutes(app);
   return app;
 }

@@ -2,8 +2,13 @@
 import type { AppDeps, BrokerApp } from './app.js';
 import { createApp } from './app.js';
 import type { BrokerConfig } from './config.js';
+import { createAccessTokens } from './core/access-tokens.js';
+import { createIssuerKeys } from './core/issuer-keys.js';
 import { keyDigester } from './core/keys.js';
+import { createRateLimiter } from './core/rate-limit.js';
+import { openSigningKeys } from './core/signing-keys.js';
 import { createTenant } from './core/tenants.js';
+import { resolveKeyEncryptionKey } from './key-encryption-key.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { openStore } from './store/open-store.js';
@@ -13,6 +18,8 @@ export interface Broker {
   app: BrokerApp;
   store: Store;
   deps: AppDeps;
+  /** Periodic upkeep: forgets replay and revocation records of tokens that have expired. */
+  maintain(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -22,18 +29,45 @@ export interface BrokerOptions {
   processMetrics?: boolean;
   /** An already-open store (tests share one between brokers); otherwise the configured database is opened. */
   store?: Store;
+  /** How the broker reaches issuers' JWKS endpoints (tests count and fake requests). */
+  fetch?: typeof fetch;
 }
 
 export async function createBroker(config: BrokerConfig, options: BrokerOptions): Promise<Broker> {
   const store = options.store ?? (await openStore(config.database));
-  const deps: AppDeps = {
+  const now = options.now ?? Date.now;
+  const signingKeys = await openSigningKeys({
     store,
+    kek: resolveKeyEncryptionKey(config, options.logger),
+    now,
+  });
+  const deps: AppDeps = {
+    config,
+    store,
+    issuerKeys: createIssuerKeys({
+      issuers: config.trustedIssuers,
+      fetch: options.fetch,
+      now,
+      logger: options.logger.child({ component: 'issuer-keys' }),
+    }),
+    signingKeys,
+    accessTokens: createAccessTokens({ store, signingKeys, issuer: config.publicUrl, now }),
+    exchangeRateLimiter: createRateLimiter({ ...config.rateLimit, now }),
     logger: options.logger,
     metrics: createMetrics({ processMetrics: options.processMetrics }),
     digest: keyDigester(config.keyPepper),
-    now: options.now ?? Date.now,
+    now,
   };
-  return { app: createApp(deps), store, deps, close: () => store.close() };
+  return {
+    app: createApp(deps),
+    store,
+    deps,
+    async maintain() {
+      const purged = await store.tokens.purgeExpired(now());
+      if (purged > 0) options.logger.info('purged expired replay and revocation records', { count: purged });
+    },
+    close: () => store.close(),
+  };
 }
 
 /** On an empty database, creates tenant `demo` so a first `npm start` has something to call. */

@@ -3,9 +3,11 @@ import { parseArgs } from 'node:util';
 import { createBroker } from './broker.js';
 import { type BrokerConfig, ConfigError, loadConfig } from './config.js';
 import { keyDigester } from './core/keys.js';
+import { openSigningKeys } from './core/signing-keys.js';
 import { createTenant } from './core/tenants.js';
 import { openApiDocument } from './http/docs.js';
-import { silentLogger } from './logger.js';
+import { resolveKeyEncryptionKey } from './key-encryption-key.js';
+import { createLogger, silentLogger } from './logger.js';
 import { openStore } from './store/open-store.js';
 
 export interface CliIo {
@@ -23,6 +25,8 @@ commands:
   tenant create NAME [--audience A] [--disable CATEGORY]...
                                           create a tenant; prints its Tenant API key (primary) once
   tenant list                             list tenants
+  signing-key rotate                      start signing new tokens with a new key; the old one stays
+                                          published until every token it signed has expired
   openapi                                 print the OpenAPI document
 `;
 
@@ -34,6 +38,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (command === 'serve' || command === undefined) return await io.serve(loadConfig(io.env));
     if (command === 'tenant' && sub === 'create') return await tenantCreate(argv.slice(2), io);
     if (command === 'tenant' && sub === 'list') return await tenantList(io);
+    if (command === 'signing-key' && sub === 'rotate') return await rotateSigningKey(io);
     if (command === 'openapi') return await printOpenApi(io);
     if (command === 'help' || command === '--help' || command === '-h') {
       io.out(USAGE);
@@ -123,6 +128,30 @@ async function tenantList(io: CliIo): Promise<number> {
             .trimEnd(),
         )
         .join('\n')}\n`,
+    );
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function rotateSigningKey(io: CliIo): Promise<number> {
+  const config = loadConfig(io.env);
+  const store = await openStore(config.database);
+  try {
+    const logger = createLogger({ write: (line: string) => io.err(line) }, 'warn');
+    const keys = await openSigningKeys({
+      store,
+      kek: resolveKeyEncryptionKey(config, logger),
+      now: Date.now,
+    });
+    const { kid, retired } = await keys.rotate();
+    io.out(`${kid}\n`);
+    io.err(
+      `New signing key ${kid} is active; every replica signs with it within a minute.\n` +
+        (retired.length
+          ? `Retired ${retired.join(', ')}: still published until the tokens they signed expire (12 h).\n`
+          : ''),
     );
     return 0;
   } finally {

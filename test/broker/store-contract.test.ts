@@ -170,6 +170,40 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.tokens.isRevoked('tok-1')).toBe(true);
   });
 
+  it('records exchanges in group commits: one fresh use per (issuer, jti), every outcome audited, failures isolated', async () => {
+    const t = await tenant('juliet');
+    const record = (jti: string, details: Record<string, unknown> = {}) =>
+      store.tokens.recordExchange(
+        { issuer: 'https://issuer', jti, expiresAt: 5000 },
+        {
+          fresh: { ...audit(t.id, 'token.exchanged'), details },
+          replayed: { ...audit(t.id, 'token.exchange_denied'), outcome: 'denied' },
+        },
+        10,
+      );
+    // Issued in one turn of the event loop, so they share a batch; the broken one must fail alone.
+    const results = await Promise.allSettled([
+      record('same'),
+      record('same'),
+      record('other'),
+      record('broken', { n: 1n }),
+    ]);
+    expect(results.map((r) => (r.status === 'fulfilled' ? r.value : 'rejected'))).toEqual([
+      true,
+      false,
+      true,
+      'rejected',
+    ]);
+    const events = await store.audit.list(t.id, { limit: 10 });
+    expect(events.map((e) => e.type).sort()).toEqual([
+      'tenant.created',
+      'token.exchange_denied',
+      'token.exchanged',
+      'token.exchanged',
+    ]);
+    expect(await store.tokens.consumeJti('https://issuer', 'broken', 5000)).toBe(true);
+  });
+
   it('keeps policy names unique per tenant, case-insensitively, and finds candidates by owner and repository', async () => {
     const t = await tenant('hotel');
     const input = (name: string, claims: Record<string, string>) => ({
@@ -248,5 +282,18 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.signingKeys.list()).toEqual([
       { kid: 'k-1', publicJwk: '{}', privateKey: 'enc', createdAt: 1, retiredAt: 50 },
     ]);
+    const next = (kid: string) => ({
+      kid,
+      publicJwk: '{}',
+      privateKey: 'enc',
+      createdAt: 60,
+      retiredAt: null,
+    });
+    const raced = await Promise.all([
+      store.signingKeys.insertFirst(next('k-2')),
+      store.signingKeys.insertFirst(next('k-3')),
+    ]);
+    expect(raced.filter(Boolean)).toHaveLength(1);
+    expect((await store.signingKeys.list()).filter((k) => k.retiredAt === null)).toHaveLength(1);
   });
 });

@@ -29,12 +29,12 @@ export interface TestBroker {
 }
 
 export async function startTestBroker(
-  options: { engine?: Engine; env?: Record<string, string>; db?: TestDatabase } = {},
+  options: { engine?: Engine; env?: Record<string, string>; db?: TestDatabase; clock?: { now: number } } = {},
 ): Promise<TestBroker> {
   const db = options.db ?? (await createTestDatabase(options.engine));
   const config = loadConfig({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK, ...options.env });
   const logs: string[] = [];
-  const clock = { now: Date.now() };
+  const clock = options.clock ?? { now: Date.now() };
   const broker = await createBroker(config, {
     logger: createLogger({ write: (line: string) => logs.push(line) }, 'debug'),
     now: () => clock.now,

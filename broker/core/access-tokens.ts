@@ -1,0 +1,163 @@
+// Broker access tokens (RFC 9068, ES256): minting, and verifying them as credentials on every request.
+import { randomUUID, sign, verify } from 'node:crypto';
+import { BrokerError } from '../errors.js';
+import type { Store, Tenant } from '../store/store.js';
+import { unauthenticated } from './authenticate.js';
+import { parseCompactJws } from './jws-compact.js';
+import { isPermission, type Permission } from './permissions.js';
+import { effectivePermissions, type Principal } from './principal.js';
+import type { SigningKeys } from './signing-keys.js';
+
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
+export interface MintInput {
+  tenant: Tenant;
+  permissions: Permission[];
+  lifetimeSeconds: number;
+  /** `sub`: the workflow's subject for exchanged tokens, the minting credential otherwise. */
+  subject: string;
+  /** `client_id`: the trust policy's id, or the minting credential's id. */
+  clientId: string;
+  /** The claims exchanged tokens also carry. */
+  extra?: Pick<AccessTokenClaims, 'policy' | 'repository' | 'repository_owner' | 'ref' | 'run_id'>;
+  /** Chosen by the caller when the id must be recorded before the token exists. */
+  jti?: string;
+}
+
+export interface MintedToken {
+  token: string;
+  jti: string;
+  issuedAt: number;
+  expiresAt: number;
+}
+
+export interface AccessTokenClaims {
+  iss: string;
+  sub: string;
+  aud: string;
+  client_id: string;
+  tenant: string;
+  scope: string;
+  permissions: Permission[];
+  jti: string;
+  iat: number;
+  exp: number;
+  policy?: string;
+  repository?: string;
+  repository_owner?: string;
+  ref?: string;
+  run_id?: string;
+}
+
+export interface AccessTokens {
+  mint(input: MintInput): Promise<MintedToken>;
+  /** Verifies signature, issuer, expiry, tenant and the revocation list; the claims, or why not. */
+  verify(
+    token: string,
+  ): Promise<{ ok: true; claims: AccessTokenClaims; tenant: Tenant } | { ok: false; reason: string }>;
+  /** As a request credential: a Principal, or 401. */
+  authenticate(token: string): Promise<Principal>;
+}
+
+const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+const HEADER_NAMES = new Set(['alg', 'typ', 'kid']);
+
+export function createAccessTokens(deps: {
+  store: Store;
+  signingKeys: SigningKeys;
+  issuer: string;
+  now: () => number;
+}): AccessTokens {
+  const { store, signingKeys, issuer, now } = deps;
+
+  async function verifyToken(token: string) {
+    const parsed = parseCompactJws(token, { maxBytes: 8192, integerNumbersOnly: true });
+    if (!parsed.ok) return { ok: false as const, reason: parsed.reason };
+    const { header, payload: p } = parsed;
+    if (
+      Object.keys(header).some((k) => !HEADER_NAMES.has(k)) ||
+      header.alg !== 'ES256' ||
+      header.typ !== 'at+jwt'
+    ) {
+      return { ok: false as const, reason: 'not an access token of this broker' };
+    }
+    const key = typeof header.kid === 'string' ? await signingKeys.verificationKey(header.kid) : undefined;
+    if (!key) return { ok: false as const, reason: 'unknown signing key' };
+    const valid = verify('sha256', parsed.signingInput, { key, dsaEncoding: 'ieee-p1363' }, parsed.signature);
+    if (!valid) return { ok: false as const, reason: 'signature does not verify' };
+    if (p.iss !== issuer) return { ok: false as const, reason: 'issued by another broker' };
+    if (typeof p.exp !== 'number' || p.exp * 1000 <= now()) return { ok: false as const, reason: 'expired' };
+    if (typeof p.jti !== 'string' || typeof p.tenant !== 'string' || !Array.isArray(p.permissions)) {
+      return { ok: false as const, reason: 'malformed claims' };
+    }
+    const tenant = await store.tenants.byName(p.tenant);
+    if (!tenant || p.aud !== tenant.audience) return { ok: false as const, reason: 'unknown tenant' };
+    if (await store.tokens.isRevoked(p.jti)) return { ok: false as const, reason: 'revoked' };
+    const claims = p as unknown as AccessTokenClaims;
+    return {
+      ok: true as const,
+      claims: { ...claims, permissions: claims.permissions.filter(isPermission) },
+      tenant,
+    };
+  }
+
+  return {
+    async mint(input) {
+      const { kid, privateKey } = await signingKeys.active();
+      const iat = Math.floor(now() / 1000);
+      const exp = iat + input.lifetimeSeconds;
+      const jti = input.jti ?? randomUUID();
+      const claims: AccessTokenClaims = {
+        iss: issuer,
+        sub: input.subject,
+        aud: input.tenant.audience,
+        client_id: input.clientId,
+        tenant: input.tenant.name,
+        scope: input.permissions.join(' '),
+        permissions: input.permissions,
+        jti,
+        iat,
+        exp,
+        ...input.extra,
+      };
+      const signingInput = `${b64({ alg: 'ES256', typ: 'at+jwt', kid })}.${b64(claims)}`;
+      const signature = sign('sha256', Buffer.from(signingInput), {
+        key: privateKey,
+        dsaEncoding: 'ieee-p1363',
+      });
+      return {
+        token: `${signingInput}.${signature.toString('base64url')}`,
+        jti,
+        issuedAt: iat * 1000,
+        expiresAt: exp * 1000,
+      };
+    },
+    verify: verifyToken,
+    async authenticate(token) {
+      const result = await verifyToken(token);
+      if (!result.ok) throw unauthenticated(`access token rejected: ${result.reason}`, 'invalid_token');
+      const { claims, tenant } = result;
+      const policy = typeof claims.policy === 'string' ? claims.policy : undefined;
+      return {
+        tenant,
+        credential: {
+          kind: 'access-token',
+          id: claims.jti,
+          name: policy ? `trust policy ${policy}` : `token from ${claims.client_id}`,
+          origin: policy ?? claims.client_id,
+        },
+        permissions: effectivePermissions(tenant, 'access-token', claims.permissions),
+        expiresAt: claims.exp * 1000,
+      };
+    },
+  };
+}
+
+/** Refuses an access-token lifetime outside 1 s … `max`. */
+export function checkLifetime(seconds: number, max: number, field: string): void {
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > max) {
+    throw BrokerError.fields('invalid_request', [
+      { field, message: `must be a whole number of seconds from 1 to ${max}` },
+    ]);
+  }
+}

@@ -1,0 +1,263 @@
+// The token exchange (DESIGN §4–§5): verify the OIDC token, pick the tenant and policy, record, mint.
+import { randomUUID } from 'node:crypto';
+import { BrokerError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { AuditEventInput, Store, Tenant } from '../store/store.js';
+import type { AccessTokens } from './access-tokens.js';
+import type { IssuerKeys } from './issuer-keys.js';
+import { type VerifiedClaims, verifyOidcToken } from './oidc-verify.js';
+import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
+import { type Deny, evaluatePolicies } from './policy-evaluate.js';
+import type { RateLimiter } from './rate-limit.js';
+
+/** The one documented clock-skew leeway for exp, nbf and iat (DESIGN §4). */
+export const CLOCK_SKEW_SECONDS = 60;
+
+export interface ExchangeRequest {
+  oidcToken: string;
+  /** When given, the token's audience must be this tenant's (the caller says which tenant it means). */
+  tenant?: string;
+  permissions?: string[];
+  durationSeconds?: number;
+  policy?: string;
+}
+
+export interface ExchangeResult {
+  accessToken: string;
+  expiresAt: number;
+  expiresIn: number;
+  permissions: Permission[];
+  policy: string;
+  tenant: string;
+}
+
+export interface ExchangeDeps {
+  store: Store;
+  issuerKeys: IssuerKeys;
+  accessTokens: AccessTokens;
+  rateLimiter: RateLimiter;
+  defaultSessionSeconds: number;
+  now: () => number;
+  log: Logger;
+}
+
+/** The caller's own trust-relevant claims: safe to echo in a denial, never another policy's values. */
+function callerClaims(c: VerifiedClaims) {
+  return {
+    repository_owner: c.repository_owner,
+    repository: c.repository,
+    job_workflow_ref: c.job_workflow_ref,
+    ref: c.ref,
+    environment: c.environment ?? null,
+    event_name: c.event_name ?? null,
+    repository_owner_id: c.repository_owner_id,
+    repository_id: c.repository_id,
+  };
+}
+
+const ACTOR = (c: VerifiedClaims) => ({ kind: 'workflow', id: c.sub, name: c.job_workflow_ref });
+
+function auditEvent(tenant: Tenant, c: VerifiedClaims, fields: Partial<AuditEventInput>): AuditEventInput {
+  return {
+    tenantId: tenant.id,
+    type: 'token.exchanged',
+    outcome: 'success',
+    actor: ACTOR(c),
+    ...fields,
+    details: {
+      repository: c.repository,
+      run_id: c.run_id ?? null,
+      run_attempt: c.run_attempt ?? null,
+      ref: c.ref,
+      event_name: c.event_name ?? null,
+      oidc_jti: c.jti,
+      ...fields.details,
+    },
+  };
+}
+
+async function resolveTenant(
+  claims: VerifiedClaims,
+  named: string | undefined,
+  store: Store,
+  at: number,
+): Promise<Tenant> {
+  if (named === undefined) {
+    const tenant = await store.tenants.byAudience(claims.aud);
+    if (tenant) return tenant;
+    throw new BrokerError(
+      'audience_mismatch',
+      `no tenant on this broker expects the audience "${claims.aud}"`,
+      {
+        extensions: { audience: claims.aud },
+      },
+    );
+  }
+  const tenant = await store.tenants.byName(named);
+  if (tenant && tenant.audience === claims.aud) return tenant;
+  if (tenant) {
+    // A verified workflow asked for this tenant with the wrong audience: its admins want to see that.
+    await store.audit.append(
+      auditEvent(tenant, claims, {
+        type: 'token.exchange_denied',
+        outcome: 'denied',
+        details: { reason: 'audience_mismatch', audience: claims.aud },
+      }),
+      at,
+    );
+  }
+  throw new BrokerError(
+    'audience_mismatch',
+    tenant
+      ? `the token's audience "${claims.aud}" is not tenant ${named}'s audience "${tenant.audience}"`
+      : `there is no tenant "${named}" on this broker`,
+    { extensions: { audience: claims.aud, ...(tenant ? { expected_audience: tenant.audience } : {}) } },
+  );
+}
+
+function requestedPermissions(values: string[] | undefined, tenant: Tenant): Permission[] | undefined {
+  if (values === undefined || values.length === 0) return undefined;
+  const expanded = expandPermissions(values, enabledPermissions(tenant.disabledCategories));
+  if (expanded.ok) return expanded.permissions;
+  const why =
+    expanded.reason === 'unknown'
+      ? 'unknown permission'
+      : 'permission of a category disabled for this tenant';
+  throw BrokerError.fields('invalid_request', [
+    { field: `permissions[${expanded.index}]`, message: `${why} "${expanded.value}"` },
+  ]);
+}
+
+function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
+  const echoed = { claims: callerClaims(claims) };
+  switch (deny.reason) {
+    case 'no_matching_policy':
+      return new BrokerError(
+        'no_matching_policy',
+        `no trust policy matches ${claims.repository} (ref ${claims.ref}, workflow ${claims.job_workflow_ref})`,
+        { extensions: echoed },
+      );
+    case 'permission_not_allowed':
+      return new BrokerError(
+        'permission_not_allowed',
+        `the matching trust policy does not allow ${deny.notAllowed.join(', ')}`,
+        { extensions: { ...echoed, not_allowed: deny.notAllowed } },
+      );
+    case 'ambiguous_policy':
+      return new BrokerError(
+        'ambiguous_policy',
+        `trust policies ${deny.tiedPolicies.join(', ')} match equally well; name one with "policy"`,
+        { extensions: { ...echoed, policies: deny.tiedPolicies } },
+      );
+  }
+}
+
+export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps): Promise<ExchangeResult> {
+  const { store, now } = deps;
+  const verified = await verifyOidcToken(request.oidcToken, {
+    issuers: deps.issuerKeys,
+    now,
+    leewaySeconds: CLOCK_SKEW_SECONDS,
+  });
+  if (!verified.ok) {
+    deps.log.info('exchange refused', { reason: verified.reason });
+    throw new BrokerError(verified.code, verified.reason);
+  }
+  const claims = verified.claims;
+  const tenant = await resolveTenant(claims, request.tenant, store, now());
+
+  const limited = deps.rateLimiter.take(`${tenant.id}\n${claims.repository.toLowerCase()}`);
+  if (!limited.ok) {
+    throw new BrokerError(
+      'rate_limited',
+      `too many exchanges for ${claims.repository}; retry in ${limited.retryAfterSeconds} s`,
+      {
+        headers: { 'Retry-After': String(limited.retryAfterSeconds) },
+        extensions: { retry_after_seconds: limited.retryAfterSeconds },
+      },
+    );
+  }
+
+  const permissions = requestedPermissions(request.permissions, tenant);
+  const candidates = await store.policies.candidates(
+    tenant.id,
+    claims.iss,
+    claims.repository_owner.toLowerCase(),
+    claims.repository.toLowerCase(),
+  );
+  const decision = evaluatePolicies(
+    candidates,
+    claims,
+    { permissions, policy: request.policy },
+    { defaultSessionSeconds: deps.defaultSessionSeconds, requestedDurationSeconds: request.durationSeconds },
+  );
+  const at = now();
+  if (!decision.allow) {
+    await store.audit.append(
+      auditEvent(tenant, claims, {
+        type: 'token.exchange_denied',
+        outcome: 'denied',
+        details: {
+          reason: decision.reason,
+          requested_permissions: permissions ?? null,
+          requested_policy: request.policy ?? null,
+          policies: decision.audit.policies.map((p) => ({
+            id: p.id,
+            name: p.name,
+            mismatches: p.mismatches,
+            missing: p.missing,
+          })),
+        },
+      }),
+      at,
+    );
+    throw denial(decision, claims);
+  }
+
+  const jti = randomUUID();
+  const policy = decision.policy;
+  const target = { type: 'trust_policy', id: policy.id, name: policy.name };
+  // The replay record and the audit event are committed before any token exists.
+  const fresh = await store.tokens.recordExchange(
+    { issuer: claims.iss, jti: claims.jti, expiresAt: (claims.exp + CLOCK_SKEW_SECONDS) * 1000 },
+    {
+      fresh: auditEvent(tenant, claims, {
+        target,
+        details: { token_jti: jti, permissions: decision.permissions, expires_in: decision.durationSeconds },
+      }),
+      replayed: auditEvent(tenant, claims, {
+        type: 'token.exchange_denied',
+        outcome: 'denied',
+        target,
+        details: { reason: 'token_replayed' },
+      }),
+    },
+    at,
+  );
+  if (!fresh)
+    throw new BrokerError('token_replayed', 'this OIDC token was already exchanged; request a new one');
+
+  const minted = await deps.accessTokens.mint({
+    tenant,
+    permissions: decision.permissions,
+    lifetimeSeconds: decision.durationSeconds,
+    subject: claims.sub,
+    clientId: policy.id,
+    jti,
+    extra: {
+      policy: policy.name,
+      repository: claims.repository,
+      repository_owner: claims.repository_owner,
+      ref: claims.ref,
+      ...(claims.run_id ? { run_id: claims.run_id } : {}),
+    },
+  });
+  return {
+    accessToken: minted.token,
+    expiresAt: minted.expiresAt,
+    expiresIn: decision.durationSeconds,
+    permissions: decision.permissions,
+    policy: policy.name,
+    tenant: tenant.name,
+  };
+}

@@ -1,0 +1,164 @@
+// Creating, replacing and deleting trust policies (DESIGN §4): rules, shortcut expansion, no escalation, audit.
+import { randomUUID } from 'node:crypto';
+import type { AuditEventInput, PolicyRecordInput, Store } from '../store/store.js';
+import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
+import { type PolicyFieldError, type PolicyRulesContext, validatePolicy } from './policy-rules.js';
+import type { PolicyClaims, TrustPolicy } from './policy-types.js';
+import { actorOf, type Principal } from './principal.js';
+
+export interface PolicyDeps {
+  store: Store;
+  now: () => number;
+  rules: PolicyRulesContext;
+}
+
+/** A create or replace body once its JSON types are checked; every §4 rule is still to be applied. */
+export interface PolicySubmission {
+  name: string;
+  description?: string | null;
+  issuer?: string;
+  claims: PolicyClaims;
+  max_session_duration_seconds?: number;
+  /** Permission ids and shortcuts, as the admin wrote them. */
+  permissions: string[];
+  allow_pull_request_target?: boolean;
+}
+
+export type PolicyRefusal =
+  | { ok: false; reason: 'invalid'; errors: PolicyFieldError[] }
+  | { ok: false; reason: 'escalation'; missing: Permission[] }
+  | { ok: false; reason: 'name_taken'; name: string }
+  | { ok: false; reason: 'not_found' };
+
+export type PolicyChange = { ok: true; policy: TrustPolicy; warnings: string[] } | PolicyRefusal;
+
+type Checked =
+  | { ok: true; record: PolicyRecordInput; warnings: string[] }
+  | Extract<PolicyRefusal, { reason: 'invalid' | 'escalation' }>;
+
+// Each entry is expanded on its own so that every unknown or disabled one is named, not just the first.
+function permissionErrors(values: readonly string[], enabled: readonly Permission[]): PolicyFieldError[] {
+  return values.flatMap((value, index): PolicyFieldError[] => {
+    const expanded = expandPermissions([value], enabled);
+    if (expanded.ok) return [];
+    const message =
+      expanded.reason === 'unknown'
+        ? `unknown permission "${value}" (GET /v1/permissions lists the valid ids)`
+        : `"${value}" belongs to a category that is disabled for this tenant`;
+    return [{ field: `permissions[${index}]`, message }];
+  });
+}
+
+/** Applies every rule at once, so one answer names every field to fix; then refuses escalation. */
+function check(principal: Principal, submission: PolicySubmission, rules: PolicyRulesContext): Checked {
+  const enabled = enabledPermissions(principal.tenant.disabledCategories);
+  const badPermissions = permissionErrors(submission.permissions, enabled);
+  const expanded = expandPermissions(submission.permissions, enabled);
+  // When an entry is bad the list goes on as written, only so that validatePolicy judges its emptiness.
+  const permissions = expanded.ok ? expanded.permissions : (submission.permissions as Permission[]);
+  const validation = validatePolicy({ ...submission, permissions }, rules);
+  if (!validation.ok || badPermissions.length > 0) {
+    const errors = [...(validation.ok ? [] : validation.errors), ...badPermissions];
+    return { ok: false, reason: 'invalid', errors };
+  }
+  const missing = missingFrom(principal.permissions, permissions);
+  if (missing.length > 0) return { ok: false, reason: 'escalation', missing };
+  return { ok: true, record: validation.policy, warnings: validation.warnings };
+}
+
+/** What the audit log keeps of a policy: everything that decides who gets which token. */
+function auditedValues(policy: PolicyRecordInput) {
+  return {
+    issuer: policy.issuer,
+    claims: policy.claims,
+    permissions: policy.permissions,
+    max_session_duration_seconds: policy.max_session_duration_seconds,
+    allow_pull_request_target: policy.allow_pull_request_target,
+  };
+}
+
+function auditEvent(
+  principal: Principal,
+  type: string,
+  id: string,
+  name: string,
+  details: Record<string, unknown>,
+): AuditEventInput {
+  return {
+    tenantId: principal.tenant.id,
+    type,
+    outcome: 'success',
+    actor: actorOf(principal),
+    target: { type: 'trust_policy', id, name },
+    details,
+  };
+}
+
+export async function createPolicy(
+  principal: Principal,
+  submission: PolicySubmission,
+  deps: PolicyDeps,
+): Promise<PolicyChange> {
+  const checked = check(principal, submission, deps.rules);
+  if (!checked.ok) return checked;
+  const { record, warnings } = checked;
+  const id = randomUUID();
+  const details = { ...auditedValues(record), warnings };
+  const created = await deps.store.policies.create(
+    principal.tenant.id,
+    id,
+    record,
+    deps.now(),
+    auditEvent(principal, 'policy.created', id, record.name, details),
+  );
+  if (!created.ok) return { ok: false, reason: 'name_taken', name: record.name };
+  return { ok: true, policy: created.value, warnings };
+}
+
+/** Full replacement: fields left out take their defaults, as on create. */
+export async function replacePolicy(
+  principal: Principal,
+  id: string,
+  submission: PolicySubmission,
+  deps: PolicyDeps,
+): Promise<PolicyChange> {
+  const checked = check(principal, submission, deps.rules);
+  if (!checked.ok) return checked;
+  const { record, warnings } = checked;
+  const tenantId = principal.tenant.id;
+  // Read first so the audit event shows what the change replaced; the replace itself re-checks existence.
+  const before = await deps.store.policies.get(tenantId, id);
+  if (!before) return { ok: false, reason: 'not_found' };
+  const details = {
+    ...auditedValues(record),
+    warnings,
+    previous: { name: before.name, ...auditedValues(before) },
+  };
+  const replaced = await deps.store.policies.replace(
+    tenantId,
+    id,
+    record,
+    deps.now(),
+    auditEvent(principal, 'policy.updated', id, record.name, details),
+  );
+  if (!replaced) return { ok: false, reason: 'not_found' };
+  if (!replaced.ok) return { ok: false, reason: 'name_taken', name: record.name };
+  return { ok: true, policy: replaced.value, warnings };
+}
+
+export async function deletePolicy(
+  principal: Principal,
+  id: string,
+  deps: PolicyDeps,
+): Promise<{ ok: true; policy: TrustPolicy } | { ok: false; reason: 'not_found' }> {
+  const tenantId = principal.tenant.id;
+  const before = await deps.store.policies.get(tenantId, id);
+  if (!before) return { ok: false, reason: 'not_found' };
+  const deleted = await deps.store.policies.delete(
+    tenantId,
+    id,
+    deps.now(),
+    auditEvent(principal, 'policy.deleted', id, before.name, auditedValues(before)),
+  );
+  return deleted ? { ok: true, policy: deleted } : { ok: false, reason: 'not_found' };
+}

@@ -1,0 +1,149 @@
+// The admin's "why was my workflow denied?" tool: a token's or typed-in claims against every policy, changing nothing.
+import type { Tenant } from '../store/store.js';
+import { CLOCK_SKEW_SECONDS } from './exchange.js';
+import type { IssuerKeys } from './issuer-keys.js';
+import { type VerifyErrorCode, verifyOidcToken } from './oidc-verify.js';
+import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
+import { type Explanation, explainPolicies, policyNameKey } from './policy-evaluate.js';
+import type { TrustPolicy } from './policy-types.js';
+
+export interface DryRunDeps {
+  policies: (tenantId: string) => Promise<TrustPolicy[]>;
+  issuerKeys: Pick<IssuerKeys, 'isTrusted' | 'getKey'>;
+  now: () => number;
+  defaultSessionSeconds: number;
+  /** The `iss` assumed when typed-in claims leave it out. */
+  defaultIssuer: string;
+}
+
+export interface DryRunRequest {
+  /** Exactly one of `claims` (typed in, any JSON values) and `oidcToken` (verified, never consumed). */
+  claims?: Record<string, unknown>;
+  oidcToken?: string;
+  permissions?: readonly string[];
+  policy?: string;
+  durationSeconds?: number;
+}
+
+/** The claims that decide the outcome: matching fields, the issuer, the audience and the event. */
+export const TRUST_RELEVANT_CLAIMS = [
+  'iss',
+  'aud',
+  'repository_owner',
+  'repository_owner_id',
+  'repository',
+  'repository_id',
+  'job_workflow_ref',
+  'ref',
+  'environment',
+  'event_name',
+] as const;
+
+export interface DryRun {
+  ok: true;
+  /** The trust-relevant claims the policies were evaluated against, as given. */
+  claims: Record<string, unknown>;
+  /** `matches` is null when typed-in claims leave `aud` out. */
+  audience: { expected: string; matches: boolean | null };
+  explanation: Explanation;
+  /** Things the admin should know that the per-policy results do not say. */
+  warnings: string[];
+}
+
+export type DryRunResult =
+  | DryRun
+  | { ok: false; reason: 'token'; code: VerifyErrorCode; detail: string }
+  | { ok: false; reason: 'permission'; field: string; message: string };
+
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  return Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+}
+
+function trustRelevant(claims: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const name of TRUST_RELEVANT_CLAIMS) {
+    if (Object.hasOwn(claims, name) && claims[name] !== undefined) out[name] = claims[name];
+  }
+  return out;
+}
+
+function claimWarnings(claims: Record<string, unknown>, tenant: Tenant): string[] {
+  const expected = tenant.audience;
+  const warnings: string[] = [];
+  for (const [name, value] of Object.entries(claims)) {
+    if (typeof value !== 'string') {
+      warnings.push(
+        `claims.${name} is ${kindOf(value)}: GitHub puts every claim in the token as a string, and a value of another type never matches`,
+      );
+    }
+  }
+  if (typeof claims.aud === 'string' && claims.aud !== expected) {
+    warnings.push(
+      `aud is "${claims.aud}", but tenant ${tenant.name} expects "${expected}": the exchange would not evaluate this ` +
+        `tenant's policies for such a token; set the action's audience input to "${expected}"`,
+    );
+  }
+  return warnings;
+}
+
+function requestedPermissions(
+  values: readonly string[],
+  tenant: Tenant,
+): { ok: true; permissions: Permission[] } | { ok: false; field: string; message: string } {
+  const expanded = expandPermissions(values, enabledPermissions(tenant.disabledCategories));
+  if (expanded.ok) return expanded;
+  const message =
+    expanded.reason === 'unknown'
+      ? `unknown permission "${expanded.value}" (GET /v1/permissions lists the valid ids)`
+      : `"${expanded.value}" belongs to a category that is disabled for this tenant`;
+  return { ok: false, field: `permissions[${expanded.index}]`, message };
+}
+
+/** Evaluates like the exchange would, but over every policy of the tenant, and consumes no token. */
+export async function dryRunPolicies(
+  tenant: Tenant,
+  request: DryRunRequest,
+  deps: DryRunDeps,
+): Promise<DryRunResult> {
+  const requested = requestedPermissions(request.permissions ?? [], tenant);
+  if (!requested.ok)
+    return { ok: false, reason: 'permission', field: requested.field, message: requested.message };
+
+  let claims: Record<string, unknown>;
+  if (request.oidcToken !== undefined) {
+    // No jti is recorded: the same token can still be exchanged, or evaluated again.
+    const verified = await verifyOidcToken(request.oidcToken, {
+      issuers: deps.issuerKeys,
+      now: deps.now,
+      leewaySeconds: CLOCK_SKEW_SECONDS,
+    });
+    if (!verified.ok) return { ok: false, reason: 'token', code: verified.code, detail: verified.reason };
+    claims = trustRelevant({ ...verified.claims });
+  } else {
+    claims = trustRelevant({ iss: deps.defaultIssuer, ...request.claims });
+  }
+
+  const policies = await deps.policies(tenant.id);
+  const explanation = explainPolicies(
+    policies,
+    claims,
+    { permissions: requested.permissions, policy: request.policy },
+    { defaultSessionSeconds: deps.defaultSessionSeconds, requestedDurationSeconds: request.durationSeconds },
+  );
+  const warnings = claimWarnings(claims, tenant);
+  if (request.policy) {
+    const key = policyNameKey(request.policy);
+    if (!policies.some((p) => policyNameKey(p.name) === key)) {
+      warnings.push(`no policy of this tenant is named "${request.policy}", so nothing can match`);
+    }
+  }
+  const aud = claims.aud;
+  return {
+    ok: true,
+    claims,
+    audience: { expected: tenant.audience, matches: aud === undefined ? null : aud === tenant.audience },
+    explanation,
+    warnings,
+  };
+}

@@ -1,0 +1,181 @@
+// The broker's ES256 token-signing keys: generated on first start, encrypted at rest, rotated, published as a JWKS.
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type JsonWebKey,
+  type KeyObject,
+  randomBytes,
+} from 'node:crypto';
+import type { SigningKeyRecord, Store } from '../store/store.js';
+
+/** The longest any broker token lives (POST /v1/tokens allows 12 h); retired keys stay published this long. */
+export const MAX_TOKEN_LIFETIME_MS = 12 * 3600 * 1000;
+/** How often a replica looks for keys another replica or the CLI added. */
+const RELOAD_MS = 60_000;
+const MISS_RELOAD_COOLDOWN_MS = 5_000;
+
+export interface ActiveKey {
+  kid: string;
+  privateKey: KeyObject;
+}
+
+export interface SigningKeys {
+  /** The key new tokens are signed with. */
+  active(): Promise<ActiveKey>;
+  /** The public key for a kid, or undefined; an unknown kid reloads from the store at most once per cooldown. */
+  verificationKey(kid: string): Promise<KeyObject | undefined>;
+  /** The published key set: the active key and retired ones whose tokens may still be valid. */
+  jwks(): Promise<{ keys: JsonWebKey[] }>;
+  /** Adds a new active key and retires the others; returns the new kid and the retired ones. */
+  rotate(): Promise<{ kid: string; retired: string[] }>;
+}
+
+interface Loaded {
+  record: SigningKeyRecord;
+  publicKey: KeyObject;
+  jwk: JsonWebKey;
+  privateKey?: KeyObject;
+}
+
+/** RFC 7638 thumbprint of an EC P-256 public key. */
+export function thumbprint(jwk: JsonWebKey): string {
+  const canonical = JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y });
+  return createHash('sha256').update(canonical).digest('base64url');
+}
+
+function encrypt(kek: Buffer, kid: string, plaintext: Buffer): string {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', kek, iv);
+  cipher.setAAD(Buffer.from(kid));
+  const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  return [
+    'v1',
+    iv.toString('base64url'),
+    cipher.getAuthTag().toString('base64url'),
+    body.toString('base64url'),
+  ].join('.');
+}
+
+function decrypt(kek: Buffer, kid: string, sealed: string): Buffer {
+  const [version, iv, tag, body] = sealed.split('.');
+  if (version !== 'v1' || !iv || !tag || !body)
+    throw new Error(`signing key ${kid} has an unknown encryption format`);
+  const decipher = createDecipheriv('aes-256-gcm', kek, Buffer.from(iv, 'base64url'));
+  decipher.setAAD(Buffer.from(kid));
+  decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+  try {
+    return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]);
+  } catch {
+    throw new Error(
+      `cannot decrypt signing key ${kid}: BROKER_KEY_ENCRYPTION_KEY is not the key it was stored under`,
+    );
+  }
+}
+
+function newRecord(kek: Buffer, now: number): SigningKeyRecord {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = publicKey.export({ format: 'jwk' });
+  const kid = thumbprint(jwk);
+  const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+  const publicJwk = JSON.stringify({
+    kty: jwk.kty,
+    crv: jwk.crv,
+    x: jwk.x,
+    y: jwk.y,
+    kid,
+    use: 'sig',
+    alg: 'ES256',
+  });
+  return { kid, publicJwk, privateKey: encrypt(kek, kid, der), createdAt: now, retiredAt: null };
+}
+
+export async function openSigningKeys(deps: {
+  store: Store;
+  kek: Buffer;
+  now: () => number;
+}): Promise<SigningKeys> {
+  const { store, kek, now } = deps;
+  let keys = new Map<string, Loaded>();
+  let loadedAt = 0;
+  let lastMissReload = 0;
+
+  const load = async () => {
+    const next = new Map<string, Loaded>();
+    for (const record of await store.signingKeys.list()) {
+      const known = keys.get(record.kid);
+      const jwk = JSON.parse(record.publicJwk) as JsonWebKey;
+      next.set(record.kid, {
+        record,
+        jwk,
+        publicKey: known?.publicKey ?? createPublicKey({ key: jwk, format: 'jwk' }),
+        privateKey: known?.privateKey,
+      });
+    }
+    keys = next;
+    loadedAt = now();
+  };
+  const fresh = async () => {
+    if (now() - loadedAt >= RELOAD_MS) await load();
+  };
+  // The newest unretired key signs; replicas that raced to create one all agree on it.
+  const newest = () =>
+    [...keys.values()]
+      .filter((k) => k.record.retiredAt === null)
+      .sort((a, b) => b.record.createdAt - a.record.createdAt || (a.record.kid < b.record.kid ? 1 : -1))[0];
+
+  await load();
+  if (!newest()) {
+    await store.signingKeys.insertFirst(newRecord(kek, now()));
+    await load();
+  }
+  // Decrypting now surfaces a wrong key-encryption key at start rather than on the first exchange.
+  const first = newest()!;
+  first.privateKey = createPrivateKey({
+    key: decrypt(kek, first.record.kid, first.record.privateKey),
+    format: 'der',
+    type: 'pkcs8',
+  });
+
+  return {
+    async active() {
+      await fresh();
+      const key = newest()!;
+      key.privateKey ??= createPrivateKey({
+        key: decrypt(kek, key.record.kid, key.record.privateKey),
+        format: 'der',
+        type: 'pkcs8',
+      });
+      return { kid: key.record.kid, privateKey: key.privateKey };
+    },
+    async verificationKey(kid) {
+      await fresh();
+      if (!keys.has(kid) && now() - lastMissReload >= MISS_RELOAD_COOLDOWN_MS) {
+        lastMissReload = now();
+        await load();
+      }
+      return keys.get(kid)?.publicKey;
+    },
+    async jwks() {
+      await fresh();
+      const cutoff = now() - MAX_TOKEN_LIFETIME_MS;
+      return {
+        keys: [...keys.values()]
+          .filter((k) => k.record.retiredAt === null || k.record.retiredAt > cutoff)
+          .map((k) => k.jwk),
+      };
+    },
+    async rotate() {
+      await load();
+      const previous = [...keys.values()].filter((k) => k.record.retiredAt === null).map((k) => k.record.kid);
+      const record = newRecord(kek, now());
+      await store.signingKeys.insert(record);
+      for (const kid of previous) await store.signingKeys.retire(kid, now());
+      await load();
+      return { kid: record.kid, retired: previous };
+    },
+  };
+}

@@ -1,0 +1,112 @@
+// The ready-to-paste workflow job settings GET /v1/oidc/config returns: the action's inputs for a tenant and policy.
+import type { PolicyClaims } from './policy-types.js';
+
+/** The action's own defaults (action.yml); inputs equal to them are left out of the snippet. */
+export const ACTION_DEFAULT_API_URL = 'https://agent.api.stepsecurity.io/v1';
+export const ACTION_AUDIENCE_SUFFIX = 'api.stepsecurity.io';
+
+export interface SnippetInput {
+  tenant: string;
+  audience: string;
+  /** The broker's base URL, ending in /v1. */
+  apiUrl: string;
+  policy?: { name: string; permissions: readonly string[]; claims: PolicyClaims };
+}
+
+// A plain YAML scalar that no YAML 1.1 or 1.2 reader takes for a number, boolean, null, comment or mapping.
+const PLAIN = /^[A-Za-z][\w./@:,+-]*( [\w./@:,+-]+)*$/;
+const RESERVED = /^(y|n|yes|no|true|false|on|off|null)$/i;
+
+/** A YAML scalar that GitHub reads back as exactly `value`, expressions included. */
+export function yamlString(value: string): string {
+  // GitHub evaluates `${{ … }}` anywhere in a value, quoted or not; this expression yields the literal text.
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: GitHub expression syntax, not a template literal
+  const literal = value.replaceAll('${{', "${{ '${{' }}");
+  if (literal === value && PLAIN.test(value) && !RESERVED.test(value) && !/:$/.test(value)) return value;
+  // A JSON string is a YAML double-quoted scalar; U+2028/U+2029 are escaped as well for YAML 1.1 readers.
+  return JSON.stringify(literal).replace(/[\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16)}`);
+}
+
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+function isLoopback(url: string): boolean {
+  try {
+    const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+    return host === 'localhost' || host === '::1' || /^127\./.test(host);
+  } catch {
+    return false;
+  }
+}
+
+function refDescription(ref: string): string {
+  if (ref.startsWith('refs/heads/')) return `branch ${ref.slice('refs/heads/'.length)}`;
+  if (ref.startsWith('refs/tags/')) return `tag ${ref.slice('refs/tags/'.length)}`;
+  return `ref ${ref}`;
+}
+
+/** Comments saying where a job must run for the policy to match; claim values are ASCII without spaces. */
+function policyComments(claims: PolicyClaims): string[] {
+  const lines: string[] = [];
+  if (claims.repository) lines.push(`# The policy matches jobs of repository ${claims.repository} only.`);
+  else if (claims.repository_owner) {
+    lines.push(`# The policy matches jobs of repositories owned by ${claims.repository_owner} only.`);
+  }
+  if (claims.ref) {
+    lines.push(`# It requires ref ${claims.ref}: run this workflow on ${refDescription(claims.ref)}.`);
+  }
+  if (claims.job_workflow_ref) {
+    const jwr = claims.job_workflow_ref;
+    const at = jwr.indexOf('@');
+    lines.push(
+      at < 0
+        ? `# It requires the job to be defined in ${jwr} (at any ref).`
+        : `# It requires the job to be defined in ${jwr.slice(0, at)} at ${refDescription(jwr.slice(at + 1))}.`,
+    );
+  }
+  return lines;
+}
+
+/** A job's `permissions`, optional `environment` and `steps`, to add to a job next to its `runs-on`. */
+export function workflowSnippet(input: SnippetInput): string {
+  const { policy } = input;
+  const lines = ['# Add to a job under `jobs:`, next to its `runs-on`.'];
+  if (policy) lines.push(...policyComments(policy.claims));
+  lines.push('permissions:', '  id-token: write # lets the job request its OIDC token', '  contents: read');
+  if (policy?.claims.environment) {
+    lines.push(
+      "# The policy requires this environment, and GitHub puts it in the job's OIDC token only when the job",
+      '# declares it.',
+      `environment: ${yamlString(policy.claims.environment)}`,
+    );
+  }
+  const withLines = [`      tenant: ${yamlString(input.tenant)}`];
+  if (input.apiUrl !== ACTION_DEFAULT_API_URL) {
+    const comment = isLoopback(input.apiUrl)
+      ? ' # reachable only from the runner itself; set BROKER_PUBLIC_URL to the address runners use'
+      : '';
+    withLines.push(`      api-url: ${yamlString(input.apiUrl)}${comment}`);
+  }
+  if (input.audience !== `${input.tenant}.${ACTION_AUDIENCE_SUFFIX}`) {
+    withLines.push(`      audience: ${yamlString(input.audience)}`);
+  }
+  if (policy) {
+    withLines.push(`      policy: ${yamlString(policy.name)}`);
+    withLines.push(`      permissions: ${yamlString(policy.permissions.join(', '))}`);
+  }
+  lines.push(
+    'steps:',
+    '  - uses: stepsec/oidc-auth@v1',
+    '    id: stepsecurity',
+    '    with:',
+    ...withLines,
+    '  - name: Call the StepSecurity API',
+    '    env:',
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: GitHub expression syntax, not a template literal
+    '      STEPSECURITY_API_TOKEN: ${{ steps.stepsecurity.outputs.token }}',
+    '    run: |',
+    `      curl -fsS -H "Authorization: Bearer $STEPSECURITY_API_TOKEN" ${shellQuote(`${input.apiUrl}/whoami`)}`,
+  );
+  return `${lines.join('\n')}\n`;
+}

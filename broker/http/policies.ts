@@ -1,0 +1,214 @@
+// /v1/oidc/policies: create, list, get, replace and delete trust policies (the dry run and snippet: policy-tools.ts).
+import { createRoute, type Hook, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { AppDeps } from '../app.js';
+import { GITHUB_ISSUER } from '../config.js';
+import type { AuthenticateDeps } from '../core/authenticate.js';
+import {
+  createPolicy,
+  deletePolicy,
+  type PolicyChange,
+  type PolicyDeps,
+  replacePolicy,
+} from '../core/policies.js';
+import { POLICY_CLAIM_FIELDS, type PolicyClaims, type TrustPolicy } from '../core/policy-types.js';
+import { BrokerError } from '../errors.js';
+import { guard } from './auth.js';
+import { type BrokerEnv, validationHook } from './context.js';
+import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
+import { registerPolicyToolRoutes } from './policy-tools.js';
+import { authErrors, conflict, iso, notFound, problem } from './schemas.js';
+
+const TAGS = ['Trust policies'];
+const IdParam = z.object({ id: z.string().max(100) });
+const invalidPolicy = {
+  422: problem('The policy breaks a rule; `errors` names each field (`invalid_policy`).'),
+};
+
+const invalidPolicyHook = validationHook('invalid_policy');
+/** Schema failures of a policy body are 422 `invalid_policy`; generic so each route keeps its input types. */
+function policyHook<I, P extends string>(...args: Parameters<Hook<I, BrokerEnv, P, undefined>>): undefined {
+  return invalidPolicyHook(...(args as Parameters<typeof invalidPolicyHook>));
+}
+
+const notFoundError = (id: string) =>
+  new BrokerError('not_found', `no trust policy with id "${id}" in this tenant`);
+
+function claimsView(claims: PolicyClaims): PolicyClaims {
+  const out: PolicyClaims = {};
+  for (const field of POLICY_CLAIM_FIELDS) if (claims[field]) out[field] = claims[field];
+  return out;
+}
+
+const view = (p: TrustPolicy) => ({
+  id: p.id,
+  name: p.name,
+  description: p.description,
+  issuer: p.issuer,
+  claims: claimsView(p.claims),
+  max_session_duration_seconds: p.max_session_duration_seconds,
+  permissions: p.permissions,
+  allow_pull_request_target: p.allow_pull_request_target,
+  created_at: iso(p.createdAt),
+  updated_at: iso(p.updatedAt),
+});
+
+function changed(result: PolicyChange, id?: string) {
+  if (result.ok) return { policy: view(result.policy), warnings: result.warnings };
+  switch (result.reason) {
+    case 'invalid':
+      throw BrokerError.fields('invalid_policy', result.errors);
+    case 'escalation':
+      throw new BrokerError(
+        'permission_escalation',
+        `a policy cannot grant permissions you do not hold: ${result.missing.join(', ')}`,
+        { extensions: { missing: result.missing } },
+      );
+    case 'name_taken': {
+      const message = `a trust policy named "${result.name}" already exists in this tenant (names are case-insensitive)`;
+      throw new BrokerError('conflict', message, { extensions: { errors: [{ field: 'name', message }] } });
+    }
+    case 'not_found':
+      throw notFoundError(id ?? '');
+  }
+}
+
+export function registerPolicyRoutes(
+  app: OpenAPIHono<BrokerEnv>,
+  auth: AuthenticateDeps,
+  deps: AppDeps,
+): void {
+  const { store } = deps;
+  const policyDeps: PolicyDeps = {
+    store,
+    now: deps.now,
+    rules: { trustedIssuers: deps.config.trustedIssuers.map((i) => i.issuer), defaultIssuer: GITHUB_ISSUER },
+  };
+  const body = { required: true, content: { 'application/json': { schema: PolicyBody } } };
+  const changedResponse = (description: string) => ({
+    description,
+    content: { 'application/json': { schema: PolicyChanged } },
+  });
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/oidc/policies',
+      tags: TAGS,
+      summary: 'Create a trust policy',
+      description:
+        'Saves a policy that lets matching GitHub Actions jobs exchange their OIDC token. Its permissions must be a ' +
+        "subset of the caller's own (`403 permission_escalation`). A valid but broad policy is saved with `warnings`.",
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'oidc-federation:write')] as const,
+      request: { body },
+      responses: {
+        201: changedResponse('Created.'),
+        ...authErrors,
+        ...conflict,
+        ...invalidPolicy,
+      },
+    }),
+    async (c) => {
+      const result = changed(await createPolicy(c.get('principal'), c.req.valid('json'), policyDeps));
+      c.header('Location', `/v1/oidc/policies/${result.policy.id}`);
+      return c.json(result, 201);
+    },
+    policyHook,
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/oidc/policies',
+      tags: TAGS,
+      summary: 'List trust policies',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'oidc-federation:read')] as const,
+      responses: {
+        200: {
+          description: 'Every policy of the tenant, by name.',
+          content: { 'application/json': { schema: z.object({ policies: z.array(PolicyView) }) } },
+        },
+        ...authErrors,
+      },
+    }),
+    async (c) => {
+      const policies = await store.policies.list(c.get('principal').tenant.id);
+      return c.json({ policies: policies.map(view) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/oidc/policies/{id}',
+      tags: TAGS,
+      summary: 'Get a trust policy',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'oidc-federation:read')] as const,
+      request: { params: IdParam },
+      responses: {
+        200: { description: 'The policy.', content: { 'application/json': { schema: PolicyView } } },
+        ...authErrors,
+        ...notFound,
+      },
+    }),
+    async (c) => {
+      const { id } = c.req.valid('param');
+      const policy = await store.policies.get(c.get('principal').tenant.id, id);
+      if (!policy) throw notFoundError(id);
+      return c.json(view(policy), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/v1/oidc/policies/{id}',
+      tags: TAGS,
+      summary: 'Replace a trust policy',
+      description:
+        'Full replacement with the same body as create: a field left out takes its default. The next exchange, on ' +
+        'every replica, uses the new version.',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'oidc-federation:write')] as const,
+      request: { params: IdParam, body },
+      responses: {
+        200: changedResponse('Replaced.'),
+        ...authErrors,
+        ...notFound,
+        ...conflict,
+        ...invalidPolicy,
+      },
+    }),
+    async (c) => {
+      const { id } = c.req.valid('param');
+      const result = await replacePolicy(c.get('principal'), id, c.req.valid('json'), policyDeps);
+      return c.json(changed(result, id), 200);
+    },
+    policyHook,
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/v1/oidc/policies/{id}',
+      tags: TAGS,
+      summary: 'Delete a trust policy',
+      description:
+        'Effective on the next exchange, on every replica. Tokens already minted stay valid until they expire.',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'oidc-federation:write')] as const,
+      request: { params: IdParam },
+      responses: { 204: { description: 'Deleted.' }, ...authErrors, ...notFound },
+    }),
+    async (c) => {
+      const { id } = c.req.valid('param');
+      const result = await deletePolicy(c.get('principal'), id, policyDeps);
+      if (!result.ok) throw notFoundError(id);
+      return c.body(null, 204);
+    },
+  );
+
+  registerPolicyToolRoutes(app, auth, deps);
+}

@@ -1,0 +1,191 @@
+// Request and response schemas of the trust-policy routes: validation and OpenAPI entries at once.
+import { z } from '@hono/zod-openapi';
+import { GITHUB_ISSUER } from '../config.js';
+import { POLICY_CLAIM_FIELDS } from '../core/policy-types.js';
+import { PermissionId, PermissionList, Timestamp } from './schemas.js';
+
+const CLAIM_DOCS = {
+  repository_owner: ['acme', 'The GitHub account that owns the repository; case-insensitive.'],
+  repository: ['acme/infra', '`owner/name`; case-insensitive.'],
+  job_workflow_ref: [
+    'acme/infra/.github/workflows/deploy.yml@refs/heads/main',
+    'The workflow file the job is defined in, with `@ref` (exact) or without (any ref).',
+  ],
+  ref: ['refs/heads/main', 'The full git ref the workflow runs on; exact.'],
+  environment: ['production', 'The deployment environment the job declares; case-insensitive.'],
+  repository_owner_id: [
+    '131804563',
+    "The owner's numeric id, a pin against renamed or re-registered accounts.",
+  ],
+  repository_id: ['632596897', "The repository's numeric id."],
+} as const satisfies Record<(typeof POLICY_CLAIM_FIELDS)[number], readonly [string, string]>;
+
+function claimShape() {
+  return Object.fromEntries(
+    POLICY_CLAIM_FIELDS.map((field) => {
+      const [example, description] = CLAIM_DOCS[field];
+      return [field, z.string().optional().openapi({ example, description })];
+    }),
+  ) as Record<(typeof POLICY_CLAIM_FIELDS)[number], z.ZodOptional<z.ZodString>>;
+}
+
+export const PolicyClaimsInput = z.strictObject(claimShape()).openapi('TrustPolicyClaims', {
+  description:
+    'Conditions on the OIDC token; every one that is set must equal the token claim, the others match anything. ' +
+    'Set at least `repository_owner` or `repository`.',
+});
+
+export const PolicyBody = z
+  .strictObject({
+    name: z.string().openapi({
+      description: '1–100 characters, unique in the tenant (case-insensitive).',
+      example: 'deploy-infra',
+    }),
+    description: z.string().nullable().optional().openapi({ description: 'At most 500 characters.' }),
+    issuer: z.string().optional().openapi({
+      description: 'The token issuer; one of the issuers the broker trusts (`GET /v1/oidc/config`).',
+      default: GITHUB_ISSUER,
+    }),
+    claims: PolicyClaimsInput,
+    max_session_duration_seconds: z.number().optional().openapi({
+      type: 'integer',
+      minimum: 0,
+      maximum: 3600,
+      default: 0,
+      description: 'Longest token lifetime this policy grants; 0 uses the server default.',
+    }),
+    permissions: PermissionList,
+    allow_pull_request_target: z.boolean().optional().openapi({
+      default: false,
+      description: 'Whether `pull_request_target` runs may use the policy. Leave false unless you must.',
+    }),
+  })
+  .openapi('TrustPolicyInput');
+
+export const PolicyView = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    description: z.string().nullable(),
+    issuer: z.string(),
+    claims: z.object(claimShape()).openapi({ description: 'Only the conditions that are set.' }),
+    max_session_duration_seconds: z.number().int(),
+    permissions: z.array(PermissionId),
+    allow_pull_request_target: z.boolean(),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  })
+  .openapi('TrustPolicy');
+
+export const PolicyChanged = z
+  .object({
+    policy: PolicyView,
+    warnings: z.array(z.string()).openapi({
+      description:
+        'Why the policy, though valid, may be broader than intended; empty when nothing stands out.',
+    }),
+  })
+  .openapi('TrustPolicyChanged');
+
+// Every claim the verifier knows, so a decoded token can be pasted; a name outside it is a typo.
+const TOKEN_CLAIM_NAMES = [
+  ...['iss', 'aud', 'sub', 'jti', 'exp', 'iat', 'nbf', 'repository', 'repository_id', 'repository_owner'],
+  ...['repository_owner_id', 'ref', 'ref_type', 'ref_protected', 'job_workflow_ref', 'job_workflow_sha'],
+  ...['environment', 'event_name', 'run_id', 'run_number', 'run_attempt', 'actor', 'actor_id', 'workflow'],
+  ...['workflow_ref', 'workflow_sha', 'repository_visibility', 'runner_environment', 'sha', 'head_ref'],
+  ...['base_ref', 'check_run_id', 'enterprise', 'enterprise_id'],
+];
+
+const TokenClaims = z
+  .strictObject(Object.fromEntries(TOKEN_CLAIM_NAMES.map((name) => [name, z.unknown().optional()])))
+  .openapi('TokenClaims', {
+    description:
+      "A GitHub OIDC token's claims as JSON. Only the trust-relevant ones count (`iss`, default GitHub's; `aud`, " +
+      '`repository_owner`, `repository`, their ids, `job_workflow_ref`, `ref`, `environment`, `event_name`); ' +
+      'values are compared as given, so a value that is not a string never matches.',
+    example: { repository: 'acme/infra', ref: 'refs/heads/main', event_name: 'push' },
+  });
+
+export const EvaluateBody = z
+  .strictObject({
+    claims: TokenClaims.optional(),
+    oidc_token: z.string().min(1).optional().openapi({
+      description: 'A GitHub OIDC token, verified but not used up: it can still be exchanged afterwards.',
+    }),
+    permissions: PermissionList.optional(),
+    policy: z
+      .string()
+      .max(100)
+      .optional()
+      .openapi({ description: 'Consider only this policy, as the exchange would.' }),
+    duration_seconds: z.number().int().min(1).max(3600).optional(),
+  })
+  .openapi('EvaluatePoliciesRequest', { description: 'Give exactly one of `claims` and `oidc_token`.' });
+
+const Mismatch = z.object({
+  field: z.string().openapi({ example: 'ref' }),
+  expected: z.string().openapi({ example: 'refs/heads/main' }),
+  actual: z.string().nullable().openapi({ example: 'refs/heads/feature' }),
+});
+
+const PolicyResult = z.object({
+  id: z.string(),
+  name: z.string(),
+  matched: z.boolean(),
+  mismatches: z.array(Mismatch),
+  covers_request: z
+    .boolean()
+    .openapi({ description: 'Whether the allowlist covers the requested permissions.' }),
+  missing_permissions: z.array(PermissionId),
+  specificity: z
+    .number()
+    .int()
+    .openapi({ description: 'How many claim conditions are set; the highest wins.' }),
+  considered: z.boolean().openapi({ description: 'False when the request named another policy.' }),
+  selected: z.boolean(),
+});
+
+export const EvaluateResult = z
+  .object({
+    claims: z
+      .record(z.string(), z.unknown())
+      .openapi({ description: 'The trust-relevant claims evaluated.' }),
+    expected_audience: z.string(),
+    audience_matches: z.boolean().nullable().openapi({
+      description: "Whether `aud` is this tenant's audience; null when the claims have no `aud`.",
+    }),
+    policies: z.array(PolicyResult),
+    decision: z.object({
+      allowed: z.boolean(),
+      reason: z.enum(['no_matching_policy', 'permission_not_allowed', 'ambiguous_policy']).optional(),
+      policy: z.string().optional(),
+      permissions: z.array(PermissionId).optional(),
+      duration_seconds: z.number().int().optional(),
+      not_allowed: z.array(PermissionId).optional(),
+      tied_policies: z.array(z.string()).optional(),
+    }),
+    warnings: z.array(z.string()),
+  })
+  .openapi('PolicyEvaluation');
+
+export const ConfigQuery = z.object({
+  policy: z
+    .string()
+    .min(1)
+    .max(100)
+    .optional()
+    .openapi({ description: 'Tailor the snippet to this policy (case-insensitive).' }),
+});
+
+export const OidcConfig = z
+  .object({
+    tenant: z.string(),
+    audience: z.string().openapi({ description: 'The `aud` the OIDC token must carry.' }),
+    trusted_issuers: z.array(z.string()),
+    token_endpoint: z.string(),
+    api_url: z.string(),
+    policy: z.string().optional(),
+    permissions: z.array(PermissionId).optional(),
+    workflow: z.string().openapi({ description: 'YAML to add to a workflow job.' }),
+  })
+  .openapi('OidcConfig');

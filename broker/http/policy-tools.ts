@@ -1,0 +1,168 @@
+// POST /v1/oidc/policies/evaluate and GET /v1/oidc/config: the admin's dry run and the workflow snippet.
+import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
+import type { AppDeps } from '../app.js';
+import { GITHUB_ISSUER } from '../config.js';
+import type { AuthenticateDeps } from '../core/authenticate.js';
+import { dryRunPolicies } from '../core/policy-dry-run.js';
+import { type Decision, type PolicyExplanation, policyNameKey } from '../core/policy-evaluate.js';
+import type { TrustPolicy } from '../core/policy-types.js';
+import { workflowSnippet } from '../core/workflow-snippet.js';
+import { BrokerError } from '../errors.js';
+import { guard } from './auth.js';
+import type { BrokerEnv } from './context.js';
+import { ConfigQuery, EvaluateBody, EvaluateResult, OidcConfig } from './policy-schemas.js';
+import { authErrors, badRequest, notFound, problem } from './schemas.js';
+
+const TAGS = ['Trust policies'];
+
+const policyResult = (p: PolicyExplanation) => ({
+  id: p.id,
+  name: p.name,
+  matched: p.matched,
+  mismatches: p.mismatches,
+  covers_request: p.coversRequest,
+  missing_permissions: p.missing,
+  specificity: p.specificity,
+  considered: p.considered,
+  selected: p.selected,
+});
+
+function decisionView(d: Decision) {
+  if (d.allow) {
+    const { policy, permissions, durationSeconds } = d;
+    return { allowed: true, policy: policy.name, permissions, duration_seconds: durationSeconds };
+  }
+  if (d.reason === 'permission_not_allowed')
+    return { allowed: false, reason: d.reason, not_allowed: d.notAllowed };
+  if (d.reason === 'ambiguous_policy')
+    return { allowed: false, reason: d.reason, tied_policies: d.tiedPolicies };
+  return { allowed: false, reason: d.reason };
+}
+
+/** Registered by registerPolicyRoutes, beside the policies they read. */
+export function registerPolicyToolRoutes(
+  app: OpenAPIHono<BrokerEnv>,
+  auth: AuthenticateDeps,
+  deps: AppDeps,
+): void {
+  const { config, store } = deps;
+  const trustedIssuers = config.trustedIssuers.map((i) => i.issuer);
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/oidc/policies/evaluate',
+      tags: TAGS,
+      summary: 'Evaluate claims or a token against every policy',
+      description:
+        'Answers "why was my workflow denied?": each policy\'s match with every mismatched field (expected and ' +
+        'actual value), whether it covers the requested permissions, and the decision the exchange would make. ' +
+        'An `oidc_token` is verified like the exchange does, but not used up.',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'oidc-federation:read')] as const,
+      request: { body: { required: true, content: { 'application/json': { schema: EvaluateBody } } } },
+      responses: {
+        200: { description: 'The evaluation.', content: { 'application/json': { schema: EvaluateResult } } },
+        ...badRequest,
+        ...authErrors,
+        503: problem("The token issuer's signing keys cannot be fetched (`issuer_unavailable`)."),
+      },
+    }),
+    async (c) => {
+      const input = c.req.valid('json');
+      if ((input.claims === undefined) === (input.oidc_token === undefined)) {
+        throw BrokerError.fields('invalid_request', [
+          { field: 'claims', message: 'give exactly one of claims and oidc_token' },
+        ]);
+      }
+      const { tenant } = c.get('principal');
+      const result = await dryRunPolicies(
+        tenant,
+        {
+          claims: input.claims,
+          oidcToken: input.oidc_token,
+          permissions: input.permissions,
+          policy: input.policy,
+          durationSeconds: input.duration_seconds,
+        },
+        {
+          policies: (tenantId) => store.policies.list(tenantId),
+          issuerKeys: deps.issuerKeys,
+          now: deps.now,
+          defaultSessionSeconds: config.defaultSessionSeconds,
+          defaultIssuer: GITHUB_ISSUER,
+        },
+      );
+      if (!result.ok && result.reason === 'permission') {
+        throw BrokerError.fields('invalid_request', [{ field: result.field, message: result.message }]);
+      }
+      if (!result.ok) {
+        if (result.code === 'issuer_unavailable') throw new BrokerError('issuer_unavailable', result.detail);
+        throw BrokerError.fields('invalid_request', [
+          { field: 'oidc_token', message: `the token does not verify: ${result.detail}` },
+        ]);
+      }
+      return c.json(
+        {
+          claims: result.claims,
+          expected_audience: result.audience.expected,
+          audience_matches: result.audience.matches,
+          policies: result.explanation.policies.map(policyResult),
+          decision: decisionView(result.explanation.decision),
+          warnings: result.warnings,
+        },
+        200,
+      );
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/oidc/config',
+      tags: TAGS,
+      summary: 'Settings and a workflow snippet for the action',
+      description:
+        "The tenant's audience, the trusted issuers, the token endpoint and YAML to add to a workflow job; " +
+        '`?policy=NAME` tailors the YAML to that policy.',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth, 'oidc-federation:read')] as const,
+      request: { query: ConfigQuery },
+      responses: {
+        200: { description: 'The settings.', content: { 'application/json': { schema: OidcConfig } } },
+        ...badRequest,
+        ...authErrors,
+        ...notFound,
+      },
+    }),
+    async (c) => {
+      const { tenant } = c.get('principal');
+      const name = c.req.valid('query').policy;
+      let policy: TrustPolicy | undefined;
+      if (name !== undefined) {
+        const key = policyNameKey(name);
+        policy = (await store.policies.list(tenant.id)).find((p) => policyNameKey(p.name) === key);
+        if (!policy) throw new BrokerError('not_found', `no trust policy named "${name}" in this tenant`);
+      }
+      const apiUrl = `${config.publicUrl}/v1`;
+      const workflow = workflowSnippet({
+        tenant: tenant.name,
+        audience: tenant.audience,
+        apiUrl,
+        policy: policy && { name: policy.name, permissions: policy.permissions, claims: policy.claims },
+      });
+      return c.json(
+        {
+          tenant: tenant.name,
+          audience: tenant.audience,
+          trusted_issuers: trustedIssuers,
+          token_endpoint: `${config.publicUrl}/v1/oidc/token`,
+          api_url: apiUrl,
+          ...(policy ? { policy: policy.name, permissions: policy.permissions } : {}),
+          workflow,
+        },
+        200,
+      );
+    },
+  );
+}

@@ -1,0 +1,170 @@
+// POST /v1/oidc/token: swap a GitHub Actions OIDC token for an access token (JSON or RFC 8693 form).
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { createMiddleware } from 'hono/factory';
+import { ACCESS_TOKEN_TYPE } from '../core/access-tokens.js';
+import { type ExchangeDeps, type ExchangeRequest, exchangeToken } from '../core/exchange.js';
+import { BrokerError } from '../errors.js';
+import type { BrokerEnv } from './context.js';
+import { iso, PermissionId, problem, Timestamp } from './schemas.js';
+
+const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const SUBJECT_TOKEN_TYPES = [
+  'urn:ietf:params:oauth:token-type:id_token',
+  'urn:ietf:params:oauth:token-type:jwt',
+] as const;
+
+const Token = z.string().min(1).max(65_536);
+const Duration = z.number().int().min(1).max(3600);
+const PolicyName = z.string().min(1).max(100);
+const TenantName = z.string().min(1).max(63);
+
+const JsonRequest = z
+  .strictObject({
+    oidc_token: Token.openapi({ description: "The job's GitHub OIDC token." }),
+    tenant: TenantName.optional().openapi({
+      description:
+        "The tenant you mean; the token's audience must then be that tenant's (a clearer error when not).",
+    }),
+    permissions: z.array(z.string().max(64)).max(64).optional().openapi({
+      description: "Permissions to request (ids or shortcuts); omit for the policy's whole allowlist.",
+    }),
+    duration_seconds: Duration.optional().openapi({
+      description: "Lifetime wanted; the policy's cap applies.",
+    }),
+    policy: PolicyName.optional().openapi({ description: 'Use this trust policy only.' }),
+  })
+  .openapi('ExchangeRequest');
+
+const FormRequest = z
+  .strictObject({
+    grant_type: z.literal(GRANT_TYPE),
+    subject_token: Token,
+    subject_token_type: z.enum(SUBJECT_TOKEN_TYPES),
+    requested_token_type: z.literal(ACCESS_TOKEN_TYPE).optional(),
+    scope: z.string().max(4096).optional().openapi({ description: 'Space-separated permissions.' }),
+    tenant: TenantName.optional(),
+    policy: PolicyName.optional(),
+    duration_seconds: z
+      .string()
+      .regex(/^[0-9]{1,4}$/, 'must be a whole number of seconds')
+      .transform(Number)
+      .pipe(Duration)
+      .optional(),
+  })
+  .openapi('TokenExchangeForm');
+
+const TokenResponse = z
+  .object({
+    access_token: z.string(),
+    token_type: z.literal('Bearer'),
+    issued_token_type: z.literal(ACCESS_TOKEN_TYPE),
+    expires_in: z.number().int(),
+    expires_at: Timestamp,
+    scope: z.string(),
+    permissions: z.array(PermissionId),
+    policy: z.string(),
+    tenant: z.string(),
+  })
+  .openapi('TokenResponse');
+
+/** SECURITY-CASES H8/H9: the token travels in the body only — never in a header or the URL. */
+const bodyOnly = createMiddleware<BrokerEnv>(async (c, next) => {
+  if (c.req.header('Authorization') !== undefined) {
+    throw new BrokerError(
+      'invalid_request',
+      'send the OIDC token in the body only; remove the Authorization header',
+    );
+  }
+  if (new URL(c.req.url).search !== '') {
+    throw new BrokerError(
+      'invalid_request',
+      'this endpoint takes no query parameters; send everything in the body',
+    );
+  }
+  await next();
+});
+
+function fromForm(form: z.infer<typeof FormRequest>): ExchangeRequest {
+  return {
+    oidcToken: form.subject_token,
+    tenant: form.tenant,
+    permissions: form.scope?.split(' ').filter(Boolean),
+    durationSeconds: form.duration_seconds,
+    policy: form.policy,
+  };
+}
+
+export function registerTokenExchangeRoute(
+  app: OpenAPIHono<BrokerEnv>,
+  deps: Omit<ExchangeDeps, 'log'>,
+): void {
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/oidc/token',
+      tags: ['OIDC federation'],
+      summary: 'Exchange a GitHub Actions OIDC token for an access token',
+      description:
+        'Verifies the token, finds the tenant whose audience it carries, selects the trust policy and mints a ' +
+        'short-lived access token. Each OIDC token can be exchanged once. Accepts JSON or an RFC 8693 form.',
+      middleware: [bodyOnly] as const,
+      request: {
+        // Marked optional only so that each media type's validator runs for its own content type; an empty
+        // request is refused in the handler.
+        body: {
+          required: false,
+          content: {
+            'application/json': { schema: JsonRequest },
+            'application/x-www-form-urlencoded': { schema: FormRequest },
+          },
+        },
+      },
+      responses: {
+        200: { description: 'The access token.', content: { 'application/json': { schema: TokenResponse } } },
+        400: problem('Malformed request (`invalid_request`).'),
+        401: problem('`invalid_token`, `audience_mismatch` or `token_replayed`.'),
+        403: problem('`no_matching_policy` (echoes your own claims) or `permission_not_allowed`.'),
+        409: problem('`ambiguous_policy`: name one of `policies` in the request.'),
+        429: problem('`rate_limited`: retry after `Retry-After` seconds.'),
+        503: problem("`issuer_unavailable`: the issuer's signing keys cannot be fetched."),
+      },
+    }),
+    async (c) => {
+      const json = c.req.valid('json') as Partial<z.infer<typeof JsonRequest>>;
+      const form = c.req.valid('form') as Partial<z.infer<typeof FormRequest>>;
+      let request: ExchangeRequest;
+      if (json.oidc_token !== undefined) {
+        request = {
+          oidcToken: json.oidc_token,
+          tenant: json.tenant,
+          permissions: json.permissions,
+          durationSeconds: json.duration_seconds,
+          policy: json.policy,
+        };
+      } else if (form.subject_token !== undefined) {
+        request = fromForm(form as z.infer<typeof FormRequest>);
+      } else {
+        throw new BrokerError(
+          'invalid_request',
+          'send {"oidc_token": ...} as application/json, or an RFC 8693 form with subject_token',
+        );
+      }
+      const result = await exchangeToken(request, { ...deps, log: c.get('log') });
+      c.header('Cache-Control', 'no-store');
+      return c.json(
+        {
+          access_token: result.accessToken,
+          token_type: 'Bearer' as const,
+          issued_token_type: ACCESS_TOKEN_TYPE as typeof ACCESS_TOKEN_TYPE,
+          expires_in: result.expiresIn,
+          expires_at: iso(result.expiresAt),
+          scope: result.permissions.join(' '),
+          permissions: result.permissions,
+          policy: result.policy,
+          tenant: result.tenant,
+        },
+        200,
+      );
+    },
+  );
+}

@@ -1,0 +1,221 @@
+// /v1/tokens: mint an access token from an API key, and introspect (RFC 7662) or revoke (RFC 7009) tokens.
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { ACCESS_TOKEN_TYPE, type AccessTokens } from '../core/access-tokens.js';
+import { grantablePermissions } from '../core/api-keys.js';
+import type { AuthenticateDeps } from '../core/authenticate.js';
+import { actorOf } from '../core/principal.js';
+import { BrokerError } from '../errors.js';
+import type { Store } from '../store/store.js';
+import { guard } from './auth.js';
+import type { BrokerEnv } from './context.js';
+import { authErrors, badRequest, iso, PermissionId, PermissionList, Timestamp } from './schemas.js';
+
+export const MAX_MINTED_SECONDS = 12 * 3600;
+
+const MintRequest = z
+  .strictObject({
+    permissions: PermissionList.optional().openapi({
+      description: "Defaults to all of the key's permissions.",
+    }),
+    duration_seconds: z.number().int().min(1).max(MAX_MINTED_SECONDS).default(3600).openapi({
+      description: 'Lifetime, 1 s to 12 h (default 1 h); never beyond the expiry of the key that mints it.',
+    }),
+  })
+  .openapi('MintTokenRequest');
+
+const MintedToken = z
+  .object({
+    access_token: z.string(),
+    token_type: z.literal('Bearer'),
+    issued_token_type: z.literal(ACCESS_TOKEN_TYPE),
+    expires_in: z.number().int(),
+    expires_at: Timestamp,
+    scope: z.string(),
+    permissions: z.array(PermissionId),
+    tenant: z.string(),
+  })
+  .openapi('MintedToken');
+
+const TokenForm = z.object({
+  token: z.string().min(1).max(16_384),
+  token_type_hint: z.string().max(64).optional(),
+});
+const tokenBody = {
+  required: true,
+  content: {
+    'application/x-www-form-urlencoded': { schema: TokenForm },
+    'application/json': { schema: TokenForm },
+  },
+};
+
+const Introspection = z
+  .looseObject({
+    active: z.boolean(),
+    scope: z.string().optional(),
+    client_id: z.string().optional(),
+    sub: z.string().optional(),
+    exp: z.number().optional(),
+    iat: z.number().optional(),
+    iss: z.string().optional(),
+    aud: z.string().optional(),
+    jti: z.string().optional(),
+    token_type: z.string().optional(),
+  })
+  .openapi('Introspection');
+
+function tokenFrom(c: Context<BrokerEnv>): string {
+  const body = (c.req.valid as (t: string) => { token?: string })('form');
+  const token = body.token ?? (c.req.valid as (t: string) => { token?: string })('json').token;
+  if (!token) throw BrokerError.fields('invalid_request', [{ field: 'token', message: 'required' }]);
+  return token;
+}
+
+export function registerTokenRoutes(
+  app: OpenAPIHono<BrokerEnv>,
+  auth: AuthenticateDeps,
+  deps: { store: Store; accessTokens: AccessTokens; now: () => number },
+): void {
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/tokens',
+      tags: ['Tokens'],
+      summary: 'Mint an access token from an API key',
+      description:
+        "The token carries a subset of the key's permissions (`403 permission_escalation` otherwise).",
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth)] as const,
+      request: { body: { required: true, content: { 'application/json': { schema: MintRequest } } } },
+      responses: {
+        201: { description: 'The token.', content: { 'application/json': { schema: MintedToken } } },
+        ...badRequest,
+        ...authErrors,
+      },
+    }),
+    async (c) => {
+      const principal = c.get('principal');
+      if (principal.credential.kind === 'access-token') {
+        throw new BrokerError(
+          'forbidden',
+          'mint tokens with an API key; an access token cannot mint another',
+        );
+      }
+      const body = c.req.valid('json');
+      const permissions = body.permissions
+        ? grantablePermissions(principal, body.permissions)
+        : principal.permissions;
+      const at = deps.now();
+      const remaining =
+        principal.expiresAt === null
+          ? Number.POSITIVE_INFINITY
+          : Math.floor((principal.expiresAt - at) / 1000);
+      const lifetime = Math.min(body.duration_seconds, remaining);
+      const minted = await deps.accessTokens.mint({
+        tenant: principal.tenant,
+        permissions,
+        lifetimeSeconds: lifetime,
+        subject: principal.credential.id,
+        clientId: principal.credential.id,
+      });
+      await deps.store.audit.append(
+        {
+          tenantId: principal.tenant.id,
+          type: 'token.minted',
+          outcome: 'success',
+          actor: actorOf(principal),
+          target: { type: 'access_token', id: minted.jti },
+          details: { permissions, expires_at: iso(minted.expiresAt) },
+        },
+        at,
+      );
+      c.header('Cache-Control', 'no-store');
+      return c.json(
+        {
+          access_token: minted.token,
+          token_type: 'Bearer' as const,
+          issued_token_type: ACCESS_TOKEN_TYPE as typeof ACCESS_TOKEN_TYPE,
+          expires_in: lifetime,
+          expires_at: iso(minted.expiresAt),
+          scope: permissions.join(' '),
+          permissions,
+          tenant: principal.tenant.name,
+        },
+        201,
+      );
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/tokens/introspect',
+      tags: ['Tokens'],
+      summary: 'Introspect an access token (RFC 7662)',
+      description:
+        'Any credential of the same tenant may ask. Tokens of other tenants are reported inactive.',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth)] as const,
+      request: { body: { ...tokenBody, required: false } },
+      responses: {
+        200: {
+          description: '`active` and, when active, the claims.',
+          content: { 'application/json': { schema: Introspection } },
+        },
+        ...authErrors,
+      },
+    }),
+    async (c) => {
+      const result = await deps.accessTokens.verify(tokenFrom(c));
+      c.header('Cache-Control', 'no-store');
+      if (!result.ok || result.tenant.id !== c.get('principal').tenant.id)
+        return c.json({ active: false }, 200);
+      return c.json({ active: true, ...result.claims, token_type: 'Bearer' }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/tokens/revoke',
+      tags: ['Tokens'],
+      summary: 'Revoke an access token (RFC 7009)',
+      description:
+        'A token may revoke itself; revoking another token of the tenant needs `api-keys:write`. Every replica ' +
+        'refuses it from the next request on. Unknown, expired or foreign tokens are answered 200, as RFC 7009 says.',
+      security: [{ bearerAuth: [] }],
+      middleware: [guard(auth)] as const,
+      request: { body: { ...tokenBody, required: false } },
+      responses: { 200: { description: 'Revoked, or nothing to revoke.' }, ...authErrors },
+    }),
+    async (c) => {
+      const principal = c.get('principal');
+      const result = await deps.accessTokens.verify(tokenFrom(c));
+      if (!result.ok || result.tenant.id !== principal.tenant.id) return c.body(null, 200);
+      const own =
+        principal.credential.kind === 'access-token' && principal.credential.id === result.claims.jti;
+      if (!own && !principal.permissions.includes('api-keys:write')) {
+        throw new BrokerError(
+          'forbidden',
+          "revoking another credential's token needs the api-keys:write permission",
+          {
+            extensions: { missing_permission: 'api-keys:write' },
+          },
+        );
+      }
+      const at = deps.now();
+      await deps.store.tokens.revoke(result.claims.jti, principal.tenant.id, result.claims.exp * 1000, at, {
+        tenantId: principal.tenant.id,
+        type: 'token.revoked',
+        outcome: 'success',
+        actor: actorOf(principal),
+        target: {
+          type: 'access_token',
+          id: result.claims.jti,
+          name: result.claims.policy ?? result.claims.client_id,
+        },
+      });
+      return c.body(null, 200);
+    },
+  );
+}

@@ -1,0 +1,58 @@
+// Public discovery: the broker's token-signing keys (JWKS) and RFC 8414 authorization-server metadata.
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { ALL_PERMISSIONS } from '../core/permissions.js';
+import type { SigningKeys } from '../core/signing-keys.js';
+import type { BrokerEnv } from './context.js';
+
+const Jwks = z
+  .object({ keys: z.array(z.record(z.string(), z.string())) })
+  .openapi('JsonWebKeySet', { description: 'Public ES256 keys; `kid` is the RFC 7638 thumbprint.' });
+
+export function registerWellKnownRoutes(
+  app: OpenAPIHono<BrokerEnv>,
+  deps: { signingKeys: SigningKeys; publicUrl: string },
+): void {
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/.well-known/jwks.json',
+      tags: ['Discovery'],
+      summary: "The broker's token-signing keys",
+      responses: { 200: { description: 'A JWKS.', content: { 'application/json': { schema: Jwks } } } },
+    }),
+    async (c) => {
+      const jwks = await deps.signingKeys.jwks();
+      c.header('Cache-Control', 'public, max-age=300');
+      return c.json(jwks as z.infer<typeof Jwks>, 200);
+    },
+  );
+
+  const base = deps.publicUrl;
+  const metadata = {
+    issuer: base,
+    token_endpoint: `${base}/v1/oidc/token`,
+    jwks_uri: `${base}/.well-known/jwks.json`,
+    introspection_endpoint: `${base}/v1/tokens/introspect`,
+    revocation_endpoint: `${base}/v1/tokens/revoke`,
+    grant_types_supported: ['urn:ietf:params:oauth:grant-type:token-exchange'],
+    response_types_supported: [],
+    token_endpoint_auth_methods_supported: ['none'],
+    scopes_supported: [...ALL_PERMISSIONS],
+    service_documentation: `${base}/v1/reference`,
+  };
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/.well-known/oauth-authorization-server',
+      tags: ['Discovery'],
+      summary: 'Authorization server metadata (RFC 8414)',
+      responses: {
+        200: {
+          description: 'Endpoints, grant types and scopes.',
+          content: { 'application/json': { schema: z.looseObject({ issuer: z.string() }) } },
+        },
+      },
+    }),
+    (c) => c.json(metadata, 200),
+  );
+}

@@ -1,0 +1,230 @@
+// Access tokens: RFC 9068 claims verified with a standard library, use as credentials, introspection,
+// revocation, minting from API keys, discovery metadata and signing-key rotation.
+import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../../broker/cli.js';
+import { TEST_KEK } from '../support/broker.js';
+import { type Federation, startFederation } from '../support/federation.js';
+
+let f: Federation;
+const HOUR = 3600_000;
+
+beforeAll(async () => {
+  f = await startFederation();
+  await f.policy('deploy', {
+    permissions: ['harden-runner:read', 'audit-log:read'],
+    max_session_duration_seconds: 1200,
+  });
+});
+afterAll(() => f.close());
+
+async function exchanged(): Promise<string> {
+  const res = await f.exchange(f.issuer.sign());
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { access_token: string }).access_token;
+}
+
+const json = async <T = Record<string, unknown>>(res: Response | Promise<Response>) =>
+  (await (await res).json()) as T;
+const form = (token: string) => ({
+  body: new URLSearchParams({ token }).toString(),
+  headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+});
+
+describe('exchanged access tokens', () => {
+  it('verify against /.well-known/jwks.json with jose and carry the claims of DESIGN §3', async () => {
+    const token = await exchanged();
+    const jwks = await json<{ keys: Record<string, string>[] }>(f.t.request('GET', '/.well-known/jwks.json'));
+    const { payload, protectedHeader } = await jwtVerify(token, createLocalJWKSet(jwks as never), {
+      issuer: 'https://broker.test',
+      audience: 'acme-corp.api.stepsecurity.io',
+      typ: 'at+jwt',
+      algorithms: ['ES256'],
+      currentDate: new Date(f.t.clock.now),
+    });
+    const key = jwks.keys.find((k) => k.kid === protectedHeader.kid)!;
+    expect(protectedHeader.kid).toBe(await calculateJwkThumbprint(key as never));
+    expect(payload).toMatchObject({
+      sub: 'repo:acme/infra:environment:production',
+      client_id: expect.any(String),
+      tenant: 'acme-corp',
+      scope: 'harden-runner:read audit-log:read',
+      permissions: ['harden-runner:read', 'audit-log:read'],
+      jti: expect.any(String),
+      policy: 'deploy',
+      repository: 'acme/infra',
+      repository_owner: 'acme',
+      ref: 'refs/heads/main',
+      run_id: '27476101517',
+    });
+    expect(payload.exp! - payload.iat!).toBe(1200);
+  });
+
+  it('authenticate with their permissions, and stop working once revoked (a token may revoke itself)', async () => {
+    const token = await exchanged();
+    const me = await json<{ credential: { kind: string; name: string }; permissions: string[] }>(
+      f.t.request('GET', '/v1/whoami', { key: token }),
+    );
+    expect(me.credential).toMatchObject({ kind: 'access-token', name: 'trust policy deploy' });
+    expect(me.permissions).toEqual(['harden-runner:read', 'audit-log:read']);
+    expect((await f.t.request('GET', '/v1/audit-events', { key: token })).status).toBe(200);
+    expect((await f.t.request('GET', '/v1/api-keys', { key: token })).status).toBe(403);
+
+    const revoked = await f.t.request('POST', '/v1/tokens/revoke', { key: token, ...form(token) });
+    expect(revoked.status).toBe(200);
+    const after = await f.t.request('GET', '/v1/whoami', { key: token });
+    expect(after.status).toBe(401);
+    expect(await after.json()).toMatchObject({
+      code: 'unauthenticated',
+      detail: expect.stringContaining('revoked'),
+    });
+    expect(await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(token) }))).toEqual({
+      active: false,
+    });
+    const events = await json<{ events: { type: string; actor: { kind: string } }[] }>(
+      f.t.request('GET', '/v1/audit-events?type=token.revoked', { key: f.key }),
+    );
+    expect(events.events[0]?.actor.kind).toBe('access-token');
+  });
+
+  it('introspect as active for the same tenant and inactive for another', async () => {
+    const token = await exchanged();
+    const active = await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(token) }));
+    expect(active).toMatchObject({
+      active: true,
+      tenant: 'acme-corp',
+      scope: 'harden-runner:read audit-log:read',
+    });
+    const other = await f.t.createTenant('other');
+    expect(
+      await json(f.t.request('POST', '/v1/tokens/introspect', { key: other.key, ...form(token) })),
+    ).toEqual({
+      active: false,
+    });
+    expect(
+      await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form('garbage') })),
+    ).toEqual({
+      active: false,
+    });
+  });
+
+  it("revoking another credential's token needs api-keys:write", async () => {
+    const token = await exchanged();
+    const reader = await json<{ key: string }>(
+      f.t.request('POST', '/v1/api-keys/tenant-read-only/primary/rotate', { key: f.key }),
+    );
+    const denied = await f.t.request('POST', '/v1/tokens/revoke', { key: reader.key, ...form(token) });
+    expect(denied.status).toBe(403);
+    expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(200);
+    expect((await f.t.request('POST', '/v1/tokens/revoke', { key: f.key, ...form(token) })).status).toBe(200);
+    expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(401);
+  });
+
+  it('expire: refused after exp', async () => {
+    const token = await exchanged();
+    f.t.clock.now += 1200_000;
+    expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(401);
+  });
+});
+
+describe('POST /v1/tokens', () => {
+  it('mints from an API key: all its permissions by default, 1 h, audited', async () => {
+    const res = await f.t.request('POST', '/v1/tokens', { key: f.key, json: {} });
+    expect(res.status).toBe(201);
+    const body = await json<{ access_token: string; expires_in: number; permissions: string[] }>(res);
+    expect(body.expires_in).toBe(3600);
+    expect(body.permissions).toContain('api-keys:write');
+    const me = await json<{ credential: { kind: string } }>(
+      f.t.request('GET', '/v1/whoami', { key: body.access_token }),
+    );
+    expect(me.credential.kind).toBe('access-token');
+    const events = await json<{ events: { type: string }[] }>(
+      f.t.request('GET', '/v1/audit-events?type=token.minted', { key: f.key }),
+    );
+    expect(events.events.length).toBeGreaterThan(0);
+  });
+
+  it('grants only a subset of the key, at most 12 h, never past the key’s expiry', async () => {
+    const fg = await json<{ key: string }>(
+      f.t.request('POST', '/v1/fine-grained-keys', {
+        key: f.key,
+        json: { name: 'ci', expires_in_days: 1, permissions: ['harden-runner:read'] },
+      }),
+    );
+    const escalate = await f.t.request('POST', '/v1/tokens', {
+      key: fg.key,
+      json: { permissions: ['harden-runner:write'] },
+    });
+    expect(escalate.status).toBe(403);
+    expect(await escalate.json()).toMatchObject({ code: 'permission_escalation' });
+    const tooLong = await f.t.request('POST', '/v1/tokens', {
+      key: fg.key,
+      json: { duration_seconds: 12 * 3600 + 1 },
+    });
+    expect(tooLong.status).toBe(400);
+    f.t.clock.now += 23 * HOUR;
+    const capped = await json<{ expires_in: number }>(
+      f.t.request('POST', '/v1/tokens', { key: fg.key, json: { duration_seconds: 12 * 3600 } }),
+    );
+    expect(capped.expires_in).toBeLessThanOrEqual(3600);
+    expect(capped.expires_in).toBeGreaterThan(3500);
+  });
+
+  it('an access token cannot mint another', async () => {
+    const token = await exchanged();
+    const res = await f.t.request('POST', '/v1/tokens', { key: token, json: {} });
+    expect(res.status).toBe(403);
+  });
+});
+
+describe('discovery and signing keys', () => {
+  it('publishes RFC 8414 metadata', async () => {
+    const meta = await json(f.t.request('GET', '/.well-known/oauth-authorization-server'));
+    expect(meta).toMatchObject({
+      issuer: 'https://broker.test',
+      token_endpoint: 'https://broker.test/v1/oidc/token',
+      jwks_uri: 'https://broker.test/.well-known/jwks.json',
+      revocation_endpoint: 'https://broker.test/v1/tokens/revoke',
+      introspection_endpoint: 'https://broker.test/v1/tokens/introspect',
+      grant_types_supported: ['urn:ietf:params:oauth:grant-type:token-exchange'],
+    });
+  });
+
+  it('rotation: new tokens use the new key, old tokens keep working, the retired key leaves the JWKS after 12 h', async () => {
+    // Its own broker: the CLI stamps the rotation with the real time, so the fake clock must still agree with it.
+    const g = await startFederation();
+    try {
+      await g.policy('deploy', { permissions: ['harden-runner:read'] });
+      const exchange = async () =>
+        ((await json(g.exchange(g.issuer.sign()))) as { access_token: string }).access_token;
+      const before = await exchange();
+      const oldKid = decodeProtectedHeader(before).kid;
+      let out = '';
+      const code = await runCli(['signing-key', 'rotate'], {
+        env: { DATABASE_URL: g.t.db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK },
+        out: (s) => {
+          out += s;
+        },
+        err: () => {},
+        serve: async () => 0,
+      });
+      expect(code).toBe(0);
+      const newKid = out.trim();
+      g.t.clock.now += 61_000; // replicas look for new keys every minute
+      const after = await exchange();
+      expect(decodeProtectedHeader(after).kid).toBe(newKid);
+      expect(newKid).not.toBe(oldKid);
+      expect((await g.t.request('GET', '/v1/whoami', { key: after })).status).toBe(200);
+      expect((await g.t.request('GET', '/v1/whoami', { key: before })).status).toBe(200);
+      const kids = async () =>
+        (await json<{ keys: { kid: string }[] }>(g.t.request('GET', '/.well-known/jwks.json'))).keys.map(
+          (k) => k.kid,
+        );
+      expect(await kids()).toEqual(expect.arrayContaining([oldKid, newKid]));
+      g.t.clock.now += 12 * HOUR;
+      expect(await kids()).toEqual([newKid]);
+    } finally {
+      await g.close();
+    }
+  });
+});

@@ -1,0 +1,62 @@
+// Exchange rate limiting (429 with Retry-After) and the upkeep that forgets expired replay records.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Federation, startFederation } from '../support/federation.js';
+import { GITHUB_ISSUER } from '../support/local-issuer.js';
+
+let f: Federation;
+beforeAll(async () => {
+  f = await startFederation({ env: { BROKER_RATE_LIMIT_PER_MINUTE: '60', BROKER_RATE_LIMIT_BURST: '2' } });
+  await f.policy('infra');
+  await f.policy('web', { claims: { repository: 'acme/web' } });
+});
+afterAll(() => f.close());
+
+describe('rate limiting', () => {
+  it('answers 429 with Retry-After once a repository exceeds its budget, and recovers', async () => {
+    expect((await f.exchange(f.issuer.sign())).status).toBe(200);
+    expect((await f.exchange(f.issuer.sign())).status).toBe(200);
+    const limited = await f.exchange(f.issuer.sign());
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get('Retry-After')).toBe('1');
+    expect(await limited.json()).toMatchObject({ code: 'rate_limited', retry_after_seconds: 1 });
+    // Another repository has its own budget.
+    const web = f.issuer.sign({
+      repository: 'acme/web',
+      job_workflow_ref: 'acme/web/.github/workflows/ci.yml@refs/heads/main',
+    });
+    expect((await f.exchange(web)).status).toBe(200);
+    f.t.clock.now += 1000;
+    expect((await f.exchange(f.issuer.sign())).status).toBe(200);
+  });
+
+  it('a refused request does not consume the token: it can be retried after Retry-After', async () => {
+    f.t.clock.now += 60_000;
+    await f.exchange(f.issuer.sign());
+    await f.exchange(f.issuer.sign());
+    const token = f.issuer.sign();
+    expect((await f.exchange(token)).status).toBe(429);
+    f.t.clock.now += 1000;
+    expect((await f.exchange(token)).status).toBe(200);
+  });
+});
+
+describe('upkeep', () => {
+  it('forgets replay records only after the token they guard has expired', async () => {
+    f.t.clock.now += 60_000;
+    const token = f.issuer.sign();
+    expect((await f.exchange(token)).status).toBe(200);
+    await f.t.broker.maintain();
+    expect((await f.exchange(token)).status).toBe(401);
+    f.t.clock.now += 10 * 60_000;
+    await f.t.broker.maintain();
+    expect(f.t.logs.some((l) => l.includes('purged expired replay and revocation records'))).toBe(true);
+    // The record is gone (the pair can be recorded anew), and the token is refused for having expired.
+    const { jti } = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { jti: string };
+    const late = await f.exchange(token);
+    expect(await late.json()).toMatchObject({
+      code: 'invalid_token',
+      detail: expect.stringContaining('expired'),
+    });
+    expect(await f.t.broker.store.tokens.consumeJti(GITHUB_ISSUER, jti, 0)).toBe(true);
+  });
+});

