@@ -1,0 +1,132 @@
+// Issuer signing keys behind POST /v1/oidc/token: outages, rotation, unknown-kid floods and hanging key sets.
+import { randomBytes } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type Federation, startFederation } from '../support/federation.js';
+import type { ServeMode } from '../support/local-issuer.js';
+
+const open: Federation[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((f) => f.close()));
+});
+
+/** A broker with policy `infra`; keys fetched once when `warm`. */
+async function federation(warm: boolean): Promise<Federation> {
+  const f = await startFederation();
+  open.push(f);
+  await f.policy('infra');
+  if (warm) {
+    expect((await f.exchange(f.issuer.sign())).status).toBe(200);
+    expect(f.issuer.jwksRequests).toBe(1);
+  }
+  return f;
+}
+
+async function outcome(f: Federation, token: string) {
+  const res = await f.exchange(token);
+  const text = await res.text();
+  return { status: res.status, code: (JSON.parse(text) as { code?: string }).code, text };
+}
+
+const withKid = (f: Federation, kid: string) => f.issuer.sign({}, { key: 'attacker', header: { kid } });
+
+describe('issuer outages', () => {
+  it('with cached keys, exchanges keep working while the issuer fails, even once the cache is stale', async () => {
+    const f = await federation(true);
+    f.issuer.serve('fail');
+    f.t.clock.now += 11 * 60_000;
+    expect((await outcome(f, f.issuer.sign())).status).toBe(200);
+    expect((await outcome(f, f.issuer.sign())).status).toBe(200);
+    // A kid the cache does not hold is an unknown key, not an outage.
+    f.t.clock.now += 31_000;
+    expect(await outcome(f, withKid(f, 'new-key'))).toMatchObject({ status: 401, code: 'invalid_token' });
+  });
+
+  for (const mode of ['fail', 'oversized', 'redirect'] as const satisfies ServeMode[]) {
+    it(`B15 a ${mode} refetch keeps the cached keys; the new kid is refused`, async () => {
+      const f = await federation(true);
+      const old = f.issuer.current;
+      f.issuer.rotate({ keepOld: true });
+      f.issuer.serve(mode);
+      f.t.clock.now += 31_000;
+      expect(await outcome(f, f.issuer.sign())).toMatchObject({ status: 401, code: 'invalid_token' });
+      expect(f.issuer.jwksRequests).toBe(2);
+      const oldToken = f.issuer.sign({}, { key: old.privateKey, header: { kid: old.kid } });
+      expect((await outcome(f, oldToken)).status).toBe(200);
+      expect(f.issuer.requests).not.toContain('/redirected-jwks');
+    });
+  }
+
+  it('never fetched and the issuer down: 503 issuer_unavailable, nothing used up, fine once it is back', async () => {
+    const f = await federation(false);
+    f.issuer.serve('fail');
+    const token = f.issuer.sign();
+    const down = await outcome(f, token);
+    expect(down).toMatchObject({ status: 503, code: 'issuer_unavailable' });
+    expect(down.text).not.toContain('access_token');
+    expect(down.text).not.toContain(f.issuer.url);
+    f.issuer.serve('ok');
+    f.t.clock.now += 31_000;
+    expect((await outcome(f, token)).status).toBe(200);
+  });
+});
+
+describe('rotation', () => {
+  it("the first token with the issuer's new kid triggers one refetch and is exchanged", async () => {
+    const f = await federation(true);
+    const old = f.issuer.current;
+    f.t.clock.now += 31_000;
+    f.issuer.rotate();
+    expect((await outcome(f, f.issuer.sign())).status).toBe(200);
+    expect(f.issuer.jwksRequests).toBe(2);
+    expect((await outcome(f, f.issuer.sign())).status).toBe(200);
+    expect(f.issuer.jwksRequests).toBe(2);
+    // The refetched set replaced the cache: the withdrawn key verifies nothing any more.
+    const withdrawn = f.issuer.sign({}, { key: old.privateKey, header: { kid: old.kid } });
+    expect(await outcome(f, withdrawn)).toMatchObject({ status: 401, code: 'invalid_token' });
+  });
+});
+
+describe('unknown-kid floods', () => {
+  it('at most one refetch per 30 s cooldown, and genuine tokens keep working throughout', async () => {
+    const f = await federation(true);
+    f.t.clock.now += 30_000;
+    for (let window = 1; window <= 3; window++) {
+      const before = f.issuer.jwksRequests;
+      // Three batches 10 s apart, one after another: a fetch shared by concurrent requests cannot hide a
+      // missing cooldown.
+      for (let batch = 0; batch < 3; batch++) {
+        const flood = Array.from({ length: 100 }, () => withKid(f, randomBytes(8).toString('hex')));
+        const results = await Promise.all([...flood, f.issuer.sign()].map((t) => outcome(f, t)));
+        expect(results.pop()?.status).toBe(200);
+        for (const r of results) expect(r).toMatchObject({ status: 401, code: 'invalid_token' });
+        f.t.clock.now += 10_000;
+      }
+      expect(f.issuer.jwksRequests - before).toBeLessThanOrEqual(1);
+    }
+  });
+});
+
+describe('hanging key sets', () => {
+  it('a hanging or trickling key set ends in 503 once the 5 s fetch timeout passes, not later', async () => {
+    const modes = ['hang', 'slow-body'] as const;
+    const brokers = await Promise.all(modes.map(() => federation(false)));
+    const started = performance.now();
+    const results = await Promise.all(
+      brokers.map((f, i) => {
+        f.issuer.serve(modes[i]!);
+        return outcome(f, f.issuer.sign());
+      }),
+    );
+    for (const r of results) expect(r).toMatchObject({ status: 503, code: 'issuer_unavailable' });
+    expect(performance.now() - started).toBeLessThan(10_000);
+  }, 20_000);
+
+  it('with cached keys, a hanging refresh of a stale cache does not hold up the exchange', async () => {
+    const f = await federation(true);
+    f.issuer.serve('hang');
+    f.t.clock.now += 11 * 60_000;
+    const started = performance.now();
+    expect((await outcome(f, f.issuer.sign())).status).toBe(200);
+    expect(performance.now() - started).toBeLessThan(4_000);
+  });
+});

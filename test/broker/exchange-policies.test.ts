@@ -1,0 +1,411 @@
+// DESIGN §4 through POST /v1/oidc/token: matching, selection, grants, lifetimes, what denials reveal and audit.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ALL_PERMISSIONS, type Permission } from '../../broker/core/permissions.js';
+import type { PolicyRecordInput } from '../../broker/store/store.js';
+import { type Federation, startFederation } from '../support/federation.js';
+import type { ClaimOverrides } from '../support/local-issuer.js';
+
+let f: Federation;
+
+// Rate limiting is not under test here; many exchanges of one repository run back to back.
+beforeAll(async () => {
+  f = await startFederation({ env: { BROKER_RATE_LIMIT_BURST: '100000' } });
+});
+afterAll(() => f.close());
+afterEach(async () => {
+  const { store } = f.t.broker;
+  for (const p of await store.policies.list(f.tenantId)) {
+    await store.policies.delete(f.tenantId, p.id, f.t.clock.now, {
+      tenantId: f.tenantId,
+      type: 'policy.deleted',
+      outcome: 'success',
+      actor: { kind: 'test', id: 'setup' },
+    });
+  }
+});
+
+type Body = Record<string, unknown> & { code?: string; access_token?: string };
+const decode = (segment: string) => JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+const payloadOf = (token: string) => decode(token.split('.')[1]!) as Record<string, unknown>;
+const READS = ALL_PERMISSIONS.filter((p) => p.endsWith(':read'));
+const WORKFLOW = 'acme/infra/.github/workflows/deploy.yml';
+const JWR = `${WORKFLOW}@refs/heads/main`;
+
+async function exchange(token: string, body: Record<string, unknown> = {}) {
+  const res = await f.exchange(token, body);
+  const text = await res.text();
+  return { status: res.status, text, body: JSON.parse(text) as Body };
+}
+
+/** Exchanges and checks a mint: 200, and the minted JWT agrees with the response. */
+async function allowed(overrides: ClaimOverrides = {}, request: Record<string, unknown> = {}) {
+  const r = await exchange(f.issuer.sign(overrides), request);
+  expect(r.status, r.text).toBe(200);
+  const minted = payloadOf(r.body.access_token!);
+  expect(minted).toMatchObject({
+    policy: r.body.policy,
+    scope: r.body.scope,
+    permissions: r.body.permissions,
+  });
+  expect(minted.exp as number).toBe((minted.iat as number) + (r.body.expires_in as number));
+  expect(r.body.expires_at).toBe(new Date((minted.exp as number) * 1000).toISOString());
+  return { ...r.body, minted };
+}
+
+async function denied(status: number, code: string, overrides: ClaimOverrides = {}, request = {}) {
+  const r = await exchange(f.issuer.sign(overrides), request);
+  expect({ status: r.status, code: r.body.code }).toEqual({ status, code });
+  expect(r.body).not.toHaveProperty('access_token');
+  return r;
+}
+
+interface AuditEvent {
+  type: string;
+  outcome: string;
+  details: Record<string, unknown>;
+}
+
+async function auditFor(type: string, oidcJti: string): Promise<AuditEvent[]> {
+  const res = await f.t.request('GET', `/v1/audit-events?type=${type}&limit=200`, { key: f.key });
+  const { events } = (await res.json()) as { events: AuditEvent[] };
+  return events.filter((e) => e.details.oidc_jti === oidcJti);
+}
+
+type Fields = Partial<PolicyRecordInput>;
+type Token = [name: string, claims: ClaimOverrides, matches: boolean];
+const on = (claims: PolicyRecordInput['claims'], more: Fields = {}): Fields => ({ claims, ...more });
+const REPO = { repository: 'acme/infra' };
+const IDS = { repository_owner_id: '131804563', repository_id: '632596897' };
+const ENV = on({ ...REPO, environment: 'production' });
+const MAIN = on({ ...REPO, ref: 'refs/heads/main' });
+const ALTERNATION = 'refs/heads/main|refs/heads/release';
+const jwr = (job_workflow_ref: string) => ({ job_workflow_ref });
+const OTHER_REPO_WORKFLOW = 'evil/shared/.github/workflows/deploy.yml@refs/heads/main';
+
+/** Each policy against tokens that must, or must not, match it. */
+const MATCHING: [id: string, policy: Fields, tokens: Token[]][] = [
+  [
+    'G9',
+    on({ ...REPO, ...IDS }),
+    [['ACME/Infra of ACME', { repository: 'ACME/Infra', repository_owner: 'ACME' }, true]],
+  ],
+  ['G9', on({ repository_owner: 'Acme', repository: 'ACME/INFRA' }), [['acme/infra of acme', {}, true]]],
+  [
+    'G17',
+    ENV,
+    [
+      ['environment Production', { environment: 'Production' }, true],
+      ['environment absent', { environment: undefined }, false],
+      ['environment staging', { environment: 'staging' }, false],
+    ],
+  ],
+  [
+    'G15',
+    MAIN,
+    [
+      ['ref refs/heads/main', {}, true],
+      ['ref refs/heads/evil', { ref: 'refs/heads/evil' }, false],
+      ['ref refs/heads/Main', { ref: 'refs/heads/Main' }, false],
+    ],
+  ],
+  [
+    'G18',
+    on({ ...REPO, ...jwr(JWR) }),
+    [
+      ['the same workflow@ref', {}, true],
+      ['another file', jwr('acme/infra/.github/workflows/other.yml@refs/heads/main'), false],
+      ['another ref', jwr(`${WORKFLOW}@refs/heads/dev`), false],
+      ['a reusable workflow of another repository', jwr(OTHER_REPO_WORKFLOW), false],
+      ['the file name in another case', jwr(JWR.replace('deploy', 'Deploy')), false],
+    ],
+  ],
+  [
+    'G18',
+    on({ ...REPO, ...jwr(WORKFLOW) }),
+    [
+      ['the workflow without @ at another ref', jwr(`${WORKFLOW}@refs/tags/v1`), true],
+      ['another file without @', jwr(`${WORKFLOW}.bak@refs/heads/main`), false],
+      ['another repository without @', jwr(OTHER_REPO_WORKFLOW), false],
+    ],
+  ],
+  [
+    'G10',
+    on({ ...REPO, ...IDS }),
+    [
+      ['both ids equal', {}, true],
+      ['owner re-registered (owner id differs)', { repository_owner_id: '999' }, false],
+      ['repository re-created (repository id differs)', { repository_id: '999' }, false],
+    ],
+  ],
+  [
+    'G16',
+    on(REPO),
+    [
+      ['pull_request_target', { event_name: 'pull_request_target' }, false],
+      ['PULL_REQUEST_TARGET', { event_name: 'PULL_REQUEST_TARGET' }, false],
+      ['pull_request', { event_name: 'pull_request' }, true],
+    ],
+  ],
+  [
+    'G16',
+    on(REPO, { allow_pull_request_target: true }),
+    [['allowed pull_request_target', { event_name: 'pull_request_target' }, true]],
+  ],
+  ['G11', on(REPO), [['the prefix acme/infra-fork', { repository: 'acme/infra-fork' }, false]]],
+  ['G12', on({ repository: 'acme/*' }), [['acme/infra against acme/*', {}, false]]],
+  [
+    'G12',
+    on({ repository: 'acme/infra*' }),
+    [['acme/infra-evil against acme/infra*', { repository: 'acme/infra-evil' }, false]],
+  ],
+  [
+    'G13',
+    on({ ...REPO, ref: ALTERNATION }),
+    [
+      ['ref main against an alternation', {}, false],
+      ['ref release against an alternation', { ref: 'refs/heads/release' }, false],
+      ['the literal alternation string', { ref: ALTERNATION }, true],
+    ],
+  ],
+  [
+    'G14',
+    ENV,
+    [
+      ['custom sub template', { sub: 'repo:acme/infra:ref:refs/heads/main' }, true],
+      ['sub naming another repository', { sub: 'repo:evil/x:environment:production' }, true],
+      [
+        'sub says production, claim staging',
+        { sub: 'repo:acme/infra:environment:production', environment: 'staging' },
+        false,
+      ],
+    ],
+  ],
+];
+
+describe('matching (DESIGN §4)', () => {
+  for (const [id, fields, tokens] of MATCHING) {
+    for (const [name, token, matches] of tokens) {
+      it(`${id} ${JSON.stringify(fields.claims)}: ${name} → ${matches ? 'exchanged' : 'no_matching_policy'}`, async () => {
+        await f.policy('p', fields);
+        if (matches) {
+          expect(await allowed(token)).toMatchObject({ policy: 'p', tenant: 'acme-corp' });
+        } else {
+          await denied(403, 'no_matching_policy', token);
+        }
+      });
+    }
+  }
+});
+
+describe('selection', () => {
+  it('the most specific matching policy wins, in the response and the minted token', async () => {
+    await f.policy('broad', { claims: { repository_owner: 'acme' } });
+    await f.policy('repo', { claims: REPO });
+    const narrow = await f.policy('narrow', { claims: { ...REPO, ref: 'refs/heads/main' } });
+    const got = await allowed();
+    expect(got).toMatchObject({ policy: 'narrow' });
+    expect(got.minted).toMatchObject({ policy: 'narrow', client_id: narrow, repository: 'acme/infra' });
+  });
+
+  it('a tie at the top is 409 ambiguous_policy naming both, sorted, and mints nothing', async () => {
+    await f.policy('deploy-prod', { claims: { ...REPO, environment: 'production' } });
+    await f.policy('deploy-main', { claims: { ...REPO, ref: 'refs/heads/main' } });
+    await f.policy('broad', { claims: { repository_owner: 'acme' } });
+    const token = f.issuer.sign();
+    const r = await exchange(token);
+    expect({ status: r.status, code: r.body.code }).toEqual({ status: 409, code: 'ambiguous_policy' });
+    expect(r.body.policies).toEqual(['deploy-main', 'deploy-prod']);
+    const jti = payloadOf(token).jti as string;
+    expect(await auditFor('token.exchanged', jti)).toEqual([]);
+    expect((await auditFor('token.exchange_denied', jti))[0]?.details).toMatchObject({
+      reason: 'ambiguous_policy',
+    });
+  });
+
+  it('only candidates covering the requested permissions compete', async () => {
+    await f.policy('deploy-prod', { claims: { ...REPO, environment: 'production' } });
+    await f.policy('deploy-main', {
+      claims: { ...REPO, ref: 'refs/heads/main' },
+      permissions: ['harden-runner:read', 'audit-log:read'],
+    });
+    expect(await allowed({}, { permissions: ['audit-log:read'] })).toMatchObject({ policy: 'deploy-main' });
+  });
+
+  it('a named policy is the only one considered; the name is case-insensitive', async () => {
+    await f.policy('deploy-prod', { claims: { ...REPO, environment: 'production' } });
+    await f.policy('deploy-main', { claims: { ...REPO, ref: 'refs/heads/main' } });
+    await f.policy('narrowest', { claims: { ...REPO, ref: 'refs/heads/main', environment: 'production' } });
+    await f.policy('release-only', { claims: { ...REPO, ref: 'refs/heads/release' } });
+    expect(await allowed({}, { policy: 'DEPLOY-PROD' })).toMatchObject({ policy: 'deploy-prod' });
+    await denied(403, 'no_matching_policy', {}, { policy: 'release-only' });
+    await denied(403, 'no_matching_policy', {}, { policy: 'no-such-policy' });
+  });
+});
+
+describe('granted permissions', () => {
+  const both: Permission[] = ['harden-runner:read', 'audit-log:read'];
+
+  it('no request grants the whole allowlist; a request grants exactly what it asks', async () => {
+    await f.policy('p', { permissions: both });
+    expect(await allowed()).toMatchObject({ permissions: both, scope: both.join(' ') });
+    expect(await allowed({}, { permissions: ['audit-log:read'] })).toMatchObject({ scope: 'audit-log:read' });
+  });
+
+  it('a permission outside the allowlist is 403 permission_not_allowed naming only the request', async () => {
+    await f.policy('p', { permissions: both });
+    const r = await denied(403, 'permission_not_allowed', {}, { permissions: ['harden-runner:write'] });
+    expect(r.body.not_allowed).toEqual(['harden-runner:write']);
+    expect(r.text).not.toContain('audit-log:read');
+  });
+
+  it('read-all expands in the request; write in the allowlist covers read', async () => {
+    await f.policy('reads', { permissions: READS });
+    expect(await allowed({}, { permissions: ['read-all'] })).toMatchObject({ permissions: READS });
+    await f.policy('narrow', { claims: { ...REPO, ref: 'refs/heads/main' }, permissions: both });
+    const r = await denied(
+      403,
+      'permission_not_allowed',
+      {},
+      { permissions: ['read-all'], policy: 'narrow' },
+    );
+    expect(r.body.not_allowed).toEqual(READS.filter((p) => !both.includes(p)));
+    await f.policy('writer', {
+      claims: { ...REPO, environment: 'production' },
+      permissions: ['harden-runner:write'],
+    });
+    const request = { permissions: ['harden-runner:read'], policy: 'writer' };
+    expect(await allowed({}, request)).toMatchObject({ permissions: ['harden-runner:read'] });
+  });
+
+  it('an unknown permission id is 400 naming permissions[i]', async () => {
+    await f.policy('p');
+    const r = await denied(400, 'invalid_request', {}, { permissions: ['harden-runner:read', 'nope:read'] });
+    expect(r.body.errors).toEqual([expect.objectContaining({ field: 'permissions[1]' })]);
+  });
+});
+
+describe('lifetime', () => {
+  it('policy max 0 uses the server default of 900 s', async () => {
+    await f.policy('p', { max_session_duration_seconds: 0 });
+    expect(await allowed()).toMatchObject({ expires_in: 900 });
+    expect(await allowed({}, { duration_seconds: 3600 })).toMatchObject({ expires_in: 900 });
+  });
+
+  it('a request above the cap gets the cap, below it gets what it asked', async () => {
+    await f.policy('p', { max_session_duration_seconds: 600 });
+    expect(await allowed({}, { duration_seconds: 1200 })).toMatchObject({ expires_in: 600 });
+    expect(await allowed({}, { duration_seconds: 300 })).toMatchObject({ expires_in: 300 });
+    expect(await allowed()).toMatchObject({ expires_in: 600 });
+  });
+
+  it('BROKER_DEFAULT_SESSION_SECONDS replaces the default for policies with max 0', async () => {
+    const g = await startFederation({ env: { BROKER_DEFAULT_SESSION_SECONDS: '1200' } });
+    try {
+      await g.policy('p');
+      const res = await g.exchange(g.issuer.sign());
+      const body = (await res.json()) as { expires_in: number; access_token: string };
+      expect(body.expires_in).toBe(1200);
+      const minted = payloadOf(body.access_token) as { exp: number; iat: number };
+      expect(minted.exp - minted.iat).toBe(1200);
+    } finally {
+      await g.close();
+    }
+  });
+});
+
+describe('denials and the audit log', () => {
+  it("a denial echoes the caller's own claims and no policy's values", async () => {
+    await f.policy('p', {
+      claims: { ...REPO, ref: 'refs/heads/secret-branch-name', environment: 'secret-env-name' },
+    });
+    const token = f.issuer.sign();
+    const own = payloadOf(token);
+    const r = await exchange(token);
+    expect({ status: r.status, code: r.body.code }).toEqual({ status: 403, code: 'no_matching_policy' });
+    const echoed = r.body.claims as Record<string, unknown>;
+    expect(echoed).toMatchObject({
+      repository: 'acme/infra',
+      repository_owner: 'acme',
+      ref: 'refs/heads/main',
+      environment: 'production',
+      job_workflow_ref: JWR,
+    });
+    for (const v of Object.values(echoed)) if (v !== null) expect(Object.values(own)).toContain(v);
+    expect(r.text).not.toContain('secret-branch-name');
+    expect(r.text).not.toContain('secret-env-name');
+    const [event] = await auditFor('token.exchange_denied', own.jti as string);
+    expect(event).toMatchObject({ outcome: 'denied', details: { reason: 'no_matching_policy' } });
+    expect(event!.details.policies).toEqual([
+      expect.objectContaining({
+        name: 'p',
+        mismatches: expect.arrayContaining([
+          { field: 'ref', expected: 'refs/heads/secret-branch-name', actual: 'refs/heads/main' },
+          { field: 'environment', expected: 'secret-env-name', actual: 'production' },
+        ]),
+      }),
+    ]);
+  });
+
+  it('a permission denial is audited with its reason', async () => {
+    await f.policy('p');
+    const token = f.issuer.sign();
+    expect((await exchange(token, { permissions: ['audit-log:read'] })).status).toBe(403);
+    const [event] = await auditFor('token.exchange_denied', payloadOf(token).jti as string);
+    expect(event?.details).toMatchObject({ reason: 'permission_not_allowed' });
+  });
+
+  it('a success is audited with the minted jti, repository and run id', async () => {
+    await f.policy('p');
+    const token = f.issuer.sign({ run_id: '4242' });
+    const r = await exchange(token);
+    expect(r.status).toBe(200);
+    const events = await auditFor('token.exchanged', payloadOf(token).jti as string);
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({
+      outcome: 'success',
+      details: { token_jti: payloadOf(r.body.access_token!).jti, repository: 'acme/infra', run_id: '4242' },
+    });
+  });
+});
+
+describe('RFC 8693 form', () => {
+  const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+  const ID_TOKEN = 'urn:ietf:params:oauth:token-type:id_token';
+  const form = (fields: Record<string, string>) =>
+    f.t.request('POST', '/v1/oidc/token', {
+      body: new URLSearchParams(fields).toString(),
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    });
+
+  it('exchanges an id_token or jwt subject token, honouring scope', async () => {
+    await f.policy('p', { permissions: ['harden-runner:read', 'audit-log:read'] });
+    for (const type of [ID_TOKEN, 'urn:ietf:params:oauth:token-type:jwt']) {
+      const fields = { grant_type: GRANT, subject_token: f.issuer.sign(), subject_token_type: type };
+      const res = await form({ ...fields, scope: 'harden-runner:read' });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({
+        token_type: 'Bearer',
+        issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        permissions: ['harden-runner:read'],
+        scope: 'harden-runner:read',
+        policy: 'p',
+      });
+    }
+  });
+
+  it('a wrong grant_type or subject_token_type is 400 naming the field, and uses up nothing', async () => {
+    await f.policy('p');
+    const token = f.issuer.sign();
+    const good = { grant_type: GRANT, subject_token: token, subject_token_type: ID_TOKEN };
+    for (const [field, wrong] of [
+      ['grant_type', 'client_credentials'],
+      ['subject_token_type', 'urn:ietf:params:oauth:token-type:access_token'],
+    ] as const) {
+      const res = await form({ ...good, [field]: wrong });
+      const body = (await res.json()) as { code: string; errors: { field: string }[] };
+      expect({ status: res.status, code: body.code }).toEqual({ status: 400, code: 'invalid_request' });
+      expect(body.errors.map((e) => e.field)).toEqual([field]);
+    }
+    expect((await form(good)).status).toBe(200);
+  });
+});

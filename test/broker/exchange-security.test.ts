@@ -1,0 +1,575 @@
+// SECURITY-CASES.md A1–I6 through POST /v1/oidc/token: refused, nothing minted, echoed or fetched for an attacker.
+import { randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startTestBroker } from '../support/broker.js';
+import { type Federation, startFederation } from '../support/federation.js';
+import {
+  type AddKeyOptions,
+  attacker,
+  b64url,
+  type ClaimOverrides,
+  DEFAULT_AUDIENCE,
+  GITHUB_ISSUER,
+  publicJwk,
+  type SignOptions,
+  startLocalIssuer,
+} from '../support/local-issuer.js';
+
+const BETA_AUDIENCE = 'beta.api.example.io';
+const ENTERPRISE_ISSUER = 'https://token.actions.githubusercontent.com/acme';
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+let f: Federation;
+let betaKey: string;
+let attackerServer: Server;
+let attackerUrl: string;
+const attackerHits: string[] = [];
+
+beforeAll(async () => {
+  attackerServer = createServer((req, res) => {
+    attackerHits.push(req.url ?? '');
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{"keys":[]}');
+  });
+  await new Promise<void>((resolve) => attackerServer.listen(0, '127.0.0.1', resolve));
+  attackerUrl = `http://127.0.0.1:${(attackerServer.address() as AddressInfo).port}`;
+  f = await startFederation();
+  await f.policy('infra');
+  const beta = await f.t.createTenant('beta', { audience: BETA_AUDIENCE });
+  betaKey = beta.key;
+  // A policy beta would grant, so a token wrongly routed to beta would be minted and the test would see it.
+  await f.t.broker.store.policies.create(
+    beta.tenant.id,
+    'beta-infra',
+    {
+      name: 'beta-infra',
+      description: null,
+      issuer: GITHUB_ISSUER,
+      claims: { repository: 'acme/infra' },
+      max_session_duration_seconds: 0,
+      permissions: ['harden-runner:read'],
+      allow_pull_request_target: false,
+    },
+    f.t.clock.now,
+    {
+      tenantId: beta.tenant.id,
+      type: 'policy.created',
+      outcome: 'success',
+      actor: { kind: 'test', id: 'setup' },
+    },
+  );
+});
+afterAll(async () => {
+  await f.close();
+  attackerServer.closeAllConnections();
+  await new Promise<void>((resolve) => attackerServer.close(() => resolve()));
+});
+// Every case starts past the key-set cooldown, so an unknown kid really makes the broker refetch.
+beforeEach(() => {
+  f.issuer.reset();
+  f.t.clock.now += 31_000;
+});
+
+const nowS = () => Math.floor(f.t.clock.now / 1000);
+const sign = (overrides?: ClaimOverrides, opts?: SignOptions) => f.issuer.sign(overrides, opts);
+const parts = (token: string) => token.split('.') as [string, string, string];
+const decode = (segment: string) => JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+
+function tamper(token: string, change: Record<string, unknown>): string {
+  const [h, p, s] = parts(token);
+  return `${h}.${b64url(JSON.stringify({ ...decode(p), ...change }))}.${s}`;
+}
+
+/** Same bytes, another string: the unused low bits of the last base64url digit set. */
+function nonCanonical(token: string): string {
+  const [h, p, s] = parts(token);
+  const last = ALPHABET[ALPHABET.indexOf(s.at(-1)!) | 1]!;
+  expect(last).not.toBe(s.at(-1));
+  return `${h}.${p}.${s.slice(0, -1)}${last}`;
+}
+
+interface AuditEvent {
+  type: string;
+  details: Record<string, unknown>;
+}
+
+async function events(key: string, type: string): Promise<AuditEvent[]> {
+  const res = await f.t.request('GET', `/v1/audit-events?type=${type}&limit=200`, { key });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { events: AuditEvent[] }).events;
+}
+
+const minted = async () =>
+  (await events(f.key, 'token.exchanged')).length + (await events(betaKey, 'token.exchanged')).length;
+
+/** H10: neither the token nor any of its long segments appears in the response or the logs. */
+function expectNoEcho(text: string, token: string) {
+  const logs = f.t.logs.join('\n');
+  for (const part of [token, ...token.split('.')].filter((x) => x.length >= 16)) {
+    expect(text).not.toContain(part);
+    expect(logs).not.toContain(part);
+  }
+}
+
+interface Refusal {
+  status: number;
+  code: string;
+  /** Members the problem document must carry. */
+  problem?: Record<string, unknown>;
+}
+
+const INVALID: Refusal = { status: 401, code: 'invalid_token' };
+const AUDIENCE: Refusal = { status: 401, code: 'audience_mismatch' };
+const TOO_LARGE: Refusal = { status: 413, code: 'payload_too_large' };
+
+/** The refusal as the caller sees it: status, code and members, no access token, the token not echoed. */
+async function expectProblem(res: Response, want: Refusal, token: string) {
+  const text = await res.text();
+  const problem = JSON.parse(text) as Record<string, unknown>;
+  expect({ status: res.status, code: problem.code }).toEqual({ status: want.status, code: want.code });
+  expect(problem).toMatchObject(want.problem ?? {});
+  expect(text).not.toMatch(/"access_token"/);
+  expectNoEcho(text, token);
+}
+
+/** Presents the token and checks the refusal, and that no token was minted for any tenant. */
+async function expectRefused(token: string, want: Refusal, body: Record<string, unknown> = {}) {
+  const before = await minted();
+  await expectProblem(await f.exchange(token, body), want, token);
+  expect(await minted()).toBe(before);
+}
+
+interface Case {
+  id: string;
+  name: string;
+  token: () => string;
+  /** `shape`: refused before any key lookup; `keyset`: refused after the broker really refetched its keys. */
+  kind: 'shape' | 'keyset' | 'claims';
+  want: Refusal;
+  body?: Record<string, unknown>;
+}
+
+type Lazy<T> = T | (() => T);
+const value = <T>(v: Lazy<T>): T => (typeof v === 'function' ? (v as () => T)() : v);
+const times = (exp: number, iat: number, nbf = iat) => ({ exp, iat, nbf });
+const hdr = (h: Lazy<Record<string, unknown>>, key?: 'attacker') => () => sign({}, { key, header: value(h) });
+const signedBy = (opts: AddKeyOptions) => () => {
+  const k = f.issuer.addKey(opts);
+  return sign({}, { key: k.privateKey, header: { kid: k.kid } });
+};
+const at = (path: string) => `${attackerUrl}${path}`;
+const raw = (json: (claims: string) => string) => () =>
+  sign({}, { rawPayload: json(JSON.stringify(f.issuer.claims())) });
+const nested = (n: number) => raw((j) => `{"d":${'['.repeat(n)}${']'.repeat(n)},${j.slice(1)}`);
+const x5c = [attacker.publicKey.export({ format: 'der', type: 'spki' }).toString('base64')];
+const carried = {
+  jku: () => at('/k'),
+  x5u: () => at('/k'),
+  jwk: () => publicJwk(f.issuer.current.publicKey),
+  x5c: () => ['MIIB'],
+};
+const served = (mode: 'duplicate-kid' | 'oversized' | 'redirect') => () => {
+  f.issuer.rotate({ keepOld: mode !== 'duplicate-kid' });
+  f.issuer.serve(mode);
+  return sign();
+};
+const jsonSerialized = () => {
+  const [h, p, s] = parts(sign());
+  return JSON.stringify({ payload: p, signatures: [{ protected: h, signature: s }] });
+};
+const expiredBeyondLeeway = () => {
+  const token = sign();
+  f.t.clock.now += 361_000;
+  return token;
+};
+const WHITESPACE: [string, (t: string) => string][] = [
+  ['leading space', (t) => ` ${t}`],
+  ['trailing newline', (t) => `${t}\n`],
+  ['newline inside', (t) => t.replace('.', '.\n')],
+  ['Bearer prefix', (t) => `Bearer ${t}`],
+];
+
+type ShapeRow = [id: string, name: string, token: () => string, want?: Refusal];
+const SHAPE: ShapeRow[] = [
+  ['A1', 'alg none, empty signature', () => sign({}, { alg: 'none' })],
+  ...['None', 'NONE', 'nOnE'].map((alg): ShapeRow => ['A2', `alg ${alg}`, hdr({ alg })]),
+  ['A3', 'genuine token, signature removed', () => `${parts(sign()).slice(0, 2).join('.')}.`],
+  ['A4', 'HS256 keyed with the PEM', () => sign({}, { alg: 'HS256', hmacSecret: f.issuer.publicKeyPem })],
+  [
+    'A5',
+    'HS256 keyed with JWK n',
+    () => sign({}, { alg: 'HS256', hmacSecret: Buffer.from(carried.jwk().n!, 'base64url') }),
+  ],
+  ['A6', 'HS256 with an empty secret', () => sign({}, { alg: 'HS256', hmacSecret: '' })],
+  ...['PS256', 'RS384', 'RS512', 'ES256'].map((alg): ShapeRow => ['A7', `${alg} on RS256`, hdr({ alg })]),
+  ['A7', 'genuine PS256 signature', () => sign({}, { alg: 'PS256' })],
+  ['A8', 'ES256 r=s=0', () => sign({}, { alg: 'ES256', signature: Buffer.alloc(64) })],
+  ['B3', 'no kid, one key in the set', hdr({ kid: undefined })],
+  ['B4', 'kid ../../../../dev/null', hdr({ kid: '../../../../dev/null' })],
+  ...["x' UNION SELECT '1';--", '|sleep 10'].map((kid): ShapeRow => ['B5', `kid ${kid}`, hdr({ kid })]),
+  ['B6', 'kid of 64 KiB: body over the limit', hdr({ kid: 'k'.repeat(65_536) }), TOO_LARGE],
+  ['B6', 'kid of 6 KiB: token over 8 KiB', hdr({ kid: 'k'.repeat(6144) })],
+  ['B7', 'embedded attacker jwk', hdr({ kid: undefined, jwk: publicJwk(attacker.publicKey) }, 'attacker')],
+  ['B8', 'attacker jwk, GitHub kid', hdr({ jwk: publicJwk(attacker.publicKey) }, 'attacker')],
+  ['B9', 'jku at the attacker', hdr(() => ({ jku: at('/jwks.json') }), 'attacker')],
+  ['B10', 'x5u at the attacker', hdr(() => ({ x5u: at('/cert.pem') }), 'attacker')],
+  ['B11', 'x5c with the attacker key', hdr({ kid: undefined, x5c }, 'attacker')],
+  ...Object.entries(carried).map(
+    ([k, v]): ShapeRow => ['B12', `genuine, with ${k}`, hdr(() => ({ [k]: v() }))],
+  ),
+  ...['', '/.well-known/jwks', '/_services/token'].map(
+    (path): ShapeRow => [
+      'B16',
+      `iss at the attacker${path}`,
+      () => sign({ iss: at(path) }, { key: 'attacker' }),
+    ],
+  ),
+  ['C1', 'crit exp2', hdr({ crit: ['exp2'], exp2: 1 })],
+  ['C2', 'crit b64 false', hdr({ crit: ['b64'], b64: false })],
+  ...['at+jwt', 'jwt', undefined].map((typ): ShapeRow => ['C3', `typ ${typ}`, hdr({ typ })]),
+  [
+    'C4',
+    'duplicate alg',
+    () => sign({}, { rawHeader: `{"alg":"none","alg":"RS256","kid":"${f.issuer.kid}"}` }),
+  ],
+  ...['zip', 'enc', 'cty', 'b64', 'x5t#S256', 'x-custom'].map(
+    (h): ShapeRow => ['C5', h, hdr({ [h]: 'DEF' })],
+  ),
+  ['C6', '5-segment JWE', () => ['{"alg":"RSA-OAEP"}', 'k', 'iv', 'ct', 'tag'].map(b64url).join('.')],
+  ['C7', 'JWS JSON serialization', jsonSerialized],
+  ...[1e308, 1.5e9 + 0.25].map((exp): ShapeRow => ['D9', `exp ${exp}`, () => sign({ exp })]),
+  ...[
+    ['E1', `${GITHUB_ISSUER}/`],
+    ['E2', 'https://token.actions.githubusercontent.com/acme-enterprise'],
+    ['E3', 'http://token.actions.githubusercontent.com'],
+    ['E4', 'https://TOKEN.actions.githubusercontent.com'],
+    ['E5', 'https://token.actions.githubusercontent.com.evil.example'],
+    ['E6', 'https://token.actions'],
+    ['E7', 'https://ghe.example.com/_services/token'],
+  ].map(([id, iss]): ShapeRow => [id!, `iss ${iss}`, () => sign({ iss })]),
+  ...[undefined, [GITHUB_ISSUER], 1].map((iss): ShapeRow => ['E8', `iss ${iss}`, () => sign({ iss })]),
+  ['G21', 'duplicate repository member', raw((j) => `{"repository":"evil/x",${j.slice(1)}`)],
+  ['H1', 'token over 8 KiB', () => sign({ workflow: 'w'.repeat(9000) })],
+  ['H2', '100k nested arrays: body over the limit', nested(100_000), TOO_LARGE],
+  ['H2', 'nesting bomb under 8 KiB', nested(2000)],
+  ['H3', 'non-canonical signature', () => nonCanonical(sign())],
+  ['H4', '= padding on the signature', () => `${sign()}=`],
+  ['H4', '= padding on the payload', () => sign().replace(/\.([^.]+)\./, '.$1=.')],
+  ...['+', '/'].map(
+    (ch): ShapeRow => ['H5', `${ch} in the signature`, () => sign().replace(/\.[^.](?=[^.]*$)/, `.${ch}`)],
+  ),
+  ...WHITESPACE.map(([what, build]): ShapeRow => ['H6', what, () => build(sign())]),
+  ['H7', 'non-UTF-8 payload byte', () => sign({}, { rawPayload: Buffer.from('{"\xff"}', 'latin1') })],
+  ['H7', 'UTF-16 header', () => sign({}, { rawHeader: Buffer.from(`{"alg":"RS256"}`, 'utf16le') })],
+  ['H7', 'payload with a BOM', raw((j) => `\ufeff${j}`)],
+];
+
+const KEYSET: [id: string, name: string, token: () => string][] = [
+  ['A11', 'kid of another published key', hdr(() => ({ kid: f.issuer.addKey().kid }))],
+  ['A12', 'published 1024-bit key', signedBy({ modulusLength: 1024 })],
+  ['A12', 'published key with e=3', signedBy({ publicExponent: 3 })],
+  ['B1', 'unknown kid, attacker key', hdr(() => ({ kid: randomUUID() }), 'attacker')],
+  ['B13', 'the set lists the kid twice', served('duplicate-kid')],
+  ['B14', 'set entry with use enc', signedBy({ jwk: { use: 'enc' } })],
+  ['B14', 'set entry with alg RS384', signedBy({ jwk: { alg: 'RS384' } })],
+  ['B15', 'oversized key set, new kid', served('oversized')],
+  ['B15', 'redirected key set, new kid', served('redirect')],
+];
+
+const RUNNER_CREDENTIAL = { aud: undefined, sub: undefined, repository: undefined };
+const REQUIRED =
+  'sub repository repository_id repository_owner repository_owner_id ref job_workflow_ref'.split(' ');
+const aud = (problem?: Record<string, unknown>, tenant?: string): Partial<Case> => ({
+  want: { ...AUDIENCE, problem },
+  body: tenant === undefined ? undefined : { tenant },
+});
+const TO_ACME = aud({ audience: BETA_AUDIENCE, expected_audience: DEFAULT_AUDIENCE }, 'acme-corp');
+const TO_BETA = aud({ expected_audience: BETA_AUDIENCE }, 'beta');
+type ClaimsRow = [id: string, name: string, claims: Lazy<ClaimOverrides>, more?: Partial<Case>];
+const CLAIMS: ClaimsRow[] = [
+  ['A9', 'GitHub kid, attacker key', {}, { token: () => sign({}, { key: 'attacker' }) }],
+  ['A10', 'repository changed to evil/x', {}, { token: () => tamper(sign(), { repository: 'evil/x' }) }],
+  ['D1', 'exp an hour ago', () => times(nowS() - 3600, nowS() - 3900)],
+  ['D1', '1 s after exp + leeway', {}, { token: expiredBeyondLeeway }],
+  ['D2', 'exp 61 s ago, beyond the leeway', () => times(nowS() - 61, nowS() - 361)],
+  ['D3', 'nbf in 10 min', () => ({ nbf: nowS() + 600 })],
+  ['D4', 'iat in 1 h', () => times(nowS() + 3900, nowS() + 3600, nowS())],
+  ['D5', 'lifetime over 24 h', () => ({ exp: nowS() + 86_401 })],
+  ...['exp', 'iat', 'nbf'].map((t): ClaimsRow => [t === 'exp' ? 'D6' : 'D7', `no ${t}`, { [t]: undefined }]),
+  ['D8', 'exp as a string', { exp: '9999999999' }],
+  ...[-1, Number.NaN].map((exp): ClaimsRow => ['D9', `exp ${exp}`, { exp }]),
+  ['D9', 'exp beyond 2^53', {}, { token: raw((j) => j.replace(/"exp":\d+/, `"exp":1${'0'.repeat(22)}`)) }],
+  ['F1', 'aud of two', { aud: [DEFAULT_AUDIENCE, 'sts.amazonaws.com'] }],
+  ['F2', 'aud array of one', { aud: [DEFAULT_AUDIENCE] }],
+  ['F3', 'beta token to tenant acme-corp', { aud: BETA_AUDIENCE }, TO_ACME],
+  ['F3', 'acme token to tenant beta', {}, TO_BETA],
+  ['F4', 'default audience', { aud: 'https://github.com/acme' }, aud()],
+  ['F5', 'audience with a suffix', { aud: `${DEFAULT_AUDIENCE}.evil.example` }, aud()],
+  ['F6', 'audience upper-cased', { aud: DEFAULT_AUDIENCE.toUpperCase() }, aud()],
+  ...[undefined, '', '*'].map((a): ClaimsRow => ['F7', `aud ${JSON.stringify(a)}`, { aud: a }]),
+  ['F8', 'runner-credential shape, 6 h', () => ({ ...RUNNER_CREDENTIAL, ...times(nowS() + 21_600, nowS()) })],
+  ...REQUIRED.map((name): ClaimsRow => ['G1', `${name} missing`, { [name]: undefined }]),
+  ['G1', 'repository empty', { repository: '' }],
+  ['G2', 'jti missing', { jti: undefined }],
+  ['G3', 'repository as an array', { repository: ['acme/infra'] }],
+  ['G4', 'repository as an object', { repository: { toString: 'acme/infra' } }],
+  ['G5', 'repository_owner_id as a number', { repository_owner_id: 131804563 }],
+  ['G6', 'Cyrillic a in repository', { repository: '\u0430cme/infra' }],
+  ['G6', 'Cyrillic a in repository_owner', { repository_owner: '\u0430cme' }],
+  ['G7', 'fullwidth a in repository', { repository: '\uff41cme/infra' }],
+  ...['acme/infra\u0000', 'acme/infra\n', 'acme/in fra', 'acme%2Finfra'].map(
+    (repository): ClaimsRow => ['G8', `repository ${JSON.stringify(repository)}`, { repository }],
+  ),
+  ['G19', 'owner is not repository_owner', { repository: 'evil/infra' }],
+];
+
+const cases: Case[] = [
+  ...SHAPE.map(([id, name, token, want = INVALID]): Case => ({ id, name, token, want, kind: 'shape' })),
+  ...KEYSET.map(([id, name, token]): Case => ({ id, name, token, want: INVALID, kind: 'keyset' })),
+  ...CLAIMS.map(
+    ([id, name, overrides, more]): Case => ({
+      id,
+      name,
+      token: () => sign(value(overrides)),
+      want: INVALID,
+      kind: 'claims',
+      ...more,
+    }),
+  ),
+].sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
+
+describe('POST /v1/oidc/token refuses every token attack', () => {
+  it('accepts the genuine token these cases are built from, and audits the mint the cases look for', async () => {
+    const before = await minted();
+    const res = await f.exchange(sign());
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ policy: 'infra', tenant: 'acme-corp' });
+    expect(await minted()).toBe(before + 1);
+  });
+
+  for (const c of cases) {
+    it(`${c.id} ${c.name}`, async () => {
+      const token = c.token();
+      await expectRefused(token, c.want, c.body);
+      if (c.kind === 'shape') expect(f.issuer.jwksRequests).toBe(0);
+      if (c.kind === 'keyset') expect(f.issuer.jwksRequests).toBeGreaterThan(0);
+      expect(f.issuer.discoveryRequests).toBe(0);
+      expect(f.issuer.requests).not.toContain('/redirected-jwks');
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      expect(attackerHits).toEqual([]);
+    });
+  }
+});
+
+describe('POST /v1/oidc/token beyond single tokens', () => {
+  it('B2 refuses 1,000 unknown kids with at most one key-set refetch per 30 s cooldown', async () => {
+    const [h, p, s] = parts(sign({}, { key: 'attacker' }));
+    const header = decode(h);
+    const forged = (n: number) =>
+      Array.from({ length: n }, () => {
+        const kid = randomBytes(12).toString('hex');
+        return `${b64url(JSON.stringify({ ...header, kid }))}.${p}.${s}`;
+      });
+    const flood = async (tokens: string[]) => {
+      const responses = await Promise.all(tokens.map((t) => f.exchange(t)));
+      const bodies = (await Promise.all(responses.map((r) => r.json()))) as { code: string }[];
+      expect(new Set(responses.map((r) => r.status))).toEqual(new Set([401]));
+      expect(new Set(bodies.map((b) => b.code))).toEqual(new Set(['invalid_token']));
+    };
+    const before = await minted();
+    // Past the cooldown, an unknown kid may mean a rotation: exactly one refetch for the whole flood.
+    await flood(forged(1000));
+    expect(f.issuer.jwksRequests).toBe(1);
+    f.t.clock.now += 29_000;
+    await flood(forged(100));
+    expect(f.issuer.jwksRequests).toBe(1);
+    f.t.clock.now += 2_000;
+    await flood(forged(100));
+    expect(f.issuer.jwksRequests).toBe(2);
+    expect(await minted()).toBe(before);
+  });
+
+  it('A13/G22 decides on the signed payload only: a rewritten claim never reaches the policy', async () => {
+    const genuine = sign({ repository: 'acme/other' });
+    const denied = {
+      status: 403,
+      code: 'no_matching_policy',
+      problem: { claims: { repository: 'acme/other' } },
+    };
+    await expectRefused(tamper(genuine, { repository: 'acme/infra' }), INVALID);
+    await expectRefused(genuine, denied);
+  });
+
+  it('D2 accepts a token that expired 30 s ago, within the 60 s leeway', async () => {
+    const res = await f.exchange(sign(times(nowS() - 30, nowS() - 330)));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toHaveProperty('access_token');
+  });
+
+  it('D10 never mints beyond the policy cap, even from a 6 h input token', async () => {
+    await f.policy('capped', { claims: { repository: 'acme/capped' }, max_session_duration_seconds: 3600 });
+    const long = () => sign({ repository: 'acme/capped', ...times(nowS() + 21_600, nowS()) });
+    const asked = await f.exchange(long(), { duration_seconds: 7200 });
+    if (asked.status === 200) {
+      expect(await asked.json()).toMatchObject({ expires_in: 3600 });
+    } else {
+      expect(asked.status).toBe(400);
+      const problem = (await asked.json()) as { code: string; errors: { field: string }[] };
+      expect(problem.code).toBe('invalid_request');
+      expect(problem.errors.map((e) => e.field)).toEqual(['duration_seconds']);
+    }
+    const res = await f.exchange(long());
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { access_token: string; expires_in: number };
+    const claims = decode(parts(body.access_token)[1]) as { iat: number; exp: number };
+    expect(claims.exp - claims.iat).toBe(3600);
+    expect(claims.exp).toBeLessThanOrEqual(nowS() + 3600);
+    expect(body.expires_in).toBe(3600);
+  });
+
+  const BAD_REQUEST: Refusal = { status: 400, code: 'invalid_request' };
+
+  it('H8 refuses a token sent in an Authorization header, alone, doubled or beside the body', async () => {
+    const token = sign();
+    const json = JSON.stringify({ oidc_token: token });
+    const doubled = new Headers({ 'Content-Type': 'application/json' });
+    doubled.append('Authorization', `Bearer ${token}`);
+    doubled.append('Authorization', `Bearer ${sign()}`);
+    const before = await minted();
+    for (const [headers, body] of [
+      [new Headers({ Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }), json],
+      [new Headers({ Authorization: `Bearer ${token}` }), undefined],
+      [doubled, json],
+    ] as const) {
+      const init = { method: 'POST', headers, body };
+      await expectProblem(
+        await f.t.broker.app.request('http://broker.test/v1/oidc/token', init),
+        BAD_REQUEST,
+        token,
+      );
+    }
+    expect(await minted()).toBe(before);
+  });
+
+  it('H9 refuses a token in the query string, with or without a body', async () => {
+    const token = sign();
+    const before = await minted();
+    for (const json of [{ oidc_token: token }, undefined]) {
+      const res = await f.t.request('POST', `/v1/oidc/token?oidc_token=${token}`, { json });
+      await expectProblem(res, BAD_REQUEST, token);
+    }
+    expect(await minted()).toBe(before);
+  });
+
+  it('H10 echoes neither the token nor its signature on success, denial or refusal', async () => {
+    const tokens = [
+      sign(),
+      sign({ repository: 'acme/unknown' }),
+      sign({}, { key: 'attacker' }),
+      sign({ iss: 'x' }),
+    ];
+    for (const token of tokens) expectNoEcho(await (await f.exchange(token)).text(), token);
+    const replayed = tokens[0]!;
+    expectNoEcho(await (await f.exchange(replayed)).text(), replayed);
+    // The logs checked above are the broker's real ones.
+    expect(f.t.logs.join('\n')).toContain('exchange refused');
+  });
+
+  const REPLAYED: Refusal = { status: 401, code: 'token_replayed' };
+
+  it('I1 the same token twice: exchanged once, then refused as a replay', async () => {
+    const token = sign();
+    expect((await f.exchange(token)).status).toBe(200);
+    await expectRefused(token, REPLAYED);
+  });
+
+  it('I2 a re-encoded copy (H3) of a used token is refused', async () => {
+    const token = sign();
+    expect((await f.exchange(token)).status).toBe(200);
+    const res = await f.exchange(nonCanonical(token));
+    expect(res.status).toBe(401);
+    expect(['invalid_token', 'token_replayed']).toContain(((await res.json()) as { code: string }).code);
+  });
+
+  it('I3 the replay record is shared with another replica and kept until exp + skew', async () => {
+    const token = sign();
+    expect((await f.exchange(token)).status).toBe(200);
+    const replica = await startTestBroker({
+      db: f.t.db,
+      clock: f.t.clock,
+      env: {
+        BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB_ISSUER, jwks_uri: f.issuer.jwksUri }]),
+        BROKER_PUBLIC_URL: 'https://broker.test',
+      },
+    });
+    try {
+      const other = await replica.request('POST', '/v1/oidc/token', { json: { oidc_token: token } });
+      expect(other.status).toBe(401);
+      expect(await other.json()).toMatchObject({ code: 'token_replayed' });
+    } finally {
+      await replica.close();
+    }
+    // 50 s after exp the token still verifies (60 s leeway), so only the replay record refuses it.
+    f.t.clock.now = (decode(parts(token)[1]).exp + 50) * 1000;
+    await expectRefused(token, REPLAYED);
+  });
+
+  it('I4 a used token presented to another tenant is refused by audience before the replay check', async () => {
+    const token = sign();
+    expect((await f.exchange(token)).status).toBe(200);
+    await expectRefused(
+      token,
+      { ...AUDIENCE, problem: { expected_audience: BETA_AUDIENCE } },
+      { tenant: 'beta' },
+    );
+  });
+
+  it('I5 I6 a revoked minted token stops at once, and its OIDC token cannot be exchanged again', async () => {
+    const token = sign();
+    const res = await f.exchange(token);
+    expect(res.status).toBe(200);
+    const { access_token: access } = (await res.json()) as { access_token: string };
+    expect((await f.t.request('GET', '/v1/whoami', { key: access })).status).toBe(200);
+    const revoke = await f.t.request('POST', '/v1/tokens/revoke', {
+      key: access,
+      body: new URLSearchParams({ token: access }).toString(),
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    });
+    expect(revoke.status).toBe(200);
+    const whoami = await f.t.request('GET', '/v1/whoami', { key: access });
+    expect(whoami.status).toBe(401);
+    // Used as a credential, refused, revoked: the minted token never reached a log line either.
+    expectNoEcho(await whoami.text(), access);
+    await expectRefused(token, REPLAYED);
+  });
+
+  it('E9 tokens of a second trusted issuer match only policies bound to that issuer', async () => {
+    const enterprise = await startLocalIssuer({ now: () => f.t.clock.now, issuer: ENTERPRISE_ISSUER });
+    const e = await startFederation({
+      env: {
+        BROKER_TRUSTED_ISSUERS: JSON.stringify([
+          { issuer: GITHUB_ISSUER, jwks_uri: f.issuer.jwksUri },
+          { issuer: ENTERPRISE_ISSUER, jwks_uri: enterprise.jwksUri },
+        ]),
+      },
+    });
+    try {
+      e.t.clock.now = f.t.clock.now;
+      await e.policy('github');
+      const outcome = async (token: string) =>
+        (await (await e.exchange(token)).json()) as Record<string, unknown>;
+      expect(await outcome(enterprise.sign())).toMatchObject({ code: 'no_matching_policy' });
+      await e.policy('enterprise', { issuer: ENTERPRISE_ISSUER });
+      expect(await outcome(enterprise.sign())).toMatchObject({ policy: 'enterprise' });
+      expect(await outcome(f.issuer.sign())).toMatchObject({ policy: 'github' });
+      // The enterprise iss on a token signed by the other issuer's key: each issuer has its own key set.
+      expect(await outcome(f.issuer.sign({ iss: ENTERPRISE_ISSUER }))).toMatchObject({
+        code: 'invalid_token',
+      });
+    } finally {
+      await e.close();
+      await enterprise.close();
+    }
+  });
+});
