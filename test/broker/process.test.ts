@@ -1,6 +1,7 @@
 // The broker as a real process: first start, persistence across restarts, config errors, graceful shutdown.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
+import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -110,6 +111,37 @@ describe('broker process', () => {
       keys: { name: string }[];
     };
     expect(list.keys.map((k) => k.name)).toEqual(['in-flight']);
+  });
+});
+
+describe('development key-encryption key', () => {
+  it('is generated beside the SQLite database with mode 0600 and a warning, and reused after a restart', async () => {
+    const sqlite = await createTestDatabase('sqlite');
+    try {
+      const first = await startBrokerProcess({ DATABASE_URL: sqlite.url });
+      running.push(first);
+      const file = join(dirname(sqlite.file!), 'key-encryption-key');
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      expect(first.stdout()).toMatch(/"level":"warn","msg":"generated a development key-encryption key/);
+      const jwks = await (await fetch(`${first.url}/.well-known/jwks.json`)).json();
+      await first.stop();
+
+      const second = await startBrokerProcess({ DATABASE_URL: sqlite.url });
+      running.push(second);
+      expect(second.stdout()).not.toContain('generated a development key-encryption key');
+      expect(await (await fetch(`${second.url}/.well-known/jwks.json`)).json()).toEqual(jwks);
+      await second.stop();
+
+      // A different key cannot decrypt the stored signing key: the broker refuses to start and says why.
+      const wrong = runBroker(['serve'], {
+        DATABASE_URL: sqlite.url,
+        BROKER_KEY_ENCRYPTION_KEY: '33'.repeat(32),
+      });
+      expect(await wrong.exited).not.toBe(0);
+      expect(wrong.stderr()).toContain('BROKER_KEY_ENCRYPTION_KEY is not the key it was stored under');
+    } finally {
+      await sqlite.drop();
+    }
   });
 });
 
