@@ -1,0 +1,83 @@
+// Command-line flags of `npm run bench`, parsed once into a typed value.
+import { parseArgs } from 'node:util';
+
+export interface BenchOptions {
+  db: 'sqlite' | 'postgres';
+  /** Seconds of measured load per phase. */
+  durationSeconds: number;
+  connections: number;
+  quick: boolean;
+  skip100k: boolean;
+  skipAction: boolean;
+  /** Runs the 1,000-policy broker under `node --cpu-prof` and summarises where it spent its time. */
+  profile: boolean;
+  /** Timed runs of the bundled action and of bare `node -e ''`. */
+  actionRuns: number;
+  /** Policies of the large phase (100,000; fewer in a smoke run). */
+  largePolicies: number;
+  help: boolean;
+}
+
+export const USAGE = `usage: npm run bench -- [options]
+
+  --db sqlite|postgres   database of the broker (postgres: a throwaway server from .ci/postgres.sh)
+  --duration N           seconds of measured load per phase (default 10; 3 with --quick)
+  --connections N        concurrent connections of the load generator (default 64)
+  --quick                a short smoke run (3 s phases, 10,000 policies instead of 100,000, 5 action runs);
+                         its results go to bench/.tmp/results, not bench/results
+  --skip-100k            skip the large-tenant phase
+  --skip-action          skip timing the bundled action
+  --profile              run the first phase's broker under node --cpu-prof (bench/.tmp/profiles)
+`;
+
+export class OptionsError extends Error {}
+
+function positiveInteger(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  if (!/^[0-9]+$/.test(raw) || Number(raw) < 1) {
+    throw new OptionsError(`--${name} takes a whole number ≥ 1, got "${raw}"`);
+  }
+  return Number(raw);
+}
+
+export function parseOptions(argv: string[]): BenchOptions {
+  let values: ReturnType<typeof parse>['values'];
+  try {
+    values = parse(argv).values;
+  } catch (error) {
+    throw new OptionsError((error as Error).message);
+  }
+  const db = values.db ?? 'sqlite';
+  if (db !== 'sqlite' && db !== 'postgres') throw new OptionsError(`--db is sqlite or postgres, got "${db}"`);
+  const quick = values.quick ?? false;
+  return {
+    db,
+    durationSeconds: positiveInteger('duration', values.duration, quick ? 3 : 10),
+    connections: positiveInteger('connections', values.connections, 64),
+    quick,
+    skip100k: values['skip-100k'] ?? false,
+    skipAction: values['skip-action'] ?? false,
+    profile: values.profile ?? false,
+    actionRuns: quick ? 5 : 20,
+    largePolicies: quick ? 10_000 : 100_000,
+    help: values.help ?? false,
+  };
+}
+
+function parse(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      db: { type: 'string' },
+      duration: { type: 'string' },
+      connections: { type: 'string' },
+      quick: { type: 'boolean' },
+      'skip-100k': { type: 'boolean' },
+      'skip-action': { type: 'boolean' },
+      profile: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+}

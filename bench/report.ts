@@ -1,0 +1,180 @@
+// The result of a run: the targets it is judged by, a Markdown table for the README, and the files it is kept in.
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ActionStart } from './action-start.js';
+import type { CryptoLimit } from './crypto-limit.js';
+import type { PhaseResult } from './phase.js';
+
+export interface Environment {
+  cpus: number;
+  cpuModel: string;
+  node: string;
+  platform: string;
+  commit: string;
+  /** Paths that differ from the commit (modified or new; at most 20), the results directory aside. */
+  changed: string[];
+}
+
+export interface Target {
+  name: string;
+  value: string;
+  status: 'PASS' | 'FAIL' | 'n/a';
+}
+
+export interface RunResult {
+  schema: 1;
+  startedAt: string;
+  finishedAt: string;
+  options: Record<string, unknown>;
+  environment: Environment;
+  broker: { database: string; logLevel: string; rateLimitPerMinute: number; rateLimitBurst: number };
+  cryptoLimit?: CryptoLimit;
+  phases: PhaseResult[];
+  ratios: { exchangeOverLimit?: number; largeOverSmall?: number };
+  action?: ActionStart;
+  targets: Target[];
+  /** Anything that makes the run itself invalid; the exit code is 1 when there is one. */
+  problems: string[];
+}
+
+const f = (n: number, digits = 0) =>
+  n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+
+const verdict = (pass: boolean): Target['status'] => (pass ? 'PASS' : 'FAIL');
+
+export function evaluateTargets(run: Omit<RunResult, 'targets'>, profiled: boolean): Target[] {
+  const [small, large] = run.phases;
+  const targets: Target[] = [];
+  const sqlite = run.broker.database === 'sqlite';
+  if (small && run.cryptoLimit) {
+    const ratio = run.ratios.exchangeOverLimit!;
+    targets.push({
+      name: `exchanges/s ≥ 0.50 × raw limit (SQLite${profiled ? ', broker profiled' : ''})`,
+      value: `${f(ratio, 2)} (${f(small.load.exchangesPerSecond)} / ${f(run.cryptoLimit.pairsPerSecond)})`,
+      status: sqlite ? verdict(ratio >= 0.5) : 'n/a',
+    });
+  }
+  if (small && large) {
+    const ratio = run.ratios.largeOverSmall!;
+    targets.push({
+      name: `throughput at ${f(large.policies)} policies ≥ 0.90 × at ${f(small.policies)}`,
+      value: `${f(ratio, 3)} (${f(large.load.exchangesPerSecond)} / ${f(small.load.exchangesPerSecond)})`,
+      status: verdict(ratio >= 0.9),
+    });
+    targets.push({
+      name: `broker RSS at ${f(large.policies)} policies ≤ 250 MB`,
+      value: `${f(large.rssMb.peak, 1)} MB peak`,
+      status: verdict(large.rssMb.peak <= 250),
+    });
+  }
+  for (const phase of run.phases) {
+    const failed = phase.load.errors + phase.load.non2xx;
+    targets.push({
+      name: `p99 ≤ 25 ms at 64 connections, zero errors (${f(phase.policies)} policies)`,
+      value: `${f(phase.load.latencyMs.p99, 1)} ms at ${run.options.connections}, ${failed} errors`,
+      status:
+        run.options.connections === 64 ? verdict(phase.load.latencyMs.p99 <= 25 && failed === 0) : 'n/a',
+    });
+  }
+  if (run.action) {
+    targets.push({
+      name: "action start ≤ 1.5 × bare `node -e ''`",
+      value: `${f(run.action.ratio, 2)} (${f(run.action.action.meanMs)} / ${f(run.action.bareNode.meanMs)} ms)`,
+      status: verdict(run.action.ratio <= 1.5),
+    });
+  }
+  return targets;
+}
+
+export function markdown(run: RunResult): string {
+  const env = run.environment;
+  const lines = [
+    `### Token-exchange benchmark (${run.broker.database})`,
+    '',
+    `${run.startedAt.slice(0, 10)} · commit ${env.commit.slice(0, 10)}` +
+      `${env.changed.length ? ` + changes to ${env.changed.join(', ')}` : ''} · ` +
+      `Node ${env.node} · ${env.cpus} × ${env.cpuModel} · ${env.platform}. The broker and the load generator ` +
+      `(autocannon, ${run.options.connections} connections, its own process) share these CPUs. Broker: ` +
+      `\`LOG_LEVEL=${run.broker.logLevel}\`, rate limits raised to ${f(run.broker.rateLimitPerMinute)}/min ` +
+      `(burst ${f(run.broker.rateLimitBurst)}) so that they never refuse.`,
+    '',
+  ];
+  if (run.phases.length > 0) {
+    const col = (pick: (p: PhaseResult) => string) => run.phases.map(pick).join(' | ');
+    lines.push(
+      `| | ${col((p) => `${f(p.policies)} policies`)} |`,
+      `|---|${run.phases.map(() => '---:').join('|')}|`,
+      `| exchanges/s | ${col((p) => f(p.load.exchangesPerSecond))} |`,
+      `| latency p50 / p99 (ms) | ${col((p) => `${f(p.load.latencyMs.p50, 1)} / ${f(p.load.latencyMs.p99, 1)}`)} |`,
+      `| exchanges measured (s) | ${col((p) => `${f(p.load.ok)} (${f(p.load.seconds, 1)})`)} |`,
+      `| errors / non-2xx | ${col((p) => `${p.load.errors} / ${p.load.non2xx}`)} |`,
+      `| broker CPU (% of a core) | ${col((p) => f(p.brokerCpuPercent))} |`,
+      `| load generator CPU (% of a core) | ${col((p) => f(p.load.loadGeneratorCpuPercent))} |`,
+      `| broker RSS idle / peak / after (MB) | ${col((p) => `${f(p.rssMb.idle)} / ${f(p.rssMb.peak)} / ${f(p.rssMb.after)}`)} |`,
+      '',
+    );
+  }
+  if (run.cryptoLimit) {
+    const c = run.cryptoLimit;
+    const measured = c.measurements
+      ? ` (mean of ${c.measurements.map((m) => f(m)).join(' before and ')} after the phases)`
+      : '';
+    const ratio = run.ratios.exchangeOverLimit;
+    lines.push(
+      `Raw limit, one core, \`node:crypto\`: ${f(c.pairsPerSecond)} RS256-verify + ES256-sign pairs/s${measured} ` +
+        `for a ${f(c.oidcTokenBytes)}-byte GitHub token and a ${f(c.accessTokenSigningInputBytes)}-byte access ` +
+        `token.${ratio === undefined ? '' : ` **exchange/limit = ${f(ratio, 2)}**.`}`,
+    );
+  }
+  if (run.ratios.largeOverSmall !== undefined) {
+    lines.push(
+      `Throughput ${f(run.phases[1]!.policies)} / ${f(run.phases[0]!.policies)} policies = **${f(run.ratios.largeOverSmall, 3)}**.`,
+    );
+  }
+  if (run.action) {
+    const a = run.action;
+    const sizes = Object.entries(a.bundleBytes)
+      .map(([file, bytes]) => `\`${file}\` ${f(bytes)} B`)
+      .join(', ');
+    lines.push(
+      `Bundled action start-to-exit (fake GitHub and broker on loopback), mean of ${a.runs}: ` +
+        `${f(a.action.meanMs)} ms vs \`node -e ''\` ${f(a.bareNode.meanMs)} ms → **${f(a.ratio, 2)}×** ` +
+        `(first output at ${f(a.firstOutputMs)} ms, last at ${f(a.lastOutputMs)} ms). ` +
+        `Bundles: ${sizes}.`,
+    );
+  }
+  lines.push('', '| target | value | |', '|---|---|---|');
+  for (const t of run.targets) lines.push(`| ${t.name} | ${t.value} | ${t.status} |`);
+  const profiled = run.phases.find((p) => p.profile);
+  if (profiled?.profile) {
+    const p = profiled.profile;
+    lines.push(
+      '',
+      `CPU profile of the broker, ${f(profiled.policies)} policies (${p.window}, ${f(p.sampledMs)} ms sampled, \`${p.file}\`), top self time:`,
+      '',
+      '| self % | function | location |',
+      '|---:|---|---|',
+      ...p.top.map((e) => `| ${f(e.selfPercent, 1)} | \`${e.function}\` | ${e.location} |`),
+      '',
+      `By area: ${p.byArea.map((a) => `${a.area} ${f(a.selfPercent, 1)} %`).join(' · ')}`,
+    );
+  }
+  if (run.problems.length > 0)
+    lines.push('', '**The run is invalid:**', ...run.problems.map((p) => `- ${p}`));
+  return `${lines.join('\n')}\n`;
+}
+
+/** Rounds fractions so that the committed JSON stays short. */
+const compact = (_key: string, value: unknown) =>
+  typeof value === 'number' && !Number.isInteger(value) ? Math.round(value * 100) / 100 : value;
+
+export async function writeResults(dir: string, run: RunResult, table: string): Promise<string[]> {
+  await mkdir(dir, { recursive: true });
+  const stamp = run.startedAt.replace(/[:.]/g, '-').replace(/-\d{3}Z$/, 'Z');
+  const json = `${JSON.stringify(run, compact, 2)}\n`;
+  const files = [join(dir, `${stamp}-${run.broker.database}.json`), join(dir, 'latest.json')];
+  await Promise.all(files.map((file) => writeFile(file, json)));
+  const md = join(dir, 'latest.md');
+  await writeFile(md, table);
+  return [...files, md];
+}

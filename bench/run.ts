@@ -1,0 +1,162 @@
+// `npm run bench`: raw crypto limit, exchange phases at 1,000 and 100,000 policies, action start, report.
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { cpus, platform, release } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startLocalIssuer } from '../test/support/local-issuer.js';
+import { type ActionStart, measureActionStart } from './action-start.js';
+import { type CryptoLimit, measureCryptoLimit } from './crypto-limit.js';
+import { type DatabaseServer, startDatabaseServer } from './database.js';
+import { OptionsError, parseOptions, USAGE } from './options.js';
+import { LOG_LEVEL, type PhaseResult, RATE_LIMIT, runPhase } from './phase.js';
+import { type Environment, evaluateTargets, markdown, type RunResult, writeResults } from './report.js';
+import { AUDIENCE } from './setup.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+const say = (text: string) =>
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${text}\n`);
+
+function git(args: string[]): string {
+  try {
+    return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' });
+  } catch {
+    return '';
+  }
+}
+
+function environment(): Environment {
+  const cores = cpus();
+  return {
+    cpus: cores.length,
+    cpuModel: cores[0]?.model.trim() ?? 'unknown',
+    node: process.version,
+    platform: `${platform()} ${release()}`,
+    commit: git(['rev-parse', 'HEAD']).trim() || 'unknown',
+    changed: git(['status', '--porcelain', '--', '.', ':!bench/results'])
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => line.slice(3))
+      .slice(0, 20),
+  };
+}
+
+async function main(): Promise<number> {
+  let options: ReturnType<typeof parseOptions>;
+  try {
+    options = parseOptions(process.argv.slice(2));
+  } catch (error) {
+    if (!(error instanceof OptionsError)) throw error;
+    process.stderr.write(`error: ${error.message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (options.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+
+  const startedAt = new Date().toISOString();
+  const tmp = join(ROOT, 'bench/.tmp', startedAt.replace(/[:.]/g, '-'));
+  await mkdir(join(tmp, 'profiles'), { recursive: true });
+  const problems: string[] = [];
+  const phases: PhaseResult[] = [];
+  let cryptoLimit: CryptoLimit | undefined;
+  let action: ActionStart | undefined;
+
+  const issuer = await startLocalIssuer({ audience: AUDIENCE });
+  let db: DatabaseServer | undefined;
+  const interrupted = () => {
+    say('interrupted; stopping the database server');
+    void (db?.stop() ?? Promise.resolve()).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', interrupted);
+  try {
+    say(`database: ${options.db}`);
+    db = await startDatabaseServer(options.db, tmp, ROOT);
+    say('raw crypto limit (one core)');
+    const limitSeconds = options.quick ? 1 : 3;
+    const before = await measureCryptoLimit(ROOT, issuer, limitSeconds);
+    cryptoLimit = before;
+    say(`  ${Math.round(before.pairsPerSecond)} verify+sign pairs/s`);
+
+    const sizes = [1_000, ...(options.skip100k ? [] : [options.largePolicies])];
+    for (const [i, policies] of sizes.entries()) {
+      say(`phase: ${policies} policies${i === 0 && options.profile ? ' (broker under --cpu-prof)' : ''}`);
+      const phase = await runPhase(
+        {
+          label: policies >= 1000 ? `${policies / 1000}k` : String(policies),
+          policies,
+          durationSeconds: options.durationSeconds,
+          connections: options.connections,
+          warmUpTokens: options.quick ? 1000 : 3000,
+          profile: i === 0 && options.profile,
+        },
+        { root: ROOT, tmp, db, issuer, keyEncryptionKey: randomBytes(32).toString('hex') },
+      );
+      phases.push(phase);
+      problems.push(...phase.problems);
+      say(
+        `  ${Math.round(phase.load.exchangesPerSecond)} exchanges/s, p99 ${phase.load.latencyMs.p99.toFixed(1)} ms, ` +
+          `RSS peak ${phase.rssMb.peak} MB (policies inserted in ${phase.policyInsertSeconds.toFixed(1)} s)`,
+      );
+      for (const note of phase.notes) say(`  note: ${note}`);
+    }
+    await db.stop();
+    // Measured again after the phases: this machine's speed drifts, and the limit is the mean of the two.
+    const after = await measureCryptoLimit(ROOT, issuer, limitSeconds);
+    say(`raw crypto limit again: ${Math.round(after.pairsPerSecond)} pairs/s`);
+    cryptoLimit = {
+      ...before,
+      pairsPerSecond: (before.pairsPerSecond + after.pairsPerSecond) / 2,
+      measurements: [before.pairsPerSecond, after.pairsPerSecond],
+    };
+
+    if (!options.skipAction) {
+      say(`bundled action start, ${options.actionRuns} runs`);
+      action = await measureActionStart(ROOT, options.actionRuns);
+    }
+  } catch (error) {
+    problems.push(`harness: ${error instanceof Error ? error.message : String(error)}`);
+  } finally {
+    process.off('SIGINT', interrupted);
+    await db?.stop().catch((error: Error) => problems.push(`stopping the database: ${error.message}`));
+    await issuer.close();
+  }
+
+  const [small, large] = phases;
+  const partial: Omit<RunResult, 'targets'> = {
+    schema: 1,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    options: { ...options, help: undefined },
+    environment: environment(),
+    broker: {
+      database: options.db,
+      logLevel: LOG_LEVEL,
+      rateLimitPerMinute: RATE_LIMIT.perMinute,
+      rateLimitBurst: RATE_LIMIT.burst,
+    },
+    cryptoLimit,
+    phases,
+    ratios: {
+      exchangeOverLimit:
+        small && cryptoLimit ? small.load.exchangesPerSecond / cryptoLimit.pairsPerSecond : undefined,
+      largeOverSmall:
+        small && large ? large.load.exchangesPerSecond / small.load.exchangesPerSecond : undefined,
+    },
+    action,
+    problems,
+  };
+  const run: RunResult = { ...partial, targets: evaluateTargets(partial, options.profile) };
+  const table = markdown(run);
+  process.stdout.write(`\n${table}`);
+  const dir = options.quick ? join(tmp, 'results') : join(ROOT, 'bench/results');
+  const written = await writeResults(dir, run, table);
+  say(`wrote ${written.map((file) => file.slice(ROOT.length)).join(', ')}`);
+  if (problems.length > 0) say(`the run is invalid: ${problems.length} problem(s)`);
+  return problems.length > 0 ? 1 : 0;
+}
+
+process.exitCode = await main();
