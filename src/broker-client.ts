@@ -1,4 +1,5 @@
 // Talks to the broker: the OIDC token exchange and RFC 7009 revocation, every outcome returned as a value.
+import type { Fetch, FetchResponse } from './deps.js';
 
 const USER_AGENT = 'stepsec-oidc-auth/1';
 
@@ -49,7 +50,7 @@ export interface BrokerClient {
   revoke(token: string, timeoutMs: number): Promise<BrokerAnswer<null>>;
 }
 
-export function createBrokerClient(fetchFn: typeof fetch, apiUrl: string): BrokerClient {
+export function createBrokerClient(fetchFn: Fetch, apiUrl: string): BrokerClient {
   return {
     async exchange(request, timeoutMs) {
       const url = `${apiUrl}/oidc/token`;
@@ -82,15 +83,15 @@ export function createBrokerClient(fetchFn: typeof fetch, apiUrl: string): Broke
   };
 }
 
-type Sent = { kind: 'ok'; response: Response; json: unknown } | BrokerFailure;
+type Sent = { kind: 'ok'; response: FetchResponse; json: unknown } | BrokerFailure;
 
 async function send(
-  fetchFn: typeof fetch,
+  fetchFn: Fetch,
   url: string,
   timeoutMs: number,
   { body, ...headers }: Record<string, string> & { body: string },
 ): Promise<Sent> {
-  let response: Response;
+  let response: FetchResponse;
   let text: string;
   try {
     // Redirects are not followed: the request carries a credential, and a moved broker is a misconfiguration.
@@ -114,7 +115,7 @@ async function send(
   return unexpected(url, response);
 }
 
-function unexpected(url: string, response: Response): BrokerFailure {
+function unexpected(url: string, response: FetchResponse): BrokerFailure {
   return {
     kind: 'unexpected',
     url,
@@ -125,7 +126,7 @@ function unexpected(url: string, response: Response): BrokerFailure {
   };
 }
 
-function isJson(response: Response): boolean {
+function isJson(response: FetchResponse): boolean {
   const type = (response.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
   return type === 'application/json' || type === 'application/problem+json';
 }
@@ -169,12 +170,14 @@ function toGrant(json: unknown): TokenGrant | undefined {
   };
 }
 
-const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_)|_CERT|HOSTNAME_MISMATCH/;
+const TLS_CODES =
+  /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|EPROTO$)|_CERT|HOSTNAME_MISMATCH/;
 
 function networkFailure(url: string, error: unknown): BrokerFailure {
   const top = error instanceof Error ? error : new Error(String(error));
   const timedOut = top.name === 'TimeoutError' || top.name === 'AbortError';
-  // fetch reports "fetch failed" and keeps the socket's error (sometimes an AggregateError) as its cause.
+  // The global fetch reports "fetch failed" and keeps the socket's error (sometimes an AggregateError) as its
+  // cause; the bundle's client (http-fetch.ts) rejects with the socket's error itself.
   let cause: unknown = top.cause ?? top;
   if (cause instanceof AggregateError && cause.errors.length > 0 && !(cause as { code?: string }).code) {
     cause = cause.errors[0];

@@ -1,6 +1,6 @@
-// The collaborators the action's flows take: runner IO shaped like @actions/core, HTTP, the OIDC source, time.
+// The collaborators the action's flows take: runner IO, HTTP, the OIDC source, time.
 
-/** The subset of @actions/core the action uses, so tests can substitute an in-memory runner. */
+/** What the action asks of the runner, so tests can substitute an in-memory runner. */
 export interface ActionIO {
   getInput(name: string): string;
   setSecret(value: string): void;
@@ -16,6 +16,26 @@ export interface ActionIO {
   appendSummary(markdown: string): Promise<void>;
 }
 
+/** The part of a fetch request the action makes; the global `fetch` accepts it. */
+export interface FetchInit {
+  method: string;
+  headers: Record<string, string>;
+  body?: string;
+  /** Redirects are never followed: every request the action makes carries a credential. */
+  redirect: 'manual';
+  signal?: AbortSignal;
+}
+
+/** The part of a fetch response the action reads; the global `Response` has it. */
+export interface FetchResponse {
+  status: number;
+  headers: { get(name: string): string | null };
+  text(): Promise<string>;
+}
+
+/** Fetch-shaped HTTP: the global `fetch` in tests, createHttpFetch (http-fetch.ts) in the bundle. */
+export type Fetch = (url: string, init: FetchInit) => Promise<FetchResponse>;
+
 export interface Clock {
   /** Milliseconds since the epoch. */
   now(): number;
@@ -26,7 +46,7 @@ export interface Clock {
 
 export interface RunDeps extends Clock {
   io: ActionIO;
-  fetch: typeof fetch;
+  fetch: Fetch;
   /** Whether the runner offers an OIDC token to this job (ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN are set). */
   idTokenAvailable: boolean;
   /** Asks GitHub for a new OIDC token for this job with the given audience. */
@@ -37,7 +57,7 @@ export type PostIO = Pick<ActionIO, 'getState' | 'setSecret' | 'info' | 'debug' 
 
 export interface PostDeps extends Clock {
   io: PostIO;
-  fetch: typeof fetch;
+  fetch: Fetch;
 }
 
 /** What the main step saves for the post step, which revokes the token. */

@@ -1,33 +1,31 @@
-// Entry of the main step: wires @actions/core, fetch and the clock into run().
-import * as core from '@actions/core';
+// Entry of the main step: wires the runner, HTTP and the clock into run().
+import { createHttpFetch } from './http-fetch.js';
+import { idTokenAvailable, requestIdToken } from './id-token.js';
+import { proxyFor } from './proxy.js';
 import { run } from './run.js';
+import { createRunnerIO } from './runner.js';
+import { createStdoutWriter } from './stdout.js';
 
-try {
-  await run({
-    io: {
-      getInput: (name) => core.getInput(name),
-      setSecret: (value) => core.setSecret(value),
-      setOutput: (name, value) => core.setOutput(name, value),
-      exportVariable: (name, value) => core.exportVariable(name, value),
-      saveState: (name, value) => core.saveState(name, value),
-      getState: (name) => core.getState(name),
-      info: (message) => core.info(message),
-      debug: (message) => core.debug(message),
-      warning: (message) => core.warning(message),
-      setFailed: (message) => core.setFailed(message),
-      appendSummary: async (markdown) => {
-        await core.summary.addRaw(markdown).write();
-      },
-    },
-    fetch: globalThis.fetch,
-    idTokenAvailable: Boolean(
-      process.env.ACTIONS_ID_TOKEN_REQUEST_URL && process.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN,
-    ),
-    getIdToken: (audience) => core.getIDToken(audience),
-    now: () => Date.now(),
-    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-    random: () => Math.random(),
-  });
-} catch (error) {
-  core.setFailed(`oidc-auth failed unexpectedly: ${error instanceof Error ? error.message : String(error)}`);
-}
+const io = createRunnerIO({
+  env: process.env,
+  write: createStdoutWriter(() => process.stdout),
+  setExitCode: (code) => {
+    process.exitCode = code;
+  },
+});
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+// The token service is reached as the Actions toolkit reaches it: through the runner's proxy settings.
+const githubFetch = createHttpFetch({ proxyFor: (url) => proxyFor(url, process.env) });
+
+// No top-level await: the bundle is CommonJS, which Node loads faster than an ES module.
+run({
+  io,
+  fetch: createHttpFetch(),
+  idTokenAvailable: idTokenAvailable(process.env),
+  getIdToken: (audience) => requestIdToken(audience, { env: process.env, fetch: githubFetch, sleep, io }),
+  now: () => Date.now(),
+  sleep,
+  random: () => Math.random(),
+}).catch((error: unknown) => {
+  io.setFailed(`oidc-auth failed unexpectedly: ${error instanceof Error ? error.message : String(error)}`);
+});

@@ -1,21 +1,24 @@
-// Entry of the post step: wires @actions/core, fetch and the clock into runPost(); never fails the job.
-import * as core from '@actions/core';
+// Entry of the post step: wires the runner, HTTP and the clock into runPost(); never fails the job.
+import { createHttpFetch } from './http-fetch.js';
 import { runPost } from './post-run.js';
+import { createRunnerIO } from './runner.js';
+import { createStdoutWriter } from './stdout.js';
 
-try {
-  await runPost({
-    io: {
-      getState: (name) => core.getState(name),
-      setSecret: (value) => core.setSecret(value),
-      info: (message) => core.info(message),
-      debug: (message) => core.debug(message),
-      warning: (message) => core.warning(message),
-    },
-    fetch: globalThis.fetch,
-    now: () => Date.now(),
-    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-    random: () => Math.random(),
-  });
-} catch (error) {
-  core.warning(`Could not revoke the token: ${error instanceof Error ? error.message : String(error)}`);
-}
+const io = createRunnerIO({
+  env: process.env,
+  write: createStdoutWriter(() => process.stdout),
+  setExitCode: (code) => {
+    process.exitCode = code;
+  },
+});
+
+// No top-level await: the bundle is CommonJS, which Node loads faster than an ES module.
+runPost({
+  io,
+  fetch: createHttpFetch(),
+  now: () => Date.now(),
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  random: () => Math.random(),
+}).catch((error: unknown) => {
+  io.warning(`Could not revoke the token: ${error instanceof Error ? error.message : String(error)}`);
+});

@@ -1,8 +1,12 @@
 // The committed bundle run as the runner runs it: node dist/main and dist/post against fake GitHub and broker.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeBroker, startFakeBroker } from './support/fake-broker.js';
 import { type FakeGitHubOidc, startFakeGitHubOidc } from './support/fake-github.js';
 import { type ActionRunner, createActionRunner } from './support/runner-process.js';
+import { selfSignedCertificate } from './support/tls-cert.js';
 
 const ACCESS_TOKEN = 'eyJhbGciOiJFUzI1NiJ9.process-test-access-token.c2lnbmF0dXJl';
 
@@ -103,5 +107,58 @@ describe('dist/ as a process', () => {
     expect(main.stdout).toContain('`duration-seconds` is "86400"');
     expect(github.audiences).toHaveLength(before.github);
     expect(broker.requests).toHaveLength(before.broker);
+  });
+
+  describe('over TLS', () => {
+    /** A runner whose machine trusts the broker's certificate through NODE_EXTRA_CA_CERTS. */
+    async function withTlsBroker(
+      certFor: { dns?: string[]; ip?: string[] },
+      host: string,
+      test: (tlsRunner: ActionRunner, tlsBroker: FakeBroker) => Promise<void>,
+    ) {
+      const dir = await mkdtemp(join(tmpdir(), 'oidc-auth-ca-'));
+      const certificate = selfSignedCertificate('broker', certFor);
+      await writeFile(join(dir, 'ca.pem'), certificate.cert);
+      const tlsBroker = await startFakeBroker(ACCESS_TOKEN, { ...certificate, host });
+      const tlsRunner = await createActionRunner({
+        idToken: github,
+        env: { NODE_EXTRA_CA_CERTS: join(dir, 'ca.pem') },
+      });
+      try {
+        await test(tlsRunner, tlsBroker);
+      } finally {
+        await tlsRunner.close();
+        await tlsBroker.close();
+        await rm(dir, { recursive: true, force: true });
+      }
+    }
+
+    it('exchanges and revokes over HTTPS, verifying the certificate against the trusted CA', async () => {
+      await withTlsBroker({ dns: ['localhost'] }, 'localhost', async (tlsRunner, tlsBroker) => {
+        const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+        expect(main.stderr).toBe('');
+        expect(main.exitCode).toBe(0);
+        expect(main.outputs.token).toBe(ACCESS_TOKEN);
+
+        const post = await tlsRunner.run('post', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+        expect(post.exitCode).toBe(0);
+        expect(post.stdout).toContain('Revoked the StepSecurity API token.');
+        expect(tlsBroker.requests.map((r) => r.path)).toEqual(['/v1/oidc/token', '/v1/tokens/revoke']);
+      });
+    });
+
+    it('refuses a trusted certificate issued for another host name, without retrying', async () => {
+      await withTlsBroker({ dns: ['broker.example'] }, '127.0.0.1', async (tlsRunner, tlsBroker) => {
+        const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+
+        expect(main.exitCode).toBe(1);
+        expect(main.stdout).toContain(
+          `::error::The TLS connection to ${tlsBroker.apiUrl}/oidc/token failed: ERR_TLS_CERT_ALTNAME_INVALID.`,
+        );
+        expect(main.stdout).toContain('Tried 1 time.');
+        expect(main.outputs).toEqual({});
+        expect(tlsBroker.requests).toEqual([]);
+      });
+    });
   });
 });

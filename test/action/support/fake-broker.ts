@@ -1,5 +1,6 @@
 // A minimal token broker on a loopback socket, for running the bundled action as a process.
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 
 export interface BrokerRequest {
@@ -15,10 +16,17 @@ export interface FakeBroker {
   close(): Promise<void>;
 }
 
-/** Issues `accessToken` for any exchange and accepts any revocation. */
-export async function startFakeBroker(accessToken: string): Promise<FakeBroker> {
+/**
+ * Issues `accessToken` for any exchange and accepts any revocation. With `tls`, it serves HTTPS and its
+ * `apiUrl` names `tls.host`, which the certificate must cover.
+ */
+export async function startFakeBroker(
+  accessToken: string,
+  tls?: { cert: string; key: string; host: string },
+): Promise<FakeBroker> {
   const requests: BrokerRequest[] = [];
-  const server = createServer(async (req, res) => {
+  const server = tls ? createTlsServer({ cert: tls.cert, key: tls.key }) : createServer();
+  server.on('request', async (req, res) => {
     let body = '';
     for await (const chunk of req) body += chunk;
     const path = req.url ?? '/';
@@ -49,7 +57,7 @@ export async function startFakeBroker(accessToken: string): Promise<FakeBroker> 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    apiUrl: `http://127.0.0.1:${port}/v1`,
+    apiUrl: tls ? `https://${tls.host}:${port}/v1` : `http://127.0.0.1:${port}/v1`,
     requests,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };

@@ -29,6 +29,8 @@ export interface RunnerOptions {
   idToken?: { requestUrl: string; requestToken: string };
   /** The node binary; ACTION_NODE, else the one running the tests. */
   node?: string;
+  /** More environment for every step, e.g. NODE_EXTRA_CA_CERTS as a runner's machine could set it. */
+  env?: Record<string, string>;
 }
 
 export async function createActionRunner(options: RunnerOptions = {}): Promise<ActionRunner> {
@@ -52,6 +54,7 @@ export async function createActionRunner(options: RunnerOptions = {}): Promise<A
         RUNNER_TEMP: dir,
         GITHUB_ACTIONS: 'true',
         ...files,
+        ...options.env,
       };
       if (options.idToken) {
         env.ACTIONS_ID_TOKEN_REQUEST_URL = options.idToken.requestUrl;
@@ -98,7 +101,7 @@ function spawnNode(node: string, script: string, env: Record<string, string>) {
   });
 }
 
-/** Parses the `name<<DELIMITER` blocks @actions/core appends to GITHUB_OUTPUT, GITHUB_STATE and GITHUB_ENV. */
+/** Parses the `name<<DELIMITER` blocks a step appends to GITHUB_OUTPUT, GITHUB_STATE and GITHUB_ENV. */
 export function parseFileCommands(text: string): Record<string, string> {
   const values: Record<string, string> = {};
   const lines = text.split('\n');

@@ -1,0 +1,159 @@
+// A fetch-shaped HTTP client on node:http and node:https: one request per connection, closed with its answer.
+import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Fetch, FetchResponse } from './deps.js';
+
+export interface HttpFetchOptions {
+  /** The proxy to reach a URL through, if any; the request then goes through a CONNECT tunnel. */
+  proxyFor?(url: URL): URL | undefined;
+}
+
+/**
+ * Sends each request without keep-alive (`Connection: close`), so no socket keeps the process alive
+ * afterwards; the global fetch would load undici, which costs the step tens of milliseconds. Redirects are
+ * returned, never followed. TLS verifies the certificate and host name (node:https). An abort (e.g. a timeout
+ * signal) rejects with the signal's reason, as fetch does. The answer is read in full before it resolves.
+ */
+export function createHttpFetch(options: HttpFetchOptions = {}): Fetch {
+  return async (url, init) => {
+    const target = new URL(url);
+    if (target.protocol !== 'http:' && target.protocol !== 'https:') {
+      throw new TypeError(`Cannot send a request to a ${target.protocol} URL.`);
+    }
+    init.signal?.throwIfAborted();
+    const proxy = options.proxyFor?.(target);
+    const tunnelSocket = proxy ? await tunnel(proxy, target, init.signal) : undefined;
+    const body = init.body === undefined ? undefined : Buffer.from(init.body, 'utf8');
+    const headers: Record<string, string> = { ...init.headers, connection: 'close' };
+    if (body) headers['content-length'] = String(body.length);
+    const request: RequestOptions = {
+      method: init.method,
+      host: bare(target.hostname),
+      port: portOf(target),
+      path: `${target.pathname}${target.search}`,
+      headers,
+      agent: false,
+      ...(tunnelSocket ? { createConnection: () => tunnelSocket } : {}),
+    };
+    if (tunnelSocket && target.protocol === 'https:') {
+      // Inside the tunnel the TLS session is with the target itself, verified like a direct connection.
+      const tls = await import('node:tls');
+      const secured = tls.connect({ socket: tunnelSocket, servername: serverName(target) });
+      await new Promise<void>((resolve, reject) => {
+        secured.once('secureConnect', resolve).once('error', (error) => {
+          tunnelSocket.destroy();
+          reject(error);
+        });
+      });
+      request.createConnection = () => secured;
+    }
+    try {
+      const answer = await send(target, request, body, init.signal);
+      return answer;
+    } finally {
+      tunnelSocket?.destroy();
+    }
+  };
+}
+
+async function send(target: URL, request: RequestOptions, body: Buffer | undefined, signal?: AbortSignal) {
+  const client =
+    target.protocol === 'https:'
+      ? (await import('node:https')).request({ ...request, servername: serverName(target) })
+      : (await import('node:http')).request(request);
+  return new Promise<FetchResponse>((resolve, reject) => {
+    const onAbort = () => client.destroy(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const done = () => signal?.removeEventListener('abort', onAbort);
+    client.once('error', (error) => {
+      done();
+      reject(error);
+    });
+    client.once('response', (response: IncomingMessage) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.once('end', () => {
+        done();
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolve({
+          status: response.statusCode ?? 0,
+          headers: { get: (name) => header(response, name) },
+          text: async () => text,
+        });
+      });
+      response.once('aborted', () =>
+        client.destroy(new Error('The connection closed before the answer was complete.')),
+      );
+      response.once('error', (error) => {
+        done();
+        reject(
+          error.message === 'aborted'
+            ? new Error('The connection closed before the answer was complete.')
+            : error,
+        );
+      });
+    });
+    client.end(body);
+  });
+}
+
+function header(response: IncomingMessage, name: string): string | null {
+  const value = response.headers[name.toLowerCase()];
+  if (value === undefined) return null;
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+/** Asks an HTTP(S) proxy for a tunnel to the target's host and port; the request then runs inside it. */
+async function tunnel(proxy: URL, target: URL, signal?: AbortSignal): Promise<Socket> {
+  const authority = `${target.hostname}:${portOf(target)}`;
+  const headers: Record<string, string> = { host: authority };
+  if (proxy.username || proxy.password) {
+    const credentials = `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
+    headers['proxy-authorization'] = `Basic ${Buffer.from(credentials).toString('base64')}`;
+  }
+  const lib = proxy.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  const connect: ClientRequest = lib.request({
+    method: 'CONNECT',
+    host: bare(proxy.hostname),
+    port: portOf(proxy),
+    path: authority,
+    headers,
+    agent: false,
+  });
+  return new Promise<Socket>((resolve, reject) => {
+    const onAbort = () => connect.destroy(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    connect.once('error', (error) => {
+      signal?.removeEventListener('abort', onAbort);
+      reject(error);
+    });
+    connect.once('connect', (response: IncomingMessage, socket: Socket, head: Buffer) => {
+      signal?.removeEventListener('abort', onAbort);
+      const status = response.statusCode ?? 0;
+      if (status < 200 || status > 299) {
+        socket.destroy();
+        reject(new Error(`The proxy ${proxy.host} refused a tunnel to ${authority} (HTTP ${status}).`));
+        return;
+      }
+      if (head.length > 0) socket.unshift(head);
+      resolve(socket);
+    });
+    connect.end();
+  });
+}
+
+function portOf(url: URL): number {
+  if (url.port) return Number(url.port);
+  return url.protocol === 'https:' ? 443 : 80;
+}
+
+/** A URL's hostname as node:net takes it: IPv6 addresses without their brackets. */
+function bare(hostname: string): string {
+  return hostname.startsWith('[') ? hostname.slice(1, -1) : hostname;
+}
+
+/** SNI and the certificate's host name check; RFC 6066 allows no IP address as a server name. */
+function serverName(url: URL): string | undefined {
+  const host = bare(url.hostname);
+  return /^[\d.]+$/.test(host) || host.includes(':') ? undefined : host;
+}

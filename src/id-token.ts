@@ -1,0 +1,92 @@
+// Asks the runner's token service for the job's OIDC token, as @actions/core's getIDToken does, and masks it.
+import type { ActionIO, Fetch } from './deps.js';
+
+type Env = Record<string, string | undefined>;
+
+export interface IdTokenDeps {
+  env: Env;
+  fetch: Fetch;
+  sleep(ms: number): Promise<void>;
+  io: Pick<ActionIO, 'debug' | 'setSecret'>;
+}
+
+// The toolkit retries 502, 503 and 504 up to 10 times, waiting 5 ms × 2^n (n capped at 10) before retry n.
+const RETRY_STATUSES = new Set([502, 503, 504]);
+const MAX_RETRIES = 10;
+const BACKOFF_SLICE_MS = 5;
+const BACKOFF_CEILING = 10;
+/** The toolkit's socket time limit; the token service answers in well under a second. */
+const ATTEMPT_TIMEOUT_MS = 180_000;
+
+export function idTokenAvailable(env: Env): boolean {
+  return Boolean(env.ACTIONS_ID_TOKEN_REQUEST_URL && env.ACTIONS_ID_TOKEN_REQUEST_TOKEN);
+}
+
+/** The OIDC token for `audience`, masked before it is returned; rejects with the toolkit's messages. */
+export async function requestIdToken(audience: string, deps: IdTokenDeps): Promise<string> {
+  const requestToken = deps.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN;
+  if (!requestToken) throw failed('Unable to get ACTIONS_ID_TOKEN_REQUEST_TOKEN env variable');
+  let url = deps.env.ACTIONS_ID_TOKEN_REQUEST_URL;
+  if (!url) throw failed('Unable to get ACTIONS_ID_TOKEN_REQUEST_URL env variable');
+  // GitHub's request URL already carries a query string (api-version).
+  if (audience) url = `${url}&audience=${encodeURIComponent(audience)}`;
+  deps.io.debug(`ID token url is ${url}`);
+
+  for (let retry = 0; ; retry++) {
+    let status: number;
+    let text: string;
+    try {
+      const response = await deps.fetch(url, {
+        method: 'GET',
+        headers: {
+          accept: 'application/json',
+          authorization: `Bearer ${requestToken}`,
+          'user-agent': 'actions/oidc-client',
+        },
+        redirect: 'manual',
+        signal: AbortSignal.timeout(ATTEMPT_TIMEOUT_MS),
+      });
+      status = response.status;
+      text = await response.text();
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      throw requestFailed(typeof code === 'string' ? code : undefined, messageOf(error));
+    }
+    if (RETRY_STATUSES.has(status) && retry < MAX_RETRIES) {
+      await deps.sleep(BACKOFF_SLICE_MS * 2 ** Math.min(BACKOFF_CEILING, retry + 1));
+      continue;
+    }
+    const json = parseJson(text);
+    if (status > 299 && status !== 404) {
+      const message = typeof json?.message === 'string' && json.message ? json.message : text;
+      throw requestFailed(status, message || `Failed request: (${status})`);
+    }
+    const token = status === 404 ? undefined : json?.value;
+    if (typeof token !== 'string' || token === '') {
+      throw failed('Response json body do not have ID Token field');
+    }
+    deps.io.setSecret(token);
+    return token;
+  }
+}
+
+function requestFailed(code: number | string | undefined, message: string): Error {
+  return failed(`Failed to get ID Token. Error Code : ${code ?? 'none'} Error Message: ${message}`);
+}
+
+function failed(message: string): Error {
+  return new Error(`Error message: ${message}`);
+}
+
+function parseJson(text: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

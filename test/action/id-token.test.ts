@@ -1,0 +1,149 @@
+// The job's OIDC token from the runner's token service: the request, the mask, retries and failure messages.
+import { describe, expect, it } from 'vitest';
+import type { Fetch, FetchInit } from '../../src/deps.js';
+import { idTokenAvailable, requestIdToken } from '../../src/id-token.js';
+
+const REQUEST_URL = 'https://pipelines.actions.example/_apis/distributedtask/token?api-version=2.0';
+const ENV = {
+  ACTIONS_ID_TOKEN_REQUEST_URL: REQUEST_URL,
+  ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'runner-request-token',
+};
+
+/** A token service answering each request with the next answer (repeating the last), recording calls. */
+function tokenService(...answers: { status: number; body: string }[]) {
+  const requests: { url: string; init: FetchInit }[] = [];
+  const events: string[] = [];
+  const sleeps: number[] = [];
+  const fetch: Fetch = async (url, init) => {
+    requests.push({ url, init });
+    events.push('request');
+    const { status, body } = answers[Math.min(requests.length - 1, answers.length - 1)]!;
+    return { status, headers: { get: () => null }, text: async () => body };
+  };
+  const deps = {
+    env: ENV,
+    fetch,
+    sleep: async (ms: number) => {
+      sleeps.push(ms);
+    },
+    io: {
+      debug: (message: string) => events.push(`debug ${message}`),
+      setSecret: (value: string) => events.push(`mask ${value}`),
+    },
+  };
+  return { deps, requests, events, sleeps };
+}
+
+const ok = (value: string) => ({ status: 200, body: JSON.stringify({ count: 1, value }) });
+
+describe('requestIdToken', () => {
+  it('asks for the audience with the request token and masks the token before returning it', async () => {
+    const service = tokenService(ok('oidc-token'));
+
+    const token = await requestIdToken('acme.api.stepsecurity.io', service.deps);
+
+    expect(token).toBe('oidc-token');
+    expect(service.requests).toHaveLength(1);
+    const [{ url, init }] = service.requests as [{ url: string; init: FetchInit }];
+    expect(url).toBe(`${REQUEST_URL}&audience=acme.api.stepsecurity.io`);
+    expect(init).toMatchObject({
+      method: 'GET',
+      headers: { accept: 'application/json', authorization: 'Bearer runner-request-token' },
+      redirect: 'manual',
+    });
+    expect(init.signal).toBeInstanceOf(AbortSignal);
+    expect(service.events).toEqual([`debug ID token url is ${url}`, 'request', 'mask oidc-token']);
+  });
+
+  it('encodes the audience, and asks for the default audience when it is empty', async () => {
+    const service = tokenService(ok('t'));
+
+    await requestIdToken('https://aud.example/a b&c', service.deps);
+    await requestIdToken('', service.deps);
+
+    expect(service.requests.map((r) => r.url)).toEqual([
+      `${REQUEST_URL}&audience=https%3A%2F%2Faud.example%2Fa%20b%26c`,
+      REQUEST_URL,
+    ]);
+  });
+
+  it('retries 502, 503 and 504 with the toolkit backoff, up to 10 times', async () => {
+    const service = tokenService(
+      { status: 502, body: '' },
+      { status: 503, body: '' },
+      { status: 504, body: '' },
+      ok('after-retries'),
+    );
+
+    expect(await requestIdToken('aud', service.deps)).toBe('after-retries');
+    expect(service.sleeps).toEqual([10, 20, 40]);
+
+    const down = tokenService({ status: 503, body: '{"message":"Service Unavailable"}' });
+    await expect(requestIdToken('aud', down.deps)).rejects.toThrow(
+      'Error message: Failed to get ID Token. Error Code : 503 Error Message: Service Unavailable',
+    );
+    expect(down.requests).toHaveLength(11);
+    expect(down.sleeps).toEqual([10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120]);
+  });
+
+  it('fails at once on another error status, with the service message or body', async () => {
+    const denied = tokenService({ status: 401, body: '{"message":"Token is not valid"}' });
+    await expect(requestIdToken('aud', denied.deps)).rejects.toThrow(
+      'Failed to get ID Token. Error Code : 401 Error Message: Token is not valid',
+    );
+
+    const broken = tokenService({ status: 500, body: 'upstream failure' });
+    await expect(requestIdToken('aud', broken.deps)).rejects.toThrow(
+      'Error Code : 500 Error Message: upstream failure',
+    );
+
+    const empty = tokenService({ status: 400, body: '' });
+    await expect(requestIdToken('aud', empty.deps)).rejects.toThrow('Error Message: Failed request: (400)');
+    expect([denied, broken, empty].map((s) => s.requests.length)).toEqual([1, 1, 1]);
+    expect(denied.events.some((e) => e.startsWith('mask'))).toBe(false);
+  });
+
+  it('fails when the answer carries no token, or is not found', async () => {
+    for (const answer of [
+      { status: 200, body: '{"count":0}' },
+      { status: 200, body: 'not json' },
+      { status: 404, body: '{"value":"x"}' },
+    ]) {
+      await expect(requestIdToken('aud', tokenService(answer).deps)).rejects.toThrow(
+        'Error message: Response json body do not have ID Token field',
+      );
+    }
+  });
+
+  it('fails with the network error code and message when the service cannot be reached', async () => {
+    const service = tokenService(ok('t'));
+    service.deps.fetch = async () => {
+      throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+    };
+
+    await expect(requestIdToken('aud', service.deps)).rejects.toThrow(
+      'Failed to get ID Token. Error Code : ECONNREFUSED Error Message: connect ECONNREFUSED 127.0.0.1:1',
+    );
+  });
+
+  it('fails without a request when the runner offers no token service', async () => {
+    const service = tokenService(ok('t'));
+
+    await expect(
+      requestIdToken('aud', { ...service.deps, env: { ACTIONS_ID_TOKEN_REQUEST_URL: REQUEST_URL } }),
+    ).rejects.toThrow('Unable to get ACTIONS_ID_TOKEN_REQUEST_TOKEN env variable');
+    await expect(
+      requestIdToken('aud', { ...service.deps, env: { ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'x' } }),
+    ).rejects.toThrow('Unable to get ACTIONS_ID_TOKEN_REQUEST_URL env variable');
+    expect(service.requests).toEqual([]);
+  });
+});
+
+describe('idTokenAvailable', () => {
+  it('needs both the request URL and the request token', () => {
+    expect(idTokenAvailable(ENV)).toBe(true);
+    expect(idTokenAvailable({ ACTIONS_ID_TOKEN_REQUEST_URL: REQUEST_URL })).toBe(false);
+    expect(idTokenAvailable({ ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'x' })).toBe(false);
+    expect(idTokenAvailable({ ...ENV, ACTIONS_ID_TOKEN_REQUEST_URL: '' })).toBe(false);
+  });
+});
