@@ -53,7 +53,8 @@ export async function startBroker(start: BrokerStart): Promise<BrokerProcess> {
   const log = openSync(start.logFile, 'w');
   const child = spawn(process.execPath, [...profileArgs, join(start.root, 'build/broker/main.js'), 'serve'], {
     cwd: start.root,
-    env: { PORT: '0', ...start.env },
+    // BENCH_BROKER_ENV (a JSON object) adds variables to the broker's environment, for experiments.
+    env: { PORT: '0', ...start.env, ...JSON.parse(process.env.BENCH_BROKER_ENV ?? '{}') },
     stdio: ['ignore', log, log],
   });
   closeSync(log);

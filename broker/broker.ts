@@ -7,6 +7,7 @@ import { createIssuerKeys } from './core/issuer-keys.js';
 import { keyDigester } from './core/keys.js';
 import { createRateLimiter } from './core/rate-limit.js';
 import { openSigningKeys } from './core/signing-keys.js';
+import { createTenantDirectory } from './core/tenant-directory.js';
 import { createTenant } from './core/tenants.js';
 import { resolveKeyEncryptionKey } from './key-encryption-key.js';
 import type { Logger } from './logger.js';
@@ -41,6 +42,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     kek: resolveKeyEncryptionKey(config, options.logger),
     now,
   });
+  const tenants = createTenantDirectory(store);
   const deps: AppDeps = {
     config,
     store,
@@ -51,7 +53,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
       logger: options.logger.child({ component: 'issuer-keys' }),
     }),
     signingKeys,
-    accessTokens: createAccessTokens({ store, signingKeys, issuer: config.publicUrl, now }),
+    accessTokens: createAccessTokens({ store, tenants, signingKeys, issuer: config.publicUrl, now }),
+    tenants,
     exchangeRateLimiter: createRateLimiter({ ...config.rateLimit, now }),
     logger: options.logger,
     metrics: createMetrics({ processMetrics: options.processMetrics }),

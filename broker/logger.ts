@@ -40,6 +40,32 @@ function errorReplacer(_key: string, value: unknown): unknown {
   return value;
 }
 
+/**
+ * Gathers lines and writes them once per turn of the event loop: one system call for many requests instead of
+ * one each. `flush()` writes what is pending at once (on shutdown).
+ */
+export function bufferedSink(out: LineSink): LineSink & { flush(): void } {
+  let pending: string[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending.length === 0) return;
+    const text = pending.join('');
+    pending = [];
+    out.write(text);
+  };
+  return {
+    write(line) {
+      pending.push(line);
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    },
+    flush,
+  };
+}
+
 export const silentLogger: Logger = {
   debug() {},
   info() {},

@@ -3,13 +3,14 @@ import { serve as listen } from '@hono/node-server';
 import { createBroker, ensureDemoTenant } from './broker.js';
 import { runCli } from './cli.js';
 import type { BrokerConfig } from './config.js';
-import { createLogger } from './logger.js';
+import { bufferedSink, createLogger } from './logger.js';
 
 const SHUTDOWN_GRACE_MS = 10_000;
 const MAINTENANCE_MS = 10 * 60_000;
 
 async function serve(config: BrokerConfig): Promise<number> {
-  const logger = createLogger(process.stdout, config.logLevel);
+  const sink = bufferedSink(process.stdout);
+  const logger = createLogger(sink, config.logLevel);
   const broker = await createBroker(config, { logger, processMetrics: true });
   const demo = await ensureDemoTenant(broker, config);
   if (demo) {
@@ -64,6 +65,7 @@ async function serve(config: BrokerConfig): Promise<number> {
         clearInterval(sweep);
         await broker.close();
         logger.info('stopped');
+        sink.flush();
         resolve(0);
       });
     };

@@ -22,12 +22,20 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [registry],
   });
+  // Label sets are few (method × route pattern × status); resolving each once keeps the hot path to two adds.
+  const series = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
   return {
     registry,
     observeRequest(method, route, status, seconds) {
-      const labels = { method, route, status: String(status) };
-      requests.inc(labels);
-      latency.observe(labels, seconds);
+      const key = `${method} ${route} ${status}`;
+      let s = series.get(key);
+      if (!s) {
+        const labels = [method, route, String(status)] as const;
+        s = { count: requests.labels(...labels), time: latency.labels(...labels) };
+        series.set(key, s);
+      }
+      s.count.inc();
+      s.time.observe(seconds);
     },
   };
 }

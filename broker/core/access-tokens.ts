@@ -7,6 +7,7 @@ import { parseCompactJws } from './jws-compact.js';
 import { isPermission, type Permission } from './permissions.js';
 import { effectivePermissions, type Principal } from './principal.js';
 import type { SigningKeys } from './signing-keys.js';
+import type { TenantDirectory } from './tenant-directory.js';
 
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 
@@ -64,11 +65,12 @@ const HEADER_NAMES = new Set(['alg', 'typ', 'kid']);
 
 export function createAccessTokens(deps: {
   store: Store;
+  tenants: TenantDirectory;
   signingKeys: SigningKeys;
   issuer: string;
   now: () => number;
 }): AccessTokens {
-  const { store, signingKeys, issuer, now } = deps;
+  const { store, tenants, signingKeys, issuer, now } = deps;
 
   async function verifyToken(token: string) {
     const parsed = parseCompactJws(token, { maxBytes: 8192, integerNumbersOnly: true });
@@ -90,7 +92,7 @@ export function createAccessTokens(deps: {
     if (typeof p.jti !== 'string' || typeof p.tenant !== 'string' || !Array.isArray(p.permissions)) {
       return { ok: false as const, reason: 'malformed claims' };
     }
-    const tenant = await store.tenants.byName(p.tenant);
+    const tenant = await tenants.byName(p.tenant);
     if (!tenant || p.aud !== tenant.audience) return { ok: false as const, reason: 'unknown tenant' };
     if (await store.tokens.isRevoked(p.jti)) return { ok: false as const, reason: 'revoked' };
     const claims = p as unknown as AccessTokenClaims;
@@ -121,10 +123,12 @@ export function createAccessTokens(deps: {
         ...input.extra,
       };
       const signingInput = `${b64({ alg: 'ES256', typ: 'at+jwt', kid })}.${b64(claims)}`;
-      const signature = sign('sha256', Buffer.from(signingInput), {
-        key: privateKey,
-        dsaEncoding: 'ieee-p1363',
-      });
+      // Signed on libuv's thread pool, so the event loop keeps serving other requests meanwhile.
+      const signature = await new Promise<Buffer>((resolve, reject) =>
+        sign('sha256', Buffer.from(signingInput), { key: privateKey, dsaEncoding: 'ieee-p1363' }, (error, sig) =>
+          error ? reject(error) : resolve(sig),
+        ),
+      );
       return {
         token: `${signingInput}.${signature.toString('base64url')}`,
         jti,

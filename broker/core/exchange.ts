@@ -9,6 +9,7 @@ import { type VerifiedClaims, verifyOidcToken } from './oidc-verify.js';
 import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
 import { type Deny, evaluatePolicies } from './policy-evaluate.js';
 import type { RateLimiter } from './rate-limit.js';
+import type { TenantDirectory } from './tenant-directory.js';
 
 /** The one documented clock-skew leeway for exp, nbf and iat (DESIGN §4). */
 export const CLOCK_SKEW_SECONDS = 60;
@@ -33,6 +34,7 @@ export interface ExchangeResult {
 
 export interface ExchangeDeps {
   store: Store;
+  tenants: TenantDirectory;
   issuerKeys: IssuerKeys;
   accessTokens: AccessTokens;
   rateLimiter: RateLimiter;
@@ -79,11 +81,11 @@ function auditEvent(tenant: Tenant, c: VerifiedClaims, fields: Partial<AuditEven
 async function resolveTenant(
   claims: VerifiedClaims,
   named: string | undefined,
-  store: Store,
+  deps: Pick<ExchangeDeps, 'store' | 'tenants'>,
   at: number,
 ): Promise<Tenant> {
   if (named === undefined) {
-    const tenant = await store.tenants.byAudience(claims.aud);
+    const tenant = await deps.tenants.byAudience(claims.aud);
     if (tenant) return tenant;
     throw new BrokerError(
       'audience_mismatch',
@@ -93,11 +95,11 @@ async function resolveTenant(
       },
     );
   }
-  const tenant = await store.tenants.byName(named);
+  const tenant = await deps.tenants.byName(named);
   if (tenant && tenant.audience === claims.aud) return tenant;
   if (tenant) {
     // A verified workflow asked for this tenant with the wrong audience: its admins want to see that.
-    await store.audit.append(
+    await deps.store.audit.append(
       auditEvent(tenant, claims, {
         type: 'token.exchange_denied',
         outcome: 'denied',
@@ -164,7 +166,7 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
     throw new BrokerError(verified.code, verified.reason);
   }
   const claims = verified.claims;
-  const tenant = await resolveTenant(claims, request.tenant, store, now());
+  const tenant = await resolveTenant(claims, request.tenant, deps, now());
 
   const limited = deps.rateLimiter.take(`${tenant.id}\n${claims.repository.toLowerCase()}`);
   if (!limited.ok) {

@@ -1,5 +1,5 @@
 // Strict verification of a GitHub Actions OIDC token (SECURITY-CASES A–H); yields typed, verified claims.
-import { verify } from 'node:crypto';
+import { type KeyObject, verify } from 'node:crypto';
 import type { IssuerKeys } from './issuer-keys.js';
 import { parseCompactJws } from './jws-compact.js';
 
@@ -120,6 +120,17 @@ function isoTime(seconds: number): string {
   return new Date(seconds * 1000).toISOString();
 }
 
+/** RSA verification on libuv's thread pool, so the event loop keeps serving other requests meanwhile. */
+function verifyOffThread(data: Buffer, key: KeyObject, signature: Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    try {
+      verify('RSA-SHA256', data, key, signature, (error, ok) => resolve(!error && ok));
+    } catch {
+      resolve(false);
+    }
+  });
+}
+
 export async function verifyOidcToken(token: string, deps: VerifyDeps): Promise<VerifyResult> {
   const parsed = parseCompactJws(token, {
     maxBytes: deps.maxTokenBytes ?? DEFAULT_MAX_TOKEN_BYTES,
@@ -155,12 +166,7 @@ export async function verifyOidcToken(token: string, deps: VerifyDeps): Promise<
       reason: `signing keys for issuer ${iss} are unavailable`,
     };
   }
-  let signatureOk = false;
-  try {
-    signatureOk = verify('RSA-SHA256', parsed.signingInput, lookup.key, parsed.signature);
-  } catch {
-    signatureOk = false;
-  }
+  const signatureOk = await verifyOffThread(parsed.signingInput, lookup.key, parsed.signature);
   if (!signatureOk) return invalid(`signature does not verify with key '${kid}' of issuer ${iss}`);
 
   // From here on only the payload whose bytes the signature covers feeds any decision.

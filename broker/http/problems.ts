@@ -1,5 +1,6 @@
 // The one place errors become responses: RFC 9457 problem+json, 5xx without internals.
 import type { Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { HTTPException } from 'hono/http-exception';
 import { BrokerError, toProblem } from '../errors.js';
 import type { BrokerEnv } from './context.js';
@@ -31,8 +32,9 @@ export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response
     c.get('log').error('request failed', { error, stack: error instanceof Error ? error.stack : undefined });
   }
   const body = toProblem(brokerError, c.get('requestId'));
-  return new Response(JSON.stringify(body), {
-    status: brokerError.status,
-    headers: { 'Content-Type': 'application/problem+json', ...brokerError.headers },
+  // Through the context, so headers set earlier in the request (X-Request-Id) are kept.
+  return c.body(JSON.stringify(body), brokerError.status as ContentfulStatusCode, {
+    'Content-Type': 'application/problem+json',
+    ...brokerError.headers,
   });
 }

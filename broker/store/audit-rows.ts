@@ -1,8 +1,6 @@
-// Audit events in SQL: appended inside the transaction of the change they describe.
-
-import type { SqlDriver, SqlExecutor } from './sql.js';
+// Audit events in SQL: appended inside the transaction of the change they describe, or group-committed.
+import type { SqlDriver, SqlExecutor, SqlStatement } from './sql.js';
 import type { AuditEvent, AuditEventInput, Store } from './store.js';
-import { createWriteBatcher } from './write-batcher.js';
 
 interface AuditRow {
   id: number;
@@ -15,10 +13,11 @@ interface AuditRow {
   details: string;
 }
 
-export async function appendAudit(db: SqlExecutor, event: AuditEventInput, at: number): Promise<void> {
-  await db.run(
-    'INSERT INTO audit_events (tenant_id, at, type, outcome, actor, target, details) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    [
+/** The INSERT for one audit event, for a transaction of its own or a group commit. */
+export function auditInsert(event: AuditEventInput, at: number): SqlStatement {
+  return {
+    sql: 'INSERT INTO audit_events (tenant_id, at, type, outcome, actor, target, details) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    params: [
       event.tenantId,
       at,
       event.type,
@@ -27,7 +26,12 @@ export async function appendAudit(db: SqlExecutor, event: AuditEventInput, at: n
       event.target ? JSON.stringify(event.target) : null,
       JSON.stringify(event.details ?? {}),
     ],
-  );
+  };
+}
+
+export async function appendAudit(db: SqlExecutor, event: AuditEventInput, at: number): Promise<void> {
+  const { sql, params } = auditInsert(event, at);
+  await db.run(sql, params);
 }
 
 function fromRow(row: AuditRow): AuditEvent {
@@ -44,11 +48,11 @@ function fromRow(row: AuditRow): AuditEvent {
 }
 
 export function auditRows(db: SqlDriver): Store['audit'] {
-  const append = createWriteBatcher(db, (tx, { event, at }: { event: AuditEventInput; at: number }) =>
-    appendAudit(tx, event, at),
-  );
   return {
-    append: (event, at) => append({ event, at }),
+    // Events outside a change of their own (denials, mints) go through the group commit.
+    append: async (event, at) => {
+      await db.writeBatched({ probe: auditInsert(event, at) });
+    },
     async list(tenantId, { type, before, limit }) {
       const where = ['tenant_id = ?'];
       const params: (string | number)[] = [tenantId];

@@ -1,6 +1,7 @@
 // PostgreSQL engine (pg Pool): `?` placeholders become `$n`; 64-bit integers come back as numbers.
 import pg from 'pg';
 import { type SqlDriver, type SqlExecutor, type SqlValue, UniqueViolation } from './sql.js';
+import { createWriteBatcher, inThreadFlush } from './write-batcher.js';
 
 const INT8_OID = 20;
 
@@ -50,23 +51,25 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
   });
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on('error', () => {});
+  const transaction = async <T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> => {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      const result = await fn(executor(client));
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  };
   return {
     engine: 'postgres',
     ...executor(pool),
-    async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
-      const client = await pool.connect();
-      try {
-        await client.query('BEGIN');
-        const result = await fn(executor(client));
-        await client.query('COMMIT');
-        return result;
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => {});
-        throw error;
-      } finally {
-        client.release();
-      }
-    },
+    transaction,
+    writeBatched: createWriteBatcher(inThreadFlush({ transaction })),
     async exec(sql: string) {
       await pool.query(sql);
     },

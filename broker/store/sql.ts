@@ -10,8 +10,28 @@ export interface SqlExecutor {
   run(sql: string, params?: readonly SqlValue[]): Promise<number>;
 }
 
+export interface SqlStatement {
+  sql: string;
+  params: readonly SqlValue[];
+}
+
+/**
+ * One write of a group commit: `probe` runs, then `onChange` when it changed a row, else `onNoChange` — so an
+ * insert-if-new and the audit event of its outcome commit together.
+ */
+export interface BatchedWrite {
+  probe: SqlStatement;
+  onChange?: SqlStatement;
+  onNoChange?: SqlStatement;
+}
+
 export interface SqlDriver extends SqlExecutor {
   readonly engine: 'sqlite' | 'postgres';
+  /**
+   * Group commit: writes issued close together share one transaction (one fsync), each resolving with the
+   * number of rows its probe changed once that transaction is durable. A write that fails fails alone.
+   */
+  writeBatched(write: BatchedWrite): Promise<number>;
   /** Runs `fn` in one transaction: all of it commits, or none of it. */
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
   /** Runs schema DDL (several statements). */

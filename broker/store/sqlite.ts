@@ -3,17 +3,23 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { type Row, type SqlDriver, type SqlExecutor, type SqlValue, UniqueViolation } from './sql.js';
+import { startWriteWorker } from './sqlite-writer.js';
+import { createWriteBatcher, inThreadFlush } from './write-batcher.js';
 
 type Statement = Database.Statement<unknown[], unknown>;
+
+const PRAGMAS = [
+  'journal_mode = WAL',
+  // FULL: a commit is on disk before the call returns, so a token is never handed out ahead of its replay record.
+  'synchronous = FULL',
+  'busy_timeout = 5000',
+  'foreign_keys = ON',
+];
 
 export function openSqlite(path: string): SqlDriver {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path);
-  db.pragma('journal_mode = WAL');
-  // FULL: a commit is on disk before the call returns, so a token is never handed out ahead of its replay record.
-  db.pragma('synchronous = FULL');
-  db.pragma('busy_timeout = 5000');
-  db.pragma('foreign_keys = ON');
+  for (const pragma of PRAGMAS) db.pragma(pragma);
 
   const statements = new Map<string, Statement>();
   const prepare = (sql: string): Statement => {
@@ -64,34 +70,42 @@ export function openSqlite(path: string): SqlDriver {
     },
   };
 
+  // A file database commits batches on a writer thread; an in-memory one (no second connection) on this one.
+  const writer = path === ':memory:' ? undefined : startWriteWorker(path, PRAGMAS);
+  const writeBatched = createWriteBatcher(writer ? writer.flush : inThreadFlush({ transaction }));
+
+  async function transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    while (current) await current;
+    let release!: () => void;
+    current = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      const result = await fn(direct);
+      db.exec('COMMIT');
+      return result;
+    } catch (error) {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      throw error;
+    } finally {
+      current = undefined;
+      release();
+    }
+  }
+
   return {
     engine: 'sqlite',
     ...outside,
-    async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
-      while (current) await current;
-      let release!: () => void;
-      current = new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      try {
-        db.exec('BEGIN IMMEDIATE');
-        const result = await fn(direct);
-        db.exec('COMMIT');
-        return result;
-      } catch (error) {
-        if (db.inTransaction) db.exec('ROLLBACK');
-        throw error;
-      } finally {
-        current = undefined;
-        release();
-      }
-    },
+    writeBatched,
+    transaction,
     async exec(sql: string) {
       while (current) await current;
       db.exec(sql);
     },
     async close() {
       while (current) await current;
+      await writer?.close();
       db.close();
     },
   };

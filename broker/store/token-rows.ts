@@ -1,33 +1,22 @@
 // Replay records for exchanged OIDC tokens and the deny-list of revoked access tokens, in SQL.
-import { appendAudit } from './audit-rows.js';
+import { appendAudit, auditInsert } from './audit-rows.js';
 import type { SqlDriver } from './sql.js';
 import type { Store } from './store.js';
-import { createWriteBatcher } from './write-batcher.js';
 
-type ExchangeRecord = Parameters<Store['tokens']['recordExchange']>;
+const INSERT_JTI =
+  'INSERT INTO used_jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING';
 
 export function tokenRows(db: SqlDriver): Store['tokens'] {
-  const recordExchange = createWriteBatcher(
-    db,
-    async (tx, { use, audit, at }: { use: ExchangeRecord[0]; audit: ExchangeRecord[1]; at: number }) => {
-      const fresh =
-        (await tx.run(
-          'INSERT INTO used_jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING',
-          [use.issuer, use.jti, use.expiresAt],
-        )) === 1;
-      await appendAudit(tx, fresh ? audit.fresh : audit.replayed, at);
-      return fresh;
-    },
-  );
   return {
     async consumeJti(issuer, jti, expiresAt) {
-      const changed = await db.run(
-        'INSERT INTO used_jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING',
-        [issuer, jti, expiresAt],
-      );
-      return changed === 1;
+      return (await db.run(INSERT_JTI, [issuer, jti, expiresAt])) === 1;
     },
-    recordExchange: (use, audit, at) => recordExchange({ use, audit, at }),
+    recordExchange: async (use, audit, at) =>
+      (await db.writeBatched({
+        probe: { sql: INSERT_JTI, params: [use.issuer, use.jti, use.expiresAt] },
+        onChange: auditInsert(audit.fresh, at),
+        onNoChange: auditInsert(audit.replayed, at),
+      })) === 1,
     revoke: (jti, tenantId, expiresAt, at, audit) =>
       db.transaction(async (tx) => {
         await tx.run(

@@ -1,53 +1,87 @@
-// Group commit: writes arriving in the same turn of the event loop share one transaction, so the hot path
-// pays for one durable commit (one fsync) per batch instead of one per request — and each caller still
-// resolves only after its own write is committed.
-import type { SqlDriver, SqlExecutor } from './sql.js';
+// Group commit: writes arriving close together share one transaction, so the hot path pays for one durable
+// commit (one fsync) per batch instead of one per request — and each caller still resolves only after its own
+// write is committed.
+import type { BatchedWrite, SqlDriver, SqlExecutor } from './sql.js';
 
-interface Pending<I, O> {
-  item: I;
-  resolve(value: O): void;
+export type Settled = { ok: true; value: number } | { ok: false; error: unknown };
+
+/** Runs a batch; resolves with one outcome per write, in order. */
+export type FlushBatch = (writes: BatchedWrite[]) => Promise<Settled[]>;
+
+interface Pending {
+  write: BatchedWrite;
+  resolve(value: number): void;
   reject(error: unknown): void;
 }
 
-export type Apply<I, O> = (tx: SqlExecutor, item: I) => Promise<O>;
+export async function applyWrite(tx: SqlExecutor, write: BatchedWrite): Promise<number> {
+  const changes = await tx.run(write.probe.sql, write.probe.params);
+  const next = changes > 0 ? write.onChange : write.onNoChange;
+  if (next) await tx.run(next.sql, next.params);
+  return changes;
+}
 
-export function createWriteBatcher<I, O>(
-  db: SqlDriver,
-  apply: Apply<I, O>,
-  maxBatch = 512,
-): (item: I) => Promise<O> {
-  const queue: Pending<I, O>[] = [];
-  let scheduled = false;
-
-  const settleAlone = (p: Pending<I, O>) =>
-    db.transaction((tx) => apply(tx, p.item)).then(p.resolve, p.reject);
-
-  const flush = async () => {
-    scheduled = false;
-    const batch = queue.splice(0, maxBatch);
-    if (queue.length > 0) schedule();
+/** A flush on this thread: one transaction for the batch; if it fails, each write again on its own. */
+export function inThreadFlush(db: Pick<SqlDriver, 'transaction'>): FlushBatch {
+  return async (writes) => {
     try {
-      const results = await db.transaction(async (tx) => {
-        const out: O[] = [];
-        for (const p of batch) out.push(await apply(tx, p.item));
+      const values = await db.transaction(async (tx) => {
+        const out: number[] = [];
+        for (const write of writes) out.push(await applyWrite(tx, write));
         return out;
       });
-      for (const [i, p] of batch.entries()) p.resolve(results[i]!);
+      return values.map((value) => ({ ok: true, value }));
     } catch {
-      // One bad write must not fail its neighbours: retry each on its own, so only it sees its error.
-      await Promise.all(batch.map(settleAlone));
+      return Promise.all(
+        writes.map((write) =>
+          db.transaction((tx) => applyWrite(tx, write)).then(
+            (value): Settled => ({ ok: true, value }),
+            (error): Settled => ({ ok: false, error }),
+          ),
+        ),
+      );
     }
+  };
+}
+
+/**
+ * Collects writes and flushes them together (at most `maxBatch` at a time), one batch in flight: while a batch
+ * commits, the next one gathers, so the busier the broker the fewer commits per write.
+ */
+export function createWriteBatcher(flush: FlushBatch, maxBatch = 1024): (write: BatchedWrite) => Promise<number> {
+  let queue: Pending[] = [];
+  let scheduled = false;
+  let flushing = false;
+
+  const run = async () => {
+    scheduled = false;
+    flushing = true;
+    const batch = queue.length > maxBatch ? queue.splice(0, maxBatch) : queue;
+    if (batch === queue) queue = [];
+    let outcomes: Settled[];
+    try {
+      outcomes = await flush(batch.map((p) => p.write));
+    } catch (error) {
+      outcomes = batch.map(() => ({ ok: false, error }));
+    }
+    flushing = false;
+    for (const [i, p] of batch.entries()) {
+      const outcome = outcomes[i]!;
+      if (outcome.ok) p.resolve(outcome.value);
+      else p.reject(outcome.error);
+    }
+    if (queue.length > 0) schedule();
   };
 
   const schedule = () => {
-    if (scheduled) return;
+    if (scheduled || flushing) return;
     scheduled = true;
-    setImmediate(() => void flush());
+    setImmediate(() => void run());
   };
 
-  return (item) =>
-    new Promise<O>((resolve, reject) => {
-      queue.push({ item, resolve, reject });
+  return (write) =>
+    new Promise<number>((resolve, reject) => {
+      queue.push({ write, resolve, reject });
       schedule();
     });
 }

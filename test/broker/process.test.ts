@@ -114,6 +114,40 @@ describe('broker process', () => {
   });
 });
 
+describe('request size over a real socket', () => {
+  it('refuses a body over 64 KiB whether it declares its length or streams it in chunks', async () => {
+    const p = await start();
+    const key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(p.stderr())![1]!;
+    const big = JSON.stringify({ name: 'x'.repeat(70_000), expiration: '7d', permissions: ['audit-log:read'] });
+    const declared = await call(p, '/v1/fine-grained-keys', key, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: big,
+    });
+    expect(declared.status).toBe(413);
+    const chunks = new ReadableStream({
+      start(controller) {
+        for (let i = 0; i < big.length; i += 8192) controller.enqueue(new TextEncoder().encode(big.slice(i, i + 8192)));
+        controller.close();
+      },
+    });
+    const streamed = await call(p, '/v1/fine-grained-keys', key, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: chunks,
+      duplex: 'half',
+    } as RequestInit);
+    expect(streamed.status).toBe(413);
+    expect(await streamed.json()).toMatchObject({ code: 'payload_too_large' });
+    const small = await call(p, '/v1/fine-grained-keys', key, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: 'ok', expiration: '7d', permissions: ['audit-log:read'] }),
+    });
+    expect(small.status).toBe(201);
+  });
+});
+
 describe('development key-encryption key', () => {
   it('is generated beside the SQLite database with mode 0600 and a warning, and reused after a restart', async () => {
     const sqlite = await createTestDatabase('sqlite');

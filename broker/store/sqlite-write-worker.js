@@ -1,0 +1,62 @@
+// SQLite's group-commit writer, on its own thread with its own connection: the batch's fsync blocks this thread,
+// never the event loop serving requests. Plain JavaScript so the same file runs from source and from build/.
+import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+
+/** @typedef {{ sql: string, params: (string | number | null)[] }} Statement */
+/** @typedef {{ probe: Statement, onChange?: Statement, onNoChange?: Statement }} Write */
+
+/** @type {{ path: string, pragmas: string[] }} */
+const { path, pragmas } = workerData;
+const db = new Database(path);
+for (const pragma of pragmas) db.pragma(pragma);
+
+/** @type {Map<string, import('better-sqlite3').Statement>} */
+const statements = new Map();
+/** @param {Statement} s */
+const run = (s) => {
+  let stmt = statements.get(s.sql);
+  if (!stmt) {
+    stmt = db.prepare(s.sql);
+    statements.set(s.sql, stmt);
+  }
+  return stmt.run(...s.params).changes;
+};
+/** @param {Write} write */
+const apply = (write) => {
+  const changes = run(write.probe);
+  const next = changes > 0 ? write.onChange : write.onNoChange;
+  if (next) run(next);
+  return changes;
+};
+const applyAll = db.transaction(/** @param {Write[]} writes */ (writes) => writes.map(apply));
+const applyOne = db.transaction(apply);
+
+/** @param {unknown} error */
+const describe = (error) => {
+  const e = /** @type {{ message?: string, code?: string }} */ (error);
+  return { message: e.message ?? String(error), code: e.code };
+};
+
+parentPort?.on('message', (/** @type {{ id: number, writes: Write[] } | 'close'} */ message) => {
+  if (message === 'close') {
+    db.close();
+    parentPort?.close();
+    return;
+  }
+  const { id, writes } = message;
+  let results;
+  try {
+    results = applyAll.immediate(writes).map((/** @type {number} */ value) => ({ ok: true, value }));
+  } catch {
+    // One bad write must not fail its neighbours: each again on its own, so only it sees its error.
+    results = writes.map((write) => {
+      try {
+        return { ok: true, value: applyOne.immediate(write) };
+      } catch (error) {
+        return { ok: false, error: describe(error) };
+      }
+    });
+  }
+  parentPort?.postMessage({ id, results });
+});

@@ -1,0 +1,70 @@
+// The main thread's side of SQLite's writer thread: sends each batch, resolves it with the thread's answer.
+import { Worker } from 'node:worker_threads';
+import type { BatchedWrite } from './sql.js';
+import type { FlushBatch, Settled } from './write-batcher.js';
+
+interface WorkerAnswer {
+  id: number;
+  results: ({ ok: true; value: number } | { ok: false; error: { message: string; code?: string } })[];
+}
+
+export interface WriteWorker {
+  flush: FlushBatch;
+  /** Finishes the batches in flight, then closes the writer's connection. */
+  close(): Promise<void>;
+}
+
+function toError(error: { message: string; code?: string }): Error {
+  return Object.assign(new Error(error.message), { code: error.code });
+}
+
+export function startWriteWorker(path: string, pragmas: string[]): WriteWorker {
+  let worker: Worker | undefined;
+  let nextId = 0;
+  const pending = new Map<number, { resolve(results: Settled[]): void; reject(error: unknown): void }>();
+
+  const failAll = (error: unknown) => {
+    for (const p of pending.values()) p.reject(error);
+    pending.clear();
+    worker = undefined;
+  };
+  // Started on first use, and again after a crash; it holds the process open only while a batch is in flight.
+  const ensure = (): Worker => {
+    if (worker) return worker;
+    const w = new Worker(new URL('./sqlite-write-worker.js', import.meta.url), { workerData: { path, pragmas } });
+    w.on('message', (answer: WorkerAnswer) => {
+      const p = pending.get(answer.id);
+      pending.delete(answer.id);
+      if (pending.size === 0) w.unref();
+      p?.resolve(answer.results.map((r): Settled => (r.ok ? r : { ok: false, error: toError(r.error) })));
+    });
+    w.on('error', failAll);
+    w.on('exit', (code) => {
+      if (worker === w) failAll(new Error(`the SQLite writer thread exited (code ${code})`));
+    });
+    w.unref();
+    worker = w;
+    return w;
+  };
+
+  return {
+    flush: (writes: BatchedWrite[]) =>
+      new Promise<Settled[]>((resolve, reject) => {
+        const w = ensure();
+        const id = ++nextId;
+        pending.set(id, { resolve, reject });
+        w.ref();
+        w.postMessage({ id, writes });
+      }),
+    async close() {
+      while (pending.size > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+      const w = worker;
+      worker = undefined;
+      if (!w) return;
+      const exited = new Promise((resolve) => w.once('exit', resolve));
+      w.ref();
+      w.postMessage('close');
+      await exited;
+    },
+  };
+}
