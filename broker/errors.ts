@@ -46,7 +46,11 @@ export class BrokerError extends Error {
   readonly headers: Record<string, string>;
 
   constructor(code: ErrorCode, detail: string, options: BrokerErrorOptions = {}) {
+    // An expected outcome, not a bug: nobody reads its stack, and capturing one is most of the cost of a refusal.
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(detail);
+    Error.stackTraceLimit = stackTraceLimit;
     this.name = 'BrokerError';
     this.code = code;
     this.status = ERROR_TABLE[code].status;

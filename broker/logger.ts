@@ -21,9 +21,14 @@ export function createLogger(sink: LineSink, level: LogLevel, base: LogFields = 
   const min = RANK[level];
   const emit = (lvl: LogLevel, msg: string, fields?: LogFields) => {
     if (RANK[lvl] < min) return;
-    sink.write(
-      `${JSON.stringify({ time: new Date(now()).toISOString(), level: lvl, msg, ...base, ...fields }, errorReplacer)}\n`,
-    );
+    const line = {
+      time: new Date(now()).toISOString(),
+      level: lvl,
+      msg,
+      ...base,
+      ...(fields && plain(fields)),
+    };
+    sink.write(`${JSON.stringify(line)}\n`);
   };
   return {
     debug: (msg, fields) => emit('debug', msg, fields),
@@ -34,10 +39,16 @@ export function createLogger(sink: LineSink, level: LogLevel, base: LogFields = 
   };
 }
 
-/** Errors serialise as their class and message (stack only at debug-worthy call sites that ask for it). */
-function errorReplacer(_key: string, value: unknown): unknown {
-  if (value instanceof Error) return { type: value.name, message: value.message };
-  return value;
+/**
+ * Errors among the fields serialise as their class and message. Mapped here rather than with a JSON.stringify
+ * replacer, which would run a function for every key of every line.
+ */
+function plain(fields: LogFields): LogFields {
+  for (const key in fields) {
+    const value = fields[key];
+    if (value instanceof Error) return { ...fields, [key]: { type: value.name, message: value.message } };
+  }
+  return fields;
 }
 
 /**

@@ -125,8 +125,11 @@ export function createAccessTokens(deps: {
       const signingInput = `${b64({ alg: 'ES256', typ: 'at+jwt', kid })}.${b64(claims)}`;
       // Signed on libuv's thread pool, so the event loop keeps serving other requests meanwhile.
       const signature = await new Promise<Buffer>((resolve, reject) =>
-        sign('sha256', Buffer.from(signingInput), { key: privateKey, dsaEncoding: 'ieee-p1363' }, (error, sig) =>
-          error ? reject(error) : resolve(sig),
+        sign(
+          'sha256',
+          Buffer.from(signingInput),
+          { key: privateKey, dsaEncoding: 'ieee-p1363' },
+          (error, sig) => (error ? reject(error) : resolve(sig)),
         ),
       );
       return {

@@ -1,7 +1,7 @@
 // The one place errors become responses: RFC 9457 problem+json, 5xx without internals.
 import type { Context } from 'hono';
-import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { BrokerError, toProblem } from '../errors.js';
 import type { BrokerEnv } from './context.js';
 

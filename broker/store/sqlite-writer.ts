@@ -31,7 +31,9 @@ export function startWriteWorker(path: string, pragmas: string[]): WriteWorker {
   // Started on first use, and again after a crash; it holds the process open only while a batch is in flight.
   const ensure = (): Worker => {
     if (worker) return worker;
-    const w = new Worker(new URL('./sqlite-write-worker.js', import.meta.url), { workerData: { path, pragmas } });
+    const w = new Worker(new URL('./sqlite-write-worker.js', import.meta.url), {
+      workerData: { path, pragmas },
+    });
     w.on('message', (answer: WorkerAnswer) => {
       const p = pending.get(answer.id);
       pending.delete(answer.id);

@@ -34,10 +34,12 @@ export function inThreadFlush(db: Pick<SqlDriver, 'transaction'>): FlushBatch {
     } catch {
       return Promise.all(
         writes.map((write) =>
-          db.transaction((tx) => applyWrite(tx, write)).then(
-            (value): Settled => ({ ok: true, value }),
-            (error): Settled => ({ ok: false, error }),
-          ),
+          db
+            .transaction((tx) => applyWrite(tx, write))
+            .then(
+              (value): Settled => ({ ok: true, value }),
+              (error): Settled => ({ ok: false, error }),
+            ),
         ),
       );
     }
@@ -48,7 +50,10 @@ export function inThreadFlush(db: Pick<SqlDriver, 'transaction'>): FlushBatch {
  * Collects writes and flushes them together (at most `maxBatch` at a time), one batch in flight: while a batch
  * commits, the next one gathers, so the busier the broker the fewer commits per write.
  */
-export function createWriteBatcher(flush: FlushBatch, maxBatch = 1024): (write: BatchedWrite) => Promise<number> {
+export function createWriteBatcher(
+  flush: FlushBatch,
+  maxBatch = 1024,
+): (write: BatchedWrite) => Promise<number> {
   let queue: Pending[] = [];
   let scheduled = false;
   let flushing = false;
