@@ -1,9 +1,9 @@
 // Creating, replacing and deleting trust policies (DESIGN §4): rules, shortcut expansion, no escalation, audit.
 import { randomUUID } from 'node:crypto';
-import type { AuditEventInput, PolicyRecordInput, Store } from '../store/store.js';
+import type { AuditEventInput, Store } from '../store/store.js';
 import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
 import { type PolicyFieldError, type PolicyRulesContext, validatePolicy } from './policy-rules.js';
-import type { PolicyClaims, TrustPolicy } from './policy-types.js';
+import type { PolicyClaims, PolicyRecord, TrustPolicy } from './policy-types.js';
 import { actorOf, type Principal } from './principal.js';
 
 export interface PolicyDeps {
@@ -33,7 +33,7 @@ export type PolicyRefusal =
 export type PolicyChange = { ok: true; policy: TrustPolicy; warnings: string[] } | PolicyRefusal;
 
 type Checked =
-  | { ok: true; record: PolicyRecordInput; warnings: string[] }
+  | { ok: true; record: PolicyRecord; warnings: string[] }
   | Extract<PolicyRefusal, { reason: 'invalid' | 'escalation' }>;
 
 // Each entry is expanded on its own so that every unknown or disabled one is named, not just the first.
@@ -67,7 +67,7 @@ function check(principal: Principal, submission: PolicySubmission, rules: Policy
 }
 
 /** What the audit log keeps of a policy: everything that decides who gets which token. */
-function auditedValues(policy: PolicyRecordInput) {
+function auditedValues(policy: PolicyRecord) {
   return {
     issuer: policy.issuer,
     claims: policy.claims,

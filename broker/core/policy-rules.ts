@@ -1,18 +1,6 @@
 // Validation of a submitted trust policy (DESIGN §4): well-formed claim values, no contradictions, defaults, warnings.
-import type { Permission } from './permissions.js';
-import type { PolicyClaimField, PolicyClaims, PolicyInput } from './policy-types.js';
+import type { PolicyClaimField, PolicyClaims, PolicyInput, PolicyRecord } from './policy-types.js';
 import { POLICY_CLAIM_FIELDS } from './policy-types.js';
-
-/** A policy input with every default applied; what the store saves. */
-export interface NormalizedPolicy {
-  name: string;
-  description: string | null;
-  issuer: string;
-  claims: PolicyClaims;
-  max_session_duration_seconds: number;
-  permissions: Permission[];
-  allow_pull_request_target: boolean;
-}
 
 export interface PolicyFieldError {
   /** Dotted path of the offending field, e.g. `claims.repository`. */
@@ -21,7 +9,7 @@ export interface PolicyFieldError {
 }
 
 export type PolicyValidation =
-  | { ok: true; policy: NormalizedPolicy; warnings: string[] }
+  | { ok: true; policy: PolicyRecord; warnings: string[] }
   | { ok: false; errors: PolicyFieldError[] };
 
 export interface PolicyRulesContext {
@@ -230,7 +218,7 @@ function claimsOf(raw: PolicyClaims | undefined, errors: PolicyFieldError[]): Po
   return claims;
 }
 
-function warningsFor(policy: NormalizedPolicy): string[] {
+function warningsFor(policy: PolicyRecord): string[] {
   const { claims } = policy;
   const warnings: string[] = [];
   const narrowed = Boolean(claims.ref || claims.job_workflow_ref || claims.environment);
@@ -296,7 +284,7 @@ export function validatePolicy(input: PolicyInput, ctx: PolicyRulesContext): Pol
   }
   if (errors.length > 0) return { ok: false, errors };
 
-  const policy: NormalizedPolicy = {
+  const policy: PolicyRecord = {
     name: input.name,
     description,
     issuer,

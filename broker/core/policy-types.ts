@@ -35,10 +35,8 @@ export interface PolicyInput {
   allow_pull_request_target?: boolean;
 }
 
-/** A stored policy. */
-export interface TrustPolicy {
-  id: string;
-  tenantId: string;
+/** A policy's content with every default applied: what validation yields and what the store saves. */
+export interface PolicyRecord {
   name: string;
   description: string | null;
   issuer: string;
@@ -46,6 +44,12 @@ export interface TrustPolicy {
   max_session_duration_seconds: number;
   permissions: Permission[];
   allow_pull_request_target: boolean;
+}
+
+/** A stored policy. */
+export interface TrustPolicy extends PolicyRecord {
+  id: string;
+  tenantId: string;
   createdAt: number;
   updatedAt: number;
 }

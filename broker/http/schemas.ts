@@ -1,5 +1,6 @@
 // Response and shared schemas, written once and referenced by every route's OpenAPI entry.
 import { z } from '@hono/zod-openapi';
+import { ACCESS_TOKEN_TYPE } from '../core/access-tokens.js';
 import { ALL_PERMISSIONS } from '../core/permissions.js';
 
 export const Problem = z
@@ -26,6 +27,20 @@ export const PermissionList = z
   });
 
 export const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-11-26T12:00:00.000Z' });
+
+/** An access token as both the exchange and POST /v1/tokens hand it out. */
+export const IssuedToken = z
+  .object({
+    access_token: z.string(),
+    token_type: z.literal('Bearer'),
+    issued_token_type: z.literal(ACCESS_TOKEN_TYPE),
+    expires_in: z.number().int(),
+    expires_at: Timestamp,
+    scope: z.string().openapi({ description: 'The permissions, space-separated (OAuth scope).' }),
+    permissions: z.array(PermissionId),
+    tenant: z.string(),
+  })
+  .openapi('MintedToken');
 
 export const iso = (ms: number): string => new Date(ms).toISOString();
 export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));

@@ -5,7 +5,7 @@ import { ACCESS_TOKEN_TYPE } from '../core/access-tokens.js';
 import { type ExchangeDeps, type ExchangeRequest, exchangeToken } from '../core/exchange.js';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
-import { iso, PermissionId, problem, Timestamp } from './schemas.js';
+import { IssuedToken, iso, problem } from './schemas.js';
 
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const SUBJECT_TOKEN_TYPES = [
@@ -53,19 +53,9 @@ const FormRequest = z
   })
   .openapi('TokenExchangeForm');
 
-const TokenResponse = z
-  .object({
-    access_token: z.string(),
-    token_type: z.literal('Bearer'),
-    issued_token_type: z.literal(ACCESS_TOKEN_TYPE),
-    expires_in: z.number().int(),
-    expires_at: Timestamp,
-    scope: z.string(),
-    permissions: z.array(PermissionId),
-    policy: z.string(),
-    tenant: z.string(),
-  })
-  .openapi('TokenResponse');
+const TokenResponse = IssuedToken.extend({
+  policy: z.string().openapi({ description: 'The trust policy that granted the token.' }),
+}).openapi('TokenResponse');
 
 /** SECURITY-CASES H8/H9: the token travels in the body only — never in a header or the URL. */
 const bodyOnly = createMiddleware<BrokerEnv>(async (c, next) => {

@@ -9,7 +9,7 @@ import { BrokerError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { guard } from './auth.js';
 import type { BrokerEnv } from './context.js';
-import { authErrors, badRequest, iso, PermissionId, PermissionList, Timestamp } from './schemas.js';
+import { authErrors, badRequest, IssuedToken, iso, PermissionList } from './schemas.js';
 
 export const MAX_MINTED_SECONDS = 12 * 3600;
 
@@ -23,19 +23,6 @@ const MintRequest = z
     }),
   })
   .openapi('MintTokenRequest');
-
-const MintedToken = z
-  .object({
-    access_token: z.string(),
-    token_type: z.literal('Bearer'),
-    issued_token_type: z.literal(ACCESS_TOKEN_TYPE),
-    expires_in: z.number().int(),
-    expires_at: Timestamp,
-    scope: z.string(),
-    permissions: z.array(PermissionId),
-    tenant: z.string(),
-  })
-  .openapi('MintedToken');
 
 const TokenForm = z.object({
   token: z.string().min(1).max(16_384),
@@ -88,7 +75,7 @@ export function registerTokenRoutes(
       middleware: [guard(auth)] as const,
       request: { body: { required: true, content: { 'application/json': { schema: MintRequest } } } },
       responses: {
-        201: { description: 'The token.', content: { 'application/json': { schema: MintedToken } } },
+        201: { description: 'The token.', content: { 'application/json': { schema: IssuedToken } } },
         ...badRequest,
         ...authErrors,
       },

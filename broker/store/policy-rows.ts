@@ -1,8 +1,8 @@
 // Trust policies in SQL, indexed by (tenant, issuer, owner, repository) so lookups stay flat as policies grow.
-import type { PolicyClaims, TrustPolicy } from '../core/policy-types.js';
+import type { PolicyClaims, PolicyRecord, TrustPolicy } from '../core/policy-types.js';
 import { appendAudit } from './audit-rows.js';
 import { type SqlDriver, UniqueViolation } from './sql.js';
-import type { Created, PolicyRecordInput, Store } from './store.js';
+import type { Created, Store } from './store.js';
 
 interface PolicyRow {
   id: string;
@@ -42,7 +42,7 @@ export function lookupKeys(claims: PolicyClaims): { ownerKey: string; repository
   return { ownerKey: owner, repositoryKey: repository };
 }
 
-function values(input: PolicyRecordInput) {
+function values(input: PolicyRecord) {
   const { ownerKey, repositoryKey } = lookupKeys(input.claims);
   return [
     input.name,

@@ -1,6 +1,6 @@
 // The storage interface the broker is written against; SQLite and PostgreSQL both implement it.
 import type { Permission } from '../core/permissions.js';
-import type { PolicyClaims, TrustPolicy } from '../core/policy-types.js';
+import type { PolicyRecord, TrustPolicy } from '../core/policy-types.js';
 
 export const BUILTIN_KINDS = ['tenant', 'tenant-read-only', 'secure-registry'] as const;
 export type BuiltinKind = (typeof BUILTIN_KINDS)[number];
@@ -65,16 +65,6 @@ export interface StoredKey {
 
 export type Created<T> = { ok: true; value: T } | { ok: false; conflict: string };
 
-export interface PolicyRecordInput {
-  name: string;
-  description: string | null;
-  issuer: string;
-  claims: PolicyClaims;
-  max_session_duration_seconds: number;
-  permissions: Permission[];
-  allow_pull_request_target: boolean;
-}
-
 export interface SigningKeyRecord {
   kid: string;
   publicJwk: string;
@@ -132,14 +122,14 @@ export interface Store {
     create(
       tenantId: string,
       id: string,
-      input: PolicyRecordInput,
+      input: PolicyRecord,
       at: number,
       audit: AuditEventInput,
     ): Promise<Created<TrustPolicy>>;
     replace(
       tenantId: string,
       id: string,
-      input: PolicyRecordInput,
+      input: PolicyRecord,
       at: number,
       audit: AuditEventInput,
     ): Promise<Created<TrustPolicy> | undefined>;

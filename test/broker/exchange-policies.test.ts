@@ -1,7 +1,7 @@
 // DESIGN §4 through POST /v1/oidc/token: matching, selection, grants, lifetimes, what denials reveal and audit.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ALL_PERMISSIONS, type Permission } from '../../broker/core/permissions.js';
-import type { PolicyRecordInput } from '../../broker/store/store.js';
+import type { PolicyRecord } from '../../broker/core/policy-types.js';
 import { type Federation, startFederation } from '../support/federation.js';
 import type { ClaimOverrides } from '../support/local-issuer.js';
 
@@ -71,9 +71,9 @@ async function auditFor(type: string, oidcJti: string): Promise<AuditEvent[]> {
   return events.filter((e) => e.details.oidc_jti === oidcJti);
 }
 
-type Fields = Partial<PolicyRecordInput>;
+type Fields = Partial<PolicyRecord>;
 type Token = [name: string, claims: ClaimOverrides, matches: boolean];
-const on = (claims: PolicyRecordInput['claims'], more: Fields = {}): Fields => ({ claims, ...more });
+const on = (claims: PolicyRecord['claims'], more: Fields = {}): Fields => ({ claims, ...more });
 const REPO = { repository: 'acme/infra' };
 const IDS = { repository_owner_id: '131804563', repository_id: '632596897' };
 const ENV = on({ ...REPO, environment: 'production' });

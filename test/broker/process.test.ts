@@ -118,7 +118,11 @@ describe('request size over a real socket', () => {
   it('refuses a body over 64 KiB whether it declares its length or streams it in chunks', async () => {
     const p = await start();
     const key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(p.stderr())![1]!;
-    const big = JSON.stringify({ name: 'x'.repeat(70_000), expiration: '7d', permissions: ['audit-log:read'] });
+    const big = JSON.stringify({
+      name: 'x'.repeat(70_000),
+      expiration: '7d',
+      permissions: ['audit-log:read'],
+    });
     const declared = await call(p, '/v1/fine-grained-keys', key, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
@@ -127,7 +131,8 @@ describe('request size over a real socket', () => {
     expect(declared.status).toBe(413);
     const chunks = new ReadableStream({
       start(controller) {
-        for (let i = 0; i < big.length; i += 8192) controller.enqueue(new TextEncoder().encode(big.slice(i, i + 8192)));
+        for (let i = 0; i < big.length; i += 8192)
+          controller.enqueue(new TextEncoder().encode(big.slice(i, i + 8192)));
         controller.close();
       },
     });

@@ -1,10 +1,8 @@
 // Two broker processes on one database behave as one: replay protection and revocation hold across them.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli } from '../../broker/cli.js';
-import { loadConfig } from '../../broker/config.js';
-import { openStore } from '../../broker/store/open-store.js';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { seedTenant } from '../support/federation.js';
 import {
   DEFAULT_AUDIENCE,
   GITHUB_ISSUER,
@@ -17,7 +15,7 @@ let db: TestDatabase;
 let issuer: LocalIssuer;
 let a: BrokerProcess;
 let b: BrokerProcess;
-let key = '';
+let key: string;
 
 beforeAll(async () => {
   db = await createTestDatabase();
@@ -27,32 +25,7 @@ beforeAll(async () => {
     BROKER_KEY_ENCRYPTION_KEY: TEST_KEK,
     BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB_ISSUER, jwks_uri: issuer.jwksUri }]),
   };
-  await runCli(['tenant', 'create', 'acme-corp', '--audience', DEFAULT_AUDIENCE], {
-    env,
-    out: (s) => {
-      key += s.trim();
-    },
-    err: () => {},
-    serve: async () => 0,
-  });
-  const store = await openStore(loadConfig(env).database);
-  const tenant = (await store.tenants.byName('acme-corp'))!;
-  await store.policies.create(
-    tenant.id,
-    'p1',
-    {
-      name: 'infra',
-      description: null,
-      issuer: GITHUB_ISSUER,
-      claims: { repository: 'acme/infra' },
-      max_session_duration_seconds: 0,
-      permissions: ['harden-runner:read'],
-      allow_pull_request_target: false,
-    },
-    Date.now(),
-    { tenantId: tenant.id, type: 'policy.created', outcome: 'success', actor: { kind: 'test', id: 'setup' } },
-  );
-  await store.close();
+  key = await seedTenant(env, { name: 'acme-corp', audience: DEFAULT_AUDIENCE }, { name: 'infra' });
   [a, b] = await Promise.all([startBrokerProcess(env), startBrokerProcess(env)]);
 });
 afterAll(async () => {

@@ -1,13 +1,11 @@
 // End to end: the bundled action (dist/) run as the runner runs it, against a real broker process that trusts
 // a local GitHub OIDC issuer. Main gets a token, later steps can use it, post revokes it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli } from '../../broker/cli.js';
-import { loadConfig } from '../../broker/config.js';
-import { openStore } from '../../broker/store/open-store.js';
 import { type FakeGitHubOidc, startFakeGitHubOidc } from '../action/support/fake-github.js';
 import { createActionRunner } from '../action/support/runner-process.js';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { seedTenant } from '../support/federation.js';
 import { GITHUB_ISSUER, type LocalIssuer, startLocalIssuer } from '../support/local-issuer.js';
 import { type BrokerProcess, startBrokerProcess } from '../support/process.js';
 
@@ -15,7 +13,7 @@ let db: TestDatabase;
 let issuer: LocalIssuer;
 let github: FakeGitHubOidc;
 let broker: BrokerProcess;
-let adminKey = '';
+let adminKey: string;
 /** Claims the fake GitHub puts in the next job tokens, on top of the issuer's defaults. */
 let jobClaims: Record<string, string> = {};
 
@@ -27,32 +25,16 @@ beforeAll(async () => {
     BROKER_KEY_ENCRYPTION_KEY: TEST_KEK,
     BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB_ISSUER, jwks_uri: issuer.jwksUri }]),
   };
-  await runCli(['tenant', 'create', 'acme'], {
+  adminKey = await seedTenant(
     env,
-    out: (s) => {
-      adminKey += s.trim();
-    },
-    err: () => {},
-    serve: async () => 0,
-  });
-  const store = await openStore(loadConfig(env).database);
-  const tenant = (await store.tenants.byName('acme'))!;
-  await store.policies.create(
-    tenant.id,
-    'deploy',
+    { name: 'acme' },
     {
       name: 'deploy',
-      description: null,
-      issuer: GITHUB_ISSUER,
       claims: { repository: 'acme/infra', ref: 'refs/heads/main' },
       max_session_duration_seconds: 600,
       permissions: ['harden-runner:read', 'audit-log:read'],
-      allow_pull_request_target: false,
     },
-    Date.now(),
-    { tenantId: tenant.id, type: 'policy.created', outcome: 'success', actor: { kind: 'test', id: 'setup' } },
   );
-  await store.close();
   broker = await startBrokerProcess(env);
   // GitHub's token service signs with the issuer the broker trusts, for whatever audience the action asks.
   github = await startFakeGitHubOidc((audience) => issuer.sign({ ...jobClaims, aud: audience }));

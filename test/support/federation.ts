@@ -1,7 +1,10 @@
 // A broker that trusts a local GitHub-shaped issuer, with a tenant and helpers to add policies and exchange tokens.
 
+import { runCli } from '../../broker/cli.js';
+import { loadConfig } from '../../broker/config.js';
 import type { Permission } from '../../broker/core/permissions.js';
-import type { PolicyRecordInput } from '../../broker/store/store.js';
+import type { PolicyRecord } from '../../broker/core/policy-types.js';
+import { openStore } from '../../broker/store/open-store.js';
 import { startTestBroker, type TestBroker } from './broker.js';
 import { DEFAULT_AUDIENCE, GITHUB_ISSUER, type LocalIssuer, startLocalIssuer } from './local-issuer.js';
 
@@ -11,7 +14,7 @@ export interface Federation {
   tenantId: string;
   /** The Tenant API key of tenant `acme-corp`, whose audience is the local issuer's default. */
   key: string;
-  policy(name: string, fields?: Partial<PolicyRecordInput>): Promise<string>;
+  policy(name: string, fields?: Partial<PolicyRecord>): Promise<string>;
   exchange(token: string, body?: Record<string, unknown>): Promise<Response>;
   close(): Promise<void>;
 }
@@ -67,4 +70,48 @@ export async function startFederation(options: { env?: Record<string, string> } 
       await issuer.close();
     },
   };
+}
+
+/**
+ * For tests that run the broker as a process: creates a tenant through the operator CLI and one trust policy
+ * in the database it will use. Resolves to the Tenant API key.
+ */
+export async function seedTenant(
+  env: Record<string, string>,
+  tenant: { name: string; audience?: string },
+  policy: Partial<PolicyRecord> & { name: string },
+): Promise<string> {
+  let key = '';
+  const args = ['tenant', 'create', tenant.name, ...(tenant.audience ? ['--audience', tenant.audience] : [])];
+  const code = await runCli(args, {
+    env,
+    out: (s) => {
+      key += s.trim();
+    },
+    err: () => {},
+    serve: async () => 0,
+  });
+  if (code !== 0) throw new Error(`tenant create ${tenant.name} exited with ${code}`);
+  const store = await openStore(loadConfig(env).database);
+  try {
+    const { id } = (await store.tenants.byName(tenant.name))!;
+    await store.policies.create(
+      id,
+      `${policy.name}-id`,
+      {
+        description: null,
+        issuer: GITHUB_ISSUER,
+        claims: { repository: 'acme/infra' },
+        max_session_duration_seconds: 0,
+        permissions: ['harden-runner:read'],
+        allow_pull_request_target: false,
+        ...policy,
+      },
+      Date.now(),
+      { tenantId: id, type: 'policy.created', outcome: 'success', actor: { kind: 'test', id: 'setup' } },
+    );
+  } finally {
+    await store.close();
+  }
+  return key;
 }
