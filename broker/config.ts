@@ -1,5 +1,6 @@
 // Broker configuration: parsed once from the environment at start; every error names its variable.
-import { isIP } from 'node:net';
+import { isAllowedKeyUrl } from './core/issuer-keys.js';
+import { isLoopbackHost } from './core/loopback.js';
 import type { LogLevel } from './logger.js';
 
 export const GITHUB_ISSUER = 'https://token.actions.githubusercontent.com';
@@ -52,11 +53,6 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   const value = Number(raw);
   if (value < min || value > max) throw new ConfigError(name, `must be from ${min} to ${max}, got ${value}`);
   return value;
-}
-
-export function isLoopbackHost(hostname: string): boolean {
-  const host = hostname.replace(/^\[|\]$/g, '');
-  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 }
 
 function url(name: string, raw: string, { allowLoopbackHttp }: { allowLoopbackHttp: boolean }): URL {
@@ -125,6 +121,7 @@ function trustedIssuers(env: Env): TrustedIssuerConfig[] {
     if (jwksUri === undefined) return { issuer };
     if (typeof jwksUri !== 'string') throw new ConfigError(`${at}.jwks_uri`, 'must be a string');
     url(`${at}.jwks_uri`, jwksUri, { allowLoopbackHttp: true });
+    if (!isAllowedKeyUrl(jwksUri)) throw new ConfigError(`${at}.jwks_uri`, 'must not carry credentials');
     return { issuer, jwksUri };
   });
 }

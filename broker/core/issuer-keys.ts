@@ -1,5 +1,6 @@
 // Per-issuer cache of OIDC signing keys (DESIGN §6): bounded fetches, unknown-kid cooldown, last good keys kept.
 import { createPublicKey, type KeyObject } from 'node:crypto';
+import { isLoopbackHost } from './loopback.js';
 
 export interface IssuerKeysLogger {
   warn(msg: string, fields?: Record<string, unknown>): void;
@@ -74,8 +75,6 @@ interface IssuerState {
   lastError: FetchErrorKind | null;
 }
 
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
-
 /** https, or plain http only to a loopback host; no credentials in the URL. */
 export function isAllowedKeyUrl(value: string): boolean {
   let url: URL;
@@ -85,7 +84,7 @@ export function isAllowedKeyUrl(value: string): boolean {
     return false;
   }
   if (url.username || url.password) return false;
-  return url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
+  return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
 }
 
 export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {

@@ -35,6 +35,12 @@ describe('loadConfig', () => {
       'BROKER_TRUSTED_ISSUERS[0].jwks_uri',
     ],
     [{ BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}","jwks":"x"}]` }, 'BROKER_TRUSTED_ISSUERS[0]'],
+    [
+      {
+        BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}","jwks_uri":"https://u:p@keys.example/jwks"}]`,
+      },
+      'BROKER_TRUSTED_ISSUERS[0].jwks_uri',
+    ],
     [{ BROKER_KEY_ENCRYPTION_KEY: 'short' }, 'BROKER_KEY_ENCRYPTION_KEY'],
     [{ DATABASE_URL: 'postgres://u@h/db' }, 'BROKER_KEY_ENCRYPTION_KEY'],
     [{ BROKER_RATE_LIMIT_PER_MINUTE: '-5' }, 'BROKER_RATE_LIMIT_PER_MINUTE'],
@@ -47,7 +53,7 @@ describe('loadConfig', () => {
       DATABASE_URL: 'postgres://broker@db:5432/broker',
       BROKER_KEY_ENCRYPTION_KEY: 'ab'.repeat(32),
       BROKER_TRUSTED_ISSUERS: JSON.stringify([
-        { issuer: GITHUB_ISSUER, jwks_uri: 'http://127.0.0.1:9999/jwks' },
+        { issuer: GITHUB_ISSUER, jwks_uri: 'http://127.0.0.2:9999/jwks' },
         { issuer: 'https://ghe.example.com/_services/token' },
         { issuer: `${GITHUB_ISSUER}/acme` },
       ]),

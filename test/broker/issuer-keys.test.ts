@@ -1,7 +1,12 @@
 // The issuer key cache: survives issuer outages, bounds fetches, and only trusts strong RS256 signing keys.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createIssuerKeys, type IssuerKeysOptions, type KeyLookup } from '../../broker/core/issuer-keys.js';
+import {
+  createIssuerKeys,
+  type IssuerKeysOptions,
+  isAllowedKeyUrl,
+  type KeyLookup,
+} from '../../broker/core/issuer-keys.js';
 import { verifyOidcToken } from '../../broker/core/oidc-verify.js';
 import { GITHUB_ISSUER, type LocalIssuer, publicJwk, startLocalIssuer } from '../support/local-issuer.js';
 
@@ -284,6 +289,27 @@ describe('locating the key set', () => {
       expect(() =>
         createIssuerKeys({ issuers: [{ issuer: GITHUB_ISSUER, jwksUri: `http://${host}/jwks` }], now }),
       ).not.toThrow();
+    }
+  });
+});
+
+describe('loopback exception', () => {
+  it('allows plain http only to loopback hosts, the same rule configuration applies', () => {
+    for (const url of [
+      'http://127.0.0.1:1/j',
+      'http://127.9.9.9/j',
+      'http://[::1]:8/j',
+      'http://localhost/j',
+    ]) {
+      expect(isAllowedKeyUrl(url), url).toBe(true);
+    }
+    for (const url of [
+      'http://10.0.0.1/j',
+      'http://keys.example/j',
+      'http://127.0.0.1.nip.io/j',
+      'https://u:p@k.example/j',
+    ]) {
+      expect(isAllowedKeyUrl(url), url).toBe(false);
     }
   });
 });
