@@ -1,6 +1,5 @@
 // Broker access tokens (RFC 9068, ES256): minting, and verifying them as credentials on every request.
 import { randomUUID, sign, verify } from 'node:crypto';
-import { BrokerError } from '../errors.js';
 import type { Store, Tenant } from '../store/store.js';
 import { unauthenticated } from './authenticate.js';
 import { parseCompactJws } from './jws-compact.js';
@@ -28,7 +27,6 @@ export interface MintInput {
 export interface MintedToken {
   token: string;
   jti: string;
-  issuedAt: number;
   expiresAt: number;
 }
 
@@ -135,7 +133,6 @@ export function createAccessTokens(deps: {
       return {
         token: `${signingInput}.${signature.toString('base64url')}`,
         jti,
-        issuedAt: iat * 1000,
         expiresAt: exp * 1000,
       };
     },
@@ -151,20 +148,10 @@ export function createAccessTokens(deps: {
           kind: 'access-token',
           id: claims.jti,
           name: policy ? `trust policy ${policy}` : `token from ${claims.client_id}`,
-          origin: policy ?? claims.client_id,
         },
         permissions: effectivePermissions(tenant, 'access-token', claims.permissions),
         expiresAt: claims.exp * 1000,
       };
     },
   };
-}
-
-/** Refuses an access-token lifetime outside 1 s … `max`. */
-export function checkLifetime(seconds: number, max: number, field: string): void {
-  if (!Number.isInteger(seconds) || seconds < 1 || seconds > max) {
-    throw BrokerError.fields('invalid_request', [
-      { field, message: `must be a whole number of seconds from 1 to ${max}` },
-    ]);
-  }
 }

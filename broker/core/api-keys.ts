@@ -117,11 +117,12 @@ export async function createFineGrainedKey(
 }
 
 export async function revokeFineGrainedKey(principal: Principal, id: string, deps: KeyDeps): Promise<void> {
-  const deleted = await deps.store.keys.deleteFineGrained(principal.tenant.id, id, deps.now(), {
+  const deleted = await deps.store.keys.deleteFineGrained(principal.tenant.id, id, deps.now(), (key) => ({
     tenantId: principal.tenant.id,
     type: 'fine_grained_key.revoked',
     outcome: 'success',
     actor: actorOf(principal),
-  });
+    target: { type: 'fine_grained_key', id, name: key.name },
+  }));
   if (!deleted) throw new BrokerError('not_found', `no fine-grained key with id "${id}" in this tenant`);
 }

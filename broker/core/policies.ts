@@ -125,21 +125,12 @@ export async function replacePolicy(
   const checked = check(principal, submission, deps.rules);
   if (!checked.ok) return checked;
   const { record, warnings } = checked;
-  const tenantId = principal.tenant.id;
-  // Read first so the audit event shows what the change replaced; the replace itself re-checks existence.
-  const before = await deps.store.policies.get(tenantId, id);
-  if (!before) return { ok: false, reason: 'not_found' };
-  const details = {
-    ...auditedValues(record),
-    warnings,
-    previous: { name: before.name, ...auditedValues(before) },
-  };
-  const replaced = await deps.store.policies.replace(
-    tenantId,
-    id,
-    record,
-    deps.now(),
-    auditEvent(principal, 'policy.updated', id, record.name, details),
+  const replaced = await deps.store.policies.replace(principal.tenant.id, id, record, deps.now(), (before) =>
+    auditEvent(principal, 'policy.updated', id, record.name, {
+      ...auditedValues(record),
+      warnings,
+      previous: { name: before.name, ...auditedValues(before) },
+    }),
   );
   if (!replaced) return { ok: false, reason: 'not_found' };
   if (!replaced.ok) return { ok: false, reason: 'name_taken', name: record.name };
@@ -151,13 +142,7 @@ export async function deletePolicy(
   id: string,
   deps: PolicyDeps,
 ): Promise<{ ok: true; policy: TrustPolicy } | { ok: false; reason: 'not_found' }> {
-  const tenantId = principal.tenant.id;
-  const before = await deps.store.policies.get(tenantId, id);
-  if (!before) return { ok: false, reason: 'not_found' };
-  const deleted = await deps.store.policies.delete(
-    tenantId,
-    id,
-    deps.now(),
+  const deleted = await deps.store.policies.delete(principal.tenant.id, id, deps.now(), (before) =>
     auditEvent(principal, 'policy.deleted', id, before.name, auditedValues(before)),
   );
   return deleted ? { ok: true, policy: deleted } : { ok: false, reason: 'not_found' };

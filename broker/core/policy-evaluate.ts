@@ -1,6 +1,11 @@
 // Trust-policy matching and selection (DESIGN §4): which policy a token's claims may use, and what it grants.
 import { missingFrom, type Permission } from './permissions.js';
-import { POLICY_CLAIM_FIELDS, type PolicyClaimField, type TrustPolicy } from './policy-types.js';
+import {
+  MAX_SESSION_SECONDS,
+  POLICY_CLAIM_FIELDS,
+  type PolicyClaimField,
+  type TrustPolicy,
+} from './policy-types.js';
 
 /**
  * A token's claims: verified by the exchange, or typed in by an admin — so nothing here is trusted to be a string.
@@ -89,7 +94,6 @@ export interface Explanation {
   decision: Decision;
 }
 
-export const MAX_SESSION_SECONDS = 3600;
 const PULL_REQUEST_TARGET = 'pull_request_target';
 const NOT_PULL_REQUEST_TARGET = 'any event except pull_request_target (the policy does not allow it)';
 const INVALID_POLICY_VALUE = '(invalid policy value: not a string)';

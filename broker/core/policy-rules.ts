@@ -1,6 +1,6 @@
 // Validation of a submitted trust policy (DESIGN §4): well-formed claim values, no contradictions, defaults, warnings.
 import type { PolicyClaimField, PolicyClaims, PolicyInput, PolicyRecord } from './policy-types.js';
-import { POLICY_CLAIM_FIELDS } from './policy-types.js';
+import { MAX_SESSION_SECONDS, POLICY_CLAIM_FIELDS } from './policy-types.js';
 
 export interface PolicyFieldError {
   /** Dotted path of the offending field, e.g. `claims.repository`. */
@@ -16,8 +16,6 @@ export interface PolicyRulesContext {
   trustedIssuers: readonly string[];
   defaultIssuer: string;
 }
-
-export const MAX_POLICY_SESSION_SECONDS = 3600;
 
 const OWNER = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
 const REPO_NAME = /^[A-Za-z0-9_.-]+$/;
@@ -261,7 +259,7 @@ export function validatePolicy(input: PolicyInput, ctx: PolicyRulesContext): Pol
   const claims = claimsOf(input.claims, errors);
 
   const max = input.max_session_duration_seconds ?? 0;
-  if (!Number.isInteger(max) || max < 0 || max > MAX_POLICY_SESSION_SECONDS) {
+  if (!Number.isInteger(max) || max < 0 || max > MAX_SESSION_SECONDS) {
     errors.push({
       field: 'max_session_duration_seconds',
       message:

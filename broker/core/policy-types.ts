@@ -22,6 +22,9 @@ export const POLICY_CLAIM_FIELDS = [
   'repository_id',
 ] as const satisfies readonly (keyof PolicyClaims)[];
 
+/** No token from an exchange lives longer than this, whatever a policy or the server default says (DESIGN §4). */
+export const MAX_SESSION_SECONDS = 3600;
+
 export type PolicyClaimField = (typeof POLICY_CLAIM_FIELDS)[number];
 
 /** What an admin submits (after shortcut expansion of permissions). */

@@ -10,8 +10,6 @@ export interface Credential {
   id: string;
   name?: string;
   slot?: Slot;
-  /** For access tokens: the policy (or minting credential) it came from. */
-  origin?: string;
 }
 
 export interface Principal {

@@ -122,7 +122,7 @@ export function keyRows(db: SqlDriver): Store['keys'] {
         if (!row) return undefined;
         const key = keyFromRow(row);
         await tx.run('DELETE FROM fine_grained_keys WHERE tenant_id = ? AND id = ?', [tenantId, id]);
-        await appendAudit(tx, { ...audit, target: { type: 'fine_grained_key', id, name: key.name } }, at);
+        await appendAudit(tx, audit(key), at);
         return key;
       }),
     async touchFineGrained(id, at) {

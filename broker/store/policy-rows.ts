@@ -103,7 +103,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
              WHERE tenant_id = ? AND id = ?`,
             [...values(input), at, tenantId, id],
           );
-          await appendAudit(tx, audit, at);
+          await appendAudit(tx, audit(fromRow(before)), at);
           return { ok: true, value: { ...input, id, tenantId, createdAt: before.created_at, updatedAt: at } };
         }),
       ),
@@ -116,7 +116,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
         if (!row) return undefined;
         const policy = fromRow(row);
         await tx.run('DELETE FROM trust_policies WHERE tenant_id = ? AND id = ?', [tenantId, id]);
-        await appendAudit(tx, { ...audit, target: { type: 'trust_policy', id, name: policy.name } }, at);
+        await appendAudit(tx, audit(policy), at);
         return policy;
       }),
     get,

@@ -58,6 +58,12 @@ export interface AuditEvent extends AuditEventInput {
   details: Record<string, unknown>;
 }
 
+/**
+ * The audit event of a change to an existing row, built from that row as the change's own transaction read
+ * it — so the event never describes a state another writer had already replaced.
+ */
+export type AuditOf<T> = (previous: T) => AuditEventInput;
+
 export interface StoredKey {
   digest: string;
   hint: string;
@@ -104,12 +110,12 @@ export interface Store {
     ): Promise<FineGrainedKey>;
     listFineGrained(tenantId: string): Promise<FineGrainedKey[]>;
     getFineGrained(tenantId: string, id: string): Promise<FineGrainedKey | undefined>;
-    /** Deletes the key and records the audit event (its target filled in here); undefined when the tenant has no such key. */
+    /** Deletes the key and records the audit event; undefined when the tenant has no such key. */
     deleteFineGrained(
       tenantId: string,
       id: string,
       at: number,
-      audit: AuditEventInput,
+      audit: AuditOf<FineGrainedKey>,
     ): Promise<FineGrainedKey | undefined>;
     touchFineGrained(id: string, at: number): Promise<void>;
   };
@@ -131,13 +137,13 @@ export interface Store {
       id: string,
       input: PolicyRecord,
       at: number,
-      audit: AuditEventInput,
+      audit: AuditOf<TrustPolicy>,
     ): Promise<Created<TrustPolicy> | undefined>;
     delete(
       tenantId: string,
       id: string,
       at: number,
-      audit: AuditEventInput,
+      audit: AuditOf<TrustPolicy>,
     ): Promise<TrustPolicy | undefined>;
     get(tenantId: string, id: string): Promise<TrustPolicy | undefined>;
     list(tenantId: string): Promise<TrustPolicy[]>;
@@ -150,8 +156,6 @@ export interface Store {
     ): Promise<TrustPolicy[]>;
   };
   tokens: {
-    /** Records (iss, jti) as used; false when it already was (a replay). */
-    consumeJti(issuer: string, jti: string, expiresAt: number): Promise<boolean>;
     /**
      * Records (iss, jti) as used together with the audit event of its outcome, in one commit: `fresh` when the
      * pair is new, `replayed` when it was already used. Resolves once both are durable; true when fresh.

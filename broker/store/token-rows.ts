@@ -8,9 +8,6 @@ const INSERT_JTI =
 
 export function tokenRows(db: SqlDriver): Store['tokens'] {
   return {
-    async consumeJti(issuer, jti, expiresAt) {
-      return (await db.run(INSERT_JTI, [issuer, jti, expiresAt])) === 1;
-    },
     recordExchange: async (use, audit, at) =>
       (await db.writeBatched({
         probe: { sql: INSERT_JTI, params: [use.issuer, use.jti, use.expiresAt] },

@@ -57,6 +57,17 @@ describe('upkeep', () => {
       code: 'invalid_token',
       detail: expect.stringContaining('expired'),
     });
-    expect(await f.t.broker.store.tokens.consumeJti(GITHUB_ISSUER, jti, 0)).toBe(true);
+    const event = {
+      tenantId: f.tenantId,
+      type: 'test',
+      outcome: 'success' as const,
+      actor: { kind: 'test', id: 't' },
+    };
+    const fresh = await f.t.broker.store.tokens.recordExchange(
+      { issuer: GITHUB_ISSUER, jti, expiresAt: 0 },
+      { fresh: event, replayed: event },
+      f.t.clock.now,
+    );
+    expect(fresh).toBe(true);
   });
 });

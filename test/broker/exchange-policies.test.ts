@@ -15,12 +15,12 @@ afterAll(() => f.close());
 afterEach(async () => {
   const { store } = f.t.broker;
   for (const p of await store.policies.list(f.tenantId)) {
-    await store.policies.delete(f.tenantId, p.id, f.t.clock.now, {
+    await store.policies.delete(f.tenantId, p.id, f.t.clock.now, () => ({
       tenantId: f.tenantId,
       type: 'policy.deleted',
       outcome: 'success',
       actor: { kind: 'test', id: 'setup' },
-    });
+    }));
   }
 });
 

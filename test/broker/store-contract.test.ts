@@ -15,6 +15,17 @@ const audit = (tenantId: string, type = 'test.event'): AuditEventInput => ({
 });
 
 let db: TestDatabase;
+
+/** Records (issuer, jti) as used by an exchange of tenant `t`; false when it already was. */
+const use = (issuer: string, jti: string, expiresAt: number) =>
+  store.tokens.recordExchange(
+    { issuer, jti, expiresAt },
+    {
+      fresh: audit('t', 'token.exchanged'),
+      replayed: { ...audit('t', 'token.exchange_denied'), outcome: 'denied' },
+    },
+    1,
+  );
 let store: Store;
 
 const newTenant = (name: string): Tenant => ({
@@ -133,10 +144,13 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.keys.fineGrainedByDigest('fg-1')).toMatchObject({ id: 'k1', hint: 'ssf_…0001' });
     await store.keys.touchFineGrained('k1', 77);
     expect((await store.keys.getFineGrained(t.id, 'k1'))?.lastUsedAt).toBe(77);
-    expect(await store.keys.deleteFineGrained('another-tenant', 'k1', 80, audit(t.id))).toBeUndefined();
-    expect(
-      await store.keys.deleteFineGrained(t.id, 'k1', 80, audit(t.id, 'fine_grained_key.revoked')),
-    ).toMatchObject({ id: 'k1' });
+    expect(await store.keys.deleteFineGrained('another-tenant', 'k1', 80, () => audit(t.id))).toBeUndefined();
+    // The audit event is built from the row the delete itself read.
+    const revokedEvent = (k: FineGrainedKey) => ({
+      ...audit(t.id, 'fine_grained_key.revoked'),
+      target: { type: 'fine_grained_key', id: k.id, name: k.name },
+    });
+    expect(await store.keys.deleteFineGrained(t.id, 'k1', 80, revokedEvent)).toMatchObject({ id: 'k1' });
     expect(await store.keys.fineGrainedByDigest('fg-1')).toBeUndefined();
     const [revoked] = await store.audit.list(t.id, { type: 'fine_grained_key.revoked', limit: 5 });
     expect(revoked?.target).toEqual({ type: 'fine_grained_key', id: 'k1', name: 'key k1' });
@@ -157,16 +171,16 @@ describe(`store contract (${requestedEngine()})`, () => {
   });
 
   it('records each (issuer, jti) once and keeps revocations until they expire', async () => {
-    expect(await store.tokens.consumeJti('https://issuer', 'jti-1', 1000)).toBe(true);
-    expect(await store.tokens.consumeJti('https://issuer', 'jti-1', 1000)).toBe(false);
-    expect(await store.tokens.consumeJti('https://other', 'jti-1', 1000)).toBe(true);
+    expect(await use('https://issuer', 'jti-1', 1000)).toBe(true);
+    expect(await use('https://issuer', 'jti-1', 1000)).toBe(false);
+    expect(await use('https://other', 'jti-1', 1000)).toBe(true);
     const t = await tenant('golf');
     await store.tokens.revoke('tok-1', t.id, 2000, 1, audit(t.id, 'token.revoked'));
     await store.tokens.revoke('tok-1', t.id, 2000, 2, audit(t.id, 'token.revoked'));
     expect(await store.tokens.isRevoked('tok-1')).toBe(true);
     expect(await store.tokens.isRevoked('tok-2')).toBe(false);
     expect(await store.tokens.purgeExpired(1500)).toBe(2);
-    expect(await store.tokens.consumeJti('https://issuer', 'jti-1', 1000)).toBe(true);
+    expect(await use('https://issuer', 'jti-1', 1000)).toBe(true);
     expect(await store.tokens.isRevoked('tok-1')).toBe(true);
   });
 
@@ -201,7 +215,7 @@ describe(`store contract (${requestedEngine()})`, () => {
       'token.exchanged',
       'token.exchanged',
     ]);
-    expect(await store.tokens.consumeJti('https://issuer', 'broken', 5000)).toBe(true);
+    expect(await use('https://issuer', 'broken', 5000)).toBe(true);
   });
 
   it('keeps policy names unique per tenant, case-insensitively, and finds candidates by owner and repository', async () => {
@@ -245,19 +259,24 @@ describe(`store contract (${requestedEngine()})`, () => {
     );
     expect(found.map((p) => p.id).sort()).toEqual(['p-a', 'p-c']);
     expect(await store.policies.candidates(t.id, 'https://elsewhere', 'acme', 'acme/infra')).toEqual([]);
+    const previous: unknown[] = [];
     const replaced = await store.policies.replace(
       t.id,
       'p-a',
       input('Deploy', { repository: 'acme/web' }),
       9,
-      audit(t.id),
+      (before) => {
+        previous.push(before.claims);
+        return audit(t.id);
+      },
     );
     expect(replaced).toMatchObject({ ok: true, value: { createdAt: 1, updatedAt: 9 } });
+    expect(previous).toEqual([{ repository: 'Acme/Infra' }]);
     expect((await store.policies.get(t.id, 'p-a'))?.claims).toEqual({ repository: 'acme/web' });
     expect(
-      await store.policies.replace('other', 'p-a', input('x', { repository: 'a/b' }), 9, audit(t.id)),
+      await store.policies.replace('other', 'p-a', input('x', { repository: 'a/b' }), 9, () => audit(t.id)),
     ).toBeUndefined();
-    expect(await store.policies.delete(t.id, 'p-a', 10, audit(t.id))).toMatchObject({ name: 'Deploy' });
+    expect(await store.policies.delete(t.id, 'p-a', 10, () => audit(t.id))).toMatchObject({ name: 'Deploy' });
     expect((await store.policies.list(t.id)).map((p) => p.name)).toEqual(['other repo', 'owner-wide']);
   });
 
