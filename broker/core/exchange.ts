@@ -168,7 +168,8 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
   const claims = verified.claims;
   const tenant = await resolveTenant(claims, request.tenant, deps, now());
 
-  const limited = deps.rateLimiter.take(`${tenant.id}\n${claims.repository.toLowerCase()}`);
+  const repositoryKey = claims.repository.toLowerCase();
+  const limited = deps.rateLimiter.take(`${tenant.id}\n${repositoryKey}`);
   if (!limited.ok) {
     throw new BrokerError(
       'rate_limited',
@@ -185,7 +186,7 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
     tenant.id,
     claims.iss,
     claims.repository_owner.toLowerCase(),
-    claims.repository.toLowerCase(),
+    repositoryKey,
   );
   const decision = evaluatePolicies(
     candidates,

@@ -65,7 +65,7 @@ const bodyOnly = createMiddleware<BrokerEnv>(async (c, next) => {
       'send the OIDC token in the body only; remove the Authorization header',
     );
   }
-  if (new URL(c.req.url).search !== '') {
+  if (c.req.url.includes('?')) {
     throw new BrokerError(
       'invalid_request',
       'this endpoint takes no query parameters; send everything in the body',

@@ -1,6 +1,5 @@
 // /v1/tokens: mint an access token from an API key, and introspect (RFC 7662) or revoke (RFC 7009) tokens.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import type { Context } from 'hono';
 import { ACCESS_TOKEN_TYPE, type AccessTokens } from '../core/access-tokens.js';
 import { grantablePermissions } from '../core/api-keys.js';
 import type { AuthenticateDeps } from '../core/authenticate.js';
@@ -51,9 +50,9 @@ const Introspection = z
   })
   .openapi('Introspection');
 
-function tokenFrom(c: Context<BrokerEnv>): string {
-  const body = (c.req.valid as (t: string) => { token?: string })('form');
-  const token = body.token ?? (c.req.valid as (t: string) => { token?: string })('json').token;
+/** The token from whichever body the client sent (RFC 7662/7009 use a form; JSON is accepted too). */
+function tokenFrom(...bodies: Partial<z.infer<typeof TokenForm>>[]): string {
+  const token = bodies.find((body) => body.token !== undefined)?.token;
   if (!token) throw BrokerError.fields('invalid_request', [{ field: 'token', message: 'required' }]);
   return token;
 }
@@ -153,7 +152,7 @@ export function registerTokenRoutes(
       },
     }),
     async (c) => {
-      const result = await deps.accessTokens.verify(tokenFrom(c));
+      const result = await deps.accessTokens.verify(tokenFrom(c.req.valid('form'), c.req.valid('json')));
       c.header('Cache-Control', 'no-store');
       if (!result.ok || result.tenant.id !== c.get('principal').tenant.id)
         return c.json({ active: false }, 200);
@@ -177,7 +176,7 @@ export function registerTokenRoutes(
     }),
     async (c) => {
       const principal = c.get('principal');
-      const result = await deps.accessTokens.verify(tokenFrom(c));
+      const result = await deps.accessTokens.verify(tokenFrom(c.req.valid('form'), c.req.valid('json')));
       if (!result.ok || result.tenant.id !== principal.tenant.id) return c.body(null, 200);
       const own =
         principal.credential.kind === 'access-token' && principal.credential.id === result.claims.jti;

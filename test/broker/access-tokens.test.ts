@@ -108,6 +108,15 @@ describe('exchanged access tokens', () => {
     });
   });
 
+  it('take the token as a form (RFC 7662) or as JSON, and name it when it is missing', async () => {
+    const token = await exchanged();
+    const asJson = await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, json: { token } }));
+    expect(asJson).toMatchObject({ active: true });
+    const missing = await f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form('') });
+    expect(missing.status).toBe(400);
+    expect(await missing.json()).toMatchObject({ code: 'invalid_request', errors: [{ field: 'token' }] });
+  });
+
   it("revoking another credential's token needs api-keys:write", async () => {
     const token = await exchanged();
     const reader = await json<{ key: string }>(
