@@ -55,7 +55,7 @@ describe('tenant isolation', () => {
     expect(slots.keys.find((k) => k.kind === 'tenant' && k.slot === 'secondary')?.hint).toBeNull();
   });
 
-  it('a credential is bound to its tenant: whoami names it, and its key works only there', async () => {
+  it("a credential acts only in its own tenant: whoami names it, its listing shows only that tenant's keys", async () => {
     const me = (await (await t.request('GET', '/v1/whoami', { key: aFineGrained })).json()) as {
       tenant: { name: string };
     };
