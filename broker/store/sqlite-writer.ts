@@ -1,12 +1,14 @@
 // The main thread's side of SQLite's writer thread: sends each batch, resolves it with the thread's answer.
+// Batches need not wait for each other: the thread merges all that have queued into its next transaction.
 import { Worker } from 'node:worker_threads';
 import type { BatchedWrite } from './sql.js';
 import type { FlushBatch, Settled } from './write-batcher.js';
 
-interface WorkerAnswer {
+/** The writer's answer to every batch its last transaction committed. */
+type WorkerAnswers = {
   id: number;
   results: ({ ok: true; value: number } | { ok: false; error: { message: string; code?: string } })[];
-}
+}[];
 
 export interface WriteWorker {
   flush: FlushBatch;
@@ -34,11 +36,13 @@ export function startWriteWorker(path: string, pragmas: string[]): WriteWorker {
     const w = new Worker(new URL('./sqlite-write-worker.js', import.meta.url), {
       workerData: { path, pragmas },
     });
-    w.on('message', (answer: WorkerAnswer) => {
-      const p = pending.get(answer.id);
-      pending.delete(answer.id);
+    w.on('message', (answers: WorkerAnswers) => {
+      for (const answer of answers) {
+        const p = pending.get(answer.id);
+        pending.delete(answer.id);
+        p?.resolve(answer.results.map((r): Settled => (r.ok ? r : { ok: false, error: toError(r.error) })));
+      }
       if (pending.size === 0) w.unref();
-      p?.resolve(answer.results.map((r): Settled => (r.ok ? r : { ok: false, error: toError(r.error) })));
     });
     w.on('error', failAll);
     w.on('exit', (code) => {

@@ -16,6 +16,12 @@ const PRAGMAS = [
   'foreign_keys = ON',
 ];
 
+/**
+ * Batches sent to the writer thread ahead of its answers. It merges whatever has queued into one transaction,
+ * so this only bounds how much the event loop hands over before the disk has caught up.
+ */
+const WRITER_QUEUE = 64;
+
 export function openSqlite(path: string): SqlDriver {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path);
@@ -72,7 +78,9 @@ export function openSqlite(path: string): SqlDriver {
 
   // A file database commits batches on a writer thread; an in-memory one (no second connection) on this one.
   const writer = path === ':memory:' ? undefined : startWriteWorker(path, PRAGMAS);
-  const writeBatched = createWriteBatcher(writer ? writer.flush : inThreadFlush({ transaction }));
+  const writeBatched = writer
+    ? createWriteBatcher(writer.flush, { maxInFlight: WRITER_QUEUE })
+    : createWriteBatcher(inThreadFlush({ transaction }));
 
   async function transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     while (current) await current;

@@ -46,30 +46,43 @@ export function inThreadFlush(db: Pick<SqlDriver, 'transaction'>): FlushBatch {
   };
 }
 
+export interface BatcherOptions {
+  /** Writes per batch at most. */
+  maxBatch?: number;
+  /**
+   * Batches handed to `flush` before the first of them has committed. 1 (the default) for a flush that runs
+   * on this thread's only connection; more for a flush that queues (the SQLite writer thread, which merges
+   * whatever has queued into its next transaction) or that has connections of its own (a pool).
+   */
+  maxInFlight?: number;
+}
+
 /**
- * Collects writes and flushes them together (at most `maxBatch` at a time), one batch in flight: while a batch
- * commits, the next one gathers, so the busier the broker the fewer commits per write.
+ * Collects the writes of one turn of the event loop and flushes them together. While up to `maxInFlight`
+ * batches commit, the next one gathers, so the busier the broker the fewer commits per write; each caller
+ * resolves only once the batch holding its write has committed.
  */
 export function createWriteBatcher(
   flush: FlushBatch,
-  maxBatch = 1024,
+  { maxBatch = 1024, maxInFlight = 1 }: BatcherOptions = {},
 ): (write: BatchedWrite) => Promise<number> {
   let queue: Pending[] = [];
   let scheduled = false;
-  let flushing = false;
+  let inFlight = 0;
 
   const run = async () => {
     scheduled = false;
-    flushing = true;
+    inFlight++;
     const batch = queue.length > maxBatch ? queue.splice(0, maxBatch) : queue;
     if (batch === queue) queue = [];
+    else schedule();
     let outcomes: Settled[];
     try {
       outcomes = await flush(batch.map((p) => p.write));
     } catch (error) {
       outcomes = batch.map(() => ({ ok: false, error }));
     }
-    flushing = false;
+    inFlight--;
     for (const [i, p] of batch.entries()) {
       const outcome = outcomes[i]!;
       if (outcome.ok) p.resolve(outcome.value);
@@ -79,7 +92,7 @@ export function createWriteBatcher(
   };
 
   const schedule = () => {
-    if (scheduled || flushing) return;
+    if (scheduled || inFlight >= maxInFlight || queue.length === 0) return;
     scheduled = true;
     setImmediate(() => void run());
   };

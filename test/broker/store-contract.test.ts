@@ -218,6 +218,35 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await use('https://issuer', 'broken', 5000)).toBe(true);
   });
 
+  it('records exchanges issued over many turns while earlier batches commit: each (issuer, jti) fresh exactly once', async () => {
+    const t = await tenant('kilo');
+    const record = (jti: string) =>
+      store.tokens.recordExchange(
+        { issuer: 'https://issuer.kilo', jti, expiresAt: 5000 },
+        {
+          fresh: audit(t.id, 'token.exchanged'),
+          replayed: { ...audit(t.id, 'token.exchange_denied'), outcome: 'denied' },
+        },
+        10,
+      );
+    // 20 turns of 10 writes; every jti is sent three times, in three different turns.
+    const pending: Promise<boolean>[] = [];
+    const jtis: string[] = [];
+    for (let turn = 0; turn < 20; turn++) {
+      for (let k = 0; k < 10; k++) {
+        const jti = `jti-${(turn * 10 + k) % 70}`;
+        jtis.push(jti);
+        pending.push(record(jti));
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const fresh = await Promise.all(pending);
+    expect(fresh).toEqual(jtis.map((jti, i) => jtis.indexOf(jti) === i));
+    const events = await store.audit.list(t.id, { limit: 500 });
+    expect(events.filter((e) => e.type === 'token.exchanged')).toHaveLength(70);
+    expect(events.filter((e) => e.type === 'token.exchange_denied')).toHaveLength(130);
+  });
+
   it('keeps policy names unique per tenant, case-insensitively, and finds candidates by owner and repository', async () => {
     const t = await tenant('hotel');
     const input = (name: string, claims: Record<string, string>) => ({

@@ -1,0 +1,87 @@
+// Group commit: which writes share a batch, how many batches may commit at once, and when each caller resolves.
+import { describe, expect, it } from 'vitest';
+import type { BatchedWrite } from '../../broker/store/sql.js';
+import { createWriteBatcher, type FlushBatch, type Settled } from '../../broker/store/write-batcher.js';
+
+const write = (n: number): BatchedWrite => ({ probe: { sql: `w${n}`, params: [n] } });
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+/** A flush whose batches commit only when the test says so. */
+function controlledFlush() {
+  const batches: { writes: number[]; commit(): void; fail(error: Error): void }[] = [];
+  const flush: FlushBatch = (writes) =>
+    new Promise<Settled[]>((resolve, reject) => {
+      batches.push({
+        writes: writes.map((w) => w.probe.params[0] as number),
+        commit: () => resolve(writes.map((w) => ({ ok: true, value: w.probe.params[0] as number }))),
+        fail: reject,
+      });
+    });
+  return { flush, batches };
+}
+
+describe('write batcher', () => {
+  it('puts the writes of one turn in one batch and resolves each caller only when its batch commits', async () => {
+    const { flush, batches } = controlledFlush();
+    const batched = createWriteBatcher(flush);
+    const settled: number[] = [];
+    for (const n of [1, 2, 3]) void batched(write(n)).then((v) => settled.push(v));
+    await turn();
+    expect(batches.map((b) => b.writes)).toEqual([[1, 2, 3]]);
+    await turn();
+    expect(settled).toEqual([]);
+    batches[0]!.commit();
+    await turn();
+    expect(settled).toEqual([1, 2, 3]);
+  });
+
+  it('with one batch in flight, gathers the next while it commits', async () => {
+    const { flush, batches } = controlledFlush();
+    const batched = createWriteBatcher(flush);
+    const all = [batched(write(1))];
+    await turn();
+    all.push(batched(write(2)));
+    await turn();
+    all.push(batched(write(3)));
+    await turn();
+    expect(batches.map((b) => b.writes)).toEqual([[1]]);
+    batches[0]!.commit();
+    await turn();
+    await turn();
+    expect(batches.map((b) => b.writes)).toEqual([[1], [2, 3]]);
+    batches[1]!.commit();
+    expect(await Promise.all(all)).toEqual([1, 2, 3]);
+  });
+
+  it('hands over a batch per turn up to maxInFlight, in order, then waits for a commit', async () => {
+    const { flush, batches } = controlledFlush();
+    const batched = createWriteBatcher(flush, { maxInFlight: 2 });
+    const all: Promise<number>[] = [];
+    for (const n of [1, 2, 3, 4]) {
+      all.push(batched(write(n)));
+      await turn();
+    }
+    expect(batches.map((b) => b.writes)).toEqual([[1], [2]]);
+    batches[1]!.commit();
+    await turn();
+    await turn();
+    expect(batches.map((b) => b.writes)).toEqual([[1], [2], [3, 4]]);
+    expect(await all[1]).toBe(2);
+    batches[0]!.fail(new Error('disk full'));
+    await expect(all[0]).rejects.toThrow('disk full');
+    batches[2]!.commit();
+    expect(await Promise.all(all.slice(2))).toEqual([3, 4]);
+  });
+
+  it('splits a turn larger than maxBatch into several batches', async () => {
+    const { flush, batches } = controlledFlush();
+    const batched = createWriteBatcher(flush, { maxBatch: 2, maxInFlight: 8 });
+    const all = [1, 2, 3, 4, 5].map((n) => batched(write(n)));
+    await turn();
+    await turn();
+    await turn();
+    expect(batches.map((b) => b.writes)).toEqual([[1, 2], [3, 4], [5]]);
+    for (const b of batches) b.commit();
+    expect(await Promise.all(all)).toEqual([1, 2, 3, 4, 5]);
+  });
+});
