@@ -1,8 +1,12 @@
-// Drives exchanges at the broker from a separate process (bench/load-child.ts), so the two never share a thread.
+// Drives exchanges at the broker from a separate process — wrk (bench/wrk.ts) or autocannon (bench/load-child.ts).
 import { fork } from 'node:child_process';
 import { join } from 'node:path';
+import { runWrk } from './wrk.js';
+
+export type LoadGenerator = 'wrk' | 'autocannon';
 
 export interface LoadJob {
+  generator: LoadGenerator;
   url: string;
   /** One pre-signed OIDC token a line; each is sent exactly once. */
   tokensFile: string;
@@ -39,6 +43,10 @@ export interface LoadResult {
 type Reply = { ok: true; result: LoadResult } | { ok: false; error: string };
 
 export function runLoad(root: string, job: LoadJob): Promise<LoadResult> {
+  return job.generator === 'wrk' ? runWrk(root, { ...job, threads: 1 }) : runAutocannon(root, job);
+}
+
+function runAutocannon(root: string, job: LoadJob): Promise<LoadResult> {
   const child = fork(join(root, 'build/bench/load-child.js'), [], {
     execArgv: [],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],

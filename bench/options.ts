@@ -1,8 +1,11 @@
 // Command-line flags of `npm run bench`, parsed once into a typed value.
 import { parseArgs } from 'node:util';
+import type { LoadGenerator } from './load.js';
 
 export interface BenchOptions {
   db: 'sqlite' | 'postgres';
+  /** The load generator: wrk (default) or autocannon. */
+  load: LoadGenerator;
   /** Seconds of measured load per phase. */
   durationSeconds: number;
   connections: number;
@@ -22,6 +25,8 @@ export const USAGE = `usage: npm run bench -- [options]
 
   --db sqlite|postgres   database of the broker (postgres: a throwaway server from .ci/postgres.sh)
   --duration N           seconds of measured load per phase (default 10; 3 with --quick)
+  --load wrk|autocannon  load generator (default wrk, installed from Debian packages when missing; autocannon
+                         costs ~5× more CPU per request, taken from the broker on a two-core machine)
   --connections N        concurrent connections of the load generator (default 64)
   --quick                a short smoke run (3 s phases, 10,000 policies instead of 100,000, 5 action runs);
                          its results go to bench/.tmp/results, not bench/results
@@ -49,9 +54,14 @@ export function parseOptions(argv: string[]): BenchOptions {
   }
   const db = values.db ?? 'sqlite';
   if (db !== 'sqlite' && db !== 'postgres') throw new OptionsError(`--db is sqlite or postgres, got "${db}"`);
+  const load = values.load ?? 'wrk';
+  if (load !== 'wrk' && load !== 'autocannon') {
+    throw new OptionsError(`--load is wrk or autocannon, got "${load}"`);
+  }
   const quick = values.quick ?? false;
   return {
     db,
+    load,
     durationSeconds: positiveInteger('duration', values.duration, quick ? 3 : 10),
     connections: positiveInteger('connections', values.connections, 64),
     quick,
@@ -71,6 +81,7 @@ function parse(argv: string[]) {
     allowPositionals: false,
     options: {
       db: { type: 'string' },
+      load: { type: 'string' },
       duration: { type: 'string' },
       connections: { type: 'string' },
       quick: { type: 'boolean' },

@@ -5,7 +5,7 @@ import { GITHUB_ISSUER, type LocalIssuer } from '../test/support/local-issuer.js
 import { startBroker } from './broker-process.js';
 import type { DatabaseServer } from './database.js';
 import { fleetEntry, OWNERS } from './fleet.js';
-import { type LoadResult, loadProblems, runLoad } from './load.js';
+import { type LoadGenerator, type LoadResult, loadProblems, runLoad } from './load.js';
 import { monotonicMicros, type ProfileSummary, summariseProfile } from './profile-summary.js';
 import { createTenantWithCli, insertPolicies } from './setup.js';
 import { signTokens } from './tokens.js';
@@ -19,6 +19,7 @@ export interface PhaseSpec {
   policies: number;
   durationSeconds: number;
   connections: number;
+  load: LoadGenerator;
   warmUpTokens: number;
   profile: boolean;
 }
@@ -113,14 +114,15 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
       url: broker.url,
       tokensFile: files[0]!,
       connections: spec.connections,
+      generator: spec.load,
     });
     const problems = loadProblems(`${spec.label} warm-up`, warmUp);
 
-    // Enough tokens for the measured seconds at twice the warm-up's late rate (a warm broker is faster still),
-    // but no more than can be signed while the first of them stays valid (exp = iat + 300 s) until the end.
+    // Enough tokens for the measured seconds at 2.5 × the warm-up's rate (a warm broker is faster still), but no
+    // more than can be signed while the first of them stays valid (exp = iat + 300 s) until the end.
     const signRate = warmBatch.count / warmBatch.seconds;
     const rate = Math.max(warmUp.exchangesPerSecond, warmUp.secondHalfExchangesPerSecond);
-    const wanted = Math.ceil(rate * spec.durationSeconds * 2) + spec.connections * 2;
+    const wanted = Math.ceil(rate * spec.durationSeconds * 2.5) + spec.connections * 2;
     const affordable = Math.floor(signRate * Math.max(30, 240 - spec.durationSeconds));
     const count = Math.min(wanted, affordable);
     if (count < wanted) notes.push(`token pool capped at ${count} (signing ${Math.round(signRate)}/s)`);
@@ -138,6 +140,7 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
       url: broker.url,
       tokensFile: files[1]!,
       connections: spec.connections,
+      generator: spec.load,
       durationSeconds: spec.durationSeconds,
     });
     const endUs = monotonicMicros();

@@ -94,7 +94,7 @@ export function markdown(run: RunResult): string {
     `${run.startedAt.slice(0, 10)} · commit ${env.commit.slice(0, 10)}` +
       `${env.changed.length ? ` + changes to ${env.changed.join(', ')}` : ''} · ` +
       `Node ${env.node} · ${env.cpus} × ${env.cpuModel} · ${env.platform}. The broker and the load generator ` +
-      `(autocannon, ${run.options.connections} connections, its own process) share these CPUs. Broker: ` +
+      `(${run.options.load ?? 'autocannon'}, ${run.options.connections} connections, its own process) share these CPUs. Broker: ` +
       `\`LOG_LEVEL=${run.broker.logLevel}\`, rate limits raised to ${f(run.broker.rateLimitPerMinute)}/min ` +
       `(burst ${f(run.broker.rateLimitBurst)}) so that they never refuse.`,
     '',
