@@ -6,8 +6,10 @@ export interface BenchOptions {
   db: 'sqlite' | 'postgres';
   /** The load generator: wrk (default) or autocannon. */
   load: LoadGenerator;
-  /** Seconds of measured load per phase. */
+  /** Seconds of measured load per round. */
   durationSeconds: number;
+  /** Measured rounds per phase, alternating between the phases; the median round is reported. */
+  rounds: number;
   connections: number;
   quick: boolean;
   skip100k: boolean;
@@ -24,9 +26,11 @@ export interface BenchOptions {
 export const USAGE = `usage: npm run bench -- [options]
 
   --db sqlite|postgres   database of the broker (postgres: a throwaway server from .ci/postgres.sh)
-  --duration N           seconds of measured load per phase (default 10; 3 with --quick)
+  --duration N           seconds of measured load per round (default 10; 3 with --quick)
+  --rounds N             measured rounds per phase, alternating between the phases; the median counts
+                         (default 3; 1 with --quick)
   --load wrk|autocannon  load generator (default wrk, installed from Debian packages when missing; autocannon
-                         costs ~5× more CPU per request, taken from the broker on a two-core machine)
+                         costs about twice the CPU per request, taken from the broker on a two-core machine)
   --connections N        concurrent connections of the load generator (default 64)
   --quick                a short smoke run (3 s phases, 10,000 policies instead of 100,000, 5 action runs);
                          its results go to bench/.tmp/results, not bench/results
@@ -63,6 +67,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     db,
     load,
     durationSeconds: positiveInteger('duration', values.duration, quick ? 3 : 10),
+    rounds: positiveInteger('rounds', values.rounds, quick ? 1 : 3),
     connections: positiveInteger('connections', values.connections, 64),
     quick,
     skip100k: values['skip-100k'] ?? false,
@@ -83,6 +88,7 @@ function parse(argv: string[]) {
       db: { type: 'string' },
       load: { type: 'string' },
       duration: { type: 'string' },
+      rounds: { type: 'string' },
       connections: { type: 'string' },
       quick: { type: 'boolean' },
       'skip-100k': { type: 'boolean' },

@@ -1,4 +1,5 @@
-// One exchange phase: fresh database, tenant and policies, the broker as a process, warm-up, then measured load.
+// One exchange phase: fresh database, tenant and policies, the broker as a process and a warm-up; then measured
+// rounds, which run.ts interleaves with the other phase's so that the machine's drift falls on both alike.
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GITHUB_ISSUER, type LocalIssuer } from '../test/support/local-issuer.js';
@@ -33,6 +34,14 @@ export interface PhaseContext {
   keyEncryptionKey: string;
 }
 
+export interface Round {
+  load: LoadResult;
+  /** Broker CPU during the round's load, in percent of one core. */
+  brokerCpuPercent: number;
+  /** Tokens signed for the round. */
+  tokens: number;
+}
+
 export interface PhaseResult {
   label: string;
   policies: number;
@@ -40,9 +49,13 @@ export interface PhaseResult {
   policyInsertSeconds: number;
   tokens: { warmUp: number; measured: number; signSeconds: number };
   warmUp: { exchangesPerSecond: number; secondHalfExchangesPerSecond: number; seconds: number };
+  /** Every measured round, in order. */
+  rounds: Round[];
+  /** The round with the median throughput: what the targets judge. */
   load: LoadResult;
-  /** Broker CPU during the measured load, in percent of one core. */
+  /** Broker CPU during the median round's load, in percent of one core. */
   brokerCpuPercent: number;
+  /** Peak over all rounds. */
   rssMb: { idle: number; peak: number; after: number };
   /** Problems that make the run invalid (refused exchanges, connection errors). */
   problems: string[];
@@ -72,7 +85,27 @@ async function preflight(url: string, issuer: LocalIssuer, policies: number): Pr
   }
 }
 
-export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<PhaseResult> {
+/** A broker ready for measured rounds: its tenant and policies in place, warmed up. */
+export interface PreparedPhase {
+  spec: PhaseSpec;
+  ctx: PhaseContext;
+  broker: Awaited<ReturnType<typeof startBroker>>;
+  policyInsertSeconds: number;
+  idleRss: number;
+  peakRss: number;
+  warmUp: LoadResult;
+  /** Tokens per second the issuer signs; bounds how many a round may use before the first expires. */
+  signRate: number;
+  signSeconds: number;
+  /** The next token index (each token is for policy index % policies, with a fresh jti). */
+  nextToken: number;
+  rounds: Round[];
+  problems: string[];
+  notes: string[];
+  profile?: { file: string; window?: { startUs: number; endUs: number } };
+}
+
+export async function preparePhase(spec: PhaseSpec, ctx: PhaseContext): Promise<PreparedPhase> {
   const { root, tmp, issuer } = ctx;
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '',
@@ -90,96 +123,141 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
   await insertPolicies(env, spec.policies);
   const policyInsertSeconds = (performance.now() - insertStarted) / 1000;
 
-  const profileName = `broker-${spec.label}.cpuprofile`;
   const profileDir = join(tmp, 'profiles');
+  const profileName = `broker-${spec.label}.cpuprofile`;
   const broker = await startBroker({
     root,
     env,
     logFile: join(tmp, `broker-${spec.label}.log`),
     cpuProfile: spec.profile ? { dir: profileDir, name: profileName } : undefined,
   });
-  const files = [join(tmp, `tokens-${spec.label}-warm-up.txt`), join(tmp, `tokens-${spec.label}.txt`)];
-  const notes: string[] = [];
   try {
     await preflight(broker.url, issuer, spec.policies);
-    const idle = broker.rss();
-
-    const warmBatch = await signTokens(issuer, {
+    const idleRss = broker.rss();
+    const file = join(tmp, `tokens-${spec.label}-warm-up.txt`);
+    const batch = await signTokens(issuer, {
       policies: spec.policies,
       first: 0,
       count: spec.warmUpTokens,
-      file: files[0]!,
+      file,
     });
     const warmUp = await runLoad(root, {
       url: broker.url,
-      tokensFile: files[0]!,
+      tokensFile: file,
       connections: spec.connections,
       generator: spec.load,
-    });
-    const problems = loadProblems(`${spec.label} warm-up`, warmUp);
+    }).finally(() => rm(file, { force: true }));
+    return {
+      spec,
+      ctx,
+      broker,
+      policyInsertSeconds,
+      idleRss,
+      peakRss: idleRss,
+      warmUp,
+      signRate: batch.count / batch.seconds,
+      signSeconds: batch.seconds,
+      nextToken: spec.warmUpTokens,
+      rounds: [],
+      problems: loadProblems(`${spec.label} warm-up`, warmUp),
+      notes: [],
+      profile: spec.profile ? { file: join(profileDir, profileName) } : undefined,
+    };
+  } catch (error) {
+    await broker.stop();
+    throw error;
+  }
+}
 
-    // Enough tokens for the measured seconds at 2.5 × the warm-up's rate (a warm broker is faster still), but no
-    // more than can be signed while the first of them stays valid (exp = iat + 300 s) until the end.
-    const signRate = warmBatch.count / warmBatch.seconds;
-    const rate = Math.max(warmUp.exchangesPerSecond, warmUp.secondHalfExchangesPerSecond);
-    const wanted = Math.ceil(rate * spec.durationSeconds * 2.5) + spec.connections * 2;
-    const affordable = Math.floor(signRate * Math.max(30, 240 - spec.durationSeconds));
-    const count = Math.min(wanted, affordable);
-    if (count < wanted) notes.push(`token pool capped at ${count} (signing ${Math.round(signRate)}/s)`);
-    const batch = await signTokens(issuer, {
-      policies: spec.policies,
-      first: spec.warmUpTokens,
-      count,
-      file: files[1]!,
-    });
+/** One measured round of `--duration` seconds on fresh tokens. */
+export async function measureRound(phase: PreparedPhase): Promise<Round> {
+  const { spec, ctx, broker } = phase;
+  const n = phase.rounds.length + 1;
+  // Enough tokens for the round at 2.5 × the best rate seen so far on this broker, but no more than can be
+  // signed while the first of them stays valid (exp = iat + 300 s) until the round's end.
+  const seen = Math.max(
+    phase.warmUp.exchangesPerSecond,
+    ...phase.rounds.map((r) => r.load.exchangesPerSecond),
+  );
+  const wanted = Math.ceil(seen * spec.durationSeconds * 2.5) + spec.connections * 2;
+  const affordable = Math.floor(phase.signRate * Math.max(30, 240 - spec.durationSeconds));
+  const count = Math.min(wanted, affordable);
+  if (count < wanted)
+    phase.notes.push(`round ${n}: token pool capped at ${count} (signing ${Math.round(phase.signRate)}/s)`);
+  const file = join(ctx.tmp, `tokens-${spec.label}-${n}.txt`);
+  const batch = await signTokens(ctx.issuer, {
+    policies: spec.policies,
+    first: phase.nextToken,
+    count,
+    file,
+  });
+  phase.nextToken += count;
+  phase.signSeconds += batch.seconds;
 
-    const cpuBefore = broker.cpuSeconds();
-    const stopWatching = broker.watchRss();
-    const startUs = monotonicMicros();
-    const load = await runLoad(root, {
-      url: broker.url,
-      tokensFile: files[1]!,
-      connections: spec.connections,
-      generator: spec.load,
-      durationSeconds: spec.durationSeconds,
-    });
-    const endUs = monotonicMicros();
-    const peak = stopWatching();
-    const brokerCpuPercent = ((broker.cpuSeconds() - cpuBefore) / load.seconds) * 100;
-    problems.push(...loadProblems(spec.label, load));
-    if (load.seconds < spec.durationSeconds * 0.98) {
-      notes.push(`the ${count} tokens lasted ${load.seconds.toFixed(1)} s, less than --duration`);
-    }
+  const cpuBefore = broker.cpuSeconds();
+  const stopWatching = broker.watchRss();
+  const startUs = monotonicMicros();
+  const load = await runLoad(ctx.root, {
+    url: broker.url,
+    tokensFile: file,
+    connections: spec.connections,
+    generator: spec.load,
+    durationSeconds: spec.durationSeconds,
+  }).finally(() => rm(file, { force: true }));
+  const endUs = monotonicMicros();
+  phase.peakRss = Math.max(phase.peakRss, stopWatching());
+  if (phase.profile && !phase.profile.window) phase.profile.window = { startUs, endUs };
+  phase.problems.push(...loadProblems(`${spec.label} round ${n}`, load));
+  if (load.seconds < spec.durationSeconds * 0.98) {
+    phase.notes.push(
+      `round ${n}: the ${count} tokens lasted ${load.seconds.toFixed(1)} s, less than --duration`,
+    );
+  }
+  const round = {
+    load,
+    brokerCpuPercent: ((broker.cpuSeconds() - cpuBefore) / load.seconds) * 100,
+    tokens: count,
+  };
+  phase.rounds.push(round);
+  return round;
+}
+
+/** Stops the broker and summarises the phase by its median round. */
+export async function finishPhase(phase: PreparedPhase): Promise<PhaseResult> {
+  const { spec, broker } = phase;
+  try {
     await sleep(2000);
     const after = broker.rss();
     await broker.stop();
-
+    const byRate = [...phase.rounds].sort((a, b) => a.load.exchangesPerSecond - b.load.exchangesPerSecond);
+    const median = byRate[(byRate.length - 1) >> 1];
+    if (!median) throw new Error(`${spec.label}: no measured round`);
     return {
       label: spec.label,
       policies: spec.policies,
       owners: Math.min(OWNERS, spec.policies),
-      policyInsertSeconds,
+      policyInsertSeconds: phase.policyInsertSeconds,
       tokens: {
-        warmUp: warmBatch.count,
-        measured: batch.count,
-        signSeconds: warmBatch.seconds + batch.seconds,
+        warmUp: spec.warmUpTokens,
+        measured: phase.rounds.reduce((sum, r) => sum + r.tokens, 0),
+        signSeconds: phase.signSeconds,
       },
       warmUp: {
-        exchangesPerSecond: warmUp.exchangesPerSecond,
-        secondHalfExchangesPerSecond: warmUp.secondHalfExchangesPerSecond,
-        seconds: warmUp.seconds,
+        exchangesPerSecond: phase.warmUp.exchangesPerSecond,
+        secondHalfExchangesPerSecond: phase.warmUp.secondHalfExchangesPerSecond,
+        seconds: phase.warmUp.seconds,
       },
-      load,
-      brokerCpuPercent,
-      rssMb: { idle: mb(idle), peak: mb(peak), after: mb(after) },
-      problems,
-      notes,
-      profile: spec.profile
-        ? summariseProfile(join(profileDir, profileName), root, { startUs, endUs })
+      rounds: phase.rounds,
+      load: median.load,
+      brokerCpuPercent: median.brokerCpuPercent,
+      rssMb: { idle: mb(phase.idleRss), peak: mb(phase.peakRss), after: mb(after) },
+      problems: phase.problems,
+      notes: phase.notes,
+      profile: phase.profile?.window
+        ? summariseProfile(phase.profile.file, phase.ctx.root, phase.profile.window)
         : undefined,
     };
   } finally {
     await broker.stop();
-    await Promise.all(files.map((file) => rm(file, { force: true })));
   }
 }

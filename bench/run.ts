@@ -10,7 +10,15 @@ import { type ActionStart, measureActionStart } from './action-start.js';
 import { type CryptoLimit, measureCryptoLimit } from './crypto-limit.js';
 import { type DatabaseServer, startDatabaseServer } from './database.js';
 import { OptionsError, parseOptions, USAGE } from './options.js';
-import { LOG_LEVEL, type PhaseResult, RATE_LIMIT, runPhase } from './phase.js';
+import {
+  finishPhase,
+  LOG_LEVEL,
+  measureRound,
+  type PhaseResult,
+  type PreparedPhase,
+  preparePhase,
+  RATE_LIMIT,
+} from './phase.js';
 import { type Environment, evaluateTargets, markdown, type RunResult, writeResults } from './report.js';
 import { AUDIENCE } from './setup.js';
 
@@ -82,27 +90,50 @@ async function main(): Promise<number> {
     say(`  ${Math.round(before.pairsPerSecond)} verify+sign pairs/s`);
 
     const sizes = [1_000, ...(options.skip100k ? [] : [options.largePolicies])];
-    for (const [i, policies] of sizes.entries()) {
-      say(`phase: ${policies} policies${i === 0 && options.profile ? ' (broker under --cpu-prof)' : ''}`);
-      const phase = await runPhase(
-        {
-          label: policies >= 1000 ? `${policies / 1000}k` : String(policies),
-          policies,
-          durationSeconds: options.durationSeconds,
-          connections: options.connections,
-          load: options.load,
-          warmUpTokens: options.quick ? 2000 : 10_000,
-          profile: i === 0 && options.profile,
-        },
-        { root: ROOT, tmp, db, issuer, keyEncryptionKey: randomBytes(32).toString('hex') },
-      );
-      phases.push(phase);
-      problems.push(...phase.problems);
-      say(
-        `  ${Math.round(phase.load.exchangesPerSecond)} exchanges/s, p99 ${phase.load.latencyMs.p99.toFixed(1)} ms, ` +
-          `RSS peak ${phase.rssMb.peak} MB (policies inserted in ${phase.policyInsertSeconds.toFixed(1)} s)`,
-      );
-      for (const note of phase.notes) say(`  note: ${note}`);
+    const prepared: PreparedPhase[] = [];
+    try {
+      for (const [i, policies] of sizes.entries()) {
+        say(
+          `phase: ${policies} policies${i === 0 && options.profile ? ' (broker under --cpu-prof)' : ''}: setup and warm-up`,
+        );
+        const phase = await preparePhase(
+          {
+            label: policies >= 1000 ? `${policies / 1000}k` : String(policies),
+            policies,
+            durationSeconds: options.durationSeconds,
+            connections: options.connections,
+            load: options.load,
+            warmUpTokens: options.quick ? 2000 : 10_000,
+            profile: i === 0 && options.profile,
+          },
+          { root: ROOT, tmp, db, issuer, keyEncryptionKey: randomBytes(32).toString('hex') },
+        );
+        prepared.push(phase);
+        say(
+          `  ${phase.policyInsertSeconds.toFixed(1)} s to insert the policies; warm-up ${Math.round(phase.warmUp.exchangesPerSecond)}/s`,
+        );
+      }
+      // Rounds alternate between the phases, so that the machine's drift over minutes falls on both alike.
+      for (let round = 1; round <= options.rounds; round++) {
+        for (const phase of prepared) {
+          const r = await measureRound(phase);
+          say(
+            `  round ${round}, ${phase.spec.policies} policies: ${Math.round(r.load.exchangesPerSecond)} exchanges/s, ` +
+              `p99 ${r.load.latencyMs.p99.toFixed(1)} ms`,
+          );
+        }
+      }
+    } finally {
+      for (const phase of prepared) {
+        const result = await finishPhase(phase);
+        phases.push(result);
+        problems.push(...result.problems);
+        say(
+          `${result.policies} policies, median round: ${Math.round(result.load.exchangesPerSecond)} exchanges/s, ` +
+            `p99 ${result.load.latencyMs.p99.toFixed(1)} ms, RSS peak ${result.rssMb.peak} MB`,
+        );
+        for (const note of result.notes) say(`  note: ${note}`);
+      }
     }
     await db.stop();
     // Measured again after the phases: this machine's speed drifts, and the limit is the mean of the two.
