@@ -4,13 +4,14 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startTestBroker } from '../support/broker.js';
-import { type Federation, startFederation } from '../support/federation.js';
+import { createPolicy, type Federation, startFederation } from '../support/federation.js';
 import {
   type AddKeyOptions,
   attacker,
   b64url,
   type ClaimOverrides,
   DEFAULT_AUDIENCE,
+  FOREIGN_ISSUERS,
   GITHUB_ISSUER,
   publicJwk,
   type SignOptions,
@@ -39,26 +40,7 @@ beforeAll(async () => {
   const beta = await f.t.createTenant('beta', { audience: BETA_AUDIENCE });
   betaKey = beta.key;
   // A policy beta would grant, so a token wrongly routed to beta would be minted and the test would see it.
-  await f.t.broker.store.policies.create(
-    beta.tenant.id,
-    'beta-infra',
-    {
-      name: 'beta-infra',
-      description: null,
-      issuer: GITHUB_ISSUER,
-      claims: { repository: 'acme/infra' },
-      max_session_duration_seconds: 0,
-      permissions: ['harden-runner:read'],
-      allow_pull_request_target: false,
-    },
-    f.t.clock.now,
-    {
-      tenantId: beta.tenant.id,
-      type: 'policy.created',
-      outcome: 'success',
-      actor: { kind: 'test', id: 'setup' },
-    },
-  );
+  await createPolicy(f.t.broker.store, beta.tenant.id, 'beta-infra', { name: 'beta-infra' }, f.t.clock.now);
 });
 afterAll(async () => {
   await f.close();
@@ -239,15 +221,7 @@ const SHAPE: ShapeRow[] = [
   ['C6', '5-segment JWE', () => ['{"alg":"RSA-OAEP"}', 'k', 'iv', 'ct', 'tag'].map(b64url).join('.')],
   ['C7', 'JWS JSON serialization', jsonSerialized],
   ...[1e308, 1.5e9 + 0.25].map((exp): ShapeRow => ['D9', `exp ${exp}`, () => sign({ exp })]),
-  ...[
-    ['E1', `${GITHUB_ISSUER}/`],
-    ['E2', 'https://token.actions.githubusercontent.com/acme-enterprise'],
-    ['E3', 'http://token.actions.githubusercontent.com'],
-    ['E4', 'https://TOKEN.actions.githubusercontent.com'],
-    ['E5', 'https://token.actions.githubusercontent.com.evil.example'],
-    ['E6', 'https://token.actions'],
-    ['E7', 'https://ghe.example.com/_services/token'],
-  ].map(([id, iss]): ShapeRow => [id!, `iss ${iss}`, () => sign({ iss })]),
+  ...FOREIGN_ISSUERS.map(([id, iss]): ShapeRow => [id, `iss ${iss}`, () => sign({ iss })]),
   ...[undefined, [GITHUB_ISSUER], 1].map((iss): ShapeRow => ['E8', `iss ${iss}`, () => sign({ iss })]),
   ['G21', 'duplicate repository member', raw((j) => `{"repository":"evil/x",${j.slice(1)}`)],
   ['H1', 'token over 8 KiB', () => sign({ workflow: 'w'.repeat(9000) })],

@@ -9,6 +9,7 @@ import {
   attacker,
   b64url,
   type ClaimOverrides,
+  FOREIGN_ISSUERS,
   GITHUB_ISSUER,
   type LocalIssuer,
   publicJwk,
@@ -475,16 +476,8 @@ const cases: Case[] = [
   },
 
   // E. Issuer
-  ...[
-    ['E1', `${GITHUB_ISSUER}/`],
-    ['E2', 'https://token.actions.githubusercontent.com/acme-enterprise'],
-    ['E3', 'http://token.actions.githubusercontent.com'],
-    ['E4', 'https://TOKEN.actions.githubusercontent.com'],
-    ['E5', 'https://token.actions.githubusercontent.com.evil.example'],
-    ['E6', 'https://token.actions'],
-    ['E7', GHES_ISSUER],
-  ].map(([id, iss]) => ({
-    id: id!,
+  ...FOREIGN_ISSUERS.map(([id, iss]) => ({
+    id,
     name: `iss ${iss}`,
     token: () => sign({ iss }),
     reason: UNTRUSTED,

@@ -5,8 +5,38 @@ import { loadConfig } from '../../broker/config.js';
 import type { Permission } from '../../broker/core/permissions.js';
 import type { PolicyRecord } from '../../broker/core/policy-types.js';
 import { openStore } from '../../broker/store/open-store.js';
+import type { Store } from '../../broker/store/store.js';
 import { startTestBroker, type TestBroker } from './broker.js';
 import { DEFAULT_AUDIENCE, GITHUB_ISSUER, type LocalIssuer, startLocalIssuer } from './local-issuer.js';
+
+/**
+ * Stores a trust policy as tests set one up: for `acme/infra` on GitHub, granting `harden-runner:read`,
+ * unless `policy` says otherwise.
+ */
+export async function createPolicy(
+  store: Store,
+  tenantId: string,
+  id: string,
+  policy: Partial<PolicyRecord> & { name: string },
+  at: number,
+): Promise<void> {
+  const created = await store.policies.create(
+    tenantId,
+    id,
+    {
+      description: null,
+      issuer: GITHUB_ISSUER,
+      claims: { repository: 'acme/infra' },
+      max_session_duration_seconds: 0,
+      permissions: ['harden-runner:read'] as Permission[],
+      allow_pull_request_target: false,
+      ...policy,
+    },
+    at,
+    { tenantId, type: 'policy.created', outcome: 'success', actor: { kind: 'test', id: 'setup' } },
+  );
+  if (!created.ok) throw new Error(`policy ${policy.name}: ${created.conflict}`);
+}
 
 export interface Federation {
   t: TestBroker;
@@ -39,28 +69,7 @@ export async function startFederation(options: { env?: Record<string, string> } 
     key,
     async policy(name, fields = {}) {
       const id = `policy-${++policies}`;
-      const created = await t.broker.store.policies.create(
-        tenant.id,
-        id,
-        {
-          name,
-          description: null,
-          issuer: GITHUB_ISSUER,
-          claims: { repository: 'acme/infra' },
-          max_session_duration_seconds: 0,
-          permissions: ['harden-runner:read'] as Permission[],
-          allow_pull_request_target: false,
-          ...fields,
-        },
-        clock.now,
-        {
-          tenantId: tenant.id,
-          type: 'policy.created',
-          outcome: 'success',
-          actor: { kind: 'test', id: 'setup' },
-        },
-      );
-      if (!created.ok) throw new Error(`policy ${name}: ${created.conflict}`);
+      await createPolicy(t.broker.store, tenant.id, id, { ...fields, name }, clock.now);
       return id;
     },
     exchange: (token, body = {}) =>
@@ -95,21 +104,7 @@ export async function seedTenant(
   const store = await openStore(loadConfig(env).database);
   try {
     const { id } = (await store.tenants.byName(tenant.name))!;
-    await store.policies.create(
-      id,
-      `${policy.name}-id`,
-      {
-        description: null,
-        issuer: GITHUB_ISSUER,
-        claims: { repository: 'acme/infra' },
-        max_session_duration_seconds: 0,
-        permissions: ['harden-runner:read'],
-        allow_pull_request_target: false,
-        ...policy,
-      },
-      Date.now(),
-      { tenantId: id, type: 'policy.created', outcome: 'success', actor: { kind: 'test', id: 'setup' } },
-    );
+    await createPolicy(store, id, `${policy.name}-id`, policy, Date.now());
   } finally {
     await store.close();
   }

@@ -30,6 +30,17 @@ import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export const GITHUB_ISSUER = 'https://token.actions.githubusercontent.com';
+
+/** Issuers that must not pass for GitHub's (SECURITY-CASES E1–E7): look-alikes, and an issuer nobody trusts. */
+export const FOREIGN_ISSUERS: readonly (readonly [id: string, iss: string])[] = [
+  ['E1', `${GITHUB_ISSUER}/`],
+  ['E2', 'https://token.actions.githubusercontent.com/acme-enterprise'],
+  ['E3', 'http://token.actions.githubusercontent.com'],
+  ['E4', 'https://TOKEN.actions.githubusercontent.com'],
+  ['E5', 'https://token.actions.githubusercontent.com.evil.example'],
+  ['E6', 'https://token.actions'],
+  ['E7', 'https://ghe.example.com/_services/token'],
+];
 export const DEFAULT_AUDIENCE = 'acme-corp.api.stepsecurity.io';
 
 export interface KeyPair {
