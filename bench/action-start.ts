@@ -70,7 +70,7 @@ function timedRun(args: string[], env: Record<string, string>, cwd: string) {
   });
 }
 
-export async function bundleSizes(root: string): Promise<Record<string, number>> {
+async function bundleSizes(root: string): Promise<Record<string, number>> {
   const sizes: Record<string, number> = {};
   for (const entry of (await readdir(join(root, 'dist'), { withFileTypes: true })).sort((a, b) =>
     a.name.localeCompare(b.name),

@@ -8,7 +8,7 @@ export interface BenchOptions {
   load: LoadGenerator;
   /** Seconds of measured load per round. */
   durationSeconds: number;
-  /** Measured rounds per phase, alternating between the phases; the median round is reported. */
+  /** Measured rounds per phase (odd), alternating between the phases; the median round is reported. */
   rounds: number;
   connections: number;
   quick: boolean;
@@ -27,8 +27,8 @@ export const USAGE = `usage: npm run bench -- [options]
 
   --db sqlite|postgres   database of the broker (postgres: a throwaway server from .ci/postgres.sh)
   --duration N           seconds of measured load per round (default 10; 3 with --quick)
-  --rounds N             measured rounds per phase, alternating between the phases; the median counts
-                         (default 3; 1 with --quick)
+  --rounds N             measured rounds per phase (an odd number), alternating between the phases; the
+                         median counts (default 3; 1 with --quick)
   --load wrk|autocannon  load generator (default wrk, installed from Debian packages when missing; autocannon
                          costs about twice the CPU per request, taken from the broker on a two-core machine)
   --connections N        concurrent connections of the load generator (default 64)
@@ -49,6 +49,12 @@ function positiveInteger(name: string, raw: string | undefined, fallback: number
   return Number(raw);
 }
 
+/** The median round is reported, and only an odd count has one middle round. */
+function oddRounds(rounds: number): number {
+  if (rounds % 2 === 0) throw new OptionsError(`--rounds takes an odd number (1, 3, 5, …), got ${rounds}`);
+  return rounds;
+}
+
 export function parseOptions(argv: string[]): BenchOptions {
   let values: ReturnType<typeof parse>['values'];
   try {
@@ -67,7 +73,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     db,
     load,
     durationSeconds: positiveInteger('duration', values.duration, quick ? 3 : 10),
-    rounds: positiveInteger('rounds', values.rounds, quick ? 1 : 3),
+    rounds: oddRounds(positiveInteger('rounds', values.rounds, quick ? 1 : 3)),
     connections: positiveInteger('connections', values.connections, 64),
     quick,
     skip100k: values['skip-100k'] ?? false,

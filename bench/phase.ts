@@ -3,7 +3,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GITHUB_ISSUER, type LocalIssuer } from '../test/support/local-issuer.js';
-import { startBroker } from './broker-process.js';
+import { type BrokerProcess, startBroker } from './broker-process.js';
 import type { DatabaseServer } from './database.js';
 import { fleetEntry, OWNERS } from './fleet.js';
 import { type LoadGenerator, type LoadResult, loadProblems, runLoad } from './load.js';
@@ -47,8 +47,9 @@ export interface PhaseResult {
   policies: number;
   owners: number;
   policyInsertSeconds: number;
-  tokens: { warmUp: number; measured: number; signSeconds: number };
-  warmUp: { exchangesPerSecond: number; secondHalfExchangesPerSecond: number; seconds: number };
+  /** `warmUp`: signed for the warm-up; `measured`: used by the rounds; `signed`: signed for them (up to ~2.5× used). */
+  tokens: { warmUp: number; measured: number; signed: number; signSeconds: number };
+  warmUp: { exchangesPerSecond: number; seconds: number };
   /** Every measured round, in order. */
   rounds: Round[];
   /** The round with the median throughput: what the targets judge. */
@@ -89,7 +90,7 @@ async function preflight(url: string, issuer: LocalIssuer, policies: number): Pr
 export interface PreparedPhase {
   spec: PhaseSpec;
   ctx: PhaseContext;
-  broker: Awaited<ReturnType<typeof startBroker>>;
+  broker: BrokerProcess;
   policyInsertSeconds: number;
   idleRss: number;
   peakRss: number;
@@ -230,6 +231,7 @@ export async function finishPhase(phase: PreparedPhase): Promise<PhaseResult> {
     const after = broker.rss();
     await broker.stop();
     const byRate = [...phase.rounds].sort((a, b) => a.load.exchangesPerSecond - b.load.exchangesPerSecond);
+    // --rounds is odd, so this is the median.
     const median = byRate[(byRate.length - 1) >> 1];
     if (!median) throw new Error(`${spec.label}: no measured round`);
     return {
@@ -239,12 +241,12 @@ export async function finishPhase(phase: PreparedPhase): Promise<PhaseResult> {
       policyInsertSeconds: phase.policyInsertSeconds,
       tokens: {
         warmUp: spec.warmUpTokens,
-        measured: phase.rounds.reduce((sum, r) => sum + r.tokens, 0),
+        measured: phase.rounds.reduce((sum, r) => sum + r.load.tokensUsed, 0),
+        signed: phase.rounds.reduce((sum, r) => sum + r.tokens, 0),
         signSeconds: phase.signSeconds,
       },
       warmUp: {
         exchangesPerSecond: phase.warmUp.exchangesPerSecond,
-        secondHalfExchangesPerSecond: phase.warmUp.secondHalfExchangesPerSecond,
         seconds: phase.warmUp.seconds,
       },
       rounds: phase.rounds,

@@ -94,8 +94,8 @@ export function markdown(run: RunResult): string {
     `${run.startedAt.slice(0, 10)} · commit ${env.commit.slice(0, 10)}` +
       `${env.changed.length ? ` + changes to ${env.changed.join(', ')}` : ''} · ` +
       `Node ${env.node} · ${env.cpus} × ${env.cpuModel} · ${env.platform}. The broker and the load generator ` +
-      `(${run.options.load ?? 'autocannon'}, ${run.options.connections} connections, its own process) share these CPUs. ` +
-      `${run.options.rounds ?? 1} round(s) of ${run.options.durationSeconds} s per phase, alternating between the phases. Broker: ` +
+      `(${run.options.load}, ${run.options.connections} connections, its own process) share these CPUs. ` +
+      `${run.options.rounds} round(s) of ${run.options.durationSeconds} s per phase, alternating between the phases. Broker: ` +
       `\`LOG_LEVEL=${run.broker.logLevel}\`, rate limits raised to ${f(run.broker.rateLimitPerMinute)}/min ` +
       `(burst ${f(run.broker.rateLimitBurst)}) so that they never refuse.`,
     '',
@@ -106,7 +106,7 @@ export function markdown(run: RunResult): string {
       `| | ${col((p) => `${f(p.policies)} policies`)} |`,
       `|---|${run.phases.map(() => '---:').join('|')}|`,
       `| exchanges/s, median round | ${col((p) => f(p.load.exchangesPerSecond))} |`,
-      `| exchanges/s, each round in order | ${col((p) => (p.rounds ?? []).map((r) => f(r.load.exchangesPerSecond)).join(' · '))} |`,
+      `| exchanges/s, each round in order | ${col((p) => p.rounds.map((r) => f(r.load.exchangesPerSecond)).join(' · '))} |`,
       `| latency p50 / p99 (ms), median round | ${col((p) => `${f(p.load.latencyMs.p50, 1)} / ${f(p.load.latencyMs.p99, 1)}`)} |`,
       `| exchanges measured (s) | ${col((p) => `${f(p.load.ok)} (${f(p.load.seconds, 1)})`)} |`,
       `| errors / non-2xx | ${col((p) => `${p.load.errors} / ${p.load.non2xx}`)} |`,

@@ -16,7 +16,7 @@ interface WrkSummary {
 }
 
 /** The wrk binary, installed from Debian's packages when missing and allowed (as .ci/postgres.sh does). */
-export function ensureWrk(): string {
+function ensureWrk(): string {
   try {
     return execFileSync('sh', ['-c', 'command -v wrk'], { encoding: 'utf8' }).trim();
   } catch {
@@ -105,14 +105,11 @@ export function runWrk(root: string, job: LoadJob & { threads: number }): Promis
         non2xx,
         errors: s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout,
         timeouts: s.errors.timeout,
-        statusCodes: {},
         refusals: non2xx > 0 ? ['see the broker log for the refusal codes'] : [],
         tokensUsed: s.tokensUsed,
         tokensExhausted: job.durationSeconds !== undefined && exhaustedThreads > 0,
         seconds: runSeconds,
         exchangesPerSecond: (exchanges - non2xx) / runSeconds,
-        // wrk reports totals only; the rate over the whole run is the conservative figure.
-        secondHalfExchangesPerSecond: (exchanges - non2xx) / runSeconds,
         latencyMs: {
           mean: ms(s.latencyUs.mean),
           p50: ms(s.latencyUs.p50),
