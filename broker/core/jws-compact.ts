@@ -31,8 +31,6 @@ const DEFAULT_MAX_DEPTH = 16;
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
-// ignoreBOM keeps a leading U+FEFF in the text so it can be refused instead of silently dropped.
-
 function fail(reason: string): JwsParseFailure {
   return { ok: false, reason };
 }

@@ -1,6 +1,6 @@
 // Built-in key slots and fine-grained keys in SQL; only digests and hints are stored.
 import { appendAudit } from './audit-rows.js';
-import type { SqlDriver } from './sql.js';
+import { forUpdate, type SqlDriver } from './sql.js';
 import type { BuiltinKeySlot, FineGrainedKey, Store } from './store.js';
 
 interface SlotRow {
@@ -49,6 +49,7 @@ const KEY_COLUMNS =
 const KIND_ORDER = "CASE kind WHEN 'tenant' THEN 0 WHEN 'tenant-read-only' THEN 1 ELSE 2 END";
 
 export function keyRows(db: SqlDriver): Store['keys'] {
+  const lock = forUpdate(db);
   return {
     async builtinByDigest(digest) {
       const row = await db.get<SlotRow>(`SELECT ${SLOT_COLUMNS} FROM builtin_keys WHERE digest = ?`, [
@@ -116,7 +117,7 @@ export function keyRows(db: SqlDriver): Store['keys'] {
     deleteFineGrained: (tenantId, id, at, audit) =>
       db.transaction(async (tx) => {
         const row = await tx.get<FineGrainedRow>(
-          `SELECT ${KEY_COLUMNS} FROM fine_grained_keys WHERE tenant_id = ? AND id = ?`,
+          `SELECT ${KEY_COLUMNS} FROM fine_grained_keys WHERE tenant_id = ? AND id = ?${lock}`,
           [tenantId, id],
         );
         if (!row) return undefined;

@@ -1,7 +1,7 @@
 // Trust policies in SQL, indexed by (tenant, issuer, owner, repository) so lookups stay flat as policies grow.
 import type { PolicyClaims, PolicyRecord, TrustPolicy } from '../core/policy-types.js';
 import { appendAudit } from './audit-rows.js';
-import { type SqlDriver, UniqueViolation } from './sql.js';
+import { forUpdate, type SqlDriver, UniqueViolation } from './sql.js';
 import type { Created, Store } from './store.js';
 
 interface PolicyRow {
@@ -68,6 +68,7 @@ async function catchingNameClash<T>(fn: () => Promise<T>): Promise<T | { ok: fal
 }
 
 export function policyRows(db: SqlDriver): Store['policies'] {
+  const lock = forUpdate(db);
   const get = async (tenantId: string, id: string) => {
     const row = await db.get<PolicyRow>(
       `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND id = ?`,
@@ -93,7 +94,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
       catchingNameClash<Created<TrustPolicy> | undefined>(() =>
         db.transaction(async (tx) => {
           const before = await tx.get<PolicyRow>(
-            `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND id = ?`,
+            `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND id = ?${lock}`,
             [tenantId, id],
           );
           if (!before) return undefined;
@@ -110,7 +111,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
     delete: (tenantId, id, at, audit) =>
       db.transaction(async (tx) => {
         const row = await tx.get<PolicyRow>(
-          `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND id = ?`,
+          `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND id = ?${lock}`,
           [tenantId, id],
         );
         if (!row) return undefined;

@@ -65,15 +65,17 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
       client.release();
     }
   };
+  const writeBatched = createWriteBatcher(inThreadFlush({ transaction }));
   return {
     engine: 'postgres',
     ...executor(pool),
     transaction,
-    writeBatched: createWriteBatcher(inThreadFlush({ transaction })),
+    writeBatched,
     async exec(sql: string) {
       await pool.query(sql);
     },
     async close() {
+      await writeBatched.drain();
       await pool.end();
     },
   };

@@ -25,6 +25,15 @@ export interface BatchedWrite {
   onNoChange?: SqlStatement;
 }
 
+/**
+ * What a transaction's SELECT adds to lock the rows it is about to change, so that a concurrent change waits
+ * and then reads the result. PostgreSQL needs `FOR UPDATE` (READ COMMITTED); SQLite's transactions
+ * already take the write lock when they begin.
+ */
+export function forUpdate(db: Pick<SqlDriver, 'engine'>): string {
+  return db.engine === 'postgres' ? ' FOR UPDATE' : '';
+}
+
 export interface SqlDriver extends SqlExecutor {
   readonly engine: 'sqlite' | 'postgres';
   /**

@@ -12,7 +12,7 @@ type WorkerAnswers = {
 
 export interface WriteWorker {
   flush: FlushBatch;
-  /** Finishes the batches in flight, then closes the writer's connection. */
+  /** Finishes the batches in flight, then closes the writer's connection; later batches are refused. */
   close(): Promise<void>;
 }
 
@@ -23,6 +23,7 @@ function toError(error: { message: string; code?: string }): Error {
 export function startWriteWorker(path: string, pragmas: string[]): WriteWorker {
   let worker: Worker | undefined;
   let nextId = 0;
+  let closed = false;
   const pending = new Map<number, { resolve(results: Settled[]): void; reject(error: unknown): void }>();
 
   const failAll = (error: unknown) => {
@@ -56,6 +57,7 @@ export function startWriteWorker(path: string, pragmas: string[]): WriteWorker {
   return {
     flush: (writes: BatchedWrite[]) =>
       new Promise<Settled[]>((resolve, reject) => {
+        if (closed) throw new Error('the SQLite writer is closed');
         const w = ensure();
         const id = ++nextId;
         pending.set(id, { resolve, reject });
@@ -63,7 +65,8 @@ export function startWriteWorker(path: string, pragmas: string[]): WriteWorker {
         w.postMessage({ id, writes });
       }),
     async close() {
-      while (pending.size > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+      // The thread commits and answers every batch queued before 'close', then closes its connection.
+      closed = true;
       const w = worker;
       worker = undefined;
       if (!w) return;

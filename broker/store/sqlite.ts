@@ -113,6 +113,7 @@ export function openSqlite(path: string): SqlDriver {
     },
     async close() {
       while (current) await current;
+      await writeBatched.drain();
       await writer?.close();
       db.close();
     },

@@ -52,7 +52,8 @@ export interface BatcherOptions {
   /**
    * Batches handed to `flush` before the first of them has committed. 1 (the default) for a flush that runs
    * on this thread's only connection; more for a flush that queues (the SQLite writer thread, which merges
-   * whatever has queued into its next transaction) or that has connections of its own (a pool).
+   * whatever has queued into its next transaction). PostgreSQL keeps 1: 2, 4 or 8 concurrent commits on its
+   * pool measured no clear gain and a worse p99.
    */
   maxInFlight?: number;
 }
@@ -62,13 +63,24 @@ export interface BatcherOptions {
  * batches commit, the next one gathers, so the busier the broker the fewer commits per write; each caller
  * resolves only once the batch holding its write has committed.
  */
+export type WriteBatcher = ((write: BatchedWrite) => Promise<number>) & {
+  /** Resolves once every write handed over so far has been flushed and answered. */
+  drain(): Promise<void>;
+};
+
 export function createWriteBatcher(
   flush: FlushBatch,
   { maxBatch = 1024, maxInFlight = 1 }: BatcherOptions = {},
-): (write: BatchedWrite) => Promise<number> {
+): WriteBatcher {
   let queue: Pending[] = [];
   let scheduled = false;
   let inFlight = 0;
+  let drained: (() => void)[] = [];
+  const settleDrains = () => {
+    if (queue.length > 0 || inFlight > 0 || scheduled) return;
+    for (const resolve of drained) resolve();
+    drained = [];
+  };
 
   const run = async () => {
     scheduled = false;
@@ -89,6 +101,7 @@ export function createWriteBatcher(
       else p.reject(outcome.error);
     }
     if (queue.length > 0) schedule();
+    settleDrains();
   };
 
   const schedule = () => {
@@ -97,9 +110,16 @@ export function createWriteBatcher(
     setImmediate(() => void run());
   };
 
-  return (write) =>
+  const batched = (write: BatchedWrite) =>
     new Promise<number>((resolve, reject) => {
       queue.push({ write, resolve, reject });
       schedule();
     });
+  return Object.assign(batched, {
+    drain: () =>
+      new Promise<void>((resolve) => {
+        drained.push(resolve);
+        settleDrains();
+      }),
+  });
 }

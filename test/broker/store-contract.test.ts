@@ -247,6 +247,64 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(events.filter((e) => e.type === 'token.exchange_denied')).toHaveLength(130);
   });
 
+  it('commits on close the exchanges still gathering for a batch, and takes none after', async () => {
+    const t = await tenant('lima');
+    const other = await openStore(
+      loadConfig({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32) }).database,
+    );
+    const recorded = other.tokens.recordExchange(
+      { issuer: 'https://issuer.lima', jti: 'on-close', expiresAt: 5000 },
+      {
+        fresh: audit(t.id, 'token.exchanged'),
+        replayed: { ...audit(t.id, 'token.exchange_denied'), outcome: 'denied' },
+      },
+      10,
+    );
+    await other.close();
+    expect(await recorded).toBe(true);
+    expect((await store.audit.list(t.id, { limit: 10 })).map((e) => e.type)).toContain('token.exchanged');
+    // A closed store takes no more writes (it must not quietly reopen the database behind its owner).
+    await expect(
+      other.tokens.recordExchange(
+        { issuer: 'https://issuer.lima', jti: 'after-close', expiresAt: 5000 },
+        { fresh: audit(t.id, 'token.exchanged'), replayed: audit(t.id, 'token.exchange_denied') },
+        11,
+      ),
+    ).rejects.toThrow();
+    expect(await use('https://issuer.lima', 'after-close', 5000)).toBe(true);
+  });
+
+  it('serialises concurrent changes of one policy: each audit event names the state it replaced or removed', async () => {
+    const t = await tenant('mike');
+    const policy = (description: string) => ({
+      name: 'deploy',
+      description,
+      issuer: 'https://token.actions.githubusercontent.com',
+      claims: { repository: 'acme/infra' },
+      max_session_duration_seconds: 0,
+      permissions: ['harden-runner:read' as const],
+      allow_pull_request_target: false,
+    });
+    await store.policies.create(t.id, 'p-m', policy('v0'), 1, audit(t.id));
+    const replaced = (previous: { description: string | null }) => ({
+      ...audit(t.id, 'policy.replaced'),
+      details: { previous: previous.description },
+    });
+    await Promise.all(
+      ['v1', 'v2', 'v3', 'v4'].map((v, i) => store.policies.replace(t.id, 'p-m', policy(v), 2 + i, replaced)),
+    );
+    const deletions = await Promise.all(
+      [1, 2, 3].map(() => store.policies.delete(t.id, 'p-m', 10, () => audit(t.id, 'policy.deleted'))),
+    );
+    expect(deletions.filter(Boolean)).toHaveLength(1);
+    const events = (await store.audit.list(t.id, { limit: 20 })).reverse();
+    expect(events.filter((e) => e.type === 'policy.deleted')).toHaveLength(1);
+    // Each replacement saw the one before it: the chain of previous descriptions has no repeat.
+    const previous = events.filter((e) => e.type === 'policy.replaced').map((e) => e.details?.previous);
+    expect(new Set(previous).size).toBe(4);
+    expect(previous).toContain('v0');
+  });
+
   it('keeps policy names unique per tenant, case-insensitively, and finds candidates by owner and repository', async () => {
     const t = await tenant('hotel');
     const input = (name: string, claims: Record<string, string>) => ({

@@ -84,4 +84,26 @@ describe('write batcher', () => {
     for (const b of batches) b.commit();
     expect(await Promise.all(all)).toEqual([1, 2, 3, 4, 5]);
   });
+
+  it('drains: resolves once every write handed over has been answered, and at once when idle', async () => {
+    const { flush, batches } = controlledFlush();
+    const batched = createWriteBatcher(flush);
+    await batched.drain();
+    const first = batched(write(1));
+    await turn();
+    const second = batched(write(2));
+    let drained = false;
+    const draining = batched.drain().then(() => {
+      drained = true;
+    });
+    batches[0]!.commit();
+    await first;
+    await turn();
+    expect(drained).toBe(false);
+    await turn();
+    batches[1]!.commit();
+    await second;
+    await draining;
+    expect(drained).toBe(true);
+  });
 });
