@@ -1,6 +1,7 @@
 // The issuer key cache: survives issuer outages, bounds fetches, and only trusts strong RS256 signing keys.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { loadConfig } from '../../broker/config.js';
 import {
   createIssuerKeys,
   type IssuerKeysOptions,
@@ -294,14 +295,27 @@ describe('locating the key set', () => {
 });
 
 describe('loopback exception', () => {
+  /** Whether loadConfig accepts `url` as a trusted issuer's jwks_uri. */
+  const configAccepts = (url: string): boolean => {
+    try {
+      loadConfig({ BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB_ISSUER, jwks_uri: url }]) });
+      return true;
+    } catch (err) {
+      expect((err as Error).message, url).toMatch(/^BROKER_TRUSTED_ISSUERS\[0\]\.jwks_uri: /);
+      return false;
+    }
+  };
+
   it('allows plain http only to loopback hosts, the same rule configuration applies', () => {
     for (const url of [
       'http://127.0.0.1:1/j',
       'http://127.9.9.9/j',
       'http://[::1]:8/j',
       'http://localhost/j',
+      'https://keys.example/j',
     ]) {
       expect(isAllowedKeyUrl(url), url).toBe(true);
+      expect(configAccepts(url), url).toBe(true);
     }
     for (const url of [
       'http://10.0.0.1/j',
@@ -310,6 +324,7 @@ describe('loopback exception', () => {
       'https://u:p@k.example/j',
     ]) {
       expect(isAllowedKeyUrl(url), url).toBe(false);
+      expect(configAccepts(url), url).toBe(false);
     }
   });
 });
