@@ -127,7 +127,11 @@ export function keyRows(db: SqlDriver): Store['keys'] {
         return key;
       }),
     async touchFineGrained(id, at) {
-      await db.run('UPDATE fine_grained_keys SET last_used_at = ? WHERE id = ?', [at, id]);
+      // Through group commit: on SQLite a write on the event loop's own connection would wait there for the
+      // writer thread's lock.
+      await db.writeBatched({
+        probe: { sql: 'UPDATE fine_grained_keys SET last_used_at = ? WHERE id = ?', params: [at, id] },
+      });
     },
   };
 }
