@@ -131,7 +131,8 @@ function isJson(response: FetchResponse): boolean {
   return type === 'application/json' || type === 'application/problem+json';
 }
 
-function parseJson(text: string): unknown {
+/** The value `text` holds as JSON, or undefined when it is not JSON. */
+export function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {

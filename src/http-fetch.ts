@@ -2,6 +2,7 @@
 import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Fetch, FetchResponse } from './deps.js';
+import { portOf } from './proxy.js';
 
 export interface HttpFetchOptions {
   /** The proxy to reach a URL through, if any; the request then goes through a CONNECT tunnel. */
@@ -32,20 +33,16 @@ export function createHttpFetch(options: HttpFetchOptions = {}): Fetch {
       port: portOf(target),
       path: `${target.pathname}${target.search}`,
       headers,
-      agent: false,
-      ...(tunnelSocket ? { createConnection: () => tunnelSocket } : {}),
+      // Node uses createConnection only without an agent (an agent, even `agent: false`, opens its own socket).
+      ...(tunnelSocket ? { createConnection: () => tunnelSocket } : { agent: false }),
     };
     if (tunnelSocket && target.protocol === 'https:') {
-      // Inside the tunnel the TLS session is with the target itself, verified like a direct connection.
+      // Inside the tunnel the TLS session is with the target itself, verified like a direct connection. The
+      // handshake runs as part of the request, so an abort stops a target that never completes it.
       const tls = await import('node:tls');
-      const secured = tls.connect({ socket: tunnelSocket, servername: serverName(target) });
-      await new Promise<void>((resolve, reject) => {
-        secured.once('secureConnect', resolve).once('error', (error) => {
-          tunnelSocket.destroy();
-          reject(error);
-        });
-      });
-      request.createConnection = () => secured;
+      request.createConnection = () =>
+        // host: the name the certificate is checked against when there is no server name (an IP address).
+        tls.connect({ socket: tunnelSocket, host: bare(target.hostname), servername: serverName(target) });
     }
     try {
       const answer = await send(target, request, body, init.signal);
@@ -81,9 +78,6 @@ async function send(target: URL, request: RequestOptions, body: Buffer | undefin
           text: async () => text,
         });
       });
-      response.once('aborted', () =>
-        client.destroy(new Error('The connection closed before the answer was complete.')),
-      );
       response.once('error', (error) => {
         done();
         reject(
@@ -140,11 +134,6 @@ async function tunnel(proxy: URL, target: URL, signal?: AbortSignal): Promise<So
     });
     connect.end();
   });
-}
-
-function portOf(url: URL): number {
-  if (url.port) return Number(url.port);
-  return url.protocol === 'https:' ? 443 : 80;
 }
 
 /** A URL's hostname as node:net takes it: IPv6 addresses without their brackets. */

@@ -1,4 +1,5 @@
 // Asks the runner's token service for the job's OIDC token, as @actions/core's getIDToken does, and masks it.
+import { parseJson } from './broker-client.js';
 import type { ActionIO, Fetch } from './deps.js';
 
 type Env = Record<string, string | undefined>;
@@ -56,7 +57,9 @@ export async function requestIdToken(audience: string, deps: IdTokenDeps): Promi
       await deps.sleep(BACKOFF_SLICE_MS * 2 ** Math.min(BACKOFF_CEILING, retry + 1));
       continue;
     }
-    const json = parseJson(text);
+    const parsed = parseJson(text);
+    const json =
+      typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
     if (status > 299 && status !== 404) {
       const message = typeof json?.message === 'string' && json.message ? json.message : text;
       throw requestFailed(status, message || `Failed request: (${status})`);
@@ -76,15 +79,6 @@ function requestFailed(code: number | string | undefined, message: string): Erro
 
 function failed(message: string): Error {
   return new Error(`Error message: ${message}`);
-}
-
-function parseJson(text: string): Record<string, unknown> | undefined {
-  try {
-    const value: unknown = JSON.parse(text);
-    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function messageOf(error: unknown): string {

@@ -25,7 +25,7 @@ export function bypassesProxy(url: URL, env: Env): boolean {
   if (isLoopback(url.hostname)) return true;
   const noProxy = env.no_proxy || env.NO_PROXY || '';
   if (!noProxy) return false;
-  const port = url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
+  const port = portOf(url);
   const host = url.hostname.toUpperCase();
   const candidates = [host, `${host}:${port}`];
   return noProxy
@@ -42,6 +42,12 @@ export function bypassesProxy(url: URL, env: Env): boolean {
             (item.startsWith('.') && candidate.endsWith(item)),
         ),
     );
+}
+
+/** A URL's port, or the scheme's default: 443 for https, 80 otherwise. */
+export function portOf(url: URL): number {
+  if (url.port) return Number(url.port);
+  return url.protocol === 'https:' ? 443 : 80;
 }
 
 function isLoopback(hostname: string): boolean {

@@ -1,7 +1,7 @@
 // The bundle's HTTP client on real loopback sockets: what goes out, what comes back, and every way it fails.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { type AddressInfo, connect, type Socket } from 'node:net';
+import { type AddressInfo, connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBrokerClient } from '../../src/broker-client.js';
 import { createHttpFetch } from '../../src/http-fetch.js';
@@ -214,7 +214,7 @@ describe('createHttpFetch through a proxy', () => {
 
   it('tunnels the request with CONNECT and the proxy credentials, decoded', async () => {
     const proxy = await startProxy();
-    const { port, received } = await serve((_req, res) => res.end('{"value":"oidc"}'));
+    const { port, received, closed } = await serve((_req, res) => res.end('{"value":"oidc"}'));
     const viaProxy = createHttpFetch({ proxyFor: () => new URL(proxy.url) });
 
     const response = await viaProxy(`http://127.0.0.1:${port}/token?api-version=2.0`, {
@@ -233,13 +233,15 @@ describe('createHttpFetch through a proxy', () => {
     expect(received.map((r) => [r.url, r.headers.authorization])).toEqual([
       ['/token?api-version=2.0', 'Bearer runner'],
     ]);
+    // One connection reached the target, the proxy's: the request went through the tunnel, not around it.
+    expect(closed).toHaveLength(1);
     await Promise.all(proxy.closed);
   });
 
   it('speaks TLS to the target through the tunnel, verifying its certificate', async () => {
     const proxy = await startProxy();
     const { cert, key } = selfSignedCertificate('localhost', { dns: ['localhost'] });
-    const { port } = await serve(
+    const { port, closed } = await serve(
       (_req, res) => res.end('{}'),
       createHttpsServer({ cert, key }) as unknown as Server,
     );
@@ -249,7 +251,42 @@ describe('createHttpFetch through a proxy', () => {
       viaProxy(`https://localhost:${port}/`, { method: 'GET', headers: {}, redirect: 'manual' }),
     ).rejects.toMatchObject({ code: 'DEPTH_ZERO_SELF_SIGNED_CERT' });
     expect(proxy.connects.map((c) => c.target)).toEqual([`localhost:${port}`]);
+    expect(closed).toHaveLength(1);
     await Promise.all(proxy.closed);
+  });
+
+  it('stops at the time limit when the target never completes the TLS handshake', async () => {
+    const proxy = await startProxy();
+    // A target that accepts the tunnelled connection, reads the client hello and never answers it.
+    const target = createTcpServer();
+    const accepted: Socket[] = [];
+    target.on('connection', (socket: Socket) => {
+      accepted.push(socket);
+      socket.on('error', () => {}).resume();
+    });
+    await new Promise<void>((resolve) => target.listen(0, '127.0.0.1', resolve));
+    servers.push(target as unknown as Server);
+    const { port } = target.address() as AddressInfo;
+    const viaProxy = createHttpFetch({ proxyFor: () => new URL(proxy.url) });
+
+    const started = Date.now();
+    try {
+      await expect(
+        viaProxy(`https://localhost:${port}/`, {
+          method: 'GET',
+          headers: {},
+          redirect: 'manual',
+          signal: AbortSignal.timeout(200),
+        }),
+      ).rejects.toMatchObject({ name: 'TimeoutError' });
+      expect(Date.now() - started).toBeLessThan(2000);
+      expect(proxy.connects.map((c) => c.target)).toEqual([`localhost:${port}`]);
+      expect(accepted).toHaveLength(1);
+      // The tunnel is closed, not left open behind the rejection.
+      await Promise.all(proxy.closed);
+    } finally {
+      for (const socket of accepted) socket.destroy();
+    }
   });
 
   it('fails with the proxy status when the proxy refuses the tunnel', async () => {

@@ -1,5 +1,5 @@
 // Log lines reach the runner in order, synchronously, and through the stream if the descriptor refuses them.
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,14 +36,20 @@ describe('createStdoutWriter', () => {
   });
 
   it('sends the refused write and every later one through the stream, in order', () => {
-    const fd = openSync(join(dir, 'out'), 'w');
-    closeSync(fd);
+    // A descriptor opened read-only stays ours and refuses every write (EBADF), unlike a closed, reusable one.
+    const file = join(dir, 'out');
+    writeFileSync(file, '');
+    const fd = openSync(file, 'r');
     const { chunks, stream } = recordingStream();
+    try {
+      const write = createStdoutWriter(() => stream, fd);
+      write('first\n');
+      write('second\n');
 
-    const write = createStdoutWriter(() => stream, fd);
-    write('first\n');
-    write('second\n');
-
-    expect(chunks).toEqual(['first\n', 'second\n']);
+      expect(chunks).toEqual(['first\n', 'second\n']);
+      expect(readFileSync(file, 'utf8')).toBe('');
+    } finally {
+      closeSync(fd);
+    }
   });
 });
