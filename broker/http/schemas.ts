@@ -43,6 +43,26 @@ export const IssuedToken = z
   .openapi('MintedToken');
 
 export const iso = (ms: number): string => new Date(ms).toISOString();
+
+/** The body of an IssuedToken. */
+export function issuedToken(token: {
+  accessToken: string;
+  expiresIn: number;
+  expiresAt: number;
+  permissions: z.infer<typeof PermissionId>[];
+  tenant: string;
+}): z.infer<typeof IssuedToken> {
+  return {
+    access_token: token.accessToken,
+    token_type: 'Bearer',
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    expires_in: token.expiresIn,
+    expires_at: iso(token.expiresAt),
+    scope: token.permissions.join(' '),
+    permissions: token.permissions,
+    tenant: token.tenant,
+  };
+}
 export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
 const problem = (description: string) => ({

@@ -5,7 +5,7 @@ import { ACCESS_TOKEN_TYPE } from '../core/access-tokens.js';
 import { type ExchangeDeps, type ExchangeRequest, exchangeToken } from '../core/exchange.js';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
-import { IssuedToken, iso, problem } from './schemas.js';
+import { IssuedToken, issuedToken, problem } from './schemas.js';
 
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const SUBJECT_TOKEN_TYPES = [
@@ -141,20 +141,7 @@ export function registerTokenExchangeRoute(
       }
       const result = await exchangeToken(request, { ...deps, log: c.get('log') });
       c.header('Cache-Control', 'no-store');
-      return c.json(
-        {
-          access_token: result.accessToken,
-          token_type: 'Bearer' as const,
-          issued_token_type: ACCESS_TOKEN_TYPE as typeof ACCESS_TOKEN_TYPE,
-          expires_in: result.expiresIn,
-          expires_at: iso(result.expiresAt),
-          scope: result.permissions.join(' '),
-          permissions: result.permissions,
-          policy: result.policy,
-          tenant: result.tenant,
-        },
-        200,
-      );
+      return c.json({ ...issuedToken(result), policy: result.policy }, 200);
     },
   );
 }

@@ -1,6 +1,6 @@
 // /v1/tokens: mint an access token from an API key, and introspect (RFC 7662) or revoke (RFC 7009) tokens.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import { ACCESS_TOKEN_TYPE, type AccessTokens } from '../core/access-tokens.js';
+import type { AccessTokens } from '../core/access-tokens.js';
 import { grantablePermissions } from '../core/api-keys.js';
 import type { AuthenticateDeps } from '../core/authenticate.js';
 import { actorOf } from '../core/principal.js';
@@ -8,7 +8,7 @@ import { BrokerError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { guard } from './auth.js';
 import type { BrokerEnv } from './context.js';
-import { authErrors, badRequest, IssuedToken, iso, PermissionList } from './schemas.js';
+import { authErrors, badRequest, IssuedToken, iso, issuedToken, PermissionList } from './schemas.js';
 
 export const MAX_MINTED_SECONDS = 12 * 3600;
 
@@ -117,16 +117,13 @@ export function registerTokenRoutes(
       );
       c.header('Cache-Control', 'no-store');
       return c.json(
-        {
-          access_token: minted.token,
-          token_type: 'Bearer' as const,
-          issued_token_type: ACCESS_TOKEN_TYPE as typeof ACCESS_TOKEN_TYPE,
-          expires_in: lifetime,
-          expires_at: iso(minted.expiresAt),
-          scope: permissions.join(' '),
+        issuedToken({
+          accessToken: minted.token,
+          expiresIn: lifetime,
+          expiresAt: minted.expiresAt,
           permissions,
           tenant: principal.tenant.name,
-        },
+        }),
         201,
       );
     },
