@@ -18,6 +18,8 @@ export interface BrokerProcess {
 
 export interface BrokerStart {
   root: string;
+  /** The script and its arguments, relative to root: the broker's `serve`, or the reference handler. */
+  script: string[];
   env: Record<string, string>;
   /** Where the broker's stdout and stderr (its JSON log lines) go. */
   logFile: string;
@@ -51,12 +53,16 @@ export async function startBroker(start: BrokerStart): Promise<BrokerProcess> {
     ? ['--cpu-prof', '--cpu-prof-dir', start.cpuProfile.dir, '--cpu-prof-name', start.cpuProfile.name]
     : [];
   const log = openSync(start.logFile, 'w');
-  const child = spawn(process.execPath, [...profileArgs, join(start.root, 'build/broker/main.js'), 'serve'], {
-    cwd: start.root,
-    // BENCH_BROKER_ENV (a JSON object) adds variables to the broker's environment, for experiments.
-    env: { PORT: '0', ...start.env, ...JSON.parse(process.env.BENCH_BROKER_ENV ?? '{}') },
-    stdio: ['ignore', log, log],
-  });
+  const child = spawn(
+    process.execPath,
+    [...profileArgs, join(start.root, start.script[0] ?? ''), ...start.script.slice(1)],
+    {
+      cwd: start.root,
+      // BENCH_BROKER_ENV (a JSON object) adds variables to the broker's environment, for experiments.
+      env: { PORT: '0', ...start.env, ...JSON.parse(process.env.BENCH_BROKER_ENV ?? '{}') },
+      stdio: ['ignore', log, log],
+    },
+  );
   closeSync(log);
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const pid = child.pid;

@@ -14,6 +14,8 @@ export interface BenchOptions {
   quick: boolean;
   skip100k: boolean;
   skipAction: boolean;
+  /** Skips the straightforward jose + SQLite handler that the broker is compared with. */
+  skipReference: boolean;
   /** Runs the 1,000-policy broker under `node --cpu-prof` and summarises where it spent its time. */
   profile: boolean;
   /** Timed runs of the bundled action and of bare `node -e ''`. */
@@ -36,6 +38,8 @@ export const USAGE = `usage: npm run bench -- [options]
                          its results go to bench/.tmp/results, not bench/results
   --skip-100k            skip the large-tenant phase
   --skip-action          skip timing the bundled action
+  --skip-reference       skip the straightforward jose + SQLite handler (bench/reference-broker.ts) measured
+                         in the same rounds for comparison
   --profile              run the first phase's broker under node --cpu-prof (bench/.tmp/profiles)
 `;
 
@@ -78,6 +82,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     quick,
     skip100k: values['skip-100k'] ?? false,
     skipAction: values['skip-action'] ?? false,
+    skipReference: values['skip-reference'] ?? false,
     profile: values.profile ?? false,
     actionRuns: quick ? 5 : 20,
     largePolicies: quick ? 10_000 : 100_000,
@@ -99,6 +104,7 @@ function parse(argv: string[]) {
       quick: { type: 'boolean' },
       'skip-100k': { type: 'boolean' },
       'skip-action': { type: 'boolean' },
+      'skip-reference': { type: 'boolean' },
       profile: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },

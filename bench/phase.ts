@@ -8,7 +8,7 @@ import type { DatabaseServer } from './database.js';
 import { fleetEntry, OWNERS } from './fleet.js';
 import { type LoadGenerator, type LoadResult, loadProblems, runLoad } from './load.js';
 import { monotonicMicros, type ProfileSummary, summariseProfile } from './profile-summary.js';
-import { createTenantWithCli, insertPolicies } from './setup.js';
+import { AUDIENCE, createTenantWithCli, insertPolicies } from './setup.js';
 import { signTokens } from './tokens.js';
 
 /** Far above any rate a bench reaches: the limiter is on the path but never refuses. */
@@ -17,6 +17,8 @@ export const LOG_LEVEL = 'info';
 
 export interface PhaseSpec {
   label: string;
+  /** The broker, or the straightforward jose + SQLite handler of bench/reference-broker.ts it is compared with. */
+  server: 'broker' | 'reference';
   policies: number;
   durationSeconds: number;
   connections: number;
@@ -106,28 +108,54 @@ export interface PreparedPhase {
   profile?: { file: string; window?: { startUs: number; endUs: number } };
 }
 
-export async function preparePhase(spec: PhaseSpec, ctx: PhaseContext): Promise<PreparedPhase> {
-  const { root, tmp, issuer } = ctx;
+interface ServerSetup {
+  env: Record<string, string>;
+  policyInsertSeconds: number;
+}
+
+/** The broker's environment, on a fresh database holding the tenant and its policies. */
+async function brokerSetup(spec: PhaseSpec, ctx: PhaseContext): Promise<ServerSetup> {
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '',
     HOST: '127.0.0.1',
     DATABASE_URL: await ctx.db.fresh(`bench_${spec.label}`),
     BROKER_PUBLIC_URL: 'http://127.0.0.1',
-    BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB_ISSUER, jwks_uri: issuer.jwksUri }]),
+    BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB_ISSUER, jwks_uri: ctx.issuer.jwksUri }]),
     BROKER_KEY_ENCRYPTION_KEY: ctx.keyEncryptionKey,
     BROKER_RATE_LIMIT_PER_MINUTE: String(RATE_LIMIT.perMinute),
     BROKER_RATE_LIMIT_BURST: String(RATE_LIMIT.burst),
     LOG_LEVEL,
   };
-  await createTenantWithCli(root, env);
+  await createTenantWithCli(ctx.root, env);
   const insertStarted = performance.now();
   await insertPolicies(env, spec.policies);
-  const policyInsertSeconds = (performance.now() - insertStarted) / 1000;
+  return { env, policyInsertSeconds: (performance.now() - insertStarted) / 1000 };
+}
+
+/** The reference handler's environment: it creates its SQLite file and policies itself as it starts. */
+function referenceSetup(spec: PhaseSpec, ctx: PhaseContext): ServerSetup {
+  const env = {
+    PATH: process.env.PATH ?? '',
+    REFERENCE_DATABASE: join(ctx.tmp, `reference-${spec.label}.db`),
+    REFERENCE_POLICIES: String(spec.policies),
+    REFERENCE_ISSUER: GITHUB_ISSUER,
+    REFERENCE_JWKS_URI: ctx.issuer.jwksUri,
+    REFERENCE_AUDIENCE: AUDIENCE,
+  };
+  return { env, policyInsertSeconds: 0 };
+}
+
+export async function preparePhase(spec: PhaseSpec, ctx: PhaseContext): Promise<PreparedPhase> {
+  const { root, tmp, issuer } = ctx;
+  const { env, policyInsertSeconds } =
+    spec.server === 'broker' ? await brokerSetup(spec, ctx) : referenceSetup(spec, ctx);
 
   const profileDir = join(tmp, 'profiles');
   const profileName = `broker-${spec.label}.cpuprofile`;
   const broker = await startBroker({
     root,
+    script:
+      spec.server === 'broker' ? ['build/broker/main.js', 'serve'] : ['build/bench/reference-broker.js'],
     env,
     logFile: join(tmp, `broker-${spec.label}.log`),
     cpuProfile: spec.profile ? { dir: profileDir, name: profileName } : undefined,

@@ -30,7 +30,14 @@ export interface RunResult {
   broker: { database: string; logLevel: string; rateLimitPerMinute: number; rateLimitBurst: number };
   cryptoLimit?: CryptoLimit;
   phases: PhaseResult[];
-  ratios: { exchangeOverLimit?: number; largeOverSmall?: number };
+  /** The straightforward jose + SQLite handler (bench/reference-broker.ts), measured in the same rounds. */
+  reference?: PhaseResult;
+  ratios: {
+    exchangeOverLimit?: number;
+    largeOverSmall?: number;
+    referenceOverLimit?: number;
+    exchangeOverReference?: number;
+  };
   action?: ActionStart;
   targets: Target[];
   /** Anything that makes the run itself invalid; the exit code is 1 when there is one. */
@@ -100,11 +107,12 @@ export function markdown(run: RunResult): string {
       `(burst ${f(run.broker.rateLimitBurst)}) so that they never refuse.`,
     '',
   ];
-  if (run.phases.length > 0) {
-    const col = (pick: (p: PhaseResult) => string) => run.phases.map(pick).join(' | ');
+  const columns = [...run.phases, ...(run.reference ? [run.reference] : [])];
+  if (columns.length > 0) {
+    const col = (pick: (p: PhaseResult) => string) => columns.map(pick).join(' | ');
     lines.push(
-      `| | ${col((p) => `${f(p.policies)} policies`)} |`,
-      `|---|${run.phases.map(() => '---:').join('|')}|`,
+      `| | ${col((p) => (p === run.reference ? `reference handler, ${f(p.policies)} policies` : `${f(p.policies)} policies`))} |`,
+      `|---|${columns.map(() => '---:').join('|')}|`,
       `| exchanges/s, median round | ${col((p) => f(p.load.exchangesPerSecond))} |`,
       `| exchanges/s, each round in order | ${col((p) => p.rounds.map((r) => f(r.load.exchangesPerSecond)).join(' · '))} |`,
       `| latency p50 / p99 (ms), median round | ${col((p) => `${f(p.load.latencyMs.p50, 1)} / ${f(p.load.latencyMs.p99, 1)}`)} |`,
@@ -126,6 +134,14 @@ export function markdown(run: RunResult): string {
       `Raw limit, one core, \`node:crypto\`: ${f(c.pairsPerSecond)} RS256-verify + ES256-sign pairs/s${measured} ` +
         `for a ${f(c.oidcTokenBytes)}-byte GitHub token and a ${f(c.accessTokenSigningInputBytes)}-byte access ` +
         `token.${ratio === undefined ? '' : ` **exchange/limit = ${f(ratio, 2)}**.`}`,
+    );
+  }
+  const { referenceOverLimit, exchangeOverReference } = run.ratios;
+  if (referenceOverLimit !== undefined) {
+    lines.push(
+      `The straightforward jose + SQLite handler (\`bench/reference-broker.ts\`) in the same rounds: ` +
+        `reference/limit = ${f(referenceOverLimit, 2)}` +
+        `${exchangeOverReference === undefined ? '' : `; **broker/reference = ${f(exchangeOverReference, 2)}**`}.`,
     );
   }
   if (run.ratios.largeOverSmall !== undefined) {

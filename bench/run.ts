@@ -15,6 +15,7 @@ import {
   LOG_LEVEL,
   measureRound,
   type PhaseResult,
+  type PhaseSpec,
   type PreparedPhase,
   preparePhase,
   RATE_LIMIT,
@@ -51,6 +52,9 @@ function environment(): Environment {
   };
 }
 
+const describe = (spec: PhaseSpec) =>
+  spec.server === 'broker' ? `${spec.policies} policies` : `reference handler, ${spec.policies} policies`;
+
 async function main(): Promise<number> {
   let options: ReturnType<typeof parseOptions>;
   try {
@@ -72,6 +76,7 @@ async function main(): Promise<number> {
   const phases: PhaseResult[] = [];
   let cryptoLimit: CryptoLimit | undefined;
   let action: ActionStart | undefined;
+  let reference: PhaseResult | undefined;
 
   const issuer = await startLocalIssuer({ audience: AUDIENCE });
   let db: DatabaseServer | undefined;
@@ -89,28 +94,36 @@ async function main(): Promise<number> {
     cryptoLimit = before;
     say(`  ${Math.round(before.pairsPerSecond)} verify+sign pairs/s`);
 
-    const sizes = [1_000, ...(options.skip100k ? [] : [options.largePolicies])];
+    const specs: PhaseSpec[] = [1_000, ...(options.skip100k ? [] : [options.largePolicies])].map(
+      (policies, i) => ({
+        label: policies >= 1000 ? `${policies / 1000}k` : String(policies),
+        server: 'broker',
+        policies,
+        durationSeconds: options.durationSeconds,
+        connections: options.connections,
+        load: options.load,
+        warmUpTokens: options.quick ? 2000 : 10_000,
+        profile: i === 0 && options.profile,
+      }),
+    );
+    if (!options.skipReference) {
+      specs.push({ ...specs[0]!, label: 'reference', server: 'reference', profile: false });
+    }
     const prepared: PreparedPhase[] = [];
     try {
-      for (const [i, policies] of sizes.entries()) {
-        say(
-          `phase: ${policies} policies${i === 0 && options.profile ? ' (broker under --cpu-prof)' : ''}: setup and warm-up`,
-        );
-        const phase = await preparePhase(
-          {
-            label: policies >= 1000 ? `${policies / 1000}k` : String(policies),
-            policies,
-            durationSeconds: options.durationSeconds,
-            connections: options.connections,
-            load: options.load,
-            warmUpTokens: options.quick ? 2000 : 10_000,
-            profile: i === 0 && options.profile,
-          },
-          { root: ROOT, tmp, db, issuer, keyEncryptionKey: randomBytes(32).toString('hex') },
-        );
+      for (const spec of specs) {
+        say(`phase: ${describe(spec)}${spec.profile ? ' (under --cpu-prof)' : ''}: setup and warm-up`);
+        const phase = await preparePhase(spec, {
+          root: ROOT,
+          tmp,
+          db,
+          issuer,
+          keyEncryptionKey: randomBytes(32).toString('hex'),
+        });
         prepared.push(phase);
         say(
-          `  ${phase.policyInsertSeconds.toFixed(1)} s to insert the policies; warm-up ${Math.round(phase.warmUp.exchangesPerSecond)}/s`,
+          `  ${spec.server === 'broker' ? `${phase.policyInsertSeconds.toFixed(1)} s to insert the policies; ` : ''}` +
+            `warm-up ${Math.round(phase.warmUp.exchangesPerSecond)}/s`,
         );
       }
       // Rounds alternate between the phases, so that the machine's drift over minutes falls on both alike.
@@ -118,7 +131,7 @@ async function main(): Promise<number> {
         for (const phase of prepared) {
           const r = await measureRound(phase);
           say(
-            `  round ${round}, ${phase.spec.policies} policies: ${Math.round(r.load.exchangesPerSecond)} exchanges/s, ` +
+            `  round ${round}, ${describe(phase.spec)}: ${Math.round(r.load.exchangesPerSecond)} exchanges/s, ` +
               `p99 ${r.load.latencyMs.p99.toFixed(1)} ms`,
           );
         }
@@ -126,10 +139,11 @@ async function main(): Promise<number> {
     } finally {
       for (const phase of prepared) {
         const result = await finishPhase(phase);
-        phases.push(result);
+        if (phase.spec.server === 'broker') phases.push(result);
+        else reference = result;
         problems.push(...result.problems);
         say(
-          `${result.policies} policies, median round: ${Math.round(result.load.exchangesPerSecond)} exchanges/s, ` +
+          `${describe(phase.spec)}, median round: ${Math.round(result.load.exchangesPerSecond)} exchanges/s, ` +
             `p99 ${result.load.latencyMs.p99.toFixed(1)} ms, RSS peak ${result.rssMb.peak} MB`,
         );
         for (const note of result.notes) say(`  note: ${note}`);
@@ -172,11 +186,16 @@ async function main(): Promise<number> {
     },
     cryptoLimit,
     phases,
+    reference,
     ratios: {
       exchangeOverLimit:
         small && cryptoLimit ? small.load.exchangesPerSecond / cryptoLimit.pairsPerSecond : undefined,
       largeOverSmall:
         small && large ? large.load.exchangesPerSecond / small.load.exchangesPerSecond : undefined,
+      referenceOverLimit:
+        reference && cryptoLimit ? reference.load.exchangesPerSecond / cryptoLimit.pairsPerSecond : undefined,
+      exchangeOverReference:
+        small && reference ? small.load.exchangesPerSecond / reference.load.exchangesPerSecond : undefined,
     },
     action,
     problems,
