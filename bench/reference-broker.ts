@@ -4,7 +4,8 @@
 // returned) and nothing else: no strict token parsing, no tenants, rate limit, request log or metrics.
 //
 // Environment: PORT, REFERENCE_DATABASE (a file path), REFERENCE_POLICIES (how many fleet policies),
-// REFERENCE_ISSUER and REFERENCE_JWKS_URI (the local issuer), REFERENCE_AUDIENCE.
+// REFERENCE_ISSUER and REFERENCE_JWKS_URI (the local issuer), REFERENCE_AUDIENCE; for experiments,
+// REFERENCE_SYNCHRONOUS (SQLite's synchronous setting, default FULL).
 import { randomUUID } from 'node:crypto';
 import { serve } from '@hono/node-server';
 import Database from 'better-sqlite3';
@@ -26,7 +27,9 @@ const kid = (await exportJWK(publicKey)).x?.slice(0, 16) ?? 'reference';
 
 const db = new Database(required('REFERENCE_DATABASE'));
 db.pragma('journal_mode = WAL');
-db.pragma('synchronous = FULL');
+const synchronous = process.env.REFERENCE_SYNCHRONOUS ?? 'FULL';
+if (!/^(OFF|NORMAL|FULL|EXTRA)$/.test(synchronous)) throw new Error(`REFERENCE_SYNCHRONOUS: ${synchronous}?`);
+db.pragma(`synchronous = ${synchronous}`);
 db.exec(`
   CREATE TABLE IF NOT EXISTS policies (id TEXT PRIMARY KEY, name TEXT NOT NULL, repository TEXT NOT NULL,
     claims TEXT NOT NULL, permissions TEXT NOT NULL);
