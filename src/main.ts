@@ -3,16 +3,9 @@ import { createHttpFetch } from './http-fetch.js';
 import { idTokenAvailable, requestIdToken } from './id-token.js';
 import { proxyFor } from './proxy.js';
 import { run } from './run.js';
-import { createRunnerIO } from './runner.js';
-import { createStdoutWriter } from './stdout.js';
+import { processRunnerIO } from './runner.js';
 
-const io = createRunnerIO({
-  env: process.env,
-  write: createStdoutWriter(() => process.stdout),
-  setExitCode: (code) => {
-    process.exitCode = code;
-  },
-});
+const io = processRunnerIO();
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 // The token service is reached as the Actions toolkit reaches it: through the runner's proxy settings.
 const githubFetch = createHttpFetch({ proxyFor: (url) => proxyFor(url, process.env) });

@@ -1,16 +1,9 @@
 // Entry of the post step: wires the runner, HTTP and the clock into runPost(); never fails the job.
 import { createHttpFetch } from './http-fetch.js';
 import { runPost } from './post-run.js';
-import { createRunnerIO } from './runner.js';
-import { createStdoutWriter } from './stdout.js';
+import { processRunnerIO } from './runner.js';
 
-const io = createRunnerIO({
-  env: process.env,
-  write: createStdoutWriter(() => process.stdout),
-  setExitCode: (code) => {
-    process.exitCode = code;
-  },
-});
+const io = processRunnerIO();
 
 // No top-level await: the bundle is CommonJS, which Node loads faster than an ES module.
 runPost({

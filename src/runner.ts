@@ -2,6 +2,7 @@
 import { accessSync, appendFileSync, closeSync, constants, existsSync, openSync, readSync } from 'node:fs';
 import { EOL } from 'node:os';
 import type { ActionIO } from './deps.js';
+import { createStdoutWriter } from './stdout.js';
 
 /** What the runner gives the step's process; `process.env`, stdout and `process.exitCode` in the bundle. */
 export interface RunnerHost {
@@ -122,4 +123,15 @@ export function randomUUID(): string {
   bytes[8] = (bytes[8]! & 0x3f) | 0x80;
   const hex = bytes.toString('hex');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** The IO of the step's own process: its environment, its stdout and its exit code. */
+export function processRunnerIO(): ActionIO {
+  return createRunnerIO({
+    env: process.env,
+    write: createStdoutWriter(() => process.stdout),
+    setExitCode: (code) => {
+      process.exitCode = code;
+    },
+  });
 }
