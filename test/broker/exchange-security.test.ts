@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startTestBroker } from '../support/broker.js';
 import { createPolicy, type Federation, startFederation } from '../support/federation.js';
+import { decodeSegment, nonCanonical, segments, tamperPayload } from '../support/jws-surgery.js';
 import {
   type AddKeyOptions,
   attacker,
@@ -20,7 +21,6 @@ import {
 
 const BETA_AUDIENCE = 'beta.api.example.io';
 const ENTERPRISE_ISSUER = 'https://token.actions.githubusercontent.com/acme';
-const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
 let f: Federation;
 let betaKey: string;
@@ -55,20 +55,10 @@ beforeEach(() => {
 
 const nowS = () => Math.floor(f.t.clock.now / 1000);
 const sign = (overrides?: ClaimOverrides, opts?: SignOptions) => f.issuer.sign(overrides, opts);
-const parts = (token: string) => token.split('.') as [string, string, string];
-const decode = (segment: string) => JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
-
-function tamper(token: string, change: Record<string, unknown>): string {
-  const [h, p, s] = parts(token);
-  return `${h}.${b64url(JSON.stringify({ ...decode(p), ...change }))}.${s}`;
-}
-
-/** Same bytes, another string: the unused low bits of the last base64url digit set. */
-function nonCanonical(token: string): string {
-  const [h, p, s] = parts(token);
-  const last = ALPHABET[ALPHABET.indexOf(s.at(-1)!) | 1]!;
-  expect(last).not.toBe(s.at(-1));
-  return `${h}.${p}.${s.slice(0, -1)}${last}`;
+/** The token with its signature spelled another way (SECURITY-CASES H3). */
+function nonCanonicalSignature(token: string): string {
+  const [h, p, s] = segments(token);
+  return `${h}.${p}.${nonCanonical(s)}`;
 }
 
 interface AuditEvent {
@@ -157,7 +147,7 @@ const served = (mode: 'duplicate-kid' | 'oversized' | 'redirect') => () => {
   return sign();
 };
 const jsonSerialized = () => {
-  const [h, p, s] = parts(sign());
+  const [h, p, s] = segments(sign());
   return JSON.stringify({ payload: p, signatures: [{ protected: h, signature: s }] });
 };
 const expiredBeyondLeeway = () => {
@@ -176,7 +166,7 @@ type ShapeRow = [id: string, name: string, token: () => string, want?: Refusal];
 const SHAPE: ShapeRow[] = [
   ['A1', 'alg none, empty signature', () => sign({}, { alg: 'none' })],
   ...['None', 'NONE', 'nOnE'].map((alg): ShapeRow => ['A2', `alg ${alg}`, hdr({ alg })]),
-  ['A3', 'genuine token, signature removed', () => `${parts(sign()).slice(0, 2).join('.')}.`],
+  ['A3', 'genuine token, signature removed', () => `${segments(sign()).slice(0, 2).join('.')}.`],
   ['A4', 'HS256 keyed with the PEM', () => sign({}, { alg: 'HS256', hmacSecret: f.issuer.publicKeyPem })],
   [
     'A5',
@@ -227,7 +217,7 @@ const SHAPE: ShapeRow[] = [
   ['H1', 'token over 8 KiB', () => sign({ workflow: 'w'.repeat(9000) })],
   ['H2', '100k nested arrays: body over the limit', nested(100_000), TOO_LARGE],
   ['H2', 'nesting bomb under 8 KiB', nested(2000)],
-  ['H3', 'non-canonical signature', () => nonCanonical(sign())],
+  ['H3', 'non-canonical signature', () => nonCanonicalSignature(sign())],
   ['H4', '= padding on the signature', () => `${sign()}=`],
   ['H4', '= padding on the payload', () => sign().replace(/\.([^.]+)\./, '.$1=.')],
   ...['+', '/'].map(
@@ -263,7 +253,12 @@ const TO_BETA = aud({ expected_audience: BETA_AUDIENCE }, 'beta');
 type ClaimsRow = [id: string, name: string, claims: Lazy<ClaimOverrides>, more?: Partial<Case>];
 const CLAIMS: ClaimsRow[] = [
   ['A9', 'GitHub kid, attacker key', {}, { token: () => sign({}, { key: 'attacker' }) }],
-  ['A10', 'repository changed to evil/x', {}, { token: () => tamper(sign(), { repository: 'evil/x' }) }],
+  [
+    'A10',
+    'repository changed to evil/x',
+    {},
+    { token: () => tamperPayload(sign(), { repository: 'evil/x' }) },
+  ],
   ['D1', 'exp an hour ago', () => times(nowS() - 3600, nowS() - 3900)],
   ['D1', '1 s after exp + leeway', {}, { token: expiredBeyondLeeway }],
   ['D2', 'exp 61 s ago, beyond the leeway', () => times(nowS() - 61, nowS() - 361)],
@@ -338,8 +333,8 @@ describe('POST /v1/oidc/token refuses every token attack', () => {
 
 describe('POST /v1/oidc/token beyond single tokens', () => {
   it('B2 refuses 1,000 unknown kids with at most one key-set refetch per 30 s cooldown', async () => {
-    const [h, p, s] = parts(sign({}, { key: 'attacker' }));
-    const header = decode(h);
+    const [h, p, s] = segments(sign({}, { key: 'attacker' }));
+    const header = decodeSegment(h);
     const forged = (n: number) =>
       Array.from({ length: n }, () => {
         const kid = randomBytes(12).toString('hex');
@@ -371,7 +366,7 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
       code: 'no_matching_policy',
       problem: { claims: { repository: 'acme/other' } },
     };
-    await expectRefused(tamper(genuine, { repository: 'acme/infra' }), INVALID);
+    await expectRefused(tamperPayload(genuine, { repository: 'acme/infra' }), INVALID);
     await expectRefused(genuine, denied);
   });
 
@@ -405,7 +400,7 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
     const res = await f.exchange(long());
     expect(res.status).toBe(200);
     const body = (await res.json()) as { access_token: string; expires_in: number };
-    const claims = decode(parts(body.access_token)[1]) as { iat: number; exp: number };
+    const claims = decodeSegment(segments(body.access_token)[1]) as { iat: number; exp: number };
     expect(claims.exp - claims.iat).toBe(3600);
     expect(claims.exp).toBeLessThanOrEqual(nowS() + 3600);
     expect(body.expires_in).toBe(3600);
@@ -472,7 +467,7 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
     expect((await f.exchange(token)).status).toBe(200);
     // The non-canonical encoding is rejected on its shape, so the copy never reaches the replay record
     // (it would be token_replayed otherwise).
-    await expectRefused(nonCanonical(token), INVALID);
+    await expectRefused(nonCanonicalSignature(token), INVALID);
   });
 
   it('I3 the replay record is shared with another replica and kept until exp + skew', async () => {
@@ -494,7 +489,7 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
       await replica.close();
     }
     // 50 s after exp the token still verifies (60 s leeway), so only the replay record refuses it.
-    f.t.clock.now = (decode(parts(token)[1]).exp + 50) * 1000;
+    f.t.clock.now = ((decodeSegment(segments(token)[1]).exp as number) + 50) * 1000;
     await expectRefused(token, REPLAYED);
   });
 

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createIssuerKeys, type IssuerKeysOptions } from '../../broker/core/issuer-keys.js';
 import { parseCompactJws } from '../../broker/core/jws-compact.js';
 import { type VerifyResult, verifyOidcToken } from '../../broker/core/oidc-verify.js';
+import { nonCanonical, segments, tamperPayload } from '../support/jws-surgery.js';
 import {
   attacker,
   b64url,
@@ -54,27 +55,6 @@ function verify(token: string, keys = keysFor()): Promise<VerifyResult> {
 
 function sign(overrides?: ClaimOverrides, opts?: SignOptions): string {
   return issuer.sign(overrides, opts);
-}
-
-function segments(token: string): [string, string, string] {
-  const [h = '', p = '', s = ''] = token.split('.');
-  return [h, p, s];
-}
-
-/** Replaces the payload of a signed token, keeping its header and signature. */
-function tamperPayload(token: string, change: Record<string, unknown>): string {
-  const [h, p, s] = segments(token);
-  const payload = { ...JSON.parse(Buffer.from(p, 'base64url').toString('utf8')), ...change };
-  return `${h}.${b64url(JSON.stringify(payload))}.${s}`;
-}
-
-/** Same bytes, different string: sets unused low bits of the last base64url digit. */
-function nonCanonical(segment: string): string {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
-  const value = alphabet.indexOf(segment.at(-1)!);
-  const altered = segment.slice(0, -1) + alphabet[value | 1];
-  expect(Buffer.from(altered, 'base64url')).toEqual(Buffer.from(segment, 'base64url'));
-  return altered;
 }
 
 function expectRejected(result: VerifyResult, reason: RegExp, token?: string) {
