@@ -70,6 +70,8 @@ async function main(): Promise<number> {
   }
 
   const startedAt = new Date().toISOString();
+  // Read now, right after the build: files edited while the bench runs are not what it measures.
+  const env = environment();
   const tmp = join(ROOT, 'bench/.tmp', startedAt.replace(/[:.]/g, '-'));
   await mkdir(join(tmp, 'profiles'), { recursive: true });
   const problems: string[] = [];
@@ -177,7 +179,7 @@ async function main(): Promise<number> {
     startedAt,
     finishedAt: new Date().toISOString(),
     options: { ...options, help: undefined },
-    environment: environment(),
+    environment: env,
     broker: {
       database: options.db,
       logLevel: LOG_LEVEL,
