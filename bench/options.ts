@@ -39,7 +39,7 @@ export const USAGE = `usage: npm run bench -- [options]
   --skip-100k            skip the large-tenant phase
   --skip-action          skip timing the bundled action
   --skip-reference       skip the straightforward jose + SQLite handler (bench/reference-broker.ts) measured
-                         in the same rounds for comparison
+                         in the same rounds for comparison (it runs with --db sqlite only)
   --profile              run the first phase's broker under node --cpu-prof (bench/.tmp/profiles)
 `;
 

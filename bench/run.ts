@@ -108,7 +108,8 @@ async function main(): Promise<number> {
         profile: i === 0 && options.profile,
       }),
     );
-    if (!options.skipReference) {
+    // The yardstick is a SQLite handler: it compares with the broker on SQLite only.
+    if (!options.skipReference && options.db === 'sqlite') {
       specs.push({ ...specs[0]!, label: 'reference', server: 'reference', profile: false });
     }
     const prepared: PreparedPhase[] = [];
