@@ -261,7 +261,7 @@ export async function finishPhase(phase: PreparedPhase): Promise<PhaseResult> {
     const byRate = [...phase.rounds].sort((a, b) => a.load.exchangesPerSecond - b.load.exchangesPerSecond);
     // --rounds is odd, so this is the median.
     const median = byRate[(byRate.length - 1) >> 1];
-    if (!median) throw new Error(`${spec.label}: no measured round`);
+    if (!median) throw new Error('no measured round');
     return {
       label: spec.label,
       policies: spec.policies,

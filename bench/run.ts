@@ -144,8 +144,14 @@ async function main(): Promise<number> {
         }
       }
     } finally {
+      // Every broker is stopped, even after a failure; a phase that could not be summarised (it has no round
+      // when a round failed) is a problem of the run, and never hides the error that stopped it.
       for (const phase of prepared) {
-        const result = await finishPhase(phase);
+        const result = await finishPhase(phase).catch((error: Error) => {
+          problems.push(`${describe(phase.spec)}: ${error.message}`);
+          return undefined;
+        });
+        if (!result) continue;
         if (phase.spec.server === 'broker') phases.push(result);
         else reference = result;
         problems.push(...result.problems);
