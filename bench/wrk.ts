@@ -37,7 +37,7 @@ function ensureWrk(): string {
   }
 }
 
-/** wrk prints user and system CPU of its children through bash's `times`; the second line is wrk's. */
+/** wrk's user and system CPU, from the second line of bash's `times` (its children's times). */
 function childCpuSeconds(times: string): number {
   const lines = times.trim().split('\n');
   const fields = (lines[lines.length - 1] ?? '').trim().split(/\s+/);

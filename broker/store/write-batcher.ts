@@ -58,16 +58,17 @@ export interface BatcherOptions {
   maxInFlight?: number;
 }
 
-/**
- * Collects the writes of one turn of the event loop and flushes them together. While up to `maxInFlight`
- * batches commit, the next one gathers, so the busier the broker the fewer commits per write; each caller
- * resolves only once the batch holding its write has committed.
- */
+/** Hands a write to group commit; resolves with its row count once the batch holding it has committed. */
 export type WriteBatcher = ((write: BatchedWrite) => Promise<number>) & {
   /** Resolves once every write handed over so far has been flushed and answered. */
   drain(): Promise<void>;
 };
 
+/**
+ * Collects the writes of one turn of the event loop and flushes them together. While up to `maxInFlight`
+ * batches commit, the next one gathers, so the busier the broker the fewer commits per write; each caller
+ * resolves only once the batch holding its write has committed.
+ */
 export function createWriteBatcher(
   flush: FlushBatch,
   { maxBatch = 1024, maxInFlight = 1 }: BatcherOptions = {},
