@@ -31,6 +31,10 @@ describe('loadConfig', () => {
     [{ BROKER_TRUSTED_ISSUERS: '[{"issuer":"http://token.example"}]' }, 'BROKER_TRUSTED_ISSUERS[0].issuer'],
     [{ BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}/"}]` }, 'BROKER_TRUSTED_ISSUERS[0].issuer'],
     [
+      { BROKER_TRUSTED_ISSUERS: '[{"issuer":"https://u:p@token.example"}]' },
+      'BROKER_TRUSTED_ISSUERS[0].issuer',
+    ],
+    [
       { BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}","jwks_uri":"http://evil.example/jwks"}]` },
       'BROKER_TRUSTED_ISSUERS[0].jwks_uri',
     ],
@@ -46,6 +50,18 @@ describe('loadConfig', () => {
     [{ BROKER_RATE_LIMIT_PER_MINUTE: '-5' }, 'BROKER_RATE_LIMIT_PER_MINUTE'],
   ])('%o is refused naming %s', (env, variable) => {
     expect(() => loadConfig(env)).toThrow(new RegExp(`^${variable.replace(/[[\]]/g, '\\$&')}: `));
+  });
+
+  it('refuses a URL with credentials without repeating the password', () => {
+    for (const env of [
+      {
+        BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}","jwks_uri":"http://u:s3cret@evil.example/jwks"}]`,
+      },
+      { BROKER_PUBLIC_URL: 'https://u:s3cret@broker.example' },
+    ]) {
+      expect(() => loadConfig(env)).toThrow(/must not carry credentials/);
+      expect(() => loadConfig(env)).not.toThrow(/s3cret/);
+    }
   });
 
   it('accepts PostgreSQL with a key-encryption key, loopback JWKS over http, GHES and enterprise issuers', () => {
