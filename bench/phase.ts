@@ -1,5 +1,6 @@
 // One exchange phase: fresh database, tenant and policies, the broker as a process and a warm-up; then measured
 // rounds, which run.ts interleaves with the other phase's so that the machine's drift falls on both alike.
+import { execFileSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GITHUB_ISSUER, type LocalIssuer } from '../test/support/local-issuer.js';
@@ -222,6 +223,9 @@ export async function measureRound(phase: PreparedPhase): Promise<Round> {
   });
   phase.nextToken += count;
   phase.signSeconds += batch.seconds;
+  // What was written before the round (the token file, setting up, the phase before) is flushed now, so that
+  // the kernel's write-back of it does not fall into this round and slow its commits.
+  execFileSync('sync');
 
   const cpuBefore = broker.cpuSeconds();
   const stopWatching = broker.watchRss();

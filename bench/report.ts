@@ -102,7 +102,7 @@ export function markdown(run: RunResult): string {
       `${env.changed.length ? ` + changes to ${env.changed.join(', ')}` : ''} · ` +
       `Node ${env.node} · ${env.cpus} × ${env.cpuModel} · ${env.platform}. The broker and the load generator ` +
       `(${run.options.load}, ${run.options.connections} connections, its own process) share these CPUs. ` +
-      `${run.options.rounds} round(s) of ${run.options.durationSeconds} s per phase, alternating between the phases. Broker: ` +
+      `${run.options.rounds} round(s) of ${run.options.durationSeconds} s per phase, alternating between the phases, each round starting with the next phase. Broker: ` +
       `\`LOG_LEVEL=${run.broker.logLevel}\`, rate limits raised to ${f(run.broker.rateLimitPerMinute)}/min ` +
       `(burst ${f(run.broker.rateLimitBurst)}) so that they never refuse.`,
     '',

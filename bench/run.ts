@@ -129,13 +129,11 @@ async function main(): Promise<number> {
             `warm-up ${Math.round(phase.warmUp.exchangesPerSecond)}/s`,
         );
       }
-      // Setting up wrote the databases, the 100,000-policy one large: flushed now, so that the kernel's
-      // write-back of those pages does not fall into the first round and slow its commits.
-      say('flushing written files to disk before the measured rounds');
-      execFileSync('sync');
-      // Rounds alternate between the phases, so that the machine's drift over minutes falls on both alike.
+      // Rounds alternate between the phases, so that the machine's drift over minutes falls on all alike, and
+      // each round starts with the next phase, so that no phase always follows the same one.
       for (let round = 1; round <= options.rounds; round++) {
-        for (const phase of prepared) {
+        const shift = (round - 1) % prepared.length;
+        for (const phase of [...prepared.slice(shift), ...prepared.slice(0, shift)]) {
           const r = await measureRound(phase);
           say(
             `  round ${round}, ${describe(phase.spec)}: ${Math.round(r.load.exchangesPerSecond)} exchanges/s, ` +
