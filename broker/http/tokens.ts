@@ -104,7 +104,14 @@ export function registerTokenRoutes(
         subject: principal.credential.id,
         clientId: principal.credential.id,
       });
-      await deps.store.audit.append(
+      // Recorded with its credential, so that rotating or revoking that key revokes the token too.
+      await deps.store.tokens.recordMinted(
+        {
+          jti: minted.jti,
+          tenantId: principal.tenant.id,
+          credentialId: principal.credential.id,
+          expiresAt: minted.expiresAt,
+        },
         {
           tenantId: principal.tenant.id,
           type: 'token.minted',

@@ -1,7 +1,8 @@
 // Built-in key slots and fine-grained keys in SQL; only digests and hints are stored.
 import { appendAudit } from './audit-rows.js';
 import { forUpdate, type SqlDriver } from './sql.js';
-import type { BuiltinKeySlot, FineGrainedKey, Store } from './store.js';
+import type { AuditEventInput, BuiltinKeySlot, FineGrainedKey, Store } from './store.js';
+import { revokeTokensMintedBy } from './token-rows.js';
 
 interface SlotRow {
   tenant_id: string;
@@ -48,6 +49,11 @@ const KEY_COLUMNS =
   'id, tenant_id, name, hint, permissions, created_by, created_at, expires_at, last_used_at';
 const KIND_ORDER = "CASE kind WHEN 'tenant' THEN 0 WHEN 'tenant-read-only' THEN 1 ELSE 2 END";
 
+const withRevokedCount = (audit: AuditEventInput, revoked: number): AuditEventInput => ({
+  ...audit,
+  details: { ...audit.details, access_tokens_revoked: revoked },
+});
+
 export function keyRows(db: SqlDriver): Store['keys'] {
   const lock = forUpdate(db);
   return {
@@ -70,7 +76,8 @@ export function keyRows(db: SqlDriver): Store['keys'] {
           'UPDATE builtin_keys SET digest = ?, hint = ?, last_rotated_at = ? WHERE tenant_id = ? AND kind = ? AND slot = ?',
           [key.digest, key.hint, at, tenantId, kind, slot],
         );
-        await appendAudit(tx, audit, at);
+        const revoked = await revokeTokensMintedBy(tx, tenantId, `${kind}/${slot}`, at);
+        await appendAudit(tx, withRevokedCount(audit, revoked), at);
         return { tenantId, kind, slot, hint: key.hint, lastRotatedAt: at };
       }),
     async fineGrainedByDigest(digest) {
@@ -123,7 +130,8 @@ export function keyRows(db: SqlDriver): Store['keys'] {
         if (!row) return undefined;
         const key = keyFromRow(row);
         await tx.run('DELETE FROM fine_grained_keys WHERE tenant_id = ? AND id = ?', [tenantId, id]);
-        await appendAudit(tx, audit(key), at);
+        const revoked = await revokeTokensMintedBy(tx, tenantId, id, at);
+        await appendAudit(tx, withRevokedCount(audit(key), revoked), at);
         return key;
       }),
     async touchFineGrained(id, at) {

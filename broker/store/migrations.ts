@@ -106,6 +106,20 @@ const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'access tokens minted from API keys',
+    sql: `
+      CREATE TABLE minted_tokens (
+        jti TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        credential_id TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+      );
+      CREATE INDEX minted_tokens_credential ON minted_tokens (tenant_id, credential_id);
+      CREATE INDEX minted_tokens_expiry ON minted_tokens (expires_at);
+    `,
+  },
 ];
 
 const SERIAL = {

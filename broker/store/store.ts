@@ -93,7 +93,10 @@ export interface Store {
   keys: {
     builtinByDigest(digest: string): Promise<BuiltinKeySlot | undefined>;
     listBuiltin(tenantId: string): Promise<BuiltinKeySlot[]>;
-    /** Replaces the slot's key (the previous one stops working at once) and records the audit event, atomically. */
+    /**
+     * Replaces the slot's key (the previous one stops working at once), revokes the access tokens minted from
+     * the slot, and records the audit event (with `access_tokens_revoked`), atomically.
+     */
     rotate(
       tenantId: string,
       kind: BuiltinKind,
@@ -110,7 +113,10 @@ export interface Store {
     ): Promise<FineGrainedKey>;
     listFineGrained(tenantId: string): Promise<FineGrainedKey[]>;
     getFineGrained(tenantId: string, id: string): Promise<FineGrainedKey | undefined>;
-    /** Deletes the key and records the audit event; undefined when the tenant has no such key. */
+    /**
+     * Deletes the key, revokes the access tokens minted from it and records the audit event (with
+     * `access_tokens_revoked`); undefined when the tenant has no such key.
+     */
     deleteFineGrained(
       tenantId: string,
       id: string,
@@ -165,6 +171,12 @@ export interface Store {
       audit: { fresh: AuditEventInput; replayed: AuditEventInput },
       at: number,
     ): Promise<boolean>;
+    /** Remembers which credential minted an access token, with the audit event, in one commit. */
+    recordMinted(
+      token: { jti: string; tenantId: string; credentialId: string; expiresAt: number },
+      audit: AuditEventInput,
+      at: number,
+    ): Promise<void>;
     revoke(
       jti: string,
       tenantId: string,

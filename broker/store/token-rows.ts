@@ -1,10 +1,34 @@
-// Replay records for exchanged OIDC tokens and the deny-list of revoked access tokens, in SQL.
+// Replay records for exchanged OIDC tokens, the access tokens minted from API keys and the deny-list of
+// revoked access tokens, in SQL.
 import { appendAudit, auditInsert } from './audit-rows.js';
-import type { SqlDriver } from './sql.js';
+import type { SqlDriver, SqlExecutor } from './sql.js';
 import type { Store } from './store.js';
 
 const INSERT_JTI =
   'INSERT INTO used_jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING';
+
+/**
+ * Revokes the unexpired access tokens minted from one credential (`tenant/primary`, a fine-grained key's id),
+ * inside the transaction that rotates or deletes it; returns how many.
+ */
+export async function revokeTokensMintedBy(
+  tx: SqlExecutor,
+  tenantId: string,
+  credentialId: string,
+  at: number,
+): Promise<number> {
+  const revoked = await tx.run(
+    `INSERT INTO revoked_tokens (jti, tenant_id, revoked_at, expires_at)
+     SELECT jti, tenant_id, ?, expires_at FROM minted_tokens WHERE tenant_id = ? AND credential_id = ? AND expires_at > ?
+     ON CONFLICT (jti) DO NOTHING`,
+    [at, tenantId, credentialId, at],
+  );
+  await tx.run('DELETE FROM minted_tokens WHERE tenant_id = ? AND credential_id = ?', [
+    tenantId,
+    credentialId,
+  ]);
+  return revoked;
+}
 
 export function tokenRows(db: SqlDriver): Store['tokens'] {
   return {
@@ -14,6 +38,14 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
         onChange: auditInsert(audit.fresh, at),
         onNoChange: auditInsert(audit.replayed, at),
       })) === 1,
+    recordMinted: (token, audit, at) =>
+      db.transaction(async (tx) => {
+        await tx.run(
+          'INSERT INTO minted_tokens (jti, tenant_id, credential_id, expires_at) VALUES (?, ?, ?, ?)',
+          [token.jti, token.tenantId, token.credentialId, token.expiresAt],
+        );
+        await appendAudit(tx, audit, at);
+      }),
     revoke: (jti, tenantId, expiresAt, at, audit) =>
       db.transaction(async (tx) => {
         await tx.run(
@@ -28,7 +60,8 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
     async purgeExpired(before) {
       const jtis = await db.run('DELETE FROM used_jtis WHERE expires_at < ?', [before]);
       const revoked = await db.run('DELETE FROM revoked_tokens WHERE expires_at < ?', [before]);
-      return jtis + revoked;
+      const minted = await db.run('DELETE FROM minted_tokens WHERE expires_at < ?', [before]);
+      return jtis + revoked + minted;
     },
   };
 }

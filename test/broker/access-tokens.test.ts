@@ -179,6 +179,53 @@ describe('POST /v1/tokens', () => {
     expect(capped.expires_in).toBeGreaterThan(3500);
   });
 
+  it('die with the key that minted them: rotating the slot or revoking the key revokes its tokens', async () => {
+    const mint = async (key: string) =>
+      (await json<{ access_token: string }>(f.t.request('POST', '/v1/tokens', { key, json: {} })))
+        .access_token;
+    const works = async (token: string) => (await f.t.request('GET', '/v1/whoami', { key: token })).status;
+    const active = async (token: string) =>
+      (
+        await json<{ active: boolean }>(
+          f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(token) }),
+        )
+      ).active;
+
+    const rotate = () =>
+      json<{ key: string }>(
+        f.t.request('POST', '/v1/api-keys/tenant-read-only/secondary/rotate', { key: f.key }),
+      );
+    const first = await rotate();
+    const fromFirst = await mint(first.key);
+    const second = await rotate();
+    const fromSecond = await mint(second.key);
+    expect(await works(fromFirst)).toBe(401);
+    expect(await active(fromFirst)).toBe(false);
+    expect(await works(fromSecond)).toBe(200);
+    const rotated = await json<{ events: { details: Record<string, unknown> }[] }>(
+      f.t.request('GET', '/v1/audit-events?type=api_key.rotated&limit=1', { key: f.key }),
+    );
+    expect(rotated.events[0]?.details).toMatchObject({ access_tokens_revoked: 1 });
+
+    const fg = await json<{ id: string; key: string }>(
+      f.t.request('POST', '/v1/fine-grained-keys', {
+        key: f.key,
+        json: { name: 'short-lived', expires_in_days: 7, permissions: ['audit-log:read'] },
+      }),
+    );
+    const fromFg = [await mint(fg.key), await mint(fg.key)];
+    const exchangedToken = await exchanged();
+    expect((await f.t.request('DELETE', `/v1/fine-grained-keys/${fg.id}`, { key: f.key })).status).toBe(204);
+    for (const token of fromFg) expect(await works(token)).toBe(401);
+    const deleted = await json<{ events: { details: Record<string, unknown> }[] }>(
+      f.t.request('GET', '/v1/audit-events?type=fine_grained_key.revoked&limit=1', { key: f.key }),
+    );
+    expect(deleted.events[0]?.details).toMatchObject({ access_tokens_revoked: 2 });
+    // Tokens of other credentials, and exchanged ones, are untouched.
+    expect(await works(fromSecond)).toBe(200);
+    expect(await works(exchangedToken)).toBe(200);
+  });
+
   it('an access token cannot mint another', async () => {
     const token = await exchanged();
     const res = await f.t.request('POST', '/v1/tokens', { key: token, json: {} });
