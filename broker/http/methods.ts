@@ -19,7 +19,8 @@ function patternsOf<E extends Env>(app: Hono<E>): Pattern[] {
       .map((r) => ({
         method: r.method,
         regex: new RegExp(
-          `^${r.path.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\/:[^/]+/g, '/[^/]+')}/?$`,
+          // Exactly as the router matches: a trailing slash is another path, which no route serves.
+          `^${r.path.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\/:[^/]+/g, '/[^/]+')}$`,
         ),
       }));
     compiled.set(app, patterns);

@@ -213,4 +213,17 @@ describe('lifecycle', () => {
     expect(res.status).toBe(405);
     expect(res.headers.get('Allow')).toBe('GET, HEAD, POST');
   });
+
+  it.each([
+    ['GET', '/v1/fine-grained-keys/'],
+    ['GET', '/v1/whoami/'],
+    ['POST', '/v1/api-keys/tenant/secondary/rotate/'],
+  ])(
+    '%s %s (a trailing slash) is no route: 404, not a 405 that allows the same method',
+    async (method, path) => {
+      const res = await t.request(method, path, { key });
+      expect(res.status).toBe(404);
+      expect(res.headers.get('Allow')).toBeNull();
+    },
+  );
 });
