@@ -16,15 +16,13 @@ const DAY_MS = 86_400_000;
 export const EXPIRATIONS = { '7d': 7, '30d': 30, '90d': 90, '1y': 365 } as const;
 export type Expiration = keyof typeof EXPIRATIONS;
 
+/** Rotates a slot for a Tenant API key's holder (the route refuses, and audits, any other credential). */
 export async function rotateBuiltinKey(
   principal: Principal,
   kind: BuiltinKind,
   slot: Slot,
   deps: KeyDeps,
 ): Promise<{ slot: BuiltinKeySlot; key: string }> {
-  if (principal.credential.kind !== 'tenant') {
-    throw new BrokerError('forbidden', 'only a Tenant API key (ssa_…) may rotate built-in keys');
-  }
   const key = generateKey(kind);
   const at = deps.now();
   const rotated = await deps.store.keys.rotate(

@@ -3,7 +3,7 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { type KeyDeps, rotateBuiltinKey } from '../core/api-keys.js';
 import type { AuthenticateDeps } from '../core/authenticate.js';
 import { BUILTIN_KINDS, type BuiltinKeySlot, SLOTS } from '../store/store.js';
-import { guard } from './auth.js';
+import { guard, refusal } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { authErrors, isoOrNull, Timestamp } from './schemas.js';
 
@@ -90,6 +90,14 @@ export function registerApiKeyRoutes(
     }),
     async (c) => {
       const { kind, slot } = c.req.valid('param');
+      if (c.get('principal').credential.kind !== 'tenant') {
+        throw await refusal(
+          c,
+          auth,
+          { credential: 'tenant' },
+          'only a Tenant API key (ssa_…) may rotate built-in keys',
+        );
+      }
       const rotated = await rotateBuiltinKey(c.get('principal'), kind, slot, deps);
       c.header('Cache-Control', 'no-store');
       return c.json(

@@ -6,7 +6,7 @@ import type { AuthenticateDeps } from '../core/authenticate.js';
 import { actorOf } from '../core/principal.js';
 import { BrokerError } from '../errors.js';
 import type { Store } from '../store/store.js';
-import { guard } from './auth.js';
+import { guard, refusal } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { authErrors, badRequest, IssuedToken, iso, issuedToken, PermissionList } from './schemas.js';
 
@@ -82,8 +82,10 @@ export function registerTokenRoutes(
     async (c) => {
       const principal = c.get('principal');
       if (principal.credential.kind === 'access-token') {
-        throw new BrokerError(
-          'forbidden',
+        throw await refusal(
+          c,
+          auth,
+          { credential: 'api-key' },
           'mint tokens with an API key; an access token cannot mint another',
         );
       }
@@ -185,12 +187,11 @@ export function registerTokenRoutes(
       const own =
         principal.credential.kind === 'access-token' && principal.credential.id === result.claims.jti;
       if (!own && !principal.permissions.includes('api-keys:write')) {
-        throw new BrokerError(
-          'forbidden',
+        throw await refusal(
+          c,
+          auth,
+          { permission: 'api-keys:write' },
           "revoking another credential's token needs the api-keys:write permission",
-          {
-            extensions: { missing_permission: 'api-keys:write' },
-          },
         );
       }
       const at = deps.now();

@@ -124,6 +124,14 @@ describe('exchanged access tokens', () => {
     );
     const denied = await f.t.request('POST', '/v1/tokens/revoke', { key: reader.key, ...form(token) });
     expect(denied.status).toBe(403);
+    expect(await denied.json()).toMatchObject({ missing_permission: 'api-keys:write' });
+    const audited = await json<{ events: unknown[] }>(
+      f.t.request('GET', '/v1/audit-events?type=permission.denied&limit=1', { key: f.key }),
+    );
+    expect(audited.events[0]).toMatchObject({
+      actor: { kind: 'tenant-read-only' },
+      details: { permission: 'api-keys:write', route: '/v1/tokens/revoke' },
+    });
     expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(200);
     expect((await f.t.request('POST', '/v1/tokens/revoke', { key: f.key, ...form(token) })).status).toBe(200);
     expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(401);
@@ -226,10 +234,18 @@ describe('POST /v1/tokens', () => {
     expect(await works(exchangedToken)).toBe(200);
   });
 
-  it('an access token cannot mint another', async () => {
+  it('an access token cannot mint another; the refusal is audited', async () => {
     const token = await exchanged();
     const res = await f.t.request('POST', '/v1/tokens', { key: token, json: {} });
     expect(res.status).toBe(403);
+    expect(await res.json()).toMatchObject({ required_credential: 'api-key' });
+    const audited = await json<{ events: unknown[] }>(
+      f.t.request('GET', '/v1/audit-events?type=permission.denied&limit=1', { key: f.key }),
+    );
+    expect(audited.events[0]).toMatchObject({
+      actor: { kind: 'access-token' },
+      details: { required_credential: 'api-key', route: '/v1/tokens' },
+    });
   });
 });
 

@@ -181,13 +181,27 @@ describe('rotation', () => {
     expect(keys.find((k) => k.kind === 'tenant-read-only' && k.slot === 'secondary')?.hint).toBeNull();
   });
 
-  it('only the Tenant API key may rotate', async () => {
+  it('only the Tenant API key may rotate; the refusal is audited', async () => {
     const key = await fineGrained(['read-write-all']);
     const res = await t.request('POST', '/v1/api-keys/tenant-read-only/primary/rotate', { key });
     expect(res.status).toBe(403);
     expect(await res.json()).toMatchObject({
       code: 'forbidden',
       detail: expect.stringContaining('Tenant API key'),
+      required_credential: 'tenant',
+    });
+    const denied = await t.request('GET', '/v1/audit-events?type=permission.denied&limit=1', {
+      key: tenantKey,
+    });
+    expect(((await denied.json()) as { events: unknown[] }).events[0]).toMatchObject({
+      outcome: 'denied',
+      actor: { kind: 'fine-grained' },
+      details: {
+        required_credential: 'tenant',
+        method: 'POST',
+        route: '/v1/api-keys/:kind/:slot/rotate',
+        request_id: res.headers.get('X-Request-Id'),
+      },
     });
     const unknownSlot = await t.request('POST', '/v1/api-keys/tenant/tertiary/rotate', { key: tenantKey });
     expect(unknownSlot.status).toBe(400);
