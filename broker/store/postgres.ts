@@ -40,6 +40,9 @@ function executor(q: Queryable): SqlExecutor {
   };
 }
 
+/** Advisory lock key of the write turn (7710002 guards the first signing key, 7710001 migrations). */
+const WRITE_TURN_LOCK = 7710003;
+
 export function openPostgres(url: string, options: { maxConnections?: number } = {}): SqlDriver {
   const pool = new pg.Pool({
     connectionString: url,
@@ -55,6 +58,10 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
     const client = await pool.connect();
     try {
       await client.query('BEGIN');
+      // Write transactions take turns, each holding the turn until it has committed and become visible: audit
+      // event ids then follow commit order, so a reader paging newest first (an exporter tailing the log) never
+      // passes an id that a transaction still in flight will commit later. SQLite's single writer does the same.
+      await client.query('SELECT pg_advisory_xact_lock($1)', [WRITE_TURN_LOCK]);
       const result = await fn(executor(client));
       await client.query('COMMIT');
       return result;

@@ -2,7 +2,10 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../broker/config.js';
+import { appendAudit } from '../../broker/store/audit-rows.js';
 import { openStore } from '../../broker/store/open-store.js';
+import { openPostgres } from '../../broker/store/postgres.js';
+import { openSqlite } from '../../broker/store/sqlite.js';
 import type { AuditEventInput, FineGrainedKey, Store, Tenant } from '../../broker/store/store.js';
 import { createTestDatabase, requestedEngine, type TestDatabase } from '../support/database.js';
 
@@ -168,6 +171,53 @@ describe(`store contract (${requestedEngine()})`, () => {
       3, 1,
     ]);
     expect(await store.audit.list('nobody', { limit: 10 })).toEqual([]);
+  });
+
+  it('gives audit events ids in commit order: paging newest first never passes an event still committing', async () => {
+    const t = await tenant('foxtrot-two');
+    await store.audit.append(audit(t.id, 'before'), 1);
+    // A second connection (another replica, or another of this one's) commits a change slowly.
+    const config = loadConfig({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32) }).database;
+    const other = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
+    try {
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let appended!: () => void;
+      const slowAppended = new Promise<void>((resolve) => {
+        appended = resolve;
+      });
+      const slow = other.transaction(async (tx) => {
+        await appendAudit(tx, audit(t.id, 'slow'), 2);
+        appended();
+        await gate;
+      });
+      await slowAppended;
+      // Meanwhile this connection records more through group commit (on SQLite its writer thread waits for the
+      // lock the slow transaction holds; a transaction on the event loop's connection would block the test).
+      const later = Promise.all([
+        store.audit.append(audit(t.id, 'later'), 3),
+        store.audit.append(audit(t.id, 'later'), 4),
+      ]);
+      // Given time to commit if nothing holds them back, then read as an exporter tailing the log would.
+      await Promise.race([later, new Promise((resolve) => setTimeout(resolve, 300))]);
+      const seen = await store.audit.list(t.id, { limit: 100 });
+      release();
+      await slow;
+      await later;
+      const all = await store.audit.list(t.id, { limit: 100 });
+      expect(all.map((e) => e.type).sort()).toEqual(['before', 'later', 'later', 'slow', 'tenant.created']);
+      const newestSeen = Math.max(...seen.map((e) => e.id));
+      for (const event of all.filter((e) => !seen.some((s) => s.id === e.id))) {
+        expect(
+          event.id,
+          `${event.type} was committed after the reader had seen id ${newestSeen}`,
+        ).toBeGreaterThan(newestSeen);
+      }
+    } finally {
+      await other.close();
+    }
   });
 
   it('records each (issuer, jti) once and keeps revocations until they expire', async () => {
