@@ -28,8 +28,11 @@ const PATTERN_CHARS = /[*?|[\]{}()^$\\+]/;
 const PATTERN_HINT = /[*?|[]/;
 const WHITESPACE_OR_CONTROL = /[\s\p{Cc}]/u;
 const CONTROL = /\p{Cc}/u;
-// Control characters, line separators, lone surrogates and bidi overrides make a name display as something else.
+// Control characters, line separators and bidi overrides make a name display as something else; NUL cannot be
+// stored in PostgreSQL text, and a lone surrogate would be saved as U+FFFD, silently another name.
 const UNSAFE_IN_NAME = /[\p{Cc}\p{Zl}\p{Zp}\p{Cs}\u202A-\u202E\u2066-\u2069]/u;
+export const UNSAFE_NAME_CHARACTERS =
+  'control, line-separator, bidirectional-override or unpaired-surrogate characters';
 // PostgreSQL text cannot hold NUL; other control characters in a description only hide text.
 const UNSAFE_IN_DESCRIPTION = /[^\P{Cc}\t\n\r]|\p{Cs}/u;
 const EDGE_WHITESPACE = /^\s|\s$/u;
@@ -143,11 +146,16 @@ const CLAIM_CHECKS: Record<PolicyClaimField, (value: string, what: string) => st
   repository_id: idProblem,
 };
 
-function nameProblem(name: unknown): string | null {
+/** Whether text holds a character no name may hold: a selector with one can name nothing. */
+export function hasUnsafeNameCharacter(value: string): boolean {
+  return UNSAFE_IN_NAME.test(value);
+}
+
+/** The one rule for a name a client gives (trust policies, fine-grained keys); why it is refused, or null. */
+export function nameProblem(name: unknown): string | null {
   if (typeof name !== 'string' || name === '') return 'name is required (1–100 characters)';
   if (EDGE_WHITESPACE.test(name)) return 'name must not start or end with whitespace';
-  if (UNSAFE_IN_NAME.test(name))
-    return 'name must not contain control, line-separator or bidirectional-override characters';
+  if (hasUnsafeNameCharacter(name)) return `name must not contain ${UNSAFE_NAME_CHARACTERS}`;
   if (charCount(name) > 100) return 'name must be at most 100 characters';
   return null;
 }

@@ -23,15 +23,11 @@ import {
   PermissionList,
   Timestamp,
 } from './schemas.js';
+import { IdParam, Name, unknownIdIsNotFound } from './text.js';
 
 const CreateRequest = z
   .strictObject({
-    name: z
-      .string()
-      .min(1)
-      .max(100)
-      .regex(/^\S(.*\S)?$/, 'must not start or end with white space')
-      .openapi({ example: 'deploy-bot' }),
+    name: Name.openapi({ example: 'deploy-bot' }),
     expiration: z
       .enum(Object.keys(EXPIRATIONS) as [Expiration, ...Expiration[]])
       .optional()
@@ -64,7 +60,9 @@ const CreatedKey = KeyView.extend({
   key: z.string().openapi({ description: 'The key itself. Shown only in this response; store it now.' }),
 }).openapi('CreatedFineGrainedKey');
 
-const IdParam = z.object({ id: z.string().max(100) });
+const notFoundError = (id: string) =>
+  new BrokerError('not_found', `no fine-grained key with id "${id}" in this tenant`);
+const idHook = unknownIdIsNotFound(notFoundError);
 
 export function registerFineGrainedKeyRoutes(
   app: OpenAPIHono<BrokerEnv>,
@@ -170,9 +168,10 @@ export function registerFineGrainedKeyRoutes(
     async (c) => {
       const { id } = c.req.valid('param');
       const key = await deps.store.keys.getFineGrained(c.get('principal').tenant.id, id);
-      if (!key) throw new BrokerError('not_found', `no fine-grained key with id "${id}" in this tenant`);
+      if (!key) throw notFoundError(id);
       return c.json(view(key), 200);
     },
+    idHook,
   );
 
   app.openapi(
@@ -191,6 +190,7 @@ export function registerFineGrainedKeyRoutes(
       await revokeFineGrainedKey(c.get('principal'), c.req.valid('param').id, deps);
       return c.body(null, 204);
     },
+    idHook,
   );
 
   refuseMethods(

@@ -17,9 +17,9 @@ import { type BrokerEnv, validationHook } from './context.js';
 import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
 import { registerPolicyToolRoutes } from './policy-tools.js';
 import { authErrors, conflict, iso, notFound, problem } from './schemas.js';
+import { IdParam, unknownIdIsNotFound } from './text.js';
 
 const TAGS = ['Trust policies'];
-const IdParam = z.object({ id: z.string().max(100) });
 const invalidPolicy = {
   422: problem('The policy breaks a rule; `errors` names each field (`invalid_policy`).'),
 };
@@ -32,6 +32,8 @@ function policyHook<I, P extends string>(...args: Parameters<Hook<I, BrokerEnv, 
 
 const notFoundError = (id: string) =>
   new BrokerError('not_found', `no trust policy with id "${id}" in this tenant`);
+const idHook = unknownIdIsNotFound(notFoundError);
+const idAndPolicyHook = unknownIdIsNotFound(notFoundError, invalidPolicyHook);
 
 function claimsView(claims: PolicyClaims): PolicyClaims {
   const out: PolicyClaims = {};
@@ -159,6 +161,7 @@ export function registerPolicyRoutes(
       if (!policy) throw notFoundError(id);
       return c.json(view(policy), 200);
     },
+    idHook,
   );
 
   app.openapi(
@@ -186,7 +189,7 @@ export function registerPolicyRoutes(
       const result = await replacePolicy(c.get('principal'), id, c.req.valid('json'), policyDeps);
       return c.json(changed(result, id), 200);
     },
-    policyHook,
+    idAndPolicyHook,
   );
 
   app.openapi(
@@ -208,6 +211,7 @@ export function registerPolicyRoutes(
       if (!result.ok) throw notFoundError(id);
       return c.body(null, 204);
     },
+    idHook,
   );
 
   registerPolicyToolRoutes(app, auth, deps);

@@ -3,6 +3,7 @@ import { z } from '@hono/zod-openapi';
 import { GITHUB_ISSUER } from '../config.js';
 import { POLICY_CLAIM_FIELDS } from '../core/policy-types.js';
 import { PermissionId, PermissionList, Timestamp } from './schemas.js';
+import { nameCharacters } from './text.js';
 
 const CLAIM_DOCS = {
   repository_owner: ['acme', 'The GitHub account that owns the repository; case-insensitive.'],
@@ -116,6 +117,7 @@ export const EvaluateBody = z
     policy: z
       .string()
       .max(100)
+      .check(nameCharacters)
       .optional()
       .openapi({ description: 'Consider only this policy, as the exchange would.' }),
     duration_seconds: z.number().int().min(1).max(3600).optional(),
@@ -173,6 +175,7 @@ export const ConfigQuery = z.object({
     .string()
     .min(1)
     .max(100)
+    .check(nameCharacters)
     .optional()
     .openapi({ description: 'Tailor the snippet to this policy (case-insensitive).' }),
 });

@@ -6,6 +6,7 @@ import { type ExchangeDeps, type ExchangeRequest, exchangeToken } from '../core/
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
 import { IssuedToken, issuedToken, problem } from './schemas.js';
+import { nameCharacters } from './text.js';
 
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const SUBJECT_TOKEN_TYPES = [
@@ -15,8 +16,8 @@ const SUBJECT_TOKEN_TYPES = [
 
 const Token = z.string().min(1).max(65_536);
 const Duration = z.number().int().min(1).max(3600);
-const PolicyName = z.string().min(1).max(100);
-const TenantName = z.string().min(1).max(63);
+const PolicyName = z.string().min(1).max(100).check(nameCharacters);
+const TenantName = z.string().min(1).max(63).check(nameCharacters);
 
 const JsonRequest = z
   .strictObject({

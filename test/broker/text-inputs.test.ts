@@ -1,0 +1,311 @@
+// Client text on its way to the database: NUL, lone surrogates and bidi overrides get a 4xx naming the field on
+// both stores (never PostgreSQL's 500), names follow one rule, and a path id that is not a UUID is an unknown id.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Federation, startFederation } from '../support/federation.js';
+
+const NUL = 'a\u0000b';
+const LONE_SURROGATE = 'a\ud800b';
+const BIDI_OVERRIDE = 'a\u202Eb';
+const FORM = { 'Content-Type': 'application/x-www-form-urlencoded' };
+const EXCHANGE_FORM = {
+  grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+  subject_token_type: 'urn:ietf:params:oauth:token-type:id_token',
+};
+
+let f: Federation;
+let key: string;
+let tenants = 0;
+
+beforeAll(async () => {
+  f = await startFederation();
+  await f.policy('infra');
+  key = f.key;
+});
+afterAll(() => f.close());
+
+interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  code: string;
+  detail: string;
+  errors?: { field: string; message: string }[];
+}
+
+/** Asserts the answer is this problem, naming exactly `field` when given. */
+async function expectProblem(res: Response, status: number, code: string, field?: string): Promise<Problem> {
+  const body = (await res.json()) as Problem;
+  expect(res.status, JSON.stringify(body)).toBe(status);
+  expect(body.code).toBe(code);
+  if (field !== undefined) expect(body.errors?.map((e) => e.field)).toEqual([field]);
+  return body;
+}
+
+const request = (method: string, path: string, json?: unknown, k = key) =>
+  f.t.request(method, path, { key: k, json });
+const form = (path: string, fields: Record<string, string>, k?: string) =>
+  f.t.request('POST', path, { key: k, body: new URLSearchParams(fields).toString(), headers: FORM });
+const newTenantKey = async () => (await f.t.createTenant(`text-${++tenants}`)).key;
+
+const policyBody = (fields: Record<string, unknown> = {}) => ({
+  name: `p-${randomUUID()}`,
+  claims: { repository: 'acme/infra' },
+  permissions: ['harden-runner:read'],
+  ...fields,
+});
+const keyBody = (fields: Record<string, unknown> = {}) => ({
+  name: `k-${randomUUID()}`,
+  expiration: '7d',
+  permissions: ['harden-runner:read'],
+  ...fields,
+});
+
+describe('a path id that is not a UUID is answered like an unknown id', () => {
+  const ROUTES = [
+    ['GET', '/v1/fine-grained-keys'],
+    ['DELETE', '/v1/fine-grained-keys'],
+    ['GET', '/v1/oidc/policies'],
+    ['PUT', '/v1/oidc/policies'],
+    ['DELETE', '/v1/oidc/policies'],
+  ] as const;
+  // Encoded as they arrive in a URL: NUL, a lone surrogate's UTF-8 form, a bidi override, plain non-ids.
+  const NOT_UUIDS = [
+    '%00',
+    'a%00b',
+    `${randomUUID()}%00`,
+    '%ED%A0%80',
+    '%E2%80%AE',
+    'not-a-uuid',
+    'x'.repeat(100),
+  ];
+
+  for (const [method, base] of ROUTES) {
+    it(`${method} ${base}/{id}: 404 not_found, the same answer as for an unknown UUID`, async () => {
+      const body = method === 'PUT' ? policyBody() : undefined;
+      const unknownId = randomUUID();
+      const unknown = await expectProblem(
+        await request(method, `${base}/${unknownId}`, body),
+        404,
+        'not_found',
+      );
+      const [before, after] = unknown.detail.split(unknownId) as [string, string];
+      for (const id of NOT_UUIDS) {
+        const answer = await expectProblem(await request(method, `${base}/${id}`, body), 404, 'not_found');
+        expect(answer, id).toMatchObject({ type: unknown.type, title: unknown.title, status: 404 });
+        expect(answer.detail.startsWith(before) && answer.detail.endsWith(after), answer.detail).toBe(true);
+        expect(answer.errors).toBeUndefined();
+      }
+    });
+  }
+
+  it('authentication still comes first: no credential is 401 whatever the id', async () => {
+    for (const [method, base] of ROUTES) {
+      const res = await f.t.request(method, `${base}/%00`, {
+        json: method === 'PUT' ? policyBody() : undefined,
+      });
+      await expectProblem(res, 401, 'unauthenticated');
+    }
+  });
+
+  it('real ids still work, and the OpenAPI document says ids are UUIDs', async () => {
+    const k = await newTenantKey();
+    const created = (await (await request('POST', '/v1/fine-grained-keys', keyBody(), k)).json()) as {
+      id: string;
+    };
+    expect((await request('GET', `/v1/fine-grained-keys/${created.id}`, undefined, k)).status).toBe(200);
+    const policy = (await (await request('POST', '/v1/oidc/policies', policyBody(), k)).json()) as {
+      policy: { id: string };
+    };
+    expect((await request('PUT', `/v1/oidc/policies/${policy.policy.id}`, policyBody(), k)).status).toBe(200);
+    const doc = (await (await f.t.request('GET', '/v1/openapi.json')).json()) as {
+      paths: Record<string, Record<string, { parameters?: { name: string; schema: { format?: string } }[] }>>;
+    };
+    for (const [method, base] of ROUTES) {
+      const parameter = doc.paths[`${base}/{id}`]?.[method.toLowerCase()]?.parameters?.find(
+        (p) => p.name === 'id',
+      );
+      expect(parameter?.schema.format, `${method} ${base}/{id}`).toBe('uuid');
+    }
+  });
+});
+
+describe('fine-grained key names follow the trust-policy name rule', () => {
+  const REFUSED: [string, string][] = [
+    ['NUL', NUL],
+    ['a lone surrogate', LONE_SURROGATE],
+    ['a bidi override', BIDI_OVERRIDE],
+    ['a bidi isolate', 'a\u2066b'],
+    ['a line separator', 'a\u2028b'],
+    ['a tab', 'a\tb'],
+  ];
+
+  for (const [what, name] of REFUSED) {
+    it(`refuses a name with ${what}: 400 invalid_request naming name, and saves nothing`, async () => {
+      const k = await newTenantKey();
+      const res = await request('POST', '/v1/fine-grained-keys', keyBody({ name }), k);
+      await expectProblem(res, 400, 'invalid_request', 'name');
+      const listed = (await (await request('GET', '/v1/fine-grained-keys', undefined, k)).json()) as {
+        keys: unknown[];
+      };
+      expect(listed.keys).toEqual([]);
+    });
+  }
+
+  it('saves any other Unicode name exactly as given', async () => {
+    const name = 'déploiement 🚀 ✓';
+    const res = await request('POST', '/v1/fine-grained-keys', keyBody({ name }));
+    expect(res.status).toBe(201);
+    const { id } = (await res.json()) as { id: string; name: string };
+    const got = (await (await request('GET', `/v1/fine-grained-keys/${id}`)).json()) as { name: string };
+    expect(got.name).toBe(name);
+  });
+
+  it('accepts and refuses exactly the names a trust policy does', async () => {
+    const samples = [
+      'deploy',
+      ' deploy',
+      'deploy\u00a0',
+      NUL,
+      LONE_SURROGATE,
+      BIDI_OVERRIDE,
+      'a\u2029b',
+      'a\u0085b',
+      'x'.repeat(100),
+      'x'.repeat(101),
+      '🚀'.repeat(100),
+      '🚀'.repeat(101),
+    ];
+    for (const name of samples) {
+      const k = await newTenantKey();
+      const keyRes = await request('POST', '/v1/fine-grained-keys', keyBody({ name }), k);
+      const policyRes = await request('POST', '/v1/oidc/policies', policyBody({ name }), k);
+      const label = JSON.stringify(name);
+      if (policyRes.status === 201) {
+        expect(keyRes.status, label).toBe(201);
+      } else {
+        await expectProblem(policyRes, 422, 'invalid_policy', 'name');
+        await expectProblem(keyRes, 400, 'invalid_request', 'name');
+      }
+    }
+  });
+});
+
+describe('other text that reaches a database lookup or write', () => {
+  it('exchange: a tenant no name can hold is 400 naming tenant, before the token is used (JSON and form)', async () => {
+    const token = f.issuer.sign();
+    for (const tenant of [NUL, LONE_SURROGATE, BIDI_OVERRIDE]) {
+      await expectProblem(await f.exchange(token, { tenant }), 400, 'invalid_request', 'tenant');
+    }
+    for (const tenant of [NUL, BIDI_OVERRIDE]) {
+      const res = await form('/v1/oidc/token', { ...EXCHANGE_FORM, subject_token: token, tenant });
+      await expectProblem(res, 400, 'invalid_request', 'tenant');
+    }
+    // An unknown but well-formed tenant keeps its answer, and the refused requests did not use the token up.
+    await expectProblem(await f.exchange(token, { tenant: 'nobody' }), 401, 'audience_mismatch');
+    expect((await f.exchange(token, { tenant: 'acme-corp' })).status).toBe(200);
+  });
+
+  it('exchange: a policy selector no name can hold is 400 naming policy (JSON and form)', async () => {
+    const token = f.issuer.sign();
+    for (const policy of [NUL, LONE_SURROGATE, BIDI_OVERRIDE]) {
+      await expectProblem(await f.exchange(token, { policy }), 400, 'invalid_request', 'policy');
+    }
+    const res = await form('/v1/oidc/token', { ...EXCHANGE_FORM, subject_token: token, policy: NUL });
+    await expectProblem(res, 400, 'invalid_request', 'policy');
+    expect((await f.exchange(token, { policy: 'infra' })).status).toBe(200);
+  });
+
+  it('exchange: NUL in permissions, scope or the token itself is a 4xx', async () => {
+    const token = f.issuer.sign();
+    await expectProblem(
+      await f.exchange(token, { permissions: [NUL] }),
+      400,
+      'invalid_request',
+      'permissions[0]',
+    );
+    const scoped = await form('/v1/oidc/token', { ...EXCHANGE_FORM, subject_token: token, scope: NUL });
+    await expectProblem(scoped, 400, 'invalid_request', 'permissions[0]');
+    await expectProblem(await f.exchange(`${token}\u0000`), 401, 'invalid_token');
+    await expectProblem(await f.exchange(LONE_SURROGATE), 401, 'invalid_token');
+  });
+
+  it('policy dry run and workflow snippet: a policy name no name can hold is 400 naming policy', async () => {
+    const claims = { repository: 'acme/infra', repository_owner: 'acme' };
+    for (const policy of [NUL, LONE_SURROGATE]) {
+      const res = await request('POST', '/v1/oidc/policies/evaluate', { claims, policy });
+      await expectProblem(res, 400, 'invalid_request', 'policy');
+    }
+    await expectProblem(
+      await request('GET', '/v1/oidc/config?policy=a%00b'),
+      400,
+      'invalid_request',
+      'policy',
+    );
+    await expectProblem(await request('GET', '/v1/oidc/config?policy=nope'), 404, 'not_found');
+  });
+
+  it('audit events: a type or cursor with NUL or a lone surrogate is 400 naming it', async () => {
+    for (const value of ['%00', 'a%00b', '%ED%A0%80']) {
+      await expectProblem(
+        await request('GET', `/v1/audit-events?type=${value}`),
+        400,
+        'invalid_request',
+        'type',
+      );
+      await expectProblem(
+        await request('GET', `/v1/audit-events?cursor=${value}`),
+        400,
+        'invalid_request',
+        'cursor',
+      );
+    }
+  });
+
+  it('trust policy bodies: NUL in any text field is 422 naming it', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ name: NUL }, 'name'],
+      [{ description: NUL }, 'description'],
+      [{ issuer: NUL }, 'issuer'],
+      [{ claims: { repository: NUL } }, 'claims.repository'],
+      [{ claims: { repository: 'acme/infra', ref: `refs/heads/${NUL}` } }, 'claims.ref'],
+      [{ claims: { repository: 'acme/infra', environment: NUL } }, 'claims.environment'],
+    ];
+    for (const [fields, field] of cases) {
+      await expectProblem(
+        await request('POST', '/v1/oidc/policies', policyBody(fields)),
+        422,
+        'invalid_policy',
+        field,
+      );
+    }
+  });
+
+  it('permissions of keys and minted tokens: NUL is 400 naming the entry', async () => {
+    const res = await request('POST', '/v1/fine-grained-keys', keyBody({ permissions: [NUL] }));
+    await expectProblem(res, 400, 'invalid_request', 'permissions[0]');
+    await expectProblem(
+      await request('POST', '/v1/tokens', { permissions: [NUL] }),
+      400,
+      'invalid_request',
+      'permissions[0]',
+    );
+  });
+
+  it('token introspection and revocation: a token with NUL or a lone surrogate is simply not active', async () => {
+    for (const token of [NUL, LONE_SURROGATE]) {
+      const introspected = await request('POST', '/v1/tokens/introspect', { token, token_type_hint: NUL });
+      expect(introspected.status).toBe(200);
+      expect(await introspected.json()).toEqual({ active: false });
+      expect((await request('POST', '/v1/tokens/revoke', { token })).status).toBe(200);
+    }
+    const viaForm = await form('/v1/tokens/introspect', { token: NUL }, key);
+    expect(await viaForm.json()).toEqual({ active: false });
+    expect((await form('/v1/tokens/revoke', { token: NUL }, key)).status).toBe(200);
+  });
+
+  it('built-in key slots: a kind or slot with NUL is 400, as any unknown one is', async () => {
+    await expectProblem(await request('POST', '/v1/api-keys/%00/primary/rotate'), 400, 'invalid_request');
+    await expectProblem(await request('POST', '/v1/api-keys/tenant/%00/rotate'), 400, 'invalid_request');
+  });
+});
