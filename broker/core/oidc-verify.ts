@@ -68,6 +68,11 @@ const REPOSITORY_PATTERN = /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/;
 const OWNER_PATTERN = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
 const ID_PATTERN = /^[0-9]+$/;
 const MAX_AUDIENCE_LENGTH = 255;
+/**
+ * GitHub never puts these in a claim: a control character could start a log line or a workflow command where a
+ * claim is shown, NUL cannot be stored in PostgreSQL text, and an unpaired surrogate is not text at all.
+ */
+const UNSAFE_IN_CLAIM = /[\p{Cc}\p{Cs}]/u;
 
 const REQUIRED_STRING_CLAIMS = [
   'jti',
@@ -206,6 +211,8 @@ function checkClaims(payload: Record<string, unknown>, iss: string, deps: Verify
     const v = payload[name];
     if (typeof v !== 'string' || v === '')
       return invalid(`${name} claim is missing or not a non-empty string`);
+    if (UNSAFE_IN_CLAIM.test(v))
+      return invalid(`${name} claim holds a control or unpaired surrogate character`);
   }
   const claims = {
     iss,
@@ -226,6 +233,8 @@ function checkClaims(payload: Record<string, unknown>, iss: string, deps: Verify
     const v = payload[name];
     if (v === undefined) continue;
     if (typeof v !== 'string') return invalid(`${name} claim must be a string`);
+    if (UNSAFE_IN_CLAIM.test(v))
+      return invalid(`${name} claim holds a control or unpaired surrogate character`);
     claims[name] = v;
   }
 

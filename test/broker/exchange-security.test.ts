@@ -291,6 +291,10 @@ const CLAIMS: ClaimsRow[] = [
     (repository): ClaimsRow => ['G8', `repository ${JSON.stringify(repository)}`, { repository }],
   ),
   ['G19', 'owner is not repository_owner', { repository: 'evil/infra' }],
+  ['H7', 'NUL in jti (PostgreSQL text cannot hold it)', { jti: `${randomUUID()}\u0000` }],
+  ['H7', 'line break in ref', { ref: 'refs/heads/main\n::warning::x' }],
+  ['H7', 'unpaired surrogate in sub', { sub: 'repo:acme/infra:ref:refs/heads/\ud800' }],
+  ['H7', 'control character in an optional claim', { workflow: 'deploy\u001b[2J' }],
 ];
 
 const cases: Case[] = [

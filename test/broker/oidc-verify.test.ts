@@ -556,8 +556,6 @@ const cases: Case[] = [
   ...[
     ['G6', '\u0430cme/infra'],
     ['G7', '\uff41cme/infra'],
-    ['G8', 'acme/infra\u0000'],
-    ['G8', 'acme/infra\n'],
     ['G8', 'acme/in fra'],
     ['G8', 'acme%2Finfra'],
     ['G8', 'acme/infra/x'],
@@ -572,6 +570,12 @@ const cases: Case[] = [
     name: `repository_owner ${JSON.stringify(owner)}`,
     token: () => sign({ repository_owner: owner }),
     reason: /repository_owner claim is not a GitHub owner/,
+  })),
+  ...['acme/infra\u0000', 'acme/infra\n', 'acme/infra\ud800'].map((repository) => ({
+    id: 'G8',
+    name: `repository ${JSON.stringify(repository)}`,
+    token: () => sign({ repository }),
+    reason: /repository claim holds a control or unpaired surrogate character/,
   })),
   ...(['repository_id', 'repository_owner_id'] as const).map((claim) => ({
     id: 'G5',
