@@ -2,7 +2,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AccessTokens } from '../core/access-tokens.js';
 import { grantablePermissions } from '../core/api-keys.js';
-import type { AuthenticateDeps } from '../core/authenticate.js';
+import { type AuthenticateDeps, unauthenticated } from '../core/authenticate.js';
 import { actorOf } from '../core/principal.js';
 import { BrokerError } from '../errors.js';
 import type { Store } from '../store/store.js';
@@ -98,6 +98,13 @@ export function registerTokenRoutes(
         principal.expiresAt === null
           ? Number.POSITIVE_INFINITY
           : Math.floor((principal.expiresAt - at) / 1000);
+      if (remaining < 1) {
+        // Less than a second left: any token would be expired as it is issued.
+        throw unauthenticated(
+          `API key "${principal.credential.name}" expires at ${iso(principal.expiresAt!)}: too late to mint a token`,
+          'invalid_token',
+        );
+      }
       const lifetime = Math.min(body.duration_seconds, remaining);
       const minted = await deps.accessTokens.mint({
         tenant: principal.tenant,

@@ -185,6 +185,14 @@ describe('POST /v1/tokens', () => {
     );
     expect(capped.expires_in).toBeLessThanOrEqual(3600);
     expect(capped.expires_in).toBeGreaterThan(3500);
+    // With less than a second left, no token could outlive its own issue: refused, never an already-expired one.
+    f.t.clock.now += HOUR - 500;
+    const tooLate = await f.t.request('POST', '/v1/tokens', { key: fg.key, json: {} });
+    expect(tooLate.status).toBe(401);
+    expect(await tooLate.json()).toMatchObject({
+      code: 'unauthenticated',
+      detail: expect.stringContaining('expires'),
+    });
   });
 
   it('die with the key that minted them: rotating the slot or revoking the key revokes its tokens', async () => {
