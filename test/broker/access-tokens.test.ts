@@ -26,6 +26,13 @@ async function exchanged(): Promise<string> {
 
 const json = async <T = Record<string, unknown>>(res: Response | Promise<Response>) =>
   (await (await res).json()) as T;
+/** The tenant's newest audit event of `type`. */
+const newestEvent = async (type: string) =>
+  (
+    await json<{ events: { details: Record<string, unknown> }[] }>(
+      f.t.request('GET', `/v1/audit-events?type=${type}&limit=1`, { key: f.key }),
+    )
+  ).events[0];
 const form = (token: string) => ({
   body: new URLSearchParams({ token }).toString(),
   headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
@@ -125,10 +132,7 @@ describe('exchanged access tokens', () => {
     const denied = await f.t.request('POST', '/v1/tokens/revoke', { key: reader.key, ...form(token) });
     expect(denied.status).toBe(403);
     expect(await denied.json()).toMatchObject({ missing_permission: 'api-keys:write' });
-    const audited = await json<{ events: unknown[] }>(
-      f.t.request('GET', '/v1/audit-events?type=permission.denied&limit=1', { key: f.key }),
-    );
-    expect(audited.events[0]).toMatchObject({
+    expect(await newestEvent('permission.denied')).toMatchObject({
       actor: { kind: 'tenant-read-only' },
       details: { permission: 'api-keys:write', route: '/v1/tokens/revoke' },
     });
@@ -218,10 +222,7 @@ describe('POST /v1/tokens', () => {
     expect(await works(fromFirst)).toBe(401);
     expect(await active(fromFirst)).toBe(false);
     expect(await works(fromSecond)).toBe(200);
-    const rotated = await json<{ events: { details: Record<string, unknown> }[] }>(
-      f.t.request('GET', '/v1/audit-events?type=api_key.rotated&limit=1', { key: f.key }),
-    );
-    expect(rotated.events[0]?.details).toMatchObject({ access_tokens_revoked: 1 });
+    expect((await newestEvent('api_key.rotated'))?.details).toMatchObject({ access_tokens_revoked: 1 });
 
     const fg = await json<{ id: string; key: string }>(
       f.t.request('POST', '/v1/fine-grained-keys', {
@@ -233,10 +234,9 @@ describe('POST /v1/tokens', () => {
     const exchangedToken = await exchanged();
     expect((await f.t.request('DELETE', `/v1/fine-grained-keys/${fg.id}`, { key: f.key })).status).toBe(204);
     for (const token of fromFg) expect(await works(token)).toBe(401);
-    const deleted = await json<{ events: { details: Record<string, unknown> }[] }>(
-      f.t.request('GET', '/v1/audit-events?type=fine_grained_key.revoked&limit=1', { key: f.key }),
-    );
-    expect(deleted.events[0]?.details).toMatchObject({ access_tokens_revoked: 2 });
+    expect((await newestEvent('fine_grained_key.revoked'))?.details).toMatchObject({
+      access_tokens_revoked: 2,
+    });
     // Tokens of other credentials, and exchanged ones, are untouched.
     expect(await works(fromSecond)).toBe(200);
     expect(await works(exchangedToken)).toBe(200);
@@ -247,10 +247,7 @@ describe('POST /v1/tokens', () => {
     const res = await f.t.request('POST', '/v1/tokens', { key: token, json: {} });
     expect(res.status).toBe(403);
     expect(await res.json()).toMatchObject({ required_credential: 'api-key' });
-    const audited = await json<{ events: unknown[] }>(
-      f.t.request('GET', '/v1/audit-events?type=permission.denied&limit=1', { key: f.key }),
-    );
-    expect(audited.events[0]).toMatchObject({
+    expect(await newestEvent('permission.denied')).toMatchObject({
       actor: { kind: 'access-token' },
       details: { required_credential: 'api-key', route: '/v1/tokens' },
     });
