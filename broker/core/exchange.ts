@@ -81,7 +81,7 @@ function auditEvent(tenant: Tenant, c: VerifiedClaims, fields: Partial<AuditEven
 async function resolveTenant(
   claims: VerifiedClaims,
   named: string | undefined,
-  deps: Pick<ExchangeDeps, 'store' | 'tenants'>,
+  deps: Pick<ExchangeDeps, 'store' | 'tenants' | 'rateLimiter'>,
   at: number,
 ): Promise<Tenant> {
   if (named === undefined) {
@@ -98,7 +98,10 @@ async function resolveTenant(
   const tenant = await deps.tenants.byName(named);
   if (tenant && tenant.audience === claims.aud) return tenant;
   if (tenant) {
-    // A verified workflow asked for this tenant with the wrong audience: its admins want to see that.
+    // A verified workflow asked for this tenant with the wrong audience: its admins want to see that. Such a
+    // token can be sent again and again (nothing uses it up), so the audit row is paid for from the
+    // repository's exchange budget: no one can flood a tenant's audit log.
+    takeRateLimit(tenant, claims, deps);
     await deps.store.audit.append(
       auditEvent(tenant, claims, {
         type: 'token.exchange_denied',
@@ -114,6 +117,24 @@ async function resolveTenant(
       ? `the token's audience "${claims.aud}" is not tenant ${named}'s audience "${tenant.audience}"`
       : `there is no tenant "${named}" on this broker`,
     { extensions: { audience: claims.aud, ...(tenant ? { expected_audience: tenant.audience } : {}) } },
+  );
+}
+
+/** Takes one exchange from the repository's budget at this tenant, or refuses with 429 and Retry-After. */
+function takeRateLimit(
+  tenant: Tenant,
+  claims: VerifiedClaims,
+  deps: Pick<ExchangeDeps, 'rateLimiter'>,
+): void {
+  const limited = deps.rateLimiter.take(`${tenant.id}\n${claims.repository.toLowerCase()}`);
+  if (limited.ok) return;
+  throw new BrokerError(
+    'rate_limited',
+    `too many exchanges for ${claims.repository}; retry in ${limited.retryAfterSeconds} s`,
+    {
+      headers: { 'Retry-After': String(limited.retryAfterSeconds) },
+      extensions: { retry_after_seconds: limited.retryAfterSeconds },
+    },
   );
 }
 
@@ -168,18 +189,8 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
   const claims = verified.claims;
   const tenant = await resolveTenant(claims, request.tenant, deps, now());
 
+  takeRateLimit(tenant, claims, deps);
   const repositoryKey = claims.repository.toLowerCase();
-  const limited = deps.rateLimiter.take(`${tenant.id}\n${repositoryKey}`);
-  if (!limited.ok) {
-    throw new BrokerError(
-      'rate_limited',
-      `too many exchanges for ${claims.repository}; retry in ${limited.retryAfterSeconds} s`,
-      {
-        headers: { 'Retry-After': String(limited.retryAfterSeconds) },
-        extensions: { retry_after_seconds: limited.retryAfterSeconds },
-      },
-    );
-  }
 
   const permissions = requestedPermissions(request.permissions, tenant);
   const candidates = await store.policies.candidates(

@@ -38,6 +38,18 @@ describe('rate limiting', () => {
     f.t.clock.now += 1000;
     expect((await f.exchange(token)).status).toBe(200);
   });
+  it("a token for another audience cannot flood a tenant's audit log: its denials share the repository budget", async () => {
+    f.t.clock.now += 60_000;
+    const foreign = f.issuer.sign({ aud: 'attacker-chosen.example' });
+    const statuses: number[] = [];
+    for (let i = 0; i < 10; i++) statuses.push((await f.exchange(foreign, { tenant: 'acme-corp' })).status);
+    expect(statuses.slice(0, 2)).toEqual([401, 401]);
+    expect(new Set(statuses.slice(2))).toEqual(new Set([429]));
+    const events = (await (
+      await f.t.request('GET', '/v1/audit-events?type=token.exchange_denied&limit=100', { key: f.key })
+    ).json()) as { events: { details: { reason?: string; audience?: string } }[] };
+    expect(events.events.filter((e) => e.details.audience === 'attacker-chosen.example')).toHaveLength(2);
+  });
 });
 
 describe('upkeep', () => {

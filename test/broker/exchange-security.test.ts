@@ -380,6 +380,30 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
     expect(await res.json()).toHaveProperty('access_token');
   });
 
+  it('D2 accepts a token issued and valid from 30 s ahead, within the same leeway (an issuer clock running fast)', async () => {
+    const res = await f.exchange(sign(times(nowS() + 330, nowS() + 30)));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toHaveProperty('access_token');
+  });
+
+  it('durability: no token is returned when the replay record and audit event cannot be committed', async () => {
+    const store = f.t.broker.store;
+    const record = store.tokens.recordExchange;
+    store.tokens.recordExchange = async () => {
+      throw new Error('disk I/O error');
+    };
+    try {
+      const before = await minted();
+      const res = await f.exchange(sign());
+      expect(res.status).toBe(500);
+      const text = await res.text();
+      expect(text).not.toMatch(/access_token|disk I\/O/);
+      expect(await minted()).toBe(before);
+    } finally {
+      store.tokens.recordExchange = record;
+    }
+  });
+
   it('D10 never mints beyond the policy cap, even from a 6 h input token', async () => {
     await f.policy('capped', { claims: { repository: 'acme/capped' }, max_session_duration_seconds: 3600 });
     const long = () => sign({ repository: 'acme/capped', ...times(nowS() + 21_600, nowS()) });
@@ -492,8 +516,10 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
     } finally {
       await replica.close();
     }
-    // 50 s after exp the token still verifies (60 s leeway), so only the replay record refuses it.
+    // 50 s after exp the token still verifies (60 s leeway), so only the replay record refuses it: the upkeep
+    // that forgets expired records must keep it that long.
     f.t.clock.now = ((decodeSegment(segments(token)[1]).exp as number) + 50) * 1000;
+    await f.t.broker.maintain();
     await expectRefused(token, REPLAYED);
   });
 
