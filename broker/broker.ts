@@ -66,12 +66,17 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     store,
     deps,
     async maintain() {
-      const purged = await store.tokens.purgeExpired(now());
+      // Kept PURGE_MARGIN_MS past their end, so that a replica whose clock runs behind this one's still finds
+      // the replay record of a token it sees as within its leeway.
+      const purged = await store.tokens.purgeExpired(now() - PURGE_MARGIN_MS);
       if (purged > 0) options.logger.info('purged expired replay and revocation records', { count: purged });
     },
     close: () => store.close(),
   };
 }
+
+/** How long replay and revocation records outlive the tokens they guard: the clock skew tolerated between replicas. */
+export const PURGE_MARGIN_MS = 5 * 60_000;
 
 /** On an empty database, creates tenant `demo` so a first `npm start` has something to call. */
 export async function ensureDemoTenant(
