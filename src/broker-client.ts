@@ -1,5 +1,6 @@
 // Talks to the broker: the OIDC token exchange and RFC 7009 revocation, every outcome returned as a value.
 import type { Fetch, FetchResponse } from './deps.js';
+import { ProxySettingError } from './proxy.js';
 
 const USER_AGENT = 'stepsec-oidc-auth/1';
 
@@ -41,7 +42,9 @@ export type BrokerFailure =
       location?: string;
       retryAfter?: string;
     }
-  | { kind: 'network'; url: string; code?: string; message: string; tls: boolean; timedOut: boolean };
+  | { kind: 'network'; url: string; code?: string; message: string; tls: boolean; timedOut: boolean }
+  /** The runner's proxy setting names no usable proxy, so nothing was sent. */
+  | { kind: 'proxy'; variable: string; message: string };
 
 export type BrokerAnswer<T> = { kind: 'ok'; value: T } | BrokerFailure;
 
@@ -104,6 +107,7 @@ async function send(
     });
     text = await response.text();
   } catch (error) {
+    if (error instanceof ProxySettingError) return proxyFailure(error);
     return networkFailure(url, error);
   }
   const json = isJson(response) ? parseJson(text) : undefined;
@@ -169,6 +173,10 @@ function toGrant(json: unknown): TokenGrant | undefined {
     policy: body.policy,
     tenant: body.tenant,
   };
+}
+
+export function proxyFailure(error: ProxySettingError): BrokerFailure {
+  return { kind: 'proxy', variable: error.variable, message: error.message };
 }
 
 const TLS_CODES =

@@ -49,8 +49,11 @@ export interface RunDeps extends Clock {
   fetch: Fetch;
   /** Whether the runner offers an OIDC token to this job (ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN are set). */
   idTokenAvailable: boolean;
-  /** Asks GitHub for a new OIDC token for this job with the given audience. */
-  getIdToken(audience: string): Promise<string>;
+  /**
+   * Asks GitHub for a new OIDC token for this job with the given audience, within `timeoutMs`; past it, rejects
+   * with an error named `TimeoutError`.
+   */
+  getIdToken(audience: string, timeoutMs: number): Promise<string>;
 }
 
 export type PostIO = Pick<ActionIO, 'getState' | 'setSecret' | 'info' | 'debug' | 'warning'>;

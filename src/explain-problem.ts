@@ -64,7 +64,11 @@ function describe(failure: Extract<Failure, { kind: 'problem' }>, inputs?: Actio
       return {
         title: `The broker is rate-limiting token exchanges${tenant ? ` for tenant${tenant}` : ''} (429 rate_limited).`,
         body: [
-          `${attempts(failure)}${retryAfter(failure)}`,
+          failure.gaveUp
+            ? `${attempts(failure)}${retryAfter(failure)}`
+            : `The broker did not say when to try again (${
+                failure.retryAfter === undefined ? 'no Retry-After header' : 'its Retry-After is not a time'
+              }), so the action did not retry.`,
           'Re-run the job in a few minutes, or have fewer jobs exchange tokens at the same time ' +
             '(one exchange per job is enough: the token lasts for the whole job).',
         ],

@@ -20,7 +20,8 @@ export interface RetryInfo {
 export type Failure =
   | { kind: 'inputs'; errors: string[] }
   | { kind: 'no-id-token' }
-  | { kind: 'id-token'; message: string }
+  /** `timedOut`: the token service did not answer within the attempt's time limit. */
+  | { kind: 'id-token'; message: string; timedOut?: boolean }
   | (BrokerFailure & RetryInfo);
 
 export { code };
@@ -43,11 +44,32 @@ export function explain(failure: Failure, inputs?: ActionInputs): Explanation {
         ],
       };
     case 'id-token':
+      if (failure.timedOut) {
+        return {
+          title: oneLine(failure.message),
+          body: [
+            "It usually answers in well under a second, so GitHub's service or the network between this runner " +
+              'and it is in trouble; a self-hosted runner may also need HTTPS_PROXY or NO_PROXY set for it. ' +
+              'Nothing was sent to the broker. Re-run the job; if it keeps happening, check ' +
+              'https://www.githubstatus.com.',
+          ],
+        };
+      }
       return {
         title: 'GitHub did not issue an OIDC token for this job.',
         body: [
-          `The runner's token service answered: ${failure.message.replace(/\s+/g, ' ').trim()}`,
+          `The runner's token service answered: ${oneLine(failure.message)}`,
           'This is usually temporary; re-run the job. Check that the job has `permissions: id-token: write`.',
+        ],
+      };
+    case 'proxy':
+      return {
+        title: `The proxy setting ${failure.variable} cannot be used, so nothing was sent.`,
+        body: [
+          failure.message,
+          "The runner's environment sets it (https_proxy, http_proxy and no_proxy, or the same in upper case; " +
+            "on a self-hosted runner, usually in the runner's .env file or the job's `env:`). Set it to the " +
+            "proxy's URL, or unset it where the runner connects directly.",
         ],
       };
     case 'network':
@@ -104,6 +126,10 @@ function unexpected(f: Extract<Failure, { kind: 'unexpected' }>): Explanation {
         '`/v1`). A proxy or load balancer in front of the broker can also answer like this.',
     ],
   };
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').trim();
 }
 
 /** The plain-text form, for the step's error annotation and log. */

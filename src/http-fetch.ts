@@ -2,11 +2,20 @@
 import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Fetch, FetchResponse } from './deps.js';
-import { portOf } from './proxy.js';
+import { portOf, proxyFor } from './proxy.js';
 
 export interface HttpFetchOptions {
   /** The proxy to reach a URL through, if any; the request then goes through a CONNECT tunnel. */
   proxyFor?(url: URL): URL | undefined;
+}
+
+/**
+ * HTTP as the Actions toolkit sends it from a runner: every request, to GitHub or to the broker, goes through
+ * the proxy that https_proxy / http_proxy name for its URL, unless no_proxy exempts it. A setting that names no
+ * usable proxy rejects the request with ProxySettingError.
+ */
+export function createRunnerFetch(env: Record<string, string | undefined>): Fetch {
+  return createHttpFetch({ proxyFor: (url) => proxyFor(url, env) });
 }
 
 /**

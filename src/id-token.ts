@@ -1,13 +1,13 @@
 // Asks the runner's token service for the job's OIDC token, as @actions/core's getIDToken does, and masks it.
 import { parseJson } from './broker-client.js';
-import type { ActionIO, Fetch } from './deps.js';
+import type { ActionIO, Clock, Fetch } from './deps.js';
+import { ProxySettingError } from './proxy.js';
 
 type Env = Record<string, string | undefined>;
 
-export interface IdTokenDeps {
+export interface IdTokenDeps extends Pick<Clock, 'now' | 'sleep'> {
   env: Env;
   fetch: Fetch;
-  sleep(ms: number): Promise<void>;
   io: Pick<ActionIO, 'debug' | 'setSecret'>;
 }
 
@@ -16,15 +16,22 @@ const RETRY_STATUSES = new Set([502, 503, 504]);
 const MAX_RETRIES = 10;
 const BACKOFF_SLICE_MS = 5;
 const BACKOFF_CEILING = 10;
-/** The toolkit's socket time limit; the token service answers in well under a second. */
-const ATTEMPT_TIMEOUT_MS = 180_000;
 
 export function idTokenAvailable(env: Env): boolean {
   return Boolean(env.ACTIONS_ID_TOKEN_REQUEST_URL && env.ACTIONS_ID_TOKEN_REQUEST_TOKEN);
 }
 
-/** The OIDC token for `audience`, masked before it is returned; rejects with the toolkit's messages. */
-export async function requestIdToken(audience: string, deps: IdTokenDeps): Promise<string> {
+/**
+ * The OIDC token for `audience`, masked before it is returned; rejects with the toolkit's messages. Retries
+ * included, it takes at most `timeoutMs` (the toolkit allows 3 minutes, longer than the whole exchange may
+ * take): past it, it rejects with an error named `TimeoutError`. ProxySettingError passes through as it is.
+ */
+export async function requestIdToken(
+  audience: string,
+  timeoutMs: number,
+  deps: IdTokenDeps,
+): Promise<string> {
+  const deadline = deps.now() + timeoutMs;
   const requestToken = deps.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN;
   if (!requestToken) throw failed('Unable to get ACTIONS_ID_TOKEN_REQUEST_TOKEN env variable');
   let url = deps.env.ACTIONS_ID_TOKEN_REQUEST_URL;
@@ -45,17 +52,23 @@ export async function requestIdToken(audience: string, deps: IdTokenDeps): Promi
           'user-agent': 'actions/oidc-client',
         },
         redirect: 'manual',
-        signal: AbortSignal.timeout(ATTEMPT_TIMEOUT_MS),
+        signal: AbortSignal.timeout(Math.max(0, deadline - deps.now())),
       });
       status = response.status;
       text = await response.text();
     } catch (error) {
+      if (error instanceof ProxySettingError) throw error;
+      if ((error as { name?: unknown }).name === 'TimeoutError') throw timedOut(timeoutMs);
       const code = (error as { code?: unknown }).code;
       throw requestFailed(typeof code === 'string' ? code : undefined, messageOf(error));
     }
     if (RETRY_STATUSES.has(status) && retry < MAX_RETRIES) {
-      await deps.sleep(BACKOFF_SLICE_MS * 2 ** Math.min(BACKOFF_CEILING, retry + 1));
-      continue;
+      const delay = BACKOFF_SLICE_MS * 2 ** Math.min(BACKOFF_CEILING, retry + 1);
+      // No retry that could not finish in time: this answer is then the last one, and is reported below.
+      if (deps.now() + delay < deadline) {
+        await deps.sleep(delay);
+        continue;
+      }
     }
     const parsed = parseJson(text);
     const json =
@@ -71,6 +84,13 @@ export async function requestIdToken(audience: string, deps: IdTokenDeps): Promi
     deps.io.setSecret(token);
     return token;
   }
+}
+
+function timedOut(timeoutMs: number): Error {
+  const seconds = (timeoutMs / 1000).toFixed(timeoutMs % 1000 === 0 ? 0 : 1);
+  const error = new Error(`GitHub's OIDC token service did not answer within ${seconds} s.`);
+  error.name = 'TimeoutError';
+  return error;
 }
 
 function requestFailed(code: number | string | undefined, message: string): Error {

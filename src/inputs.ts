@@ -79,14 +79,34 @@ function parseApiUrl(raw: string, errors: string[]): string {
   if (url.username || url.password || url.search || url.hash) {
     errors.push('Input `api-url` must be a plain base URL, without credentials, query string or fragment.');
   }
-  return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
+  const path = url.pathname.replace(/\/+$/, '');
+  // Every request goes to a path under the base URL (`/oidc/token`, `/tokens/revoke`), which ends in the API
+  // version: without it, the exchange would be sent to a path the broker does not serve.
+  if (!path.endsWith('/v1')) {
+    errors.push(
+      `Input \`api-url\` is "${raw}", which does not end in \`/v1\`: give the broker's base URL, e.g. ` +
+        `\`${url.origin}${versionedPath(path)}\` (the default is \`${DEFAULT_API_URL}\`).`,
+    );
+  }
+  return `${url.origin}${path}`;
+}
+
+/** The path as it was probably meant: cut after a `/v1` it contains, a `/vN` at its end as `/v1`, or `/v1` added. */
+function versionedPath(path: string): string {
+  const v1 = path.indexOf('/v1/');
+  if (v1 !== -1) return path.slice(0, v1 + 3);
+  return /\/v\d+$/.test(path) ? path.replace(/\/v\d+$/, '/v1') : `${path}/v1`;
 }
 
 function parsePermissions(raw: string, errors: string[]): string[] {
   const values = [...new Set(raw.split(/[\s,]+/).filter((v) => v !== ''))];
   for (const value of values) {
     if (isPermission(value) || (SHORTCUTS as readonly string[]).includes(value)) continue;
-    const hint = isCategoryId(value) ? ` Did you mean \`${value}:read\` or \`${value}:write\`?` : '';
+    // Only the ids that exist: a read-only category such as `audit-log` has no `:write`.
+    const suggestions = isCategoryId(value)
+      ? [`${value}:read`, `${value}:write`].filter(isPermission).map((id) => `\`${id}\``)
+      : [];
+    const hint = suggestions.length > 0 ? ` Did you mean ${suggestions.join(' or ')}?` : '';
     errors.push(
       `Input \`permissions\` contains "${value}", which is not a permission.${hint} Valid ids: ` +
         `${ALL_PERMISSIONS.join(', ')}; shortcuts: ${SHORTCUTS.join(', ')}.`,

@@ -1,5 +1,5 @@
 // Entry of the post step: wires the runner, HTTP and the clock into runPost(); never fails the job.
-import { createHttpFetch } from './http-fetch.js';
+import { createRunnerFetch } from './http-fetch.js';
 import { runPost } from './post-run.js';
 import { processRunnerIO } from './runner.js';
 
@@ -8,7 +8,8 @@ const io = processRunnerIO();
 // No top-level await: the bundle is CommonJS, which Node loads faster than an ES module.
 runPost({
   io,
-  fetch: createHttpFetch(),
+  // The revocation goes where the exchange went: through the runner's proxy settings.
+  fetch: createRunnerFetch(process.env),
   now: () => Date.now(),
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
   random: () => Math.random(),

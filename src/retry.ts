@@ -28,7 +28,8 @@ export const REVOKE_RETRY: RetryPolicy = {
   attemptTimeoutMs: 10_000,
 };
 
-const MIN_ATTEMPT_MS = 1_000;
+/** The shortest time limit an attempt is given: less is too short for a request to succeed. */
+export const MIN_ATTEMPT_MS = 1_000;
 
 export type Verdict = { retry: false } | { retry: true; reason: string; afterMs?: number };
 
@@ -72,9 +73,12 @@ export async function withRetry<T>(
   }
 }
 
-/** Retries network failures (except TLS verification), 408, 429 and 5xx; any other answer is final. */
+/**
+ * Retries network failures (except TLS verification), 408, 429 with Retry-After and 5xx; any other answer is
+ * final, and so is a proxy setting that cannot be used.
+ */
 export function classifyBrokerAnswer(answer: BrokerAnswer<unknown>, nowMs: number): Verdict {
-  if (answer.kind === 'ok') return { retry: false };
+  if (answer.kind === 'ok' || answer.kind === 'proxy') return { retry: false };
   if (answer.kind === 'network') {
     // A certificate that fails verification now will fail the same way in a few seconds.
     if (answer.tls) return { retry: false };
@@ -82,8 +86,11 @@ export function classifyBrokerAnswer(answer: BrokerAnswer<unknown>, nowMs: numbe
   }
   const { status } = answer;
   if (status !== 408 && status !== 429 && status < 500) return { retry: false };
-  const code = answer.kind === 'problem' && answer.problem.code ? ` ${answer.problem.code}` : '';
   const afterMs = answer.retryAfter === undefined ? undefined : parseRetryAfter(answer.retryAfter, nowMs);
+  // A 429 is retried only when it says when: without a readable Retry-After, an early retry adds to the load
+  // that the broker is refusing, and a late one would only use up the step's time.
+  if (status === 429 && afterMs === undefined) return { retry: false };
+  const code = answer.kind === 'problem' && answer.problem.code ? ` ${answer.problem.code}` : '';
   return { retry: true, reason: `The broker answered ${status}${code}`, afterMs };
 }
 

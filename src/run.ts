@@ -1,9 +1,10 @@
 // The main step: validate inputs, exchange a fresh OIDC token for an API token, and hand it on masked.
-import { type BrokerAnswer, createBrokerClient, type TokenGrant } from './broker-client.js';
+import { type BrokerAnswer, createBrokerClient, proxyFailure, type TokenGrant } from './broker-client.js';
 import { type ActionIO, type RunDeps, STATE_KEYS } from './deps.js';
 import { explain, type Failure, formatExplanation } from './explain.js';
 import { type ActionInputs, parseInputs } from './inputs.js';
-import { classifyBrokerAnswer, EXCHANGE_RETRY, withRetry } from './retry.js';
+import { ProxySettingError } from './proxy.js';
+import { classifyBrokerAnswer, EXCHANGE_RETRY, MIN_ATTEMPT_MS, withRetry } from './retry.js';
 import { failureSummary, successSummary } from './summary.js';
 
 export const TOKEN_ENV_VAR = 'STEPSECURITY_API_TOKEN';
@@ -49,7 +50,7 @@ export async function run(deps: RunDeps): Promise<boolean> {
   return true;
 }
 
-type ExchangeResult = BrokerAnswer<TokenGrant> | { kind: 'id-token'; message: string };
+type ExchangeResult = BrokerAnswer<TokenGrant> | Extract<Failure, { kind: 'id-token' }>;
 
 async function exchange(
   deps: RunDeps,
@@ -58,12 +59,19 @@ async function exchange(
   const client = createBrokerClient(deps.fetch, inputs.apiUrl);
   const outcome = await withRetry(
     async (_attempt, timeoutMs): Promise<ExchangeResult> => {
+      // The OIDC token and the exchange share the attempt's time limit, which ends by the overall deadline.
+      const attemptEnds = deps.now() + timeoutMs;
       // A fresh OIDC token every attempt: the broker accepts each token once, even if the answer was lost.
       let oidcToken: string;
       try {
-        oidcToken = await deps.getIdToken(inputs.audience);
+        oidcToken = await deps.getIdToken(inputs.audience, timeoutMs);
       } catch (error) {
-        return { kind: 'id-token', message: error instanceof Error ? error.message : String(error) };
+        if (error instanceof ProxySettingError) return proxyFailure(error);
+        return {
+          kind: 'id-token',
+          message: error instanceof Error ? error.message : String(error),
+          timedOut: error instanceof Error && error.name === 'TimeoutError',
+        };
       }
       return client.exchange(
         {
@@ -73,7 +81,7 @@ async function exchange(
           durationSeconds: inputs.durationSeconds,
           policy: inputs.policy,
         },
-        timeoutMs,
+        Math.max(MIN_ATTEMPT_MS, attemptEnds - deps.now()),
       );
     },
     (result) => (result.kind === 'id-token' ? { retry: false } : classifyBrokerAnswer(result, deps.now())),

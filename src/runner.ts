@@ -36,7 +36,7 @@ export function createRunnerIO(host: RunnerHost): ActionIO {
     },
     saveState: (name, value) => fileOrCommand('STATE', 'save-state', name, value),
     getState: (name) => env[`STATE_${name}`] || '',
-    info: (message) => host.write(`${message}${EOL}`),
+    info: (message) => host.write(`${plainLine(message)}${EOL}`),
     debug: (message) => command('debug', {}, message),
     warning: (message) => command('warning', {}, message),
     setFailed(message) {
@@ -62,6 +62,25 @@ export function createRunnerIO(host: RunnerHost): ActionIO {
       appendFileSync(file, markdown, { encoding: 'utf8' });
     },
   };
+}
+
+/**
+ * The message as one line of log text that the runner cannot read as a workflow command, whatever it holds
+ * (messages quote the broker's answers): line breaks and other control characters are shown escaped, a `::`
+ * that would start the line becomes `\::`, and `##[`, which starts the older command form anywhere in a line,
+ * becomes `##\[`. So no answer can stop the runner's commands and have later masks ignored, or fake a warning.
+ */
+function plainLine(message: string): string {
+  return message
+    .replace(/[\p{Cc}\u2028\u2029]/gu, (c) => CONTROL_ESCAPES[c] ?? unicodeEscape(c))
+    .replace(/^(\s*):(?=:)/, '$1\\:')
+    .replace(/##\[/g, '##\\[');
+}
+
+const CONTROL_ESCAPES: Record<string, string> = { '\t': '\t', '\n': '\\n', '\r': '\\r' };
+
+function unicodeEscape(c: string): string {
+  return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 }
 
 /** `::name key=value,key=value::message`, escaped so a value cannot end the line or start another command. */

@@ -2,10 +2,11 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeBroker, startFakeBroker } from './support/fake-broker.js';
 import { type FakeGitHubOidc, startFakeGitHubOidc } from './support/fake-github.js';
-import { type ActionRunner, createActionRunner } from './support/runner-process.js';
+import { type FakeProxy, startFakeProxy } from './support/fake-proxy.js';
+import { type ActionRunner, createActionRunner, workflowCommands } from './support/runner-process.js';
 import { selfSignedCertificate } from './support/tls-cert.js';
 
 const ACCESS_TOKEN = 'eyJhbGciOiJFUzI1NiJ9.process-test-access-token.c2lnbmF0dXJl';
@@ -110,11 +111,12 @@ describe('dist/ as a process', () => {
   });
 
   describe('over TLS', () => {
-    /** A runner whose machine trusts the broker's certificate through NODE_EXTRA_CA_CERTS. */
+    /** A runner whose machine trusts the broker's certificate through NODE_EXTRA_CA_CERTS; `env` adds to it. */
     async function withTlsBroker(
       certFor: { dns?: string[]; ip?: string[] },
       host: string,
       test: (tlsRunner: ActionRunner, tlsBroker: FakeBroker) => Promise<void>,
+      env: Record<string, string> = {},
     ) {
       const dir = await mkdtemp(join(tmpdir(), 'oidc-auth-ca-'));
       const certificate = selfSignedCertificate('broker', certFor);
@@ -122,7 +124,7 @@ describe('dist/ as a process', () => {
       const tlsBroker = await startFakeBroker(ACCESS_TOKEN, { ...certificate, host });
       const tlsRunner = await createActionRunner({
         idToken: github,
-        env: { NODE_EXTRA_CA_CERTS: join(dir, 'ca.pem') },
+        env: { NODE_EXTRA_CA_CERTS: join(dir, 'ca.pem'), ...env },
       });
       try {
         await test(tlsRunner, tlsBroker);
@@ -160,5 +162,116 @@ describe('dist/ as a process', () => {
         expect(tlsBroker.requests).toEqual([]);
       });
     });
+
+    describe("through the runner's proxy settings", () => {
+      let proxy: FakeProxy;
+      beforeAll(async () => {
+        proxy = await startFakeProxy();
+      });
+      afterAll(() => proxy?.close());
+      afterEach(() => {
+        proxy.connects.length = 0;
+      });
+
+      // broker.invalid resolves nowhere (RFC 6761): only the proxy, which tunnels to this machine, reaches it.
+      it('sends the exchange and the revocation through HTTPS_PROXY', async () => {
+        await withTlsBroker(
+          { dns: ['broker.invalid'] },
+          'broker.invalid',
+          async (tlsRunner, tlsBroker) => {
+            const authority = new URL(tlsBroker.apiUrl).host;
+            const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+            expect(main.exitCode, main.stdout).toBe(0);
+            expect(main.outputs.token).toBe(ACCESS_TOKEN);
+            expect(proxy.connects).toEqual([authority]);
+
+            const post = await tlsRunner.run('post', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+            expect(post.stdout).toContain('Revoked the StepSecurity API token.');
+            expect(proxy.connects).toEqual([authority, authority]);
+            expect(tlsBroker.requests.map((r) => r.path)).toEqual(['/v1/oidc/token', '/v1/tokens/revoke']);
+          },
+          { HTTPS_PROXY: proxy.url },
+        );
+      });
+
+      it('takes a proxy given as host:port, without a scheme, as an http:// proxy', async () => {
+        await withTlsBroker(
+          { dns: ['broker.invalid'] },
+          'broker.invalid',
+          async (tlsRunner, tlsBroker) => {
+            const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+            expect(main.exitCode, main.stdout).toBe(0);
+            expect(proxy.connects).toEqual([new URL(tlsBroker.apiUrl).host]);
+          },
+          { https_proxy: `localhost:${proxy.port}` },
+        );
+      });
+
+      // 0.0.0.0 reaches this machine, yet is no loopback name that is never proxied: only NO_PROXY exempts it.
+      it('connects directly to a broker that NO_PROXY names', async () => {
+        await withTlsBroker(
+          { ip: ['0.0.0.0'] },
+          '0.0.0.0',
+          async (tlsRunner, tlsBroker) => {
+            const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+            expect(main.exitCode, main.stdout).toBe(0);
+            const post = await tlsRunner.run('post', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+            expect(post.stdout).toContain('Revoked the StepSecurity API token.');
+            expect(tlsBroker.requests).toHaveLength(2);
+            expect(proxy.connects).toEqual([]);
+          },
+          { HTTPS_PROXY: proxy.url, NO_PROXY: 'github.example,0.0.0.0' },
+        );
+      });
+
+      it('fails at once, naming the variable, when the proxy setting is not a usable proxy URL', async () => {
+        await withTlsBroker(
+          { dns: ['broker.invalid'] },
+          'broker.invalid',
+          async (tlsRunner, tlsBroker) => {
+            const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+            expect(main.exitCode).toBe(1);
+            expect(main.stdout).toContain('::error::The proxy setting HTTPS_PROXY cannot be used');
+            expect(main.stdout).toContain('socks5:');
+            // The value can hold a proxy password: it is not repeated.
+            expect(main.stdout).not.toContain('s3cret');
+            expect(main.stdout).not.toContain('retrying');
+            expect(tlsBroker.requests).toEqual([]);
+            expect(proxy.connects).toEqual([]);
+          },
+          { HTTPS_PROXY: `socks5://user:s3cret@127.0.0.1:${proxy.port}` },
+        );
+      });
+    });
+  });
+
+  it("never lets the broker's text start a workflow command, so the token stays masked", async () => {
+    const injecting = await startFakeBroker(ACCESS_TOKEN, undefined, {
+      exchanges: [
+        {
+          status: 503,
+          headers: { 'content-type': 'application/problem+json' },
+          body: JSON.stringify({
+            status: 503,
+            code: 'busy\n::stop-commands::pause',
+            title: 'x\r##[warning]t',
+          }),
+        },
+      ],
+      grant: { policy: 'p\n::warning::injected by policy name', tenant: 'acme ##[stop-commands]x' },
+    });
+    try {
+      const main = await runner.run('main', { tenant: 'acme', 'api-url': injecting.apiUrl });
+
+      expect(main.exitCode, main.stdout).toBe(0);
+      expect(main.stdout).toContain('injected by policy name');
+      // Only the action's own commands: the OIDC token's mask and the URL it was asked at, twice, then the mask
+      // of the access token; nothing the broker wrote, and nothing that stops the runner reading the masks.
+      expect(workflowCommands(main.stdout)).toEqual(['debug', 'add-mask', 'debug', 'add-mask', 'add-mask']);
+      const lines = main.stdout.split(/\r\n|\r|\n/);
+      expect(lines.find((line) => line.includes(ACCESS_TOKEN))).toBe(`::add-mask::${ACCESS_TOKEN}`);
+    } finally {
+      await injecting.close();
+    }
   });
 });

@@ -55,6 +55,23 @@ describe('explained failures', () => {
     expect(broker.requests).toEqual([]);
   });
 
+  it("when GitHub's token service does not answer in time: says so, not that a permission is missing", async () => {
+    const timeout = Object.assign(new Error("GitHub's OIDC token service did not answer within 20 s."), {
+      name: 'TimeoutError',
+    });
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL }, { idTokenError: timeout });
+
+    expect(await run(h.deps)).toBe(false);
+
+    const message = h.io.failures[0]!;
+    expect(message).toContain("GitHub's OIDC token service did not answer within 20 s.");
+    expect(message).toContain('Re-run the job');
+    expect(message).not.toContain('id-token: write');
+    expect(message).not.toContain('did not issue');
+    expect(h.oidcTimeLimits).toEqual([20_000]);
+    expect(broker.requests).toEqual([]);
+  });
+
   it('audience_mismatch: names the audience sent and the one the tenant expects', async () => {
     const { message, summary } = await failureFor(() =>
       problem(401, 'audience_mismatch', {
@@ -165,6 +182,16 @@ describe('explained failures', () => {
     expect(message).toContain(
       'Tried 1 time within the time limit of this step. The broker asked to wait 600 s.',
     );
+  });
+
+  it('rate_limited without Retry-After: says the broker gave no time to wait, so it did not retry', async () => {
+    const { message, summary } = await failureFor(() => problem(429, 'rate_limited'));
+    expect(message).toContain('rate-limiting token exchanges for tenant `acme` (429 rate_limited)');
+    expect(message).toContain(
+      'The broker did not say when to try again (no Retry-After header), so the action did not retry.',
+    );
+    expect(message).not.toContain('Tried');
+    expect(summary).toContain('no Retry-After header');
   });
 
   it('issuer_unavailable: says it is usually temporary and what the operator checks', async () => {

@@ -14,6 +14,7 @@ function tokenService(...answers: { status: number; body: string }[]) {
   const requests: { url: string; init: FetchInit }[] = [];
   const events: string[] = [];
   const sleeps: number[] = [];
+  let now = 0;
   const fetch: Fetch = async (url, init) => {
     requests.push({ url, init });
     events.push('request');
@@ -23,8 +24,10 @@ function tokenService(...answers: { status: number; body: string }[]) {
   const deps = {
     env: ENV,
     fetch,
+    now: () => now,
     sleep: async (ms: number) => {
       sleeps.push(ms);
+      now += ms;
     },
     io: {
       debug: (message: string) => events.push(`debug ${message}`),
@@ -34,13 +37,15 @@ function tokenService(...answers: { status: number; body: string }[]) {
   return { deps, requests, events, sleeps };
 }
 
+/** The time limit of an attempt of the exchange, which the token request must keep to. */
+const LIMIT_MS = 20_000;
 const ok = (value: string) => ({ status: 200, body: JSON.stringify({ count: 1, value }) });
 
 describe('requestIdToken', () => {
   it('asks for the audience with the request token and masks the token before returning it', async () => {
     const service = tokenService(ok('oidc-token'));
 
-    const token = await requestIdToken('acme.api.stepsecurity.io', service.deps);
+    const token = await requestIdToken('acme.api.stepsecurity.io', LIMIT_MS, service.deps);
 
     expect(token).toBe('oidc-token');
     expect(service.requests).toHaveLength(1);
@@ -58,8 +63,8 @@ describe('requestIdToken', () => {
   it('encodes the audience, and asks for the default audience when it is empty', async () => {
     const service = tokenService(ok('t'));
 
-    await requestIdToken('https://aud.example/a b&c', service.deps);
-    await requestIdToken('', service.deps);
+    await requestIdToken('https://aud.example/a b&c', LIMIT_MS, service.deps);
+    await requestIdToken('', LIMIT_MS, service.deps);
 
     expect(service.requests.map((r) => r.url)).toEqual([
       `${REQUEST_URL}&audience=https%3A%2F%2Faud.example%2Fa%20b%26c`,
@@ -75,11 +80,11 @@ describe('requestIdToken', () => {
       ok('after-retries'),
     );
 
-    expect(await requestIdToken('aud', service.deps)).toBe('after-retries');
+    expect(await requestIdToken('aud', LIMIT_MS, service.deps)).toBe('after-retries');
     expect(service.sleeps).toEqual([10, 20, 40]);
 
     const down = tokenService({ status: 503, body: '{"message":"Service Unavailable"}' });
-    await expect(requestIdToken('aud', down.deps)).rejects.toThrow(
+    await expect(requestIdToken('aud', LIMIT_MS, down.deps)).rejects.toThrow(
       'Error message: Failed to get ID Token. Error Code : 503 Error Message: Service Unavailable',
     );
     expect(down.requests).toHaveLength(11);
@@ -88,17 +93,19 @@ describe('requestIdToken', () => {
 
   it('fails at once on another error status, with the service message or body', async () => {
     const denied = tokenService({ status: 401, body: '{"message":"Token is not valid"}' });
-    await expect(requestIdToken('aud', denied.deps)).rejects.toThrow(
+    await expect(requestIdToken('aud', LIMIT_MS, denied.deps)).rejects.toThrow(
       'Failed to get ID Token. Error Code : 401 Error Message: Token is not valid',
     );
 
     const broken = tokenService({ status: 500, body: 'upstream failure' });
-    await expect(requestIdToken('aud', broken.deps)).rejects.toThrow(
+    await expect(requestIdToken('aud', LIMIT_MS, broken.deps)).rejects.toThrow(
       'Error Code : 500 Error Message: upstream failure',
     );
 
     const empty = tokenService({ status: 400, body: '' });
-    await expect(requestIdToken('aud', empty.deps)).rejects.toThrow('Error Message: Failed request: (400)');
+    await expect(requestIdToken('aud', LIMIT_MS, empty.deps)).rejects.toThrow(
+      'Error Message: Failed request: (400)',
+    );
     expect([denied, broken, empty].map((s) => s.requests.length)).toEqual([1, 1, 1]);
     expect(denied.events.some((e) => e.startsWith('mask'))).toBe(false);
   });
@@ -109,10 +116,38 @@ describe('requestIdToken', () => {
       { status: 200, body: 'not json' },
       { status: 404, body: '{"value":"x"}' },
     ]) {
-      await expect(requestIdToken('aud', tokenService(answer).deps)).rejects.toThrow(
+      await expect(requestIdToken('aud', LIMIT_MS, tokenService(answer).deps)).rejects.toThrow(
         'Error message: Response json body do not have ID Token field',
       );
     }
+  });
+
+  it('stops at the time limit when the service does not answer, with an error of its own', async () => {
+    const service = tokenService(ok('t'));
+    service.deps.fetch = (_url, init) =>
+      new Promise((_resolve, reject) => {
+        init.signal?.addEventListener('abort', () => reject(init.signal?.reason));
+      });
+
+    const started = Date.now();
+    const error = await requestIdToken('aud', 100, service.deps).catch((e: unknown) => e);
+
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(error).toMatchObject({
+      name: 'TimeoutError',
+      message: "GitHub's OIDC token service did not answer within 0.1 s.",
+    });
+  });
+
+  it('stops retrying 502, 503 and 504 when the next wait would pass the time limit, with the last answer', async () => {
+    const down = tokenService({ status: 503, body: '{"message":"Service Unavailable"}' });
+
+    await expect(requestIdToken('aud', 100, down.deps)).rejects.toThrow(
+      'Error message: Failed to get ID Token. Error Code : 503 Error Message: Service Unavailable',
+    );
+    // 10 + 20 + 40 ms fit in 100 ms; the next wait, 80 ms, would end after it.
+    expect(down.sleeps).toEqual([10, 20, 40]);
+    expect(down.requests).toHaveLength(4);
   });
 
   it('fails with the network error code and message when the service cannot be reached', async () => {
@@ -121,7 +156,7 @@ describe('requestIdToken', () => {
       throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
     };
 
-    await expect(requestIdToken('aud', service.deps)).rejects.toThrow(
+    await expect(requestIdToken('aud', LIMIT_MS, service.deps)).rejects.toThrow(
       'Failed to get ID Token. Error Code : ECONNREFUSED Error Message: connect ECONNREFUSED 127.0.0.1:1',
     );
   });
@@ -130,10 +165,13 @@ describe('requestIdToken', () => {
     const service = tokenService(ok('t'));
 
     await expect(
-      requestIdToken('aud', { ...service.deps, env: { ACTIONS_ID_TOKEN_REQUEST_URL: REQUEST_URL } }),
+      requestIdToken('aud', LIMIT_MS, {
+        ...service.deps,
+        env: { ACTIONS_ID_TOKEN_REQUEST_URL: REQUEST_URL },
+      }),
     ).rejects.toThrow('Unable to get ACTIONS_ID_TOKEN_REQUEST_TOKEN env variable');
     await expect(
-      requestIdToken('aud', { ...service.deps, env: { ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'x' } }),
+      requestIdToken('aud', LIMIT_MS, { ...service.deps, env: { ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'x' } }),
     ).rejects.toThrow('Unable to get ACTIONS_ID_TOKEN_REQUEST_URL env variable');
     expect(service.requests).toEqual([]);
   });

@@ -65,6 +65,12 @@ describe('parseInputs', () => {
     );
   });
 
+  it('suggests only :read for a read-only category', () => {
+    const [error] = errorsFor({ tenant: 'acme', permissions: 'audit-log' });
+    expect(error).toContain('"audit-log", which is not a permission. Did you mean `audit-log:read`?');
+    expect(error).not.toContain('`audit-log:write`');
+  });
+
   it.each(['0', '3601', '1.5', '-5', '10m', 'abc', '1e3'])('rejects duration-seconds %s', (value) => {
     expect(errorsFor({ tenant: 'acme', 'duration-seconds': value })).toEqual([
       `Input \`duration-seconds\` is "${value}"; it must be a whole number of seconds from 1 to 3600, or left empty for the policy's default.`,
@@ -84,6 +90,27 @@ describe('parseInputs', () => {
 
   it.each(['http://127.0.0.1:8080/v1', 'http://[::1]:8080/v1', 'http://localhost:8080/v1'])(
     'accepts the loopback api-url %s',
+    (url) => {
+      expect(errorsFor({ tenant: 'acme', 'api-url': url })).toEqual([]);
+    },
+  );
+
+  it.each([
+    ['https://broker.example.com', 'https://broker.example.com/v1'],
+    ['https://broker.example.com/', 'https://broker.example.com/v1'],
+    ['https://broker.example.com/api', 'https://broker.example.com/api/v1'],
+    ['https://broker.example.com/v1/oidc/token', 'https://broker.example.com/v1'],
+    ['https://broker.example.com/v2', 'https://broker.example.com/v1'],
+    ['http://127.0.0.1:8080', 'http://127.0.0.1:8080/v1'],
+  ])('rejects the api-url %s, which does not end in /v1, showing the expected form', (url, expected) => {
+    expect(errorsFor({ tenant: 'acme', 'api-url': url })).toEqual([
+      `Input \`api-url\` is "${url}", which does not end in \`/v1\`: give the broker's base URL, e.g. ` +
+        `\`${expected}\` (the default is \`https://agent.api.stepsecurity.io/v1\`).`,
+    ]);
+  });
+
+  it.each(['https://broker.example.com/v1/', 'https://broker.example.com/stepsecurity/v1'])(
+    'accepts the api-url %s',
     (url) => {
       expect(errorsFor({ tenant: 'acme', 'api-url': url })).toEqual([]);
     },
@@ -129,5 +156,19 @@ describe('run with invalid inputs', () => {
     expect(h.oidcAudiences).toEqual([]);
     expect(broker.requests).toEqual([]);
     expect(h.io.summary[0]).toContain('"deploy:write"');
+  });
+
+  it('refuses an api-url without /v1 before asking for a token or calling the broker', async () => {
+    const h = mainHarness({ tenant: 'acme', 'api-url': 'https://broker.example.com' });
+
+    expect(await run(h.deps)).toBe(false);
+
+    expect(h.io.failures[0]).toContain('nothing was sent to the broker');
+    expect(h.io.failures[0]).toContain(
+      '`api-url` is "https://broker.example.com", which does not end in `/v1`',
+    );
+    expect(h.oidcAudiences).toEqual([]);
+    expect(broker.requests).toEqual([]);
+    expect(h.io.summary[0]).toContain('`https://broker.example.com/v1`');
   });
 });

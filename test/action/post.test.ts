@@ -1,6 +1,7 @@
 // The post step: revokes the token the main step issued; a failure to do so only warns.
 import { HttpResponse, http } from 'msw';
 import { describe, expect, it } from 'vitest';
+import { createRunnerFetch } from '../../src/http-fetch.js';
 import { runPost } from '../../src/post-run.js';
 import { run } from '../../src/run.js';
 import {
@@ -102,6 +103,17 @@ describe('runPost (post step)', () => {
     expect(await runPost(deps)).toBe('revoke-failed');
     expect(broker.requests).toHaveLength(1);
     expect(io.warnings[0]).toContain('The broker answered 401 unauthenticated');
+  });
+
+  it('warns, without sending anything or retrying, when the proxy setting cannot be used', async () => {
+    const { io, clock, deps } = postHarness(issuedState);
+    deps.fetch = createRunnerFetch({ HTTPS_PROXY: 'socks5://proxy.corp:1080' });
+
+    expect(await runPost(deps)).toBe('revoke-failed');
+
+    expect(broker.requests).toEqual([]);
+    expect(clock.sleeps).toEqual([]);
+    expect(io.warnings[0]).toContain('The proxy setting HTTPS_PROXY cannot be used, so nothing was sent.');
   });
 
   it('warns when the broker cannot be reached', async () => {

@@ -1,6 +1,6 @@
 // Which proxy the OIDC token request takes, by the Actions toolkit's rules.
 import { describe, expect, it } from 'vitest';
-import { bypassesProxy, proxyFor } from '../../src/proxy.js';
+import { bypassesProxy, ProxySettingError, proxyFor } from '../../src/proxy.js';
 
 const GITHUB = new URL('https://pipelines.actions.example/_apis/token?api-version=2.0');
 const href = (url: URL | undefined) => url?.href;
@@ -19,20 +19,58 @@ describe('proxyFor', () => {
     expect(proxyFor(GITHUB, { HTTP_PROXY: 'http://plain:8080' })).toBeUndefined();
   });
 
-  it('takes an address:port that is no URL as an HTTP proxy, and keeps credentials', () => {
+  it('takes a setting without a scheme as an HTTP proxy, and keeps credentials', () => {
     expect(href(proxyFor(GITHUB, { https_proxy: '10.0.0.1:3128' }))).toBe('http://10.0.0.1:3128/');
-    expect(proxyFor(GITHUB, { https_proxy: 'http://us%40r:p%3A@proxy.corp:3128' })).toMatchObject({
+    // `name:port` would parse as a URL with the scheme `name:` and no host; it means http://name:port.
+    expect(href(proxyFor(GITHUB, { https_proxy: 'proxy.corp:3128' }))).toBe('http://proxy.corp:3128/');
+    expect(href(proxyFor(GITHUB, { HTTPS_PROXY: 'proxy.corp' }))).toBe('http://proxy.corp/');
+    expect(href(proxyFor(GITHUB, { https_proxy: '[fd00::1]:3128' }))).toBe('http://[fd00::1]:3128/');
+    expect(proxyFor(GITHUB, { https_proxy: 'us%40r:p%3A@proxy.corp:3128' })).toMatchObject({
+      protocol: 'http:',
       username: 'us%40r',
       password: 'p%3A',
       host: 'proxy.corp:3128',
     });
+    expect(href(proxyFor(GITHUB, { https_proxy: 'HTTPS://proxy.corp:3129' }))).toBe(
+      'https://proxy.corp:3129/',
+    );
   });
 
-  it('connects directly without a proxy setting, or when the setting names no host', () => {
+  it('connects directly without a proxy setting', () => {
     expect(proxyFor(GITHUB, {})).toBeUndefined();
     expect(proxyFor(GITHUB, { https_proxy: '' })).toBeUndefined();
-    // As in the toolkit, `name:port` parses as a URL with the scheme `name:` and no host.
-    expect(proxyFor(GITHUB, { https_proxy: 'proxy.corp:3128' })).toBeUndefined();
+  });
+
+  it.each([
+    ['socks5://user:s3cret@proxy.corp:1080', 'socks5:'],
+    ['http://', 'not a URL'],
+    ['proxy corp:3128', 'not a URL'],
+    ['http://proxy.corp:99999', 'not a URL'],
+  ])('refuses the setting %j, naming the variable but not repeating the value', (value, reason) => {
+    let error: unknown;
+    try {
+      proxyFor(GITHUB, { HTTPS_PROXY: value });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ProxySettingError);
+    const { message } = error as Error;
+    expect(message).toContain('HTTPS_PROXY');
+    expect(message).toContain(reason);
+    expect(message).toContain('http://proxy.example.com:3128');
+    expect(message).not.toContain('s3cret');
+    expect(message).not.toContain('proxy.corp');
+  });
+
+  it('refuses a broken setting only for the requests that would use it', () => {
+    const env = {
+      https_proxy: 'http://proxy.corp:3128',
+      http_proxy: 'socks://proxy.corp',
+      no_proxy: 'intra',
+    };
+    expect(href(proxyFor(GITHUB, env))).toBe('http://proxy.corp:3128/');
+    expect(proxyFor(new URL('http://intra/'), env)).toBeUndefined();
+    expect(() => proxyFor(new URL('http://extra.example/'), env)).toThrow(/http_proxy/);
   });
 
   it('never proxies loopback addresses', () => {

@@ -58,6 +58,22 @@ describe('retries', () => {
     expect(h.clock.sleeps).toEqual([7000]);
   });
 
+  it.each([
+    ['a 429 rate_limited without Retry-After', () => problem(429, 'rate_limited')],
+    [
+      'a 429 with a Retry-After that is not a time',
+      () => problem(429, 'rate_limited', {}, { 'retry-after': 'whenever' }),
+    ],
+    ['a 429 from a proxy without Retry-After', () => new HttpResponse('slow down', { status: 429 })],
+  ])('does not retry %s: nothing says when a retry could succeed', async (_name, failure) => {
+    const { issued, h, tokensSent } = await runWith(failure, ok);
+
+    expect(issued).toBe(false);
+    expect(tokensSent).toEqual(['oidc-token-1']);
+    expect(h.clock.sleeps).toEqual([]);
+    expect(h.io.logs.join('\n')).not.toContain('retrying');
+  });
+
   it('reads Retry-After as seconds or as an HTTP date', () => {
     const now = Date.parse('2025-06-01T12:00:00Z');
     expect(parseRetryAfter('12', now)).toBe(12_000);
@@ -84,6 +100,14 @@ describe('retries', () => {
     expect(h.clock.sleeps).toEqual([30_000, 30_000]);
     expect(tokensSent).toHaveLength(3);
     expect(h.io.failures[0]).toContain('Tried 3 times within the time limit of this step.');
+  });
+
+  it("asks for each OIDC token within the attempt's time limit, which ends by the deadline", async () => {
+    const { h } = await runWith(() => problem(503, 'issuer_unavailable', {}, { 'retry-after': '40' }));
+
+    // Attempts start at 0, 40 and 80 s; an attempt has at most 20 s, and the deadline is at 90 s.
+    expect(h.clock.sleeps).toEqual([40_000, 40_000]);
+    expect(h.oidcTimeLimits).toEqual([20_000, 20_000, 10_000]);
   });
 
   it('does not wait at all when Retry-After is beyond the deadline', async () => {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ActionIO } from '../../src/deps.js';
 import { createRunnerIO, keyValueMessage, randomUUID } from '../../src/runner.js';
-import { parseFileCommands } from './support/runner-process.js';
+import { parseFileCommands, workflowCommands } from './support/runner-process.js';
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -143,6 +143,22 @@ describe('workflow commands', () => {
       '::warning::Could not revoke: 50%25 done%0D%0Anext',
       '',
     ]);
+  });
+
+  it('keeps info to one line of text that the runner cannot read as a command', () => {
+    io.info('The broker answered 503 busy\n::stop-commands::pause; retrying');
+    io.info('policy p\r::warning::injected\r\n##[add-mask]x');
+    io.info('  ::error::starts like a command');
+    io.info('tenant acme ##[stop-commands]x, a tab\tand \u001b[31mcolour\u2028');
+
+    expect(stdout.split(EOL)).toEqual([
+      'The broker answered 503 busy\\n::stop-commands::pause; retrying',
+      'policy p\\r::warning::injected\\r\\n##\\[add-mask]x',
+      '  \\::error::starts like a command',
+      'tenant acme ##\\[stop-commands]x, a tab\tand \\u001b[31mcolour\\u2028',
+      '',
+    ]);
+    expect(workflowCommands(stdout)).toEqual([]);
   });
 
   it('fails the step with an error annotation and exit code 1', () => {

@@ -16,15 +16,31 @@ export interface FakeBroker {
   close(): Promise<void>;
 }
 
+/** An answer the fake broker gives as it is, e.g. a problem document. */
+export interface ScriptedAnswer {
+  status: number;
+  headers?: Record<string, string>;
+  body: string;
+}
+
+export interface FakeBrokerScript {
+  /** The answers to the first exchanges, in order; later exchanges are granted. */
+  exchanges?: ScriptedAnswer[];
+  /** Fields of the token response to replace, e.g. a policy name. */
+  grant?: Record<string, unknown>;
+}
+
 /**
  * Issues `accessToken` for any exchange and accepts any revocation. With `tls`, it serves HTTPS and its
- * `apiUrl` names `tls.host`, which the certificate must cover.
+ * `apiUrl` names `tls.host`, which the certificate must cover. `script` makes it answer otherwise.
  */
 export async function startFakeBroker(
   accessToken: string,
   tls?: { cert: string; key: string; host: string },
+  script: FakeBrokerScript = {},
 ): Promise<FakeBroker> {
   const requests: BrokerRequest[] = [];
+  let exchanges = 0;
   const server = tls ? createTlsServer({ cert: tls.cert, key: tls.key }) : createServer();
   server.on('request', async (req, res) => {
     let body = '';
@@ -32,6 +48,11 @@ export async function startFakeBroker(
     const path = req.url ?? '/';
     requests.push({ method: req.method ?? '', path, headers: req.headers, body });
     if (req.method === 'POST' && path === '/v1/oidc/token') {
+      const scripted = script.exchanges?.[exchanges++];
+      if (scripted) {
+        res.writeHead(scripted.status, scripted.headers).end(scripted.body);
+        return;
+      }
       const { tenant, permissions } = JSON.parse(body) as { tenant: string; permissions?: string[] };
       res.writeHead(200, { 'content-type': 'application/json' }).end(
         JSON.stringify({
@@ -44,6 +65,7 @@ export async function startFakeBroker(
           permissions: permissions ?? [],
           policy: 'process-test',
           tenant,
+          ...script.grant,
         }),
       );
     } else if (req.method === 'POST' && path === '/v1/tokens/revoke') {

@@ -78,6 +78,8 @@ export interface Harness {
   deps: RunDeps;
   /** The audience of every OIDC token requested, in order. */
   oidcAudiences: string[];
+  /** The time limit each OIDC token was requested within, in order. */
+  oidcTimeLimits: number[];
 }
 
 export function mainHarness(
@@ -87,19 +89,21 @@ export function mainHarness(
   const io = createFakeIO(inputs);
   const clock = createFakeClock();
   const oidcAudiences: string[] = [];
+  const oidcTimeLimits: number[] = [];
   const deps: RunDeps = {
     ...clock,
     io,
     // Looked up at call time, so msw's interception of the global fetch applies.
     fetch: (input, init) => globalThis.fetch(input, init),
     idTokenAvailable: options.idTokenAvailable ?? true,
-    async getIdToken(audience) {
+    async getIdToken(audience, timeoutMs) {
       oidcAudiences.push(audience);
+      oidcTimeLimits.push(timeoutMs);
       if (options.idTokenError) throw options.idTokenError;
       return `oidc-token-${oidcAudiences.length}`;
     },
   };
-  return { io, clock, deps, oidcAudiences };
+  return { io, clock, deps, oidcAudiences, oidcTimeLimits };
 }
 
 export function postHarness(state: Record<string, string>) {

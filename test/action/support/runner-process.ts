@@ -125,3 +125,17 @@ async function actionDefaults(): Promise<Record<string, string>> {
     ),
   );
 }
+
+/**
+ * The names of the workflow commands the runner reads from a step's stdout, in order, by its parsing rules: a
+ * line that starts with `::name …::` after leading white space, or else one that holds `##[name …]` anywhere
+ * (the older form, still honoured). The runner splits stdout into lines at CR, LF and CRLF.
+ */
+export function workflowCommands(stdout: string): string[] {
+  const names: string[] = [];
+  for (const line of stdout.split(/\r\n|\r|\n/)) {
+    const command = /^\s*::(.*?)::/.exec(line) ?? /##\[(.*?)\]/.exec(line);
+    if (command) names.push(command[1]!.split(' ')[0]!);
+  }
+  return names;
+}
