@@ -38,14 +38,16 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
         onChange: auditInsert(audit.fresh, at),
         onNoChange: auditInsert(audit.replayed, at),
       })) === 1,
-    recordMinted: (token, audit, at) =>
-      db.transaction(async (tx) => {
-        await tx.run(
-          'INSERT INTO minted_tokens (jti, tenant_id, credential_id, expires_at) VALUES (?, ?, ?, ?)',
-          [token.jti, token.tenantId, token.credentialId, token.expiresAt],
-        );
-        await appendAudit(tx, audit, at);
-      }),
+    // Through group commit, as exchanges are: one commit with the audit event, off the event loop's connection.
+    recordMinted: async (token, audit, at) => {
+      await db.writeBatched({
+        probe: {
+          sql: 'INSERT INTO minted_tokens (jti, tenant_id, credential_id, expires_at) VALUES (?, ?, ?, ?)',
+          params: [token.jti, token.tenantId, token.credentialId, token.expiresAt],
+        },
+        onChange: auditInsert(audit, at),
+      });
+    },
     revoke: (jti, tenantId, expiresAt, at, audit) =>
       db.transaction(async (tx) => {
         await tx.run(
