@@ -13,6 +13,7 @@ import type { TenantDirectory } from './core/tenant-directory.js';
 import { BrokerError } from './errors.js';
 import { registerApiKeyRoutes } from './http/api-keys.js';
 import { registerAuditRoutes } from './http/audit.js';
+import { auditRefusal } from './http/auth.js';
 import { type BrokerEnv, validationHook } from './http/context.js';
 import { registerDocRoutes } from './http/docs.js';
 import { registerFineGrainedKeyRoutes } from './http/fine-grained-keys.js';
@@ -88,7 +89,14 @@ export function createApp(deps: AppDeps): BrokerApp {
     const length = c.req.header('Content-Length');
     return length !== undefined && Number(length) > MAX_BODY_BYTES ? tooLarge() : next();
   });
-  app.onError((error, c) => problemResponse(c, error));
+  app.onError(async (error, c) => {
+    try {
+      await auditRefusal(c, error, deps);
+    } catch (auditFailure) {
+      return problemResponse(c, auditFailure);
+    }
+    return problemResponse(c, error);
+  });
   app.notFound((c) => {
     const allow = allowedMethods(app, c.req.path);
     if (allow.length === 0)

@@ -91,12 +91,7 @@ export function registerApiKeyRoutes(
     async (c) => {
       const { kind, slot } = c.req.valid('param');
       if (c.get('principal').credential.kind !== 'tenant') {
-        throw await refusal(
-          c,
-          auth,
-          { credential: 'tenant' },
-          'only a Tenant API key (ssa_…) may rotate built-in keys',
-        );
+        throw refusal({ credential: 'tenant' }, 'only a Tenant API key (ssa_…) may rotate built-in keys');
       }
       const rotated = await rotateBuiltinKey(c.get('principal'), kind, slot, deps);
       c.header('Cache-Control', 'no-store');

@@ -1,9 +1,9 @@
-// Route guard: authenticate the bearer credential, then require one permission; every refusal is audited.
+// Route guard: authenticate the bearer credential, then require one permission; and the audit of every refusal.
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { type AuthenticateDeps, authenticate, bearerCredential } from '../core/authenticate.js';
 import type { Permission } from '../core/permissions.js';
-import { actorOf } from '../core/principal.js';
+import { actorOf, type Principal } from '../core/principal.js';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
 
@@ -19,7 +19,7 @@ export function guard(deps: AuthenticateDeps, permission?: Permission) {
       credential: principal.credential.id,
     });
     if (permission && !principal.permissions.includes(permission)) {
-      throw await refusal(c, deps, { permission }, `this credential lacks the ${permission} permission`);
+      throw refusal({ permission }, `this credential lacks the ${permission} permission`);
     }
     await next();
   });
@@ -28,22 +28,30 @@ export function guard(deps: AuthenticateDeps, permission?: Permission) {
 /** What a refused request lacked: a permission, or a kind of credential (`tenant`: a Tenant API key). */
 export type Requirement = { permission: Permission } | { credential: 'tenant' | 'api-key' };
 
+/** The 403 for an authenticated request that lacks `requirement`, naming it (`missing_permission`, `required_credential`). */
+export function refusal(requirement: Requirement, detail: string): BrokerError {
+  return new BrokerError('forbidden', detail, {
+    extensions:
+      'permission' in requirement
+        ? { missing_permission: requirement.permission }
+        : { required_credential: requirement.credential },
+  });
+}
+
+const AUDITED_REFUSALS = new Set(['forbidden', 'permission_escalation']);
+
 /**
- * Records the refusal of an authenticated request as a `permission.denied` audit event and returns the 403 to
- * throw, which names what is missing (`missing_permission` or `required_credential`).
+ * Records every 403 an authenticated request ends with — a missing permission or kind of credential, or a grant
+ * beyond the caller's own permissions — as a `permission.denied` audit event, from the error that ends it.
  */
-export async function refusal(
+export async function auditRefusal(
   c: Context<BrokerEnv>,
+  error: unknown,
   deps: Pick<AuthenticateDeps, 'store' | 'now'>,
-  requirement: Requirement,
-  detail: string,
-): Promise<BrokerError> {
-  const principal = c.get('principal');
-  // The audit event keeps the field name it always had for permissions; the body says what is missing.
-  const [recorded, named] =
-    'permission' in requirement
-      ? [{ permission: requirement.permission }, { missing_permission: requirement.permission }]
-      : [{ required_credential: requirement.credential }, { required_credential: requirement.credential }];
+): Promise<void> {
+  const principal = c.get('principal') as Principal | undefined;
+  if (!principal || !(error instanceof BrokerError) || !AUDITED_REFUSALS.has(error.code)) return;
+  const { missing_permission: permission, required_credential, missing } = error.extensions;
   await deps.store.audit.append(
     {
       tenantId: principal.tenant.id,
@@ -51,7 +59,11 @@ export async function refusal(
       outcome: 'denied',
       actor: actorOf(principal),
       details: {
-        ...recorded,
+        code: error.code,
+        // The field name the event always had for a missing permission.
+        ...(permission === undefined ? {} : { permission }),
+        ...(required_credential === undefined ? {} : { required_credential }),
+        ...(missing === undefined ? {} : { missing }),
         method: c.req.method,
         route: c.req.routePath,
         request_id: c.get('requestId'),
@@ -59,5 +71,4 @@ export async function refusal(
     },
     deps.now(),
   );
-  return new BrokerError('forbidden', detail, { extensions: named });
 }

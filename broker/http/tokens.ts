@@ -82,9 +82,7 @@ export function registerTokenRoutes(
     async (c) => {
       const principal = c.get('principal');
       if (principal.credential.kind === 'access-token') {
-        throw await refusal(
-          c,
-          auth,
+        throw refusal(
           { credential: 'api-key' },
           'mint tokens with an API key; an access token cannot mint another',
         );
@@ -194,9 +192,7 @@ export function registerTokenRoutes(
       const own =
         principal.credential.kind === 'access-token' && principal.credential.id === result.claims.jti;
       if (!own && !principal.permissions.includes('api-keys:write')) {
-        throw await refusal(
-          c,
-          auth,
+        throw refusal(
           { permission: 'api-keys:write' },
           "revoking another credential's token needs the api-keys:write permission",
         );

@@ -178,6 +178,10 @@ describe('POST /v1/tokens', () => {
     });
     expect(escalate.status).toBe(403);
     expect(await escalate.json()).toMatchObject({ code: 'permission_escalation' });
+    expect(await newestEvent('permission.denied')).toMatchObject({
+      actor: { kind: 'fine-grained', name: 'ci' },
+      details: { code: 'permission_escalation', missing: ['harden-runner:write'], route: '/v1/tokens' },
+    });
     const tooLong = await f.t.request('POST', '/v1/tokens', {
       key: fg.key,
       json: { duration_seconds: 12 * 3600 + 1 },
