@@ -65,6 +65,7 @@ export async function authenticate(credential: string, deps: AuthenticateDeps): 
       credential: { kind: 'fine-grained', id: key.id, name: key.name },
       permissions: effectivePermissions(tenant, 'fine-grained', key.permissions),
       expiresAt: key.expiresAt,
+      keyDigest: digest,
     };
   }
   const slot = await deps.store.keys.builtinByDigest(digest);
@@ -82,5 +83,6 @@ export async function authenticate(credential: string, deps: AuthenticateDeps): 
     },
     permissions: effectivePermissions(tenant, slot.kind),
     expiresAt: null,
+    keyDigest: digest,
   };
 }

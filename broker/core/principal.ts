@@ -18,6 +18,8 @@ export interface Principal {
   /** Effective permissions: granted ∩ enabled, with every write's read added. */
   permissions: Permission[];
   expiresAt: number | null;
+  /** For an API key: its stored digest, by which a later write can check that the key still exists. */
+  keyDigest?: string;
 }
 
 /** What a credential of this kind may do in this tenant; `granted` applies to fine-grained keys and tokens. */

@@ -111,14 +111,16 @@ export function registerTokenRoutes(
         subject: principal.credential.id,
         clientId: principal.credential.id,
       });
-      // Recorded with its credential, so that rotating or revoking that key revokes the token too.
-      await deps.store.tokens.recordMinted(
+      // Recorded with its credential, so that rotating or revoking that key revokes the token too; a key rotated
+      // or revoked since it was checked above gets no token.
+      const recorded = await deps.store.tokens.recordMinted(
         {
           jti: minted.jti,
           tenantId: principal.tenant.id,
           credentialId: principal.credential.id,
           expiresAt: minted.expiresAt,
         },
+        principal.keyDigest!,
         {
           tenantId: principal.tenant.id,
           type: 'token.minted',
@@ -129,6 +131,12 @@ export function registerTokenRoutes(
         },
         at,
       );
+      if (!recorded) {
+        throw unauthenticated(
+          'the API key was rotated or revoked while the token was being minted',
+          'invalid_token',
+        );
+      }
       c.header('Cache-Control', 'no-store');
       return c.json(
         issuedToken({

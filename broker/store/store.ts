@@ -171,12 +171,16 @@ export interface Store {
       audit: { fresh: AuditEventInput; replayed: AuditEventInput },
       at: number,
     ): Promise<boolean>;
-    /** Remembers which credential minted an access token, with the audit event, in one commit. */
+    /**
+     * Remembers which credential minted an access token, with the audit event, in one commit — only while the
+     * key with digest `keyDigest` still exists; false when it was rotated or deleted meanwhile.
+     */
     recordMinted(
       token: { jti: string; tenantId: string; credentialId: string; expiresAt: number },
+      keyDigest: string,
       audit: AuditEventInput,
       at: number,
-    ): Promise<void>;
+    ): Promise<boolean>;
     revoke(
       jti: string,
       tenantId: string,

@@ -39,15 +39,18 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
         onNoChange: auditInsert(audit.replayed, at),
       })) === 1,
     // Through group commit, as exchanges are: one commit with the audit event, off the event loop's connection.
-    recordMinted: async (token, audit, at) => {
-      await db.writeBatched({
+    // Writes are serialised (SQLite's one writer, PostgreSQL's write turn), so a rotation or deletion of the key
+    // either committed before this insert, which then finds no key, or revokes the token it records.
+    recordMinted: async (token, keyDigest, audit, at) =>
+      (await db.writeBatched({
         probe: {
-          sql: 'INSERT INTO minted_tokens (jti, tenant_id, credential_id, expires_at) VALUES (?, ?, ?, ?)',
-          params: [token.jti, token.tenantId, token.credentialId, token.expiresAt],
+          sql: `INSERT INTO minted_tokens (jti, tenant_id, credential_id, expires_at)
+                SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM builtin_keys WHERE digest = ?)
+                   OR EXISTS (SELECT 1 FROM fine_grained_keys WHERE digest = ?)`,
+          params: [token.jti, token.tenantId, token.credentialId, token.expiresAt, keyDigest, keyDigest],
         },
         onChange: auditInsert(audit, at),
-      });
-    },
+      })) === 1,
     revoke: (jti, tenantId, expiresAt, at, audit) =>
       db.transaction(async (tx) => {
         await tx.run(

@@ -246,6 +246,44 @@ describe('POST /v1/tokens', () => {
     expect(await works(exchangedToken)).toBe(200);
   });
 
+  it("a mint that overlaps its key's revocation hands out no token", async () => {
+    const fg = await json<{ id: string; key: string }>(
+      f.t.request('POST', '/v1/fine-grained-keys', {
+        key: f.key,
+        json: { name: 'racing', expires_in_days: 7, permissions: ['audit-log:read'] },
+      }),
+    );
+    // The mint has authenticated the key and is signing when the key is revoked.
+    const tokens = f.t.broker.deps.accessTokens;
+    const sign = tokens.mint;
+    let release!: () => void;
+    const signing = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let started!: () => void;
+    const inMint = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    tokens.mint = async (input) => {
+      started();
+      await signing;
+      return sign(input);
+    };
+    try {
+      const minting = f.t.request('POST', '/v1/tokens', { key: fg.key, json: {} });
+      await inMint;
+      expect((await f.t.request('DELETE', `/v1/fine-grained-keys/${fg.id}`, { key: f.key })).status).toBe(
+        204,
+      );
+      release();
+      const res = await minting;
+      expect(res.status).toBe(401);
+      expect(await res.text()).not.toContain('access_token');
+    } finally {
+      tokens.mint = sign;
+    }
+  });
+
   it('an access token cannot mint another; the refusal is audited', async () => {
     const token = await exchanged();
     const res = await f.t.request('POST', '/v1/tokens', { key: token, json: {} });
