@@ -66,7 +66,9 @@ function parseApiUrl(raw: string, errors: string[]): string {
   try {
     url = new URL(raw);
   } catch {
-    errors.push(`Input \`api-url\` is "${raw}", which is not a URL; use e.g. \`${DEFAULT_API_URL}\`.`);
+    errors.push(
+      `Input \`api-url\` is "${redacted(raw)}", which is not a URL; use e.g. \`${DEFAULT_API_URL}\`.`,
+    );
     return raw;
   }
   const loopback = LOOPBACK_HOSTS.has(url.hostname);
@@ -84,11 +86,16 @@ function parseApiUrl(raw: string, errors: string[]): string {
   // version: without it, the exchange would be sent to a path the broker does not serve.
   if (!path.endsWith('/v1')) {
     errors.push(
-      `Input \`api-url\` is "${raw}", which does not end in \`/v1\`: give the broker's base URL, e.g. ` +
+      `Input \`api-url\` is "${redacted(raw)}", which does not end in \`/v1\`: give the broker's base URL, e.g. ` +
         `\`${url.origin}${versionedPath(path)}\` (the default is \`${DEFAULT_API_URL}\`).`,
     );
   }
   return `${url.origin}${path}`;
+}
+
+/** The value without what may be secret, for a message: user and password, query string and fragment. */
+function redacted(raw: string): string {
+  return raw.replace(/(\/\/)[^/?#]*@/, '$1…@').replace(/[?#].*$/s, '');
 }
 
 /** The path as it was probably meant: cut after a `/v1` it contains, a `/vN` at its end as `/v1`, or `/v1` added. */

@@ -123,6 +123,16 @@ describe('parseInputs', () => {
     );
   });
 
+  it.each([
+    'https://deploy:hunter2@broker.example.com/api',
+    'https://broker.example.com/api?token=hunter2',
+    'https://u:hunter2@bro ker',
+  ])('never repeats a credential or query string of the api-url %s in its errors', (url) => {
+    const errors = errorsFor({ tenant: 'acme', 'api-url': url });
+    expect(errors.length).toBeGreaterThan(0);
+    for (const error of errors) expect(error).not.toContain('hunter2');
+  });
+
   it('rejects booleans other than true and false', () => {
     expect(errorsFor({ tenant: 'acme', 'export-env': 'yes', revoke: 'no' })).toEqual([
       'Input `export-env` is "yes"; it must be `true` or `false`.',
