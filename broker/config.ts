@@ -59,7 +59,8 @@ function url(name: string, raw: string, { allowLoopbackHttp }: { allowLoopbackHt
   try {
     parsed = new URL(raw);
   } catch {
-    throw new ConfigError(name, `"${raw}" is not a URL`);
+    // The value is not repeated: it may hold a password.
+    throw new ConfigError(name, 'is not a URL');
   }
   // Checked first, and the value is not repeated: it would put the password in the message.
   if (parsed.username || parsed.password)

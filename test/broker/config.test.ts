@@ -58,8 +58,9 @@ describe('loadConfig', () => {
         BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}","jwks_uri":"http://u:s3cret@evil.example/jwks"}]`,
       },
       { BROKER_PUBLIC_URL: 'https://u:s3cret@broker.example' },
+      { BROKER_PUBLIC_URL: 'https://u:s3cret@bro ker.example' },
     ]) {
-      expect(() => loadConfig(env)).toThrow(/must not carry credentials/);
+      expect(() => loadConfig(env)).toThrow(/must not carry credentials|is not a URL/);
       expect(() => loadConfig(env)).not.toThrow(/s3cret/);
     }
   });
