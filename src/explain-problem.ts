@@ -68,7 +68,7 @@ function describe(failure: Extract<Failure, { kind: 'problem' }>, inputs?: Actio
             ? `${attempts(failure)}${retryAfter(failure)}`
             : `The broker did not say when to try again (${
                 failure.retryAfter === undefined ? 'no Retry-After header' : 'its Retry-After is not a time'
-              }), so the action did not retry.`,
+              }), so the action did not try again after this answer.`,
           'Re-run the job in a few minutes, or have fewer jobs exchange tokens at the same time ' +
             '(one exchange per job is enough: the token lasts for the whole job).',
         ],

@@ -188,7 +188,7 @@ describe('explained failures', () => {
     const { message, summary } = await failureFor(() => problem(429, 'rate_limited'));
     expect(message).toContain('rate-limiting token exchanges for tenant `acme` (429 rate_limited)');
     expect(message).toContain(
-      'The broker did not say when to try again (no Retry-After header), so the action did not retry.',
+      'The broker did not say when to try again (no Retry-After header), so the action did not try again after this answer.',
     );
     expect(message).not.toContain('Tried');
     expect(summary).toContain('no Retry-After header');
