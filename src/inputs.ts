@@ -46,7 +46,8 @@ export function parseInputs(getInput: (name: string) => string): ParsedInputs {
   const permissions = parsePermissions(getInput('permissions'), errors);
 
   const policy = read('policy') || undefined;
-  if (policy !== undefined && policy.length > 100) {
+  // Counted in characters, as the broker counts a name (a character outside the BMP is two UTF-16 units).
+  if (policy !== undefined && [...policy].length > 100) {
     errors.push('Input `policy` must be the name of a trust policy, at most 100 characters.');
   }
 

@@ -144,6 +144,11 @@ describe('parseInputs', () => {
     expect(errorsFor({ tenant: 'acme', audience: 'a b' })[0]).toContain('Input `audience`');
     expect(errorsFor({ tenant: 'acme', policy: 'p'.repeat(101) })[0]).toContain('Input `policy`');
   });
+
+  it('counts a policy name in characters, as the broker does: 100 outside the BMP is a valid name', () => {
+    expect(errorsFor({ tenant: 'acme', policy: '\u{1d49c}'.repeat(100) })).toEqual([]);
+    expect(errorsFor({ tenant: 'acme', policy: '\u{1d49c}'.repeat(101) })[0]).toContain('Input `policy`');
+  });
 });
 
 describe('run with invalid inputs', () => {

@@ -216,6 +216,33 @@ describe('other text that reaches a database lookup or write', () => {
     expect((await f.exchange(token, { policy: 'infra' })).status).toBe(200);
   });
 
+  it('name selectors count characters as names do: a 100-character name outside the BMP can be selected', async () => {
+    // 100 characters, 200 UTF-16 code units: a valid name, so every selector of it must be accepted.
+    const name = '\u{1d49c}'.repeat(100);
+    await f.policy(name, { claims: { repository: 'acme/astral' } });
+    const token = f.issuer.sign({
+      repository: 'acme/astral',
+      job_workflow_ref: 'acme/astral/.github/workflows/ci.yml@refs/heads/main',
+    });
+    const exchanged = await f.exchange(token, { policy: name });
+    expect(exchanged.status, await exchanged.clone().text()).toBe(200);
+    expect(await exchanged.json()).toMatchObject({ policy: name });
+    const config = await request('GET', `/v1/oidc/config?policy=${encodeURIComponent(name)}`);
+    expect(config.status).toBe(200);
+    const evaluate = await request('POST', '/v1/oidc/policies/evaluate', {
+      claims: f.issuer.claims({ repository: 'acme/astral' }),
+      policy: name,
+    });
+    expect(evaluate.status, await evaluate.clone().text()).toBe(200);
+    // One more character is too long, as for a name.
+    await expectProblem(
+      await f.exchange(f.issuer.sign(), { policy: `${name}x` }),
+      400,
+      'invalid_request',
+      'policy',
+    );
+  });
+
   it('exchange: NUL in permissions, scope or the token itself is a 4xx', async () => {
     const token = f.issuer.sign();
     await expectProblem(
