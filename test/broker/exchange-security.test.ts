@@ -198,6 +198,9 @@ const SHAPE: ShapeRow[] = [
     ],
   ),
   ['C1', 'crit exp2', hdr({ crit: ['exp2'], exp2: 1 })],
+  ...['not base64url!', 'A'.repeat(129)].map(
+    (x5t): ShapeRow => ['C5', `malformed x5t ${x5t.slice(0, 16)}`, hdr({ x5t })],
+  ),
   ['C2', 'crit b64 false', hdr({ crit: ['b64'], b64: false })],
   ...['at+jwt', 'jwt', undefined].map((typ): ShapeRow => ['C3', `typ ${typ}`, hdr({ typ })]),
   [
@@ -265,6 +268,7 @@ const CLAIMS: ClaimsRow[] = [
   ['D3', 'nbf in 10 min', () => ({ nbf: nowS() + 600 })],
   ['D4', 'iat in 1 h', () => times(nowS() + 3900, nowS() + 3600, nowS())],
   ['D5', 'lifetime over 24 h', () => ({ exp: nowS() + 86_401 })],
+  ['D5', 'expires before it was issued', () => times(nowS() + 20, nowS() + 30, nowS())],
   ...['exp', 'iat', 'nbf'].map((t): ClaimsRow => [t === 'exp' ? 'D6' : 'D7', `no ${t}`, { [t]: undefined }]),
   ['D8', 'exp as a string', { exp: '9999999999' }],
   ...[-1, Number.NaN].map((exp): ClaimsRow => ['D9', `exp ${exp}`, { exp }]),
@@ -466,6 +470,12 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
       await expectProblem(res, BAD_REQUEST, token);
     }
     expect(await minted()).toBe(before);
+  });
+
+  it('answers a token with Cache-Control: no-store (RFC 6749 §5.1)', async () => {
+    const res = await f.exchange(sign());
+    expect(res.status).toBe(200);
+    expect(res.headers.get('Cache-Control')).toBe('no-store');
   });
 
   it('H10 echoes neither the token nor its signature on success, denial or refusal', async () => {

@@ -203,8 +203,10 @@ describe('key acceptance', () => {
     const twinCopy = issuer.addKey({ kid: twin.kid });
     const ec = issuer.addKey({ jwk: { kty: 'EC', crv: 'P-256', x: 'AAAA', y: 'AAAA' } });
     const broken = issuer.addKey({ jwk: { n: 'not base64url!' } });
+    // A modulus over 8,192 bits: every verification with it would cost a multiple of a normal one.
+    const huge = issuer.addKey({ jwk: { n: Buffer.alloc(1040, 0xc5).toString('base64url') } });
     const { keys, logs } = cache();
-    for (const k of [weak, smallExponent, enc, rs384, twinCopy, ec, broken]) {
+    for (const k of [weak, smallExponent, enc, rs384, twinCopy, ec, broken, huge]) {
       expect(await keys.getKey(GITHUB_ISSUER, k.kid)).toBeUndefined();
     }
     expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
@@ -212,7 +214,7 @@ describe('key acceptance', () => {
     expect(logs).toContainEqual({
       level: 'info',
       msg: 'issuer signing keys refreshed',
-      fields: { issuer: GITHUB_ISSUER, keys: 1, skipped: 7 },
+      fields: { issuer: GITHUB_ISSUER, keys: 1, skipped: 8 },
     });
   });
 
