@@ -22,7 +22,8 @@ export function yamlString(value: string): string {
   // GitHub evaluates `${{ … }}` anywhere in a value, quoted or not; this expression yields the literal text.
   // biome-ignore lint/suspicious/noTemplateCurlyInString: GitHub expression syntax, not a template literal
   const literal = value.replaceAll('${{', "${{ '${{' }}");
-  if (literal === value && PLAIN.test(value) && !RESERVED.test(value) && !/:$/.test(value)) return value;
+  // A colon that ends the value or is followed by a space would start a mapping.
+  if (literal === value && PLAIN.test(value) && !RESERVED.test(value) && !/:( |$)/.test(value)) return value;
   // A JSON string is a YAML double-quoted scalar; U+2028/U+2029 are escaped as well for YAML 1.1 readers.
   return JSON.stringify(literal).replace(/[\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16)}`);
 }

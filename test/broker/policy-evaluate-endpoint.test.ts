@@ -434,6 +434,21 @@ describe('GET /v1/oidc/config', () => {
       expect(c.workflow).toContain(`'https://broker.example.com/v1/whoami'`);
       expect(await lint(c.workflow)).toEqual([]);
 
+      // A colon followed by a space would start a nested mapping in a plain scalar.
+      const colon = await other.request('POST', '/v1/oidc/policies', {
+        key: otherKey,
+        json: {
+          name: 'deploy: prod',
+          claims: { repository: 'globex/app', environment: 'prod: eu' },
+          permissions: ['audit-log:read'],
+        },
+      });
+      expect(colon.status).toBe(201);
+      const quoted = await config(other, otherKey, `?policy=${encodeURIComponent('deploy: prod')}`);
+      expect(quoted.workflow.split('\n')).toContain('      policy: "deploy: prod"');
+      expect(quoted.workflow).toContain('environment: "prod: eu"');
+      expect(await lint(quoted.workflow)).toEqual([]);
+
       // The tenant's default audience under another suffix is still not the action's default.
       const { key: plainKey } = await other.createTenant('initech');
       expect((await config(other, plainKey)).workflow).toContain('      audience: initech.example.com\n');
