@@ -269,15 +269,15 @@ function select(considered: readonly Assessed[]): Outcome {
   if (candidates.length === 0) {
     // Tell the caller the fewest requested permissions whose removal leaves a request some policy matching its
     // own token grants: about its request only, never another policy's claim values.
-    const closest = matching
-      .map((a) => a.report)
-      .reduce((best, r) =>
-        r.missing.length < best.missing.length ||
-        (r.missing.length === best.missing.length && r.specificity > best.specificity)
-          ? r
-          : best,
-      );
-    return { allow: false, reason: 'permission_not_allowed', notAllowed: closest.missing };
+    // Fewest missing, then most specific, then first by name: the same answer whatever order the policies
+    // come in (the exchange gets them in storage order, the dry run by name).
+    const closest = matching.reduce((best, a) => {
+      const [r, b] = [a.report, best.report];
+      if (r.missing.length !== b.missing.length) return r.missing.length < b.missing.length ? a : best;
+      if (r.specificity !== b.specificity) return r.specificity > b.specificity ? a : best;
+      return byCodeUnits(a.policy.name, best.policy.name) < 0 ? a : best;
+    });
+    return { allow: false, reason: 'permission_not_allowed', notAllowed: closest.report.missing };
   }
   let top = 0;
   for (const a of candidates) top = Math.max(top, a.report.specificity);

@@ -258,6 +258,22 @@ describe('granted permissions', () => {
     expect(r.text).not.toContain('audit-log:read');
   });
 
+  it('when matching policies fall short equally, not_allowed comes from the first by name, as in the dry run', async () => {
+    // Stored in the other order than their names sort, so that storage order cannot decide.
+    await f.policy('zeta', { claims: { repository_owner: 'acme' }, permissions: ['audit-log:read'] });
+    await f.policy('alpha', { claims: { repository: 'acme/infra' }, permissions: ['harden-runner:read'] });
+    const request = { permissions: ['harden-runner:read', 'audit-log:read'] };
+    const r = await denied(403, 'permission_not_allowed', {}, request);
+    expect(r.body.not_allowed).toEqual(['audit-log:read']);
+    const dryRun = await f.t.request('POST', '/v1/oidc/policies/evaluate', {
+      key: f.key,
+      json: { oidc_token: f.issuer.sign(), ...request },
+    });
+    expect(((await dryRun.json()) as { decision: { not_allowed?: string[] } }).decision.not_allowed).toEqual([
+      'audit-log:read',
+    ]);
+  });
+
   it('read-all expands in the request; write in the allowlist covers read', async () => {
     await f.policy('reads', { permissions: READS });
     expect(await allowed({}, { permissions: ['read-all'] })).toMatchObject({ permissions: READS });
