@@ -4,12 +4,15 @@ import type { Block, Explanation, Failure, RetryInfo } from './explain.js';
 import type { ActionInputs } from './inputs.js';
 
 const TRUST_CLAIMS = [
+  'iss',
   'repository_owner',
   'repository',
   'job_workflow_ref',
   'ref',
   'environment',
   'event_name',
+  'repository_owner_id',
+  'repository_id',
 ];
 
 export function explainProblem(

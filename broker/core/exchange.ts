@@ -46,6 +46,7 @@ export interface ExchangeDeps {
 /** The caller's own trust-relevant claims: safe to echo in a denial, never another policy's values. */
 function callerClaims(c: VerifiedClaims) {
   return {
+    iss: c.iss,
     repository_owner: c.repository_owner,
     repository: c.repository,
     job_workflow_ref: c.job_workflow_ref,

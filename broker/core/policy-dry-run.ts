@@ -121,7 +121,9 @@ export async function dryRunPolicies(
     if (!verified.ok) return { ok: false, reason: 'token', code: verified.code, detail: verified.reason };
     claims = trustRelevant({ ...verified.claims });
   } else {
-    claims = trustRelevant({ iss: deps.defaultIssuer, ...request.claims });
+    // A claim given as null is absent, as a denial echoes it: pasted claims get the exchange's answer.
+    const given = Object.entries(request.claims ?? {}).filter(([, value]) => value !== null);
+    claims = trustRelevant({ iss: deps.defaultIssuer, ...Object.fromEntries(given) });
   }
 
   const policies = await deps.policies(tenant.id);

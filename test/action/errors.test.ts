@@ -96,6 +96,7 @@ describe('explained failures', () => {
 
   it("no_matching_policy: lists the job's claims and how matching works", async () => {
     const claims = {
+      iss: 'https://ghe.example.com/_services/token',
       repository_owner: 'acme',
       repository: 'acme/infra',
       job_workflow_ref: 'acme/infra/.github/workflows/deploy.yml@refs/heads/feature',
@@ -116,6 +117,10 @@ describe('explained failures', () => {
     expect(message).toContain('  - ref: `refs/heads/feature`');
     expect(message).toContain('  - environment: (none)');
     expect(message).toContain('  - event_name: `push`');
+    // Everything a policy can pin, so that the claims can be checked with the dry run as they are.
+    expect(message).toContain('  - iss: `https://ghe.example.com/_services/token`');
+    expect(message).toContain('  - repository_owner_id: `1`');
+    expect(message).toContain('  - repository_id: `2`');
     expect(message).toContain('compare case-insensitively');
     expect(message).toContain('a `job_workflow_ref` without `@ref` matches that workflow file at any ref');
     expect(message).toContain('`allow_pull_request_target`');

@@ -362,6 +362,31 @@ describe('denials and the audit log', () => {
     ]);
   });
 
+  it('the claims a denial echoes, pasted into the dry run as they are, get the answer the exchange gives', async () => {
+    await f.policy('any-event', { claims: REPO, permissions: ['harden-runner:read'] });
+    const claims = { event_name: undefined, environment: undefined };
+    const refused = await exchange(f.issuer.sign(claims), { permissions: ['audit-log:read'] });
+    expect(refused.body.code).toBe('permission_not_allowed');
+    const echoed = refused.body.claims as Record<string, unknown>;
+    // The issuer is among them (a GHES policy is bound to its own), and absent claims are null.
+    expect(echoed).toMatchObject({
+      iss: payloadOf(f.issuer.sign()).iss,
+      event_name: null,
+      environment: null,
+    });
+    await allowed(claims);
+    const dryRun = await f.t.request('POST', '/v1/oidc/policies/evaluate', {
+      key: f.key,
+      json: { claims: echoed },
+    });
+    const evaluated = (await dryRun.json()) as {
+      decision: { allowed: boolean; policy?: string };
+      warnings: string[];
+    };
+    expect(evaluated.decision).toMatchObject({ allowed: true, policy: 'any-event' });
+    expect(evaluated.warnings.join(' ')).not.toMatch(/null/);
+  });
+
   it('a permission denial is audited with its reason', async () => {
     await f.policy('p');
     const token = f.issuer.sign();
