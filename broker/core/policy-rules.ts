@@ -228,6 +228,7 @@ function warningsFor(policy: PolicyRecord): string[] {
   const { claims } = policy;
   const warnings: string[] = [];
   const narrowed = Boolean(claims.ref || claims.job_workflow_ref || claims.environment);
+  const writes = policy.permissions.filter((p) => p.endsWith(':write'));
   const scope = claims.repository
     ? `repository ${claims.repository}`
     : `any repository of ${claims.repository_owner}`;
@@ -235,10 +236,29 @@ function warningsFor(policy: PolicyRecord): string[] {
     warnings.push(
       `claims: any workflow in ${scope} can use this policy, on any branch; add claims.ref, claims.job_workflow_ref or claims.environment to limit it to the branch, workflow or environment that needs it`,
     );
-    const writes = policy.permissions.filter((p) => p.endsWith(':write'));
     if (writes.length > 0) {
       warnings.push(
         `permissions: ${writes.join(', ')} can be obtained by any workflow in ${scope}, including one on an unreviewed branch; add claims.ref (e.g. refs/heads/main), claims.job_workflow_ref or claims.environment (ideally one with required reviewers), or grant only :read permissions`,
+      );
+    }
+  }
+  const workflow = claims.job_workflow_ref;
+  if (
+    narrowed &&
+    !claims.ref &&
+    !claims.environment &&
+    workflow &&
+    !workflow.includes('@') &&
+    writes.length > 0
+  ) {
+    // The workflow file at any ref, in the job's own repository: a branch that edits the file runs its own code.
+    const workflowRepository = workflow.split('/').slice(0, 2).join('/');
+    const ownRepository = claims.repository
+      ? workflowRepository.toLowerCase() === claims.repository.toLowerCase()
+      : workflowRepository.toLowerCase().startsWith(`${(claims.repository_owner ?? '').toLowerCase()}/`);
+    if (ownRepository) {
+      warnings.push(
+        `claims.job_workflow_ref: ${workflow} has no @ref, and a job of ${workflowRepository} runs it from its own branch, so any branch can change what runs with ${writes.join(', ')}; pin it (e.g. ${workflow}@refs/heads/main), or add claims.ref or claims.environment`,
       );
     }
   }

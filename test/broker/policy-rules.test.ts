@@ -387,10 +387,26 @@ describe('warnings', () => {
 
   it.each<[string, PolicyClaims]>([
     ['ref', { ref: 'refs/heads/main' }],
-    ['job_workflow_ref', { ref: undefined, job_workflow_ref: WORKFLOW }],
+    ['job_workflow_ref', { ref: undefined, job_workflow_ref: `${WORKFLOW}@refs/heads/main` }],
+    [
+      'a workflow of another repository',
+      { ref: undefined, job_workflow_ref: 'acme/shared/.github/workflows/deploy.yml' },
+    ],
     ['environment', { ref: undefined, environment: 'production' }],
   ])('does not warn about write permissions narrowed by %s', (_case, claims) => {
     expect(warningsOf(input({ permissions: ['harden-runner:write'] }, claims))).toEqual([]);
+  });
+
+  it('warns when write permissions rest on a workflow of the same repository at any ref: a branch can edit it', () => {
+    const warnings = warningsOf(
+      input({ permissions: ['harden-runner:write'] }, { ref: undefined, job_workflow_ref: WORKFLOW }),
+    );
+    expect(warnings).toEqual([
+      expect.stringMatching(/^claims\.job_workflow_ref: .*no @ref.*acme\/infra.*any branch can change/),
+    ]);
+    expect(warnings[0]).toMatch(/@refs\/heads\/main/);
+    // Read permissions alone are not worth the warning.
+    expect(warningsOf(input({}, { ref: undefined, job_workflow_ref: WORKFLOW }))).toEqual([]);
   });
 
   it('explains the risk of allow_pull_request_target', () => {
