@@ -5,7 +5,7 @@ import type { AuthenticateDeps } from '../core/authenticate.js';
 import { BUILTIN_KINDS, type BuiltinKeySlot, SLOTS } from '../store/store.js';
 import { guard, refusal } from './auth.js';
 import type { BrokerEnv } from './context.js';
-import { authErrors, isoOrNull, Timestamp } from './schemas.js';
+import { authErrors, badRequest, isoOrNull, Timestamp } from './schemas.js';
 
 const Kind = z.enum(BUILTIN_KINDS);
 const SlotName = z.enum(SLOTS);
@@ -85,6 +85,7 @@ export function registerApiKeyRoutes(
           description: 'The new key, shown once.',
           content: { 'application/json': { schema: RotatedKey } },
         },
+        ...badRequest,
         ...authErrors,
       },
     }),

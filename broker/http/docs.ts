@@ -13,8 +13,31 @@ export const API_INFO = {
     "tenant's API keys. Errors are RFC 9457 problem+json documents with a stable `code`.",
 };
 
+/** What any request body can be answered with, whichever route takes it (the app checks before the route). */
+const BODY_ERRORS = {
+  '400': 'The body is not valid JSON, or a field is wrong; `errors` names each field (`invalid_request`).',
+  '413': 'The body is larger than 64 KiB (`payload_too_large`).',
+  '415':
+    'The body is not `application/json` (or a form where the route takes one) (`unsupported_media_type`).',
+} as const;
+
 export function openApiDocument(app: OpenAPIHono<BrokerEnv>) {
-  return app.getOpenAPI31Document({ openapi: '3.1.0', info: API_INFO });
+  const document = app.getOpenAPI31Document({ openapi: '3.1.0', info: API_INFO });
+  for (const item of Object.values(document.paths ?? {})) {
+    for (const operation of Object.values(item) as {
+      requestBody?: unknown;
+      responses?: Record<string, unknown>;
+    }[]) {
+      if (!operation?.requestBody || !operation.responses) continue;
+      for (const [status, description] of Object.entries(BODY_ERRORS)) {
+        operation.responses[status] ??= {
+          description,
+          content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+        };
+      }
+    }
+  }
+  return document;
 }
 
 const ASSETS = {

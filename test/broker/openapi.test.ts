@@ -30,6 +30,25 @@ describe('OpenAPI document', () => {
     }
   });
 
+  it('every operation that takes a body documents the answers any body can get: 400, 413 and 415', async () => {
+    const key = (await t.createTenant('openapi-bodies')).key;
+    for (const [path, item] of Object.entries(
+      committed.paths as Record<string, Record<string, { requestBody?: unknown; responses: object }>>,
+    )) {
+      for (const [method, op] of Object.entries(item)) {
+        if (!op.requestBody) continue;
+        const where = `${method.toUpperCase()} ${path}`;
+        expect(Object.keys(op.responses), where).toEqual(expect.arrayContaining(['400', '413', '415']));
+      }
+    }
+    // And they are real: malformed JSON, a body over 64 KiB, a body of another type, on a body route.
+    const send = (body: string, type: string) =>
+      t.request('POST', '/v1/oidc/policies', { key, body, headers: { 'Content-Type': type } });
+    expect((await send('{', 'application/json')).status).toBe(400);
+    expect((await send(`{"x":"${'a'.repeat(70_000)}"}`, 'application/json')).status).toBe(413);
+    expect((await send('name=x', 'text/plain')).status).toBe(415);
+  });
+
   it('documents the fine-grained key request with its limits', () => {
     const schema = committed.components.schemas.CreateFineGrainedKey;
     expect(schema.required).toEqual(expect.arrayContaining(['name', 'permissions']));
