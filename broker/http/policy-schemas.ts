@@ -116,6 +116,7 @@ export const EvaluateBody = z
     permissions: PermissionList.optional(),
     policy: z
       .string()
+      .min(1)
       .max(100)
       .check(nameCharacters)
       .optional()

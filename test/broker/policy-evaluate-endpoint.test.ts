@@ -182,6 +182,11 @@ describe('evaluate typed-in claims', () => {
     const unknown = await evaluate({ claims: JOB, policy: 'nope' });
     expect(unknown.decision).toEqual({ allowed: false, reason: 'no_matching_policy' });
     expect(unknown.warnings).toEqual([expect.stringContaining('"nope"')]);
+    // An empty name names no policy: refused, as the exchange refuses it, rather than read as "every policy".
+    const empty = (await evaluate({ claims: JOB, policy: '' }, 400)) as unknown as {
+      errors: { field: string }[];
+    };
+    expect(empty.errors.map((e) => e.field)).toEqual(['policy']);
   });
 
   it('permissions no matching policy allows', async () => {
