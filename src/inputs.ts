@@ -4,7 +4,8 @@ import { ALL_PERMISSIONS, isCategoryId, isPermission, SHORTCUTS } from '../broke
 export const DEFAULT_API_URL = 'https://agent.api.stepsecurity.io/v1';
 export const AUDIENCE_SUFFIX = 'api.stepsecurity.io';
 export const MAX_DURATION_SECONDS = 3600;
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+// The loopback hosts the broker itself accepts for an http:// public URL: all of 127.0.0.0/8, ::1 and localhost.
+const LOOPBACK = /^(127(\.\d{1,3}){3}|\[::1\]|localhost)$/;
 const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
 export interface ActionInputs {
@@ -72,11 +73,11 @@ function parseApiUrl(raw: string, errors: string[]): string {
     );
     return raw;
   }
-  const loopback = LOOPBACK_HOSTS.has(url.hostname);
+  const loopback = LOOPBACK.test(url.hostname);
   if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
     errors.push(
       `Input \`api-url\` must use https:// (got ${url.protocol}//${url.host}); plain http:// is accepted only ` +
-        'for a broker on this runner (127.0.0.1, ::1 or localhost), because the token travels over it.',
+        'for a broker on this runner (127.x.x.x, ::1 or localhost), because the token travels over it.',
     );
   }
   if (url.username || url.password || url.search || url.hash) {

@@ -81,19 +81,23 @@ describe('parseInputs', () => {
     expect(errorsFor({ tenant: 'acme', 'duration-seconds': value })).toEqual([]);
   });
 
-  it.each(['http://broker.example.com/v1', 'http://10.0.0.5:8080/v1', 'ftp://broker.example.com/v1'])(
-    'rejects the non-https api-url %s',
-    (url) => {
-      expect(errorsFor({ tenant: 'acme', 'api-url': url })[0]).toContain('Input `api-url` must use https://');
-    },
-  );
+  it.each([
+    'http://broker.example.com/v1',
+    'http://10.0.0.5:8080/v1',
+    'http://127.0.0.1.example.com/v1',
+    'ftp://broker.example.com/v1',
+  ])('rejects the non-https api-url %s', (url) => {
+    expect(errorsFor({ tenant: 'acme', 'api-url': url })[0]).toContain('Input `api-url` must use https://');
+  });
 
-  it.each(['http://127.0.0.1:8080/v1', 'http://[::1]:8080/v1', 'http://localhost:8080/v1'])(
-    'accepts the loopback api-url %s',
-    (url) => {
-      expect(errorsFor({ tenant: 'acme', 'api-url': url })).toEqual([]);
-    },
-  );
+  it.each([
+    'http://127.0.0.1:8080/v1',
+    'http://127.0.0.2:8080/v1',
+    'http://[::1]:8080/v1',
+    'http://localhost:8080/v1',
+  ])('accepts the loopback api-url %s', (url) => {
+    expect(errorsFor({ tenant: 'acme', 'api-url': url })).toEqual([]);
+  });
 
   it.each([
     ['https://broker.example.com', 'https://broker.example.com/v1'],
