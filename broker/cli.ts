@@ -35,11 +35,28 @@ class UsageError extends Error {}
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
   try {
     const [command, sub] = argv;
-    if (command === 'serve' || command === undefined) return await io.serve(loadConfig(io.env));
+    // Nothing runs with arguments its command does not take (`signing-key rotate --help` must not rotate).
+    const takes = (count: number) => {
+      if (argv.length > count)
+        throw new UsageError(`"${argv.slice(0, count).join(' ')}" takes no further arguments`);
+    };
+    if (command === 'serve' || command === undefined) {
+      takes(1);
+      return await io.serve(loadConfig(io.env));
+    }
     if (command === 'tenant' && sub === 'create') return await tenantCreate(argv.slice(2), io);
-    if (command === 'tenant' && sub === 'list') return await tenantList(io);
-    if (command === 'signing-key' && sub === 'rotate') return await rotateSigningKey(io);
-    if (command === 'openapi') return await printOpenApi(io);
+    if (command === 'tenant' && sub === 'list') {
+      takes(2);
+      return await tenantList(io);
+    }
+    if (command === 'signing-key' && sub === 'rotate') {
+      takes(2);
+      return await rotateSigningKey(io);
+    }
+    if (command === 'openapi') {
+      takes(1);
+      return await printOpenApi(io);
+    }
     if (command === 'help' || command === '--help' || command === '-h') {
       io.out(USAGE);
       return 0;

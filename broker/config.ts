@@ -1,4 +1,5 @@
 // Broker configuration: parsed once from the environment at start; every error names its variable.
+import { isIP } from 'node:net';
 import { isLoopbackHost } from './core/loopback.js';
 import type { LogLevel } from './logger.js';
 
@@ -140,9 +141,19 @@ function keyEncryptionKey(env: Env): Buffer | undefined {
 export function loadConfig(env: Env): BrokerConfig {
   const port = integer(env, 'PORT', 8080, 0, 65535);
   const host = env.HOST || '127.0.0.1';
+  // An IPv4 or IPv6 address, or a host name; whether it resolves is for listen() to find out.
+  if (isIP(host) === 0 && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(host)) {
+    throw new ConfigError(
+      'HOST',
+      `"${host}" is not an IP address or host name (e.g. 0.0.0.0, ::, 127.0.0.1)`,
+    );
+  }
   const db = database(env);
   const publicUrl = (env.BROKER_PUBLIC_URL || `http://localhost:${port}`).replace(/\/+$/, '');
-  url('BROKER_PUBLIC_URL', publicUrl, { allowLoopbackHttp: true });
+  const parsedPublicUrl = url('BROKER_PUBLIC_URL', publicUrl, { allowLoopbackHttp: true });
+  if (parsedPublicUrl.search || parsedPublicUrl.hash) {
+    throw new ConfigError('BROKER_PUBLIC_URL', 'must be a base URL, without query string or fragment');
+  }
   const audienceSuffix = env.BROKER_AUDIENCE_SUFFIX || 'api.stepsecurity.io';
   if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/.test(audienceSuffix)) {
     throw new ConfigError('BROKER_AUDIENCE_SUFFIX', `"${audienceSuffix}" is not a lower-case DNS name`);

@@ -161,7 +161,9 @@ export async function openSigningKeys(deps: {
     },
     async jwks() {
       await fresh();
-      const cutoff = now() - MAX_TOKEN_LIFETIME_MS;
+      // Published until every token it signed has expired: a replica may still sign with it until it reloads
+      // (RELOAD_MS), and clocks of replicas may differ by a little (a minute is allowed for).
+      const cutoff = now() - MAX_TOKEN_LIFETIME_MS - RELOAD_MS - 60_000;
       return {
         keys: [...keys.values()]
           .filter((k) => k.record.retiredAt === null || k.record.retiredAt > cutoff)

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { OpenAPIHono } from '@hono/zod-openapi';
+import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
 
 export const API_INFO = {
@@ -86,7 +87,7 @@ export function registerDocRoutes(app: OpenAPIHono<BrokerEnv>): void {
   );
   app.get('/v1/reference/assets/:file', async (c) => {
     const file = c.req.param('file');
-    if (!Object.hasOwn(ASSETS, file)) return c.notFound();
+    if (!Object.hasOwn(ASSETS, file)) throw new BrokerError('not_found', `no asset ${file}`);
     let body = assets.get(file);
     if (!body) {
       body = await readFile(join(assetDir(), file));

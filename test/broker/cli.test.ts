@@ -75,6 +75,11 @@ describe('oidc-broker tenant', () => {
       ['tenant', 'create', 'a', 'b'],
       ['tenant', 'create', 'a', '--bogus'],
       ['frobnicate'],
+      // Nothing runs with arguments a command does not take: `rotate --help` must not rotate.
+      ['signing-key', 'rotate', '--help'],
+      ['tenant', 'list', 'extra'],
+      ['openapi', 'extra'],
+      ['serve', '--help'],
     ]) {
       const result = await cli(...argv);
       expect(result.code).toBe(2);

@@ -49,6 +49,13 @@ describe('OpenAPI document', () => {
     expect((await send('name=x', 'text/plain')).status).toBe(415);
   });
 
+  it('an asset the reference page does not have is 404, not a 405 that allows GET', async () => {
+    const res = await t.request('GET', '/v1/reference/assets/nope.js');
+    expect(res.status).toBe(404);
+    expect(res.headers.get('Allow')).toBeNull();
+    expect((await t.request('GET', '/v1/reference/assets/swagger-ui.css')).status).toBe(200);
+  });
+
   it('documents the fine-grained key request with its limits', () => {
     const schema = committed.components.schemas.CreateFineGrainedKey;
     expect(schema.required).toEqual(expect.arrayContaining(['name', 'permissions']));
