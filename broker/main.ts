@@ -6,6 +6,9 @@ import type { BrokerConfig } from './config.js';
 import { bufferedSink, createLogger } from './logger.js';
 
 const SHUTDOWN_GRACE_MS = 10_000;
+/** How long stopping waits for the database to close, and then for the process to end by itself. */
+const DATABASE_CLOSE_MS = 5_000;
+const EXIT_BACKSTOP_MS = 1_000;
 const MAINTENANCE_MS = 10 * 60_000;
 
 async function serve(config: BrokerConfig): Promise<number> {
@@ -63,10 +66,20 @@ async function serve(config: BrokerConfig): Promise<number> {
       server.close(async () => {
         clearTimeout(force);
         clearInterval(sweep);
-        await broker.close();
+        // A database that stopped answering must not keep the process from stopping.
+        const closed = await Promise.race([
+          broker.close().then(() => true),
+          new Promise<boolean>((done) => setTimeout(done, DATABASE_CLOSE_MS, false).unref()),
+        ]);
+        if (!closed)
+          logger.warn('the database did not close in time; stopping without it', {
+            timeout_ms: DATABASE_CLOSE_MS,
+          });
         logger.info('stopped');
         sink.flush();
         resolve(0);
+        // Whatever the database client still holds open (a socket to a silent server) does not delay the exit.
+        setTimeout(() => process.exit(0), EXIT_BACKSTOP_MS).unref();
       });
     };
     process.once('SIGTERM', () => stop('SIGTERM'));

@@ -8,6 +8,9 @@ import { problem } from './schemas.js';
 
 const Status = z.object({ status: z.string() }).openapi('Status');
 
+/** How long /readyz waits for the database before answering 503. */
+const READY_TIMEOUT_MS = 2000;
+
 export function registerOperationRoutes(
   app: OpenAPIHono<BrokerEnv>,
   deps: { store: Store; metrics: Metrics },
@@ -35,11 +38,24 @@ export function registerOperationRoutes(
       },
     }),
     async (c) => {
+      // Bounded: a database that accepts connections and never answers (a paused server) is not ready either.
+      let timer: NodeJS.Timeout | undefined;
+      const silence = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(new BrokerError('not_ready', `the database did not answer within ${READY_TIMEOUT_MS} ms`)),
+          READY_TIMEOUT_MS,
+        );
+      });
       try {
-        await deps.store.ping();
+        await Promise.race([deps.store.ping(), silence]);
       } catch (error) {
         c.get('log').warn('readiness check failed', { error });
-        throw new BrokerError('not_ready', 'the database does not answer');
+        throw error instanceof BrokerError
+          ? error
+          : new BrokerError('not_ready', 'the database does not answer');
+      } finally {
+        clearTimeout(timer);
       }
       return c.json({ status: 'ready' }, 200);
     },

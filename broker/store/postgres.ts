@@ -47,6 +47,9 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
   const pool = new pg.Pool({
     connectionString: url,
     max: options.maxConnections ?? 10,
+    // A server that stops answering is noticed: connecting gives up, and TCP keep-alive finds a dead peer.
+    connectionTimeoutMillis: 10_000,
+    keepAlive: true,
     types: {
       getTypeParser: ((oid: number, format?: string) =>
         oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as never,

@@ -93,4 +93,20 @@ describe('operations', () => {
     expect(await res.json()).toMatchObject({ code: 'not_ready' });
     await other.db.drop();
   });
+
+  it('/readyz answers 503 not_ready when the database stops answering, rather than hang', async () => {
+    const other = await startTestBroker();
+    try {
+      // A database that accepts the connection and never answers (e.g. a paused PostgreSQL).
+      other.broker.store.ping = () => new Promise<void>(() => {});
+      const res = await other.request('GET', '/readyz');
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({
+        code: 'not_ready',
+        detail: expect.stringContaining('within'),
+      });
+    } finally {
+      await other.close();
+    }
+  });
 });
