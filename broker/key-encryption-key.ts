@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { BrokerConfig } from './config.js';
+import { type BrokerConfig, ConfigError } from './config.js';
 import type { Logger } from './logger.js';
 
 export const DEV_KEK_FILE = 'key-encryption-key';
@@ -17,11 +17,15 @@ export function resolveKeyEncryptionKey(config: BrokerConfig, logger: Logger): B
   if (config.database.path === ':memory:') return randomBytes(32);
   const file = join(dirname(config.database.path), DEV_KEK_FILE);
   if (existsSync(file)) {
-    const mode = statSync(file).mode & 0o777;
-    if (mode & 0o077) logger.warn('key-encryption key file is readable by others; chmod 600 it', { file });
-    const key = Buffer.from(readFileSync(file, 'utf8').trim(), 'hex');
-    if (key.length !== 32) throw new Error(`${file} does not hold a 32-byte hex key`);
-    return key;
+    // Refused like a bad variable (exit 78), as ssh refuses a private key others can read.
+    if (statSync(file).mode & 0o077) {
+      throw new ConfigError(file, 'the key-encryption key file is readable by others; chmod 600 it');
+    }
+    const text = readFileSync(file, 'utf8').trim();
+    if (!/^[0-9a-f]{64}$/i.test(text)) {
+      throw new ConfigError(file, 'must hold exactly 64 hex characters (a 32-byte key) and nothing else');
+    }
+    return Buffer.from(text, 'hex');
   }
   mkdirSync(dirname(file), { recursive: true });
   const key = randomBytes(32);

@@ -1,5 +1,5 @@
 // The broker as a real process: first start, persistence across restarts, config errors, graceful shutdown.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -178,6 +178,22 @@ describe('development key-encryption key', () => {
       });
       expect(await wrong.exited).not.toBe(0);
       expect(wrong.stderr()).toContain('BROKER_KEY_ENCRYPTION_KEY is not the key it was stored under');
+
+      // A file others can read, or one that does not hold exactly a 32-byte hex key, is refused as configuration.
+      const original = readFileSync(file, 'utf8');
+      for (const [content, mode, why] of [
+        [original, 0o644, 'readable by others'],
+        [`${original.trim()}zz\n`, 0o600, '64 hex characters'],
+        [`${original.trim()}\ngarbage\n`, 0o600, '64 hex characters'],
+      ] as const) {
+        writeFileSync(file, content);
+        chmodSync(file, mode);
+        const refused = runBroker(['serve'], { DATABASE_URL: sqlite.url, PORT: '0' });
+        expect(await refused.exited).toBe(78);
+        expect(refused.stderr()).toContain(why);
+      }
+      writeFileSync(file, original);
+      chmodSync(file, 0o600);
     } finally {
       await sqlite.drop();
     }
