@@ -2,7 +2,7 @@
 import { serve as listen } from '@hono/node-server';
 import { createBroker, ensureDemoTenant } from './broker.js';
 import { runCli } from './cli.js';
-import type { BrokerConfig } from './config.js';
+import { type BrokerConfig, ConfigError } from './config.js';
 import { bufferedSink, createLogger } from './logger.js';
 
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -10,6 +10,28 @@ const SHUTDOWN_GRACE_MS = 10_000;
 const DATABASE_CLOSE_MS = 5_000;
 const EXIT_BACKSTOP_MS = 1_000;
 const MAINTENANCE_MS = 10 * 60_000;
+
+/** Why the broker cannot listen, as the configuration error it is (exit 78), naming PORT or HOST. */
+function listenError(error: NodeJS.ErrnoException, config: BrokerConfig): Error {
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return new ConfigError('PORT', `port ${config.port} is already in use on ${config.host}`);
+    case 'EACCES':
+      return new ConfigError(
+        'PORT',
+        `no permission to listen on port ${config.port} (ports below 1024 need privileges)`,
+      );
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EADDRNOTAVAIL':
+      return new ConfigError(
+        'HOST',
+        `cannot listen on ${config.host}: ${error.code} (not an address of this machine?)`,
+      );
+    default:
+      return error;
+  }
+}
 
 async function serve(config: BrokerConfig): Promise<number> {
   const sink = bufferedSink(process.stdout);
@@ -33,10 +55,15 @@ async function serve(config: BrokerConfig): Promise<number> {
   upkeep.unref();
 
   const server = listen({ fetch: broker.app.fetch, port: config.port, hostname: config.host });
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('listening', resolve);
+      server.once('error', reject);
+    });
+  } catch (error) {
+    await broker.close();
+    throw listenError(error as NodeJS.ErrnoException, config);
+  }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   logger.info('listening', {

@@ -112,6 +112,17 @@ describe('broker process', () => {
     };
     expect(list.keys.map((k) => k.name)).toEqual(['in-flight']);
   });
+
+  it('a port in use or a host it cannot listen on is a configuration error naming PORT or HOST', async () => {
+    const first = await start();
+    const port = new URL(first.url).port;
+    const taken = runBroker(['serve'], { ...env(), PORT: port });
+    expect(await taken.exited).toBe(78);
+    expect(taken.stderr()).toMatch(new RegExp(`PORT: port ${port} is already in use`));
+    const unknown = runBroker(['serve'], { ...env(), PORT: '0', HOST: 'no-such-host.invalid' });
+    expect(await unknown.exited).toBe(78);
+    expect(unknown.stderr()).toMatch(/HOST: cannot listen on no-such-host\.invalid/);
+  });
 });
 
 describe('request size over a real socket', () => {
