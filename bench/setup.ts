@@ -49,6 +49,9 @@ function joined(engine: SqlDriver['engine'], tx: SqlExecutor): SqlDriver {
     transaction: (fn) => fn(tx),
     writeBatched: (write) => applyWrite(tx, write),
     exec: () => Promise.reject(new Error('no DDL inside the policy load')),
+    ping: async () => {
+      await tx.get('SELECT 1 AS ok');
+    },
     close: async () => {},
   };
 }

@@ -84,6 +84,9 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
     async exec(sql: string) {
       await pool.query(sql);
     },
+    async ping() {
+      await pool.query('SELECT 1');
+    },
     async close() {
       await writeBatched.drain();
       await pool.end();

@@ -45,6 +45,8 @@ export interface SqlDriver extends SqlExecutor {
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
   /** Runs schema DDL (several statements). */
   exec(sql: string): Promise<void>;
+  /** Rejects unless the database answers, and is still the one this driver opened. */
+  ping(): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -1,5 +1,5 @@
 // SQLite engine (better-sqlite3, WAL): synchronous calls behind the async SqlDriver surface.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, type Stats, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { type Row, type SqlDriver, type SqlExecutor, type SqlValue, UniqueViolation } from './sql.js';
@@ -22,10 +22,17 @@ const PRAGMAS = [
  */
 const WRITER_QUEUE = 64;
 
+/** Whether `path` still names the file `opened` was taken from. */
+function sameFile(opened: Stats, path: string): boolean {
+  const now = statSync(path, { throwIfNoEntry: false });
+  return now !== undefined && now.ino === opened.ino && now.dev === opened.dev;
+}
+
 export function openSqlite(path: string): SqlDriver {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path);
   for (const pragma of PRAGMAS) db.pragma(pragma);
+  const opened = path === ':memory:' ? undefined : statSync(path);
 
   const statements = new Map<string, Statement>();
   const prepare = (sql: string): Statement => {
@@ -110,6 +117,12 @@ export function openSqlite(path: string): SqlDriver {
     async exec(sql: string) {
       while (current) await current;
       db.exec(sql);
+    },
+    async ping() {
+      await outside.get('SELECT 1 AS ok');
+      // A deleted or replaced file still answers through the open handle, but what is written to it is lost.
+      if (opened && !sameFile(opened, path))
+        throw new Error(`${path} is no longer the database file this broker opened`);
     },
     async close() {
       while (current) await current;

@@ -1,4 +1,5 @@
 // The audit log's paging and filtering, and the operational endpoints: health, readiness, metrics.
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 
@@ -92,6 +93,20 @@ describe('operations', () => {
     expect(res.status).toBe(503);
     expect(await res.json()).toMatchObject({ code: 'not_ready' });
     await other.db.drop();
+  });
+
+  it('/readyz answers 503 not_ready when the SQLite file it opened was deleted or replaced', async () => {
+    const other = await startTestBroker({ engine: 'sqlite' });
+    try {
+      expect((await other.request('GET', '/readyz')).status).toBe(200);
+      // Writes would go to the unlinked file and be lost: the broker is not ready.
+      for (const suffix of ['', '-wal', '-shm']) rmSync(`${other.db.file}${suffix}`, { force: true });
+      const res = await other.request('GET', '/readyz');
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ code: 'not_ready' });
+    } finally {
+      await other.close();
+    }
   });
 
   it('/readyz answers 503 not_ready when the database stops answering, rather than hang', async () => {
