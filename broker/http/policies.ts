@@ -10,10 +10,16 @@ import {
   type PolicyDeps,
   replacePolicy,
 } from '../core/policies.js';
-import { POLICY_CLAIM_FIELDS, type PolicyClaims, type TrustPolicy } from '../core/policy-types.js';
+import { type PolicyFieldError, type PolicyRulesContext, validatePolicy } from '../core/policy-rules.js';
+import {
+  POLICY_CLAIM_FIELDS,
+  type PolicyClaims,
+  type PolicyInput,
+  type TrustPolicy,
+} from '../core/policy-types.js';
 import { BrokerError } from '../errors.js';
 import { guard } from './auth.js';
-import { type BrokerEnv, validationHook } from './context.js';
+import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
 import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
 import { registerPolicyToolRoutes } from './policy-tools.js';
 import { authErrors, conflict, iso, notFound, problem } from './schemas.js';
@@ -25,15 +31,42 @@ const invalidPolicy = {
 };
 
 const invalidPolicyHook = validationHook('invalid_policy');
-/** Schema failures of a policy body are 422 `invalid_policy`; generic so each route keeps its input types. */
-function policyHook<I, P extends string>(...args: Parameters<Hook<I, BrokerEnv, P, undefined>>): undefined {
-  return invalidPolicyHook(...(args as Parameters<typeof invalidPolicyHook>));
+
+/**
+ * Schema failures of a policy body are 422 `invalid_policy`, and list with them every rule the body breaks
+ * besides, so that one answer names every field to fix; generic so each route keeps its input types.
+ */
+function policyHookFor(rules: PolicyRulesContext) {
+  return <I, P extends string>(...[result, c]: Parameters<Hook<I, BrokerEnv, P, undefined>>): undefined => {
+    if (!result.success && result.target === 'json') {
+      const reported = fieldErrors(result.error);
+      const within = (field: string) =>
+        reported.some(
+          (r) => field === r.field || field.startsWith(`${r.field}.`) || field.startsWith(`${r.field}[`),
+        );
+      throw BrokerError.fields('invalid_policy', [
+        ...reported,
+        ...ruleErrors((result as { data?: unknown }).data, rules).filter((e) => !within(e.field)),
+      ]);
+    }
+    return invalidPolicyHook(result as never, c as never);
+  };
+}
+
+/** The rules a body breaks, judged as far as its shape allows. */
+function ruleErrors(body: unknown, rules: PolicyRulesContext): PolicyFieldError[] {
+  if (typeof body !== 'object' || body === null) return [];
+  try {
+    const validation = validatePolicy(body as PolicyInput, rules);
+    return validation.ok ? [] : validation.errors;
+  } catch {
+    return [];
+  }
 }
 
 const notFoundError = (id: string) =>
   new BrokerError('not_found', `no trust policy with id "${id}" in this tenant`);
 const idHook = unknownIdIsNotFound(notFoundError);
-const idAndPolicyHook = unknownIdIsNotFound(notFoundError, invalidPolicyHook);
 
 function claimsView(claims: PolicyClaims): PolicyClaims {
   const out: PolicyClaims = {};
@@ -85,6 +118,8 @@ export function registerPolicyRoutes(
     now: deps.now,
     rules: { trustedIssuers: deps.config.trustedIssuers.map((i) => i.issuer), defaultIssuer: GITHUB_ISSUER },
   };
+  const policyHook = policyHookFor(policyDeps.rules);
+  const idAndPolicyHook = unknownIdIsNotFound(notFoundError, policyHook as never);
   const body = { required: true, content: { 'application/json': { schema: PolicyBody } } };
   const changedResponse = (description: string) => ({
     description,

@@ -230,6 +230,29 @@ describe('validation: 422 invalid_policy naming the field, and nothing written',
     );
   });
 
+  it('names every broken rule in one answer, also when a field has the wrong type or is unknown', async () => {
+    const { res, body } = await create({
+      name: '',
+      claims: { repository: 'acme', ref: 'main' },
+      max_session_duration_seconds: '60',
+      permissions: ['harden-runner:read'],
+      repo: 'acme/infra',
+    });
+    expect(res.status).toBe(422);
+    const fields = (body as unknown as { errors: { field: string }[] }).errors.map((e) => e.field);
+    expect(fields).toEqual(
+      expect.arrayContaining([
+        'name',
+        'claims.repository',
+        'claims.ref',
+        'max_session_duration_seconds',
+        'repo',
+      ]),
+    );
+    // Each field once, with the schema's message where the schema caught it.
+    expect(new Set(fields).size).toBe(fields.length);
+  });
+
   it('refuses permissions of a category disabled for the tenant', async () => {
     const { key } = await t.createTenant(`limited-${++tenants}`, { disable: ['secure-registry'] });
     const { res, body } = await create({ ...infraMain(), permissions: ['secure-registry:read'] }, key);
