@@ -71,7 +71,9 @@ function decrypt(kek: Buffer, kid: string, sealed: string): Buffer {
     return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]);
   } catch {
     throw new Error(
-      `cannot decrypt signing key ${kid}: BROKER_KEY_ENCRYPTION_KEY is not the key it was stored under`,
+      `cannot decrypt signing key ${kid}: the key-encryption key is not the one it was stored under ` +
+        '(BROKER_KEY_ENCRYPTION_KEY when set, otherwise the key-encryption-key file beside the SQLite database; ' +
+        'restore the key it was stored under)',
     );
   }
 }

@@ -188,7 +188,8 @@ describe('development key-encryption key', () => {
         BROKER_KEY_ENCRYPTION_KEY: '33'.repeat(32),
       });
       expect(await wrong.exited).not.toBe(0);
-      expect(wrong.stderr()).toContain('BROKER_KEY_ENCRYPTION_KEY is not the key it was stored under');
+      expect(wrong.stderr()).toContain('the key-encryption key is not the one it was stored under');
+      expect(wrong.stderr()).toContain('BROKER_KEY_ENCRYPTION_KEY when set');
 
       // A file others can read, or one that does not hold exactly a 32-byte hex key, is refused as configuration.
       const original = readFileSync(file, 'utf8');
