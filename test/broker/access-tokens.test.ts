@@ -4,6 +4,7 @@ import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVe
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../broker/cli.js';
 import { TEST_KEK } from '../support/broker.js';
+import { deferred } from '../support/deferred.js';
 import { type Federation, startFederation } from '../support/federation.js';
 
 let f: Federation;
@@ -256,26 +257,20 @@ describe('POST /v1/tokens', () => {
     // The mint has authenticated the key and is signing when the key is revoked.
     const tokens = f.t.broker.deps.accessTokens;
     const sign = tokens.mint;
-    let release!: () => void;
-    const signing = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let started!: () => void;
-    const inMint = new Promise<void>((resolve) => {
-      started = resolve;
-    });
+    const signing = deferred();
+    const inMint = deferred();
     tokens.mint = async (input) => {
-      started();
-      await signing;
+      inMint.resolve();
+      await signing.promise;
       return sign(input);
     };
     try {
       const minting = f.t.request('POST', '/v1/tokens', { key: fg.key, json: {} });
-      await inMint;
+      await inMint.promise;
       expect((await f.t.request('DELETE', `/v1/fine-grained-keys/${fg.id}`, { key: f.key })).status).toBe(
         204,
       );
-      release();
+      signing.resolve();
       const res = await minting;
       expect(res.status).toBe(401);
       expect(await res.text()).not.toContain('access_token');

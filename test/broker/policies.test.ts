@@ -209,47 +209,40 @@ describe('validation: 422 invalid_policy naming the field, and nothing written',
     expect(await policyEvents()).toEqual([]);
   });
 
-  it('names every broken rule in one answer', async () => {
-    const { res, body } = await create({
-      name: '',
-      claims: { repository: 'acme', ref: 'main' },
-      max_session_duration_seconds: 7200,
-      permissions: ['nope', 'harden-runner:read', 'also-nope'],
-    });
-    expect(res.status).toBe(422);
-    const fields = (body as unknown as { errors: { field: string }[] }).errors.map((e) => e.field);
-    expect(fields).toEqual(
-      expect.arrayContaining([
+  it.each([
+    [
+      'breaking rules only',
+      {
+        name: '',
+        claims: { repository: 'acme', ref: 'main' },
+        max_session_duration_seconds: 7200,
+        permissions: ['nope', 'harden-runner:read', 'also-nope'],
+      },
+      [
         'name',
         'claims.repository',
         'claims.ref',
         'max_session_duration_seconds',
         'permissions[0]',
         'permissions[2]',
-      ]),
-    );
-  });
-
-  it('names every broken rule in one answer, also when a field has the wrong type or is unknown', async () => {
-    const { res, body } = await create({
-      name: '',
-      claims: { repository: 'acme', ref: 'main' },
-      max_session_duration_seconds: '60',
-      permissions: ['harden-runner:read'],
-      repo: 'acme/infra',
-    });
+      ],
+    ],
+    [
+      'with a field of the wrong type and an unknown one',
+      {
+        name: '',
+        claims: { repository: 'acme', ref: 'main' },
+        max_session_duration_seconds: '60',
+        permissions: ['harden-runner:read'],
+        repo: 'acme/infra',
+      },
+      ['name', 'claims.repository', 'claims.ref', 'max_session_duration_seconds', 'repo'],
+    ],
+  ])('names every broken rule in one answer, each field once (%s)', async (_case, policy, expected) => {
+    const { res, body } = await create(policy);
     expect(res.status).toBe(422);
     const fields = (body as unknown as { errors: { field: string }[] }).errors.map((e) => e.field);
-    expect(fields).toEqual(
-      expect.arrayContaining([
-        'name',
-        'claims.repository',
-        'claims.ref',
-        'max_session_duration_seconds',
-        'repo',
-      ]),
-    );
-    // Each field once, with the schema's message where the schema caught it.
+    expect(fields).toEqual(expect.arrayContaining(expected));
     expect(new Set(fields).size).toBe(fields.length);
   });
 

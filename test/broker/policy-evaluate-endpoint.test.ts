@@ -414,17 +414,17 @@ describe('GET /v1/oidc/config', () => {
     });
     try {
       const { key: otherKey } = await other.createTenant('globex', { audience: 'https://github.com/globex' });
-      const res = await other.request('POST', '/v1/oidc/policies', {
-        key: otherKey,
-        json: {
-          name: 'yes',
-          // biome-ignore lint/suspicious/noTemplateCurlyInString: a GitHub expression inside an environment name
-          claims: { repository: 'globex/app', environment: 'prod: eu #1 ${{ github.token }}' },
-          permissions: ['audit-log:read'],
-        },
-      });
-      expect(res.status).toBe(201);
-      const c = await config(other, otherKey, '?policy=yes');
+      /** The snippet for a new policy of globex/app with this name and environment. */
+      const snippetFor = async (name: string, environment: string) => {
+        const res = await other.request('POST', '/v1/oidc/policies', {
+          key: otherKey,
+          json: { name, claims: { repository: 'globex/app', environment }, permissions: ['audit-log:read'] },
+        });
+        expect(res.status).toBe(201);
+        return config(other, otherKey, `?policy=${encodeURIComponent(name)}`);
+      };
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a GitHub expression inside an environment name
+      const c = await snippetFor('yes', 'prod: eu #1 ${{ github.token }}');
       expect(c).toMatchObject({
         audience: 'https://github.com/globex',
         token_endpoint: 'https://broker.example.com/v1/oidc/token',
@@ -440,16 +440,7 @@ describe('GET /v1/oidc/config', () => {
       expect(await lint(c.workflow)).toEqual([]);
 
       // A colon followed by a space would start a nested mapping in a plain scalar.
-      const colon = await other.request('POST', '/v1/oidc/policies', {
-        key: otherKey,
-        json: {
-          name: 'deploy: prod',
-          claims: { repository: 'globex/app', environment: 'prod: eu' },
-          permissions: ['audit-log:read'],
-        },
-      });
-      expect(colon.status).toBe(201);
-      const quoted = await config(other, otherKey, `?policy=${encodeURIComponent('deploy: prod')}`);
+      const quoted = await snippetFor('deploy: prod', 'prod: eu');
       expect(quoted.workflow.split('\n')).toContain('      policy: "deploy: prod"');
       expect(quoted.workflow).toContain('environment: "prod: eu"');
       expect(await lint(quoted.workflow)).toEqual([]);

@@ -8,6 +8,7 @@ import { openPostgres } from '../../broker/store/postgres.js';
 import { openSqlite } from '../../broker/store/sqlite.js';
 import type { AuditEventInput, FineGrainedKey, Store, Tenant } from '../../broker/store/store.js';
 import { createTestDatabase, requestedEngine, type TestDatabase } from '../support/database.js';
+import { deferred } from '../support/deferred.js';
 
 const actor = { kind: 'tenant', id: 'tenant/primary' };
 const audit = (tenantId: string, type = 'test.event'): AuditEventInput => ({
@@ -180,20 +181,14 @@ describe(`store contract (${requestedEngine()})`, () => {
     const config = loadConfig({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32) }).database;
     const other = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
     try {
-      let release!: () => void;
-      const gate = new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      let appended!: () => void;
-      const slowAppended = new Promise<void>((resolve) => {
-        appended = resolve;
-      });
+      const gate = deferred();
+      const appended = deferred();
       const slow = other.transaction(async (tx) => {
         await appendAudit(tx, audit(t.id, 'slow'), 2);
-        appended();
-        await gate;
+        appended.resolve();
+        await gate.promise;
       });
-      await slowAppended;
+      await appended.promise;
       // Meanwhile this connection records more through group commit (on SQLite its writer thread waits for the
       // lock the slow transaction holds; a transaction on the event loop's connection would block the test).
       const later = Promise.all([
@@ -203,7 +198,7 @@ describe(`store contract (${requestedEngine()})`, () => {
       // Given time to commit if nothing holds them back, then read as an exporter tailing the log would.
       await Promise.race([later, new Promise((resolve) => setTimeout(resolve, 300))]);
       const seen = await store.audit.list(t.id, { limit: 100 });
-      release();
+      gate.resolve();
       await slow;
       await later;
       const all = await store.audit.list(t.id, { limit: 100 });
