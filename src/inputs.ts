@@ -1,11 +1,11 @@
 // Reads and validates every action input once, before anything touches the network.
+
+import { isLoopbackHost } from '../broker/core/loopback.js';
 import { ALL_PERMISSIONS, isCategoryId, isPermission, SHORTCUTS } from '../broker/core/permissions.js';
 
 export const DEFAULT_API_URL = 'https://agent.api.stepsecurity.io/v1';
 export const AUDIENCE_SUFFIX = 'api.stepsecurity.io';
 export const MAX_DURATION_SECONDS = 3600;
-// The loopback hosts the broker itself accepts for an http:// public URL: all of 127.0.0.0/8, ::1 and localhost.
-const LOOPBACK = /^(127(\.\d{1,3}){3}|\[::1\]|localhost)$/;
 const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
 export interface ActionInputs {
@@ -73,7 +73,8 @@ function parseApiUrl(raw: string, errors: string[]): string {
     );
     return raw;
   }
-  const loopback = LOOPBACK.test(url.hostname);
+  // The hosts the broker itself accepts for an http:// public URL.
+  const loopback = isLoopbackHost(url.hostname);
   if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
     errors.push(
       `Input \`api-url\` must use https:// (got ${url.protocol}//${url.host}); plain http:// is accepted only ` +
