@@ -126,8 +126,9 @@ function takeRateLimit(
   tenant: Tenant,
   claims: VerifiedClaims,
   deps: Pick<ExchangeDeps, 'rateLimiter'>,
+  repositoryKey = claims.repository.toLowerCase(),
 ): void {
-  const limited = deps.rateLimiter.take(`${tenant.id}\n${claims.repository.toLowerCase()}`);
+  const limited = deps.rateLimiter.take(`${tenant.id}\n${repositoryKey}`);
   if (limited.ok) return;
   throw new BrokerError(
     'rate_limited',
@@ -190,8 +191,8 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
   const claims = verified.claims;
   const tenant = await resolveTenant(claims, request.tenant, deps, now());
 
-  takeRateLimit(tenant, claims, deps);
   const repositoryKey = claims.repository.toLowerCase();
+  takeRateLimit(tenant, claims, deps, repositoryKey);
 
   const permissions = requestedPermissions(request.permissions, tenant);
   const candidates = await store.policies.candidates(
