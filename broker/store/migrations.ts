@@ -133,7 +133,8 @@ export async function migrate(db: SqlDriver, now: () => number = Date.now): Prom
     'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)',
   );
   return db.transaction(async (tx) => {
-    // Replicas starting together queue here; SQLite's BEGIN IMMEDIATE already serialises them.
+    // Replicas starting together queue here; SQLite's BEGIN IMMEDIATE already serialises them. On PostgreSQL
+    // the write turn (postgres.ts) does too; this key also keeps out replicas of versions without it.
     if (db.engine === 'postgres') await tx.get('SELECT pg_advisory_xact_lock(7710001)');
     const done = new Set(
       (await tx.all<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version),

@@ -41,7 +41,8 @@ function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
     },
     insertFirst: (key) =>
       db.transaction(async (tx) => {
-        // SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL needs a lock for the check-then-insert.
+        // SQLite's BEGIN IMMEDIATE already serialises writers, and so does PostgreSQL's write turn (postgres.ts);
+        // this key keeps replicas of versions without the write turn out of the check-then-insert.
         if (db.engine === 'postgres') await tx.get('SELECT pg_advisory_xact_lock(7710002)');
         if (await tx.get('SELECT kid FROM signing_keys WHERE retired_at IS NULL')) return false;
         await tx.run(INSERT_KEY, [key.kid, key.publicJwk, key.privateKey, key.createdAt, key.retiredAt]);
