@@ -22,6 +22,12 @@ export interface BrokerConfig {
   port: number;
   host: string;
   database: DatabaseConfig;
+  /**
+   * Whether `serve` gives an empty database the `demo` tenant and prints its key: only with DATABASE_URL unset,
+   * the embedded default a first `npm start` runs on. A database someone configured gets its tenants from the
+   * CLI, and no key is printed where a container's output would carry it into a log stream.
+   */
+  demoTenant: boolean;
   publicUrl: string;
   audienceSuffix: string;
   trustedIssuers: TrustedIssuerConfig[];
@@ -173,6 +179,7 @@ export function loadConfig(env: Env): BrokerConfig {
     port,
     host,
     database: db,
+    demoTenant: !env.DATABASE_URL,
     publicUrl,
     audienceSuffix,
     trustedIssuers: trustedIssuers(env),

@@ -37,14 +37,18 @@ async function serve(config: BrokerConfig): Promise<number> {
   const sink = bufferedSink(process.stdout);
   const logger = createLogger(sink, config.logLevel);
   const broker = await createBroker(config, { logger, processMetrics: true });
-  const demo = await ensureDemoTenant(broker, config);
-  if (demo) {
-    // Printed to the terminal once, like a dev server's first-run password — never to the log stream.
-    process.stderr.write(
-      `\nCreated tenant "${demo.name}" (audience ${demo.audience}) on this empty database.\n` +
-        `Its Tenant API key is shown only now:\n\n  ${demo.key}\n\n` +
-        `Try: curl -H "Authorization: Bearer ${demo.key}" ${config.publicUrl}/v1/whoami\n\n`,
-    );
+  if (config.demoTenant) {
+    const demo = await ensureDemoTenant(broker, config);
+    if (demo) {
+      // Printed to the terminal once, like a dev server's first-run password — never to the log stream.
+      process.stderr.write(
+        `\nCreated tenant "${demo.name}" (audience ${demo.audience}) on this empty database.\n` +
+          `Its Tenant API key is shown only now:\n\n  ${demo.key}\n\n` +
+          `Try: curl -H "Authorization: Bearer ${demo.key}" ${config.publicUrl}/v1/whoami\n\n`,
+      );
+    }
+  } else if ((await broker.store.tenants.list()).length === 0) {
+    logger.warn('the database has no tenants yet; create one with: oidc-broker tenant create NAME');
   }
 
   // Fetch the issuers' keys now, so the first exchange does not wait for them (failures are retried later).

@@ -1,11 +1,12 @@
 // The broker as a real process: first start, persistence across restarts, config errors, graceful shutdown.
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { type BrokerProcess, runBroker, startBrokerProcess } from '../support/process.js';
+import { type BrokerProcess, createTenantKey, runBroker, startBrokerProcess } from '../support/process.js';
 
 let db: TestDatabase;
 let running: BrokerProcess[] = [];
@@ -20,6 +21,27 @@ async function start(extra: Record<string, string> = {}) {
 const call = (p: BrokerProcess, path: string, key: string, init: RequestInit = {}) =>
   fetch(`${p.url}${path}`, { ...init, headers: { Authorization: `Bearer ${key}`, ...init.headers } });
 
+async function createFineGrainedKey(p: BrokerProcess, key: string, name: string): Promise<string> {
+  const created = await call(p, '/v1/fine-grained-keys', key, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name, expiration: '7d', permissions: ['audit-log:read'] }),
+  });
+  expect(created.status).toBe(201);
+  return ((await created.json()) as { key: string }).key;
+}
+
+/** The logs are JSON lines without the keys, and neither the database file nor its WAL holds them. */
+function expectNoRawKeys(logs: string, databaseFiles: string[], keys: string[]) {
+  for (const line of logs.trim().split('\n')) expect(() => JSON.parse(line)).not.toThrow();
+  for (const key of keys) expect(logs).not.toContain(key);
+  for (const file of databaseFiles.flatMap((f) => [f, `${f}-wal`])) {
+    if (!existsSync(file)) continue;
+    const bytes = readFileSync(file);
+    for (const key of keys) expect(bytes.includes(key)).toBe(false);
+  }
+}
+
 beforeEach(async () => {
   db = await createTestDatabase();
 });
@@ -30,36 +52,54 @@ afterEach(async () => {
 });
 
 describe('broker process', () => {
-  it('creates tenant demo on an empty database, prints its key once, and keeps data across restarts', async () => {
+  it('with DATABASE_URL unset, creates tenant demo, prints its key once, and keeps data across restarts', async () => {
+    // `npm start` on a fresh checkout: no DATABASE_URL, no key-encryption key, ./data in the working directory.
+    const dir = mkdtempSync(join(tmpdir(), 'broker-first-run-'));
+    try {
+      const first = await startBrokerProcess({}, dir);
+      running.push(first);
+      expect(first.stderr()).toContain('Created tenant "demo" (audience demo.api.stepsecurity.io)');
+      const key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(first.stderr())?.[1];
+      expect(key).toBeDefined();
+      const fineGrained = await createFineGrainedKey(first, key!, 'survivor');
+      expect(await first.stop()).toBe(0);
+
+      const second = await startBrokerProcess({}, dir);
+      running.push(second);
+      expect(second.stderr()).not.toContain('ssa_');
+      expect((await call(second, '/v1/whoami', key!)).status).toBe(200);
+      expect((await call(second, '/v1/whoami', fineGrained)).status).toBe(200);
+      await second.stop();
+      expectNoRawKeys(
+        first.stdout() + second.stdout(),
+        [join(dir, 'data', 'broker.db')],
+        [key!, fineGrained],
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('on a configured empty database creates no tenant, prints no key and logs how to create one', async () => {
     const first = await start();
-    const key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(first.stderr())?.[1];
-    expect(key).toBeDefined();
-    const created = await call(first, '/v1/fine-grained-keys', key!, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ name: 'survivor', expiration: '7d', permissions: ['audit-log:read'] }),
-    });
-    const fineGrained = ((await created.json()) as { key: string }).key;
+    expect(first.stderr()).not.toContain('ssa_');
+    expect(first.stdout()).toContain(
+      '"msg":"the database has no tenants yet; create one with: oidc-broker tenant create NAME"',
+    );
     expect(await first.stop()).toBe(0);
 
+    const key = await createTenantKey(env());
     const second = await start();
-    expect(second.stderr()).not.toContain('ssa_');
-    expect((await call(second, '/v1/whoami', key!)).status).toBe(200);
-    expect((await call(second, '/v1/whoami', fineGrained)).status).toBe(200);
-    await second.stop();
+    expect(second.stdout()).not.toContain('no tenants');
+    const fineGrained = await createFineGrainedKey(second, key, 'survivor');
+    expect(await second.stop()).toBe(0);
 
-    const logs = first.stdout() + second.stdout();
-    expect(logs).not.toContain(key!);
-    expect(logs).not.toContain(fineGrained);
-    for (const line of logs.trim().split('\n')) expect(() => JSON.parse(line)).not.toThrow();
-    if (db.file) {
-      for (const file of [db.file, `${db.file}-wal`]) {
-        if (!existsSync(file)) continue;
-        const bytes = readFileSync(file);
-        expect(bytes.includes(key!)).toBe(false);
-        expect(bytes.includes(fineGrained)).toBe(false);
-      }
-    }
+    const third = await start();
+    expect((await call(third, '/v1/whoami', key)).status).toBe(200);
+    expect((await call(third, '/v1/whoami', fineGrained)).status).toBe(200);
+    await third.stop();
+    const logs = first.stdout() + second.stdout() + third.stdout();
+    expectNoRawKeys(logs, db.file ? [db.file] : [], [key, fineGrained]);
   });
 
   it.each([
@@ -72,8 +112,8 @@ describe('broker process', () => {
   });
 
   it('finishes in-flight requests on SIGTERM, then exits cleanly', async () => {
+    const key = await createTenantKey(env());
     const p = await start();
-    const key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(p.stderr())![1]!;
     const body = JSON.stringify({ name: 'in-flight', expiration: '7d', permissions: ['audit-log:read'] });
     const url = new URL(`${p.url}/v1/fine-grained-keys`);
     const response = new Promise<number>((resolve, reject) => {
@@ -127,8 +167,8 @@ describe('broker process', () => {
 
 describe('request size over a real socket', () => {
   it('refuses a body over 64 KiB whether it declares its length or streams it in chunks', async () => {
+    const key = await createTenantKey(env());
     const p = await start();
-    const key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(p.stderr())![1]!;
     const big = JSON.stringify({
       name: 'x'.repeat(70_000),
       expiration: '7d',
@@ -214,8 +254,8 @@ describe('development key-encryption key', () => {
 
 describe('two broker processes on one database', () => {
   it("see each other's writes at once and lose no update", async () => {
+    const key = await createTenantKey(env());
     const a = await start();
-    const key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(a.stderr())![1]!;
     const b = await start();
     const post = (p: BrokerProcess, name: string) =>
       call(p, '/v1/fine-grained-keys', key, {

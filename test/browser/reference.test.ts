@@ -4,7 +4,7 @@ import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { type BrokerProcess, startBrokerProcess } from '../support/process.js';
+import { type BrokerProcess, createTenantKey, startBrokerProcess } from '../support/process.js';
 
 let db: TestDatabase;
 let broker: BrokerProcess;
@@ -13,8 +13,9 @@ let key: string;
 
 beforeAll(async () => {
   db = await createTestDatabase('sqlite');
-  broker = await startBrokerProcess({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK });
-  key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(broker.stderr())![1]!;
+  const env = { DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK };
+  key = await createTenantKey(env);
+  broker = await startBrokerProcess(env);
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
@@ -53,7 +54,7 @@ describe('/v1/reference', () => {
       .first();
     await body.waitFor();
     const text = (await body.textContent()) ?? '';
-    expect(JSON.parse(text)).toMatchObject({ tenant: { name: 'demo' }, credential: { kind: 'tenant' } });
+    expect(JSON.parse(text)).toMatchObject({ tenant: { name: 'acme' }, credential: { kind: 'tenant' } });
     expect(foreign).toEqual([]);
   });
 });

@@ -32,6 +32,16 @@ export function runBroker(args: string[], env: Record<string, string>, cwd?: str
   return { child, exited, stdout: () => out, stderr: () => err };
 }
 
+/** Creates a tenant with the CLI, as an operator does on a configured database, and returns its Tenant API key. */
+export async function createTenantKey(env: Record<string, string>, name = 'acme'): Promise<string> {
+  const run = runBroker(['tenant', 'create', name], env);
+  const closed = new Promise<number | null>((resolve) => run.child.once('close', resolve));
+  const code = await closed;
+  const key = /^(ssa_[0-9A-Za-z]{38})\n$/.exec(run.stdout())?.[1];
+  if (code !== 0 || !key) throw new Error(`tenant create exited with ${code}:\n${run.stderr()}`);
+  return key;
+}
+
 /** Starts `serve` on an ephemeral port and waits for its `listening` log line. */
 export async function startBrokerProcess(env: Record<string, string>, cwd?: string): Promise<BrokerProcess> {
   const run = runBroker(['serve'], { PORT: '0', ...env }, cwd);
