@@ -25,8 +25,8 @@ commands:
   tenant create NAME [--audience A] [--disable CATEGORY]...
                                           create a tenant; prints its Tenant API key (primary) once
   tenant list                             list tenants
-  signing-key rotate                      start signing new tokens with a new key; the old one stays
-                                          published until every token it signed has expired
+  signing-key rotate                      publish a new signing key now and sign with it from 7 minutes on;
+                                          the old one stays published until every token it signed has expired
   openapi                                 print the OpenAPI document
 `;
 
@@ -162,13 +162,13 @@ async function rotateSigningKey(io: CliIo): Promise<number> {
       kek: resolveKeyEncryptionKey(config, logger),
       now: Date.now,
     });
-    const { kid, retired } = await keys.rotate();
+    const { kid, activeFrom, retired } = await keys.rotate();
     io.out(`${kid}\n`);
+    const from = new Date(activeFrom).toISOString();
     io.err(
-      `New signing key ${kid} is active; every replica signs with it within a minute.\n` +
-        (retired.length
-          ? `Retired ${retired.join(', ')}: still published until the tokens they signed expire (12 h).\n`
-          : ''),
+      `New signing key ${kid} is published in the JWKS now and signs from ${from}, once verifiers that cache ` +
+        `the JWKS have had it for their cache time. ${retired.join(', ')} signs until then and stays published ` +
+        'until the tokens it signed have expired (12 h later).\n',
     );
     return 0;
   } finally {

@@ -17,6 +17,16 @@ export const MAX_TOKEN_LIFETIME_MS = 12 * 3600 * 1000;
 /** How often a replica looks for keys another replica or the CLI added. */
 const RELOAD_MS = 60_000;
 const MISS_RELOAD_COOLDOWN_MS = 5_000;
+/** How long a verifier may cache /.well-known/jwks.json (its Cache-Control max-age). */
+export const JWKS_MAX_AGE_SECONDS = 300;
+/** The clock difference allowed between replicas, and between them and the machine that rotates. */
+const CLOCK_SKEW_MS = 60_000;
+/**
+ * How long a rotation's new key is published before it signs: every replica serves it in its JWKS within
+ * RELOAD_MS, and a verifier that cached the JWKS just before has refetched it within the max-age. So no
+ * verifier meets a token whose key it has not been offered, even one that does not refetch on an unknown kid.
+ */
+export const PUBLISH_AHEAD_MS = RELOAD_MS + JWKS_MAX_AGE_SECONDS * 1000 + CLOCK_SKEW_MS;
 
 export interface ActiveKey {
   kid: string;
@@ -24,14 +34,17 @@ export interface ActiveKey {
 }
 
 export interface SigningKeys {
-  /** The key new tokens are signed with. */
+  /** The key new tokens are signed with now. */
   active(): Promise<ActiveKey>;
   /** The public key for a kid, or undefined; an unknown kid reloads from the store at most once per cooldown. */
   verificationKey(kid: string): Promise<KeyObject | undefined>;
-  /** The published key set: the active key and retired ones whose tokens may still be valid. */
+  /** The published key set: the active key, the next one, and retired ones whose tokens may still be valid. */
   jwks(): Promise<{ keys: JsonWebKey[] }>;
-  /** Adds a new active key and retires the others; returns the new kid and the retired ones. */
-  rotate(): Promise<{ kid: string; retired: string[] }>;
+  /**
+   * Adds a new key that signs from `activeFrom`, PUBLISH_AHEAD_MS from now, and retires the others at that
+   * moment; returns the new kid, when it starts signing, and the kids that sign until then.
+   */
+  rotate(): Promise<{ kid: string; activeFrom: number; retired: string[] }>;
 }
 
 interface Loaded {
@@ -78,7 +91,7 @@ function decrypt(kek: Buffer, kid: string, sealed: string): Buffer {
   }
 }
 
-function newRecord(kek: Buffer, now: number): SigningKeyRecord {
+function newRecord(kek: Buffer, now: number, activeFrom: number): SigningKeyRecord {
   const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const jwk = publicKey.export({ format: 'jwk' });
   const kid = thumbprint(jwk);
@@ -92,7 +105,7 @@ function newRecord(kek: Buffer, now: number): SigningKeyRecord {
     use: 'sig',
     alg: 'ES256',
   });
-  return { kid, publicJwk, privateKey: encrypt(kek, kid, der), createdAt: now, retiredAt: null };
+  return { kid, publicJwk, privateKey: encrypt(kek, kid, der), createdAt: now, activeFrom, retiredAt: null };
 }
 
 export async function openSigningKeys(deps: {
@@ -123,19 +136,25 @@ export async function openSigningKeys(deps: {
   const fresh = async () => {
     if (now() - loadedAt >= RELOAD_MS) await load();
   };
-  // The newest unretired key signs; replicas that raced to create one all agree on it.
-  const newest = () =>
-    [...keys.values()]
-      .filter((k) => k.record.retiredAt === null)
-      .sort((a, b) => b.record.createdAt - a.record.createdAt || (a.record.kid < b.record.kid ? 1 : -1))[0];
+  // Of the keys not retired at `at`, the one activated last signs; replicas that raced to create the first key
+  // all agree on it. Should none be active yet, the one that will be soonest signs rather than none.
+  const signingAt = (at: number): Loaded | undefined => {
+    const live = [...keys.values()].filter((k) => k.record.retiredAt === null || k.record.retiredAt > at);
+    const latestFirst = (a: Loaded, b: Loaded) =>
+      b.record.activeFrom - a.record.activeFrom || (a.record.kid < b.record.kid ? 1 : -1);
+    return (
+      live.filter((k) => k.record.activeFrom <= at).sort(latestFirst)[0] ??
+      live.sort((a, b) => -latestFirst(a, b))[0]
+    );
+  };
 
   await load();
-  if (!newest()) {
-    await store.signingKeys.insertFirst(newRecord(kek, now()));
+  if (!signingAt(now())) {
+    await store.signingKeys.insertFirst(newRecord(kek, now(), now()));
     await load();
   }
   // Decrypting now surfaces a wrong key-encryption key at start rather than on the first exchange.
-  const first = newest()!;
+  const first = signingAt(now())!;
   first.privateKey = createPrivateKey({
     key: decrypt(kek, first.record.kid, first.record.privateKey),
     format: 'der',
@@ -145,7 +164,7 @@ export async function openSigningKeys(deps: {
   return {
     async active() {
       await fresh();
-      const key = newest()!;
+      const key = signingAt(now())!;
       key.privateKey ??= createPrivateKey({
         key: decrypt(kek, key.record.kid, key.record.privateKey),
         format: 'der',
@@ -163,9 +182,9 @@ export async function openSigningKeys(deps: {
     },
     async jwks() {
       await fresh();
-      // Published until every token it signed has expired: a replica may still sign with it until it reloads
-      // (RELOAD_MS), and clocks of replicas may differ by a little (a minute is allowed for).
-      const cutoff = now() - MAX_TOKEN_LIFETIME_MS - RELOAD_MS - 60_000;
+      // Published from the rotation that adds it until every token it signed has expired: a replica may still
+      // sign with it until it reloads (RELOAD_MS), and clocks of replicas may differ by a little.
+      const cutoff = now() - MAX_TOKEN_LIFETIME_MS - RELOAD_MS - CLOCK_SKEW_MS;
       return {
         keys: [...keys.values()]
           .filter((k) => k.record.retiredAt === null || k.record.retiredAt > cutoff)
@@ -174,12 +193,15 @@ export async function openSigningKeys(deps: {
     },
     async rotate() {
       await load();
+      const at = now();
+      const activeFrom = at + PUBLISH_AHEAD_MS;
+      // Every key not yet retired, including the next key of a rotation a few minutes earlier, signs until then.
       const previous = [...keys.values()].filter((k) => k.record.retiredAt === null).map((k) => k.record.kid);
-      const record = newRecord(kek, now());
+      const record = newRecord(kek, at, activeFrom);
       await store.signingKeys.insert(record);
-      for (const kid of previous) await store.signingKeys.retire(kid, now());
+      for (const kid of previous) await store.signingKeys.retire(kid, activeFrom);
       await load();
-      return { kid: record.kid, retired: previous };
+      return { kid: record.kid, activeFrom, retired: previous };
     },
   };
 }

@@ -1,7 +1,7 @@
 // Public discovery: the broker's token-signing keys (JWKS) and RFC 8414 authorization-server metadata.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { ALL_PERMISSIONS } from '../core/permissions.js';
-import type { SigningKeys } from '../core/signing-keys.js';
+import { JWKS_MAX_AGE_SECONDS, type SigningKeys } from '../core/signing-keys.js';
 import type { BrokerEnv } from './context.js';
 
 const Jwks = z
@@ -22,7 +22,7 @@ export function registerWellKnownRoutes(
     }),
     async (c) => {
       const jwks = await deps.signingKeys.jwks();
-      c.header('Cache-Control', 'public, max-age=300');
+      c.header('Cache-Control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`);
       return c.json(jwks as z.infer<typeof Jwks>, 200);
     },
   );

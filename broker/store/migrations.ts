@@ -120,6 +120,14 @@ const MIGRATIONS: Migration[] = [
       CREATE INDEX minted_tokens_expiry ON minted_tokens (expires_at);
     `,
   },
+  {
+    version: 3,
+    name: 'signing keys published before they sign',
+    sql: `
+      ALTER TABLE signing_keys ADD COLUMN active_from BIGINT NOT NULL DEFAULT 0;
+      UPDATE signing_keys SET active_from = created_at
+    `,
+  },
 ];
 
 const SERIAL = {

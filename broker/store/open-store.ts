@@ -16,28 +16,38 @@ interface SigningKeyRow {
   public_jwk: string;
   private_key: string;
   created_at: number;
+  active_from: number;
   retired_at: number | null;
 }
 
 const INSERT_KEY =
-  'INSERT INTO signing_keys (kid, public_jwk, private_key, created_at, retired_at) VALUES (?, ?, ?, ?, ?)';
+  'INSERT INTO signing_keys (kid, public_jwk, private_key, created_at, active_from, retired_at) VALUES (?, ?, ?, ?, ?, ?)';
+const keyValues = (key: SigningKeyRecord) => [
+  key.kid,
+  key.publicJwk,
+  key.privateKey,
+  key.createdAt,
+  key.activeFrom,
+  key.retiredAt,
+];
 
 function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
   return {
     async list() {
-      const rows = await db.all<SigningKeyRow>('SELECT * FROM signing_keys ORDER BY created_at');
+      const rows = await db.all<SigningKeyRow>('SELECT * FROM signing_keys ORDER BY active_from, kid');
       return rows.map(
         (r): SigningKeyRecord => ({
           kid: r.kid,
           publicJwk: r.public_jwk,
           privateKey: r.private_key,
           createdAt: r.created_at,
+          activeFrom: r.active_from,
           retiredAt: r.retired_at,
         }),
       );
     },
     async insert(key) {
-      await db.run(INSERT_KEY, [key.kid, key.publicJwk, key.privateKey, key.createdAt, key.retiredAt]);
+      await db.run(INSERT_KEY, keyValues(key));
     },
     insertFirst: (key) =>
       db.transaction(async (tx) => {
@@ -45,7 +55,7 @@ function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
         // this key keeps replicas of versions without the write turn out of the check-then-insert.
         if (db.engine === 'postgres') await tx.get('SELECT pg_advisory_xact_lock(7710002)');
         if (await tx.get('SELECT kid FROM signing_keys WHERE retired_at IS NULL')) return false;
-        await tx.run(INSERT_KEY, [key.kid, key.publicJwk, key.privateKey, key.createdAt, key.retiredAt]);
+        await tx.run(INSERT_KEY, keyValues(key));
         return true;
       }),
     async retire(kid, at) {

@@ -77,6 +77,9 @@ export interface SigningKeyRecord {
   /** Encrypted under the key-encryption key; opaque to the store. */
   privateKey: string;
   createdAt: number;
+  /** When it starts signing: at once for the first key, later for a rotation's (it is published before). */
+  activeFrom: number;
+  /** When it stops signing; it stays published until the tokens it signed have expired. */
   retiredAt: number | null;
 }
 

@@ -304,40 +304,54 @@ describe('discovery and signing keys', () => {
     });
   });
 
-  it('rotation: new tokens use the new key, old tokens keep working, the retired key leaves the JWKS after 12 h', async () => {
+  it('rotation publishes the new key before it signs; old tokens keep working; the old key leaves 12 h after', async () => {
     // Its own broker: the CLI stamps the rotation with the real time, so the fake clock must still agree with it.
     const g = await startFederation();
     try {
       await g.policy('deploy', { permissions: ['harden-runner:read'] });
       const exchange = async () =>
         ((await json(g.exchange(g.issuer.sign()))) as { access_token: string }).access_token;
+      const kids = async () =>
+        (await json<{ keys: { kid: string }[] }>(g.t.request('GET', '/.well-known/jwks.json'))).keys.map(
+          (k) => k.kid,
+        );
       const before = await exchange();
       const oldKid = decodeProtectedHeader(before).kid;
       let out = '';
+      let err = '';
       const code = await runCli(['signing-key', 'rotate'], {
         env: { DATABASE_URL: g.t.db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK },
         out: (s) => {
           out += s;
         },
-        err: () => {},
+        err: (s) => {
+          err += s;
+        },
         serve: async () => 0,
       });
       expect(code).toBe(0);
       const newKid = out.trim();
+      expect(newKid).not.toBe(oldKid);
+      const from = /signs from (\S+), once verifiers/.exec(err)?.[1];
+      expect(from).toBeDefined();
+      const activeFrom = Date.parse(from!);
+      // Published at once, signing only once a verifier that cached the JWKS (max-age 300) has fetched it again
+      // from a replica that has reloaded its keys (every minute), with a minute for clocks that differ.
+      expect(activeFrom - g.t.clock.now).toBeGreaterThanOrEqual((60 + 300 + 60) * 1000 - 5_000);
+
       g.t.clock.now += 61_000; // replicas look for new keys every minute
+      expect(await kids()).toEqual(expect.arrayContaining([oldKid, newKid]));
+      expect(decodeProtectedHeader(await exchange()).kid).toBe(oldKid);
+      g.t.clock.now = activeFrom - 1;
+      expect(decodeProtectedHeader(await exchange()).kid).toBe(oldKid);
+      g.t.clock.now = activeFrom;
       const after = await exchange();
       expect(decodeProtectedHeader(after).kid).toBe(newKid);
-      expect(newKid).not.toBe(oldKid);
       expect((await g.t.request('GET', '/v1/whoami', { key: after })).status).toBe(200);
       expect((await g.t.request('GET', '/v1/whoami', { key: before })).status).toBe(200);
-      const kids = async () =>
-        (await json<{ keys: { kid: string }[] }>(g.t.request('GET', '/.well-known/jwks.json'))).keys.map(
-          (k) => k.kid,
-        );
-      expect(await kids()).toEqual(expect.arrayContaining([oldKid, newKid]));
-      // A replica may sign with the retired key until it reloads (up to a minute): a 12 h token it signed then
-      // is still valid 12 h after the rotation, so the key stays published that minute longer, and a little more.
-      g.t.clock.now += 12 * HOUR;
+      // A replica may sign with the old key until it reloads (up to a minute after activeFrom): a 12 h token it
+      // signed then is still valid 12 h later, so the key stays published that minute longer, and a little more.
+      g.t.clock.now = activeFrom + 12 * HOUR;
       expect(await kids()).toEqual(expect.arrayContaining([oldKid, newKid]));
       g.t.clock.now += 2 * 60_000;
       expect(await kids()).toEqual([newKid]);

@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../broker/config.js';
 import { appendAudit } from '../../broker/store/audit-rows.js';
-import { openStore } from '../../broker/store/open-store.js';
+import { migrate } from '../../broker/store/migrations.js';
+import { openStore, storeOn } from '../../broker/store/open-store.js';
 import { openPostgres } from '../../broker/store/postgres.js';
 import { openSqlite } from '../../broker/store/sqlite.js';
 import type { AuditEventInput, FineGrainedKey, Store, Tenant } from '../../broker/store/store.js';
@@ -427,17 +428,19 @@ describe(`store contract (${requestedEngine()})`, () => {
       publicJwk: '{}',
       privateKey: 'enc',
       createdAt: 1,
+      activeFrom: 7,
       retiredAt: null,
     });
     await store.signingKeys.retire('k-1', 50);
     expect(await store.signingKeys.list()).toEqual([
-      { kid: 'k-1', publicJwk: '{}', privateKey: 'enc', createdAt: 1, retiredAt: 50 },
+      { kid: 'k-1', publicJwk: '{}', privateKey: 'enc', createdAt: 1, activeFrom: 7, retiredAt: 50 },
     ]);
     const next = (kid: string) => ({
       kid,
       publicJwk: '{}',
       privateKey: 'enc',
       createdAt: 60,
+      activeFrom: 60,
       retiredAt: null,
     });
     const raced = await Promise.all([
@@ -446,5 +449,50 @@ describe(`store contract (${requestedEngine()})`, () => {
     ]);
     expect(raced.filter(Boolean)).toHaveLength(1);
     expect((await store.signingKeys.list()).filter((k) => k.retiredAt === null)).toHaveLength(1);
+  });
+
+  it('an upgrade keeps the signing keys stored before keys had an activation time signing as they did', async () => {
+    // A database as the previous version left it: without active_from, and migration 3 not yet applied.
+    const older = await createTestDatabase(store.engine);
+    const config = loadConfig({
+      DATABASE_URL: older.url,
+      BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32),
+    }).database;
+    const raw = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
+    try {
+      await migrate(raw);
+      await raw.exec('ALTER TABLE signing_keys DROP COLUMN active_from');
+      await raw.run('DELETE FROM schema_migrations WHERE version = 3');
+      await raw.run(
+        'INSERT INTO signing_keys (kid, public_jwk, private_key, created_at, retired_at) VALUES (?, ?, ?, ?, ?)',
+        ['k-old', '{}', 'enc', 1_000, 2_000],
+      );
+      await raw.run(
+        'INSERT INTO signing_keys (kid, public_jwk, private_key, created_at, retired_at) VALUES (?, ?, ?, ?, ?)',
+        ['k-current', '{}', 'enc', 2_000, null],
+      );
+      expect(await migrate(raw)).toEqual([3]);
+      expect(await storeOn(raw).signingKeys.list()).toEqual([
+        {
+          kid: 'k-old',
+          publicJwk: '{}',
+          privateKey: 'enc',
+          createdAt: 1_000,
+          activeFrom: 1_000,
+          retiredAt: 2_000,
+        },
+        {
+          kid: 'k-current',
+          publicJwk: '{}',
+          privateKey: 'enc',
+          createdAt: 2_000,
+          activeFrom: 2_000,
+          retiredAt: null,
+        },
+      ]);
+    } finally {
+      await raw.close();
+      await older.drop();
+    }
   });
 });
