@@ -39,7 +39,9 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
   const now = options.now ?? Date.now;
   const signingKeys = await openSigningKeys({
     store,
-    kek: resolveKeyEncryptionKey(config, options.logger),
+    kek: resolveKeyEncryptionKey(config, options.logger, {
+      holdsSigningKeys: (await store.signingKeys.list()).length > 0,
+    }),
     now,
   });
   const tenants = createTenantDirectory(store);

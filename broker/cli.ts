@@ -159,7 +159,9 @@ async function rotateSigningKey(io: CliIo): Promise<number> {
     const logger = createLogger({ write: (line: string) => io.err(line) }, 'warn');
     const keys = await openSigningKeys({
       store,
-      kek: resolveKeyEncryptionKey(config, logger),
+      kek: resolveKeyEncryptionKey(config, logger, {
+        holdsSigningKeys: (await store.signingKeys.list()).length > 0,
+      }),
       now: Date.now,
     });
     const { kid, activeFrom, retired } = await keys.rotate();

@@ -9,9 +9,15 @@ export const DEV_KEK_FILE = 'key-encryption-key';
 
 /**
  * With BROKER_KEY_ENCRYPTION_KEY set, that key. Otherwise (SQLite only — config refuses PostgreSQL without
- * one) a key kept in a 0600 file beside the database, generated on first start, with a warning.
+ * one) a key kept in a 0600 file beside the database, generated on first start, with a warning. A missing file
+ * is generated only while the database holds no signing keys: the keys it holds were encrypted under the lost
+ * one, and a new file would only stand in the way of restoring it.
  */
-export function resolveKeyEncryptionKey(config: BrokerConfig, logger: Logger): Buffer {
+export function resolveKeyEncryptionKey(
+  config: BrokerConfig,
+  logger: Logger,
+  database: { holdsSigningKeys: boolean },
+): Buffer {
   if (config.keyEncryptionKey) return config.keyEncryptionKey;
   if (config.database.engine !== 'sqlite') throw new Error('BROKER_KEY_ENCRYPTION_KEY is required');
   if (config.database.path === ':memory:') return randomBytes(32);
@@ -26,6 +32,13 @@ export function resolveKeyEncryptionKey(config: BrokerConfig, logger: Logger): B
       throw new ConfigError(file, 'must hold exactly 64 hex characters (a 32-byte key) and nothing else');
     }
     return Buffer.from(text, 'hex');
+  }
+  if (database.holdsSigningKeys) {
+    throw new ConfigError(
+      file,
+      'is missing, but the database holds signing keys encrypted under the key it held: restore the file, or set ' +
+        'BROKER_KEY_ENCRYPTION_KEY to that key',
+    );
   }
   mkdirSync(dirname(file), { recursive: true });
   const key = randomBytes(32);

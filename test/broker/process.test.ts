@@ -244,8 +244,17 @@ describe('development key-encryption key', () => {
         expect(await refused.exited).toBe(78);
         expect(refused.stderr()).toContain(why);
       }
-      writeFileSync(file, original);
-      chmodSync(file, 0o600);
+      // A lost file is not generated anew while the database holds keys encrypted under it.
+      rmSync(file);
+      const lost = runBroker(['serve'], { DATABASE_URL: sqlite.url, PORT: '0' });
+      expect(await lost.exited).toBe(78);
+      expect(lost.stderr()).toContain('is missing, but the database holds signing keys');
+      expect(existsSync(file)).toBe(false);
+      writeFileSync(file, original, { mode: 0o600 });
+      const restored = await startBrokerProcess({ DATABASE_URL: sqlite.url });
+      running.push(restored);
+      expect(await (await fetch(`${restored.url}/.well-known/jwks.json`)).json()).toEqual(jwks);
+      await restored.stop();
     } finally {
       await sqlite.drop();
     }
