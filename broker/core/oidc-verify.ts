@@ -121,8 +121,10 @@ function show(value: string, max = 64): string {
   return /^[\x20-\x26\x28-\x7e]*$/.test(s) ? `'${s}'` : JSON.stringify(s);
 }
 
+/** A time claim for a refusal message; one past the last date a Date can hold is shown as its number. */
 function isoTime(seconds: number): string {
-  return new Date(seconds * 1000).toISOString();
+  const date = new Date(seconds * 1000);
+  return Number.isNaN(date.getTime()) ? `${seconds} s after the epoch` : date.toISOString();
 }
 
 /** RSA verification on libuv's thread pool, so the event loop keeps serving other requests meanwhile. */

@@ -266,6 +266,9 @@ const CLAIMS: ClaimsRow[] = [
   ['D1', '1 s after exp + leeway', {}, { token: expiredBeyondLeeway }],
   ['D2', 'exp 61 s ago, beyond the leeway', () => times(nowS() - 61, nowS() - 361)],
   ['D3', 'nbf in 10 min', () => ({ nbf: nowS() + 600 })],
+  // Past the range of a Date (8.64e15 ms): the refusal names the time without formatting it as a date.
+  ['D3', 'nbf past the last date', () => ({ nbf: 9e12 })],
+  ['D4', 'iat past the last date', () => times(9e12 + 300, 9e12)],
   ['D4', 'iat in 1 h', () => times(nowS() + 3900, nowS() + 3600, nowS())],
   ['D5', 'lifetime over 24 h', () => ({ exp: nowS() + 86_401 })],
   ['D5', 'expires before it was issued', () => times(nowS() + 20, nowS() + 30, nowS())],
