@@ -25,8 +25,8 @@ export const nameCharacters = z.refine<string>(
   `must not contain ${UNSAFE_NAME_CHARACTERS}`,
 );
 
-/** Resource ids are UUIDs (randomUUID). */
-export const IdParam = z.object({ id: z.uuid() });
+/** Resource ids are UUIDs (randomUUID), stored in lower case; upper-case hex names the same id (RFC 9562). */
+export const IdParam = z.object({ id: z.uuid().toLowerCase() });
 
 /**
  * The hook of an `{id}` route: an id that is not a UUID names no resource, so it is answered with the route's own

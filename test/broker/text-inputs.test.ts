@@ -108,6 +108,30 @@ describe('a path id that is not a UUID is answered like an unknown id', () => {
     }
   });
 
+  it('an id in upper case names the same resource, as UUIDs are case-insensitive (RFC 9562)', async () => {
+    const k = await newTenantKey();
+    const created = (await (await request('POST', '/v1/fine-grained-keys', keyBody(), k)).json()) as {
+      id: string;
+      key: string;
+    };
+    const policy = (await (await request('POST', '/v1/oidc/policies', policyBody(), k)).json()) as {
+      policy: { id: string };
+    };
+    const upper = (id: string) => id.toUpperCase();
+    const shown = await request('GET', `/v1/fine-grained-keys/${upper(created.id)}`, undefined, k);
+    expect(((await shown.json()) as { id: string }).id).toBe(created.id);
+    expect(
+      (await request('PUT', `/v1/oidc/policies/${upper(policy.policy.id)}`, policyBody(), k)).status,
+    ).toBe(200);
+    expect(
+      (await request('DELETE', `/v1/oidc/policies/${upper(policy.policy.id)}`, undefined, k)).status,
+    ).toBe(204);
+    expect((await request('DELETE', `/v1/fine-grained-keys/${upper(created.id)}`, undefined, k)).status).toBe(
+      204,
+    );
+    expect((await f.t.request('GET', '/v1/whoami', { key: created.key })).status).toBe(401);
+  });
+
   it('real ids still work, and the OpenAPI document says ids are UUIDs', async () => {
     const k = await newTenantKey();
     const created = (await (await request('POST', '/v1/fine-grained-keys', keyBody(), k)).json()) as {
