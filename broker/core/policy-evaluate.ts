@@ -1,6 +1,7 @@
 // Trust-policy matching and selection (DESIGN §4): which policy a token's claims may use, and what it grants.
 import { missingFrom, type Permission } from './permissions.js';
 import {
+  COMMIT_SHA,
   MAX_SESSION_SECONDS,
   POLICY_CLAIM_FIELDS,
   type PolicyClaimField,
@@ -126,7 +127,7 @@ interface TokenView {
   eventName: unknown;
   raw: Record<PolicyClaimField, string | null>;
   folded: Record<PolicyClaimField, string | null>;
-  /** job_workflow_ref up to its first `@`: the workflow file regardless of ref. */
+  /** job_workflow_ref up to the `@` its ref starts at: the workflow file regardless of ref. */
   workflowFile: string | null;
 }
 
@@ -140,6 +141,19 @@ function stringClaim(claims: ClaimsRecord, key: string): string | null {
   return typeof value === 'string' ? value : null;
 }
 
+/**
+ * Where the ref starts in a job_workflow_ref: at the first `@` followed by `refs/…` or by a full commit sha and
+ * nothing else. A workflow file's name may itself hold `@` (git allows it) but never `/`, so no `@` inside the
+ * name qualifies, and `deploy.yml@evil.yml@refs/heads/main` is the file `deploy.yml@evil.yml`.
+ */
+function refSeparator(jwr: string): number {
+  for (let at = jwr.indexOf('@'); at >= 0; at = jwr.indexOf('@', at + 1)) {
+    const ref = jwr.slice(at + 1);
+    if (ref.startsWith('refs/') || COMMIT_SHA.test(ref)) return at;
+  }
+  return -1;
+}
+
 function viewOf(claims: ClaimsRecord): TokenView {
   const raw = {} as Record<PolicyClaimField, string | null>;
   const folded = {} as Record<PolicyClaimField, string | null>;
@@ -149,7 +163,7 @@ function viewOf(claims: ClaimsRecord): TokenView {
     folded[field] = value !== null && foldsCase(field) ? asciiLower(value) : value;
   }
   const jwr = raw.job_workflow_ref;
-  const at = jwr === null ? -1 : jwr.indexOf('@');
+  const at = jwr === null ? -1 : refSeparator(jwr);
   return {
     iss: stringClaim(claims, 'iss'),
     eventName: own(claims, 'event_name'),

@@ -1,6 +1,6 @@
 // Validation of a submitted trust policy (DESIGN §4): well-formed claim values, no contradictions, defaults, warnings.
 import type { PolicyClaimField, PolicyClaims, PolicyInput, PolicyRecord } from './policy-types.js';
-import { MAX_SESSION_SECONDS, POLICY_CLAIM_FIELDS } from './policy-types.js';
+import { COMMIT_SHA, MAX_SESSION_SECONDS, POLICY_CLAIM_FIELDS } from './policy-types.js';
 
 export interface PolicyFieldError {
   /** Dotted path of the offending field, e.g. `claims.repository`. */
@@ -20,7 +20,6 @@ export interface PolicyRulesContext {
 const OWNER = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
 const REPO_NAME = /^[A-Za-z0-9_.-]+$/;
 const NUMERIC_ID = /^[0-9]+$/;
-const SHA1 = /^[0-9a-f]{40}$/;
 const ANY_CASE_SHA1 = /^[0-9a-fA-F]{40}$/;
 // Characters an admin types when expecting wildcard or regular-expression semantics.
 const PATTERN_CHARS = /[*?|[\]{}()^$\\+]/;
@@ -112,7 +111,7 @@ function workflowRefProblem(value: string, what: string): string | null {
   }
   if (at < 0) return null;
   const ref = value.slice(at + 1);
-  if (SHA1.test(ref)) return null;
+  if (COMMIT_SHA.test(ref)) return null;
   if (ANY_CASE_SHA1.test(ref))
     return `the commit sha after @ in ${what} must be lower-case, as GitHub writes it`;
   if (!ref.startsWith('refs/')) {

@@ -25,6 +25,9 @@ export const POLICY_CLAIM_FIELDS = [
 /** No token from an exchange lives longer than this, whatever a policy or the server default says (DESIGN §4). */
 export const MAX_SESSION_SECONDS = 3600;
 
+/** A full commit sha as GitHub writes it after `@` in a job_workflow_ref pinned by commit. */
+export const COMMIT_SHA = /^[0-9a-f]{40}$/;
+
 export type PolicyClaimField = (typeof POLICY_CLAIM_FIELDS)[number];
 
 /** What an admin submits (after shortcut expansion of permissions). */

@@ -125,6 +125,13 @@ const MATCHING: [id: string, policy: Fields, tokens: Token[]][] = [
     [
       ['the workflow without @ at another ref', jwr(`${WORKFLOW}@refs/tags/v1`), true],
       ['another file without @', jwr(`${WORKFLOW}.bak@refs/heads/main`), false],
+      [
+        'a file whose name starts with the workflow and an @',
+        jwr(`${WORKFLOW}@evil.yml@refs/heads/main`),
+        false,
+      ],
+      ['the workflow pinned by commit sha', jwr(`${WORKFLOW}@${'a'.repeat(40)}`), true],
+      ['the workflow at something that is neither a ref nor a sha', jwr(`${WORKFLOW}@main`), false],
       ['another repository without @', jwr(OTHER_REPO_WORKFLOW), false],
     ],
   ],
