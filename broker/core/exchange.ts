@@ -79,6 +79,16 @@ function auditEvent(tenant: Tenant, c: VerifiedClaims, fields: Partial<AuditEven
   };
 }
 
+/** The audit event of a verified workflow's refused exchange. */
+function deniedEvent(
+  tenant: Tenant,
+  c: VerifiedClaims,
+  details: Record<string, unknown>,
+  fields: Partial<AuditEventInput> = {},
+): AuditEventInput {
+  return auditEvent(tenant, c, { ...fields, type: 'token.exchange_denied', outcome: 'denied', details });
+}
+
 async function resolveTenant(
   claims: VerifiedClaims,
   named: string | undefined,
@@ -104,11 +114,7 @@ async function resolveTenant(
     // repository's exchange budget: no one can flood a tenant's audit log.
     takeRateLimit(tenant, claims, deps);
     await deps.store.audit.append(
-      auditEvent(tenant, claims, {
-        type: 'token.exchange_denied',
-        outcome: 'denied',
-        details: { reason: 'audience_mismatch', audience: claims.aud },
-      }),
+      deniedEvent(tenant, claims, { reason: 'audience_mismatch', audience: claims.aud }),
       at,
     );
   }
@@ -140,17 +146,19 @@ function takeRateLimit(
   );
 }
 
-function requestedPermissions(values: string[] | undefined, tenant: Tenant): Permission[] | undefined {
-  if (values === undefined || values.length === 0) return undefined;
+/** The permissions the request names (undefined: all the policy allows), or the entry the tenant has none of. */
+function requestedPermissions(
+  values: string[] | undefined,
+  tenant: Tenant,
+): { ok: true; permissions: Permission[] | undefined } | { ok: false; field: string; message: string } {
+  if (values === undefined || values.length === 0) return { ok: true, permissions: undefined };
   const expanded = expandPermissions(values, enabledPermissions(tenant.disabledCategories));
-  if (expanded.ok) return expanded.permissions;
+  if (expanded.ok) return expanded;
   const why =
     expanded.reason === 'unknown'
       ? 'unknown permission'
       : 'permission of a category disabled for this tenant';
-  throw BrokerError.fields('invalid_request', [
-    { field: `permissions[${expanded.index}]`, message: `${why} "${expanded.value}"` },
-  ]);
+  return { ok: false, field: `permissions[${expanded.index}]`, message: `${why} "${expanded.value}"` };
 }
 
 function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
@@ -194,7 +202,20 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
   const repositoryKey = claims.repository.toLowerCase();
   takeRateLimit(tenant, claims, deps, repositoryKey);
 
-  const permissions = requestedPermissions(request.permissions, tenant);
+  const requested = requestedPermissions(request.permissions, tenant);
+  if (!requested.ok) {
+    // A verified workflow was refused: its tenant's admins see it, as they see every other refusal.
+    await store.audit.append(
+      deniedEvent(tenant, claims, {
+        reason: 'invalid_request',
+        requested_permissions: request.permissions ?? null,
+        errors: [{ field: requested.field, message: requested.message }],
+      }),
+      now(),
+    );
+    throw BrokerError.fields('invalid_request', [{ field: requested.field, message: requested.message }]);
+  }
+  const permissions = requested.permissions;
   const candidates = await store.policies.candidates(
     tenant.id,
     claims.iss,
@@ -210,20 +231,16 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
   const at = now();
   if (!decision.allow) {
     await store.audit.append(
-      auditEvent(tenant, claims, {
-        type: 'token.exchange_denied',
-        outcome: 'denied',
-        details: {
-          reason: decision.reason,
-          requested_permissions: permissions ?? null,
-          requested_policy: request.policy ?? null,
-          policies: decision.audit.policies.map((p) => ({
-            id: p.id,
-            name: p.name,
-            mismatches: p.mismatches,
-            missing: p.missing,
-          })),
-        },
+      deniedEvent(tenant, claims, {
+        reason: decision.reason,
+        requested_permissions: permissions ?? null,
+        requested_policy: request.policy ?? null,
+        policies: decision.audit.policies.map((p) => ({
+          id: p.id,
+          name: p.name,
+          mismatches: p.mismatches,
+          missing: p.missing,
+        })),
       }),
       at,
     );
@@ -241,12 +258,7 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
         target,
         details: { token_jti: jti, permissions: decision.permissions, expires_in: decision.durationSeconds },
       }),
-      replayed: auditEvent(tenant, claims, {
-        type: 'token.exchange_denied',
-        outcome: 'denied',
-        target,
-        details: { reason: 'token_replayed' },
-      }),
+      replayed: deniedEvent(tenant, claims, { reason: 'token_replayed' }, { target }),
     },
     at,
   );

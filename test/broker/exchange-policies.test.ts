@@ -300,10 +300,24 @@ describe('granted permissions', () => {
     expect(await allowed({}, request)).toMatchObject({ permissions: ['harden-runner:read'] });
   });
 
-  it('an unknown permission id is 400 naming permissions[i]', async () => {
+  it('an unknown permission id is 400 naming permissions[i], audited as a refused exchange', async () => {
     await f.policy('p');
     const r = await denied(400, 'invalid_request', {}, { permissions: ['harden-runner:read', 'nope:read'] });
     expect(r.body.errors).toEqual([expect.objectContaining({ field: 'permissions[1]' })]);
+    const token = f.issuer.sign();
+    expect((await exchange(token, { permissions: ['nope:read'] })).status).toBe(400);
+    expect(await auditFor('token.exchange_denied', payloadOf(token).jti as string)).toEqual([
+      expect.objectContaining({
+        outcome: 'denied',
+        details: expect.objectContaining({
+          reason: 'invalid_request',
+          requested_permissions: ['nope:read'],
+          errors: [{ field: 'permissions[0]', message: 'unknown permission "nope:read"' }],
+        }),
+      }),
+    ]);
+    // The token was not used up: the same token with a valid request is exchanged.
+    expect((await exchange(token)).status).toBe(200);
   });
 });
 
