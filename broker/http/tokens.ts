@@ -91,6 +91,15 @@ export function registerTokenRoutes(
       const permissions = body.permissions
         ? grantablePermissions(principal, body.permissions)
         : principal.permissions;
+      if (permissions.length === 0) {
+        // E.g. a Secure Registry key while its category is disabled: as `permissions: []` is refused, so is this.
+        throw BrokerError.fields('invalid_request', [
+          {
+            field: 'permissions',
+            message: `API key "${principal.credential.name}" holds no permission enabled for this tenant, so a token from it could do nothing`,
+          },
+        ]);
+      }
       const at = deps.now();
       const remaining =
         principal.expiresAt === null

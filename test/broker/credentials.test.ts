@@ -112,6 +112,17 @@ describe('effective permissions', () => {
     };
     expect(catalogue.categories.find((c) => c.id === 'harden-runner')?.enabled).toBe(false);
     expect(catalogue.shortcuts['read-write-all']).not.toContain('harden-runner:write');
+
+    // A Secure Registry key of such a tenant holds nothing: it mints no token, by default or by request.
+    const registry = await rotate('secure-registry', 'primary', key);
+    for (const json of [{}, { permissions: [] }]) {
+      const minted = await t.request('POST', '/v1/tokens', { key: registry, json });
+      expect(minted.status).toBe(400);
+      expect(await minted.json()).toMatchObject({
+        code: 'invalid_request',
+        errors: [{ field: 'permissions' }],
+      });
+    }
   });
 });
 
