@@ -7,14 +7,22 @@ import { guard } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { authErrors, badRequest, iso, Timestamp } from './schemas.js';
 
+/** An empty parameter (`?type=&cursor=`, as a URL template leaves it) is an absent one. */
+const absentIfEmpty = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((value) => (value === '' ? undefined : value), schema);
+
 const Query = z.object({
-  type: z
-    .string()
-    .regex(/^[a-z_.]{1,64}$/, 'must be an event type such as fine_grained_key.created')
-    .optional()
-    .openapi({ description: 'Only events of this type, e.g. `api_key.rotated`.' }),
-  limit: z.coerce.number().int().min(1).max(200).default(50),
-  cursor: z.string().max(32).optional().openapi({ description: 'The `next_cursor` of the previous page.' }),
+  type: absentIfEmpty(
+    z
+      .string()
+      .regex(/^[a-z_.]{1,64}$/, 'must be an event type such as fine_grained_key.created')
+      .optional()
+      .openapi({ description: 'Only events of this type, e.g. `api_key.rotated`.' }),
+  ),
+  limit: absentIfEmpty(z.coerce.number().int().min(1).max(200).default(50)),
+  cursor: absentIfEmpty(
+    z.string().max(32).optional().openapi({ description: 'The `next_cursor` of the previous page.' }),
+  ),
 });
 
 const Event = z

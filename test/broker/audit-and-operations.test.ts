@@ -46,6 +46,21 @@ describe('GET /v1/audit-events', () => {
     expect(p.next_cursor).toBeNull();
   });
 
+  it('takes an empty parameter, as a URL template leaves it, for an absent one', async () => {
+    const first = await page('?type=&limit=&cursor=');
+    expect(first.events.map((e) => e.target?.name)).toEqual([
+      'key-4',
+      'key-3',
+      'key-2',
+      'key-1',
+      'key-0',
+      'acme',
+    ]);
+    expect(first.next_cursor).toBeNull();
+    const second = await page(`?type=&limit=2&cursor=${(await page('?limit=2')).next_cursor}`);
+    expect(second.events.map((e) => e.target?.name)).toEqual(['key-2', 'key-1']);
+  });
+
   it.each([
     ['?limit=0', 'limit'],
     ['?limit=abc', 'limit'],
