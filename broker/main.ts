@@ -113,7 +113,9 @@ async function serve(config: BrokerConfig): Promise<number> {
         setTimeout(() => process.exit(0), EXIT_BACKSTOP_MS).unref();
       });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
+    // A repeated SIGTERM (supervisors and init shims resend it) changes nothing; a second Ctrl-C (SIGINT) at a
+    // terminal gets Node's default and stops at once.
+    process.on('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
 }
