@@ -137,13 +137,15 @@ const SERIAL = {
 
 /** Brings the schema up to date. Safe to call from several replicas at once. */
 export async function migrate(db: SqlDriver, now: () => number = Date.now): Promise<number[]> {
-  await db.exec(
-    'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)',
-  );
   return db.transaction(async (tx) => {
     // Replicas starting together queue here; SQLite's BEGIN IMMEDIATE already serialises them. On PostgreSQL
-    // the write turn (postgres.ts) does too; this key also keeps out replicas of versions without it.
+    // the write turn (postgres.ts) does too; this key also keeps out replicas of versions without it. The
+    // bookkeeping table is created behind the lock too: PostgreSQL's IF NOT EXISTS is no guard against a
+    // replica creating it at the same moment.
     if (db.engine === 'postgres') await tx.get('SELECT pg_advisory_xact_lock(7710001)');
+    await tx.run(
+      'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)',
+    );
     const done = new Set(
       (await tx.all<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version),
     );

@@ -1,4 +1,6 @@
 // The broker as a real process: first start, persistence across restarts, config errors, graceful shutdown.
+
+import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -20,6 +22,18 @@ async function start(extra: Record<string, string> = {}) {
 
 const call = (p: BrokerProcess, path: string, key: string, init: RequestInit = {}) =>
   fetch(`${p.url}${path}`, { ...init, headers: { Authorization: `Bearer ${key}`, ...init.headers } });
+
+/** Runs a process to its end: its exit code and what it wrote to standard error. */
+function runToEnd(command: string, args: string[], options: { env: Record<string, string> }) {
+  return new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    const child = spawn(command, args, { env: options.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+}
 
 async function createFineGrainedKey(p: BrokerProcess, key: string, name: string): Promise<string> {
   const created = await call(p, '/v1/fine-grained-keys', key, {
@@ -260,6 +274,30 @@ describe('development key-encryption key', () => {
     } finally {
       await sqlite.drop();
     }
+  });
+});
+
+describe('replicas starting together', () => {
+  it('on a new database all open it, whichever migrates it', async () => {
+    // Each process loads the store first, then waits for the same moment to open it, as replicas of a
+    // deployment do when they start at once.
+    const storeModule = new URL('../../build/broker/store/open-store.js', import.meta.url).href;
+    const configModule = new URL('../../build/broker/config.js', import.meta.url).href;
+    const at = Date.now() + 1500;
+    const script = [
+      `const { openStore } = await import(${JSON.stringify(storeModule)});`,
+      `const { loadConfig } = await import(${JSON.stringify(configModule)});`,
+      `while (Date.now() < ${at});`,
+      'const store = await openStore(loadConfig(process.env).database);',
+      'await store.close();',
+    ].join('\n');
+    const replicas = Array.from({ length: 8 }, () =>
+      runToEnd(process.execPath, ['--input-type=module', '-e', script], {
+        env: { PATH: process.env.PATH ?? '', ...env() },
+      }),
+    );
+    const results = await Promise.all(replicas);
+    expect(results.map((r) => [r.code, r.stderr])).toEqual(results.map(() => [0, '']));
   });
 });
 
