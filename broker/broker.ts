@@ -6,10 +6,10 @@ import { createAccessTokens } from './core/access-tokens.js';
 import { createIssuerKeys } from './core/issuer-keys.js';
 import { keyDigester } from './core/keys.js';
 import { createRateLimiter } from './core/rate-limit.js';
-import { openSigningKeys } from './core/signing-keys.js';
+import type { SigningKeys } from './core/signing-keys.js';
 import { createTenantDirectory } from './core/tenant-directory.js';
 import { createTenant } from './core/tenants.js';
-import { resolveKeyEncryptionKey } from './key-encryption-key.js';
+import { openConfiguredSigningKeys } from './key-encryption-key.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { openStore } from './store/open-store.js';
@@ -37,13 +37,14 @@ export interface BrokerOptions {
 export async function createBroker(config: BrokerConfig, options: BrokerOptions): Promise<Broker> {
   const store = options.store ?? (await openStore(config.database));
   const now = options.now ?? Date.now;
-  const signingKeys = await openSigningKeys({
-    store,
-    kek: resolveKeyEncryptionKey(config, options.logger, {
-      holdsSigningKeys: (await store.signingKeys.list()).length > 0,
-    }),
-    now,
-  });
+  let signingKeys: SigningKeys;
+  try {
+    signingKeys = await openConfiguredSigningKeys(config, store, options.logger, now);
+  } catch (error) {
+    // A store this call opened closes with the failure, so a PostgreSQL pool does not hold the exit back.
+    if (!options.store) await store.close();
+    throw error;
+  }
   const tenants = createTenantDirectory(store);
   const deps: AppDeps = {
     config,

@@ -3,10 +3,9 @@ import { parseArgs } from 'node:util';
 import { createBroker } from './broker.js';
 import { type BrokerConfig, ConfigError, loadConfig } from './config.js';
 import { keyDigester } from './core/keys.js';
-import { openSigningKeys } from './core/signing-keys.js';
 import { createTenant } from './core/tenants.js';
 import { openApiDocument } from './http/docs.js';
-import { resolveKeyEncryptionKey } from './key-encryption-key.js';
+import { openConfiguredSigningKeys } from './key-encryption-key.js';
 import { createLogger, silentLogger } from './logger.js';
 import { openStore } from './store/open-store.js';
 
@@ -157,13 +156,7 @@ async function rotateSigningKey(io: CliIo): Promise<number> {
   const store = await openStore(config.database);
   try {
     const logger = createLogger({ write: (line: string) => io.err(line) }, 'warn');
-    const keys = await openSigningKeys({
-      store,
-      kek: resolveKeyEncryptionKey(config, logger, {
-        holdsSigningKeys: (await store.signingKeys.list()).length > 0,
-      }),
-      now: Date.now,
-    });
+    const keys = await openConfiguredSigningKeys(config, store, logger, Date.now);
     const { kid, activeFrom, retired } = await keys.rotate();
     io.out(`${kid}\n`);
     const from = new Date(activeFrom).toISOString();

@@ -73,6 +73,11 @@ function encrypt(kek: Buffer, kid: string, plaintext: Buffer): string {
   ].join('.');
 }
 
+/** A stored signing key that the key-encryption key given cannot decrypt: it was stored under another. */
+export class UndecryptableSigningKey extends Error {
+  override name = 'UndecryptableSigningKey';
+}
+
 function decrypt(kek: Buffer, kid: string, sealed: string): Buffer {
   const [version, iv, tag, body] = sealed.split('.');
   if (version !== 'v1' || !iv || !tag || !body)
@@ -83,7 +88,7 @@ function decrypt(kek: Buffer, kid: string, sealed: string): Buffer {
   try {
     return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]);
   } catch {
-    throw new Error(
+    throw new UndecryptableSigningKey(
       `cannot decrypt signing key ${kid}: the key-encryption key is not the one it was stored under ` +
         '(BROKER_KEY_ENCRYPTION_KEY when set, otherwise the key-encryption-key file beside the SQLite database; ' +
         'restore the key it was stored under)',

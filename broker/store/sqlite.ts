@@ -22,6 +22,25 @@ const PRAGMAS = [
  */
 const WRITER_QUEUE = 64;
 
+/**
+ * Runs a pragma, waiting out SQLITE_BUSY as busy_timeout would: switching a new file to WAL needs it alone, and
+ * SQLite answers busy at once, without its busy handler, while another process opening it at the same moment holds
+ * it. Only at open, so the short waits block nothing else.
+ */
+function pragmaWhenFree(db: Database.Database, pragma: string): void {
+  for (let waited = 0; ; waited += PRAGMA_RETRY_MS) {
+    try {
+      db.pragma(pragma);
+      return;
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || waited >= 5_000) throw error;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, PRAGMA_RETRY_MS);
+    }
+  }
+}
+
+const PRAGMA_RETRY_MS = 20;
+
 /** Whether `path` still names the file `opened` was taken from. */
 function sameFile(opened: Stats, path: string): boolean {
   const now = statSync(path, { throwIfNoEntry: false });
@@ -31,7 +50,7 @@ function sameFile(opened: Stats, path: string): boolean {
 export function openSqlite(path: string): SqlDriver {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path);
-  for (const pragma of PRAGMAS) db.pragma(pragma);
+  for (const pragma of PRAGMAS) pragmaWhenFree(db, pragma);
   const opened = path === ':memory:' ? undefined : statSync(path);
 
   const statements = new Map<string, Statement>();

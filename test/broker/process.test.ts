@@ -1,6 +1,5 @@
 // The broker as a real process: first start, persistence across restarts, config errors, graceful shutdown.
 
-import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -8,7 +7,13 @@ import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { type BrokerProcess, createTenantKey, runBroker, startBrokerProcess } from '../support/process.js';
+import {
+  type BrokerProcess,
+  createTenantKey,
+  runBroker,
+  runNode,
+  startBrokerProcess,
+} from '../support/process.js';
 
 let db: TestDatabase;
 let running: BrokerProcess[] = [];
@@ -23,16 +28,31 @@ async function start(extra: Record<string, string> = {}) {
 const call = (p: BrokerProcess, path: string, key: string, init: RequestInit = {}) =>
   fetch(`${p.url}${path}`, { ...init, headers: { Authorization: `Bearer ${key}`, ...init.headers } });
 
-/** Runs a process to its end: its exit code and what it wrote to standard error. */
-function runToEnd(command: string, args: string[], options: { env: Record<string, string> }) {
-  return new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    const child = spawn(command, args, { env: options.env, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    child.on('close', (code) => resolve({ code, stderr }));
-  });
+/**
+ * Runs `count` processes that each import the built broker's modules (`imports`: name → path under build/broker),
+ * wait for the same moment, then run `body`, as replicas of a deployment do when they start at once. Resolves to
+ * each one's exit code, standard output and standard error.
+ */
+function atTheSameMoment(
+  count: number,
+  imports: Record<string, string>,
+  body: string,
+  env: Record<string, string>,
+) {
+  const at = Date.now() + 1500;
+  const script = [
+    ...Object.entries(imports).map(
+      ([name, path]) =>
+        `const { ${name} } = await import(${JSON.stringify(new URL(`../../build/broker/${path}`, import.meta.url).href)});`,
+    ),
+    `while (Date.now() < ${at});`,
+    body,
+  ].join('\n');
+  const run = async () => {
+    const node = runNode(['--input-type=module', '-e', script], env);
+    return { code: await node.closed, stdout: node.stdout(), stderr: node.stderr() };
+  };
+  return Promise.all(Array.from({ length: count }, run));
 }
 
 async function createFineGrainedKey(p: BrokerProcess, key: string, name: string): Promise<string> {
@@ -221,6 +241,29 @@ describe('request size over a real socket', () => {
 });
 
 describe('development key-encryption key', () => {
+  it('processes starting together on a new SQLite file share one generated key and one signing key', async () => {
+    const sqlite = await createTestDatabase('sqlite');
+    try {
+      const results = await atTheSameMoment(
+        8,
+        { createBroker: 'broker.js', loadConfig: 'config.js', silentLogger: 'logger.js' },
+        [
+          'const broker = await createBroker(loadConfig(process.env), { logger: silentLogger });',
+          'process.stdout.write(JSON.stringify(await broker.deps.signingKeys.jwks()));',
+          'await broker.close();',
+        ].join('\n'),
+        { DATABASE_URL: sqlite.url },
+      );
+      expect(results.map((r) => [r.code, r.stderr])).toEqual(results.map(() => [0, '']));
+      expect(new Set(results.map((r) => r.stdout)).size).toBe(1);
+      const file = join(dirname(sqlite.file!), 'key-encryption-key');
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      expect(readFileSync(file, 'utf8')).toMatch(/^[0-9a-f]{64}\n$/);
+    } finally {
+      await sqlite.drop();
+    }
+  });
+
   it('is generated beside the SQLite database with mode 0600 and a warning, and reused after a restart', async () => {
     const sqlite = await createTestDatabase('sqlite');
     try {
@@ -243,7 +286,8 @@ describe('development key-encryption key', () => {
         DATABASE_URL: sqlite.url,
         BROKER_KEY_ENCRYPTION_KEY: '33'.repeat(32),
       });
-      expect(await wrong.exited).not.toBe(0);
+      expect(await wrong.exited).toBe(78);
+      expect(wrong.stderr()).toContain('BROKER_KEY_ENCRYPTION_KEY: cannot decrypt signing key');
       expect(wrong.stderr()).toContain('the key-encryption key is not the one it was stored under');
       expect(wrong.stderr()).toContain('BROKER_KEY_ENCRYPTION_KEY when set');
 
@@ -279,24 +323,12 @@ describe('development key-encryption key', () => {
 
 describe('replicas starting together', () => {
   it('on a new database all open it, whichever migrates it', async () => {
-    // Each process loads the store first, then waits for the same moment to open it, as replicas of a
-    // deployment do when they start at once.
-    const storeModule = new URL('../../build/broker/store/open-store.js', import.meta.url).href;
-    const configModule = new URL('../../build/broker/config.js', import.meta.url).href;
-    const at = Date.now() + 1500;
-    const script = [
-      `const { openStore } = await import(${JSON.stringify(storeModule)});`,
-      `const { loadConfig } = await import(${JSON.stringify(configModule)});`,
-      `while (Date.now() < ${at});`,
-      'const store = await openStore(loadConfig(process.env).database);',
-      'await store.close();',
-    ].join('\n');
-    const replicas = Array.from({ length: 8 }, () =>
-      runToEnd(process.execPath, ['--input-type=module', '-e', script], {
-        env: { PATH: process.env.PATH ?? '', ...env() },
-      }),
+    const results = await atTheSameMoment(
+      8,
+      { openStore: 'store/open-store.js', loadConfig: 'config.js' },
+      'const store = await openStore(loadConfig(process.env).database);\nawait store.close();',
+      env(),
     );
-    const results = await Promise.all(replicas);
     expect(results.map((r) => [r.code, r.stderr])).toEqual(results.map(() => [0, '']));
   });
 });

@@ -15,9 +15,14 @@ export interface BrokerProcess {
 }
 
 export function runBroker(args: string[], env: Record<string, string>, cwd?: string) {
-  const child = spawn(process.execPath, [BROKER_ENTRY, ...args], {
+  return runNode([BROKER_ENTRY, ...args], { LOG_LEVEL: 'info', ...env }, cwd);
+}
+
+/** Runs Node with `args` and only PATH and `env` in its environment, collecting what it writes. */
+export function runNode(args: string[], env: Record<string, string>, cwd?: string) {
+  const child = spawn(process.execPath, args, {
     cwd,
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -29,14 +34,15 @@ export function runBroker(args: string[], env: Record<string, string>, cwd?: str
     err += d.toString();
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, exited, stdout: () => out, stderr: () => err };
+  /** Once the process has ended and its output is all read. */
+  const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  return { child, exited, closed, stdout: () => out, stderr: () => err };
 }
 
 /** Creates a tenant with the CLI, as an operator does on a configured database, and returns its Tenant API key. */
 export async function createTenantKey(env: Record<string, string>, name = 'acme'): Promise<string> {
   const run = runBroker(['tenant', 'create', name], env);
-  const closed = new Promise<number | null>((resolve) => run.child.once('close', resolve));
-  const code = await closed;
+  const code = await run.closed;
   const key = /^(ssa_[0-9A-Za-z]{38})\n$/.exec(run.stdout())?.[1];
   if (code !== 0 || !key) throw new Error(`tenant create exited with ${code}:\n${run.stderr()}`);
   return key;
