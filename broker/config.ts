@@ -83,7 +83,13 @@ function url(name: string, raw: string, { allowLoopbackHttp }: { allowLoopbackHt
 }
 
 function database(env: Env): DatabaseConfig {
-  const raw = env.DATABASE_URL || 'sqlite:./data/broker.db';
+  if (env.DATABASE_URL === '') {
+    throw new ConfigError(
+      'DATABASE_URL',
+      'is set but empty; unset it for the embedded default (sqlite:./data/broker.db), or give sqlite:PATH or postgres://…',
+    );
+  }
+  const raw = env.DATABASE_URL ?? 'sqlite:./data/broker.db';
   if (raw.startsWith('sqlite:')) {
     const path = raw.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
     if (!path)
@@ -179,7 +185,7 @@ export function loadConfig(env: Env): BrokerConfig {
     port,
     host,
     database: db,
-    demoTenant: !env.DATABASE_URL,
+    demoTenant: env.DATABASE_URL === undefined,
     publicUrl,
     audienceSuffix,
     trustedIssuers: trustedIssuers(env),

@@ -23,6 +23,9 @@ describe('loadConfig', () => {
     [{ BROKER_DEFAULT_SESSION_SECONDS: '3601' }, 'BROKER_DEFAULT_SESSION_SECONDS'],
     [{ BROKER_DEFAULT_SESSION_SECONDS: '0' }, 'BROKER_DEFAULT_SESSION_SECONDS'],
     [{ DATABASE_URL: 'mysql://x' }, 'DATABASE_URL'],
+    // Set but empty (e.g. `DATABASE_URL: ${DATABASE_URL}` in a compose file, the host variable missing): not
+    // silently the embedded SQLite file, which would also create the demo tenant and print its key.
+    [{ DATABASE_URL: '' }, 'DATABASE_URL'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ BROKER_PUBLIC_URL: 'ftp://x' }, 'BROKER_PUBLIC_URL'],
     [{ BROKER_PUBLIC_URL: 'https://broker.example.com/?x=1' }, 'BROKER_PUBLIC_URL'],
