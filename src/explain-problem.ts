@@ -1,4 +1,5 @@
 // Explains a problem+json answer of the broker by its code: what the denial means and what to change.
+import { yamlString } from '../broker/core/yaml-string.js';
 import type { Problem } from './broker-client.js';
 import type { Block, Explanation, Failure, RetryInfo } from './explain.js';
 import type { ActionInputs } from './inputs.js';
@@ -49,7 +50,7 @@ function describe(failure: Extract<Failure, { kind: 'problem' }>, inputs?: Actio
         body: [
           'The broker does not guess between them. Name the one to use with the `policy` input:',
           {
-            yaml: `with:\n  tenant: ${inputs?.tenant ?? 'your-tenant'}\n  policy: ${names[0] ?? 'policy-name'}`,
+            yaml: `with:\n  tenant: ${yamlString(inputs?.tenant ?? 'your-tenant')}\n  policy: ${yamlString(names[0] ?? 'policy-name')}`,
           },
         ],
       };
@@ -80,7 +81,7 @@ function describe(failure: Extract<Failure, { kind: 'problem' }>, inputs?: Actio
       return {
         title: "The broker rejected the job's OIDC token (401 invalid_token).",
         body: [
-          ...(p.detail ? [`Reason given: ${p.detail}`] : []),
+          ...(p.detail ? [`Reason given: ${code(p.detail)}`] : []),
           'GitHub issues this token for the running job, so this usually means the broker does not trust its ' +
             "issuer (GitHub Enterprise Server or another issuer must be added to the broker's " +
             "BROKER_TRUSTED_ISSUERS), the runner's clock is far off, or the token expired on the way.",
@@ -100,16 +101,16 @@ function describe(failure: Extract<Failure, { kind: 'problem' }>, inputs?: Actio
       return {
         title: 'The broker rejected the exchange request as malformed (400 invalid_request).',
         body: [
-          ...(p.detail ? [`Reason given: ${p.detail}`] : []),
+          ...(p.detail ? [`Reason given: ${code(p.detail)}`] : []),
           'Check the inputs of this step; if they look right, the broker may not be compatible with this version ' +
             'of the action.',
         ],
       };
     default:
       return {
-        title: `The broker answered ${failure.status}${p.code ? ` ${p.code}` : ''}${p.title ? `: ${p.title}` : ''}.`,
+        title: `The broker answered ${failure.status}${p.code ? ` ${word(p.code)}` : ''}${p.title ? `: ${code(p.title)}` : ''}.`,
         body: [
-          ...(p.detail ? [`Reason given: ${p.detail}`] : []),
+          ...(p.detail ? [`Reason given: ${code(p.detail)}`] : []),
           ...(failure.status >= 500 ? [`${attempts(failure)} Re-run the job later.`] : []),
           ...(failure.status === 404
             ? ["Check that `api-url` is the broker's base URL, ending in `/v1`."]
@@ -126,7 +127,7 @@ function audienceMismatch(p: Problem, inputs?: ActionInputs): Explanation {
   const body: Block[] = [];
   if (expected) {
     body.push(`Tenant ${code(tenant)} expects the audience ${code(expected)}. Set it on the step:`);
-    body.push({ yaml: `with:\n  tenant: ${tenant}\n  audience: ${expected}` });
+    body.push({ yaml: `with:\n  tenant: ${yamlString(tenant)}\n  audience: ${yamlString(expected)}` });
   } else {
     body.push(
       'The broker did not say which audience it expects. Check that `tenant` names the right tenant; a tenant ' +
@@ -204,7 +205,15 @@ function strings(value: unknown): string[] {
   return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
 }
 
-/** Inline code that reads well in a log line and in Markdown. */
+/** An error code as it is, when it looks like one; anything else as inline code. */
+function word(value: string): string {
+  return /^[a-z][a-z0-9_]*$/.test(value) ? value : code(value);
+}
+
+/**
+ * Inline code that reads well in a log line and in Markdown. Text from the broker (or whatever answers at
+ * `api-url`) goes into the job summary this way, so it is shown, never rendered as Markdown or HTML.
+ */
 export function code(value: unknown): string {
   return `\`${String(value).replace(/[`\r\n]/g, ' ')}\``;
 }

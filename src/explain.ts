@@ -21,7 +21,7 @@ export type Failure =
   | { kind: 'inputs'; errors: string[] }
   | { kind: 'no-id-token' }
   /** `timedOut`: the token service did not answer within the attempt's time limit. */
-  | { kind: 'id-token'; message: string; timedOut?: boolean }
+  | { kind: 'id-token'; message: string; timedOut?: boolean; retryable?: boolean }
   | (BrokerFailure & RetryInfo);
 
 export { code };
@@ -59,7 +59,12 @@ export function explain(failure: Failure, inputs?: ActionInputs): Explanation {
         title: 'GitHub did not issue an OIDC token for this job.',
         body: [
           `The runner's token service answered: ${oneLine(failure.message)}`,
-          'This is usually temporary; re-run the job. Check that the job has `permissions: id-token: write`.',
+          // The job has id-token: write: without it the runner would not offer the service at all.
+          failure.retryable
+            ? 'The service or the network to it is in trouble; re-run the job, and if it keeps happening check ' +
+              'https://www.githubstatus.com (on a self-hosted runner, also HTTPS_PROXY and NO_PROXY).'
+            : 'Nothing was sent to the broker. Re-run the job; if it keeps happening, check ' +
+              'https://www.githubstatus.com.',
         ],
       };
     case 'proxy':
@@ -105,13 +110,13 @@ function network(f: Extract<Failure, { kind: 'network' }>): Explanation {
 }
 
 function unexpected(f: Extract<Failure, { kind: 'unexpected' }>): Explanation {
-  const title = `Unexpected answer from ${f.url}: HTTP ${f.status} with content type ${f.contentType}.`;
+  const title = `Unexpected answer from ${f.url}: HTTP ${f.status} with content type ${code(f.contentType)}.`;
   const notShown = 'Its body is not shown, as it could contain a credential.';
   if (f.status >= 300 && f.status < 400) {
     return {
       title,
       body: [
-        `It redirects${f.location ? ` to ${f.location}` : ''}, which this action does not follow because the ` +
+        `It redirects${f.location ? ` to ${code(f.location)}` : ''}, which this action does not follow because the ` +
           "request carries a credential. Set `api-url` to the broker's base URL exactly, e.g. " +
           '`https://agent.api.stepsecurity.io/v1`.',
       ],

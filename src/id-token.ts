@@ -60,7 +60,8 @@ export async function requestIdToken(
       if (error instanceof ProxySettingError) throw error;
       if ((error as { name?: unknown }).name === 'TimeoutError') throw timedOut(timeoutMs);
       const code = (error as { code?: unknown }).code;
-      throw requestFailed(typeof code === 'string' ? code : undefined, messageOf(error));
+      // No answer at all (a reset, a refused connection): another attempt may well get one.
+      throw requestFailed(typeof code === 'string' ? code : undefined, messageOf(error), true);
     }
     if (RETRY_STATUSES.has(status) && retry < MAX_RETRIES) {
       const delay = BACKOFF_SLICE_MS * 2 ** Math.min(BACKOFF_CEILING, retry + 1);
@@ -75,7 +76,7 @@ export async function requestIdToken(
       typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
     if (status > 299 && status !== 404) {
       const message = typeof json?.message === 'string' && json.message ? json.message : text;
-      throw requestFailed(status, message || `Failed request: (${status})`);
+      throw requestFailed(status, message || `Failed request: (${status})`, status >= 500);
     }
     const token = status === 404 ? undefined : json?.value;
     if (typeof token !== 'string' || token === '') {
@@ -93,12 +94,25 @@ function timedOut(timeoutMs: number): Error {
   return error;
 }
 
-function requestFailed(code: number | string | undefined, message: string): Error {
-  return failed(`Failed to get ID Token. Error Code : ${code ?? 'none'} Error Message: ${message}`);
+/** The token service's refusal or failure, in the toolkit's words; `retryable` when a later attempt may succeed. */
+export class IdTokenError extends Error {
+  constructor(
+    message: string,
+    readonly retryable = false,
+  ) {
+    super(`Error message: ${message}`);
+  }
+}
+
+function requestFailed(code: number | string | undefined, message: string, retryable: boolean): Error {
+  return new IdTokenError(
+    `Failed to get ID Token. Error Code : ${code ?? 'none'} Error Message: ${message}`,
+    retryable,
+  );
 }
 
 function failed(message: string): Error {
-  return new Error(`Error message: ${message}`);
+  return new IdTokenError(message);
 }
 
 function messageOf(error: unknown): string {

@@ -96,9 +96,13 @@ function parseApiUrl(raw: string, errors: string[]): string {
   return `${url.origin}${path}`;
 }
 
-/** The value without what may be secret, for a message: user and password, query string and fragment. */
+/**
+ * The value without what may be secret, for a message: everything up to its last `@` after the scheme (a
+ * password may itself hold `/`, `?`, `#` or `@`, and then the value is no URL at all), then the query string
+ * and fragment.
+ */
 function redacted(raw: string): string {
-  return raw.replace(/(\/\/)[^/?#]*@/, '$1…@').replace(/[?#].*$/s, '');
+  return raw.replace(/^([a-z][a-z\d+.-]*:\/\/)?.*@/is, '$1…@').replace(/[?#].*$/s, '');
 }
 
 /** The path as it was probably meant: cut after a `/v1` it contains, a `/vN` at its end as `/v1`, or `/v1` added. */

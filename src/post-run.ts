@@ -4,7 +4,7 @@ import { type PostDeps, STATE_KEYS } from './deps.js';
 import { explain, formatExplanation } from './explain.js';
 import { classifyBrokerAnswer, REVOKE_RETRY, withRetry } from './retry.js';
 
-export type PostOutcome = 'nothing-to-revoke' | 'expired' | 'revoked' | 'revoke-failed';
+export type PostOutcome = 'nothing-to-revoke' | 'expired' | 'no-longer-valid' | 'revoked' | 'revoke-failed';
 
 export async function runPost(deps: PostDeps): Promise<PostOutcome> {
   const { io } = deps;
@@ -35,6 +35,13 @@ export async function runPost(deps: PostDeps): Promise<PostOutcome> {
   if (result.kind === 'ok') {
     io.info('Revoked the StepSecurity API token.');
     return 'revoked';
+  }
+  // The revocation is authenticated by the token itself: the broker refusing it as a credential means a step
+  // revoked it already, or it expired since the check above. Either way it is no longer valid.
+  if (result.kind === 'problem' && result.status === 401 && result.problem.code === 'unauthenticated') {
+    const why = result.problem.detail ? ` (${result.problem.detail})` : '';
+    io.info(`The broker no longer accepts the StepSecurity API token${why}; nothing to revoke.`);
+    return 'no-longer-valid';
   }
   const reason = formatExplanation(explain({ ...result, attempts, gaveUp }));
   io.warning(`Could not revoke the StepSecurity API token; it stays valid until ${expiresAt}.\n${reason}`);

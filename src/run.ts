@@ -2,6 +2,7 @@
 import { type BrokerAnswer, createBrokerClient, proxyFailure, type TokenGrant } from './broker-client.js';
 import { type ActionIO, type RunDeps, STATE_KEYS } from './deps.js';
 import { explain, type Failure, formatExplanation } from './explain.js';
+import { IdTokenError } from './id-token.js';
 import { type ActionInputs, parseInputs } from './inputs.js';
 import { ProxySettingError } from './proxy.js';
 import { classifyBrokerAnswer, EXCHANGE_RETRY, MIN_ATTEMPT_MS, withRetry } from './retry.js';
@@ -71,6 +72,7 @@ async function exchange(
           kind: 'id-token',
           message: error instanceof Error ? error.message : String(error),
           timedOut: error instanceof Error && error.name === 'TimeoutError',
+          retryable: error instanceof IdTokenError && error.retryable,
         };
       }
       return client.exchange(
@@ -84,7 +86,13 @@ async function exchange(
         Math.max(MIN_ATTEMPT_MS, attemptEnds - deps.now()),
       );
     },
-    (result) => (result.kind === 'id-token' ? { retry: false } : classifyBrokerAnswer(result, deps.now())),
+    (result) => {
+      if (result.kind !== 'id-token') return classifyBrokerAnswer(result, deps.now());
+      // A lost connection or a 5xx of GitHub's token service may pass; a refusal or a timeout is final.
+      return result.retryable
+        ? { retry: true, reason: "GitHub's OIDC token service failed" }
+        : { retry: false };
+    },
     EXCHANGE_RETRY,
     {
       now: () => deps.now(),

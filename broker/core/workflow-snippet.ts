@@ -1,5 +1,6 @@
 // The ready-to-paste workflow job settings GET /v1/oidc/config returns: the action's inputs for a tenant and policy.
 import type { PolicyClaims } from './policy-types.js';
+import { yamlString } from './yaml-string.js';
 
 /** The action's own defaults (action.yml); inputs equal to them are left out of the snippet. */
 export const ACTION_DEFAULT_API_URL = 'https://agent.api.stepsecurity.io/v1';
@@ -11,21 +12,6 @@ export interface SnippetInput {
   /** The broker's base URL, ending in /v1. */
   apiUrl: string;
   policy?: { name: string; permissions: readonly string[]; claims: PolicyClaims };
-}
-
-// A plain YAML scalar that no YAML 1.1 or 1.2 reader takes for a number, boolean, null, comment or mapping.
-const PLAIN = /^[A-Za-z][\w./@:,+-]*( [\w./@:,+-]+)*$/;
-const RESERVED = /^(y|n|yes|no|true|false|on|off|null)$/i;
-
-/** A YAML scalar that GitHub reads back as exactly `value`, expressions included. */
-export function yamlString(value: string): string {
-  // GitHub evaluates `${{ … }}` anywhere in a value, quoted or not; this expression yields the literal text.
-  // biome-ignore lint/suspicious/noTemplateCurlyInString: GitHub expression syntax, not a template literal
-  const literal = value.replaceAll('${{', "${{ '${{' }}");
-  // A colon that ends the value or is followed by a space would start a mapping.
-  if (literal === value && PLAIN.test(value) && !RESERVED.test(value) && !/:( |$)/.test(value)) return value;
-  // A JSON string is a YAML double-quoted scalar; U+2028/U+2029 are escaped as well for YAML 1.1 readers.
-  return JSON.stringify(literal).replace(/[\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16)}`);
 }
 
 function shellQuote(value: string): string {

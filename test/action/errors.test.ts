@@ -158,6 +158,37 @@ describe('explained failures', () => {
     expect(message).toContain('      policy: deploy-main');
   });
 
+  it('ambiguous_policy: quotes a name YAML would read otherwise, so the snippet pastes as it is', async () => {
+    for (const [name, quoted] of [
+      ['deploy #2', '"deploy #2"'],
+      ['deploy: prod', '"deploy: prod"'],
+      ['*prod', '"*prod"'],
+      ['yes', '"yes"'],
+    ]) {
+      const { message, summary } = await failureFor(() =>
+        problem(409, 'ambiguous_policy', { policies: [name, 'other'] }),
+      );
+      expect(message).toContain(`      policy: ${quoted}`);
+      expect(summary).toContain(`  policy: ${quoted}`);
+    }
+  });
+
+  it('shows what the broker says in the job summary as text, never as Markdown or HTML', async () => {
+    const { summary } = await failureFor(() =>
+      problem(418, 'teapot', {
+        title: '<img src=https://evil.example/p.png>',
+        detail: 'x\n\n# Fixed? [re-authenticate here](https://evil.example)\n| a | b |',
+      }),
+    );
+    expect(summary).toContain('`<img src=https://evil.example/p.png>`');
+    expect(summary).toContain(
+      'Reason given: `x  # Fixed? [re-authenticate here](https://evil.example) | a | b |`',
+    );
+    expect(summary.split('\n').filter((line) => /^(#|\|)/.test(line))).toEqual([
+      '### StepSecurity API token not issued',
+    ]);
+  });
+
   it('token_replayed: explains that each OIDC token is accepted once', async () => {
     const { message } = await failureFor(() => problem(401, 'token_replayed'));
     expect(message).toContain('already exchanged this OIDC token once');
@@ -169,7 +200,7 @@ describe('explained failures', () => {
       problem(401, 'invalid_token', { detail: 'The token issuer is not trusted' }),
     );
     expect(message).toContain("The broker rejected the job's OIDC token (401 invalid_token).");
-    expect(message).toContain('Reason given: The token issuer is not trusted');
+    expect(message).toContain('Reason given: `The token issuer is not trusted');
     expect(message).toContain('BROKER_TRUSTED_ISSUERS');
   });
 
@@ -178,7 +209,7 @@ describe('explained failures', () => {
       problem(400, 'invalid_request', { detail: 'duration_seconds must be at most 3600' }),
     );
     expect(message).toContain('malformed (400 invalid_request)');
-    expect(message).toContain('Reason given: duration_seconds must be at most 3600');
+    expect(message).toContain('Reason given: `duration_seconds must be at most 3600');
   });
 
   it('rate_limited: says how often it tried and how long the broker asked to wait', async () => {
@@ -215,7 +246,7 @@ describe('explained failures', () => {
         }),
     );
     expect(message).toContain(
-      `Unexpected answer from ${API_URL}/oidc/token: HTTP 404 with content type text/html.`,
+      `Unexpected answer from ${API_URL}/oidc/token: HTTP 404 with content type \`text/html\`.`,
     );
     expect(message).toContain('ending in `/v1`');
     expect(message).not.toContain(ACCESS_TOKEN);
@@ -224,7 +255,7 @@ describe('explained failures', () => {
 
   it('a 200 that is not a token response: fails without echoing the body', async () => {
     const { message } = await failureFor(() => HttpResponse.json({ ...grantBody(), expires_at: 'soon' }));
-    expect(message).toContain('HTTP 200 with content type application/json');
+    expect(message).toContain('HTTP 200 with content type `application/json`');
     expect(message).not.toContain(ACCESS_TOKEN);
   });
 
@@ -291,7 +322,7 @@ describe('explained failures', () => {
     const { message } = await failureFor(() =>
       problem(500, 'internal_error', { title: 'Internal Server Error' }),
     );
-    expect(message).toContain('The broker answered 500 internal_error: Internal Server Error.');
+    expect(message).toContain('The broker answered 500 internal_error: `Internal Server Error`.');
     expect(message).toContain('Tried 6 times.');
   });
 });

@@ -1,7 +1,7 @@
 // The job's OIDC token from the runner's token service: the request, the mask, retries and failure messages.
 import { describe, expect, it } from 'vitest';
 import type { Fetch, FetchInit } from '../../src/deps.js';
-import { idTokenAvailable, requestIdToken } from '../../src/id-token.js';
+import { type IdTokenError, idTokenAvailable, requestIdToken } from '../../src/id-token.js';
 
 const REQUEST_URL = 'https://pipelines.actions.example/_apis/distributedtask/token?api-version=2.0';
 const ENV = {
@@ -108,6 +108,22 @@ describe('requestIdToken', () => {
     );
     expect([denied, broken, empty].map((s) => s.requests.length)).toEqual([1, 1, 1]);
     expect(denied.events.some((e) => e.startsWith('mask'))).toBe(false);
+  });
+
+  it('marks a failure the next attempt may get past: no answer or a 5xx, never a refusal or a bad answer', async () => {
+    const retryable = async (service: ReturnType<typeof tokenService>) =>
+      ((await requestIdToken('aud', 100, service.deps).catch((e: unknown) => e)) as IdTokenError).retryable;
+    const unreachable = tokenService(ok('t'));
+    unreachable.deps.fetch = async () => {
+      throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+    };
+    expect(await retryable(unreachable)).toBe(true);
+    expect(await retryable(tokenService({ status: 500, body: 'upstream failure' }))).toBe(true);
+    expect(await retryable(tokenService({ status: 503, body: '' }))).toBe(true);
+    expect(await retryable(tokenService({ status: 401, body: '{"message":"Token is not valid"}' }))).toBe(
+      false,
+    );
+    expect(await retryable(tokenService({ status: 200, body: 'not json' }))).toBe(false);
   });
 
   it('fails when the answer carries no token, or is not found', async () => {

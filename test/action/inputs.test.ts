@@ -131,10 +131,16 @@ describe('parseInputs', () => {
     'https://deploy:hunter2@broker.example.com/api',
     'https://broker.example.com/api?token=hunter2',
     'https://u:hunter2@bro ker',
+    // A password holding `/`, `?`, `#` or `@` makes the value no URL at all.
+    'https://deploy:hun/ter2@broker.example.com/v1',
+    'https://deploy:hun#ter2@broker.example.com/v1',
+    'https://deploy:hun?ter2@broker.example.com/v1',
+    'https://deploy:hun@ter2@broker.example.com/v1',
+    'deploy:hunter2@broker.example.com/v1',
   ])('never repeats a credential or query string of the api-url %s in its errors', (url) => {
     const errors = errorsFor({ tenant: 'acme', 'api-url': url });
     expect(errors.length).toBeGreaterThan(0);
-    for (const error of errors) expect(error).not.toContain('hunter2');
+    for (const error of errors) expect(error).not.toMatch(/hun|ter2/);
   });
 
   it('rejects booleans other than true and false', () => {

@@ -97,12 +97,28 @@ describe('runPost (post step)', () => {
   });
 
   it('warns once, without retrying, when the broker refuses the revocation', async () => {
-    broker.server.use(http.post(revokeUrl, () => problem(401, 'unauthenticated')));
+    broker.server.use(http.post(revokeUrl, () => problem(403, 'forbidden')));
     const { io, deps } = postHarness(issuedState);
 
     expect(await runPost(deps)).toBe('revoke-failed');
     expect(broker.requests).toHaveLength(1);
-    expect(io.warnings[0]).toContain('The broker answered 401 unauthenticated');
+    expect(io.warnings[0]).toContain('The broker answered 403 forbidden');
+  });
+
+  it('says, without a warning, when the broker no longer accepts the token: a step revoked it already', async () => {
+    broker.server.use(
+      http.post(revokeUrl, () =>
+        problem(401, 'unauthenticated', { detail: 'access token rejected: revoked' }),
+      ),
+    );
+    const { io, deps } = postHarness(issuedState);
+
+    expect(await runPost(deps)).toBe('no-longer-valid');
+    expect(broker.requests).toHaveLength(1);
+    expect(io.warnings).toEqual([]);
+    expect(io.logs.join('\n')).toContain(
+      'The broker no longer accepts the StepSecurity API token (access token rejected: revoked); nothing to revoke.',
+    );
   });
 
   it('warns, without sending anything or retrying, when the proxy setting cannot be used', async () => {

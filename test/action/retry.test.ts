@@ -1,6 +1,7 @@
 // Retries: only what can succeed, with a fresh OIDC token each time, jittered backoff and an overall deadline.
 import { HttpResponse } from 'msw';
 import { describe, expect, it } from 'vitest';
+import { IdTokenError } from '../../src/id-token.js';
 import { parseRetryAfter } from '../../src/retry.js';
 import { run } from '../../src/run.js';
 import {
@@ -45,6 +46,41 @@ describe('retries', () => {
     expect(tokensSent).toEqual(['oidc-token-1', 'oidc-token-2']);
     expect(h.clock.sleeps).toHaveLength(1);
     expect(h.io.logs.join('\n')).toContain('retrying in');
+  });
+
+  it("retries when GitHub's OIDC token service loses the connection or fails with a 5xx", async () => {
+    broker.server.use(exchangeAnswers(ok));
+    const h = mainHarness(
+      { tenant: 'acme', 'api-url': API_URL },
+      {
+        idTokenErrors: [
+          new IdTokenError(
+            'Failed to get ID Token. Error Code : ECONNRESET Error Message: socket hang up',
+            true,
+          ),
+          new IdTokenError('Failed to get ID Token. Error Code : 500 Error Message: upstream failure', true),
+        ],
+      },
+    );
+
+    expect(await run(h.deps)).toBe(true);
+    expect(h.oidcAudiences).toHaveLength(3);
+    expect(exchangeBodies(broker.requests).map((b) => b.oidc_token)).toEqual(['oidc-token-3']);
+    expect(h.io.logs.join('\n')).toContain("GitHub's OIDC token service failed");
+  });
+
+  it("does not retry the token service's refusal: it fails at once, without calling the broker", async () => {
+    const refusal = new IdTokenError(
+      'Failed to get ID Token. Error Code : 401 Error Message: Token is not valid',
+    );
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL }, { idTokenErrors: [refusal] });
+
+    expect(await run(h.deps)).toBe(false);
+    expect(h.oidcAudiences).toHaveLength(1);
+    expect(h.clock.sleeps).toEqual([]);
+    expect(h.io.failures[0]).toContain('Error Code : 401');
+    expect(h.io.failures[0]).not.toContain('id-token: write');
+    expect(broker.requests).toEqual([]);
   });
 
   it('waits as long as Retry-After asks on a 429', async () => {

@@ -157,6 +157,6 @@ describe('run (main step)', () => {
     expect(await run(h.deps)).toBe(false);
 
     expect(broker.requests.map((r) => r.url)).toEqual([`${API_URL}/oidc/token`]);
-    expect(h.io.failures[0]).toContain('redirects to https://elsewhere.test/v1/oidc/token');
+    expect(h.io.failures[0]).toContain('redirects to `https://elsewhere.test/v1/oidc/token`');
   });
 });

@@ -84,7 +84,8 @@ export interface Harness {
 
 export function mainHarness(
   inputs: Record<string, string>,
-  options: { idTokenAvailable?: boolean; idTokenError?: Error } = {},
+  /** idTokenError: every OIDC token request fails with it; idTokenErrors: the first ones fail, one each. */
+  options: { idTokenAvailable?: boolean; idTokenError?: Error; idTokenErrors?: Error[] } = {},
 ): Harness {
   const io = createFakeIO(inputs);
   const clock = createFakeClock();
@@ -100,6 +101,8 @@ export function mainHarness(
       oidcAudiences.push(audience);
       oidcTimeLimits.push(timeoutMs);
       if (options.idTokenError) throw options.idTokenError;
+      const failure = options.idTokenErrors?.[oidcAudiences.length - 1];
+      if (failure) throw failure;
       return `oidc-token-${oidcAudiences.length}`;
     },
   };

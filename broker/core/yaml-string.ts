@@ -1,0 +1,16 @@
+// A YAML scalar for a workflow file that GitHub reads back as exactly the value given; for snippets to paste.
+
+// A plain YAML scalar that no YAML 1.1 or 1.2 reader takes for a number, boolean, null, comment or mapping.
+const PLAIN = /^[A-Za-z][\w./@:,+-]*( [\w./@:,+-]+)*$/;
+const RESERVED = /^(y|n|yes|no|true|false|on|off|null)$/i;
+
+/** A YAML scalar that GitHub reads back as exactly `value`, expressions included. */
+export function yamlString(value: string): string {
+  // GitHub evaluates `${{ … }}` anywhere in a value, quoted or not; this expression yields the literal text.
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: GitHub expression syntax, not a template literal
+  const literal = value.replaceAll('${{', "${{ '${{' }}");
+  // A colon that ends the value or is followed by a space would start a mapping.
+  if (literal === value && PLAIN.test(value) && !RESERVED.test(value) && !/:( |$)/.test(value)) return value;
+  // A JSON string is a YAML double-quoted scalar; U+2028/U+2029 are escaped as well for YAML 1.1 readers.
+  return JSON.stringify(literal).replace(/[\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16)}`);
+}
