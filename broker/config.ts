@@ -74,9 +74,11 @@ function url(name: string, raw: string, { allowLoopbackHttp }: { allowLoopbackHt
     throw new ConfigError(name, 'must not carry credentials (user:password@)');
   const loopbackHttp = allowLoopbackHttp && parsed.protocol === 'http:' && isLoopbackHost(parsed.hostname);
   if (parsed.protocol !== 'https:' && !loopbackHttp) {
+    // Scheme and host only: a path or query string may carry a token (a signed JWKS link).
+    const more = parsed.pathname !== '/' || parsed.search || parsed.hash ? '…' : '';
     throw new ConfigError(
       name,
-      `"${raw}" must use https${allowLoopbackHttp ? ' (http is allowed only for loopback hosts)' : ''}`,
+      `"${parsed.protocol}//${parsed.host}${more}" must use https${allowLoopbackHttp ? ' (http is allowed only for loopback hosts)' : ''}`,
     );
   }
   return parsed;
@@ -129,7 +131,7 @@ function trustedIssuers(env: Env): TrustedIssuerConfig[] {
     if (issuer.endsWith('/') || issuerUrl.search || issuerUrl.hash) {
       throw new ConfigError(
         `${at}.issuer`,
-        `"${issuer}" must be the exact iss value: no trailing slash, query or fragment`,
+        `"${issuerUrl.search || issuerUrl.hash ? `${issuerUrl.origin}${issuerUrl.pathname}…` : issuer}" must be the exact iss value: no trailing slash, query or fragment`,
       );
     }
     if (seen.has(issuer)) throw new ConfigError(`${at}.issuer`, `"${issuer}" is listed twice`);

@@ -150,7 +150,9 @@ function takeRateLimit(
 function requestedPermissions(
   values: string[] | undefined,
   tenant: Tenant,
-): { ok: true; permissions: Permission[] | undefined } | { ok: false; field: string; message: string } {
+):
+  | { ok: true; permissions: Permission[] | undefined }
+  | { ok: false; field: string; why: string; value: string } {
   if (values === undefined || values.length === 0) return { ok: true, permissions: undefined };
   const expanded = expandPermissions(values, enabledPermissions(tenant.disabledCategories));
   if (expanded.ok) return expanded;
@@ -158,7 +160,7 @@ function requestedPermissions(
     expanded.reason === 'unknown'
       ? 'unknown permission'
       : 'permission of a category disabled for this tenant';
-  return { ok: false, field: `permissions[${expanded.index}]`, message: `${why} "${expanded.value}"` };
+  return { ok: false, field: `permissions[${expanded.index}]`, why, value: expanded.value };
 }
 
 function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
@@ -204,16 +206,18 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
 
   const requested = requestedPermissions(request.permissions, tenant);
   if (!requested.ok) {
-    // A verified workflow was refused: its tenant's admins see it, as they see every other refusal.
+    // A verified workflow was refused: its tenant's admins see it, as they see every other refusal. The entry
+    // itself is left out of the event: it is whatever the caller typed, and could be anything.
     await store.audit.append(
       deniedEvent(tenant, claims, {
         reason: 'invalid_request',
-        requested_permissions: request.permissions ?? null,
-        errors: [{ field: requested.field, message: requested.message }],
+        errors: [{ field: requested.field, message: requested.why }],
       }),
       now(),
     );
-    throw BrokerError.fields('invalid_request', [{ field: requested.field, message: requested.message }]);
+    throw BrokerError.fields('invalid_request', [
+      { field: requested.field, message: `${requested.why} "${requested.value}"` },
+    ]);
   }
   const permissions = requested.permissions;
   const candidates = await store.policies.candidates(

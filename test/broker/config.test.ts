@@ -72,6 +72,25 @@ describe('loadConfig', () => {
     }
   });
 
+  it('refuses a URL with a token in its path or query string without repeating the token', () => {
+    for (const [env, why] of [
+      [
+        {
+          BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}","jwks_uri":"http://10.0.0.1/jwks?token=s3cret"}]`,
+        },
+        '"http://10.0.0.1…" must use https',
+      ],
+      [{ BROKER_PUBLIC_URL: 'http://broker.example/s3cret' }, '"http://broker.example…" must use https'],
+      [
+        { BROKER_TRUSTED_ISSUERS: '[{"issuer":"https://issuer.example/x?sig=s3cret"}]' },
+        '"https://issuer.example/x…" must be the exact iss value',
+      ],
+    ] as const) {
+      expect(() => loadConfig(env)).toThrow(why);
+      expect(() => loadConfig(env)).not.toThrow(/s3cret/);
+    }
+  });
+
   it('accepts PostgreSQL with a key-encryption key, loopback JWKS over http, GHES and enterprise issuers', () => {
     const config = loadConfig({
       DATABASE_URL: 'postgres://broker@db:5432/broker',

@@ -306,13 +306,14 @@ describe('granted permissions', () => {
     expect(r.body.errors).toEqual([expect.objectContaining({ field: 'permissions[1]' })]);
     const token = f.issuer.sign();
     expect((await exchange(token, { permissions: ['nope:read'] })).status).toBe(400);
-    expect(await auditFor('token.exchange_denied', payloadOf(token).jti as string)).toEqual([
+    const events = await auditFor('token.exchange_denied', payloadOf(token).jti as string);
+    expect(JSON.stringify(events)).not.toContain('nope:read');
+    expect(events).toEqual([
       expect.objectContaining({
         outcome: 'denied',
         details: expect.objectContaining({
           reason: 'invalid_request',
-          requested_permissions: ['nope:read'],
-          errors: [{ field: 'permissions[0]', message: 'unknown permission "nope:read"' }],
+          errors: [{ field: 'permissions[0]', message: 'unknown permission' }],
         }),
       }),
     ]);
