@@ -48,6 +48,20 @@ function procCpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
+/**
+ * BENCH_BROKER_ENV, a JSON object of variables added to the environment of every server the bench starts (the
+ * broker and the straightforward handler alike), for experiments. A run that sets it is filed as an experiment.
+ */
+export function experimentEnv(): Record<string, string> {
+  const raw = process.env.BENCH_BROKER_ENV;
+  if (!raw) return {};
+  const parsed: unknown = JSON.parse(raw);
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new Error('BENCH_BROKER_ENV must be a JSON object of variable names to strings');
+  }
+  return Object.fromEntries(Object.entries(parsed).map(([name, value]) => [name, String(value)]));
+}
+
 export async function startBroker(start: BrokerStart): Promise<BrokerProcess> {
   const profileArgs = start.cpuProfile
     ? ['--cpu-prof', '--cpu-prof-dir', start.cpuProfile.dir, '--cpu-prof-name', start.cpuProfile.name]
@@ -58,8 +72,7 @@ export async function startBroker(start: BrokerStart): Promise<BrokerProcess> {
     [...profileArgs, join(start.root, start.script[0] ?? ''), ...start.script.slice(1)],
     {
       cwd: start.root,
-      // BENCH_BROKER_ENV (a JSON object) adds variables to the broker's environment, for experiments.
-      env: { PORT: '0', ...start.env, ...JSON.parse(process.env.BENCH_BROKER_ENV ?? '{}') },
+      env: { PORT: '0', ...start.env, ...experimentEnv() },
       stdio: ['ignore', log, log],
     },
   );

@@ -59,7 +59,7 @@ export interface PhaseResult {
   load: LoadResult;
   /** Broker CPU during the median round's load, in percent of one core. */
   brokerCpuPercent: number;
-  /** Peak over all rounds. */
+  /** Peak over all rounds, in MiB (2^20 bytes). */
   rssMb: { idle: number; peak: number; after: number };
   /** Problems that make the run invalid (refused exchanges, connection errors). */
   problems: string[];

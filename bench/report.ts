@@ -27,7 +27,14 @@ export interface RunResult {
   finishedAt: string;
   options: Record<string, unknown>;
   environment: Environment;
-  broker: { database: string; logLevel: string; rateLimitPerMinute: number; rateLimitBurst: number };
+  broker: {
+    database: string;
+    logLevel: string;
+    rateLimitPerMinute: number;
+    rateLimitBurst: number;
+    /** BENCH_BROKER_ENV: what an experiment added to every server's environment. */
+    experimentEnv?: Record<string, string>;
+  };
   cryptoLimit?: CryptoLimit;
   phases: PhaseResult[];
   /** The straightforward jose + SQLite handler (bench/reference-broker.ts), measured in the same rounds. */
@@ -68,19 +75,21 @@ export function evaluateTargets(run: Omit<RunResult, 'targets'>, profiled: boole
       value: `${f(ratio, 3)} (${f(large.load.exchangesPerSecond)} / ${f(small.load.exchangesPerSecond)})`,
       status: verdict(ratio >= 0.9),
     });
+    // rssMb is in MiB (2^20 bytes); the target's 250 MB is 250 × 10^6 bytes.
     targets.push({
       name: `broker RSS at ${f(large.policies)} policies ≤ 250 MB`,
-      value: `${f(large.rssMb.peak, 1)} MB peak`,
-      status: verdict(large.rssMb.peak <= 250),
+      value: `${f(large.rssMb.peak * 1.048576, 1)} MB peak (${f(large.rssMb.peak, 1)} MiB)`,
+      status: verdict(large.rssMb.peak * 1.048576 <= 250),
     });
   }
   for (const phase of run.phases) {
-    const failed = phase.load.errors + phase.load.non2xx;
+    const failed = phase.rounds.reduce((sum, r) => sum + r.load.errors + r.load.non2xx, 0);
+    // Judged on the worst round, not the median one: a p99 holds only if it holds in every round.
+    const p99 = worstP99(phase);
     targets.push({
       name: `p99 ≤ 25 ms at 64 connections, zero errors (${f(phase.policies)} policies)`,
-      value: `${f(phase.load.latencyMs.p99, 1)} ms at ${run.options.connections}, ${failed} errors`,
-      status:
-        run.options.connections === 64 ? verdict(phase.load.latencyMs.p99 <= 25 && failed === 0) : 'n/a',
+      value: `${f(p99, 1)} ms in the worst round at ${run.options.connections}, ${failed} errors`,
+      status: run.options.connections === 64 ? verdict(p99 <= 25 && failed === 0) : 'n/a',
     });
   }
   if (run.action) {
@@ -93,6 +102,11 @@ export function evaluateTargets(run: Omit<RunResult, 'targets'>, profiled: boole
   return targets;
 }
 
+/** The highest p99 of a phase's measured rounds. */
+export function worstP99(phase: PhaseResult): number {
+  return Math.max(...phase.rounds.map((r) => r.load.latencyMs.p99));
+}
+
 export function markdown(run: RunResult): string {
   const env = run.environment;
   const lines = [
@@ -101,10 +115,17 @@ export function markdown(run: RunResult): string {
     `${run.startedAt.slice(0, 10)} · commit ${env.commit.slice(0, 10)}` +
       `${env.changed.length ? ` + changes to ${env.changed.join(', ')}` : ''} · ` +
       `Node ${env.node} · ${env.cpus} × ${env.cpuModel} · ${env.platform}. The broker and the load generator ` +
-      `(${run.options.load}, ${run.options.connections} connections, its own process) share these CPUs. ` +
+      `(${run.options.load}, ${run.options.connections} keep-alive connections, its own process) share these CPUs; ` +
+      'the action opens a new connection for each exchange, which costs more per exchange on both ends. ' +
       `${run.options.rounds} round(s) of ${run.options.durationSeconds} s per phase, alternating between the phases, each round starting with the next phase. Broker: ` +
       `\`LOG_LEVEL=${run.broker.logLevel}\`, rate limits raised to ${f(run.broker.rateLimitPerMinute)}/min ` +
       `(burst ${f(run.broker.rateLimitBurst)}) so that they never refuse.`,
+    ...(run.broker.experimentEnv
+      ? [
+          '',
+          `**Experiment** (not kept in bench/results): every server ran with \`BENCH_BROKER_ENV=${JSON.stringify(run.broker.experimentEnv)}\`.`,
+        ]
+      : []),
     '',
   ];
   const columns = [...run.phases, ...(run.reference ? [run.reference] : [])];
@@ -116,11 +137,12 @@ export function markdown(run: RunResult): string {
       `| exchanges/s, median round | ${col((p) => f(p.load.exchangesPerSecond))} |`,
       `| exchanges/s, each round in order | ${col((p) => p.rounds.map((r) => f(r.load.exchangesPerSecond)).join(' · '))} |`,
       `| latency p50 / p99 (ms), median round | ${col((p) => `${f(p.load.latencyMs.p50, 1)} / ${f(p.load.latencyMs.p99, 1)}`)} |`,
+      `| latency p99 (ms), each round in order | ${col((p) => p.rounds.map((r) => f(r.load.latencyMs.p99, 1)).join(' · '))} |`,
       `| exchanges measured (s) | ${col((p) => `${f(p.load.ok)} (${f(p.load.seconds, 1)})`)} |`,
       `| errors / non-2xx | ${col((p) => `${p.load.errors} / ${p.load.non2xx}`)} |`,
       `| broker CPU (% of a core) | ${col((p) => f(p.brokerCpuPercent))} |`,
       `| load generator CPU (% of a core) | ${col((p) => f(p.load.loadGeneratorCpuPercent))} |`,
-      `| broker RSS idle / peak / after (MB) | ${col((p) => `${f(p.rssMb.idle)} / ${f(p.rssMb.peak)} / ${f(p.rssMb.after)}`)} |`,
+      `| broker RSS idle / peak / after (MiB) | ${col((p) => `${f(p.rssMb.idle)} / ${f(p.rssMb.peak)} / ${f(p.rssMb.after)}`)} |`,
       '',
     );
   }

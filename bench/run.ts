@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startLocalIssuer } from '../test/support/local-issuer.js';
 import { type ActionStart, measureActionStart } from './action-start.js';
+import { experimentEnv } from './broker-process.js';
 import { type CryptoLimit, measureCryptoLimit } from './crypto-limit.js';
 import { type DatabaseServer, startDatabaseServer } from './database.js';
 import { OptionsError, parseOptions, USAGE } from './options.js';
@@ -182,6 +183,7 @@ async function main(): Promise<number> {
     await issuer.close();
   }
 
+  const experiment = experimentEnv();
   const [small, large] = phases;
   const partial: Omit<RunResult, 'targets'> = {
     schema: 1,
@@ -191,9 +193,10 @@ async function main(): Promise<number> {
     environment: env,
     broker: {
       database: options.db,
-      logLevel: LOG_LEVEL,
-      rateLimitPerMinute: RATE_LIMIT.perMinute,
-      rateLimitBurst: RATE_LIMIT.burst,
+      logLevel: experiment.LOG_LEVEL ?? LOG_LEVEL,
+      rateLimitPerMinute: Number(experiment.BROKER_RATE_LIMIT_PER_MINUTE ?? RATE_LIMIT.perMinute),
+      rateLimitBurst: Number(experiment.BROKER_RATE_LIMIT_BURST ?? RATE_LIMIT.burst),
+      ...(Object.keys(experiment).length > 0 ? { experimentEnv: experiment } : {}),
     },
     cryptoLimit,
     phases,
@@ -214,7 +217,9 @@ async function main(): Promise<number> {
   const run: RunResult = { ...partial, targets: evaluateTargets(partial, options.profile) };
   const table = markdown(run);
   process.stdout.write(`\n${table}`);
-  const dir = options.quick ? join(tmp, 'results') : join(ROOT, 'bench/results');
+  // Quick runs and experiments are kept apart from the results the README reports.
+  const dir =
+    options.quick || Object.keys(experiment).length > 0 ? join(tmp, 'results') : join(ROOT, 'bench/results');
   const written = await writeResults(dir, run, table);
   say(`wrote ${written.map((file) => file.slice(ROOT.length)).join(', ')}`);
   if (problems.length > 0) say(`the run is invalid: ${problems.length} problem(s)`);

@@ -24,6 +24,7 @@ function init(args)
   next_token = 1
   used = 0
   exhausted = 0
+  not_ok = 0
   filler = wrk.format("GET", "/healthz", {}, nil)
   headers = { ["Content-Type"] = "application/json" }
 end
@@ -44,18 +45,24 @@ function request()
   return wrk.format("POST", "/v1/oidc/token", headers, '{"oidc_token":"' .. token .. '"}')
 end
 
+-- wrk itself counts only statuses from 400 up as errors; every answer but a 2xx is a failed exchange here.
+function response(status, headers, body)
+  if status < 200 or status > 299 then not_ok = not_ok + 1 end
+end
+
 function done(summary, latency, requests)
-  local used_total, exhausted_total = 0, 0
+  local used_total, exhausted_total, not_ok_total = 0, 0, 0
   for _, thread in ipairs(threads) do
     used_total = used_total + thread:get("used")
     exhausted_total = exhausted_total + thread:get("exhausted")
+    not_ok_total = not_ok_total + thread:get("not_ok")
   end
   local e = summary.errors
   io.write(string.format(
-    '{"durationUs":%d,"requests":%d,"tokensUsed":%d,"fillers":%d,' ..
+    '{"durationUs":%d,"requests":%d,"tokensUsed":%d,"fillers":%d,"non2xx":%d,' ..
     '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
     '"latencyUs":{"mean":%.1f,"p50":%d,"p90":%d,"p99":%d,"max":%d}}\n',
-    summary.duration, summary.requests, used_total, exhausted_total,
+    summary.duration, summary.requests, used_total, exhausted_total, not_ok_total,
     e.connect, e.read, e.write, e.status, e.timeout,
     latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
 end

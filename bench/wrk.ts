@@ -11,6 +11,8 @@ interface WrkSummary {
   tokensUsed: number;
   /** GET /healthz requests sent by a thread that ran out of tokens; not exchanges. */
   fillers: number;
+  /** Answers other than 2xx, counted by the script: wrk's own `errors.status` counts only 400 and up. */
+  non2xx: number;
   errors: { connect: number; read: number; write: number; status: number; timeout: number };
   latencyUs: { mean: number; p50: number; p90: number; p99: number; max: number };
 }
@@ -97,7 +99,7 @@ export function runWrk(root: string, job: LoadJob & { threads: number }): Promis
       const s = JSON.parse(line) as WrkSummary;
       const runSeconds = s.durationUs / 1e6;
       const exchanges = s.requests - s.fillers;
-      const non2xx = s.errors.status;
+      const non2xx = s.non2xx;
       const ms = (us: number) => us / 1000;
       resolve({
         requests: exchanges,
