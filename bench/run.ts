@@ -156,7 +156,7 @@ async function main(): Promise<number> {
         problems.push(...result.problems);
         say(
           `${describe(phase.spec)}, median round: ${Math.round(result.load.exchangesPerSecond)} exchanges/s, ` +
-            `p99 ${result.load.latencyMs.p99.toFixed(1)} ms, RSS peak ${result.rssMb.peak} MB`,
+            `p99 ${result.load.latencyMs.p99.toFixed(1)} ms, RSS peak ${result.rssMb.peak} MiB`,
         );
         for (const note of result.notes) say(`  note: ${note}`);
       }
