@@ -81,12 +81,14 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
 /** How long replay and revocation records outlive the tokens they guard: the clock skew tolerated between replicas. */
 export const PURGE_MARGIN_MS = 5 * 60_000;
 
-/** On an empty database, creates tenant `demo` so a first `npm start` has something to call. */
-export async function ensureDemoTenant(
+/**
+ * Creates tenant `demo`, so that a first `npm start` on an empty database has something to call; undefined when
+ * a replica starting at the same moment created it first.
+ */
+export async function createDemoTenant(
   broker: Broker,
   config: BrokerConfig,
 ): Promise<{ name: string; audience: string; key: string } | undefined> {
-  if ((await broker.store.tenants.list()).length > 0) return undefined;
   const created = await createTenant(
     { name: 'demo' },
     {

@@ -7,7 +7,7 @@ import { openSigningKeys, type SigningKeys, UndecryptableSigningKey } from './co
 import type { Logger } from './logger.js';
 import type { Store } from './store/store.js';
 
-export const DEV_KEK_FILE = 'key-encryption-key';
+const DEV_KEK_FILE = 'key-encryption-key';
 
 /**
  * With BROKER_KEY_ENCRYPTION_KEY set, that key. Otherwise (SQLite only — config refuses PostgreSQL without
@@ -23,7 +23,7 @@ export function resolveKeyEncryptionKey(
   if (config.keyEncryptionKey) return config.keyEncryptionKey;
   if (config.database.engine !== 'sqlite') throw new Error('BROKER_KEY_ENCRYPTION_KEY is required');
   if (config.database.path === ':memory:') return randomBytes(32);
-  const file = join(dirname(config.database.path), DEV_KEK_FILE);
+  const file = devKeyFile(config.database.path);
   if (existsSync(file)) return readKeyFile(file);
   if (database.holdsSigningKeys) {
     throw new ConfigError(
@@ -51,6 +51,11 @@ export function resolveKeyEncryptionKey(
     { file },
   );
   return key;
+}
+
+/** The development key-encryption-key file beside a SQLite database. */
+function devKeyFile(databasePath: string): string {
+  return join(dirname(databasePath), DEV_KEK_FILE);
 }
 
 function readKeyFile(file: string): Buffer {
@@ -84,7 +89,7 @@ export async function openConfiguredSigningKeys(
     const source =
       config.keyEncryptionKey || config.database.engine !== 'sqlite'
         ? 'BROKER_KEY_ENCRYPTION_KEY'
-        : join(dirname(config.database.path), DEV_KEK_FILE);
+        : devKeyFile(config.database.path);
     throw new ConfigError(source, error.message);
   }
 }

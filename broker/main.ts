@@ -1,6 +1,6 @@
 // The composition root: the only broker module that touches process, sockets and signals.
 import { serve as listen } from '@hono/node-server';
-import { createBroker, ensureDemoTenant } from './broker.js';
+import { createBroker, createDemoTenant } from './broker.js';
 import { runCli } from './cli.js';
 import { type BrokerConfig, ConfigError } from './config.js';
 import { bufferedSink, createLogger } from './logger.js';
@@ -37,8 +37,8 @@ async function serve(config: BrokerConfig): Promise<number> {
   const sink = bufferedSink(process.stdout);
   const logger = createLogger(sink, config.logLevel);
   const broker = await createBroker(config, { logger, processMetrics: true });
-  if (config.demoTenant) {
-    const demo = await ensureDemoTenant(broker, config);
+  if ((await broker.store.tenants.list()).length === 0) {
+    const demo = config.demoTenant ? await createDemoTenant(broker, config) : undefined;
     if (demo) {
       // Printed to the terminal once, like a dev server's first-run password — never to the log stream.
       process.stderr.write(
@@ -46,9 +46,9 @@ async function serve(config: BrokerConfig): Promise<number> {
           `Its Tenant API key is shown only now:\n\n  ${demo.key}\n\n` +
           `Try: curl -H "Authorization: Bearer ${demo.key}" ${config.publicUrl}/v1/whoami\n\n`,
       );
+    } else if (!config.demoTenant) {
+      logger.warn('the database has no tenants yet; create one with: oidc-broker tenant create NAME');
     }
-  } else if ((await broker.store.tenants.list()).length === 0) {
-    logger.warn('the database has no tenants yet; create one with: oidc-broker tenant create NAME');
   }
 
   // Fetch the issuers' keys now, so the first exchange does not wait for them (failures are retried later).

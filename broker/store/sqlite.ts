@@ -8,11 +8,14 @@ import { createWriteBatcher, inThreadFlush } from './write-batcher.js';
 
 type Statement = Database.Statement<unknown[], unknown>;
 
+/** How long a connection waits for another's write lock before it gives up (SQLITE_BUSY). */
+const BUSY_TIMEOUT_MS = 5_000;
+
 const PRAGMAS = [
   'journal_mode = WAL',
   // FULL: a commit is on disk before the call returns, so a token is never handed out ahead of its replay record.
   'synchronous = FULL',
-  'busy_timeout = 5000',
+  `busy_timeout = ${BUSY_TIMEOUT_MS}`,
   'foreign_keys = ON',
 ];
 
@@ -33,7 +36,7 @@ function pragmaWhenFree(db: Database.Database, pragma: string): void {
       db.pragma(pragma);
       return;
     } catch (error) {
-      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || waited >= 5_000) throw error;
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || waited >= BUSY_TIMEOUT_MS) throw error;
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, PRAGMA_RETRY_MS);
     }
   }
