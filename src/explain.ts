@@ -26,6 +26,9 @@ export type Failure =
 
 export { code };
 
+const NOTHING_SENT =
+  'Nothing was sent to the broker. Re-run the job; if it keeps happening, check https://www.githubstatus.com.';
+
 export function explain(failure: Failure, inputs?: ActionInputs): Explanation {
   switch (failure.kind) {
     case 'inputs':
@@ -50,8 +53,7 @@ export function explain(failure: Failure, inputs?: ActionInputs): Explanation {
           body: [
             "It usually answers in well under a second, so GitHub's service or the network between this runner " +
               'and it is in trouble; a self-hosted runner may also need HTTPS_PROXY or NO_PROXY set for it. ' +
-              'Nothing was sent to the broker. Re-run the job; if it keeps happening, check ' +
-              'https://www.githubstatus.com.',
+              NOTHING_SENT,
           ],
         };
       }
@@ -60,11 +62,7 @@ export function explain(failure: Failure, inputs?: ActionInputs): Explanation {
         body: [
           `The runner's token service answered: ${oneLine(failure.message)}`,
           // The job has id-token: write: without it the runner would not offer the service at all.
-          failure.retryable
-            ? 'The service or the network to it is in trouble; re-run the job, and if it keeps happening check ' +
-              'https://www.githubstatus.com (on a self-hosted runner, also HTTPS_PROXY and NO_PROXY).'
-            : 'Nothing was sent to the broker. Re-run the job; if it keeps happening, check ' +
-              'https://www.githubstatus.com.',
+          `${failure.retryable ? 'The service or the network to it is in trouble (on a self-hosted runner, check HTTPS_PROXY and NO_PROXY). ' : ''}${NOTHING_SENT}`,
         ],
       };
     case 'proxy':

@@ -1,4 +1,4 @@
-// Which proxy the OIDC token request takes, by the Actions toolkit's rules.
+// Which proxy each request of the action takes (the OIDC token, the exchange, the revocation), by the toolkit's rules.
 import { describe, expect, it } from 'vitest';
 import { bypassesProxy, ProxySettingError, proxyFor } from '../../src/proxy.js';
 
