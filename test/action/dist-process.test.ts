@@ -112,10 +112,16 @@ describe('dist/ as a process', () => {
 
   describe('over TLS', () => {
     /** A runner whose machine trusts the broker's certificate through NODE_EXTRA_CA_CERTS; `env` adds to it. */
+    /** A test against the TLS broker: `step` runs the action's main or post step with the tenant and its URL. */
+    type Check = (
+      tlsBroker: FakeBroker,
+      step: (name: 'main' | 'post') => ReturnType<ActionRunner['run']>,
+    ) => Promise<void>;
+
     async function withTlsBroker(
       certFor: { dns?: string[]; ip?: string[] },
       host: string,
-      test: (tlsRunner: ActionRunner, tlsBroker: FakeBroker) => Promise<void>,
+      test: Check,
       env: Record<string, string> = {},
     ) {
       const dir = await mkdtemp(join(tmpdir(), 'oidc-auth-ca-'));
@@ -127,7 +133,7 @@ describe('dist/ as a process', () => {
         env: { NODE_EXTRA_CA_CERTS: join(dir, 'ca.pem'), ...env },
       });
       try {
-        await test(tlsRunner, tlsBroker);
+        await test(tlsBroker, (name) => tlsRunner.run(name, { tenant: 'acme', 'api-url': tlsBroker.apiUrl }));
       } finally {
         await tlsRunner.close();
         await tlsBroker.close();
@@ -136,13 +142,13 @@ describe('dist/ as a process', () => {
     }
 
     it('exchanges and revokes over HTTPS, verifying the certificate against the trusted CA', async () => {
-      await withTlsBroker({ dns: ['localhost'] }, 'localhost', async (tlsRunner, tlsBroker) => {
-        const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+      await withTlsBroker({ dns: ['localhost'] }, 'localhost', async (tlsBroker, step) => {
+        const main = await step('main');
         expect(main.stderr).toBe('');
         expect(main.exitCode).toBe(0);
         expect(main.outputs.token).toBe(ACCESS_TOKEN);
 
-        const post = await tlsRunner.run('post', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+        const post = await step('post');
         expect(post.exitCode).toBe(0);
         expect(post.stdout).toContain('Revoked the StepSecurity API token.');
         expect(tlsBroker.requests.map((r) => r.path)).toEqual(['/v1/oidc/token', '/v1/tokens/revoke']);
@@ -150,8 +156,8 @@ describe('dist/ as a process', () => {
     });
 
     it('refuses a trusted certificate issued for another host name, without retrying', async () => {
-      await withTlsBroker({ dns: ['broker.example'] }, '127.0.0.1', async (tlsRunner, tlsBroker) => {
-        const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+      await withTlsBroker({ dns: ['broker.example'] }, '127.0.0.1', async (tlsBroker, step) => {
+        const main = await step('main');
 
         expect(main.exitCode).toBe(1);
         expect(main.stdout).toContain(
@@ -172,39 +178,31 @@ describe('dist/ as a process', () => {
       afterEach(() => {
         proxy.connects.length = 0;
       });
+      // broker.invalid resolves nowhere (RFC 6761): only a proxy, which tunnels to this machine, reaches it.
+      const throughProxy = (env: Record<string, string>, test: Check) =>
+        withTlsBroker({ dns: ['broker.invalid'] }, 'broker.invalid', test, env);
 
-      // broker.invalid resolves nowhere (RFC 6761): only the proxy, which tunnels to this machine, reaches it.
       it('sends the exchange and the revocation through HTTPS_PROXY', async () => {
-        await withTlsBroker(
-          { dns: ['broker.invalid'] },
-          'broker.invalid',
-          async (tlsRunner, tlsBroker) => {
-            const authority = new URL(tlsBroker.apiUrl).host;
-            const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
-            expect(main.exitCode, main.stdout).toBe(0);
-            expect(main.outputs.token).toBe(ACCESS_TOKEN);
-            expect(proxy.connects).toEqual([authority]);
+        await throughProxy({ HTTPS_PROXY: proxy.url }, async (tlsBroker, step) => {
+          const authority = new URL(tlsBroker.apiUrl).host;
+          const main = await step('main');
+          expect(main.exitCode, main.stdout).toBe(0);
+          expect(main.outputs.token).toBe(ACCESS_TOKEN);
+          expect(proxy.connects).toEqual([authority]);
 
-            const post = await tlsRunner.run('post', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
-            expect(post.stdout).toContain('Revoked the StepSecurity API token.');
-            expect(proxy.connects).toEqual([authority, authority]);
-            expect(tlsBroker.requests.map((r) => r.path)).toEqual(['/v1/oidc/token', '/v1/tokens/revoke']);
-          },
-          { HTTPS_PROXY: proxy.url },
-        );
+          const post = await step('post');
+          expect(post.stdout).toContain('Revoked the StepSecurity API token.');
+          expect(proxy.connects).toEqual([authority, authority]);
+          expect(tlsBroker.requests.map((r) => r.path)).toEqual(['/v1/oidc/token', '/v1/tokens/revoke']);
+        });
       });
 
       it('takes a proxy given as host:port, without a scheme, as an http:// proxy', async () => {
-        await withTlsBroker(
-          { dns: ['broker.invalid'] },
-          'broker.invalid',
-          async (tlsRunner, tlsBroker) => {
-            const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
-            expect(main.exitCode, main.stdout).toBe(0);
-            expect(proxy.connects).toEqual([new URL(tlsBroker.apiUrl).host]);
-          },
-          { https_proxy: `localhost:${proxy.port}` },
-        );
+        await throughProxy({ https_proxy: `localhost:${proxy.port}` }, async (tlsBroker, step) => {
+          const main = await step('main');
+          expect(main.exitCode, main.stdout).toBe(0);
+          expect(proxy.connects).toEqual([new URL(tlsBroker.apiUrl).host]);
+        });
       });
 
       // 0.0.0.0 reaches this machine, yet is no loopback name that is never proxied: only NO_PROXY exempts it.
@@ -212,10 +210,10 @@ describe('dist/ as a process', () => {
         await withTlsBroker(
           { ip: ['0.0.0.0'] },
           '0.0.0.0',
-          async (tlsRunner, tlsBroker) => {
-            const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+          async (tlsBroker, step) => {
+            const main = await step('main');
             expect(main.exitCode, main.stdout).toBe(0);
-            const post = await tlsRunner.run('post', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+            const post = await step('post');
             expect(post.stdout).toContain('Revoked the StepSecurity API token.');
             expect(tlsBroker.requests).toHaveLength(2);
             expect(proxy.connects).toEqual([]);
@@ -225,11 +223,10 @@ describe('dist/ as a process', () => {
       });
 
       it('fails at once, naming the variable, when the proxy setting is not a usable proxy URL', async () => {
-        await withTlsBroker(
-          { dns: ['broker.invalid'] },
-          'broker.invalid',
-          async (tlsRunner, tlsBroker) => {
-            const main = await tlsRunner.run('main', { tenant: 'acme', 'api-url': tlsBroker.apiUrl });
+        await throughProxy(
+          { HTTPS_PROXY: `socks5://user:s3cret@127.0.0.1:${proxy.port}` },
+          async (tlsBroker, step) => {
+            const main = await step('main');
             expect(main.exitCode).toBe(1);
             expect(main.stdout).toContain('::error::The proxy setting HTTPS_PROXY cannot be used');
             expect(main.stdout).toContain('socks5:');
@@ -239,7 +236,6 @@ describe('dist/ as a process', () => {
             expect(tlsBroker.requests).toEqual([]);
             expect(proxy.connects).toEqual([]);
           },
-          { HTTPS_PROXY: `socks5://user:s3cret@127.0.0.1:${proxy.port}` },
         );
       });
     });
