@@ -184,6 +184,7 @@ async function main(): Promise<number> {
   }
 
   const experiment = experimentEnv();
+  const isExperiment = Object.keys(experiment).length > 0;
   const [small, large] = phases;
   const partial: Omit<RunResult, 'targets'> = {
     schema: 1,
@@ -196,7 +197,7 @@ async function main(): Promise<number> {
       logLevel: experiment.LOG_LEVEL ?? LOG_LEVEL,
       rateLimitPerMinute: Number(experiment.BROKER_RATE_LIMIT_PER_MINUTE ?? RATE_LIMIT.perMinute),
       rateLimitBurst: Number(experiment.BROKER_RATE_LIMIT_BURST ?? RATE_LIMIT.burst),
-      ...(Object.keys(experiment).length > 0 ? { experimentEnv: experiment } : {}),
+      ...(isExperiment ? { experimentEnv: experiment } : {}),
     },
     cryptoLimit,
     phases,
@@ -218,8 +219,7 @@ async function main(): Promise<number> {
   const table = markdown(run);
   process.stdout.write(`\n${table}`);
   // Quick runs and experiments are kept apart from the results the README reports.
-  const dir =
-    options.quick || Object.keys(experiment).length > 0 ? join(tmp, 'results') : join(ROOT, 'bench/results');
+  const dir = options.quick || isExperiment ? join(tmp, 'results') : join(ROOT, 'bench/results');
   const written = await writeResults(dir, run, table);
   say(`wrote ${written.map((file) => file.slice(ROOT.length)).join(', ')}`);
   if (problems.length > 0) say(`the run is invalid: ${problems.length} problem(s)`);
