@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GITHUB_ISSUER, type LocalIssuer } from '../test/support/local-issuer.js';
+import { type InBroker, inBrokerBetween, scrapeExchangeHistogram } from './broker-metrics.js';
 import { type BrokerProcess, startBroker } from './broker-process.js';
 import type { DatabaseServer } from './database.js';
 import { fleetEntry, OWNERS } from './fleet.js';
@@ -43,6 +44,8 @@ export interface Round {
   brokerCpuPercent: number;
   /** Tokens signed for the round. */
   tokens: number;
+  /** The broker's own timing of the round's exchanges (its /metrics); the reference handler has none. */
+  inBroker?: InBroker;
 }
 
 export interface PhaseResult {
@@ -59,6 +62,8 @@ export interface PhaseResult {
   load: LoadResult;
   /** Broker CPU during the median round's load, in percent of one core. */
   brokerCpuPercent: number;
+  /** The broker's own timing of the median round's exchanges. */
+  inBroker?: InBroker;
   /** Peak over all rounds, in MiB (2^20 bytes). */
   rssMb: { idle: number; peak: number; after: number };
   /** Problems that make the run invalid (refused exchanges, connection errors). */
@@ -227,6 +232,8 @@ export async function measureRound(phase: PreparedPhase): Promise<Round> {
   // the kernel's write-back of it does not fall into this round and slow its commits.
   execFileSync('sync');
 
+  const timedByBroker = spec.server === 'broker';
+  const histogramBefore = timedByBroker ? await scrapeExchangeHistogram(broker.url) : undefined;
   const cpuBefore = broker.cpuSeconds();
   const stopWatching = broker.watchRss();
   const startUs = monotonicMicros();
@@ -246,11 +253,11 @@ export async function measureRound(phase: PreparedPhase): Promise<Round> {
       `round ${n}: the ${count} tokens lasted ${load.seconds.toFixed(1)} s, less than --duration`,
     );
   }
-  const round = {
-    load,
-    brokerCpuPercent: ((broker.cpuSeconds() - cpuBefore) / load.seconds) * 100,
-    tokens: count,
-  };
+  const brokerCpuPercent = ((broker.cpuSeconds() - cpuBefore) / load.seconds) * 100;
+  const inBroker = histogramBefore
+    ? inBrokerBetween(histogramBefore, await scrapeExchangeHistogram(broker.url))
+    : undefined;
+  const round: Round = { load, brokerCpuPercent, tokens: count, ...(inBroker ? { inBroker } : {}) };
   phase.rounds.push(round);
   return round;
 }
@@ -284,6 +291,7 @@ export async function finishPhase(phase: PreparedPhase): Promise<PhaseResult> {
       rounds: phase.rounds,
       load: median.load,
       brokerCpuPercent: median.brokerCpuPercent,
+      ...(median.inBroker ? { inBroker: median.inBroker } : {}),
       rssMb: { idle: mb(phase.idleRss), peak: mb(phase.peakRss), after: mb(after) },
       problems: phase.problems,
       notes: phase.notes,

@@ -2,6 +2,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ActionStart } from './action-start.js';
+import type { InBroker } from './broker-metrics.js';
 import type { CryptoLimit } from './crypto-limit.js';
 import type { PhaseResult } from './phase.js';
 
@@ -103,6 +104,11 @@ export function evaluateTargets(run: Omit<RunResult, 'targets'>, profiled: boole
   return targets;
 }
 
+/** A figure of the broker's own timing of a round, or a dash where there is none (the reference handler). */
+function inBroker(round: { inBroker?: InBroker }, show: (b: InBroker) => string): string {
+  return round.inBroker ? show(round.inBroker) : '–';
+}
+
 /** The highest p99 of a phase's measured rounds. */
 function worstP99(phase: PhaseResult): number {
   return Math.max(...phase.rounds.map((r) => r.load.latencyMs.p99));
@@ -139,6 +145,8 @@ export function markdown(run: RunResult): string {
       `| exchanges/s, each round in order | ${col((p) => p.rounds.map((r) => f(r.load.exchangesPerSecond)).join(' · '))} |`,
       `| latency p50 / p99 (ms), median round | ${col((p) => `${f(p.load.latencyMs.p50, 1)} / ${f(p.load.latencyMs.p99, 1)}`)} |`,
       `| latency p99 (ms), each round in order | ${col((p) => p.rounds.map((r) => f(r.load.latencyMs.p99, 1)).join(' · '))} |`,
+      `| latency mean (ms): at the load generator / inside the broker, median round | ${col((p) => `${f(p.load.latencyMs.mean, 1)} / ${inBroker(p, (b) => f(b.meanMs, 1))}`)} |`,
+      `| answered within 25 ms inside the broker, each round in order | ${col((p) => p.rounds.map((r) => inBroker(r, (b) => `${f(b.within25Ms * 100, 1)} %`)).join(' · '))} |`,
       `| exchanges measured (s) | ${col((p) => `${f(p.load.ok)} (${f(p.load.seconds, 1)})`)} |`,
       `| errors / non-2xx | ${col((p) => `${p.load.errors} / ${p.load.non2xx}`)} |`,
       `| broker CPU (% of a core) | ${col((p) => f(p.brokerCpuPercent))} |`,
@@ -146,6 +154,15 @@ export function markdown(run: RunResult): string {
       `| broker RSS idle / peak / after (MiB) | ${col((p) => `${f(p.rssMb.idle)} / ${f(p.rssMb.peak)} / ${f(p.rssMb.after)}`)} |`,
       '',
     );
+    if (run.phases.some((p) => p.rounds.some((r) => r.inBroker))) {
+      lines.push(
+        "Inside the broker: from its first middleware until the answer is built, by the broker's own " +
+          '`http_request_duration_seconds` (successful exchanges), read from `/metrics` before and after each round. ' +
+          "The rest of the load generator's latency passes outside it: in the kernel, in the load generator, " +
+          'and waiting for the broker to read the request and to write the answer.',
+        '',
+      );
+    }
   }
   if (run.cryptoLimit) {
     const c = run.cryptoLimit;
