@@ -23,8 +23,10 @@ const NUMERIC_ID = /^[0-9]+$/;
 const ANY_CASE_SHA1 = /^[0-9a-fA-F]{40}$/;
 // Characters an admin types when expecting wildcard or regular-expression semantics.
 const PATTERN_CHARS = /[*?|[\]{}()^$\\+]/;
-// Characters that look like a pattern but are legal in refs and environment names, so they only warn.
-const PATTERN_HINT = /[*?|[]/;
+// What reads as a glob or a regular expression (* ? [ for one or more characters, | or { for alternatives, .* or
+// .+) but is legal in refs and environment names, so it only warns. Parentheses, + and $ alone stay quiet: they
+// are ordinary in names such as "Production (EU)" or tags such as v1.0.0+build.
+const PATTERN_HINT = /[*?|[{]|\.[*+]/;
 const WHITESPACE_OR_CONTROL = /[\s\p{Cc}]/u;
 const CONTROL = /\p{Cc}/u;
 // Control characters, line separators and bidi overrides make a name display as something else; NUL cannot be
@@ -261,8 +263,14 @@ function warningsFor(policy: PolicyRecord): string[] {
       );
     }
   }
-  for (const field of ['ref', 'environment'] as const) {
-    if (PATTERN_HINT.test(claims[field] ?? '')) {
+  const workflowAt = workflow?.indexOf('@') ?? -1;
+  const literals = {
+    ref: claims.ref,
+    environment: claims.environment,
+    'job_workflow_ref (its ref)': workflowAt >= 0 ? workflow!.slice(workflowAt + 1) : undefined,
+  };
+  for (const [field, value] of Object.entries(literals)) {
+    if (PATTERN_HINT.test(value ?? '')) {
       warnings.push(
         `claims.${field}: ${COMPARED_WHOLE}, so this matches only that literal value; create one policy per value instead`,
       );

@@ -420,6 +420,29 @@ describe('warnings', () => {
     expect(warnings).toEqual([expect.stringMatching(/^claims\.ref: values are compared whole/)]);
   });
 
+  it.each([
+    ['a brace alternative in a ref', { ref: 'refs/heads/{main,dev}' }, 'ref'],
+    ['a regular expression in a ref', { ref: 'refs/tags/v1.+' }, 'ref'],
+    ['a regular expression in an environment', { environment: 'prod.*' }, 'environment'],
+    ['a wildcard in an environment', { environment: 'prod-*' }, 'environment'],
+    [
+      'alternatives in the ref of a job_workflow_ref',
+      { job_workflow_ref: 'acme/infra/.github/workflows/deploy.yml@refs/heads/main|refs/heads/dev' },
+      'job_workflow_ref \\(its ref\\)',
+    ],
+  ])('warns that %s is one literal value', (_, claims, field) => {
+    const warnings = warningsOf(input({}, claims));
+    expect(warnings).toEqual([
+      expect.stringMatching(new RegExp(`^claims\\.${field}: values are compared whole`)),
+    ]);
+  });
+
+  it('stays quiet about parentheses and + in ordinary names and tags', () => {
+    expect(
+      warningsOf(input({}, { environment: 'Production (EU)', ref: 'refs/tags/v1.0.0+build.5' })),
+    ).toEqual([]);
+  });
+
   it('does not warn about a narrowly scoped policy', () => {
     expect(warningsOf(input({}, { environment: 'production', job_workflow_ref: WORKFLOW }))).toEqual([]);
   });
