@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
 import type { BrokerConfig } from './config.js';
 import type { AccessTokens } from './core/access-tokens.js';
 import type { AuthenticateDeps } from './core/authenticate.js';
@@ -18,10 +19,12 @@ import { type BrokerEnv, validationHook } from './http/context.js';
 import { registerDocRoutes } from './http/docs.js';
 import { registerFineGrainedKeyRoutes } from './http/fine-grained-keys.js';
 import { registerIdentityRoutes } from './http/identity.js';
+import { strictJsonBody } from './http/json-body.js';
+import { bodyMediaTypes } from './http/media-types.js';
 import { allowedMethods } from './http/methods.js';
 import { registerOperationRoutes } from './http/operations.js';
 import { registerPolicyRoutes } from './http/policies.js';
-import { problemResponse } from './http/problems.js';
+import { problemResponse, unsupportedMediaType } from './http/problems.js';
 import { registerTokenExchangeRoute } from './http/token-exchange.js';
 import { registerTokenRoutes } from './http/tokens.js';
 import { registerWellKnownRoutes } from './http/well-known.js';
@@ -89,7 +92,13 @@ export function createApp(deps: AppDeps): BrokerApp {
     const length = c.req.header('Content-Length');
     return length !== undefined && Number(length) > MAX_BODY_BYTES ? tooLarge() : next();
   });
-  app.onError(async (error, c) => {
+  app.use('*', strictJsonBody);
+  const mediaTypesOf = bodyMediaTypes(app);
+  app.onError(async (thrown, c) => {
+    const error =
+      thrown instanceof HTTPException && thrown.status === 415
+        ? unsupportedMediaType(mediaTypesOf(c.req.method, c.req.routePath))
+        : thrown;
     try {
       await auditRefusal(c, error, deps);
     } catch (auditFailure) {

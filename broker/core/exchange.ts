@@ -19,6 +19,8 @@ export interface ExchangeRequest {
   /** When given, the token's audience must be this tenant's (the caller says which tenant it means). */
   tenant?: string;
   permissions?: string[];
+  /** The request field the permissions came in, for errors: the JSON array, or the RFC 8693 form's `scope`. */
+  permissionsField?: 'permissions' | 'scope';
   durationSeconds?: number;
   policy?: string;
 }
@@ -148,7 +150,7 @@ function takeRateLimit(
 
 /** The permissions the request names (undefined: all the policy allows), or the entry the tenant has none of. */
 function requestedPermissions(
-  values: string[] | undefined,
+  { permissions: values, permissionsField = 'permissions' }: ExchangeRequest,
   tenant: Tenant,
 ):
   | { ok: true; permissions: Permission[] | undefined }
@@ -160,7 +162,8 @@ function requestedPermissions(
     expanded.reason === 'unknown'
       ? 'unknown permission'
       : 'permission of a category disabled for this tenant';
-  return { ok: false, field: `permissions[${expanded.index}]`, why, value: expanded.value };
+  const field = permissionsField === 'scope' ? 'scope' : `permissions[${expanded.index}]`;
+  return { ok: false, field, why, value: expanded.value };
 }
 
 function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
@@ -204,7 +207,7 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
   const repositoryKey = claims.repository.toLowerCase();
   takeRateLimit(tenant, claims, deps, repositoryKey);
 
-  const requested = requestedPermissions(request.permissions, tenant);
+  const requested = requestedPermissions(request, tenant);
   if (!requested.ok) {
     // A verified workflow was refused: its tenant's admins see it, as they see every other refusal. The entry
     // itself is left out of the event: it is whatever the caller typed, and could be anything.

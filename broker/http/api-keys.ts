@@ -78,7 +78,8 @@ export function registerApiKeyRoutes(
         'Only a Tenant API key may rotate. The other slot of the same kind is unaffected, so rotate the slot your ' +
         'systems are not using, switch them over, then rotate the other.',
       security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'api-keys:write')] as const,
+      // No permission check first: every other credential is refused for its kind, which is what to change.
+      middleware: [guard(auth)] as const,
       request: { params: z.object({ kind: Kind, slot: SlotName }) },
       responses: {
         200: {

@@ -5,6 +5,8 @@ import { BrokerError } from '../errors.js';
 interface Pattern {
   regex: RegExp;
   method: string;
+  /** Whether the path has a parameter (`:id`), which a literal segment of another route outranks. */
+  parameterised: boolean;
 }
 
 const compiled = new WeakMap<object, Pattern[]>();
@@ -18,6 +20,7 @@ function patternsOf<E extends Env>(app: Hono<E>): Pattern[] {
       .filter((r) => r.method !== 'ALL' && !r.path.includes('*') && !skip.has(`${r.method} ${r.path}`))
       .map((r) => ({
         method: r.method,
+        parameterised: r.path.includes('/:'),
         regex: new RegExp(
           // Exactly as the router matches: a trailing slash is another path, which no route serves.
           `^${r.path.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\/:[^/]+/g, '/[^/]+')}$`,
@@ -29,11 +32,10 @@ function patternsOf<E extends Env>(app: Hono<E>): Pattern[] {
 }
 
 export function allowedMethods<E extends Env>(app: Hono<E>, path: string): string[] {
-  const methods = new Set(
-    patternsOf(app)
-      .filter((p) => p.regex.test(path))
-      .map((p) => p.method),
-  );
+  const matching = patternsOf(app).filter((p) => p.regex.test(path));
+  // A route that names the path literally owns it (/v1/oidc/policies/evaluate is no policy id).
+  const literal = matching.filter((p) => !p.parameterised);
+  const methods = new Set((literal.length > 0 ? literal : matching).map((p) => p.method));
   if (methods.has('GET')) methods.add('HEAD');
   return [...methods].sort();
 }

@@ -20,6 +20,7 @@ import {
 import { BrokerError } from '../errors.js';
 import { guard } from './auth.js';
 import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
+import { refuseMethods } from './methods.js';
 import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
 import { registerPolicyToolRoutes } from './policy-tools.js';
 import { authErrors, conflict, iso, notFound, problem } from './schemas.js';
@@ -118,6 +119,13 @@ export function registerPolicyRoutes(
     now: deps.now,
     rules: { trustedIssuers: deps.config.trustedIssuers.map((i) => i.issuer), defaultIssuer: GITHUB_ISSUER },
   };
+  // Before the /{id} routes, which would otherwise take the dry run's path for a policy named "evaluate".
+  refuseMethods(
+    app,
+    ['GET', 'PUT', 'PATCH', 'DELETE'],
+    '/v1/oidc/policies/evaluate',
+    'the dry run takes POST with the claims of the job to evaluate',
+  );
   const policyHook = policyHookFor(policyDeps.rules);
   const idAndPolicyHook = unknownIdIsNotFound(notFoundError, policyHook as never);
   const body = { required: true, content: { 'application/json': { schema: PolicyBody } } };

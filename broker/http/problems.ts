@@ -3,7 +3,14 @@ import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { BrokerError, toProblem } from '../errors.js';
+import { StoreUnavailable } from '../store/sql.js';
 import type { BrokerEnv } from './context.js';
+
+/** The 415 for a body in another media type than the route takes, naming the ones it does. */
+export function unsupportedMediaType(accepted: string[]): BrokerError {
+  const types = accepted.length > 0 ? accepted.join(' or ') : 'application/json';
+  return new BrokerError('unsupported_media_type', `send the body as Content-Type: ${types}`);
+}
 
 function fromHttpException(error: HTTPException): BrokerError {
   switch (error.status) {
@@ -14,7 +21,7 @@ function fromHttpException(error: HTTPException): BrokerError {
     case 413:
       return new BrokerError('payload_too_large', error.message);
     case 415:
-      return new BrokerError('unsupported_media_type', 'send the body as Content-Type: application/json');
+      return unsupportedMediaType([]);
     default:
       return new BrokerError('internal_error', error.message);
   }
@@ -22,6 +29,9 @@ function fromHttpException(error: HTTPException): BrokerError {
 
 export function toBrokerError(error: unknown): BrokerError {
   if (error instanceof BrokerError) return error;
+  if (error instanceof StoreUnavailable) {
+    return new BrokerError('not_ready', 'the database does not answer right now; retry shortly');
+  }
   if (error instanceof HTTPException) return fromHttpException(error);
   return new BrokerError('internal_error', error instanceof Error ? error.message : String(error));
 }
@@ -30,6 +40,8 @@ export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response
   const brokerError = toBrokerError(error);
   if (brokerError.code === 'internal_error') {
     c.get('log').error('request failed', { error, stack: error instanceof Error ? error.stack : undefined });
+  } else if (error instanceof StoreUnavailable) {
+    c.get('log').error('request failed: the database is unavailable', { error });
   }
   const body = toProblem(brokerError, c.get('requestId'));
   // Through the context, so headers set earlier in the request (X-Request-Id) are kept.

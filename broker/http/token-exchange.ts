@@ -80,6 +80,7 @@ function fromForm(form: z.infer<typeof FormRequest>): ExchangeRequest {
     oidcToken: form.subject_token,
     tenant: form.tenant,
     permissions: form.scope?.split(' ').filter(Boolean),
+    permissionsField: 'scope',
     durationSeconds: form.duration_seconds,
     policy: form.policy,
   };

@@ -11,13 +11,16 @@ import type { BrokerEnv } from './context.js';
 import { authErrors, badRequest, IssuedToken, iso, issuedToken, PermissionList } from './schemas.js';
 
 export const MAX_MINTED_SECONDS = 12 * 3600;
+const DEFAULT_MINTED_SECONDS = 3600;
 
 const MintRequest = z
   .strictObject({
     permissions: PermissionList.optional().openapi({
       description: "Defaults to all of the key's permissions.",
     }),
-    duration_seconds: z.number().int().min(1).max(MAX_MINTED_SECONDS).default(3600).openapi({
+    // The default is applied in the handler: a request without a body reaches it unparsed, as {}.
+    duration_seconds: z.number().int().min(1).max(MAX_MINTED_SECONDS).optional().openapi({
+      default: DEFAULT_MINTED_SECONDS,
       description: 'Lifetime, 1 s to 12 h (default 1 h); never beyond the expiry of the key that mints it.',
     }),
   })
@@ -72,7 +75,8 @@ export function registerTokenRoutes(
         "The token carries a subset of the key's permissions (`403 permission_escalation` otherwise).",
       security: [{ bearerAuth: [] }],
       middleware: [guard(auth)] as const,
-      request: { body: { required: true, content: { 'application/json': { schema: MintRequest } } } },
+      // Every field has a default, so a request without a body mints with them, as `{}` does.
+      request: { body: { required: false, content: { 'application/json': { schema: MintRequest } } } },
       responses: {
         201: { description: 'The token.', content: { 'application/json': { schema: IssuedToken } } },
         ...badRequest,
@@ -112,7 +116,7 @@ export function registerTokenRoutes(
           'invalid_token',
         );
       }
-      const lifetime = Math.min(body.duration_seconds, remaining);
+      const lifetime = Math.min(body.duration_seconds ?? DEFAULT_MINTED_SECONDS, remaining);
       const minted = await deps.accessTokens.mint({
         tenant: principal.tenant,
         permissions,

@@ -5,7 +5,7 @@ import { keyRows } from './key-rows.js';
 import { migrate } from './migrations.js';
 import { policyRows } from './policy-rows.js';
 import { openPostgres } from './postgres.js';
-import type { SqlDriver } from './sql.js';
+import { bytewise, type SqlDriver } from './sql.js';
 import { openSqlite } from './sqlite.js';
 import type { SigningKeyRecord, Store } from './store.js';
 import { tenantRows } from './tenant-rows.js';
@@ -34,7 +34,9 @@ const keyValues = (key: SigningKeyRecord) => [
 function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
   return {
     async list() {
-      const rows = await db.all<SigningKeyRow>('SELECT * FROM signing_keys ORDER BY active_from, kid');
+      const rows = await db.all<SigningKeyRow>(
+        `SELECT * FROM signing_keys ORDER BY active_from, ${bytewise(db, 'kid')}`,
+      );
       return rows.map(
         (r): SigningKeyRecord => ({
           kid: r.kid,

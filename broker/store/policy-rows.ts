@@ -1,7 +1,7 @@
 // Trust policies in SQL, indexed by (tenant, issuer, owner, repository) so lookups stay flat as policies grow.
 import type { PolicyClaims, PolicyRecord, TrustPolicy } from '../core/policy-types.js';
 import { appendAudit } from './audit-rows.js';
-import { forUpdate, type SqlDriver, UniqueViolation } from './sql.js';
+import { bytewise, forUpdate, type SqlDriver, UniqueViolation } from './sql.js';
 import type { Created, Store } from './store.js';
 
 interface PolicyRow {
@@ -123,7 +123,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
     get,
     async list(tenantId) {
       const rows = await db.all<PolicyRow>(
-        `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? ORDER BY name_key`,
+        `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? ORDER BY ${bytewise(db, 'name_key')}`,
         [tenantId],
       );
       return rows.map(fromRow);

@@ -1,6 +1,6 @@
 // PostgreSQL engine (pg Pool): `?` placeholders become `$n`; 64-bit integers come back as numbers.
 import pg from 'pg';
-import { type SqlDriver, type SqlExecutor, type SqlValue, UniqueViolation } from './sql.js';
+import { type SqlDriver, type SqlExecutor, type SqlValue, StoreUnavailable, UniqueViolation } from './sql.js';
 import { createWriteBatcher, inThreadFlush } from './write-batcher.js';
 
 const INT8_OID = 20;
@@ -16,10 +16,31 @@ function toPostgres(sql: string): string {
   return out;
 }
 
+// SQLSTATE classes and codes of a server that cannot take work now: connection exceptions (08), shutting down or
+// starting up (57P01–57P03), too many connections (53300).
+const UNAVAILABLE_SQLSTATE = /^(08...|57P0[123]|53300)$/;
+// What Node and pg report when the server cannot be reached or the connection drops.
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+const CONNECTION_LOST = /^Connection terminated|^timeout exceeded when trying to connect|not queryable/;
+
+/** Throws the error as the store reports it: a unique violation, an unavailable database, or as it came. */
 function translate(error: unknown): never {
-  const e = error as { code?: string; constraint?: string };
+  if (error instanceof UniqueViolation || error instanceof StoreUnavailable) throw error;
+  const e = error as { code?: string; constraint?: string; message?: string };
   if (e.code === '23505') throw new UniqueViolation(e.constraint ?? 'unknown');
-  throw error;
+  const unavailable =
+    (e.code !== undefined && (UNAVAILABLE_SQLSTATE.test(e.code) || UNREACHABLE.has(e.code))) ||
+    CONNECTION_LOST.test(e.message ?? '');
+  throw unavailable ? new StoreUnavailable(error) : error;
 }
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
@@ -58,7 +79,7 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on('error', () => {});
   const transaction = async <T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> => {
-    const client = await pool.connect();
+    const client = await pool.connect().catch(translate);
     try {
       await client.query('BEGIN');
       // Write transactions take turns, each holding the turn until it has committed and become visible: audit
@@ -70,7 +91,7 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
       return result;
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {});
-      throw error;
+      translate(error);
     } finally {
       client.release();
     }

@@ -34,6 +34,15 @@ export function forUpdate(db: Pick<SqlDriver, 'engine'>): string {
   return db.engine === 'postgres' ? ' FOR UPDATE' : '';
 }
 
+/**
+ * `column` compared byte by byte, so listings come in the same order on both engines whatever collation a
+ * PostgreSQL database was created with (an ICU or en_US one orders `a_pol` before `a-pol2`); SQLite's default
+ * BINARY already compares bytes.
+ */
+export function bytewise(db: Pick<SqlDriver, 'engine'>, column: string): string {
+  return db.engine === 'postgres' ? `${column} COLLATE "C"` : column;
+}
+
 export interface SqlDriver extends SqlExecutor {
   readonly engine: 'sqlite' | 'postgres';
   /**
@@ -48,6 +57,25 @@ export interface SqlDriver extends SqlExecutor {
   /** Rejects unless the database answers, and is still the one this driver opened. */
   ping(): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * The database cannot take the request now: the connection is lost or refused, the server is shutting down, or
+ * another process holds the write lock past the busy timeout. Answered 503 `not_ready`, to retry, not as a bug.
+ */
+export class StoreUnavailable extends Error {
+  constructor(cause: unknown) {
+    super(`the database is unavailable: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
+    this.name = 'StoreUnavailable';
+  }
+}
+
+/** SQLite's answer when another connection held the write lock past the busy timeout, as StoreUnavailable. */
+export function lockedOut(error: unknown): unknown {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY') ? new StoreUnavailable(error) : error;
 }
 
 /** A unique constraint was violated; `constraint` names the index so callers can say which field clashed. */

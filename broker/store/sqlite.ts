@@ -2,7 +2,14 @@
 import { mkdirSync, type Stats, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { type Row, type SqlDriver, type SqlExecutor, type SqlValue, UniqueViolation } from './sql.js';
+import {
+  lockedOut,
+  type Row,
+  type SqlDriver,
+  type SqlExecutor,
+  type SqlValue,
+  UniqueViolation,
+} from './sql.js';
 import { startWriteWorker } from './sqlite-writer.js';
 import { createWriteBatcher, inThreadFlush } from './write-batcher.js';
 
@@ -74,7 +81,7 @@ export function openSqlite(path: string): SqlDriver {
         // "UNIQUE constraint failed: tenants.name" — the column list identifies the constraint.
         throw new UniqueViolation(e.message?.split(': ')[1] ?? 'unknown');
       }
-      throw error;
+      throw lockedOut(error);
     }
   };
   const direct: SqlExecutor = {
@@ -118,7 +125,7 @@ export function openSqlite(path: string): SqlDriver {
       release = resolve;
     });
     try {
-      db.exec('BEGIN IMMEDIATE');
+      translate(() => db.exec('BEGIN IMMEDIATE'));
       const result = await fn(direct);
       db.exec('COMMIT');
       return result;

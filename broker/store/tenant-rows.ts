@@ -1,6 +1,6 @@
 // Tenants in SQL, created together with their six built-in key slots.
 import { appendAudit } from './audit-rows.js';
-import { type SqlDriver, UniqueViolation } from './sql.js';
+import { bytewise, type SqlDriver, UniqueViolation } from './sql.js';
 import { BUILTIN_KINDS, SLOTS, type Store, type Tenant } from './store.js';
 
 interface TenantRow {
@@ -65,7 +65,8 @@ export function tenantRows(db: SqlDriver): Store['tenants'] {
         throw error;
       }
     },
-    list: async () => (await db.all<TenantRow>('SELECT * FROM tenants ORDER BY name')).map(fromRow),
+    list: async () =>
+      (await db.all<TenantRow>(`SELECT * FROM tenants ORDER BY ${bytewise(db, 'name')}`)).map(fromRow),
     byId: (id) => one('id', id),
     byName: (name) => one('name', name),
     byAudience: (audience) => one('audience', audience),

@@ -166,6 +166,16 @@ describe('POST /v1/tokens', () => {
     expect(events.events.length).toBeGreaterThan(0);
   });
 
+  it('takes a request without a body as {}, as the document says it may be left out', async () => {
+    const res = await f.t.request('POST', '/v1/tokens', { key: f.key });
+    expect(res.status).toBe(201);
+    expect(await json<{ expires_in: number }>(res)).toMatchObject({ expires_in: 3600 });
+    const documented = await json<{
+      paths: Record<string, { post: { requestBody: { required?: boolean } } }>;
+    }>(f.t.request('GET', '/v1/openapi.json'));
+    expect(documented.paths['/v1/tokens']!.post.requestBody.required).not.toBe(true);
+  });
+
   it('grants only a subset of the key, at most 12 h, never past the key’s expiry', async () => {
     const fg = await json<{ key: string }>(
       f.t.request('POST', '/v1/fine-grained-keys', {

@@ -214,6 +214,13 @@ describe('rotation', () => {
         request_id: res.headers.get('X-Request-Id'),
       },
     });
+    // A read-only or Secure Registry key lacks api-keys:write too, but that is not what to change.
+    for (const kind of ['tenant-read-only', 'secure-registry'] as const) {
+      const other = await rotate(kind, 'secondary');
+      const refused = await t.request('POST', `/v1/api-keys/${kind}/secondary/rotate`, { key: other });
+      expect(refused.status).toBe(403);
+      expect(await refused.json()).toMatchObject({ required_credential: 'tenant' });
+    }
     const unknownSlot = await t.request('POST', '/v1/api-keys/tenant/tertiary/rotate', { key: tenantKey });
     expect(unknownSlot.status).toBe(400);
   });
@@ -231,7 +238,7 @@ describe('rotation', () => {
       type: 'permission.denied',
       outcome: 'denied',
       actor: { kind: 'tenant-read-only', id: 'tenant-read-only/primary' },
-      details: { permission: 'api-keys:write' },
+      details: { required_credential: 'tenant' },
     });
     expect(events[1]).toMatchObject({
       type: 'api_key.rotated',

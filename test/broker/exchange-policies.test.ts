@@ -456,6 +456,17 @@ describe('RFC 8693 form', () => {
     }
   });
 
+  it('an unknown permission in scope is 400 naming scope, the field the form has', async () => {
+    await f.policy('p');
+    const fields = { grant_type: GRANT, subject_token: f.issuer.sign(), subject_token_type: ID_TOKEN };
+    const res = await form({ ...fields, scope: 'harden-runner:read nope' });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      code: 'invalid_request',
+      errors: [{ field: 'scope', message: 'unknown permission "nope"' }],
+    });
+  });
+
   it('a wrong grant_type or subject_token_type is 400 naming the field, and uses up nothing', async () => {
     await f.policy('p');
     const token = f.issuer.sign();

@@ -49,6 +49,28 @@ describe('OpenAPI document', () => {
     expect((await send('name=x', 'text/plain')).status).toBe(415);
   });
 
+  it('a body of another type is refused naming each type the operation takes', async () => {
+    const key = (await t.createTenant('openapi-media-types')).key;
+    const operations = Object.entries(
+      committed.paths as Record<string, Record<string, { requestBody?: { content: object } }>>,
+    ).flatMap(([path, item]) =>
+      Object.entries(item).flatMap(([method, op]) => (op.requestBody ? [{ path, method, op }] : [])),
+    );
+    expect(operations.length).toBeGreaterThan(5);
+    for (const { path, method, op } of operations) {
+      const where = `${method.toUpperCase()} ${path}`;
+      // The exchange takes no credential but the OIDC token, and refuses an Authorization header.
+      const res = await t.request(method.toUpperCase(), path.replace('{id}', crypto.randomUUID()), {
+        key: path === '/v1/oidc/token' ? undefined : key,
+        body: 'name=x',
+        headers: { 'Content-Type': 'text/plain' },
+      });
+      expect(res.status, where).toBe(415);
+      const { detail } = (await res.json()) as { detail: string };
+      for (const type of Object.keys(op.requestBody!.content)) expect(detail, where).toContain(type);
+    }
+  });
+
   it('an asset the reference page does not have is 404, not a 405 that allows GET', async () => {
     const res = await t.request('GET', '/v1/reference/assets/nope.js');
     expect(res.status).toBe(404);

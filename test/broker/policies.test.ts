@@ -1,6 +1,7 @@
 // Trust policy management over HTTP: round trip, every §4 rule as a 422, warnings, escalation, names, isolation, audit.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { createTestDatabase } from '../support/database.js';
 
 const GITHUB = 'https://token.actions.githubusercontent.com';
 
@@ -149,12 +150,42 @@ describe('create, list, get, replace, delete', () => {
     ]);
   });
 
+  it('lists in the same byte order on either engine, whatever the database collation', async () => {
+    const icu = await createTestDatabase(undefined, { icuLocale: 'en-US' });
+    const other = await startTestBroker({ db: icu });
+    try {
+      const { key } = await other.createTenant('acme');
+      for (const name of ['a_pol', 'a-pol2', 'B-pol', 'a.pol'])
+        await other.request('POST', '/v1/oidc/policies', { key, json: { ...infraMain(), name } });
+      const res = await other.request('GET', '/v1/oidc/policies', { key });
+      const names = ((await res.json()) as { policies: { name: string }[] }).policies.map((p) => p.name);
+      // Case-folded keys, compared byte by byte: '-' (0x2D) < '.' (0x2E) < '_' (0x5F) < letters.
+      expect(names).toEqual(['a-pol2', 'a.pol', 'a_pol', 'B-pol']);
+    } finally {
+      await other.close();
+      await icu.drop();
+    }
+  });
+
   it('answers other methods with 405 and the allowed ones', async () => {
     const policy = await created(infraMain());
     const res = await t.request('PATCH', `/v1/oidc/policies/${policy.id}`, { key: tenantKey, json: {} });
     expect(res.status).toBe(405);
     expect(res.headers.get('Allow')).toContain('PUT');
   });
+
+  it.each(['GET', 'PUT', 'PATCH', 'DELETE'])(
+    '%s on the dry run answers 405 allowing POST, not a policy id "evaluate"',
+    async (method) => {
+      const res = await t.request(method, '/v1/oidc/policies/evaluate', { key: tenantKey });
+      expect(res.status).toBe(405);
+      expect(res.headers.get('Allow')).toBe('POST');
+      expect(await res.json()).toMatchObject({
+        code: 'method_not_allowed',
+        detail: expect.stringMatching(/POST/),
+      });
+    },
+  );
 });
 
 describe('validation: 422 invalid_policy naming the field, and nothing written', () => {

@@ -276,7 +276,7 @@ describe('other text that reaches a database lookup or write', () => {
       'permissions[0]',
     );
     const scoped = await form('/v1/oidc/token', { ...EXCHANGE_FORM, subject_token: token, scope: NUL });
-    await expectProblem(scoped, 400, 'invalid_request', 'permissions[0]');
+    await expectProblem(scoped, 400, 'invalid_request', 'scope');
     await expectProblem(await f.exchange(`${token}\u0000`), 401, 'invalid_token');
     await expectProblem(await f.exchange(LONE_SURROGATE), 401, 'invalid_token');
   });

@@ -23,7 +23,14 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-export async function createTestDatabase(engine: Engine = requestedEngine()): Promise<TestDatabase> {
+/**
+ * `icuLocale` (PostgreSQL): create the database with that ICU collation instead of the server's C.UTF-8, as a
+ * managed PostgreSQL often is; SQLite has none.
+ */
+export async function createTestDatabase(
+  engine: Engine = requestedEngine(),
+  { icuLocale }: { icuLocale?: string } = {},
+): Promise<TestDatabase> {
   if (engine === 'sqlite') {
     const dir = mkdtempSync(join(tmpdir(), 'oidc-broker-test-'));
     const file = join(dir, 'broker.db');
@@ -41,7 +48,10 @@ export async function createTestDatabase(engine: Engine = requestedEngine()): Pr
   const client = new pg.Client({ connectionString: admin });
   await client.connect();
   try {
-    await client.query(`CREATE DATABASE ${name}`);
+    const collation = icuLocale
+      ? ` TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '${icuLocale}' LOCALE 'C.UTF-8'`
+      : '';
+    await client.query(`CREATE DATABASE ${name}${collation}`);
   } finally {
     await client.end();
   }

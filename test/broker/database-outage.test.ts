@@ -1,0 +1,82 @@
+// A database that stops taking work (PostgreSQL unreachable, SQLite's write lock held elsewhere) is an outage to
+// retry, answered 503 not_ready, never a 500 that reads as a bug in the broker.
+
+import type { AddressInfo } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { createTestDatabase, requestedEngine } from '../support/database.js';
+
+const engine = requestedEngine();
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A TCP relay to PostgreSQL that can be cut, as a network partition or a stopped server would. */
+async function relayTo(target: URL): Promise<{ url: (u: string) => string; cut(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => sockets.delete(s));
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: (u) => Object.assign(new URL(u), { hostname: '127.0.0.1', port: String(port) }).toString(),
+    cut: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A broker whose database will stop taking work when `fail()` is called. */
+async function brokerWithOutage(): Promise<{ t: TestBroker; fail(): Promise<void> }> {
+  const db = await createTestDatabase();
+  cleanups.push(() => db.drop());
+  if (engine === 'postgres') {
+    const relay = await relayTo(new URL(db.url));
+    const t = await startTestBroker({ db: { ...db, url: relay.url(db.url) } });
+    cleanups.push(() => t.broker.close().catch(() => {}));
+    cleanups.push(() => relay.cut());
+    return { t, fail: () => relay.cut() };
+  }
+  const t = await startTestBroker({ db });
+  cleanups.push(() => t.broker.close());
+  return {
+    t,
+    // Another process holding the write lock past the busy timeout (a long backup, a stuck replica).
+    async fail() {
+      const holder = new Database(db.file!);
+      holder.exec('BEGIN EXCLUSIVE');
+      cleanups.push(() => {
+        holder.exec('ROLLBACK');
+        holder.close();
+      });
+    },
+  };
+}
+
+describe(`a database outage (${engine})`, () => {
+  it('answers 503 not_ready, which the action retries, and logs the cause for the operator', async () => {
+    const { t, fail } = await brokerWithOutage();
+    const { key } = await t.createTenant('acme');
+    await fail();
+    const res = await t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      json: { name: 'deploy', expiration: '7d', permissions: ['audit-log:read'] },
+    });
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ code: 'not_ready', detail: expect.stringMatching(/retry/) });
+    expect(t.logs.some((line) => line.includes('the database is unavailable'))).toBe(true);
+    expect(t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
+  }, 20_000);
+});

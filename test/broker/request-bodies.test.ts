@@ -1,0 +1,79 @@
+// JSON request bodies are UTF-8 (RFC 8259): bytes that are not are refused, never stored as U+FFFD.
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestBroker, type TestBroker } from '../support/broker.js';
+
+let t: TestBroker;
+let key: string;
+let server: ReturnType<typeof serve>;
+let url: string;
+
+beforeAll(async () => {
+  t = await startTestBroker();
+  key = (await t.createTenant('acme')).key;
+  // Over a real socket too: the broker reads such bodies straight from it, not through a web Request.
+  server = serve({ fetch: t.broker.app.fetch, port: 0, hostname: '127.0.0.1' });
+  await new Promise((resolve) => server.once('listening', resolve));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  await new Promise((resolve) => server.close(resolve));
+  await t.close();
+});
+
+const utf8 = (text: string) => new TextEncoder().encode(text);
+// "bad" + 0xFF 0xFE (never valid in UTF-8) + "name"
+const invalid = new Uint8Array([
+  ...utf8('{"name":"bad'),
+  0xff,
+  0xfe,
+  ...utf8('name","expiration":"7d",'),
+  ...utf8('"permissions":["audit-log:read"]}'),
+]);
+
+async function keyNames(): Promise<string[]> {
+  const listed = await t.request('GET', '/v1/fine-grained-keys', { key });
+  return ((await listed.json()) as { keys: { name: string }[] }).keys.map((k) => k.name);
+}
+
+const senders = {
+  'in-process': (path: string, body: Uint8Array) =>
+    t.broker.app.request(`http://broker.test${path}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+      body,
+    }),
+  'over a socket': (path: string, body: Uint8Array) =>
+    fetch(`${url}${path}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json; charset=utf-8' },
+      body,
+    }),
+};
+
+describe.each(Object.entries(senders))('a JSON body that is not UTF-8 (%s)', (_, send) => {
+  it('is refused with 400 naming the encoding, and nothing is stored', async () => {
+    const before = await keyNames();
+    const res = await send('/v1/fine-grained-keys', invalid);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      code: 'invalid_request',
+      detail: expect.stringMatching(/UTF-8/),
+    });
+    expect(await keyNames()).toEqual(before);
+  });
+
+  it('while the same body in UTF-8, byte-order mark and all, is taken as sent', async () => {
+    const name = `Déploy ${Math.random().toString(36).slice(2, 6)} \uFFFD`;
+    const body = new Uint8Array([
+      0xef,
+      0xbb,
+      0xbf,
+      ...utf8(JSON.stringify({ name, expiration: '7d', permissions: ['audit-log:read'] })),
+    ]);
+    const res = await send('/v1/fine-grained-keys', body);
+    expect(res.status).toBe(201);
+    expect(await res.json()).toMatchObject({ name });
+  });
+});
