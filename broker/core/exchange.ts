@@ -2,12 +2,12 @@
 import { randomUUID } from 'node:crypto';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { AuditEventInput, Store, Tenant } from '../store/store.js';
+import { type AuditEventInput, PolicyChanged, type Store, type Tenant } from '../store/store.js';
 import type { AccessTokens } from './access-tokens.js';
 import type { IssuerKeys } from './issuer-keys.js';
 import { type VerifiedClaims, verifyOidcToken } from './oidc-verify.js';
 import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
-import { type Deny, evaluatePolicies } from './policy-evaluate.js';
+import { type Allow, type Deny, evaluatePolicies } from './policy-evaluate.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { TenantDirectory } from './tenant-directory.js';
 
@@ -190,44 +190,37 @@ function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
   }
 }
 
-export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps): Promise<ExchangeResult> {
+/** Decisions an exchange makes at most while the policies it read keep changing before it commits. */
+const MAX_DECISIONS = 3;
+
+interface Granted {
+  decision: Allow;
+  /** The access token's jti, recorded in the exchange's audit event. */
+  jti: string;
+}
+
+/**
+ * Selects the policy for the verified job and commits the replay record with the audit event of the outcome;
+ * a refusal is audited and thrown. Commits only while the granting policy is as it was read (PolicyChanged
+ * otherwise), so no token comes from a policy deleted or narrowed before the exchange committed.
+ */
+async function decideAndRecord(
+  request: ExchangeRequest,
+  job: {
+    claims: VerifiedClaims;
+    tenant: Tenant;
+    permissions: Permission[] | undefined;
+    repositoryKey: string;
+  },
+  deps: ExchangeDeps,
+): Promise<Granted> {
   const { store, now } = deps;
-  const verified = await verifyOidcToken(request.oidcToken, {
-    issuers: deps.issuerKeys,
-    now,
-    leewaySeconds: CLOCK_SKEW_SECONDS,
-  });
-  if (!verified.ok) {
-    deps.log.info('exchange refused', { reason: verified.reason });
-    throw new BrokerError(verified.code, verified.reason);
-  }
-  const claims = verified.claims;
-  const tenant = await resolveTenant(claims, request.tenant, deps, now());
-
-  const repositoryKey = claims.repository.toLowerCase();
-  takeRateLimit(tenant, claims, deps, repositoryKey);
-
-  const requested = requestedPermissions(request, tenant);
-  if (!requested.ok) {
-    // A verified workflow was refused: its tenant's admins see it, as they see every other refusal. The entry
-    // itself is left out of the event: it is whatever the caller typed, and could be anything.
-    await store.audit.append(
-      deniedEvent(tenant, claims, {
-        reason: 'invalid_request',
-        errors: [{ field: requested.field, message: requested.why }],
-      }),
-      now(),
-    );
-    throw BrokerError.fields('invalid_request', [
-      { field: requested.field, message: `${requested.why} "${requested.value}"` },
-    ]);
-  }
-  const permissions = requested.permissions;
+  const { claims, tenant, permissions } = job;
   const candidates = await store.policies.candidates(
     tenant.id,
     claims.iss,
     claims.repository_owner.toLowerCase(),
-    repositoryKey,
+    job.repositoryKey,
   );
   const decision = evaluatePolicies(
     candidates,
@@ -268,9 +261,63 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
       replayed: deniedEvent(tenant, claims, { reason: 'token_replayed' }, { target }),
     },
     at,
+    { id: policy.id, updatedAt: policy.updatedAt },
   );
   if (!fresh)
     throw new BrokerError('token_replayed', 'this OIDC token was already exchanged; request a new one');
+  return { decision, jti };
+}
+
+export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps): Promise<ExchangeResult> {
+  const { store, now } = deps;
+  const verified = await verifyOidcToken(request.oidcToken, {
+    issuers: deps.issuerKeys,
+    now,
+    leewaySeconds: CLOCK_SKEW_SECONDS,
+  });
+  if (!verified.ok) {
+    deps.log.info('exchange refused', { reason: verified.reason });
+    throw new BrokerError(verified.code, verified.reason);
+  }
+  const claims = verified.claims;
+  const tenant = await resolveTenant(claims, request.tenant, deps, now());
+
+  const repositoryKey = claims.repository.toLowerCase();
+  takeRateLimit(tenant, claims, deps, repositoryKey);
+
+  const requested = requestedPermissions(request, tenant);
+  if (!requested.ok) {
+    // A verified workflow was refused: its tenant's admins see it, as they see every other refusal. The entry
+    // itself is left out of the event: it is whatever the caller typed, and could be anything.
+    await store.audit.append(
+      deniedEvent(tenant, claims, {
+        reason: 'invalid_request',
+        errors: [{ field: requested.field, message: requested.why }],
+      }),
+      now(),
+    );
+    throw BrokerError.fields('invalid_request', [
+      { field: requested.field, message: `${requested.why} "${requested.value}"` },
+    ]);
+  }
+  const permissions = requested.permissions;
+  let granted: Granted | undefined;
+  for (let decisions = 1; !granted; decisions++) {
+    try {
+      granted = await decideAndRecord(request, { claims, tenant, permissions, repositoryKey }, deps);
+    } catch (error) {
+      // The granting policy was deleted or replaced meanwhile, on any replica: decide again on what is there now.
+      if (!(error instanceof PolicyChanged)) throw error;
+      if (decisions === MAX_DECISIONS) {
+        throw new BrokerError(
+          'not_ready',
+          'the trust policies kept changing while this exchange was decided; retry',
+        );
+      }
+    }
+  }
+  const { decision, jti } = granted;
+  const policy = decision.policy;
 
   const minted = await deps.accessTokens.mint({
     tenant,

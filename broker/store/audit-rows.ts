@@ -14,9 +14,13 @@ interface AuditRow {
 }
 
 /** The INSERT for one audit event, for a transaction of its own or a group commit. */
-export function auditInsert(event: AuditEventInput, at: number): SqlStatement {
+/** The insert of one audit event; with `onlyIf`, only when that query finds a row. */
+export function auditInsert(event: AuditEventInput, at: number, onlyIf?: SqlStatement): SqlStatement {
+  const columns = 'INSERT INTO audit_events (tenant_id, at, type, outcome, actor, target, details)';
   return {
-    sql: 'INSERT INTO audit_events (tenant_id, at, type, outcome, actor, target, details) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    sql: onlyIf
+      ? `${columns} SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (${onlyIf.sql})`
+      : `${columns} VALUES (?, ?, ?, ?, ?, ?, ?)`,
     params: [
       event.tenantId,
       at,
@@ -25,6 +29,7 @@ export function auditInsert(event: AuditEventInput, at: number): SqlStatement {
       JSON.stringify(event.actor),
       event.target ? JSON.stringify(event.target) : null,
       JSON.stringify(event.details ?? {}),
+      ...(onlyIf?.params ?? []),
     ],
   };
 }

@@ -98,14 +98,17 @@ export function policyRows(db: SqlDriver): Store['policies'] {
             [tenantId, id],
           );
           if (!before) return undefined;
+          // Every replacement moves updated_at forward, even within one millisecond (or a clock behind another
+          // replica's): an exchange commits only while the policy it read is unchanged (see recordExchange).
+          const updatedAt = Math.max(at, before.updated_at + 1);
           await tx.run(
             `UPDATE trust_policies SET name = ?, name_key = ?, description = ?, issuer = ?, owner_key = ?, repository_key = ?,
                claims = ?, max_session_duration_seconds = ?, permissions = ?, allow_pull_request_target = ?, updated_at = ?
              WHERE tenant_id = ? AND id = ?`,
-            [...values(input), at, tenantId, id],
+            [...values(input), updatedAt, tenantId, id],
           );
           await appendAudit(tx, audit(fromRow(before)), at);
-          return { ok: true, value: { ...input, id, tenantId, createdAt: before.created_at, updatedAt: at } };
+          return { ok: true, value: { ...input, id, tenantId, createdAt: before.created_at, updatedAt } };
         }),
       ),
     delete: (tenantId, id, at, audit) =>

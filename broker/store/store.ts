@@ -2,6 +2,14 @@
 import type { Permission } from '../core/permissions.js';
 import type { PolicyRecord, TrustPolicy } from '../core/policy-types.js';
 
+/** The policy that granted an exchange was deleted or replaced before the exchange committed; decide again. */
+export class PolicyChanged extends Error {
+  constructor(readonly policyId: string) {
+    super(`trust policy ${policyId} changed while the exchange was decided`);
+    this.name = 'PolicyChanged';
+  }
+}
+
 export const BUILTIN_KINDS = ['tenant', 'tenant-read-only', 'secure-registry'] as const;
 export type BuiltinKind = (typeof BUILTIN_KINDS)[number];
 export const SLOTS = ['primary', 'secondary'] as const;
@@ -167,12 +175,15 @@ export interface Store {
   tokens: {
     /**
      * Records (iss, jti) as used together with the audit event of its outcome, in one commit: `fresh` when the
-     * pair is new, `replayed` when it was already used. Resolves once both are durable; true when fresh.
+     * pair is new, `replayed` when it was already used. Resolves once both are durable; true when fresh. With
+     * `grantedBy`, only while that policy still exists as last updated at `updatedAt`: otherwise nothing is
+     * recorded and it rejects with PolicyChanged.
      */
     recordExchange(
       use: { issuer: string; jti: string; expiresAt: number },
       audit: { fresh: AuditEventInput; replayed: AuditEventInput },
       at: number,
+      grantedBy?: { id: string; updatedAt: number },
     ): Promise<boolean>;
     /**
      * Remembers which credential minted an access token, with the audit event, in one commit — only while the

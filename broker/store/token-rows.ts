@@ -2,10 +2,15 @@
 // revoked access tokens, in SQL.
 import { appendAudit, auditInsert } from './audit-rows.js';
 import type { SqlDriver, SqlExecutor } from './sql.js';
-import type { Store } from './store.js';
+import { PolicyChanged, type Store } from './store.js';
 
 const INSERT_JTI =
   'INSERT INTO used_jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING';
+// The same, only while the granting policy is still as the exchange read it (SQLite's upsert after a SELECT needs
+// the WHERE it has here).
+const INSERT_JTI_WHILE_POLICY = `INSERT INTO used_jtis (issuer, jti, expires_at)
+  SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM trust_policies WHERE id = ? AND updated_at = ?)
+  ON CONFLICT (issuer, jti) DO NOTHING`;
 
 /**
  * Revokes the unexpired access tokens minted from one credential (`tenant/primary`, a fine-grained key's id),
@@ -32,12 +37,36 @@ export async function revokeTokensMintedBy(
 
 export function tokenRows(db: SqlDriver): Store['tokens'] {
   return {
-    recordExchange: async (use, audit, at) =>
-      (await db.writeBatched({
-        probe: { sql: INSERT_JTI, params: [use.issuer, use.jti, use.expiresAt] },
-        onChange: auditInsert(audit.fresh, at),
-        onNoChange: auditInsert(audit.replayed, at),
-      })) === 1,
+    // With `grantedBy`, writes are serialised (SQLite's one writer, PostgreSQL's write turn), so a deletion or
+    // replacement of the policy either committed before this insert, which then records nothing, or after it.
+    async recordExchange(use, audit, at, grantedBy) {
+      const key = [use.issuer, use.jti];
+      const changes = await db.writeBatched(
+        grantedBy
+          ? {
+              probe: {
+                sql: INSERT_JTI_WHILE_POLICY,
+                params: [...key, use.expiresAt, grantedBy.id, grantedBy.updatedAt],
+              },
+              onChange: auditInsert(audit.fresh, at),
+              // Nothing inserted: a replay only if the token was used; otherwise the policy changed.
+              onNoChange: auditInsert(audit.replayed, at, {
+                sql: 'SELECT 1 FROM used_jtis WHERE issuer = ? AND jti = ?',
+                params: key,
+              }),
+            }
+          : {
+              probe: { sql: INSERT_JTI, params: [...key, use.expiresAt] },
+              onChange: auditInsert(audit.fresh, at),
+              onNoChange: auditInsert(audit.replayed, at),
+            },
+      );
+      if (changes === 1) return true;
+      if (grantedBy && !(await db.get('SELECT 1 AS used FROM used_jtis WHERE issuer = ? AND jti = ?', key))) {
+        throw new PolicyChanged(grantedBy.id);
+      }
+      return false;
+    },
     // Through group commit, as exchanges are: one commit with the audit event, off the event loop's connection.
     // Writes are serialised (SQLite's one writer, PostgreSQL's write turn), so a rotation or deletion of the key
     // either committed before this insert, which then finds no key, or revokes the token it records.

@@ -483,3 +483,63 @@ describe('RFC 8693 form', () => {
     expect((await form(good)).status).toBe(200);
   });
 });
+
+describe('a policy changed while an exchange decides (e.g. on another replica)', () => {
+  /** Runs `change` once, after the exchange has read its candidate policies and before it commits. */
+  function between(change: () => Promise<Response>) {
+    const { store } = f.t.broker;
+    const read = store.policies.candidates;
+    store.policies.candidates = async (...args) => {
+      store.policies.candidates = read;
+      const rows = await read(...args);
+      expect((await change()).ok).toBe(true);
+      return rows;
+    };
+    return () => {
+      store.policies.candidates = read;
+    };
+  }
+
+  async function created(policy: Record<string, unknown>): Promise<string> {
+    const res = await f.t.request('POST', '/v1/oidc/policies', { key: f.key, json: policy });
+    expect(res.status).toBe(201);
+    return ((await res.json()) as { policy: { id: string } }).policy.id;
+  }
+
+  it('deleted: no token comes from it; the exchange decides again and is refused', async () => {
+    const id = await created({ name: 'doomed', ...MAIN, permissions: ['harden-runner:read'] });
+    const restore = between(() => f.t.request('DELETE', `/v1/oidc/policies/${id}`, { key: f.key }));
+    try {
+      const token = f.issuer.sign();
+      const r = await exchange(token);
+      expect(r.status).toBe(403);
+      expect(r.body.code).toBe('no_matching_policy');
+      const oidcJti = payloadOf(token).jti as string;
+      expect(await auditFor('token.exchanged', oidcJti)).toEqual([]);
+      expect(await auditFor('token.exchange_denied', oidcJti)).toEqual([
+        expect.objectContaining({ details: expect.objectContaining({ reason: 'no_matching_policy' }) }),
+      ]);
+    } finally {
+      restore();
+    }
+  });
+
+  it('narrowed: the token carries only what the policy allows once it has changed', async () => {
+    const id = await created({
+      name: 'narrowing',
+      ...MAIN,
+      permissions: ['harden-runner:read', 'audit-log:read'],
+    });
+    const narrower = { name: 'narrowing', ...MAIN, permissions: ['harden-runner:read'] };
+    const restore = between(() =>
+      f.t.request('PUT', `/v1/oidc/policies/${id}`, { key: f.key, json: narrower }),
+    );
+    try {
+      const r = await exchange(f.issuer.sign());
+      expect(r.status).toBe(200);
+      expect(r.body.permissions).toEqual(['harden-runner:read']);
+    } finally {
+      restore();
+    }
+  });
+});
