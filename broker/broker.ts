@@ -98,6 +98,10 @@ export async function createDemoTenant(
       audienceSuffix: config.audienceSuffix,
     },
   );
-  if (!created.ok) return undefined;
+  if (!created.ok) {
+    // Another replica starting on the same empty database created it first.
+    if (created.field === 'name') return undefined;
+    throw new Error(`the demo tenant could not be created: ${created.message}`);
+  }
   return { name: created.tenant.name, audience: created.tenant.audience, key: created.key };
 }

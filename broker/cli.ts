@@ -84,11 +84,13 @@ async function tenantCreate(args: string[], io: CliIo): Promise<number> {
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 1) throw new UsageError('tenant create takes exactly one NAME');
+  // Not the last one silently: a tenant has one audience.
+  if ((values.audience?.length ?? 0) > 1) throw new UsageError('--audience is given more than once');
   const config = loadConfig(io.env);
   const store = await openStore(config.database);
   try {
     const result = await createTenant(
-      { name: positionals[0]!, audience: values.audience, disabledCategories: values.disable },
+      { name: positionals[0]!, audience: values.audience?.[0], disabledCategories: values.disable },
       { store, digest: keyDigester(config.keyPepper), now: Date.now, audienceSuffix: config.audienceSuffix },
     );
     if (!result.ok) {
@@ -115,7 +117,7 @@ function parseTenantArgs(args: string[]) {
     args,
     allowPositionals: true,
     strict: true,
-    options: { audience: { type: 'string' }, disable: { type: 'string', multiple: true } },
+    options: { audience: { type: 'string', multiple: true }, disable: { type: 'string', multiple: true } },
   });
 }
 

@@ -4,6 +4,8 @@ import { isLoopbackHost } from './core/loopback.js';
 import type { LogLevel } from './logger.js';
 
 export const GITHUB_ISSUER = 'https://token.actions.githubusercontent.com';
+/** A tenant's default audience is `<name>.<suffix>`: a 63-character name, a dot and this leave 255. */
+const MAX_AUDIENCE_SUFFIX = 191;
 
 export interface TrustedIssuerConfig {
   issuer: string;
@@ -51,9 +53,26 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
-function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+/**
+ * The variable's value, undefined when it is unset. Set but empty (a compose file's `${VAR}` with VAR missing
+ * on the host, a secret that was not injected) is refused, never read as unset: an empty key-encryption key
+ * must not quietly become a generated key file, nor an empty public URL `http://localhost:8080`.
+ */
+function setting(env: Env, name: string, defaultText: string): string | undefined {
   const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
+  if (raw === undefined) return undefined;
+  if (raw.trim() === '') {
+    throw new ConfigError(
+      name,
+      `is set but empty; unset it for the default (${defaultText}), or give a value`,
+    );
+  }
+  return raw;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = setting(env, name, String(fallback));
+  if (raw === undefined) return fallback;
   if (!/^[0-9]+$/.test(raw))
     throw new ConfigError(name, `expected a whole number from ${min} to ${max}, got "${raw}"`);
   const value = Number(raw);
@@ -85,27 +104,33 @@ function url(name: string, raw: string, { allowLoopbackHttp }: { allowLoopbackHt
 }
 
 function database(env: Env): DatabaseConfig {
-  if (env.DATABASE_URL === '') {
-    throw new ConfigError(
-      'DATABASE_URL',
-      'is set but empty; unset it for the embedded default (sqlite:./data/broker.db), or give sqlite:PATH or postgres://…',
-    );
-  }
-  const raw = env.DATABASE_URL ?? 'sqlite:./data/broker.db';
+  const raw =
+    setting(env, 'DATABASE_URL', 'the embedded sqlite:./data/broker.db') ?? 'sqlite:./data/broker.db';
   if (raw.startsWith('sqlite:')) {
     const path = raw.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
     if (!path)
       throw new ConfigError('DATABASE_URL', 'sqlite: needs a file path, e.g. sqlite:./data/broker.db');
     return { engine: 'sqlite', path };
   }
-  if (/^postgres(ql)?:\/\//.test(raw)) return { engine: 'postgres', url: raw };
+  if (/^postgres(ql)?:\/\//.test(raw)) {
+    try {
+      new URL(raw);
+    } catch {
+      // The value is not repeated: it holds the password.
+      throw new ConfigError(
+        'DATABASE_URL',
+        'is not a valid postgres:// URL: check the port, and percent-encode special characters in the user name and password',
+      );
+    }
+    return { engine: 'postgres', url: raw };
+  }
   throw new ConfigError('DATABASE_URL', 'expected sqlite:PATH or postgres://USER@HOST:PORT/DB');
 }
 
 function trustedIssuers(env: Env): TrustedIssuerConfig[] {
   const name = 'BROKER_TRUSTED_ISSUERS';
-  const raw = env[name];
-  if (raw === undefined || raw.trim() === '') return [{ issuer: GITHUB_ISSUER }];
+  const raw = setting(env, name, `[{"issuer":"${GITHUB_ISSUER}"}]`);
+  if (raw === undefined) return [{ issuer: GITHUB_ISSUER }];
   let parsed: unknown;
   try {
     parsed = JSON.parse(raw);
@@ -128,11 +153,16 @@ function trustedIssuers(env: Env): TrustedIssuerConfig[] {
       throw new ConfigError(at, `unknown field "${unknown[0]}" (allowed: issuer, jwks_uri)`);
     if (typeof issuer !== 'string') throw new ConfigError(`${at}.issuer`, 'required string');
     const issuerUrl = url(`${at}.issuer`, issuer, { allowLoopbackHttp: false });
-    if (issuer.endsWith('/') || issuerUrl.search || issuerUrl.hash) {
+    if (issuer.endsWith('/') || /[?#]/.test(issuer)) {
       throw new ConfigError(
         `${at}.issuer`,
-        `"${issuerUrl.search || issuerUrl.hash ? `${issuerUrl.origin}${issuerUrl.pathname}…` : issuer}" must be the exact iss value: no trailing slash, query or fragment`,
+        `"${/[?#]/.test(issuer) ? `${issuerUrl.origin}${issuerUrl.pathname}…` : issuer}" must be the exact iss value: no trailing slash, query or fragment`,
       );
+    }
+    // The token's iss is compared as a string: a host in capitals or a default port (:443) never equals it.
+    const canonical = issuerUrl.pathname === '/' ? issuerUrl.origin : issuerUrl.href;
+    if (canonical !== issuer) {
+      throw new ConfigError(`${at}.issuer`, `"${issuer}" must be written as tokens carry it: "${canonical}"`);
     }
     if (seen.has(issuer)) throw new ConfigError(`${at}.issuer`, `"${issuer}" is listed twice`);
     seen.add(issuer);
@@ -145,16 +175,17 @@ function trustedIssuers(env: Env): TrustedIssuerConfig[] {
 
 function keyEncryptionKey(env: Env): Buffer | undefined {
   const name = 'BROKER_KEY_ENCRYPTION_KEY';
-  const raw = env[name];
-  if (!raw) return undefined;
-  const key = /^[0-9a-fA-F]{64}$/.test(raw) ? Buffer.from(raw, 'hex') : Buffer.from(raw, 'base64');
-  if (key.length !== 32) throw new ConfigError(name, 'expected 32 bytes as 64 hex characters or base64');
-  return key;
+  const raw = setting(env, name, 'a key file beside the SQLite database');
+  if (raw === undefined) return undefined;
+  if (/^[0-9a-fA-F]{64}$/.test(raw)) return Buffer.from(raw, 'hex');
+  // Checked whole: Node's base64 decoder skips characters it does not know, so "!!!!AAAA…" would decode.
+  if (/^[A-Za-z0-9+/]{43}=?$|^[A-Za-z0-9_-]{43}=?$/.test(raw)) return Buffer.from(raw, 'base64');
+  throw new ConfigError(name, 'expected 32 bytes as 64 hex characters or base64 (e.g. openssl rand -hex 32)');
 }
 
 export function loadConfig(env: Env): BrokerConfig {
   const port = integer(env, 'PORT', 8080, 0, 65535);
-  const host = env.HOST || '127.0.0.1';
+  const host = setting(env, 'HOST', '127.0.0.1') ?? '127.0.0.1';
   // An IPv4 or IPv6 address, or a host name; whether it resolves is for listen() to find out.
   if (isIP(host) === 0 && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(host)) {
     throw new ConfigError(
@@ -163,16 +194,32 @@ export function loadConfig(env: Env): BrokerConfig {
     );
   }
   const db = database(env);
-  const publicUrl = (env.BROKER_PUBLIC_URL || `http://localhost:${port}`).replace(/\/+$/, '');
-  const parsedPublicUrl = url('BROKER_PUBLIC_URL', publicUrl, { allowLoopbackHttp: true });
-  if (parsedPublicUrl.search || parsedPublicUrl.hash) {
+  const givenPublicUrl = setting(env, 'BROKER_PUBLIC_URL', `http://localhost:${port}`);
+  if (givenPublicUrl === undefined && port === 0) {
+    throw new ConfigError(
+      'BROKER_PUBLIC_URL',
+      'is required with PORT=0: the port is chosen at start, and the issuer URL tokens carry must name the real one',
+    );
+  }
+  const publicUrl = (givenPublicUrl ?? `http://localhost:${port}`).replace(/\/+$/, '');
+  url('BROKER_PUBLIC_URL', publicUrl, { allowLoopbackHttp: true });
+  // On the raw text: a bare "?" or "#" leaves URL's search and hash empty.
+  if (/[?#]/.test(publicUrl)) {
     throw new ConfigError('BROKER_PUBLIC_URL', 'must be a base URL, without query string or fragment');
   }
-  const audienceSuffix = env.BROKER_AUDIENCE_SUFFIX || 'api.stepsecurity.io';
-  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/.test(audienceSuffix)) {
-    throw new ConfigError('BROKER_AUDIENCE_SUFFIX', `"${audienceSuffix}" is not a lower-case DNS name`);
+  const audienceSuffix =
+    setting(env, 'BROKER_AUDIENCE_SUFFIX', 'api.stepsecurity.io') ?? 'api.stepsecurity.io';
+  // Labels of at most 63 characters, and short enough that `<tenant name>.<suffix>` fits an audience (255).
+  if (
+    !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/.test(audienceSuffix) ||
+    audienceSuffix.length > MAX_AUDIENCE_SUFFIX
+  ) {
+    throw new ConfigError(
+      'BROKER_AUDIENCE_SUFFIX',
+      `"${audienceSuffix}" is not a lower-case DNS name of labels up to 63 characters and at most ${MAX_AUDIENCE_SUFFIX} in all`,
+    );
   }
-  const level = (env.LOG_LEVEL || 'info').toLowerCase();
+  const level = (setting(env, 'LOG_LEVEL', 'info') ?? 'info').toLowerCase();
   if (!['debug', 'info', 'warn', 'error'].includes(level)) {
     throw new ConfigError('LOG_LEVEL', `expected debug, info, warn or error, got "${env.LOG_LEVEL}"`);
   }
@@ -193,7 +240,7 @@ export function loadConfig(env: Env): BrokerConfig {
     trustedIssuers: trustedIssuers(env),
     defaultSessionSeconds: integer(env, 'BROKER_DEFAULT_SESSION_SECONDS', 900, 1, 3600),
     keyEncryptionKey: kek,
-    keyPepper: env.BROKER_KEY_PEPPER || undefined,
+    keyPepper: setting(env, 'BROKER_KEY_PEPPER', 'no pepper: plain SHA-256 digests'),
     logLevel: level as LogLevel,
     rateLimit: {
       perMinute: integer(env, 'BROKER_RATE_LIMIT_PER_MINUTE', 600, 1, 10_000_000),

@@ -74,6 +74,8 @@ describe('oidc-broker tenant', () => {
       ['tenant', 'create'],
       ['tenant', 'create', 'a', 'b'],
       ['tenant', 'create', 'a', '--bogus'],
+      // A tenant has one audience: not silently the last of two.
+      ['tenant', 'create', 'a', '--audience', 'https://github.com/acme', '--audience', 'second'],
       ['frobnicate'],
       // Nothing runs with arguments a command does not take: `rotate --help` must not rotate.
       ['signing-key', 'rotate', '--help'],
@@ -85,5 +87,6 @@ describe('oidc-broker tenant', () => {
       expect(result.code).toBe(2);
       expect(result.err).toContain('usage: oidc-broker');
     }
+    expect((await cli('tenant', 'list')).err).toContain('No tenants yet');
   });
 });

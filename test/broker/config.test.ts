@@ -55,6 +55,37 @@ describe('loadConfig', () => {
     [{ BROKER_KEY_ENCRYPTION_KEY: 'short' }, 'BROKER_KEY_ENCRYPTION_KEY'],
     [{ DATABASE_URL: 'postgres://u@h/db' }, 'BROKER_KEY_ENCRYPTION_KEY'],
     [{ BROKER_RATE_LIMIT_PER_MINUTE: '-5' }, 'BROKER_RATE_LIMIT_PER_MINUTE'],
+    // Set but empty is never read as unset (a secret that was not injected, a compose variable missing).
+    ...[
+      'PORT',
+      'HOST',
+      'BROKER_PUBLIC_URL',
+      'BROKER_AUDIENCE_SUFFIX',
+      'BROKER_TRUSTED_ISSUERS',
+      'BROKER_DEFAULT_SESSION_SECONDS',
+      'BROKER_KEY_ENCRYPTION_KEY',
+      'BROKER_KEY_PEPPER',
+      'LOG_LEVEL',
+      'BROKER_RATE_LIMIT_BURST',
+    ].map((name): [Record<string, string>, string] => [{ [name]: ' ' }, name]),
+    // PORT=0 picks the port at start; the issuer URL must name the real one.
+    [{ PORT: '0' }, 'BROKER_PUBLIC_URL'],
+    // A bare ? or # leaves URL.search and URL.hash empty.
+    [{ BROKER_PUBLIC_URL: 'http://127.0.0.1:9?' }, 'BROKER_PUBLIC_URL'],
+    [{ BROKER_PUBLIC_URL: 'https://broker.example.com#' }, 'BROKER_PUBLIC_URL'],
+    [{ BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}?"}]` }, 'BROKER_TRUSTED_ISSUERS[0].issuer'],
+    // Never equal to a token's iss, which is compared as a string.
+    [
+      { BROKER_TRUSTED_ISSUERS: '[{"issuer":"https://TOKEN.actions.githubusercontent.com"}]' },
+      'BROKER_TRUSTED_ISSUERS[0].issuer',
+    ],
+    [{ BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}:443"}]` }, 'BROKER_TRUSTED_ISSUERS[0].issuer'],
+    // Node's base64 decoder skips what it does not know: "!!!!" + 40 × "A" + "=" would be 32 zero bytes.
+    [{ BROKER_KEY_ENCRYPTION_KEY: `!!!!${'A'.repeat(39)}=` }, 'BROKER_KEY_ENCRYPTION_KEY'],
+    [{ BROKER_KEY_ENCRYPTION_KEY: `${'A'.repeat(20)} ${'A'.repeat(23)}` }, 'BROKER_KEY_ENCRYPTION_KEY'],
+    [{ DATABASE_URL: 'postgres://u:s3cret@127.0.0.1:99999/db' }, 'DATABASE_URL'],
+    [{ BROKER_AUDIENCE_SUFFIX: `${'a'.repeat(64)}.example` }, 'BROKER_AUDIENCE_SUFFIX'],
+    [{ BROKER_AUDIENCE_SUFFIX: `${'abcdefghij.'.repeat(18)}example` }, 'BROKER_AUDIENCE_SUFFIX'],
   ])('%o is refused naming %s', (env, variable) => {
     expect(() => loadConfig(env)).toThrow(new RegExp(`^${variable.replace(/[[\]]/g, '\\$&')}: `));
   });
@@ -66,8 +97,10 @@ describe('loadConfig', () => {
       },
       { BROKER_PUBLIC_URL: 'https://u:s3cret@broker.example' },
       { BROKER_PUBLIC_URL: 'https://u:s3cret@bro ker.example' },
+      { DATABASE_URL: 'postgres://u:s3cret@127.0.0.1:99999/db' },
+      { DATABASE_URL: 'postgres://u:s3cret@[bad/db' },
     ]) {
-      expect(() => loadConfig(env)).toThrow(/must not carry credentials|is not a URL/);
+      expect(() => loadConfig(env)).toThrow(/must not carry credentials|is not a URL|not a valid postgres/);
       expect(() => loadConfig(env)).not.toThrow(/s3cret/);
     }
   });
@@ -103,6 +136,15 @@ describe('loadConfig', () => {
     });
     expect(config.database).toEqual({ engine: 'postgres', url: 'postgres://broker@db:5432/broker' });
     expect(config.keyEncryptionKey?.length).toBe(32);
+    // The same 32 bytes in base64, standard and URL-safe.
+    for (const encoded of [
+      Buffer.alloc(32, 0xfb).toString('base64'),
+      Buffer.alloc(32, 0xfb).toString('base64url'),
+    ]) {
+      expect(loadConfig({ BROKER_KEY_ENCRYPTION_KEY: encoded }).keyEncryptionKey).toEqual(
+        Buffer.alloc(32, 0xfb),
+      );
+    }
     expect(config.trustedIssuers.map((i) => i.issuer)).toEqual([
       GITHUB_ISSUER,
       'https://ghe.example.com/_services/token',

@@ -10,6 +10,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import {
   type BrokerProcess,
   createTenantKey,
+  EPHEMERAL_PORT,
   runBroker,
   runNode,
   startBrokerProcess,
@@ -195,7 +196,7 @@ describe('broker process', () => {
     const taken = runBroker(['serve'], { ...env(), PORT: port });
     expect(await taken.exited).toBe(78);
     expect(taken.stderr()).toMatch(new RegExp(`PORT: port ${port} is already in use`));
-    const unknown = runBroker(['serve'], { ...env(), PORT: '0', HOST: 'no-such-host.invalid' });
+    const unknown = runBroker(['serve'], { ...env(), ...EPHEMERAL_PORT, HOST: 'no-such-host.invalid' });
     expect(await unknown.exited).toBe(78);
     expect(unknown.stderr()).toMatch(/HOST: cannot listen on no-such-host\.invalid/);
   });
@@ -300,13 +301,13 @@ describe('development key-encryption key', () => {
       ] as const) {
         writeFileSync(file, content);
         chmodSync(file, mode);
-        const refused = runBroker(['serve'], { DATABASE_URL: sqlite.url, PORT: '0' });
+        const refused = runBroker(['serve'], { DATABASE_URL: sqlite.url, ...EPHEMERAL_PORT });
         expect(await refused.exited).toBe(78);
         expect(refused.stderr()).toContain(why);
       }
       // A lost file is not generated anew while the database holds keys encrypted under it.
       rmSync(file);
-      const lost = runBroker(['serve'], { DATABASE_URL: sqlite.url, PORT: '0' });
+      const lost = runBroker(['serve'], { DATABASE_URL: sqlite.url, ...EPHEMERAL_PORT });
       expect(await lost.exited).toBe(78);
       expect(lost.stderr()).toContain('is missing, but the database holds signing keys');
       expect(existsSync(file)).toBe(false);

@@ -48,9 +48,14 @@ export async function createTenantKey(env: Record<string, string>, name = 'acme'
   return key;
 }
 
+/**
+ * A port chosen at start, and the public URL that PORT=0 requires (tokens' iss; nothing here dials it).
+ */
+export const EPHEMERAL_PORT = { PORT: '0', BROKER_PUBLIC_URL: 'https://broker.test' };
+
 /** Starts `serve` on an ephemeral port and waits for its `listening` log line. */
 export async function startBrokerProcess(env: Record<string, string>, cwd?: string): Promise<BrokerProcess> {
-  const run = runBroker(['serve'], { PORT: '0', ...env }, cwd);
+  const run = runBroker(['serve'], { ...EPHEMERAL_PORT, ...env }, cwd);
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`broker did not start:\n${run.stdout()}\n${run.stderr()}`)),
