@@ -1,5 +1,6 @@
 // Broker configuration: parsed once from the environment at start; every error names its variable.
 import { isIP } from 'node:net';
+import { parse as parseConnectionString } from 'pg-connection-string';
 import { isLoopbackHost } from './core/loopback.js';
 import type { LogLevel } from './logger.js';
 
@@ -114,7 +115,8 @@ function database(env: Env): DatabaseConfig {
   }
   if (/^postgres(ql)?:\/\//.test(raw)) {
     try {
-      new URL(raw);
+      // pg's own parser: what it accepts (an empty host for the local socket, a % in a password) is accepted.
+      parseConnectionString(raw);
     } catch {
       // The value is not repeated: it holds the password.
       throw new ConfigError(

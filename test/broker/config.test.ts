@@ -124,6 +124,20 @@ describe('loadConfig', () => {
     }
   });
 
+  it.each([
+    'postgres://u@/broker', // the local socket, as libpq reads an empty host
+    'postgres://u@%2Fvar%2Frun%2Fpostgresql/broker',
+    'postgres:///broker?host=/tmp',
+    'postgres://u:50%off@db/broker', // a % that is no escape, as pg takes it
+    'postgresql://u:p@[::1]:5432/broker?sslmode=require',
+  ])('accepts the PostgreSQL URL %s, as pg does', (url) => {
+    const key = 'ab'.repeat(32);
+    expect(loadConfig({ DATABASE_URL: url, BROKER_KEY_ENCRYPTION_KEY: key }).database).toEqual({
+      engine: 'postgres',
+      url,
+    });
+  });
+
   it('accepts PostgreSQL with a key-encryption key, loopback JWKS over http, GHES and enterprise issuers', () => {
     const config = loadConfig({
       DATABASE_URL: 'postgres://broker@db:5432/broker',
