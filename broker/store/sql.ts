@@ -25,6 +25,12 @@ export interface BatchedWrite {
   onNoChange?: SqlStatement;
 }
 
+/** Rows the probe of a batched write changed, and rows the statement run after it changed (0 if none ran). */
+export interface WriteOutcome {
+  probe: number;
+  next: number;
+}
+
 /**
  * What a transaction's SELECT adds to lock the rows it is about to change, so that a concurrent change waits
  * and then reads the result. PostgreSQL needs `FOR UPDATE` (READ COMMITTED); SQLite's transactions
@@ -47,9 +53,10 @@ export interface SqlDriver extends SqlExecutor {
   readonly engine: 'sqlite' | 'postgres';
   /**
    * Group commit: writes issued close together share one transaction (one fsync), each resolving with the
-   * number of rows its probe changed once that transaction is durable. A write that fails fails alone.
+   * rows its probe and the statement after it changed, once that transaction is durable. A write that fails
+   * fails alone.
    */
-  writeBatched(write: BatchedWrite): Promise<number>;
+  writeBatched(write: BatchedWrite): Promise<WriteOutcome>;
   /** Runs `fn` in one transaction: all of it commits, or none of it. */
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
   /** Runs schema DDL (several statements). */

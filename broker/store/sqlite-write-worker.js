@@ -22,12 +22,14 @@ const run = (s) => {
   }
   return stmt.run(...s.params).changes;
 };
-/** @param {Write} write */
+/**
+ * Rows the probe changed, and rows the statement after it changed (0 if none ran).
+ * @param {Write} write
+ */
 const apply = (write) => {
-  const changes = run(write.probe);
-  const next = changes > 0 ? write.onChange : write.onNoChange;
-  if (next) run(next);
-  return changes;
+  const probe = run(write.probe);
+  const next = probe > 0 ? write.onChange : write.onNoChange;
+  return { probe, next: next ? run(next) : 0 };
 };
 const applyAll = db.transaction(/** @param {Write[]} writes */ (writes) => writes.map(apply));
 const applyOne = db.transaction(apply);
@@ -46,10 +48,12 @@ const describe = (error) => {
  */
 const commit = (batches) => {
   const writes = batches.length === 1 ? batches[0].writes : batches.flatMap((b) => b.writes);
-  /** @type {({ ok: true, value: number } | { ok: false, error: { message: string, code?: string } })[]} */
+  /** @type {({ ok: true, value: { probe: number, next: number } } | { ok: false, error: { message: string, code?: string } })[]} */
   let results;
   try {
-    results = applyAll.immediate(writes).map((/** @type {number} */ value) => ({ ok: true, value }));
+    results = applyAll
+      .immediate(writes)
+      .map((/** @type {{ probe: number, next: number }} */ value) => ({ ok: true, value }));
   } catch {
     // One bad write must not fail its neighbours: each again on its own, so only it sees its error.
     results = writes.map((write) => {

@@ -1,13 +1,13 @@
 // The main thread's side of SQLite's writer thread: sends each batch, resolves it with the thread's answer.
 // Batches need not wait for each other: the thread merges all that have queued into its next transaction.
 import { Worker } from 'node:worker_threads';
-import { type BatchedWrite, lockedOut } from './sql.js';
+import { type BatchedWrite, lockedOut, type WriteOutcome } from './sql.js';
 import type { FlushBatch, Settled } from './write-batcher.js';
 
 /** The writer's answer to every batch its last transaction committed. */
 type WorkerAnswers = {
   id: number;
-  results: ({ ok: true; value: number } | { ok: false; error: { message: string; code?: string } })[];
+  results: ({ ok: true; value: WriteOutcome } | { ok: false; error: { message: string; code?: string } })[];
 }[];
 
 export interface WriteWorker {

@@ -41,7 +41,7 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
     // replacement of the policy either committed before this insert, which then records nothing, or after it.
     async recordExchange(use, audit, at, grantedBy) {
       const key = [use.issuer, use.jti];
-      const changes = await db.writeBatched(
+      const { probe, next } = await db.writeBatched(
         grantedBy
           ? {
               probe: {
@@ -61,25 +61,27 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
               onNoChange: auditInsert(audit.replayed, at),
             },
       );
-      if (changes === 1) return true;
-      if (grantedBy && !(await db.get('SELECT 1 AS used FROM used_jtis WHERE issuer = ? AND jti = ?', key))) {
-        throw new PolicyChanged(grantedBy.id);
-      }
-      return false;
+      if (probe === 1) return true;
+      // The replay's audit event was written with the refusal; without it, the policy had changed and nothing
+      // was recorded (a use of the token committed after that check is then audited by the next decision).
+      if (!grantedBy || next === 1) return false;
+      throw new PolicyChanged(grantedBy.id);
     },
     // Through group commit, as exchanges are: one commit with the audit event, off the event loop's connection.
     // Writes are serialised (SQLite's one writer, PostgreSQL's write turn), so a rotation or deletion of the key
     // either committed before this insert, which then finds no key, or revokes the token it records.
     recordMinted: async (token, keyDigest, audit, at) =>
-      (await db.writeBatched({
-        probe: {
-          sql: `INSERT INTO minted_tokens (jti, tenant_id, credential_id, expires_at)
+      (
+        await db.writeBatched({
+          probe: {
+            sql: `INSERT INTO minted_tokens (jti, tenant_id, credential_id, expires_at)
                 SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM builtin_keys WHERE digest = ?)
                    OR EXISTS (SELECT 1 FROM fine_grained_keys WHERE digest = ?)`,
-          params: [token.jti, token.tenantId, token.credentialId, token.expiresAt, keyDigest, keyDigest],
-        },
-        onChange: auditInsert(audit, at),
-      })) === 1,
+            params: [token.jti, token.tenantId, token.credentialId, token.expiresAt, keyDigest, keyDigest],
+          },
+          onChange: auditInsert(audit, at),
+        })
+      ).probe === 1,
     revoke: (jti, tenantId, expiresAt, at, audit) =>
       db.transaction(async (tx) => {
         await tx.run(

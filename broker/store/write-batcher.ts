@@ -1,24 +1,23 @@
 // Group commit: writes arriving close together share one transaction, so the hot path pays for one durable
 // commit (one fsync) per batch instead of one per request — and each caller still resolves only after its own
 // write is committed.
-import type { BatchedWrite, SqlDriver, SqlExecutor } from './sql.js';
+import type { BatchedWrite, SqlDriver, SqlExecutor, WriteOutcome } from './sql.js';
 
-export type Settled = { ok: true; value: number } | { ok: false; error: unknown };
+export type Settled = { ok: true; value: WriteOutcome } | { ok: false; error: unknown };
 
 /** Runs a batch; resolves with one outcome per write, in order. */
 export type FlushBatch = (writes: BatchedWrite[]) => Promise<Settled[]>;
 
 interface Pending {
   write: BatchedWrite;
-  resolve(value: number): void;
+  resolve(value: WriteOutcome): void;
   reject(error: unknown): void;
 }
 
-export async function applyWrite(tx: SqlExecutor, write: BatchedWrite): Promise<number> {
-  const changes = await tx.run(write.probe.sql, write.probe.params);
-  const next = changes > 0 ? write.onChange : write.onNoChange;
-  if (next) await tx.run(next.sql, next.params);
-  return changes;
+export async function applyWrite(tx: SqlExecutor, write: BatchedWrite): Promise<WriteOutcome> {
+  const probe = await tx.run(write.probe.sql, write.probe.params);
+  const next = probe > 0 ? write.onChange : write.onNoChange;
+  return { probe, next: next ? await tx.run(next.sql, next.params) : 0 };
 }
 
 /** A flush on this thread: one transaction for the batch; if it fails, each write again on its own. */
@@ -26,7 +25,7 @@ export function inThreadFlush(db: Pick<SqlDriver, 'transaction'>): FlushBatch {
   return async (writes) => {
     try {
       const values = await db.transaction(async (tx) => {
-        const out: number[] = [];
+        const out: WriteOutcome[] = [];
         for (const write of writes) out.push(await applyWrite(tx, write));
         return out;
       });
@@ -58,8 +57,8 @@ export interface BatcherOptions {
   maxInFlight?: number;
 }
 
-/** Hands a write to group commit; resolves with its row count once the batch holding it has committed. */
-export type WriteBatcher = ((write: BatchedWrite) => Promise<number>) & {
+/** Hands a write to group commit; resolves with its row counts once the batch holding it has committed. */
+export type WriteBatcher = ((write: BatchedWrite) => Promise<WriteOutcome>) & {
   /** Resolves once every write handed over so far has been flushed and answered. */
   drain(): Promise<void>;
 };
@@ -112,7 +111,7 @@ export function createWriteBatcher(
   };
 
   const batched = (write: BatchedWrite) =>
-    new Promise<number>((resolve, reject) => {
+    new Promise<WriteOutcome>((resolve, reject) => {
       queue.push({ write, resolve, reject });
       schedule();
     });

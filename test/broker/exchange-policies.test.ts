@@ -524,6 +524,49 @@ describe('a policy changed while an exchange decides (e.g. on another replica)',
     }
   });
 
+  it('a replay racing the change is refused and audited once, as every replay is', async () => {
+    const policy = { name: 'edited', ...MAIN, permissions: ['harden-runner:read'] };
+    const id = await created(policy);
+    const { store } = f.t.broker;
+    const read = store.policies.candidates;
+    let releaseFirst!: () => void;
+    const firstMayGo = new Promise<void>((resolve) => (releaseFirst = resolve));
+    let firstRead!: () => void;
+    const firstHasRead = new Promise<void>((resolve) => (firstRead = resolve));
+    let calls = 0;
+    store.policies.candidates = async (...args) => {
+      const call = ++calls;
+      const rows = await read(...args);
+      if (call === 1) {
+        // The first exchange has read the policy; it is replaced (only updated_at moves), and the first waits
+        // for the second, so that both records reach the same group commit, the stale one first.
+        expect((await f.t.request('PUT', `/v1/oidc/policies/${id}`, { key: f.key, json: policy })).ok).toBe(
+          true,
+        );
+        firstRead();
+        await firstMayGo;
+      } else if (call === 2) {
+        releaseFirst();
+      }
+      return rows;
+    };
+    try {
+      const token = f.issuer.sign();
+      const first = exchange(token);
+      await firstHasRead;
+      const [a, b] = await Promise.all([first, exchange(token)]);
+      expect([a.status, b.status].sort()).toEqual([200, 401]);
+      expect([a.body.code, b.body.code]).toContain('token_replayed');
+      const oidcJti = payloadOf(token).jti as string;
+      expect(await auditFor('token.exchanged', oidcJti)).toHaveLength(1);
+      expect(await auditFor('token.exchange_denied', oidcJti)).toEqual([
+        expect.objectContaining({ details: expect.objectContaining({ reason: 'token_replayed' }) }),
+      ]);
+    } finally {
+      store.policies.candidates = read;
+    }
+  });
+
   it('narrowed: the token carries only what the policy allows once it has changed', async () => {
     const id = await created({
       name: 'narrowing',

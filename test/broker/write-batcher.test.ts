@@ -1,6 +1,6 @@
 // Group commit: which writes share a batch, how many batches may commit at once, and when each caller resolves.
 import { describe, expect, it } from 'vitest';
-import type { BatchedWrite } from '../../broker/store/sql.js';
+import type { BatchedWrite, WriteOutcome } from '../../broker/store/sql.js';
 import { createWriteBatcher, type FlushBatch, type Settled } from '../../broker/store/write-batcher.js';
 
 const write = (n: number): BatchedWrite => ({ probe: { sql: `w${n}`, params: [n] } });
@@ -13,7 +13,8 @@ function controlledFlush() {
     new Promise<Settled[]>((resolve, reject) => {
       batches.push({
         writes: writes.map((w) => w.probe.params[0] as number),
-        commit: () => resolve(writes.map((w) => ({ ok: true, value: w.probe.params[0] as number }))),
+        commit: () =>
+          resolve(writes.map((w) => ({ ok: true, value: { probe: w.probe.params[0] as number, next: 0 } }))),
         fail: reject,
       });
     });
@@ -25,7 +26,7 @@ describe('write batcher', () => {
     const { flush, batches } = controlledFlush();
     const batched = createWriteBatcher(flush);
     const settled: number[] = [];
-    for (const n of [1, 2, 3]) void batched(write(n)).then((v) => settled.push(v));
+    for (const n of [1, 2, 3]) void batched(write(n)).then((v) => settled.push(v.probe));
     await turn();
     expect(batches.map((b) => b.writes)).toEqual([[1, 2, 3]]);
     await turn();
@@ -50,13 +51,13 @@ describe('write batcher', () => {
     await turn();
     expect(batches.map((b) => b.writes)).toEqual([[1], [2, 3]]);
     batches[1]!.commit();
-    expect(await Promise.all(all)).toEqual([1, 2, 3]);
+    expect((await Promise.all(all)).map((o) => o.probe)).toEqual([1, 2, 3]);
   });
 
   it('hands over a batch per turn up to maxInFlight, in order, then waits for a commit', async () => {
     const { flush, batches } = controlledFlush();
     const batched = createWriteBatcher(flush, { maxInFlight: 2 });
-    const all: Promise<number>[] = [];
+    const all: Promise<WriteOutcome>[] = [];
     for (const n of [1, 2, 3, 4]) {
       all.push(batched(write(n)));
       await turn();
@@ -66,11 +67,11 @@ describe('write batcher', () => {
     await turn();
     await turn();
     expect(batches.map((b) => b.writes)).toEqual([[1], [2], [3, 4]]);
-    expect(await all[1]).toBe(2);
+    expect((await all[1])?.probe).toBe(2);
     batches[0]!.fail(new Error('disk full'));
     await expect(all[0]).rejects.toThrow('disk full');
     batches[2]!.commit();
-    expect(await Promise.all(all.slice(2))).toEqual([3, 4]);
+    expect((await Promise.all(all.slice(2))).map((o) => o.probe)).toEqual([3, 4]);
   });
 
   it('splits a turn larger than maxBatch into several batches', async () => {
@@ -82,7 +83,7 @@ describe('write batcher', () => {
     await turn();
     expect(batches.map((b) => b.writes)).toEqual([[1, 2], [3, 4], [5]]);
     for (const b of batches) b.commit();
-    expect(await Promise.all(all)).toEqual([1, 2, 3, 4, 5]);
+    expect((await Promise.all(all)).map((o) => o.probe)).toEqual([1, 2, 3, 4, 5]);
   });
 
   it('drains: resolves once every write handed over has been answered, and at once when idle', async () => {
