@@ -19,7 +19,7 @@ import { type BrokerEnv, validationHook } from './http/context.js';
 import { registerDocRoutes } from './http/docs.js';
 import { registerFineGrainedKeyRoutes } from './http/fine-grained-keys.js';
 import { registerIdentityRoutes } from './http/identity.js';
-import { strictJsonBody } from './http/json-body.js';
+import { bodyRefusal, strictJsonBody } from './http/json-body.js';
 import { bodyMediaTypes } from './http/media-types.js';
 import { allowedMethods } from './http/methods.js';
 import { registerOperationRoutes } from './http/operations.js';
@@ -98,7 +98,9 @@ export function createApp(deps: AppDeps): BrokerApp {
     const error =
       thrown instanceof HTTPException && thrown.status === 415
         ? unsupportedMediaType(mediaTypesOf(c.req.method, c.req.routePath))
-        : thrown;
+        : thrown instanceof HTTPException
+          ? (bodyRefusal(c) ?? thrown)
+          : thrown;
     try {
       await auditRefusal(c, error, deps);
     } catch (auditFailure) {

@@ -177,7 +177,8 @@ function trustedIssuers(env: Env): TrustedIssuerConfig[] {
 
 function keyEncryptionKey(env: Env): Buffer | undefined {
   const name = 'BROKER_KEY_ENCRYPTION_KEY';
-  const raw = setting(env, name, 'a key file beside the SQLite database');
+  // Surrounding white space is dropped: a secret mounted from a file often ends in a newline.
+  const raw = setting(env, name, 'a key file beside the SQLite database')?.trim();
   if (raw === undefined) return undefined;
   if (/^[0-9a-fA-F]{64}$/.test(raw)) return Buffer.from(raw, 'hex');
   // Checked whole: Node's base64 decoder skips characters it does not know, so "!!!!AAAA…" would decode.

@@ -1,6 +1,7 @@
 // JSON request bodies decoded strictly: JSON is UTF-8 (RFC 8259), and bytes that are not UTF-8 are refused
 // rather than turned into U+FFFD and stored as a name the client never sent.
 import { isUtf8 } from 'node:buffer';
+import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
@@ -9,19 +10,39 @@ import type { BrokerEnv } from './context.js';
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
 // Not fatal: the bytes are checked first. It drops a leading byte-order mark, as the body reader does.
 const decoder = new TextDecoder();
+/** The refusal of a request's body, kept for the error handler: the JSON validator reports any failure as "malformed". */
+const refused = new WeakMap<object, BrokerError>();
 
 /**
- * Reads a JSON body once, checks that it is UTF-8 and hands the text to the validators (which parse it from
- * `bodyCache.text`, the cache HonoRequest's json() reads). Other bodies pass untouched.
+ * Makes the text the JSON validators parse (HonoRequest's json() reads `bodyCache.text`) a strict decoding of
+ * the body. Only a route that validates JSON reads it, after routing and authentication: a request that would
+ * be a 404, 405 or 401 stays one, whatever its body.
  */
 export const strictJsonBody = createMiddleware<BrokerEnv>(async (c, next) => {
   const type = c.req.header('Content-Type');
   if (!type || !JSON_MEDIA_TYPE.test(type.split(';')[0]!.trim())) return next();
-  const bytes = new Uint8Array(await c.req.arrayBuffer());
-  if (!isUtf8(bytes)) {
-    throw new BrokerError('invalid_request', 'the request body is not valid UTF-8, which JSON must be');
-  }
-  // HonoRequest keeps promises in its body cache (its type says values): json() awaits the cached text.
-  (c.req.bodyCache as { text?: Promise<string> }).text = Promise.resolve(decoder.decode(bytes));
+  let text: Promise<string> | undefined;
+  // Not enumerable: HonoRequest derives other body forms from any enumerable cache entry, and reads of the
+  // raw body (form data, array buffers) must not come through here.
+  Object.defineProperty(c.req.bodyCache, 'text', {
+    configurable: true,
+    enumerable: false,
+    get: () =>
+      (text ??= c.req.raw.arrayBuffer().then((buffer) => {
+        const bytes = new Uint8Array(buffer);
+        if (isUtf8(bytes)) return decoder.decode(bytes);
+        const error = new BrokerError(
+          'invalid_request',
+          'the request body is not valid UTF-8, which JSON must be',
+        );
+        refused.set(c.req, error);
+        throw error;
+      })),
+  });
   await next();
 });
+
+/** Why the request's JSON body was refused, if it was: the validator's own error says only "malformed". */
+export function bodyRefusal(c: Context<BrokerEnv>): BrokerError | undefined {
+  return refused.get(c.req);
+}

@@ -16,9 +16,10 @@ function toPostgres(sql: string): string {
   return out;
 }
 
-// SQLSTATE classes and codes of a server that cannot take work now: connection exceptions (08), shutting down or
-// starting up (57P01–57P03), too many connections (53300).
-const UNAVAILABLE_SQLSTATE = /^(08...|57P0[123]|53300)$/;
+// SQLSTATEs of a server that cannot take work now: the connection failed or is gone (08000, 08001, 08003, 08004,
+// 08006), shutting down or starting up (57P01–57P03), too many connections (53300). Not 08P01, a protocol
+// violation, which is a bug to fix rather than an outage to wait out.
+const UNAVAILABLE_SQLSTATE = /^(0800[01346]|57P0[123]|53300)$/;
 // What Node and pg report when the server cannot be reached or the connection drops.
 const UNREACHABLE = new Set([
   'ECONNREFUSED',

@@ -150,10 +150,12 @@ describe('loadConfig', () => {
     });
     expect(config.database).toEqual({ engine: 'postgres', url: 'postgres://broker@db:5432/broker' });
     expect(config.keyEncryptionKey?.length).toBe(32);
-    // The same 32 bytes in base64, standard and URL-safe.
+    // The same 32 bytes in base64, standard and URL-safe, and with the newline a mounted secret file leaves.
     for (const encoded of [
       Buffer.alloc(32, 0xfb).toString('base64'),
       Buffer.alloc(32, 0xfb).toString('base64url'),
+      `${Buffer.alloc(32, 0xfb).toString('base64')}\n`,
+      `${Buffer.alloc(32, 0xfb).toString('hex')}\n`,
     ]) {
       expect(loadConfig({ BROKER_KEY_ENCRYPTION_KEY: encoded }).keyEncryptionKey).toEqual(
         Buffer.alloc(32, 0xfb),

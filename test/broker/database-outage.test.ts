@@ -5,6 +5,9 @@ import type { AddressInfo } from 'node:net';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import { openPostgres } from '../../broker/store/postgres.js';
+import { StoreUnavailable } from '../../broker/store/sql.js';
+import { openSqlite } from '../../broker/store/sqlite.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 import { createTestDatabase, requestedEngine } from '../support/database.js';
 
@@ -79,4 +82,16 @@ describe(`a database outage (${engine})`, () => {
     expect(t.logs.some((line) => line.includes('the database is unavailable'))).toBe(true);
     expect(t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
   }, 20_000);
+});
+
+describe(`a mistake in a query (${engine})`, () => {
+  it('a wrong number of parameters is the error it is, not an outage to wait out (503)', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(() => db.drop());
+    const driver = db.engine === 'sqlite' ? openSqlite(db.file!) : openPostgres(db.url);
+    cleanups.push(() => driver.close());
+    const error = await driver.get('SELECT ? AS a, ? AS b', [1]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(Error);
+    expect(error).not.toBeInstanceOf(StoreUnavailable);
+  });
 });

@@ -77,3 +77,18 @@ describe.each(Object.entries(senders))('a JSON body that is not UTF-8 (%s)', (_,
     expect(await res.json()).toMatchObject({ name });
   });
 });
+
+describe('a body that is not UTF-8 is looked at only where the route reads JSON', () => {
+  it.each([
+    ['POST', '/v1/nowhere', true, 404],
+    ['PATCH', '/v1/fine-grained-keys', true, 405],
+    ['POST', '/v1/fine-grained-keys', false, 401],
+  ])('%s %s (credential: %s) answers %i as it would with any body', async (method, path, withKey, status) => {
+    const res = await t.broker.app.request(`http://broker.test${path}`, {
+      method,
+      headers: { ...(withKey ? { Authorization: `Bearer ${key}` } : {}), 'Content-Type': 'application/json' },
+      body: invalid,
+    });
+    expect(res.status).toBe(status);
+  });
+});
