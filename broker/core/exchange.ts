@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { type AuditEventInput, PolicyChanged, type Store, type Tenant } from '../store/store.js';
+import { type AuditEventInput, GrantingPolicyChanged, type Store, type Tenant } from '../store/store.js';
 import type { AccessTokens } from './access-tokens.js';
 import type { IssuerKeys } from './issuer-keys.js';
 import { type VerifiedClaims, verifyOidcToken } from './oidc-verify.js';
@@ -201,7 +201,7 @@ interface Granted {
 
 /**
  * Selects the policy for the verified job and commits the replay record with the audit event of the outcome;
- * a refusal is audited and thrown. Commits only while the granting policy is as it was read (PolicyChanged
+ * a refusal is audited and thrown. Commits only while the granting policy is as it was read (GrantingPolicyChanged
  * otherwise), so no token comes from a policy deleted or narrowed before the exchange committed.
  */
 async function decideAndRecord(
@@ -307,7 +307,7 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
       granted = await decideAndRecord(request, { claims, tenant, permissions, repositoryKey }, deps);
     } catch (error) {
       // The granting policy was deleted or replaced meanwhile, on any replica: decide again on what is there now.
-      if (!(error instanceof PolicyChanged)) throw error;
+      if (!(error instanceof GrantingPolicyChanged)) throw error;
       if (decisions === MAX_DECISIONS) {
         throw new BrokerError(
           'not_ready',

@@ -23,9 +23,10 @@ const NUMERIC_ID = /^[0-9]+$/;
 const ANY_CASE_SHA1 = /^[0-9a-fA-F]{40}$/;
 // Characters an admin types when expecting wildcard or regular-expression semantics.
 const PATTERN_CHARS = /[*?|[\]{}()^$\\+]/;
-// What reads as a glob or a regular expression (* ? [ for one or more characters, | or { for alternatives, .* or
-// .+) but is legal in refs and environment names, so it only warns. Parentheses, + and $ alone stay quiet: they
-// are ordinary in names such as "Production (EU)" or tags such as v1.0.0+build.
+// What reads as a glob or a regular expression (the wildcards * ? [, the alternatives | and {, .* or .+) but is
+// legal where it appears, so it only warns: in an environment name, and for | { .+ in a ref (git refuses * ? [
+// there, which is a 422). Parentheses, + and $ alone stay quiet: they are ordinary in names such as
+// "Production (EU)" or tags such as v1.0.0+build.
 const PATTERN_HINT = /[*?|[{]|\.[*+]/;
 const WHITESPACE_OR_CONTROL = /[\s\p{Cc}]/u;
 const CONTROL = /\p{Cc}/u;

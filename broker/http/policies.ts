@@ -119,7 +119,7 @@ export function registerPolicyRoutes(
     now: deps.now,
     rules: { trustedIssuers: deps.config.trustedIssuers.map((i) => i.issuer), defaultIssuer: GITHUB_ISSUER },
   };
-  // Before the /{id} routes, which would otherwise take the dry run's path for a policy named "evaluate".
+  // Before the /{id} routes, which would otherwise take the dry run's path for a policy with the id "evaluate".
   refuseMethods(
     app,
     ['GET', 'PUT', 'PATCH', 'DELETE'],

@@ -13,8 +13,7 @@ interface AuditRow {
   details: string;
 }
 
-/** The INSERT for one audit event, for a transaction of its own or a group commit. */
-/** The insert of one audit event; with `onlyIf`, only when that query finds a row. */
+/** The INSERT for one audit event, for a transaction of its own or a group commit; with `onlyIf`, only when that query finds a row. */
 export function auditInsert(event: AuditEventInput, at: number, onlyIf?: SqlStatement): SqlStatement {
   const columns = 'INSERT INTO audit_events (tenant_id, at, type, outcome, actor, target, details)';
   return {

@@ -3,10 +3,10 @@ import type { Permission } from '../core/permissions.js';
 import type { PolicyRecord, TrustPolicy } from '../core/policy-types.js';
 
 /** The policy that granted an exchange was deleted or replaced before the exchange committed; decide again. */
-export class PolicyChanged extends Error {
+export class GrantingPolicyChanged extends Error {
   constructor(readonly policyId: string) {
     super(`trust policy ${policyId} changed while the exchange was decided`);
-    this.name = 'PolicyChanged';
+    this.name = 'GrantingPolicyChanged';
   }
 }
 
@@ -175,15 +175,16 @@ export interface Store {
   tokens: {
     /**
      * Records (iss, jti) as used together with the audit event of its outcome, in one commit: `fresh` when the
-     * pair is new, `replayed` when it was already used. Resolves once both are durable; true when fresh. With
-     * `grantedBy`, only while that policy still exists as last updated at `updatedAt`: otherwise nothing is
-     * recorded and it rejects with PolicyChanged.
+     * pair is new, `replayed` when it was already used. Resolves once both are durable; true when fresh. A new
+     * pair is recorded only while the policy `grantedBy` still exists as last updated at `updatedAt`; if it does
+     * not, a pair already used is still `replayed` as above, and an unused one is not recorded: it rejects with
+     * GrantingPolicyChanged.
      */
     recordExchange(
       use: { issuer: string; jti: string; expiresAt: number },
       audit: { fresh: AuditEventInput; replayed: AuditEventInput },
       at: number,
-      grantedBy?: { id: string; updatedAt: number },
+      grantedBy: { id: string; updatedAt: number },
     ): Promise<boolean>;
     /**
      * Remembers which credential minted an access token, with the audit event, in one commit — only while the

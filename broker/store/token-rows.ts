@@ -2,12 +2,10 @@
 // revoked access tokens, in SQL.
 import { appendAudit, auditInsert } from './audit-rows.js';
 import type { SqlDriver, SqlExecutor } from './sql.js';
-import { PolicyChanged, type Store } from './store.js';
+import { GrantingPolicyChanged, type Store } from './store.js';
 
-const INSERT_JTI =
-  'INSERT INTO used_jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING';
-// The same, only while the granting policy is still as the exchange read it (SQLite's upsert after a SELECT needs
-// the WHERE it has here).
+// A new (iss, jti), only while the granting policy is still as the exchange read it (SQLite's upsert after a
+// SELECT needs the WHERE it has here).
 const INSERT_JTI_WHILE_POLICY = `INSERT INTO used_jtis (issuer, jti, expires_at)
   SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM trust_policies WHERE id = ? AND updated_at = ?)
   ON CONFLICT (issuer, jti) DO NOTHING`;
@@ -41,31 +39,23 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
     // replacement of the policy either committed before this insert, which then records nothing, or after it.
     async recordExchange(use, audit, at, grantedBy) {
       const key = [use.issuer, use.jti];
-      const { probe, next } = await db.writeBatched(
-        grantedBy
-          ? {
-              probe: {
-                sql: INSERT_JTI_WHILE_POLICY,
-                params: [...key, use.expiresAt, grantedBy.id, grantedBy.updatedAt],
-              },
-              onChange: auditInsert(audit.fresh, at),
-              // Nothing inserted: a replay only if the token was used; otherwise the policy changed.
-              onNoChange: auditInsert(audit.replayed, at, {
-                sql: 'SELECT 1 FROM used_jtis WHERE issuer = ? AND jti = ?',
-                params: key,
-              }),
-            }
-          : {
-              probe: { sql: INSERT_JTI, params: [...key, use.expiresAt] },
-              onChange: auditInsert(audit.fresh, at),
-              onNoChange: auditInsert(audit.replayed, at),
-            },
-      );
+      const { probe, next } = await db.writeBatched({
+        probe: {
+          sql: INSERT_JTI_WHILE_POLICY,
+          params: [...key, use.expiresAt, grantedBy.id, grantedBy.updatedAt],
+        },
+        onChange: auditInsert(audit.fresh, at),
+        // Nothing inserted: a replay only if the token was used; otherwise the policy changed.
+        onNoChange: auditInsert(audit.replayed, at, {
+          sql: 'SELECT 1 FROM used_jtis WHERE issuer = ? AND jti = ?',
+          params: key,
+        }),
+      });
       if (probe === 1) return true;
       // The replay's audit event was written with the refusal; without it, the policy had changed and nothing
       // was recorded (a use of the token committed after that check is then audited by the next decision).
-      if (!grantedBy || next === 1) return false;
-      throw new PolicyChanged(grantedBy.id);
+      if (next === 1) return false;
+      throw new GrantingPolicyChanged(grantedBy.id);
     },
     // Through group commit, as exchanges are: one commit with the audit event, off the event loop's connection.
     // Writes are serialised (SQLite's one writer, PostgreSQL's write turn), so a rotation or deletion of the key

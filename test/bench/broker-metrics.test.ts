@@ -1,10 +1,11 @@
+// The bench's reading of the broker's own latency histogram: which exchanges a round counts, and how.
 import { describe, expect, it } from 'vitest';
 import { exchangeHistogram, inBrokerBetween } from '../../bench/broker-metrics.js';
 import { createMetrics } from '../../broker/metrics.js';
 
 const EXCHANGE = ['POST', '/v1/oidc/token', 200] as const;
 
-async function exposition(metrics: ReturnType<typeof createMetrics>) {
+async function snapshot(metrics: ReturnType<typeof createMetrics>) {
   return exchangeHistogram(await metrics.registry.metrics());
 }
 
@@ -12,12 +13,12 @@ describe("the bench's reading of the broker's latency histogram", () => {
   it('times only the successful exchanges of the round, with their mean and the share within 25 ms', async () => {
     const metrics = createMetrics();
     metrics.observeRequest(...EXCHANGE, 0.5); // before the round
-    const before = await exposition(metrics);
+    const before = await snapshot(metrics);
     for (const seconds of [0.004, 0.012, 0.025, 0.031]) metrics.observeRequest(...EXCHANGE, seconds);
     // Other routes and refused exchanges are not the round's exchanges.
     metrics.observeRequest('POST', '/v1/oidc/token', 403, 0.001);
     metrics.observeRequest('GET', '/v1/whoami', 200, 0.001);
-    const round = inBrokerBetween(before, await exposition(metrics));
+    const round = inBrokerBetween(before, await snapshot(metrics));
     expect(round?.exchanges).toBe(4);
     expect(round?.meanMs).toBeCloseTo(18, 6);
     expect(round?.within25Ms).toBe(0.75);
@@ -26,8 +27,8 @@ describe("the bench's reading of the broker's latency histogram", () => {
   it('reports nothing for a round in which the broker answered no exchange', async () => {
     const metrics = createMetrics();
     metrics.observeRequest('GET', '/v1/whoami', 200, 0.001);
-    const snapshot = await exposition(metrics);
-    expect(inBrokerBetween(snapshot, snapshot)).toBeUndefined();
+    const idle = await snapshot(metrics);
+    expect(inBrokerBetween(idle, idle)).toBeUndefined();
   });
 
   it('refuses a histogram without the 25 ms bound rather than reporting a share of zero', () => {

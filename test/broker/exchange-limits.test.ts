@@ -76,10 +76,12 @@ describe('upkeep', () => {
       outcome: 'success' as const,
       actor: { kind: 'test', id: 't' },
     };
+    const [policy] = await f.t.broker.store.policies.list(f.tenantId);
     const fresh = await f.t.broker.store.tokens.recordExchange(
       { issuer: GITHUB_ISSUER, jti, expiresAt: 0 },
       { fresh: event, replayed: event },
       f.t.clock.now,
+      { id: policy!.id, updatedAt: policy!.updatedAt },
     );
     expect(fresh).toBe(true);
   });

@@ -2,6 +2,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ALL_PERMISSIONS, type Permission } from '../../broker/core/permissions.js';
 import type { PolicyRecord } from '../../broker/core/policy-types.js';
+import { deferred } from '../support/deferred.js';
 import { type Federation, startFederation } from '../support/federation.js';
 import type { ClaimOverrides } from '../support/local-issuer.js';
 
@@ -529,10 +530,8 @@ describe('a policy changed while an exchange decides (e.g. on another replica)',
     const id = await created(policy);
     const { store } = f.t.broker;
     const read = store.policies.candidates;
-    let releaseFirst!: () => void;
-    const firstMayGo = new Promise<void>((resolve) => (releaseFirst = resolve));
-    let firstRead!: () => void;
-    const firstHasRead = new Promise<void>((resolve) => (firstRead = resolve));
+    const firstMayGo = deferred();
+    const firstHasRead = deferred();
     let calls = 0;
     store.policies.candidates = async (...args) => {
       const call = ++calls;
@@ -543,17 +542,17 @@ describe('a policy changed while an exchange decides (e.g. on another replica)',
         expect((await f.t.request('PUT', `/v1/oidc/policies/${id}`, { key: f.key, json: policy })).ok).toBe(
           true,
         );
-        firstRead();
-        await firstMayGo;
+        firstHasRead.resolve();
+        await firstMayGo.promise;
       } else if (call === 2) {
-        releaseFirst();
+        firstMayGo.resolve();
       }
       return rows;
     };
     try {
       const token = f.issuer.sign();
       const first = exchange(token);
-      await firstHasRead;
+      await firstHasRead.promise;
       const [a, b] = await Promise.all([first, exchange(token)]);
       expect([a.status, b.status].sort()).toEqual([200, 401]);
       expect([a.body.code, b.body.code]).toContain('token_replayed');

@@ -7,7 +7,13 @@ import { migrate } from '../../broker/store/migrations.js';
 import { openStore, storeOn } from '../../broker/store/open-store.js';
 import { openPostgres } from '../../broker/store/postgres.js';
 import { openSqlite } from '../../broker/store/sqlite.js';
-import type { AuditEventInput, FineGrainedKey, Store, Tenant } from '../../broker/store/store.js';
+import {
+  type AuditEventInput,
+  type FineGrainedKey,
+  GrantingPolicyChanged,
+  type Store,
+  type Tenant,
+} from '../../broker/store/store.js';
 import { createTestDatabase, requestedEngine, type TestDatabase } from '../support/database.js';
 import { deferred } from '../support/deferred.js';
 
@@ -21,6 +27,34 @@ const audit = (tenantId: string, type = 'test.event'): AuditEventInput => ({
 
 let db: TestDatabase;
 
+/** A valid policy for one repository, as the admin API would store it. */
+const policyInput = (name: string) => ({
+  name,
+  description: null,
+  issuer: 'https://token.actions.githubusercontent.com',
+  claims: { repository: 'acme/infra' },
+  max_session_duration_seconds: 0,
+  permissions: ['harden-runner:read' as const],
+  allow_pull_request_target: false,
+});
+
+/** The policy that grants the exchanges these tests record (created in beforeAll, never changed). */
+let granting: { id: string; updatedAt: number };
+
+/** Records exchanges of tenant `tenantId` by tokens of `issuer`, with the audit events the exchange writes. */
+const exchangesOf =
+  (tenantId: string, issuer: string) =>
+  (jti: string, details: Record<string, unknown> = {}, grantedBy = granting) =>
+    store.tokens.recordExchange(
+      { issuer, jti, expiresAt: 5000 },
+      {
+        fresh: { ...audit(tenantId, 'token.exchanged'), details },
+        replayed: { ...audit(tenantId, 'token.exchange_denied'), outcome: 'denied' },
+      },
+      10,
+      grantedBy,
+    );
+
 /** Records (issuer, jti) as used by an exchange of tenant `t`; false when it already was. */
 const use = (issuer: string, jti: string, expiresAt: number) =>
   store.tokens.recordExchange(
@@ -30,6 +64,7 @@ const use = (issuer: string, jti: string, expiresAt: number) =>
       replayed: { ...audit('t', 'token.exchange_denied'), outcome: 'denied' },
     },
     1,
+    granting,
   );
 let store: Store;
 
@@ -57,6 +92,10 @@ beforeAll(async () => {
   store = await openStore(
     loadConfig({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32) }).database,
   );
+  const t = await tenant('grants');
+  const created = await store.policies.create(t.id, 'p-grants', policyInput('grants'), 1, audit(t.id));
+  if (!created.ok) throw new Error('the granting policy was not created');
+  granting = { id: created.value.id, updatedAt: created.value.updatedAt };
 });
 afterAll(async () => {
   await store?.close();
@@ -232,15 +271,7 @@ describe(`store contract (${requestedEngine()})`, () => {
 
   it('records exchanges in group commits: one fresh use per (issuer, jti), every outcome audited, failures isolated', async () => {
     const t = await tenant('juliet');
-    const record = (jti: string, details: Record<string, unknown> = {}) =>
-      store.tokens.recordExchange(
-        { issuer: 'https://issuer', jti, expiresAt: 5000 },
-        {
-          fresh: { ...audit(t.id, 'token.exchanged'), details },
-          replayed: { ...audit(t.id, 'token.exchange_denied'), outcome: 'denied' },
-        },
-        10,
-      );
+    const record = exchangesOf(t.id, 'https://issuer');
     // Issued in one turn of the event loop, so they share a batch; the broken one must fail alone.
     const results = await Promise.allSettled([
       record('same'),
@@ -266,15 +297,7 @@ describe(`store contract (${requestedEngine()})`, () => {
 
   it('records exchanges issued over many turns while earlier batches commit: each (issuer, jti) fresh exactly once', async () => {
     const t = await tenant('kilo');
-    const record = (jti: string) =>
-      store.tokens.recordExchange(
-        { issuer: 'https://issuer.kilo', jti, expiresAt: 5000 },
-        {
-          fresh: audit(t.id, 'token.exchanged'),
-          replayed: { ...audit(t.id, 'token.exchange_denied'), outcome: 'denied' },
-        },
-        10,
-      );
+    const record = exchangesOf(t.id, 'https://issuer.kilo');
     // 20 turns of 10 writes; every jti is sent three times, in three different turns.
     const pending: Promise<boolean>[] = [];
     const jtis: string[] = [];
@@ -293,6 +316,32 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(events.filter((e) => e.type === 'token.exchange_denied')).toHaveLength(130);
   });
 
+  it('records an exchange only while its granting policy is as it was read; a replay is a replay either way', async () => {
+    const t = await tenant('oscar');
+    const exchange = exchangesOf(t.id, 'https://issuer.oscar');
+    const record = (jti: string, grantedBy: { id: string; updatedAt: number }) =>
+      exchange(jti, {}, grantedBy);
+    const v1 = await store.policies.create(t.id, 'p-oscar', policyInput('oscar'), 100, audit(t.id));
+    if (!v1.ok) throw new Error('create');
+    // Replaced within the same millisecond: its updated_at still moves forward.
+    const v2 = await store.policies.replace(t.id, 'p-oscar', policyInput('oscar'), 100, () => audit(t.id));
+    if (!v2?.ok) throw new Error('replace');
+    expect(v2.value.updatedAt).toBeGreaterThan(v1.value.updatedAt);
+    const read = (v: typeof v1) => ({ id: v.value.id, updatedAt: v.value.updatedAt });
+
+    await expect(record('a', read(v1))).rejects.toBeInstanceOf(GrantingPolicyChanged);
+    expect(await record('a', read(v2))).toBe(true);
+    // Used meanwhile: a replay, audited, whatever became of the policy the decision read.
+    expect(await record('a', read(v1))).toBe(false);
+    await store.policies.delete(t.id, 'p-oscar', 200, () => audit(t.id, 'policy.deleted'));
+    await expect(record('b', read(v2))).rejects.toBeInstanceOf(GrantingPolicyChanged);
+    const types = (await store.audit.list(t.id, { limit: 20 })).map((e) => e.type);
+    expect(types.filter((type) => type.startsWith('token.'))).toEqual([
+      'token.exchange_denied',
+      'token.exchanged',
+    ]);
+  });
+
   it('commits on close the exchanges still gathering for a batch, and takes none after', async () => {
     const t = await tenant('lima');
     const other = await openStore(
@@ -305,6 +354,7 @@ describe(`store contract (${requestedEngine()})`, () => {
         replayed: { ...audit(t.id, 'token.exchange_denied'), outcome: 'denied' },
       },
       10,
+      granting,
     );
     await other.close();
     expect(await recorded).toBe(true);
@@ -315,6 +365,7 @@ describe(`store contract (${requestedEngine()})`, () => {
         { issuer: 'https://issuer.lima', jti: 'after-close', expiresAt: 5000 },
         { fresh: audit(t.id, 'token.exchanged'), replayed: audit(t.id, 'token.exchange_denied') },
         11,
+        granting,
       ),
     ).rejects.toThrow();
     expect(await use('https://issuer.lima', 'after-close', 5000)).toBe(true);
