@@ -16,15 +16,32 @@ const TRUST_CLAIMS = [
   'repository_id',
 ];
 
+/** Which call the broker answered: the main step's exchange, or the post step's revocation of the token. */
+export type BrokerCall = 'exchange' | 'revoke';
+
 export function explainProblem(
   failure: Extract<Failure, { kind: 'problem' }>,
   inputs?: ActionInputs,
+  call: BrokerCall = 'exchange',
 ): Explanation {
-  return withRequestId(describe(failure, inputs), failure.problem);
+  return withRequestId(describe(failure, inputs, call), failure.problem);
 }
 
-function describe(failure: Extract<Failure, { kind: 'problem' }>, inputs?: ActionInputs): Explanation {
+/** What to do after the broker kept failing: a new job gets a new token, but does not revoke this one. */
+function afterOutage(call: BrokerCall): string {
+  return call === 'exchange'
+    ? 'Re-run the job later.'
+    : 'Re-running the job would not revoke it: a tenant admin can revoke it with `POST /v1/tokens/revoke`, ' +
+        'or it expires on its own.';
+}
+
+function describe(
+  failure: Extract<Failure, { kind: 'problem' }>,
+  inputs: ActionInputs | undefined,
+  call: BrokerCall,
+): Explanation {
   const p = failure.problem;
+  const reason = p.detail ? [`Reason given: ${code(p.detail)}`] : [];
   const tenant = inputs ? ` ${code(inputs.tenant)}` : '';
   switch (p.code) {
     case 'audience_mismatch':
@@ -81,7 +98,7 @@ function describe(failure: Extract<Failure, { kind: 'problem' }>, inputs?: Actio
       return {
         title: "The broker rejected the job's OIDC token (401 invalid_token).",
         body: [
-          ...(p.detail ? [`Reason given: ${code(p.detail)}`] : []),
+          ...reason,
           'GitHub issues this token for the running job, so this usually means the broker does not trust its ' +
             "issuer (GitHub Enterprise Server or another issuer must be added to the broker's " +
             "BROKER_TRUSTED_ISSUERS), the runner's clock is far off, or the token expired on the way.",
@@ -92,26 +109,48 @@ function describe(failure: Extract<Failure, { kind: 'problem' }>, inputs?: Actio
         title:
           "The broker could not fetch the issuer's signing keys to verify the token (503 issuer_unavailable).",
         body: [
+          ...reason,
           `${attempts(failure)} This is usually temporary: re-run the job. If it persists, the broker's ` +
-            "operator should check that the broker can reach GitHub's JWKS " +
-            '(https://token.actions.githubusercontent.com/.well-known/jwks).',
+            "operator should check that the broker can reach the issuer's JWKS (the `jwks_uri` of that issuer " +
+            'in BROKER_TRUSTED_ISSUERS, or the one its discovery document names).',
         ],
       };
-    case 'invalid_request':
+    case 'not_ready':
       return {
-        title: 'The broker rejected the exchange request as malformed (400 invalid_request).',
+        title: `The broker cannot serve this request right now (503 not_ready).`,
         body: [
-          ...(p.detail ? [`Reason given: ${code(p.detail)}`] : []),
+          ...reason,
+          `${attempts(failure)} Its database is unavailable, or the trust policies were changing while the ` +
+            `exchange was decided. ${afterOutage(call)} If it persists, tell the broker's operator.`,
+        ],
+      };
+    case 'invalid_request': {
+      const permissionErrors = fieldErrors(p).filter((e) => /^(permissions(\[\d+\])?|scope)$/.test(e.field));
+      if (call === 'exchange' && permissionErrors.length > 0) {
+        return {
+          title: 'The broker refused a permission this step asks for (400 invalid_request).',
+          body: [
+            { list: permissionErrors.map((e) => code(e.message)) },
+            'Remove it from the `permissions` input. A permission the broker does not know, or one of a category ' +
+              'disabled for the tenant, cannot be requested; a tenant admin can tell which categories are enabled.',
+          ],
+        };
+      }
+      return {
+        title: 'The broker rejected the request as malformed (400 invalid_request).',
+        body: [
+          ...reason,
           'Check the inputs of this step; if they look right, the broker may not be compatible with this version ' +
             'of the action.',
         ],
       };
+    }
     default:
       return {
         title: `The broker answered ${failure.status}${p.code ? ` ${word(p.code)}` : ''}${p.title ? `: ${code(p.title)}` : ''}.`,
         body: [
-          ...(p.detail ? [`Reason given: ${code(p.detail)}`] : []),
-          ...(failure.status >= 500 ? [`${attempts(failure)} Re-run the job later.`] : []),
+          ...reason,
+          ...(failure.status >= 500 ? [`${attempts(failure)} ${afterOutage(call)}`] : []),
           ...(failure.status === 404
             ? ["Check that `api-url` is the broker's base URL, ending in `/v1`."]
             : []),
@@ -199,6 +238,15 @@ function retryAfter(f: RetryInfo): string {
   return f.retryAfterMs === undefined
     ? ''
     : ` The broker asked to wait ${Math.ceil(f.retryAfterMs / 1000)} s.`;
+}
+
+/** The `errors` of a problem: which field was wrong, and why. */
+function fieldErrors(p: Problem): { field: string; message: string }[] {
+  if (!Array.isArray(p.errors)) return [];
+  return p.errors.flatMap((e: unknown) => {
+    const { field, message } = (typeof e === 'object' && e !== null ? e : {}) as Record<string, unknown>;
+    return typeof field === 'string' && typeof message === 'string' ? [{ field, message }] : [];
+  });
 }
 
 function strings(value: unknown): string[] {

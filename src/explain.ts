@@ -1,6 +1,6 @@
 // Turns every way the action can fail into one message that says what happened and what to do about it.
 import type { BrokerFailure } from './broker-client.js';
-import { attempts, code, explainProblem } from './explain-problem.js';
+import { attempts, type BrokerCall, code, explainProblem } from './explain-problem.js';
 import type { ActionInputs } from './inputs.js';
 
 /** A paragraph, a bulleted list, or a YAML snippet to paste into the workflow. */
@@ -29,7 +29,7 @@ export { code };
 const NOTHING_SENT =
   'Nothing was sent to the broker. Re-run the job; if it keeps happening, check https://www.githubstatus.com.';
 
-export function explain(failure: Failure, inputs?: ActionInputs): Explanation {
+export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCall = 'exchange'): Explanation {
   switch (failure.kind) {
     case 'inputs':
       return {
@@ -80,7 +80,7 @@ export function explain(failure: Failure, inputs?: ActionInputs): Explanation {
     case 'unexpected':
       return unexpected(failure);
     case 'problem':
-      return explainProblem(failure, inputs);
+      return explainProblem(failure, inputs, call);
   }
 }
 

@@ -43,7 +43,7 @@ export async function runPost(deps: PostDeps): Promise<PostOutcome> {
     io.info(`The broker no longer accepts the StepSecurity API token${why}; nothing to revoke.`);
     return 'no-longer-valid';
   }
-  const reason = formatExplanation(explain({ ...result, attempts, gaveUp }));
+  const reason = formatExplanation(explain({ ...result, attempts, gaveUp }, undefined, 'revoke'));
   io.warning(`Could not revoke the StepSecurity API token; it stays valid until ${expiresAt}.\n${reason}`);
   return 'revoke-failed';
 }

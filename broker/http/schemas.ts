@@ -76,6 +76,8 @@ export const authErrors = {
   403: problem(
     'The credential lacks the permission (`forbidden`), or asks for more than it holds (`permission_escalation`).',
   ),
+  // Every authenticated request reads the database for its credential.
+  503: problem('The database does not answer right now (`not_ready`); retry.'),
 } as const;
 
 export const badRequest = {

@@ -118,7 +118,10 @@ export function registerTokenExchangeRoute(
         403: problem('`no_matching_policy` (echoes your own claims) or `permission_not_allowed`.'),
         409: problem('`ambiguous_policy`: name one of `policies` in the request.'),
         429: problem('`rate_limited`: retry after `Retry-After` seconds.'),
-        503: problem("`issuer_unavailable`: the issuer's signing keys cannot be fetched."),
+        503: problem(
+          "`issuer_unavailable`: the issuer's signing keys cannot be fetched; `not_ready`: the database does not " +
+            'answer, or the trust policies kept changing while the exchange was decided. Retry.',
+        ),
       },
     }),
     async (c) => {

@@ -212,6 +212,30 @@ describe('explained failures', () => {
     expect(message).toContain('Reason given: `duration_seconds must be at most 3600');
   });
 
+  it('invalid_request for a permission: names it and says to remove it, not that the request was malformed', async () => {
+    const why = 'permission of a category disabled for this tenant "orchestrate-security:read"';
+    const { message } = await failureFor(() =>
+      problem(400, 'invalid_request', {
+        detail: `permissions[0]: ${why}`,
+        errors: [{ field: 'permissions[0]', message: why }],
+      }),
+    );
+    expect(message).toContain('The broker refused a permission this step asks for (400 invalid_request).');
+    expect(message).toContain(why);
+    expect(message).toContain('Remove it from the `permissions` input');
+    expect(message).not.toContain('malformed');
+  });
+
+  it('not_ready: says the broker cannot serve now, with its reason, and to re-run later', async () => {
+    const { message } = await failureFor(() =>
+      problem(503, 'not_ready', { detail: 'the database does not answer right now; retry shortly' }),
+    );
+    expect(message).toContain('The broker cannot serve this request right now (503 not_ready).');
+    expect(message).toContain('Reason given: `the database does not answer right now; retry shortly`');
+    expect(message).toContain('Tried 6 times.');
+    expect(message).toContain('Re-run the job later.');
+  });
+
   it('rate_limited: says how often it tried and how long the broker asked to wait', async () => {
     const { message } = await failureFor(() => problem(429, 'rate_limited', {}, { 'retry-after': '600' }));
     expect(message).toContain('rate-limiting token exchanges for tenant `acme` (429 rate_limited)');
@@ -230,11 +254,15 @@ describe('explained failures', () => {
     expect(summary).toContain('no Retry-After header');
   });
 
-  it('issuer_unavailable: says it is usually temporary and what the operator checks', async () => {
-    const { message } = await failureFor(() => problem(503, 'issuer_unavailable'));
+  it('issuer_unavailable: gives the issuer the broker names, says it is usually temporary and what the operator checks', async () => {
+    const detail = 'signing keys for issuer https://ghe.example.com/_services/token are unavailable';
+    const { message } = await failureFor(() => problem(503, 'issuer_unavailable', { detail }));
     expect(message).toContain('could not fetch the issuer');
+    expect(message).toContain(`Reason given: \`${detail}\``);
     expect(message).toContain('Tried 6 times.');
-    expect(message).toContain('https://token.actions.githubusercontent.com/.well-known/jwks');
+    expect(message).toContain('BROKER_TRUSTED_ISSUERS');
+    // Not GitHub.com's keys, which are not the ones missing here.
+    expect(message).not.toContain('https://token.actions.githubusercontent.com/.well-known/jwks');
   });
 
   it('an unexpected answer: gives status and content type, never the body', async () => {

@@ -94,6 +94,9 @@ describe('runPost (post step)', () => {
     );
     expect(io.warnings[0]).toContain('The broker answered 503 unavailable');
     expect(io.warnings[0]).not.toContain(ACCESS_TOKEN);
+    // A new run gets a new token; it does not revoke this one.
+    expect(io.warnings[0]).not.toContain('Re-run the job later');
+    expect(io.warnings[0]).toContain('a tenant admin can revoke it with `POST /v1/tokens/revoke`');
   });
 
   it('warns once, without retrying, when the broker refuses the revocation', async () => {
