@@ -1,18 +1,15 @@
 // The token exchange (DESIGN §4–§5): verify the OIDC token, pick the tenant and policy, record, mint.
-import { randomUUID } from 'node:crypto';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { type AuditEventInput, GrantingPolicyChanged, type Store, type Tenant } from '../store/store.js';
+import { GrantingPolicyChanged, type Store, type Tenant } from '../store/store.js';
 import type { AccessTokens } from './access-tokens.js';
+import { deniedEvent } from './exchange-audit.js';
+import { decideAndRecord, type Granted } from './exchange-decision.js';
 import type { IssuerKeys } from './issuer-keys.js';
-import { type VerifiedClaims, verifyOidcToken } from './oidc-verify.js';
+import { CLOCK_SKEW_SECONDS, type VerifiedClaims, verifyOidcToken } from './oidc-verify.js';
 import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
-import { type Allow, type Deny, evaluatePolicies } from './policy-evaluate.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { TenantDirectory } from './tenant-directory.js';
-
-/** The one documented clock-skew leeway for exp, nbf and iat (DESIGN §4). */
-export const CLOCK_SKEW_SECONDS = 60;
 
 export interface ExchangeRequest {
   oidcToken: string;
@@ -43,52 +40,6 @@ export interface ExchangeDeps {
   defaultSessionSeconds: number;
   now: () => number;
   log: Logger;
-}
-
-/** The caller's own trust-relevant claims: safe to echo in a denial, never another policy's values. */
-function callerClaims(c: VerifiedClaims) {
-  return {
-    iss: c.iss,
-    repository_owner: c.repository_owner,
-    repository: c.repository,
-    job_workflow_ref: c.job_workflow_ref,
-    ref: c.ref,
-    environment: c.environment ?? null,
-    event_name: c.event_name ?? null,
-    repository_owner_id: c.repository_owner_id,
-    repository_id: c.repository_id,
-  };
-}
-
-const ACTOR = (c: VerifiedClaims) => ({ kind: 'workflow', id: c.sub, name: c.job_workflow_ref });
-
-function auditEvent(tenant: Tenant, c: VerifiedClaims, fields: Partial<AuditEventInput>): AuditEventInput {
-  return {
-    tenantId: tenant.id,
-    type: 'token.exchanged',
-    outcome: 'success',
-    actor: ACTOR(c),
-    ...fields,
-    details: {
-      repository: c.repository,
-      run_id: c.run_id ?? null,
-      run_attempt: c.run_attempt ?? null,
-      ref: c.ref,
-      event_name: c.event_name ?? null,
-      oidc_jti: c.jti,
-      ...fields.details,
-    },
-  };
-}
-
-/** The audit event of a verified workflow's refused exchange. */
-function deniedEvent(
-  tenant: Tenant,
-  c: VerifiedClaims,
-  details: Record<string, unknown>,
-  fields: Partial<AuditEventInput> = {},
-): AuditEventInput {
-  return auditEvent(tenant, c, { ...fields, type: 'token.exchange_denied', outcome: 'denied', details });
 }
 
 async function resolveTenant(
@@ -166,107 +117,8 @@ function requestedPermissions(
   return { ok: false, field, why, value: expanded.value };
 }
 
-function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
-  const echoed = { claims: callerClaims(claims) };
-  switch (deny.reason) {
-    case 'no_matching_policy':
-      return new BrokerError(
-        'no_matching_policy',
-        `no trust policy matches ${claims.repository} (ref ${claims.ref}, workflow ${claims.job_workflow_ref})`,
-        { extensions: echoed },
-      );
-    case 'permission_not_allowed':
-      return new BrokerError(
-        'permission_not_allowed',
-        `the matching trust policy does not allow ${deny.notAllowed.join(', ')}`,
-        { extensions: { ...echoed, not_allowed: deny.notAllowed } },
-      );
-    case 'ambiguous_policy':
-      return new BrokerError(
-        'ambiguous_policy',
-        `trust policies ${deny.tiedPolicies.join(', ')} match equally well; name one with "policy"`,
-        { extensions: { ...echoed, policies: deny.tiedPolicies } },
-      );
-  }
-}
-
 /** Decisions an exchange makes at most while the policies it read keep changing before it commits. */
 const MAX_DECISIONS = 3;
-
-interface Granted {
-  decision: Allow;
-  /** The access token's jti, recorded in the exchange's audit event. */
-  jti: string;
-}
-
-/**
- * Selects the policy for the verified job and commits the replay record with the audit event of the outcome;
- * a refusal is audited and thrown. Commits only while the granting policy is as it was read (GrantingPolicyChanged
- * otherwise), so no token comes from a policy deleted or narrowed before the exchange committed.
- */
-async function decideAndRecord(
-  request: ExchangeRequest,
-  job: {
-    claims: VerifiedClaims;
-    tenant: Tenant;
-    permissions: Permission[] | undefined;
-    repositoryKey: string;
-  },
-  deps: ExchangeDeps,
-): Promise<Granted> {
-  const { store, now } = deps;
-  const { claims, tenant, permissions } = job;
-  const candidates = await store.policies.candidates(
-    tenant.id,
-    claims.iss,
-    claims.repository_owner.toLowerCase(),
-    job.repositoryKey,
-  );
-  const decision = evaluatePolicies(
-    candidates,
-    claims,
-    { permissions, policy: request.policy },
-    { defaultSessionSeconds: deps.defaultSessionSeconds, requestedDurationSeconds: request.durationSeconds },
-  );
-  const at = now();
-  if (!decision.allow) {
-    await store.audit.append(
-      deniedEvent(tenant, claims, {
-        reason: decision.reason,
-        requested_permissions: permissions ?? null,
-        requested_policy: request.policy ?? null,
-        policies: decision.audit.policies.map((p) => ({
-          id: p.id,
-          name: p.name,
-          mismatches: p.mismatches,
-          missing: p.missing,
-        })),
-      }),
-      at,
-    );
-    throw denial(decision, claims);
-  }
-
-  const jti = randomUUID();
-  const policy = decision.policy;
-  const target = { type: 'trust_policy', id: policy.id, name: policy.name };
-  // The replay record and the audit event are committed before any token exists.
-  const fresh = await store.tokens.recordExchange(
-    { issuer: claims.iss, jti: claims.jti, expiresAt: (claims.exp + CLOCK_SKEW_SECONDS) * 1000 },
-    {
-      fresh: auditEvent(tenant, claims, {
-        target,
-        details: { token_jti: jti, permissions: decision.permissions, expires_in: decision.durationSeconds },
-      }),
-      replayed: deniedEvent(tenant, claims, { reason: 'token_replayed' }, { target }),
-    },
-    at,
-    { id: policy.id, updatedAt: policy.updatedAt },
-  );
-  if (!fresh)
-    throw new BrokerError('token_replayed', 'this OIDC token was already exchanged; request a new one');
-  return { decision, jti };
-}
 
 export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps): Promise<ExchangeResult> {
   const { store, now } = deps;

@@ -3,6 +3,9 @@ import { type KeyObject, verify } from 'node:crypto';
 import type { IssuerKeys } from './issuer-keys.js';
 import { parseCompactJws } from './jws-compact.js';
 
+/** The one documented clock-skew leeway for exp, nbf and iat (DESIGN §4). */
+export const CLOCK_SKEW_SECONDS = 60;
+
 /** Claims of a token whose signature, issuer, times and claim shapes were all checked. */
 export interface VerifiedClaims {
   iss: string;

@@ -1,8 +1,7 @@
 // The admin's "why was my workflow denied?" tool: a token's or typed-in claims against every policy, changing nothing.
 import type { Tenant } from '../store/store.js';
-import { CLOCK_SKEW_SECONDS } from './exchange.js';
 import type { IssuerKeys } from './issuer-keys.js';
-import { type VerifyErrorCode, verifyOidcToken } from './oidc-verify.js';
+import { CLOCK_SKEW_SECONDS, type VerifyErrorCode, verifyOidcToken } from './oidc-verify.js';
 import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
 import { type Explanation, explainPolicies, policyNameKey } from './policy-evaluate.js';
 import type { TrustPolicy } from './policy-types.js';

@@ -1,0 +1,109 @@
+// One decision of an exchange: select the policy for the verified job, and commit the replay record with the
+// audit event of the outcome while that policy is as it was read.
+import { randomUUID } from 'node:crypto';
+import { BrokerError } from '../errors.js';
+import type { Tenant } from '../store/store.js';
+import type { ExchangeDeps, ExchangeRequest } from './exchange.js';
+import { auditEvent, callerClaims, deniedEvent } from './exchange-audit.js';
+import { CLOCK_SKEW_SECONDS, type VerifiedClaims } from './oidc-verify.js';
+import type { Permission } from './permissions.js';
+import { type Allow, type Deny, evaluatePolicies } from './policy-evaluate.js';
+
+export interface Granted {
+  decision: Allow;
+  /** The access token's jti, recorded in the exchange's audit event. */
+  jti: string;
+}
+
+/**
+ * Selects the policy for the verified job and commits the replay record with the audit event of the outcome;
+ * a refusal is audited and thrown. Commits only while the granting policy is as it was read (GrantingPolicyChanged
+ * otherwise), so no token comes from a policy deleted or narrowed before the exchange committed.
+ */
+export async function decideAndRecord(
+  request: ExchangeRequest,
+  job: {
+    claims: VerifiedClaims;
+    tenant: Tenant;
+    permissions: Permission[] | undefined;
+    repositoryKey: string;
+  },
+  deps: ExchangeDeps,
+): Promise<Granted> {
+  const { store, now } = deps;
+  const { claims, tenant, permissions } = job;
+  const candidates = await store.policies.candidates(
+    tenant.id,
+    claims.iss,
+    claims.repository_owner.toLowerCase(),
+    job.repositoryKey,
+  );
+  const decision = evaluatePolicies(
+    candidates,
+    claims,
+    { permissions, policy: request.policy },
+    { defaultSessionSeconds: deps.defaultSessionSeconds, requestedDurationSeconds: request.durationSeconds },
+  );
+  const at = now();
+  if (!decision.allow) {
+    await store.audit.append(
+      deniedEvent(tenant, claims, {
+        reason: decision.reason,
+        requested_permissions: permissions ?? null,
+        requested_policy: request.policy ?? null,
+        policies: decision.audit.policies.map((p) => ({
+          id: p.id,
+          name: p.name,
+          mismatches: p.mismatches,
+          missing: p.missing,
+        })),
+      }),
+      at,
+    );
+    throw denial(decision, claims);
+  }
+
+  const jti = randomUUID();
+  const policy = decision.policy;
+  const target = { type: 'trust_policy', id: policy.id, name: policy.name };
+  // The replay record and the audit event are committed before any token exists.
+  const fresh = await store.tokens.recordExchange(
+    { issuer: claims.iss, jti: claims.jti, expiresAt: (claims.exp + CLOCK_SKEW_SECONDS) * 1000 },
+    {
+      fresh: auditEvent(tenant, claims, {
+        target,
+        details: { token_jti: jti, permissions: decision.permissions, expires_in: decision.durationSeconds },
+      }),
+      replayed: deniedEvent(tenant, claims, { reason: 'token_replayed' }, { target }),
+    },
+    at,
+    { id: policy.id, updatedAt: policy.updatedAt },
+  );
+  if (!fresh)
+    throw new BrokerError('token_replayed', 'this OIDC token was already exchanged; request a new one');
+  return { decision, jti };
+}
+
+function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
+  const echoed = { claims: callerClaims(claims) };
+  switch (deny.reason) {
+    case 'no_matching_policy':
+      return new BrokerError(
+        'no_matching_policy',
+        `no trust policy matches ${claims.repository} (ref ${claims.ref}, workflow ${claims.job_workflow_ref})`,
+        { extensions: echoed },
+      );
+    case 'permission_not_allowed':
+      return new BrokerError(
+        'permission_not_allowed',
+        `the matching trust policy does not allow ${deny.notAllowed.join(', ')}`,
+        { extensions: { ...echoed, not_allowed: deny.notAllowed } },
+      );
+    case 'ambiguous_policy':
+      return new BrokerError(
+        'ambiguous_policy',
+        `trust policies ${deny.tiedPolicies.join(', ')} match equally well; name one with "policy"`,
+        { extensions: { ...echoed, policies: deny.tiedPolicies } },
+      );
+  }
+}
