@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
+import { routePath } from 'hono/route';
 import type { BrokerConfig } from './config.js';
 import type { AccessTokens } from './core/access-tokens.js';
 import type { AuthenticateDeps } from './core/authenticate.js';
@@ -70,7 +71,9 @@ export function createApp(deps: AppDeps): BrokerApp {
     c.header('X-Request-Id', requestId);
     await next();
     const seconds = (performance.now() - started) / 1000;
-    const route = c.req.routePath === '/*' ? 'unmatched' : c.req.routePath;
+    // Answered by middleware (a body too large, a 404): counted under the route the request was for, if any.
+    const path = c.req.routePath === '/*' ? routePath(c, -1) : c.req.routePath;
+    const route = path === '/*' ? 'unmatched' : path;
     deps.metrics.observeRequest(c.req.method, route, c.res.status, seconds);
     c.get('log').info('request', {
       method: c.req.method,

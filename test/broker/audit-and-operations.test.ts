@@ -93,6 +93,19 @@ describe('operations', () => {
     expect(text).not.toContain(key);
   });
 
+  it('/metrics counts a request refused before its route ran (a body over 64 KiB) under that route', async () => {
+    const huge = `{"oidc_token":"${'a'.repeat(70_000)}"}`;
+    const res = await t.request('POST', '/v1/oidc/token', {
+      body: huge,
+      headers: { 'Content-Type': 'application/json', 'Content-Length': String(huge.length) },
+    });
+    expect(res.status).toBe(413);
+    await t.request('GET', '/v1/nowhere');
+    const text = await (await t.request('GET', '/metrics')).text();
+    expect(text).toMatch(/http_requests_total\{method="POST",route="\/v1\/oidc\/token",status="413"\} 1/);
+    expect(text).toMatch(/http_requests_total\{method="GET",route="unmatched",status="404"\} 1/);
+  });
+
   it('every response carries a request id that problem documents repeat', async () => {
     const res = await t.request('GET', '/v1/nowhere');
     expect(res.status).toBe(404);
