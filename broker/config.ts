@@ -71,6 +71,11 @@ function setting(env: Env, name: string, defaultText: string): string | undefine
   return raw;
 }
 
+/** The variable's value, or `fallback` when it is unset (set but empty is refused, as above). */
+function settingOr(env: Env, name: string, fallback: string): string {
+  return setting(env, name, fallback) ?? fallback;
+}
+
 function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
   const raw = setting(env, name, String(fallback));
   if (raw === undefined) return fallback;
@@ -105,8 +110,7 @@ function url(name: string, raw: string, { allowLoopbackHttp }: { allowLoopbackHt
 }
 
 function database(env: Env): DatabaseConfig {
-  const raw =
-    setting(env, 'DATABASE_URL', 'the embedded sqlite:./data/broker.db') ?? 'sqlite:./data/broker.db';
+  const raw = settingOr(env, 'DATABASE_URL', 'sqlite:./data/broker.db');
   if (raw.startsWith('sqlite:')) {
     const path = raw.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
     if (!path)
@@ -188,7 +192,7 @@ function keyEncryptionKey(env: Env): Buffer | undefined {
 
 export function loadConfig(env: Env): BrokerConfig {
   const port = integer(env, 'PORT', 8080, 0, 65535);
-  const host = setting(env, 'HOST', '127.0.0.1') ?? '127.0.0.1';
+  const host = settingOr(env, 'HOST', '127.0.0.1');
   // An IPv4 or IPv6 address, or a host name; whether it resolves is for listen() to find out.
   if (isIP(host) === 0 && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(host)) {
     throw new ConfigError(
@@ -210,8 +214,7 @@ export function loadConfig(env: Env): BrokerConfig {
   if (/[?#]/.test(publicUrl)) {
     throw new ConfigError('BROKER_PUBLIC_URL', 'must be a base URL, without query string or fragment');
   }
-  const audienceSuffix =
-    setting(env, 'BROKER_AUDIENCE_SUFFIX', 'api.stepsecurity.io') ?? 'api.stepsecurity.io';
+  const audienceSuffix = settingOr(env, 'BROKER_AUDIENCE_SUFFIX', 'api.stepsecurity.io');
   // Labels of at most 63 characters, and short enough that `<tenant name>.<suffix>` fits an audience (255).
   if (
     !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/.test(audienceSuffix) ||
@@ -222,7 +225,7 @@ export function loadConfig(env: Env): BrokerConfig {
       `"${audienceSuffix}" is not a lower-case DNS name of labels up to 63 characters and at most ${MAX_AUDIENCE_SUFFIX} in all`,
     );
   }
-  const level = (setting(env, 'LOG_LEVEL', 'info') ?? 'info').toLowerCase();
+  const level = settingOr(env, 'LOG_LEVEL', 'info').toLowerCase();
   if (!['debug', 'info', 'warn', 'error'].includes(level)) {
     throw new ConfigError('LOG_LEVEL', `expected debug, info, warn or error, got "${env.LOG_LEVEL}"`);
   }
