@@ -1,18 +1,46 @@
-// One decision of an exchange: select the policy for the verified job, and commit the replay record with the
-// audit event of the outcome while that policy is as it was read.
+// The decision of an exchange: select the policy for the verified job, and commit the replay record with the
+// audit event of the outcome while that policy is as it was read; decide again when it changed meanwhile.
 import { randomUUID } from 'node:crypto';
 import { BrokerError } from '../errors.js';
-import type { Tenant } from '../store/store.js';
+import { GrantingPolicyChanged, type Tenant } from '../store/store.js';
 import type { ExchangeDeps, ExchangeRequest } from './exchange.js';
 import { auditEvent, callerClaims, deniedEvent } from './exchange-audit.js';
 import { CLOCK_SKEW_SECONDS, type VerifiedClaims } from './oidc-verify.js';
 import type { Permission } from './permissions.js';
 import { type Allow, type Deny, evaluatePolicies } from './policy-evaluate.js';
 
-export interface Granted {
+interface Granted {
   decision: Allow;
   /** The access token's jti, recorded in the exchange's audit event. */
   jti: string;
+}
+
+interface Job {
+  claims: VerifiedClaims;
+  tenant: Tenant;
+  permissions: Permission[] | undefined;
+  repositoryKey: string;
+}
+
+/** Decisions an exchange makes at most while the policies it read keep changing before it commits. */
+const MAX_DECISIONS = 3;
+
+/** The granting decision, committed; a refusal is audited and thrown. */
+export async function decide(request: ExchangeRequest, job: Job, deps: ExchangeDeps): Promise<Granted> {
+  for (let decisions = 1; ; decisions++) {
+    try {
+      return await decideAndRecord(request, job, deps);
+    } catch (error) {
+      // The granting policy was deleted or replaced meanwhile, on any replica: decide again on what is there now.
+      if (!(error instanceof GrantingPolicyChanged)) throw error;
+      if (decisions === MAX_DECISIONS) {
+        throw new BrokerError(
+          'not_ready',
+          'the trust policies kept changing while this exchange was decided; retry',
+        );
+      }
+    }
+  }
 }
 
 /**
@@ -20,16 +48,7 @@ export interface Granted {
  * a refusal is audited and thrown. Commits only while the granting policy is as it was read (GrantingPolicyChanged
  * otherwise), so no token comes from a policy deleted or narrowed before the exchange committed.
  */
-export async function decideAndRecord(
-  request: ExchangeRequest,
-  job: {
-    claims: VerifiedClaims;
-    tenant: Tenant;
-    permissions: Permission[] | undefined;
-    repositoryKey: string;
-  },
-  deps: ExchangeDeps,
-): Promise<Granted> {
+async function decideAndRecord(request: ExchangeRequest, job: Job, deps: ExchangeDeps): Promise<Granted> {
   const { store, now } = deps;
   const { claims, tenant, permissions } = job;
   const candidates = await store.policies.candidates(

@@ -1,10 +1,10 @@
 // The token exchange (DESIGN §4–§5): verify the OIDC token, pick the tenant and policy, record, mint.
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { GrantingPolicyChanged, type Store, type Tenant } from '../store/store.js';
+import type { Store, Tenant } from '../store/store.js';
 import type { AccessTokens } from './access-tokens.js';
 import { deniedEvent } from './exchange-audit.js';
-import { decideAndRecord, type Granted } from './exchange-decision.js';
+import { decide } from './exchange-decision.js';
 import type { IssuerKeys } from './issuer-keys.js';
 import { CLOCK_SKEW_SECONDS, type VerifiedClaims, verifyOidcToken } from './oidc-verify.js';
 import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
@@ -117,9 +117,6 @@ function requestedPermissions(
   return { ok: false, field, why, value: expanded.value };
 }
 
-/** Decisions an exchange makes at most while the policies it read keep changing before it commits. */
-const MAX_DECISIONS = 3;
-
 export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps): Promise<ExchangeResult> {
   const { store, now } = deps;
   const verified = await verifyOidcToken(request.oidcToken, {
@@ -153,22 +150,7 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
     ]);
   }
   const permissions = requested.permissions;
-  let granted: Granted | undefined;
-  for (let decisions = 1; !granted; decisions++) {
-    try {
-      granted = await decideAndRecord(request, { claims, tenant, permissions, repositoryKey }, deps);
-    } catch (error) {
-      // The granting policy was deleted or replaced meanwhile, on any replica: decide again on what is there now.
-      if (!(error instanceof GrantingPolicyChanged)) throw error;
-      if (decisions === MAX_DECISIONS) {
-        throw new BrokerError(
-          'not_ready',
-          'the trust policies kept changing while this exchange was decided; retry',
-        );
-      }
-    }
-  }
-  const { decision, jti } = granted;
+  const { decision, jti } = await decide(request, { claims, tenant, permissions, repositoryKey }, deps);
   const policy = decision.policy;
 
   const minted = await deps.accessTokens.mint({

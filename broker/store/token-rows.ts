@@ -35,8 +35,8 @@ export async function revokeTokensMintedBy(
 
 export function tokenRows(db: SqlDriver): Store['tokens'] {
   return {
-    // With `grantedBy`, writes are serialised (SQLite's one writer, PostgreSQL's write turn), so a deletion or
-    // replacement of the policy either committed before this insert, which then records nothing, or after it.
+    // Writes are serialised (SQLite's one writer, PostgreSQL's write turn), so a deletion or replacement of the
+    // granting policy either committed before this insert, which then records nothing, or after it.
     async recordExchange(use, audit, at, grantedBy) {
       const key = [use.issuer, use.jti];
       const { probe, next } = await db.writeBatched({
