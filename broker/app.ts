@@ -1,6 +1,7 @@
 // Builds the broker's HTTP application from its collaborators; no sockets, no process — tests call app.request().
 import { randomUUID } from 'node:crypto';
 import { OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { routePath } from 'hono/route';
@@ -97,13 +98,14 @@ export function createApp(deps: AppDeps): BrokerApp {
   });
   app.use('*', strictJsonBody);
   const mediaTypesOf = bodyMediaTypes(app);
+  // Hono's validators throw bare HTTPExceptions: say which types the route takes, or why its body was refused.
+  const explained = (thrown: Error, c: Context<BrokerEnv>): unknown => {
+    if (!(thrown instanceof HTTPException)) return thrown;
+    if (thrown.status === 415) return unsupportedMediaType(mediaTypesOf(c.req.method, c.req.routePath));
+    return bodyRefusal(c) ?? thrown;
+  };
   app.onError(async (thrown, c) => {
-    const error =
-      thrown instanceof HTTPException && thrown.status === 415
-        ? unsupportedMediaType(mediaTypesOf(c.req.method, c.req.routePath))
-        : thrown instanceof HTTPException
-          ? (bodyRefusal(c) ?? thrown)
-          : thrown;
+    const error = explained(thrown, c);
     try {
       await auditRefusal(c, error, deps);
     } catch (auditFailure) {
