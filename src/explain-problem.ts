@@ -120,8 +120,11 @@ function describe(
         title: `The broker cannot serve this request right now (503 not_ready).`,
         body: [
           ...reason,
-          `${attempts(failure)} Its database is unavailable, or the trust policies were changing while the ` +
-            `exchange was decided. ${afterOutage(call)} If it persists, tell the broker's operator.`,
+          `${attempts(failure)} ${
+            call === 'exchange'
+              ? 'Its database is unavailable, or the trust policies were changing while the exchange was decided.'
+              : 'Its database is unavailable.'
+          } ${afterOutage(call)} If it persists, tell the broker's operator.`,
         ],
       };
     case 'invalid_request': {

@@ -99,6 +99,22 @@ describe('runPost (post step)', () => {
     expect(io.warnings[0]).toContain('a tenant admin can revoke it with `POST /v1/tokens/revoke`');
   });
 
+  it('on 503 not_ready names the database as the cause, not an exchange the post step never made', async () => {
+    broker.server.use(
+      http.post(revokeUrl, () =>
+        problem(503, 'not_ready', { detail: 'the database does not answer right now' }),
+      ),
+    );
+    const { io, deps } = postHarness(issuedState);
+
+    expect(await runPost(deps)).toBe('revoke-failed');
+
+    expect(io.warnings[0]).toContain('The broker cannot serve this request right now (503 not_ready).');
+    expect(io.warnings[0]).toContain('Its database is unavailable.');
+    expect(io.warnings[0]).not.toContain('exchange was decided');
+    expect(io.warnings[0]).toContain('a tenant admin can revoke it with `POST /v1/tokens/revoke`');
+  });
+
   it('warns once, without retrying, when the broker refuses the revocation', async () => {
     broker.server.use(http.post(revokeUrl, () => problem(403, 'forbidden')));
     const { io, deps } = postHarness(issuedState);
