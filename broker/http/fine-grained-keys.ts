@@ -49,6 +49,11 @@ const KeyView = z
     name: z.string(),
     hint: z.string(),
     permissions: z.array(PermissionId),
+    created_by: z.string().openapi({
+      description:
+        "The credential that created the key, as the audit log's `actor.id` names it: a built-in slot such as " +
+        "`tenant/primary`, a fine-grained key's id, or an access token's `jti`.",
+    }),
     created_at: Timestamp,
     expires_at: Timestamp,
     last_used_at: Timestamp.nullable(),
@@ -74,6 +79,7 @@ export function registerFineGrainedKeyRoutes(
     name: k.name,
     hint: k.hint,
     permissions: k.permissions,
+    created_by: k.createdBy,
     created_at: iso(k.createdAt),
     expires_at: iso(k.expiresAt),
     last_used_at: isoOrNull(k.lastUsedAt),

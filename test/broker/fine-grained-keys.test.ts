@@ -227,3 +227,33 @@ describe('lifecycle', () => {
     },
   );
 });
+
+describe('who created a key', () => {
+  it('every view names the creating credential, as the audit log does, so a leaked key’s children can be found', async () => {
+    const admin = (await (
+      await create({ name: 'key-admin', expiration: '7d', permissions: ['api-keys:write'] })
+    ).json()) as { id: string; key: string; created_by: string };
+    expect(admin.created_by).toBe('tenant/primary');
+    t.clock.now += 1000;
+    const child = (await (
+      await create({ name: 'child', expiration: '1y', permissions: ['api-keys:read'] }, admin.key)
+    ).json()) as { id: string; created_by: string };
+    expect(child.created_by).toBe(admin.id);
+
+    const got = (await (await t.request('GET', `/v1/fine-grained-keys/${child.id}`, { key })).json()) as {
+      created_by: string;
+    };
+    expect(got.created_by).toBe(admin.id);
+    const { keys } = (await (await t.request('GET', '/v1/fine-grained-keys', { key })).json()) as {
+      keys: { id: string; created_by: string }[];
+    };
+    expect(keys.map((k) => [k.id, k.created_by])).toEqual([
+      [child.id, admin.id],
+      [admin.id, 'tenant/primary'],
+    ]);
+    const { events } = (await (
+      await t.request('GET', '/v1/audit-events?type=fine_grained_key.created', { key })
+    ).json()) as { events: { actor: { id: string }; target: { id: string } }[] };
+    expect(events.find((e) => e.target.id === child.id)?.actor.id).toBe(child.created_by);
+  });
+});
