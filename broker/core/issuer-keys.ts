@@ -25,8 +25,12 @@ export interface IssuerKeysOptions {
   logger?: IssuerKeysLogger;
 }
 
-/** `unavailable`: no usable keys are cached and fetching failed. `undefined`: the kid is not in a fresh set. */
-export type KeyLookup = { key: KeyObject } | { unavailable: true } | undefined;
+/**
+ * `unavailable`: the last fetch failed and either no keys are cached (`none-cached`) or the kid is not among the
+ * cached ones (`kid-not-cached`: it may be a key the issuer rotated in since). `undefined`: the kid is not in
+ * the set the last successful fetch returned.
+ */
+export type KeyLookup = { key: KeyObject } | { unavailable: 'none-cached' | 'kid-not-cached' } | undefined;
 
 export interface IssuerStatus {
   issuer: string;
@@ -238,7 +242,8 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
         const key = st.keys?.get(kid);
         if (key) return { key };
       }
-      return st.keys ? undefined : { unavailable: true };
+      if (!st.keys) return { unavailable: 'none-cached' };
+      return st.lastError === null ? undefined : { unavailable: 'kid-not-cached' };
     },
 
     async warmUp() {

@@ -173,7 +173,10 @@ export async function verifyOidcToken(token: string, deps: VerifyDeps): Promise<
     return {
       ok: false,
       code: 'issuer_unavailable',
-      reason: `signing keys for issuer ${iss} are unavailable`,
+      reason:
+        lookup.unavailable === 'none-cached'
+          ? `signing keys for issuer ${iss} are unavailable`
+          : `signing key '${kid}' is not among the cached keys of issuer ${iss}, which could not be refreshed`,
     };
   }
   const signatureOk = await verifyOffThread(parsed.signingInput, lookup.key, parsed.signature);

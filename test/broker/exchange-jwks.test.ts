@@ -39,20 +39,48 @@ describe('issuer outages', () => {
     // The stale cache was refreshed in the background, once (the second exchange fell in the cooldown), and
     // that refresh failed.
     await vi.waitFor(() => expect(f.issuer.jwksRequests).toBe(2));
-    // A kid the cache does not hold is an unknown key, not an outage.
+    // A kid the cache does not hold cannot be told from a key the issuer rotated in while it was down: the
+    // broker says it cannot verify now (503, which the action retries), not that the token is forged.
+    f.t.clock.now += 31_000;
+    const unknown = await outcome(f, withKid(f, 'new-key'));
+    expect(unknown).toMatchObject({ status: 503, code: 'issuer_unavailable' });
+    expect(unknown.text).toContain("signing key 'new-key' is not among the cached keys");
+    expect(f.issuer.jwksRequests).toBe(3);
+    // Within the cooldown nothing is fetched, and the answer stays the same.
+    expect(await outcome(f, withKid(f, 'other-key'))).toMatchObject({
+      status: 503,
+      code: 'issuer_unavailable',
+    });
+    expect(f.issuer.jwksRequests).toBe(3);
+  });
+
+  it('once the issuer answers again, an unknown kid is an unknown key again: 401', async () => {
+    const f = await federation(true);
+    f.issuer.serve('fail');
+    f.t.clock.now += 31_000;
+    expect(await outcome(f, withKid(f, 'new-key'))).toMatchObject({
+      status: 503,
+      code: 'issuer_unavailable',
+    });
+    f.issuer.serve('ok');
     f.t.clock.now += 31_000;
     expect(await outcome(f, withKid(f, 'new-key'))).toMatchObject({ status: 401, code: 'invalid_token' });
+    expect(f.issuer.jwksRequests).toBe(3);
+    // Within the cooldown after a good fetch, still a refusal, without a fetch.
+    expect(await outcome(f, withKid(f, 'another-key'))).toMatchObject({ status: 401, code: 'invalid_token' });
     expect(f.issuer.jwksRequests).toBe(3);
   });
 
   for (const mode of ['fail', 'oversized', 'redirect'] as const satisfies ServeMode[]) {
-    it(`B15 a ${mode} refetch keeps the cached keys; the new kid is refused`, async () => {
+    it(`B15 a ${mode} refetch keeps the cached keys; the new kid is refused as unverifiable for now`, async () => {
       const f = await federation(true);
       const old = f.issuer.current;
       f.issuer.rotate({ keepOld: true });
       f.issuer.serve(mode);
       f.t.clock.now += 31_000;
-      expect(await outcome(f, f.issuer.sign())).toMatchObject({ status: 401, code: 'invalid_token' });
+      const refused = await outcome(f, f.issuer.sign());
+      expect(refused).toMatchObject({ status: 503, code: 'issuer_unavailable' });
+      expect(refused.text).not.toContain('access_token');
       expect(f.issuer.jwksRequests).toBe(2);
       const oldToken = f.issuer.sign({}, { key: old.privateKey, header: { kid: old.kid } });
       expect((await outcome(f, oldToken)).status).toBe(200);

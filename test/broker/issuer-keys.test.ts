@@ -72,8 +72,8 @@ describe('issuer outages', () => {
   it('answers unavailable with no cached keys, retries only after the cooldown, then recovers', async () => {
     const { keys } = cache();
     issuer.serve('fail');
-    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: true });
-    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: true });
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: 'none-cached' });
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: 'none-cached' });
     expect(issuer.jwksRequests).toBe(1);
     issuer.serve('ok');
     clock.now += 30_000;
@@ -166,7 +166,7 @@ describe('bounded fetches (B15)', () => {
     it(`aborts a ${mode} response and reports ${error}`, async () => {
       const { keys, logs } = cache({ timeoutMs: 150 });
       issuer.serve(mode);
-      expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: true });
+      expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: 'none-cached' });
       expect(keys.status()[0]).toMatchObject({ lastError: error, keyCount: 0 });
       expect(logs).toContainEqual({
         level: 'warn',
@@ -181,14 +181,14 @@ describe('bounded fetches (B15)', () => {
     const padding = 'p'.repeat(2048);
     issuer.setJwks({ keys: [], padding });
     const { keys } = cache({ maxBytes: 1024 });
-    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: true });
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: 'none-cached' });
     expect(keys.status()[0]?.lastError).toBe('too_large');
   });
 
   it('treats a body that is not a JWKS as a failed fetch', async () => {
     issuer.setJwks(['not', 'a', 'jwks']);
     const { keys } = cache();
-    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: true });
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: 'none-cached' });
     expect(keys.status()[0]?.lastError).toBe('invalid_jwks');
   });
 });
@@ -239,7 +239,7 @@ describe('locating the key set', () => {
     issuer.discoveryIssuer = 'https://token.actions.githubusercontent.com';
     const configured = `${issuer.url}/acme`;
     const keys = createIssuerKeys({ issuers: [{ issuer: configured }], now: () => clock.now });
-    expect(await keys.getKey(configured, issuer.kid)).toEqual({ unavailable: true });
+    expect(await keys.getKey(configured, issuer.kid)).toEqual({ unavailable: 'none-cached' });
     expect(keys.status()[0]?.lastError).toBe('invalid_discovery');
     expect(issuer.jwksRequests).toBe(0);
   });
@@ -254,7 +254,7 @@ describe('locating the key set', () => {
         return Response.json({ issuer: GITHUB_ISSUER, jwks_uri: 'http://keys.example.com/jwks' });
       },
     });
-    expect(await keys.getKey(GITHUB_ISSUER, 'k')).toEqual({ unavailable: true });
+    expect(await keys.getKey(GITHUB_ISSUER, 'k')).toEqual({ unavailable: 'none-cached' });
     expect(fetched).toEqual([`${GITHUB_ISSUER}/.well-known/openid-configuration`]);
     expect(keys.status()[0]?.lastError).toBe('invalid_discovery');
   });
