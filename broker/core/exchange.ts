@@ -65,7 +65,7 @@ async function resolveTenant(
     // A verified workflow asked for this tenant with the wrong audience: its admins want to see that. Such a
     // token can be sent again and again (nothing uses it up), so the audit row is paid for from the
     // repository's exchange budget: no one can flood a tenant's audit log.
-    takeRateLimit(tenant, claims, deps);
+    await takeRateLimit(tenant, claims, deps, at);
     await deps.store.audit.append(
       deniedEvent(tenant, claims, { reason: 'audience_mismatch', audience: claims.aud }),
       at,
@@ -80,15 +80,27 @@ async function resolveTenant(
   );
 }
 
-/** Takes one exchange from the repository's budget at this tenant, or refuses with 429 and Retry-After. */
-function takeRateLimit(
+/**
+ * Takes one exchange from the repository's budget at this tenant, or refuses with 429 and Retry-After. The
+ * first refusal of a run is audited, so the tenant's admins see a workflow being refused; the rest of the run
+ * is not, so a flood writes one row.
+ */
+async function takeRateLimit(
   tenant: Tenant,
   claims: VerifiedClaims,
-  deps: Pick<ExchangeDeps, 'rateLimiter'>,
+  deps: Pick<ExchangeDeps, 'store' | 'rateLimiter'>,
+  at: number,
   repositoryKey = claims.repository.toLowerCase(),
-): void {
-  const limited = deps.rateLimiter.take(`${tenant.id}\n${repositoryKey}`);
+): Promise<void> {
+  // Per issuer: a GHES's acme/infra is another repository than github.com's, and must not use up its budget.
+  const limited = deps.rateLimiter.take(`${tenant.id}\n${claims.iss}\n${repositoryKey}`);
   if (limited.ok) return;
+  if (limited.startsRun) {
+    await deps.store.audit.append(
+      deniedEvent(tenant, claims, { reason: 'rate_limited', retry_after_seconds: limited.retryAfterSeconds }),
+      at,
+    );
+  }
   throw new BrokerError(
     'rate_limited',
     `too many exchanges for ${claims.repository}; retry in ${limited.retryAfterSeconds} s`,
@@ -132,7 +144,7 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
   const tenant = await resolveTenant(claims, request.tenant, deps, now());
 
   const repositoryKey = claims.repository.toLowerCase();
-  takeRateLimit(tenant, claims, deps, repositoryKey);
+  await takeRateLimit(tenant, claims, deps, now(), repositoryKey);
 
   const requested = requestedPermissions(request, tenant);
   if (!requested.ok) {

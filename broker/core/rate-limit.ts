@@ -1,6 +1,7 @@
 // Token-bucket rate limiting per key, in memory (each replica limits its own share).
 
-export type RateDecision = { ok: true } | { ok: false; retryAfterSeconds: number };
+/** A refusal `startsRun` when the key's previous request was granted: the first of a run of refusals. */
+export type RateDecision = { ok: true } | { ok: false; retryAfterSeconds: number; startsRun: boolean };
 
 export interface RateLimiter {
   take(key: string): RateDecision;
@@ -9,6 +10,7 @@ export interface RateLimiter {
 interface Bucket {
   tokens: number;
   updated: number;
+  refusing: boolean;
 }
 
 export function createRateLimiter(options: {
@@ -46,16 +48,20 @@ export function createRateLimiter(options: {
       let bucket = buckets.get(key);
       if (!bucket) {
         if (buckets.size >= maxKeys) prune(at);
-        bucket = { tokens: burst, updated: at };
+        bucket = { tokens: burst, updated: at, refusing: false };
         buckets.set(key, bucket);
       } else {
         refill(bucket, at);
       }
       if (bucket.tokens >= 1) {
         bucket.tokens -= 1;
+        bucket.refusing = false;
         return { ok: true };
       }
-      return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - bucket.tokens) / perMs / 1000)) };
+      const startsRun = !bucket.refusing;
+      bucket.refusing = true;
+      const retryAfterSeconds = Math.max(1, Math.ceil((1 - bucket.tokens) / perMs / 1000));
+      return { ok: false, retryAfterSeconds, startsRun };
     },
   };
 }

@@ -3,9 +3,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Federation, startFederation } from '../support/federation.js';
 import { GITHUB_ISSUER } from '../support/local-issuer.js';
 
+const GHES = 'https://ghe.example.com/_services/token';
+
 let f: Federation;
 beforeAll(async () => {
-  f = await startFederation({ env: { BROKER_RATE_LIMIT_PER_MINUTE: '60', BROKER_RATE_LIMIT_BURST: '2' } });
+  f = await startFederation({
+    env: { BROKER_RATE_LIMIT_PER_MINUTE: '60', BROKER_RATE_LIMIT_BURST: '2' },
+    alsoTrusted: [GHES],
+  });
   await f.policy('infra');
   await f.policy('web', { claims: { repository: 'acme/web' } });
 });
@@ -29,6 +34,15 @@ describe('rate limiting', () => {
     expect((await f.exchange(f.issuer.sign())).status).toBe(200);
   });
 
+  it("a repository of the same name on another issuer has a budget of its own: it cannot use up github.com's", async () => {
+    f.t.clock.now += 60_000;
+    for (let i = 0; i < 4; i++) {
+      const ghes = await f.exchange(f.issuer.sign({ iss: GHES }));
+      expect(ghes.status).toBe(i < 2 ? 403 : 429);
+    }
+    expect((await f.exchange(f.issuer.sign())).status).toBe(200);
+  });
+
   it('a refused request does not consume the token: it can be retried after Retry-After', async () => {
     f.t.clock.now += 60_000;
     await f.exchange(f.issuer.sign());
@@ -38,6 +52,29 @@ describe('rate limiting', () => {
     f.t.clock.now += 1000;
     expect((await f.exchange(token)).status).toBe(200);
   });
+  it('a run of refusals is audited once, when it starts: the admins see it, and a flood writes one row', async () => {
+    const limitedEvents = async () =>
+      (
+        (await (
+          await f.t.request('GET', '/v1/audit-events?type=token.exchange_denied&limit=100', { key: f.key })
+        ).json()) as {
+          events: { details: { reason?: string; repository?: string; retry_after_seconds?: number } }[];
+        }
+      ).events.filter((e) => e.details.reason === 'rate_limited');
+    f.t.clock.now += 60_000;
+    const before = (await limitedEvents()).length;
+    for (let i = 0; i < 2; i++) expect((await f.exchange(f.issuer.sign())).status).toBe(200);
+    for (let i = 0; i < 5; i++) expect((await f.exchange(f.issuer.sign())).status).toBe(429);
+    const first = await limitedEvents();
+    expect(first).toHaveLength(before + 1);
+    expect(first[0]?.details).toMatchObject({ repository: 'acme/infra', retry_after_seconds: 1 });
+    // Once an exchange has been granted again, the next refusal starts a new run.
+    f.t.clock.now += 1000;
+    expect((await f.exchange(f.issuer.sign())).status).toBe(200);
+    for (let i = 0; i < 3; i++) expect((await f.exchange(f.issuer.sign())).status).toBe(429);
+    expect(await limitedEvents()).toHaveLength(before + 2);
+  });
+
   it("a token for another audience cannot flood a tenant's audit log: its denials share the repository budget", async () => {
     f.t.clock.now += 60_000;
     const foreign = f.issuer.sign({ aud: 'attacker-chosen.example' });
@@ -49,6 +86,9 @@ describe('rate limiting', () => {
       await f.t.request('GET', '/v1/audit-events?type=token.exchange_denied&limit=100', { key: f.key })
     ).json()) as { events: { details: { reason?: string; audience?: string } }[] };
     expect(events.events.filter((e) => e.details.audience === 'attacker-chosen.example')).toHaveLength(2);
+    // The eight refusals that followed are one run: one row.
+    expect(events.events[0]?.details).toMatchObject({ reason: 'rate_limited' });
+    expect(events.events[1]?.details).toMatchObject({ audience: 'attacker-chosen.example' });
   });
 });
 

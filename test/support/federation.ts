@@ -49,13 +49,22 @@ export interface Federation {
   close(): Promise<void>;
 }
 
-export async function startFederation(options: { env?: Record<string, string> } = {}): Promise<Federation> {
+/**
+ * `alsoTrusted`: more issuers (e.g. a GHES's) the broker trusts, whose keys are the local issuer's, so that
+ * `issuer.sign({ iss })` makes their tokens.
+ */
+export async function startFederation(
+  options: { env?: Record<string, string>; alsoTrusted?: string[] } = {},
+): Promise<Federation> {
   const clock = { now: Date.now() };
   const issuer = await startLocalIssuer({ now: () => clock.now });
+  const trusted = [GITHUB_ISSUER, ...(options.alsoTrusted ?? [])];
   const t = await startTestBroker({
     clock,
     env: {
-      BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB_ISSUER, jwks_uri: issuer.jwksUri }]),
+      BROKER_TRUSTED_ISSUERS: JSON.stringify(
+        trusted.map((iss) => ({ issuer: iss, jwks_uri: issuer.jwksUri })),
+      ),
       BROKER_PUBLIC_URL: 'https://broker.test',
       ...options.env,
     },
