@@ -5,7 +5,7 @@ import { unauthenticated } from './authenticate.js';
 import { parseCompactJws } from './jws-compact.js';
 import { isPermission, type Permission } from './permissions.js';
 import { effectivePermissions, type Principal } from './principal.js';
-import type { SigningKeys } from './signing-keys.js';
+import { CLOCK_SKEW_MS, MAX_TOKEN_LIFETIME_MS, type SigningKeys } from './signing-keys.js';
 import type { TenantDirectory } from './tenant-directory.js';
 
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
@@ -83,10 +83,28 @@ export function createAccessTokens(deps: {
     }
     const key = typeof header.kid === 'string' ? await signingKeys.verificationKey(header.kid) : undefined;
     if (!key) return { ok: false as const, reason: 'unknown signing key' };
-    const valid = verify('sha256', parsed.signingInput, { key, dsaEncoding: 'ieee-p1363' }, parsed.signature);
+    const { publicKey, signsUntil } = key;
+    const valid = verify(
+      'sha256',
+      parsed.signingInput,
+      { key: publicKey, dsaEncoding: 'ieee-p1363' },
+      parsed.signature,
+    );
     if (!valid) return { ok: false as const, reason: 'signature does not verify' };
     if (p.iss !== issuer) return { ok: false as const, reason: 'issued by another broker' };
     if (typeof p.exp !== 'number' || p.exp * 1000 <= now()) return { ok: false as const, reason: 'expired' };
+    // Whoever holds a retired or leaked key can sign anything: its tokens are believed only where a genuine one
+    // could be, issued no later than a replica signed with the key, no further ahead than clocks differ, and
+    // living no longer than the broker ever issues.
+    if (typeof p.iat !== 'number' || p.iat * 1000 > now() + CLOCK_SKEW_MS) {
+      return { ok: false as const, reason: 'issued in the future' };
+    }
+    if ((p.exp - p.iat) * 1000 > MAX_TOKEN_LIFETIME_MS) {
+      return { ok: false as const, reason: 'lives longer than any token this broker issues' };
+    }
+    if (signsUntil !== null && p.iat * 1000 > signsUntil) {
+      return { ok: false as const, reason: 'issued after its signing key was retired' };
+    }
     if (typeof p.jti !== 'string' || typeof p.tenant !== 'string' || !Array.isArray(p.permissions)) {
       return { ok: false as const, reason: 'malformed claims' };
     }

@@ -20,7 +20,7 @@ const MISS_RELOAD_COOLDOWN_MS = 5_000;
 /** How long a verifier may cache /.well-known/jwks.json (its Cache-Control max-age). */
 export const JWKS_MAX_AGE_SECONDS = 300;
 /** The clock difference allowed between replicas, and between them and the machine that rotates. */
-const CLOCK_SKEW_MS = 60_000;
+export const CLOCK_SKEW_MS = 60_000;
 /**
  * How long a rotation's new key is published before it signs: every replica serves it in its JWKS within
  * RELOAD_MS, and a verifier that cached the JWKS just before has refetched it within the max-age. So no
@@ -36,8 +36,11 @@ export interface ActiveKey {
 export interface SigningKeys {
   /** The key new tokens are signed with now. */
   active(): Promise<ActiveKey>;
-  /** The public key for a kid, or undefined; an unknown kid reloads from the store at most once per cooldown. */
-  verificationKey(kid: string): Promise<KeyObject | undefined>;
+  /**
+   * The public key for a kid while it is published, and the latest `iat` a token it signed can carry (null while
+   * it signs); undefined for a kid not published. An unknown kid reloads from the store at most once per cooldown.
+   */
+  verificationKey(kid: string): Promise<{ publicKey: KeyObject; signsUntil: number | null } | undefined>;
   /** The published key set: the active key, the next one, and retired ones whose tokens may still be valid. */
   jwks(): Promise<{ keys: JsonWebKey[] }>;
   /**
@@ -113,6 +116,20 @@ function newRecord(kek: Buffer, now: number, activeFrom: number): SigningKeyReco
   return { kid, publicJwk, privateKey: encrypt(kek, kid, der), createdAt: now, activeFrom, retiredAt: null };
 }
 
+/**
+ * The latest moment a replica may still sign with a retired key: until it reloads (RELOAD_MS), by a clock that
+ * may run a little ahead. Null while the key is not retired.
+ */
+function lastSigning(record: SigningKeyRecord): number | null {
+  return record.retiredAt === null ? null : record.retiredAt + RELOAD_MS + CLOCK_SKEW_MS;
+}
+
+/** Published, and trusted, from the rotation that adds it until every token it signed has expired. */
+function isPublished(key: Loaded, at: number): boolean {
+  const last = lastSigning(key.record);
+  return last === null || last + MAX_TOKEN_LIFETIME_MS > at;
+}
+
 export async function openSigningKeys(deps: {
   store: Store;
   kek: Buffer;
@@ -183,18 +200,14 @@ export async function openSigningKeys(deps: {
         lastMissReload = now();
         await load();
       }
-      return keys.get(kid)?.publicKey;
+      const key = keys.get(kid);
+      if (!key || !isPublished(key, now())) return undefined;
+      return { publicKey: key.publicKey, signsUntil: lastSigning(key.record) };
     },
     async jwks() {
       await fresh();
-      // Published from the rotation that adds it until every token it signed has expired: a replica may still
-      // sign with it until it reloads (RELOAD_MS), and clocks of replicas may differ by a little.
-      const cutoff = now() - MAX_TOKEN_LIFETIME_MS - RELOAD_MS - CLOCK_SKEW_MS;
-      return {
-        keys: [...keys.values()]
-          .filter((k) => k.record.retiredAt === null || k.record.retiredAt > cutoff)
-          .map((k) => k.jwk),
-      };
+      const at = now();
+      return { keys: [...keys.values()].filter((k) => isPublished(k, at)).map((k) => k.jwk) };
     },
     async rotate() {
       await load();

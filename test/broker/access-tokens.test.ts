@@ -1,5 +1,6 @@
 // Access tokens: RFC 9068 claims verified with a standard library, use as credentials, introspection,
 // revocation, minting from API keys, discovery metadata and signing-key rotation.
+import { type KeyObject, randomUUID, sign } from 'node:crypto';
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../broker/cli.js';
@@ -301,6 +302,46 @@ describe('POST /v1/tokens', () => {
   });
 });
 
+/** Rotates the broker's signing key with the CLI, as an operator does: the new kid and when it signs. */
+async function rotateSigningKey(g: Federation): Promise<{ newKid: string; activeFrom: number }> {
+  let out = '';
+  let err = '';
+  const code = await runCli(['signing-key', 'rotate'], {
+    env: { DATABASE_URL: g.t.db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK },
+    out: (s) => {
+      out += s;
+    },
+    err: (s) => {
+      err += s;
+    },
+    serve: async () => 0,
+  });
+  expect(code).toBe(0);
+  const from = /signs from (\S+), once verifiers/.exec(err)?.[1];
+  expect(from).toBeDefined();
+  return { newKid: out.trim(), activeFrom: Date.parse(from!) };
+}
+
+/** A token signed with a broker key by someone holding it: claims of a genuine token, times as given. */
+function forge(key: { kid: string; privateKey: KeyObject }, times: { iat: number; exp: number }): string {
+  const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const claims = {
+    iss: 'https://broker.test',
+    sub: 'forger',
+    aud: 'acme-corp.api.stepsecurity.io',
+    client_id: 'forger',
+    tenant: 'acme-corp',
+    scope: 'audit-log:read',
+    permissions: ['audit-log:read'],
+    jti: randomUUID(),
+    iat: Math.floor(times.iat / 1000),
+    exp: Math.floor(times.exp / 1000),
+  };
+  const input = `${b64({ alg: 'ES256', typ: 'at+jwt', kid: key.kid })}.${b64(claims)}`;
+  const signature = sign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${signature.toString('base64url')}`;
+}
+
 describe('discovery and signing keys', () => {
   it('publishes RFC 8414 metadata', async () => {
     const meta = await json(f.t.request('GET', '/.well-known/oauth-authorization-server'));
@@ -327,24 +368,8 @@ describe('discovery and signing keys', () => {
         );
       const before = await exchange();
       const oldKid = decodeProtectedHeader(before).kid;
-      let out = '';
-      let err = '';
-      const code = await runCli(['signing-key', 'rotate'], {
-        env: { DATABASE_URL: g.t.db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK },
-        out: (s) => {
-          out += s;
-        },
-        err: (s) => {
-          err += s;
-        },
-        serve: async () => 0,
-      });
-      expect(code).toBe(0);
-      const newKid = out.trim();
+      const { newKid, activeFrom } = await rotateSigningKey(g);
       expect(newKid).not.toBe(oldKid);
-      const from = /signs from (\S+), once verifiers/.exec(err)?.[1];
-      expect(from).toBeDefined();
-      const activeFrom = Date.parse(from!);
       // Published at once, signing only once a verifier that cached the JWKS (max-age 300) has fetched it again
       // from a replica that has reloaded its keys (every minute), with a minute for clocks that differ.
       expect(activeFrom - g.t.clock.now).toBeGreaterThanOrEqual((60 + 300 + 60) * 1000 - 5_000);
@@ -368,5 +393,52 @@ describe('discovery and signing keys', () => {
     } finally {
       await g.close();
     }
+  });
+
+  it('a leaked signing key forges nothing once rotated: no token it signs after retiring, nothing once unpublished', async () => {
+    const g = await startFederation();
+    try {
+      const whoami = async (token: string) => (await g.t.request('GET', '/v1/whoami', { key: token })).status;
+      const leaked = await g.t.broker.deps.signingKeys.active();
+      const signedBefore = forge(leaked, { iat: g.t.clock.now, exp: g.t.clock.now + 12 * HOUR });
+      expect(await whoami(signedBefore)).toBe(200);
+      const { activeFrom } = await rotateSigningKey(g);
+
+      // Still published (tokens it signed are valid): one signed a minute after it retired (a replica that had
+      // not reloaded could) is accepted, one signed later is not.
+      g.t.clock.now = activeFrom + 60_000;
+      expect(await whoami(forge(leaked, { iat: g.t.clock.now, exp: g.t.clock.now + HOUR }))).toBe(200);
+      g.t.clock.now = activeFrom + 3 * 60_000;
+      expect(await whoami(forge(leaked, { iat: g.t.clock.now, exp: g.t.clock.now + HOUR }))).toBe(401);
+      // Backdated to before it retired, a token lives 12 h at most, so it cannot reach past the key's end.
+      const backdated = forge(leaked, { iat: activeFrom - 60_000, exp: activeFrom + 30 * 24 * HOUR });
+      expect(await whoami(backdated)).toBe(401);
+      expect(await whoami(signedBefore)).toBe(200);
+
+      // Once no token it signed can be valid, it is gone from the JWKS and verifies nothing.
+      g.t.clock.now = activeFrom + 12 * HOUR + 3 * 60_000;
+      expect(
+        await whoami(forge(leaked, { iat: activeFrom - 60_000, exp: activeFrom + 12 * HOUR - 60_000 })),
+      ).toBe(401);
+      const res = await g.t.request('GET', '/v1/whoami', {
+        key: forge(leaked, { iat: g.t.clock.now - 3600_000, exp: g.t.clock.now + 3600_000 }),
+      });
+      expect(res.status).toBe(401);
+      expect(await res.json()).toMatchObject({ detail: expect.stringContaining('unknown signing key') });
+    } finally {
+      await g.close();
+    }
+  });
+
+  it.each([
+    ['issued in the future', (now: number) => ({ iat: now + 5 * 60_000, exp: now + HOUR })],
+    ['living longer than 12 h', (now: number) => ({ iat: now - 60_000, exp: now + 12 * HOUR })],
+  ])('a token %s is refused, even with a valid signature', async (_, times) => {
+    const key = await f.t.broker.deps.signingKeys.active();
+    expect((await f.t.request('GET', '/v1/whoami', { key: forge(key, times(f.t.clock.now)) })).status).toBe(
+      401,
+    );
+    const fine = forge(key, { iat: f.t.clock.now, exp: f.t.clock.now + HOUR });
+    expect((await f.t.request('GET', '/v1/whoami', { key: fine })).status).toBe(200);
   });
 });
