@@ -81,3 +81,18 @@ export function keyDigester(pepper?: string): KeyDigester {
 export function keyHint(key: string): string {
   return `${key.slice(0, 4)}…${key.slice(-4)}`;
 }
+
+const KEY_SHAPED = new RegExp(
+  `(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{${RANDOM_LENGTH + CHECKSUM_LENGTH}}`,
+  'g',
+);
+/** Three base64url segments, the first two JSON objects (`eyJ` is `{"`): a JWS such as an access or OIDC token. */
+const TOKEN_SHAPED = /eyJ[0-9A-Za-z_-]*\.eyJ[0-9A-Za-z_-]*\.[0-9A-Za-z_-]+/g;
+
+/**
+ * Text that may echo what a caller sent, with every API key in it shown as its hint and every token left out:
+ * a key pasted into the wrong field must not come back in an error body that proxies and clients log.
+ */
+export function withoutSecrets(text: string): string {
+  return text.replace(KEY_SHAPED, keyHint).replace(TOKEN_SHAPED, '[a token]');
+}

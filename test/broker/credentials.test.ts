@@ -247,3 +247,29 @@ describe('rotation', () => {
     });
   });
 });
+
+describe('a secret sent where it does not belong', () => {
+  it('is never echoed in an error body: keys show as their hint, tokens not at all', async () => {
+    const minted = await t.request('POST', '/v1/tokens', { key: tenantKey, json: {} });
+    const token = ((await minted.json()) as { access_token: string }).access_token;
+    const hint = `ssa_…${tenantKey.slice(-4)}`;
+    for (const secret of [tenantKey, token]) {
+      const responses = [
+        await t.request('POST', '/v1/fine-grained-keys', {
+          key: tenantKey,
+          json: { name: 'x', expiration: '7d', permissions: [secret] },
+        }),
+        await t.request('POST', '/v1/tokens', { key: tenantKey, json: { permissions: [secret] } }),
+        await t.request('GET', `/v1/fine-grained-keys/${secret}`, { key: tenantKey }),
+        await t.request('GET', `/v1/nowhere/${secret}`),
+      ];
+      for (const res of responses) {
+        expect(res.status).toBeGreaterThanOrEqual(400);
+        const text = await res.text();
+        expect(text).not.toContain(secret);
+        for (const part of secret.split('.')) expect(text).not.toContain(part.slice(4, 36));
+        if (secret === tenantKey) expect(text).toContain(hint);
+      }
+    }
+  });
+});
