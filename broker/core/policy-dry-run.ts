@@ -8,6 +8,7 @@ import type { TrustPolicy } from './policy-types.js';
 
 export interface DryRunDeps {
   policies: (tenantId: string) => Promise<TrustPolicy[]>;
+  wasExchanged: (issuer: string, jti: string) => Promise<boolean>;
   issuerKeys: Pick<IssuerKeys, 'isTrusted' | 'getKey'>;
   now: () => number;
   defaultSessionSeconds: number;
@@ -45,6 +46,11 @@ export interface DryRun {
   /** `matches` is null when typed-in claims leave `aud` out. */
   audience: { expected: string; matches: boolean | null };
   explanation: Explanation;
+  /**
+   * Why the exchange would refuse what the policies allow, or before looking at them: the token's audience is
+   * not this tenant's, or the token was already exchanged. Null when the policies' decision stands.
+   */
+  refusal: 'audience_mismatch' | 'token_replayed' | null;
   /** Things the admin should know that the per-policy results do not say. */
   warnings: string[];
 }
@@ -110,6 +116,7 @@ export async function dryRunPolicies(
     return { ok: false, reason: 'permission', field: requested.field, message: requested.message };
 
   let claims: Record<string, unknown>;
+  let used: { iss: string; jti: string } | undefined;
   if (request.oidcToken !== undefined) {
     // No jti is recorded: the same token can still be exchanged, or evaluated again.
     const verified = await verifyOidcToken(request.oidcToken, {
@@ -119,6 +126,7 @@ export async function dryRunPolicies(
     });
     if (!verified.ok) return { ok: false, reason: 'token', code: verified.code, detail: verified.reason };
     claims = trustRelevant({ ...verified.claims });
+    used = verified.claims;
   } else {
     // A claim given as null is absent, as a denial echoes it: pasted claims get the exchange's answer.
     const given = Object.entries(request.claims ?? {}).filter(([, value]) => value !== null);
@@ -140,11 +148,21 @@ export async function dryRunPolicies(
     }
   }
   const aud = claims.aud;
+  const audienceMatches = aud === undefined ? null : aud === tenant.audience;
+  let refusal: DryRun['refusal'] = audienceMatches === false ? 'audience_mismatch' : null;
+  // As in the exchange, a token is found used up only once a policy grants it.
+  if (!refusal && explanation.decision.allow && used && (await deps.wasExchanged(used.iss, used.jti))) {
+    refusal = 'token_replayed';
+    warnings.push(
+      'this token was already exchanged, and each OIDC token is exchanged once: the policies would allow a new one',
+    );
+  }
   return {
     ok: true,
     claims,
-    audience: { expected: tenant.audience, matches: aud === undefined ? null : aud === tenant.audience },
+    audience: { expected: tenant.audience, matches: audienceMatches },
     explanation,
+    refusal,
     warnings,
   };
 }

@@ -160,7 +160,15 @@ export const EvaluateResult = z
     policies: z.array(PolicyResult),
     decision: z.object({
       allowed: z.boolean(),
-      reason: z.enum(['no_matching_policy', 'permission_not_allowed', 'ambiguous_policy']).optional(),
+      reason: z
+        .enum([
+          'no_matching_policy',
+          'permission_not_allowed',
+          'ambiguous_policy',
+          'audience_mismatch',
+          'token_replayed',
+        ])
+        .optional(),
       policy: z.string().optional(),
       permissions: z.array(PermissionId).optional(),
       duration_seconds: z.number().int().optional(),

@@ -56,7 +56,8 @@ export function registerPolicyToolRoutes(
       summary: 'Evaluate claims or a token against every policy',
       description:
         'Answers "why was my workflow denied?": each policy\'s match with every mismatched field (expected and ' +
-        'actual value), whether it covers the requested permissions, and the decision the exchange would make. ' +
+        'actual value), whether it covers the requested permissions, and the decision the exchange would make ' +
+        "(`audience_mismatch` when `aud` is not this tenant's, `token_replayed` for a token already exchanged). " +
         'An `oidc_token` is verified like the exchange does, but not used up.',
       security: [{ bearerAuth: [] }],
       middleware: [guard(auth, 'oidc-federation:read')] as const,
@@ -87,6 +88,7 @@ export function registerPolicyToolRoutes(
         },
         {
           policies: (tenantId) => store.policies.list(tenantId),
+          wasExchanged: (issuer, jti) => store.tokens.wasExchanged(issuer, jti),
           issuerKeys: deps.issuerKeys,
           now: deps.now,
           defaultSessionSeconds: config.defaultSessionSeconds,
@@ -108,7 +110,9 @@ export function registerPolicyToolRoutes(
           expected_audience: result.audience.expected,
           audience_matches: result.audience.matches,
           policies: result.explanation.policies.map(policyResult),
-          decision: decisionView(result.explanation.decision),
+          decision: result.refusal
+            ? { allowed: false, reason: result.refusal }
+            : decisionView(result.explanation.decision),
           warnings: result.warnings,
         },
         200,

@@ -204,6 +204,8 @@ export interface Store {
       audit: AuditEventInput,
     ): Promise<void>;
     isRevoked(jti: string): Promise<boolean>;
+    /** Whether (iss, jti) has been exchanged (and its replay record is still kept). */
+    wasExchanged(issuer: string, jti: string): Promise<boolean>;
     /** Forgets replay and revocation records whose tokens have expired; returns how many went. */
     purgeExpired(before: number): Promise<number>;
   };

@@ -83,6 +83,12 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
     async isRevoked(jti) {
       return (await db.get('SELECT 1 AS revoked FROM revoked_tokens WHERE jti = ?', [jti])) !== undefined;
     },
+    async wasExchanged(issuer, jti) {
+      return (
+        (await db.get('SELECT 1 AS used FROM used_jtis WHERE issuer = ? AND jti = ?', [issuer, jti])) !==
+        undefined
+      );
+    },
     async purgeExpired(before) {
       const jtis = await db.run('DELETE FROM used_jtis WHERE expires_at < ?', [before]);
       const revoked = await db.run('DELETE FROM revoked_tokens WHERE expires_at < ?', [before]);

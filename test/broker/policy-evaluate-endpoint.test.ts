@@ -270,6 +270,11 @@ describe('evaluate a real OIDC token', () => {
     expect(await exchanged.json()).toMatchObject({ policy: 'infra-main' });
     const replayed = await t.request('POST', '/v1/oidc/token', { json: { oidc_token: token } });
     expect(await replayed.json()).toMatchObject({ code: 'token_replayed' });
+    // Evaluated now, it gets the exchange's answer: the policies still match, but the token is used up.
+    const after = await evaluate({ oidc_token: token });
+    expect(result(after, 'infra-main').selected).toBe(true);
+    expect(after.decision).toEqual({ allowed: false, reason: 'token_replayed' });
+    expect(after.warnings).toEqual([expect.stringContaining('already exchanged')]);
   });
 
   it("evaluates a token meant for another audience, and says it is not this tenant's", async () => {
@@ -280,7 +285,13 @@ describe('evaluate a real OIDC token', () => {
       claims: { aud: 'globex.api.stepsecurity.io' },
     });
     expect(e.warnings).toEqual([expect.stringContaining(`"${DEFAULT_AUDIENCE}"`)]);
-    expect(e.decision).toMatchObject({ reason: 'ambiguous_policy' });
+    // The exchange would refuse it before looking at any policy; the policies are still shown.
+    expect(e.decision).toEqual({ allowed: false, reason: 'audience_mismatch' });
+    expect(e.policies.filter((p: { matched: boolean }) => p.matched).length).toBeGreaterThan(0);
+    const exchanged = await t.request('POST', '/v1/oidc/token', {
+      json: { oidc_token: issuer.sign({ aud: 'globex.api.stepsecurity.io' }), tenant: 'acme-corp' },
+    });
+    expect(await exchanged.json()).toMatchObject({ code: 'audience_mismatch' });
   });
 
   it.each<[string, () => string, RegExp]>([

@@ -256,8 +256,11 @@ describe(`store contract (${requestedEngine()})`, () => {
   });
 
   it('records each (issuer, jti) once and keeps revocations until they expire', async () => {
+    expect(await store.tokens.wasExchanged('https://issuer', 'jti-1')).toBe(false);
     expect(await use('https://issuer', 'jti-1', 1000)).toBe(true);
+    expect(await store.tokens.wasExchanged('https://issuer', 'jti-1')).toBe(true);
     expect(await use('https://issuer', 'jti-1', 1000)).toBe(false);
+    expect(await store.tokens.wasExchanged('https://other', 'jti-1')).toBe(false);
     expect(await use('https://other', 'jti-1', 1000)).toBe(true);
     const t = await tenant('golf');
     await store.tokens.revoke('tok-1', t.id, 2000, 1, audit(t.id, 'token.revoked'));
@@ -265,6 +268,7 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.tokens.isRevoked('tok-1')).toBe(true);
     expect(await store.tokens.isRevoked('tok-2')).toBe(false);
     expect(await store.tokens.purgeExpired(1500)).toBe(2);
+    expect(await store.tokens.wasExchanged('https://issuer', 'jti-1')).toBe(false);
     expect(await use('https://issuer', 'jti-1', 1000)).toBe(true);
     expect(await store.tokens.isRevoked('tok-1')).toBe(true);
   });
