@@ -50,20 +50,23 @@ function describe(
       return noMatchingPolicy(p, inputs);
     case 'permission_not_allowed': {
       const missing = strings(p.not_allowed);
-      const policy = typeof p.policy === 'string' ? `Trust policy ${code(p.policy)}` : 'The trust policy';
+      const what = missing.length > 0 ? missing.map(code).join(', ') : 'the requested permissions';
       return {
-        title: `${policy} does not allow ${missing.length > 0 ? missing.map(code).join(', ') : 'the requested permissions'}.`,
+        title: `No trust policy that matches this job allows ${what} (403 permission_not_allowed).`,
         body: [
           "Those permissions are not in the policy's allowlist, and a policy can only grant what it lists. " +
             'Remove them from the `permissions` input (leave it empty to receive everything the policy allows), ' +
             'or ask a tenant admin to add them to the policy.',
+          ...claimsBlock(p),
+          'A tenant admin can find the policy that matched by testing these claims with ' +
+            '`POST /v1/oidc/policies/evaluate`.',
         ],
       };
     }
     case 'ambiguous_policy': {
       const names = strings(p.policies);
       return {
-        title: `Several trust policies match this job equally well: ${names.map(code).join(', ') || '(not named)'}.`,
+        title: `Several trust policies match this job equally well: ${names.map(code).join(', ') || '(not named)'} (409 ambiguous_policy).`,
         body: [
           'The broker does not guess between them. Name the one to use with the `policy` input:',
           {
@@ -184,12 +187,13 @@ function audienceMismatch(p: Problem, inputs?: ActionInputs): Explanation {
   };
 }
 
-function noMatchingPolicy(p: Problem, inputs?: ActionInputs): Explanation {
+/** The job's trust-relevant claims as the broker's denial echoes them. */
+function claimsBlock(p: Problem): Block[] {
   const claims = (typeof p.claims === 'object' && p.claims !== null ? p.claims : {}) as Record<
     string,
     unknown
   >;
-  const body: Block[] = [
+  return [
     "This job's trust-relevant claims:",
     {
       list: TRUST_CLAIMS.map(
@@ -197,6 +201,10 @@ function noMatchingPolicy(p: Problem, inputs?: ActionInputs): Explanation {
       ),
     },
   ];
+}
+
+function noMatchingPolicy(p: Problem, inputs?: ActionInputs): Explanation {
+  const body: Block[] = claimsBlock(p);
   if (inputs?.policy) {
     body.push(
       `Only policy ${code(inputs.policy)} was considered, because the step sets the \`policy\` input.`,

@@ -43,7 +43,8 @@ export async function run(deps: RunDeps): Promise<boolean> {
   if (inputs.durationSeconds !== undefined && grant.expiresIn < inputs.durationSeconds) {
     io.info(
       `The token lasts ${grant.expiresIn} s rather than the ${inputs.durationSeconds} s asked for: the trust ` +
-        "policy's maximum session duration caps it.",
+        "policy's maximum session duration caps it, or, for a policy that sets none, the broker's default " +
+        'session duration (BROKER_DEFAULT_SESSION_SECONDS).',
     );
   }
   if (!inputs.revoke) io.info('`revoke` is false: the token stays valid until it expires.');

@@ -140,11 +140,20 @@ describe('explained failures', () => {
   it("permission_not_allowed: names the permissions the policy's allowlist lacks", async () => {
     const { message } = await failureFor(
       () =>
-        problem(403, 'permission_not_allowed', { not_allowed: ['harden-runner:write', 'api-keys:write'] }),
+        problem(403, 'permission_not_allowed', {
+          not_allowed: ['harden-runner:write', 'api-keys:write'],
+          claims: { repository: 'acme/infra', ref: 'refs/heads/main' },
+        }),
       { permissions: 'harden-runner:write api-keys:write audit-log:read' },
     );
-    expect(message).toContain('does not allow `harden-runner:write`, `api-keys:write`');
+    expect(message).toContain(
+      'No trust policy that matches this job allows `harden-runner:write`, `api-keys:write` (403 permission_not_allowed).',
+    );
     expect(message).toContain("not in the policy's allowlist");
+    // The claims let an admin find the policy that matched with the dry run.
+    expect(message).toContain('  - repository: `acme/infra`');
+    expect(message).toContain('  - ref: `refs/heads/main`');
+    expect(message).toContain('POST /v1/oidc/policies/evaluate');
   });
 
   it('ambiguous_policy: names the tied policies and says to set the policy input', async () => {
@@ -152,7 +161,7 @@ describe('explained failures', () => {
       problem(409, 'ambiguous_policy', { policies: ['deploy-main', 'deploy-any'] }),
     );
     expect(message).toContain(
-      'Several trust policies match this job equally well: `deploy-main`, `deploy-any`',
+      'Several trust policies match this job equally well: `deploy-main`, `deploy-any` (409 ambiguous_policy).',
     );
     expect(message).toContain('`policy` input');
     expect(message).toContain('      policy: deploy-main');

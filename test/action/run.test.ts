@@ -127,7 +127,11 @@ describe('run (main step)', () => {
 
     await run(h.deps);
 
-    expect(h.io.logs.join('\n')).toContain('The token lasts 900 s rather than the 3600 s asked for');
+    const logs = h.io.logs.join('\n');
+    expect(logs).toContain('The token lasts 900 s rather than the 3600 s asked for');
+    // Either can be the cap, and the action cannot tell which: it names both.
+    expect(logs).toContain("the trust policy's maximum session duration caps it");
+    expect(logs).toContain("the broker's default session duration (BROKER_DEFAULT_SESSION_SECONDS)");
   });
 
   it('keeps the step green when the job summary cannot be written', async () => {

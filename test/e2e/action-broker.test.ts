@@ -109,8 +109,11 @@ describe('the action against a real broker', () => {
         permissions: 'api-keys:write',
       });
       expect(main.exitCode).not.toBe(0);
-      expect(main.stdout).toMatch(/::error::.*does not allow/s);
-      expect(main.stdout).toContain('api-keys:write');
+      expect(main.stdout).toMatch(
+        /::error::No trust policy that matches this job allows `api-keys:write` \(403 permission_not_allowed\)/,
+      );
+      // The broker's denial echoes the job's claims, and the step shows them for the dry run.
+      expect(main.stdout).toContain('repository: `acme/infra`');
       expect(main.outputs.token).toBeUndefined();
       expect(main.summary).toContain('api-keys:write');
     } finally {
