@@ -40,6 +40,8 @@ const UNSAFE_IN_DESCRIPTION = /[^\P{Cc}\t\n\r]|\p{Cs}/u;
 const EDGE_WHITESPACE = /^\s|\s$/u;
 const GIT_FORBIDDEN = /[~^:?*[\\]/;
 const WORKFLOW_FILE = /^[^\s\p{Cc}/@*?[\]|]+\.ya?ml$/u;
+// Of the pattern characters, those a workflow file name is refused for; ( ) { } + $ ^ are ordinary in file names.
+const FILE_WILDCARDS = /[*?|[\]]/;
 
 const COMPARED_WHOLE =
   'values are compared whole: wildcards and patterns such as *, ?, | or [ ] are not supported';
@@ -107,10 +109,13 @@ function workflowRefProblem(value: string, what: string): string | null {
   }
   const repoIssue = repositoryProblem(`${parts[0]}/${parts[1]}`, `the repository part of ${what}`);
   if (repoIssue) return repoIssue;
-  if (!WORKFLOW_FILE.test(parts[4]!)) {
-    return PATTERN_CHARS.test(parts[4]!)
-      ? `the workflow file in ${what}: ${COMPARED_WHOLE}`
-      : `the workflow file in ${what} must be a .yml or .yaml file name: ${WORKFLOW_EXAMPLE}`;
+  const file = parts[4]!;
+  if (!WORKFLOW_FILE.test(file)) {
+    if (FILE_WILDCARDS.test(file)) return `the workflow file in ${what}: ${COMPARED_WHOLE}`;
+    if (WHITESPACE_OR_CONTROL.test(file)) {
+      return `the workflow file in ${what} must not contain white space or control characters`;
+    }
+    return `the workflow file in ${what} must be a .yml or .yaml file name: ${WORKFLOW_EXAMPLE}`;
   }
   if (at < 0) return null;
   const ref = value.slice(at + 1);
@@ -265,9 +270,11 @@ function warningsFor(policy: PolicyRecord): string[] {
     }
   }
   const workflowAt = workflow?.indexOf('@') ?? -1;
+  const workflowPath = workflowAt >= 0 ? workflow!.slice(0, workflowAt) : workflow;
   const literals = {
     ref: claims.ref,
     environment: claims.environment,
+    'job_workflow_ref (its file name)': workflowPath?.slice(workflowPath.lastIndexOf('/') + 1),
     'job_workflow_ref (its ref)': workflowAt >= 0 ? workflow!.slice(workflowAt + 1) : undefined,
   };
   for (const [field, value] of Object.entries(literals)) {

@@ -231,6 +231,13 @@ describe('errors name the field', () => {
       /compared whole/,
     ],
     [
+      'a workflow file name with white space',
+      {},
+      { job_workflow_ref: 'acme/infra/.github/workflows/deploy (1).yml' },
+      'claims.job_workflow_ref',
+      /workflow file in claims\.job_workflow_ref must not contain white space/,
+    ],
+    [
       'a workflow in a wildcard repository',
       {},
       { job_workflow_ref: 'acme/*/.github/workflows/deploy.yml' },
@@ -413,6 +420,24 @@ describe('warnings', () => {
     const warnings = warningsOf(input({ allow_pull_request_target: true }));
     expect(warnings).toEqual([expect.stringMatching(/^allow_pull_request_target: .*secrets.*untrusted/)]);
     expect(warnings[0]).toMatch(/set it to false/);
+  });
+
+  it.each(['c++.yml', 'deploy(1).yml', 'v1.0.0+build$.yaml'])(
+    'accepts the workflow file name %s, whose characters are ordinary in file names, without a warning',
+    (file) => {
+      const claims = {
+        ref: undefined,
+        job_workflow_ref: `acme/infra/.github/workflows/${file}@refs/heads/main`,
+      };
+      expect(warningsOf(input({}, claims))).toEqual([]);
+    },
+  );
+
+  it('warns that a workflow file name with { is one literal name, not alternatives', () => {
+    const claims = { ref: undefined, job_workflow_ref: 'acme/infra/.github/workflows/{deploy,build}.yml' };
+    expect(warningsOf(input({}, claims))).toEqual([
+      expect.stringMatching(/^claims\.job_workflow_ref \(its file name\): values are compared whole/),
+    ]);
   });
 
   it('warns that a ref with | is one literal value, not alternatives (G13)', () => {
