@@ -16,7 +16,7 @@ export interface TrustedIssuerConfig {
 export type DatabaseConfig = { engine: 'sqlite'; path: string } | { engine: 'postgres'; url: string };
 
 export interface RateLimitConfig {
-  /** Sustained exchanges per minute for one key (client address before verification, repository after). */
+  /** Sustained exchanges per minute for one repository of one issuer at one tenant. */
   perMinute: number;
   burst: number;
 }
@@ -130,7 +130,7 @@ function database(env: Env): DatabaseConfig {
     }
     return { engine: 'postgres', url: raw };
   }
-  throw new ConfigError('DATABASE_URL', 'expected sqlite:PATH or postgres://USER@HOST:PORT/DB');
+  throw new ConfigError('DATABASE_URL', 'expected sqlite:PATH or postgres://USER:PASS@HOST:PORT/DB');
 }
 
 function trustedIssuers(env: Env): TrustedIssuerConfig[] {
