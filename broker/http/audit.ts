@@ -2,7 +2,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AuthenticateDeps } from '../core/authenticate.js';
 import { BrokerError } from '../errors.js';
-import type { AuditEvent } from '../store/store.js';
+import { AUDIT_EVENT_TYPES, type AuditEvent } from '../store/store.js';
 import { guard } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { authErrors, badRequest, iso, Timestamp } from './schemas.js';
@@ -14,12 +14,19 @@ const absentIfEmpty = <T extends z.ZodType>(schema: T) =>
 const Query = z.object({
   type: absentIfEmpty(
     z
-      .string()
-      .regex(/^[a-z_.]{1,64}$/, 'must be an event type such as fine_grained_key.created')
+      .enum(AUDIT_EVENT_TYPES, { error: `must be one of ${AUDIT_EVENT_TYPES.join(', ')}` })
       .optional()
-      .openapi({ description: 'Only events of this type, e.g. `api_key.rotated`.' }),
+      .openapi({ description: 'Only events of this type.' }),
   ),
-  limit: absentIfEmpty(z.coerce.number().int().min(1).max(200).default(50)),
+  limit: absentIfEmpty(
+    z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(200)
+      .default(50)
+      .openapi({ description: 'Events per page, 1–200; 50 when left out.' }),
+  ),
   cursor: absentIfEmpty(
     z.string().max(32).optional().openapi({ description: 'The `next_cursor` of the previous page.' }),
   ),

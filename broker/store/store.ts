@@ -51,6 +51,22 @@ export interface Actor {
   name?: string;
 }
 
+/** Every type of audit event the broker records (README → Audit log). */
+export const AUDIT_EVENT_TYPES = [
+  'tenant.created',
+  'api_key.rotated',
+  'fine_grained_key.created',
+  'fine_grained_key.revoked',
+  'policy.created',
+  'policy.updated',
+  'policy.deleted',
+  'token.exchanged',
+  'token.exchange_denied',
+  'token.minted',
+  'token.revoked',
+  'permission.denied',
+] as const;
+
 export interface AuditEventInput {
   tenantId: string;
   type: string;

@@ -1,6 +1,7 @@
 // The audit log's paging and filtering, and the operational endpoints: health, readiness, metrics.
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AUDIT_EVENT_TYPES } from '../../broker/store/store.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 
 let t: TestBroker;
@@ -59,6 +60,25 @@ describe('GET /v1/audit-events', () => {
     expect(first.next_cursor).toBeNull();
     const second = await page(`?type=&limit=2&cursor=${(await page('?limit=2')).next_cursor}`);
     expect(second.events.map((e) => e.target?.name)).toEqual(['key-2', 'key-1']);
+  });
+
+  it('a type no event has is a 400 listing the types, so a typo does not read as an empty log', async () => {
+    const res = await t.request('GET', '/v1/audit-events?type=token.exchange_refused', { key });
+    expect(res.status).toBe(400);
+    const problem = (await res.json()) as { errors: { field: string; message: string }[] };
+    expect(problem.errors).toEqual([
+      { field: 'type', message: expect.stringContaining('token.exchange_denied') },
+    ]);
+  });
+
+  it('accepts every type the README documents, and documents every type it accepts', async () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const table = readme.slice(readme.indexOf('| type | recorded when |'), readme.indexOf('### Error codes'));
+    const documented = [...table.matchAll(/`([a-z_]+\.[a-z_]+)`/g)].map((m) => m[1]!);
+    expect(new Set(documented)).toEqual(new Set(AUDIT_EVENT_TYPES));
+    for (const type of documented) {
+      expect((await t.request('GET', `/v1/audit-events?type=${type}`, { key })).status).toBe(200);
+    }
   });
 
   it.each([
