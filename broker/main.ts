@@ -120,6 +120,16 @@ async function serve(config: BrokerConfig): Promise<number> {
   });
 }
 
+// A command whose reader stops early (`oidc-broker openapi | head`) has done its job. The server is left alone:
+// its standard output is the log stream.
+const command = process.argv[2];
+if (command !== undefined && command !== 'serve') {
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(process.exitCode ?? 0);
+  });
+}
+
 const code = await runCli(process.argv.slice(2), {
   env: process.env,
   out: (text) => process.stdout.write(text),

@@ -202,6 +202,15 @@ describe('broker process', () => {
   });
 });
 
+describe('the command in a pipeline', () => {
+  it('stops quietly when its reader stops early (oidc-broker openapi | head)', async () => {
+    const run = runBroker(['openapi'], env());
+    run.child.stdout.destroy();
+    expect(await run.closed).toBe(0);
+    expect(run.stderr()).toBe('');
+  });
+});
+
 describe('request size over a real socket', () => {
   it('refuses a body over 64 KiB whether it declares its length or streams it in chunks', async () => {
     const key = await createTenantKey(env());
