@@ -1,8 +1,10 @@
-// The operator CLI `oidc-broker`: serve, tenant create/list, openapi. Takes its IO as arguments.
+// The operator CLI `oidc-broker`: serve, tenant create/list/rotate-key, signing-key rotate, openapi. Takes its IO as arguments.
 import { parseArgs } from 'node:util';
 import { createBroker } from './broker.js';
 import { type BrokerConfig, ConfigError, loadConfig } from './config.js';
+import { rotateBuiltinKey } from './core/api-keys.js';
 import { keyDigester } from './core/keys.js';
+import { OPERATOR } from './core/principal.js';
 import { createTenant } from './core/tenants.js';
 import { openApiDocument } from './http/docs.js';
 import { openConfiguredSigningKeys } from './key-encryption-key.js';
@@ -24,6 +26,10 @@ commands:
   tenant create NAME [--audience A] [--disable CATEGORY]...
                                           create a tenant; prints its Tenant API key (primary) once
   tenant list                             list tenants
+  tenant rotate-key NAME [--slot primary|secondary]
+                                          give the tenant a new Tenant API key in that slot (primary when
+                                          left out) and print it once; the slot's old key and the tokens
+                                          minted from it stop working
   signing-key rotate                      publish a new signing key now and sign with it from 7 minutes on;
                                           the old one stays published until every token it signed has expired
   openapi                                 print the OpenAPI document
@@ -44,6 +50,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       return await io.serve(loadConfig(io.env));
     }
     if (command === 'tenant' && sub === 'create') return await tenantCreate(argv.slice(2), io);
+    if (command === 'tenant' && sub === 'rotate-key') return await tenantRotateKey(argv.slice(2), io);
     if (command === 'tenant' && sub === 'list') {
       takes(2);
       return await tenantList(io);
@@ -110,6 +117,47 @@ async function tenantCreate(args: string[], io: CliIo): Promise<number> {
   } finally {
     await store.close();
   }
+}
+
+/** The operator's way back in when a tenant's Tenant API keys are lost: a new key in one slot. */
+async function tenantRotateKey(args: string[], io: CliIo): Promise<number> {
+  let parsed: ReturnType<typeof parseRotateKeyArgs>;
+  try {
+    parsed = parseRotateKeyArgs(args);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) throw new UsageError('tenant rotate-key takes exactly one NAME');
+  const slot = values.slot ?? 'primary';
+  if (slot !== 'primary' && slot !== 'secondary') throw new UsageError('--slot must be primary or secondary');
+  const config = loadConfig(io.env);
+  const store = await openStore(config.database);
+  try {
+    const name = positionals[0]!;
+    const tenant = await store.tenants.byName(name);
+    if (!tenant) {
+      io.err(`error: no tenant named "${name}" (oidc-broker tenant list shows them)\n`);
+      return 1;
+    }
+    const { key } = await rotateBuiltinKey({ tenantId: tenant.id, actor: OPERATOR }, 'tenant', slot, {
+      store,
+      digest: keyDigester(config.keyPepper),
+      now: Date.now,
+    });
+    io.err(
+      `The Tenant API key (${slot} slot) of ${tenant.name} follows on standard output; the slot's previous key ` +
+        'and the access tokens minted from it no longer work. It is shown only this once: store it now.\n',
+    );
+    io.out(`${key}\n`);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+function parseRotateKeyArgs(args: string[]) {
+  return parseArgs({ args, allowPositionals: true, strict: true, options: { slot: { type: 'string' } } });
 }
 
 function parseTenantArgs(args: string[]) {

@@ -1,7 +1,7 @@
 // Built-in key rotation and fine-grained keys (DESIGN §3): shown once, stored as digests, no escalation.
 import { randomUUID } from 'node:crypto';
 import { BrokerError } from '../errors.js';
-import type { BuiltinKeySlot, BuiltinKind, FineGrainedKey, Slot, Store } from '../store/store.js';
+import type { Actor, BuiltinKeySlot, BuiltinKind, FineGrainedKey, Slot, Store } from '../store/store.js';
 import { generateKey, type KeyDigester, keyHint } from './keys.js';
 import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
 import { actorOf, type Principal } from './principal.js';
@@ -16,9 +16,12 @@ const DAY_MS = 86_400_000;
 export const EXPIRATIONS = { '7d': 7, '30d': 30, '90d': 90, '1y': 365 } as const;
 export type Expiration = keyof typeof EXPIRATIONS;
 
-/** Rotates a slot for a Tenant API key's holder (the route refuses, and audits, any other credential). */
+/**
+ * Rotates a slot of `tenantId` for `actor`: a Tenant API key's holder (the route refuses, and audits, any other
+ * credential) or the operator CLI.
+ */
 export async function rotateBuiltinKey(
-  principal: Principal,
+  { tenantId, actor }: { tenantId: string; actor: Actor },
   kind: BuiltinKind,
   slot: Slot,
   deps: KeyDeps,
@@ -26,16 +29,16 @@ export async function rotateBuiltinKey(
   const key = generateKey(kind);
   const at = deps.now();
   const rotated = await deps.store.keys.rotate(
-    principal.tenant.id,
+    tenantId,
     kind,
     slot,
     { digest: deps.digest(key), hint: keyHint(key) },
     at,
     {
-      tenantId: principal.tenant.id,
+      tenantId,
       type: 'api_key.rotated',
       outcome: 'success',
-      actor: actorOf(principal),
+      actor,
       target: { type: 'api_key', id: `${kind}/${slot}` },
       details: { hint: keyHint(key) },
     },

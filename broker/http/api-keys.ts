@@ -2,6 +2,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { type KeyDeps, rotateBuiltinKey } from '../core/api-keys.js';
 import type { AuthenticateDeps } from '../core/authenticate.js';
+import { actorOf } from '../core/principal.js';
 import { BUILTIN_KINDS, type BuiltinKeySlot, SLOTS } from '../store/store.js';
 import { guard, refusal } from './auth.js';
 import type { BrokerEnv } from './context.js';
@@ -95,7 +96,13 @@ export function registerApiKeyRoutes(
       if (c.get('principal').credential.kind !== 'tenant') {
         throw refusal({ credential: 'tenant' }, 'only a Tenant API key (ssa_…) may rotate built-in keys');
       }
-      const rotated = await rotateBuiltinKey(c.get('principal'), kind, slot, deps);
+      const principal = c.get('principal');
+      const rotated = await rotateBuiltinKey(
+        { tenantId: principal.tenant.id, actor: actorOf(principal) },
+        kind,
+        slot,
+        deps,
+      );
       c.header('Cache-Control', 'no-store');
       return c.json(
         { kind, slot, key: rotated.key, last_rotated_at: isoOrNull(rotated.slot.lastRotatedAt)! },

@@ -1,7 +1,7 @@
 // The operator CLI: tenant create/list with clear errors, keys printed once on standard output.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../../broker/cli.js';
-import { TEST_KEK } from '../support/broker.js';
+import { startTestBroker, TEST_KEK, type TestBroker } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 let db: TestDatabase;
@@ -88,5 +88,74 @@ describe('oidc-broker tenant', () => {
       expect(result.err).toContain('usage: oidc-broker');
     }
     expect((await cli('tenant', 'list')).err).toContain('No tenants yet');
+  });
+});
+
+describe('oidc-broker tenant rotate-key', () => {
+  const whoami = (t: TestBroker, key: string) =>
+    t.request('GET', '/v1/whoami', { key }).then((r) => r.status);
+
+  it('gives a tenant whose key is lost a new one: printed once, the old key and its tokens stop, audited', async () => {
+    const lost = (await cli('tenant', 'create', 'acme')).out.trim();
+    const t = await startTestBroker({ db });
+    try {
+      const minted = (await (await t.request('POST', '/v1/tokens', { key: lost })).json()) as {
+        access_token: string;
+      };
+      const rotated = await cli('tenant', 'rotate-key', 'acme');
+      expect(rotated.code).toBe(0);
+      expect(rotated.out).toMatch(/^ssa_[0-9A-Za-z]{38}\n$/);
+      expect(rotated.err).toContain('Tenant API key (primary slot) of acme');
+      expect(rotated.err).toContain('shown only this once');
+      const fresh = rotated.out.trim();
+      expect(await whoami(t, lost)).toBe(401);
+      expect(await whoami(t, minted.access_token)).toBe(401);
+      expect(await whoami(t, fresh)).toBe(200);
+      const { events } = (await (
+        await t.request('GET', '/v1/audit-events?type=api_key.rotated', { key: fresh })
+      ).json()) as { events: { actor: unknown; target: unknown; details: Record<string, unknown> }[] };
+      expect(events).toEqual([
+        expect.objectContaining({
+          actor: { kind: 'operator', id: 'cli' },
+          target: { type: 'api_key', id: 'tenant/primary' },
+          details: expect.objectContaining({ hint: `ssa_…${fresh.slice(-4)}`, access_tokens_revoked: 1 }),
+        }),
+      ]);
+      expect(JSON.stringify(events)).not.toContain(fresh);
+    } finally {
+      await t.broker.close();
+    }
+  });
+
+  it('--slot secondary fills the secondary slot and leaves the primary working', async () => {
+    const primary = (await cli('tenant', 'create', 'acme')).out.trim();
+    const t = await startTestBroker({ db });
+    try {
+      const secondary = (await cli('tenant', 'rotate-key', 'acme', '--slot', 'secondary')).out.trim();
+      expect(await whoami(t, primary)).toBe(200);
+      const me = (await (await t.request('GET', '/v1/whoami', { key: secondary })).json()) as {
+        credential: { slot: string };
+      };
+      expect(me.credential.slot).toBe('secondary');
+    } finally {
+      await t.broker.close();
+    }
+  });
+
+  it.each([
+    [['tenant', 'rotate-key'], 2, 'exactly one NAME'],
+    [['tenant', 'rotate-key', 'acme', '--slot', 'tertiary'], 2, '--slot must be primary or secondary'],
+    [['tenant', 'rotate-key', 'nobody'], 1, 'no tenant named "nobody"'],
+  ])('%o fails with exit %i and a clear message, changing nothing', async (argv, code, message) => {
+    const key = (await cli('tenant', 'create', 'acme')).out.trim();
+    const result = await cli(...argv);
+    expect(result).toMatchObject({ code, out: '' });
+    expect(result.err).toContain(message);
+    const t = await startTestBroker({ db });
+    try {
+      expect(await whoami(t, key)).toBe(200);
+    } finally {
+      await t.broker.close();
+    }
   });
 });
