@@ -1,8 +1,9 @@
-// JSON request bodies decoded strictly: JSON is UTF-8 (RFC 8259), and bytes that are not UTF-8 are refused
-// rather than turned into U+FFFD and stored as a name the client never sent.
+// Request bodies taken strictly: JSON is UTF-8 (RFC 8259), and bytes that are not UTF-8 are refused rather than
+// turned into U+FFFD and stored as a name the client never sent; a multipart body, which no route takes, is 415.
 import { isUtf8 } from 'node:buffer';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
+import { HTTPException } from 'hono/http-exception';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
 
@@ -20,7 +21,18 @@ const refused = new WeakMap<object, BrokerError>();
  */
 export const strictJsonBody = createMiddleware<BrokerEnv>(async (c, next) => {
   const type = c.req.header('Content-Type');
-  if (!type || !JSON_MEDIA_TYPE.test(type.split(';')[0]!.trim())) return next();
+  const mediaType = type?.split(';')[0]!.trim().toLowerCase();
+  if (mediaType === 'multipart/form-data') {
+    // No route takes multipart, but Hono's form validator parses it like a form: where a route reads its form,
+    // it is refused as the media type it is (the error handler names the types the route takes).
+    Object.defineProperty(c.req.bodyCache, 'formData', {
+      configurable: true,
+      enumerable: false,
+      get: () => Promise.reject(new HTTPException(415)),
+    });
+    return next();
+  }
+  if (!mediaType || !JSON_MEDIA_TYPE.test(mediaType)) return next();
   let text: Promise<string> | undefined;
   // Not enumerable: HonoRequest derives other body forms from any enumerable cache entry, and reads of the
   // raw body (form data, array buffers) must not come through here.

@@ -1,4 +1,5 @@
-// JSON request bodies are UTF-8 (RFC 8259): bytes that are not are refused, never stored as U+FFFD.
+// JSON request bodies are UTF-8 (RFC 8259): bytes that are not are refused, never stored as U+FFFD; multipart
+// bodies, which no route takes, are refused as such.
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -90,5 +91,46 @@ describe('a body that is not UTF-8 is looked at only where the route reads JSON'
       body: invalid,
     });
     expect(res.status).toBe(status);
+  });
+});
+
+describe('a multipart body, which no route takes', () => {
+  const multipart = (fields: Record<string, string>) => {
+    const form = new FormData();
+    for (const [name, value] of Object.entries(fields)) form.set(name, value);
+    return form;
+  };
+
+  it('is refused with 415 naming the types the route takes, where a form is one of them', async () => {
+    const minted = (await (await t.request('POST', '/v1/tokens', { key })).json()) as {
+      access_token: string;
+    };
+    for (const [path, fields, types] of [
+      [
+        '/v1/oidc/token',
+        {
+          grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+          subject_token: 'x.y.z',
+          subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+        },
+        'application/json or application/x-www-form-urlencoded',
+      ],
+      ['/v1/tokens/introspect', { token: minted.access_token }, 'application/x-www-form-urlencoded'],
+      ['/v1/tokens/revoke', { token: minted.access_token }, 'application/x-www-form-urlencoded'],
+    ] as const) {
+      const res = await fetch(`${url}${path}`, {
+        method: 'POST',
+        // The exchange takes no credential but the OIDC token.
+        headers: path === '/v1/oidc/token' ? {} : { Authorization: `Bearer ${key}` },
+        body: multipart(fields),
+      });
+      expect(res.status).toBe(415);
+      expect(await res.json()).toMatchObject({
+        code: 'unsupported_media_type',
+        detail: expect.stringContaining(types),
+      });
+    }
+    // The revocation sent as multipart did nothing.
+    expect((await t.request('GET', '/v1/whoami', { key: minted.access_token })).status).toBe(200);
   });
 });
