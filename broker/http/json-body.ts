@@ -25,10 +25,18 @@ export const strictJsonBody = createMiddleware<BrokerEnv>(async (c, next) => {
   if (mediaType === 'multipart/form-data') {
     // No route takes multipart, but Hono's form validator parses it like a form: where a route reads its form,
     // it is refused as the media type it is (the error handler names the types the route takes).
+    let refusal: Promise<never> | undefined;
     Object.defineProperty(c.req.bodyCache, 'formData', {
       configurable: true,
       enumerable: false,
-      get: () => Promise.reject(new HTTPException(415)),
+      // One promise, however often it is read (the validator tests it, then awaits it), and never "unhandled".
+      get: () => {
+        if (!refusal) {
+          refusal = Promise.reject(new HTTPException(415));
+          refusal.catch(() => {});
+        }
+        return refusal;
+      },
     });
     return next();
   }
