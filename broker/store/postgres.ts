@@ -31,7 +31,14 @@ const UNREACHABLE = new Set([
   'ENOTFOUND',
   'EAI_AGAIN',
 ]);
-const CONNECTION_LOST = /^Connection terminated|^timeout exceeded when trying to connect|not queryable/;
+const CONNECTION_LOST =
+  /^Connection terminated|^timeout exceeded when trying to connect|not queryable|^Query read timeout$/;
+/**
+ * How long one statement may go unanswered before the database counts as unavailable (SQLite's busy timeout is
+ * the same): a server that keeps its connections but stops answering must not hold requests forever.
+ * Migrations, which may rightly take longer, run without it.
+ */
+const QUERY_TIMEOUT_MS = 5_000;
 
 /** Throws the error as the store reports it: a unique violation, an unavailable database, or as it came. */
 function translate(error: unknown): never {
@@ -44,12 +51,18 @@ function translate(error: unknown): never {
   throw unavailable ? new StoreUnavailable(error) : error;
 }
 
+const isTimeout = (error: unknown) => (error as { message?: string }).message === 'Query read timeout';
+
 type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 
 function executor(q: Queryable): SqlExecutor {
   const query = async (sql: string, params: readonly SqlValue[] = []) => {
     try {
-      return await q.query({ text: toPostgres(sql), values: params as SqlValue[] });
+      return await q.query({
+        text: toPostgres(sql),
+        values: params as SqlValue[],
+        query_timeout: QUERY_TIMEOUT_MS,
+      } as pg.QueryConfig);
     } catch (error) {
       translate(error);
     }
@@ -81,20 +94,33 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
   pool.on('error', () => {});
   const transaction = async <T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> => {
     const client = await pool.connect().catch(translate);
+    // The pool listens for errors only on idle clients. One checked out here that loses its connection emits
+    // 'error' too: unheard, that would end the process; heard, the query in flight fails (StoreUnavailable) and
+    // the broken client is discarded rather than returned to the pool.
+    let lost: unknown;
+    const onError = (error: unknown) => {
+      lost = error;
+    };
+    client.on('error', onError);
     try {
-      await client.query('BEGIN');
+      const statement = (text: string, values?: SqlValue[]) =>
+        client.query({ text, values, query_timeout: QUERY_TIMEOUT_MS } as pg.QueryConfig);
+      await statement('BEGIN');
       // Write transactions take turns, each holding the turn until it has committed and become visible: audit
       // event ids then follow commit order, so a reader paging newest first (an exporter tailing the log) never
       // passes an id that a transaction still in flight will commit later. SQLite's single writer does the same.
-      await client.query('SELECT pg_advisory_xact_lock($1)', [WRITE_TURN_LOCK]);
+      await statement('SELECT pg_advisory_xact_lock($1)', [WRITE_TURN_LOCK]);
       const result = await fn(executor(client));
-      await client.query('COMMIT');
+      await statement('COMMIT');
       return result;
     } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
+      // A statement left unanswered still holds the connection: it is discarded, not rolled back and reused.
+      if (lost === undefined && isTimeout(error)) lost = error;
+      if (lost === undefined) await client.query('ROLLBACK').catch(() => {});
       translate(error);
     } finally {
-      client.release();
+      client.off('error', onError);
+      client.release(lost === undefined ? undefined : (lost as Error));
     }
   };
   const writeBatched = createWriteBatcher(inThreadFlush({ transaction }));

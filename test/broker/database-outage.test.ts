@@ -4,6 +4,7 @@
 import type { AddressInfo } from 'node:net';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openPostgres } from '../../broker/store/postgres.js';
 import { StoreUnavailable } from '../../broker/store/sql.js';
@@ -17,8 +18,13 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-/** A TCP relay to PostgreSQL that can be cut, as a network partition or a stopped server would. */
-async function relayTo(target: URL): Promise<{ url: (u: string) => string; cut(): Promise<void> }> {
+/**
+ * A TCP relay to PostgreSQL that can be cut, as a network partition or a stopped server would, or stalled, as a
+ * server that keeps its connections but stops answering (frozen, swapping, its disk hung) would.
+ */
+async function relayTo(
+  target: URL,
+): Promise<{ url: (u: string) => string; cut(): Promise<void>; stall(): void }> {
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     const upstream = connect(Number(target.port || 5432), target.hostname);
@@ -33,6 +39,12 @@ async function relayTo(target: URL): Promise<{ url: (u: string) => string; cut()
   const port = (server.address() as AddressInfo).port;
   return {
     url: (u) => Object.assign(new URL(u), { hostname: '127.0.0.1', port: String(port) }).toString(),
+    stall: () => {
+      for (const s of sockets) {
+        s.unpipe();
+        s.pause();
+      }
+    },
     cut: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
@@ -81,6 +93,75 @@ describe(`a database outage (${engine})`, () => {
     expect(await res.json()).toMatchObject({ code: 'not_ready', detail: expect.stringMatching(/retry/) });
     expect(t.logs.some((line) => line.includes('the database is unavailable'))).toBe(true);
     expect(t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
+  }, 20_000);
+});
+
+describe(`a database lost in the middle of a write (${engine})`, () => {
+  it('answers that write 503 not_ready and keeps serving: a dropped connection is an outage, not a crash', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(() => db.drop());
+    const relay = engine === 'postgres' ? await relayTo(new URL(db.url)) : undefined;
+    const t = await startTestBroker({ db: relay ? { ...db, url: relay.url(db.url) } : db });
+    cleanups.push(() => t.broker.close().catch(() => {}));
+    const { key } = await t.createTenant('acme');
+
+    // The write will wait for its turn, held by another connection or process.
+    if (engine === 'postgres') {
+      const holder = new pg.Client({ connectionString: db.url });
+      await holder.connect();
+      await holder.query('BEGIN');
+      await holder.query('SELECT pg_advisory_xact_lock(7710003)');
+      cleanups.push(() => holder.end());
+    } else {
+      const holder = new Database(db.file!);
+      holder.exec('BEGIN EXCLUSIVE');
+      cleanups.push(() => {
+        holder.exec('ROLLBACK');
+        holder.close();
+      });
+    }
+    const write = t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      json: { name: 'deploy', expiration: '7d', permissions: ['audit-log:read'] },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Then the network to PostgreSQL goes; SQLite, which has no connection to lose, gives up after its busy timeout.
+    await relay?.cut();
+    const res = await write;
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ code: 'not_ready' });
+    // Still serving: the process did not die of the lost connection (an uncaught error fails this test too).
+    expect((await t.request('GET', '/healthz')).status).toBe(200);
+  }, 20_000);
+});
+
+describe(`a database that stops answering (${engine})`, () => {
+  it('a write gets 503 not_ready after a few seconds, rather than hanging until the client gives up', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(() => db.drop());
+    const relay = engine === 'postgres' ? await relayTo(new URL(db.url)) : undefined;
+    const t = await startTestBroker({ db: relay ? { ...db, url: relay.url(db.url) } : db });
+    cleanups.push(() => t.broker.close().catch(() => {}));
+    cleanups.push(() => relay?.cut());
+    const { key } = await t.createTenant('acme');
+    if (relay) {
+      relay.stall();
+    } else {
+      const holder = new Database(db.file!);
+      holder.exec('BEGIN EXCLUSIVE');
+      cleanups.push(() => {
+        holder.exec('ROLLBACK');
+        holder.close();
+      });
+    }
+    // Answered within this test's time limit: bounded by the 5 s a statement may take (SQLite: its busy
+    // timeout), not by a client's patience.
+    const res = await t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      json: { name: 'deploy', expiration: '7d', permissions: ['audit-log:read'] },
+    });
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ code: 'not_ready' });
   }, 20_000);
 });
 
