@@ -96,34 +96,48 @@ describe(`a database outage (${engine})`, () => {
   }, 20_000);
 });
 
+/** A broker with a tenant, on PostgreSQL through a relay (returned) that can be cut or stalled, or on SQLite. */
+async function brokerOnRelay() {
+  const db = await createTestDatabase();
+  cleanups.push(() => db.drop());
+  const relay = engine === 'postgres' ? await relayTo(new URL(db.url)) : undefined;
+  const t = await startTestBroker({ db: relay ? { ...db, url: relay.url(db.url) } : db });
+  cleanups.push(() => t.broker.close().catch(() => {}));
+  cleanups.push(() => relay?.cut());
+  const { key } = await t.createTenant('acme');
+  return { db, relay, t, key };
+}
+
+/** Another process holding SQLite's write lock until the test ends. */
+function holdSqliteWriteLock(file: string): void {
+  const holder = new Database(file);
+  holder.exec('BEGIN EXCLUSIVE');
+  cleanups.push(() => {
+    holder.exec('ROLLBACK');
+    holder.close();
+  });
+}
+
+const createKey = (t: TestBroker, key: string) =>
+  t.request('POST', '/v1/fine-grained-keys', {
+    key,
+    json: { name: 'deploy', expiration: '7d', permissions: ['audit-log:read'] },
+  });
+
 describe(`a database lost in the middle of a write (${engine})`, () => {
   it('answers that write 503 not_ready and keeps serving: a dropped connection is an outage, not a crash', async () => {
-    const db = await createTestDatabase();
-    cleanups.push(() => db.drop());
-    const relay = engine === 'postgres' ? await relayTo(new URL(db.url)) : undefined;
-    const t = await startTestBroker({ db: relay ? { ...db, url: relay.url(db.url) } : db });
-    cleanups.push(() => t.broker.close().catch(() => {}));
-    const { key } = await t.createTenant('acme');
-
+    const { db, relay, t, key } = await brokerOnRelay();
     // The write will wait for its turn, held by another connection or process.
-    if (engine === 'postgres') {
+    if (relay) {
       const holder = new pg.Client({ connectionString: db.url });
       await holder.connect();
       await holder.query('BEGIN');
       await holder.query('SELECT pg_advisory_xact_lock(7710003)');
       cleanups.push(() => holder.end());
     } else {
-      const holder = new Database(db.file!);
-      holder.exec('BEGIN EXCLUSIVE');
-      cleanups.push(() => {
-        holder.exec('ROLLBACK');
-        holder.close();
-      });
+      holdSqliteWriteLock(db.file!);
     }
-    const write = t.request('POST', '/v1/fine-grained-keys', {
-      key,
-      json: { name: 'deploy', expiration: '7d', permissions: ['audit-log:read'] },
-    });
+    const write = createKey(t, key);
     await new Promise((resolve) => setTimeout(resolve, 300));
     // Then the network to PostgreSQL goes; SQLite, which has no connection to lose, gives up after its busy timeout.
     await relay?.cut();
@@ -137,29 +151,12 @@ describe(`a database lost in the middle of a write (${engine})`, () => {
 
 describe(`a database that stops answering (${engine})`, () => {
   it('a write gets 503 not_ready after a few seconds, rather than hanging until the client gives up', async () => {
-    const db = await createTestDatabase();
-    cleanups.push(() => db.drop());
-    const relay = engine === 'postgres' ? await relayTo(new URL(db.url)) : undefined;
-    const t = await startTestBroker({ db: relay ? { ...db, url: relay.url(db.url) } : db });
-    cleanups.push(() => t.broker.close().catch(() => {}));
-    cleanups.push(() => relay?.cut());
-    const { key } = await t.createTenant('acme');
-    if (relay) {
-      relay.stall();
-    } else {
-      const holder = new Database(db.file!);
-      holder.exec('BEGIN EXCLUSIVE');
-      cleanups.push(() => {
-        holder.exec('ROLLBACK');
-        holder.close();
-      });
-    }
+    const { db, relay, t, key } = await brokerOnRelay();
+    if (relay) relay.stall();
+    else holdSqliteWriteLock(db.file!);
     // Answered within this test's time limit: bounded by the 5 s a statement may take (SQLite: its busy
     // timeout), not by a client's patience.
-    const res = await t.request('POST', '/v1/fine-grained-keys', {
-      key,
-      json: { name: 'deploy', expiration: '7d', permissions: ['audit-log:read'] },
-    });
+    const res = await createKey(t, key);
     expect(res.status).toBe(503);
     expect(await res.json()).toMatchObject({ code: 'not_ready' });
   }, 20_000);
