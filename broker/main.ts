@@ -71,6 +71,7 @@ async function serve(config: BrokerConfig): Promise<number> {
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   logger.info('listening', {
+    pid: process.pid,
     host: config.host,
     port,
     database: config.database.engine,

@@ -1,10 +1,12 @@
 // The broker as a real process: first start, persistence across restarts, config errors, graceful shutdown.
 
+import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import {
@@ -189,6 +191,26 @@ describe('broker process', () => {
     };
     expect(list.keys.map((k) => k.name)).toEqual(['in-flight']);
   });
+
+  it('under npm start, a SIGTERM to npm reaches the broker, which stops cleanly instead of living on', async () => {
+    const npm = spawn('npm', ['start'], {
+      cwd: fileURLToPath(new URL('../..', import.meta.url)),
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env(), ...EPHEMERAL_PORT },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    npm.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    const exited = new Promise<void>((resolve) => npm.on('exit', () => resolve()));
+    await vi.waitFor(() => expect(out).toContain('"msg":"listening"'), { timeout: 60_000, interval: 100 });
+    const pid = Number(/"pid":(\d+)/.exec(out)?.[1]);
+    npm.kill('SIGTERM');
+    await exited;
+    await vi.waitFor(() => expect(out).toContain('"msg":"stopped"'), { timeout: 20_000, interval: 100 });
+    // The broker itself is gone, not re-parented and still serving.
+    await vi.waitFor(() => expect(() => process.kill(pid, 0)).toThrow(), { timeout: 5_000, interval: 50 });
+  }, 90_000);
 
   it('a port in use or a host it cannot listen on is a configuration error naming PORT or HOST', async () => {
     const first = await start();
