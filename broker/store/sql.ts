@@ -79,10 +79,14 @@ export class StoreUnavailable extends Error {
   }
 }
 
-/** SQLite's answer when another connection held the write lock past the busy timeout, as StoreUnavailable. */
-export function lockedOut(error: unknown): unknown {
+// SQLite's answers when it cannot take work now: another connection held the write lock past the busy timeout,
+// the disk (or the file's allowed size) is full, or reading or writing the file failed.
+const SQLITE_OUTAGE = /^SQLITE_(BUSY|FULL|IOERR)/;
+
+/** An SQLite error that is an outage to wait out, as StoreUnavailable; any other as it came. */
+export function sqliteOutage(error: unknown): unknown {
   const code = (error as { code?: unknown }).code;
-  return typeof code === 'string' && code.startsWith('SQLITE_BUSY') ? new StoreUnavailable(error) : error;
+  return typeof code === 'string' && SQLITE_OUTAGE.test(code) ? new StoreUnavailable(error) : error;
 }
 
 /** A unique constraint was violated; `constraint` names the index so callers can say which field clashed. */

@@ -1,7 +1,7 @@
 // The main thread's side of SQLite's writer thread: sends each batch, resolves it with the thread's answer.
 // Batches need not wait for each other: the thread merges all that have queued into its next transaction.
 import { Worker } from 'node:worker_threads';
-import { type BatchedWrite, lockedOut, type WriteOutcome } from './sql.js';
+import { type BatchedWrite, sqliteOutage, type WriteOutcome } from './sql.js';
 import type { FlushBatch, Settled } from './write-batcher.js';
 
 /** The writer's answer to every batch its last transaction committed. */
@@ -17,7 +17,7 @@ export interface WriteWorker {
 }
 
 function toError(error: { message: string; code?: string }): unknown {
-  return lockedOut(Object.assign(new Error(error.message), { code: error.code }));
+  return sqliteOutage(Object.assign(new Error(error.message), { code: error.code }));
 }
 
 export function startWriteWorker(path: string, pragmas: string[]): WriteWorker {

@@ -1,13 +1,14 @@
 // SQLite engine (better-sqlite3, WAL): synchronous calls behind the async SqlDriver surface.
 import { mkdirSync, type Stats, statSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import {
-  lockedOut,
   type Row,
   type SqlDriver,
   type SqlExecutor,
   type SqlValue,
+  sqliteOutage,
   UniqueViolation,
 } from './sql.js';
 import { startWriteWorker } from './sqlite-writer.js';
@@ -17,14 +18,23 @@ type Statement = Database.Statement<unknown[], unknown>;
 
 /** How long a connection waits for another's write lock before it gives up (SQLITE_BUSY). */
 const BUSY_TIMEOUT_MS = 5_000;
+/** The longest pause between two tries of a statement the write lock held up, on the event loop's connection. */
+const BUSY_RETRY_MAX_MS = 25;
 
-const PRAGMAS = [
+const COMMON_PRAGMAS = [
   'journal_mode = WAL',
   // FULL: a commit is on disk before the call returns, so a token is never handed out ahead of its replay record.
   'synchronous = FULL',
-  `busy_timeout = ${BUSY_TIMEOUT_MS}`,
   'foreign_keys = ON',
 ];
+/** The writer thread waits for the write lock inside SQLite, blocking only itself. */
+const WRITER_PRAGMAS = [...COMMON_PRAGMAS, `busy_timeout = ${BUSY_TIMEOUT_MS}`];
+/**
+ * The event loop's connection does not: SQLite's busy handler sleeps inside the call, which would stop every
+ * request for as long as another process holds the lock. It is told SQLITE_BUSY at once and tries again between
+ * other work (whenUnlocked), for as long in all.
+ */
+const EVENT_LOOP_PRAGMAS = [...COMMON_PRAGMAS, 'busy_timeout = 0'];
 
 /**
  * Batches sent to the writer thread ahead of its answers. It merges whatever has queued into one transaction,
@@ -60,7 +70,7 @@ function sameFile(opened: Stats, path: string): boolean {
 export function openSqlite(path: string): SqlDriver {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path);
-  for (const pragma of PRAGMAS) pragmaWhenFree(db, pragma);
+  for (const pragma of EVENT_LOOP_PRAGMAS) pragmaWhenFree(db, pragma);
   const opened = path === ':memory:' ? undefined : statSync(path);
 
   const statements = new Map<string, Statement>();
@@ -72,25 +82,33 @@ export function openSqlite(path: string): SqlDriver {
     }
     return stmt;
   };
-  const translate = <T>(fn: () => T): T => {
-    try {
-      return fn();
-    } catch (error) {
-      const e = error as { code?: string; message?: string };
-      if (e.code === 'SQLITE_CONSTRAINT_UNIQUE' || e.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
-        // "UNIQUE constraint failed: tenants.name" — the column list identifies the constraint.
-        throw new UniqueViolation(e.message?.split(': ')[1] ?? 'unknown');
+  const translate = (error: unknown): never => {
+    const e = error as { code?: string; message?: string };
+    if (e.code === 'SQLITE_CONSTRAINT_UNIQUE' || e.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+      // "UNIQUE constraint failed: tenants.name" — the column list identifies the constraint.
+      throw new UniqueViolation(e.message?.split(': ')[1] ?? 'unknown');
+    }
+    throw sqliteOutage(error);
+  };
+  /** Runs `fn` now, or, while another connection holds the write lock, again between other work, up to the busy timeout. */
+  const whenUnlocked = async <T>(fn: () => T): Promise<T> => {
+    const deadline = Date.now() + BUSY_TIMEOUT_MS;
+    for (let pause = 1; ; pause = Math.min(pause * 2, BUSY_RETRY_MAX_MS)) {
+      try {
+        return fn();
+      } catch (error) {
+        if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= deadline) translate(error);
       }
-      throw lockedOut(error);
+      await sleep(pause);
     }
   };
   const direct: SqlExecutor = {
-    all: async <T>(sql: string, params: readonly SqlValue[] = []) =>
-      translate(() => prepare(sql).all(...params) as T[]),
-    get: async <T>(sql: string, params: readonly SqlValue[] = []) =>
-      translate(() => prepare(sql).get(...params) as T | undefined),
-    run: async (sql: string, params: readonly SqlValue[] = []) =>
-      translate(() => prepare(sql).run(...params).changes),
+    all: <T>(sql: string, params: readonly SqlValue[] = []) =>
+      whenUnlocked(() => prepare(sql).all(...params) as T[]),
+    get: <T>(sql: string, params: readonly SqlValue[] = []) =>
+      whenUnlocked(() => prepare(sql).get(...params) as T | undefined),
+    run: (sql: string, params: readonly SqlValue[] = []) =>
+      whenUnlocked(() => prepare(sql).run(...params).changes),
   };
 
   // One connection: while an async transaction is open, other callers wait so their statements never
@@ -113,7 +131,7 @@ export function openSqlite(path: string): SqlDriver {
   };
 
   // A file database commits batches on a writer thread; an in-memory one (no second connection) on this one.
-  const writer = path === ':memory:' ? undefined : startWriteWorker(path, PRAGMAS);
+  const writer = path === ':memory:' ? undefined : startWriteWorker(path, WRITER_PRAGMAS);
   const writeBatched = writer
     ? createWriteBatcher(writer.flush, { maxInFlight: WRITER_QUEUE })
     : createWriteBatcher(inThreadFlush({ transaction }));
@@ -125,9 +143,9 @@ export function openSqlite(path: string): SqlDriver {
       release = resolve;
     });
     try {
-      translate(() => db.exec('BEGIN IMMEDIATE'));
+      await whenUnlocked(() => db.exec('BEGIN IMMEDIATE'));
       const result = await fn(direct);
-      db.exec('COMMIT');
+      await whenUnlocked(() => db.exec('COMMIT'));
       return result;
     } catch (error) {
       if (db.inTransaction) db.exec('ROLLBACK');

@@ -33,6 +33,14 @@ export async function revokeTokensMintedBy(
   return revoked;
 }
 
+/** The tables of records kept until their token's expiry, and the columns of their rows' key. */
+const PURGED = [
+  ['used_jtis', 'issuer, jti'],
+  ['revoked_tokens', 'jti'],
+  ['minted_tokens', 'jti'],
+] as const;
+const PURGE_BATCH = 1_000;
+
 export function tokenRows(db: SqlDriver): Store['tokens'] {
   return {
     // Writes are serialised (SQLite's one writer, PostgreSQL's write turn), so a deletion or replacement of the
@@ -90,10 +98,19 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
       );
     },
     async purgeExpired(before) {
-      const jtis = await db.run('DELETE FROM used_jtis WHERE expires_at < ?', [before]);
-      const revoked = await db.run('DELETE FROM revoked_tokens WHERE expires_at < ?', [before]);
-      const minted = await db.run('DELETE FROM minted_tokens WHERE expires_at < ?', [before]);
-      return jtis + revoked + minted;
+      let purged = 0;
+      for (const [table, key] of PURGED) {
+        // In batches, with other work let in between: ten minutes of exchanges can be millions of rows, and on
+        // SQLite each statement holds the event loop for as long as it runs.
+        const batch = `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE expires_at < ? LIMIT ${PURGE_BATCH})`;
+        for (;;) {
+          const deleted = await db.run(batch, [before]);
+          purged += deleted;
+          if (deleted < PURGE_BATCH) break;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      }
+      return purged;
     },
   };
 }

@@ -162,6 +162,45 @@ describe(`a database that stops answering (${engine})`, () => {
   }, 20_000);
 });
 
+describe('SQLite, whatever engine the suite runs', () => {
+  it('a full disk is an outage (503 not_ready, StoreUnavailable), not a bug', async () => {
+    const db = await createTestDatabase('sqlite');
+    cleanups.push(() => db.drop());
+    const driver = openSqlite(db.file!);
+    cleanups.push(() => driver.close());
+    await driver.exec('CREATE TABLE filler (x TEXT)');
+    // The file may grow no further: SQLite answers as it does when the disk is full.
+    const { pages } = (await driver.get<{ pages: number }>(
+      'SELECT page_count AS pages FROM pragma_page_count()',
+    ))!;
+    await driver.exec(`PRAGMA max_page_count = ${pages}`);
+    const error = await driver
+      .run('INSERT INTO filler VALUES (?)', ['x'.repeat(1_000_000)])
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StoreUnavailable);
+  });
+
+  it("another process's write lock holds up only the write, not every other request", async () => {
+    const db = await createTestDatabase('sqlite');
+    cleanups.push(() => db.drop());
+    const t = await startTestBroker({ db });
+    cleanups.push(() => t.broker.close());
+    const { key } = await t.createTenant('acme');
+    holdSqliteWriteLock(db.file!);
+    const answered: string[] = [];
+    const write = createKey(t, key).then((res) => {
+      answered.push(`write ${res.status}`);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const health = t.request('GET', '/healthz').then((res) => {
+      answered.push(`healthz ${res.status}`);
+    });
+    await Promise.all([write, health]);
+    // The write waited out the busy timeout; the health check, sent after it, did not wait behind it.
+    expect(answered).toEqual(['healthz 200', 'write 503']);
+  }, 20_000);
+});
+
 describe(`a mistake in a query (${engine})`, () => {
   it('a wrong number of parameters is the error it is, not an outage to wait out (503)', async () => {
     const db = await createTestDatabase();

@@ -273,6 +273,16 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.tokens.isRevoked('tok-1')).toBe(true);
   });
 
+  it('purges expired records of any number, in batches, and keeps the unexpired', async () => {
+    const expired = Array.from({ length: 2_100 }, (_, i) => use('https://purge', `old-${i}`, 100));
+    expect(await Promise.all(expired)).toEqual(expired.map(() => true));
+    expect(await use('https://purge', 'current', 10_000)).toBe(true);
+    expect(await store.tokens.purgeExpired(5_000)).toBeGreaterThanOrEqual(2_100);
+    expect(await store.tokens.wasExchanged('https://purge', 'old-0')).toBe(false);
+    expect(await store.tokens.wasExchanged('https://purge', 'old-2099')).toBe(false);
+    expect(await store.tokens.wasExchanged('https://purge', 'current')).toBe(true);
+  });
+
   it('records exchanges in group commits: one fresh use per (issuer, jti), every outcome audited, failures isolated', async () => {
     const t = await tenant('juliet');
     const record = exchangesOf(t.id, 'https://issuer');
