@@ -36,6 +36,15 @@ export interface BrokerOptions {
 
 export async function createBroker(config: BrokerConfig, options: BrokerOptions): Promise<Broker> {
   const store = options.store ?? (await openStore(config.database));
+  if (store.unknownMigrations?.length) {
+    // A rollback runs on the newer schema; that is often fine (migrations add), but the operator should know.
+    options.logger.warn(
+      'the database was migrated by a newer version of the broker, which this one does not know',
+      {
+        migrations: store.unknownMigrations,
+      },
+    );
+  }
   const now = options.now ?? Date.now;
   let signingKeys: SigningKeys;
   try {

@@ -135,8 +135,14 @@ const SERIAL = {
   postgres: 'BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY',
 } as const;
 
-/** Brings the schema up to date. Safe to call from several replicas at once. */
-export async function migrate(db: SqlDriver, now: () => number = Date.now): Promise<number[]> {
+/**
+ * Brings the schema up to date. Safe to call from several replicas at once. Returns the migrations it applied,
+ * and those recorded in the database that this version does not know (a newer version ran on it).
+ */
+export async function migrate(
+  db: SqlDriver,
+  now: () => number = Date.now,
+): Promise<{ applied: number[]; unknown: number[] }> {
   return db.transaction(async (tx) => {
     // Replicas starting together queue here; SQLite's BEGIN IMMEDIATE already serialises them. On PostgreSQL
     // the write turn (postgres.ts) does too; this key also keeps out replicas of versions without it. The
@@ -165,6 +171,7 @@ export async function migrate(db: SqlDriver, now: () => number = Date.now): Prom
       ]);
       applied.push(m.version);
     }
-    return applied;
+    const known = new Set(MIGRATIONS.map((m) => m.version));
+    return { applied, unknown: [...done].filter((v) => !known.has(v)).sort((a, b) => a - b) };
   });
 }

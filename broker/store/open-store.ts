@@ -82,11 +82,12 @@ export function storeOn(db: SqlDriver): Store {
 
 export async function openStore(config: DatabaseConfig): Promise<Store> {
   const db = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
+  let unknown: number[];
   try {
-    await migrate(db);
+    ({ unknown } = await migrate(db));
   } catch (error) {
     await db.close().catch(() => {});
     throw error;
   }
-  return storeOn(db);
+  return { ...storeOn(db), unknownMigrations: unknown };
 }

@@ -109,6 +109,8 @@ export interface SigningKeyRecord {
 
 export interface Store {
   readonly engine: 'sqlite' | 'postgres';
+  /** Migrations the database records that this version does not know: a newer version has run on it. */
+  readonly unknownMigrations?: readonly number[];
   tenants: {
     /** Creates the tenant, its six empty built-in slots with the Tenant primary key set, and the audit event. */
     create(tenant: Tenant, primaryKey: StoredKey, audit: AuditEventInput): Promise<Created<Tenant>>;

@@ -1,7 +1,9 @@
 // One contract suite for the Store interface, run on whichever engine TEST_DB names (SQLite by default).
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBroker } from '../../broker/broker.js';
 import { loadConfig } from '../../broker/config.js';
+import { createLogger } from '../../broker/logger.js';
 import { appendAudit } from '../../broker/store/audit-rows.js';
 import { migrate } from '../../broker/store/migrations.js';
 import { openStore, storeOn } from '../../broker/store/open-store.js';
@@ -14,6 +16,7 @@ import {
   type Store,
   type Tenant,
 } from '../../broker/store/store.js';
+import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, requestedEngine, type TestDatabase } from '../support/database.js';
 import { deferred } from '../support/deferred.js';
 
@@ -536,7 +539,7 @@ describe(`store contract (${requestedEngine()})`, () => {
         'INSERT INTO signing_keys (kid, public_jwk, private_key, created_at, retired_at) VALUES (?, ?, ?, ?, ?)',
         ['k-current', '{}', 'enc', 2_000, null],
       );
-      expect(await migrate(raw)).toEqual([3]);
+      expect(await migrate(raw)).toEqual({ applied: [3], unknown: [] });
       expect(await storeOn(raw).signingKeys.list()).toEqual([
         {
           kid: 'k-old',
@@ -558,6 +561,36 @@ describe(`store contract (${requestedEngine()})`, () => {
     } finally {
       await raw.close();
       await older.drop();
+    }
+  });
+
+  it('a database a newer version migrated still opens, and says which migrations this version does not know', async () => {
+    const newer = await createTestDatabase(store.engine);
+    const config = loadConfig({
+      DATABASE_URL: newer.url,
+      BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32),
+    }).database;
+    const raw = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
+    try {
+      await migrate(raw);
+      await raw.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [
+        99,
+        'later',
+        1,
+      ]);
+      expect(await migrate(raw)).toEqual({ applied: [], unknown: [99] });
+      const logs: string[] = [];
+      const broker = await createBroker(
+        loadConfig({ DATABASE_URL: newer.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK }),
+        {
+          logger: createLogger({ write: (line: string) => logs.push(line) }, 'info'),
+        },
+      );
+      await broker.close();
+      expect(logs.join('\n')).toMatch(/migrated by a newer version of the broker.*"migrations":\[99\]/);
+    } finally {
+      await raw.close();
+      await newer.drop();
     }
   });
 });
