@@ -209,10 +209,19 @@ export function loadConfig(env: Env): BrokerConfig {
     );
   }
   const publicUrl = (givenPublicUrl ?? `http://localhost:${port}`).replace(/\/+$/, '');
-  url('BROKER_PUBLIC_URL', publicUrl, { allowLoopbackHttp: true });
+  const parsedPublicUrl = url('BROKER_PUBLIC_URL', publicUrl, { allowLoopbackHttp: true });
   // On the raw text: a bare "?" or "#" leaves URL's search and hash empty.
   if (/[?#]/.test(publicUrl)) {
     throw new ConfigError('BROKER_PUBLIC_URL', 'must be a base URL, without query string or fragment');
+  }
+  // It is the iss of every token, which verifiers compare as a string, and the base of the metadata URL they
+  // derive (RFC 8414): only the form a URL parser writes. The path is not repeated: it may hold a secret.
+  const canonical = parsedPublicUrl.pathname === '/' ? parsedPublicUrl.origin : parsedPublicUrl.href;
+  if (canonical !== publicUrl) {
+    throw new ConfigError(
+      'BROKER_PUBLIC_URL',
+      `must be written as a URL parser writes it (host in lower case, no default port, the path percent-encoded), e.g. ${parsedPublicUrl.origin}${parsedPublicUrl.pathname === '/' ? '' : '/…'}`,
+    );
   }
   const audienceSuffix = settingOr(env, 'BROKER_AUDIENCE_SUFFIX', 'api.stepsecurity.io');
   // Labels of at most 63 characters, and short enough that `<tenant name>.<suffix>` fits an audience (255).

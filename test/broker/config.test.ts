@@ -73,6 +73,10 @@ describe('loadConfig', () => {
     // A bare ? or # leaves URL.search and URL.hash empty.
     [{ BROKER_PUBLIC_URL: 'http://127.0.0.1:9?' }, 'BROKER_PUBLIC_URL'],
     [{ BROKER_PUBLIC_URL: 'https://broker.example.com#' }, 'BROKER_PUBLIC_URL'],
+    // It becomes the iss of every token, compared as a string by verifiers: only the form a URL parser gives.
+    [{ BROKER_PUBLIC_URL: 'https://EXAMPLE.com' }, 'BROKER_PUBLIC_URL'],
+    [{ BROKER_PUBLIC_URL: 'https://example.com:443' }, 'BROKER_PUBLIC_URL'],
+    [{ BROKER_PUBLIC_URL: 'https://example.com/a b' }, 'BROKER_PUBLIC_URL'],
     [{ BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}?"}]` }, 'BROKER_TRUSTED_ISSUERS[0].issuer'],
     // Never equal to a token's iss, which is compared as a string.
     [
