@@ -214,12 +214,10 @@ export async function openSigningKeys(deps: {
       const at = now();
       const activeFrom = at + PUBLISH_AHEAD_MS;
       // Every key not yet retired, including the next key of a rotation a few minutes earlier, signs until then.
-      const previous = [...keys.values()].filter((k) => k.record.retiredAt === null).map((k) => k.record.kid);
       const record = newRecord(kek, at, activeFrom);
-      await store.signingKeys.insert(record);
-      for (const kid of previous) await store.signingKeys.retire(kid, activeFrom);
+      const retired = await store.signingKeys.rotateTo(record);
       await load();
-      return { kid: record.kid, activeFrom, retired: previous };
+      return { kid: record.kid, activeFrom, retired };
     },
   };
 }

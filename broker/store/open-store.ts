@@ -48,9 +48,15 @@ function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
         }),
       );
     },
-    async insert(key) {
-      await db.run(INSERT_KEY, keyValues(key));
-    },
+    rotateTo: (key) =>
+      db.transaction(async (tx) => {
+        const retiring = await tx.all<{ kid: string }>(
+          `SELECT kid FROM signing_keys WHERE retired_at IS NULL ORDER BY ${bytewise(db, 'kid')}`,
+        );
+        await tx.run('UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL', [key.activeFrom]);
+        await tx.run(INSERT_KEY, keyValues(key));
+        return retiring.map((r) => r.kid);
+      }),
     insertFirst: (key) =>
       db.transaction(async (tx) => {
         // SQLite's BEGIN IMMEDIATE already serialises writers, and so does PostgreSQL's write turn (postgres.ts);
@@ -60,9 +66,6 @@ function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
         await tx.run(INSERT_KEY, keyValues(key));
         return true;
       }),
-    async retire(kid, at) {
-      await db.run('UPDATE signing_keys SET retired_at = ? WHERE kid = ? AND retired_at IS NULL', [at, kid]);
-    },
   };
 }
 

@@ -231,8 +231,11 @@ export interface Store {
     list(): Promise<SigningKeyRecord[]>;
     /** Inserts `key` only if no unretired key exists — replicas starting together create exactly one. */
     insertFirst(key: SigningKeyRecord): Promise<boolean>;
-    insert(key: SigningKeyRecord): Promise<void>;
-    retire(kid: string, at: number): Promise<void>;
+    /**
+     * Adds `key` and retires every other key not yet retired as of `key.activeFrom`, in one transaction (so
+     * rotations racing each other still leave one key to sign from then on); returns the kids it retired.
+     */
+    rotateTo(key: SigningKeyRecord): Promise<string[]>;
   };
   ping(): Promise<void>;
   close(): Promise<void>;

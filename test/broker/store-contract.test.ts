@@ -490,32 +490,29 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.keys.builtinByDigest('d-india')).toBeUndefined();
   });
 
-  it('stores signing keys and retires them', async () => {
-    await store.signingKeys.insert({
-      kid: 'k-1',
-      publicJwk: '{}',
-      privateKey: 'enc',
-      createdAt: 1,
-      activeFrom: 7,
-      retiredAt: null,
-    });
-    await store.signingKeys.retire('k-1', 50);
-    expect(await store.signingKeys.list()).toEqual([
-      { kid: 'k-1', publicJwk: '{}', privateKey: 'enc', createdAt: 1, activeFrom: 7, retiredAt: 50 },
-    ]);
-    const next = (kid: string) => ({
+  it('stores signing keys and rotates them: racing first keys or rotations leave one key signing', async () => {
+    const key = (kid: string, at: number) => ({
       kid,
       publicJwk: '{}',
       privateKey: 'enc',
-      createdAt: 60,
-      activeFrom: 60,
+      createdAt: at,
+      activeFrom: at,
       retiredAt: null,
     });
     const raced = await Promise.all([
-      store.signingKeys.insertFirst(next('k-2')),
-      store.signingKeys.insertFirst(next('k-3')),
+      store.signingKeys.insertFirst(key('k-1', 1)),
+      store.signingKeys.insertFirst(key('k-2', 1)),
     ]);
     expect(raced.filter(Boolean)).toHaveLength(1);
+    const first = raced[0] ? 'k-1' : 'k-2';
+    expect(await store.signingKeys.rotateTo(key('k-3', 50))).toEqual([first]);
+    expect(await store.signingKeys.list()).toEqual([{ ...key(first, 1), retiredAt: 50 }, key('k-3', 50)]);
+    // Two rotations at once: each retires what was signing before it, and one key is left to sign.
+    const rotations = await Promise.all([
+      store.signingKeys.rotateTo(key('k-4', 90)),
+      store.signingKeys.rotateTo(key('k-5', 90)),
+    ]);
+    expect(rotations.flat().sort()).toEqual(['k-3', rotations[0]!.includes('k-3') ? 'k-4' : 'k-5'].sort());
     expect((await store.signingKeys.list()).filter((k) => k.retiredAt === null)).toHaveLength(1);
   });
 
