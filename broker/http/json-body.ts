@@ -21,7 +21,7 @@ const refused = new WeakMap<object, BrokerError>();
  */
 export const strictJsonBody = createMiddleware<BrokerEnv>(async (c, next) => {
   const type = c.req.header('Content-Type');
-  const mediaType = type?.split(';')[0]!.trim().toLowerCase();
+  const mediaType = type?.split(';')[0]?.trim().toLowerCase();
   if (mediaType === 'multipart/form-data') {
     // No route takes multipart, but Hono's form validator parses it like a form: where a route reads its form,
     // it is refused as the media type it is (the error handler names the types the route takes).

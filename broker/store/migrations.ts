@@ -143,35 +143,38 @@ export async function migrate(
   db: SqlDriver,
   now: () => number = Date.now,
 ): Promise<{ applied: number[]; unknown: number[] }> {
-  return db.transaction(async (tx) => {
-    // Replicas starting together queue here; SQLite's BEGIN IMMEDIATE already serialises them. On PostgreSQL
-    // the write turn (postgres.ts) does too; this key also keeps out replicas of versions without it. The
-    // bookkeeping table is created behind the lock too: PostgreSQL's IF NOT EXISTS is no guard against a
-    // replica creating it at the same moment.
-    if (db.engine === 'postgres') await tx.get('SELECT pg_advisory_xact_lock(7710001)');
-    await tx.run(
-      'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)',
-    );
-    const done = new Set(
-      (await tx.all<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version),
-    );
-    const applied: number[] = [];
-    for (const m of MIGRATIONS) {
-      if (done.has(m.version)) continue;
-      const ddl = m.sql.replaceAll('{{serial}}', SERIAL[db.engine]);
-      for (const statement of ddl
-        .split(';')
-        .map((s) => s.trim())
-        .filter(Boolean))
-        await tx.run(statement);
-      await tx.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [
-        m.version,
-        m.name,
-        now(),
-      ]);
-      applied.push(m.version);
-    }
-    const known = new Set(MIGRATIONS.map((m) => m.version));
-    return { applied, unknown: [...done].filter((v) => !known.has(v)).sort((a, b) => a - b) };
-  });
+  return db.transaction(
+    async (tx) => {
+      // Replicas starting together queue here; SQLite's BEGIN IMMEDIATE already serialises them. On PostgreSQL
+      // the write turn (postgres.ts) does too; this key also keeps out replicas of versions without it. The
+      // bookkeeping table is created behind the lock too: PostgreSQL's IF NOT EXISTS is no guard against a
+      // replica creating it at the same moment.
+      if (db.engine === 'postgres') await tx.get('SELECT pg_advisory_xact_lock(7710001)');
+      await tx.run(
+        'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)',
+      );
+      const done = new Set(
+        (await tx.all<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version),
+      );
+      const applied: number[] = [];
+      for (const m of MIGRATIONS) {
+        if (done.has(m.version)) continue;
+        const ddl = m.sql.replaceAll('{{serial}}', SERIAL[db.engine]);
+        for (const statement of ddl
+          .split(';')
+          .map((s) => s.trim())
+          .filter(Boolean))
+          await tx.run(statement);
+        await tx.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [
+          m.version,
+          m.name,
+          now(),
+        ]);
+        applied.push(m.version);
+      }
+      const known = new Set(MIGRATIONS.map((m) => m.version));
+      return { applied, unknown: [...done].filter((v) => !known.has(v)).sort((a, b) => a - b) };
+    },
+    { unbounded: true },
+  );
 }

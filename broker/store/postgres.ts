@@ -34,11 +34,18 @@ const UNREACHABLE = new Set([
 const CONNECTION_LOST =
   /^Connection terminated|^timeout exceeded when trying to connect|not queryable|^Query read timeout$/;
 /**
- * How long one statement may go unanswered before the database counts as unavailable (SQLite's busy timeout is
- * the same): a server that keeps its connections but stops answering must not hold requests forever.
- * Migrations, which may rightly take longer, run without it.
+ * How long a statement outside a transaction (a read, mostly) may go unanswered before the database counts as
+ * unavailable, as SQLite's busy timeout does: a server that keeps its connections but stops answering must not
+ * hold requests forever. The connection is then discarded.
  */
 const QUERY_TIMEOUT_MS = 5_000;
+/**
+ * How long a transaction may take to reach its COMMIT, waiting for its write turn included. Past it the
+ * connection is closed, which rolls the transaction back on the server: nothing of it can commit later. COMMIT
+ * itself is waited for without a limit, since a write answered "unavailable" must not have committed.
+ * Migrations, which may rightly take longer, run without it.
+ */
+const TRANSACTION_DEADLINE_MS = 15_000;
 
 /** Throws the error as the store reports it: a unique violation, an unavailable database, or as it came. */
 function translate(error: unknown): never {
@@ -51,17 +58,16 @@ function translate(error: unknown): never {
   throw unavailable ? new StoreUnavailable(error) : error;
 }
 
-const isTimeout = (error: unknown) => (error as { message?: string }).message === 'Query read timeout';
-
 type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 
-function executor(q: Queryable): SqlExecutor {
+/** Statements on `q`; with `timeoutMs`, one unanswered that long fails as unavailable (pg then drops its client). */
+function executor(q: Queryable, timeoutMs?: number): SqlExecutor {
   const query = async (sql: string, params: readonly SqlValue[] = []) => {
     try {
       return await q.query({
         text: toPostgres(sql),
         values: params as SqlValue[],
-        query_timeout: QUERY_TIMEOUT_MS,
+        ...(timeoutMs === undefined ? {} : { query_timeout: timeoutMs }),
       } as pg.QueryConfig);
     } catch (error) {
       translate(error);
@@ -92,32 +98,43 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
   });
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on('error', () => {});
-  const transaction = async <T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> => {
+  const transaction = async <T>(
+    fn: (tx: SqlExecutor) => Promise<T>,
+    options: { unbounded?: boolean } = {},
+  ): Promise<T> => {
     const client = await pool.connect().catch(translate);
     // The pool listens for errors only on idle clients. One checked out here that loses its connection emits
     // 'error' too: unheard, that would end the process; heard, the query in flight fails (StoreUnavailable) and
     // the broken client is discarded rather than returned to the pool.
     let lost: unknown;
     const onError = (error: unknown) => {
-      lost = error;
+      lost ??= error;
     };
     client.on('error', onError);
+    const watchdog = options.unbounded
+      ? undefined
+      : setTimeout(() => {
+          lost ??= new StoreUnavailable(
+            new Error(`the transaction did not reach COMMIT within ${TRANSACTION_DEADLINE_MS} ms`),
+          );
+          // Whatever statement is in flight fails with the connection, and the server rolls the transaction back.
+          (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+        }, TRANSACTION_DEADLINE_MS);
     try {
-      const statement = (text: string, values?: SqlValue[]) =>
-        client.query({ text, values, query_timeout: QUERY_TIMEOUT_MS } as pg.QueryConfig);
-      await statement('BEGIN');
+      await client.query('BEGIN');
       // Write transactions take turns, each holding the turn until it has committed and become visible: audit
       // event ids then follow commit order, so a reader paging newest first (an exporter tailing the log) never
       // passes an id that a transaction still in flight will commit later. SQLite's single writer does the same.
-      await statement('SELECT pg_advisory_xact_lock($1)', [WRITE_TURN_LOCK]);
+      await client.query('SELECT pg_advisory_xact_lock($1)', [WRITE_TURN_LOCK]);
       const result = await fn(executor(client));
-      await statement('COMMIT');
+      clearTimeout(watchdog);
+      if (lost !== undefined) throw lost;
+      await client.query('COMMIT');
       return result;
     } catch (error) {
-      // A statement left unanswered still holds the connection: it is discarded, not rolled back and reused.
-      if (lost === undefined && isTimeout(error)) lost = error;
+      clearTimeout(watchdog);
       if (lost === undefined) await client.query('ROLLBACK').catch(() => {});
-      translate(error);
+      translate(lost ?? error);
     } finally {
       client.off('error', onError);
       client.release(lost === undefined ? undefined : (lost as Error));
@@ -126,7 +143,7 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
   const writeBatched = createWriteBatcher(inThreadFlush({ transaction }));
   return {
     engine: 'postgres',
-    ...executor(pool),
+    ...executor(pool, QUERY_TIMEOUT_MS),
     transaction,
     writeBatched,
     async exec(sql: string) {

@@ -57,8 +57,11 @@ export interface SqlDriver extends SqlExecutor {
    * fails alone.
    */
   writeBatched(write: BatchedWrite): Promise<WriteOutcome>;
-  /** Runs `fn` in one transaction: all of it commits, or none of it. */
-  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` in one transaction: all of it commits, or none of it. `unbounded`: no deadline for reaching the
+   * COMMIT (migrations), where the engine has one.
+   */
+  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, options?: { unbounded?: boolean }): Promise<T>;
   /** Runs schema DDL (several statements). */
   exec(sql: string): Promise<void>;
   /** Rejects unless the database answers, and is still the one this driver opened. */

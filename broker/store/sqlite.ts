@@ -90,10 +90,20 @@ export function openSqlite(path: string): SqlDriver {
     }
     throw sqliteOutage(error);
   };
-  /** Runs `fn` now, or, while another connection holds the write lock, again between other work, up to the busy timeout. */
-  const whenUnlocked = async <T>(fn: () => T): Promise<T> => {
+  // One connection: while an async transaction is open, other callers wait so their statements never land
+  // inside it (and get rolled back with it). Each try checks that and runs in one synchronous stretch, so no
+  // statement of another caller can slip in between.
+  let current: Promise<void> | undefined;
+
+  /**
+   * Runs `fn` (a statement, or BEGIN with what must follow it at once) when the connection is free of another
+   * caller's transaction (`owner`: this caller holds it); while another process holds the write lock, tries
+   * again between other work, up to the busy timeout.
+   */
+  const whenUnlocked = async <T>(fn: () => T, owner = false): Promise<T> => {
     const deadline = Date.now() + BUSY_TIMEOUT_MS;
     for (let pause = 1; ; pause = Math.min(pause * 2, BUSY_RETRY_MAX_MS)) {
+      if (!owner) while (current) await current;
       try {
         return fn();
       } catch (error) {
@@ -102,33 +112,17 @@ export function openSqlite(path: string): SqlDriver {
       await sleep(pause);
     }
   };
-  const direct: SqlExecutor = {
-    all: <T>(sql: string, params: readonly SqlValue[] = []) =>
-      whenUnlocked(() => prepare(sql).all(...params) as T[]),
-    get: <T>(sql: string, params: readonly SqlValue[] = []) =>
-      whenUnlocked(() => prepare(sql).get(...params) as T | undefined),
+  const executor = (owner: boolean): SqlExecutor => ({
+    all: <T = Row>(sql: string, params: readonly SqlValue[] = []) =>
+      whenUnlocked(() => prepare(sql).all(...params) as T[], owner),
+    get: <T = Row>(sql: string, params: readonly SqlValue[] = []) =>
+      whenUnlocked(() => prepare(sql).get(...params) as T | undefined, owner),
     run: (sql: string, params: readonly SqlValue[] = []) =>
-      whenUnlocked(() => prepare(sql).run(...params).changes),
-  };
-
-  // One connection: while an async transaction is open, other callers wait so their statements never
-  // land inside it (and get rolled back with it). The check and what follows it run in one synchronous
-  // stretch, so no two callers can both find the connection free.
-  let current: Promise<void> | undefined;
-  const outside: SqlExecutor = {
-    all: async <T = Row>(sql: string, params?: readonly SqlValue[]) => {
-      while (current) await current;
-      return direct.all<T>(sql, params);
-    },
-    get: async <T = Row>(sql: string, params?: readonly SqlValue[]) => {
-      while (current) await current;
-      return direct.get<T>(sql, params);
-    },
-    run: async (sql: string, params?: readonly SqlValue[]) => {
-      while (current) await current;
-      return direct.run(sql, params);
-    },
-  };
+      whenUnlocked(() => prepare(sql).run(...params).changes, owner),
+  });
+  /** For the transaction's own statements. */
+  const inside = executor(true);
+  const outside = executor(false);
 
   // A file database commits batches on a writer thread; an in-memory one (no second connection) on this one.
   const writer = path === ':memory:' ? undefined : startWriteWorker(path, WRITER_PRAGMAS);
@@ -137,15 +131,17 @@ export function openSqlite(path: string): SqlDriver {
     : createWriteBatcher(inThreadFlush({ transaction }));
 
   async function transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
-    while (current) await current;
     let release!: () => void;
-    current = new Promise<void>((resolve) => {
-      release = resolve;
+    // BEGIN and the claim on the connection in one stretch: until BEGIN succeeds, others' statements go on.
+    await whenUnlocked(() => {
+      db.exec('BEGIN IMMEDIATE');
+      current = new Promise<void>((resolve) => {
+        release = resolve;
+      });
     });
     try {
-      await whenUnlocked(() => db.exec('BEGIN IMMEDIATE'));
-      const result = await fn(direct);
-      await whenUnlocked(() => db.exec('COMMIT'));
+      const result = await fn(inside);
+      await whenUnlocked(() => db.exec('COMMIT'), true);
       return result;
     } catch (error) {
       if (db.inTransaction) db.exec('ROLLBACK');

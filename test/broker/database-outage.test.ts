@@ -5,7 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { openStore } from '../../broker/store/open-store.js';
 import { openPostgres } from '../../broker/store/postgres.js';
 import { StoreUnavailable } from '../../broker/store/sql.js';
 import { openSqlite } from '../../broker/store/sqlite.js';
@@ -19,13 +20,16 @@ afterEach(async () => {
 });
 
 /**
- * A TCP relay to PostgreSQL that can be cut, as a network partition or a stopped server would, or stalled, as a
- * server that keeps its connections but stops answering (frozen, swapping, its disk hung) would.
+ * A TCP relay to PostgreSQL that can be cut, as a network partition or a stopped server would, or stalled once
+ * the broker sends a statement holding `marker`, as a server that keeps its connections but stops answering
+ * (frozen, swapping, its disk hung) would.
  */
 async function relayTo(
   target: URL,
-): Promise<{ url: (u: string) => string; cut(): Promise<void>; stall(): void }> {
+): Promise<{ url: (u: string) => string; cut(): Promise<void>; stallOn(marker: string): void }> {
   const sockets = new Set<Socket>();
+  let marker: string | undefined;
+  let stalled = false;
   const server: Server = createServer((client) => {
     const upstream = connect(Number(target.port || 5432), target.hostname);
     for (const s of [client, upstream]) {
@@ -33,17 +37,23 @@ async function relayTo(
       s.on('error', () => {});
       s.on('close', () => sockets.delete(s));
     }
-    client.pipe(upstream).pipe(client);
+    client.on('data', (data: Buffer) => {
+      if (marker !== undefined && data.includes(marker)) stalled = true;
+      if (!stalled) upstream.write(data);
+    });
+    upstream.on('data', (data: Buffer) => {
+      if (!stalled) client.write(data);
+    });
+    // A connection closed on one side is closed on the other, as it would be without the relay.
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
   return {
     url: (u) => Object.assign(new URL(u), { hostname: '127.0.0.1', port: String(port) }).toString(),
-    stall: () => {
-      for (const s of sockets) {
-        s.unpipe();
-        s.pause();
-      }
+    stallOn: (m) => {
+      marker = m;
     },
     cut: () =>
       new Promise<void>((resolve) => {
@@ -150,19 +160,129 @@ describe(`a database lost in the middle of a write (${engine})`, () => {
 });
 
 describe(`a database that stops answering (${engine})`, () => {
-  it('a write gets 503 not_ready after a few seconds, rather than hanging until the client gives up', async () => {
+  it('a write it stops answering halfway gets 503 not_ready, rather than hanging until the client gives up', async () => {
     const { db, relay, t, key } = await brokerOnRelay();
-    if (relay) relay.stall();
+    if (relay) relay.stallOn('INSERT INTO fine_grained_keys');
     else holdSqliteWriteLock(db.file!);
-    // Answered within this test's time limit: bounded by the 5 s a statement may take (SQLite: its busy
-    // timeout), not by a client's patience.
+    // Answered within this test's time limit: bounded by the 15 s a PostgreSQL transaction has to reach its
+    // COMMIT (SQLite: its 5 s busy timeout), not by a client's patience.
     const res = await createKey(t, key);
     expect(res.status).toBe(503);
     expect(await res.json()).toMatchObject({ code: 'not_ready' });
-  }, 20_000);
+    if (relay) {
+      // Abandoned before its COMMIT (its connection closed), so nothing of it was committed.
+      const direct = new pg.Client({ connectionString: db.url });
+      await direct.connect();
+      cleanups.push(() => direct.end());
+      await vi.waitFor(async () => {
+        const { rows } = await direct.query(
+          "SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'idle in transaction'",
+        );
+        expect(Number(rows[0].n)).toBe(0);
+      });
+      expect((await direct.query('SELECT id FROM fine_grained_keys')).rows).toEqual([]);
+    }
+  }, 30_000);
+});
+
+describe(`a write that waits 6 s for another's (${engine})`, () => {
+  it('PostgreSQL waits for its turn (busy replicas) and commits; SQLite gives up at its 5 s busy timeout', async () => {
+    const { db, relay, t, key } = await brokerOnRelay();
+    let release: () => void;
+    if (relay) {
+      const holder = new pg.Client({ connectionString: db.url });
+      await holder.connect();
+      cleanups.push(() => holder.end());
+      await holder.query('BEGIN');
+      await holder.query('SELECT pg_advisory_xact_lock(7710003)');
+      release = () => void holder.query('COMMIT');
+    } else {
+      const holder = new Database(db.file!);
+      holder.exec('BEGIN EXCLUSIVE');
+      cleanups.push(() => {
+        holder.close();
+      });
+      release = () => void holder.exec('COMMIT');
+    }
+    const timer = setTimeout(() => release(), 6_000);
+    cleanups.push(() => clearTimeout(timer));
+    const res = await createKey(t, key);
+    expect(res.status).toBe(relay ? 201 : 503);
+  }, 30_000);
+});
+
+// What only PostgreSQL has: a COMMIT the server takes long to answer, a migration lock held by another replica.
+describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
+  it('a COMMIT the server is slow to answer is waited for: never 503 for a write that committed', async () => {
+    const { db, t, key } = await brokerOnRelay();
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    cleanups.push(() => admin.end());
+    // A commit that takes 6 s on the server (a slow fsync, a lagging synchronous standby): a deferred trigger.
+    await admin.query(
+      'CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(6); RETURN NULL; END $$',
+    );
+    await admin.query(
+      'CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON builtin_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow()',
+    );
+    const res = await t.request('POST', '/v1/api-keys/tenant/primary/rotate', { key });
+    expect(res.status).toBe(200);
+    const { key: rotated } = (await res.json()) as { key: string };
+    await admin.query('DROP TRIGGER slow_commit ON builtin_keys');
+    expect((await t.request('GET', '/v1/whoami', { key: rotated })).status).toBe(200);
+  }, 30_000);
+
+  it('a replica starting while another holds the migration lock (a long migration) waits for it', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(() => db.drop());
+    const holder = new pg.Client({ connectionString: db.url });
+    await holder.connect();
+    cleanups.push(() => holder.end());
+    await holder.query('BEGIN');
+    await holder.query('SELECT pg_advisory_xact_lock(7710001)');
+    setTimeout(() => void holder.query('COMMIT'), 6_000);
+    const store = await openStore({ engine: 'postgres', url: db.url });
+    await store.close();
+  }, 30_000);
 });
 
 describe('SQLite, whatever engine the suite runs', () => {
+  it("a statement that waited out another process's lock never lands in a transaction begun meanwhile", async () => {
+    const db = await createTestDatabase('sqlite');
+    cleanups.push(() => db.drop());
+    const driver = openSqlite(db.file!);
+    cleanups.push(() => driver.close());
+    await driver.exec('CREATE TABLE t (v TEXT)');
+    // The outside write has been retrying for a while (its pauses grown long) when the transaction starts and
+    // the lock goes: the transaction begins first and stays open while the outside write tries again.
+    for (let round = 0; round < 5; round++) {
+      const holder = new Database(db.file!);
+      holder.exec('BEGIN EXCLUSIVE');
+      const outsideWrite = driver.run('INSERT INTO t VALUES (?)', [`outside-${round}`]);
+      await new Promise((resolve) => setTimeout(resolve, 110));
+      const failing = driver
+        .transaction(async (tx) => {
+          await tx.run("INSERT INTO t VALUES ('inside')");
+          await new Promise((resolve) => setTimeout(resolve, 60));
+          throw new Error('rolled back');
+        })
+        .catch((e: Error) => e.message);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      holder.exec('ROLLBACK');
+      holder.close();
+      expect(await outsideWrite).toBe(1);
+      expect(await failing).toBe('rolled back');
+    }
+    // Every statement outside the transaction kept its effect; nothing of the transaction did.
+    expect((await driver.all<{ v: string }>('SELECT v FROM t')).map((r) => r.v).sort()).toEqual([
+      'outside-0',
+      'outside-1',
+      'outside-2',
+      'outside-3',
+      'outside-4',
+    ]);
+  });
+
   it('a full disk is an outage (503 not_ready, StoreUnavailable), not a bug', async () => {
     const db = await createTestDatabase('sqlite');
     cleanups.push(() => db.drop());
@@ -180,7 +300,7 @@ describe('SQLite, whatever engine the suite runs', () => {
     expect(error).toBeInstanceOf(StoreUnavailable);
   });
 
-  it("another process's write lock holds up only the write, not every other request", async () => {
+  it("another process's write lock holds up only the write, not the requests that read", async () => {
     const db = await createTestDatabase('sqlite');
     cleanups.push(() => db.drop());
     const t = await startTestBroker({ db });
@@ -188,16 +308,20 @@ describe('SQLite, whatever engine the suite runs', () => {
     const { key } = await t.createTenant('acme');
     holdSqliteWriteLock(db.file!);
     const answered: string[] = [];
-    const write = createKey(t, key).then((res) => {
-      answered.push(`write ${res.status}`);
-    });
+    const note = (what: string) => (res: Response) => {
+      answered.push(`${what} ${res.status}`);
+    };
+    const write = createKey(t, key).then(note('write'));
     await new Promise((resolve) => setTimeout(resolve, 100));
-    const health = t.request('GET', '/healthz').then((res) => {
-      answered.push(`healthz ${res.status}`);
-    });
-    await Promise.all([write, health]);
-    // The write waited out the busy timeout; the health check, sent after it, did not wait behind it.
-    expect(answered).toEqual(['healthz 200', 'write 503']);
+    // Each of these reads the database: authentication, readiness.
+    const reads = [
+      t.request('GET', '/v1/whoami', { key }).then(note('whoami')),
+      t.request('GET', '/readyz').then(note('readyz')),
+    ];
+    await Promise.all([write, ...reads]);
+    // The write waited out the busy timeout; the reads, sent after it, did not wait behind it.
+    expect(answered.slice(0, 2).sort()).toEqual(['readyz 200', 'whoami 200']);
+    expect(answered[2]).toBe('write 503');
   }, 20_000);
 });
 
