@@ -34,6 +34,9 @@ const apply = (write) => {
 const applyAll = db.transaction(/** @param {Write[]} writes */ (writes) => writes.map(apply));
 const applyOne = db.transaction(apply);
 
+/** SQLite's codes for a database that cannot take work now (as sql.ts's sqliteOutage). */
+const OUTAGE = /^SQLITE_(BUSY|FULL|IOERR)/;
+
 /** @param {unknown} error */
 const describe = (error) => {
   const e = /** @type {{ message?: string, code?: string }} */ (error);
@@ -54,15 +57,22 @@ const commit = (batches) => {
     results = applyAll
       .immediate(writes)
       .map((/** @type {{ probe: number, next: number }} */ value) => ({ ok: true, value }));
-  } catch {
-    // One bad write must not fail its neighbours: each again on its own, so only it sees its error.
-    results = writes.map((write) => {
-      try {
-        return { ok: true, value: applyOne.immediate(write) };
-      } catch (error) {
-        return { ok: false, error: describe(error) };
-      }
-    });
+  } catch (error) {
+    // The database cannot take work now (its write lock held past the busy timeout, the disk full, an I/O
+    // error): trying each write again would only wait as long again, for each.
+    if (OUTAGE.test(/** @type {{ code?: string }} */ (error).code ?? '')) {
+      const failed = describe(error);
+      results = writes.map(() => ({ ok: /** @type {const} */ (false), error: failed }));
+    } else {
+      // One bad write must not fail its neighbours: each again on its own, so only it sees its error.
+      results = writes.map((write) => {
+        try {
+          return { ok: true, value: applyOne.immediate(write) };
+        } catch (error) {
+          return { ok: false, error: describe(error) };
+        }
+      });
+    }
   }
   let at = 0;
   return batches.map(({ id, writes: own }) => {

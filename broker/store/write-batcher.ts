@@ -1,7 +1,13 @@
 // Group commit: writes arriving close together share one transaction, so the hot path pays for one durable
 // commit (one fsync) per batch instead of one per request — and each caller still resolves only after its own
 // write is committed.
-import type { BatchedWrite, SqlDriver, SqlExecutor, WriteOutcome } from './sql.js';
+import {
+  type BatchedWrite,
+  type SqlDriver,
+  type SqlExecutor,
+  StoreUnavailable,
+  type WriteOutcome,
+} from './sql.js';
 
 export type Settled = { ok: true; value: WriteOutcome } | { ok: false; error: unknown };
 
@@ -30,7 +36,10 @@ export function inThreadFlush(db: Pick<SqlDriver, 'transaction'>): FlushBatch {
         return out;
       });
       return values.map((value) => ({ ok: true, value }));
-    } catch {
+    } catch (error) {
+      // The database cannot take work now: trying each write again would only wait as long again, for each.
+      if (error instanceof StoreUnavailable) return writes.map((): Settled => ({ ok: false, error }));
+      // One bad write must not fail its neighbours: each again on its own, so only it sees its error.
       return Promise.all(
         writes.map((write) =>
           db

@@ -1,7 +1,15 @@
 // Group commit: which writes share a batch, how many batches may commit at once, and when each caller resolves.
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import type { BatchedWrite, WriteOutcome } from '../../broker/store/sql.js';
-import { createWriteBatcher, type FlushBatch, type Settled } from '../../broker/store/write-batcher.js';
+import { type BatchedWrite, StoreUnavailable, type WriteOutcome } from '../../broker/store/sql.js';
+import { openSqlite } from '../../broker/store/sqlite.js';
+import {
+  createWriteBatcher,
+  type FlushBatch,
+  inThreadFlush,
+  type Settled,
+} from '../../broker/store/write-batcher.js';
+import { createTestDatabase } from '../support/database.js';
 
 const write = (n: number): BatchedWrite => ({ probe: { sql: `w${n}`, params: [n] } });
 const turn = () => new Promise((resolve) => setImmediate(resolve));
@@ -107,4 +115,62 @@ describe('write batcher', () => {
     await draining;
     expect(drained).toBe(true);
   });
+});
+
+describe('a batch the database cannot take', () => {
+  it('in-thread: an outage fails every write of the batch at once, without trying each again', async () => {
+    let transactions = 0;
+    const outage = new StoreUnavailable(new Error('connection lost'));
+    const flush = inThreadFlush({
+      transaction: async () => {
+        transactions++;
+        throw outage;
+      },
+    });
+    const settled = await flush([write(1), write(2), write(3)]);
+    expect(settled).toEqual([1, 2, 3].map(() => ({ ok: false, error: outage })));
+    expect(transactions).toBe(1);
+  });
+
+  it('in-thread: one bad write still fails alone, its neighbours committed', async () => {
+    const flush = inThreadFlush({
+      transaction: async (fn) =>
+        fn({
+          all: async () => [],
+          get: async () => undefined,
+          run: async (sql) => {
+            if (sql === 'w2') throw new Error('bad write');
+            return 1;
+          },
+        }),
+    });
+    const settled = await flush([write(1), write(2), write(3)]);
+    expect(settled.map((s) => s.ok)).toEqual([true, false, true]);
+  });
+
+  it("SQLite's writer thread: a write lock held elsewhere fails the batch once, not each write again after it", async () => {
+    const db = await createTestDatabase('sqlite');
+    const driver = openSqlite(db.file!);
+    try {
+      await driver.exec('CREATE TABLE t (v INTEGER)');
+      const holder = new Database(db.file!);
+      holder.exec('BEGIN EXCLUSIVE');
+      const started = Date.now();
+      const outcomes = await Promise.allSettled(
+        [1, 2, 3, 4].map((v) =>
+          driver.writeBatched({ probe: { sql: 'INSERT INTO t VALUES (?)', params: [v] } }),
+        ),
+      );
+      const waited = Date.now() - started;
+      holder.exec('ROLLBACK');
+      holder.close();
+      expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
+      expect((outcomes[0] as PromiseRejectedResult).reason).toBeInstanceOf(StoreUnavailable);
+      // One busy timeout (5 s) for the batch, not one more for each of its four writes.
+      expect(waited).toBeLessThan(10_000);
+    } finally {
+      await driver.close();
+      await db.drop();
+    }
+  }, 30_000);
 });
