@@ -89,15 +89,20 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
     connectionString: url,
     max: options.maxConnections ?? 10,
     // A server that stops answering is noticed: connecting gives up, and TCP keep-alive finds a dead peer.
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: QUERY_TIMEOUT_MS,
     keepAlive: true,
     types: {
       getTypeParser: ((oid: number, format?: string) =>
         oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as never,
     },
   });
-  // An idle client losing its connection must not crash the process; the next query reconnects.
+  // A client losing its connection must not crash the process, whenever that happens: idle in the pool (the
+  // pool reports it here), checked out (transaction() hears it), or in between, as the pool hands it over. So
+  // every client has a listener for its whole life; the next query reconnects.
   pool.on('error', () => {});
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+  });
   const transaction = async <T>(
     fn: (tx: SqlExecutor) => Promise<T>,
     options: { unbounded?: boolean } = {},

@@ -232,6 +232,34 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
     expect((await t.request('GET', '/v1/whoami', { key: rotated })).status).toBe(200);
   }, 30_000);
 
+  it('connections killed over and over under writes: each write is done or 503, and the process lives on', async () => {
+    const { db, t, key } = await brokerOnRelay();
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    cleanups.push(() => admin.end());
+    let killing = true;
+    const killer = (async () => {
+      while (killing) {
+        await admin.query(
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()",
+        );
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    const statuses = new Set<number>();
+    const until = Date.now() + 3_000;
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (Date.now() < until) statuses.add((await createKey(t, key)).status);
+      }),
+    );
+    killing = false;
+    await killer;
+    expect([...statuses].every((s) => s === 201 || s === 503)).toBe(true);
+    // An uncaught 'error' from a client would have ended this test run; the broker still answers.
+    await vi.waitFor(async () => expect((await createKey(t, key)).status).toBe(201));
+  }, 30_000);
+
   it('a replica starting while another holds the migration lock (a long migration) waits for it', async () => {
     const db = await createTestDatabase();
     cleanups.push(() => db.drop());
