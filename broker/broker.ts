@@ -73,16 +73,22 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     digest: keyDigester(config.keyPepper),
     now,
   };
+  let maintaining: Promise<void> | undefined;
+  const purge = async () => {
+    // Kept PURGE_MARGIN_MS past their end, so that a replica whose clock runs behind this one's still finds
+    // the replay record of a token it sees as within its leeway.
+    const purged = await store.tokens.purgeExpired(now() - PURGE_MARGIN_MS);
+    if (purged > 0) options.logger.info('purged expired replay and revocation records', { count: purged });
+  };
   return {
     app: createApp(deps),
     store,
     deps,
-    async maintain() {
-      // Kept PURGE_MARGIN_MS past their end, so that a replica whose clock runs behind this one's still finds
-      // the replay record of a token it sees as within its leeway.
-      const purged = await store.tokens.purgeExpired(now() - PURGE_MARGIN_MS);
-      if (purged > 0) options.logger.info('purged expired replay and revocation records', { count: purged });
-    },
+    // One run at a time: a purge of a large backlog may outlast the interval between runs.
+    maintain: () =>
+      (maintaining ??= purge().finally(() => {
+        maintaining = undefined;
+      })),
     close: () => store.close(),
   };
 }
