@@ -10,6 +10,8 @@ const SHUTDOWN_GRACE_MS = 10_000;
 const DATABASE_CLOSE_MS = 5_000;
 const EXIT_BACKSTOP_MS = 1_000;
 const MAINTENANCE_MS = 10 * 60_000;
+/** A signal again within this long is the same one delivered twice (to the process group and passed on). */
+const REPEATED_SIGNAL_MS = 500;
 
 /** Why the broker cannot listen, as the configuration error it is (exit 78), naming PORT or HOST. */
 function listenError(error: NodeJS.ErrnoException, config: BrokerConfig): Error {
@@ -115,19 +117,35 @@ async function serve(config: BrokerConfig): Promise<number> {
       });
     };
     // A repeated SIGTERM (supervisors and init shims resend it) changes nothing; a second Ctrl-C (SIGINT) at a
-    // terminal gets Node's default and stops at once.
+    // terminal stops at once. The same Ctrl-C can arrive twice within moments, from the terminal and from npm,
+    // which passes it on under `npm start`: that is still the first.
     process.on('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    let interrupted = 0;
+    process.on('SIGINT', () => {
+      if (interrupted === 0) {
+        interrupted = Date.now();
+        stop('SIGINT');
+      } else if (Date.now() - interrupted > REPEATED_SIGNAL_MS) {
+        process.exit(130);
+      }
+    });
   });
 }
 
-// A command whose reader stops early (`oidc-broker openapi | head`) has done its job. The server is left alone:
-// its standard output is the log stream.
-const command = process.argv[2];
+// A command whose reader stops early (`oidc-broker openapi | head`) has done its job, unless what it printed is
+// a key shown only once: then the key is lost, and the command fails saying so. The server is left alone: its
+// standard output is the log stream.
+const [command, sub] = process.argv.slice(2);
 if (command !== undefined && command !== 'serve') {
+  const printsKey = command === 'tenant' && (sub === 'create' || sub === 'rotate-key');
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code !== 'EPIPE') throw error;
-    process.exit(process.exitCode ?? 0);
+    if (!printsKey) process.exit(process.exitCode ?? 0);
+    process.stderr.write(
+      'error: standard output was closed before the key was written, so it is lost; `oidc-broker tenant ' +
+        'rotate-key NAME` gives the tenant a new one\n',
+    );
+    process.exit(1);
   });
 }
 

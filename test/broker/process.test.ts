@@ -1,6 +1,6 @@
 // The broker as a real process: first start, persistence across restarts, config errors, graceful shutdown.
 
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -192,25 +192,34 @@ describe('broker process', () => {
     expect(list.keys.map((k) => k.name)).toEqual(['in-flight']);
   });
 
-  it('under npm start, a SIGTERM to npm reaches the broker, which stops cleanly instead of living on', async () => {
-    const npm = spawn('npm', ['start'], {
-      cwd: fileURLToPath(new URL('../..', import.meta.url)),
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env(), ...EPHEMERAL_PORT },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    npm.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    const exited = new Promise<void>((resolve) => npm.on('exit', () => resolve()));
-    await vi.waitFor(() => expect(out).toContain('"msg":"listening"'), { timeout: 60_000, interval: 100 });
-    const pid = Number(/"pid":(\d+)/.exec(out)?.[1]);
-    npm.kill('SIGTERM');
-    await exited;
-    await vi.waitFor(() => expect(out).toContain('"msg":"stopped"'), { timeout: 20_000, interval: 100 });
-    // The broker itself is gone, not re-parented and still serving.
-    await vi.waitFor(() => expect(() => process.kill(pid, 0)).toThrow(), { timeout: 5_000, interval: 50 });
-  }, 90_000);
+  it.each([
+    ['a SIGTERM to npm', (npm: ChildProcess) => npm.kill('SIGTERM')],
+    // A terminal sends it to the whole process group, and npm passes it on as well: the broker gets it twice.
+    ['Ctrl-C (SIGINT to the process group)', (npm: ChildProcess) => process.kill(-npm.pid!, 'SIGINT')],
+  ])(
+    'under npm start, %s stops the broker cleanly instead of leaving it serving or killing it',
+    async (_, signal) => {
+      const npm = spawn('npm', ['start'], {
+        cwd: fileURLToPath(new URL('../..', import.meta.url)),
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env(), ...EPHEMERAL_PORT },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+      });
+      let out = '';
+      npm.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
+      const exited = new Promise<void>((resolve) => npm.on('exit', () => resolve()));
+      await vi.waitFor(() => expect(out).toContain('"msg":"listening"'), { timeout: 60_000, interval: 100 });
+      const pid = Number(/"pid":(\d+)/.exec(out)?.[1]);
+      signal(npm);
+      await exited;
+      await vi.waitFor(() => expect(out).toContain('"msg":"stopped"'), { timeout: 20_000, interval: 100 });
+      // The broker itself is gone, not re-parented and still serving.
+      await vi.waitFor(() => expect(() => process.kill(pid, 0)).toThrow(), { timeout: 5_000, interval: 50 });
+    },
+    90_000,
+  );
 
   it('a port in use or a host it cannot listen on is a configuration error naming PORT or HOST', async () => {
     const first = await start();
@@ -230,6 +239,15 @@ describe('the command in a pipeline', () => {
     run.child.stdout.destroy();
     expect(await run.closed).toBe(0);
     expect(run.stderr()).toBe('');
+  });
+
+  it('fails, saying the key is lost, when its reader stops before a key shown once was written', async () => {
+    const run = runBroker(['tenant', 'create', 'acme'], env());
+    run.child.stdout.destroy();
+    expect(await run.closed).toBe(1);
+    expect(run.stderr()).toContain(
+      'so it is lost; `oidc-broker tenant rotate-key NAME` gives the tenant a new one',
+    );
   });
 });
 
