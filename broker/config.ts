@@ -201,14 +201,16 @@ export function loadConfig(env: Env): BrokerConfig {
     );
   }
   const db = database(env);
-  const givenPublicUrl = setting(env, 'BROKER_PUBLIC_URL', `http://localhost:${port}`);
+  // Written as a URL parser writes it: port 80 is left out.
+  const defaultPublicUrl = new URL(`http://localhost:${port}`).origin;
+  const givenPublicUrl = setting(env, 'BROKER_PUBLIC_URL', defaultPublicUrl);
   if (givenPublicUrl === undefined && port === 0) {
     throw new ConfigError(
       'BROKER_PUBLIC_URL',
       'is required with PORT=0: the port is chosen at start, and the issuer URL tokens carry must name the real one',
     );
   }
-  const publicUrl = (givenPublicUrl ?? `http://localhost:${port}`).replace(/\/+$/, '');
+  const publicUrl = (givenPublicUrl ?? defaultPublicUrl).replace(/\/+$/, '');
   const parsedPublicUrl = url('BROKER_PUBLIC_URL', publicUrl, { allowLoopbackHttp: true });
   // On the raw text: a bare "?" or "#" leaves URL's search and hash empty.
   if (/[?#]/.test(publicUrl)) {

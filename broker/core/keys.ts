@@ -82,10 +82,8 @@ export function keyHint(key: string): string {
   return `${key.slice(0, 4)}…${key.slice(-4)}`;
 }
 
-const KEY_SHAPED = new RegExp(
-  `(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{${RANDOM_LENGTH + CHECKSUM_LENGTH}}`,
-  'g',
-);
+// A key's prefix and then most of its random part: a key cut short or with a character too is still one.
+const KEY_SHAPED = new RegExp(`(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{16,}`, 'g');
 /** Three base64url segments, the first two JSON objects (`eyJ` is `{"`): a JWS such as an access or OIDC token. */
 const TOKEN_SHAPED = /eyJ[0-9A-Za-z_-]*\.eyJ[0-9A-Za-z_-]*\.[0-9A-Za-z_-]+/g;
 

@@ -149,7 +149,9 @@ export async function dryRunPolicies(
   }
   const aud = claims.aud;
   const audienceMatches = aud === undefined ? null : aud === tenant.audience;
-  let refusal: DryRun['refusal'] = audienceMatches === false ? 'audience_mismatch' : null;
+  // A typed-in aud that is not a string is warned about above (GitHub's never is); only another audience is refused.
+  let refusal: DryRun['refusal'] =
+    typeof aud === 'string' && aud !== tenant.audience ? 'audience_mismatch' : null;
   // As in the exchange, a token is found used up only once a policy grants it.
   if (!refusal && explanation.decision.allow && used && (await deps.wasExchanged(used.iss, used.jti))) {
     refusal = 'token_replayed';

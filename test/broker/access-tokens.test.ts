@@ -415,11 +415,9 @@ describe('discovery and signing keys', () => {
       expect(await whoami(backdated)).toBe(401);
       expect(await whoami(signedBefore)).toBe(200);
 
-      // Once no token it signed can be valid, it is gone from the JWKS and verifies nothing.
+      // Once no token it signed can be valid, it is gone from the JWKS and verifies nothing: refused for its key,
+      // before its times are looked at.
       g.t.clock.now = activeFrom + 12 * HOUR + 3 * 60_000;
-      expect(
-        await whoami(forge(leaked, { iat: activeFrom - 60_000, exp: activeFrom + 12 * HOUR - 60_000 })),
-      ).toBe(401);
       const res = await g.t.request('GET', '/v1/whoami', {
         key: forge(leaked, { iat: g.t.clock.now - 3600_000, exp: g.t.clock.now + 3600_000 }),
       });

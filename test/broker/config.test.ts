@@ -3,6 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { GITHUB_ISSUER, loadConfig } from '../../broker/config.js';
 
 describe('loadConfig', () => {
+  it('on port 80 the default public URL names no port, as a URL parser writes it', () => {
+    expect(loadConfig({ PORT: '80' }).publicUrl).toBe('http://localhost');
+  });
+
   it('has working defaults: SQLite under ./data, GitHub.com trusted, 900 s sessions', () => {
     const config = loadConfig({});
     expect(config).toMatchObject({
