@@ -37,6 +37,17 @@ commands:
 
 class UsageError extends Error {}
 
+/** Opens the store, saying so on standard error when a newer version of the broker has migrated it. */
+async function openStoreFor(database: BrokerConfig['database'], io: CliIo) {
+  const store = await openStore(database);
+  if (store.unknownMigrations?.length) {
+    io.err(
+      `warning: the database was migrated by a newer version of the broker (migrations ${store.unknownMigrations.join(', ')}), which this one does not know\n`,
+    );
+  }
+  return store;
+}
+
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
   try {
     const [command, sub] = argv;
@@ -94,7 +105,7 @@ async function tenantCreate(args: string[], io: CliIo): Promise<number> {
   // Not the last one silently: a tenant has one audience.
   if ((values.audience?.length ?? 0) > 1) throw new UsageError('--audience is given more than once');
   const config = loadConfig(io.env);
-  const store = await openStore(config.database);
+  const store = await openStoreFor(config.database, io);
   try {
     const result = await createTenant(
       { name: positionals[0]!, audience: values.audience?.[0], disabledCategories: values.disable },
@@ -132,7 +143,7 @@ async function tenantRotateKey(args: string[], io: CliIo): Promise<number> {
   const slot = values.slot ?? 'primary';
   if (slot !== 'primary' && slot !== 'secondary') throw new UsageError('--slot must be primary or secondary');
   const config = loadConfig(io.env);
-  const store = await openStore(config.database);
+  const store = await openStoreFor(config.database, io);
   try {
     const name = positionals[0]!;
     const tenant = await store.tenants.byName(name);
@@ -170,7 +181,7 @@ function parseTenantArgs(args: string[]) {
 }
 
 async function tenantList(io: CliIo): Promise<number> {
-  const store = await openStore(loadConfig(io.env).database);
+  const store = await openStoreFor(loadConfig(io.env).database, io);
   try {
     const tenants = await store.tenants.list();
     if (tenants.length === 0) {
@@ -203,7 +214,7 @@ async function tenantList(io: CliIo): Promise<number> {
 
 async function rotateSigningKey(io: CliIo): Promise<number> {
   const config = loadConfig(io.env);
-  const store = await openStore(config.database);
+  const store = await openStoreFor(config.database, io);
   try {
     const logger = createLogger({ write: (line: string) => io.err(line) }, 'warn');
     const keys = await openConfiguredSigningKeys(config, store, logger, Date.now);
