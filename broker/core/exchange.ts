@@ -80,6 +80,16 @@ async function resolveTenant(
   );
 }
 
+// A short stand-in for an issuer in the rate limiter's keys, of which a large tenant has one per repository.
+// Only trusted issuers get here, so the map holds as many as the configuration lists.
+const issuerNumbers = new Map<string, number>();
+const issuerNumber = (iss: string): number => {
+  const known = issuerNumbers.get(iss);
+  if (known !== undefined) return known;
+  issuerNumbers.set(iss, issuerNumbers.size);
+  return issuerNumbers.size - 1;
+};
+
 /**
  * Takes one exchange from the repository's budget at this tenant, or refuses with 429 and Retry-After. The
  * first refusal of a run is audited, so the tenant's admins see a workflow being refused; the rest of the run
@@ -93,7 +103,7 @@ async function takeRateLimit(
   repositoryKey = claims.repository.toLowerCase(),
 ): Promise<void> {
   // Per issuer: a GHES's acme/infra is another repository than github.com's, and must not use up its budget.
-  const limited = deps.rateLimiter.take(`${tenant.id}\n${claims.iss}\n${repositoryKey}`);
+  const limited = deps.rateLimiter.take(`${tenant.id}\n${issuerNumber(claims.iss)}\n${repositoryKey}`);
   if (limited.ok) return;
   if (limited.startsRun) {
     await deps.store.audit.append(
