@@ -40,12 +40,12 @@ const CONNECTION_LOST =
  */
 const QUERY_TIMEOUT_MS = 5_000;
 /**
- * How long a transaction may take to reach its COMMIT, waiting for its write turn included. Past it the
- * connection is closed, which rolls the transaction back on the server: nothing of it can commit later. COMMIT
- * itself is waited for without a limit, since a write answered "unavailable" must not have committed.
- * Migrations, which may rightly take longer, run without it.
+ * How long a write transaction may wait for any one answer on its way to COMMIT — its write turn, a statement,
+ * a ROLLBACK — so that a slow batch that keeps getting answers goes on. Past it the connection is closed, which
+ * rolls the transaction back on the server: nothing of it can commit later. COMMIT itself is waited for without
+ * a limit, since a write answered "unavailable" must not have committed. Migrations run without it.
  */
-const TRANSACTION_DEADLINE_MS = 15_000;
+const ANSWER_DEADLINE_MS = 15_000;
 
 /** Throws the error as the store reports it: a unique violation, an unavailable database, or as it came. */
 function translate(error: unknown): never {
@@ -84,7 +84,11 @@ function executor(q: Queryable, timeoutMs?: number): SqlExecutor {
 /** Advisory lock key of the write turn (7710002 guards the first signing key, 7710001 migrations). */
 const WRITE_TURN_LOCK = 7710003;
 
-export function openPostgres(url: string, options: { maxConnections?: number } = {}): SqlDriver {
+export function openPostgres(
+  url: string,
+  options: { maxConnections?: number; answerDeadlineMs?: number } = {},
+): SqlDriver {
+  const answerDeadlineMs = options.answerDeadlineMs ?? ANSWER_DEADLINE_MS;
   const pool = new pg.Pool({
     connectionString: url,
     max: options.maxConnections ?? 10,
@@ -116,31 +120,42 @@ export function openPostgres(url: string, options: { maxConnections?: number } =
       lost ??= error;
     };
     client.on('error', onError);
-    const watchdog = options.unbounded
-      ? undefined
-      : setTimeout(() => {
-          lost ??= new StoreUnavailable(
-            new Error(`the transaction did not reach COMMIT within ${TRANSACTION_DEADLINE_MS} ms`),
-          );
-          // Whatever statement is in flight fails with the connection, and the server rolls the transaction back.
-          (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
-        }, TRANSACTION_DEADLINE_MS);
+    let watchdog: ReturnType<typeof setTimeout> | undefined;
+    /** (Re)starts the wait for the next answer; every answer on the way to COMMIT calls it. */
+    const awaitAnswer = () => {
+      clearTimeout(watchdog);
+      if (options.unbounded) return;
+      watchdog = setTimeout(() => {
+        lost ??= new StoreUnavailable(new Error(`the database gave no answer within ${answerDeadlineMs} ms`));
+        // Whatever statement is in flight fails with the connection, and the server rolls the transaction back.
+        (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+      }, answerDeadlineMs);
+    };
+    const statement = async (query: string | pg.QueryConfig, values?: SqlValue[]) => {
+      awaitAnswer();
+      try {
+        return await client.query(query, values);
+      } finally {
+        awaitAnswer();
+      }
+    };
     try {
-      await client.query('BEGIN');
+      await statement('BEGIN');
       // Write transactions take turns, each holding the turn until it has committed and become visible: audit
       // event ids then follow commit order, so a reader paging newest first (an exporter tailing the log) never
       // passes an id that a transaction still in flight will commit later. SQLite's single writer does the same.
-      await client.query('SELECT pg_advisory_xact_lock($1)', [WRITE_TURN_LOCK]);
-      const result = await fn(executor(client));
+      await statement('SELECT pg_advisory_xact_lock($1)', [WRITE_TURN_LOCK]);
+      const result = await fn(executor({ query: statement } as Queryable));
       clearTimeout(watchdog);
       if (lost !== undefined) throw lost;
       await client.query('COMMIT');
       return result;
     } catch (error) {
-      clearTimeout(watchdog);
-      if (lost === undefined) await client.query('ROLLBACK').catch(() => {});
+      // The ROLLBACK is bounded like any other answer: a server that stopped answering must not hold this.
+      if (lost === undefined) await statement('ROLLBACK').catch(() => {});
       translate(lost ?? error);
     } finally {
+      clearTimeout(watchdog);
       client.off('error', onError);
       client.release(lost === undefined ? undefined : (lost as Error));
     }

@@ -6,7 +6,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { openStore } from '../../broker/store/open-store.js';
+import { migrate } from '../../broker/store/migrations.js';
 import { openPostgres } from '../../broker/store/postgres.js';
 import { StoreUnavailable } from '../../broker/store/sql.js';
 import { openSqlite } from '../../broker/store/sqlite.js';
@@ -162,10 +162,11 @@ describe(`a database lost in the middle of a write (${engine})`, () => {
 describe(`a database that stops answering (${engine})`, () => {
   it('a write it stops answering halfway gets 503 not_ready, rather than hanging until the client gives up', async () => {
     const { db, relay, t, key } = await brokerOnRelay();
-    if (relay) relay.stallOn('INSERT INTO fine_grained_keys');
+    // The key's row has reached the server; the answer to the statement after it (its audit event) never comes.
+    if (relay) relay.stallOn('INSERT INTO audit_events');
     else holdSqliteWriteLock(db.file!);
-    // Answered within this test's time limit: bounded by the 15 s a PostgreSQL transaction has to reach its
-    // COMMIT (SQLite: its 5 s busy timeout), not by a client's patience.
+    // Answered within this test's time limit: bounded by the 15 s a PostgreSQL transaction waits for an answer
+    // (SQLite: its 5 s busy timeout), not by a client's patience.
     const res = await createKey(t, key);
     expect(res.status).toBe(503);
     expect(await res.json()).toMatchObject({ code: 'not_ready' });
@@ -174,12 +175,15 @@ describe(`a database that stops answering (${engine})`, () => {
       const direct = new pg.Client({ connectionString: db.url });
       await direct.connect();
       cleanups.push(() => direct.end());
-      await vi.waitFor(async () => {
-        const { rows } = await direct.query(
-          "SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'idle in transaction'",
-        );
-        expect(Number(rows[0].n)).toBe(0);
-      });
+      await vi.waitFor(
+        async () => {
+          const { rows } = await direct.query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()",
+          );
+          expect(Number(rows[0].n)).toBe(0);
+        },
+        { timeout: 10_000, interval: 100 },
+      );
       expect((await direct.query('SELECT id FROM fine_grained_keys')).rows).toEqual([]);
     }
   }, 30_000);
@@ -213,6 +217,66 @@ describe(`a write that waits 6 s for another's (${engine})`, () => {
 
 // What only PostgreSQL has: a COMMIT the server takes long to answer, a migration lock held by another replica.
 describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
+  /** A driver that gives up on an answer after 1 s instead of 15, so that tests can wait past it quickly. */
+  async function quickDriver() {
+    const db = await createTestDatabase();
+    cleanups.push(() => db.drop());
+    const driver = openPostgres(db.url, { answerDeadlineMs: 1_000 });
+    cleanups.push(() => driver.close());
+    await driver.exec('CREATE TABLE t (v INTEGER PRIMARY KEY)');
+    return { db, driver };
+  }
+
+  it('a batch longer than the deadline commits while each of its statements is answered in time', async () => {
+    const { driver } = await quickDriver();
+    // Each insert takes 50 ms on the server: 40 of them in one transaction take 2 s, twice the deadline.
+    await driver.exec(
+      'CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$',
+    );
+    await driver.exec('CREATE TRIGGER slow_insert BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION slow()');
+    const writes = Array.from({ length: 40 }, (_, v) =>
+      driver.writeBatched({ probe: { sql: 'INSERT INTO t VALUES (?)', params: [v] } }),
+    );
+    expect((await Promise.all(writes)).map((w) => w.probe)).toEqual(writes.map(() => 1));
+  }, 30_000);
+
+  it('a COMMIT slower than the deadline is waited for, and a ROLLBACK that gets no answer is not', async () => {
+    const { db, driver } = await quickDriver();
+    await driver.exec(
+      'CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$',
+    );
+    await driver.exec(
+      'CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()',
+    );
+    await driver.transaction((tx) => tx.run('INSERT INTO t VALUES (1)'));
+    expect(await driver.all('SELECT v FROM t')).toEqual([{ v: 1 }]);
+
+    // Through a relay that stops answering at the ROLLBACK after a unique violation.
+    const relay = await relayTo(new URL(db.url));
+    cleanups.push(() => relay.cut());
+    const relayed = openPostgres(relay.url(db.url), { answerDeadlineMs: 1_000 });
+    cleanups.push(() => relayed.close().catch(() => {}));
+    relay.stallOn('ROLLBACK');
+    const error = await relayed
+      .transaction((tx) => tx.run('INSERT INTO t VALUES (1)'))
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StoreUnavailable);
+  }, 30_000);
+
+  it('migrations wait past the deadline for another replica holding their lock', async () => {
+    const { db } = await quickDriver();
+    const holder = new pg.Client({ connectionString: db.url });
+    await holder.connect();
+    cleanups.push(() => holder.end());
+    await holder.query('BEGIN');
+    await holder.query('SELECT pg_advisory_xact_lock(7710001)');
+    const timer = setTimeout(() => void holder.query('COMMIT'), 3_000);
+    cleanups.push(() => clearTimeout(timer));
+    const migrating = openPostgres(db.url, { answerDeadlineMs: 1_000 });
+    cleanups.push(() => migrating.close());
+    expect(await migrate(migrating)).toMatchObject({ unknown: [] });
+  }, 30_000);
+
   it('a COMMIT the server is slow to answer is waited for: never 503 for a write that committed', async () => {
     const { db, t, key } = await brokerOnRelay();
     const admin = new pg.Client({ connectionString: db.url });
@@ -258,19 +322,6 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
     expect([...statuses].every((s) => s === 201 || s === 503)).toBe(true);
     // An uncaught 'error' from a client would have ended this test run; the broker still answers.
     await vi.waitFor(async () => expect((await createKey(t, key)).status).toBe(201));
-  }, 30_000);
-
-  it('a replica starting while another holds the migration lock (a long migration) waits for it', async () => {
-    const db = await createTestDatabase();
-    cleanups.push(() => db.drop());
-    const holder = new pg.Client({ connectionString: db.url });
-    await holder.connect();
-    cleanups.push(() => holder.end());
-    await holder.query('BEGIN');
-    await holder.query('SELECT pg_advisory_xact_lock(7710001)');
-    setTimeout(() => void holder.query('COMMIT'), 6_000);
-    const store = await openStore({ engine: 'postgres', url: db.url });
-    await store.close();
   }, 30_000);
 });
 
