@@ -12,7 +12,7 @@ import { createTenant } from './core/tenants.js';
 import { openConfiguredSigningKeys } from './key-encryption-key.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
-import { openStore } from './store/open-store.js';
+import { NEWER_SCHEMA, openStore } from './store/open-store.js';
 import type { Store } from './store/store.js';
 
 export interface Broker {
@@ -38,12 +38,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
   const store = options.store ?? (await openStore(config.database));
   if (store.unknownMigrations?.length) {
     // A rollback runs on the newer schema; that is often fine (migrations add), but the operator should know.
-    options.logger.warn(
-      'the database was migrated by a newer version of the broker, which this one does not know',
-      {
-        migrations: store.unknownMigrations,
-      },
-    );
+    options.logger.warn(NEWER_SCHEMA, { migrations: store.unknownMigrations });
   }
   const now = options.now ?? Date.now;
   let signingKeys: SigningKeys;

@@ -1,5 +1,5 @@
 // The operator CLI `oidc-broker`: serve, tenant create/list/rotate-key, signing-key rotate, openapi. Takes its IO as arguments.
-import { parseArgs } from 'node:util';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { createBroker } from './broker.js';
 import { type BrokerConfig, ConfigError, loadConfig } from './config.js';
 import { rotateBuiltinKey } from './core/api-keys.js';
@@ -9,7 +9,7 @@ import { createTenant } from './core/tenants.js';
 import { openApiDocument } from './http/docs.js';
 import { openConfiguredSigningKeys } from './key-encryption-key.js';
 import { createLogger, silentLogger } from './logger.js';
-import { openStore } from './store/open-store.js';
+import { NEWER_SCHEMA, openStore } from './store/open-store.js';
 
 export interface CliIo {
   env: Record<string, string | undefined>;
@@ -41,9 +41,7 @@ class UsageError extends Error {}
 async function openStoreFor(database: BrokerConfig['database'], io: CliIo) {
   const store = await openStore(database);
   if (store.unknownMigrations?.length) {
-    io.err(
-      `warning: the database was migrated by a newer version of the broker (migrations ${store.unknownMigrations.join(', ')}), which this one does not know\n`,
-    );
+    io.err(`warning: ${NEWER_SCHEMA} (migrations ${store.unknownMigrations.join(', ')})\n`);
   }
   return store;
 }
@@ -93,14 +91,20 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
-async function tenantCreate(args: string[], io: CliIo): Promise<number> {
-  let parsed: ReturnType<typeof parseTenantArgs>;
+/** Parses a command's arguments; what parseArgs refuses is a usage error (exit 2). */
+function parseUsage<T extends ParseArgsConfig['options']>(args: string[], options: T) {
   try {
-    parsed = parseTenantArgs(args);
+    return parseArgs({ args, allowPositionals: true, strict: true, options });
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  const { values, positionals } = parsed;
+}
+
+async function tenantCreate(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseUsage(args, {
+    audience: { type: 'string', multiple: true },
+    disable: { type: 'string', multiple: true },
+  });
   if (positionals.length !== 1) throw new UsageError('tenant create takes exactly one NAME');
   // Not the last one silently: a tenant has one audience.
   if ((values.audience?.length ?? 0) > 1) throw new UsageError('--audience is given more than once');
@@ -132,13 +136,7 @@ async function tenantCreate(args: string[], io: CliIo): Promise<number> {
 
 /** The operator's way back in when a tenant's Tenant API keys are lost: a new key in one slot. */
 async function tenantRotateKey(args: string[], io: CliIo): Promise<number> {
-  let parsed: ReturnType<typeof parseRotateKeyArgs>;
-  try {
-    parsed = parseRotateKeyArgs(args);
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const { values, positionals } = parsed;
+  const { values, positionals } = parseUsage(args, { slot: { type: 'string' } });
   if (positionals.length !== 1) throw new UsageError('tenant rotate-key takes exactly one NAME');
   const slot = values.slot ?? 'primary';
   if (slot !== 'primary' && slot !== 'secondary') throw new UsageError('--slot must be primary or secondary');
@@ -165,19 +163,6 @@ async function tenantRotateKey(args: string[], io: CliIo): Promise<number> {
   } finally {
     await store.close();
   }
-}
-
-function parseRotateKeyArgs(args: string[]) {
-  return parseArgs({ args, allowPositionals: true, strict: true, options: { slot: { type: 'string' } } });
-}
-
-function parseTenantArgs(args: string[]) {
-  return parseArgs({
-    args,
-    allowPositionals: true,
-    strict: true,
-    options: { audience: { type: 'string', multiple: true }, disable: { type: 'string', multiple: true } },
-  });
 }
 
 async function tenantList(io: CliIo): Promise<number> {

@@ -83,6 +83,10 @@ export function storeOn(db: SqlDriver): Store {
   };
 }
 
+/** What the broker and the CLI warn of when `Store.unknownMigrations` is not empty. */
+export const NEWER_SCHEMA =
+  'the database was migrated by a newer version of the broker, which this one does not know';
+
 export async function openStore(config: DatabaseConfig): Promise<Store> {
   const db = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
   let unknown: number[];
