@@ -21,12 +21,12 @@ import { type BrokerEnv, validationHook } from './http/context.js';
 import { registerDocRoutes } from './http/docs.js';
 import { registerFineGrainedKeyRoutes } from './http/fine-grained-keys.js';
 import { registerIdentityRoutes } from './http/identity.js';
-import { bodyRefusal, strictJsonBody } from './http/json-body.js';
 import { bodyMediaTypes } from './http/media-types.js';
 import { allowedMethods } from './http/methods.js';
 import { registerOperationRoutes } from './http/operations.js';
 import { registerPolicyRoutes } from './http/policies.js';
 import { problemResponse, unsupportedMediaType } from './http/problems.js';
+import { bodyRefusal, strictRequestBody } from './http/request-body.js';
 import { registerTokenExchangeRoute } from './http/token-exchange.js';
 import { registerTokenRoutes } from './http/tokens.js';
 import { registerWellKnownRoutes } from './http/well-known.js';
@@ -96,7 +96,7 @@ export function createApp(deps: AppDeps): BrokerApp {
     const length = c.req.header('Content-Length');
     return length !== undefined && Number(length) > MAX_BODY_BYTES ? tooLarge() : next();
   });
-  app.use('*', strictJsonBody);
+  app.use('*', strictRequestBody);
   const mediaTypesOf = bodyMediaTypes(app);
   // Hono's validators throw bare HTTPExceptions: say which types the route takes, or why its body was refused.
   const explained = (thrown: Error, c: Context<BrokerEnv>): unknown => {

@@ -16,10 +16,11 @@ const refused = new WeakMap<object, BrokerError>();
 
 /**
  * Makes the text the JSON validators parse (HonoRequest's json() reads `bodyCache.text`) a strict decoding of
- * the body. Only a route that validates JSON reads it, after routing and authentication: a request that would
- * be a 404, 405 or 401 stays one, whatever its body.
+ * the body, and the form data the form validators read a 415 for a multipart body. Only a route that validates
+ * its body reads either, after routing and authentication: a request that would be a 404, 405 or 401 stays
+ * one, whatever its body.
  */
-export const strictJsonBody = createMiddleware<BrokerEnv>(async (c, next) => {
+export const strictRequestBody = createMiddleware<BrokerEnv>(async (c, next) => {
   const type = c.req.header('Content-Type');
   const mediaType = type?.split(';')[0]?.trim().toLowerCase();
   if (mediaType === 'multipart/form-data') {
