@@ -1,10 +1,8 @@
 // The operator CLI: tenant create/list with clear errors, keys printed once on standard output.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../../broker/cli.js';
-import { openPostgres } from '../../broker/store/postgres.js';
-import { openSqlite } from '../../broker/store/sqlite.js';
 import { startTestBroker, TEST_KEK, type TestBroker } from '../support/broker.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, openDriver, type TestDatabase } from '../support/database.js';
 
 let db: TestDatabase;
 beforeEach(async () => {
@@ -97,7 +95,7 @@ describe('a database a newer version migrated', () => {
   it('every command says so on standard error, and still works', async () => {
     expect((await cli('tenant', 'create', 'acme')).code).toBe(0);
     // As a newer version leaves it: a migration this one does not have.
-    const driver = db.engine === 'sqlite' ? openSqlite(db.file!) : openPostgres(db.url);
+    const driver = openDriver(db);
     await driver.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [
       99,
       'later',

@@ -11,7 +11,7 @@ import { openPostgres } from '../../broker/store/postgres.js';
 import { StoreUnavailable } from '../../broker/store/sql.js';
 import { openSqlite } from '../../broker/store/sqlite.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
-import { createTestDatabase, requestedEngine } from '../support/database.js';
+import { createTestDatabase, openDriver, requestedEngine, type TestDatabase } from '../support/database.js';
 
 const engine = requestedEngine();
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -63,49 +63,6 @@ async function relayTo(
   };
 }
 
-/** A broker whose database will stop taking work when `fail()` is called. */
-async function brokerWithOutage(): Promise<{ t: TestBroker; fail(): Promise<void> }> {
-  const db = await createTestDatabase();
-  cleanups.push(() => db.drop());
-  if (engine === 'postgres') {
-    const relay = await relayTo(new URL(db.url));
-    const t = await startTestBroker({ db: { ...db, url: relay.url(db.url) } });
-    cleanups.push(() => t.broker.close().catch(() => {}));
-    cleanups.push(() => relay.cut());
-    return { t, fail: () => relay.cut() };
-  }
-  const t = await startTestBroker({ db });
-  cleanups.push(() => t.broker.close());
-  return {
-    t,
-    // Another process holding the write lock past the busy timeout (a long backup, a stuck replica).
-    async fail() {
-      const holder = new Database(db.file!);
-      holder.exec('BEGIN EXCLUSIVE');
-      cleanups.push(() => {
-        holder.exec('ROLLBACK');
-        holder.close();
-      });
-    },
-  };
-}
-
-describe(`a database outage (${engine})`, () => {
-  it('answers 503 not_ready, which the action retries, and logs the cause for the operator', async () => {
-    const { t, fail } = await brokerWithOutage();
-    const { key } = await t.createTenant('acme');
-    await fail();
-    const res = await t.request('POST', '/v1/fine-grained-keys', {
-      key,
-      json: { name: 'deploy', expiration: '7d', permissions: ['audit-log:read'] },
-    });
-    expect(res.status).toBe(503);
-    expect(await res.json()).toMatchObject({ code: 'not_ready', detail: expect.stringMatching(/retry/) });
-    expect(t.logs.some((line) => line.includes('the database is unavailable'))).toBe(true);
-    expect(t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
-  }, 20_000);
-});
-
 /** A broker with a tenant, on PostgreSQL through a relay (returned) that can be cut or stalled, or on SQLite. */
 async function brokerOnRelay() {
   const db = await createTestDatabase();
@@ -118,15 +75,50 @@ async function brokerOnRelay() {
   return { db, relay, t, key };
 }
 
-/** Another process holding SQLite's write lock until the test ends. */
-function holdSqliteWriteLock(file: string): void {
+/** A PostgreSQL session of the test's own, closed at its end. */
+async function pgSession(url: string): Promise<pg.Client> {
+  const session = new pg.Client({ connectionString: url });
+  await session.connect();
+  cleanups.push(() => session.end());
+  return session;
+}
+
+/** Another session holding advisory lock `key` (7710003 the write turn, 7710001 migrations) until released. */
+async function holdPgLock(url: string, key: number): Promise<() => void> {
+  const holder = await pgSession(url);
+  await holder.query('BEGIN');
+  await holder.query('SELECT pg_advisory_xact_lock($1)', [key]);
+  return () => void holder.query('COMMIT');
+}
+
+/** Another process holding SQLite's write lock until released, or the test ends. */
+function holdSqliteWriteLock(file: string): () => void {
   const holder = new Database(file);
   holder.exec('BEGIN EXCLUSIVE');
   cleanups.push(() => {
-    holder.exec('ROLLBACK');
+    if (holder.inTransaction) holder.exec('ROLLBACK');
     holder.close();
   });
+  return () => void holder.exec('COMMIT');
 }
+
+/** The write turn held elsewhere: by another replica's session (PostgreSQL) or another process (SQLite). */
+const holdWriteTurn = (db: TestDatabase, relay: unknown) =>
+  relay ? holdPgLock(db.url, 7710003) : Promise.resolve(holdSqliteWriteLock(db.file!));
+
+describe(`a database outage (${engine})`, () => {
+  it('answers 503 not_ready, which the action retries, and logs the cause for the operator', async () => {
+    const { db, relay, t, key } = await brokerOnRelay();
+    // PostgreSQL unreachable; SQLite's write lock held past the busy timeout (a long backup, a stuck replica).
+    if (relay) await relay.cut();
+    else holdSqliteWriteLock(db.file!);
+    const res = await createKey(t, key);
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ code: 'not_ready', detail: expect.stringMatching(/retry/) });
+    expect(t.logs.some((line) => line.includes('the database is unavailable'))).toBe(true);
+    expect(t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
+  }, 20_000);
+});
 
 const createKey = (t: TestBroker, key: string) =>
   t.request('POST', '/v1/fine-grained-keys', {
@@ -138,15 +130,7 @@ describe(`a database lost in the middle of a write (${engine})`, () => {
   it('answers that write 503 not_ready and keeps serving: a dropped connection is an outage, not a crash', async () => {
     const { db, relay, t, key } = await brokerOnRelay();
     // The write will wait for its turn, held by another connection or process.
-    if (relay) {
-      const holder = new pg.Client({ connectionString: db.url });
-      await holder.connect();
-      await holder.query('BEGIN');
-      await holder.query('SELECT pg_advisory_xact_lock(7710003)');
-      cleanups.push(() => holder.end());
-    } else {
-      holdSqliteWriteLock(db.file!);
-    }
+    await holdWriteTurn(db, relay);
     const write = createKey(t, key);
     await new Promise((resolve) => setTimeout(resolve, 300));
     // Then the network to PostgreSQL goes; SQLite, which has no connection to lose, gives up after its busy timeout.
@@ -172,9 +156,7 @@ describe(`a database that stops answering (${engine})`, () => {
     expect(await res.json()).toMatchObject({ code: 'not_ready' });
     if (relay) {
       // Abandoned before its COMMIT (its connection closed), so nothing of it was committed.
-      const direct = new pg.Client({ connectionString: db.url });
-      await direct.connect();
-      cleanups.push(() => direct.end());
+      const direct = await pgSession(db.url);
       await vi.waitFor(
         async () => {
           const { rows } = await direct.query(
@@ -192,22 +174,7 @@ describe(`a database that stops answering (${engine})`, () => {
 describe(`a write that waits 6 s for another's (${engine})`, () => {
   it('PostgreSQL waits for its turn (busy replicas) and commits; SQLite gives up at its 5 s busy timeout', async () => {
     const { db, relay, t, key } = await brokerOnRelay();
-    let release: () => void;
-    if (relay) {
-      const holder = new pg.Client({ connectionString: db.url });
-      await holder.connect();
-      cleanups.push(() => holder.end());
-      await holder.query('BEGIN');
-      await holder.query('SELECT pg_advisory_xact_lock(7710003)');
-      release = () => void holder.query('COMMIT');
-    } else {
-      const holder = new Database(db.file!);
-      holder.exec('BEGIN EXCLUSIVE');
-      cleanups.push(() => {
-        holder.close();
-      });
-      release = () => void holder.exec('COMMIT');
-    }
+    const release = await holdWriteTurn(db, relay);
     const timer = setTimeout(() => release(), 6_000);
     cleanups.push(() => clearTimeout(timer));
     const res = await createKey(t, key);
@@ -265,42 +232,17 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
 
   it('migrations wait past the deadline for another replica holding their lock', async () => {
     const { db } = await quickDriver();
-    const holder = new pg.Client({ connectionString: db.url });
-    await holder.connect();
-    cleanups.push(() => holder.end());
-    await holder.query('BEGIN');
-    await holder.query('SELECT pg_advisory_xact_lock(7710001)');
-    const timer = setTimeout(() => void holder.query('COMMIT'), 3_000);
+    const release = await holdPgLock(db.url, 7710001);
+    const timer = setTimeout(release, 3_000);
     cleanups.push(() => clearTimeout(timer));
     const migrating = openPostgres(db.url, { answerDeadlineMs: 1_000 });
     cleanups.push(() => migrating.close());
     expect(await migrate(migrating)).toMatchObject({ unknown: [] });
   }, 30_000);
 
-  it('a COMMIT the server is slow to answer is waited for: never 503 for a write that committed', async () => {
-    const { db, t, key } = await brokerOnRelay();
-    const admin = new pg.Client({ connectionString: db.url });
-    await admin.connect();
-    cleanups.push(() => admin.end());
-    // A commit that takes 6 s on the server (a slow fsync, a lagging synchronous standby): a deferred trigger.
-    await admin.query(
-      'CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(6); RETURN NULL; END $$',
-    );
-    await admin.query(
-      'CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON builtin_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow()',
-    );
-    const res = await t.request('POST', '/v1/api-keys/tenant/primary/rotate', { key });
-    expect(res.status).toBe(200);
-    const { key: rotated } = (await res.json()) as { key: string };
-    await admin.query('DROP TRIGGER slow_commit ON builtin_keys');
-    expect((await t.request('GET', '/v1/whoami', { key: rotated })).status).toBe(200);
-  }, 30_000);
-
   it('connections killed over and over under writes: each write is done or 503, and the process lives on', async () => {
     const { db, t, key } = await brokerOnRelay();
-    const admin = new pg.Client({ connectionString: db.url });
-    await admin.connect();
-    cleanups.push(() => admin.end());
+    const admin = await pgSession(db.url);
     let killing = true;
     const killer = (async () => {
       while (killing) {
@@ -408,7 +350,7 @@ describe(`a mistake in a query (${engine})`, () => {
   it('a wrong number of parameters is the error it is, not an outage to wait out (503)', async () => {
     const db = await createTestDatabase();
     cleanups.push(() => db.drop());
-    const driver = db.engine === 'sqlite' ? openSqlite(db.file!) : openPostgres(db.url);
+    const driver = openDriver(db);
     cleanups.push(() => driver.close());
     const error = await driver.get('SELECT ? AS a, ? AS b', [1]).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(Error);

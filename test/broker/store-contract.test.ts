@@ -7,8 +7,6 @@ import { createLogger } from '../../broker/logger.js';
 import { appendAudit } from '../../broker/store/audit-rows.js';
 import { migrate } from '../../broker/store/migrations.js';
 import { openStore, storeOn } from '../../broker/store/open-store.js';
-import { openPostgres } from '../../broker/store/postgres.js';
-import { openSqlite } from '../../broker/store/sqlite.js';
 import {
   type AuditEventInput,
   type FineGrainedKey,
@@ -17,7 +15,7 @@ import {
   type Tenant,
 } from '../../broker/store/store.js';
 import { TEST_KEK } from '../support/broker.js';
-import { createTestDatabase, requestedEngine, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, openDriver, requestedEngine, type TestDatabase } from '../support/database.js';
 import { deferred } from '../support/deferred.js';
 
 const actor = { kind: 'tenant', id: 'tenant/primary' };
@@ -221,8 +219,7 @@ describe(`store contract (${requestedEngine()})`, () => {
     const t = await tenant('foxtrot-two');
     await store.audit.append(audit(t.id, 'before'), 1);
     // A second connection (another replica, or another of this one's) commits a change slowly.
-    const config = loadConfig({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32) }).database;
-    const other = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
+    const other = openDriver(db);
     try {
       const gate = deferred();
       const appended = deferred();
@@ -519,11 +516,7 @@ describe(`store contract (${requestedEngine()})`, () => {
   it('an upgrade keeps the signing keys stored before keys had an activation time signing as they did', async () => {
     // A database as the previous version left it: without active_from, and migration 3 not yet applied.
     const older = await createTestDatabase(store.engine);
-    const config = loadConfig({
-      DATABASE_URL: older.url,
-      BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32),
-    }).database;
-    const raw = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
+    const raw = openDriver(older);
     try {
       await migrate(raw);
       await raw.exec('ALTER TABLE signing_keys DROP COLUMN active_from');
@@ -563,11 +556,7 @@ describe(`store contract (${requestedEngine()})`, () => {
 
   it('a database a newer version migrated still opens, and says which migrations this version does not know', async () => {
     const newer = await createTestDatabase(store.engine);
-    const config = loadConfig({
-      DATABASE_URL: newer.url,
-      BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32),
-    }).database;
-    const raw = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
+    const raw = openDriver(newer);
     try {
       await migrate(raw);
       await raw.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [

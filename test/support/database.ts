@@ -3,6 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { openPostgres } from '../../broker/store/postgres.js';
+import type { SqlDriver } from '../../broker/store/sql.js';
+import { openSqlite } from '../../broker/store/sqlite.js';
 
 export type Engine = 'sqlite' | 'postgres';
 
@@ -70,4 +73,9 @@ export async function createTestDatabase(
       }
     },
   };
+}
+
+/** A driver of its own on `db`: another replica's connection, or a raw look at the schema. */
+export function openDriver(db: TestDatabase): SqlDriver {
+  return db.engine === 'sqlite' ? openSqlite(db.file!) : openPostgres(db.url);
 }
