@@ -133,6 +133,11 @@ function database(env: Env): DatabaseConfig {
   throw new ConfigError('DATABASE_URL', 'expected sqlite:PATH or postgres://USER:PASS@HOST:PORT/DB');
 }
 
+/** A URL as a parser writes it, without the slash of an empty path: the form an `iss` is compared in. */
+function asWritten(url: URL): string {
+  return url.pathname === '/' ? url.origin : url.href;
+}
+
 function trustedIssuers(env: Env): TrustedIssuerConfig[] {
   const name = 'BROKER_TRUSTED_ISSUERS';
   const raw = setting(env, name, `[{"issuer":"${GITHUB_ISSUER}"}]`);
@@ -166,7 +171,7 @@ function trustedIssuers(env: Env): TrustedIssuerConfig[] {
       );
     }
     // The token's iss is compared as a string: a host in capitals or a default port (:443) never equals it.
-    const canonical = issuerUrl.pathname === '/' ? issuerUrl.origin : issuerUrl.href;
+    const canonical = asWritten(issuerUrl);
     if (canonical !== issuer) {
       throw new ConfigError(`${at}.issuer`, `"${issuer}" must be written as tokens carry it: "${canonical}"`);
     }
@@ -218,8 +223,7 @@ export function loadConfig(env: Env): BrokerConfig {
   }
   // It is the iss of every token, which verifiers compare as a string, and the base of the metadata URL they
   // derive (RFC 8414): only the form a URL parser writes. The path is not repeated: it may hold a secret.
-  const canonical = parsedPublicUrl.pathname === '/' ? parsedPublicUrl.origin : parsedPublicUrl.href;
-  if (canonical !== publicUrl) {
+  if (asWritten(parsedPublicUrl) !== publicUrl) {
     throw new ConfigError(
       'BROKER_PUBLIC_URL',
       `must be written as a URL parser writes it (host in lower case, no default port, the path percent-encoded), e.g. ${parsedPublicUrl.origin}${parsedPublicUrl.pathname === '/' ? '' : '/…'}`,
