@@ -5,6 +5,8 @@ export type RateDecision = { ok: true } | { ok: false; retryAfterSeconds: number
 
 export interface RateLimiter {
   take(key: string): RateDecision;
+  /** How many keys it holds a bucket for. */
+  keys(): number;
 }
 
 interface Bucket {
@@ -12,6 +14,9 @@ interface Bucket {
   updated: number;
   refusing: boolean;
 }
+
+/** Buckets held before the first sweep for full ones. */
+const FIRST_SWEEP = 1024;
 
 export function createRateLimiter(options: {
   perMinute: number;
@@ -24,22 +29,32 @@ export function createRateLimiter(options: {
   const perMs = options.perMinute / 60_000;
   const maxKeys = options.maxKeys ?? 100_000;
   const buckets = new Map<string, Bucket>();
+  let nextSweep = Math.min(FIRST_SWEEP, maxKeys);
 
   const refill = (bucket: Bucket, at: number) => {
     bucket.tokens = Math.min(burst, bucket.tokens + (at - bucket.updated) * perMs);
     bucket.updated = at;
   };
 
-  const prune = (at: number) => {
+  /**
+   * Drops the full buckets, which a new one would equal. Each sweep waits for the map to double, so a fleet that
+   * exchanges once per repository holds about as many buckets as repositories in the last refill time, not every
+   * repository it has seen, at a constant cost per new key.
+   */
+  const sweep = (at: number) => {
     for (const [key, bucket] of buckets) {
       refill(bucket, at);
       if (bucket.tokens >= burst) buckets.delete(key);
     }
-    // Still too many: every key is busy; forget the oldest to stay bounded.
-    for (const key of buckets.keys()) {
-      if (buckets.size <= maxKeys) break;
-      buckets.delete(key);
+    // Still too many: every key is busy; forget the oldest tenth, so the next sweep is as far off.
+    if (buckets.size >= maxKeys) {
+      let excess = buckets.size - Math.floor(maxKeys * 0.9);
+      for (const key of buckets.keys()) {
+        if (excess-- <= 0) break;
+        buckets.delete(key);
+      }
     }
+    nextSweep = Math.min(maxKeys, Math.max(FIRST_SWEEP, buckets.size * 2));
   };
 
   return {
@@ -47,7 +62,7 @@ export function createRateLimiter(options: {
       const at = now();
       let bucket = buckets.get(key);
       if (!bucket) {
-        if (buckets.size >= maxKeys) prune(at);
+        if (buckets.size >= nextSweep) sweep(at);
         bucket = { tokens: burst, updated: at, refusing: false };
         buckets.set(key, bucket);
       } else {
@@ -63,5 +78,6 @@ export function createRateLimiter(options: {
       const retryAfterSeconds = Math.max(1, Math.ceil((1 - bucket.tokens) / perMs / 1000));
       return { ok: false, retryAfterSeconds, startsRun };
     },
+    keys: () => buckets.size,
   };
 }
