@@ -7,7 +7,7 @@ import { HTTPException } from 'hono/http-exception';
 import { routePath } from 'hono/route';
 import type { BrokerConfig } from './config.js';
 import type { AccessTokens } from './core/access-tokens.js';
-import type { AuthenticateDeps } from './core/authenticate.js';
+import { type AuthenticateDeps, unauthenticated } from './core/authenticate.js';
 import type { IssuerKeys } from './core/issuer-keys.js';
 import type { KeyDigester } from './core/keys.js';
 import type { RateLimiter } from './core/rate-limit.js';
@@ -32,7 +32,7 @@ import { registerTokenRoutes } from './http/tokens.js';
 import { registerWellKnownRoutes } from './http/well-known.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
-import type { Store } from './store/store.js';
+import { RequesterWithdrawn, type Store } from './store/store.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -100,6 +100,12 @@ export function createApp(deps: AppDeps): BrokerApp {
   const mediaTypesOf = bodyMediaTypes(app);
   // Hono's validators throw bare HTTPExceptions: say which types the route takes, or why its body was refused.
   const explained = (thrown: Error, c: Context<BrokerEnv>): unknown => {
+    if (thrown instanceof RequesterWithdrawn) {
+      return unauthenticated(
+        'the API key or token was rotated or revoked while this request was in flight; nothing was changed',
+        'invalid_token',
+      );
+    }
     if (!(thrown instanceof HTTPException)) return thrown;
     if (thrown.status === 415) return unsupportedMediaType(mediaTypesOf(c.req.method, c.req.routePath));
     return bodyRefusal(c) ?? thrown;

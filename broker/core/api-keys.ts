@@ -1,10 +1,17 @@
 // Built-in key rotation and fine-grained keys (DESIGN §3): shown once, stored as digests, no escalation.
 import { randomUUID } from 'node:crypto';
 import { BrokerError } from '../errors.js';
-import type { Actor, BuiltinKeySlot, BuiltinKind, FineGrainedKey, Slot, Store } from '../store/store.js';
+import type {
+  AuditEventInput,
+  BuiltinKeySlot,
+  BuiltinKind,
+  FineGrainedKey,
+  Slot,
+  Store,
+} from '../store/store.js';
 import { generateKey, type KeyDigester, keyHint } from './keys.js';
 import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
-import { actorOf, type Principal } from './principal.js';
+import { changedBy, type Principal } from './principal.js';
 
 export interface KeyDeps {
   store: Store;
@@ -21,7 +28,7 @@ export type Expiration = keyof typeof EXPIRATIONS;
  * credential) or the operator CLI.
  */
 export async function rotateBuiltinKey(
-  { tenantId, actor }: { tenantId: string; actor: Actor },
+  { tenantId, ...by }: { tenantId: string } & Pick<AuditEventInput, 'actor' | 'requester'>,
   kind: BuiltinKind,
   slot: Slot,
   deps: KeyDeps,
@@ -38,7 +45,7 @@ export async function rotateBuiltinKey(
       tenantId,
       type: 'api_key.rotated',
       outcome: 'success',
-      actor,
+      ...by,
       target: { type: 'api_key', id: `${kind}/${slot}` },
       details: { hint: keyHint(key) },
     },
@@ -109,7 +116,7 @@ export async function createFineGrainedKey(
       tenantId: key.tenantId,
       type: 'fine_grained_key.created',
       outcome: 'success',
-      actor: actorOf(principal),
+      ...changedBy(principal),
       target: { type: 'fine_grained_key', id, name },
       details: { permissions, expires_at: new Date(key.expiresAt).toISOString(), hint: key.hint },
     },
@@ -122,7 +129,7 @@ export async function revokeFineGrainedKey(principal: Principal, id: string, dep
     tenantId: principal.tenant.id,
     type: 'fine_grained_key.revoked',
     outcome: 'success',
-    actor: actorOf(principal),
+    ...changedBy(principal),
     target: { type: 'fine_grained_key', id, name: key.name },
   }));
   if (!deleted) throw new BrokerError('not_found', `no fine-grained key with id "${id}" in this tenant`);

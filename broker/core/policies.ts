@@ -4,7 +4,7 @@ import type { AuditEventInput, Store } from '../store/store.js';
 import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
 import { type PolicyFieldError, type PolicyRulesContext, validatePolicy } from './policy-rules.js';
 import type { PolicyClaims, PolicyRecord, TrustPolicy } from './policy-types.js';
-import { actorOf, type Principal } from './principal.js';
+import { changedBy, type Principal } from './principal.js';
 
 export interface PolicyDeps {
   store: Store;
@@ -88,7 +88,7 @@ function auditEvent(
     tenantId: principal.tenant.id,
     type,
     outcome: 'success',
-    actor: actorOf(principal),
+    ...changedBy(principal),
     target: { type: 'trust_policy', id, name },
     details,
   };

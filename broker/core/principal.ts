@@ -1,5 +1,5 @@
 // Who is calling: the tenant, the credential and its effective permissions (DESIGN §2).
-import type { Actor, BuiltinKind, Slot, Tenant } from '../store/store.js';
+import type { Actor, AuditEventInput, BuiltinKind, Slot, Tenant } from '../store/store.js';
 import { enabledPermissions, type Permission, withImplied } from './permissions.js';
 
 export type CredentialKind = BuiltinKind | 'fine-grained' | 'access-token';
@@ -46,6 +46,20 @@ export function effectivePermissions(
 export function actorOf(principal: Principal): Actor {
   const { kind, id, name } = principal.credential;
   return name === undefined ? { kind, id } : { kind, id, name };
+}
+
+/**
+ * The audit fields of a change this principal asks for: who it is, and the credential the change commits only
+ * while it still holds (a key rotated or revoked while its request is in flight changes nothing).
+ */
+export function changedBy(principal: Principal): Pick<AuditEventInput, 'actor' | 'requester'> {
+  return {
+    actor: actorOf(principal),
+    requester:
+      principal.keyDigest !== undefined
+        ? { keyDigest: principal.keyDigest }
+        : { tokenJti: principal.credential.id },
+  };
 }
 
 export const OPERATOR: Actor = { kind: 'operator', id: 'cli' };

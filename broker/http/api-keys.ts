@@ -2,7 +2,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { type KeyDeps, rotateBuiltinKey } from '../core/api-keys.js';
 import type { AuthenticateDeps } from '../core/authenticate.js';
-import { actorOf } from '../core/principal.js';
+import { changedBy } from '../core/principal.js';
 import { BUILTIN_KINDS, type BuiltinKeySlot, SLOTS } from '../store/store.js';
 import { guard, refusal } from './auth.js';
 import type { BrokerEnv } from './context.js';
@@ -98,7 +98,7 @@ export function registerApiKeyRoutes(
       }
       const principal = c.get('principal');
       const rotated = await rotateBuiltinKey(
-        { tenantId: principal.tenant.id, actor: actorOf(principal) },
+        { tenantId: principal.tenant.id, ...changedBy(principal) },
         kind,
         slot,
         deps,

@@ -3,7 +3,7 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AccessTokens } from '../core/access-tokens.js';
 import { grantablePermissions } from '../core/api-keys.js';
 import { type AuthenticateDeps, unauthenticated } from '../core/authenticate.js';
-import { actorOf } from '../core/principal.js';
+import { actorOf, changedBy } from '../core/principal.js';
 import { BrokerError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { guard, refusal } from './auth.js';
@@ -223,7 +223,7 @@ export function registerTokenRoutes(
         tenantId: principal.tenant.id,
         type: 'token.revoked',
         outcome: 'success',
-        actor: actorOf(principal),
+        ...changedBy(principal),
         target: {
           type: 'access_token',
           id: result.claims.jti,

@@ -1,6 +1,6 @@
 // Audit events in SQL: appended inside the transaction of the change they describe, or group-committed.
 import type { SqlDriver, SqlExecutor, SqlStatement } from './sql.js';
-import type { AuditEvent, AuditEventInput, Store } from './store.js';
+import { type AuditEvent, type AuditEventInput, RequesterWithdrawn, type Store } from './store.js';
 
 interface AuditRow {
   id: number;
@@ -31,6 +31,26 @@ export function auditInsert(event: AuditEventInput, at: number, onlyIf?: SqlStat
       ...(onlyIf?.params ?? []),
     ],
   };
+}
+
+/**
+ * Rejects with RequesterWithdrawn when the event's requester no longer holds: its key was rotated or revoked, or
+ * its token revoked, after the request authenticated it. Run in the change's transaction before the change (a
+ * key may rotate or revoke itself): writes take turns, so a rotation either committed before, and this finds
+ * it, or commits after this change, which the key was still good for.
+ */
+export async function checkRequester(tx: SqlExecutor, event: AuditEventInput): Promise<void> {
+  const { requester } = event;
+  if (!requester) return;
+  const holds =
+    'keyDigest' in requester
+      ? (await tx.get(
+          'SELECT 1 AS found FROM builtin_keys WHERE digest = ? UNION ALL SELECT 1 FROM fine_grained_keys WHERE digest = ?',
+          [requester.keyDigest, requester.keyDigest],
+        )) !== undefined
+      : (await tx.get('SELECT 1 AS found FROM revoked_tokens WHERE jti = ?', [requester.tokenJti])) ===
+        undefined;
+  if (!holds) throw new RequesterWithdrawn();
 }
 
 export async function appendAudit(db: SqlExecutor, event: AuditEventInput, at: number): Promise<void> {

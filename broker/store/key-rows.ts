@@ -1,5 +1,5 @@
 // Built-in key slots and fine-grained keys in SQL; only digests and hints are stored.
-import { appendAudit } from './audit-rows.js';
+import { appendAudit, checkRequester } from './audit-rows.js';
 import { forUpdate, type SqlDriver } from './sql.js';
 import type { AuditEventInput, BuiltinKeySlot, FineGrainedKey, Store } from './store.js';
 import { revokeTokensMintedBy } from './token-rows.js';
@@ -72,6 +72,7 @@ export function keyRows(db: SqlDriver): Store['keys'] {
     },
     rotate: (tenantId, kind, slot, key, at, audit) =>
       db.transaction(async (tx) => {
+        await checkRequester(tx, audit);
         await tx.run(
           'UPDATE builtin_keys SET digest = ?, hint = ?, last_rotated_at = ? WHERE tenant_id = ? AND kind = ? AND slot = ?',
           [key.digest, key.hint, at, tenantId, kind, slot],
@@ -89,6 +90,7 @@ export function keyRows(db: SqlDriver): Store['keys'] {
     },
     createFineGrained: (key, stored, audit) =>
       db.transaction(async (tx) => {
+        await checkRequester(tx, audit);
         await tx.run(
           `INSERT INTO fine_grained_keys (${KEY_COLUMNS}, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
           [
@@ -129,9 +131,11 @@ export function keyRows(db: SqlDriver): Store['keys'] {
         );
         if (!row) return undefined;
         const key = keyFromRow(row);
+        const event = audit(key);
+        await checkRequester(tx, event);
         await tx.run('DELETE FROM fine_grained_keys WHERE tenant_id = ? AND id = ?', [tenantId, id]);
         const revoked = await revokeTokensMintedBy(tx, tenantId, id, at);
-        await appendAudit(tx, withRevokedCount(audit(key), revoked), at);
+        await appendAudit(tx, withRevokedCount(event, revoked), at);
         return key;
       }),
     async touchFineGrained(id, at) {

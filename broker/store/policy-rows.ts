@@ -1,6 +1,6 @@
 // Trust policies in SQL, indexed by (tenant, issuer, owner, repository) so lookups stay flat as policies grow.
 import type { PolicyClaims, PolicyRecord, TrustPolicy } from '../core/policy-types.js';
-import { appendAudit } from './audit-rows.js';
+import { appendAudit, checkRequester } from './audit-rows.js';
 import { bytewise, forUpdate, type SqlDriver, UniqueViolation } from './sql.js';
 import type { Created, Store } from './store.js';
 
@@ -80,6 +80,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
     create: (tenantId, id, input, at, audit) =>
       catchingNameClash<Created<TrustPolicy>>(() =>
         db.transaction(async (tx) => {
+          await checkRequester(tx, audit);
           await tx.run(
             `INSERT INTO trust_policies (name, name_key, description, issuer, owner_key, repository_key, claims,
                max_session_duration_seconds, permissions, allow_pull_request_target, id, tenant_id, created_at, updated_at)
@@ -98,6 +99,8 @@ export function policyRows(db: SqlDriver): Store['policies'] {
             [tenantId, id],
           );
           if (!before) return undefined;
+          const event = audit(fromRow(before));
+          await checkRequester(tx, event);
           // Every replacement moves updated_at forward, even within one millisecond (or a clock behind another
           // replica's): an exchange commits only while the policy it read is unchanged (see recordExchange).
           const updatedAt = Math.max(at, before.updated_at + 1);
@@ -107,7 +110,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
              WHERE tenant_id = ? AND id = ?`,
             [...values(input), updatedAt, tenantId, id],
           );
-          await appendAudit(tx, audit(fromRow(before)), at);
+          await appendAudit(tx, event, at);
           return { ok: true, value: { ...input, id, tenantId, createdAt: before.created_at, updatedAt } };
         }),
       ),
@@ -119,8 +122,10 @@ export function policyRows(db: SqlDriver): Store['policies'] {
         );
         if (!row) return undefined;
         const policy = fromRow(row);
+        const event = audit(policy);
+        await checkRequester(tx, event);
         await tx.run('DELETE FROM trust_policies WHERE tenant_id = ? AND id = ?', [tenantId, id]);
-        await appendAudit(tx, audit(policy), at);
+        await appendAudit(tx, event, at);
         return policy;
       }),
     get,

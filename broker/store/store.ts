@@ -10,6 +10,20 @@ export class GrantingPolicyChanged extends Error {
   }
 }
 
+/**
+ * The credential a change was asked for with was rotated or revoked after the request authenticated it, and
+ * before the change could commit: nothing was changed.
+ */
+export class RequesterWithdrawn extends Error {
+  constructor() {
+    super('the credential that asked for the change was rotated or revoked meanwhile');
+    this.name = 'RequesterWithdrawn';
+  }
+}
+
+/** The credential a change was asked for with: an API key by its digest, or an access token by its `jti`. */
+export type Requester = { keyDigest: string } | { tokenJti: string };
+
 export const BUILTIN_KINDS = ['tenant', 'tenant-read-only', 'secure-registry'] as const;
 export type BuiltinKind = (typeof BUILTIN_KINDS)[number];
 export const SLOTS = ['primary', 'secondary'] as const;
@@ -74,6 +88,11 @@ export interface AuditEventInput {
   actor: Actor;
   target?: { type: string; id: string; name?: string };
   details?: Record<string, unknown>;
+  /**
+   * Not recorded. The credential the change was asked for with: the change commits only while that key still
+   * exists, or that token is not revoked, and rejects with RequesterWithdrawn otherwise.
+   */
+  requester?: Requester;
 }
 
 export interface AuditEvent extends AuditEventInput {

@@ -1,7 +1,7 @@
 // Replay records for exchanged OIDC tokens, the access tokens minted from API keys and the deny-list of
 // revoked access tokens, in SQL.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { appendAudit, auditInsert } from './audit-rows.js';
+import { appendAudit, auditInsert, checkRequester } from './audit-rows.js';
 import type { SqlDriver, SqlExecutor } from './sql.js';
 import { GrantingPolicyChanged, type Store } from './store.js';
 
@@ -84,6 +84,7 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
       ).probe === 1,
     revoke: (jti, tenantId, expiresAt, at, audit) =>
       db.transaction(async (tx) => {
+        await checkRequester(tx, audit);
         await tx.run(
           'INSERT INTO revoked_tokens (jti, tenant_id, revoked_at, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (jti) DO NOTHING',
           [jti, tenantId, at, expiresAt],

@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ALL_PERMISSIONS } from '../../broker/core/permissions.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { deferred } from '../support/deferred.js';
 
 let t: TestBroker;
 let tenantKey: string;
@@ -245,6 +246,224 @@ describe('rotation', () => {
       actor: { kind: 'tenant', id: 'tenant/primary' },
       target: { type: 'api_key', id: 'tenant-read-only/primary' },
     });
+  });
+});
+
+describe('a credential rotated or revoked while its request is in flight', () => {
+  /**
+   * Sends `request`, holds it once its credential has been looked up (authenticated), runs `withdraw` (rotating
+   * or revoking that credential), then lets the request go on; resolves to its answer.
+   */
+  async function overlapping(request: () => Promise<Response>, withdraw: () => Promise<void>) {
+    const { tenants, tokens } = t.broker.store;
+    const byId = tenants.byId;
+    const isRevoked = tokens.isRevoked;
+    const authenticated = deferred();
+    const proceed = deferred();
+    let held = false;
+    const hold = async () => {
+      if (held) return;
+      held = true;
+      authenticated.resolve();
+      await proceed.promise;
+    };
+    tenants.byId = async (id) => {
+      await hold();
+      return byId(id);
+    };
+    tokens.isRevoked = async (jti) => {
+      const revoked = await isRevoked(jti);
+      await hold();
+      return revoked;
+    };
+    try {
+      const answer = request();
+      await authenticated.promise;
+      tenants.byId = byId;
+      tokens.isRevoked = isRevoked;
+      await withdraw();
+      proceed.resolve();
+      return await answer;
+    } finally {
+      tenants.byId = byId;
+      tokens.isRevoked = isRevoked;
+    }
+  }
+
+  type Caller = { kind: string; key: string; withdraw: () => Promise<void> };
+  const callers: Record<string, () => Promise<Caller>> = {
+    'a Tenant API key rotated': async () => ({
+      kind: 'tenant',
+      key: await rotate('tenant', 'secondary'),
+      withdraw: async () => void (await rotate('tenant', 'secondary')),
+    }),
+    'a fine-grained key revoked': async () => {
+      const res = await t.request('POST', '/v1/fine-grained-keys', {
+        key: tenantKey,
+        json: {
+          name: 'leaked',
+          expiration: '7d',
+          permissions: ['api-keys:write', 'oidc-federation:write', 'harden-runner:read'],
+        },
+      });
+      const { id, key } = (await res.json()) as { id: string; key: string };
+      return {
+        kind: 'fine-grained',
+        key,
+        withdraw: async () =>
+          expect((await t.request('DELETE', `/v1/fine-grained-keys/${id}`, { key: tenantKey })).status).toBe(
+            204,
+          ),
+      };
+    },
+    'an access token revoked': async () => {
+      const res = await t.request('POST', '/v1/tokens', {
+        key: tenantKey,
+        json: { permissions: ['oidc-federation:write', 'harden-runner:read'] },
+      });
+      const token = ((await res.json()) as { access_token: string }).access_token;
+      return {
+        kind: 'access-token',
+        key: token,
+        withdraw: async () => {
+          const revoked = await t.request('POST', '/v1/tokens/revoke', {
+            key: tenantKey,
+            body: `token=${token}`,
+            headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+          });
+          expect(revoked.status).toBe(200);
+        },
+      };
+    },
+  };
+
+  const policy = (name: string) => ({
+    name,
+    claims: { repository: 'acme/infra', ref: 'refs/heads/main' },
+    permissions: ['harden-runner:read'],
+  });
+  const policyNames = async () =>
+    (
+      (await (await t.request('GET', '/v1/oidc/policies', { key: tenantKey })).json()) as {
+        policies: { id: string; name: string }[];
+      }
+    ).policies.map((p) => p.name);
+  const fineGrainedNames = async () =>
+    (
+      (await (await t.request('GET', '/v1/fine-grained-keys', { key: tenantKey })).json()) as {
+        keys: { name: string }[];
+      }
+    ).keys.map((k) => k.name);
+  const createPolicy = async (name: string) => {
+    const res = await t.request('POST', '/v1/oidc/policies', { key: tenantKey, json: policy(name) });
+    expect(res.status).toBe(201);
+    return ((await res.json()) as { policy: { id: string } }).policy.id;
+  };
+
+  /**
+   * Each change an API key or token can ask for: what it needs in place first (made with the Tenant API key),
+   * the request, and a check that nothing changed.
+   */
+  interface Change {
+    callers: string[];
+    prepare?: () => Promise<string>;
+    send: (key: string, id: string) => Promise<Response>;
+    unchanged: (id: string) => Promise<void>;
+  }
+  const everyCaller = Object.keys(callers);
+  const keyCallers = ['a Tenant API key rotated', 'a fine-grained key revoked'];
+  const changes: Record<string, Change> = {
+    'creating a fine-grained key': {
+      callers: keyCallers,
+      send: (key) =>
+        t.request('POST', '/v1/fine-grained-keys', {
+          key,
+          json: { name: 'child', expiration: '1y', permissions: ['api-keys:write'] },
+        }),
+      unchanged: async () => expect(await fineGrainedNames()).not.toContain('child'),
+    },
+    'revoking a fine-grained key': {
+      callers: keyCallers,
+      prepare: async () => {
+        const res = await t.request('POST', '/v1/fine-grained-keys', {
+          key: tenantKey,
+          json: { name: 'victim', expiration: '7d', permissions: ['audit-log:read'] },
+        });
+        return ((await res.json()) as { id: string }).id;
+      },
+      send: (key, id) => t.request('DELETE', `/v1/fine-grained-keys/${id}`, { key }),
+      unchanged: async () => expect(await fineGrainedNames()).toContain('victim'),
+    },
+    'rotating another slot': {
+      callers: ['a Tenant API key rotated'],
+      send: (key) => t.request('POST', '/v1/api-keys/tenant/primary/rotate', { key }),
+      unchanged: async () =>
+        expect((await t.request('GET', '/v1/whoami', { key: tenantKey })).status).toBe(200),
+    },
+    'revoking an access token': {
+      callers: keyCallers,
+      prepare: async () => {
+        const res = await t.request('POST', '/v1/tokens', { key: tenantKey, json: {} });
+        return ((await res.json()) as { access_token: string }).access_token;
+      },
+      send: (key, token) =>
+        t.request('POST', '/v1/tokens/revoke', {
+          key,
+          body: `token=${token}`,
+          headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+        }),
+      unchanged: async (token) =>
+        expect((await t.request('GET', '/v1/whoami', { key: token })).status).toBe(200),
+    },
+    'creating a trust policy': {
+      callers: everyCaller,
+      send: (key) => t.request('POST', '/v1/oidc/policies', { key, json: policy('intruder') }),
+      unchanged: async () => expect(await policyNames()).toEqual([]),
+    },
+    'replacing a trust policy': {
+      callers: everyCaller,
+      prepare: () => createPolicy('deploy'),
+      send: (key, id) => t.request('PUT', `/v1/oidc/policies/${id}`, { key, json: policy('replaced') }),
+      unchanged: async () => expect(await policyNames()).toEqual(['deploy']),
+    },
+    'deleting a trust policy': {
+      callers: everyCaller,
+      prepare: () => createPolicy('deploy'),
+      send: (key, id) => t.request('DELETE', `/v1/oidc/policies/${id}`, { key }),
+      unchanged: async () => expect(await policyNames()).toEqual(['deploy']),
+    },
+  };
+
+  it('a key may still rotate its own slot, or revoke itself', async () => {
+    const secondary = await rotate('tenant', 'secondary');
+    const replaced = await rotate('tenant', 'secondary', secondary);
+    expect((await t.request('GET', '/v1/whoami', { key: secondary })).status).toBe(401);
+    expect((await t.request('GET', '/v1/whoami', { key: replaced })).status).toBe(200);
+    const res = await t.request('POST', '/v1/fine-grained-keys', {
+      key: tenantKey,
+      json: { name: 'self', expiration: '7d', permissions: ['api-keys:write'] },
+    });
+    const self = (await res.json()) as { id: string; key: string };
+    expect((await t.request('DELETE', `/v1/fine-grained-keys/${self.id}`, { key: self.key })).status).toBe(
+      204,
+    );
+    expect(await fineGrainedNames()).not.toContain('self');
+  });
+
+  const cases = Object.entries(changes).flatMap(([change, { callers: who }]) =>
+    who.map((caller) => [change, caller] as const),
+  );
+  it.each(cases)('%s, with %s meanwhile, answers 401 and changes nothing', async (change, callerName) => {
+    const caller = await callers[callerName]!();
+    const { prepare, send, unchanged } = changes[change]!;
+    const id = (await prepare?.()) ?? '';
+    const res = await overlapping(() => send(caller.key, id), caller.withdraw);
+    expect(res.status).toBe(401);
+    expect(await res.json()).toMatchObject({
+      code: 'unauthenticated',
+      detail: expect.stringMatching(/nothing/),
+    });
+    await unchanged(id);
   });
 });
 
