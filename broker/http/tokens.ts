@@ -199,7 +199,8 @@ export function registerTokenRoutes(
       tags: ['Tokens'],
       summary: 'Revoke an access token (RFC 7009)',
       description:
-        'A token may revoke itself; revoking another token of the tenant needs `api-keys:write`. Every replica ' +
+        'A token may revoke itself, and an API key the tokens it minted; revoking another token of the tenant needs ' +
+        '`api-keys:write`. Every replica ' +
         'refuses it from the next request on. Unknown, expired or foreign tokens are answered 200, as RFC 7009 says.',
       security: [{ bearerAuth: [] }],
       middleware: [guard(auth)] as const,
@@ -210,12 +211,16 @@ export function registerTokenRoutes(
       const principal = c.get('principal');
       const result = await deps.accessTokens.verify(tokenFrom(c.req.valid('form'), c.req.valid('json')));
       if (!result.ok || result.tenant.id !== principal.tenant.id) return c.body(null, 200);
+      // RFC 7009 §2.1: a token may be revoked by itself, or by the client it was issued to (the API key that
+      // minted it, its client_id).
       const own =
-        principal.credential.kind === 'access-token' && principal.credential.id === result.claims.jti;
+        principal.credential.kind === 'access-token'
+          ? principal.credential.id === result.claims.jti
+          : principal.credential.id === result.claims.client_id;
       if (!own && !principal.permissions.includes('api-keys:write')) {
         throw refusal(
           { permission: 'api-keys:write' },
-          "revoking another credential's token needs the api-keys:write permission",
+          'revoking a token that another credential minted, or an exchanged one, needs the api-keys:write permission',
         );
       }
       const at = deps.now();

@@ -143,6 +143,32 @@ describe('exchanged access tokens', () => {
     expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(401);
   });
 
+  it('the API key that minted a token may revoke it (RFC 7009: the client it was issued to), but not a token of another key', async () => {
+    const bot = await json<{ key: string }>(
+      f.t.request('POST', '/v1/fine-grained-keys', {
+        key: f.key,
+        json: { name: 'ci-bot', expiration: '7d', permissions: ['harden-runner:read'] },
+      }),
+    );
+    const minted = await json<{ access_token: string }>(f.t.request('POST', '/v1/tokens', { key: bot.key }));
+    const others = await json<{ access_token: string }>(f.t.request('POST', '/v1/tokens', { key: f.key }));
+    const foreign = await f.t.request('POST', '/v1/tokens/revoke', {
+      key: bot.key,
+      ...form(others.access_token),
+    });
+    expect(foreign.status).toBe(403);
+    expect((await f.t.request('GET', '/v1/whoami', { key: others.access_token })).status).toBe(200);
+    const own = await f.t.request('POST', '/v1/tokens/revoke', {
+      key: bot.key,
+      ...form(minted.access_token),
+    });
+    expect(own.status).toBe(200);
+    expect((await f.t.request('GET', '/v1/whoami', { key: minted.access_token })).status).toBe(401);
+    expect(await newestEvent('token.revoked')).toMatchObject({
+      actor: { kind: 'fine-grained', name: 'ci-bot' },
+    });
+  });
+
   it('expire: refused after exp', async () => {
     const token = await exchanged();
     f.t.clock.now += 1200_000;
