@@ -467,6 +467,92 @@ describe('a credential rotated or revoked while its request is in flight', () =>
   });
 });
 
+describe('a refused request in the audit log', () => {
+  interface Event {
+    type: string;
+    target: { type: string; id: string } | null;
+    details: Record<string, unknown>;
+  }
+  async function events(type: string): Promise<Event[]> {
+    const res = await t.request('GET', `/v1/audit-events?type=${type}`, { key: tenantKey });
+    return ((await res.json()) as { events: Event[] }).events;
+  }
+
+  it('names the slot, key or policy it was aimed at, as the events of their changes do, and the path', async () => {
+    const readOnly = await rotate('tenant-read-only', 'primary');
+    const created = await t.request('POST', '/v1/fine-grained-keys', {
+      key: tenantKey,
+      json: { name: 'deploy-bot', expiration: '7d', permissions: ['audit-log:read'] },
+    });
+    const victim = ((await created.json()) as { id: string }).id;
+    const policyRes = await t.request('POST', '/v1/oidc/policies', {
+      key: tenantKey,
+      json: {
+        name: 'p',
+        claims: { repository: 'acme/x', ref: 'refs/heads/main' },
+        permissions: ['audit-log:read'],
+      },
+    });
+    const policy = ((await policyRes.json()) as { policy: { id: string } }).policy.id;
+    const editor = await fineGrained(['oidc-federation:write', 'audit-log:read']);
+
+    const refused = [
+      await t.request('POST', '/v1/api-keys/tenant/primary/rotate', { key: readOnly }),
+      // An id in upper case names the same key.
+      await t.request('DELETE', `/v1/fine-grained-keys/${victim.toUpperCase()}`, { key: readOnly }),
+      await t.request('DELETE', `/v1/oidc/policies/${policy}`, { key: readOnly }),
+      // Refused by the route itself, after its checks: a grant beyond the editor's own permissions.
+      await t.request('PUT', `/v1/oidc/policies/${policy}`, {
+        key: editor,
+        json: { name: 'p', claims: { repository: 'acme/x' }, permissions: ['harden-runner:write'] },
+      }),
+    ];
+    expect(refused.map((r) => r.status)).toEqual([403, 403, 403, 403]);
+
+    const keyCreated = (await events('fine_grained_key.created')).find((e) => e.target?.id === victim);
+    const [policyCreated] = await events('policy.created');
+    const keyTarget = { type: keyCreated!.target!.type, id: keyCreated!.target!.id };
+    const policyTarget = { type: policyCreated!.target!.type, id: policyCreated!.target!.id };
+    const denied = (await events('permission.denied')).reverse();
+    expect(denied.map((e) => e.target)).toEqual([
+      { type: 'api_key', id: 'tenant/primary' },
+      keyTarget,
+      policyTarget,
+      policyTarget,
+    ]);
+    expect(denied.map((e) => [e.details.method, e.details.path, e.details.code])).toEqual([
+      ['POST', '/v1/api-keys/tenant/primary/rotate', 'forbidden'],
+      ['DELETE', `/v1/fine-grained-keys/${victim.toUpperCase()}`, 'forbidden'],
+      ['DELETE', `/v1/oidc/policies/${policy}`, 'forbidden'],
+      ['PUT', `/v1/oidc/policies/${policy}`, 'permission_escalation'],
+    ]);
+    expect(denied[1]!.details.route).toBe('/v1/fine-grained-keys/:id');
+  });
+
+  it('a refusal aimed at no resource has no target', async () => {
+    const readOnly = await rotate('tenant-read-only', 'primary');
+    const res = await t.request('POST', '/v1/oidc/policies', {
+      key: readOnly,
+      json: { name: 'p', claims: { repository: 'acme/x' }, permissions: ['audit-log:read'] },
+    });
+    expect(res.status).toBe(403);
+    const [event] = await events('permission.denied');
+    expect(event).toMatchObject({ target: null, details: { path: '/v1/oidc/policies' } });
+  });
+
+  it('records a key pasted into the path as its hint, and no target for what is not an id', async () => {
+    const readOnly = await rotate('tenant-read-only', 'primary');
+    const res = await t.request('DELETE', `/v1/fine-grained-keys/${tenantKey}`, { key: readOnly });
+    expect(res.status).toBe(403);
+    const [event] = await events('permission.denied');
+    expect(JSON.stringify(event)).not.toContain(tenantKey.slice(4, 36));
+    expect(event).toMatchObject({
+      target: null,
+      details: { path: `/v1/fine-grained-keys/ssa_…${tenantKey.slice(-4)}` },
+    });
+  });
+});
+
 describe('a secret sent where it does not belong', () => {
   it('is never echoed in an error body: keys show as their hint, tokens not at all', async () => {
     const minted = await t.request('POST', '/v1/tokens', { key: tenantKey, json: {} });
