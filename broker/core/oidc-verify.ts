@@ -1,5 +1,6 @@
 // Strict verification of a GitHub Actions OIDC token (SECURITY-CASES A–H); yields typed, verified claims.
 import { type KeyObject, verify } from 'node:crypto';
+import { GITHUB_OWNER } from './github-names.js';
 import type { IssuerKeys } from './issuer-keys.js';
 import { parseCompactJws } from './jws-compact.js';
 
@@ -68,7 +69,6 @@ const ALLOWED_HEADER = new Set(['alg', 'kid', 'typ', 'x5t']);
 const KID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 const X5T_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
 const REPOSITORY_PATTERN = /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/;
-const OWNER_PATTERN = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
 const ID_PATTERN = /^[0-9]+$/;
 const MAX_AUDIENCE_LENGTH = 255;
 /**
@@ -248,7 +248,7 @@ function checkClaims(payload: Record<string, unknown>, iss: string, deps: Verify
 
   if (!REPOSITORY_PATTERN.test(claims.repository))
     return invalid('repository claim is not a GitHub owner/name');
-  if (!OWNER_PATTERN.test(claims.repository_owner))
+  if (!GITHUB_OWNER.test(claims.repository_owner))
     return invalid('repository_owner claim is not a GitHub owner');
   if (!ID_PATTERN.test(claims.repository_id)) return invalid('repository_id claim is not a numeric string');
   if (!ID_PATTERN.test(claims.repository_owner_id)) {

@@ -1,4 +1,5 @@
 // Validation of a submitted trust policy (DESIGN §4): well-formed claim values, no contradictions, defaults, warnings.
+import { GITHUB_OWNER } from './github-names.js';
 import type { PolicyClaimField, PolicyClaims, PolicyInput, PolicyRecord } from './policy-types.js';
 import { COMMIT_SHA, MAX_SESSION_SECONDS, POLICY_CLAIM_FIELDS } from './policy-types.js';
 
@@ -17,7 +18,6 @@ export interface PolicyRulesContext {
   defaultIssuer: string;
 }
 
-const OWNER = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
 const REPO_NAME = /^[A-Za-z0-9_.-]+$/;
 const NUMERIC_ID = /^[0-9]+$/;
 const ANY_CASE_SHA1 = /^[0-9a-fA-F]{40}$/;
@@ -59,8 +59,8 @@ function charCount(value: string): number {
 function ownerProblem(value: string, what: string): string | null {
   if (PATTERN_CHARS.test(value))
     return `${what} ${COMPARED_WHOLE}; to allow every repository of an owner, set only claims.repository_owner`;
-  if (!OWNER.test(value))
-    return `${what} must be a GitHub account name: letters, digits and hyphens, not starting with a hyphen (e.g. acme)`;
+  if (!GITHUB_OWNER.test(value))
+    return `${what} must be a GitHub account name: letters, digits, hyphens and, for an Enterprise Managed User, an underscore (handle_shortcode), starting with a letter or digit (e.g. acme)`;
   if (value.length > 39) return `${what} must be at most 39 characters, the GitHub limit for account names`;
   return null;
 }

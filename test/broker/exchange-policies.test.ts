@@ -205,6 +205,26 @@ describe('matching (DESIGN §4)', () => {
   }
 });
 
+describe('an Enterprise Managed User owner (handle_shortcode)', () => {
+  it("an admin creates a policy for its repository, and the repository's jobs exchange their tokens", async () => {
+    const claims = {
+      repository_owner: 'mona_acme',
+      repository: 'mona_acme/tools',
+      job_workflow_ref: 'mona_acme/tools/.github/workflows/build.yml@refs/heads/main',
+      ref: 'refs/heads/main',
+    };
+    const res = await f.t.request('POST', '/v1/oidc/policies', {
+      key: f.key,
+      json: { name: 'mona-tools', claims, permissions: ['harden-runner:read'] },
+    });
+    expect(res.status, await res.clone().text()).toBe(201);
+    const got = await allowed({ ...claims, sub: 'repo:mona_acme/tools:ref:refs/heads/main' });
+    expect(got).toMatchObject({ policy: 'mona-tools', permissions: ['harden-runner:read'] });
+    expect(got.minted).toMatchObject({ repository: 'mona_acme/tools', repository_owner: 'mona_acme' });
+    await denied(403, 'no_matching_policy', { ...claims, repository: 'mona_acme/other' });
+  });
+});
+
 describe('selection', () => {
   it('the most specific matching policy wins, in the response and the minted token', async () => {
     await f.policy('broad', { claims: { repository_owner: 'acme' } });

@@ -565,7 +565,7 @@ const cases: Case[] = [
     token: () => sign({ repository }),
     reason: /repository claim is not a GitHub owner\/name/,
   })),
-  ...['-acme', 'acme_corp', '\u0430cme'].map((owner) => ({
+  ...['-acme', '_acme', 'acme.corp', '\u0430cme'].map((owner) => ({
     id: 'G6',
     name: `repository_owner ${JSON.stringify(owner)}`,
     token: () => sign({ repository_owner: owner }),
@@ -769,6 +769,13 @@ describe('verifyOidcToken accepts genuine tokens', () => {
     const result = await verify(sign({ custom: [{ a: 1 }, { a: 2, b: { a: [3] } }] }));
     expect(result.ok).toBe(true);
     if (result.ok) expect('custom' in result.claims).toBe(false);
+  });
+
+  it("accepts an Enterprise Managed User's repository, whose owner is handle_shortcode", async () => {
+    const owner = { repository: 'mona_acme/tools', repository_owner: 'mona_acme' };
+    const job_workflow_ref = 'mona_acme/tools/.github/workflows/build.yml@refs/heads/main';
+    const result = await verify(sign({ ...owner, job_workflow_ref }));
+    expect(result).toMatchObject({ ok: true, claims: { ...owner, job_workflow_ref } });
   });
 
   it('G19 compares the repository owner case-insensitively', async () => {

@@ -93,6 +93,15 @@ describe('accepted values', () => {
     ['an owner only', {}, { repository: '', repository_owner: 'acme' }],
     ['a 39-character owner', {}, { repository: '', repository_owner: long(39) }],
     [
+      "an Enterprise Managed User's handle_shortcode as owner, repository owner and workflow owner",
+      {},
+      {
+        repository_owner: 'mona_acme',
+        repository: 'mona_acme/tools',
+        job_workflow_ref: 'mona-cat_acme/shared/.github/workflows/build.yml@refs/heads/main',
+      },
+    ],
+    [
       'a repository of any case with a matching owner',
       {},
       { repository: 'ACME/Infra', repository_owner: 'acme' },
@@ -161,6 +170,14 @@ describe('errors name the field', () => {
       /account name/,
     ],
     ['an owner with a space', {}, { repository_owner: 'ac me' }, 'claims.repository_owner', /account name/],
+    [
+      'an owner starting with an underscore',
+      {},
+      { repository_owner: '_acme' },
+      'claims.repository_owner',
+      /account name/,
+    ],
+    ['an owner with a dot', {}, { repository: 'ac.me/infra' }, 'claims.repository', /account name/],
     ['a Cyrillic owner (G6)', {}, { repository_owner: 'аcme' }, 'claims.repository_owner', /account name/],
     ['a 40-character owner', {}, { repository_owner: long(40) }, 'claims.repository_owner', /39/],
     ['a wildcard owner', {}, { repository_owner: 'acme*' }, 'claims.repository_owner', /compared whole/],
