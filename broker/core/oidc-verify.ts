@@ -163,9 +163,9 @@ export async function verifyOidcToken(token: string, deps: VerifyDeps): Promise<
   }
 
   // The issuer is matched against configuration before any key lookup, so no token steers a fetch.
-  const iss = payload.iss;
-  if (typeof iss !== 'string') return invalid('iss claim is missing or not a string');
-  if (!deps.issuers.isTrusted(iss)) return invalid(`issuer ${show(iss, 100)} is not trusted`);
+  const issuerIssue = issuerProblem(payload.iss, deps.issuers);
+  if (issuerIssue) return invalid(issuerIssue);
+  const iss = payload.iss as string;
 
   const lookup = await deps.issuers.getKey(iss, kid);
   if (lookup === undefined) return invalid(`unknown signing key '${kid}' for issuer ${iss}`);
@@ -186,16 +186,76 @@ export async function verifyOidcToken(token: string, deps: VerifyDeps): Promise<
   return checkClaims(payload, iss, deps);
 }
 
+function issuerProblem(iss: unknown, issuers: Pick<IssuerKeys, 'isTrusted'>): string | null {
+  if (typeof iss !== 'string') return 'iss claim is missing or not a string';
+  return issuers.isTrusted(iss) ? null : `issuer ${show(iss, 100)} is not trusted`;
+}
+
+function audienceProblem(aud: unknown): string | null {
+  if (aud === undefined) return 'aud claim is missing';
+  if (Array.isArray(aud)) return 'aud claim must be a single string, not an array';
+  if (typeof aud !== 'string') return 'aud claim must be a string';
+  if (aud === '' || aud === '*' || aud.length > MAX_AUDIENCE_LENGTH || /[\s\p{Cc}]/u.test(aud)) {
+    return 'aud claim is empty, a wildcard or malformed';
+  }
+  return null;
+}
+
+/** A required claim must be a non-empty string; an optional one, when present, a string. */
+function stringClaimProblem(name: string, value: unknown, required: boolean): string | null {
+  if (required && (typeof value !== 'string' || value === ''))
+    return `${name} claim is missing or not a non-empty string`;
+  if (typeof value !== 'string') return `${name} claim must be a string`;
+  if (UNSAFE_IN_CLAIM.test(value)) return `${name} claim holds a control or unpaired surrogate character`;
+  return null;
+}
+
+type ShapedClaims = Partial<
+  Record<'repository' | 'repository_owner' | 'repository_id' | 'repository_owner_id', string>
+>;
+
+/** The GitHub shapes of the repository, the owner and their ids, and that the repository is the owner's. */
+function shapeProblem(claims: ShapedClaims): string | null {
+  const { repository, repository_owner: owner, repository_id, repository_owner_id } = claims;
+  if (repository !== undefined && !REPOSITORY_PATTERN.test(repository))
+    return 'repository claim is not a GitHub owner/name';
+  if (owner !== undefined && !GITHUB_OWNER.test(owner)) return 'repository_owner claim is not a GitHub owner';
+  if (repository_id !== undefined && !ID_PATTERN.test(repository_id))
+    return 'repository_id claim is not a numeric string';
+  if (repository_owner_id !== undefined && !ID_PATTERN.test(repository_owner_id)) {
+    return 'repository_owner_id claim is not a numeric string';
+  }
+  if (repository === undefined || owner === undefined) return null;
+  // Both sides are ASCII after the pattern checks, so lower-casing is a plain case fold.
+  if (repository.slice(0, repository.indexOf('/')).toLowerCase() !== owner.toLowerCase()) {
+    return `repository ${show(repository)} does not belong to repository_owner ${show(owner)}`;
+  }
+  return null;
+}
+
+/**
+ * Why the exchange refuses a token carrying these claims (401 invalid_token, in its words), judging only the
+ * claims given — typed-in claims may leave any out, and have no signature or times to check; null when none
+ * of them would be refused.
+ */
+export function givenClaimsProblem(
+  claims: Record<string, unknown>,
+  issuers: Pick<IssuerKeys, 'isTrusted'>,
+): string | null {
+  const given = (name: string) => claims[name] !== undefined;
+  const problems = [
+    given('iss') ? issuerProblem(claims.iss, issuers) : null,
+    given('aud') ? audienceProblem(claims.aud) : null,
+    ...REQUIRED_STRING_CLAIMS.filter(given).map((name) => stringClaimProblem(name, claims[name], true)),
+    ...OPTIONAL_STRING_CLAIMS.filter(given).map((name) => stringClaimProblem(name, claims[name], false)),
+  ];
+  return problems.find((p) => p !== null) ?? shapeProblem(claims as ShapedClaims);
+}
+
 function checkClaims(payload: Record<string, unknown>, iss: string, deps: VerifyDeps): VerifyResult {
   const aud = payload.aud;
-  if (typeof aud !== 'string') {
-    return invalid(
-      Array.isArray(aud) ? 'aud claim must be a single string, not an array' : 'aud claim is missing',
-    );
-  }
-  if (aud === '' || aud === '*' || aud.length > MAX_AUDIENCE_LENGTH || /[\s\p{Cc}]/u.test(aud)) {
-    return invalid('aud claim is empty, a wildcard or malformed');
-  }
+  const audienceIssue = audienceProblem(aud);
+  if (audienceIssue) return invalid(audienceIssue);
 
   for (const name of TIME_CLAIMS) {
     const v = payload[name];
@@ -216,11 +276,8 @@ function checkClaims(payload: Record<string, unknown>, iss: string, deps: Verify
   if (exp - iat > MAX_LIFETIME_SECONDS) return invalid('token lifetime exceeds 24 hours');
 
   for (const name of REQUIRED_STRING_CLAIMS) {
-    const v = payload[name];
-    if (typeof v !== 'string' || v === '')
-      return invalid(`${name} claim is missing or not a non-empty string`);
-    if (UNSAFE_IN_CLAIM.test(v))
-      return invalid(`${name} claim holds a control or unpaired surrogate character`);
+    const issue = stringClaimProblem(name, payload[name], true);
+    if (issue) return invalid(issue);
   }
   const claims = {
     iss,
@@ -240,26 +297,12 @@ function checkClaims(payload: Record<string, unknown>, iss: string, deps: Verify
   for (const name of OPTIONAL_STRING_CLAIMS) {
     const v = payload[name];
     if (v === undefined) continue;
-    if (typeof v !== 'string') return invalid(`${name} claim must be a string`);
-    if (UNSAFE_IN_CLAIM.test(v))
-      return invalid(`${name} claim holds a control or unpaired surrogate character`);
-    claims[name] = v;
+    const issue = stringClaimProblem(name, v, false);
+    if (issue) return invalid(issue);
+    claims[name] = v as string;
   }
 
-  if (!REPOSITORY_PATTERN.test(claims.repository))
-    return invalid('repository claim is not a GitHub owner/name');
-  if (!GITHUB_OWNER.test(claims.repository_owner))
-    return invalid('repository_owner claim is not a GitHub owner');
-  if (!ID_PATTERN.test(claims.repository_id)) return invalid('repository_id claim is not a numeric string');
-  if (!ID_PATTERN.test(claims.repository_owner_id)) {
-    return invalid('repository_owner_id claim is not a numeric string');
-  }
-  // Both sides are ASCII after the pattern checks, so lower-casing is a plain case fold.
-  const owner = claims.repository.slice(0, claims.repository.indexOf('/'));
-  if (owner.toLowerCase() !== claims.repository_owner.toLowerCase()) {
-    return invalid(
-      `repository ${show(claims.repository)} does not belong to repository_owner ${show(claims.repository_owner)}`,
-    );
-  }
+  const shapeIssue = shapeProblem(claims);
+  if (shapeIssue) return invalid(shapeIssue);
   return { ok: true, claims };
 }

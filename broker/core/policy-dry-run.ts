@@ -1,7 +1,12 @@
 // The admin's "why was my workflow denied?" tool: a token's or typed-in claims against every policy, changing nothing.
 import type { Tenant } from '../store/store.js';
 import type { IssuerKeys } from './issuer-keys.js';
-import { CLOCK_SKEW_SECONDS, type VerifyErrorCode, verifyOidcToken } from './oidc-verify.js';
+import {
+  CLOCK_SKEW_SECONDS,
+  givenClaimsProblem,
+  type VerifyErrorCode,
+  verifyOidcToken,
+} from './oidc-verify.js';
 import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
 import { type Explanation, explainPolicies, policyNameKey } from './policy-evaluate.js';
 import type { TrustPolicy } from './policy-types.js';
@@ -47,10 +52,14 @@ export interface DryRun {
   audience: { expected: string; matches: boolean | null };
   explanation: Explanation;
   /**
-   * Why the exchange would refuse what the policies allow, or before looking at them: the token's audience is
-   * not this tenant's, or the token was already exchanged. Null when the policies' decision stands.
+   * Why the exchange would refuse what the policies allow, or before looking at them: no token it accepts could
+   * carry the typed-in claims (`detail` says why, in its words), the token's audience is not this tenant's, or
+   * the token was already exchanged. Null when the policies' decision stands.
    */
-  refusal: 'audience_mismatch' | 'token_replayed' | null;
+  refusal:
+    | { code: 'invalid_token'; detail: string }
+    | { code: 'audience_mismatch' | 'token_replayed' }
+    | null;
   /** Things the admin should know that the per-policy results do not say. */
   warnings: string[];
 }
@@ -79,7 +88,7 @@ function claimWarnings(claims: Record<string, unknown>, tenant: Tenant): string[
   for (const [name, value] of Object.entries(claims)) {
     if (typeof value !== 'string') {
       warnings.push(
-        `claims.${name} is ${kindOf(value)}: GitHub puts every claim in the token as a string, and a value of another type never matches`,
+        `claims.${name} is ${kindOf(value)}: GitHub puts every claim in the token as a string; a value of another type never matches, and the exchange refuses a token carrying one`,
       );
     }
   }
@@ -117,6 +126,8 @@ export async function dryRunPolicies(
 
   let claims: Record<string, unknown>;
   let used: { iss: string; jti: string } | undefined;
+  // Why the exchange would refuse any token carrying the typed-in claims; a verified token's have passed.
+  let tokenProblem: string | null = null;
   if (request.oidcToken !== undefined) {
     // No jti is recorded: the same token can still be exchanged, or evaluated again.
     const verified = await verifyOidcToken(request.oidcToken, {
@@ -129,8 +140,12 @@ export async function dryRunPolicies(
     used = verified.claims;
   } else {
     // A claim given as null is absent, as a denial echoes it: pasted claims get the exchange's answer.
-    const given = Object.entries(request.claims ?? {}).filter(([, value]) => value !== null);
-    claims = trustRelevant({ iss: deps.defaultIssuer, ...Object.fromEntries(given) });
+    const given = {
+      iss: deps.defaultIssuer,
+      ...Object.fromEntries(Object.entries(request.claims ?? {}).filter(([, value]) => value !== null)),
+    };
+    claims = trustRelevant(given);
+    tokenProblem = givenClaimsProblem(given, deps.issuerKeys);
   }
 
   const policies = await deps.policies(tenant.id);
@@ -149,12 +164,12 @@ export async function dryRunPolicies(
   }
   const aud = claims.aud;
   const audienceMatches = aud === undefined ? null : aud === tenant.audience;
-  // A typed-in aud that is not a string is warned about above (GitHub's never is); only another audience is refused.
-  let refusal: DryRun['refusal'] =
-    typeof aud === 'string' && aud !== tenant.audience ? 'audience_mismatch' : null;
-  // As in the exchange, a token is found used up only once a policy grants it.
-  if (!refusal && explanation.decision.allow && used && (await deps.wasExchanged(used.iss, used.jti))) {
-    refusal = 'token_replayed';
+  // In the exchange's order: the token's claims, its audience, then (once a policy grants it) whether it is used up.
+  let refusal: DryRun['refusal'] = null;
+  if (tokenProblem !== null) refusal = { code: 'invalid_token', detail: tokenProblem };
+  else if (typeof aud === 'string' && aud !== tenant.audience) refusal = { code: 'audience_mismatch' };
+  else if (explanation.decision.allow && used && (await deps.wasExchanged(used.iss, used.jti))) {
+    refusal = { code: 'token_replayed' };
     warnings.push(
       'this token was already exchanged, and each OIDC token is exchanged once: the policies would allow a new one',
     );

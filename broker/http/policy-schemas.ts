@@ -165,10 +165,15 @@ export const EvaluateResult = z
           'no_matching_policy',
           'permission_not_allowed',
           'ambiguous_policy',
+          'invalid_token',
           'audience_mismatch',
           'token_replayed',
         ])
         .optional(),
+      detail: z.string().optional().openapi({
+        description:
+          'For `invalid_token`: why the exchange refuses any token carrying the claims given, as its 401 says.',
+      }),
       policy: z.string().optional(),
       permissions: z.array(PermissionId).optional(),
       duration_seconds: z.number().int().optional(),

@@ -3,7 +3,7 @@ import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import type { AppDeps } from '../app.js';
 import { GITHUB_ISSUER } from '../config.js';
 import type { AuthenticateDeps } from '../core/authenticate.js';
-import { dryRunPolicies } from '../core/policy-dry-run.js';
+import { type DryRun, dryRunPolicies } from '../core/policy-dry-run.js';
 import { type Decision, type PolicyExplanation, policyNameKey } from '../core/policy-evaluate.js';
 import type { TrustPolicy } from '../core/policy-types.js';
 import { workflowSnippet } from '../core/workflow-snippet.js';
@@ -39,6 +39,12 @@ function decisionView(d: Decision) {
   return { allowed: false, reason: d.reason };
 }
 
+/** What the exchange would refuse though the policies allow it, or before it reads them. */
+function refusalView(refusal: NonNullable<DryRun['refusal']>) {
+  const { code, ...detail } = refusal;
+  return { allowed: false, reason: code, ...detail };
+}
+
 /** Registered by registerPolicyRoutes, beside the policies they read. */
 export function registerPolicyToolRoutes(
   app: OpenAPIHono<BrokerEnv>,
@@ -57,7 +63,9 @@ export function registerPolicyToolRoutes(
       description:
         'Answers "why was my workflow denied?": each policy\'s match with every mismatched field (expected and ' +
         'actual value), whether it covers the requested permissions, and the decision the exchange would make ' +
-        "(`audience_mismatch` when `aud` is not this tenant's, `token_replayed` for a token already exchanged). " +
+        '(`invalid_token` with its `detail` when the exchange refuses any token carrying the claims given, such as an ' +
+        "`aud` that is not one string; `audience_mismatch` when `aud` is not this tenant's; `token_replayed` for a " +
+        'token already exchanged). ' +
         'An `oidc_token` is verified like the exchange does, but not used up.',
       security: [{ bearerAuth: [] }],
       middleware: [guard(auth, 'oidc-federation:read')] as const,
@@ -110,9 +118,7 @@ export function registerPolicyToolRoutes(
           expected_audience: result.audience.expected,
           audience_matches: result.audience.matches,
           policies: result.explanation.policies.map(policyResult),
-          decision: result.refusal
-            ? { allowed: false, reason: result.refusal }
-            : decisionView(result.explanation.decision),
+          decision: result.refusal ? refusalView(result.refusal) : decisionView(result.explanation.decision),
           warnings: result.warnings,
         },
         200,

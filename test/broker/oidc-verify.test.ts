@@ -485,6 +485,7 @@ const cases: Case[] = [
     reason: /single string, not an array/,
   },
   { id: 'F7', name: 'aud missing', token: () => sign({ aud: undefined }), reason: /aud claim is missing/ },
+  { id: 'F7', name: 'aud a number', token: () => sign({ aud: 42 }), reason: /aud claim must be a string/ },
   ...['', '*', 'acme api'].map((aud) => ({
     id: 'F7',
     name: `aud ${JSON.stringify(aud)}`,

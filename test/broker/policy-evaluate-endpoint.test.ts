@@ -210,12 +210,54 @@ describe('evaluate typed-in claims', () => {
       actual: null,
     });
     expect(e.warnings).toEqual([expect.stringMatching(/^claims\.repository_id is a number/)]);
+    // The exchange refuses a token carrying such a value before it reads any policy.
+    expect(e.decision).toEqual({
+      allowed: false,
+      reason: 'invalid_token',
+      detail: 'repository_id claim is missing or not a non-empty string',
+    });
   });
 
-  it("iss defaults to GitHub's; another issuer matches no policy", async () => {
+  it("iss defaults to GitHub's; another issuer matches no policy, and the exchange does not trust it", async () => {
     const e = await evaluate({ claims: { ...JOB, iss: 'https://gitlab.example.com' } });
     expect(e.policies.every((p) => p.mismatches.some((m) => m.field === 'issuer'))).toBe(true);
-    expect(e.decision).toEqual({ allowed: false, reason: 'no_matching_policy' });
+    expect(e.decision).toEqual({
+      allowed: false,
+      reason: 'invalid_token',
+      detail: "issuer 'https://gitlab.example.com' is not trusted",
+    });
+  });
+
+  describe('claims no token the exchange accepts could carry get its refusal, never "allowed"', () => {
+    const job = {
+      repository_owner: 'acme',
+      repository: 'acme/infra',
+      ref: 'refs/heads/main',
+      event_name: 'push',
+    };
+
+    it('the same job with well-formed claims is allowed', async () => {
+      const e = await evaluate({ claims: { ...job, aud: DEFAULT_AUDIENCE } });
+      expect(e.decision).toMatchObject({ allowed: true, policy: 'infra-main' });
+    });
+
+    it.each<[string, Record<string, unknown>, boolean | null]>([
+      ["aud as a list holding the tenant's audience", { aud: [DEFAULT_AUDIENCE] }, false],
+      ['aud as a number', { aud: 42 }, false],
+      ['aud as a wildcard', { aud: '*' }, false],
+      ['event_name as a list', { aud: DEFAULT_AUDIENCE, event_name: ['push'] }, true],
+      ['environment as a number', { environment: 1 }, null],
+      ['a repository that is not owner/name', { repository_owner: 'acme', repository: 'acme' }, null],
+    ])('%s: 401 invalid_token, as the exchange answers such a token', async (_, claims, audienceMatches) => {
+      const e = await evaluate({ claims: { ...job, ...claims } });
+      expect(e.audience_matches).toBe(audienceMatches);
+      expect(e.decision).toEqual({ allowed: false, reason: 'invalid_token', detail: expect.any(String) });
+      const exchanged = await t.request('POST', '/v1/oidc/token', {
+        json: { oidc_token: issuer.sign({ ...job, ...claims }) },
+      });
+      expect(exchanged.status).toBe(401);
+      expect(await exchanged.json()).toMatchObject({ code: 'invalid_token', detail: e.decision.detail });
+    });
   });
 
   it('pull_request_target runs match no policy that does not allow them', async () => {
