@@ -36,13 +36,21 @@ export const PolicyClaimsInput = z.strictObject(claimShape()).openapi('TrustPoli
     'Set at least `repository_owner` or `repository`.',
 });
 
+// The limits below are documentation only: the policy rules enforce them, with messages that name the rule and
+// count characters as people do (a zod limit would replace those messages and count UTF-16 code units).
 export const PolicyBody = z
   .strictObject({
     name: z.string().openapi({
+      minLength: 1,
+      maxLength: 100,
       description: '1–100 characters, unique in the tenant (case-insensitive).',
       example: 'deploy-infra',
     }),
-    description: z.string().nullable().optional().openapi({ description: 'At most 500 characters.' }),
+    description: z
+      .string()
+      .nullable()
+      .optional()
+      .openapi({ maxLength: 500, description: 'At most 500 characters.' }),
     issuer: z.string().optional().openapi({
       description: 'The token issuer; one of the issuers the broker trusts (`GET /v1/oidc/config`).',
       default: GITHUB_ISSUER,
@@ -55,7 +63,7 @@ export const PolicyBody = z
       default: 0,
       description: 'Longest token lifetime this policy grants; 0 uses the server default.',
     }),
-    permissions: PermissionList,
+    permissions: PermissionList.openapi({ minItems: 1 }),
     allow_pull_request_target: z.boolean().optional().openapi({
       default: false,
       description: 'Whether `pull_request_target` runs may use the policy. Leave false unless you must.',

@@ -78,6 +78,15 @@ describe('OpenAPI document', () => {
     expect((await t.request('GET', '/v1/reference/assets/swagger-ui.css')).status).toBe(200);
   });
 
+  it('documents the trust-policy request with its limits, as the fine-grained key request has them', () => {
+    const schema = committed.components.schemas.TrustPolicyInput;
+    expect(schema.required).toEqual(expect.arrayContaining(['name', 'claims', 'permissions']));
+    expect(schema.properties.name).toMatchObject({ minLength: 1, maxLength: 100 });
+    expect(schema.properties.description).toMatchObject({ maxLength: 500 });
+    expect(schema.properties.permissions).toMatchObject({ type: 'array', minItems: 1 });
+    expect(schema.properties.max_session_duration_seconds).toMatchObject({ minimum: 0, maximum: 3600 });
+  });
+
   it('documents the fine-grained key request with its limits', () => {
     const schema = committed.components.schemas.CreateFineGrainedKey;
     expect(schema.required).toEqual(expect.arrayContaining(['name', 'permissions']));

@@ -192,7 +192,14 @@ describe('validation: 422 invalid_policy naming the field, and nothing written',
   const base = infraMain();
   it.each<[string, Record<string, unknown>, string, RegExp?]>([
     ['missing name', { claims: base.claims, permissions: base.permissions }, 'name', /required/],
+    ['empty name', { ...base, name: '' }, 'name', /required \(1–100 characters\)/],
     ['name over 100 characters', { ...base, name: 'x'.repeat(101) }, 'name', /at most 100/],
+    [
+      'description over 500 characters',
+      { ...base, description: 'x'.repeat(501) },
+      'description',
+      /at most 500/,
+    ],
     ['no owner nor repository', { ...base, claims: { ref: 'refs/heads/main' } }, 'claims'],
     ['malformed repository', { ...base, claims: { repository: 'acme' } }, 'claims.repository', /owner\/name/],
     [
