@@ -1,6 +1,13 @@
 // PostgreSQL engine (pg Pool): `?` placeholders become `$n`; 64-bit integers come back as numbers.
 import pg from 'pg';
-import { type SqlDriver, type SqlExecutor, type SqlValue, StoreUnavailable, UniqueViolation } from './sql.js';
+import {
+  closingAfterWork,
+  type SqlDriver,
+  type SqlExecutor,
+  type SqlValue,
+  StoreUnavailable,
+  UniqueViolation,
+} from './sql.js';
 import { createWriteBatcher, inThreadFlush } from './write-batcher.js';
 
 const INT8_OID = 20;
@@ -161,7 +168,7 @@ export function openPostgres(
     }
   };
   const writeBatched = createWriteBatcher(inThreadFlush({ transaction }));
-  return {
+  return closingAfterWork({
     engine: 'postgres',
     ...executor(pool, QUERY_TIMEOUT_MS),
     transaction,
@@ -176,5 +183,5 @@ export function openPostgres(
       await writeBatched.drain();
       await pool.end();
     },
-  };
+  });
 }

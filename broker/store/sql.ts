@@ -66,6 +66,10 @@ export interface SqlDriver extends SqlExecutor {
   exec(sql: string): Promise<void>;
   /** Rejects unless the database answers, and is still the one this driver opened. */
   ping(): Promise<void>;
+  /**
+   * Lets the work begun before it finish, then closes the database; work begun once it has been called is
+   * refused as StoreUnavailable.
+   */
   close(): Promise<void>;
 }
 
@@ -90,6 +94,41 @@ const SQLITE_OUTAGE = /^SQLITE_(BUSY|FULL|IOERR)/;
 export function sqliteOutage(error: unknown): unknown {
   const code = (error as { code?: unknown }).code;
   return typeof code === 'string' && SQLITE_OUTAGE.test(code) ? new StoreUnavailable(error) : error;
+}
+
+/**
+ * `driver`, closing only once the work begun before close() has finished, and refusing what comes after it as
+ * StoreUnavailable (503 not_ready, to retry on another replica): a request that outlived its connection while
+ * the broker stops meets a database that is closing, never one already closed, which would be a 500.
+ */
+export function closingAfterWork(driver: SqlDriver): SqlDriver {
+  let closing: Promise<void> | undefined;
+  let working = 0;
+  let idle: (() => void) | undefined;
+  const admit = async <T>(work: () => Promise<T>): Promise<T> => {
+    if (closing) throw new StoreUnavailable(new Error('the database is closing'));
+    working++;
+    try {
+      return await work();
+    } finally {
+      if (--working === 0) idle?.();
+    }
+  };
+  return {
+    engine: driver.engine,
+    all: <T = Row>(sql: string, params?: readonly SqlValue[]) => admit(() => driver.all<T>(sql, params)),
+    get: <T = Row>(sql: string, params?: readonly SqlValue[]) => admit(() => driver.get<T>(sql, params)),
+    run: (sql, params) => admit(() => driver.run(sql, params)),
+    writeBatched: (write) => admit(() => driver.writeBatched(write)),
+    transaction: (fn, options) => admit(() => driver.transaction(fn, options)),
+    exec: (sql) => admit(() => driver.exec(sql)),
+    ping: () => admit(() => driver.ping()),
+    close: () =>
+      (closing ??= (async () => {
+        if (working > 0) await new Promise<void>((resolve) => (idle = resolve));
+        await driver.close();
+      })()),
+  };
 }
 
 /** A unique constraint was violated; `constraint` names the index so callers can say which field clashed. */

@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import {
+  closingAfterWork,
   type Row,
   type SqlDriver,
   type SqlExecutor,
@@ -152,7 +153,7 @@ export function openSqlite(path: string): SqlDriver {
     }
   }
 
-  return {
+  return closingAfterWork({
     engine: 'sqlite',
     ...outside,
     writeBatched,
@@ -173,5 +174,5 @@ export function openSqlite(path: string): SqlDriver {
       await writer?.close();
       db.close();
     },
-  };
+  });
 }

@@ -182,6 +182,57 @@ describe(`a write that waits 6 s for another's (${engine})`, () => {
   }, 30_000);
 });
 
+describe(`a database closing while requests run (${engine})`, () => {
+  it('each request under way when the broker stops completes or gets 503 not_ready, and every write answered is kept', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(() => db.drop());
+    const t = await startTestBroker({ db });
+    const { key } = await t.createTenant('acme');
+    // Fine-grained keys are created in a transaction of their own; minted tokens are recorded by group commit.
+    const burst = (from: number) =>
+      Array.from({ length: 20 }, (_, i) => from + i).map(async (n) => {
+        const name = `key-${n}`;
+        const res =
+          n % 2 === 0
+            ? await t.request('POST', '/v1/fine-grained-keys', {
+                key,
+                json: { name, expiration: '7d', permissions: ['audit-log:read'] },
+              })
+            : await t.request('POST', '/v1/tokens', { key, json: {} });
+        const body = (await res.json()) as { code?: string };
+        return { kind: n % 2 === 0 ? 'key' : 'token', name, status: res.status, code: body.code };
+      });
+    // The process closes the database once its connections are gone, but a request can outlive its connection
+    // (its client gave up, or the grace period ran out). Here writes are committing and others queued behind them
+    // when the database starts closing, and more arrive after.
+    const early = burst(0);
+    await Promise.race(early);
+    const late = burst(20);
+    const closed = t.broker.close();
+    const answers = await Promise.all([...early, ...late]);
+    await closed;
+
+    const refused = answers.filter((a) => a.status !== 201);
+    expect(refused.map((a) => `${a.status} ${a.code}`)).toEqual(refused.map(() => '503 not_ready'));
+    // Those that reached the database after it began closing.
+    expect(refused.length).toBeGreaterThan(0);
+    expect(t.logs.some((line) => line.includes('"status":500'))).toBe(false);
+    // After a restart, every key and token that was answered 201 is there.
+    const restarted = await startTestBroker({ db });
+    cleanups.push(() => restarted.broker.close());
+    const created = (await (await restarted.request('GET', '/v1/fine-grained-keys', { key })).json()) as {
+      keys: { name: string }[];
+    };
+    const minted = (await (
+      await restarted.request('GET', '/v1/audit-events?type=token.minted', { key })
+    ).json()) as { events: unknown[] };
+    const answered = (kind: string) => answers.filter((a) => a.kind === kind && a.status === 201);
+    const names = answered('key').map((a) => a.name);
+    expect(created.keys.map((k) => k.name).sort()).toEqual(names.sort());
+    expect(minted.events).toHaveLength(answered('token').length);
+  });
+});
+
 // What only PostgreSQL has: a COMMIT the server takes long to answer, a migration lock held by another replica.
 describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
   /** A driver that gives up on an answer after 1 s instead of 15, so that tests can wait past it quickly. */
