@@ -116,18 +116,17 @@ async function serve(config: BrokerConfig): Promise<number> {
         setTimeout(() => process.exit(0), EXIT_BACKSTOP_MS).unref();
       });
     };
-    // A repeated SIGTERM (supervisors and init shims resend it) changes nothing; a second Ctrl-C (SIGINT) at a
-    // terminal stops at once. The same Ctrl-C can arrive twice within moments, from the terminal and from npm,
-    // which passes it on under `npm start`: that is still the first.
+    // A repeated SIGTERM (supervisors and init shims resend it) changes nothing. A Ctrl-C (SIGINT) at a terminal
+    // while the broker is already stopping, whether a SIGTERM or an earlier Ctrl-C began it, stops at once. The
+    // same Ctrl-C can arrive twice within moments, from the terminal and from npm, which passes it on under
+    // `npm start`: that is still the first.
     process.on('SIGTERM', () => stop('SIGTERM'));
     let interrupted = 0;
     process.on('SIGINT', () => {
-      if (interrupted === 0) {
-        interrupted = Date.now();
-        stop('SIGINT');
-      } else if (Date.now() - interrupted > REPEATED_SIGNAL_MS) {
-        process.exit(130);
-      }
+      if (Date.now() - interrupted <= REPEATED_SIGNAL_MS) return;
+      if (stopping) process.exit(130);
+      interrupted = Date.now();
+      stop('SIGINT');
     });
   });
 }

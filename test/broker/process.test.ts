@@ -79,6 +79,30 @@ function expectNoRawKeys(logs: string, databaseFiles: string[], keys: string[]) 
   }
 }
 
+/**
+ * A request the broker is serving, whose body is not sent: a graceful stop waits for it (up to its 10 s grace).
+ * Resolves once the broker has read its headers (it answered `100 Continue`).
+ */
+async function requestInFlight(p: BrokerProcess, key: string) {
+  const url = new URL(`${p.url}/v1/fine-grained-keys`);
+  const req = request({
+    host: url.hostname,
+    port: url.port,
+    path: url.pathname,
+    method: 'POST',
+    headers: {
+      Authorization: `Bearer ${key}`,
+      'Content-Type': 'application/json',
+      'Content-Length': 100,
+      Expect: '100-continue',
+    },
+  });
+  req.on('error', () => {});
+  req.flushHeaders();
+  await new Promise((resolve) => req.once('continue', resolve));
+  return req;
+}
+
 beforeEach(async () => {
   db = await createTestDatabase();
 });
@@ -190,6 +214,21 @@ describe('broker process', () => {
       keys: { name: string }[];
     };
     expect(list.keys.map((k) => k.name)).toEqual(['in-flight']);
+  });
+
+  it('a Ctrl-C while SIGTERM has the broker waiting for in-flight requests stops it at once (exit 130)', async () => {
+    const key = await createTenantKey(env());
+    const p = await start();
+    const req = await requestInFlight(p, key);
+    p.child.kill('SIGTERM');
+    await vi.waitFor(() => expect(p.stdout()).toContain('"msg":"shutting down"'), {
+      timeout: 10_000,
+      interval: 50,
+    });
+    p.child.kill('SIGINT');
+    expect(await p.exited).toBe(130);
+    expect(p.stdout()).not.toContain('"msg":"stopped"');
+    req.destroy();
   });
 
   it.each([
