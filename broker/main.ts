@@ -124,7 +124,13 @@ async function serve(config: BrokerConfig): Promise<number> {
     let interrupted = 0;
     process.on('SIGINT', () => {
       if (Date.now() - interrupted <= REPEATED_SIGNAL_MS) return;
-      if (stopping) process.exit(130);
+      if (stopping) {
+        logger.warn('stopping at once', { signal: 'SIGINT' });
+        // process.exit() does not wait for the turn of the event loop that writes the buffered lines: written now
+        // (a file or a pipe with room takes them at once), the log ends saying why it ends.
+        sink.flush();
+        process.exit(130);
+      }
       interrupted = Date.now();
       stop('SIGINT');
     });
