@@ -94,10 +94,48 @@ export function classifyBrokerAnswer(answer: BrokerAnswer<unknown>, nowMs: numbe
   return { retry: true, reason: `The broker answered ${status}${code}`, afterMs };
 }
 
-/** Retry-After as delta-seconds or an HTTP date, in milliseconds from now; undefined when unreadable. */
+/**
+ * Retry-After (RFC 9110 §10.2.3) in milliseconds from now: delta-seconds, or an HTTP date in its preferred form
+ * or one of the two obsolete ones. Anything else, such as `-1`, `1.5` or an ISO 8601 date, is unreadable:
+ * undefined, not a guess (Date.parse would read `-1` as a day in 2001, i.e. "now").
+ */
 export function parseRetryAfter(value: string, nowMs: number): number | undefined {
   const trimmed = value.trim();
   if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
-  const date = Date.parse(trimmed);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - nowMs);
+  const date = parseHttpDate(trimmed, nowMs);
+  return date === undefined ? undefined : Math.max(0, date - nowMs);
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const DAY = '(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)';
+const LONG_DAY = '(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)';
+const MONTH = `(?<month>${MONTHS.join('|')})`;
+const TIME = '(?<hour>\\d\\d):(?<minute>\\d\\d):(?<second>\\d\\d)';
+const HTTP_DATES = [
+  // IMF-fixdate, the form servers send: `Sun, 06 Nov 1994 08:49:37 GMT`.
+  new RegExp(`^${DAY}, (?<day>\\d\\d) ${MONTH} (?<year>\\d{4}) ${TIME} GMT$`),
+  // RFC 850: `Sunday, 06-Nov-94 08:49:37 GMT`.
+  new RegExp(`^${LONG_DAY}, (?<day>\\d\\d)-${MONTH}-(?<year>\\d\\d) ${TIME} GMT$`),
+  // asctime: `Sun Nov  6 08:49:37 1994`, in GMT although it does not say so.
+  new RegExp(`^${DAY} ${MONTH} (?<day>[ \\d]\\d) ${TIME} (?<year>\\d{4})$`),
+];
+
+/** An HTTP-date in milliseconds since the epoch; undefined for any other text, or a day that does not exist. */
+function parseHttpDate(text: string, nowMs: number): number | undefined {
+  const parts = HTTP_DATES.map((format) => format.exec(text)?.groups).find((groups) => groups !== undefined);
+  if (!parts) return undefined;
+  let year = Number(parts.year);
+  // A two-digit year that would be more than 50 years ahead is in the past century (RFC 9110 §5.6.7).
+  if (parts.year!.length === 2) {
+    year += 2000;
+    if (year > new Date(nowMs).getUTCFullYear() + 50) year -= 100;
+  }
+  const month = MONTHS.indexOf(parts.month!);
+  const day = Number(parts.day);
+  const [hour, minute, second] = [Number(parts.hour), Number(parts.minute), Number(parts.second)];
+  if (hour > 23 || minute > 59 || second > 60) return undefined;
+  const ms = Date.UTC(year, month, day, hour, minute, second);
+  // Date.UTC would roll 31 June over into 1 July.
+  const date = new Date(ms);
+  return date.getUTCMonth() === month && date.getUTCDate() === day ? ms : undefined;
 }

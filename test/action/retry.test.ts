@@ -100,6 +100,7 @@ describe('retries', () => {
       'a 429 with a Retry-After that is not a time',
       () => problem(429, 'rate_limited', {}, { 'retry-after': 'whenever' }),
     ],
+    ['a 429 with a negative Retry-After', () => problem(429, 'rate_limited', {}, { 'retry-after': '-1' })],
     ['a 429 from a proxy without Retry-After', () => new HttpResponse('slow down', { status: 429 })],
   ])('does not retry %s: nothing says when a retry could succeed', async (_name, failure) => {
     const { issued, h, tokensSent } = await runWith(failure, ok);
@@ -110,11 +111,32 @@ describe('retries', () => {
     expect(h.io.logs.join('\n')).not.toContain('retrying');
   });
 
-  it('reads Retry-After as seconds or as an HTTP date', () => {
+  it('reads Retry-After as seconds or as an HTTP date, in any of its three forms', () => {
     const now = Date.parse('2025-06-01T12:00:00Z');
     expect(parseRetryAfter('12', now)).toBe(12_000);
+    expect(parseRetryAfter(' 0 ', now)).toBe(0);
     expect(parseRetryAfter('Sun, 01 Jun 2025 12:00:30 GMT', now)).toBe(30_000);
-    expect(parseRetryAfter('whenever', now)).toBeUndefined();
+    // The obsolete forms, which RFC 9110 still asks recipients to read: asctime's is in GMT too.
+    expect(parseRetryAfter('Sunday, 01-Jun-25 12:00:30 GMT', now)).toBe(30_000);
+    expect(parseRetryAfter('Sun Jun  1 12:00:30 2025', now)).toBe(30_000);
+    expect(parseRetryAfter('Sun, 01 Jun 2025 11:00:00 GMT', now)).toBe(0);
+  });
+
+  it.each([
+    'whenever',
+    '-1',
+    '1.5',
+    '1e3',
+    '0x10',
+    '2, 2',
+    '',
+    'Sun, 01 Jun 2025 12:00:30',
+    'Sun, 01 Jun 2025 12:00:30 +0000',
+    '2025-06-01T12:00:30Z',
+    'Sun, 31 Jun 2025 12:00:30 GMT',
+    'Sun, 01 Jun 2025 24:00:30 GMT',
+  ])('finds no time in Retry-After %j', (value) => {
+    expect(parseRetryAfter(value, Date.parse('2025-06-01T12:00:00Z'))).toBeUndefined();
   });
 
   it('backs off exponentially with jitter, capped, and stops after six attempts', async () => {
