@@ -169,21 +169,23 @@ function audienceMismatch(p: Problem, inputs?: ActionInputs): Explanation {
   const sent = typeof p.audience === 'string' ? p.audience : inputs?.audience;
   const expected = typeof p.expected_audience === 'string' ? p.expected_audience : undefined;
   const tenant = inputs?.tenant ?? 'your-tenant';
-  const body: Block[] = [];
-  if (expected) {
-    body.push(`Tenant ${code(tenant)} expects the audience ${code(expected)}. Set it on the step:`);
-    body.push({ yaml: `with:\n  tenant: ${yamlString(tenant)}\n  audience: ${yamlString(expected)}` });
-  } else {
-    body.push(
-      'The broker did not say which audience it expects. Check that `tenant` names the right tenant; a tenant ' +
-        'admin can read its audience from `GET /v1/oidc/config`.',
-    );
+  if (!expected) {
+    // The broker names the tenant's audience whenever it knows the tenant: without it, the tenant is unknown.
+    return {
+      title: `The broker does not know tenant ${inputs ? code(inputs.tenant) : '(not named)'} (401 audience_mismatch).`,
+      body: [
+        ...(p.detail ? [`Reason given: ${code(p.detail)}`] : []),
+        'Check that `tenant` is spelled right, and that `api-url` is the broker your tenant is on. ' +
+          "A tenant admin can copy the step's settings, tenant included, from `GET /v1/oidc/config`.",
+      ],
+    };
   }
   return {
-    title: `The broker rejected the OIDC token's audience: the token carried ${code(sent ?? '(unknown)')}${
-      expected ? ` but tenant ${code(tenant)} expects ${code(expected)}` : ''
-    }.`,
-    body,
+    title: `The broker rejected the OIDC token's audience: the token carried ${code(sent ?? '(unknown)')} but tenant ${code(tenant)} expects ${code(expected)}.`,
+    body: [
+      `Tenant ${code(tenant)} expects the audience ${code(expected)}. Set it on the step:`,
+      { yaml: `with:\n  tenant: ${yamlString(tenant)}\n  audience: ${yamlString(expected)}` },
+    ],
   };
 }
 

@@ -86,12 +86,20 @@ describe('explained failures', () => {
     expect(summary).toContain('audience: https://github.com/acme');
   });
 
-  it('audience_mismatch without the expected audience: points at the tenant configuration', async () => {
-    const { message } = await failureFor(() =>
-      problem(401, 'audience_mismatch', { audience: 'x.api.example' }),
+  it('audience_mismatch without the expected audience: says the broker knows no such tenant, in its words', async () => {
+    const { message, summary } = await failureFor(
+      () =>
+        problem(401, 'audience_mismatch', {
+          audience: 'acmee.api.stepsecurity.io',
+          detail: 'there is no tenant "acmee" on this broker',
+        }),
+      { tenant: 'acmee' },
     );
-    expect(message).toContain('the token carried `x.api.example`');
-    expect(message).toContain('GET /v1/oidc/config');
+    expect(message).toContain('The broker does not know tenant `acmee`');
+    expect(message).toContain('Reason given: `there is no tenant "acmee" on this broker`');
+    expect(message).toContain('Check that `tenant` is spelled right');
+    expect(message).not.toContain('did not say which audience');
+    expect(summary).toContain('there is no tenant "acmee" on this broker');
   });
 
   it("no_matching_policy: lists the job's claims and how matching works", async () => {

@@ -121,6 +121,20 @@ describe('the action against a real broker', () => {
     }
   });
 
+  it('a misspelt tenant fails saying the broker knows no such tenant', async () => {
+    const runner = await createActionRunner({ idToken: github });
+    try {
+      const main = await runner.run('main', { tenant: 'acmee', 'api-url': `${broker.url}/v1` });
+      expect(main.exitCode).not.toBe(0);
+      expect(main.stdout).toContain('::error::The broker does not know tenant `acmee`');
+      expect(main.stdout).toContain('there is no tenant "acmee" on this broker');
+      expect(main.summary).toContain('The broker does not know tenant `acmee`');
+      expect(main.outputs.token).toBeUndefined();
+    } finally {
+      await runner.close();
+    }
+  });
+
   it('a job no policy matches fails with its own claims in the message', async () => {
     const runner = await createActionRunner({ idToken: github });
     jobClaims = {
