@@ -1,5 +1,6 @@
 // Talks to the broker: the OIDC token exchange and RFC 7009 revocation, every outcome returned as a value.
 import type { Fetch, FetchResponse } from './deps.js';
+import { describeNetworkError } from './network-error.js';
 import { ProxySettingError } from './proxy.js';
 
 const USER_AGENT = 'stepsec-oidc-auth/1';
@@ -179,29 +180,14 @@ export function proxyFailure(error: ProxySettingError): BrokerFailure {
   return { kind: 'proxy', variable: error.variable, message: error.message };
 }
 
-const TLS_CODES =
-  /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|EPROTO$)|_CERT|HOSTNAME_MISMATCH/;
-
 function networkFailure(url: string, error: unknown): BrokerFailure {
-  const top = error instanceof Error ? error : new Error(String(error));
-  const timedOut = top.name === 'TimeoutError' || top.name === 'AbortError';
-  // The global fetch reports "fetch failed" and keeps the socket's error (sometimes an AggregateError) as its
-  // cause; the bundle's client (http-fetch.ts) rejects with the socket's error itself.
-  let cause: unknown = top.cause ?? top;
-  if (cause instanceof AggregateError && cause.errors.length > 0 && !(cause as { code?: string }).code) {
-    cause = cause.errors[0];
-  }
-  const code =
-    typeof (cause as { code?: unknown }).code === 'string' ? (cause as { code: string }).code : undefined;
-  const message = cause instanceof Error ? cause.message : top.message;
+  const { code, message, tls, timedOut } = describeNetworkError(error);
   return {
     kind: 'network',
     url,
     code,
-    message: timedOut
-      ? 'no answer before the time limit'
-      : message.replace(/\s+/g, ' ').replace(/[\s:.]+$/, ''),
-    tls: code !== undefined && TLS_CODES.test(code),
+    message: timedOut ? 'no answer before the time limit' : message,
+    tls,
     timedOut,
   };
 }

@@ -21,13 +21,16 @@ export type Failure =
   | { kind: 'inputs'; errors: string[] }
   | { kind: 'no-id-token' }
   /** `timedOut`: the token service did not answer within the attempt's time limit. */
-  | { kind: 'id-token'; message: string; timedOut?: boolean; retryable?: boolean }
+  | { kind: 'id-token'; message: string; timedOut?: boolean; retryable?: boolean; tlsCode?: string }
   | (BrokerFailure & RetryInfo);
 
 export { code };
 
 const NOTHING_SENT =
   'Nothing was sent to the broker. Re-run the job; if it keeps happening, check https://www.githubstatus.com.';
+
+/** What to do about a certificate from a CA the runner does not trust, wherever the action met it. */
+const TRUST_THE_CA = 'make the CA trusted on the runner, e.g. by setting NODE_EXTRA_CA_CERTS to the CA file.';
 
 export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCall = 'exchange'): Explanation {
   switch (failure.kind) {
@@ -47,6 +50,19 @@ export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCal
         ],
       };
     case 'id-token':
+      if (failure.tlsCode) {
+        return {
+          title: `The TLS connection to GitHub's OIDC token service failed: ${failure.tlsCode}.`,
+          body: [
+            `${oneLine(failure.message)}. The runner could not make a verified TLS connection to its token ` +
+              'service (ACTIONS_ID_TOKEN_REQUEST_URL), and a retry would fail the same way.',
+            "GitHub's certificates are publicly trusted, so this one usually comes from a proxy or firewall that " +
+              "inspects TLS on a self-hosted runner's network, or from a GitHub Enterprise Server's own CA. If so, " +
+              TRUST_THE_CA,
+            'Nothing was sent to the broker.',
+          ],
+        };
+      }
       if (failure.timedOut) {
         return {
           title: oneLine(failure.message),
@@ -91,8 +107,7 @@ function network(f: Extract<Failure, { kind: 'network' }>): Explanation {
       title: `The TLS connection to ${f.url} failed: ${f.code}.`,
       body: [
         `${f.message}. ${tried}`,
-        "Check that `api-url` is the broker's address. If its certificate comes from a private CA, make the CA " +
-          'trusted on the runner, e.g. by setting NODE_EXTRA_CA_CERTS to the CA file.',
+        `Check that \`api-url\` is the broker's address. If its certificate comes from a private CA, ${TRUST_THE_CA}`,
       ],
     };
   }

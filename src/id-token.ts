@@ -1,6 +1,7 @@
 // Asks the runner's token service for the job's OIDC token, as @actions/core's getIDToken does, and masks it.
 import { parseJson } from './broker-client.js';
 import type { ActionIO, Clock, Fetch } from './deps.js';
+import { describeNetworkError } from './network-error.js';
 import { ProxySettingError } from './proxy.js';
 
 type Env = Record<string, string | undefined>;
@@ -59,9 +60,10 @@ export async function requestIdToken(
     } catch (error) {
       if (error instanceof ProxySettingError) throw error;
       if ((error as { name?: unknown }).name === 'TimeoutError') throw timedOut(timeoutMs);
-      const code = (error as { code?: unknown }).code;
-      // No answer at all (a reset, a refused connection): another attempt may well get one.
-      throw requestFailed(typeof code === 'string' ? code : undefined, messageOf(error), true);
+      const { code, message, tls } = describeNetworkError(error);
+      // No answer at all (a reset, a refused connection): another attempt may well get one. A certificate the
+      // runner cannot verify now, it cannot verify in a few seconds either.
+      throw requestFailed(code, message, !tls, tls ? code : undefined);
     }
     if (RETRY_STATUSES.has(status) && retry < MAX_RETRIES) {
       const delay = BACKOFF_SLICE_MS * 2 ** Math.min(BACKOFF_CEILING, retry + 1);
@@ -99,22 +101,26 @@ export class IdTokenError extends Error {
   constructor(
     message: string,
     readonly retryable = false,
+    /** The TLS error's code, when the connection to the service failed its TLS handshake. */
+    readonly tlsCode?: string,
   ) {
     super(`Error message: ${message}`);
   }
 }
 
-function requestFailed(code: number | string | undefined, message: string, retryable: boolean): Error {
+function requestFailed(
+  code: number | string | undefined,
+  message: string,
+  retryable: boolean,
+  tlsCode?: string,
+): Error {
   return new IdTokenError(
     `Failed to get ID Token. Error Code : ${code ?? 'none'} Error Message: ${message}`,
     retryable,
+    tlsCode,
   );
 }
 
 function failed(message: string): Error {
   return new IdTokenError(message);
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

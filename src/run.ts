@@ -74,6 +74,7 @@ async function exchange(
           message: error instanceof Error ? error.message : String(error),
           timedOut: error instanceof Error && error.name === 'TimeoutError',
           retryable: error instanceof IdTokenError && error.retryable,
+          tlsCode: error instanceof IdTokenError ? error.tlsCode : undefined,
         };
       }
       return client.exchange(

@@ -1,9 +1,12 @@
 // Every failure ends in one message that says what went wrong and how to fix it.
 import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, createServer } from 'node:net';
 import { HttpResponse, http } from 'msw';
 import { describe, expect, it } from 'vitest';
 import { explain, formatExplanation } from '../../src/explain.js';
+import { createRunnerFetch } from '../../src/http-fetch.js';
+import { requestIdToken } from '../../src/id-token.js';
 import { run } from '../../src/run.js';
 import {
   ACCESS_TOKEN,
@@ -14,6 +17,7 @@ import {
   problem,
   useBroker,
 } from './support/harness.js';
+import { selfSignedCertificate } from './support/tls-cert.js';
 
 const broker = useBroker();
 
@@ -340,6 +344,51 @@ describe('explained failures', () => {
         expect(h.clock.sleeps).toEqual([]);
       } finally {
         await new Promise((resolve) => plain.close(resolve));
+      }
+    });
+  });
+
+  it("an untrusted certificate at GitHub's OIDC token service: names the TLS error and NODE_EXTRA_CA_CERTS, once", async () => {
+    await withoutMsw(async () => {
+      // What a self-hosted runner behind a TLS-inspecting proxy meets: a certificate from a CA it does not trust.
+      const { cert, key } = selfSignedCertificate('localhost', { dns: ['localhost'] });
+      let requests = 0;
+      const service = createHttpsServer({ cert, key }, (_req, res) => {
+        requests++;
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"value":"oidc"}');
+      });
+      await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+      const { port } = service.address() as AddressInfo;
+      try {
+        const env = {
+          ACTIONS_ID_TOKEN_REQUEST_URL: `https://localhost:${port}/_apis/token?api-version=2.0`,
+          ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'runner-request-token',
+        };
+        const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+        const fetch = createRunnerFetch(env);
+        h.deps.getIdToken = (audience, timeoutMs) =>
+          requestIdToken(audience, timeoutMs, {
+            env,
+            fetch,
+            now: h.clock.now,
+            sleep: h.clock.sleep,
+            io: h.io,
+          });
+
+        expect(await run(h.deps)).toBe(false);
+
+        const message = h.io.failures[0]!;
+        expect(message).toContain(
+          "The TLS connection to GitHub's OIDC token service failed: DEPTH_ZERO_SELF_SIGNED_CERT.",
+        );
+        expect(message).toContain('NODE_EXTRA_CA_CERTS');
+        expect(message).toContain('Nothing was sent to the broker.');
+        expect(message).not.toContain('githubstatus');
+        expect(h.clock.sleeps).toEqual([]);
+        expect(h.io.logs.join('\n')).not.toContain('retrying');
+        expect(requests).toBe(0);
+      } finally {
+        await new Promise((resolve) => service.close(resolve));
       }
     });
   });

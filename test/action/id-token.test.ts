@@ -126,6 +126,31 @@ describe('requestIdToken', () => {
     expect(await retryable(tokenService({ status: 200, body: 'not json' }))).toBe(false);
   });
 
+  it('fails at once, naming the TLS error, when the certificate cannot be verified', async () => {
+    for (const error of [
+      // The bundle's client rejects with the socket's error; the global fetch keeps it as its cause.
+      Object.assign(new Error('certificate has expired'), { code: 'CERT_HAS_EXPIRED' }),
+      new TypeError('fetch failed', {
+        cause: Object.assign(new Error('certificate has expired'), { code: 'CERT_HAS_EXPIRED' }),
+      }),
+    ]) {
+      const service = tokenService(ok('t'));
+      service.deps.fetch = async () => {
+        throw error;
+      };
+
+      const failure = await requestIdToken('aud', LIMIT_MS, service.deps).catch((e: unknown) => e);
+
+      expect(failure).toMatchObject({
+        message:
+          'Error message: Failed to get ID Token. Error Code : CERT_HAS_EXPIRED Error Message: certificate has expired',
+        retryable: false,
+        tlsCode: 'CERT_HAS_EXPIRED',
+      });
+      expect(service.sleeps).toEqual([]);
+    }
+  });
+
   it('fails when the answer carries no token, or is not found', async () => {
     for (const answer of [
       { status: 200, body: '{"count":0}' },
