@@ -2,11 +2,11 @@
 import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Fetch, FetchResponse } from './deps.js';
-import { portOf, proxyFor } from './proxy.js';
+import { type ProxySetting, portOf, proxyFor } from './proxy.js';
 
 export interface HttpFetchOptions {
   /** The proxy to reach a URL through, if any; the request then goes through a CONNECT tunnel. */
-  proxyFor?(url: URL): URL | undefined;
+  proxyFor?(url: URL): ProxySetting | undefined;
 }
 
 /**
@@ -107,12 +107,12 @@ function header(response: IncomingMessage, name: string): string | null {
 }
 
 /** Asks an HTTP(S) proxy for a tunnel to the target's host and port; the request then runs inside it. */
-async function tunnel(proxy: URL, target: URL, signal?: AbortSignal): Promise<Socket> {
+async function tunnel(setting: ProxySetting, target: URL, signal?: AbortSignal): Promise<Socket> {
+  const proxy = setting.url;
   const authority = `${target.hostname}:${portOf(target)}`;
   const headers: Record<string, string> = { host: authority };
-  if (proxy.username || proxy.password) {
-    const credentials = `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
-    headers['proxy-authorization'] = `Basic ${Buffer.from(credentials).toString('base64')}`;
+  if (setting.credentials !== undefined) {
+    headers['proxy-authorization'] = `Basic ${Buffer.from(setting.credentials).toString('base64')}`;
   }
   const lib = proxy.protocol === 'https:' ? await import('node:https') : await import('node:http');
   const connect: ClientRequest = lib.request({

@@ -17,12 +17,22 @@ export class ProxySettingError extends Error {
   }
 }
 
+/** The proxy a request goes through, as the runner's environment names it. */
+export interface ProxySetting {
+  /** The proxy's address, without credentials, so it can be named in messages. */
+  url: URL;
+  /** The environment variable that names it, e.g. `HTTPS_PROXY`. */
+  variable: string;
+  /** `user:password` from the setting, percent-decoded, for Proxy-Authorization; absent when it holds none. */
+  credentials?: string;
+}
+
 /**
  * The proxy for `url` from https_proxy / http_proxy (lower case first), or undefined to connect directly.
  * Throws ProxySettingError when the setting that applies is no http:// or https:// proxy: connecting directly
  * instead would bypass a proxy the runner's network may require, or send the request where it was not meant to.
  */
-export function proxyFor(url: URL, env: Env): URL | undefined {
+export function proxyFor(url: URL, env: Env): ProxySetting | undefined {
   if (bypassesProxy(url, env)) return undefined;
   const name = url.protocol === 'https:' ? 'https_proxy' : 'http_proxy';
   const variable = env[name] ? name : name.toUpperCase();
@@ -48,7 +58,23 @@ export function proxyFor(url: URL, env: Env): URL | undefined {
         `use e.g. ${EXAMPLE}.`,
     );
   }
-  return proxy;
+  const credentials = proxy.username || proxy.password ? decodeCredentials(proxy, variable) : undefined;
+  proxy.username = '';
+  proxy.password = '';
+  return { url: proxy, variable, ...(credentials !== undefined ? { credentials } : {}) };
+}
+
+/** `user:password` as the proxy expects them; URL keeps them percent-encoded, as they were written. */
+function decodeCredentials(proxy: URL, variable: string): string {
+  try {
+    return `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
+  } catch {
+    throw new ProxySettingError(
+      variable,
+      `${variable} holds a user name or password that is not valid percent-encoding. In the URL, write a % ` +
+        'in them as %25, and @ as %40, : as %3A and / as %2F, e.g. http://user:p%25ss@proxy.example.com:3128.',
+    );
+  }
 }
 
 /** Loopback hosts, and hosts matched by no_proxy (`*`, a host, `host:port`, or a domain and its subdomains). */

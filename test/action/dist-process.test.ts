@@ -238,6 +238,22 @@ describe('dist/ as a process', () => {
           },
         );
       });
+
+      it('fails at once, naming the variable, when the proxy password is not valid percent-encoding', async () => {
+        await throughProxy(
+          { HTTPS_PROXY: `http://user:s3cret%@127.0.0.1:${proxy.port}` },
+          async (tlsBroker, step) => {
+            const main = await step('main');
+            expect(main.exitCode).toBe(1);
+            expect(main.stdout).toContain('::error::The proxy setting HTTPS_PROXY cannot be used');
+            expect(main.stdout).toContain('not valid percent-encoding');
+            expect(main.stdout).not.toContain('s3cret');
+            expect(main.stdout).not.toContain('retrying');
+            expect(tlsBroker.requests).toEqual([]);
+            expect(proxy.connects).toEqual([]);
+          },
+        );
+      });
     });
   });
 

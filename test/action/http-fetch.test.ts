@@ -5,6 +5,7 @@ import { type AddressInfo, connect, createServer as createTcpServer, type Socket
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBrokerClient } from '../../src/broker-client.js';
 import { createHttpFetch } from '../../src/http-fetch.js';
+import { proxyFor } from '../../src/proxy.js';
 import { selfSignedCertificate } from './support/tls-cert.js';
 
 interface Received {
@@ -183,6 +184,13 @@ describe('createHttpFetch over TLS', () => {
 });
 
 describe('createHttpFetch through a proxy', () => {
+  /** The client sending every request through the proxy at `url`, read as HTTPS_PROXY by the action's rules. */
+  function throughProxy(url: string) {
+    // Asked for another host: the targets here are on loopback, which the rules never send through a proxy.
+    const setting = proxyFor(new URL('https://target.example/'), { HTTPS_PROXY: url });
+    return createHttpFetch({ proxyFor: () => setting });
+  }
+
   /** An HTTP proxy that tunnels CONNECT requests, or refuses them with `refuse`. */
   async function startProxy(refuse?: number) {
     const connects: { target: string; authorization?: string }[] = [];
@@ -212,10 +220,10 @@ describe('createHttpFetch through a proxy', () => {
     return { url: `http://user%40corp:p%3Ass@127.0.0.1:${port}`, connects, closed };
   }
 
-  it('tunnels the request with CONNECT and the proxy credentials, decoded', async () => {
+  it('tunnels the request with CONNECT and the proxy credentials, decoded from the setting', async () => {
     const proxy = await startProxy();
     const { port, received, closed } = await serve((_req, res) => res.end('{"value":"oidc"}'));
-    const viaProxy = createHttpFetch({ proxyFor: () => new URL(proxy.url) });
+    const viaProxy = throughProxy(proxy.url);
 
     const response = await viaProxy(`http://127.0.0.1:${port}/token?api-version=2.0`, {
       method: 'GET',
@@ -245,7 +253,7 @@ describe('createHttpFetch through a proxy', () => {
       (_req, res) => res.end('{}'),
       createHttpsServer({ cert, key }) as unknown as Server,
     );
-    const viaProxy = createHttpFetch({ proxyFor: () => new URL(proxy.url) });
+    const viaProxy = throughProxy(proxy.url);
 
     await expect(
       viaProxy(`https://localhost:${port}/`, { method: 'GET', headers: {}, redirect: 'manual' }),
@@ -267,7 +275,7 @@ describe('createHttpFetch through a proxy', () => {
     await new Promise<void>((resolve) => target.listen(0, '127.0.0.1', resolve));
     servers.push(target as unknown as Server);
     const { port } = target.address() as AddressInfo;
-    const viaProxy = createHttpFetch({ proxyFor: () => new URL(proxy.url) });
+    const viaProxy = throughProxy(proxy.url);
 
     const started = Date.now();
     try {
@@ -291,7 +299,7 @@ describe('createHttpFetch through a proxy', () => {
 
   it('fails with the proxy status when the proxy refuses the tunnel', async () => {
     const proxy = await startProxy(407);
-    const viaProxy = createHttpFetch({ proxyFor: () => new URL(proxy.url) });
+    const viaProxy = throughProxy(proxy.url);
 
     await expect(
       viaProxy('https://token.actions.example/', { method: 'GET', headers: {}, redirect: 'manual' }),

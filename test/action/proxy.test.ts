@@ -1,9 +1,9 @@
 // Which proxy each request of the action takes (the OIDC token, the exchange, the revocation), by the toolkit's rules.
 import { describe, expect, it } from 'vitest';
-import { bypassesProxy, ProxySettingError, proxyFor } from '../../src/proxy.js';
+import { bypassesProxy, type ProxySetting, ProxySettingError, proxyFor } from '../../src/proxy.js';
 
 const GITHUB = new URL('https://pipelines.actions.example/_apis/token?api-version=2.0');
-const href = (url: URL | undefined) => url?.href;
+const href = (setting: ProxySetting | undefined) => setting?.url.href;
 
 describe('proxyFor', () => {
   it('uses https_proxy for https URLs and http_proxy for http ones, lower case first', () => {
@@ -17,23 +17,27 @@ describe('proxyFor', () => {
     expect(href(proxyFor(GITHUB, { HTTPS_PROXY: 'http://upper:3128' }))).toBe('http://upper:3128/');
     expect(href(proxyFor(new URL('http://intranet.example/'), env))).toBe('http://plain:8080/');
     expect(proxyFor(GITHUB, { HTTP_PROXY: 'http://plain:8080' })).toBeUndefined();
+    expect(proxyFor(GITHUB, env)?.variable).toBe('https_proxy');
+    expect(proxyFor(GITHUB, { HTTPS_PROXY: 'http://upper:3128' })?.variable).toBe('HTTPS_PROXY');
   });
 
-  it('takes a setting without a scheme as an HTTP proxy, and keeps credentials', () => {
+  it('takes a setting without a scheme as an HTTP proxy', () => {
     expect(href(proxyFor(GITHUB, { https_proxy: '10.0.0.1:3128' }))).toBe('http://10.0.0.1:3128/');
     // `name:port` would parse as a URL with the scheme `name:` and no host; it means http://name:port.
     expect(href(proxyFor(GITHUB, { https_proxy: 'proxy.corp:3128' }))).toBe('http://proxy.corp:3128/');
     expect(href(proxyFor(GITHUB, { HTTPS_PROXY: 'proxy.corp' }))).toBe('http://proxy.corp/');
     expect(href(proxyFor(GITHUB, { https_proxy: '[fd00::1]:3128' }))).toBe('http://[fd00::1]:3128/');
-    expect(proxyFor(GITHUB, { https_proxy: 'us%40r:p%3A@proxy.corp:3128' })).toMatchObject({
-      protocol: 'http:',
-      username: 'us%40r',
-      password: 'p%3A',
-      host: 'proxy.corp:3128',
-    });
     expect(href(proxyFor(GITHUB, { https_proxy: 'HTTPS://proxy.corp:3129' }))).toBe(
       'https://proxy.corp:3129/',
     );
+  });
+
+  it('decodes the credentials, and leaves them out of the URL that messages name', () => {
+    const setting = proxyFor(GITHUB, { https_proxy: 'us%40r:p%3A@proxy.corp:3128' });
+    expect(setting).toMatchObject({ variable: 'https_proxy', credentials: 'us@r:p:' });
+    expect(href(setting)).toBe('http://proxy.corp:3128/');
+    expect(proxyFor(GITHUB, { https_proxy: 'http://user@proxy.corp:3128' })?.credentials).toBe('user:');
+    expect(proxyFor(GITHUB, { https_proxy: 'http://proxy.corp:3128' })?.credentials).toBeUndefined();
   });
 
   it('connects directly without a proxy setting', () => {
@@ -60,6 +64,24 @@ describe('proxyFor', () => {
     expect(message).toContain('http://proxy.example.com:3128');
     expect(message).not.toContain('s3cret');
     expect(message).not.toContain('proxy.corp');
+  });
+
+  it('refuses a user name or password that is not valid percent-encoding, without repeating it', () => {
+    for (const value of ['http://user:s3cret%@proxy.corp:3128', 'http://s3cret%zz:pw@proxy.corp:3128']) {
+      let error: unknown;
+      try {
+        proxyFor(GITHUB, { HTTPS_PROXY: value });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error, value).toBeInstanceOf(ProxySettingError);
+      const { message } = error as Error;
+      expect(message).toContain('HTTPS_PROXY');
+      expect(message).toContain('not valid percent-encoding');
+      expect(message).toContain('%25');
+      expect(message).not.toContain('s3cret');
+      expect(message).not.toContain('proxy.corp');
+    }
   });
 
   it('refuses a broken setting only for the requests that would use it', () => {
