@@ -1,7 +1,7 @@
 // Talks to the broker: the OIDC token exchange and RFC 7009 revocation, every outcome returned as a value.
 import type { Fetch, FetchResponse } from './deps.js';
 import { describeNetworkError } from './network-error.js';
-import { ProxySettingError } from './proxy.js';
+import { ProxyRefusedError, ProxySettingError, type TunnelRefusal } from './proxy.js';
 
 const USER_AGENT = 'stepsec-oidc-auth/1';
 
@@ -45,7 +45,9 @@ export type BrokerFailure =
     }
   | { kind: 'network'; url: string; code?: string; message: string; tls: boolean; timedOut: boolean }
   /** The runner's proxy setting names no usable proxy, so nothing was sent. */
-  | { kind: 'proxy'; variable: string; message: string };
+  | { kind: 'proxy'; variable: string; message: string }
+  /** The proxy opened no tunnel to the target, so nothing reached it. */
+  | ({ kind: 'tunnel' } & TunnelRefusal);
 
 export type BrokerAnswer<T> = { kind: 'ok'; value: T } | BrokerFailure;
 
@@ -109,6 +111,7 @@ async function send(
     text = await response.text();
   } catch (error) {
     if (error instanceof ProxySettingError) return proxyFailure(error);
+    if (error instanceof ProxyRefusedError) return tunnelFailure(error);
     return networkFailure(url, error);
   }
   const json = isJson(response) ? parseJson(text) : undefined;
@@ -178,6 +181,10 @@ function toGrant(json: unknown): TokenGrant | undefined {
 
 export function proxyFailure(error: ProxySettingError): BrokerFailure {
   return { kind: 'proxy', variable: error.variable, message: error.message };
+}
+
+export function tunnelFailure(error: ProxyRefusedError): BrokerFailure {
+  return { kind: 'tunnel', ...error.refusal };
 }
 
 function networkFailure(url: string, error: unknown): BrokerFailure {

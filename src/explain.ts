@@ -91,6 +91,8 @@ export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCal
             "proxy's URL, or unset it where the runner connects directly.",
         ],
       };
+    case 'tunnel':
+      return tunnel(failure);
     case 'network':
       return network(failure);
     case 'unexpected':
@@ -98,6 +100,42 @@ export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCal
     case 'problem':
       return explainProblem(failure, inputs, call);
   }
+}
+
+function tunnel(f: Extract<Failure, { kind: 'tunnel' }>): Explanation {
+  const host = f.target.slice(0, f.target.lastIndexOf(':'));
+  // How credentials go into the setting; the proxy's own address, and never the credentials it holds.
+  const example = f.proxy.replace('//', '//user:p%40ss@');
+  if (f.status >= 500) {
+    return {
+      title: `The proxy ${f.proxy} (${f.variable}) could not open a tunnel to ${f.target}: HTTP ${f.status}.`,
+      body: [
+        `${attempts(f)} The proxy could not reach ${code(host)} itself: check that it is up and that the proxy's ` +
+          "network reaches it. If it keeps happening, tell the proxy's administrator.",
+      ],
+    };
+  }
+  const what: Record<number, string> = {
+    407: f.withCredentials
+      ? `The proxy did not accept the user name and password that ${f.variable} holds. Correct them in its URL, ` +
+        `percent-encoded, e.g. ${example}.`
+      : `The proxy asks for credentials, and ${f.variable} holds none. Add them to its URL, percent-encoded, e.g. ` +
+        `${example}.`,
+    403:
+      `The proxy does not let this runner reach ${code(host)}. Ask the proxy's administrator to add it to the ` +
+      `proxy's allow-list, or, if the runner can reach it without the proxy, add it to NO_PROXY.`,
+  };
+  return {
+    title: `The proxy ${f.proxy} (${f.variable}) refused a tunnel to ${f.target}: HTTP ${f.status}.`,
+    body: [
+      what[f.status] ??
+        `Check that ${f.variable} names the right proxy, and that the proxy's rules let this runner reach ` +
+          `${code(host)}.`,
+      `Nothing reached ${f.target}, and the action did not try again: the proxy would refuse the same way. ` +
+        "The runner's environment sets the proxy (on a self-hosted runner, usually in the runner's .env file, " +
+        "or in the job's `env:`).",
+    ],
+  };
 }
 
 function network(f: Extract<Failure, { kind: 'network' }>): Explanation {

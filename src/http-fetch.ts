@@ -2,7 +2,7 @@
 import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Fetch, FetchResponse } from './deps.js';
-import { type ProxySetting, portOf, proxyFor } from './proxy.js';
+import { ProxyRefusedError, type ProxySetting, portOf, proxyFor } from './proxy.js';
 
 export interface HttpFetchOptions {
   /** The proxy to reach a URL through, if any; the request then goes through a CONNECT tunnel. */
@@ -135,7 +135,15 @@ async function tunnel(setting: ProxySetting, target: URL, signal?: AbortSignal):
       const status = response.statusCode ?? 0;
       if (status < 200 || status > 299) {
         socket.destroy();
-        reject(new Error(`The proxy ${proxy.host} refused a tunnel to ${authority} (HTTP ${status}).`));
+        reject(
+          new ProxyRefusedError({
+            variable: setting.variable,
+            proxy: proxy.origin,
+            target: authority,
+            status,
+            withCredentials: setting.credentials !== undefined,
+          }),
+        );
         return;
       }
       if (head.length > 0) socket.unshift(head);

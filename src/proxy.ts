@@ -17,6 +17,28 @@ export class ProxySettingError extends Error {
   }
 }
 
+/** A proxy's answer other than 2xx to CONNECT: it opened no tunnel, so nothing reached the target. */
+export interface TunnelRefusal {
+  /** The environment variable that names the proxy, e.g. `HTTPS_PROXY`. */
+  variable: string;
+  /** The proxy's scheme, host and port, e.g. `http://proxy.corp:3128`; never its credentials. */
+  proxy: string;
+  /** The `host:port` the tunnel was asked for. */
+  target: string;
+  status: number;
+  /** Whether the setting held credentials, which went to the proxy as Proxy-Authorization. */
+  withCredentials: boolean;
+}
+
+/** The bundle's client (http-fetch.ts) rejects with it when the proxy opens no tunnel; see TunnelRefusal. */
+export class ProxyRefusedError extends Error {
+  override name = 'ProxyRefusedError';
+
+  constructor(readonly refusal: TunnelRefusal) {
+    super(`The proxy ${refusal.proxy} refused a tunnel to ${refusal.target} (HTTP ${refusal.status}).`);
+  }
+}
+
 /** The proxy a request goes through, as the runner's environment names it. */
 export interface ProxySetting {
   /** The proxy's address, without credentials, so it can be named in messages. */

@@ -74,11 +74,20 @@ export async function withRetry<T>(
 }
 
 /**
- * Retries network failures (except TLS verification), 408, 429 with Retry-After and 5xx; any other answer is
- * final, and so is a proxy setting that cannot be used.
+ * Retries network failures (except TLS verification), 408, 429 with Retry-After and 5xx, and a proxy's 5xx to
+ * CONNECT; any other answer is final, and so are a proxy setting that cannot be used and a proxy that refuses
+ * the tunnel (407, 403).
  */
 export function classifyBrokerAnswer(answer: BrokerAnswer<unknown>, nowMs: number): Verdict {
   if (answer.kind === 'ok' || answer.kind === 'proxy') return { retry: false };
+  if (answer.kind === 'tunnel') {
+    // A refusal is the proxy's rule or its credentials, and stands; a 5xx is the proxy failing to reach the target.
+    if (answer.status < 500) return { retry: false };
+    return {
+      retry: true,
+      reason: `The proxy could not open a tunnel to ${answer.target} (HTTP ${answer.status})`,
+    };
+  }
   if (answer.kind === 'network') {
     // A certificate that fails verification now will fail the same way in a few seconds.
     if (answer.tls) return { retry: false };

@@ -239,6 +239,29 @@ describe('dist/ as a process', () => {
         );
       });
 
+      it('fails at once, naming the variable and the status, when the proxy refuses the tunnel', async () => {
+        const refusing = await startFakeProxy({ refuse: 407 });
+        try {
+          await throughProxy(
+            { HTTPS_PROXY: `http://ci-bot:s3cret@127.0.0.1:${refusing.port}` },
+            async (tlsBroker, step) => {
+              const main = await step('main');
+              expect(main.exitCode).toBe(1);
+              expect(main.stdout).toContain(
+                `::error::The proxy http://127.0.0.1:${refusing.port} (HTTPS_PROXY) refused a tunnel to ` +
+                  `${new URL(tlsBroker.apiUrl).host}: HTTP 407.`,
+              );
+              expect(main.stdout).not.toContain('s3cret');
+              expect(main.stdout).not.toContain('retrying');
+              expect(refusing.connects).toHaveLength(1);
+              expect(tlsBroker.requests).toEqual([]);
+            },
+          );
+        } finally {
+          await refusing.close();
+        }
+      });
+
       it('fails at once, naming the variable, when the proxy password is not valid percent-encoding', async () => {
         await throughProxy(
           { HTTPS_PROXY: `http://user:s3cret%@127.0.0.1:${proxy.port}` },

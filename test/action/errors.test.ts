@@ -8,6 +8,7 @@ import { explain, formatExplanation } from '../../src/explain.js';
 import { createRunnerFetch } from '../../src/http-fetch.js';
 import { requestIdToken } from '../../src/id-token.js';
 import { run } from '../../src/run.js';
+import { startFakeProxy } from './support/fake-proxy.js';
 import {
   ACCESS_TOKEN,
   API_URL,
@@ -391,6 +392,104 @@ describe('explained failures', () => {
         await new Promise((resolve) => service.close(resolve));
       }
     });
+  });
+
+  it('a proxy that asks for other credentials (407): fails at once, naming its variable, never the password', async () => {
+    await withoutMsw(async () => {
+      const proxy = await startFakeProxy({ refuse: 407 });
+      try {
+        const h = mainHarness({ tenant: 'acme', 'api-url': 'https://broker.example/v1' });
+        h.deps.fetch = createRunnerFetch({ HTTPS_PROXY: `http://ci-bot:s3cret@127.0.0.1:${proxy.port}` });
+
+        expect(await run(h.deps)).toBe(false);
+
+        expect(proxy.connects).toEqual(['broker.example:443']);
+        expect(h.clock.sleeps).toEqual([]);
+        const message = h.io.failures[0]!;
+        expect(message).toContain(
+          `The proxy http://127.0.0.1:${proxy.port} (HTTPS_PROXY) refused a tunnel to broker.example:443: HTTP 407.`,
+        );
+        expect(message).toContain('did not accept the user name and password that HTTPS_PROXY holds');
+        expect(message).toContain(`http://user:p%40ss@127.0.0.1:${proxy.port}`);
+        expect(message).not.toContain('s3cret');
+        expect(message).not.toContain('ci-bot');
+        expect(h.io.summary.join('\n')).not.toContain('s3cret');
+      } finally {
+        await proxy.close();
+      }
+    });
+  });
+
+  it("a proxy that does not allow GitHub's token service (403): fails at once, naming the host to allow", async () => {
+    await withoutMsw(async () => {
+      const proxy = await startFakeProxy({ refuse: 403 });
+      try {
+        const env = {
+          ACTIONS_ID_TOKEN_REQUEST_URL: 'https://pipelines.actions.example/_apis/token?api-version=2.0',
+          ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'runner-request-token',
+          https_proxy: `127.0.0.1:${proxy.port}`,
+        };
+        const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+        const fetch = createRunnerFetch(env);
+        h.deps.getIdToken = (audience, timeoutMs) =>
+          requestIdToken(audience, timeoutMs, {
+            env,
+            fetch,
+            now: h.clock.now,
+            sleep: h.clock.sleep,
+            io: h.io,
+          });
+
+        expect(await run(h.deps)).toBe(false);
+
+        expect(proxy.connects).toEqual(['pipelines.actions.example:443']);
+        expect(h.clock.sleeps).toEqual([]);
+        const message = h.io.failures[0]!;
+        expect(message).toContain(
+          `The proxy http://127.0.0.1:${proxy.port} (https_proxy) refused a tunnel to pipelines.actions.example:443: HTTP 403.`,
+        );
+        expect(message).toContain('allow-list');
+        expect(message).toContain('NO_PROXY');
+        expect(message).not.toContain('GitHub did not issue');
+      } finally {
+        await proxy.close();
+      }
+    });
+  });
+
+  it('a proxy that cannot reach the broker (502): retried like a lost connection, then says so', async () => {
+    await withoutMsw(async () => {
+      const proxy = await startFakeProxy({ refuse: 502 });
+      try {
+        const h = mainHarness({ tenant: 'acme', 'api-url': 'https://broker.example/v1' });
+        h.deps.fetch = createRunnerFetch({ HTTPS_PROXY: `http://127.0.0.1:${proxy.port}` });
+
+        expect(await run(h.deps)).toBe(false);
+
+        expect(proxy.connects).toHaveLength(6);
+        expect(h.io.failures[0]).toContain(
+          `The proxy http://127.0.0.1:${proxy.port} (HTTPS_PROXY) could not open a tunnel to broker.example:443: HTTP 502.`,
+        );
+        expect(h.io.failures[0]).toContain('Tried 6 times.');
+      } finally {
+        await proxy.close();
+      }
+    });
+  });
+
+  it('a proxy that asks for credentials when its setting holds none: says to add them', () => {
+    const message = formatExplanation(
+      explain({
+        kind: 'tunnel',
+        variable: 'HTTPS_PROXY',
+        proxy: 'http://proxy.corp:3128',
+        target: 'agent.api.stepsecurity.io:443',
+        status: 407,
+        withCredentials: false,
+      }),
+    );
+    expect(message).toContain('The proxy asks for credentials, and HTTPS_PROXY holds none.');
+    expect(message).toContain('http://user:p%40ss@proxy.corp:3128');
   });
 
   it('a TLS failure: names the URL and the certificate error', () => {

@@ -5,7 +5,7 @@ import { type AddressInfo, connect, createServer as createTcpServer, type Socket
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBrokerClient } from '../../src/broker-client.js';
 import { createHttpFetch } from '../../src/http-fetch.js';
-import { proxyFor } from '../../src/proxy.js';
+import { ProxyRefusedError, proxyFor } from '../../src/proxy.js';
 import { selfSignedCertificate } from './support/tls-cert.js';
 
 interface Received {
@@ -297,12 +297,28 @@ describe('createHttpFetch through a proxy', () => {
     }
   });
 
-  it('fails with the proxy status when the proxy refuses the tunnel', async () => {
+  it('fails with the proxy status when the proxy refuses the tunnel, naming the proxy without credentials', async () => {
     const proxy = await startProxy(407);
     const viaProxy = throughProxy(proxy.url);
 
-    await expect(
-      viaProxy('https://token.actions.example/', { method: 'GET', headers: {}, redirect: 'manual' }),
-    ).rejects.toThrow(/refused a tunnel to token\.actions\.example:443 \(HTTP 407\)/);
+    const error = await viaProxy('https://token.actions.example/', {
+      method: 'GET',
+      headers: {},
+      redirect: 'manual',
+    }).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(ProxyRefusedError);
+    expect(error).toMatchObject({
+      message: expect.stringMatching(/refused a tunnel to token\.actions\.example:443 \(HTTP 407\)/),
+      refusal: {
+        variable: 'HTTPS_PROXY',
+        proxy: `http://${new URL(proxy.url).host}`,
+        target: 'token.actions.example:443',
+        status: 407,
+        withCredentials: true,
+      },
+    });
+    expect((error as Error).message).not.toContain('p%3Ass');
+    await Promise.all(proxy.closed);
   });
 });

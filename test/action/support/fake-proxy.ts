@@ -14,13 +14,20 @@ export interface FakeProxy {
 /**
  * Tunnels every CONNECT request to the requested port on 127.0.0.1, whatever the host name: it resolves names
  * the runner cannot (such as `broker.invalid`), so only a request sent through the proxy reaches the target.
+ * With `refuse`, it answers every CONNECT with that status instead, as a proxy does that wants credentials
+ * (407), does not allow the host (403) or cannot reach it (502).
  */
-export async function startFakeProxy(): Promise<FakeProxy> {
+export async function startFakeProxy(options: { refuse?: number } = {}): Promise<FakeProxy> {
   const connects: string[] = [];
   const sockets = new Set<Socket>();
   const server = createServer((_req, res) => res.writeHead(405).end());
   server.on('connect', (req: IncomingMessage, client: Socket, head: Buffer) => {
     connects.push(req.url!);
+    if (options.refuse) {
+      const challenge = options.refuse === 407 ? 'Proxy-Authenticate: Basic realm="corp"\r\n' : '';
+      client.end(`HTTP/1.1 ${options.refuse} Refused\r\n${challenge}Content-Length: 0\r\n\r\n`);
+      return;
+    }
     const port = Number(req.url!.slice(req.url!.lastIndexOf(':') + 1));
     const upstream = connect(port, '127.0.0.1', () => {
       client.write('HTTP/1.1 200 Connection established\r\n\r\n');
