@@ -56,7 +56,10 @@ export interface RunDeps extends Clock {
   getIdToken(audience: string, timeoutMs: number): Promise<string>;
 }
 
-export type PostIO = Pick<ActionIO, 'getState' | 'setSecret' | 'info' | 'debug' | 'warning'>;
+export type PostIO = Pick<
+  ActionIO,
+  'getState' | 'setSecret' | 'info' | 'debug' | 'warning' | 'appendSummary'
+>;
 
 export interface PostDeps extends Clock {
   io: PostIO;

@@ -27,12 +27,12 @@ export function explainProblem(
   return withRequestId(describe(failure, inputs, call), failure.problem);
 }
 
-/** What to do after the broker kept failing: a new job gets a new token, but does not revoke this one. */
+/**
+ * What to do after the broker kept failing: a new job gets a new token, but does not revoke this one (the post
+ * step says who can).
+ */
 function afterOutage(call: BrokerCall): string {
-  return call === 'exchange'
-    ? 'Re-run the job later.'
-    : 'Re-running the job would not revoke it: a tenant admin can revoke it with `POST /v1/tokens/revoke`, ' +
-        'or it expires on its own.';
+  return call === 'exchange' ? 'Re-run the job later.' : 'Re-running the job would not revoke it.';
 }
 
 function describe(

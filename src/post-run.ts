@@ -3,6 +3,7 @@ import { createBrokerClient } from './broker-client.js';
 import { type PostDeps, STATE_KEYS } from './deps.js';
 import { explain, formatExplanation } from './explain.js';
 import { classifyBrokerAnswer, REVOKE_RETRY, withRetry } from './retry.js';
+import { notRevokedSummary, writeSummary } from './summary.js';
 
 export type PostOutcome = 'nothing-to-revoke' | 'expired' | 'no-longer-valid' | 'revoked' | 'revoke-failed';
 
@@ -43,7 +44,12 @@ export async function runPost(deps: PostDeps): Promise<PostOutcome> {
     io.info(`The broker no longer accepts the StepSecurity API token${why}; nothing to revoke.`);
     return 'no-longer-valid';
   }
-  const reason = formatExplanation(explain({ ...result, attempts, gaveUp }, undefined, 'revoke'));
-  io.warning(`Could not revoke the StepSecurity API token; it stays valid until ${expiresAt}.\n${reason}`);
+  const explanation = explain({ ...result, attempts, gaveUp }, undefined, 'revoke');
+  const whatToDo = 'A tenant admin can revoke it sooner with `POST /v1/tokens/revoke`.';
+  io.warning(
+    `Could not revoke the StepSecurity API token; it stays valid until ${expiresAt}.\n` +
+      `${formatExplanation(explanation)}\n${whatToDo}`,
+  );
+  await writeSummary(io, notRevokedSummary(expiresAt, whatToDo, explanation));
   return 'revoke-failed';
 }

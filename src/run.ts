@@ -12,7 +12,7 @@ import { IdTokenError } from './id-token.js';
 import { type ActionInputs, parseInputs } from './inputs.js';
 import { ProxyRefusedError, ProxySettingError } from './proxy.js';
 import { classifyBrokerAnswer, EXCHANGE_RETRY, MIN_ATTEMPT_MS, withRetry } from './retry.js';
-import { failureSummary, successSummary } from './summary.js';
+import { failureSummary, successSummary, writeSummary } from './summary.js';
 
 export const TOKEN_ENV_VAR = 'STEPSECURITY_API_TOKEN';
 
@@ -54,7 +54,7 @@ export async function run(deps: RunDeps): Promise<boolean> {
     );
   }
   if (!inputs.revoke) io.info('`revoke` is false: the token stays valid until it expires.');
-  await appendSummary(io, successSummary(grant, inputs));
+  await writeSummary(io, successSummary(grant, inputs));
   return true;
 }
 
@@ -118,15 +118,6 @@ async function exchange(
 async function fail(io: ActionIO, failure: Failure, inputs?: ActionInputs): Promise<false> {
   const explanation = explain(failure, inputs);
   io.setFailed(formatExplanation(explanation));
-  await appendSummary(io, failureSummary(explanation));
+  await writeSummary(io, failureSummary(explanation));
   return false;
-}
-
-async function appendSummary(io: ActionIO, markdown: string): Promise<void> {
-  try {
-    await io.appendSummary(markdown);
-  } catch (error) {
-    // Outside a runner there is no summary file; the step's outcome does not depend on it.
-    io.debug(`Job summary not written: ${error instanceof Error ? error.message : String(error)}`);
-  }
 }

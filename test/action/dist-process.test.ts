@@ -75,6 +75,24 @@ describe('dist/ as a process', () => {
     expect(new URLSearchParams(revoke!.body).get('token')).toBe(ACCESS_TOKEN);
   });
 
+  it('says in the job summary, besides the warning, when post cannot revoke the token', async () => {
+    const leaving = await startFakeBroker(ACCESS_TOKEN);
+    const main = await runner.run('main', { tenant: 'acme', 'api-url': leaving.apiUrl });
+    expect(main.exitCode).toBe(0);
+    expect(main.summary).toContain('| Revoked when the job ends | yes |');
+    // The broker is gone by the time the job ends.
+    await leaving.close();
+
+    const post = await runner.run('post', { tenant: 'acme', 'api-url': leaving.apiUrl });
+
+    expect(post.exitCode).toBe(0);
+    expect(post.stdout).toContain('::warning::Could not revoke the StepSecurity API token');
+    expect(post.summary).toContain('### StepSecurity API token not revoked');
+    expect(post.summary).toContain(`Not revoked; valid until ${main.outputs['expires-at']}`);
+    expect(post.summary).toContain('ECONNREFUSED');
+    expect(post.summary).not.toContain(ACCESS_TOKEN);
+  }, 60_000);
+
   it('fails the step with the id-token explanation when the job cannot get an OIDC token', async () => {
     const noIdToken = await createActionRunner();
     try {

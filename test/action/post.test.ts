@@ -96,7 +96,33 @@ describe('runPost (post step)', () => {
     expect(io.warnings[0]).not.toContain(ACCESS_TOKEN);
     // A new run gets a new token; it does not revoke this one.
     expect(io.warnings[0]).not.toContain('Re-run the job later');
-    expect(io.warnings[0]).toContain('a tenant admin can revoke it with `POST /v1/tokens/revoke`');
+    expect(io.warnings[0]).toContain('A tenant admin can revoke it sooner with `POST /v1/tokens/revoke`.');
+  });
+
+  it('says in the job summary that the token was not revoked, until when it is valid, and what to do', async () => {
+    broker.server.use(http.post(revokeUrl, () => problem(503, 'unavailable')));
+    const { io, deps } = postHarness(issuedState);
+
+    expect(await runPost(deps)).toBe('revoke-failed');
+
+    expect(io.summary).toHaveLength(1);
+    const summary = io.summary[0]!;
+    expect(summary).toContain('### StepSecurity API token not revoked');
+    expect(summary).toContain('Not revoked; valid until 2025-06-01T12:15:00.000Z');
+    expect(summary).toContain('A tenant admin can revoke it sooner with `POST /v1/tokens/revoke`.');
+    expect(summary).toContain('The broker answered 503 unavailable');
+    expect(summary).not.toContain(ACCESS_TOKEN);
+    // The annotation stays: the summary is read after the job, the warning shows on the run's page.
+    expect(io.warnings).toHaveLength(1);
+  });
+
+  it('writes nothing to the job summary when the token was revoked, or there was none to revoke', async () => {
+    broker.server.use(http.post(revokeUrl, () => new HttpResponse(null, { status: 200 })));
+    for (const state of [issuedState, {}, { ...issuedState, 'expires-at': '2025-06-01T11:59:59.000Z' }]) {
+      const { io, deps } = postHarness(state);
+      await runPost(deps);
+      expect(io.summary).toEqual([]);
+    }
   });
 
   it('on 503 not_ready names the database as the cause, not an exchange the post step never made', async () => {
@@ -112,7 +138,7 @@ describe('runPost (post step)', () => {
     expect(io.warnings[0]).toContain('The broker cannot serve this request right now (503 not_ready).');
     expect(io.warnings[0]).toContain('Its database is unavailable.');
     expect(io.warnings[0]).not.toContain('exchange was decided');
-    expect(io.warnings[0]).toContain('a tenant admin can revoke it with `POST /v1/tokens/revoke`');
+    expect(io.warnings[0]).toContain('A tenant admin can revoke it sooner with `POST /v1/tokens/revoke`.');
   });
 
   it('warns once, without retrying, when the broker refuses the revocation', async () => {
