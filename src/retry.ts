@@ -143,8 +143,10 @@ function parseHttpDate(text: string, nowMs: number): number | undefined {
   const day = Number(parts.day);
   const [hour, minute, second] = [Number(parts.hour), Number(parts.minute), Number(parts.second)];
   if (hour > 23 || minute > 59 || second > 60) return undefined;
-  const ms = Date.UTC(year, month, day, hour, minute, second);
-  // Date.UTC would roll 31 June over into 1 July.
+  // Date.UTC would roll 31 June over into 1 July, and a leap second (23:59:60) into the next day: the day is
+  // checked without it, and it is added after.
+  const ms = Date.UTC(year, month, day, hour, minute, Math.min(second, 59));
   const date = new Date(ms);
-  return date.getUTCMonth() === month && date.getUTCDate() === day ? ms : undefined;
+  if (date.getUTCMonth() !== month || date.getUTCDate() !== day) return undefined;
+  return ms + (second === 60 ? 1000 : 0);
 }

@@ -120,6 +120,8 @@ describe('retries', () => {
     expect(parseRetryAfter('Sunday, 01-Jun-25 12:00:30 GMT', now)).toBe(30_000);
     expect(parseRetryAfter('Sun Jun  1 12:00:30 2025', now)).toBe(30_000);
     expect(parseRetryAfter('Sun, 01 Jun 2025 11:00:00 GMT', now)).toBe(0);
+    // A leap second, which only ever ends a day (RFC 9110 allows second 60): one second before the next day.
+    expect(parseRetryAfter('Sun, 01 Jun 2025 23:59:60 GMT', now)).toBe(12 * 3_600_000);
   });
 
   it.each([
