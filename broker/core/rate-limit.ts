@@ -46,13 +46,12 @@ export function createRateLimiter(options: {
       refill(bucket, at);
       if (bucket.tokens >= burst) buckets.delete(key);
     }
-    // Still too many: every key is busy; forget the oldest tenth, so the next sweep is as far off.
-    if (buckets.size >= maxKeys) {
-      let excess = buckets.size - Math.floor(maxKeys * 0.9);
-      for (const key of buckets.keys()) {
-        if (excess-- <= 0) break;
-        buckets.delete(key);
-      }
+    // Still near the cap: most keys are busy. The oldest are forgotten down to nine tenths of it, so that the
+    // next sweep is a tenth of the cap away, not at the next new key.
+    let excess = buckets.size - Math.floor(maxKeys * 0.9);
+    for (const key of buckets.keys()) {
+      if (excess-- <= 0) break;
+      buckets.delete(key);
     }
     nextSweep = Math.min(maxKeys, Math.max(FIRST_SWEEP, buckets.size * 2));
   };

@@ -32,6 +32,22 @@ describe('rate limiter memory', () => {
     expect(limiter.take('acme/infra')).toMatchObject({ ok: false, startsRun: false });
   });
 
+  it('near the cap, a sweep leaves room for a tenth of it, even when a few buckets had refilled', () => {
+    const c = clock();
+    const limiter = createRateLimiter({ perMinute: 1, burst: 1, now: c.read, maxKeys: 1000 });
+    for (let k = 0; k < 10; k++) limiter.take(`early-${k}`);
+    c.now += 60_000; // the first ten have refilled; the next 990 will not have
+    for (let k = 0; k < 990; k++) limiter.take(`late-${k}`);
+    expect(limiter.keys()).toBe(1000);
+    limiter.take('new-0');
+    // The ten full buckets went, and the oldest busy ones down to 900: not a sweep at every new key from here.
+    expect(limiter.keys()).toBe(901);
+    for (let k = 1; k < 100; k++) limiter.take(`new-${k}`);
+    expect(limiter.keys()).toBe(1000);
+    expect(limiter.take('new-99').ok).toBe(false);
+    expect(limiter.take('late-989').ok).toBe(false);
+  });
+
   it('holds at most maxKeys buckets while every repository is still being limited', () => {
     const c = clock();
     const limiter = createRateLimiter({ perMinute: 1, burst: 1, now: c.read, maxKeys: 1000 });
