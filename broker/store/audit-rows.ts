@@ -42,15 +42,24 @@ export function auditInsert(event: AuditEventInput, at: number, onlyIf?: SqlStat
 export async function checkRequester(tx: SqlExecutor, event: AuditEventInput): Promise<void> {
   const { requester } = event;
   if (!requester) return;
-  const holds =
-    'keyDigest' in requester
-      ? (await tx.get(
-          'SELECT 1 AS found FROM builtin_keys WHERE digest = ? UNION ALL SELECT 1 FROM fine_grained_keys WHERE digest = ?',
-          [requester.keyDigest, requester.keyDigest],
-        )) !== undefined
-      : (await tx.get('SELECT 1 AS found FROM revoked_tokens WHERE jti = ?', [requester.tokenJti])) ===
-        undefined;
+  let holds: boolean;
+  if ('keyDigest' in requester) {
+    const key = keyExists(requester.keyDigest);
+    holds = (await tx.get(key.sql, key.params)) !== undefined;
+  } else {
+    holds =
+      (await tx.get('SELECT 1 AS found FROM revoked_tokens WHERE jti = ?', [requester.tokenJti])) ===
+      undefined;
+  }
   if (!holds) throw new RequesterWithdrawn();
+}
+
+/** A query that finds a row while an API key (built-in or fine-grained) with this digest exists. */
+export function keyExists(digest: string): SqlStatement {
+  return {
+    sql: 'SELECT 1 AS found FROM builtin_keys WHERE digest = ? UNION ALL SELECT 1 FROM fine_grained_keys WHERE digest = ?',
+    params: [digest, digest],
+  };
 }
 
 export async function appendAudit(db: SqlExecutor, event: AuditEventInput, at: number): Promise<void> {

@@ -1,7 +1,7 @@
 // Replay records for exchanged OIDC tokens, the access tokens minted from API keys and the deny-list of
 // revoked access tokens, in SQL.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { appendAudit, auditInsert, checkRequester } from './audit-rows.js';
+import { appendAudit, auditInsert, checkRequester, keyExists } from './audit-rows.js';
 import type { SqlDriver, SqlExecutor } from './sql.js';
 import { GrantingPolicyChanged, type Store } from './store.js';
 
@@ -70,18 +70,18 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
     // Through group commit, as exchanges are: one commit with the audit event, off the event loop's connection.
     // Writes are serialised (SQLite's one writer, PostgreSQL's write turn), so a rotation or deletion of the key
     // either committed before this insert, which then finds no key, or revokes the token it records.
-    recordMinted: async (token, keyDigest, audit, at) =>
-      (
-        await db.writeBatched({
-          probe: {
-            sql: `INSERT INTO minted_tokens (jti, tenant_id, credential_id, expires_at)
-                SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM builtin_keys WHERE digest = ?)
-                   OR EXISTS (SELECT 1 FROM fine_grained_keys WHERE digest = ?)`,
-            params: [token.jti, token.tenantId, token.credentialId, token.expiresAt, keyDigest, keyDigest],
-          },
-          onChange: auditInsert(audit, at),
-        })
-      ).probe === 1,
+    recordMinted: async (token, keyDigest, audit, at) => {
+      const key = keyExists(keyDigest);
+      const { probe } = await db.writeBatched({
+        probe: {
+          sql: `INSERT INTO minted_tokens (jti, tenant_id, credential_id, expires_at)
+                SELECT ?, ?, ?, ? WHERE EXISTS (${key.sql})`,
+          params: [token.jti, token.tenantId, token.credentialId, token.expiresAt, ...key.params],
+        },
+        onChange: auditInsert(audit, at),
+      });
+      return probe === 1;
+    },
     revoke: (jti, tenantId, expiresAt, at, audit) =>
       db.transaction(async (tx) => {
         await checkRequester(tx, audit);
