@@ -167,7 +167,7 @@ export async function dryRunPolicies(
   // In the exchange's order: the token's claims, its audience, then (once a policy grants it) whether it is used up.
   let refusal: DryRun['refusal'] = null;
   if (tokenProblem !== null) refusal = { code: 'invalid_token', detail: tokenProblem };
-  else if (typeof aud === 'string' && aud !== tenant.audience) refusal = { code: 'audience_mismatch' };
+  else if (audienceMatches === false) refusal = { code: 'audience_mismatch' };
   else if (explanation.decision.allow && used && (await deps.wasExchanged(used.iss, used.jti))) {
     refusal = { code: 'token_replayed' };
     warnings.push(
