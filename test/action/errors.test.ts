@@ -366,15 +366,7 @@ describe('explained failures', () => {
           ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'runner-request-token',
         };
         const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
-        const fetch = createRunnerFetch(env);
-        h.deps.getIdToken = (audience, timeoutMs) =>
-          requestIdToken(audience, timeoutMs, {
-            env,
-            fetch,
-            now: h.clock.now,
-            sleep: h.clock.sleep,
-            io: h.io,
-          });
+        askRealTokenService(h, env);
 
         expect(await run(h.deps)).toBe(false);
 
@@ -430,15 +422,7 @@ describe('explained failures', () => {
           https_proxy: `127.0.0.1:${proxy.port}`,
         };
         const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
-        const fetch = createRunnerFetch(env);
-        h.deps.getIdToken = (audience, timeoutMs) =>
-          requestIdToken(audience, timeoutMs, {
-            env,
-            fetch,
-            now: h.clock.now,
-            sleep: h.clock.sleep,
-            io: h.io,
-          });
+        askRealTokenService(h, env);
 
         expect(await run(h.deps)).toBe(false);
 
@@ -519,6 +503,13 @@ describe('explained failures', () => {
     expect(message).toContain('Tried 6 times.');
   });
 });
+
+/** Has the harness ask the token service `env` names for its OIDC token, through the bundle's own client. */
+function askRealTokenService(h: ReturnType<typeof mainHarness>, env: Record<string, string>) {
+  const fetch = createRunnerFetch(env);
+  h.deps.getIdToken = (audience, timeoutMs) =>
+    requestIdToken(audience, timeoutMs, { env, fetch, now: h.clock.now, sleep: h.clock.sleep, io: h.io });
+}
 
 /** A loopback port that nothing listens on. */
 async function closedPort(): Promise<number> {

@@ -9,15 +9,29 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { migrate } from '../../broker/store/migrations.js';
 import { openPostgres } from '../../broker/store/postgres.js';
 import { StoreUnavailable } from '../../broker/store/sql.js';
-import { openSqlite } from '../../broker/store/sqlite.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
-import { createTestDatabase, openDriver, requestedEngine, type TestDatabase } from '../support/database.js';
+import {
+  createTestDatabase,
+  type Engine,
+  openDriver,
+  requestedEngine,
+  type TestDatabase,
+} from '../support/database.js';
 
 const engine = requestedEngine();
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
+
+/** A driver of its own on a fresh database of `kind`, closed and dropped after the test. */
+async function scratchDriver(kind: Engine) {
+  const db = await createTestDatabase(kind);
+  cleanups.push(() => db.drop());
+  const driver = openDriver(db);
+  cleanups.push(() => driver.close());
+  return { db, driver };
+}
 
 /**
  * A TCP relay to PostgreSQL that can be cut, as a network partition or a stopped server would, or stalled once
@@ -320,10 +334,7 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
 
 describe('SQLite, whatever engine the suite runs', () => {
   it("a statement that waited out another process's lock never lands in a transaction begun meanwhile", async () => {
-    const db = await createTestDatabase('sqlite');
-    cleanups.push(() => db.drop());
-    const driver = openSqlite(db.file!);
-    cleanups.push(() => driver.close());
+    const { db, driver } = await scratchDriver('sqlite');
     await driver.exec('CREATE TABLE t (v TEXT)');
     // The outside write has been retrying for a while (its pauses grown long) when the transaction starts and
     // the lock goes: the transaction begins first and stays open while the outside write tries again.
@@ -356,10 +367,7 @@ describe('SQLite, whatever engine the suite runs', () => {
   });
 
   it('a full disk is an outage (503 not_ready, StoreUnavailable), not a bug', async () => {
-    const db = await createTestDatabase('sqlite');
-    cleanups.push(() => db.drop());
-    const driver = openSqlite(db.file!);
-    cleanups.push(() => driver.close());
+    const { driver } = await scratchDriver('sqlite');
     await driver.exec('CREATE TABLE filler (x TEXT)');
     // The file may grow no further: SQLite answers as it does when the disk is full.
     const { pages } = (await driver.get<{ pages: number }>(
@@ -399,10 +407,7 @@ describe('SQLite, whatever engine the suite runs', () => {
 
 describe(`a mistake in a query (${engine})`, () => {
   it('a wrong number of parameters is the error it is, not an outage to wait out (503)', async () => {
-    const db = await createTestDatabase();
-    cleanups.push(() => db.drop());
-    const driver = openDriver(db);
-    cleanups.push(() => driver.close());
+    const { driver } = await scratchDriver(engine);
     const error = await driver.get('SELECT ? AS a, ? AS b', [1]).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(Error);
     expect(error).not.toBeInstanceOf(StoreUnavailable);

@@ -80,10 +80,10 @@ function expectNoRawKeys(logs: string, databaseFiles: string[], keys: string[]) 
 }
 
 /**
- * A request the broker is serving, whose body is not sent: a graceful stop waits for it (up to its 10 s grace).
- * Resolves once the broker has read its headers (it answered `100 Continue`).
+ * A request the broker is serving, whose body of `length` bytes is not sent yet: a graceful stop waits for it (up
+ * to its 10 s grace). Resolves once the broker has read its headers (it answered `100 Continue`).
  */
-async function requestInFlight(p: BrokerProcess, key: string) {
+async function requestInFlight(p: BrokerProcess, key: string, length = 100) {
   const url = new URL(`${p.url}/v1/fine-grained-keys`);
   const req = request({
     host: url.hostname,
@@ -93,7 +93,7 @@ async function requestInFlight(p: BrokerProcess, key: string) {
     headers: {
       Authorization: `Bearer ${key}`,
       'Content-Type': 'application/json',
-      'Content-Length': 100,
+      'Content-Length': length,
       Expect: '100-continue',
     },
   });
@@ -176,35 +176,20 @@ describe('broker process', () => {
     const key = await createTenantKey(env());
     const p = await start();
     const body = JSON.stringify({ name: 'in-flight', expiration: '7d', permissions: ['audit-log:read'] });
-    const url = new URL(`${p.url}/v1/fine-grained-keys`);
+    const req = await requestInFlight(p, key, Buffer.byteLength(body));
     const response = new Promise<number>((resolve, reject) => {
-      const req = request(
-        {
-          host: url.hostname,
-          port: url.port,
-          path: url.pathname,
-          method: 'POST',
-          headers: {
-            Authorization: `Bearer ${key}`,
-            'Content-Type': 'application/json',
-            'Content-Length': Buffer.byteLength(body),
-          },
-        },
-        (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-        },
-      );
+      req.on('response', (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
       req.on('error', reject);
-      // Half the body now, SIGTERM, then the rest: the request is in flight when the signal arrives.
-      req.write(body.slice(0, 10));
-      // Supervisors and init shims may repeat the signal: the second changes nothing.
-      setTimeout(() => {
-        p.child.kill('SIGTERM');
-        setTimeout(() => p.child.kill('SIGTERM'), 100);
-        setTimeout(() => req.end(body.slice(10)), 300);
-      }, 200);
     });
+    // Supervisors and init shims may repeat the signal: the second changes nothing.
+    p.child.kill('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    p.child.kill('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    req.end(body);
     expect(await response).toBe(201);
     expect(await p.exited).toBe(0);
     expect(p.stdout()).toContain('"msg":"shutting down"');
