@@ -1,14 +1,18 @@
-// The broker's own view of a round: its latency histogram for successful exchanges (GET /metrics), read before
-// and after the round, so the report can set the time spent inside the broker beside what wrk measured.
+// The broker's own view of a round: its latency histogram for successful exchanges and its garbage collections
+// (GET /metrics), read before and after the round, so the report can set the time spent inside the broker beside
+// what wrk measured.
 
 const SERIES = 'http_request_duration_seconds';
 const EXCHANGE_LABELS = { method: 'POST', route: '/v1/oidc/token', status: '200' };
+const GC_SERIES = 'nodejs_gc_duration_seconds';
 
 /** Cumulative counts of one histogram series: observations ≤ each bucket's upper bound, in seconds. */
 export interface HistogramSnapshot {
   buckets: Map<number, number>;
   count: number;
   sumSeconds: number;
+  /** V8's garbage collections so far, of every kind: their pauses, and how many were major (mark-compact). */
+  gc: { seconds: number; major: number };
 }
 
 /** What the broker timed in a round: from its first middleware until the response was built. */
@@ -17,6 +21,11 @@ export interface InBroker {
   meanMs: number;
   /** Share of the round's exchanges the broker handled within 25 ms (a histogram bucket bound, so exact). */
   within25Ms: number;
+  /**
+   * Garbage collection per 1,000 of the round's exchanges: its pauses in ms (wall time, so a busy machine inflates
+   * them) and the major collections, which count what survives young-generation collection.
+   */
+  gcPerThousand: { ms: number; major: number };
 }
 
 function labelsOf(text: string): Record<string, string> {
@@ -25,9 +34,17 @@ function labelsOf(text: string): Record<string, string> {
 
 /** The successful-exchange series of the latency histogram in a Prometheus text exposition. */
 export function exchangeHistogram(exposition: string): HistogramSnapshot {
-  const snapshot: HistogramSnapshot = { buckets: new Map(), count: 0, sumSeconds: 0 };
+  const snapshot: HistogramSnapshot = {
+    buckets: new Map(),
+    count: 0,
+    sumSeconds: 0,
+    gc: { seconds: 0, major: 0 },
+  };
   for (const line of exposition.split('\n')) {
     const m = /^(\w+)\{([^}]*)\} (\S+)$/.exec(line);
+    if (m?.[1] === `${GC_SERIES}_sum`) snapshot.gc.seconds += Number(m[3]);
+    if (m?.[1] === `${GC_SERIES}_count` && labelsOf(m[2]!).kind === 'major')
+      snapshot.gc.major += Number(m[3]);
     if (!m?.[1]?.startsWith(SERIES)) continue;
     const labels = labelsOf(m[2]!);
     if (Object.entries(EXCHANGE_LABELS).some(([name, value]) => labels[name] !== value)) continue;
@@ -51,6 +68,10 @@ export function inBrokerBetween(before: HistogramSnapshot, after: HistogramSnaps
     exchanges,
     meanMs: ((after.sumSeconds - before.sumSeconds) / exchanges) * 1000,
     within25Ms: within / exchanges,
+    gcPerThousand: {
+      ms: ((after.gc.seconds - before.gc.seconds) / exchanges) * 1e6,
+      major: ((after.gc.major - before.gc.major) / exchanges) * 1000,
+    },
   };
 }
 

@@ -147,6 +147,7 @@ export function markdown(run: RunResult): string {
       `| latency p99 (ms), each round in order | ${col((p) => p.rounds.map((r) => f(r.load.latencyMs.p99, 1)).join(' · '))} |`,
       `| latency mean (ms): at the load generator / inside the broker, median round | ${col((p) => `${f(p.load.latencyMs.mean, 1)} / ${inBroker(p, (b) => f(b.meanMs, 1))}`)} |`,
       `| answered within 25 ms inside the broker, each round in order | ${col((p) => p.rounds.map((r) => inBroker(r, (b) => `${f(b.within25Ms * 100, 1)} %`)).join(' · '))} |`,
+      `| garbage collection inside the broker per 1,000 exchanges: ms of pauses (major collections), median round | ${col((p) => inBroker(p, (b) => `${f(b.gcPerThousand.ms, 1)} (${f(b.gcPerThousand.major, 2)})`))} |`,
       `| exchanges measured (s) | ${col((p) => `${f(p.load.ok)} (${f(p.load.seconds, 1)})`)} |`,
       `| errors / non-2xx | ${col((p) => `${p.load.errors} / ${p.load.non2xx}`)} |`,
       `| broker CPU (% of a core) | ${col((p) => f(p.brokerCpuPercent))} |`,
@@ -159,7 +160,9 @@ export function markdown(run: RunResult): string {
         "Inside the broker: from its first middleware until the answer is built, by the broker's own " +
           '`http_request_duration_seconds` (successful exchanges), read from `/metrics` before and after each round. ' +
           "The rest of the load generator's latency passes outside it: in the kernel, in the load generator, " +
-          'and waiting for the broker to read the request and to write the answer.',
+          'and waiting for the broker to read the request and to write the answer. Garbage collection is ' +
+          '`nodejs_gc_duration_seconds` of every kind, read the same way: its pauses are wall time, which a busy ' +
+          'machine stretches, while the count of major collections follows what the broker keeps alive.',
         '',
       );
     }

@@ -38,7 +38,26 @@ describe("the bench's reading of the broker's latency histogram", () => {
       'http_request_duration_seconds_sum{method="POST",route="/v1/oidc/token",status="200"} 0.1',
       'http_request_duration_seconds_count{method="POST",route="/v1/oidc/token",status="200"} 5',
     ].join('\n');
-    const empty = { buckets: new Map(), count: 0, sumSeconds: 0 };
+    const empty = { buckets: new Map(), count: 0, sumSeconds: 0, gc: { seconds: 0, major: 0 } };
     expect(() => inBrokerBetween(empty, exchangeHistogram(text))).toThrow(/no 0.025 s bucket/);
+  });
+
+  it("sets the broker's garbage collections of the round against its exchanges, every kind's pauses and the major ones", () => {
+    const exposition = (exchanges: number, gc: Record<string, [count: number, seconds: number]>) =>
+      [
+        `http_request_duration_seconds_bucket{le="0.025",method="POST",route="/v1/oidc/token",status="200"} ${exchanges}`,
+        `http_request_duration_seconds_sum{method="POST",route="/v1/oidc/token",status="200"} ${exchanges * 0.01}`,
+        `http_request_duration_seconds_count{method="POST",route="/v1/oidc/token",status="200"} ${exchanges}`,
+        ...Object.entries(gc).flatMap(([kind, [count, seconds]]) => [
+          `nodejs_gc_duration_seconds_sum{kind="${kind}"} ${seconds}`,
+          `nodejs_gc_duration_seconds_count{kind="${kind}"} ${count}`,
+        ]),
+      ].join('\n');
+    const before = exchangeHistogram(exposition(100, { minor: [10, 0.02], major: [1, 0.005] }));
+    const after = exchangeHistogram(
+      exposition(2100, { minor: [24, 0.05], major: [3, 0.012], incremental: [2, 0.002] }),
+    );
+    // 2,000 exchanges: 30 + 7 + 2 ms of pauses and 2 major collections.
+    expect(inBrokerBetween(before, after)?.gcPerThousand).toEqual({ ms: expect.closeTo(19.5, 6), major: 1 });
   });
 });
