@@ -551,6 +551,17 @@ describe('a refused request in the audit log', () => {
       details: { path: `/v1/fine-grained-keys/ssa_…${tenantKey.slice(-4)}` },
     });
   });
+
+  it('leaves an access token pasted into the path out of the record', async () => {
+    const minted = await t.request('POST', '/v1/tokens', { key: tenantKey, json: {} });
+    const token = ((await minted.json()) as { access_token: string }).access_token;
+    const readOnly = await rotate('tenant-read-only', 'primary');
+    const res = await t.request('DELETE', `/v1/fine-grained-keys/${token}`, { key: readOnly });
+    expect(res.status).toBe(403);
+    const [event] = await events('permission.denied');
+    expect(JSON.stringify(event)).not.toContain(token.split('.')[1]);
+    expect(event).toMatchObject({ target: null, details: { path: '/v1/fine-grained-keys/[a token]' } });
+  });
 });
 
 describe('a secret sent where it does not belong', () => {
