@@ -4,6 +4,7 @@ import type { AccessTokens } from '../core/access-tokens.js';
 import { grantablePermissions } from '../core/api-keys.js';
 import { type AuthenticateDeps, unauthenticated } from '../core/authenticate.js';
 import { actorOf, changedBy } from '../core/principal.js';
+import { CLOCK_SKEW_MS } from '../core/signing-keys.js';
 import { BrokerError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { guard, refusal } from './auth.js';
@@ -209,7 +210,11 @@ export function registerTokenRoutes(
     }),
     async (c) => {
       const principal = c.get('principal');
-      const result = await deps.accessTokens.verify(tokenFrom(c.req.valid('form'), c.req.valid('json')));
+      // A token that has just expired by this replica's clock is still revoked: one whose clock runs behind by up
+      // to CLOCK_SKEW_MS still takes it.
+      const result = await deps.accessTokens.verify(tokenFrom(c.req.valid('form'), c.req.valid('json')), {
+        expiredWithinMs: CLOCK_SKEW_MS,
+      });
       if (!result.ok || result.tenant.id !== principal.tenant.id) return c.body(null, 200);
       // RFC 7009 §2.1: a token may be revoked by itself, or by the client it was issued to (the API key that
       // minted it, its client_id).

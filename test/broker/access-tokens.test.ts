@@ -4,7 +4,7 @@ import { type KeyObject, randomUUID, sign } from 'node:crypto';
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../broker/cli.js';
-import { TEST_KEK } from '../support/broker.js';
+import { startTestBroker, TEST_KEK, type TestBroker } from '../support/broker.js';
 import { deferred } from '../support/deferred.js';
 import { type Federation, startFederation } from '../support/federation.js';
 
@@ -324,6 +324,82 @@ describe('POST /v1/tokens', () => {
     expect(await newestEvent('permission.denied')).toMatchObject({
       actor: { kind: 'access-token' },
       details: { required_credential: 'api-key', route: '/v1/tokens' },
+    });
+  });
+});
+
+describe('revocation on a replica whose clock runs behind (by less than the minute replicas may differ)', () => {
+  /** Replica `b` on the same database, its clock 30 s behind `f`'s; both clocks move together. */
+  async function withReplicaBehind(run: (b: TestBroker, advance: (ms: number) => void) => Promise<void>) {
+    const clock = { now: f.t.clock.now - 30_000 };
+    const b = await startTestBroker({ db: f.t.db, clock, env: { BROKER_PUBLIC_URL: 'https://broker.test' } });
+    try {
+      await run(b, (ms) => {
+        f.t.clock.now += ms;
+        clock.now += ms;
+      });
+    } finally {
+      await b.close();
+    }
+  }
+  const works = async (b: TestBroker, token: string) =>
+    (await b.request('GET', '/v1/whoami', { key: token })).status;
+
+  it('rotating the slot that minted a token stops it there too, though it has expired by the clock of the replica that rotates', async () => {
+    await withReplicaBehind(async (b, advance) => {
+      const reader = await json<{ key: string }>(
+        f.t.request('POST', '/v1/api-keys/tenant-read-only/primary/rotate', { key: f.key }),
+      );
+      const minted = await json<{ access_token: string }>(
+        b.request('POST', '/v1/tokens', { key: reader.key, json: { duration_seconds: 60 } }),
+      );
+      // 45 s on: 15 s left by b's clock, expired 15 s ago by f's.
+      advance(45_000);
+      expect(await works(b, minted.access_token)).toBe(200);
+      expect(
+        (await f.t.request('POST', '/v1/api-keys/tenant-read-only/primary/rotate', { key: f.key })).status,
+      ).toBe(200);
+      expect(await works(b, minted.access_token)).toBe(401);
+    });
+  });
+
+  it('revoking a fine-grained key stops its tokens there too, in the same way', async () => {
+    await withReplicaBehind(async (b, advance) => {
+      const bot = await json<{ id: string; key: string }>(
+        f.t.request('POST', '/v1/fine-grained-keys', {
+          key: f.key,
+          json: { name: 'skewed', expires_in_days: 7, permissions: ['audit-log:read'] },
+        }),
+      );
+      const minted = await json<{ access_token: string }>(
+        b.request('POST', '/v1/tokens', { key: bot.key, json: { duration_seconds: 60 } }),
+      );
+      advance(45_000);
+      expect(await works(b, minted.access_token)).toBe(200);
+      expect((await f.t.request('DELETE', `/v1/fine-grained-keys/${bot.id}`, { key: f.key })).status).toBe(
+        204,
+      );
+      expect(await works(b, minted.access_token)).toBe(401);
+    });
+  });
+
+  it('a token revoked there is refused there too, though it has expired by the clock of the replica that revokes', async () => {
+    await withReplicaBehind(async (b, advance) => {
+      const minted = await json<{ access_token: string }>(
+        b.request('POST', '/v1/tokens', { key: f.key, json: { duration_seconds: 60 } }),
+      );
+      advance(45_000);
+      expect(await works(b, minted.access_token)).toBe(200);
+      const revoked = await f.t.request('POST', '/v1/tokens/revoke', {
+        key: f.key,
+        ...form(minted.access_token),
+      });
+      expect(revoked.status).toBe(200);
+      expect(await works(b, minted.access_token)).toBe(401);
+      const introspected = await json<{ active: boolean }>(
+        b.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(minted.access_token) }),
+      );
+      expect(introspected.active).toBe(false);
     });
   });
 });
