@@ -139,10 +139,18 @@ export async function openSigningKeys(deps: {
   let keys = new Map<string, Loaded>();
   let loadedAt = 0;
   let lastMissReload = 0;
+  let loadsStarted = 0;
+  let newestApplied = 0;
 
   const load = async () => {
+    const started = now();
+    const order = ++loadsStarted;
+    const records = await store.signingKeys.list();
+    // Reloads overlap (each request past RELOAD_MS starts one until the first answers) and may answer out of
+    // order: one that a later reload has overtaken would put back the keys as they were before it.
+    if (order < newestApplied) return;
     const next = new Map<string, Loaded>();
-    for (const record of await store.signingKeys.list()) {
+    for (const record of records) {
       const known = keys.get(record.kid);
       const jwk = JSON.parse(record.publicJwk) as JsonWebKey;
       next.set(record.kid, {
@@ -153,7 +161,9 @@ export async function openSigningKeys(deps: {
       });
     }
     keys = next;
-    loadedAt = now();
+    newestApplied = order;
+    // When the read began, so that what a replica serves is never older than RELOAD_MS, however slow the read.
+    loadedAt = started;
   };
   const fresh = async () => {
     if (now() - loadedAt >= RELOAD_MS) await load();

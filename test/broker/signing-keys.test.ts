@@ -6,6 +6,7 @@ import { openSigningKeys, PUBLISH_AHEAD_MS, type SigningKeys } from '../../broke
 import { openStore } from '../../broker/store/open-store.js';
 import type { Store } from '../../broker/store/store.js';
 import { createTestDatabase, requestedEngine, type TestDatabase } from '../support/database.js';
+import { deferred } from '../support/deferred.js';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -60,6 +61,42 @@ describe(`signing keys (${requestedEngine()})`, () => {
     clock.now = activeFrom;
     expect(await signer(a)).toBe(next);
     expect(await signer(b)).toBe(next);
+  });
+
+  it('a replica publishes a new key within a minute even when its reloads overlap and finish out of order', async () => {
+    const a = await replica();
+    // Replica b's reads of the key list can be held after they have read, as a slow database answer is.
+    let held: { read: ReturnType<typeof deferred>; release: ReturnType<typeof deferred> } | undefined;
+    const slow: Store = {
+      ...store,
+      signingKeys: {
+        ...store.signingKeys,
+        async list() {
+          const hold = held;
+          held = undefined;
+          const rows = await store.signingKeys.list();
+          if (hold) {
+            hold.read.resolve();
+            await hold.release.promise;
+          }
+          return rows;
+        },
+      },
+    };
+    const b = await openSigningKeys({ store: slow, kek, now: () => clock.now });
+    const first = await signer(b);
+    clock.now += MINUTE;
+    // A request starts b's reload, which reads the keys before the rotation and answers late.
+    const hold = { read: deferred(), release: deferred() };
+    held = hold;
+    const slowRequest = published(b);
+    await hold.read.promise;
+    const { kid: next } = await a.rotate();
+    // The next request reloads meanwhile and finds the new key; then the slow reload answers.
+    expect(await published(b)).toEqual([first, next]);
+    hold.release.resolve();
+    await slowRequest;
+    expect(await published(b)).toEqual([first, next]);
   });
 
   it('two rotations in a row hand over in order, each key published before it signs', async () => {
