@@ -207,7 +207,7 @@ async function rotateSigningKey(io: CliIo): Promise<number> {
     io.out(`${kid}\n`);
     const from = new Date(activeFrom).toISOString();
     io.err(
-      `New signing key ${kid} is published in the JWKS now and signs from ${from}, once verifiers that cache ` +
+      `New signing key ${kid} is in every replica's JWKS within a minute and signs from ${from}, once verifiers that cache ` +
         `the JWKS have had it for their cache time. ${retired.join(', ')} signs until then and stays published ` +
         'until the tokens it signed have expired (12 h later).\n',
     );

@@ -46,7 +46,8 @@ export async function runPost(deps: PostDeps): Promise<PostOutcome> {
   }
   const explanation = explain({ ...result, attempts, gaveUp }, undefined, 'revoke');
   // Nothing else can end it sooner: the broker revokes an exchanged token only when the token itself asks.
-  const whatToDo = 'Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.';
+  const whatToDo =
+    'Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.';
   io.warning(
     `Could not revoke the StepSecurity API token; it stays valid until ${expiresAt}.\n` +
       `${formatExplanation(explanation)}\n${whatToDo}`,

@@ -96,7 +96,9 @@ describe('runPost (post step)', () => {
     expect(io.warnings[0]).not.toContain(ACCESS_TOKEN);
     // A new run gets a new token; it does not revoke this one.
     expect(io.warnings[0]).not.toContain('Re-run the job later');
-    expect(io.warnings[0]).toContain('Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.');
+    expect(io.warnings[0]).toContain(
+      'Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.',
+    );
   });
 
   it('says in the job summary that the token was not revoked, until when it is valid, and what to do', async () => {
@@ -109,7 +111,9 @@ describe('runPost (post step)', () => {
     const summary = io.summary[0]!;
     expect(summary).toContain('### StepSecurity API token not revoked');
     expect(summary).toContain('Not revoked; valid until 2025-06-01T12:15:00.000Z');
-    expect(summary).toContain('Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.');
+    expect(summary).toContain(
+      'Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.',
+    );
     expect(summary).toContain('The broker answered 503 unavailable');
     expect(summary).not.toContain(ACCESS_TOKEN);
     // The annotation stays: the summary is read after the job, the warning shows on the run's page.
@@ -138,7 +142,9 @@ describe('runPost (post step)', () => {
     expect(io.warnings[0]).toContain('The broker cannot serve this request right now (503 not_ready).');
     expect(io.warnings[0]).toContain('Its database is unavailable.');
     expect(io.warnings[0]).not.toContain('exchange was decided');
-    expect(io.warnings[0]).toContain('Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.');
+    expect(io.warnings[0]).toContain(
+      'Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.',
+    );
   });
 
   it('warns once, without retrying, when the broker refuses the revocation', async () => {
