@@ -5,6 +5,7 @@ import { BrokerError } from '../errors.js';
 import { GrantingPolicyChanged, type Tenant } from '../store/store.js';
 import type { ExchangeDeps, ExchangeRequest } from './exchange.js';
 import { auditEvent, callerClaims, deniedEvent } from './exchange-audit.js';
+import { withoutSecrets } from './keys.js';
 import { CLOCK_SKEW_SECONDS, type VerifiedClaims } from './oidc-verify.js';
 import type { Permission } from './permissions.js';
 import { type Allow, type Deny, evaluatePolicies } from './policy-evaluate.js';
@@ -69,7 +70,8 @@ async function decideAndRecord(request: ExchangeRequest, job: Job, deps: Exchang
       deniedEvent(tenant, claims, {
         reason: decision.reason,
         requested_permissions: permissions ?? null,
-        requested_policy: request.policy ?? null,
+        // A key pasted as the policy name is recorded as its hint, as a path holding one is.
+        requested_policy: request.policy === undefined ? null : withoutSecrets(request.policy),
         policies: decision.audit.policies.map((p) => ({
           id: p.id,
           name: p.name,

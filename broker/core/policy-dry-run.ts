@@ -1,6 +1,7 @@
 // The admin's "why was my workflow denied?" tool: a token's or typed-in claims against every policy, changing nothing.
 import type { Tenant } from '../store/store.js';
 import type { IssuerKeys } from './issuer-keys.js';
+import { withoutSecrets } from './keys.js';
 import {
   CLOCK_SKEW_SECONDS,
   givenClaimsProblem,
@@ -159,7 +160,9 @@ export async function dryRunPolicies(
   if (request.policy) {
     const key = policyNameKey(request.policy);
     if (!policies.some((p) => policyNameKey(p.name) === key)) {
-      warnings.push(`no policy of this tenant is named "${request.policy}", so nothing can match`);
+      warnings.push(
+        `no policy of this tenant is named "${withoutSecrets(request.policy)}", so nothing can match`,
+      );
     }
   }
   const aud = claims.aud;

@@ -405,6 +405,16 @@ describe('denials and the audit log', () => {
     ]);
   });
 
+  it('a key sent as the policy to use is audited as its hint, never whole', async () => {
+    await f.policy('p', { claims: REPO });
+    const token = f.issuer.sign();
+    const r = await exchange(token, { policy: f.key });
+    expect(r.body.code).toBe('no_matching_policy');
+    const [event] = await auditFor('token.exchange_denied', payloadOf(token).jti as string);
+    expect(JSON.stringify(event)).not.toContain(f.key.slice(4, 36));
+    expect(event!.details.requested_policy).toBe(`ssa_…${f.key.slice(-4)}`);
+  });
+
   it('the claims a denial echoes, pasted into the dry run as they are, get the answer the exchange gives', async () => {
     await f.policy('any-event', { claims: REPO, permissions: ['harden-runner:read'] });
     const claims = { event_name: undefined, environment: undefined };

@@ -189,6 +189,12 @@ describe('evaluate typed-in claims', () => {
     expect(empty.errors.map((e) => e.field)).toEqual(['policy']);
   });
 
+  it('a key given as the policy to use comes back as its hint, never whole', async () => {
+    const e = await evaluate({ claims: JOB, policy: key });
+    expect(JSON.stringify(e)).not.toContain(key.slice(4, 36));
+    expect(e.warnings).toEqual([expect.stringContaining(`"ssa_…${key.slice(-4)}"`)]);
+  });
+
   it('permissions no matching policy allows', async () => {
     const e = await evaluate({ claims: JOB, permissions: ['secure-registry:read'] });
     expect(e.decision).toEqual({
