@@ -6,6 +6,7 @@ import type { AccessTokens } from './access-tokens.js';
 import { deniedEvent } from './exchange-audit.js';
 import { decide } from './exchange-decision.js';
 import type { IssuerKeys } from './issuer-keys.js';
+import { withoutSecrets } from './keys.js';
 import { CLOCK_SKEW_SECONDS, type VerifiedClaims, verifyOidcToken } from './oidc-verify.js';
 import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
 import type { RateLimiter } from './rate-limit.js';
@@ -147,7 +148,8 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
     leewaySeconds: CLOCK_SKEW_SECONDS,
   });
   if (!verified.ok) {
-    deps.log.info('exchange refused', { reason: verified.reason });
+    // The reason may quote a claim of the untrusted token, where anything can stand, a key included.
+    deps.log.info('exchange refused', { reason: withoutSecrets(verified.reason) });
     throw new BrokerError(verified.code, verified.reason);
   }
   const claims = verified.claims;

@@ -497,6 +497,16 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
     expect(f.t.logs.join('\n')).toContain('exchange refused');
   });
 
+  it('a key in a refused token shows as its hint in the answer and in the log of the refusal', async () => {
+    const res = await f.exchange(sign({ iss: f.key }));
+    expect(res.status).toBe(401);
+    const hint = `ssa_…${f.key.slice(-4)}`;
+    expect(await res.text()).toContain(hint);
+    const refusals = f.t.logs.filter((line) => line.includes('exchange refused'));
+    expect(refusals.at(-1)).toContain(hint);
+    expect(f.t.logs.join('\n')).not.toContain(f.key.slice(4, 36));
+  });
+
   const REPLAYED: Refusal = { status: 401, code: 'token_replayed' };
 
   it('I1 the same token twice: exchanged once, then refused as a replay', async () => {
