@@ -37,6 +37,12 @@ commands:
 
 class UsageError extends Error {}
 
+/** The commands that group others, so that a missing or mistyped subcommand is named as such. */
+const SUBCOMMANDS = new Map<string | undefined, readonly string[]>([
+  ['tenant', ['create', 'list', 'rotate-key']],
+  ['signing-key', ['rotate']],
+]);
+
 /** Opens the store, saying so on standard error when a newer version of the broker has migrated it. */
 async function openStoreFor(database: BrokerConfig['database'], io: CliIo) {
   const store = await openStore(database);
@@ -75,6 +81,15 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (command === 'help' || command === '--help' || command === '-h') {
       io.out(USAGE);
       return 0;
+    }
+    const subcommands = SUBCOMMANDS.get(command);
+    if (subcommands) {
+      const list = subcommands.join(', ').replace(/, ([^,]+)$/, ' or $1');
+      throw new UsageError(
+        sub === undefined
+          ? `"${command}" needs a subcommand: ${list}`
+          : `"${command} ${sub}" is not a command; "${command}" takes ${list}`,
+      );
     }
     throw new UsageError(`unknown command "${argv.join(' ')}"`);
   } catch (error) {

@@ -89,6 +89,19 @@ describe('oidc-broker tenant', () => {
     }
     expect((await cli('tenant', 'list')).err).toContain('No tenants yet');
   });
+
+  it.each([
+    [['tenant'], '"tenant" needs a subcommand: create, list or rotate-key'],
+    [
+      ['tenant', 'delete', 'acme'],
+      '"tenant delete" is not a command; "tenant" takes create, list or rotate-key',
+    ],
+    [['signing-key'], '"signing-key" needs a subcommand: rotate'],
+  ])('%o names the subcommands that exist', async (argv, message) => {
+    const result = await cli(...argv);
+    expect(result.code).toBe(2);
+    expect(result.err).toContain(message);
+  });
 });
 
 describe('a database a newer version migrated', () => {
