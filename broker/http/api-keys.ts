@@ -6,7 +6,7 @@ import { changedBy } from '../core/principal.js';
 import { BUILTIN_KINDS, type BuiltinKeySlot, SLOTS } from '../store/store.js';
 import { guard, refusal } from './auth.js';
 import type { BrokerEnv } from './context.js';
-import { authErrors, badRequest, isoOrNull, Timestamp } from './schemas.js';
+import { authErrors, badRequest, headers, isoOrNull, Timestamp } from './schemas.js';
 
 const Kind = z.enum(BUILTIN_KINDS);
 const SlotName = z.enum(SLOTS);
@@ -85,6 +85,7 @@ export function registerApiKeyRoutes(
       responses: {
         200: {
           description: 'The new key, shown once.',
+          headers: z.object(headers.noStore),
           content: { 'application/json': { schema: RotatedKey } },
         },
         ...badRequest,

@@ -16,6 +16,7 @@ import { refuseMethods } from './methods.js';
 import {
   authErrors,
   badRequest,
+  headers,
   iso,
   isoOrNull,
   notFound,
@@ -101,6 +102,10 @@ export function registerFineGrainedKeyRoutes(
       responses: {
         201: {
           description: 'Created; `key` is shown once.',
+          headers: z.object({
+            ...headers.noStore,
+            ...headers.location('/v1/fine-grained-keys/7f1c5a4e-2b8d-4c1e-9a3f-5d6e7f809a1b'),
+          }),
           content: { 'application/json': { schema: CreatedKey } },
         },
         ...badRequest,

@@ -23,7 +23,7 @@ import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
 import { refuseMethods } from './methods.js';
 import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
 import { registerPolicyToolRoutes } from './policy-tools.js';
-import { authErrors, conflict, iso, notFound, problem } from './schemas.js';
+import { authErrors, conflict, headers, iso, notFound, problem } from './schemas.js';
 import { IdParam, unknownIdIsNotFound } from './text.js';
 
 const TAGS = ['Trust policies'];
@@ -133,6 +133,7 @@ export function registerPolicyRoutes(
     description,
     content: { 'application/json': { schema: PolicyChanged } },
   });
+  const location = z.object(headers.location('/v1/oidc/policies/0b6e2f8a-3c4d-4e5f-8a9b-1c2d3e4f5a6b'));
 
   app.openapi(
     createRoute({
@@ -147,7 +148,7 @@ export function registerPolicyRoutes(
       middleware: [guard(auth, 'oidc-federation:write')] as const,
       request: { body },
       responses: {
-        201: changedResponse('Created.'),
+        201: { ...changedResponse('Created.'), headers: location },
         ...authErrors,
         ...conflict,
         ...invalidPolicy,

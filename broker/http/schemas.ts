@@ -70,9 +70,33 @@ const problem = (description: string) => ({
   content: { 'application/problem+json': { schema: Problem } },
 });
 
+/** Response headers a client acts on, declared on the answers that carry them. */
+export const headers = {
+  noStore: {
+    'Cache-Control': z
+      .string()
+      .openapi({ description: 'The answer holds a secret: `no-store`.', example: 'no-store' }),
+  },
+  location: (example: string) => ({
+    Location: z.string().openapi({ description: 'Where the new resource is read.', example }),
+  }),
+  retryAfter: {
+    'Retry-After': z.number().int().openapi({ description: 'Seconds to wait before retrying.', example: 30 }),
+  },
+  challenge: {
+    'WWW-Authenticate': z.string().openapi({
+      description: 'The Bearer challenge; `error="invalid_token"` when a credential was sent but refused.',
+      example: 'Bearer realm="oidc-auth", error="invalid_token"',
+    }),
+  },
+} as const;
+
 /** The error responses every authenticated route can give. */
 export const authErrors = {
-  401: problem('Missing, malformed, unknown, expired or revoked credential (`unauthenticated`).'),
+  401: {
+    ...problem('Missing, malformed, unknown, expired or revoked credential (`unauthenticated`).'),
+    headers: z.object(headers.challenge),
+  },
   403: problem(
     'The credential lacks the permission (`forbidden`), or asks for more than it holds (`permission_escalation`).',
   ),

@@ -5,7 +5,7 @@ import { ACCESS_TOKEN_TYPE } from '../core/access-tokens.js';
 import { type ExchangeDeps, type ExchangeRequest, exchangeToken } from '../core/exchange.js';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
-import { IssuedToken, issuedToken, problem } from './schemas.js';
+import { headers, IssuedToken, issuedToken, problem } from './schemas.js';
 import { nameCharacters } from './text.js';
 
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -112,12 +112,19 @@ export function registerTokenExchangeRoute(
         },
       },
       responses: {
-        200: { description: 'The access token.', content: { 'application/json': { schema: TokenResponse } } },
+        200: {
+          description: 'The access token.',
+          headers: z.object(headers.noStore),
+          content: { 'application/json': { schema: TokenResponse } },
+        },
         400: problem('Malformed request (`invalid_request`).'),
         401: problem('`invalid_token`, `audience_mismatch` or `token_replayed`.'),
         403: problem('`no_matching_policy` (echoes your own claims) or `permission_not_allowed`.'),
         409: problem('`ambiguous_policy`: name one of `policies` in the request.'),
-        429: problem('`rate_limited`: retry after `Retry-After` seconds.'),
+        429: {
+          ...problem('`rate_limited`: retry after `Retry-After` seconds.'),
+          headers: z.object(headers.retryAfter),
+        },
         503: problem(
           "`issuer_unavailable`: the issuer's signing keys cannot be fetched; `not_ready`: the database does not " +
             'answer, or the trust policies kept changing while the exchange was decided. Retry.',

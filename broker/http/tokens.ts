@@ -9,7 +9,7 @@ import { BrokerError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { guard, refusal } from './auth.js';
 import type { BrokerEnv } from './context.js';
-import { authErrors, badRequest, IssuedToken, iso, issuedToken, PermissionList } from './schemas.js';
+import { authErrors, badRequest, headers, IssuedToken, iso, issuedToken, PermissionList } from './schemas.js';
 
 export const MAX_MINTED_SECONDS = 12 * 3600;
 const DEFAULT_MINTED_SECONDS = 3600;
@@ -79,7 +79,11 @@ export function registerTokenRoutes(
       // Every field has a default, so a request without a body mints with them, as `{}` does.
       request: { body: { required: false, content: { 'application/json': { schema: MintRequest } } } },
       responses: {
-        201: { description: 'The token.', content: { 'application/json': { schema: IssuedToken } } },
+        201: {
+          description: 'The token.',
+          headers: z.object(headers.noStore),
+          content: { 'application/json': { schema: IssuedToken } },
+        },
         ...badRequest,
         ...authErrors,
       },
@@ -179,6 +183,7 @@ export function registerTokenRoutes(
       responses: {
         200: {
           description: '`active` and, when active, the claims.',
+          headers: z.object(headers.noStore),
           content: { 'application/json': { schema: Introspection } },
         },
         ...authErrors,

@@ -18,7 +18,18 @@ export function registerWellKnownRoutes(
       path: '/.well-known/jwks.json',
       tags: ['Discovery'],
       summary: "The broker's token-signing keys",
-      responses: { 200: { description: 'A JWKS.', content: { 'application/json': { schema: Jwks } } } },
+      responses: {
+        200: {
+          description: 'A JWKS.',
+          headers: z.object({
+            'Cache-Control': z.string().openapi({
+              description: `How long a verifier may keep the keys: \`public, max-age=${JWKS_MAX_AGE_SECONDS}\`.`,
+              example: `public, max-age=${JWKS_MAX_AGE_SECONDS}`,
+            }),
+          }),
+          content: { 'application/json': { schema: Jwks } },
+        },
+      },
     }),
     async (c) => {
       const jwks = await deps.signingKeys.jwks();

@@ -1,0 +1,304 @@
+// The broker answers as its OpenAPI document says: each answer of each operation, success or refusal, has a
+// declared status, media type, body schema and headers — what an SDK generated from the document relies on.
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Federation, startFederation } from '../support/federation.js';
+import { answerDisagreements, type OpenApiDocument, schemaErrors } from '../support/openapi-check.js';
+
+const document = JSON.parse(
+  readFileSync(new URL('../../broker/openapi.json', import.meta.url), 'utf8'),
+) as OpenApiDocument;
+
+let f: Federation;
+/** A Tenant read-only key: every `:read`, no `:write`. */
+let readOnly: string;
+const driven = new Set<string>();
+
+beforeAll(async () => {
+  // A small exchange budget, so that the 429 is reachable.
+  f = await startFederation({ env: { BROKER_RATE_LIMIT_BURST: '2', BROKER_RATE_LIMIT_PER_MINUTE: '1' } });
+  const rotated = await f.t.request('POST', '/v1/api-keys/tenant-read-only/primary/rotate', { key: f.key });
+  readOnly = ((await rotated.json()) as { key: string }).key;
+});
+afterAll(() => f.close());
+
+interface Call {
+  /** The concrete path, when the template has parameters or a query is sent. */
+  path?: string;
+  key?: string;
+  json?: unknown;
+  form?: Record<string, string>;
+}
+
+interface Answer {
+  status: number;
+  // biome-ignore lint/suspicious/noExplicitAny: a JSON body, read by the test that asked for it.
+  body: any;
+  disagreements: string[];
+}
+
+async function call(method: string, template: string, { path, key, json, form }: Call = {}): Promise<Answer> {
+  driven.add(`${method.toLowerCase()} ${template}`);
+  const res = await f.t.request(method, path ?? template, {
+    key,
+    json,
+    ...(form
+      ? {
+          body: new URLSearchParams(form).toString(),
+          headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+        }
+      : {}),
+  });
+  const text = await res.text();
+  const isJson = /json/.test(res.headers.get('Content-Type') ?? '');
+  return {
+    status: res.status,
+    body: isJson ? JSON.parse(text) : text,
+    disagreements: answerDisagreements(document, method, template, {
+      status: res.status,
+      headers: res.headers,
+      text,
+    }),
+  };
+}
+
+/** Drives the calls in order and returns every answer's disagreements with the document, with the statuses seen. */
+async function drive(calls: [method: string, template: string, call?: Call][]) {
+  const statuses: string[] = [];
+  const disagreements: string[] = [];
+  for (const [method, template, options] of calls) {
+    const answer = await call(method, template, options);
+    statuses.push(`${method} ${options?.path ?? template} ${answer.status}`);
+    disagreements.push(...answer.disagreements);
+  }
+  return { statuses, disagreements };
+}
+
+const policyBody = (name: string, fields: Record<string, unknown> = {}) => ({
+  name,
+  claims: { repository: 'acme/infra' },
+  permissions: ['harden-runner:read'],
+  ...fields,
+});
+
+const exchangeForm = (token: string, fields: Record<string, string> = {}) => ({
+  grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+  subject_token: token,
+  subject_token_type: 'urn:ietf:params:oauth:token-type:id_token',
+  ...fields,
+});
+
+describe('every answer agrees with the OpenAPI document', () => {
+  it('discovery and operations', async () => {
+    const { disagreements } = await drive([
+      ['GET', '/healthz'],
+      ['GET', '/readyz'],
+      ['GET', '/metrics'],
+      ['GET', '/.well-known/jwks.json'],
+      ['GET', '/.well-known/oauth-authorization-server'],
+    ]);
+    expect(disagreements).toEqual([]);
+  });
+
+  it('identity and built-in keys: success, no credential, an unknown key, a missing permission', async () => {
+    const calls: [string, string, Call?][] = [];
+    for (const template of ['/v1/whoami', '/v1/permissions', '/v1/api-keys']) {
+      calls.push(['GET', template, { key: f.key }], ['GET', template, { key: readOnly }], ['GET', template]);
+      calls.push(['GET', template, { key: 'ssa_unknown' }]);
+    }
+    const rotate = '/v1/api-keys/{kind}/{slot}/rotate';
+    calls.push(
+      ['POST', rotate, { path: '/v1/api-keys/secure-registry/secondary/rotate', key: f.key }],
+      ['POST', rotate, { path: '/v1/api-keys/no-such-kind/secondary/rotate', key: f.key }],
+      ['POST', rotate, { path: '/v1/api-keys/secure-registry/secondary/rotate', key: readOnly }],
+      ['POST', rotate, { path: '/v1/api-keys/secure-registry/secondary/rotate' }],
+    );
+    const { statuses, disagreements } = await drive(calls);
+    expect(statuses.filter((s) => s.endsWith(' 401'))).toHaveLength(7);
+    expect(statuses).toContain('POST /v1/api-keys/secure-registry/secondary/rotate 403');
+    expect(disagreements).toEqual([]);
+  });
+
+  it('fine-grained keys: create, refusals, get, list, revoke', async () => {
+    const keys = '/v1/fine-grained-keys';
+    const created = await call('POST', keys, {
+      key: f.key,
+      json: { name: 'deploy', expiration: '7d', permissions: ['read-all'] },
+    });
+    const one = '/v1/fine-grained-keys/{id}';
+    const path = `${keys}/${created.body.id}`;
+    const { statuses, disagreements } = await drive([
+      ['POST', keys, { key: f.key, json: { name: 'no-expiry', permissions: ['read-all'] } }],
+      ['POST', keys, { key: f.key, json: { name: 'unknown', expiration: '7d', permissions: ['nope:read'] } }],
+      [
+        'POST',
+        keys,
+        { key: created.body.key, json: { name: 'x', expiration: '7d', permissions: ['read-all'] } },
+      ],
+      ['POST', keys, { key: readOnly, json: { name: 'x', expiration: '7d', permissions: ['read-all'] } }],
+      ['GET', keys, { key: f.key }],
+      ['GET', one, { path, key: f.key }],
+      ['GET', one, { path: `${keys}/${crypto.randomUUID()}`, key: f.key }],
+      ['GET', one, { path: `${keys}/not-an-id`, key: f.key }],
+      ['DELETE', one, { path, key: readOnly }],
+      ['DELETE', one, { path, key: f.key }],
+      ['DELETE', one, { path, key: f.key }],
+      ['GET', '/v1/whoami', { key: created.body.key }],
+    ]);
+    expect(created.disagreements).toEqual([]);
+    expect(statuses.map((s) => Number(s.slice(-3)))).toEqual([
+      400, 400, 403, 403, 200, 200, 404, 404, 403, 204, 404, 401,
+    ]);
+    expect(disagreements).toEqual([]);
+  });
+
+  it('trust policies: create with warnings, conflicts, invalid policies, replace, delete, config, dry runs', async () => {
+    const policies = '/v1/oidc/policies';
+    const created = await call('POST', policies, { key: f.key, json: policyBody('deploy') });
+    const one = '/v1/oidc/policies/{id}';
+    const path = `${policies}/${created.body.policy.id}`;
+    const evaluate = '/v1/oidc/policies/evaluate';
+    const job = { repository: 'acme/infra', repository_owner: 'acme', ref: 'refs/heads/main' };
+    const { statuses, disagreements } = await drive([
+      ['POST', policies, { key: f.key, json: policyBody('deploy') }],
+      ['POST', policies, { key: f.key, json: policyBody('bad', { claims: { ref: 'main' } }) }],
+      ['POST', policies, { key: f.key, json: policyBody('bad', { unknown: true }) }],
+      ['POST', policies, { key: readOnly, json: policyBody('denied') }],
+      ['GET', policies, { key: f.key }],
+      ['GET', one, { path, key: f.key }],
+      ['GET', one, { path: `${policies}/${crypto.randomUUID()}`, key: f.key }],
+      [
+        'PUT',
+        one,
+        {
+          path,
+          key: f.key,
+          json: policyBody('deploy', {
+            description: 'deploys',
+            claims: { ...job, environment: 'production' },
+            max_session_duration_seconds: 600,
+          }),
+        },
+      ],
+      ['PUT', one, { path, key: f.key, json: { name: '' } }],
+      ['PUT', one, { path: `${policies}/${crypto.randomUUID()}`, key: f.key, json: policyBody('gone') }],
+      ['GET', '/v1/oidc/config', { key: f.key }],
+      ['GET', '/v1/oidc/config', { path: '/v1/oidc/config?policy=deploy', key: f.key }],
+      ['GET', '/v1/oidc/config', { path: '/v1/oidc/config?policy=nope', key: f.key }],
+      ['GET', '/v1/oidc/config', { path: '/v1/oidc/config?policy=', key: f.key }],
+      ['POST', evaluate, { key: f.key, json: { claims: { ...job, environment: 'production' } } }],
+      ['POST', evaluate, { key: f.key, json: { claims: job, permissions: ['harden-runner:write'] } }],
+      ['POST', evaluate, { key: f.key, json: { claims: { ...job, aud: ['a', 'b'] } } }],
+      ['POST', evaluate, { key: f.key, json: { claims: { ...job, aud: 'elsewhere' } } }],
+      ['POST', evaluate, { key: f.key, json: { oidc_token: f.issuer.sign() } }],
+      ['POST', evaluate, { key: f.key, json: { oidc_token: 'not.a.token' } }],
+      ['POST', evaluate, { key: f.key, json: {} }],
+      ['DELETE', one, { path, key: readOnly }],
+      ['DELETE', one, { path, key: f.key }],
+      ['DELETE', one, { path, key: f.key }],
+    ]);
+    expect(created.disagreements).toEqual([]);
+    expect(statuses.map((s) => Number(s.slice(-3)))).toEqual([
+      409, 422, 422, 403, 200, 200, 404, 200, 422, 404, 200, 200, 404, 400, 200, 200, 200, 200, 200, 400, 400,
+      403, 204, 404,
+    ]);
+    expect(disagreements).toEqual([]);
+  });
+
+  it('the exchange: JSON and form, each refusal, the rate limit', async () => {
+    const exchange = '/v1/oidc/token';
+    await f.policy('infra');
+    await f.policy('form', { claims: { repository: 'acme/form' } });
+    await f.policy('twin', { claims: { repository: 'acme/twin' } });
+    await f.policy('twin-2', { claims: { repository: 'acme/twin' } });
+    const replayed = f.issuer.sign();
+    const other = () => f.issuer.sign({ repository: 'acme/other' });
+    const { statuses, disagreements } = await drive([
+      ['POST', exchange, { json: { oidc_token: replayed } }],
+      ['POST', exchange, { json: { oidc_token: replayed } }],
+      ['POST', exchange, { form: exchangeForm(f.issuer.sign({ repository: 'acme/form' })) }],
+      [
+        'POST',
+        exchange,
+        { json: { oidc_token: f.issuer.sign({ repository: 'acme/form' }), permissions: ['api-keys:write'] } },
+      ],
+      ['POST', exchange, { json: { oidc_token: 'not.a.token' } }],
+      ['POST', exchange, { json: { oidc_token: f.issuer.sign({ aud: 'elsewhere' }) } }],
+      ['POST', exchange, { json: { oidc_token: f.issuer.sign({ repository: 'acme/twin' }) } }],
+      ['POST', exchange],
+      ['POST', exchange, { json: { oidc_token: other() } }],
+      ['POST', exchange, { json: { oidc_token: other(), permissions: ['nope:read'] } }],
+      // The third exchange of acme/other within the minute, beyond its budget of two.
+      ['POST', exchange, { json: { oidc_token: other() } }],
+    ]);
+    expect(statuses.map((s) => Number(s.slice(-3)))).toEqual([
+      200, 401, 200, 403, 401, 401, 409, 400, 403, 400, 429,
+    ]);
+    expect(disagreements).toEqual([]);
+  });
+
+  it('tokens: mint, introspect, revoke', async () => {
+    const mint = '/v1/tokens';
+    const minted = await call('POST', mint, { key: f.key, json: { permissions: ['audit-log:read'] } });
+    const other = await call('POST', mint, { key: f.key });
+    const token = minted.body.access_token as string;
+    const { statuses, disagreements } = await drive([
+      ['POST', mint, { key: readOnly, json: { permissions: ['api-keys:write'] } }],
+      ['POST', mint, { key: f.key, json: { duration_seconds: 0 } }],
+      ['POST', mint, { key: token, json: {} }],
+      ['GET', '/v1/whoami', { key: token }],
+      ['POST', '/v1/tokens/introspect', { key: f.key, json: { token } }],
+      ['POST', '/v1/tokens/introspect', { key: f.key, form: { token } }],
+      ['POST', '/v1/tokens/introspect', { key: f.key, json: { token: 'not.a.token' } }],
+      ['POST', '/v1/tokens/introspect', { key: f.key, json: {} }],
+      ['POST', '/v1/tokens/revoke', { key: readOnly, json: { token: other.body.access_token } }],
+      ['POST', '/v1/tokens/revoke', { key: token, form: { token } }],
+      ['POST', '/v1/tokens/revoke', { key: f.key, json: { token: 'not.a.token' } }],
+      ['GET', '/v1/whoami', { key: token }],
+    ]);
+    expect([minted, other].flatMap((a) => a.disagreements)).toEqual([]);
+    expect(statuses.map((s) => Number(s.slice(-3)))).toEqual([
+      403, 400, 403, 200, 200, 200, 200, 400, 403, 200, 200, 401,
+    ]);
+    expect(disagreements).toEqual([]);
+  });
+
+  it('the audit log: pages and refused queries', async () => {
+    const events = '/v1/audit-events';
+    const first = await call('GET', events, { path: `${events}?limit=2`, key: f.key });
+    const { statuses, disagreements } = await drive([
+      ['GET', events, { path: `${events}?limit=2&cursor=${first.body.next_cursor}`, key: f.key }],
+      ['GET', events, { path: `${events}?type=permission.denied&limit=200`, key: f.key }],
+      ['GET', events, { path: `${events}?limit=0`, key: f.key }],
+      ['GET', events, { path: `${events}?type=nope`, key: f.key }],
+      ['GET', events, { path: `${events}?cursor=forged`, key: f.key }],
+      ['GET', events, { key: 'ssf_unknown' }],
+    ]);
+    expect(first.disagreements).toEqual([]);
+    expect(statuses.map((s) => Number(s.slice(-3)))).toEqual([200, 200, 400, 400, 400, 401]);
+    expect(disagreements).toEqual([]);
+  });
+
+  it('every operation of the document was driven above', () => {
+    const operations = Object.entries(document.paths).flatMap(([path, item]) =>
+      Object.keys(item).map((method) => `${method} ${path}`),
+    );
+    expect(operations.filter((operation) => !driven.has(operation))).toEqual([]);
+  });
+});
+
+describe('the document itself', () => {
+  it('every example and default is valid against the schema that carries it', () => {
+    const invalid: string[] = [];
+    const walk = (node: unknown, at: string): void => {
+      if (typeof node !== 'object' || node === null) return;
+      const { example, default: fallback, ...schema } = node as Record<string, unknown>;
+      const isSchema = 'type' in schema || '$ref' in schema || 'allOf' in schema;
+      if (isSchema && example !== undefined) invalid.push(...schemaErrors(document, schema, example, at));
+      if (isSchema && fallback !== undefined) invalid.push(...schemaErrors(document, schema, fallback, at));
+      for (const [member, child] of Object.entries(node)) walk(child, `${at}/${member}`);
+    };
+    walk(document, '#');
+    expect(invalid).toEqual([]);
+  });
+});
