@@ -3,6 +3,7 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { ALL_PERMISSIONS } from '../core/permissions.js';
 import { JWKS_MAX_AGE_SECONDS, type SigningKeys } from '../core/signing-keys.js';
 import type { BrokerEnv } from './context.js';
+import { problem } from './schemas.js';
 
 const Jwks = z
   .object({ keys: z.array(z.record(z.string(), z.string())) })
@@ -29,6 +30,8 @@ export function registerWellKnownRoutes(
           }),
           content: { 'application/json': { schema: Jwks } },
         },
+        // The keys are read again from the database every minute, so that every replica publishes a rotation.
+        503: problem('The database does not answer while the keys are read again (`not_ready`); retry.'),
       },
     }),
     async (c) => {

@@ -287,6 +287,49 @@ describe('every answer agrees with the OpenAPI document', () => {
   });
 });
 
+describe('while the database does not answer', () => {
+  it('every operation answers a status the document declares for it', async () => {
+    const down = await startFederation();
+    try {
+      const job = down.issuer.sign();
+      const bodies: Record<string, unknown> = {
+        'post /v1/oidc/token': { oidc_token: job },
+        'post /v1/fine-grained-keys': { name: 'k', expiration: '7d', permissions: ['read-all'] },
+        'post /v1/oidc/policies': policyBody('deploy'),
+        'put /v1/oidc/policies/{id}': policyBody('deploy'),
+        'post /v1/oidc/policies/evaluate': { oidc_token: job },
+        'post /v1/tokens': {},
+        'post /v1/tokens/introspect': { token: job },
+        'post /v1/tokens/revoke': { token: job },
+      };
+      // As a broker that is stopping meets it; and past the interval at which the signing keys are read again.
+      await down.t.broker.store.close();
+      down.t.clock.now += 5 * 60_000;
+      const disagreements: string[] = [];
+      const statuses = new Set<number>();
+      for (const [template, item] of Object.entries(document.paths)) {
+        for (const method of Object.keys(item)) {
+          const path = template
+            .replace('{id}', crypto.randomUUID())
+            .replace('{kind}', 'secure-registry')
+            .replace('{slot}', 'secondary');
+          const res = await down.t.request(method.toUpperCase(), path, {
+            key: template === '/v1/oidc/token' ? undefined : down.key,
+            json: bodies[`${method} ${template}`],
+          });
+          statuses.add(res.status);
+          const answer = { status: res.status, headers: res.headers, text: await res.text() };
+          disagreements.push(...answerDisagreements(document, method.toUpperCase(), template, answer));
+        }
+      }
+      expect(statuses).toContain(503);
+      expect(disagreements).toEqual([]);
+    } finally {
+      await down.close();
+    }
+  });
+});
+
 describe('the document itself', () => {
   it('every example and default is valid against the schema that carries it', () => {
     const invalid: string[] = [];
