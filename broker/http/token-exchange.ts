@@ -5,6 +5,7 @@ import { ACCESS_TOKEN_TYPE } from '../core/access-tokens.js';
 import { type ExchangeDeps, type ExchangeRequest, exchangeToken } from '../core/exchange.js';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
+import { bodyRequiredInDocument } from './media-types.js';
 import { headers, IssuedToken, issuedToken, problem } from './schemas.js';
 import { nameCharacters } from './text.js';
 
@@ -91,46 +92,49 @@ export function registerTokenExchangeRoute(
   deps: Omit<ExchangeDeps, 'log'>,
 ): void {
   app.openapi(
-    createRoute({
-      method: 'post',
-      path: '/v1/oidc/token',
-      tags: ['OIDC federation'],
-      summary: 'Exchange a GitHub Actions OIDC token for an access token',
-      description:
-        'Verifies the token, finds the tenant whose audience it carries, selects the trust policy and mints a ' +
-        'short-lived access token. Each OIDC token can be exchanged once. Accepts JSON or an RFC 8693 form.',
-      middleware: [bodyOnly] as const,
-      request: {
-        // Marked optional only so that each media type's validator runs for its own content type; an empty
-        // request is refused in the handler.
-        body: {
-          required: false,
-          content: {
-            'application/json': { schema: JsonRequest },
-            'application/x-www-form-urlencoded': { schema: FormRequest },
+    bodyRequiredInDocument(
+      app,
+      createRoute({
+        method: 'post',
+        path: '/v1/oidc/token',
+        tags: ['OIDC federation'],
+        summary: 'Exchange a GitHub Actions OIDC token for an access token',
+        description:
+          'Verifies the token, finds the tenant whose audience it carries, selects the trust policy and mints a ' +
+          'short-lived access token. Each OIDC token can be exchanged once. Accepts JSON or an RFC 8693 form.',
+        middleware: [bodyOnly] as const,
+        request: {
+          // Served as optional, so that each media type's validator runs for its own content type; an empty request
+          // is refused in the handler, and the document says the body is required.
+          body: {
+            required: false,
+            content: {
+              'application/json': { schema: JsonRequest },
+              'application/x-www-form-urlencoded': { schema: FormRequest },
+            },
           },
         },
-      },
-      responses: {
-        200: {
-          description: 'The access token.',
-          headers: z.object(headers.noStore),
-          content: { 'application/json': { schema: TokenResponse } },
+        responses: {
+          200: {
+            description: 'The access token.',
+            headers: z.object(headers.noStore),
+            content: { 'application/json': { schema: TokenResponse } },
+          },
+          400: problem('Malformed request (`invalid_request`).'),
+          401: problem('`invalid_token`, `audience_mismatch` or `token_replayed`.'),
+          403: problem('`no_matching_policy` (echoes your own claims) or `permission_not_allowed`.'),
+          409: problem('`ambiguous_policy`: name one of `policies` in the request.'),
+          429: {
+            ...problem('`rate_limited`: retry after `Retry-After` seconds.'),
+            headers: z.object(headers.retryAfter),
+          },
+          503: problem(
+            "`issuer_unavailable`: the issuer's signing keys cannot be fetched; `not_ready`: the database does not " +
+              'answer, or the trust policies kept changing while the exchange was decided. Retry.',
+          ),
         },
-        400: problem('Malformed request (`invalid_request`).'),
-        401: problem('`invalid_token`, `audience_mismatch` or `token_replayed`.'),
-        403: problem('`no_matching_policy` (echoes your own claims) or `permission_not_allowed`.'),
-        409: problem('`ambiguous_policy`: name one of `policies` in the request.'),
-        429: {
-          ...problem('`rate_limited`: retry after `Retry-After` seconds.'),
-          headers: z.object(headers.retryAfter),
-        },
-        503: problem(
-          "`issuer_unavailable`: the issuer's signing keys cannot be fetched; `not_ready`: the database does not " +
-            'answer, or the trust policies kept changing while the exchange was decided. Retry.',
-        ),
-      },
-    }),
+      }),
+    ),
     async (c) => {
       const json = c.req.valid('json') as Partial<z.infer<typeof JsonRequest>>;
       const form = c.req.valid('form') as Partial<z.infer<typeof FormRequest>>;

@@ -9,6 +9,7 @@ import { BrokerError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { guard, refusal } from './auth.js';
 import type { BrokerEnv } from './context.js';
+import { bodyRequiredInDocument } from './media-types.js';
 import { authErrors, badRequest, headers, IssuedToken, iso, issuedToken, PermissionList } from './schemas.js';
 
 export const MAX_MINTED_SECONDS = 12 * 3600;
@@ -170,25 +171,28 @@ export function registerTokenRoutes(
   );
 
   app.openapi(
-    createRoute({
-      method: 'post',
-      path: '/v1/tokens/introspect',
-      tags: ['Tokens'],
-      summary: 'Introspect an access token (RFC 7662)',
-      description:
-        'Any credential of the same tenant may ask. Tokens of other tenants are reported inactive.',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth)] as const,
-      request: { body: { ...tokenBody, required: false } },
-      responses: {
-        200: {
-          description: '`active` and, when active, the claims.',
-          headers: z.object(headers.noStore),
-          content: { 'application/json': { schema: Introspection } },
+    bodyRequiredInDocument(
+      app,
+      createRoute({
+        method: 'post',
+        path: '/v1/tokens/introspect',
+        tags: ['Tokens'],
+        summary: 'Introspect an access token (RFC 7662)',
+        description:
+          'Any credential of the same tenant may ask. Tokens of other tenants are reported inactive.',
+        security: [{ bearerAuth: [] }],
+        middleware: [guard(auth)] as const,
+        request: { body: { ...tokenBody, required: false } },
+        responses: {
+          200: {
+            description: '`active` and, when active, the claims.',
+            headers: z.object(headers.noStore),
+            content: { 'application/json': { schema: Introspection } },
+          },
+          ...authErrors,
         },
-        ...authErrors,
-      },
-    }),
+      }),
+    ),
     async (c) => {
       const result = await deps.accessTokens.verify(tokenFrom(c.req.valid('form'), c.req.valid('json')));
       c.header('Cache-Control', 'no-store');
@@ -199,20 +203,23 @@ export function registerTokenRoutes(
   );
 
   app.openapi(
-    createRoute({
-      method: 'post',
-      path: '/v1/tokens/revoke',
-      tags: ['Tokens'],
-      summary: 'Revoke an access token (RFC 7009)',
-      description:
-        'A token may revoke itself, and an API key the tokens it minted; revoking another token of the tenant needs ' +
-        '`api-keys:write`. Every replica ' +
-        'refuses it from the next request on. Unknown, expired or foreign tokens are answered 200, as RFC 7009 says.',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth)] as const,
-      request: { body: { ...tokenBody, required: false } },
-      responses: { 200: { description: 'Revoked, or nothing to revoke.' }, ...authErrors },
-    }),
+    bodyRequiredInDocument(
+      app,
+      createRoute({
+        method: 'post',
+        path: '/v1/tokens/revoke',
+        tags: ['Tokens'],
+        summary: 'Revoke an access token (RFC 7009)',
+        description:
+          'A token may revoke itself, and an API key the tokens it minted; revoking another token of the tenant needs ' +
+          '`api-keys:write`. Every replica ' +
+          'refuses it from the next request on. Unknown, expired or foreign tokens are answered 200, as RFC 7009 says.',
+        security: [{ bearerAuth: [] }],
+        middleware: [guard(auth)] as const,
+        request: { body: { ...tokenBody, required: false } },
+        responses: { 200: { description: 'Revoked, or nothing to revoke.' }, ...authErrors },
+      }),
+    ),
     async (c) => {
       const principal = c.get('principal');
       // A token that has just expired by this replica's clock is still revoked: one whose clock runs behind by up

@@ -287,6 +287,25 @@ describe('every answer agrees with the OpenAPI document', () => {
   });
 });
 
+describe('requests: what the document accepts is accepted, and what it refuses refused', () => {
+  it('a request without a body is refused where the document requires one, and served where it does not', async () => {
+    const answers: string[] = [];
+    for (const [template, item] of Object.entries(document.paths)) {
+      for (const [method, operation] of Object.entries(item)) {
+        if (!operation.requestBody) continue;
+        const res = await f.t.request(method.toUpperCase(), template.replace('{id}', crypto.randomUUID()), {
+          key: template === '/v1/oidc/token' ? undefined : f.key,
+        });
+        const documented = operation.requestBody.required === true ? 'required' : 'optional';
+        const served = res.status === 400 || res.status === 422 ? 'required' : 'optional';
+        answers.push(`${method} ${template}: documented ${documented}, served ${served} (${res.status})`);
+      }
+    }
+    expect(answers.filter((a) => !/documented (\w+), served \1 /.test(a))).toEqual([]);
+    expect(answers).toContain('post /v1/tokens: documented optional, served optional (201)');
+  });
+});
+
 describe('while the database does not answer', () => {
   it('every operation answers a status the document declares for it', async () => {
     const down = await startFederation();
