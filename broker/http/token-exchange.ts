@@ -51,7 +51,14 @@ const FormRequest = z
       .regex(/^[0-9]{1,4}$/, 'must be a whole number of seconds')
       .transform(Number)
       .pipe(Duration)
-      .optional(),
+      .optional()
+      // Text on the wire, as every form field: documented as the number it carries, with the JSON body's limits.
+      .openapi({
+        type: 'integer',
+        minimum: Duration.minValue ?? undefined,
+        maximum: Duration.maxValue ?? undefined,
+        description: "Lifetime wanted, in seconds; the policy's cap applies.",
+      }),
   })
   .openapi('TokenExchangeForm');
 

@@ -306,6 +306,46 @@ describe('requests: what the document accepts is accepted, and what it refuses r
   });
 });
 
+describe('request fields: the document accepts what the broker accepts', () => {
+  /** The schema of a request body's property, for a media type the operation takes. */
+  const propertySchema = (template: string, mediaType: string, property: string) => {
+    const body = document.paths[template]!.post!.requestBody!.content[mediaType]!.schema as { $ref: string };
+    const name = body.$ref.split('/').pop()!;
+    return (document.components.schemas[name] as { properties: Record<string, { type?: string }> })
+      .properties[property]!;
+  };
+
+  it("the exchange's duration_seconds, in JSON and in the RFC 8693 form", async () => {
+    const verdicts: string[] = [];
+    for (const mediaType of ['application/json', 'application/x-www-form-urlencoded']) {
+      const schema = propertySchema('/v1/oidc/token', mediaType, 'duration_seconds');
+      for (const seconds of [0, 1, 60, 3600, 3601, 9999]) {
+        // A form carries the value as its decimal text, whatever type the document gives it.
+        const value = schema.type === 'string' ? String(seconds) : seconds;
+        const documented = schemaErrors(document, schema, value).length === 0;
+        // Fields are checked before the token: a value taken gets as far as the token's 401.
+        const res = await f.t.request('POST', '/v1/oidc/token', {
+          ...(mediaType === 'application/json'
+            ? { json: { oidc_token: 'not.a.token', duration_seconds: seconds } }
+            : {
+                body: new URLSearchParams({
+                  ...exchangeForm('not.a.token'),
+                  duration_seconds: String(seconds),
+                }).toString(),
+                headers: { 'Content-Type': mediaType },
+              }),
+        });
+        const served = res.status !== 400;
+        if (documented !== served)
+          verdicts.push(
+            `${mediaType} ${seconds}: documented ${documented}, served ${served} (${res.status})`,
+          );
+      }
+    }
+    expect(verdicts).toEqual([]);
+  });
+});
+
 describe('while the database does not answer', () => {
   it('every operation answers a status the document declares for it', async () => {
     const down = await startFederation();
