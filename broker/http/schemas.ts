@@ -1,7 +1,7 @@
 // Response and shared schemas, written once and referenced by every route's OpenAPI entry.
 import { z } from '@hono/zod-openapi';
 import { ACCESS_TOKEN_TYPE } from '../core/access-tokens.js';
-import { ALL_PERMISSIONS } from '../core/permissions.js';
+import { ALL_PERMISSIONS, SHORTCUTS } from '../core/permissions.js';
 
 export const Problem = z
   .looseObject({
@@ -17,9 +17,18 @@ export const Problem = z
 
 export const PermissionId = z.enum(ALL_PERMISSIONS as [string, ...string[]]).openapi('PermissionId');
 
-/** Accepts ids and shortcuts; unknown values get the broker's own message naming the offending entry. */
+/**
+ * A permission id or shortcut, as a request names one. Documented as the closed list it is, but checked by the
+ * broker, whose message names the offending entry and, for a category the tenant disabled, says so.
+ */
+const REQUESTABLE: string[] = [...ALL_PERMISSIONS, ...SHORTCUTS];
+export const RequestedPermission = z.string().max(64).openapi('RequestedPermission', { enum: REQUESTABLE });
+
+/** The same as an OAuth `scope`: requested permissions separated by spaces (none, when empty). */
+export const SCOPE_PATTERN = `^ *(?:(?:${REQUESTABLE.join('|')})(?: +|$))*$`;
+
 export const PermissionList = z
-  .array(z.string().max(64))
+  .array(RequestedPermission)
   .max(64)
   .openapi({
     description: 'Permission ids (`harden-runner:read`, …) or the shortcuts `read-all` / `read-write-all`.',

@@ -6,7 +6,7 @@ import { type ExchangeDeps, type ExchangeRequest, exchangeToken } from '../core/
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
 import { bodyRequiredInDocument } from './media-types.js';
-import { headers, IssuedToken, issuedToken, problem } from './schemas.js';
+import { headers, IssuedToken, issuedToken, PermissionList, problem, SCOPE_PATTERN } from './schemas.js';
 import { nameCharacters } from './text.js';
 
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -27,7 +27,7 @@ const JsonRequest = z
       description:
         "The tenant you mean; the token's audience must then be that tenant's (a clearer error when not).",
     }),
-    permissions: z.array(z.string().max(64)).max(64).optional().openapi({
+    permissions: PermissionList.optional().openapi({
       description: "Permissions to request (ids or shortcuts); omit for the policy's whole allowlist.",
     }),
     duration_seconds: Duration.optional().openapi({
@@ -43,7 +43,10 @@ const FormRequest = z
     subject_token: Token,
     subject_token_type: z.enum(SUBJECT_TOKEN_TYPES),
     requested_token_type: z.literal(ACCESS_TOKEN_TYPE).optional(),
-    scope: z.string().max(4096).optional().openapi({ description: 'Space-separated permissions.' }),
+    scope: z.string().max(4096).optional().openapi({
+      description: "Space-separated permissions (ids or shortcuts); omit for the policy's whole allowlist.",
+      pattern: SCOPE_PATTERN,
+    }),
     tenant: TenantName.optional(),
     policy: PolicyName.optional(),
     duration_seconds: z

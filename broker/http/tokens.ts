@@ -17,7 +17,7 @@ const DEFAULT_MINTED_SECONDS = 3600;
 
 const MintRequest = z
   .strictObject({
-    permissions: PermissionList.optional().openapi({
+    permissions: PermissionList.min(1, 'at least one permission is required').optional().openapi({
       description: "Defaults to all of the key's permissions.",
     }),
     // The default is applied in the handler: a request without a body reaches it unparsed, as {}.

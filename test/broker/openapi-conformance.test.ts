@@ -346,6 +346,93 @@ describe('request fields: the document accepts what the broker accepts', () => {
   });
 });
 
+describe('permission lists: the document accepts the lists the broker accepts', () => {
+  it('in every request body that takes one', async () => {
+    const policy = await call('POST', '/v1/oidc/policies', {
+      key: f.key,
+      json: policyBody('permission-lists'),
+    });
+    let n = 0;
+    /** A request naming `permissions`, otherwise as the operation takes it. */
+    const requests: [template: string, method: string, body: (permissions: string[]) => unknown][] = [
+      [
+        '/v1/oidc/token',
+        'POST',
+        (permissions) => ({
+          // A repository of its own each time, so that no exchange budget runs out.
+          oidc_token: f.issuer.sign({ repository: `acme/lists-${++n}` }),
+          permissions,
+        }),
+      ],
+      [
+        '/v1/fine-grained-keys',
+        'POST',
+        (permissions) => ({ name: `list-${++n}`, expiration: '7d', permissions }),
+      ],
+      ['/v1/oidc/policies', 'POST', (permissions) => policyBody(`list-${++n}`, { permissions })],
+      ['/v1/oidc/policies/{id}', 'PUT', (permissions) => policyBody('permission-lists', { permissions })],
+      [
+        '/v1/oidc/policies/evaluate',
+        'POST',
+        (permissions) => ({ claims: { repository: 'acme/infra' }, permissions }),
+      ],
+      ['/v1/tokens', 'POST', (permissions) => ({ permissions })],
+    ];
+    const lists = [
+      ['harden-runner:read'],
+      ['read-all', 'read-write-all'],
+      [],
+      ['nope:read'],
+      ['Harden-Runner:read'],
+      ['harden-runner'],
+    ];
+    const verdicts: string[] = [];
+    for (const [template, method, body] of requests) {
+      const operation = document.paths[template]![method.toLowerCase()]!;
+      const { $ref } = operation.requestBody!.content['application/json']!.schema as { $ref: string };
+      const schema = document.components.schemas[$ref.split('/').pop()!] as {
+        properties: { permissions: unknown };
+      };
+      for (const list of lists) {
+        const documented = schemaErrors(document, schema.properties.permissions, list).length === 0;
+        const res = await f.t.request(method, template.replace('{id}', policy.body.policy.id), {
+          key: template === '/v1/oidc/token' ? undefined : f.key,
+          json: body(list),
+        });
+        const problem = (res.status === 400 || res.status === 422 ? await res.json() : {}) as {
+          errors?: { field: string }[];
+        };
+        const served = !problem.errors?.some((e) => e.field.startsWith('permissions'));
+        if (documented !== served)
+          verdicts.push(
+            `${method} ${template} ${JSON.stringify(list)}: documented ${documented}, served ${served}`,
+          );
+      }
+    }
+    // The RFC 8693 form names them in `scope`, separated by spaces.
+    const scope = (document.components.schemas.TokenExchangeForm as { properties: Record<string, unknown> })
+      .properties.scope;
+    for (const text of [
+      ...lists.map((list) => list.join(' ')),
+      ' read-all  harden-runner:write ',
+      'read-all\tx',
+    ]) {
+      const documented = schemaErrors(document, scope, text).length === 0;
+      const res = await f.t.request('POST', '/v1/oidc/token', {
+        body: new URLSearchParams(
+          exchangeForm(f.issuer.sign({ repository: `acme/lists-${++n}` }), { scope: text }),
+        ).toString(),
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      });
+      const problem = (res.status === 400 ? await res.json() : {}) as { errors?: { field: string }[] };
+      const served = !problem.errors?.some((e) => e.field === 'scope');
+      if (documented !== served)
+        verdicts.push(`form scope ${JSON.stringify(text)}: documented ${documented}, served ${served}`);
+    }
+    expect(verdicts).toEqual([]);
+  });
+});
+
 describe('while the database does not answer', () => {
   it('every operation answers a status the document declares for it', async () => {
     const down = await startFederation();
