@@ -4,7 +4,7 @@ import { type KeyDeps, rotateBuiltinKey } from '../core/api-keys.js';
 import type { AuthenticateDeps } from '../core/authenticate.js';
 import { changedBy } from '../core/principal.js';
 import { BUILTIN_KINDS, type BuiltinKeySlot, SLOTS } from '../store/store.js';
-import { guard, refusal } from './auth.js';
+import { refusal, secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { authErrors, badRequest, headers, isoOrNull, Timestamp } from './schemas.js';
 
@@ -52,8 +52,7 @@ export function registerApiKeyRoutes(
       summary: 'List the built-in key slots',
       description:
         'Tenant, Tenant read-only and Secure Registry keys, each with a primary and a secondary slot.',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'api-keys:read')] as const,
+      ...secured(auth, 'api-keys:read'),
       responses: {
         200: {
           description: 'The six slots, without secrets.',
@@ -78,9 +77,8 @@ export function registerApiKeyRoutes(
         'Generates a new key for the slot; the previous value stops working at once, on every replica. ' +
         'Only a Tenant API key may rotate. The other slot of the same kind is unaffected, so rotate the slot your ' +
         'systems are not using, switch them over, then rotate the other.',
-      security: [{ bearerAuth: [] }],
       // No permission check first: every other credential is refused for its kind, which is what to change.
-      middleware: [guard(auth)] as const,
+      ...secured(auth),
       request: { params: z.object({ kind: Kind, slot: SlotName }) },
       responses: {
         200: {

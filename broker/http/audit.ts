@@ -3,7 +3,7 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AuthenticateDeps } from '../core/authenticate.js';
 import { BrokerError } from '../errors.js';
 import { AUDIT_EVENT_TYPES, type AuditEvent } from '../store/store.js';
-import { guard } from './auth.js';
+import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { authErrors, badRequest, iso, Timestamp } from './schemas.js';
 
@@ -74,8 +74,7 @@ export function registerAuditRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authentic
       summary: 'List audit events',
       description:
         'Newest first. Pass `next_cursor` back as `cursor` for the next page; it is null on the last page.',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'audit-log:read')] as const,
+      ...secured(auth, 'audit-log:read'),
       request: { query: Query },
       responses: {
         200: {

@@ -28,6 +28,15 @@ export function guard(deps: AuthenticateDeps, permission?: Permission) {
   });
 }
 
+/**
+ * A route's guard and its OpenAPI security requirement at once: the permission the guard requires is the role the
+ * bearer requirement names (OpenAPI 3.1 lets a scheme other than OAuth list roles); none when any credential may call.
+ */
+export function secured(deps: AuthenticateDeps, permission?: Permission) {
+  const middleware: [Guard] = [guard(deps, permission)];
+  return { security: [{ bearerAuth: permission === undefined ? [] : [permission] }], middleware };
+}
+
 /** What a refused request lacked: a permission, or a kind of credential (`tenant`: a Tenant API key). */
 export type Requirement = { permission: Permission } | { credential: 'tenant' | 'api-key' };
 

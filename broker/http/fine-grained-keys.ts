@@ -10,7 +10,7 @@ import {
 import type { AuthenticateDeps } from '../core/authenticate.js';
 import { BrokerError } from '../errors.js';
 import type { FineGrainedKey } from '../store/store.js';
-import { guard } from './auth.js';
+import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { refuseMethods } from './methods.js';
 import {
@@ -96,8 +96,7 @@ export function registerFineGrainedKeyRoutes(
       description:
         'Creates a scoped, expiring key. The key is in this response only. Permissions must be a subset of the ' +
         "caller's own (`403 permission_escalation` otherwise).",
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'api-keys:write')] as const,
+      ...secured(auth, 'api-keys:write'),
       request: { body: { required: true, content: { 'application/json': { schema: CreateRequest } } } },
       responses: {
         201: {
@@ -142,8 +141,7 @@ export function registerFineGrainedKeyRoutes(
       path: '/v1/fine-grained-keys',
       tags: ['Fine-grained keys'],
       summary: 'List fine-grained keys',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'api-keys:read')] as const,
+      ...secured(auth, 'api-keys:read'),
       responses: {
         200: {
           description: 'Every fine-grained key of the tenant, newest first, without secrets.',
@@ -164,8 +162,7 @@ export function registerFineGrainedKeyRoutes(
       path: '/v1/fine-grained-keys/{id}',
       tags: ['Fine-grained keys'],
       summary: 'Get a fine-grained key',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'api-keys:read')] as const,
+      ...secured(auth, 'api-keys:read'),
       request: { params: IdParam },
       responses: {
         200: {
@@ -192,8 +189,7 @@ export function registerFineGrainedKeyRoutes(
       tags: ['Fine-grained keys'],
       summary: 'Revoke a fine-grained key',
       description: 'Deletes the key; the next request that uses it is refused, on every replica.',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'api-keys:write')] as const,
+      ...secured(auth, 'api-keys:write'),
       request: { params: IdParam },
       responses: { 204: { description: 'Revoked.' }, ...authErrors, ...notFound },
     }),

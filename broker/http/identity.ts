@@ -2,7 +2,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AuthenticateDeps } from '../core/authenticate.js';
 import { ALL_PERMISSIONS, CATEGORIES, enabledPermissions } from '../core/permissions.js';
-import { guard } from './auth.js';
+import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { authErrors, isoOrNull, PermissionId, Timestamp } from './schemas.js';
 
@@ -35,15 +35,13 @@ const Catalogue = z
   .openapi('PermissionCatalogue');
 
 export function registerIdentityRoutes(app: OpenAPIHono<BrokerEnv>, auth: AuthenticateDeps): void {
-  const anyCredential = guard(auth);
   app.openapi(
     createRoute({
       method: 'get',
       path: '/v1/whoami',
       tags: ['Identity'],
       summary: 'Describe the calling credential',
-      security: [{ bearerAuth: [] }],
-      middleware: [anyCredential] as const,
+      ...secured(auth),
       responses: {
         200: {
           description: 'The tenant, credential and effective permissions.',
@@ -77,8 +75,7 @@ export function registerIdentityRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authen
       path: '/v1/permissions',
       tags: ['Identity'],
       summary: "List the tenant's permission catalogue and shortcuts",
-      security: [{ bearerAuth: [] }],
-      middleware: [anyCredential] as const,
+      ...secured(auth),
       responses: {
         200: {
           description: 'Categories, their permissions, and what each shortcut expands to.',

@@ -18,7 +18,7 @@ import {
   type TrustPolicy,
 } from '../core/policy-types.js';
 import { BrokerError } from '../errors.js';
-import { guard } from './auth.js';
+import { secured } from './auth.js';
 import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
 import { refuseMethods } from './methods.js';
 import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
@@ -144,8 +144,7 @@ export function registerPolicyRoutes(
       description:
         'Saves a policy that lets matching GitHub Actions jobs exchange their OIDC token. Its permissions must be a ' +
         "subset of the caller's own (`403 permission_escalation`). A valid but broad policy is saved with `warnings`.",
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'oidc-federation:write')] as const,
+      ...secured(auth, 'oidc-federation:write'),
       request: { body },
       responses: {
         201: { ...changedResponse('Created.'), headers: location },
@@ -168,8 +167,7 @@ export function registerPolicyRoutes(
       path: '/v1/oidc/policies',
       tags: TAGS,
       summary: 'List trust policies',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'oidc-federation:read')] as const,
+      ...secured(auth, 'oidc-federation:read'),
       responses: {
         200: {
           description: 'Every policy of the tenant, by name.',
@@ -190,8 +188,7 @@ export function registerPolicyRoutes(
       path: '/v1/oidc/policies/{id}',
       tags: TAGS,
       summary: 'Get a trust policy',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'oidc-federation:read')] as const,
+      ...secured(auth, 'oidc-federation:read'),
       request: { params: IdParam },
       responses: {
         200: { description: 'The policy.', content: { 'application/json': { schema: PolicyView } } },
@@ -217,8 +214,7 @@ export function registerPolicyRoutes(
       description:
         'Full replacement with the same body as create: a field left out takes its default. The next exchange, on ' +
         'every replica, uses the new version.',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'oidc-federation:write')] as const,
+      ...secured(auth, 'oidc-federation:write'),
       request: { params: IdParam, body },
       responses: {
         200: changedResponse('Replaced.'),
@@ -244,8 +240,7 @@ export function registerPolicyRoutes(
       summary: 'Delete a trust policy',
       description:
         'Effective on the next exchange, on every replica. Tokens already minted stay valid until they expire.',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'oidc-federation:write')] as const,
+      ...secured(auth, 'oidc-federation:write'),
       request: { params: IdParam },
       responses: { 204: { description: 'Deleted.' }, ...authErrors, ...notFound },
     }),

@@ -8,7 +8,7 @@ import { type Decision, type PolicyExplanation, policyNameKey } from '../core/po
 import type { TrustPolicy } from '../core/policy-types.js';
 import { workflowSnippet } from '../core/workflow-snippet.js';
 import { BrokerError } from '../errors.js';
-import { guard } from './auth.js';
+import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { ConfigQuery, EvaluateBody, EvaluateResult, OidcConfig } from './policy-schemas.js';
 import { authErrors, badRequest, notFound, problem } from './schemas.js';
@@ -67,8 +67,7 @@ export function registerPolicyToolRoutes(
         "`aud` that is not one string; `audience_mismatch` when `aud` is not this tenant's; `token_replayed` for a " +
         'token already exchanged). ' +
         'An `oidc_token` is verified like the exchange does, but not used up.',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'oidc-federation:read')] as const,
+      ...secured(auth, 'oidc-federation:read'),
       request: { body: { required: true, content: { 'application/json': { schema: EvaluateBody } } } },
       responses: {
         200: { description: 'The evaluation.', content: { 'application/json': { schema: EvaluateResult } } },
@@ -135,8 +134,7 @@ export function registerPolicyToolRoutes(
       description:
         "The tenant's audience, the trusted issuers, the token endpoint and YAML to add to a workflow job; " +
         '`?policy=NAME` tailors the YAML to that policy.',
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth, 'oidc-federation:read')] as const,
+      ...secured(auth, 'oidc-federation:read'),
       request: { query: ConfigQuery },
       responses: {
         200: { description: 'The settings.', content: { 'application/json': { schema: OidcConfig } } },

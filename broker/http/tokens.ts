@@ -7,7 +7,7 @@ import { actorOf, changedBy } from '../core/principal.js';
 import { CLOCK_SKEW_MS } from '../core/signing-keys.js';
 import { BrokerError } from '../errors.js';
 import type { Store } from '../store/store.js';
-import { guard, refusal } from './auth.js';
+import { refusal, secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { bodyRequiredInDocument } from './media-types.js';
 import { authErrors, badRequest, headers, IssuedToken, iso, issuedToken, PermissionList } from './schemas.js';
@@ -74,9 +74,9 @@ export function registerTokenRoutes(
       tags: ['Tokens'],
       summary: 'Mint an access token from an API key',
       description:
-        "The token carries a subset of the key's permissions (`403 permission_escalation` otherwise).",
-      security: [{ bearerAuth: [] }],
-      middleware: [guard(auth)] as const,
+        "The token carries a subset of the key's permissions (`403 permission_escalation` otherwise). Only an API key " +
+        'mints: an access token cannot mint another (`403 forbidden`, `required_credential: api-key`).',
+      ...secured(auth),
       // Every field has a default, so a request without a body mints with them, as `{}` does.
       request: { body: { required: false, content: { 'application/json': { schema: MintRequest } } } },
       responses: {
@@ -180,8 +180,7 @@ export function registerTokenRoutes(
         summary: 'Introspect an access token (RFC 7662)',
         description:
           'Any credential of the same tenant may ask. Tokens of other tenants are reported inactive.',
-        security: [{ bearerAuth: [] }],
-        middleware: [guard(auth)] as const,
+        ...secured(auth),
         request: { body: { ...tokenBody, required: false } },
         responses: {
           200: {
@@ -214,8 +213,7 @@ export function registerTokenRoutes(
           'A token may revoke itself, and an API key the tokens it minted; revoking another token of the tenant needs ' +
           '`api-keys:write`. Every replica ' +
           'refuses it from the next request on. Unknown, expired or foreign tokens are answered 200, as RFC 7009 says.',
-        security: [{ bearerAuth: [] }],
-        middleware: [guard(auth)] as const,
+        ...secured(auth),
         request: { body: { ...tokenBody, required: false } },
         responses: { 200: { description: 'Revoked, or nothing to revoke.' }, ...authErrors },
       }),

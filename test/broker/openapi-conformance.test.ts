@@ -2,6 +2,7 @@
 // declared status, media type, body schema and headers — what an SDK generated from the document relies on.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ALL_PERMISSIONS } from '../../broker/core/permissions.js';
 import { type Federation, startFederation } from '../support/federation.js';
 import { answerDisagreements, type OpenApiDocument, schemaErrors } from '../support/openapi-check.js';
 
@@ -428,6 +429,57 @@ describe('permission lists: the document accepts the lists the broker accepts', 
       const served = !problem.errors?.some((e) => e.field === 'scope');
       if (documented !== served)
         verdicts.push(`form scope ${JSON.stringify(text)}: documented ${documented}, served ${served}`);
+    }
+    expect(verdicts).toEqual([]);
+  });
+});
+
+describe('security: the permission each operation names is the one the broker requires', () => {
+  /** A fine-grained key holding `permissions` (and what they imply). */
+  const keyHolding = async (permissions: string[]) => {
+    const res = await f.t.request('POST', '/v1/fine-grained-keys', {
+      key: f.key,
+      json: { name: `holds-${permissions.length}-${crypto.randomUUID()}`, expiration: '7d', permissions },
+    });
+    return ((await res.json()) as { key: string }).key;
+  };
+
+  it('a credential without it is refused naming it; with only it, the operation is no longer refused for a permission', async () => {
+    const minimal = await keyHolding(['harden-runner:read']);
+    const verdicts: string[] = [];
+    for (const [template, item] of Object.entries(document.paths)) {
+      for (const [method, operation] of Object.entries(item)) {
+        if (!operation.security) continue;
+        const roles = operation.security.flatMap((requirement) => requirement.bearerAuth ?? []);
+        const path = template
+          .replace('{id}', crypto.randomUUID())
+          .replace('{kind}', 'secure-registry')
+          .replace('{slot}', 'secondary');
+        /** The permission the broker says the credential lacks, if it refuses for one. */
+        const missing = async (key: string) => {
+          const res = await f.t.request(method.toUpperCase(), path, {
+            key,
+            json: operation.requestBody ? {} : undefined,
+          });
+          const body = (res.status === 403 ? await res.json() : {}) as { missing_permission?: string };
+          return body.missing_permission;
+        };
+        const where = `${method.toUpperCase()} ${template}`;
+        if (roles.length === 0) {
+          const lacking = await missing(minimal);
+          if (lacking) verdicts.push(`${where}: documented for any credential, refused lacking ${lacking}`);
+          continue;
+        }
+        for (const role of roles) {
+          const implying = role.endsWith(':read') ? role.replace(/:read$/, ':write') : role;
+          const without = await keyHolding(ALL_PERMISSIONS.filter((p) => p !== role && p !== implying));
+          const lacking = await missing(without);
+          if (lacking !== role)
+            verdicts.push(`${where}: documented ${role}, refused without it for ${lacking}`);
+          const alone = await missing(await keyHolding([role]));
+          if (alone) verdicts.push(`${where}: documented ${role}, refused with it for ${alone}`);
+        }
+      }
     }
     expect(verdicts).toEqual([]);
   });
