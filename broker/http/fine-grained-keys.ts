@@ -42,7 +42,10 @@ const CreateRequest = z
       .openapi({ description: 'A custom lifetime in whole days, 1–365. Give this or `expiration`.' }),
     permissions: PermissionList.min(1),
   })
-  .openapi('CreateFineGrainedKey');
+  // The handler refuses neither and both, naming the field; the document says so for clients that check first.
+  .openapi('CreateFineGrainedKey', {
+    oneOf: [{ required: ['expiration'] }, { required: ['expires_in_days'] }],
+  });
 
 const KeyView = z
   .object({

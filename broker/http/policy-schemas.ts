@@ -131,7 +131,11 @@ export const EvaluateBody = z
       .openapi({ description: 'Consider only this policy, as the exchange would.' }),
     duration_seconds: z.number().int().min(1).max(3600).optional(),
   })
-  .openapi('EvaluatePoliciesRequest', { description: 'Give exactly one of `claims` and `oidc_token`.' });
+  // The handler refuses neither and both; the document says so for clients that check first.
+  .openapi('EvaluatePoliciesRequest', {
+    description: 'Give exactly one of `claims` and `oidc_token`.',
+    oneOf: [{ required: ['claims'] }, { required: ['oidc_token'] }],
+  });
 
 const Mismatch = z.object({
   field: z.string().openapi({ example: 'ref' }),

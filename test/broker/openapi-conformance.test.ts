@@ -347,6 +347,35 @@ describe('request fields: the document accepts what the broker accepts', () => {
   });
 });
 
+describe('request bodies that take exactly one of two fields', () => {
+  it('the document refuses neither and both, as the broker does, and accepts either', async () => {
+    const cases: [template: string, body: Record<string, unknown>][] = [];
+    const key = { name: 'choice', permissions: ['read-all'] };
+    for (const expiry of [
+      {},
+      { expiration: '7d' },
+      { expires_in_days: 3 },
+      { expiration: '7d', expires_in_days: 3 },
+    ])
+      cases.push(['/v1/fine-grained-keys', { ...key, name: `choice-${cases.length}`, ...expiry }]);
+    const job = { claims: { repository: 'acme/infra' } };
+    for (const subject of [{}, job, { oidc_token: f.issuer.sign() }, { ...job, oidc_token: f.issuer.sign() }])
+      cases.push(['/v1/oidc/policies/evaluate', subject]);
+    const verdicts: string[] = [];
+    for (const [template, body] of cases) {
+      const schema = document.paths[template]!.post!.requestBody!.content['application/json']!.schema;
+      const documented = schemaErrors(document, schema, body).length === 0;
+      const res = await f.t.request('POST', template, { key: f.key, json: body });
+      const served = res.status !== 400;
+      if (documented !== served)
+        verdicts.push(
+          `${template} ${Object.keys(body)}: documented ${documented}, served ${served} (${res.status})`,
+        );
+    }
+    expect(verdicts).toEqual([]);
+  });
+});
+
 describe('permission lists: the document accepts the lists the broker accepts', () => {
   it('in every request body that takes one', async () => {
     const policy = await call('POST', '/v1/oidc/policies', {

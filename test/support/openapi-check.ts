@@ -64,6 +64,13 @@ export function schemaErrors(document: OpenApiDocument, schema: unknown, value: 
       case 'allOf':
         for (const part of arg as unknown[]) errors.push(...schemaErrors(document, part, value, at));
         break;
+      case 'oneOf': {
+        const passing = (arg as unknown[]).filter(
+          (part) => schemaErrors(document, part, value, at).length === 0,
+        );
+        if (passing.length !== 1) add(`matches ${passing.length} of the oneOf alternatives, not exactly one`);
+        break;
+      }
       case 'type': {
         const types = Array.isArray(arg) ? (arg as string[]) : [arg as string];
         const actual = typeOf(value);
