@@ -84,7 +84,7 @@ export const headers = {
   noStore: {
     'Cache-Control': z
       .string()
-      .openapi({ description: 'The answer holds a secret: `no-store`.', example: 'no-store' }),
+      .openapi({ description: 'A token, key or claims no cache may keep: `no-store`.', example: 'no-store' }),
   },
   location: (example: string) => ({
     Location: z.string().openapi({ description: 'Where the new resource is read.', example }),
