@@ -1,5 +1,5 @@
-// Checks values and answers against the broker's OpenAPI 3.1 document: the JSON Schema keywords it uses (and a
-// complaint for any other, so that a schema it cannot read never passes unread), statuses, media types, headers.
+// Checks values and answers against the broker's OpenAPI 3.1 document: the JSON Schema keywords it uses (and an
+// exception for any other, so that a schema it cannot read never passes unread), statuses, media types, headers.
 
 type Schema = Record<string, unknown>;
 
@@ -42,6 +42,12 @@ const typeOf = (value: unknown): string => {
   return typeof value;
 };
 
+/**
+ * Thrown, not listed, for a schema the checker cannot read: a listed complaint inside a `oneOf` alternative would
+ * only count that alternative out, and a value another alternative takes would then pass.
+ */
+class UnreadableSchema extends Error {}
+
 /** Code points, as JSON Schema counts a string's length. */
 const lengthOf = (value: string): number => [...value].length;
 
@@ -57,8 +63,8 @@ export function schemaErrors(document: OpenApiDocument, schema: unknown, value: 
       case '$ref': {
         const name = /^#\/components\/schemas\/(.+)$/.exec(arg as string)?.[1];
         const target = name && document.components.schemas[name];
-        if (!target) add(`unresolved $ref ${String(arg)}`);
-        else errors.push(...schemaErrors(document, target, value, at));
+        if (!target) throw new UnreadableSchema(`${at}: unresolved $ref ${String(arg)}`);
+        errors.push(...schemaErrors(document, target, value, at));
         break;
       }
       case 'allOf':
@@ -85,13 +91,13 @@ export function schemaErrors(document: OpenApiDocument, schema: unknown, value: 
       case 'const':
         if (arg !== value) add(`${JSON.stringify(value)} is not ${JSON.stringify(arg)}`);
         break;
-      case 'format':
-        if (typeof value === 'string') {
-          const check = FORMATS[arg as string];
-          if (!check) add(`unknown format ${String(arg)}`);
-          else if (!check(value)) add(`${JSON.stringify(value)} is not a ${String(arg)}`);
-        }
+      case 'format': {
+        const check = FORMATS[arg as string];
+        if (!check) throw new UnreadableSchema(`${at}: unknown format ${String(arg)}`);
+        if (typeof value === 'string' && !check(value))
+          add(`${JSON.stringify(value)} is not a ${String(arg)}`);
         break;
+      }
       case 'pattern':
         if (typeof value === 'string' && !new RegExp(arg as string, 'u').test(value))
           add(`${JSON.stringify(value)} does not match ${String(arg)}`);
@@ -144,7 +150,7 @@ export function schemaErrors(document: OpenApiDocument, schema: unknown, value: 
         }
         break;
       default:
-        if (!ANNOTATIONS.has(keyword)) add(`unsupported keyword ${keyword}`);
+        if (!ANNOTATIONS.has(keyword)) throw new UnreadableSchema(`${at}: unsupported keyword ${keyword}`);
     }
   }
   return errors;
