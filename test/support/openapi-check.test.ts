@@ -1,6 +1,6 @@
 // The OpenAPI checker the conformance suite relies on: no value passes a schema it cannot read, wherever it stands.
 import { describe, expect, it } from 'vitest';
-import { type OpenApiDocument, schemaErrors } from './openapi-check.js';
+import { answerDisagreements, type OpenApiDocument, schemaErrors } from './openapi-check.js';
 
 const document: OpenApiDocument = { paths: {}, components: { schemas: {} } };
 
@@ -38,5 +38,37 @@ describe('a oneOf it reads', () => {
       '$: matches 2 of the oneOf alternatives, not exactly one',
     ]);
     expect(passes(schema, {})).toBe(false);
+  });
+});
+
+describe('a declared response header', () => {
+  const withRetryAfter: OpenApiDocument = {
+    paths: {
+      '/x': {
+        post: {
+          responses: {
+            '429': {
+              headers: { 'Retry-After': { required: true, schema: { type: 'integer', minimum: 0 } } },
+            },
+          },
+        },
+      },
+    },
+    components: { schemas: {} },
+  };
+  const answer = (retryAfter: string) => ({
+    status: 429,
+    headers: new Headers({ 'Retry-After': retryAfter }),
+    text: '',
+  });
+
+  it('is held to its schema, the text of a number read as the number', () => {
+    expect(answerDisagreements(withRetryAfter, 'POST', '/x', answer('30'))).toEqual([]);
+    expect(answerDisagreements(withRetryAfter, 'POST', '/x', answer('soon'))).toEqual([
+      'POST /x → 429: Retry-After: $: is string, expected integer',
+    ]);
+    expect(answerDisagreements(withRetryAfter, 'POST', '/x', answer('1.5'))).toEqual([
+      'POST /x → 429: Retry-After: $: is number, expected integer',
+    ]);
   });
 });

@@ -17,7 +17,7 @@ export interface Operation {
 
 interface DeclaredResponse {
   content?: Record<string, { schema: unknown }>;
-  headers?: Record<string, { required?: boolean }>;
+  headers?: Record<string, { required?: boolean; schema?: unknown }>;
 }
 
 /** Response headers a client acts on: each one the broker sends must be declared on that response. */
@@ -180,7 +180,16 @@ export function answerDisagreements(
     if (value !== null && !isDeclared(name)) out.push(`${where}: sends ${name}: ${value}, not declared`);
   }
   for (const [name, header] of declaredHeaders) {
-    if (header.required && answer.headers.get(name) === null) out.push(`${where}: lacks required ${name}`);
+    const value = answer.headers.get(name);
+    if (value === null) {
+      if (header.required) out.push(`${where}: lacks required ${name}`);
+      continue;
+    }
+    // A header is text: one whose schema is a number carries the number's text, which is read as the number.
+    const type = (header.schema as { type?: unknown } | undefined)?.type;
+    const numeric = (type === 'integer' || type === 'number') && /^-?\d+(\.\d+)?$/.test(value);
+    const read = numeric ? Number(value) : value;
+    out.push(...schemaErrors(document, header.schema ?? {}, read).map((e) => `${where}: ${name}: ${e}`));
   }
   if (!declared.content) {
     if (answer.text !== '') out.push(`${where}: a body where none is declared`);
