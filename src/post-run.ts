@@ -45,9 +45,9 @@ export async function runPost(deps: PostDeps): Promise<PostOutcome> {
     return 'no-longer-valid';
   }
   const explanation = explain({ ...result, attempts, gaveUp }, undefined, 'revoke');
-  // Nothing else can end it sooner: the broker revokes an exchanged token only when the token itself asks.
+  // A revocation names the token, which nothing keeps once the job ends: what is left to revoke is a copy that leaked.
   const whatToDo =
-    'Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.';
+    'Nothing keeps the token once this job ends; should a copy turn up, `POST /v1/tokens/revoke` revokes it, with the token itself or an API key with `api-keys:write` as the credential.';
   io.warning(
     `Could not revoke the StepSecurity API token; it stays valid until ${expiresAt}.\n` +
       `${formatExplanation(explanation)}\n${whatToDo}`,

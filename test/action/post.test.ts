@@ -97,7 +97,7 @@ describe('runPost (post step)', () => {
     // A new run gets a new token; it does not revoke this one.
     expect(io.warnings[0]).not.toContain('Re-run the job later');
     expect(io.warnings[0]).toContain(
-      'Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.',
+      'Nothing keeps the token once this job ends; should a copy turn up, `POST /v1/tokens/revoke` revokes it, with the token itself or an API key with `api-keys:write` as the credential.',
     );
   });
 
@@ -112,7 +112,7 @@ describe('runPost (post step)', () => {
     expect(summary).toContain('### StepSecurity API token not revoked');
     expect(summary).toContain('Not revoked; valid until 2025-06-01T12:15:00.000Z');
     expect(summary).toContain(
-      'Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.',
+      'Nothing keeps the token once this job ends; should a copy turn up, `POST /v1/tokens/revoke` revokes it, with the token itself or an API key with `api-keys:write` as the credential.',
     );
     expect(summary).toContain('The broker answered 503 unavailable');
     expect(summary).not.toContain(ACCESS_TOKEN);
@@ -143,7 +143,7 @@ describe('runPost (post step)', () => {
     expect(io.warnings[0]).toContain('Its database is unavailable.');
     expect(io.warnings[0]).not.toContain('exchange was decided');
     expect(io.warnings[0]).toContain(
-      'Once this job ends nothing holds the token, and only the token itself can ask the broker to revoke it.',
+      'Nothing keeps the token once this job ends; should a copy turn up, `POST /v1/tokens/revoke` revokes it, with the token itself or an API key with `api-keys:write` as the credential.',
     );
   });
 
