@@ -30,8 +30,9 @@ commands:
                                           give the tenant a new Tenant API key in that slot (primary when
                                           left out) and print it once; the slot's old key and the tokens
                                           minted from it stop working
-  signing-key rotate                      publish a new signing key now and sign with it from 7 minutes on;
-                                          the old one stays published until every token it signed has expired
+  signing-key rotate                      add a new signing key, in every replica's JWKS within a minute,
+                                          that signs from 7 minutes on; the old one stays published until
+                                          every token it signed has expired
   openapi                                 print the OpenAPI document
 `;
 

@@ -472,7 +472,7 @@ describe('discovery and signing keys', () => {
       const oldKid = decodeProtectedHeader(before).kid;
       const { newKid, activeFrom } = await rotateSigningKey(g);
       expect(newKid).not.toBe(oldKid);
-      // Published at once, signing only once a verifier that cached the JWKS (max-age 300) has fetched it again
+      // Published within a minute, signing only once a verifier that cached the JWKS (max-age 300) has fetched it again
       // from a replica that has reloaded its keys (every minute), with a minute for clocks that differ.
       expect(activeFrom - g.t.clock.now).toBeGreaterThanOrEqual((60 + 300 + 60) * 1000 - 5_000);
 

@@ -104,6 +104,16 @@ describe('oidc-broker tenant', () => {
   });
 });
 
+describe('oidc-broker signing-key rotate', () => {
+  it('its help says, as the rotation does, that the new key reaches the JWKS within a minute, not at once', async () => {
+    const help = (await cli('help')).out;
+    const entry = help.slice(help.indexOf('signing-key rotate'), help.indexOf('  openapi'));
+    expect((await cli('signing-key', 'rotate')).err).toContain("in every replica's JWKS within a minute");
+    expect(entry).toContain("in every replica's JWKS within a minute");
+    expect(entry).not.toMatch(/\bnow\b/);
+  });
+});
+
 describe('a database a newer version migrated', () => {
   it('every command says so on standard error, and still works', async () => {
     expect((await cli('tenant', 'create', 'acme')).code).toBe(0);
