@@ -30,7 +30,8 @@ export function guard(deps: AuthenticateDeps, permission?: Permission) {
 
 /**
  * A route's guard and its OpenAPI security requirement at once: the permission the guard requires is the role the
- * bearer requirement names (OpenAPI 3.1 lets a scheme other than OAuth list roles); none when any credential may call.
+ * bearer requirement names (OpenAPI 3.1 lets a scheme other than OAuth list roles); none when the guard checks no
+ * permission, though the route may still take only some credentials (rotation: a Tenant API key), as it then says.
  */
 export function secured(deps: AuthenticateDeps, permission?: Permission) {
   const middleware: [Guard] = [guard(deps, permission)];
