@@ -111,7 +111,7 @@ function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
     case 'no_matching_policy':
       return new BrokerError(
         'no_matching_policy',
-        `no trust policy matches ${claims.repository} (ref ${claims.ref}, workflow ${claims.job_workflow_ref})`,
+        `no trust policy matches ${claims.repository} (${claims.ref ? `ref ${claims.ref}` : 'no ref'}, workflow ${claims.job_workflow_ref})`,
         { extensions: echoed },
       );
     case 'permission_not_allowed':

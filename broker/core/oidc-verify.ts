@@ -112,6 +112,13 @@ const OPTIONAL_STRING_CLAIMS = [
   'enterprise_id',
 ] as const;
 
+/**
+ * Required claims GitHub may send empty: a job with no branch or tag, such as one triggered by a deployment created
+ * for a commit sha, carries `ref: ""` (GITHUB_REF is "empty if created with a commit SHA"). A policy that names a
+ * ref never matches it; one that does not, matches it as it matches any other ref.
+ */
+const MAY_BE_EMPTY: ReadonlySet<string> = new Set(['ref']);
+
 const TIME_CLAIMS = ['exp', 'iat', 'nbf'] as const;
 
 function invalid(reason: string): VerifyResult {
@@ -201,9 +208,11 @@ function audienceProblem(aud: unknown): string | null {
   return null;
 }
 
-/** A required claim must be a non-empty string; an optional one, when present, a string. */
+/** A required claim must be a non-empty string (`ref` may be empty); an optional one, when present, a string. */
 function stringClaimProblem(name: string, value: unknown, required: boolean): string | null {
-  if (required && (typeof value !== 'string' || value === ''))
+  if (required && MAY_BE_EMPTY.has(name) && typeof value !== 'string')
+    return `${name} claim is missing or not a string`;
+  if (required && (typeof value !== 'string' || (value === '' && !MAY_BE_EMPTY.has(name))))
     return `${name} claim is missing or not a non-empty string`;
   if (typeof value !== 'string') return `${name} claim must be a string`;
   if (UNSAFE_IN_CLAIM.test(value)) return `${name} claim holds a control or unpaired surrogate character`;

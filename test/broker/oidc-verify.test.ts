@@ -514,7 +514,7 @@ const cases: Case[] = [
     id: claim === 'jti' ? 'G2' : 'G1',
     name: `${claim} missing`,
     token: () => sign({ [claim]: undefined }),
-    reason: new RegExp(`${claim} claim is missing or not a non-empty string`),
+    reason: new RegExp(`${claim} claim is missing or not a (non-empty )?string`),
   })),
   {
     id: 'G1',
@@ -777,6 +777,12 @@ describe('verifyOidcToken accepts genuine tokens', () => {
     const job_workflow_ref = 'mona_acme/tools/.github/workflows/build.yml@refs/heads/main';
     const result = await verify(sign({ ...owner, job_workflow_ref }));
     expect(result).toMatchObject({ ok: true, claims: { ...owner, job_workflow_ref } });
+  });
+
+  it('accepts the empty ref of a job with no branch or tag (a deployment created for a commit sha)', async () => {
+    const job_workflow_ref = `acme/infra/.github/workflows/deploy.yml@${'3'.repeat(40)}`;
+    const result = await verify(sign({ ref: '', job_workflow_ref, event_name: 'deployment' }));
+    expect(result).toMatchObject({ ok: true, claims: { ref: '', job_workflow_ref } });
   });
 
   it('G19 compares the repository owner case-insensitively', async () => {

@@ -1,0 +1,110 @@
+// Claims as GitHub writes them, through POST /v1/oidc/token and the dry run: each job gets the same answer from both.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type Federation, startFederation } from '../support/federation.js';
+import type { ClaimOverrides } from '../support/local-issuer.js';
+
+let f: Federation;
+
+beforeAll(async () => {
+  f = await startFederation({ env: { BROKER_RATE_LIMIT_BURST: '100000' } });
+});
+afterAll(() => f.close());
+afterEach(async () => {
+  const { store } = f.t.broker;
+  for (const p of await store.policies.list(f.tenantId)) {
+    await store.policies.delete(f.tenantId, p.id, f.t.clock.now, () => ({
+      tenantId: f.tenantId,
+      type: 'policy.deleted',
+      outcome: 'success',
+      actor: { kind: 'test', id: 'setup' },
+    }));
+  }
+});
+
+type Body = Record<string, unknown> & { code?: string; detail?: string };
+
+/** Creates a policy through the API, as an admin would, granting harden-runner:read. */
+async function createPolicy(claims: Record<string, unknown>, more: Record<string, unknown> = {}) {
+  const json = { name: 'p', claims, permissions: ['harden-runner:read'], ...more };
+  const res = await f.t.request('POST', '/v1/oidc/policies', { key: f.key, json });
+  expect(res.status, await res.clone().text()).toBe(201);
+}
+
+/** What the dry run says of a token, and what the exchange then does with it. */
+async function outcomes(claims: ClaimOverrides) {
+  const token = f.issuer.sign(claims);
+  const dry = await f.t.request('POST', '/v1/oidc/policies/evaluate', {
+    key: f.key,
+    json: { oidc_token: token },
+  });
+  const dryBody = (await dry.json()) as Body & { decision?: { allowed: boolean; reason?: string } };
+  const res = await f.exchange(token);
+  const body = (await res.json()) as Body;
+  return {
+    exchange: { status: res.status, code: body.code ?? 'exchanged', detail: body.detail },
+    dryRun: { status: dry.status, decision: dryBody.decision, detail: dryBody.detail },
+  };
+}
+
+const SHA = '30bace97d4fbcd657d31d2de06068ab14b491473';
+// Events that trigger workflows, `deployment` and `deployment_status`: GITHUB_REF is "Branch or tag to be deployed
+// (empty if created with a commit SHA)"; the job's token then carries that empty ref, and the workflow at the sha.
+const DEPLOYMENT_OF_A_SHA: ClaimOverrides = {
+  event_name: 'deployment',
+  ref: '',
+  ref_type: '',
+  environment: 'production',
+  job_workflow_ref: `acme/infra/.github/workflows/deploy.yml@${SHA}`,
+  workflow_ref: `acme/infra/.github/workflows/deploy.yml@${SHA}`,
+};
+
+describe('a job with no branch or tag (a deployment created for a commit sha)', () => {
+  it('is exchanged under a policy that names no ref, and the dry run says so', async () => {
+    await createPolicy({ repository: 'acme/infra', environment: 'production' });
+    const got = await outcomes(DEPLOYMENT_OF_A_SHA);
+    expect(got.exchange).toMatchObject({ status: 200, code: 'exchanged' });
+    expect(got.dryRun).toMatchObject({ status: 200, decision: { allowed: true, policy: 'p' } });
+  });
+
+  it('matches a workflow named without @ref, the sha standing where the ref would', async () => {
+    await createPolicy({
+      repository: 'acme/infra',
+      job_workflow_ref: 'acme/infra/.github/workflows/deploy.yml',
+    });
+    expect((await outcomes(DEPLOYMENT_OF_A_SHA)).exchange.status).toBe(200);
+  });
+
+  it('never matches a policy that requires a ref, in the exchange or the dry run', async () => {
+    await createPolicy({ repository: 'acme/infra', ref: 'refs/heads/main' });
+    const got = await outcomes(DEPLOYMENT_OF_A_SHA);
+    expect(got.exchange).toMatchObject({
+      status: 403,
+      code: 'no_matching_policy',
+      detail: `no trust policy matches acme/infra (no ref, workflow acme/infra/.github/workflows/deploy.yml@${SHA})`,
+    });
+    expect(got.dryRun).toMatchObject({
+      status: 200,
+      decision: { allowed: false, reason: 'no_matching_policy' },
+    });
+  });
+
+  it('typed into the dry run, its empty ref is not a token the exchange would refuse', async () => {
+    await createPolicy({ repository: 'acme/infra' });
+    const res = await f.t.request('POST', '/v1/oidc/policies/evaluate', {
+      key: f.key,
+      json: { claims: { repository_owner: 'acme', repository: 'acme/infra', ref: '' } },
+    });
+    const body = (await res.json()) as Body;
+    expect(res.status).toBe(200);
+    expect(body).toMatchObject({ decision: { allowed: true, policy: 'p' } });
+  });
+
+  it('a ref that is absent, or not a string, is still refused as no token GitHub issues', async () => {
+    await createPolicy({ repository: 'acme/infra' });
+    for (const ref of [undefined, null, 0]) {
+      const got = await outcomes({ ref });
+      expect(got.exchange).toMatchObject({ status: 401, code: 'invalid_token' });
+      expect(got.dryRun.status).toBe(400);
+    }
+  });
+});
