@@ -39,7 +39,10 @@ export const UNSAFE_NAME_CHARACTERS =
 const UNSAFE_IN_DESCRIPTION = /[^\P{Cc}\t\n\r]|\p{Cs}/u;
 const EDGE_WHITESPACE = /^\s|\s$/u;
 const GIT_FORBIDDEN = /[~^:?*[\\]/;
-const WORKFLOW_FILE = /^[^\s\p{Cc}/@*?[\]|]+\.ya?ml$/u;
+// A space is ordinary in a workflow file name: GitHub runs .github/workflows/Build and Deploy.yml, and its
+// job_workflow_ref holds the space as is. Other white space is not, nor a leading space (a pasting slip).
+const WORKFLOW_FILE = /^(?! )(?:(?![^\S ])[^\p{Cc}/@*?[\]|])+\.ya?ml$/u;
+const NOT_IN_WORKFLOW_FILE = /^ |[^\S ]|\p{Cc}/u;
 // Of the pattern characters, those a workflow file name is refused for; ( ) { } + $ ^ are ordinary in file names.
 const FILE_WILDCARDS = /[*?|[\]]/;
 
@@ -112,8 +115,8 @@ function workflowRefProblem(value: string, what: string): string | null {
   const file = parts[4]!;
   if (!WORKFLOW_FILE.test(file)) {
     if (FILE_WILDCARDS.test(file)) return `the workflow file in ${what}: ${COMPARED_WHOLE}`;
-    if (WHITESPACE_OR_CONTROL.test(file)) {
-      return `the workflow file in ${what} must not contain white space or control characters`;
+    if (NOT_IN_WORKFLOW_FILE.test(file)) {
+      return `the workflow file in ${what} must not start with a space, nor contain control characters or white space other than spaces`;
     }
     return `the workflow file in ${what} must be a .yml or .yaml file name: ${WORKFLOW_EXAMPLE}`;
   }

@@ -33,7 +33,7 @@ function refDescription(ref: string): string {
   return `ref ${ref}`;
 }
 
-/** Comments saying where a job must run for the policy to match; claim values are ASCII without spaces. */
+/** Comments saying where a job must run for the policy to match; no claim value holds a line break. */
 function policyComments(claims: PolicyClaims): string[] {
   const lines: string[] = [];
   if (claims.repository) lines.push(`# The policy matches jobs of repository ${claims.repository} only.`);

@@ -108,3 +108,21 @@ describe('a job with no branch or tag (a deployment created for a commit sha)', 
     }
   });
 });
+
+describe('a workflow file whose name has spaces (GitHub runs .github/workflows/Build and Deploy.yml)', () => {
+  const WORKFLOW = 'acme/infra/.github/workflows/Build and Deploy.yml';
+
+  it('can be pinned by a policy, whose jobs then exchange their tokens; another file cannot', async () => {
+    await createPolicy({ repository: 'acme/infra', job_workflow_ref: `${WORKFLOW}@refs/heads/main` });
+    const pinned = await outcomes({ job_workflow_ref: `${WORKFLOW}@refs/heads/main` });
+    expect(pinned.exchange).toMatchObject({ status: 200, code: 'exchanged' });
+    expect(pinned.dryRun).toMatchObject({ decision: { allowed: true, policy: 'p' } });
+    for (const other of ['Build and Deploy 2.yml', 'Build  and Deploy.yml', 'BuildandDeploy.yml']) {
+      const got = await outcomes({
+        job_workflow_ref: `acme/infra/.github/workflows/${other}@refs/heads/main`,
+      });
+      expect(got.exchange).toMatchObject({ status: 403, code: 'no_matching_policy' });
+      expect(got.dryRun).toMatchObject({ decision: { allowed: false, reason: 'no_matching_policy' } });
+    }
+  });
+});

@@ -113,6 +113,11 @@ describe('accepted values', () => {
     ['a workflow file at any ref', {}, { job_workflow_ref: WORKFLOW }],
     ['a workflow at a branch', {}, { job_workflow_ref: `${WORKFLOW}@refs/heads/main` }],
     ['a .yaml workflow', {}, { job_workflow_ref: 'acme/infra/.github/workflows/deploy.yaml@refs/tags/v1' }],
+    [
+      'a workflow file name with spaces',
+      {},
+      { job_workflow_ref: 'acme/infra/.github/workflows/Build and Deploy (1).yml@refs/heads/main' },
+    ],
     ['a workflow pinned by commit sha', {}, { job_workflow_ref: `${WORKFLOW}@${'a1'.repeat(20)}` }],
     [
       'a reusable workflow in another repository',
@@ -247,13 +252,15 @@ describe('errors name the field', () => {
       'claims.job_workflow_ref',
       /compared whole/,
     ],
-    [
-      'a workflow file name with white space',
-      {},
-      { job_workflow_ref: 'acme/infra/.github/workflows/deploy (1).yml' },
-      'claims.job_workflow_ref',
-      /workflow file in claims\.job_workflow_ref must not contain white space/,
-    ],
+    ...['deploy\t(1).yml', 'deploy\n.yml', 'deploy\u00a0(1).yml', ' deploy.yml'].map(
+      (file): [string, Partial<PolicyInput>, PolicyClaims, string, RegExp] => [
+        `the workflow file name ${JSON.stringify(file)}`,
+        {},
+        { job_workflow_ref: `acme/infra/.github/workflows/${file}` },
+        'claims.job_workflow_ref',
+        /workflow file in claims\.job_workflow_ref must not start with a space, nor contain control characters or white space other than spaces/,
+      ],
+    ),
     [
       'a workflow in a wildcard repository',
       {},
