@@ -126,3 +126,98 @@ describe('a workflow file whose name has spaces (GitHub runs .github/workflows/B
     }
   });
 });
+
+const JWR = 'acme/infra/.github/workflows/deploy.yml';
+type Row = [name: string, policy: Record<string, unknown>, token: ClaimOverrides, exchanged: boolean];
+
+/** GitHub's naming rules against the broker's: the exchange and the dry run give each job one answer. */
+const NAMING: Row[] = [
+  ['a policy in other case finds the repository', { repository: 'Acme/INFRA' }, {}, true],
+  ['an owner policy in other case', { repository_owner: 'ACME' }, { repository: 'acme/app' }, true],
+  ['an environment in other ASCII case', { environment: 'Production' }, { environment: 'PRODUCTION' }, true],
+  ['the Kelvin sign for K in an environment', { environment: 'keys' }, { environment: '\u212Aeys' }, false],
+  [
+    'a dotted capital I for i in an environment',
+    { environment: 'stage-i' },
+    { environment: 'stage-\u0130' },
+    false,
+  ],
+  ['ss for ß in an environment', { environment: 'straße' }, { environment: 'STRASSE' }, false],
+  ['a decomposed é for a composed one', { environment: 'caf\u00e9' }, { environment: 'cafe\u0301' }, false],
+  [
+    'a zero-width space in the environment',
+    { environment: 'production' },
+    { environment: 'produc\u200Btion' },
+    false,
+  ],
+  [
+    'a Cyrillic р in the environment',
+    { environment: 'production' },
+    { environment: '\u0440roduction' },
+    false,
+  ],
+  ['an empty environment', { environment: 'production' }, { environment: '' }, false],
+  ['no environment', { environment: 'production' }, { environment: undefined }, false],
+  [
+    'a branch named as the policy ref plus -evil',
+    { ref: 'refs/heads/main' },
+    { ref: 'refs/heads/main-evil' },
+    false,
+  ],
+  [
+    'a branch the policy ref is a prefix of',
+    { ref: 'refs/heads/main' },
+    { ref: 'refs/heads/mainline' },
+    false,
+  ],
+  ['a branch named as the policy tag', { ref: 'refs/tags/v1' }, { ref: 'refs/heads/v1' }, false],
+  [
+    'a merge queue branch for main',
+    { ref: 'refs/heads/main' },
+    {
+      event_name: 'merge_group',
+      ref: 'refs/heads/gh-readonly-queue/main/pr-12-30bace97d4fbcd657d31d2de06068ab14b491473',
+    },
+    false,
+  ],
+  [
+    'the workflow at a sha, for a policy at a branch',
+    { job_workflow_ref: `${JWR}@refs/heads/main` },
+    { job_workflow_ref: `${JWR}@${SHA}` },
+    false,
+  ],
+  [
+    'the workflow at a tag, for a policy at a branch',
+    { job_workflow_ref: `${JWR}@refs/heads/v1` },
+    { job_workflow_ref: `${JWR}@refs/tags/v1` },
+    false,
+  ],
+  [
+    'a re-created repository of the same name',
+    { repository_id: '632596897' },
+    { repository_id: '732596897' },
+    false,
+  ],
+  [
+    'a re-registered owner of the same name',
+    { repository_owner_id: '131804563' },
+    { repository_owner_id: '231804563' },
+    false,
+  ],
+  ['pull_request_target', {}, { event_name: 'pull_request_target' }, false],
+  ['a pull request from a fork', {}, { event_name: 'pull_request', ref: 'refs/pull/12/merge' }, true],
+];
+
+describe('GitHub names, through the exchange and the dry run alike', () => {
+  it.each(NAMING)('%s', async (_name, claims, token, exchanged) => {
+    await createPolicy({ repository_owner: 'acme', ...claims });
+    const got = await outcomes(token);
+    expect(got.exchange).toMatchObject(
+      exchanged ? { status: 200, code: 'exchanged' } : { status: 403, code: 'no_matching_policy' },
+    );
+    expect(got.dryRun).toMatchObject({
+      status: 200,
+      decision: exchanged ? { allowed: true, policy: 'p' } : { allowed: false, reason: 'no_matching_policy' },
+    });
+  });
+});
