@@ -198,11 +198,21 @@ function claimsBlock(p: Problem): Block[] {
   return [
     "This job's trust-relevant claims:",
     {
-      list: TRUST_CLAIMS.map(
-        (name) => `${name}: ${typeof claims[name] === 'string' ? code(claims[name]) : '(none)'}`,
-      ),
+      list: TRUST_CLAIMS.map((name) => `${name}: ${shownClaim(name, claims[name])}`),
     },
   ];
+}
+
+/**
+ * A claim's value as the list shows it. An empty `ref` is GitHub's for a job on no branch or tag, and an empty code
+ * span would show as stray backticks; no policy value can equal it, so the list says what it means instead.
+ */
+function shownClaim(name: string, value: unknown): string {
+  if (typeof value !== 'string') return '(none)';
+  if (value !== '') return code(value);
+  return name === 'ref'
+    ? '(empty: the job runs on no branch or tag, as one a deployment created for a commit sha starts; only a policy that sets no `ref` matches it)'
+    : '(empty)';
 }
 
 function noMatchingPolicy(p: Problem, inputs?: ActionInputs): Explanation {

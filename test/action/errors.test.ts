@@ -143,6 +143,22 @@ describe('explained failures', () => {
     expect(message).toContain('Request id: `req-123`');
   });
 
+  it('no_matching_policy for a job on no branch or tag: says what its empty ref means', async () => {
+    const claims = {
+      repository: 'acme/infra',
+      job_workflow_ref: `acme/infra/.github/workflows/deploy.yml@${'3'.repeat(40)}`,
+      ref: '',
+      event_name: 'deployment',
+    };
+    const { message, summary } = await failureFor(() => problem(403, 'no_matching_policy', { claims }));
+    expect(message).toContain(
+      '  - ref: (empty: the job runs on no branch or tag, as one a deployment created for a commit sha starts; only a policy that sets no `ref` matches it)',
+    );
+    expect(message).not.toContain('``');
+    expect(summary).not.toContain('ref: ``');
+    expect(message).toContain('  - environment: (none)');
+  });
+
   it('no_matching_policy with the policy input set: says only that policy was considered', async () => {
     const { message } = await failureFor(() => problem(403, 'no_matching_policy', { claims: {} }), {
       policy: 'deploy-main',
