@@ -40,9 +40,10 @@ const UNSAFE_IN_DESCRIPTION = /[^\P{Cc}\t\n\r]|\p{Cs}/u;
 const EDGE_WHITESPACE = /^\s|\s$/u;
 const GIT_FORBIDDEN = /[~^:?*[\\]/;
 // A space is ordinary in a workflow file name: GitHub runs .github/workflows/Build and Deploy.yml, and its
-// job_workflow_ref holds the space as is. Other white space is not, nor a leading space (a pasting slip).
+// job_workflow_ref holds the space as is. Other white space is not, nor a leading or trailing space (a pasting
+// slip; a name ending in a space cannot end in .yml, and is told so rather than that it is no .yml name).
 const WORKFLOW_FILE = /^(?! )(?:(?![^\S ])[^\p{Cc}/@*?[\]|])+\.ya?ml$/u;
-const NOT_IN_WORKFLOW_FILE = /^ |[^\S ]|\p{Cc}/u;
+const NOT_IN_WORKFLOW_FILE = /^ | $|[^\S ]|\p{Cc}/u;
 // Of the pattern characters, those a workflow file name is refused for; ( ) { } + $ ^ are ordinary in file names.
 const FILE_WILDCARDS = /[*?|[\]]/;
 
@@ -116,7 +117,7 @@ function workflowRefProblem(value: string, what: string): string | null {
   if (!WORKFLOW_FILE.test(file)) {
     if (FILE_WILDCARDS.test(file)) return `the workflow file in ${what}: ${COMPARED_WHOLE}`;
     if (NOT_IN_WORKFLOW_FILE.test(file)) {
-      return `the workflow file in ${what} must not start with a space, nor contain control characters or white space other than spaces`;
+      return `the workflow file in ${what} must not start or end with a space, nor contain control characters or white space other than spaces`;
     }
     return `the workflow file in ${what} must be a .yml or .yaml file name: ${WORKFLOW_EXAMPLE}`;
   }

@@ -252,15 +252,20 @@ describe('errors name the field', () => {
       'claims.job_workflow_ref',
       /compared whole/,
     ],
-    ...['deploy\t(1).yml', 'deploy\n.yml', 'deploy\u00a0(1).yml', ' deploy.yml'].map(
-      (file): [string, Partial<PolicyInput>, PolicyClaims, string, RegExp] => [
-        `the workflow file name ${JSON.stringify(file)}`,
-        {},
-        { job_workflow_ref: `acme/infra/.github/workflows/${file}` },
-        'claims.job_workflow_ref',
-        /workflow file in claims\.job_workflow_ref must not start with a space, nor contain control characters or white space other than spaces/,
-      ],
-    ),
+    ...[
+      'deploy\t(1).yml',
+      'deploy\n.yml',
+      'deploy\u00a0(1).yml',
+      ' deploy.yml',
+      'deploy.yml ',
+      'deploy.yml @refs/heads/main',
+    ].map((file): [string, Partial<PolicyInput>, PolicyClaims, string, RegExp] => [
+      `the workflow file name ${JSON.stringify(file)}`,
+      {},
+      { job_workflow_ref: `acme/infra/.github/workflows/${file}` },
+      'claims.job_workflow_ref',
+      /workflow file in claims\.job_workflow_ref must not start or end with a space, nor contain control characters or white space other than spaces/,
+    ]),
     [
       'a workflow in a wildcard repository',
       {},
