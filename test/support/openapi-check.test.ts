@@ -68,7 +68,11 @@ describe('a declared response header', () => {
       'POST /x → 429: Retry-After: $: is string, expected integer',
     ]);
     expect(answerDisagreements(withRetryAfter, 'POST', '/x', answer('1.5'))).toEqual([
-      'POST /x → 429: Retry-After: $: is number, expected integer',
+      'POST /x → 429: Retry-After: $: is string, expected integer',
+    ]);
+    // The text of a whole number has no decimal point: 1.0 is not the delta-seconds Retry-After carries.
+    expect(answerDisagreements(withRetryAfter, 'POST', '/x', answer('1.0'))).toEqual([
+      'POST /x → 429: Retry-After: $: is string, expected integer',
     ]);
   });
 });

@@ -185,9 +185,11 @@ export function answerDisagreements(
       if (header.required) out.push(`${where}: lacks required ${name}`);
       continue;
     }
-    // A header is text: one whose schema is a number carries the number's text, which is read as the number.
+    // A header is text: one whose schema is a number carries the number's text, which is read as the number; an
+    // integer's text has no decimal point, or 1.0 would read as the whole number 1.
     const type = (header.schema as { type?: unknown } | undefined)?.type;
-    const numeric = (type === 'integer' || type === 'number') && /^-?\d+(\.\d+)?$/.test(value);
+    const numeric =
+      (type === 'integer' && /^-?\d+$/.test(value)) || (type === 'number' && /^-?\d+(\.\d+)?$/.test(value));
     const read = numeric ? Number(value) : value;
     out.push(...schemaErrors(document, header.schema ?? {}, read).map((e) => `${where}: ${name}: ${e}`));
   }
