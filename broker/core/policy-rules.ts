@@ -38,6 +38,8 @@ export const UNSAFE_NAME_CHARACTERS =
 // PostgreSQL text cannot hold NUL; other control characters in a description only hide text.
 const UNSAFE_IN_DESCRIPTION = /[^\P{Cc}\t\n\r]|\p{Cs}/u;
 const EDGE_WHITESPACE = /^\s|\s$/u;
+// Text no token claim carries (the exchange refuses such tokens), and that UTF-8 storage would turn into U+FFFD.
+const UNPAIRED_SURROGATE = /\p{Cs}/u;
 const GIT_FORBIDDEN = /[~^:?*[\\]/;
 // A space is ordinary in a workflow file name: GitHub runs .github/workflows/Build and Deploy.yml, and its
 // job_workflow_ref holds the space as is. Other white space is not, nor a leading or trailing space (a pasting
@@ -209,7 +211,12 @@ function claimsOf(raw: PolicyClaims | undefined, errors: PolicyFieldError[]): Po
     const value: unknown = raw?.[field];
     if (value === undefined || value === null || value === '') continue;
     const what = `claims.${field}`;
-    const problem = typeof value === 'string' ? CLAIM_CHECKS[field](value, what) : `${what} must be a string`;
+    const problem =
+      typeof value !== 'string'
+        ? `${what} must be a string`
+        : UNPAIRED_SURROGATE.test(value)
+          ? `${what} must not contain half of a surrogate pair (a \\uD800–\\uDFFF escape without its other half): no token's claim holds one, and it cannot be stored as sent`
+          : CLAIM_CHECKS[field](value, what);
     if (problem) errors.push({ field: what, message: problem });
     else claims[field] = value as string;
   }

@@ -388,6 +388,22 @@ describe('errors name the field', () => {
     ]);
   });
 
+  it.each([
+    ['environment', 'prod\uD800'],
+    ['ref', 'refs/heads/ma\uDC00in'],
+    ['job_workflow_ref', `${WORKFLOW}@refs/heads/\uD83Dmain`],
+  ] as const)(
+    'refuses half of a surrogate pair in claims.%s, which no token holds and storage would alter',
+    (field, value) => {
+      const errors = errorsOf(input({}, { [field]: value }));
+      expect(errors).toEqual([{ field: `claims.${field}`, message: expect.stringMatching(/surrogate/) }]);
+    },
+  );
+
+  it('takes a character outside the Basic Multilingual Plane, whose surrogates are paired', () => {
+    expect(validatePolicy(input({}, { environment: 'prod-\u{1F680}' }), ctx).ok).toBe(true);
+  });
+
   it('does not echo control characters of a rejected value', () => {
     const [error] = errorsOf(input({}, { ref: 'refs/heads/\u001b[31mred' }));
     expect(error!.message).not.toMatch(/\p{Cc}/u);
