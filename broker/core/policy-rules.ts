@@ -38,6 +38,9 @@ export const UNSAFE_NAME_CHARACTERS =
 // PostgreSQL text cannot hold NUL; other control characters in a description only hide text.
 const UNSAFE_IN_DESCRIPTION = /[^\P{Cc}\t\n\r]|\p{Cs}/u;
 const EDGE_WHITESPACE = /^\s|\s$/u;
+// Invisible and direction-changing characters (Unicode's format characters, such as U+200B or U+202E): a value
+// with one is shown as if it had none, yet matches only a claim that holds the same character.
+const INVISIBLE = /\p{Cf}/gu;
 // Text no token claim carries (the exchange refuses such tokens), and that UTF-8 storage would turn into U+FFFD.
 const UNPAIRED_SURROGATE = /\p{Cs}/u;
 const GIT_FORBIDDEN = /[~^:?*[\\]/;
@@ -294,6 +297,17 @@ function warningsFor(policy: PolicyRecord): string[] {
         `claims.${field}: ${COMPARED_WHOLE}, so this matches only that literal value; create one policy per value instead`,
       );
     }
+  }
+  for (const field of ['ref', 'environment', 'job_workflow_ref'] as const) {
+    const value = claims[field];
+    const hidden = value?.match(INVISIBLE);
+    if (!value || !hidden) continue;
+    const codes = [...new Set(hidden)].map(
+      (c) => `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`,
+    );
+    warnings.push(
+      `claims.${field} holds ${codes.join(', ')}, which no listing shows: it reads as ${JSON.stringify(value.replace(INVISIBLE, ''))} but matches only a job whose ${field} holds the same; remove it unless the job's ${field} does`,
+    );
   }
   if (policy.allow_pull_request_target) {
     warnings.push(

@@ -507,6 +507,31 @@ describe('warnings', () => {
     ]);
   });
 
+  it.each([
+    ['environment', 'produc\u200Btion', 'U+200B', '"production"'],
+    ['ref', 'refs/heads/\u202Eniam', 'U+202E', '"refs/heads/niam"'],
+    [
+      'job_workflow_ref',
+      'acme/infra/.github/workflows/dep\u2060loy.yml@refs/heads/main',
+      'U+2060',
+      `"${WORKFLOW}@refs/heads/main"`,
+    ],
+  ] as const)(
+    'warns that claims.%s holds a character no listing shows, naming it',
+    (field, value, code, shown) => {
+      const warnings = warningsOf(input({}, { [field]: value }));
+      const warning = warnings.find((w) => w.startsWith(`claims.${field} holds`));
+      expect(warning).toContain(code);
+      expect(warning).toContain(`reads as ${shown}`);
+      expect(warning).not.toMatch(/\p{Cf}/u);
+    },
+  );
+
+  it('stays quiet about letters outside ASCII, which a listing shows', () => {
+    const warnings = warningsOf(input({}, { environment: 'Produktion-Ä' }));
+    expect(warnings.filter((w) => w.startsWith('claims.environment holds'))).toEqual([]);
+  });
+
   it('stays quiet about parentheses and + in ordinary names and tags', () => {
     expect(
       warningsOf(input({}, { environment: 'Production (EU)', ref: 'refs/tags/v1.0.0+build.5' })),
