@@ -233,6 +233,7 @@ export interface Store {
       audit: AuditEventInput,
       at: number,
     ): Promise<boolean>;
+    /** Adds the token to the deny-list with the audit event; nothing, and no event, when it is already there. */
     revoke(
       jti: string,
       tenantId: string,

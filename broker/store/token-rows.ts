@@ -87,11 +87,13 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
     revoke: (jti, tenantId, expiresAt, at, audit) =>
       db.transaction(async (tx) => {
         await checkRequester(tx, audit);
-        await tx.run(
+        const revoked = await tx.run(
           'INSERT INTO revoked_tokens (jti, tenant_id, revoked_at, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (jti) DO NOTHING',
           [jti, tenantId, at, expiresAt],
         );
-        await appendAudit(tx, audit, at);
+        // A token another request revoked first (the same revoke sent twice, or its key's rotation) is not
+        // revoked again: the event of that revocation is already there.
+        if (revoked === 1) await appendAudit(tx, audit, at);
       }),
     async isRevoked(jti) {
       return (await db.get('SELECT 1 AS revoked FROM revoked_tokens WHERE jti = ?', [jti])) !== undefined;

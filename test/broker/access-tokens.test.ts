@@ -169,6 +169,21 @@ describe('exchanged access tokens', () => {
     });
   });
 
+  it('revoking one token in several requests at once records one revocation', async () => {
+    const minted = await json<{ access_token: string }>(f.t.request('POST', '/v1/tokens', { key: f.key }));
+    const { jti } = JSON.parse(Buffer.from(minted.access_token.split('.')[1]!, 'base64url').toString());
+    const revokes = await Promise.all(
+      [1, 2, 3].map(() =>
+        f.t.request('POST', '/v1/tokens/revoke', { key: f.key, ...form(minted.access_token) }),
+      ),
+    );
+    expect(revokes.map((r) => r.status)).toEqual([200, 200, 200]);
+    const { events } = await json<{ events: { target: { id: string } }[] }>(
+      f.t.request('GET', '/v1/audit-events?type=token.revoked&limit=200', { key: f.key }),
+    );
+    expect(events.filter((e) => e.target.id === jti)).toHaveLength(1);
+  });
+
   it('expire: refused after exp', async () => {
     const token = await exchanged();
     f.t.clock.now += 1200_000;
