@@ -1,4 +1,5 @@
 // Audit events in SQL: appended inside the transaction of the change they describe, or group-committed.
+import { withoutSecrets } from '../core/keys.js';
 import type { SqlDriver, SqlExecutor, SqlStatement } from './sql.js';
 import { type AuditEvent, type AuditEventInput, RequesterWithdrawn, type Store } from './store.js';
 
@@ -13,6 +14,22 @@ interface AuditRow {
   details: string;
 }
 
+/** A part of an event with every string in it as withoutSecrets shows it. */
+function scrubbed(value: unknown): unknown {
+  if (typeof value === 'string') return withoutSecrets(value);
+  if (Array.isArray(value)) return value.map(scrubbed);
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([name, inner]) => [name, scrubbed(inner)]));
+  }
+  return value;
+}
+
+/**
+ * A part of an event as its row keeps it: an API key that a name, a claim or a path holds (pasted there by
+ * mistake) as its hint, and a token left out, as error bodies show them.
+ */
+const recorded = (value: unknown): string => JSON.stringify(scrubbed(value));
+
 /** The INSERT for one audit event, for a transaction of its own or a group commit; with `onlyIf`, only when that query finds a row. */
 export function auditInsert(event: AuditEventInput, at: number, onlyIf?: SqlStatement): SqlStatement {
   const columns = 'INSERT INTO audit_events (tenant_id, at, type, outcome, actor, target, details)';
@@ -25,9 +42,9 @@ export function auditInsert(event: AuditEventInput, at: number, onlyIf?: SqlStat
       at,
       event.type,
       event.outcome,
-      JSON.stringify(event.actor),
-      event.target ? JSON.stringify(event.target) : null,
-      JSON.stringify(event.details ?? {}),
+      recorded(event.actor),
+      event.target ? recorded(event.target) : null,
+      recorded(event.details ?? {}),
       ...(onlyIf?.params ?? []),
     ],
   };

@@ -94,6 +94,46 @@ describe('GET /v1/audit-events', () => {
   });
 });
 
+describe('secrets in what an event records', () => {
+  it('a key pasted into a name or a claim is recorded as its hint', async () => {
+    const { key: own } = await t.createTenant('pasted');
+    const created = await t.request('POST', '/v1/fine-grained-keys', {
+      key: own,
+      json: { name: `ci ${own}`, expiration: '7d', permissions: ['audit-log:read'] },
+    });
+    expect(created.status).toBe(201);
+    const policy = await t.request('POST', '/v1/oidc/policies', {
+      key: own,
+      json: {
+        name: `deploy ${own}`,
+        claims: { repository: 'acme/infra', ref: `refs/heads/${own}` },
+        permissions: ['harden-runner:read'],
+      },
+    });
+    expect(policy.status).toBe(201);
+    const { id } = ((await policy.json()) as { policy: { id: string } }).policy;
+    expect(
+      (
+        await t.request('PUT', `/v1/oidc/policies/${id}`, {
+          key: own,
+          json: {
+            name: 'deploy',
+            claims: { repository: 'acme/infra', environment: own },
+            permissions: ['harden-runner:read'],
+          },
+        })
+      ).status,
+    ).toBe(200);
+    expect((await t.request('DELETE', `/v1/oidc/policies/${id}`, { key: own })).status).toBe(204);
+
+    const body = await (await t.request('GET', '/v1/audit-events?limit=200', { key: own })).text();
+    for (const type of ['fine_grained_key.created', 'policy.created', 'policy.updated', 'policy.deleted'])
+      expect(body).toContain(type);
+    expect(body).toContain(`ssa_…${own.slice(-4)}`);
+    expect(body).not.toContain(own.slice(4, 20));
+  });
+});
+
 describe('operations', () => {
   it('/healthz and /readyz answer without credentials', async () => {
     expect(await (await t.request('GET', '/healthz')).json()).toEqual({ status: 'ok' });
