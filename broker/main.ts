@@ -1,8 +1,8 @@
 // The composition root: the only broker module that touches process, sockets and signals.
-import { serve as listen } from '@hono/node-server';
 import { createBroker, createDemoTenant } from './broker.js';
 import { runCli } from './cli.js';
 import { type BrokerConfig, ConfigError } from './config.js';
+import { createHttpServer } from './http-server.js';
 import { bufferedSink, createLogger } from './logger.js';
 
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -60,7 +60,8 @@ async function serve(config: BrokerConfig): Promise<number> {
   }, MAINTENANCE_MS);
   upkeep.unref();
 
-  const server = listen({ fetch: broker.app.fetch, port: config.port, hostname: config.host });
+  const server = createHttpServer(broker.app.fetch, { hostname: config.host });
+  server.listen(config.port, config.host);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('listening', resolve);

@@ -1,0 +1,45 @@
+// The broker's HTTP server: the app on Node's HTTP/1.1 server, with deadlines fit for a public endpoint.
+import type { Server } from 'node:http';
+import { createAdaptorServer } from '@hono/node-server';
+
+export interface HttpLimits {
+  /** A connection must deliver a request's complete headers within this long of its first byte. */
+  headersTimeoutMs: number;
+  /** …and the whole request, body included (at most 64 KiB), within this long. */
+  requestTimeoutMs: number;
+  /** A connection on which nothing is read or written for this long is closed (a client not reading its answer). */
+  idleTimeoutMs: number;
+  /** How often connections are checked against the first two deadlines. */
+  checkIntervalMs: number;
+}
+
+/**
+ * Node's own deadlines (60 s for headers, 300 s for a request, none for a client that stops reading, checked every
+ * 30 s) let a few thousand slow or silent connections use up the broker's file descriptors and memory for minutes.
+ * The idle deadline stays above the 15 s a database write may wait, so that no exchange is cut off while it waits.
+ */
+export const HTTP_LIMITS: HttpLimits = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  idleTimeoutMs: 60_000,
+  checkIntervalMs: 1_000,
+};
+
+export function createHttpServer(
+  fetch: (request: Request, env: unknown) => Response | Promise<Response>,
+  options: { hostname?: string; limits?: HttpLimits } = {},
+): Server {
+  const limits = options.limits ?? HTTP_LIMITS;
+  const server = createAdaptorServer({
+    fetch,
+    hostname: options.hostname,
+    serverOptions: {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      connectionsCheckingInterval: limits.checkIntervalMs,
+    },
+  }) as Server;
+  // Without a 'timeout' listener on the server, Node destroys a socket idle this long.
+  server.setTimeout(limits.idleTimeoutMs);
+  return server;
+}

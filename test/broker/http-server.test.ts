@@ -1,0 +1,89 @@
+// The HTTP server's deadlines: slow, stalled or non-reading clients lose their connections; others are answered.
+import type { Server } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHttpServer, HTTP_LIMITS } from '../../broker/http-server.js';
+import { startTestBroker, type TestBroker } from '../support/broker.js';
+
+let t: TestBroker;
+let server: Server;
+let port: number;
+/** The server's side of each connection, in the order they were accepted. */
+const accepted: Socket[] = [];
+
+beforeAll(async () => {
+  t = await startTestBroker();
+  // Short deadlines, so that the tests wait for the server to act rather than for Node's minutes.
+  server = createHttpServer(t.broker.app.fetch, {
+    limits: { headersTimeoutMs: 300, requestTimeoutMs: 600, idleTimeoutMs: 1_000, checkIntervalMs: 50 },
+  });
+  server.on('connection', (socket: Socket) => accepted.push(socket));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port = (server.address() as { port: number }).port;
+});
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+  await t.close();
+});
+
+/** Opens a connection, writes `text` and nothing more; resolves to what it received once the server closed it. */
+function sendAndStall(text: string): { closed: Promise<string> } {
+  const socket = connect(port, '127.0.0.1', () => socket.write(text));
+  let received = '';
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.toString();
+  });
+  socket.on('error', () => {});
+  return { closed: new Promise((resolve) => socket.on('close', () => resolve(received))) };
+}
+
+const healthz = () => fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.status);
+
+describe('HTTP server deadlines', () => {
+  it('answers 408 and closes a connection whose headers never end, answering other clients meanwhile', async () => {
+    const slow = Array.from({ length: 20 }, () =>
+      sendAndStall('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: '),
+    );
+    expect(await healthz()).toBe(200);
+    for (const { closed } of slow) expect(await closed).toMatch(/^HTTP\/1\.1 408 /);
+  });
+
+  it('closes a connection whose body stops short of its Content-Length', async () => {
+    const stalled = sendAndStall(
+      'POST /v1/oidc/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{',
+    );
+    expect(await stalled.closed).toMatch(/^HTTP\/1\.1 408 /);
+    expect(await healthz()).toBe(200);
+  });
+
+  it('closes a connection whose client does not read its answers', async () => {
+    const before = accepted.length;
+    // Ten pipelined answers of 1.7 MB each: more than the kernel's socket buffers take, so Node holds the rest.
+    const asset = 'GET /v1/reference/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n';
+    const client = connect(port, '127.0.0.1', () => client.write(asset.repeat(10)));
+    client.pause();
+    client.on('error', () => {});
+    await new Promise((resolve) => client.once('connect', resolve));
+    await expect.poll(() => accepted.length).toBeGreaterThan(before);
+    const serverSide = accepted[before] as Socket;
+    await new Promise((resolve) =>
+      serverSide.destroyed ? resolve(undefined) : serverSide.on('close', resolve),
+    );
+    expect(serverSide.destroyed).toBe(true);
+    client.destroy();
+  });
+
+  it('by default gives headers 10 s, a request 30 s and an idle connection 60 s, checked every second', () => {
+    const defaults = createHttpServer(t.broker.app.fetch);
+    expect(defaults.headersTimeout).toBe(HTTP_LIMITS.headersTimeoutMs);
+    expect(defaults.requestTimeout).toBe(HTTP_LIMITS.requestTimeoutMs);
+    expect(defaults.timeout).toBe(HTTP_LIMITS.idleTimeoutMs);
+    expect(HTTP_LIMITS).toEqual({
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
+      idleTimeoutMs: 60_000,
+      checkIntervalMs: 1_000,
+    });
+  });
+});
