@@ -73,12 +73,13 @@ const INIT = `window.ui = SwaggerUIBundle({
 const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'";
 
 export function registerDocRoutes(app: OpenAPIHono<BrokerEnv>): void {
-  let document: string | undefined;
-  const assets = new Map<string, Buffer>();
+  // Encoded once and cached: an answer a client is slow to read holds a reference to these bytes, not a copy.
+  let document: Uint8Array<ArrayBuffer> | undefined;
+  const assets = new Map<string, Uint8Array<ArrayBuffer>>();
   const assetDir = () => dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
 
   app.get('/v1/openapi.json', (c) => {
-    document ??= JSON.stringify(openApiDocument(app));
+    document ??= new TextEncoder().encode(JSON.stringify(openApiDocument(app)));
     return c.body(document, 200, { 'Content-Type': 'application/json' });
   });
   app.get('/v1/reference', (c) => c.html(PAGE, 200, { 'Content-Security-Policy': CSP }));
@@ -90,10 +91,10 @@ export function registerDocRoutes(app: OpenAPIHono<BrokerEnv>): void {
     if (!Object.hasOwn(ASSETS, file)) throw new BrokerError('not_found', `no asset ${file}`);
     let body = assets.get(file);
     if (!body) {
-      body = await readFile(join(assetDir(), file));
+      body = new Uint8Array(await readFile(join(assetDir(), file)));
       assets.set(file, body);
     }
-    return c.body(new Uint8Array(body), 200, {
+    return c.body(body, 200, {
       'Content-Type': ASSETS[file as keyof typeof ASSETS],
       'Cache-Control': 'public, max-age=86400',
     });

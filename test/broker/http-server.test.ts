@@ -87,3 +87,29 @@ describe('HTTP server deadlines', () => {
     });
   });
 });
+
+describe('answers held for clients that do not read them', () => {
+  it('share one copy of a reference asset, however many are waiting', async () => {
+    const asset = 'GET /v1/reference/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n';
+    expect(
+      await fetch(`http://127.0.0.1:${port}/v1/reference/assets/swagger-ui-bundle.js`).then((r) => r.status),
+    ).toBe(200);
+    const before = process.memoryUsage().arrayBuffers;
+    const clients = Array.from({ length: 4 }, () => {
+      const client = connect(port, '127.0.0.1', () => client.write(asset.repeat(20)));
+      client.pause();
+      client.on('error', () => {});
+      return client;
+    });
+    // Each connection has answers waiting that its kernel buffers do not take; the server holds them.
+    await expect
+      .poll(() => accepted.filter((s) => !s.destroyed && s.writableLength > 0).length, {
+        timeout: 5_000,
+      })
+      .toBeGreaterThanOrEqual(4);
+    const held = process.memoryUsage().arrayBuffers - before;
+    for (const client of clients) client.destroy();
+    // The bundle is 1.7 MB: a copy per answer would hold dozens of them.
+    expect(held).toBeLessThan(20 * 1024 * 1024);
+  });
+});
