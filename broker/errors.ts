@@ -39,6 +39,9 @@ export interface BrokerErrorOptions {
   headers?: Record<string, string>;
 }
 
+/** The most field errors one answer lists: more than any body within the routes' limits can honestly have. */
+const MAX_LISTED_ERRORS = 100;
+
 export class BrokerError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
@@ -58,10 +61,16 @@ export class BrokerError extends Error {
     this.headers = options.headers ?? {};
   }
 
-  /** A 4xx naming the fields that are wrong; `detail` lists them so a human reading one line can fix them. */
+  /**
+   * A 4xx naming the fields that are wrong; `detail` lists them so a human reading one line can fix them. A body
+   * of thousands of unknown fields gets the first hundred and a count, not an answer many times its own size.
+   */
   static fields(code: 'invalid_request' | 'invalid_policy', errors: FieldError[]): BrokerError {
-    const detail = errors.map((e) => `${e.field}: ${e.message}`).join('; ');
-    return new BrokerError(code, detail, { extensions: { errors } });
+    const listed = errors.length > MAX_LISTED_ERRORS ? errors.slice(0, MAX_LISTED_ERRORS) : errors;
+    const more = errors.length - listed.length;
+    const detail =
+      listed.map((e) => `${e.field}: ${e.message}`).join('; ') + (more > 0 ? `; and ${more} more` : '');
+    return new BrokerError(code, detail, { extensions: { errors: listed } });
   }
 }
 

@@ -134,3 +134,27 @@ describe('a multipart body, which no route takes', () => {
     expect((await t.request('GET', '/v1/whoami', { key: minted.access_token })).status).toBe(200);
   });
 });
+
+describe('a body with thousands of wrong fields', () => {
+  it('is refused naming the first hundred and counting the rest, in an answer smaller than the body', async () => {
+    const names = Array.from({ length: 6000 }, (_, i) => `f${i}`);
+    const bodies = [
+      ['application/json', JSON.stringify(Object.fromEntries(names.map((n) => [n, 0])))],
+      ['application/x-www-form-urlencoded', names.map((n) => `${n}=1`).join('&')],
+    ] as const;
+    for (const [type, body] of bodies) {
+      const res = await fetch(`${url}/v1/oidc/token`, {
+        method: 'POST',
+        headers: { 'Content-Type': type },
+        body,
+      });
+      expect(res.status).toBe(400);
+      const text = await res.text();
+      expect(text.length).toBeLessThan(body.length);
+      const problem = JSON.parse(text) as { detail: string; errors: { field: string }[] };
+      expect(problem.errors).toHaveLength(100);
+      expect(problem.errors.map((e) => e.field)).toContain('f0');
+      expect(problem.detail).toMatch(/; and \d+ more$/);
+    }
+  });
+});
