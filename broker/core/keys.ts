@@ -94,3 +94,17 @@ const TOKEN_SHAPED = /eyJ[0-9A-Za-z_-]*\.eyJ[0-9A-Za-z_-]*\.[0-9A-Za-z_-]+/g;
 export function withoutSecrets(text: string): string {
   return text.replace(KEY_SHAPED, keyHint).replace(TOKEN_SHAPED, '[a token]');
 }
+
+// A JSON escape is matched whole so that a secret never starts inside one: JSON writes U+001E as \u001e, and the
+// "e" of that escape with a following "yJ…" is no token, and taking it would leave "\u001" and break the text.
+const SECRET_OR_ESCAPE = new RegExp(
+  `\\\\(?:u[0-9A-Fa-f]{4}|.)|${TOKEN_SHAPED.source}|${KEY_SHAPED.source}`,
+  'g',
+);
+
+/** withoutSecrets for JSON text (as JSON.stringify writes it): the result is still JSON, each string redacted. */
+export function withoutSecretsInJson(json: string): string {
+  return json.replace(SECRET_OR_ESCAPE, (run) =>
+    run.startsWith('\\') ? run : run.startsWith('eyJ') ? '[a token]' : keyHint(run),
+  );
+}

@@ -2,7 +2,7 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { withoutSecrets } from '../core/keys.js';
+import { withoutSecretsInJson } from '../core/keys.js';
 import { BrokerError, toProblem } from '../errors.js';
 import { StoreUnavailable } from '../store/sql.js';
 import type { BrokerEnv } from './context.js';
@@ -46,7 +46,7 @@ export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response
   }
   const body = toProblem(brokerError, c.get('requestId'));
   // Through the context, so headers set earlier in the request (X-Request-Id) are kept.
-  return c.body(withoutSecrets(JSON.stringify(body)), brokerError.status as ContentfulStatusCode, {
+  return c.body(withoutSecretsInJson(JSON.stringify(body)), brokerError.status as ContentfulStatusCode, {
     'Content-Type': 'application/problem+json',
     ...brokerError.headers,
   });

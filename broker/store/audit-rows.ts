@@ -1,5 +1,5 @@
 // Audit events in SQL: appended inside the transaction of the change they describe, or group-committed.
-import { withoutSecrets } from '../core/keys.js';
+import { withoutSecretsInJson } from '../core/keys.js';
 import type { SqlDriver, SqlExecutor, SqlStatement } from './sql.js';
 import { type AuditEvent, type AuditEventInput, RequesterWithdrawn, type Store } from './store.js';
 
@@ -16,11 +16,11 @@ interface AuditRow {
 
 /**
  * A part of an event as its row keeps it: an API key that a name, a claim or a path holds (pasted there by
- * mistake) as its hint, and a token left out, as error bodies show them. On the JSON text, in one pass: what
- * withoutSecrets replaces is letters, digits, `_`, `-` and `.`, so it lies inside one JSON string, and what it
- * puts there needs no escaping.
+ * mistake) as its hint, and a token left out, as error bodies show them. On the JSON text, in one pass: what is
+ * replaced is letters, digits, `_`, `-` and `.` outside any escape, so it lies inside one JSON string, and what is
+ * put there needs no escaping.
  */
-const recorded = (value: unknown): string => withoutSecrets(JSON.stringify(value));
+const recorded = (value: unknown): string => withoutSecretsInJson(JSON.stringify(value));
 
 /** The INSERT for one audit event, for a transaction of its own or a group commit; with `onlyIf`, only when that query finds a row. */
 export function auditInsert(event: AuditEventInput, at: number, onlyIf?: SqlStatement): SqlStatement {

@@ -132,6 +132,22 @@ describe('secrets in what an event records', () => {
     expect(body).toContain(`ssa_…${own.slice(-4)}`);
     expect(body).not.toContain(own.slice(4, 20));
   });
+
+  it('a path holding a control character just before a token-like run is recorded and listed intact', async () => {
+    const { key: own } = await t.createTenant('escapes');
+    const created = await t.request('POST', '/v1/fine-grained-keys', {
+      key: own,
+      json: { name: 'reader', expiration: '7d', permissions: ['audit-log:read'] },
+    });
+    const reader = ((await created.json()) as { key: string }).key;
+    // U+001E is written \u001e in JSON, so the text reads "…\u001eyJa.eyJb.c": its "e" is not a token's.
+    const refused = await t.request('DELETE', '/v1/fine-grained-keys/%1EyJa.eyJb.c', { key: reader });
+    expect(refused.status).toBe(403);
+    const listed = await t.request('GET', '/v1/audit-events?type=permission.denied', { key: own });
+    expect(listed.status).toBe(200);
+    const { events } = (await listed.json()) as { events: { details: { path: string } }[] };
+    expect(events.map((e) => e.details.path)).toEqual(['/v1/fine-grained-keys/\u001eyJa.eyJb.c']);
+  });
 });
 
 describe('operations', () => {

@@ -221,6 +221,13 @@ describe('validation: 422 invalid_policy naming the field, and nothing written',
     ['untrusted issuer', { ...base, issuer: 'https://gitlab.example.com' }, 'issuer', /trust/],
     ['unknown field', { ...base, repo: 'acme/infra' }, 'repo', /unknown field/],
     ['unknown claim', { ...base, claims: { ...base.claims, repo: 'acme/infra' } }, 'claims.repo'],
+    // JSON writes U+001E as \u001e: the "e" of that escape and the text after it are not a token.
+    [
+      'unknown field with a control character before token-like text',
+      { ...base, '\u001eyJa.eyJb.c': 1 },
+      '\u001eyJa.eyJb.c',
+      /unknown field/,
+    ],
     ['claim instead of claims', { name: 'x', claim: base.claims, permissions: base.permissions }, 'claim'],
     ['name of the wrong JSON type', { ...base, name: 42 }, 'name', /string/],
     [
