@@ -9,17 +9,7 @@ beforeAll(async () => {
   f = await startFederation({ env: { BROKER_RATE_LIMIT_BURST: '100000' } });
 });
 afterAll(() => f.close());
-afterEach(async () => {
-  const { store } = f.t.broker;
-  for (const p of await store.policies.list(f.tenantId)) {
-    await store.policies.delete(f.tenantId, p.id, f.t.clock.now, () => ({
-      tenantId: f.tenantId,
-      type: 'policy.deleted',
-      outcome: 'success',
-      actor: { kind: 'test', id: 'setup' },
-    }));
-  }
-});
+afterEach(() => f.deletePolicies());
 
 type Body = Record<string, unknown> & { code?: string; detail?: string };
 

@@ -45,6 +45,8 @@ export interface Federation {
   /** The Tenant API key of tenant `acme-corp`, whose audience is the local issuer's default. */
   key: string;
   policy(name: string, fields?: Partial<PolicyRecord>): Promise<string>;
+  /** Deletes every trust policy of the tenant, so that a test starts from none. */
+  deletePolicies(): Promise<void>;
   exchange(token: string, body?: Record<string, unknown>): Promise<Response>;
   close(): Promise<void>;
 }
@@ -80,6 +82,16 @@ export async function startFederation(
       const id = `policy-${++policies}`;
       await createPolicy(t.broker.store, tenant.id, id, { ...fields, name }, clock.now);
       return id;
+    },
+    async deletePolicies() {
+      for (const p of await t.broker.store.policies.list(tenant.id)) {
+        await t.broker.store.policies.delete(tenant.id, p.id, clock.now, () => ({
+          tenantId: tenant.id,
+          type: 'policy.deleted',
+          outcome: 'success',
+          actor: { kind: 'test', id: 'setup' },
+        }));
+      }
     },
     exchange: (token, body = {}) =>
       t.request('POST', '/v1/oidc/token', { json: { oidc_token: token, ...body } }),
