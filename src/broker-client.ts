@@ -1,7 +1,13 @@
 // Talks to the broker: the OIDC token exchange and RFC 7009 revocation, every outcome returned as a value.
 import type { Fetch, FetchResponse } from './deps.js';
 import { describeNetworkError } from './network-error.js';
-import { ProxyRefusedError, ProxySettingError, type TunnelRefusal } from './proxy.js';
+import {
+  ProxyRefusedError,
+  ProxySettingError,
+  type ProxyUnreachable,
+  ProxyUnreachableError,
+  type TunnelRefusal,
+} from './proxy.js';
 
 const USER_AGENT = 'stepsec-oidc-auth/1';
 
@@ -47,7 +53,9 @@ export type BrokerFailure =
   /** The runner's proxy setting names no usable proxy, so nothing was sent. */
   | { kind: 'proxy'; variable: string; message: string }
   /** The proxy opened no tunnel to the target, so nothing reached it. */
-  | ({ kind: 'tunnel' } & TunnelRefusal);
+  | ({ kind: 'tunnel' } & TunnelRefusal)
+  /** The proxy itself could not be reached, so nothing reached the target. */
+  | ({ kind: 'proxy-unreachable'; code?: string; message: string; tls: boolean } & ProxyUnreachable);
 
 export type BrokerAnswer<T> = { kind: 'ok'; value: T } | BrokerFailure;
 
@@ -112,6 +120,7 @@ async function send(
   } catch (error) {
     if (error instanceof ProxySettingError) return proxyFailure(error);
     if (error instanceof ProxyRefusedError) return tunnelFailure(error);
+    if (error instanceof ProxyUnreachableError) return proxyUnreachableFailure(error);
     return networkFailure(url, error);
   }
   const json = isJson(response) ? parseJson(text) : undefined;
@@ -185,6 +194,11 @@ export function proxyFailure(error: ProxySettingError): BrokerFailure {
 
 export function tunnelFailure(error: ProxyRefusedError): BrokerFailure {
   return { kind: 'tunnel', ...error.refusal };
+}
+
+export function proxyUnreachableFailure(error: ProxyUnreachableError): BrokerFailure {
+  const { code, message, tls } = describeNetworkError(error);
+  return { kind: 'proxy-unreachable', ...error.unreachable, code, message, tls };
 }
 
 function networkFailure(url: string, error: unknown): BrokerFailure {

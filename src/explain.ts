@@ -93,6 +93,8 @@ export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCal
       };
     case 'tunnel':
       return tunnel(failure);
+    case 'proxy-unreachable':
+      return proxyUnreachable(failure);
     case 'network':
       return network(failure);
     case 'unexpected':
@@ -134,6 +136,20 @@ function tunnel(f: Extract<Failure, { kind: 'tunnel' }>): Explanation {
       `Nothing reached ${f.target}, and the action did not try again: the proxy would refuse the same way. ` +
         "The runner's environment sets the proxy (on a self-hosted runner, usually in the runner's .env file, " +
         "or in the job's `env:`).",
+    ],
+  };
+}
+
+function proxyUnreachable(f: Extract<Failure, { kind: 'proxy-unreachable' }>): Explanation {
+  const host = f.target.slice(0, f.target.lastIndexOf(':'));
+  return {
+    title: `Could not reach the proxy ${f.proxy} (${f.variable}) to open a tunnel to ${f.target}: ${f.code ?? f.message}.`,
+    body: [
+      `${f.code ? `${f.message}. ` : ''}${attempts(f)}`,
+      `Nothing reached ${code(host)}. Check that ${f.variable} names this runner's proxy and that the proxy is up; ` +
+        `if the runner can reach ${code(host)} without it, add that host to NO_PROXY. The runner's environment ` +
+        "sets the proxy (on a self-hosted runner, usually in the runner's .env file, or in the job's `env:`).",
+      ...(f.tls ? [`If the proxy's certificate comes from a private CA, ${TRUST_THE_CA}`] : []),
     ],
   };
 }

@@ -2,7 +2,7 @@
 import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Fetch, FetchResponse } from './deps.js';
-import { ProxyRefusedError, type ProxySetting, portOf, proxyFor } from './proxy.js';
+import { ProxyRefusedError, type ProxySetting, ProxyUnreachableError, portOf, proxyFor } from './proxy.js';
 
 export interface HttpFetchOptions {
   /** The proxy to reach a URL through, if any; the request then goes through a CONNECT tunnel. */
@@ -128,7 +128,10 @@ async function tunnel(setting: ProxySetting, target: URL, signal?: AbortSignal):
     signal?.addEventListener('abort', onAbort, { once: true });
     connect.once('error', (error) => {
       signal?.removeEventListener('abort', onAbort);
-      reject(error);
+      // An abort is the request's time limit, reported as such; any other error is the proxy's connection.
+      const aborted = signal?.aborted && error === signal.reason;
+      const unreachable = { variable: setting.variable, proxy: proxy.origin, target: authority };
+      reject(aborted ? error : new ProxyUnreachableError(unreachable, error));
     });
     connect.once('connect', (response: IncomingMessage, socket: Socket, head: Buffer) => {
       signal?.removeEventListener('abort', onAbort);

@@ -2,7 +2,7 @@
 import { parseJson } from './broker-client.js';
 import type { ActionIO, Clock, Fetch } from './deps.js';
 import { describeNetworkError } from './network-error.js';
-import { ProxyRefusedError, ProxySettingError } from './proxy.js';
+import { ProxyRefusedError, ProxySettingError, ProxyUnreachableError } from './proxy.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -25,8 +25,8 @@ export function idTokenAvailable(env: Env): boolean {
 /**
  * The OIDC token for `audience`, masked before it is returned; rejects with the toolkit's messages. Retries
  * included, it takes at most `timeoutMs` (the toolkit allows 3 minutes, longer than the whole exchange may
- * take): past it, it rejects with an error named `TimeoutError`. ProxySettingError and ProxyRefusedError pass
- * through as they are.
+ * take): past it, it rejects with an error named `TimeoutError`. The proxy's errors (ProxySettingError,
+ * ProxyRefusedError, ProxyUnreachableError) pass through as they are.
  */
 export async function requestIdToken(
   audience: string,
@@ -60,7 +60,13 @@ export async function requestIdToken(
       text = await response.text();
     } catch (error) {
       // The proxy's own failures are explained, and retried or not, as the proxy's rather than GitHub's.
-      if (error instanceof ProxySettingError || error instanceof ProxyRefusedError) throw error;
+      if (
+        error instanceof ProxySettingError ||
+        error instanceof ProxyRefusedError ||
+        error instanceof ProxyUnreachableError
+      ) {
+        throw error;
+      }
       if ((error as { name?: unknown }).name === 'TimeoutError') throw timedOut(timeoutMs);
       const { code, message, tls } = describeNetworkError(error);
       // No answer at all (a reset, a refused connection): another attempt may well get one. A certificate the

@@ -39,6 +39,28 @@ export class ProxyRefusedError extends Error {
   }
 }
 
+/** The connection to the proxy itself failed (refused, reset, no such host, TLS), so no tunnel was asked for. */
+export interface ProxyUnreachable {
+  /** The environment variable that names the proxy, e.g. `HTTPS_PROXY`. */
+  variable: string;
+  /** The proxy's scheme, host and port; never its credentials. */
+  proxy: string;
+  /** The `host:port` the tunnel was to go to. */
+  target: string;
+}
+
+/** The bundle's client rejects with it when it cannot reach the proxy; `cause` is the socket's error. */
+export class ProxyUnreachableError extends Error {
+  override name = 'ProxyUnreachableError';
+
+  constructor(
+    readonly unreachable: ProxyUnreachable,
+    cause: Error,
+  ) {
+    super(`Could not reach the proxy ${unreachable.proxy}: ${cause.message}`, { cause });
+  }
+}
+
 /** The proxy a request goes through, as the runner's environment names it. */
 export interface ProxySetting {
   /** The proxy's address, without credentials, so it can be named in messages. */

@@ -74,9 +74,9 @@ export async function withRetry<T>(
 }
 
 /**
- * Retries network failures (except TLS verification), 408, 429 with Retry-After and 5xx, and a proxy's 5xx to
- * CONNECT; any other answer is final, and so are a proxy setting that cannot be used and a proxy that refuses
- * the tunnel (407, 403).
+ * Retries network failures (except TLS verification), on the way to the broker or to the proxy, 408, 429 with
+ * Retry-After and 5xx, and a proxy's 5xx to CONNECT; any other answer is final, and so are a proxy setting that
+ * cannot be used and a proxy that refuses the tunnel (407, 403).
  */
 export function classifyBrokerAnswer(answer: BrokerAnswer<unknown>, nowMs: number): Verdict {
   if (answer.kind === 'ok' || answer.kind === 'proxy') return { retry: false };
@@ -86,6 +86,14 @@ export function classifyBrokerAnswer(answer: BrokerAnswer<unknown>, nowMs: numbe
     return {
       retry: true,
       reason: `The proxy could not open a tunnel to ${answer.target} (HTTP ${answer.status})`,
+    };
+  }
+  if (answer.kind === 'proxy-unreachable') {
+    // As for the broker: a certificate the proxy shows now, it shows in a few seconds too.
+    if (answer.tls) return { retry: false };
+    return {
+      retry: true,
+      reason: `The proxy ${answer.proxy} (${answer.variable}) could not be reached (${answer.code ?? answer.message})`,
     };
   }
   if (answer.kind === 'network') {

@@ -3,6 +3,7 @@ import {
   type BrokerAnswer,
   createBrokerClient,
   proxyFailure,
+  proxyUnreachableFailure,
   type TokenGrant,
   tunnelFailure,
 } from './broker-client.js';
@@ -10,7 +11,7 @@ import { type ActionIO, type RunDeps, STATE_KEYS } from './deps.js';
 import { explain, type Failure, formatExplanation } from './explain.js';
 import { IdTokenError } from './id-token.js';
 import { type ActionInputs, parseInputs } from './inputs.js';
-import { ProxyRefusedError, ProxySettingError } from './proxy.js';
+import { ProxyRefusedError, ProxySettingError, ProxyUnreachableError } from './proxy.js';
 import { classifyBrokerAnswer, EXCHANGE_RETRY, MIN_ATTEMPT_MS, withRetry } from './retry.js';
 import { failureSummary, successSummary, writeSummary } from './summary.js';
 
@@ -76,6 +77,7 @@ async function exchange(
       } catch (error) {
         if (error instanceof ProxySettingError) return proxyFailure(error);
         if (error instanceof ProxyRefusedError) return tunnelFailure(error);
+        if (error instanceof ProxyUnreachableError) return proxyUnreachableFailure(error);
         return {
           kind: 'id-token',
           message: error instanceof Error ? error.message : String(error),

@@ -477,6 +477,51 @@ describe('explained failures', () => {
     });
   });
 
+  it('a proxy that cannot be reached on the way to the broker: names the proxy and its variable, not the broker', async () => {
+    await withoutMsw(async () => {
+      const port = await closedPort();
+      const h = mainHarness({ tenant: 'acme', 'api-url': 'https://broker.example/v1' });
+      h.deps.fetch = createRunnerFetch({ HTTPS_PROXY: `http://ci-bot:s3cret@127.0.0.1:${port}` });
+
+      expect(await run(h.deps)).toBe(false);
+
+      const message = h.io.failures[0]!;
+      expect(message).toContain(
+        `Could not reach the proxy http://127.0.0.1:${port} (HTTPS_PROXY) to open a tunnel to broker.example:443: ECONNREFUSED.`,
+      );
+      expect(message).not.toContain('Could not reach the broker');
+      expect(message).toContain('Tried 6 times.');
+      expect(message).toContain('NO_PROXY');
+      expect(message).not.toContain('s3cret');
+      // Nothing answered: another attempt may find the proxy up, as it may a broker.
+      expect(h.io.logs.join('\n')).toContain(
+        `The proxy http://127.0.0.1:${port} (HTTPS_PROXY) could not be reached (ECONNREFUSED); retrying`,
+      );
+    });
+  });
+
+  it("a proxy that cannot be reached on the way to GitHub's token service: names the proxy, not GitHub", async () => {
+    await withoutMsw(async () => {
+      const port = await closedPort();
+      const env = {
+        ACTIONS_ID_TOKEN_REQUEST_URL: 'https://pipelines.actions.example/_apis/token?api-version=2.0',
+        ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'runner-request-token',
+        https_proxy: `127.0.0.1:${port}`,
+      };
+      const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+      askRealTokenService(h, env);
+
+      expect(await run(h.deps)).toBe(false);
+
+      const message = h.io.failures[0]!;
+      expect(message).toContain(
+        `Could not reach the proxy http://127.0.0.1:${port} (https_proxy) to open a tunnel to pipelines.actions.example:443: ECONNREFUSED.`,
+      );
+      expect(message).not.toContain('GitHub did not issue');
+      expect(message).toContain('Tried 6 times.');
+    });
+  });
+
   it('a proxy that asks for credentials when its setting holds none: says to add them', () => {
     const message = formatExplanation(
       explain({

@@ -5,7 +5,7 @@ import { type AddressInfo, connect, createServer as createTcpServer, type Socket
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBrokerClient } from '../../src/broker-client.js';
 import { createHttpFetch } from '../../src/http-fetch.js';
-import { ProxyRefusedError, proxyFor } from '../../src/proxy.js';
+import { ProxyRefusedError, ProxyUnreachableError, proxyFor } from '../../src/proxy.js';
 import { selfSignedCertificate } from './support/tls-cert.js';
 
 interface Received {
@@ -320,5 +320,56 @@ describe('createHttpFetch through a proxy', () => {
     });
     expect((error as Error).message).not.toContain('p%3Ass');
     await Promise.all(proxy.closed);
+  });
+
+  it('fails with the socket error, naming the proxy without credentials, when the proxy cannot be reached', async () => {
+    const nothing = createTcpServer();
+    await new Promise<void>((resolve) => nothing.listen(0, '127.0.0.1', resolve));
+    const { port } = nothing.address() as AddressInfo;
+    await new Promise((resolve) => nothing.close(resolve));
+    const viaProxy = throughProxy(`http://user:s3cret@127.0.0.1:${port}`);
+
+    const error = await viaProxy('https://token.actions.example/', {
+      method: 'GET',
+      headers: {},
+      redirect: 'manual',
+    }).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(ProxyUnreachableError);
+    expect(error).toMatchObject({
+      unreachable: {
+        variable: 'HTTPS_PROXY',
+        proxy: `http://127.0.0.1:${port}`,
+        target: 'token.actions.example:443',
+      },
+      cause: { code: 'ECONNREFUSED' },
+    });
+    expect((error as Error).message).not.toContain('s3cret');
+  });
+
+  it('stops at the time limit, as a timeout, when the proxy never answers CONNECT', async () => {
+    const silent = createTcpServer();
+    const accepted: Socket[] = [];
+    silent.on('connection', (socket: Socket) => {
+      accepted.push(socket);
+      socket.on('error', () => {}).resume();
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    servers.push(silent as unknown as Server);
+    const { port } = silent.address() as AddressInfo;
+    const viaProxy = throughProxy(`http://127.0.0.1:${port}`);
+
+    try {
+      await expect(
+        viaProxy('https://token.actions.example/', {
+          method: 'GET',
+          headers: {},
+          redirect: 'manual',
+          signal: AbortSignal.timeout(200),
+        }),
+      ).rejects.toMatchObject({ name: 'TimeoutError' });
+    } finally {
+      for (const socket of accepted) socket.destroy();
+    }
   });
 });
