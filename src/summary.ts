@@ -9,7 +9,7 @@ export function successSummary(grant: TokenGrant, inputs: ActionInputs): string 
     ['Tenant', code(grant.tenant)],
     ['Trust policy', code(grant.policy)],
     ['Permissions', grant.permissions.length > 0 ? grant.permissions.map(code).join(', ') : '(none)'],
-    ['Expires at', `${grant.expiresAt} (in ${Math.round(grant.expiresIn / 60)} min)`],
+    ['Expires at', `${grant.expiresAt} (in ${lifetime(grant.expiresIn)})`],
     ['Exported as `STEPSECURITY_API_TOKEN`', inputs.exportEnv ? 'yes' : 'no'],
     ['Revoked when the job ends', inputs.revoke ? 'yes' : 'no'],
   ];
@@ -21,6 +21,11 @@ export function successSummary(grant: TokenGrant, inputs: ActionInputs): string 
     ...rows.map(([name, value]) => `| ${name} | ${value.replace(/\|/g, '\\|')} |`),
     '',
   ].join('\n');
+}
+
+/** A lifetime as a reader takes it in: whole minutes, or seconds while minutes would round it far off (0 min). */
+function lifetime(seconds: number): string {
+  return seconds < 120 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
 }
 
 export function failureSummary(explanation: Explanation): string {

@@ -121,6 +121,19 @@ describe('run (main step)', () => {
     expect(summary).not.toContain(ACCESS_TOKEN);
   });
 
+  it.each([
+    [900, '(in 15 min)'],
+    [20, '(in 20 s)'],
+    [90, '(in 90 s)'],
+  ])('gives a lifetime of %i s in the summary as %s', async (expiresIn, shown) => {
+    broker.server.use(exchangeAnswers(() => HttpResponse.json(grantBody({ expires_in: expiresIn }))));
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+
+    await run(h.deps);
+
+    expect(h.io.summary.join('\n')).toContain(`| Expires at | 2025-06-01T12:15:00.000Z ${shown} |`);
+  });
+
   it('says when the policy granted a shorter lifetime than asked for', async () => {
     broker.server.use(exchangeAnswers(() => HttpResponse.json(grantBody({ expires_in: 900 }))));
     const h = mainHarness({ tenant: 'acme', 'api-url': API_URL, 'duration-seconds': '3600' });
