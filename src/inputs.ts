@@ -31,10 +31,7 @@ export function parseInputs(getInput: (name: string) => string): ParsedInputs {
   if (!tenant) {
     errors.push('Input `tenant` is required: the name of your StepSecurity tenant, e.g. `tenant: acme`.');
   } else if (!DNS_LABEL.test(tenant)) {
-    errors.push(
-      `Input \`tenant\` is "${tenant}", which is not a tenant name: use lower-case letters, digits and inner ` +
-        'hyphens, at most 63 characters (e.g. `acme` or `acme-prod`).',
-    );
+    errors.push(tenantError(tenant));
   }
 
   const audienceInput = read('audience');
@@ -63,13 +60,46 @@ export function parseInputs(getInput: (name: string) => string): ParsedInputs {
   };
 }
 
-function parseApiUrl(raw: string, errors: string[]): string {
-  let url: URL;
+/** Why the value is no tenant name, and the name it probably stands for. */
+function tenantError(tenant: string): string {
+  const start = `Input \`tenant\` is "${tenant}", which is not a tenant name`;
+  // An audience or a URL pasted as the tenant: the name is the label before the audience's suffix.
+  if (/[./:]/.test(tenant)) {
+    const host = urlOf(/^[a-z][a-z\d+.-]*:\/\//i.test(tenant) ? tenant : `https://${tenant}`)?.hostname;
+    const label = host?.endsWith(`.${AUDIENCE_SUFFIX}`) ? host.slice(0, -AUDIENCE_SUFFIX.length - 1) : '';
+    const meant = DNS_LABEL.test(label) && host !== new URL(DEFAULT_API_URL).hostname ? label : undefined;
+    return (
+      `${start}: the input takes the tenant's name alone, e.g. \`acme\`; the broker's URL goes in \`api-url\`, ` +
+      `and an audience other than the tenant's default in \`audience\`.${meant ? ` Did you mean \`${meant}\`?` : ''}`
+    );
+  }
+  const rule = 'use lower-case letters, digits and inner hyphens, at most 63 characters';
+  const meant = tenant.toLowerCase().replace(/_/g, '-');
+  return DNS_LABEL.test(meant)
+    ? `${start}: ${rule}. Did you mean \`${meant}\`?`
+    : `${start}: ${rule} (e.g. \`acme\` or \`acme-prod\`).`;
+}
+
+function urlOf(text: string): URL | undefined {
   try {
-    url = new URL(raw);
+    return new URL(text);
   } catch {
+    return undefined;
+  }
+}
+
+function parseApiUrl(raw: string, errors: string[]): string {
+  const url = urlOf(raw);
+  if (!url) {
+    // A host and path without the scheme, e.g. `agent.api.stepsecurity.io/v1`; never a value with credentials.
+    const guess = /^[a-z][a-z\d+.-]*:\/\//i.test(raw) ? undefined : urlOf(`https://${raw}`);
+    const meant =
+      guess?.hostname.includes('.') && !guess.username && !guess.password
+        ? `${guess.origin}${versionedPath(guess.pathname.replace(/\/+$/, ''))}`
+        : undefined;
     errors.push(
-      `Input \`api-url\` is "${redacted(raw)}", which is not a URL; use e.g. \`${DEFAULT_API_URL}\`.`,
+      `Input \`api-url\` is "${redacted(raw)}", which is not a URL; ` +
+        (meant ? `did you mean \`${meant}\`?` : `use e.g. \`${DEFAULT_API_URL}\`.`),
     );
     return raw;
   }
@@ -107,35 +137,66 @@ function redacted(raw: string): string {
 
 /** The path as it was probably meant: cut after a `/v1` it contains, a `/vN` at its end as `/v1`, or `/v1` added. */
 function versionedPath(path: string): string {
-  const v1 = path.indexOf('/v1/');
-  if (v1 !== -1) return path.slice(0, v1 + 3);
-  return /\/v\d+$/.test(path) ? path.replace(/\/v\d+$/, '/v1') : `${path}/v1`;
+  const v1 = path.toLowerCase().indexOf('/v1/');
+  if (v1 !== -1) return `${path.slice(0, v1)}/v1`;
+  return /\/v\d+$/i.test(path) ? path.replace(/\/v\d+$/i, '/v1') : `${path}/v1`;
 }
 
 function parsePermissions(raw: string, errors: string[]): string[] {
   const values = [...new Set(raw.split(/[\s,]+/).filter((v) => v !== ''))];
-  for (const value of values) {
-    if (isPermission(value) || (SHORTCUTS as readonly string[]).includes(value)) continue;
-    // Only the ids that exist: a read-only category such as `audit-log` has no `:write`.
-    const suggestions = isCategoryId(value)
-      ? [`${value}:read`, `${value}:write`].filter(isPermission).map((id) => `\`${id}\``)
-      : [];
-    const hint = suggestions.length > 0 ? ` Did you mean ${suggestions.join(' or ')}?` : '';
+  // A YAML list written in a block scalar (`permissions: |` then `- audit-log:read` lines) leaves its dashes.
+  if (values.includes('-')) {
+    const ids = values.filter((v) => v !== '-');
     errors.push(
-      `Input \`permissions\` contains "${value}", which is not a permission.${hint} Valid ids: ` +
-        `${ALL_PERMISSIONS.join(', ')}; shortcuts: ${SHORTCUTS.join(', ')}.`,
+      'Input `permissions` is a YAML list; write the ids separated by commas, spaces or new lines, without the ' +
+        `dashes, e.g. \`${(ids.length > 0 ? ids : ['audit-log:read']).join(', ')}\`.`,
     );
   }
+  const wrong = values.filter((v) => v !== '-' && !isPermission(v) && !isShortcut(v));
+  wrong.forEach((value, i) => {
+    // The valid ids once, after the last wrong value, rather than after each.
+    const valid =
+      i === wrong.length - 1
+        ? ` Valid ids: ${ALL_PERMISSIONS.join(', ')}; shortcuts: ${SHORTCUTS.join(', ')}.`
+        : '';
+    errors.push(
+      `Input \`permissions\` contains "${value}", which is not a permission.${permissionHint(value)}${valid}`,
+    );
+  });
   return values;
 }
+
+function isShortcut(value: string): boolean {
+  return (SHORTCUTS as readonly string[]).includes(value);
+}
+
+/** The id a wrong value probably stands for: another case, quoted or in brackets, or a category's ids. */
+function permissionHint(value: string): string {
+  const bare = value.toLowerCase().replace(/^[["']+|["'\]]+$/g, '');
+  if (isPermission(bare) || isShortcut(bare)) return ` Did you mean \`${bare}\`?`;
+  const category = bare.split(':')[0]!;
+  if (!isCategoryId(category)) return '';
+  // Only the ids that exist: a read-only category such as `audit-log` has no `:write`.
+  const ids = [`${category}:read`, `${category}:write`].filter(isPermission);
+  if (ids.length === 1 && bare === `${category}:write`) {
+    return ` \`${category}\` is read only: did you mean \`${ids[0]}\`?`;
+  }
+  return ` Did you mean ${ids.map((id) => `\`${id}\``).join(' or ')}?`;
+}
+
+const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600 };
 
 function parseDuration(raw: string, errors: string[]): number | undefined {
   if (raw === '') return undefined;
   const value = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
   if (!Number.isSafeInteger(value) || value < 1 || value > MAX_DURATION_SECONDS) {
+    // With a unit, as other actions take a lifetime (`3600s`, `15m`, `1h`): the same time in seconds, if allowed.
+    const [, amount, unit] = /^(\d+)\s*([smh])$/i.exec(raw) ?? [];
+    const seconds = amount && unit ? Number(amount) * UNIT_SECONDS[unit.toLowerCase()]! : 0;
+    const hint = seconds >= 1 && seconds <= MAX_DURATION_SECONDS ? ` Did you mean \`${seconds}\`?` : '';
     errors.push(
       `Input \`duration-seconds\` is "${raw}"; it must be a whole number of seconds from 1 to ` +
-        `${MAX_DURATION_SECONDS}, or left empty for the policy's default.`,
+        `${MAX_DURATION_SECONDS}, or left empty for the policy's default.${hint}`,
     );
     return undefined;
   }

@@ -52,6 +52,65 @@ describe('parseInputs', () => {
     expect(errorsFor({ tenant: 'a'.repeat(63) })).toEqual([]);
   });
 
+  it.each([
+    ['Acme', 'acme'],
+    ['ACME-Prod', 'acme-prod'],
+    ['acme_prod', 'acme-prod'],
+  ])('suggests the tenant name %s was probably meant as', (value, meant) => {
+    expect(errorsFor({ tenant: value })).toEqual([
+      `Input \`tenant\` is "${value}", which is not a tenant name: use lower-case letters, digits and inner ` +
+        `hyphens, at most 63 characters. Did you mean \`${meant}\`?`,
+    ]);
+  });
+
+  it.each([
+    'https://acme.api.stepsecurity.io',
+    'acme.api.stepsecurity.io',
+    'https://acme.api.stepsecurity.io/',
+  ])('takes the tenant out of its audience or URL %s', (value) => {
+    const [error] = errorsFor({ tenant: value });
+    expect(error).toContain(`Input \`tenant\` is "${value}", which is not a tenant name`);
+    expect(error).toContain("takes the tenant's name alone");
+    expect(error).toContain('Did you mean `acme`?');
+  });
+
+  it('says where a URL given as the tenant belongs, without guessing a name from it', () => {
+    const [error] = errorsFor({ tenant: 'https://agent.api.stepsecurity.io/v1' });
+    expect(error).toContain("takes the tenant's name alone");
+    expect(error).toContain("the broker's URL goes in `api-url`");
+    expect(error).not.toContain('Did you mean');
+  });
+
+  it.each([
+    ['Audit-Log:Read', 'Did you mean `audit-log:read`?'],
+    ['"audit-log:read"', 'Did you mean `audit-log:read`?'],
+    ['["audit-log:read"]', 'Did you mean `audit-log:read`?'],
+    ['audit-log:write', '`audit-log` is read only: did you mean `audit-log:read`?'],
+    ['harden-runner:admin', 'Did you mean `harden-runner:read` or `harden-runner:write`?'],
+    ['READ-ALL', 'Did you mean `read-all`?'],
+  ])('suggests the permission %s was probably meant as', (value, hint) => {
+    expect(errorsFor({ tenant: 'acme', permissions: value })[0]).toContain(
+      `Input \`permissions\` contains "${value}", which is not a permission. ${hint}`,
+    );
+  });
+
+  it('says to write permissions without YAML list dashes', () => {
+    const errors = errorsFor({ tenant: 'acme', permissions: '- audit-log:read\n- harden-runner:read' });
+    expect(errors).toEqual([
+      expect.stringContaining(
+        'Input `permissions` is a YAML list; write the ids separated by commas, spaces or new lines, without ' +
+          'the dashes, e.g. `audit-log:read, harden-runner:read`.',
+      ),
+    ]);
+  });
+
+  it('lists the valid ids and shortcuts once, however many permissions are wrong', () => {
+    const errors = errorsFor({ tenant: 'acme', permissions: 'deploy:write, scan:read, audit-log:read' });
+    expect(errors).toHaveLength(2);
+    expect(errors.join('\n').match(/Valid ids:/g)).toHaveLength(1);
+    expect(errors[1]).toContain('shortcuts: read-all, read-write-all.');
+  });
+
   it('names an unknown permission and lists the valid ids and shortcuts', () => {
     const [error] = errorsFor({ tenant: 'acme', permissions: 'audit-log:read, audit-log:write' });
     expect(error).toContain('"audit-log:write", which is not a permission');
@@ -71,7 +130,18 @@ describe('parseInputs', () => {
     expect(error).not.toContain('`audit-log:write`');
   });
 
-  it.each(['0', '3601', '1.5', '-5', '10m', 'abc', '1e3'])('rejects duration-seconds %s', (value) => {
+  it.each([
+    ['3600s', '3600'],
+    ['900 s', '900'],
+    ['15m', '900'],
+    ['1h', '3600'],
+  ])('suggests the seconds a duration-seconds of %s stands for', (value, seconds) => {
+    expect(errorsFor({ tenant: 'acme', 'duration-seconds': value })).toEqual([
+      `Input \`duration-seconds\` is "${value}"; it must be a whole number of seconds from 1 to 3600, or left empty for the policy's default. Did you mean \`${seconds}\`?`,
+    ]);
+  });
+
+  it.each(['0', '3601', '1.5', '-5', '2h', '90m', 'abc', '1e3'])('rejects duration-seconds %s', (value) => {
     expect(errorsFor({ tenant: 'acme', 'duration-seconds': value })).toEqual([
       `Input \`duration-seconds\` is "${value}"; it must be a whole number of seconds from 1 to 3600, or left empty for the policy's default.`,
     ]);
@@ -105,6 +175,8 @@ describe('parseInputs', () => {
     ['https://broker.example.com/api', 'https://broker.example.com/api/v1'],
     ['https://broker.example.com/v1/oidc/token', 'https://broker.example.com/v1'],
     ['https://broker.example.com/v2', 'https://broker.example.com/v1'],
+    ['https://broker.example.com/V1', 'https://broker.example.com/v1'],
+    ['https://broker.example.com/V1/oidc/token', 'https://broker.example.com/v1'],
     ['http://127.0.0.1:8080', 'http://127.0.0.1:8080/v1'],
   ])('rejects the api-url %s, which does not end in /v1, showing the expected form', (url, expected) => {
     expect(errorsFor({ tenant: 'acme', 'api-url': url })).toEqual([
@@ -119,6 +191,15 @@ describe('parseInputs', () => {
       expect(errorsFor({ tenant: 'acme', 'api-url': url })).toEqual([]);
     },
   );
+
+  it.each([
+    ['agent.api.stepsecurity.io/v1', 'https://agent.api.stepsecurity.io/v1'],
+    ['broker.example.com', 'https://broker.example.com/v1'],
+  ])('suggests https:// for the api-url %s, given without a scheme', (url, meant) => {
+    expect(errorsFor({ tenant: 'acme', 'api-url': url })).toEqual([
+      `Input \`api-url\` is "${url}", which is not a URL; did you mean \`${meant}\`?`,
+    ]);
+  });
 
   it('rejects an api-url that is not a URL or carries credentials', () => {
     expect(errorsFor({ tenant: 'acme', 'api-url': 'broker.example.com' })[0]).toContain('which is not a URL');
