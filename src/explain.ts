@@ -45,6 +45,10 @@ export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCal
         body: [
           'Allow the job to request one by adding this to the job (or the workflow):',
           { yaml: 'permissions:\n  id-token: write\n  contents: read' },
+          '`permissions:` replaces the default permissions, so list every other one the job needs as well ' +
+            '(`contents: read` lets it check out the repository). In a reusable workflow, the job that calls it ' +
+            '(`uses: ./.github/workflows/…`) must grant `id-token: write` too: a called workflow cannot have a ' +
+            'permission its caller does not.',
           'Pull requests from forks and Dependabot runs never get an OIDC token, even with this permission: ' +
             'run this step only for pushes, pull requests from the same repository, or other trusted events.',
         ],

@@ -42,6 +42,11 @@ describe('explained failures', () => {
     expect(message).toContain('ACTIONS_ID_TOKEN_REQUEST_URL is not set');
     expect(message).toContain('    permissions:\n      id-token: write');
     expect(message).toContain('Pull requests from forks and Dependabot runs never get an OIDC token');
+    // A called workflow gets no permission its caller does not grant.
+    expect(message).toContain(
+      'In a reusable workflow, the job that calls it (`uses: ./.github/workflows/…`) must grant `id-token: write` too',
+    );
+    expect(message).toContain('replaces the default permissions');
     expect(h.io.summary[0]).toContain('```yaml\npermissions:\n  id-token: write');
     expect(h.oidcAudiences).toEqual([]);
     expect(broker.requests).toEqual([]);
