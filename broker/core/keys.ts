@@ -95,6 +95,33 @@ export function withoutSecrets(text: string): string {
   return text.replace(KEY_SHAPED, keyHint).replace(TOKEN_SHAPED, '[a token]');
 }
 
+// Where a value is to be stored, a key is its prefix and at least the whole random part, from which the checksum,
+// and so the key, follows: a key pasted whole, with its checksum cut short or run into other text. A shorter run
+// after a prefix is no usable key, and a name such as ssf_DeployBot2026 must stay a name.
+const STORED_KEY = new RegExp(`(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{${RANDOM_LENGTH},}`);
+const STORED_TOKEN = new RegExp(TOKEN_SHAPED.source);
+const NEVER_STORED = 'a secret is never stored where every listing would show it';
+
+/**
+ * Why a value the broker would store and show back (a name, a description, a claim value, an audience) is refused:
+ * it holds an API key or a token (DESIGN §3). `field` names the value as errors do; the key shows as its hint.
+ */
+export function storedSecretProblem(field: string, value: string): string | null {
+  const key = STORED_KEY.exec(value)?.[0];
+  if (key) {
+    const hint = keyHint(key.slice(0, KEY_LENGTH));
+    const undo =
+      KIND_BY_PREFIX.get(key.slice(0, 4)) === 'fine-grained'
+        ? 'revoke it (DELETE /v1/fine-grained-keys/{id})'
+        : 'rotate its slot (POST /v1/api-keys/{kind}/{slot}/rotate)';
+    return `${field} holds what looks like an API key (${hint}), and ${NEVER_STORED}: remove the key from ${field}; if it is a real one, treat it as exposed and ${undo}`;
+  }
+  if (STORED_TOKEN.test(value)) {
+    return `${field} holds what looks like a token (a JWT: dot-separated parts starting eyJ), and ${NEVER_STORED}: remove the token from ${field}; if it is a real access token, treat it as exposed and revoke it (POST /v1/tokens/revoke)`;
+  }
+  return null;
+}
+
 // A JSON escape is matched whole so that a secret never starts inside one: JSON writes U+001E as \u001e, and the
 // "e" of that escape with a following "yJ…" is no token, and taking it would leave "\u001" and break the text.
 const SECRET_OR_ESCAPE = new RegExp(

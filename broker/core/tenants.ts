@@ -1,7 +1,7 @@
 // Creating tenants (DESIGN §6): name and audience rules, and the Tenant API key printed once.
 import { randomUUID } from 'node:crypto';
 import type { Store, Tenant } from '../store/store.js';
-import { generateKey, type KeyDigester, keyHint } from './keys.js';
+import { generateKey, type KeyDigester, keyHint, storedSecretProblem } from './keys.js';
 import { isCategoryId, isProductCategory } from './permissions.js';
 import { OPERATOR } from './principal.js';
 
@@ -28,6 +28,11 @@ export async function createTenant(
   input: CreateTenantInput,
   deps: { store: Store; digest: KeyDigester; now: () => number; audienceSuffix: string },
 ): Promise<CreateTenantResult> {
+  // First, so that no other message repeats the secret: a name or audience holding one is stored nowhere.
+  for (const field of ['name', 'audience'] as const) {
+    const secret = storedSecretProblem(field, input[field] ?? '');
+    if (secret) return { ok: false, field, message: secret };
+  }
   const nameError = validateTenantName(input.name);
   if (nameError) return { ok: false, field: 'name', message: nameError };
   const audience = input.audience ?? `${input.name}.${deps.audienceSuffix}`;

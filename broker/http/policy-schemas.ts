@@ -3,7 +3,7 @@ import { z } from '@hono/zod-openapi';
 import { GITHUB_ISSUER } from '../config.js';
 import { POLICY_CLAIM_FIELDS } from '../core/policy-types.js';
 import { PermissionId, PermissionList, Timestamp } from './schemas.js';
-import { nameCharacters } from './text.js';
+import { nameCharacters, storedText } from './text.js';
 
 const CLAIM_DOCS = {
   repository_owner: ['acme', 'The GitHub account that owns the repository; case-insensitive.'],
@@ -21,16 +21,20 @@ const CLAIM_DOCS = {
   repository_id: ['632596897', "The repository's numeric id."],
 } as const satisfies Record<(typeof POLICY_CLAIM_FIELDS)[number], readonly [string, string]>;
 
-function claimShape() {
+/** The claim conditions as a policy shows them, or, `stored`, as a client writes them (a secret refused). */
+function claimShape(stored: boolean) {
   return Object.fromEntries(
     POLICY_CLAIM_FIELDS.map((field) => {
       const [example, description] = CLAIM_DOCS[field];
-      return [field, z.string().optional().openapi({ example, description })];
+      const value = stored
+        ? storedText(`claims.${field}`, { example, description })
+        : z.string().openapi({ example, description });
+      return [field, value.optional()];
     }),
   ) as Record<(typeof POLICY_CLAIM_FIELDS)[number], z.ZodOptional<z.ZodString>>;
 }
 
-export const PolicyClaimsInput = z.strictObject(claimShape()).openapi('TrustPolicyClaims', {
+export const PolicyClaimsInput = z.strictObject(claimShape(true)).openapi('TrustPolicyClaims', {
   description:
     'Conditions on the OIDC token; every one that is set must equal the token claim, the others match anything. ' +
     'Set at least `repository_owner` or `repository`.',
@@ -40,21 +44,19 @@ export const PolicyClaimsInput = z.strictObject(claimShape()).openapi('TrustPoli
 // count characters as people do (a zod limit would replace those messages and count UTF-16 code units).
 export const PolicyBody = z
   .strictObject({
-    name: z.string().openapi({
+    name: storedText('name', {
       minLength: 1,
       maxLength: 100,
       description: '1–100 characters, unique in the tenant (case-insensitive).',
       example: 'deploy-infra',
     }),
-    description: z
-      .string()
+    description: storedText('description', { maxLength: 500, description: 'At most 500 characters.' })
       .nullable()
-      .optional()
-      .openapi({ maxLength: 500, description: 'At most 500 characters.' }),
-    issuer: z.string().optional().openapi({
+      .optional(),
+    issuer: storedText('issuer', {
       description: 'The token issuer; one of the issuers the broker trusts (`GET /v1/oidc/config`).',
       default: GITHUB_ISSUER,
-    }),
+    }).optional(),
     claims: PolicyClaimsInput,
     max_session_duration_seconds: z.number().optional().openapi({
       type: 'integer',
@@ -77,7 +79,7 @@ export const PolicyView = z
     name: z.string(),
     description: z.string().nullable(),
     issuer: z.string(),
-    claims: z.object(claimShape()).openapi({ description: 'Only the conditions that are set.' }),
+    claims: z.object(claimShape(false)).openapi({ description: 'Only the conditions that are set.' }),
     max_session_duration_seconds: z.number().int(),
     permissions: z.array(PermissionId),
     allow_pull_request_target: z.boolean(),

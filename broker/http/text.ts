@@ -1,23 +1,48 @@
-// Client text as route schemas: names, name selectors and `{id}` path ids, checked before any store sees them.
+// Client text as route schemas: stored text, names, selectors and `{id}` path ids, checked before storage.
 import { type Hook, z } from '@hono/zod-openapi';
+import { storedSecretProblem } from '../core/keys.js';
 import { hasUnsafeNameCharacter, nameProblem, UNSAFE_NAME_CHARACTERS } from '../core/policy-rules.js';
 import type { BrokerError } from '../errors.js';
 import { type BrokerEnv, validationHook } from './context.js';
 
+/** What a stored text field's OpenAPI entry says. */
+interface TextDoc {
+  description?: string;
+  example?: string;
+  default?: string;
+  minLength?: number;
+  maxLength?: number;
+}
+
+const NO_SECRETS = 'A value holding an API key or a token is refused: secrets are never stored.';
+
+/**
+ * Text the broker stores and shows back (a name, a description, a claim value): a value holding an API key or a
+ * token is refused naming `field`, as any other broken rule of the body is; then `rule`, the field's own, if any.
+ * A route's validation hook makes the refusal its usual 400 or 422, and its OpenAPI entry says so.
+ */
+export function storedText(field: string, doc: TextDoc = {}, rule?: (value: string) => string | null) {
+  return z
+    .string()
+    .superRefine((value, ctx) => {
+      const problem = storedSecretProblem(field, value) ?? rule?.(value);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .openapi({ ...doc, description: doc.description ? `${doc.description} ${NO_SECRETS}` : NO_SECRETS });
+}
+
 /** A name the client gives a resource: the rule trust-policy names follow too, so a 400 naming the field. */
-export const Name = z
-  .string()
-  .superRefine((value, ctx) => {
-    const problem = nameProblem(value);
-    if (problem) ctx.addIssue({ code: 'custom', message: problem });
-  })
-  .openapi({
+export const Name = storedText(
+  'name',
+  {
     minLength: 1,
     maxLength: 100,
     description:
       '1–100 characters, no leading or trailing white space, no control, line-separator, bidirectional-override ' +
       'or unpaired-surrogate characters.',
-  });
+  },
+  nameProblem,
+);
 
 /** For a string that selects a tenant or policy by name: one holding a character no name may hold names nothing. */
 export const nameCharacters = z.refine<string>(

@@ -1,8 +1,10 @@
 // The audit log's paging and filtering, and the operational endpoints: health, readiness, metrics.
+import { randomUUID } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AUDIT_EVENT_TYPES } from '../../broker/store/store.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { createPolicy } from '../support/federation.js';
 
 let t: TestBroker;
 let key: string;
@@ -95,39 +97,54 @@ describe('GET /v1/audit-events', () => {
 });
 
 describe('secrets in what an event records', () => {
-  it('a key pasted into a name or a claim is recorded as its hint', async () => {
-    const { key: own } = await t.createTenant('pasted');
-    const created = await t.request('POST', '/v1/fine-grained-keys', {
-      key: own,
-      json: { name: `ci ${own}`, expiration: '7d', permissions: ['audit-log:read'] },
-    });
-    expect(created.status).toBe(201);
-    const policy = await t.request('POST', '/v1/oidc/policies', {
-      key: own,
-      json: {
-        name: `deploy ${own}`,
-        claims: { repository: 'acme/infra', ref: `refs/heads/${own}` },
-        permissions: ['harden-runner:read'],
+  it('a key in a name or a claim saved before such values were refused is recorded as its hint', async () => {
+    const { key: own, tenant } = await t.createTenant('pasted');
+    // Rows as an earlier version saved them, with the key whole: what the API refuses now.
+    const store = t.broker.store;
+    const fineGrainedId = randomUUID();
+    await store.keys.createFineGrained(
+      {
+        id: fineGrainedId,
+        tenantId: tenant.id,
+        name: `ci ${own}`,
+        hint: 'ssf_…abcd',
+        permissions: ['audit-log:read'],
+        createdBy: 'tenant/primary',
+        createdAt: t.clock.now,
+        expiresAt: t.clock.now + 86_400_000,
+        lastUsedAt: null,
       },
+      { digest: 'legacy', hint: 'ssf_…abcd' },
+      {
+        tenantId: tenant.id,
+        type: 'fine_grained_key.created',
+        outcome: 'success',
+        actor: { kind: 'test', id: 'setup' },
+      },
+    );
+    const policyId = randomUUID();
+    await createPolicy(
+      store,
+      tenant.id,
+      policyId,
+      {
+        name: `deploy ${own}`,
+        claims: { repository: 'acme/infra', ref: `refs/heads/${own}`, environment: own },
+      },
+      t.clock.now,
+    );
+    expect((await t.request('DELETE', `/v1/fine-grained-keys/${fineGrainedId}`, { key: own })).status).toBe(
+      204,
+    );
+    const replaced = await t.request('PUT', `/v1/oidc/policies/${policyId}`, {
+      key: own,
+      json: { name: 'deploy', claims: { repository: 'acme/infra' }, permissions: ['harden-runner:read'] },
     });
-    expect(policy.status).toBe(201);
-    const { id } = ((await policy.json()) as { policy: { id: string } }).policy;
-    expect(
-      (
-        await t.request('PUT', `/v1/oidc/policies/${id}`, {
-          key: own,
-          json: {
-            name: 'deploy',
-            claims: { repository: 'acme/infra', environment: own },
-            permissions: ['harden-runner:read'],
-          },
-        })
-      ).status,
-    ).toBe(200);
-    expect((await t.request('DELETE', `/v1/oidc/policies/${id}`, { key: own })).status).toBe(204);
+    expect(replaced.status).toBe(200);
+    expect((await t.request('DELETE', `/v1/oidc/policies/${policyId}`, { key: own })).status).toBe(204);
 
     const body = await (await t.request('GET', '/v1/audit-events?limit=200', { key: own })).text();
-    for (const type of ['fine_grained_key.created', 'policy.created', 'policy.updated', 'policy.deleted'])
+    for (const type of ['fine_grained_key.revoked', 'policy.updated', 'policy.deleted'])
       expect(body).toContain(type);
     expect(body).toContain(`ssa_…${own.slice(-4)}`);
     expect(body).not.toContain(own.slice(4, 20));

@@ -62,6 +62,32 @@ describe('oidc-broker tenant', () => {
     expect(result.out).toBe('');
   });
 
+  it('an API key or a token given as the name or audience is refused, shown only as its hint', async () => {
+    const key = (await cli('tenant', 'create', 'acme')).out.trim();
+    const token = `eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.${'c2lnbmF0dXJl'.repeat(4)}`;
+    for (const argv of [
+      ['tenant', 'create', key],
+      ['tenant', 'create', 'globex', '--audience', key],
+      ['tenant', 'create', 'globex', '--audience', `https://github.com/${key}`],
+      ['tenant', 'create', 'globex', '--audience', token],
+    ]) {
+      const result = await cli(...argv);
+      expect(result.code, result.err).toBe(1);
+      expect(result.err).toMatch(/^error: (name|audience) holds what looks like an? (API key|token)/);
+      expect(result.err).toMatch(/never stored/);
+      expect(result.err).toMatch(argv.includes(token) ? /revoke it/ : /rotate its slot/);
+      expect(result.err).not.toContain(key.slice(4, 36));
+      expect(result.err).not.toContain(token.split('.')[1]);
+      if (!argv.includes(token)) expect(result.err).toContain(`ssa_…${key.slice(-4)}`);
+      expect(result.out).toBe('');
+    }
+    const listed = (await cli('tenant', 'list')).out;
+    expect(listed).not.toContain('globex');
+    expect(listed).not.toContain(key.slice(4, 36));
+    // A value that only starts like a key is an ordinary audience.
+    expect((await cli('tenant', 'create', 'globex', '--audience', 'ssa_globex')).code).toBe(0);
+  });
+
   it('a duplicate name is refused', async () => {
     await cli('tenant', 'create', 'acme');
     const dup = await cli('tenant', 'create', 'acme');
