@@ -141,13 +141,14 @@ export async function openSigningKeys(deps: {
   let lastMissReload = 0;
   let loadsStarted = 0;
   let newestApplied = 0;
+  // The latest reload not yet answered, and when it began.
+  let reloading: { started: number; done: Promise<void> } | undefined;
 
-  const load = async () => {
-    const started = now();
+  const load = async (started: number) => {
     const order = ++loadsStarted;
     const records = await store.signingKeys.list();
-    // Reloads overlap (each request past RELOAD_MS starts one until the first answers) and may answer out of
-    // order: one that a later reload has overtaken would put back the keys as they were before it.
+    // Reloads can still overlap (a rotation's, an unknown kid's, a due one beside one that began too long ago)
+    // and answer out of order: one that a later reload has overtaken would put back the keys as they were before.
     if (order < newestApplied) return;
     const next = new Map<string, Loaded>();
     for (const record of records) {
@@ -165,8 +166,24 @@ export async function openSigningKeys(deps: {
     // When the read began, so that what a replica serves is never older than RELOAD_MS, however slow the read.
     loadedAt = started;
   };
+  const reload = async () => {
+    const started = now();
+    const flight = { started, done: load(started) };
+    reloading = flight;
+    try {
+      await flight.done;
+    } finally {
+      if (reloading === flight) reloading = undefined;
+    }
+  };
+  // Every request that finds the keys due waits for a reload; those arriving while one is read share it rather
+  // than each reading the store. Only one that began under RELOAD_MS ago is shared, so that what a request is
+  // answered with is still never older than RELOAD_MS; if it fails, each request sharing it fails (503) and the
+  // next one due reads again.
   const fresh = async () => {
-    if (now() - loadedAt >= RELOAD_MS) await load();
+    if (now() - loadedAt < RELOAD_MS) return;
+    if (reloading && now() - reloading.started < RELOAD_MS) await reloading.done;
+    else await reload();
   };
   // Of the keys not retired at `at`, the one activated last signs; replicas that raced to create the first key
   // all agree on it. Should none be active yet, the one that will be soonest signs rather than none.
@@ -180,10 +197,10 @@ export async function openSigningKeys(deps: {
     );
   };
 
-  await load();
+  await reload();
   if (!signingAt(now())) {
     await store.signingKeys.insertFirst(newRecord(kek, now(), now()));
-    await load();
+    await reload();
   }
   // Decrypting now surfaces a wrong key-encryption key at start rather than on the first exchange.
   const first = signingAt(now())!;
@@ -208,7 +225,7 @@ export async function openSigningKeys(deps: {
       await fresh();
       if (!keys.has(kid) && now() - lastMissReload >= MISS_RELOAD_COOLDOWN_MS) {
         lastMissReload = now();
-        await load();
+        await reload();
       }
       const key = keys.get(kid);
       if (!key || !isPublished(key, now())) return undefined;
@@ -220,13 +237,13 @@ export async function openSigningKeys(deps: {
       return { keys: [...keys.values()].filter((k) => isPublished(k, at)).map((k) => k.jwk) };
     },
     async rotate() {
-      await load();
+      await reload();
       const at = now();
       const activeFrom = at + PUBLISH_AHEAD_MS;
       // Every key not yet retired, including the next key of a rotation a few minutes earlier, signs until then.
       const record = newRecord(kek, at, activeFrom);
       const retired = await store.signingKeys.rotateTo(record);
-      await load();
+      await reload();
       return { kid: record.kid, activeFrom, retired };
     },
   };

@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../broker/config.js';
 import { openSigningKeys, PUBLISH_AHEAD_MS, type SigningKeys } from '../../broker/core/signing-keys.js';
 import { openStore } from '../../broker/store/open-store.js';
+import { StoreUnavailable } from '../../broker/store/sql.js';
 import type { Store } from '../../broker/store/store.js';
 import { createTestDatabase, requestedEngine, type TestDatabase } from '../support/database.js';
 import { deferred } from '../support/deferred.js';
@@ -20,6 +21,45 @@ const clock = { now: 1_800_000_000_000 };
 const replica = () => openSigningKeys({ store, kek, now: () => clock.now });
 const signer = async (keys: SigningKeys) => (await keys.active()).kid;
 const published = async (keys: SigningKeys) => (await keys.jwks()).keys.map((k) => k.kid);
+
+/**
+ * The shared database as one replica sees it: its reads of the key list are counted, and the next one can be
+ * held once it has read (as a slow database answer is) and made to fail then (as a database that stops answering).
+ */
+function watchedStore() {
+  let held: { read: ReturnType<typeof deferred>; release: ReturnType<typeof deferred> } | undefined;
+  let failure: Error | undefined;
+  const watched = {
+    reads: 0,
+    /** Holds the next read after it has read: `read` resolves then, and the read answers on `release`. */
+    holdNext() {
+      held = { read: deferred(), release: deferred() };
+      return held;
+    },
+    failNext(error: Error) {
+      failure = error;
+    },
+    store: {
+      ...store,
+      signingKeys: {
+        ...store.signingKeys,
+        async list() {
+          watched.reads++;
+          const [hold, fail] = [held, failure];
+          [held, failure] = [undefined, undefined];
+          const rows = await store.signingKeys.list();
+          if (hold) {
+            hold.read.resolve();
+            await hold.release.promise;
+          }
+          if (fail) throw fail;
+          return rows;
+        },
+      },
+    } satisfies Store,
+  };
+  return watched;
+}
 
 beforeEach(async () => {
   db = await createTestDatabase();
@@ -65,38 +105,67 @@ describe(`signing keys (${requestedEngine()})`, () => {
 
   it('a replica publishes a new key within a minute even when its reloads overlap and finish out of order', async () => {
     const a = await replica();
-    // Replica b's reads of the key list can be held after they have read, as a slow database answer is.
-    let held: { read: ReturnType<typeof deferred>; release: ReturnType<typeof deferred> } | undefined;
-    const slow: Store = {
-      ...store,
-      signingKeys: {
-        ...store.signingKeys,
-        async list() {
-          const hold = held;
-          held = undefined;
-          const rows = await store.signingKeys.list();
-          if (hold) {
-            hold.read.resolve();
-            await hold.release.promise;
-          }
-          return rows;
-        },
-      },
-    };
-    const b = await openSigningKeys({ store: slow, kek, now: () => clock.now });
+    const watched = watchedStore();
+    const b = await openSigningKeys({ store: watched.store, kek, now: () => clock.now });
     const first = await signer(b);
     clock.now += MINUTE;
-    // A request starts b's reload, which reads the keys before the rotation and answers late.
-    const hold = { read: deferred(), release: deferred() };
-    held = hold;
+    // A request starts b's reload, which reads the keys before the rotation and has not answered a minute later.
+    const hold = watched.holdNext();
     const slowRequest = published(b);
     await hold.read.promise;
     const { kid: next } = await a.rotate();
-    // The next request reloads meanwhile and finds the new key; then the slow reload answers.
+    clock.now += MINUTE;
+    // A request then does not wait for it: it reloads and finds the new key; then the slow reload answers.
     expect(await published(b)).toEqual([first, next]);
     hold.release.resolve();
     await slowRequest;
     expect(await published(b)).toEqual([first, next]);
+    expect(watched.reads).toBe(3);
+  });
+
+  it('the requests that arrive while a due reload is being read share that one read', async () => {
+    const watched = watchedStore();
+    const keys = await openSigningKeys({ store: watched.store, kek, now: () => clock.now });
+    const kid = await signer(keys);
+    const readsAtStart = watched.reads;
+    clock.now += MINUTE;
+    const hold = watched.holdNext();
+    const firstRequest = published(keys);
+    await hold.read.promise;
+    const more = Array.from({ length: 9 }, (_, i) =>
+      i % 3 === 0 ? published(keys) : i % 3 === 1 ? signer(keys) : keys.verificationKey(kid),
+    );
+    hold.release.resolve();
+    await Promise.all([firstRequest, ...more]);
+    expect(watched.reads - readsAtStart).toBe(1);
+    // Fresh now: requests within the next minute read nothing.
+    clock.now += MINUTE - 1;
+    await Promise.all([published(keys), signer(keys)]);
+    expect(watched.reads - readsAtStart).toBe(1);
+  });
+
+  it('a shared reload that fails fails each request that waited for it, and the next request reads again', async () => {
+    const watched = watchedStore();
+    const keys = await openSigningKeys({ store: watched.store, kek, now: () => clock.now });
+    const kid = await signer(keys);
+    const readsAtStart = watched.reads;
+    clock.now += MINUTE;
+    const hold = watched.holdNext();
+    watched.failNext(new StoreUnavailable(new Error('Query read timeout')));
+    const waiting = [published(keys), signer(keys), keys.verificationKey(kid)];
+    await hold.read.promise;
+    waiting.push(published(keys));
+    hold.release.resolve();
+    const outcomes = await Promise.allSettled(waiting);
+    expect(outcomes.map((o) => o.status === 'rejected' && o.reason)).toEqual(
+      waiting.map(() => expect.any(StoreUnavailable)),
+    );
+    expect(watched.reads - readsAtStart).toBe(1);
+
+    expect(await published(keys)).toEqual([kid]);
+    expect(watched.reads - readsAtStart).toBe(2);
+    await Promise.all([published(keys), signer(keys)]);
+    expect(watched.reads - readsAtStart).toBe(2);
   });
 
   it('two rotations in a row hand over in order, each key published before it signs', async () => {
