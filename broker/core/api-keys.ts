@@ -12,6 +12,7 @@ import type {
 import { generateKey, type KeyDigester, keyHint } from './keys.js';
 import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
 import { changedBy, type Principal } from './principal.js';
+import { CLOCK_SKEW_MS } from './signing-keys.js';
 
 export interface KeyDeps {
   store: Store;
@@ -22,6 +23,11 @@ export interface KeyDeps {
 const DAY_MS = 86_400_000;
 export const EXPIRATIONS = { '7d': 7, '30d': 30, '90d': 90, '1y': 365 } as const;
 export type Expiration = keyof typeof EXPIRATIONS;
+/**
+ * Which of a credential's tokens its rotation or deletion revokes: the unexpired by any replica's clock, so also
+ * those this clock sees as just expired, which one running behind by up to CLOCK_SKEW_MS still takes.
+ */
+const REVOKING = { expiredWithinMs: CLOCK_SKEW_MS };
 
 /**
  * Rotates a slot of `tenantId` for `actor`: a Tenant API key's holder (the route refuses, and audits, any other
@@ -49,6 +55,7 @@ export async function rotateBuiltinKey(
       target: { type: 'api_key', id: `${kind}/${slot}` },
       details: { hint: keyHint(key) },
     },
+    REVOKING,
   );
   return { slot: rotated, key };
 }
@@ -125,12 +132,18 @@ export async function createFineGrainedKey(
 }
 
 export async function revokeFineGrainedKey(principal: Principal, id: string, deps: KeyDeps): Promise<void> {
-  const deleted = await deps.store.keys.deleteFineGrained(principal.tenant.id, id, deps.now(), (key) => ({
-    tenantId: principal.tenant.id,
-    type: 'fine_grained_key.revoked',
-    outcome: 'success',
-    ...changedBy(principal),
-    target: { type: 'fine_grained_key', id, name: key.name },
-  }));
+  const deleted = await deps.store.keys.deleteFineGrained(
+    principal.tenant.id,
+    id,
+    deps.now(),
+    (key) => ({
+      tenantId: principal.tenant.id,
+      type: 'fine_grained_key.revoked',
+      outcome: 'success',
+      ...changedBy(principal),
+      target: { type: 'fine_grained_key', id, name: key.name },
+    }),
+    REVOKING,
+  );
   if (!deleted) throw new BrokerError('not_found', `no fine-grained key with id "${id}" in this tenant`);
 }

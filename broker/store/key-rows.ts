@@ -70,14 +70,14 @@ export function keyRows(db: SqlDriver): Store['keys'] {
       );
       return rows.map(slotFromRow);
     },
-    rotate: (tenantId, kind, slot, key, at, audit) =>
+    rotate: (tenantId, kind, slot, key, at, audit, revoking) =>
       db.transaction(async (tx) => {
         await checkRequester(tx, audit);
         await tx.run(
           'UPDATE builtin_keys SET digest = ?, hint = ?, last_rotated_at = ? WHERE tenant_id = ? AND kind = ? AND slot = ?',
           [key.digest, key.hint, at, tenantId, kind, slot],
         );
-        const revoked = await revokeTokensMintedBy(tx, tenantId, `${kind}/${slot}`, at);
+        const revoked = await revokeTokensMintedBy(tx, tenantId, `${kind}/${slot}`, at, revoking);
         await appendAudit(tx, withRevokedCount(audit, revoked), at);
         return { tenantId, kind, slot, hint: key.hint, lastRotatedAt: at };
       }),
@@ -123,7 +123,7 @@ export function keyRows(db: SqlDriver): Store['keys'] {
       );
       return row && keyFromRow(row);
     },
-    deleteFineGrained: (tenantId, id, at, audit) =>
+    deleteFineGrained: (tenantId, id, at, audit, revoking) =>
       db.transaction(async (tx) => {
         const row = await tx.get<FineGrainedRow>(
           `SELECT ${KEY_COLUMNS} FROM fine_grained_keys WHERE tenant_id = ? AND id = ?${lock}`,
@@ -134,7 +134,7 @@ export function keyRows(db: SqlDriver): Store['keys'] {
         const event = audit(key);
         await checkRequester(tx, event);
         await tx.run('DELETE FROM fine_grained_keys WHERE tenant_id = ? AND id = ?', [tenantId, id]);
-        const revoked = await revokeTokensMintedBy(tx, tenantId, id, at);
+        const revoked = await revokeTokensMintedBy(tx, tenantId, id, at, revoking);
         await appendAudit(tx, withRevokedCount(event, revoked), at);
         return key;
       }),

@@ -143,7 +143,8 @@ export interface Store {
     listBuiltin(tenantId: string): Promise<BuiltinKeySlot[]>;
     /**
      * Replaces the slot's key (the previous one stops working at once), revokes the access tokens minted from
-     * the slot, and records the audit event (with `access_tokens_revoked`), atomically.
+     * the slot, and records the audit event (with `access_tokens_revoked`), atomically. The tokens revoked are
+     * those unexpired at `at`, and those expired less than `revoking.expiredWithinMs` before it.
      */
     rotate(
       tenantId: string,
@@ -152,6 +153,7 @@ export interface Store {
       key: StoredKey,
       at: number,
       audit: AuditEventInput,
+      revoking: { expiredWithinMs: number },
     ): Promise<BuiltinKeySlot>;
     fineGrainedByDigest(digest: string): Promise<FineGrainedKey | undefined>;
     createFineGrained(
@@ -162,14 +164,15 @@ export interface Store {
     listFineGrained(tenantId: string): Promise<FineGrainedKey[]>;
     getFineGrained(tenantId: string, id: string): Promise<FineGrainedKey | undefined>;
     /**
-     * Deletes the key, revokes the access tokens minted from it and records the audit event (with
-     * `access_tokens_revoked`); undefined when the tenant has no such key.
+     * Deletes the key, revokes the access tokens minted from it (as `rotate` does) and records the audit event
+     * (with `access_tokens_revoked`); undefined when the tenant has no such key.
      */
     deleteFineGrained(
       tenantId: string,
       id: string,
       at: number,
       audit: AuditOf<FineGrainedKey>,
+      revoking: { expiredWithinMs: number },
     ): Promise<FineGrainedKey | undefined>;
     touchFineGrained(id: string, at: number): Promise<void>;
   };

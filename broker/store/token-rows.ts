@@ -1,7 +1,6 @@
 // Replay records for exchanged OIDC tokens, the access tokens minted from API keys and the deny-list of
 // revoked access tokens, in SQL.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CLOCK_SKEW_MS } from '../core/signing-keys.js';
 import { appendAudit, auditInsert, checkRequester, keyExists } from './audit-rows.js';
 import type { SqlDriver, SqlExecutor } from './sql.js';
 import { GrantingPolicyChanged, type Store } from './store.js';
@@ -13,21 +12,22 @@ const INSERT_JTI_WHILE_POLICY = `INSERT INTO used_jtis (issuer, jti, expires_at)
   ON CONFLICT (issuer, jti) DO NOTHING`;
 
 /**
- * Revokes the unexpired access tokens minted from one credential (`tenant/primary`, a fine-grained key's id),
- * inside the transaction that rotates or deletes it; returns how many. Unexpired by any replica's clock: one that
- * runs behind `at` by up to CLOCK_SKEW_MS still takes a token this clock sees as just expired.
+ * Revokes the access tokens minted from one credential (`tenant/primary`, a fine-grained key's id) that have not
+ * expired at `at`, or expired less than `expiredWithinMs` before it, inside the transaction that rotates or
+ * deletes it; returns how many.
  */
 export async function revokeTokensMintedBy(
   tx: SqlExecutor,
   tenantId: string,
   credentialId: string,
   at: number,
+  { expiredWithinMs }: { expiredWithinMs: number },
 ): Promise<number> {
   const revoked = await tx.run(
     `INSERT INTO revoked_tokens (jti, tenant_id, revoked_at, expires_at)
      SELECT jti, tenant_id, ?, expires_at FROM minted_tokens WHERE tenant_id = ? AND credential_id = ? AND expires_at > ?
      ON CONFLICT (jti) DO NOTHING`,
-    [at, tenantId, credentialId, at - CLOCK_SKEW_MS],
+    [at, tenantId, credentialId, at - expiredWithinMs],
   );
   await tx.run('DELETE FROM minted_tokens WHERE tenant_id = ? AND credential_id = ?', [
     tenantId,

@@ -154,6 +154,7 @@ describe(`store contract (${requestedEngine()})`, () => {
       { digest: 'new-delta', hint: 'ssa_…new1' },
       5,
       audit(t.id),
+      { expiredWithinMs: 0 },
     );
     expect(rotated).toEqual({
       tenantId: t.id,
@@ -189,16 +190,71 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.keys.fineGrainedByDigest('fg-1')).toMatchObject({ id: 'k1', hint: 'ssf_…0001' });
     await store.keys.touchFineGrained('k1', 77);
     expect((await store.keys.getFineGrained(t.id, 'k1'))?.lastUsedAt).toBe(77);
-    expect(await store.keys.deleteFineGrained('another-tenant', 'k1', 80, () => audit(t.id))).toBeUndefined();
+    expect(
+      await store.keys.deleteFineGrained('another-tenant', 'k1', 80, () => audit(t.id), {
+        expiredWithinMs: 0,
+      }),
+    ).toBeUndefined();
     // The audit event is built from the row the delete itself read.
     const revokedEvent = (k: FineGrainedKey) => ({
       ...audit(t.id, 'fine_grained_key.revoked'),
       target: { type: 'fine_grained_key', id: k.id, name: k.name },
     });
-    expect(await store.keys.deleteFineGrained(t.id, 'k1', 80, revokedEvent)).toMatchObject({ id: 'k1' });
+    expect(
+      await store.keys.deleteFineGrained(t.id, 'k1', 80, revokedEvent, { expiredWithinMs: 0 }),
+    ).toMatchObject({ id: 'k1' });
     expect(await store.keys.fineGrainedByDigest('fg-1')).toBeUndefined();
     const [revoked] = await store.audit.list(t.id, { type: 'fine_grained_key.revoked', limit: 5 });
     expect(revoked?.target).toEqual({ type: 'fine_grained_key', id: 'k1', name: 'key k1' });
+  });
+
+  it('rotating a slot or deleting a key revokes the tokens it minted that expire after `at` less the margin given', async () => {
+    // Later than the other tests' records, so that what they purge is only their own.
+    const at = 1_000_000;
+    const t = await tenant('november');
+    const mint = (jti: string, credentialId: string, digest: string, expiresAt: number) =>
+      store.tokens.recordMinted(
+        { jti, tenantId: t.id, credentialId, expiresAt },
+        digest,
+        audit(t.id, 'token.minted'),
+        1,
+      );
+    expect(await mint('slot-expired-before-margin', 'tenant/primary', 'digest-november', at - 60)).toBe(true);
+    expect(await mint('slot-expired-within-margin', 'tenant/primary', 'digest-november', at - 59)).toBe(true);
+    expect(await mint('slot-unexpired', 'tenant/primary', 'digest-november', at + 1)).toBe(true);
+    await store.keys.rotate(
+      t.id,
+      'tenant',
+      'primary',
+      { digest: 'new-november', hint: 'ssa_…new2' },
+      at,
+      audit(t.id, 'api_key.rotated'),
+      { expiredWithinMs: 60 },
+    );
+    expect(await store.tokens.isRevoked('slot-expired-before-margin')).toBe(false);
+    expect(await store.tokens.isRevoked('slot-expired-within-margin')).toBe(true);
+    expect(await store.tokens.isRevoked('slot-unexpired')).toBe(true);
+    const [rotated] = await store.audit.list(t.id, { type: 'api_key.rotated', limit: 1 });
+    expect(rotated?.details).toMatchObject({ access_tokens_revoked: 2 });
+
+    const key: FineGrainedKey = {
+      id: 'november-key',
+      tenantId: t.id,
+      name: 'bot',
+      hint: 'ssf_…nov1',
+      permissions: ['audit-log:read'],
+      createdBy: 'tenant/primary',
+      createdAt: 1,
+      expiresAt: 2 * at,
+      lastUsedAt: null,
+    };
+    await store.keys.createFineGrained(key, { digest: 'fg-november', hint: key.hint }, audit(t.id));
+    expect(await mint('key-expired', key.id, 'fg-november', at)).toBe(true);
+    expect(await mint('key-unexpired', key.id, 'fg-november', at + 1)).toBe(true);
+    const revokedEvent = () => audit(t.id, 'fine_grained_key.revoked');
+    await store.keys.deleteFineGrained(t.id, key.id, at, revokedEvent, { expiredWithinMs: 0 });
+    expect(await store.tokens.isRevoked('key-expired')).toBe(false);
+    expect(await store.tokens.isRevoked('key-unexpired')).toBe(true);
   });
 
   it('pages audit events newest first, filtered by type, per tenant', async () => {
