@@ -1,6 +1,7 @@
-// The operator CLI `oidc-broker`: serve, tenant create/list/rotate-key, signing-key rotate, openapi. Takes its IO as arguments.
+// The operator CLI `oidc-broker`: its commands in one table, dispatched from argv. Takes its IO as arguments.
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { createBroker } from './broker.js';
+import { type Command, commandOf, notACommand, UsageError, usage } from './cli-commands.js';
 import { type BrokerConfig, ConfigError, loadConfig } from './config.js';
 import { rotateBuiltinKey } from './core/api-keys.js';
 import { keyDigester } from './core/keys.js';
@@ -19,30 +20,40 @@ export interface CliIo {
   serve(config: BrokerConfig): Promise<number>;
 }
 
-export const USAGE = `usage: oidc-broker <command>
+const HELP = new Set(['help', '--help', '-h']);
 
-commands:
-  serve                                   run the broker (configured by environment variables)
-  tenant create NAME [--audience A] [--disable CATEGORY]...
-                                          create a tenant; prints its Tenant API key (primary) once
-  tenant list                             list tenants
-  tenant rotate-key NAME [--slot primary|secondary]
-                                          give the tenant a new Tenant API key in that slot (primary when
-                                          left out) and print it once; the slot's old key and the tokens
-                                          minted from it stop working
-  signing-key rotate                      add a new signing key, in every replica's JWKS within a minute,
-                                          that signs from 7 minutes on; the old one stays published until
-                                          every token it signed has expired
-  openapi                                 print the OpenAPI document
-`;
-
-class UsageError extends Error {}
-
-/** The commands that group others, so that a missing or mistyped subcommand is named as such. */
-const SUBCOMMANDS = new Map<string | undefined, readonly string[]>([
-  ['tenant', ['create', 'list', 'rotate-key']],
-  ['signing-key', ['rotate']],
-]);
+/** Every command, once: dispatch, the subcommands a group names and the usage text all come from here. */
+const COMMANDS: readonly Command<CliIo>[] = [
+  {
+    name: 'serve',
+    help: 'run the broker (configured by environment variables)',
+    isDefault: true,
+    run: (io) => io.serve(loadConfig(io.env)),
+  },
+  {
+    name: 'tenant create',
+    args: 'NAME [--audience A] [--disable CATEGORY]...',
+    help: 'create a tenant; prints its Tenant API key (primary) once',
+    run: tenantCreate,
+  },
+  { name: 'tenant list', help: 'list tenants', run: tenantList },
+  {
+    name: 'tenant rotate-key',
+    args: 'NAME [--slot primary|secondary]',
+    help:
+      'give the tenant a new Tenant API key in that slot (primary when left out) and print it once; ' +
+      "the slot's old key and the tokens minted from it stop working",
+    run: tenantRotateKey,
+  },
+  {
+    name: 'signing-key rotate',
+    help:
+      "add a new signing key, in every replica's JWKS within a minute, that signs from 7 minutes on; " +
+      'the old one stays published until every token it signed has expired',
+    run: rotateSigningKey,
+  },
+  { name: 'openapi', help: 'print the OpenAPI document', run: printOpenApi },
+];
 
 /** Opens the store, saying so on standard error when a newer version of the broker has migrated it. */
 async function openStoreFor(database: BrokerConfig['database'], io: CliIo) {
@@ -55,47 +66,20 @@ async function openStoreFor(database: BrokerConfig['database'], io: CliIo) {
 
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
   try {
-    const [command, sub] = argv;
-    // Nothing runs with arguments its command does not take (`signing-key rotate --help` must not rotate).
-    const takes = (count: number) => {
-      if (argv.length > count)
-        throw new UsageError(`"${argv.slice(0, count).join(' ')}" takes no further arguments`);
-    };
-    if (command === 'serve' || command === undefined) {
-      takes(1);
-      return await io.serve(loadConfig(io.env));
-    }
-    if (command === 'tenant' && sub === 'create') return await tenantCreate(argv.slice(2), io);
-    if (command === 'tenant' && sub === 'rotate-key') return await tenantRotateKey(argv.slice(2), io);
-    if (command === 'tenant' && sub === 'list') {
-      takes(2);
-      return await tenantList(io);
-    }
-    if (command === 'signing-key' && sub === 'rotate') {
-      takes(2);
-      return await rotateSigningKey(io);
-    }
-    if (command === 'openapi') {
-      takes(1);
-      return await printOpenApi(io);
-    }
-    if (command === 'help' || command === '--help' || command === '-h') {
-      io.out(USAGE);
+    if (HELP.has(argv[0] ?? '')) {
+      io.out(usage(COMMANDS));
       return 0;
     }
-    const subcommands = SUBCOMMANDS.get(command);
-    if (subcommands) {
-      const list = subcommands.join(', ').replace(/, ([^,]+)$/, ' or $1');
-      throw new UsageError(
-        sub === undefined
-          ? `"${command}" needs a subcommand: ${list}`
-          : `"${command} ${sub}" is not a command; "${command}" takes ${list}`,
-      );
-    }
-    throw new UsageError(`unknown command "${argv.join(' ')}"`);
+    const found = commandOf(COMMANDS, argv);
+    if (!found) throw notACommand(COMMANDS, argv);
+    const { command, args } = found;
+    // Nothing runs with arguments its command does not take (`signing-key rotate --help` must not rotate).
+    if (command.args === undefined && args.length > 0)
+      throw new UsageError(`"${command.name}" takes no further arguments`);
+    return await command.run(io, args);
   } catch (error) {
     if (error instanceof UsageError) {
-      io.err(`error: ${error.message}\n\n${USAGE}`);
+      io.err(`error: ${error.message}\n\n${usage(COMMANDS)}`);
       return 2;
     }
     if (error instanceof ConfigError) {
@@ -116,7 +100,7 @@ function parseUsage<T extends ParseArgsConfig['options']>(args: string[], option
   }
 }
 
-async function tenantCreate(args: string[], io: CliIo): Promise<number> {
+async function tenantCreate(io: CliIo, args: string[]): Promise<number> {
   const { values, positionals } = parseUsage(args, {
     audience: { type: 'string', multiple: true },
     disable: { type: 'string', multiple: true },
@@ -151,7 +135,7 @@ async function tenantCreate(args: string[], io: CliIo): Promise<number> {
 }
 
 /** The operator's way back in when a tenant's Tenant API keys are lost: a new key in one slot. */
-async function tenantRotateKey(args: string[], io: CliIo): Promise<number> {
+async function tenantRotateKey(io: CliIo, args: string[]): Promise<number> {
   const { values, positionals } = parseUsage(args, { slot: { type: 'string' } });
   if (positionals.length !== 1) throw new UsageError('tenant rotate-key takes exactly one NAME');
   const slot = values.slot ?? 'primary';

@@ -130,6 +130,58 @@ describe('oidc-broker tenant', () => {
   });
 });
 
+describe('oidc-broker help', () => {
+  /** The commands the usage text lists: the lower-case words that start each entry. */
+  const listedIn = (usage: string) =>
+    usage
+      .split('\n')
+      .filter((line) => /^ {2}\S/.test(line))
+      .map((line) => {
+        const words = line
+          .trim()
+          .split(/\s{2,}/)[0]!
+          .split(' ');
+        const end = words.findIndex((word) => !/^[a-z][a-z-]*$/.test(word));
+        return end === -1 ? words : words.slice(0, end);
+      });
+
+  it('lists every command, and every command it lists runs: it reaches the command, which checks its arguments', async () => {
+    const help = await cli('help');
+    expect(help.code).toBe(0);
+    const commands = listedIn(help.out);
+    expect(commands.map((words) => words.join(' '))).toEqual([
+      'serve',
+      'tenant create',
+      'tenant list',
+      'tenant rotate-key',
+      'signing-key rotate',
+      'openapi',
+    ]);
+    for (const words of commands) {
+      const result = await cli(...words, '--no-such-option');
+      expect(result.code, words.join(' ')).toBe(2);
+      expect(result.err, words.join(' ')).toMatch(
+        new RegExp(
+          `^error: ("${words.join(' ')}" takes no further arguments|Unknown option '--no-such-option')`,
+        ),
+      );
+    }
+    // With no command at all, the server runs.
+    expect(await cli()).toEqual({ code: 0, out: '', err: '' });
+  });
+
+  it('a group missing its subcommand names those the usage lists for it', async () => {
+    const commands = listedIn((await cli('--help')).out);
+    const groups = new Set(commands.filter((words) => words.length === 2).map(([group]) => group!));
+    expect([...groups]).toEqual(['tenant', 'signing-key']);
+    for (const group of groups) {
+      const subcommands = commands.filter(([first]) => first === group).map((words) => words[1]!);
+      const list = subcommands.join(', ').replace(/, ([^,]+)$/, ' or $1');
+      expect((await cli(group)).err).toContain(`"${group}" needs a subcommand: ${list}\n`);
+    }
+  });
+});
+
 describe('oidc-broker signing-key rotate', () => {
   it('its help says, as the rotation does, that the new key reaches the JWKS within a minute, not at once', async () => {
     const help = (await cli('help')).out;
