@@ -10,6 +10,7 @@ import {
   type KeyObject,
   randomBytes,
 } from 'node:crypto';
+import { StoreUnavailable } from '../store/sql.js';
 import type { SigningKeyRecord, Store } from '../store/store.js';
 
 /** The longest any broker token lives (POST /v1/tokens allows 12 h); retired keys stay published this long. */
@@ -41,8 +42,11 @@ export interface SigningKeys {
    * it signs); undefined for a kid not published. An unknown kid reloads from the store at most once per cooldown.
    */
   verificationKey(kid: string): Promise<{ publicKey: KeyObject; signsUntil: number | null } | undefined>;
-  /** The published key set: the active key, the next one, and retired ones whose tokens may still be valid. */
-  jwks(): Promise<{ keys: JsonWebKey[] }>;
+  /**
+   * The published key set: the active key, the next one, and retired ones whose tokens may still be valid. When the
+   * database does not answer its reload, the keys as last read (`current: false`), as a verifier keeps them too.
+   */
+  jwks(): Promise<{ keys: JsonWebKey[]; current: boolean }>;
   /**
    * Adds a new key that signs from `activeFrom`, PUBLISH_AHEAD_MS from now, and retires the others at that
    * moment; returns the new kid, when it starts signing, and the kids that sign until then.
@@ -232,9 +236,17 @@ export async function openSigningKeys(deps: {
       return { publicKey: key.publicKey, signsUntil: lastSigning(key.record) };
     },
     async jwks() {
-      await fresh();
+      let current = true;
+      try {
+        await fresh();
+      } catch (error) {
+        // Offline verifiers fetch the JWKS while the database may be down; what was read last is still the best
+        // answer (a retired key still drops out on time), and what rotated meanwhile no replica can tell either.
+        if (!(error instanceof StoreUnavailable)) throw error;
+        current = false;
+      }
       const at = now();
-      return { keys: [...keys.values()].filter((k) => isPublished(k, at)).map((k) => k.jwk) };
+      return { keys: [...keys.values()].filter((k) => isPublished(k, at)).map((k) => k.jwk), current };
     },
     async rotate() {
       await reload();

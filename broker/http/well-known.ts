@@ -3,7 +3,6 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { ALL_PERMISSIONS } from '../core/permissions.js';
 import { JWKS_MAX_AGE_SECONDS, type SigningKeys } from '../core/signing-keys.js';
 import type { BrokerEnv } from './context.js';
-import { problem } from './schemas.js';
 
 const Jwks = z
   .object({ keys: z.array(z.record(z.string(), z.string())) })
@@ -21,23 +20,26 @@ export function registerWellKnownRoutes(
       summary: "The broker's token-signing keys",
       responses: {
         200: {
-          description: 'A JWKS.',
+          description:
+            'A JWKS. The keys are read again from the database every minute, so that every replica publishes a ' +
+            'rotation; while the database does not answer, the keys as last read are served, with `no-cache`.',
           headers: z.object({
             'Cache-Control': z.string().openapi({
-              description: `How long a verifier may keep the keys: \`public, max-age=${JWKS_MAX_AGE_SECONDS}\`.`,
+              description:
+                `How long a verifier may keep the keys: \`public, max-age=${JWKS_MAX_AGE_SECONDS}\`; ` +
+                '`no-cache` (ask again before reusing them) when they are the keys as last read.',
               example: `public, max-age=${JWKS_MAX_AGE_SECONDS}`,
             }),
           }),
           content: { 'application/json': { schema: Jwks } },
         },
-        // The keys are read again from the database every minute, so that every replica publishes a rotation.
-        503: problem('The database does not answer while the keys are read again (`not_ready`); retry.'),
       },
     }),
     async (c) => {
-      const jwks = await deps.signingKeys.jwks();
-      c.header('Cache-Control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`);
-      return c.json(jwks as z.infer<typeof Jwks>, 200);
+      const { keys, current } = await deps.signingKeys.jwks();
+      if (!current) c.get('log').warn('JWKS served as last read: the database does not answer');
+      c.header('Cache-Control', current ? `public, max-age=${JWKS_MAX_AGE_SECONDS}` : 'no-cache');
+      return c.json({ keys } as z.infer<typeof Jwks>, 200);
     },
   );
 

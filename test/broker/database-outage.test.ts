@@ -132,6 +132,23 @@ describe(`a database outage (${engine})`, () => {
     expect(t.logs.some((line) => line.includes('the database is unavailable'))).toBe(true);
     expect(t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
   }, 20_000);
+
+  it('the JWKS keeps serving the keys as last read, marked no-cache, while the rest answers 503', async () => {
+    const { relay, t, key } = await brokerOnRelay();
+    const before = await t.request('GET', '/.well-known/jwks.json');
+    expect(before.headers.get('cache-control')).toBe('public, max-age=300');
+    const { keys } = (await before.json()) as { keys: unknown[] };
+    // The minutely reload falls while the database does not answer.
+    t.clock.now += 60_000;
+    if (relay) await relay.cut();
+    else await t.broker.store.close();
+    const during = await t.request('GET', '/.well-known/jwks.json');
+    expect(during.status).toBe(200);
+    expect(during.headers.get('cache-control')).toBe('no-cache');
+    expect(await during.json()).toEqual({ keys });
+    expect(t.logs.some((line) => line.includes('JWKS served as last read'))).toBe(true);
+    expect((await createKey(t, key)).status).toBe(503);
+  }, 20_000);
 });
 
 const createKey = (t: TestBroker, key: string) =>

@@ -152,9 +152,9 @@ describe(`signing keys (${requestedEngine()})`, () => {
     clock.now += MINUTE;
     const hold = watched.holdNext();
     watched.failNext(new StoreUnavailable(new Error('Query read timeout')));
-    const waiting = [published(keys), signer(keys), keys.verificationKey(kid)];
+    const waiting = [signer(keys), keys.verificationKey(kid)];
     await hold.read.promise;
-    waiting.push(published(keys));
+    waiting.push(signer(keys));
     hold.release.resolve();
     const outcomes = await Promise.allSettled(waiting);
     expect(outcomes.map((o) => o.status === 'rejected' && o.reason)).toEqual(
@@ -166,6 +166,43 @@ describe(`signing keys (${requestedEngine()})`, () => {
     expect(watched.reads - readsAtStart).toBe(2);
     await Promise.all([published(keys), signer(keys)]);
     expect(watched.reads - readsAtStart).toBe(2);
+  });
+
+  it('while the database does not answer, the JWKS serves the keys as last read, marked as not current', async () => {
+    const watched = watchedStore();
+    const keys = await openSigningKeys({ store: watched.store, kek, now: () => clock.now });
+    const kid = await signer(keys);
+    expect(await keys.jwks()).toEqual({ keys: [expect.objectContaining({ kid })], current: true });
+    clock.now += MINUTE;
+    watched.failNext(new StoreUnavailable(new Error('Connection terminated')));
+    expect(await keys.jwks()).toEqual({ keys: [expect.objectContaining({ kid })], current: false });
+    // Signing still needs the keys as they are now: it fails until the database answers.
+    watched.failNext(new StoreUnavailable(new Error('Connection terminated')));
+    await expect(signer(keys)).rejects.toBeInstanceOf(StoreUnavailable);
+    // Once it answers again, the JWKS is current, and a key rotated meanwhile (by another replica) is in it.
+    const other = await replica();
+    const { kid: next } = await other.rotate();
+    expect((await keys.jwks()).current).toBe(true);
+    expect(await published(keys)).toEqual(expect.arrayContaining([kid, next]));
+  });
+
+  it('a JWKS served from the keys as last read still drops a retired key once its tokens have all expired', async () => {
+    const watched = watchedStore();
+    const keys = await openSigningKeys({ store: watched.store, kek, now: () => clock.now });
+    const first = await signer(keys);
+    const { kid: next } = await keys.rotate();
+    clock.now += 14 * HOUR;
+    watched.failNext(new StoreUnavailable(new Error('Connection terminated')));
+    expect(await keys.jwks()).toEqual({ keys: [expect.objectContaining({ kid: next })], current: false });
+    expect(first).not.toBe(next);
+  });
+
+  it('an error other than an unavailable database is not hidden by the JWKS', async () => {
+    const watched = watchedStore();
+    const keys = await openSigningKeys({ store: watched.store, kek, now: () => clock.now });
+    clock.now += MINUTE;
+    watched.failNext(new TypeError('a defect'));
+    await expect(keys.jwks()).rejects.toBeInstanceOf(TypeError);
   });
 
   it('two rotations in a row hand over in order, each key published before it signs', async () => {
