@@ -4,7 +4,7 @@ import { createBroker } from './broker.js';
 import { type Command, commandOf, notACommand, UsageError, usage } from './cli-commands.js';
 import { type BrokerConfig, ConfigError, loadConfig } from './config.js';
 import { rotateBuiltinKey } from './core/api-keys.js';
-import { keyDigester } from './core/keys.js';
+import { keyDigester, withoutSecrets } from './core/keys.js';
 import { OPERATOR } from './core/principal.js';
 import { createTenant } from './core/tenants.js';
 import { openApiDocument } from './http/docs.js';
@@ -64,7 +64,10 @@ async function openStoreFor(database: BrokerConfig['database'], io: CliIo) {
   return store;
 }
 
-export async function runCli(argv: string[], io: CliIo): Promise<number> {
+export async function runCli(argv: string[], given: CliIo): Promise<number> {
+  // What the CLI writes to standard error may echo an argument: a key pasted there shows as its hint. Keys it
+  // prints on purpose go to standard output.
+  const io: CliIo = { ...given, err: (text) => given.err(withoutSecrets(text)) };
   try {
     if (HELP.has(argv[0] ?? '')) {
       io.out(usage(COMMANDS));

@@ -88,6 +88,22 @@ describe('oidc-broker tenant', () => {
     expect((await cli('tenant', 'create', 'globex', '--audience', 'ssa_globex')).code).toBe(0);
   });
 
+  it('no error message shows an API key given where a name or category belongs, and usage errors neither', async () => {
+    const key = (await cli('tenant', 'create', 'acme')).out.trim();
+    for (const argv of [
+      ['tenant', 'rotate-key', key],
+      ['tenant', 'create', 'globex', '--disable', key],
+      ['tenant', 'create', 'globex', `--${key}`],
+      ['tenant', key],
+      [key],
+    ]) {
+      const result = await cli(...argv);
+      expect(result.code, argv.join(' ')).not.toBe(0);
+      expect(result.err).not.toContain(key.slice(4, 36));
+      expect(result.err).toContain(`ssa_…${key.slice(-4)}`);
+    }
+  });
+
   it('a duplicate name is refused', async () => {
     await cli('tenant', 'create', 'acme');
     const dup = await cli('tenant', 'create', 'acme');
