@@ -72,6 +72,11 @@ const REPOSITORY_PATTERN = /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/;
 const ID_PATTERN = /^[0-9]+$/;
 const MAX_AUDIENCE_LENGTH = 255;
 /**
+ * The replay record is keyed by (iss, jti), so the jti must be a key every database can index: PostgreSQL refuses a
+ * btree entry over about 2.7 kB. GitHub's are 36-character UUIDs.
+ */
+const MAX_JTI_LENGTH = 255;
+/**
  * GitHub never puts these in a claim: a control character could start a log line or a workflow command where a
  * claim is shown, NUL cannot be stored in PostgreSQL text, and an unpaired surrogate is not text at all.
  */
@@ -216,6 +221,8 @@ function stringClaimProblem(name: string, value: unknown, required: boolean): st
     return `${name} claim is missing or not a non-empty string`;
   if (typeof value !== 'string') return `${name} claim must be a string`;
   if (UNSAFE_IN_CLAIM.test(value)) return `${name} claim holds a control or unpaired surrogate character`;
+  if (name === 'jti' && value.length > MAX_JTI_LENGTH)
+    return `jti claim is longer than ${MAX_JTI_LENGTH} characters`;
   return null;
 }
 

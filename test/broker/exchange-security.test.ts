@@ -301,6 +301,9 @@ const CLAIMS: ClaimsRow[] = [
   ),
   ['G19', 'owner is not repository_owner', { repository: 'evil/infra' }],
   ['H7', 'NUL in jti (PostgreSQL text cannot hold it)', { jti: `${randomUUID()}\u0000` }],
+  ['H1', 'jti over 255 characters', () => ({ jti: 'j'.repeat(256) })],
+  // A replay record's key PostgreSQL cannot index: once a 500, and a mint on SQLite.
+  ['H1', 'jti of 4,000 characters', () => ({ jti: randomBytes(3000).toString('base64url') })],
   ['H7', 'line break in ref', { ref: 'refs/heads/main\n::warning::x' }],
   ['H7', 'unpaired surrogate in sub', { sub: 'repo:acme/infra:ref:refs/heads/\ud800' }],
   ['H7', 'control character in an optional claim', { workflow: 'deploy\u001b[2J' }],

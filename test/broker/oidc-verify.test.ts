@@ -785,6 +785,11 @@ describe('verifyOidcToken accepts genuine tokens', () => {
     expect(result).toMatchObject({ ok: true, claims: { ref: '', job_workflow_ref } });
   });
 
+  it('accepts a jti of up to 255 characters, a bound far above the 36 of the UUIDs GitHub sends', async () => {
+    expect(await verify(sign({ jti: 'j'.repeat(255) }))).toMatchObject({ ok: true });
+    expectRejected(await verify(sign({ jti: 'j'.repeat(256) })), /jti claim is longer than 255 characters/);
+  });
+
   it('G19 compares the repository owner case-insensitively', async () => {
     const result = await verify(sign({ repository: 'ACME/Infra', repository_owner: 'acme' }));
     expect(result).toMatchObject({
