@@ -184,6 +184,19 @@ describe('exchanged access tokens', () => {
     expect(events.filter((e) => e.target.id === jti)).toHaveLength(1);
   });
 
+  it('are no OIDC tokens, nor OIDC tokens credentials: each is refused where the other is taken', async () => {
+    const token = await exchanged();
+    const asOidc = await f.exchange(token);
+    expect(asOidc.status).toBe(401);
+    expect(await asOidc.json()).toMatchObject({ code: 'invalid_token' });
+    const oidc = f.issuer.sign();
+    const asCredential = await f.t.request('GET', '/v1/whoami', { key: oidc });
+    expect(asCredential.status).toBe(401);
+    expect(await asCredential.json()).toMatchObject({ code: 'unauthenticated' });
+    // Neither attempt used anything up: the OIDC token is still exchanged once.
+    expect((await f.exchange(oidc)).status).toBe(200);
+  });
+
   it('expire: refused after exp', async () => {
     const token = await exchanged();
     f.t.clock.now += 1200_000;

@@ -448,6 +448,28 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
 
   const BAD_REQUEST: Refusal = { status: 400, code: 'invalid_request' };
 
+  it('D10 refuses a duration that is not a whole number of seconds from 1 to 3600, and mints nothing', async () => {
+    const before = await minted();
+    // As the JSON text is written: a number's spelling (6e2) is the number, a string is not one.
+    for (const duration of ['0', '-1', '3601', '"3600"', '3600.5', 'null', 'true', '1e308']) {
+      const token = sign();
+      const res = await f.t.request('POST', '/v1/oidc/token', {
+        body: `{"oidc_token":"${token}","duration_seconds":${duration}}`,
+        headers: { 'Content-Type': 'application/json' },
+      });
+      const named = {
+        errors: expect.arrayContaining([expect.objectContaining({ field: 'duration_seconds' })]),
+      };
+      await expectProblem(res, { ...BAD_REQUEST, problem: named }, token);
+    }
+    expect(await minted()).toBe(before);
+    const res = await f.t.request('POST', '/v1/oidc/token', {
+      body: `{"oidc_token":"${sign()}","duration_seconds":6e2}`,
+      headers: { 'Content-Type': 'application/json' },
+    });
+    expect(await res.json()).toMatchObject({ expires_in: 600 });
+  });
+
   it('H8 refuses a token sent in an Authorization header, alone, doubled or beside the body', async () => {
     const token = sign();
     const json = JSON.stringify({ oidc_token: token });
