@@ -117,6 +117,20 @@ describe('exchanged access tokens', () => {
     });
   });
 
+  it("cannot be revoked by another tenant's credential: answered 200 (RFC 7009), the token keeps working", async () => {
+    const token = await exchanged();
+    const other = await f.t.createTenant('foreign');
+    const revoke = await f.t.request('POST', '/v1/tokens/revoke', { key: other.key, ...form(token) });
+    expect(revoke.status).toBe(200);
+    expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(200);
+    const { jti } = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString());
+    expect(await f.t.broker.store.tokens.isRevoked(jti)).toBe(false);
+    const events = await json<{ events: unknown[] }>(
+      f.t.request('GET', '/v1/audit-events?type=token.revoked', { key: other.key }),
+    );
+    expect(events.events).toEqual([]);
+  });
+
   it('take the token as a form (RFC 7662) or as JSON, and name it when it is missing', async () => {
     const token = await exchanged();
     const asJson = await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, json: { token } }));

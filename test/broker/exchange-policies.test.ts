@@ -43,10 +43,15 @@ async function allowed(overrides: ClaimOverrides = {}, request: Record<string, u
   return { ...r.body, minted };
 }
 
+/** Exchanges and checks a refusal: the status and code, no token, and the OIDC token not used up. */
 async function denied(status: number, code: string, overrides: ClaimOverrides = {}, request = {}) {
-  const r = await exchange(f.issuer.sign(overrides), request);
+  const token = f.issuer.sign(overrides);
+  const r = await exchange(token, request);
   expect({ status: r.status, code: r.body.code }).toEqual({ status, code });
   expect(r.body).not.toHaveProperty('access_token');
+  // The replay record commits with the token.exchanged event, before any token is signed: none means no mint.
+  const { iss, jti } = payloadOf(token) as { iss: string; jti: string };
+  expect(await f.t.broker.store.tokens.wasExchanged(iss, jti)).toBe(false);
   return r;
 }
 

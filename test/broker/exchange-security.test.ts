@@ -293,6 +293,7 @@ const CLAIMS: ClaimsRow[] = [
   ['G3', 'repository as an array', { repository: ['acme/infra'] }],
   ['G4', 'repository as an object', { repository: { toString: 'acme/infra' } }],
   ['G5', 'repository_owner_id as a number', { repository_owner_id: 131804563 }],
+  ['G5', 'repository_id as a number', { repository_id: 632596897 }],
   ['G6', 'Cyrillic a in repository', { repository: '\u0430cme/infra' }],
   ['G6', 'Cyrillic a in repository_owner', { repository_owner: '\u0430cme' }],
   ['G7', 'fullwidth a in repository', { repository: '\uff41cme/infra' }],

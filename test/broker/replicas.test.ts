@@ -1,4 +1,6 @@
-// Two broker processes on one database behave as one: replay protection and revocation hold across them.
+// Two broker processes on one database behave as one: replay protection and revocation hold across them and
+// across a restart, and the exchange refuses a token outside the body over a real socket too.
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -16,11 +18,12 @@ let issuer: LocalIssuer;
 let a: BrokerProcess;
 let b: BrokerProcess;
 let key: string;
+let env: Record<string, string>;
 
 beforeAll(async () => {
   db = await createTestDatabase();
   issuer = await startLocalIssuer();
-  const env = {
+  env = {
     DATABASE_URL: db.url,
     BROKER_KEY_ENCRYPTION_KEY: TEST_KEK,
     BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB_ISSUER, jwks_uri: issuer.jwksUri }]),
@@ -59,6 +62,16 @@ describe('two broker processes on one database', () => {
     expect(statuses.filter((s) => s === 401)).toHaveLength(15);
   });
 
+  it('I3 refuse, once restarted, a token exchanged before the restart', async () => {
+    const token = issuer.sign();
+    expect((await exchange(a, token)).status).toBe(200);
+    await a.stop();
+    a = await startBrokerProcess(env);
+    const replay = await exchange(a, token);
+    expect(replay.status).toBe(401);
+    expect(await replay.json()).toMatchObject({ code: 'token_replayed' });
+  });
+
   it('refuse a token the other one revoked, on the very next request', async () => {
     const { access_token: token } = (await (await exchange(a, issuer.sign())).json()) as {
       access_token: string;
@@ -92,5 +105,44 @@ describe('two broker processes on one database', () => {
     expect(
       (await fetch(`${a.url}/v1/whoami`, { headers: { Authorization: `Bearer ${token}` } })).status,
     ).toBe(200);
+  });
+});
+
+/** Sends `request` as written on a socket of its own; resolves to the raw answer. */
+function rawExchange(p: BrokerProcess, request: string): Promise<string> {
+  const { hostname, port } = new URL(p.url);
+  return new Promise((resolve, reject) => {
+    let answer = '';
+    const socket = connect(Number(port), hostname, () => socket.end(request));
+    socket.on('data', (chunk: Buffer) => {
+      answer += chunk.toString();
+    });
+    socket.on('end', () => resolve(answer));
+    socket.on('error', reject);
+  });
+}
+
+describe('the exchange over a real socket', () => {
+  // Node keeps one of two Authorization headers, where an in-process request joins them: refused either way.
+  it.each([
+    [
+      'two Authorization headers',
+      '/v1/oidc/token',
+      (t: string) => `Authorization: Bearer ${t}\r\nAuthorization: Bearer x\r\n`,
+    ],
+    ['an absolute-form target with a query', 'http://broker.example/v1/oidc/token?oidc_token=x', () => ''],
+  ])('H8/H9 refuses a token with %s, and mints nothing', async (_, target, extra) => {
+    const token = issuer.sign();
+    const body = JSON.stringify({ oidc_token: token });
+    const answer = await rawExchange(
+      a,
+      `POST ${target} HTTP/1.1\r\nHost: broker.test\r\n${extra(token)}Content-Type: application/json\r\n` +
+        `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toContain('"code":"invalid_request"');
+    expect(answer).not.toContain(token.split('.')[2]);
+    // The token itself is still fresh: nothing used it up.
+    expect((await exchange(b, token)).status).toBe(200);
   });
 });
