@@ -276,8 +276,8 @@ function isRedirectError(err: unknown): boolean {
 
 /**
  * A syntactically valid JWKS replaces the cached set (keys the issuer withdrew stop verifying); entries
- * that are malformed, weak or not RS256 signing keys are skipped, and a kid listed twice is dropped
- * because the set no longer says which key it means.
+ * that are malformed, weak, published with their private part or not RS256 signature-verification keys are
+ * skipped, and a kid listed twice is dropped because the set no longer says which key it means.
  */
 function readJwks(body: unknown): { keys: Map<string, KeyObject>; skipped: number } {
   if (!isRecord(body) || !Array.isArray(body.keys)) throw new FetchFailure('invalid_jwks');
@@ -306,11 +306,17 @@ function readJwks(body: unknown): { keys: Map<string, KeyObject>; skipped: numbe
 const MIN_MODULUS_BITS = 2048;
 // Larger moduli only add verification cost an attacker-influenced set could exploit; no issuer uses them.
 const MAX_MODULUS_BITS = 8192;
+// An RSA key's private members (RFC 7518 §6.3.2): a set that publishes them lets anyone sign with the key.
+const PRIVATE_RSA_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth'];
 
 function importRs256Key(jwk: Record<string, unknown>): KeyObject | null {
   if (jwk.kty !== 'RSA') return null;
   if (jwk.use !== undefined && jwk.use !== 'sig') return null;
   if (jwk.alg !== undefined && jwk.alg !== 'RS256') return null;
+  // key_ops, when present, says what the key is for (RFC 7517 §4.3); verifying signatures must be among it.
+  if (jwk.key_ops !== undefined && !(Array.isArray(jwk.key_ops) && jwk.key_ops.includes('verify')))
+    return null;
+  if (PRIVATE_RSA_MEMBERS.some((name) => jwk[name] !== undefined)) return null;
   if (typeof jwk.n !== 'string' || typeof jwk.e !== 'string') return null;
   let key: KeyObject;
   try {

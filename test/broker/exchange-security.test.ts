@@ -238,10 +238,12 @@ const KEYSET: [id: string, name: string, token: () => string, want?: Refusal][] 
   ['A11', 'kid of another published key', hdr(() => ({ kid: f.issuer.addKey().kid }))],
   ['A12', 'published 1024-bit key', signedBy({ modulusLength: 1024 })],
   ['A12', 'published key with e=3', signedBy({ publicExponent: 3 })],
+  ['A12', 'published key with its private part', signedBy({ withPrivateParts: true })],
   ['B1', 'unknown kid, attacker key', hdr(() => ({ kid: randomUUID() }), 'attacker')],
   ['B13', 'the set lists the kid twice', served('duplicate-kid')],
   ['B14', 'set entry with use enc', signedBy({ jwk: { use: 'enc' } })],
   ['B14', 'set entry with alg RS384', signedBy({ jwk: { alg: 'RS384' } })],
+  ['B14', 'set entry whose key_ops omit verify', signedBy({ jwk: { key_ops: ['encrypt'] } })],
   ['B15', 'oversized key set, new kid', served('oversized'), UNVERIFIABLE],
   ['B15', 'redirected key set, new kid', served('redirect'), UNVERIFIABLE],
 ];

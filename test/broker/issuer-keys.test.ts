@@ -199,6 +199,11 @@ describe('key acceptance', () => {
     const smallExponent = issuer.addKey({ publicExponent: 3 });
     const enc = issuer.addKey({ jwk: { use: 'enc' } });
     const rs384 = issuer.addKey({ jwk: { alg: 'RS384' } });
+    // RFC 7517 §4.3: key_ops, when present, lists what the key is for; verifying signatures must be one.
+    const encrypting = issuer.addKey({ jwk: { key_ops: ['encrypt', 'wrapKey'] } });
+    const opsNotAList = issuer.addKey({ jwk: { key_ops: 'verify' } });
+    // A key whose private part is published is anyone's to sign with.
+    const leaked = issuer.addKey({ withPrivateParts: true });
     const twin = issuer.addKey();
     const twinCopy = issuer.addKey({ kid: twin.kid });
     const ec = issuer.addKey({ jwk: { kty: 'EC', crv: 'P-256', x: 'AAAA', y: 'AAAA' } });
@@ -206,7 +211,20 @@ describe('key acceptance', () => {
     // A modulus over 8,192 bits: every verification with it would cost a multiple of a normal one.
     const huge = issuer.addKey({ jwk: { n: Buffer.alloc(1040, 0xc5).toString('base64url') } });
     const { keys, logs } = cache();
-    for (const k of [weak, smallExponent, enc, rs384, twinCopy, ec, broken, huge]) {
+    const unusable = [
+      weak,
+      smallExponent,
+      enc,
+      rs384,
+      encrypting,
+      opsNotAList,
+      leaked,
+      twinCopy,
+      ec,
+      broken,
+      huge,
+    ];
+    for (const k of unusable) {
       expect(await keys.getKey(GITHUB_ISSUER, k.kid)).toBeUndefined();
     }
     expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
@@ -214,13 +232,20 @@ describe('key acceptance', () => {
     expect(logs).toContainEqual({
       level: 'info',
       msg: 'issuer signing keys refreshed',
-      fields: { issuer: GITHUB_ISSUER, keys: 1, skipped: 8 },
+      fields: { issuer: GITHUB_ISSUER, keys: 1, skipped: 11 },
     });
   });
 
   it('accepts keys published without use or alg', async () => {
     const { n, e } = publicJwk(issuer.current.publicKey);
     issuer.setJwks({ keys: [{ kty: 'RSA', kid: issuer.kid, n, e }, 'junk', { kid: 'x' }] });
+    const { keys } = cache();
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
+  });
+
+  it('accepts a key whose key_ops include verify', async () => {
+    const { n, e } = publicJwk(issuer.current.publicKey);
+    issuer.setJwks({ keys: [{ kty: 'RSA', kid: issuer.kid, n, e, key_ops: ['verify'] }] });
     const { keys } = cache();
     expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
   });

@@ -298,7 +298,7 @@ const cases: Case[] = [
     },
     reason: UNKNOWN_KEY,
   },
-  ...[{ use: 'enc' }, { alg: 'RS384' }, { alg: 'PS256' }].map((jwk) => ({
+  ...[{ use: 'enc' }, { alg: 'RS384' }, { alg: 'PS256' }, { key_ops: ['encrypt'] }].map((jwk) => ({
     id: 'B14',
     name: `JWKS entry for the kid has ${JSON.stringify(jwk)}`,
     token: () => {

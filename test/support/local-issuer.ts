@@ -124,6 +124,8 @@ export interface AddKeyOptions {
   kid?: string;
   /** Extra JWK members, e.g. `{ use: 'enc' }` or `{ alg: 'RS384' }`. */
   jwk?: Record<string, unknown>;
+  /** Publishes the private key's members (`d`, `p`, `q`, …) too, as a set that leaked its key would. */
+  withPrivateParts?: boolean;
 }
 
 export interface LocalIssuer {
@@ -177,11 +179,18 @@ export function publicJwk(key: KeyObject): JsonWebKey {
   return key.export({ format: 'jwk' });
 }
 
+/** The members of an RSA JWK that only the key's holder should know. */
+function privateParts(key: KeyObject): Record<string, unknown> {
+  const { d, p, q, dp, dq, qi } = key.export({ format: 'jwk' });
+  return { d, p, q, dp, dq, qi };
+}
+
 function newIssuerKey(opts: AddKeyOptions = {}): IssuerKey {
+  const pair = rsaKeyPair(opts.modulusLength, opts.publicExponent);
   return {
-    ...rsaKeyPair(opts.modulusLength, opts.publicExponent),
+    ...pair,
     kid: opts.kid ?? randomUUID(),
-    jwkExtras: opts.jwk ?? {},
+    jwkExtras: { ...(opts.withPrivateParts ? privateParts(pair.privateKey) : {}), ...opts.jwk },
   };
 }
 
