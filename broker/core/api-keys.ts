@@ -9,7 +9,7 @@ import type {
   Slot,
   Store,
 } from '../store/store.js';
-import { generateKey, type KeyDigester, keyHint } from './keys.js';
+import { checkKeyFormat, generateKey, type KeyDigester, type KeyKind, keyHint } from './keys.js';
 import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
 import { changedBy, type Principal } from './principal.js';
 import { CLOCK_SKEW_MS } from './signing-keys.js';
@@ -146,4 +146,25 @@ export async function revokeFineGrainedKey(principal: Principal, id: string, dep
     REVOKING,
   );
   if (!deleted) throw new BrokerError('not_found', `no fine-grained key with id "${id}" in this tenant`);
+}
+
+/**
+ * How an API key of `kind` is revoked, for a caller of `tenantId` who sent it where only access tokens are revoked:
+ * the very request when the key is one of that tenant's, else the form of that request, naming nothing of another
+ * tenant. A malformed key is looked up nowhere.
+ */
+export async function keyRevocation(
+  key: string,
+  kind: KeyKind,
+  tenantId: string,
+  deps: Pick<KeyDeps, 'store' | 'digest'>,
+): Promise<string> {
+  const wellFormed = checkKeyFormat(key).ok;
+  if (kind === 'fine-grained') {
+    const found = wellFormed ? await deps.store.keys.fineGrainedByDigest(deps.digest(key)) : undefined;
+    return `revoke it with DELETE /v1/fine-grained-keys/${found?.tenantId === tenantId ? found.id : '{id}'}`;
+  }
+  const found = wellFormed ? await deps.store.keys.builtinByDigest(deps.digest(key)) : undefined;
+  const slot = found?.tenantId === tenantId && found.kind === kind ? found.slot : '{slot}';
+  return `replace it by rotating its slot with a Tenant API key: POST /v1/api-keys/${kind}/${slot}/rotate`;
 }

@@ -69,6 +69,11 @@ export function looksLikeApiKey(credential: string): boolean {
   return KIND_BY_PREFIX.has(credential.slice(0, 4));
 }
 
+/** The kind of key a credential's prefix names, whether or not the rest of it is well-formed. */
+export function keyKindOf(credential: string): KeyKind | undefined {
+  return KIND_BY_PREFIX.get(credential.slice(0, 4));
+}
+
 export type KeyDigester = (key: string) => string;
 
 /** SHA-256 of the key, or HMAC-SHA-256 under the operator's pepper, as lower-case hex. */

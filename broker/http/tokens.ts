@@ -1,8 +1,9 @@
 // /v1/tokens: mint an access token from an API key, and introspect (RFC 7662) or revoke (RFC 7009) tokens.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AccessTokens } from '../core/access-tokens.js';
-import { grantablePermissions } from '../core/api-keys.js';
+import { grantablePermissions, keyRevocation } from '../core/api-keys.js';
 import { type AuthenticateDeps, unauthenticated } from '../core/authenticate.js';
+import { keyHint, keyKindOf } from '../core/keys.js';
 import { actorOf, changedBy } from '../core/principal.js';
 import { CLOCK_SKEW_MS } from '../core/signing-keys.js';
 import { BrokerError } from '../errors.js';
@@ -212,7 +213,8 @@ export function registerTokenRoutes(
         description:
           'A token may revoke itself, and an API key the tokens it minted; revoking another token of the tenant needs ' +
           '`api-keys:write`. Every replica ' +
-          'refuses it from the next request on. Unknown, expired or foreign tokens are answered 200, as RFC 7009 says.',
+          'refuses it from the next request on. Unknown, expired or foreign tokens are answered 200, as RFC 7009 says; ' +
+          'an API key is refused (`400`, naming the request that revokes or rotates it), since it is not revoked here.',
         ...secured(auth),
         request: { body: { ...tokenBody, required: false } },
         responses: { 200: { description: 'Revoked, or nothing to revoke.' }, ...authErrors },
@@ -220,11 +222,22 @@ export function registerTokenRoutes(
     ),
     async (c) => {
       const principal = c.get('principal');
+      const token = tokenFrom(c.req.valid('form'), c.req.valid('json'));
+      const keyKind = keyKindOf(token);
+      if (keyKind) {
+        // RFC 7009's unsupported_token_type: answered 200, as a token it does not know is, an API key's holder would
+        // take it for revoked while it still works.
+        const how = await keyRevocation(token, keyKind, principal.tenant.id, auth);
+        throw BrokerError.fields('invalid_request', [
+          {
+            field: 'token',
+            message: `${keyHint(token)} is an API key, and this endpoint revokes access tokens only: ${how}`,
+          },
+        ]);
+      }
       // A token that has just expired by this replica's clock is still revoked: one whose clock runs behind by up
       // to CLOCK_SKEW_MS still takes it.
-      const result = await deps.accessTokens.verify(tokenFrom(c.req.valid('form'), c.req.valid('json')), {
-        expiredWithinMs: CLOCK_SKEW_MS,
-      });
+      const result = await deps.accessTokens.verify(token, { expiredWithinMs: CLOCK_SKEW_MS });
       if (!result.ok || result.tenant.id !== principal.tenant.id) return c.body(null, 200);
       // RFC 7009 §2.1: a token may be revoked by itself, or by the client it was issued to (the API key that
       // minted it, its client_id).

@@ -183,6 +183,40 @@ describe('exchanged access tokens', () => {
     });
   });
 
+  it('an API key sent to be revoked is refused, saying how that key is revoked, rather than answered as if revoked', async () => {
+    const bot = await json<{ id: string; key: string }>(
+      f.t.request('POST', '/v1/fine-grained-keys', {
+        key: f.key,
+        json: { name: 'leaked-bot', expiration: '7d', permissions: ['harden-runner:read'] },
+      }),
+    );
+    const registry = await json<{ key: string }>(
+      f.t.request('POST', '/v1/api-keys/secure-registry/secondary/rotate', { key: f.key }),
+    );
+    const other = await f.t.createTenant('other-revoker');
+    const cases = [
+      [bot.key, f.key, `DELETE /v1/fine-grained-keys/${bot.id}`],
+      [registry.key, f.key, 'POST /v1/api-keys/secure-registry/secondary/rotate'],
+      // A key of another tenant, or none at all: how such keys are revoked, naming nothing of that tenant.
+      [bot.key, other.key, 'DELETE /v1/fine-grained-keys/{id}'],
+      [`${bot.key.slice(0, -1)}!`, f.key, 'DELETE /v1/fine-grained-keys/{id}'],
+    ] as const;
+    for (const [token, caller, how] of cases) {
+      for (const body of [form(token), { json: { token } }]) {
+        const res = await f.t.request('POST', '/v1/tokens/revoke', { key: caller, ...body });
+        expect(res.status).toBe(400);
+        const problem = await json<{ code: string; detail: string; errors: { field: string }[] }>(res);
+        expect(problem).toMatchObject({ code: 'invalid_request', errors: [{ field: 'token' }] });
+        expect(problem.detail).toContain(how);
+        expect(problem.detail).not.toContain(token.slice(4, 36));
+        if (caller === other.key) expect(problem.detail).not.toContain(bot.id);
+      }
+    }
+    // Nothing was revoked: the keys still work, until revoked as the answer says.
+    expect((await f.t.request('GET', '/v1/whoami', { key: bot.key })).status).toBe(200);
+    expect((await f.t.request('GET', '/v1/whoami', { key: registry.key })).status).toBe(200);
+  });
+
   it('revoking one token in several requests at once records one revocation', async () => {
     const minted = await json<{ access_token: string }>(f.t.request('POST', '/v1/tokens', { key: f.key }));
     const { jti } = JSON.parse(Buffer.from(minted.access_token.split('.')[1]!, 'base64url').toString());
