@@ -24,13 +24,19 @@ export function fieldPath(path: readonly PropertyKey[]): string {
 }
 
 export function fieldErrors(error: z.ZodError): FieldError[] {
+  // A value can break several checks that say the same (a huge number: a safe integer, and the field's maximum).
+  const seen = new Set<string>();
   return error.issues.flatMap((issue): FieldError[] => {
     if (issue.code === 'unrecognized_keys') {
       return issue.keys.map((key) => ({ field: fieldPath([...issue.path, key]), message: 'unknown field' }));
     }
     const field = fieldPath(issue.path) || 'body';
     const missing = issue.code === 'invalid_type' && /received undefined/.test(issue.message);
-    return [{ field, message: missing ? 'required' : issue.message.replace(/^Invalid input: /, '') }];
+    const message = missing ? 'required' : issue.message.replace(/^Invalid input: /, '');
+    const said = JSON.stringify([field, message]);
+    if (seen.has(said)) return [];
+    seen.add(said);
+    return [{ field, message }];
   });
 }
 

@@ -26,23 +26,42 @@ import {
 } from './schemas.js';
 import { IdParam, Name, unknownIdIsNotFound } from './text.js';
 
+const PRESETS = 'one of 7d, 30d, 90d or 1y';
+const DAYS = 'a whole number of days from 1 to 365';
+/** The request is a JSON object: only then is it told which of the two lifetimes to give, beside its other faults. */
+const isObject = ({ value }: { value: unknown }) =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
 const CreateRequest = z
   .strictObject({
     name: Name.openapi({ example: 'deploy-bot' }),
     expiration: z
-      .enum(Object.keys(EXPIRATIONS) as [Expiration, ...Expiration[]])
+      .enum(Object.keys(EXPIRATIONS) as [Expiration, ...Expiration[]], {
+        error: `expiration must be ${PRESETS}; for another lifetime give expires_in_days (${DAYS}) instead`,
+      })
       .optional()
       .openapi({ description: 'A preset lifetime. Give this or `expires_in_days`.' }),
     expires_in_days: z
-      .number()
+      .number({ error: `expires_in_days must be ${DAYS}, or give expiration (${PRESETS}) instead` })
       .int()
       .min(1)
       .max(365)
       .optional()
       .openapi({ description: 'A custom lifetime in whole days, 1–365. Give this or `expiration`.' }),
-    permissions: PermissionList.min(1),
+    permissions: PermissionList.min(1, 'at least one permission is required'),
   })
-  // The handler refuses neither and both, naming the field; the document says so for clients that check first.
+  // Checked with the fields, so that a body missing several things is told all of them in one answer.
+  .refine((body) => body.expiration !== undefined || body.expires_in_days !== undefined, {
+    path: ['expiration'],
+    message: `required: ${PRESETS} — or expires_in_days (${DAYS})`,
+    when: isObject,
+  })
+  .refine((body) => body.expiration === undefined || body.expires_in_days === undefined, {
+    path: ['expires_in_days'],
+    message: 'give either expiration or expires_in_days, not both',
+    when: isObject,
+  })
+  // The document states the same rule, for clients that check first.
   .openapi('CreateFineGrainedKey', {
     oneOf: [{ required: ['expiration'] }, { required: ['expires_in_days'] }],
   });
@@ -116,16 +135,6 @@ export function registerFineGrainedKeyRoutes(
     }),
     async (c) => {
       const body = c.req.valid('json');
-      if (body.expiration !== undefined && body.expires_in_days !== undefined) {
-        throw BrokerError.fields('invalid_request', [
-          { field: 'expires_in_days', message: 'give either expiration or expires_in_days, not both' },
-        ]);
-      }
-      if (body.expiration === undefined && body.expires_in_days === undefined) {
-        throw BrokerError.fields('invalid_request', [
-          { field: 'expiration', message: 'required: one of 7d, 30d, 90d, 1y — or expires_in_days (1–365)' },
-        ]);
-      }
       const expiresInDays = body.expires_in_days ?? EXPIRATIONS[body.expiration!];
       const created = await createFineGrainedKey(
         c.get('principal'),

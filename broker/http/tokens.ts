@@ -22,10 +22,18 @@ const MintRequest = z
       description: "Defaults to all of the key's permissions.",
     }),
     // The default is applied in the handler: a request without a body reaches it unparsed, as {}.
-    duration_seconds: z.number().int().min(1).max(MAX_MINTED_SECONDS).optional().openapi({
-      default: DEFAULT_MINTED_SECONDS,
-      description: 'Lifetime, 1 s to 12 h (default 1 h); never beyond the expiry of the key that mints it.',
-    }),
+    duration_seconds: z
+      .number({
+        error: `duration_seconds must be a whole number of seconds from 1 to ${MAX_MINTED_SECONDS} (12 h)`,
+      })
+      .int()
+      .min(1)
+      .max(MAX_MINTED_SECONDS)
+      .optional()
+      .openapi({
+        default: DEFAULT_MINTED_SECONDS,
+        description: 'Lifetime, 1 s to 12 h (default 1 h); never beyond the expiry of the key that mints it.',
+      }),
   })
   .openapi('MintTokenRequest');
 

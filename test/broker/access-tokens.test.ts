@@ -279,6 +279,19 @@ describe('POST /v1/tokens', () => {
     expect(documented.paths['/v1/tokens']!.post.requestBody.required).not.toBe(true);
   });
 
+  it('a lifetime out of bounds, or of the wrong type, is told the bounds, once', async () => {
+    for (const duration_seconds of [0, -5, 12 * 3600 + 1, 1.5, 1e308, '60', null]) {
+      const res = await f.t.request('POST', '/v1/tokens', { key: f.key, json: { duration_seconds } });
+      expect(res.status).toBe(400);
+      expect((await json<{ errors: unknown[] }>(res)).errors).toEqual([
+        {
+          field: 'duration_seconds',
+          message: expect.stringContaining('a whole number of seconds from 1 to 43200 (12 h)'),
+        },
+      ]);
+    }
+  });
+
   it('grants only a subset of the key, at most 12 h, never past the key’s expiry', async () => {
     const fg = await json<{ key: string }>(
       f.t.request('POST', '/v1/fine-grained-keys', {

@@ -79,6 +79,46 @@ describe('bad input gets a 4xx problem naming the field, and writes nothing', ()
     expect(await keyCount()).toBe(0);
   });
 
+  it('an empty object is told every required field at once, the lifetime among them', async () => {
+    const res = await create({});
+    expect(res.status).toBe(400);
+    const problem = (await res.json()) as { errors: { field: string; message: string }[] };
+    expect(problem.errors).toEqual([
+      { field: 'name', message: 'required' },
+      { field: 'permissions', message: 'required' },
+      { field: 'expiration', message: expect.stringContaining('expires_in_days') },
+    ]);
+  });
+
+  it('a lifetime out of bounds, or of the wrong type, is told the bounds, once', async () => {
+    for (const expires_in_days of [0, -1, 366, 1.5, 1e308, '30', true, null]) {
+      const res = await create({ name: 'x', expires_in_days, permissions: ['audit-log:read'] });
+      expect(res.status).toBe(400);
+      const problem = (await res.json()) as { errors: { field: string; message: string }[] };
+      expect(problem.errors).toEqual([
+        {
+          field: 'expires_in_days',
+          message: expect.stringContaining('a whole number of days from 1 to 365'),
+        },
+      ]);
+    }
+    for (const expiration of ['0d', '30D', '365d', '30', 30, null]) {
+      const res = await create({ name: 'x', expiration, permissions: ['audit-log:read'] });
+      const problem = (await res.json()) as { errors: { field: string; message: string }[] };
+      expect(problem.errors).toEqual([
+        {
+          field: 'expiration',
+          message: expect.stringMatching(/7d, 30d, 90d or 1y.*expires_in_days/),
+        },
+      ]);
+    }
+    const empty = await create({ ...valid, permissions: [] });
+    expect(await empty.json()).toMatchObject({
+      errors: [{ field: 'permissions', message: expect.stringContaining('at least one permission') }],
+    });
+    expect(await keyCount()).toBe(0);
+  });
+
   it('malformed JSON', async () => {
     const res = await t.request('POST', '/v1/fine-grained-keys', {
       key,
