@@ -1,5 +1,6 @@
 // Request bodies taken strictly: JSON is UTF-8 (RFC 8259), and bytes that are not UTF-8 are refused rather than
-// turned into U+FFFD and stored as a name the client never sent; a multipart body, which no route takes, is 415.
+// turned into U+FFFD and stored as a name the client never sent, an empty one as such; a multipart body, which no
+// route takes, is 415.
 import { isUtf8 } from 'node:buffer';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
@@ -33,10 +34,13 @@ class JsonBodyCache {
   get text(): Promise<string> {
     this.#text ??= this.#req.raw.arrayBuffer().then((buffer) => {
       const bytes = new Uint8Array(buffer);
-      if (isUtf8(bytes)) return decoder.decode(bytes);
+      if (bytes.length > 0 && isUtf8(bytes)) return decoder.decode(bytes);
+      // An empty body is the usual slip of a client that always sends Content-Type: application/json.
       const error = new BrokerError(
         'invalid_request',
-        'the request body is not valid UTF-8, which JSON must be',
+        bytes.length === 0
+          ? 'the request body is empty: send a JSON object, or, where the body may be left out, leave out the Content-Type header too'
+          : 'the request body is not valid UTF-8, which JSON must be',
       );
       refused.set(this.#req, error);
       throw error;

@@ -79,6 +79,19 @@ describe.each(Object.entries(senders))('a JSON body that is not UTF-8 (%s)', (_,
   });
 });
 
+describe.each(Object.entries(senders))('an empty body sent as JSON (%s)', (_, send) => {
+  it('is told it is empty, and where a body may be left out, that Content-Type goes with it', async () => {
+    for (const path of ['/v1/fine-grained-keys', '/v1/tokens']) {
+      const res = await send(path, new Uint8Array(0));
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({
+        code: 'invalid_request',
+        detail: expect.stringMatching(/body is empty.*JSON object.*Content-Type/),
+      });
+    }
+  });
+});
+
 describe('a body that is not UTF-8 is looked at only where the route reads JSON', () => {
   it.each([
     ['POST', '/v1/nowhere', true, 404],
