@@ -10,7 +10,13 @@ import type {
   Store,
 } from '../store/store.js';
 import { checkKeyFormat, generateKey, type KeyDigester, type KeyKind, keyHint } from './keys.js';
-import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
+import {
+  enabledPermissions,
+  expandPermissions,
+  missingFrom,
+  type Permission,
+  permissionProblems,
+} from './permissions.js';
 import { changedBy, type Principal } from './principal.js';
 import { CLOCK_SKEW_MS } from './signing-keys.js';
 
@@ -76,13 +82,16 @@ export function grantablePermissions(
 ): Permission[] {
   if (requested.length === 0)
     throw BrokerError.fields('invalid_request', [{ field, message: 'at least one permission is required' }]);
-  const expanded = expandPermissions(requested, enabledPermissions(principal.tenant.disabledCategories));
+  const enabled = enabledPermissions(principal.tenant.disabledCategories);
+  const expanded = expandPermissions(requested, enabled);
   if (!expanded.ok) {
-    const message =
-      expanded.reason === 'unknown'
-        ? `unknown permission "${expanded.value}" (GET /v1/permissions lists the valid ids)`
-        : `"${expanded.value}" belongs to a category that is disabled for this tenant`;
-    throw BrokerError.fields('invalid_request', [{ field: `${field}[${expanded.index}]`, message }]);
+    throw BrokerError.fields(
+      'invalid_request',
+      permissionProblems(requested, enabled).map(({ index, message }) => ({
+        field: `${field}[${index}]`,
+        message,
+      })),
+    );
   }
   const missing = missingFrom(principal.permissions, expanded.permissions);
   if (missing.length > 0) {

@@ -99,3 +99,35 @@ export function expandPermissions(values: readonly string[], enabled: readonly P
   }
   return { ok: true, permissions: ALL_PERMISSIONS.filter((p) => out.has(p)) };
 }
+
+/** The id or shortcut a value that names none probably stands for: another case, a category, a read-only `:write`. */
+function permissionHint(value: string): string {
+  const lower = value.trim().toLowerCase();
+  if (isPermission(lower) || (SHORTCUTS as readonly string[]).includes(lower))
+    return `; did you mean "${lower}"?`;
+  const category = lower.split(':')[0]!;
+  if (!isCategoryId(category)) return '';
+  const ids = ALL_PERMISSIONS.filter((p) => categoryOf(p) === category);
+  if (ids.length === 1 && lower === `${category}:write`)
+    return `; ${category} is read only: did you mean "${ids[0]}"?`;
+  return `; did you mean ${ids.map((id) => `"${id}"`).join(' or ')}?`;
+}
+
+/**
+ * Why each entry of a requested permission list grants nothing in a tenant that has `enabled`, by its index: every
+ * one, so that one answer names all there are to fix.
+ */
+export function permissionProblems(
+  values: readonly string[],
+  enabled: readonly Permission[],
+): { index: number; message: string }[] {
+  return values.flatMap((value, index) => {
+    const expanded = expandPermissions([value], enabled);
+    if (expanded.ok) return [];
+    const message =
+      expanded.reason === 'unknown'
+        ? `unknown permission "${value}"${permissionHint(value)} (GET /v1/permissions lists the valid ids)`
+        : `"${value}" belongs to a category that is disabled for this tenant`;
+    return [{ index, message }];
+  });
+}

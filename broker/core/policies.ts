@@ -1,7 +1,13 @@
 // Creating, replacing and deleting trust policies (DESIGN §4): rules, shortcut expansion, no escalation, audit.
 import { randomUUID } from 'node:crypto';
 import type { AuditEventInput, Store } from '../store/store.js';
-import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
+import {
+  enabledPermissions,
+  expandPermissions,
+  missingFrom,
+  type Permission,
+  permissionProblems,
+} from './permissions.js';
 import { type PolicyFieldError, type PolicyRulesContext, validatePolicy } from './policy-rules.js';
 import type { PolicyClaims, PolicyRecord, TrustPolicy } from './policy-types.js';
 import { changedBy, type Principal } from './principal.js';
@@ -36,17 +42,12 @@ type Checked =
   | { ok: true; record: PolicyRecord; warnings: string[] }
   | Extract<PolicyRefusal, { reason: 'invalid' | 'escalation' }>;
 
-// Each entry is expanded on its own so that every unknown or disabled one is named, not just the first.
+// Every unknown or disabled entry is named, not just the first.
 function permissionErrors(values: readonly string[], enabled: readonly Permission[]): PolicyFieldError[] {
-  return values.flatMap((value, index): PolicyFieldError[] => {
-    const expanded = expandPermissions([value], enabled);
-    if (expanded.ok) return [];
-    const message =
-      expanded.reason === 'unknown'
-        ? `unknown permission "${value}" (GET /v1/permissions lists the valid ids)`
-        : `"${value}" belongs to a category that is disabled for this tenant`;
-    return [{ field: `permissions[${index}]`, message }];
-  });
+  return permissionProblems(values, enabled).map(({ index, message }) => ({
+    field: `permissions[${index}]`,
+    message,
+  }));
 }
 
 /** Applies every rule at once, so one answer names every field to fix; then refuses escalation. */

@@ -8,7 +8,7 @@ import {
   type VerifyErrorCode,
   verifyOidcToken,
 } from './oidc-verify.js';
-import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
+import { enabledPermissions, expandPermissions, type Permission, permissionProblems } from './permissions.js';
 import { type Explanation, explainPolicies, policyNameKey } from './policy-evaluate.js';
 import type { TrustPolicy } from './policy-types.js';
 
@@ -106,13 +106,11 @@ function requestedPermissions(
   values: readonly string[],
   tenant: Tenant,
 ): { ok: true; permissions: Permission[] } | { ok: false; field: string; message: string } {
-  const expanded = expandPermissions(values, enabledPermissions(tenant.disabledCategories));
+  const enabled = enabledPermissions(tenant.disabledCategories);
+  const expanded = expandPermissions(values, enabled);
   if (expanded.ok) return expanded;
-  const message =
-    expanded.reason === 'unknown'
-      ? `unknown permission "${expanded.value}" (GET /v1/permissions lists the valid ids)`
-      : `"${expanded.value}" belongs to a category that is disabled for this tenant`;
-  return { ok: false, field: `permissions[${expanded.index}]`, message };
+  const [first] = permissionProblems(values, enabled);
+  return { ok: false, field: `permissions[${first!.index}]`, message: first!.message };
 }
 
 /** Evaluates like the exchange would, but over every policy of the tenant, and consumes no token. */

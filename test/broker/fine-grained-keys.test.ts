@@ -119,6 +119,44 @@ describe('bad input gets a 4xx problem naming the field, and writes nothing', ()
     expect(await keyCount()).toBe(0);
   });
 
+  it('every permission that names nothing is told, with the id it probably stands for', async () => {
+    const res = await create({
+      ...valid,
+      permissions: [
+        'Harden-Runner:Read',
+        'audit-log:read',
+        'audit-log:write',
+        'secure-registry',
+        'nope:read',
+      ],
+    });
+    expect(res.status).toBe(400);
+    const problem = (await res.json()) as { errors: { field: string; message: string }[] };
+    expect(problem.errors).toEqual([
+      { field: 'permissions[0]', message: expect.stringContaining('did you mean "harden-runner:read"?') },
+      {
+        field: 'permissions[2]',
+        message: expect.stringContaining('audit-log is read only: did you mean "audit-log:read"?'),
+      },
+      {
+        field: 'permissions[3]',
+        message: expect.stringContaining('did you mean "secure-registry:read" or "secure-registry:write"?'),
+      },
+      {
+        field: 'permissions[4]',
+        message: expect.stringContaining('GET /v1/permissions lists the valid ids'),
+      },
+    ]);
+    expect(problem.errors[3]!.message).not.toContain('did you mean');
+    // The mint checks a grant the same way.
+    const mint = await t.request('POST', '/v1/tokens', { key, json: { permissions: ['READ-ALL', 'x'] } });
+    expect(((await mint.json()) as { errors: unknown[] }).errors).toEqual([
+      { field: 'permissions[0]', message: expect.stringContaining('did you mean "read-all"?') },
+      { field: 'permissions[1]', message: expect.stringContaining('unknown permission "x"') },
+    ]);
+    expect(await keyCount()).toBe(0);
+  });
+
   it('malformed JSON', async () => {
     const res = await t.request('POST', '/v1/fine-grained-keys', {
       key,

@@ -213,6 +213,12 @@ describe('validation: 422 invalid_policy naming the field, and nothing written',
     ['max session 1.5', { ...base, max_session_duration_seconds: 1.5 }, 'max_session_duration_seconds'],
     ['unknown permission', { ...base, permissions: ['harden-runner:admin'] }, 'permissions[0]', /unknown/],
     [
+      'a permission in another case',
+      { ...base, permissions: ['Harden-Runner:Read'] },
+      'permissions[0]',
+      /did you mean "harden-runner:read"\?/,
+    ],
+    [
       'unknown permission after a good one',
       { ...base, permissions: ['harden-runner:read', 'nope'] },
       'permissions[1]',
