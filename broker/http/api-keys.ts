@@ -74,7 +74,8 @@ export function registerApiKeyRoutes(
       tags: ['API keys'],
       summary: 'Rotate a built-in key slot',
       description:
-        'Generates a new key for the slot; the previous value stops working at once, on every replica. ' +
+        'Generates a new key for the slot; the previous value stops working at once, on every replica, and so do ' +
+        'the access tokens minted from the slot (`POST /v1/tokens`). ' +
         'Only a Tenant API key may rotate. The other slot of the same kind is unaffected, so rotate the slot your ' +
         'systems are not using, switch them over, then rotate the other.',
       // No permission check first: every other credential is refused for its kind, which is what to change.

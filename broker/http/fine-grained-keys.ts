@@ -200,7 +200,8 @@ export function registerFineGrainedKeyRoutes(
       path: '/v1/fine-grained-keys/{id}',
       tags: ['Fine-grained keys'],
       summary: 'Revoke a fine-grained key',
-      description: 'Deletes the key; the next request that uses it is refused, on every replica.',
+      description:
+        'Deletes the key; the next request that uses it, or an access token it minted, is refused, on every replica.',
       ...secured(auth, 'api-keys:write'),
       request: { params: IdParam },
       responses: { 204: { description: 'Revoked.' }, ...authErrors, ...notFound },

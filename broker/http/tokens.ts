@@ -188,7 +188,8 @@ export function registerTokenRoutes(
         tags: ['Tokens'],
         summary: 'Introspect an access token (RFC 7662)',
         description:
-          'Any credential of the same tenant may ask. Tokens of other tenants are reported inactive.',
+          'Any credential of the same tenant may ask. Tokens of other tenants are reported inactive, and so is an API ' +
+          'key, which is no access token (`GET /v1/whoami` describes a key).',
         ...secured(auth),
         request: { body: { ...tokenBody, required: false } },
         responses: {

@@ -115,6 +115,10 @@ describe('exchanged access tokens', () => {
     ).toEqual({
       active: false,
     });
+    // Introspection describes access tokens: an API key, working or not, is none (GET /v1/whoami describes it).
+    expect(await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(f.key) }))).toEqual({
+      active: false,
+    });
   });
 
   it("cannot be revoked by another tenant's credential: answered 200 (RFC 7009), the token keeps working", async () => {
