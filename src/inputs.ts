@@ -1,7 +1,7 @@
 // Reads and validates every action input once, before anything touches the network.
 
 import { isLoopbackHost } from '../broker/core/loopback.js';
-import { ALL_PERMISSIONS, isCategoryId, isPermission, SHORTCUTS } from '../broker/core/permissions.js';
+import { ALL_PERMISSIONS, isPermission, meantPermission, SHORTCUTS } from '../broker/core/permissions.js';
 
 export const DEFAULT_API_URL = 'https://agent.api.stepsecurity.io/v1';
 export const AUDIENCE_SUFFIX = 'api.stepsecurity.io';
@@ -170,18 +170,10 @@ function isShortcut(value: string): boolean {
   return (SHORTCUTS as readonly string[]).includes(value);
 }
 
-/** The id a wrong value probably stands for: another case, quoted or in brackets, or a category's ids. */
+/** The id a wrong value probably stands for, as a sentence of its own. */
 function permissionHint(value: string): string {
-  const bare = value.toLowerCase().replace(/^[["']+|["'\]]+$/g, '');
-  if (isPermission(bare) || isShortcut(bare)) return ` Did you mean \`${bare}\`?`;
-  const category = bare.split(':')[0]!;
-  if (!isCategoryId(category)) return '';
-  // Only the ids that exist: a read-only category such as `audit-log` has no `:write`.
-  const ids = [`${category}:read`, `${category}:write`].filter(isPermission);
-  if (ids.length === 1 && bare === `${category}:write`) {
-    return ` \`${category}\` is read only: did you mean \`${ids[0]}\`?`;
-  }
-  return ` Did you mean ${ids.map((id) => `\`${id}\``).join(' or ')}?`;
+  const meant = meantPermission(value, (id) => `\`${id}\``);
+  return meant ? ` ${meant[0]!.toUpperCase()}${meant.slice(1)}` : '';
 }
 
 const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600 };

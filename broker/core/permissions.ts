@@ -100,23 +100,32 @@ export function expandPermissions(values: readonly string[], enabled: readonly P
   return { ok: true, permissions: ALL_PERMISSIONS.filter((p) => out.has(p)) };
 }
 
-/** The id or shortcut a value that names none probably stands for: another case, a category, a read-only `:write`. */
-function permissionHint(value: string): string {
-  const lower = value.trim().toLowerCase();
-  if (isPermission(lower) || (SHORTCUTS as readonly string[]).includes(lower))
-    return `; did you mean "${lower}"?`;
-  const category = lower.split(':')[0]!;
-  if (!isCategoryId(category)) return '';
+/**
+ * What a value that names no permission probably stands for, as a question with each id quoted by `quote`: the id
+ * or shortcut in another case, quoted or in brackets; a category's ids; for a read-only category's `:write`, its
+ * `:read`. Null when nothing is close.
+ */
+export function meantPermission(value: string, quote: (id: string) => string): string | null {
+  const bare = value
+    .trim()
+    .toLowerCase()
+    .replace(/^[["']+|["'\]]+$/g, '');
+  if (isPermission(bare) || (SHORTCUTS as readonly string[]).includes(bare))
+    return `did you mean ${quote(bare)}?`;
+  const category = bare.split(':')[0]!;
+  if (!isCategoryId(category)) return null;
   const ids = ALL_PERMISSIONS.filter((p) => categoryOf(p) === category);
-  if (ids.length === 1 && lower === `${category}:write`)
-    return `; ${category} is read only: did you mean "${ids[0]}"?`;
-  return `; did you mean ${ids.map((id) => `"${id}"`).join(' or ')}?`;
+  if (ids.length === 1 && bare === `${category}:write`)
+    return `${quote(category)} is read only: did you mean ${quote(ids[0]!)}?`;
+  return `did you mean ${ids.map(quote).join(' or ')}?`;
 }
 
 /**
  * Why each entry of a requested permission list grants nothing in a tenant that has `enabled`, by its index: every
  * one, so that one answer names all there are to fix.
  */
+const hint = (meant: string | null) => (meant ? `; ${meant}` : '');
+
 export function permissionProblems(
   values: readonly string[],
   enabled: readonly Permission[],
@@ -126,7 +135,7 @@ export function permissionProblems(
     if (expanded.ok) return [];
     const message =
       expanded.reason === 'unknown'
-        ? `unknown permission "${value}"${permissionHint(value)} (GET /v1/permissions lists the valid ids)`
+        ? `unknown permission "${value}"${hint(meantPermission(value, (id) => `"${id}"`))} (GET /v1/permissions lists the valid ids)`
         : `"${value}" belongs to a category that is disabled for this tenant`;
     return [{ index, message }];
   });

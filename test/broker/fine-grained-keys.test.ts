@@ -136,7 +136,7 @@ describe('bad input gets a 4xx problem naming the field, and writes nothing', ()
       { field: 'permissions[0]', message: expect.stringContaining('did you mean "harden-runner:read"?') },
       {
         field: 'permissions[2]',
-        message: expect.stringContaining('audit-log is read only: did you mean "audit-log:read"?'),
+        message: expect.stringContaining('"audit-log" is read only: did you mean "audit-log:read"?'),
       },
       {
         field: 'permissions[3]',
