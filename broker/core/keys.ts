@@ -105,6 +105,9 @@ export function withoutSecrets(text: string): string {
 // after a prefix is no usable key, and a name such as ssf_DeployBot2026 must stay a name.
 const STORED_KEY = new RegExp(`(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{${RANDOM_LENGTH},}`);
 const STORED_TOKEN = new RegExp(TOKEN_SHAPED.source);
+// Invisible characters (Unicode's format characters: U+200B, a soft hyphen, …) are left out before looking: a
+// secret split by them is shown whole by every listing, and chat tools put them into long words to wrap them.
+const INVISIBLE = /\p{Cf}/gu;
 const NEVER_STORED = 'a secret is never stored where every listing would show it';
 
 /**
@@ -112,7 +115,8 @@ const NEVER_STORED = 'a secret is never stored where every listing would show it
  * it holds an API key or a token (DESIGN §3). `field` names the value as errors do; the key shows as its hint.
  */
 export function storedSecretProblem(field: string, value: string): string | null {
-  const key = STORED_KEY.exec(value)?.[0];
+  const shown = value.replace(INVISIBLE, '');
+  const key = STORED_KEY.exec(shown)?.[0];
   if (key) {
     const hint = keyHint(key.slice(0, KEY_LENGTH));
     const undo =
@@ -121,7 +125,7 @@ export function storedSecretProblem(field: string, value: string): string | null
         : 'rotate its slot (POST /v1/api-keys/{kind}/{slot}/rotate)';
     return `${field} holds what looks like an API key (${hint}), and ${NEVER_STORED}: remove the key from ${field}; if it is a real one, treat it as exposed and ${undo}`;
   }
-  if (STORED_TOKEN.test(value)) {
+  if (STORED_TOKEN.test(shown)) {
     return `${field} holds what looks like a token (a JWT: dot-separated parts starting eyJ), and ${NEVER_STORED}: remove the token from ${field}; if it is a real access token, treat it as exposed and revoke it (POST /v1/tokens/revoke)`;
   }
   return null;

@@ -186,6 +186,44 @@ describe('a secret pasted into a fine-grained key name is refused with 400 inval
   });
 });
 
+describe('a secret split by invisible characters, which every listing shows as the secret itself', () => {
+  // Some chat tools and editors put U+200B or a soft hyphen into a long word so that it can wrap.
+  const split = (secret: string) =>
+    `${secret.slice(0, 12)}\u200b${secret.slice(12, 30)}\u00ad${secret.slice(30)}`;
+
+  it('is refused in a fine-grained key name, a policy description and a claim, showing a key only as its hint', async () => {
+    const key = await newTenantKey();
+    for (const [, secret] of secrets) {
+      const name = await request('POST', '/v1/fine-grained-keys', key, {
+        name: `ci ${split(secret)}`,
+        expiration: '7d',
+        permissions: ['harden-runner:read'],
+      });
+      await expectRefused(name, 400, 'invalid_request', 'name', secret);
+      const description = await request(
+        'POST',
+        '/v1/oidc/policies',
+        key,
+        policyBody({ description: `the key is ${split(secret)}` }),
+      );
+      await expectRefused(description, 422, 'invalid_policy', 'description', secret);
+      const ref = await request(
+        'POST',
+        '/v1/oidc/policies',
+        key,
+        policyBody({}, { ref: `refs/heads/${split(secret)}` }),
+      );
+      await expectRefused(ref, 422, 'invalid_policy', 'claims.ref', secret);
+    }
+    expect((await (await request('GET', '/v1/fine-grained-keys', key)).json()) as unknown).toEqual({
+      keys: [],
+    });
+    expect((await (await request('GET', '/v1/oidc/policies', key)).json()) as unknown).toMatchObject({
+      policies: [],
+    });
+  });
+});
+
 describe('ordinary text that merely resembles part of a secret is saved as given', () => {
   const NAMES = [
     'ssa_',
