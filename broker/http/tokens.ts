@@ -234,8 +234,8 @@ export function registerTokenRoutes(
       const token = tokenFrom(c.req.valid('form'), c.req.valid('json'));
       const keyKind = keyKindOf(token);
       if (keyKind) {
-        // RFC 7009's unsupported_token_type: answered 200, as a token it does not know is, an API key's holder would
-        // take it for revoked while it still works.
+        // Not answered 200, as RFC 7009 answers a token it does not know: the key's holder would take the key for
+        // revoked while it still works.
         const how = await keyRevocation(token, keyKind, principal.tenant.id, auth);
         throw BrokerError.fields('invalid_request', [
           {
