@@ -2,10 +2,11 @@
 import type { Fetch, FetchResponse } from './deps.js';
 import { describeNetworkError } from './network-error.js';
 import {
+  isProxyError,
+  type ProxyError,
   ProxyRefusedError,
   ProxySettingError,
   type ProxyUnreachable,
-  ProxyUnreachableError,
   type TunnelRefusal,
 } from './proxy.js';
 
@@ -118,10 +119,7 @@ async function send(
     });
     text = await response.text();
   } catch (error) {
-    if (error instanceof ProxySettingError) return proxyFailure(error);
-    if (error instanceof ProxyRefusedError) return tunnelFailure(error);
-    if (error instanceof ProxyUnreachableError) return proxyUnreachableFailure(error);
-    return networkFailure(url, error);
+    return isProxyError(error) ? proxyFailure(error) : networkFailure(url, error);
   }
   const json = isJson(response) ? parseJson(text) : undefined;
   if (response.status >= 200 && response.status < 300) return { kind: 'ok', response, json };
@@ -188,15 +186,11 @@ function toGrant(json: unknown): TokenGrant | undefined {
   };
 }
 
-export function proxyFailure(error: ProxySettingError): BrokerFailure {
-  return { kind: 'proxy', variable: error.variable, message: error.message };
-}
-
-export function tunnelFailure(error: ProxyRefusedError): BrokerFailure {
-  return { kind: 'tunnel', ...error.refusal };
-}
-
-export function proxyUnreachableFailure(error: ProxyUnreachableError): BrokerFailure {
+/** A request that failed at the proxy, as the failure it reports, whether it went to the broker or to GitHub. */
+export function proxyFailure(error: ProxyError): BrokerFailure {
+  if (error instanceof ProxySettingError)
+    return { kind: 'proxy', variable: error.variable, message: error.message };
+  if (error instanceof ProxyRefusedError) return { kind: 'tunnel', ...error.refusal };
   const { code, message, tls } = describeNetworkError(error);
   return { kind: 'proxy-unreachable', ...error.unreachable, code, message, tls };
 }

@@ -2,7 +2,7 @@
 import { parseJson } from './broker-client.js';
 import type { ActionIO, Clock, Fetch } from './deps.js';
 import { describeNetworkError } from './network-error.js';
-import { ProxyRefusedError, ProxySettingError, ProxyUnreachableError } from './proxy.js';
+import { isProxyError } from './proxy.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -60,13 +60,7 @@ export async function requestIdToken(
       text = await response.text();
     } catch (error) {
       // The proxy's own failures are explained, and retried or not, as the proxy's rather than GitHub's.
-      if (
-        error instanceof ProxySettingError ||
-        error instanceof ProxyRefusedError ||
-        error instanceof ProxyUnreachableError
-      ) {
-        throw error;
-      }
+      if (isProxyError(error)) throw error;
       if ((error as { name?: unknown }).name === 'TimeoutError') throw timedOut(timeoutMs);
       const { code, message, tls } = describeNetworkError(error);
       // No answer at all (a reset, a refused connection): another attempt may well get one. A certificate the

@@ -61,6 +61,17 @@ export class ProxyUnreachableError extends Error {
   }
 }
 
+/** A request that failed at the proxy (its setting, its refusal, its connection) rather than at the target. */
+export type ProxyError = ProxySettingError | ProxyRefusedError | ProxyUnreachableError;
+
+export function isProxyError(error: unknown): error is ProxyError {
+  return (
+    error instanceof ProxySettingError ||
+    error instanceof ProxyRefusedError ||
+    error instanceof ProxyUnreachableError
+  );
+}
+
 /** The proxy a request goes through, as the runner's environment names it. */
 export interface ProxySetting {
   /** The proxy's address, without credentials, so it can be named in messages. */

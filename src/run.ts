@@ -1,17 +1,10 @@
 // The main step: validate inputs, exchange a fresh OIDC token for an API token, and hand it on masked.
-import {
-  type BrokerAnswer,
-  createBrokerClient,
-  proxyFailure,
-  proxyUnreachableFailure,
-  type TokenGrant,
-  tunnelFailure,
-} from './broker-client.js';
+import { type BrokerAnswer, createBrokerClient, proxyFailure, type TokenGrant } from './broker-client.js';
 import { type ActionIO, type RunDeps, STATE_KEYS } from './deps.js';
 import { explain, type Failure, formatExplanation } from './explain.js';
 import { IdTokenError } from './id-token.js';
 import { type ActionInputs, parseInputs } from './inputs.js';
-import { ProxyRefusedError, ProxySettingError, ProxyUnreachableError } from './proxy.js';
+import { isProxyError } from './proxy.js';
 import { classifyBrokerAnswer, EXCHANGE_RETRY, MIN_ATTEMPT_MS, withRetry } from './retry.js';
 import { failureSummary, successSummary, writeSummary } from './summary.js';
 
@@ -75,9 +68,7 @@ async function exchange(
       try {
         oidcToken = await deps.getIdToken(inputs.audience, timeoutMs);
       } catch (error) {
-        if (error instanceof ProxySettingError) return proxyFailure(error);
-        if (error instanceof ProxyRefusedError) return tunnelFailure(error);
-        if (error instanceof ProxyUnreachableError) return proxyUnreachableFailure(error);
+        if (isProxyError(error)) return proxyFailure(error);
         return {
           kind: 'id-token',
           message: error instanceof Error ? error.message : String(error),
