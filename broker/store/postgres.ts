@@ -24,9 +24,12 @@ function toPostgres(sql: string): string {
 }
 
 // SQLSTATEs of a server that cannot take work now: the connection failed or is gone (08000, 08001, 08003, 08004,
-// 08006), shutting down or starting up (57P01–57P03), too many connections (53300). Not 08P01, a protocol
-// violation, which is a bug to fix rather than an outage to wait out.
-const UNAVAILABLE_SQLSTATE = /^(0800[01346]|57P0[123]|53300)$/;
+// 08006), shutting down or starting up (57P01–57P03), short of resources (class 53: too many connections, disk
+// full, out of memory). And of a statement it stopped, which the next try may pass: a lock waited for past
+// lock_timeout (55P03: one set on the role or the database), a statement cancelled (57014: an
+// operator's pg_cancel_backend, a statement_timeout), a transaction chosen to end a deadlock or a serialization
+// conflict (40P01, 40001). Not 08P01, a protocol violation, which is a bug to fix rather than an outage to wait out.
+const UNAVAILABLE_SQLSTATE = /^(0800[01346]|57P0[123]|53[0-9A-Z]{3}|55P03|57014|40P01|40001)$/;
 // What Node and pg report when the server cannot be reached or the connection drops.
 const UNREACHABLE = new Set([
   'ECONNREFUSED',

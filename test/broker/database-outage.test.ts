@@ -347,6 +347,42 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
     // An uncaught 'error' from a client would have ended this test run; the broker still answers.
     await vi.waitFor(async () => expect((await createKey(t, key)).status).toBe(201));
   }, 30_000);
+
+  /** Backends of this database, other than the caller's, waiting for a lock. */
+  async function waitingForLocks(session: pg.Client): Promise<number> {
+    const { rows } = await session.query(
+      "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+    );
+    return Number(rows[0].n);
+  }
+
+  /** Another session holding an ACCESS EXCLUSIVE lock on `table` (a LOCK TABLE, an ALTER TABLE, a VACUUM FULL). */
+  async function lockTable(url: string, table: string): Promise<pg.Client> {
+    const holder = await pgSession(url);
+    await holder.query('BEGIN');
+    await holder.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
+    return holder;
+  }
+
+  it("a statement the server cancels (an operator's pg_cancel_backend) is 503 not_ready, not a 500", async () => {
+    const { db, t, key } = await brokerOnRelay();
+    // Authentication reads the key's row; that read waits for the lock until an operator cancels it.
+    const holder = await lockTable(db.url, 'builtin_keys');
+    const waiting = t.request('GET', '/v1/whoami', { key });
+    const admin = await pgSession(db.url);
+    await vi.waitFor(async () => expect(await waitingForLocks(admin)).toBe(1), {
+      timeout: 4_000,
+      interval: 50,
+    });
+    await admin.query(
+      "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    );
+    const res = await waiting;
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ code: 'not_ready' });
+    await holder.query('COMMIT');
+    expect((await t.request('GET', '/v1/whoami', { key })).status).toBe(200);
+  }, 20_000);
 });
 
 describe('SQLite, whatever engine the suite runs', () => {
