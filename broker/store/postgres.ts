@@ -26,9 +26,9 @@ function toPostgres(sql: string): string {
 // SQLSTATEs of a server that cannot take work now: the connection failed or is gone (08000, 08001, 08003, 08004,
 // 08006), shutting down or starting up (57P01–57P03), short of resources (class 53: too many connections, disk
 // full, out of memory). And of a statement it stopped, which the next try may pass: a lock waited for past
-// lock_timeout (55P03: one set on the role or the database), a statement cancelled (57014: an
-// operator's pg_cancel_backend, a statement_timeout), a transaction chosen to end a deadlock or a serialization
-// conflict (40P01, 40001). Not 08P01, a protocol violation, which is a bug to fix rather than an outage to wait out.
+// lock_timeout (55P03: the broker's own, below), a statement cancelled (57014: an operator's pg_cancel_backend, a
+// statement_timeout), a transaction chosen to end a deadlock or a serialization conflict (40P01, 40001). Not
+// 08P01, a protocol violation, which is a bug to fix rather than an outage to wait out.
 const UNAVAILABLE_SQLSTATE = /^(0800[01346]|57P0[123]|53[0-9A-Z]{3}|55P03|57014|40P01|40001)$/;
 // What Node and pg report when the server cannot be reached or the connection drops.
 const UNREACHABLE = new Set([
@@ -56,6 +56,15 @@ const QUERY_TIMEOUT_MS = 5_000;
  * a limit, since a write answered "unavailable" must not have committed. Migrations run without it.
  */
 const ANSWER_DEADLINE_MS = 15_000;
+/**
+ * The server is told these deadlines too, as its lock_timeout: a connection the broker closes is noticed by the
+ * server only once the statement in flight ends, and one waiting for a lock (a LOCK TABLE, an ALTER TABLE or a
+ * VACUUM FULL in another session) would otherwise wait on, holding its server connection, the write turn and
+ * its place in the lock's queue: under load, until the server has no connections left for anyone. Set on each
+ * connection for reads; each transaction sets its own.
+ */
+const lockTimeout = (scope: 'SESSION' | 'LOCAL', ms: number) =>
+  `SET ${scope} lock_timeout = ${Math.ceil(ms)}`;
 
 /** Throws the error as the store reports it: a unique violation, an unavailable database, or as it came. */
 function translate(error: unknown): never {
@@ -105,6 +114,7 @@ export function openPostgres(
     // A server that stops answering is noticed: connecting gives up, and TCP keep-alive finds a dead peer.
     connectionTimeoutMillis: QUERY_TIMEOUT_MS,
     keepAlive: true,
+    onConnect: (client) => client.query(lockTimeout('SESSION', QUERY_TIMEOUT_MS)),
     types: {
       getTypeParser: ((oid: number, format?: string) =>
         oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as never,
@@ -119,8 +129,15 @@ export function openPostgres(
   });
   const transaction = async <T>(
     fn: (tx: SqlExecutor) => Promise<T>,
-    options: { unbounded?: boolean } = {},
+    options: { unbounded?: boolean; since?: number } = {},
   ): Promise<T> => {
+    // Locks are waited for until the deadline of the oldest work in it, which may have waited for the batches
+    // before it: a write queued behind one that waits for a lock is answered within the deadline of its own
+    // arrival, not of its batch's start.
+    const lockWaitEnds = (options.since ?? Date.now()) + answerDeadlineMs;
+    if (!options.unbounded && lockWaitEnds <= Date.now()) {
+      throw new StoreUnavailable(new Error(`the writes before it kept it waiting ${answerDeadlineMs} ms`));
+    }
     const client = await pool.connect().catch(translate);
     // The pool listens for errors only on idle clients. One checked out here that loses its connection emits
     // 'error' too: unheard, that would end the process; heard, the query in flight fails (StoreUnavailable) and
@@ -150,7 +167,10 @@ export function openPostgres(
       }
     };
     try {
-      await statement('BEGIN');
+      // In one round trip with the BEGIN. 0 is no limit (migrations); 1 ms, no wait for a lock once the wait for
+      // a connection has taken the rest.
+      const lockWait = options.unbounded ? 0 : Math.max(1, lockWaitEnds - Date.now());
+      await statement(`BEGIN; ${lockTimeout('LOCAL', lockWait)}`);
       // Write transactions take turns, each holding the turn until it has committed and become visible: audit
       // event ids then follow commit order, so a reader paging newest first (an exporter tailing the log) never
       // passes an id that a transaction still in flight will commit later. SQLite's single writer does the same.

@@ -59,9 +59,13 @@ export interface SqlDriver extends SqlExecutor {
   writeBatched(write: BatchedWrite): Promise<WriteOutcome>;
   /**
    * Runs `fn` in one transaction: all of it commits, or none of it. `unbounded`: no deadline for reaching the
-   * COMMIT (migrations), where the engine has one.
+   * COMMIT (migrations), where the engine has one. `since`: when the work was asked for, if earlier than now (a
+   * batch of writes that waited for the one before it), from which that deadline's wait for locks runs.
    */
-  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, options?: { unbounded?: boolean }): Promise<T>;
+  transaction<T>(
+    fn: (tx: SqlExecutor) => Promise<T>,
+    options?: { unbounded?: boolean; since?: number },
+  ): Promise<T>;
   /** Runs schema DDL (several statements). */
   exec(sql: string): Promise<void>;
   /** Rejects unless the database answers, and is still the one this driver opened. */

@@ -11,11 +11,15 @@ import {
 
 export type Settled = { ok: true; value: WriteOutcome } | { ok: false; error: unknown };
 
-/** Runs a batch; resolves with one outcome per write, in order. */
-export type FlushBatch = (writes: BatchedWrite[]) => Promise<Settled[]>;
+/**
+ * Runs a batch; resolves with one outcome per write, in order. `since`: when the oldest of them was handed over, from
+ * which its deadline runs, where the engine has one.
+ */
+export type FlushBatch = (writes: BatchedWrite[], since?: number) => Promise<Settled[]>;
 
 interface Pending {
   write: BatchedWrite;
+  handedOverAt: number;
   resolve(value: WriteOutcome): void;
   reject(error: unknown): void;
 }
@@ -28,13 +32,16 @@ export async function applyWrite(tx: SqlExecutor, write: BatchedWrite): Promise<
 
 /** A flush on this thread: one transaction for the batch; if it fails, each write again on its own. */
 export function inThreadFlush(db: Pick<SqlDriver, 'transaction'>): FlushBatch {
-  return async (writes) => {
+  return async (writes, since) => {
     try {
-      const values = await db.transaction(async (tx) => {
-        const out: WriteOutcome[] = [];
-        for (const write of writes) out.push(await applyWrite(tx, write));
-        return out;
-      });
+      const values = await db.transaction(
+        async (tx) => {
+          const out: WriteOutcome[] = [];
+          for (const write of writes) out.push(await applyWrite(tx, write));
+          return out;
+        },
+        { since },
+      );
       return values.map((value) => ({ ok: true, value }));
     } catch (error) {
       // The database cannot take work now: trying each write again would only wait as long again, for each.
@@ -43,7 +50,7 @@ export function inThreadFlush(db: Pick<SqlDriver, 'transaction'>): FlushBatch {
       return Promise.all(
         writes.map((write) =>
           db
-            .transaction((tx) => applyWrite(tx, write))
+            .transaction((tx) => applyWrite(tx, write), { since })
             .then(
               (value): Settled => ({ ok: true, value }),
               (error): Settled => ({ ok: false, error }),
@@ -99,7 +106,10 @@ export function createWriteBatcher(
     else schedule();
     let outcomes: Settled[];
     try {
-      outcomes = await flush(batch.map((p) => p.write));
+      outcomes = await flush(
+        batch.map((p) => p.write),
+        batch[0]!.handedOverAt,
+      );
     } catch (error) {
       outcomes = batch.map(() => ({ ok: false, error }));
     }
@@ -121,7 +131,7 @@ export function createWriteBatcher(
 
   const batched = (write: BatchedWrite) =>
     new Promise<WriteOutcome>((resolve, reject) => {
-      queue.push({ write, resolve, reject });
+      queue.push({ write, handedOverAt: Date.now(), resolve, reject });
       schedule();
     });
   return Object.assign(batched, {

@@ -383,6 +383,58 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
     await holder.query('COMMIT');
     expect((await t.request('GET', '/v1/whoami', { key })).status).toBe(200);
   }, 20_000);
+
+  it('requests that give up on a locked table leave no server connection waiting behind them', async () => {
+    const { db, t, key } = await brokerOnRelay();
+    const holder = await lockTable(db.url, 'builtin_keys');
+    // Each gives up after the 5 s a read may wait. Were the server not told, each would keep a connection (and
+    // its place in the lock's queue) until the lock is released: under load, until max_connections is reached.
+    const answers = await Promise.all(
+      Array.from({ length: 4 }, () => t.request('GET', '/v1/whoami', { key })),
+    );
+    expect(answers.map((r) => r.status)).toEqual([503, 503, 503, 503]);
+    const admin = await pgSession(db.url);
+    await vi.waitFor(async () => expect(await waitingForLocks(admin)).toBe(0), {
+      timeout: 1_000,
+      interval: 50,
+    });
+    await holder.query('COMMIT');
+  }, 20_000);
+
+  it('a write that gives up on a locked table lets go of the write turn at once, for writes to other tables', async () => {
+    const { db, driver } = await quickDriver();
+    await driver.exec('CREATE TABLE u (v INTEGER PRIMARY KEY)');
+    const holder = await lockTable(db.url, 't');
+    const error = await driver
+      .transaction((tx) => tx.run('INSERT INTO t VALUES (1)'))
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StoreUnavailable);
+    // Were its statement still waiting on the server, it would hold the write turn of every replica until the lock
+    // is released.
+    expect(await driver.transaction((tx) => tx.run('INSERT INTO u VALUES (1)'))).toBe(1);
+    expect(await waitingForLocks(holder)).toBe(0);
+    await holder.query('COMMIT');
+    expect(await driver.all('SELECT v FROM t')).toEqual([]);
+  }, 20_000);
+
+  it('a write queued behind one that waits for a lock is answered within the deadline of its own arrival', async () => {
+    const { db, driver } = await quickDriver();
+    const holder = await lockTable(db.url, 't');
+    const first = driver.writeBatched({ probe: { sql: 'INSERT INTO t VALUES (?)', params: [1] } });
+    first.catch(() => {});
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Handed over while the first one's batch waits: its own batch starts only once that one has given up.
+    const handedOver = Date.now();
+    const second = await driver
+      .writeBatched({ probe: { sql: 'INSERT INTO t VALUES (?)', params: [2] } })
+      .catch((e: unknown) => e);
+    const waited = Date.now() - handedOver;
+    expect(second).toBeInstanceOf(StoreUnavailable);
+    expect(await first.catch((e: unknown) => e)).toBeInstanceOf(StoreUnavailable);
+    // The 1 s deadline, and some room for a busy machine; not the 1.9 s of the first one's wait and then its own.
+    expect(waited).toBeLessThan(1_500);
+    await holder.query('COMMIT');
+  }, 20_000);
 });
 
 describe('SQLite, whatever engine the suite runs', () => {
