@@ -102,6 +102,13 @@ function executor(q: Queryable, timeoutMs?: number): SqlExecutor {
 
 /** Advisory lock key of the write turn (7710002 guards the first signing key, 7710001 migrations). */
 const WRITE_TURN_LOCK = 7710003;
+/**
+ * Write transactions that hold a connection at once: the one with the write turn and the next, already waiting
+ * for it on the server so that the turn passes on without a round trip. More would only wait for the turn as
+ * well, each holding a connection: with a table they write locked by another session, writers would take the
+ * whole pool, and reads, /readyz's among them, would fail for want of a connection. The others wait here.
+ */
+const WRITERS_CONNECTED = 2;
 
 export function openPostgres(
   url: string,
@@ -127,14 +134,38 @@ export function openPostgres(
   pool.on('connect', (client) => {
     client.on('error', () => {});
   });
+  let writers = 0;
+  const writerQueue: (() => void)[] = [];
+  const writerTurn = async () => {
+    if (writers < WRITERS_CONNECTED) writers++;
+    else await new Promise<void>((resolve) => writerQueue.push(resolve));
+  };
+  // Handed straight to the next in line, if any.
+  const writerDone = () => {
+    const next = writerQueue.shift();
+    if (next) next();
+    else writers--;
+  };
   const transaction = async <T>(
     fn: (tx: SqlExecutor) => Promise<T>,
     options: { unbounded?: boolean; since?: number } = {},
   ): Promise<T> => {
-    // Locks are waited for until the deadline of the oldest work in it, which may have waited for the batches
-    // before it: a write queued behind one that waits for a lock is answered within the deadline of its own
-    // arrival, not of its batch's start.
+    // Locks are waited for until the deadline of the oldest work in it, which may have waited for the writes
+    // before it (in a batch, or here for a connection): a write queued behind one that waits for a lock is
+    // answered within the deadline of its own arrival, not of its own start.
     const lockWaitEnds = (options.since ?? Date.now()) + answerDeadlineMs;
+    await writerTurn();
+    try {
+      return await transactionOnConnection(fn, options, lockWaitEnds);
+    } finally {
+      writerDone();
+    }
+  };
+  const transactionOnConnection = async <T>(
+    fn: (tx: SqlExecutor) => Promise<T>,
+    options: { unbounded?: boolean },
+    lockWaitEnds: number,
+  ): Promise<T> => {
     if (!options.unbounded && lockWaitEnds <= Date.now()) {
       throw new StoreUnavailable(new Error(`the writes before it kept it waiting ${answerDeadlineMs} ms`));
     }

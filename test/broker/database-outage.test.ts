@@ -417,6 +417,23 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
     expect(await driver.all('SELECT v FROM t')).toEqual([]);
   }, 20_000);
 
+  it('writes waiting behind a locked table do not take every connection: reads and readiness still answer', async () => {
+    const { db, driver } = await quickDriver();
+    const holder = await lockTable(db.url, 't');
+    // More writes than the pool has connections (10), each its own transaction (key and policy changes, revocations).
+    const writes = Array.from({ length: 12 }, (_, v) =>
+      driver.transaction((tx) => tx.run('INSERT INTO t VALUES (?)', [v])).catch((e: unknown) => e),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const started = Date.now();
+    await driver.ping();
+    expect(await driver.get('SELECT 1 AS one')).toEqual({ one: 1 });
+    // At once, not once the writes have given up (1 s) or the wait for a connection has (5 s).
+    expect(Date.now() - started).toBeLessThan(500);
+    for (const error of await Promise.all(writes)) expect(error).toBeInstanceOf(StoreUnavailable);
+    await holder.query('COMMIT');
+  }, 20_000);
+
   it('a write queued behind one that waits for a lock is answered within the deadline of its own arrival', async () => {
     const { db, driver } = await quickDriver();
     const holder = await lockTable(db.url, 't');
