@@ -162,3 +162,7 @@ const code = await runCli(process.argv.slice(2), {
   serve,
 });
 process.exitCode = code;
+// Once a command is done, nothing a library still holds open keeps the process: the PostgreSQL client leaves its
+// socket open to a server that asked for a password DATABASE_URL does not give, which that server closes only after
+// its authentication_timeout (a minute), and a server that never does would keep the process forever.
+setTimeout(() => process.exit(code), EXIT_BACKSTOP_MS).unref();

@@ -5,7 +5,7 @@ import { keyRows } from './key-rows.js';
 import { migrate } from './migrations.js';
 import { policyRows } from './policy-rows.js';
 import { openPostgres } from './postgres.js';
-import { bytewise, type SqlDriver } from './sql.js';
+import { bytewise, type SqlDriver, StoreUnavailable } from './sql.js';
 import { openSqlite } from './sqlite.js';
 import type { SigningKeyRecord, Store } from './store.js';
 import { tenantRows } from './tenant-rows.js';
@@ -87,14 +87,41 @@ export function storeOn(db: SqlDriver): Store {
 export const NEWER_SCHEMA =
   'the database was migrated by a newer version of the broker, which this one does not know';
 
-export async function openStore(config: DatabaseConfig): Promise<Store> {
-  const db = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
-  let unknown: number[];
+/**
+ * DATABASE_URL as an error may show it: a PostgreSQL URL without its password (`***` where there was one) and
+ * without the values of its query string, which may hold one too.
+ */
+export function shownDatabaseUrl(config: DatabaseConfig): string {
+  if (config.engine === 'sqlite') return `sqlite:${config.path}`;
   try {
-    ({ unknown } = await migrate(db));
-  } catch (error) {
-    await db.close().catch(() => {});
-    throw error;
+    const url = new URL(config.url);
+    if (url.password) url.password = '***';
+    const query = url.search ? '?…' : '';
+    url.search = '';
+    url.hash = '';
+    return `${url}${query}`;
+  } catch {
+    return `${config.url.slice(0, config.url.indexOf(':'))}://…`;
   }
-  return { ...storeOn(db), unknownMigrations: unknown };
+}
+
+/**
+ * Opens the database and brings its schema up to date. A failure names DATABASE_URL and the database (without
+ * its password) before the reason, so that a broker that cannot start says which setting to check.
+ */
+export async function openStore(config: DatabaseConfig): Promise<Store> {
+  let db: SqlDriver | undefined;
+  try {
+    db = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
+    const { unknown } = await migrate(db);
+    return { ...storeOn(db), unknownMigrations: unknown };
+  } catch (error) {
+    await db?.close().catch(() => {});
+    // An outage's own message ("the database is unavailable: …") would only repeat what this one says.
+    const reason = error instanceof StoreUnavailable ? error.cause : error;
+    throw new Error(
+      `DATABASE_URL ${shownDatabaseUrl(config)} cannot be opened: ${reason instanceof Error ? reason.message : String(reason)}`,
+      { cause: error },
+    );
+  }
 }

@@ -3,6 +3,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -458,5 +459,85 @@ describe('two broker processes on one database', () => {
       events: unknown[];
     };
     expect(audit.events).toHaveLength(4);
+  });
+});
+
+describe('a PostgreSQL database that cannot be opened at start', () => {
+  /** A port on this machine where nothing listens. */
+  async function closedPort(): Promise<number> {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    await new Promise((resolve) => server.close(resolve));
+    return port;
+  }
+
+  /**
+   * A server that asks for a SCRAM password, as a PostgreSQL whose pg_hba.conf says scram-sha-256 does, and then
+   * waits, as PostgreSQL does for up to its authentication_timeout (60 s).
+   */
+  async function passwordAskingServer(): Promise<{ port: number; close(): void }> {
+    const message = (code: number, body: Buffer) => {
+      const head = Buffer.alloc(9);
+      head.write('R', 0);
+      head.writeInt32BE(body.length + 8, 1);
+      head.writeInt32BE(code, 5);
+      return Buffer.concat([head, body]);
+    };
+    const sockets = new Set<Socket>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      let received = 0;
+      socket.on('data', (data) => {
+        // The startup message: AuthenticationSASL. The client's first SCRAM message: AuthenticationSASLContinue.
+        if (received++ === 0) socket.write(message(10, Buffer.from('SCRAM-SHA-256\0\0')));
+        else {
+          const nonce = /r=([^,]+)/.exec(data.toString('latin1'))?.[1] ?? '';
+          socket.write(message(11, Buffer.from(`r=${nonce}server,s=c2FsdA==,i=4096`)));
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      port: (server.address() as AddressInfo).port,
+      close: () => {
+        for (const s of sockets) s.destroy();
+        server.close();
+      },
+    };
+  }
+
+  const serve = (url: string) =>
+    runBroker(['serve'], { ...EPHEMERAL_PORT, DATABASE_URL: url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK });
+
+  it('exits 1 naming DATABASE_URL, without its password, and why', async () => {
+    const url = `postgres://broker:s3cret-pw@127.0.0.1:${await closedPort()}/oidc?sslmode=disable`;
+    const run = serve(url);
+    expect(await run.closed).toBe(1);
+    const port = new URL(url).port;
+    expect(run.stderr()).toBe(
+      `error: DATABASE_URL postgres://broker:***@127.0.0.1:${port}/oidc?… cannot be opened: connect ECONNREFUSED 127.0.0.1:${port}\n`,
+    );
+    expect(run.stdout() + run.stderr()).not.toContain('s3cret-pw');
+  });
+
+  it('exits rather than waiting on a server that asks for a password DATABASE_URL does not give', async () => {
+    const server = await passwordAskingServer();
+    try {
+      const run = serve(`postgres://broker@127.0.0.1:${server.port}/oidc`);
+      // At once: not once the server gives up on the client, nor never.
+      const exited = await Promise.race([
+        run.closed,
+        new Promise((resolve) => setTimeout(resolve, 10_000, 'still running')),
+      ]);
+      run.child.kill('SIGKILL');
+      expect(exited).toBe(1);
+      expect(run.stderr()).toContain(
+        `error: DATABASE_URL postgres://broker@127.0.0.1:${server.port}/oidc cannot be opened: `,
+      );
+    } finally {
+      server.close();
+    }
   });
 });
