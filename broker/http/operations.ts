@@ -4,7 +4,7 @@ import { BrokerError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/store.js';
 import type { BrokerEnv } from './context.js';
-import { problem } from './schemas.js';
+import { notReady } from './schemas.js';
 
 const Status = z.object({ status: z.string() }).openapi('Status');
 
@@ -34,7 +34,7 @@ export function registerOperationRoutes(
       summary: 'Readiness: the database answers',
       responses: {
         200: { description: 'Ready to serve.', content: { 'application/json': { schema: Status } } },
-        503: problem('The database does not answer (`not_ready`).'),
+        503: notReady('The database does not answer (`not_ready`).'),
       },
     }),
     async (c) => {

@@ -11,7 +11,7 @@ import { BrokerError } from '../errors.js';
 import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { ConfigQuery, EvaluateBody, EvaluateResult, OidcConfig } from './policy-schemas.js';
-import { authErrors, badRequest, notFound, problem } from './schemas.js';
+import { authErrors, badRequest, notFound, notReady } from './schemas.js';
 
 const TAGS = ['Trust policies'];
 
@@ -73,7 +73,10 @@ export function registerPolicyToolRoutes(
         200: { description: 'The evaluation.', content: { 'application/json': { schema: EvaluateResult } } },
         ...badRequest,
         ...authErrors,
-        503: problem("The token issuer's signing keys cannot be fetched (`issuer_unavailable`)."),
+        503: notReady(
+          "The token issuer's signing keys cannot be fetched (`issuer_unavailable`), or the database does not answer " +
+            'right now (`not_ready`, with `Retry-After`); retry.',
+        ),
       },
     }),
     async (c) => {

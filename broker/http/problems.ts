@@ -37,6 +37,12 @@ export function toBrokerError(error: unknown): BrokerError {
   return new BrokerError('internal_error', error instanceof Error ? error.message : String(error));
 }
 
+/**
+ * Retry-After of a `not_ready`: a restarted server or a dropped connection is back within about a second; the
+ * retries of a longer outage are spaced out by the client's own backoff.
+ */
+export const NOT_READY_RETRY_AFTER_SECONDS = 1;
+
 export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response {
   const brokerError = toBrokerError(error);
   if (brokerError.code === 'internal_error') {
@@ -48,6 +54,7 @@ export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response
   // Through the context, so headers set earlier in the request (X-Request-Id) are kept.
   return c.body(withoutSecretsInJson(JSON.stringify(body)), brokerError.status as ContentfulStatusCode, {
     'Content-Type': 'application/problem+json',
+    ...(brokerError.code === 'not_ready' ? { 'Retry-After': String(NOT_READY_RETRY_AFTER_SECONDS) } : {}),
     ...brokerError.headers,
   });
 }

@@ -100,6 +100,12 @@ export const headers = {
   },
 } as const;
 
+/** A 503 that can be `not_ready`, which says when to retry. */
+export const notReady = (description: string) => ({
+  ...problem(description),
+  headers: z.object(headers.retryAfter),
+});
+
 /** The error responses every authenticated route can give. */
 export const authErrors = {
   401: {
@@ -110,7 +116,7 @@ export const authErrors = {
     'The credential lacks the permission (`forbidden`), or asks for more than it holds (`permission_escalation`).',
   ),
   // Every authenticated request reads the database for its credential.
-  503: problem('The database does not answer right now (`not_ready`); retry.'),
+  503: notReady('The database does not answer right now (`not_ready`); retry after `Retry-After` seconds.'),
 } as const;
 
 export const badRequest = {

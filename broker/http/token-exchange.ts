@@ -6,7 +6,15 @@ import { type ExchangeDeps, type ExchangeRequest, exchangeToken } from '../core/
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
 import { bodyRequiredInDocument } from './media-types.js';
-import { headers, IssuedToken, issuedToken, PermissionList, problem, SCOPE_PATTERN } from './schemas.js';
+import {
+  headers,
+  IssuedToken,
+  issuedToken,
+  notReady,
+  PermissionList,
+  problem,
+  SCOPE_PATTERN,
+} from './schemas.js';
 import { nameCharacters } from './text.js';
 
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -138,9 +146,9 @@ export function registerTokenExchangeRoute(
             ...problem('`rate_limited`: retry after `Retry-After` seconds.'),
             headers: z.object(headers.retryAfter),
           },
-          503: problem(
+          503: notReady(
             "`issuer_unavailable`: the issuer's signing keys cannot be fetched; `not_ready`: the database does not " +
-              'answer, or the trust policies kept changing while the exchange was decided. Retry.',
+              'answer, or the trust policies kept changing while the exchange was decided, with `Retry-After`. Retry.',
           ),
         },
       }),

@@ -121,13 +121,14 @@ const holdWriteTurn = (db: TestDatabase, relay: unknown) =>
   relay ? holdPgLock(db.url, 7710003) : Promise.resolve(holdSqliteWriteLock(db.file!));
 
 describe(`a database outage (${engine})`, () => {
-  it('answers 503 not_ready, which the action retries, and logs the cause for the operator', async () => {
+  it('answers 503 not_ready with Retry-After, which the action retries, and logs the cause for the operator', async () => {
     const { db, relay, t, key } = await brokerOnRelay();
     // PostgreSQL unreachable; SQLite's write lock held past the busy timeout (a long backup, a stuck replica).
     if (relay) await relay.cut();
     else holdSqliteWriteLock(db.file!);
     const res = await createKey(t, key);
     expect(res.status).toBe(503);
+    expect(res.headers.get('Retry-After')).toBe('1');
     expect(await res.json()).toMatchObject({ code: 'not_ready', detail: expect.stringMatching(/retry/) });
     expect(t.logs.some((line) => line.includes('the database is unavailable'))).toBe(true);
     expect(t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
