@@ -8,7 +8,7 @@ import { decide } from './exchange-decision.js';
 import type { IssuerKeys } from './issuer-keys.js';
 import { withoutSecrets } from './keys.js';
 import { CLOCK_SKEW_SECONDS, type VerifiedClaims, verifyOidcToken } from './oidc-verify.js';
-import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
+import { enabledPermissions, expandPermissions, type Permission, permissionProblems } from './permissions.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { TenantDirectory } from './tenant-directory.js';
 
@@ -122,22 +122,26 @@ async function takeRateLimit(
   );
 }
 
-/** The permissions the request names (undefined: all the policy allows), or the entry the tenant has none of. */
+/**
+ * The permissions the request names (undefined: all the policy allows), or every entry that grants nothing: why,
+ * without the entry (for the audit event), and the message that quotes it with the id it probably stands for.
+ */
 function requestedPermissions(
   { permissions: values, permissionsField = 'permissions' }: ExchangeRequest,
   tenant: Tenant,
 ):
   | { ok: true; permissions: Permission[] | undefined }
-  | { ok: false; field: string; why: string; value: string } {
+  | { ok: false; problems: { field: string; why: string; message: string }[] } {
   if (values === undefined || values.length === 0) return { ok: true, permissions: undefined };
-  const expanded = expandPermissions(values, enabledPermissions(tenant.disabledCategories));
+  const enabled = enabledPermissions(tenant.disabledCategories);
+  const expanded = expandPermissions(values, enabled);
   if (expanded.ok) return expanded;
-  const why =
-    expanded.reason === 'unknown'
-      ? 'unknown permission'
-      : 'permission of a category disabled for this tenant';
-  const field = permissionsField === 'scope' ? 'scope' : `permissions[${expanded.index}]`;
-  return { ok: false, field, why, value: expanded.value };
+  const problems = permissionProblems(values, enabled).map(({ index, reason, message }) => ({
+    field: permissionsField === 'scope' ? 'scope' : `permissions[${index}]`,
+    why: reason,
+    message,
+  }));
+  return { ok: false, problems };
 }
 
 export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps): Promise<ExchangeResult> {
@@ -165,13 +169,14 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
     await store.audit.append(
       deniedEvent(tenant, claims, {
         reason: 'invalid_request',
-        errors: [{ field: requested.field, message: requested.why }],
+        errors: requested.problems.map(({ field, why }) => ({ field, message: why })),
       }),
       now(),
     );
-    throw BrokerError.fields('invalid_request', [
-      { field: requested.field, message: `${requested.why} "${requested.value}"` },
-    ]);
+    throw BrokerError.fields(
+      'invalid_request',
+      requested.problems.map(({ field, message }) => ({ field, message })),
+    );
   }
   const permissions = requested.permissions;
   const { decision, jti } = await decide(request, { claims, tenant, permissions, repositoryKey }, deps);

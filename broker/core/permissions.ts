@@ -120,23 +120,33 @@ export function meantPermission(value: string, quote: (id: string) => string): s
   return `did you mean ${ids.map(quote).join(' or ')}?`;
 }
 
+const hint = (meant: string | null) => (meant ? `; ${meant}` : '');
+
+export interface PermissionProblem {
+  index: number;
+  /** Why, without quoting the entry (what an audit event may keep). */
+  reason: 'unknown permission' | 'permission of a category disabled for this tenant';
+  /** Why, quoting the entry, with the id it probably stands for. */
+  message: string;
+}
+
 /**
  * Why each entry of a requested permission list grants nothing in a tenant that has `enabled`, by its index: every
  * one, so that one answer names all there are to fix.
  */
-const hint = (meant: string | null) => (meant ? `; ${meant}` : '');
-
 export function permissionProblems(
   values: readonly string[],
   enabled: readonly Permission[],
-): { index: number; message: string }[] {
-  return values.flatMap((value, index) => {
+): PermissionProblem[] {
+  return values.flatMap((value, index): PermissionProblem[] => {
     const expanded = expandPermissions([value], enabled);
     if (expanded.ok) return [];
-    const message =
-      expanded.reason === 'unknown'
-        ? `unknown permission "${value}"${hint(meantPermission(value, (id) => `"${id}"`))} (GET /v1/permissions lists the valid ids)`
-        : `"${value}" belongs to a category that is disabled for this tenant`;
-    return [{ index, message }];
+    if (expanded.reason === 'unknown') {
+      const meant = hint(meantPermission(value, (id) => `"${id}"`));
+      const message = `unknown permission "${value}"${meant} (GET /v1/permissions lists the valid ids)`;
+      return [{ index, reason: 'unknown permission', message }];
+    }
+    const message = `"${value}" belongs to a category that is disabled for this tenant`;
+    return [{ index, reason: 'permission of a category disabled for this tenant', message }];
   });
 }

@@ -256,7 +256,7 @@ describe('explained failures', () => {
   });
 
   it('invalid_request for a permission: names it and says to remove it, not that the request was malformed', async () => {
-    const why = 'permission of a category disabled for this tenant "orchestrate-security:read"';
+    const why = '"orchestrate-security:read" belongs to a category that is disabled for this tenant';
     const { message } = await failureFor(() =>
       problem(400, 'invalid_request', {
         detail: `permissions[0]: ${why}`,

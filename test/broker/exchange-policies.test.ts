@@ -320,6 +320,25 @@ describe('granted permissions', () => {
     await f.policy('p');
     const r = await denied(400, 'invalid_request', {}, { permissions: ['harden-runner:read', 'nope:read'] });
     expect(r.body.errors).toEqual([expect.objectContaining({ field: 'permissions[1]' })]);
+    // Every entry that grants nothing is named at once, each with the id it probably stands for.
+    const several = await denied(
+      400,
+      'invalid_request',
+      {},
+      { permissions: ['Harden-Runner:Read', 'harden-runner:read', 'audit-log:write'] },
+    );
+    expect(several.body.errors).toEqual([
+      {
+        field: 'permissions[0]',
+        message: expect.stringContaining(
+          'unknown permission "Harden-Runner:Read"; did you mean "harden-runner:read"?',
+        ),
+      },
+      {
+        field: 'permissions[2]',
+        message: expect.stringContaining('"audit-log" is read only: did you mean "audit-log:read"?'),
+      },
+    ]);
     const token = f.issuer.sign();
     expect((await exchange(token, { permissions: ['nope:read'] })).status).toBe(400);
     const events = await auditFor('token.exchange_denied', payloadOf(token).jti as string);
@@ -489,7 +508,12 @@ describe('RFC 8693 form', () => {
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({
       code: 'invalid_request',
-      errors: [{ field: 'scope', message: 'unknown permission "nope"' }],
+      errors: [
+        {
+          field: 'scope',
+          message: expect.stringMatching(/^unknown permission "nope" \(GET \/v1\/permissions/),
+        },
+      ],
     });
   });
 
