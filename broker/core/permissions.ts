@@ -103,21 +103,28 @@ export function expandPermissions(values: readonly string[], enabled: readonly P
 /**
  * What a value that names no permission probably stands for, as a question with each id quoted by `quote`: the id
  * or shortcut in another case, quoted or in brackets; a category's ids; for a read-only category's `:write`, its
- * `:read`. Null when nothing is close.
+ * `:read`. Only ids among `enabled` are offered, since another would only be refused next. Null when nothing is
+ * close.
  */
-export function meantPermission(value: string, quote: (id: string) => string): string | null {
+export function meantPermission(
+  value: string,
+  quote: (id: string) => string,
+  enabled: readonly Permission[] = ALL_PERMISSIONS,
+): string | null {
   const bare = value
     .trim()
     .toLowerCase()
     .replace(/^[["']+|["'\]]+$/g, '');
-  if (isPermission(bare) || (SHORTCUTS as readonly string[]).includes(bare))
-    return `did you mean ${quote(bare)}?`;
+  if ((SHORTCUTS as readonly string[]).includes(bare)) return `did you mean ${quote(bare)}?`;
+  if (isPermission(bare)) return enabled.includes(bare) ? `did you mean ${quote(bare)}?` : null;
   const category = bare.split(':')[0]!;
   if (!isCategoryId(category)) return null;
   const ids = ALL_PERMISSIONS.filter((p) => categoryOf(p) === category);
+  const offered = ids.filter((id) => enabled.includes(id));
+  if (offered.length === 0) return null;
   if (ids.length === 1 && bare === `${category}:write`)
-    return `${quote(category)} is read only: did you mean ${quote(ids[0]!)}?`;
-  return `did you mean ${ids.map(quote).join(' or ')}?`;
+    return `${quote(category)} is read only: did you mean ${quote(offered[0]!)}?`;
+  return `did you mean ${offered.map(quote).join(' or ')}?`;
 }
 
 const hint = (meant: string | null) => (meant ? `; ${meant}` : '');
@@ -142,7 +149,7 @@ export function permissionProblems(
     const expanded = expandPermissions([value], enabled);
     if (expanded.ok) return [];
     if (expanded.reason === 'unknown') {
-      const meant = hint(meantPermission(value, (id) => `"${id}"`));
+      const meant = hint(meantPermission(value, (id) => `"${id}"`, enabled));
       const message = `unknown permission "${value}"${meant} (GET /v1/permissions lists the valid ids)`;
       return [{ index, reason: 'unknown permission', message }];
     }

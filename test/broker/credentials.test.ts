@@ -107,6 +107,15 @@ describe('effective permissions', () => {
     expect(await res.json()).toMatchObject({
       errors: [{ field: 'permissions[1]', message: expect.stringContaining('disabled') }],
     });
+    // A mistyped id is not answered with one of a disabled category, which would only be refused next.
+    const typo = await t.request('POST', '/v1/fine-grained-keys', {
+      key,
+      json: { name: 'x', expiration: '30d', permissions: ['Harden-Runner:Read', 'Audit-Log:Read'] },
+    });
+    const { errors } = (await typo.json()) as { errors: { field: string; message: string }[] };
+    expect(errors.map((e) => e.field)).toEqual(['permissions[0]', 'permissions[1]']);
+    expect(errors[0]!.message).not.toContain('did you mean');
+    expect(errors[1]!.message).toContain('did you mean "audit-log:read"?');
     const catalogue = (await (await t.request('GET', '/v1/permissions', { key })).json()) as {
       categories: { id: string; enabled: boolean }[];
       shortcuts: Record<string, string[]>;
