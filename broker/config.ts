@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { parse as parseConnectionString } from 'pg-connection-string';
 import { isLoopbackHost } from './core/loopback.js';
 import type { LogLevel } from './logger.js';
+import { WRITERS_CONNECTED } from './store/postgres.js';
 
 export const GITHUB_ISSUER = 'https://token.actions.githubusercontent.com';
 /** A tenant's default audience is `<name>.<suffix>`: a 63-character name, a dot and this leave 255. */
@@ -13,7 +14,18 @@ export interface TrustedIssuerConfig {
   jwksUri?: string;
 }
 
-export type DatabaseConfig = { engine: 'sqlite'; path: string } | { engine: 'postgres'; url: string };
+export type DatabaseConfig =
+  | { engine: 'sqlite'; path: string }
+  /** `poolSize`: the most connections this process opens to PostgreSQL at once. */
+  | { engine: 'postgres'; url: string; poolSize: number };
+
+const POOL_SIZE = 'DATABASE_POOL_SIZE';
+/**
+ * At least one connection more than the write transactions that may hold one at once, so that reads (and
+ * /readyz) always have one; at most 100, PostgreSQL's default max_connections, which no one replica needs.
+ */
+const MIN_POOL_SIZE = WRITERS_CONNECTED + 1;
+const MAX_POOL_SIZE = 100;
 
 export interface RateLimitConfig {
   /** Sustained exchanges per minute for one repository of one issuer at one tenant. */
@@ -82,7 +94,8 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   if (!/^[0-9]+$/.test(raw))
     throw new ConfigError(name, `expected a whole number from ${min} to ${max}, got "${raw}"`);
   const value = Number(raw);
-  if (value < min || value > max) throw new ConfigError(name, `must be from ${min} to ${max}, got ${value}`);
+  // The text as given: a number past 2^53 would read back as another one.
+  if (value < min || value > max) throw new ConfigError(name, `must be from ${min} to ${max}, got "${raw}"`);
   return value;
 }
 
@@ -115,6 +128,14 @@ function database(env: Env): DatabaseConfig {
     const path = raw.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
     if (!path)
       throw new ConfigError('DATABASE_URL', 'sqlite: needs a file path, e.g. sqlite:./data/broker.db');
+    // Refused rather than ignored: set with SQLite, it most likely means DATABASE_URL is missing, and the embedded
+    // file (with its demo tenant) would be used instead of the PostgreSQL the pool was sized for.
+    if (env[POOL_SIZE] !== undefined) {
+      throw new ConfigError(
+        POOL_SIZE,
+        `applies only to PostgreSQL, but DATABASE_URL is ${env.DATABASE_URL === undefined ? 'unset (SQLite at ./data/broker.db)' : 'a sqlite: URL'}; set DATABASE_URL=postgres://…, or unset ${POOL_SIZE}`,
+      );
+    }
     return { engine: 'sqlite', path };
   }
   if (/^postgres(ql)?:\/\//.test(raw)) {
@@ -128,7 +149,11 @@ function database(env: Env): DatabaseConfig {
         'is not a valid postgres:// URL: check the port, and percent-encode special characters in the user name and password',
       );
     }
-    return { engine: 'postgres', url: raw };
+    return {
+      engine: 'postgres',
+      url: raw,
+      poolSize: integer(env, POOL_SIZE, 10, MIN_POOL_SIZE, MAX_POOL_SIZE),
+    };
   }
   throw new ConfigError('DATABASE_URL', 'expected sqlite:PATH or postgres://USER:PASS@HOST:PORT/DB');
 }

@@ -112,7 +112,10 @@ export function shownDatabaseUrl(config: DatabaseConfig): string {
 export async function openStore(config: DatabaseConfig): Promise<Store> {
   let db: SqlDriver | undefined;
   try {
-    db = config.engine === 'sqlite' ? openSqlite(config.path) : openPostgres(config.url);
+    db =
+      config.engine === 'sqlite'
+        ? openSqlite(config.path)
+        : openPostgres(config.url, { maxConnections: config.poolSize });
     const { unknown } = await migrate(db);
     return { ...storeOn(db), unknownMigrations: unknown };
   } catch (error) {

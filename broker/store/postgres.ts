@@ -108,8 +108,12 @@ const WRITE_TURN_LOCK = 7710003;
  * well, each holding a connection: with a table they write locked by another session, writers would take the
  * whole pool, and reads, /readyz's among them, would fail for want of a connection. The others wait here.
  */
-const WRITERS_CONNECTED = 2;
+export const WRITERS_CONNECTED = 2;
 
+/**
+ * `maxConnections` (DATABASE_POOL_SIZE, 10 by default) bounds the connections this process opens: requests past it
+ * wait for one, up to the 5 s a read waits. It must exceed WRITERS_CONNECTED, which config.ts makes sure of.
+ */
 export function openPostgres(
   url: string,
   options: { maxConnections?: number; answerDeadlineMs?: number } = {},

@@ -59,6 +59,10 @@ describe('loadConfig', () => {
     [{ BROKER_KEY_ENCRYPTION_KEY: 'short' }, 'BROKER_KEY_ENCRYPTION_KEY'],
     [{ DATABASE_URL: 'postgres://u@h/db' }, 'BROKER_KEY_ENCRYPTION_KEY'],
     [{ BROKER_RATE_LIMIT_PER_MINUTE: '-5' }, 'BROKER_RATE_LIMIT_PER_MINUTE'],
+    // A pool size with SQLite has no effect: most likely DATABASE_URL is missing, and the embedded file (and its
+    // demo tenant) would be used instead of the PostgreSQL the operator sized the pool for.
+    [{ DATABASE_POOL_SIZE: '10' }, 'DATABASE_POOL_SIZE'],
+    [{ DATABASE_URL: 'sqlite:./x.db', DATABASE_POOL_SIZE: '10' }, 'DATABASE_POOL_SIZE'],
     // Set but empty is never read as unset (a secret that was not injected, a compose variable missing).
     ...[
       'PORT',
@@ -96,6 +100,53 @@ describe('loadConfig', () => {
     [{ BROKER_AUDIENCE_SUFFIX: `${'abcdefghij.'.repeat(18)}example` }, 'BROKER_AUDIENCE_SUFFIX'],
   ])('%o is refused naming %s', (env, variable) => {
     expect(() => loadConfig(env)).toThrow(new RegExp(`^${variable.replace(/[[\]]/g, '\\$&')}: `));
+  });
+
+  describe('DATABASE_POOL_SIZE', () => {
+    const postgres = {
+      DATABASE_URL: 'postgres://broker@db:5432/broker',
+      BROKER_KEY_ENCRYPTION_KEY: 'ab'.repeat(32),
+    };
+
+    it('sizes the PostgreSQL pool: 10 connections per replica unless set, from 3 to 100', () => {
+      expect(loadConfig(postgres).database).toMatchObject({ engine: 'postgres', poolSize: 10 });
+      for (const size of [3, 4, 25, 100]) {
+        expect(loadConfig({ ...postgres, DATABASE_POOL_SIZE: String(size) }).database).toMatchObject({
+          poolSize: size,
+        });
+      }
+    });
+
+    it.each([
+      '',
+      ' ',
+      '0',
+      '2', // the two write transactions that may hold a connection at once would leave none for reads
+      '-1',
+      '101',
+      '2.5',
+      '1e2',
+      '0x10',
+      '10 ',
+      ' 10',
+      'ten',
+      '99999999999999999999999',
+    ])('refuses %j, naming the variable and the range it takes', (value) => {
+      expect(() => loadConfig({ ...postgres, DATABASE_POOL_SIZE: value })).toThrow(
+        value.trim() === ''
+          ? /^DATABASE_POOL_SIZE: is set but empty/
+          : new RegExp(`^DATABASE_POOL_SIZE: .*from 3 to 100, got "${value.replace(/[.]/g, '\\.')}"$`),
+      );
+    });
+
+    it('refuses it with SQLite, saying it applies only to PostgreSQL', () => {
+      expect(() => loadConfig({ DATABASE_POOL_SIZE: '10' })).toThrow(
+        /^DATABASE_POOL_SIZE: applies only to PostgreSQL.*DATABASE_URL is unset/,
+      );
+      expect(() => loadConfig({ DATABASE_URL: 'sqlite:./x.db', DATABASE_POOL_SIZE: '5' })).toThrow(
+        /^DATABASE_POOL_SIZE: applies only to PostgreSQL, but DATABASE_URL is a sqlite: URL/,
+      );
+    });
   });
 
   it('refuses a URL with credentials without repeating the password', () => {
@@ -143,6 +194,7 @@ describe('loadConfig', () => {
     expect(loadConfig({ DATABASE_URL: url, BROKER_KEY_ENCRYPTION_KEY: key }).database).toEqual({
       engine: 'postgres',
       url,
+      poolSize: 10,
     });
   });
 
@@ -156,7 +208,11 @@ describe('loadConfig', () => {
         { issuer: `${GITHUB_ISSUER}/acme` },
       ]),
     });
-    expect(config.database).toEqual({ engine: 'postgres', url: 'postgres://broker@db:5432/broker' });
+    expect(config.database).toEqual({
+      engine: 'postgres',
+      url: 'postgres://broker@db:5432/broker',
+      poolSize: 10,
+    });
     expect(config.keyEncryptionKey?.length).toBe(32);
     // The same 32 bytes in base64, standard and URL-safe, and with the newline a mounted secret file leaves.
     for (const encoded of [
