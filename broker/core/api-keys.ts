@@ -10,13 +10,7 @@ import type {
   Store,
 } from '../store/store.js';
 import { checkKeyFormat, generateKey, type KeyDigester, type KeyKind, keyHint } from './keys.js';
-import {
-  enabledPermissions,
-  expandPermissions,
-  missingFrom,
-  type Permission,
-  permissionProblems,
-} from './permissions.js';
+import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
 import { changedBy, type Principal } from './principal.js';
 import { CLOCK_SKEW_MS } from './signing-keys.js';
 
@@ -82,15 +76,11 @@ export function grantablePermissions(
 ): Permission[] {
   if (requested.length === 0)
     throw BrokerError.fields('invalid_request', [{ field, message: 'at least one permission is required' }]);
-  const enabled = enabledPermissions(principal.tenant.disabledCategories);
-  const expanded = expandPermissions(requested, enabled);
+  const expanded = expandPermissions(requested, enabledPermissions(principal.tenant.disabledCategories));
   if (!expanded.ok) {
     throw BrokerError.fields(
       'invalid_request',
-      permissionProblems(requested, enabled).map(({ index, message }) => ({
-        field: `${field}[${index}]`,
-        message,
-      })),
+      expanded.problems.map(({ index, message }) => ({ field: `${field}[${index}]`, message })),
     );
   }
   const missing = missingFrom(principal.permissions, expanded.permissions);

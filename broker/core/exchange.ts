@@ -8,7 +8,7 @@ import { decide } from './exchange-decision.js';
 import type { IssuerKeys } from './issuer-keys.js';
 import { withoutSecrets } from './keys.js';
 import { CLOCK_SKEW_SECONDS, type VerifiedClaims, verifyOidcToken } from './oidc-verify.js';
-import { enabledPermissions, expandPermissions, type Permission, permissionProblems } from './permissions.js';
+import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { TenantDirectory } from './tenant-directory.js';
 
@@ -133,10 +133,9 @@ function requestedPermissions(
   | { ok: true; permissions: Permission[] | undefined }
   | { ok: false; problems: { field: string; why: string; message: string }[] } {
   if (values === undefined || values.length === 0) return { ok: true, permissions: undefined };
-  const enabled = enabledPermissions(tenant.disabledCategories);
-  const expanded = expandPermissions(values, enabled);
+  const expanded = expandPermissions(values, enabledPermissions(tenant.disabledCategories));
   if (expanded.ok) return expanded;
-  const problems = permissionProblems(values, enabled).map(({ index, reason, message }) => ({
+  const problems = expanded.problems.map(({ index, reason, message }) => ({
     field: permissionsField === 'scope' ? 'scope' : `permissions[${index}]`,
     why: reason,
     message,

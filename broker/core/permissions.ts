@@ -75,28 +75,42 @@ export function missingFrom(held: Iterable<Permission>, wanted: Iterable<Permiss
 
 export type ExpandResult =
   | { ok: true; permissions: Permission[] }
-  | { ok: false; index: number; value: string; reason: 'unknown' | 'disabled' };
+  | { ok: false; problems: PermissionProblem[] };
+
+export interface PermissionProblem {
+  index: number;
+  /** Why, without quoting the entry (what an audit event may keep). */
+  reason: 'unknown permission' | 'permission of a category disabled for this tenant';
+  /** Why, quoting the entry, with the id it probably stands for. */
+  message: string;
+}
 
 /**
- * Expands shortcuts and validates ids against the tenant's enabled permissions.
+ * Expands shortcuts and validates ids against the tenant's enabled permissions; when an entry grants nothing, says
+ * why for every such entry, so that one answer names all there are to fix.
  * `read-all` is every enabled `:read`; `read-write-all` every enabled permission.
  */
 export function expandPermissions(values: readonly string[], enabled: readonly Permission[]): ExpandResult {
   const enabledSet = new Set<string>(enabled);
   const out = new Set<Permission>();
+  const problems: PermissionProblem[] = [];
   for (const [index, value] of values.entries()) {
     if (value === 'read-all') {
       for (const p of enabled) if (p.endsWith(':read')) out.add(p);
     } else if (value === 'read-write-all') {
       for (const p of enabled) out.add(p);
     } else if (!isPermission(value)) {
-      return { ok: false, index, value, reason: 'unknown' };
+      const meant = meantPermission(value, (id) => `"${id}"`, enabled);
+      const message = `unknown permission "${value}"${meant ? `; ${meant}` : ''} (GET /v1/permissions lists the valid ids)`;
+      problems.push({ index, reason: 'unknown permission', message });
     } else if (!enabledSet.has(value)) {
-      return { ok: false, index, value, reason: 'disabled' };
+      const message = `"${value}" belongs to a category that is disabled for this tenant`;
+      problems.push({ index, reason: 'permission of a category disabled for this tenant', message });
     } else {
       out.add(value);
     }
   }
+  if (problems.length > 0) return { ok: false, problems };
   return { ok: true, permissions: ALL_PERMISSIONS.filter((p) => out.has(p)) };
 }
 
@@ -125,35 +139,4 @@ export function meantPermission(
   if (ids.length === 1 && bare === `${category}:write`)
     return `${quote(category)} is read only: did you mean ${quote(offered[0]!)}?`;
   return `did you mean ${offered.map(quote).join(' or ')}?`;
-}
-
-const hint = (meant: string | null) => (meant ? `; ${meant}` : '');
-
-export interface PermissionProblem {
-  index: number;
-  /** Why, without quoting the entry (what an audit event may keep). */
-  reason: 'unknown permission' | 'permission of a category disabled for this tenant';
-  /** Why, quoting the entry, with the id it probably stands for. */
-  message: string;
-}
-
-/**
- * Why each entry of a requested permission list grants nothing in a tenant that has `enabled`, by its index: every
- * one, so that one answer names all there are to fix.
- */
-export function permissionProblems(
-  values: readonly string[],
-  enabled: readonly Permission[],
-): PermissionProblem[] {
-  return values.flatMap((value, index): PermissionProblem[] => {
-    const expanded = expandPermissions([value], enabled);
-    if (expanded.ok) return [];
-    if (expanded.reason === 'unknown') {
-      const meant = hint(meantPermission(value, (id) => `"${id}"`, enabled));
-      const message = `unknown permission "${value}"${meant} (GET /v1/permissions lists the valid ids)`;
-      return [{ index, reason: 'unknown permission', message }];
-    }
-    const message = `"${value}" belongs to a category that is disabled for this tenant`;
-    return [{ index, reason: 'permission of a category disabled for this tenant', message }];
-  });
 }

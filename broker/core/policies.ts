@@ -1,13 +1,7 @@
 // Creating, replacing and deleting trust policies (DESIGN §4): rules, shortcut expansion, no escalation, audit.
 import { randomUUID } from 'node:crypto';
 import type { AuditEventInput, Store } from '../store/store.js';
-import {
-  enabledPermissions,
-  expandPermissions,
-  missingFrom,
-  type Permission,
-  permissionProblems,
-} from './permissions.js';
+import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
 import { type PolicyFieldError, type PolicyRulesContext, validatePolicy } from './policy-rules.js';
 import type { PolicyClaims, PolicyRecord, TrustPolicy } from './policy-types.js';
 import { changedBy, type Principal } from './principal.js';
@@ -42,19 +36,16 @@ type Checked =
   | { ok: true; record: PolicyRecord; warnings: string[] }
   | Extract<PolicyRefusal, { reason: 'invalid' | 'escalation' }>;
 
-// Every unknown or disabled entry is named, not just the first.
-function permissionErrors(values: readonly string[], enabled: readonly Permission[]): PolicyFieldError[] {
-  return permissionProblems(values, enabled).map(({ index, message }) => ({
-    field: `permissions[${index}]`,
-    message,
-  }));
-}
-
 /** Applies every rule at once, so one answer names every field to fix; then refuses escalation. */
 function check(principal: Principal, submission: PolicySubmission, rules: PolicyRulesContext): Checked {
-  const enabled = enabledPermissions(principal.tenant.disabledCategories);
-  const badPermissions = permissionErrors(submission.permissions, enabled);
-  const expanded = expandPermissions(submission.permissions, enabled);
+  const expanded = expandPermissions(
+    submission.permissions,
+    enabledPermissions(principal.tenant.disabledCategories),
+  );
+  // Every unknown or disabled entry is named, with the other broken rules.
+  const badPermissions: PolicyFieldError[] = expanded.ok
+    ? []
+    : expanded.problems.map(({ index, message }) => ({ field: `permissions[${index}]`, message }));
   // When an entry is bad the list goes on as written, only so that validatePolicy judges its emptiness.
   const permissions = expanded.ok ? expanded.permissions : (submission.permissions as Permission[]);
   const validation = validatePolicy({ ...submission, permissions }, rules);

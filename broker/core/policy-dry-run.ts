@@ -8,7 +8,7 @@ import {
   type VerifyErrorCode,
   verifyOidcToken,
 } from './oidc-verify.js';
-import { enabledPermissions, expandPermissions, type Permission, permissionProblems } from './permissions.js';
+import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
 import { type Explanation, explainPolicies, policyNameKey } from './policy-evaluate.js';
 import type { TrustPolicy } from './policy-types.js';
 
@@ -106,10 +106,9 @@ function requestedPermissions(
   values: readonly string[],
   tenant: Tenant,
 ): { ok: true; permissions: Permission[] } | { ok: false; field: string; message: string } {
-  const enabled = enabledPermissions(tenant.disabledCategories);
-  const expanded = expandPermissions(values, enabled);
+  const expanded = expandPermissions(values, enabledPermissions(tenant.disabledCategories));
   if (expanded.ok) return expanded;
-  const [first] = permissionProblems(values, enabled);
+  const [first] = expanded.problems;
   return { ok: false, field: `permissions[${first!.index}]`, message: first!.message };
 }
 
