@@ -1,7 +1,7 @@
 // Turns a bearer credential (API key or access token) into a Principal, or refuses with 401.
 import { BrokerError } from '../errors.js';
 import type { Store } from '../store/store.js';
-import { checkKeyFormat, type KeyDigester, looksLikeApiKey } from './keys.js';
+import { checkKeyFormat, type KeyDigester, keyKindOf } from './keys.js';
 import { effectivePermissions, type Principal } from './principal.js';
 
 export interface AuthenticateDeps {
@@ -36,7 +36,7 @@ export function bearerCredential(header: string | undefined): string {
 }
 
 export async function authenticate(credential: string, deps: AuthenticateDeps): Promise<Principal> {
-  if (!looksLikeApiKey(credential)) {
+  if (!keyKindOf(credential)) {
     if (deps.accessTokens && credential.split('.').length === 3)
       return deps.accessTokens.authenticate(credential);
     throw unauthenticated(

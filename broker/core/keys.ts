@@ -65,10 +65,6 @@ export function checkKeyFormat(key: string): KeyCheck {
   return { ok: true, kind };
 }
 
-export function looksLikeApiKey(credential: string): boolean {
-  return KIND_BY_PREFIX.has(credential.slice(0, 4));
-}
-
 /** The kind of key a credential's prefix names, whether or not the rest of it is well-formed. */
 export function keyKindOf(credential: string): KeyKind | undefined {
   return KIND_BY_PREFIX.get(credential.slice(0, 4));
