@@ -68,7 +68,7 @@ export interface DryRun {
 export type DryRunResult =
   | DryRun
   | { ok: false; reason: 'token'; code: VerifyErrorCode; detail: string }
-  | { ok: false; reason: 'permission'; field: string; message: string };
+  | { ok: false; reason: 'permission'; errors: { field: string; message: string }[] };
 
 function kindOf(value: unknown): string {
   if (value === null) return 'null';
@@ -105,11 +105,11 @@ function claimWarnings(claims: Record<string, unknown>, tenant: Tenant): string[
 function requestedPermissions(
   values: readonly string[],
   tenant: Tenant,
-): { ok: true; permissions: Permission[] } | { ok: false; field: string; message: string } {
+): { ok: true; permissions: Permission[] } | { ok: false; errors: { field: string; message: string }[] } {
   const expanded = expandPermissions(values, enabledPermissions(tenant.disabledCategories));
   if (expanded.ok) return expanded;
-  const [first] = expanded.problems;
-  return { ok: false, field: `permissions[${first!.index}]`, message: first!.message };
+  const errors = expanded.problems.map(({ index, message }) => ({ field: `permissions[${index}]`, message }));
+  return { ok: false, errors };
 }
 
 /** Evaluates like the exchange would, but over every policy of the tenant, and consumes no token. */
@@ -119,8 +119,7 @@ export async function dryRunPolicies(
   deps: DryRunDeps,
 ): Promise<DryRunResult> {
   const requested = requestedPermissions(request.permissions ?? [], tenant);
-  if (!requested.ok)
-    return { ok: false, reason: 'permission', field: requested.field, message: requested.message };
+  if (!requested.ok) return { ok: false, reason: 'permission', errors: requested.errors };
 
   let claims: Record<string, unknown>;
   let used: { iss: string; jti: string } | undefined;

@@ -106,7 +106,7 @@ export function registerPolicyToolRoutes(
         },
       );
       if (!result.ok && result.reason === 'permission') {
-        throw BrokerError.fields('invalid_request', [{ field: result.field, message: result.message }]);
+        throw BrokerError.fields('invalid_request', result.errors);
       }
       if (!result.ok) {
         if (result.code === 'issuer_unavailable') throw new BrokerError('issuer_unavailable', result.detail);

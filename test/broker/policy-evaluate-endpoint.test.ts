@@ -288,6 +288,27 @@ describe('evaluate typed-in claims', () => {
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ code: 'invalid_request', errors: [{ field }] });
   });
+
+  it('names every permission that grants nothing, each with the id it probably stands for, as the exchange does', async () => {
+    const json = {
+      claims: JOB,
+      permissions: ['Harden-Runner:Read', 'harden-runner:read', 'audit-log:write'],
+    };
+    const res = await t.request('POST', '/v1/oidc/policies/evaluate', { key, json });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { errors: unknown }).errors).toEqual([
+      {
+        field: 'permissions[0]',
+        message: expect.stringContaining(
+          'unknown permission "Harden-Runner:Read"; did you mean "harden-runner:read"?',
+        ),
+      },
+      {
+        field: 'permissions[2]',
+        message: expect.stringContaining('"audit-log" is read only: did you mean "audit-log:read"?'),
+      },
+    ]);
+  });
 });
 
 describe('evaluate a real OIDC token', () => {
