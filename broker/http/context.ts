@@ -13,6 +13,8 @@ export interface BrokerEnv {
   };
 }
 
+export const UNKNOWN_FIELD = 'unknown field';
+
 /** `['permissions', 1, 'x']` → `permissions[1].x`. */
 export function fieldPath(path: readonly PropertyKey[]): string {
   let out = '';
@@ -28,7 +30,7 @@ export function fieldErrors(error: z.ZodError): FieldError[] {
   const seen = new Set<string>();
   return error.issues.flatMap((issue): FieldError[] => {
     if (issue.code === 'unrecognized_keys') {
-      return issue.keys.map((key) => ({ field: fieldPath([...issue.path, key]), message: 'unknown field' }));
+      return issue.keys.map((key) => ({ field: fieldPath([...issue.path, key]), message: UNKNOWN_FIELD }));
     }
     const field = fieldPath(issue.path) || 'body';
     const missing = issue.code === 'invalid_type' && /received undefined/.test(issue.message);
@@ -40,6 +42,30 @@ export function fieldErrors(error: z.ZodError): FieldError[] {
   });
 }
 
+/**
+ * What a failed validation reports, field by field. A form parameter sent more than once (which RFC 6749 §3.1
+ * forbids) reaches the schema as a list of its values: it is told that, rather than whatever its type or values
+ * break.
+ */
+export function requestFieldErrors(result: {
+  error: z.ZodError;
+  target: string;
+  data?: unknown;
+}): FieldError[] {
+  const errors = fieldErrors(result.error);
+  const data = result.data;
+  if (result.target !== 'form' || typeof data !== 'object' || data === null) return errors;
+  const repeated = new Set(
+    Object.keys(data).filter((key) => Array.isArray((data as Record<string, unknown>)[key])),
+  );
+  if (repeated.size === 0) return errors;
+  return errors.map((e) =>
+    repeated.has(e.field) && e.message !== UNKNOWN_FIELD
+      ? { field: e.field, message: 'sent more than once: send each parameter once' }
+      : e,
+  );
+}
+
 /** Route validation failures become one 400 (or 422 for policies) naming every field. */
 export function validationHook(
   code: 'invalid_request' | 'invalid_policy' = 'invalid_request',
@@ -47,6 +73,6 @@ export function validationHook(
   return (result) => {
     if (result.success) return undefined;
     const isBody = result.target === 'json' || result.target === 'form';
-    throw BrokerError.fields(isBody ? code : 'invalid_request', fieldErrors(result.error));
+    throw BrokerError.fields(isBody ? code : 'invalid_request', requestFieldErrors(result));
   };
 }

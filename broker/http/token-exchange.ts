@@ -1,10 +1,10 @@
 // POST /v1/oidc/token: swap a GitHub Actions OIDC token for an access token (JSON or RFC 8693 form).
-import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { createRoute, type Hook, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { createMiddleware } from 'hono/factory';
 import { ACCESS_TOKEN_TYPE } from '../core/access-tokens.js';
 import { type ExchangeDeps, type ExchangeRequest, exchangeToken } from '../core/exchange.js';
 import { BrokerError } from '../errors.js';
-import type { BrokerEnv } from './context.js';
+import { type BrokerEnv, requestFieldErrors, UNKNOWN_FIELD } from './context.js';
 import { bodyRequiredInDocument } from './media-types.js';
 import {
   headers,
@@ -50,11 +50,22 @@ const FormRequest = z
     grant_type: z.literal(GRANT_TYPE),
     subject_token: Token,
     subject_token_type: z.enum(SUBJECT_TOKEN_TYPES),
-    requested_token_type: z.literal(ACCESS_TOKEN_TYPE).optional(),
+    requested_token_type: z
+      .literal(ACCESS_TOKEN_TYPE, {
+        error: `the broker issues access tokens only: send ${ACCESS_TOKEN_TYPE}, or leave requested_token_type out`,
+      })
+      .optional(),
     scope: z.string().max(4096).optional().openapi({
       description: "Space-separated permissions (ids or shortcuts); omit for the policy's whole allowlist.",
       pattern: SCOPE_PATTERN,
     }),
+    // RFC 6749 §2.3, §3.2.1: a public client (token_endpoint_auth_methods_supported: none) may identify itself so.
+    // There are no registered clients: the OIDC token alone says who asks.
+    client_id: z
+      .string()
+      .max(255)
+      .optional()
+      .openapi({ description: 'Ignored; a public client may send it.' }),
     tenant: TenantName.optional(),
     policy: PolicyName.optional(),
     duration_seconds: z
@@ -76,6 +87,33 @@ const FormRequest = z
 const TokenResponse = IssuedToken.extend({
   policy: z.string().openapi({ description: 'The trust policy that granted the token.' }),
 }).openapi('TokenResponse');
+
+/**
+ * RFC 8693 parameters the broker knows but does not act on, each refused saying why rather than as an unknown field:
+ * taking them in silence would hand out a token other than the one asked for.
+ */
+const UNSUPPORTED: Record<string, string> = {
+  audience:
+    "not supported: the access token's audience is always its tenant's audience, the one the OIDC token carries in aud; leave audience out",
+  resource:
+    "not supported: the access token is for its tenant's API, whose audience the OIDC token carries in aud; leave resource out",
+  actor_token: 'not supported: the broker does no delegation; leave actor_token and actor_token_type out',
+  actor_token_type:
+    'not supported: the broker does no delegation; leave actor_token and actor_token_type out',
+};
+
+/** The route's validation failures, with the RFC 8693 parameters the broker does not support named as such. */
+function exchangeHook<I, P extends string>(
+  ...[result]: Parameters<Hook<I, BrokerEnv, P, undefined>>
+): undefined {
+  if (result.success) return undefined;
+  const errors = requestFieldErrors(result).map((e) =>
+    result.target === 'form' && e.message === UNKNOWN_FIELD && Object.hasOwn(UNSUPPORTED, e.field)
+      ? { field: e.field, message: UNSUPPORTED[e.field]! }
+      : e,
+  );
+  throw BrokerError.fields('invalid_request', errors);
+}
 
 /** SECURITY-CASES H8/H9: the token travels in the body only — never in a header or the URL. */
 const bodyOnly = createMiddleware<BrokerEnv>(async (c, next) => {
@@ -177,5 +215,6 @@ export function registerTokenExchangeRoute(
       c.header('Cache-Control', 'no-store');
       return c.json({ ...issuedToken(result), policy: result.policy }, 200);
     },
+    exchangeHook,
   );
 }

@@ -142,6 +142,18 @@ describe('exchanged access tokens', () => {
     const missing = await f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form('') });
     expect(missing.status).toBe(400);
     expect(await missing.json()).toMatchObject({ code: 'invalid_request', errors: [{ field: 'token' }] });
+    // RFC 6749 §3.1: a parameter is sent once. Which of two tokens is meant cannot be told: neither is taken.
+    for (const path of ['/v1/tokens/introspect', '/v1/tokens/revoke']) {
+      const twice = await f.t.request('POST', path, {
+        key: f.key,
+        body: `token=${token}&token=${token}`,
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      });
+      expect(twice.status).toBe(400);
+      expect(await twice.json()).toMatchObject({
+        errors: [{ field: 'token', message: 'sent more than once: send each parameter once' }],
+      });
+    }
   });
 
   it("revoking another credential's token needs api-keys:write", async () => {

@@ -532,6 +532,62 @@ describe('RFC 8693 form', () => {
     }
     expect((await form(good)).status).toBe(200);
   });
+
+  it('takes the client_id a public client sends (token_endpoint_auth_methods_supported: none), and ignores it', async () => {
+    await f.policy('p');
+    const fields = { grant_type: GRANT, subject_token: f.issuer.sign(), subject_token_type: ID_TOKEN };
+    const res = await form({ ...fields, client_id: 'my-ci' });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ policy: 'p', permissions: ['harden-runner:read'] });
+  });
+
+  it('RFC 8693 parameters it does not support are refused, each saying why, and use up nothing', async () => {
+    await f.policy('p');
+    const token = f.issuer.sign();
+    const good = { grant_type: GRANT, subject_token: token, subject_token_type: ID_TOKEN };
+    for (const [extra, expected] of [
+      [{ audience: 'https://api.example' }, [['audience', /tenant's audience/]]],
+      [{ resource: 'https://api.example/' }, [['resource', /tenant's API/]]],
+      [
+        { actor_token: f.issuer.sign(), actor_token_type: ID_TOKEN },
+        [
+          ['actor_token', /delegation/],
+          ['actor_token_type', /delegation/],
+        ],
+      ],
+      [
+        { requested_token_type: 'urn:ietf:params:oauth:token-type:jwt' },
+        [['requested_token_type', /issues access tokens only/]],
+      ],
+    ] as const) {
+      const res = await form({ ...good, ...extra });
+      const body = (await res.json()) as { code: string; errors: { field: string; message: string }[] };
+      expect({ status: res.status, code: body.code }).toEqual({ status: 400, code: 'invalid_request' });
+      expect(body.errors.map((e) => [e.field, e.message])).toEqual(
+        expected.map(([field, message]) => [field, expect.stringMatching(message)]),
+      );
+    }
+    expect((await form(good)).status).toBe(200);
+  });
+
+  it('a parameter sent twice is refused as such (RFC 6749 §3.1), whatever its values', async () => {
+    await f.policy('p');
+    const good = `grant_type=${encodeURIComponent(GRANT)}&subject_token=${f.issuer.sign()}&subject_token_type=${encodeURIComponent(ID_TOKEN)}`;
+    for (const [extra, field] of [
+      ['&scope=harden-runner:read&scope=harden-runner:read', 'scope'],
+      [`&grant_type=${encodeURIComponent(GRANT)}`, 'grant_type'],
+    ] as const) {
+      const res = await f.t.request('POST', '/v1/oidc/token', {
+        body: good + extra,
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({
+        code: 'invalid_request',
+        errors: [{ field, message: 'sent more than once: send each parameter once' }],
+      });
+    }
+  });
 });
 
 describe('a policy changed while an exchange decides (e.g. on another replica)', () => {
