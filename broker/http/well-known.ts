@@ -53,6 +53,10 @@ export function registerWellKnownRoutes(
     grant_types_supported: ['urn:ietf:params:oauth:grant-type:token-exchange'],
     response_types_supported: [],
     token_endpoint_auth_methods_supported: ['none'],
+    // RFC 8414 §2 takes a token type here too. Left out, revocation would default to client_secret_basic, which
+    // neither endpoint takes: both want an API key or access token as `Authorization: Bearer`.
+    introspection_endpoint_auth_methods_supported: ['Bearer'],
+    revocation_endpoint_auth_methods_supported: ['Bearer'],
     scopes_supported: [...ALL_PERMISSIONS],
     service_documentation: `${base}/v1/reference`,
   };

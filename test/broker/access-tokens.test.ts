@@ -559,6 +559,12 @@ describe('discovery and signing keys', () => {
       revocation_endpoint: 'https://broker.test/v1/tokens/revoke',
       introspection_endpoint: 'https://broker.test/v1/tokens/introspect',
       grant_types_supported: ['urn:ietf:params:oauth:grant-type:token-exchange'],
+      token_endpoint_auth_methods_supported: ['none'],
+      // RFC 8414 §2: left out, revocation would default to client_secret_basic, which the broker does not take.
+      // Both endpoints take an API key or access token as a bearer credential (a value of the Access Token Types
+      // registry, which RFC 8414 allows here).
+      introspection_endpoint_auth_methods_supported: ['Bearer'],
+      revocation_endpoint_auth_methods_supported: ['Bearer'],
     });
   });
 
