@@ -3,9 +3,10 @@ import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { withoutSecretsInJson } from '../core/keys.js';
-import { BrokerError, toProblem } from '../errors.js';
+import { BrokerError, type ErrorCode, type ProblemDocument, toProblem } from '../errors.js';
 import { StoreUnavailable } from '../store/sql.js';
 import type { BrokerEnv } from './context.js';
+import { TOKEN_ENDPOINT } from './token-exchange.js';
 
 /** The 415 for a body in another media type than the route takes, naming the ones it does. */
 export function unsupportedMediaType(accepted: string[]): BrokerError {
@@ -38,6 +39,35 @@ export function toBrokerError(error: unknown): BrokerError {
 }
 
 /**
+ * The OAuth error (RFC 6749 §5.2) of each refusal the token endpoint gives. RFC 8693 §2.2.2: a subject token that is
+ * invalid, or unacceptable by policy, is `invalid_request`; asking for more than may be granted is `invalid_scope`.
+ * A 429 or 5xx has none: an OAuth client takes it as the HTTP error it is.
+ */
+const OAUTH_ERRORS: Partial<Record<ErrorCode, 'invalid_request' | 'invalid_scope'>> = {
+  invalid_request: 'invalid_request',
+  invalid_token: 'invalid_request',
+  audience_mismatch: 'invalid_request',
+  token_replayed: 'invalid_request',
+  no_matching_policy: 'invalid_request',
+  ambiguous_policy: 'invalid_request',
+  permission_not_allowed: 'invalid_scope',
+  method_not_allowed: 'invalid_request',
+  payload_too_large: 'invalid_request',
+  unsupported_media_type: 'invalid_request',
+};
+
+/**
+ * An OAuth client of the token endpoint reads `error` and `error_description`, not the problem's `code` and
+ * `detail`: the refusal carries both, the description in the characters RFC 6749 allows it.
+ */
+function withOAuthError(problem: ProblemDocument, path: string): ProblemDocument {
+  const error = path === TOKEN_ENDPOINT ? OAUTH_ERRORS[problem.code] : undefined;
+  if (!error) return problem;
+  const description = problem.detail.replaceAll('"', "'").replaceAll(/[^\x20\x21\x23-\x5B\x5D-\x7E]/g, '?');
+  return { ...problem, error, error_description: description };
+}
+
+/**
  * Retry-After of a `not_ready`: a restarted server or a dropped connection is back within about a second; the
  * retries of a longer outage are spaced out by the client's own backoff.
  */
@@ -50,7 +80,7 @@ export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response
   } else if (error instanceof StoreUnavailable) {
     c.get('log').error('request failed: the database is unavailable', { error });
   }
-  const body = toProblem(brokerError, c.get('requestId'));
+  const body = withOAuthError(toProblem(brokerError, c.get('requestId')), c.req.path);
   // Through the context, so headers set earlier in the request (X-Request-Id) are kept.
   return c.body(withoutSecretsInJson(JSON.stringify(body)), brokerError.status as ContentfulStatusCode, {
     'Content-Type': 'application/problem+json',

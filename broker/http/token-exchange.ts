@@ -17,6 +17,8 @@ import {
 } from './schemas.js';
 import { nameCharacters } from './text.js';
 
+/** The token endpoint: its errors also speak OAuth (`problems.ts`). */
+export const TOKEN_ENDPOINT = '/v1/oidc/token';
 const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const SUBJECT_TOKEN_TYPES = [
   'urn:ietf:params:oauth:token-type:id_token',
@@ -152,7 +154,7 @@ export function registerTokenExchangeRoute(
       app,
       createRoute({
         method: 'post',
-        path: '/v1/oidc/token',
+        path: TOKEN_ENDPOINT,
         tags: ['OIDC federation'],
         summary: 'Exchange a GitHub Actions OIDC token for an access token',
         description:

@@ -570,6 +570,35 @@ describe('RFC 8693 form', () => {
     expect((await form(good)).status).toBe(200);
   });
 
+  it('errors carry the OAuth error and error_description (RFC 6749 §5.2, RFC 8693 §2.2.2) beside the problem', async () => {
+    await f.policy('p', { permissions: ['harden-runner:read'] });
+    const fields = { grant_type: GRANT, subject_token: f.issuer.sign(), subject_token_type: ID_TOKEN };
+    for (const [sent, code, error] of [
+      [{ ...fields, grant_type: 'client_credentials' }, 'invalid_request', 'invalid_request'],
+      [{ ...fields, subject_token: 'a.b.c' }, 'invalid_token', 'invalid_request'],
+      [
+        { ...fields, subject_token: f.issuer.sign({ repository: 'acme/other' }) },
+        'no_matching_policy',
+        'invalid_request',
+      ],
+      [{ ...fields, scope: 'audit-log:read' }, 'permission_not_allowed', 'invalid_scope'],
+    ] as const) {
+      const res = await form(sent);
+      expect(res.headers.get('Content-Type')).toBe('application/problem+json');
+      const body = (await res.json()) as Record<string, string>;
+      expect(body).toMatchObject({ code, error });
+      // The detail, in the characters RFC 6749 allows there (no double quote, no backslash, printable ASCII).
+      expect(body.error_description).toBe(body.detail!.replaceAll('"', "'"));
+      expect(body.error_description).toMatch(/^[\x20\x21\x23-\x5B\x5D-\x7E]+$/);
+    }
+    const replayed = f.issuer.sign();
+    expect((await f.exchange(replayed)).status).toBe(200);
+    expect(await (await f.exchange(replayed)).json()).toMatchObject({
+      code: 'token_replayed',
+      error: 'invalid_request',
+    });
+  });
+
   it('a parameter sent twice is refused as such (RFC 6749 §3.1), whatever its values', async () => {
     await f.policy('p');
     const good = `grant_type=${encodeURIComponent(GRANT)}&subject_token=${f.issuer.sign()}&subject_token_type=${encodeURIComponent(ID_TOKEN)}`;
