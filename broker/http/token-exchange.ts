@@ -104,16 +104,29 @@ const UNSUPPORTED: Record<string, string> = {
     'not supported: the broker does no delegation; leave actor_token and actor_token_type out',
 };
 
-/** The route's validation failures, with the RFC 8693 parameters the broker does not support named as such. */
+/** The form's own parameters, which a JSON body does not take: RFC 8693 sends them as a form. */
+const FORM_ONLY = new Set(
+  Object.keys(FormRequest.shape).filter((key) => !Object.hasOwn(JsonRequest.shape, key)),
+);
+const FORM_PARAMETER =
+  'an RFC 8693 parameter, sent as a form (Content-Type: application/x-www-form-urlencoded); a JSON body takes oidc_token instead';
+
+/**
+ * The route's validation failures, with the RFC 8693 parameters the broker does not support named as such, and the
+ * form's parameters sent as JSON told where they go.
+ */
 function exchangeHook<I, P extends string>(
   ...[result]: Parameters<Hook<I, BrokerEnv, P, undefined>>
 ): undefined {
   if (result.success) return undefined;
-  const errors = requestFieldErrors(result).map((e) =>
-    result.target === 'form' && e.message === UNKNOWN_FIELD && Object.hasOwn(UNSUPPORTED, e.field)
-      ? { field: e.field, message: UNSUPPORTED[e.field]! }
-      : e,
-  );
+  const errors = requestFieldErrors(result).map((e) => {
+    if (e.message !== UNKNOWN_FIELD) return e;
+    if (result.target === 'form' && Object.hasOwn(UNSUPPORTED, e.field))
+      return { field: e.field, message: UNSUPPORTED[e.field]! };
+    if (result.target === 'json' && FORM_ONLY.has(e.field))
+      return { field: e.field, message: FORM_PARAMETER };
+    return e;
+  });
   throw BrokerError.fields('invalid_request', errors);
 }
 

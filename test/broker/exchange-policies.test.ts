@@ -599,6 +599,29 @@ describe('RFC 8693 form', () => {
     });
   });
 
+  it('its parameters sent as JSON are told to come as a form, and use up nothing', async () => {
+    await f.policy('p');
+    const token = f.issuer.sign();
+    const res = await f.t.request('POST', '/v1/oidc/token', {
+      json: {
+        grant_type: GRANT,
+        subject_token: token,
+        subject_token_type: ID_TOKEN,
+        scope: 'harden-runner:read',
+      },
+    });
+    expect(res.status).toBe(400);
+    const { errors } = (await res.json()) as { errors: { field: string; message: string }[] };
+    expect(errors).toEqual([
+      { field: 'oidc_token', message: 'required' },
+      ...['grant_type', 'subject_token', 'subject_token_type', 'scope'].map((field) => ({
+        field,
+        message: expect.stringContaining('as a form (Content-Type: application/x-www-form-urlencoded)'),
+      })),
+    ]);
+    expect((await f.exchange(token)).status).toBe(200);
+  });
+
   it('a parameter sent twice is refused as such (RFC 6749 §3.1), whatever its values', async () => {
     await f.policy('p');
     const good = `grant_type=${encodeURIComponent(GRANT)}&subject_token=${f.issuer.sign()}&subject_token_type=${encodeURIComponent(ID_TOKEN)}`;
