@@ -1,9 +1,16 @@
 // Access tokens: RFC 9068 claims verified with a standard library, use as credentials, introspection,
 // revocation, minting from API keys, discovery metadata and signing-key rotation.
 import { type KeyObject, randomUUID, sign } from 'node:crypto';
-import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import {
+  calculateJwkThumbprint,
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  decodeProtectedHeader,
+  jwtVerify,
+} from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../broker/cli.js';
+import { createHttpServer } from '../../broker/http-server.js';
 import { startTestBroker, TEST_KEK, type TestBroker } from '../support/broker.js';
 import { deferred } from '../support/deferred.js';
 import { type Federation, startFederation } from '../support/federation.js';
@@ -67,6 +74,39 @@ describe('exchanged access tokens', () => {
       run_id: '27476101517',
     });
     expect(payload.exp! - payload.iat!).toBe(1200);
+  });
+
+  it('verify, exchanged and minted alike, as a resource server does: JWKS found through the metadata, over HTTP', async () => {
+    const server = createHttpServer(f.t.broker.app.fetch);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const socket = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      const meta = (await (await fetch(`${socket}/.well-known/oauth-authorization-server`)).json()) as {
+        issuer: string;
+        jwks_uri: string;
+      };
+      // The public URL is https://broker.test; the socket stands in for it.
+      const jwks = createRemoteJWKSet(new URL(new URL(meta.jwks_uri).pathname, socket));
+      const exchangedBody = await json<{ access_token: string; expires_in: number }>(
+        f.exchange(f.issuer.sign()),
+      );
+      const mintedBody = await json<{ access_token: string; expires_in: number }>(
+        f.t.request('POST', '/v1/tokens', { key: f.key, json: { duration_seconds: 600 } }),
+      );
+      for (const body of [exchangedBody, mintedBody]) {
+        const { payload } = await jwtVerify(body.access_token, jwks, {
+          issuer: meta.issuer,
+          audience: 'acme-corp.api.stepsecurity.io',
+          typ: 'at+jwt',
+          algorithms: ['ES256'],
+          requiredClaims: ['sub', 'client_id', 'jti', 'iat', 'exp', 'scope'],
+          currentDate: new Date(f.t.clock.now),
+        });
+        expect(payload.exp! - payload.iat!).toBe(body.expires_in);
+      }
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('authenticate with their permissions, and stop working once revoked (a token may revoke itself)', async () => {
