@@ -88,12 +88,49 @@ const KEY_SHAPED = new RegExp(`(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A
 /** Three base64url segments, the first two JSON objects (`eyJ` is `{"`): a JWS such as an access or OIDC token. */
 const TOKEN_SHAPED = /eyJ[0-9A-Za-z_-]*\.eyJ[0-9A-Za-z_-]*\.[0-9A-Za-z_-]+/g;
 
+// Invisible characters (Unicode's format characters: U+200B, a soft hyphen, …) are left out before looking: a
+// secret split by them is shown whole by every listing, and chat tools put them into long words to wrap them.
+const INVISIBLE = /\p{Cf}/gu;
+const HAS_INVISIBLE = /\p{Cf}/u;
+
+/**
+ * `text` with each run of the global `pattern` replaced, looking as if its invisible characters were not there: a
+ * secret split by them is found and replaced whole, the invisible characters inside it with it.
+ */
+function replaceSeeingThrough(text: string, pattern: RegExp, replace: (run: string) => string): string {
+  if (!HAS_INVISIBLE.test(text)) return text.replace(pattern, replace);
+  // The text without its invisible characters, and where each of its code units stands in `text`.
+  let visible = '';
+  const origin: number[] = [];
+  for (let i = 0; i < text.length; ) {
+    const char = String.fromCodePoint(text.codePointAt(i)!);
+    if (!HAS_INVISIBLE.test(char)) {
+      visible += char;
+      for (let unit = 0; unit < char.length; unit++) origin.push(i + unit);
+    }
+    i += char.length;
+  }
+  let out = '';
+  let copied = 0;
+  for (const match of visible.matchAll(pattern)) {
+    const run = match[0];
+    if (run.length === 0) continue;
+    const start = origin[match.index]!;
+    const end = origin[match.index + run.length - 1]! + 1;
+    const replaced = replace(run);
+    out += text.slice(copied, start) + (replaced === run ? text.slice(start, end) : replaced);
+    copied = end;
+  }
+  return out + text.slice(copied);
+}
+
 /**
  * Text that may echo what a caller sent, with every API key in it shown as its hint and every token left out:
  * a key pasted into the wrong field must not come back in an error body that proxies and clients log.
  */
 export function withoutSecrets(text: string): string {
-  return text.replace(KEY_SHAPED, keyHint).replace(TOKEN_SHAPED, '[a token]');
+  const keysHidden = replaceSeeingThrough(text, KEY_SHAPED, keyHint);
+  return replaceSeeingThrough(keysHidden, TOKEN_SHAPED, () => '[a token]');
 }
 
 // Where a value is to be stored, a key is its prefix and at least the whole random part, from which the checksum,
@@ -101,9 +138,6 @@ export function withoutSecrets(text: string): string {
 // after a prefix is no usable key, and a name such as ssf_DeployBot2026 must stay a name.
 const STORED_KEY = new RegExp(`(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{${RANDOM_LENGTH},}`);
 const STORED_TOKEN = new RegExp(TOKEN_SHAPED.source);
-// Invisible characters (Unicode's format characters: U+200B, a soft hyphen, …) are left out before looking: a
-// secret split by them is shown whole by every listing, and chat tools put them into long words to wrap them.
-const INVISIBLE = /\p{Cf}/gu;
 const NEVER_STORED = 'a secret is never stored where every listing would show it';
 
 /**
@@ -136,7 +170,7 @@ const SECRET_OR_ESCAPE = new RegExp(
 
 /** withoutSecrets for JSON text (as JSON.stringify writes it): the result is still JSON, each string redacted. */
 export function withoutSecretsInJson(json: string): string {
-  return json.replace(SECRET_OR_ESCAPE, (run) =>
+  return replaceSeeingThrough(json, SECRET_OR_ESCAPE, (run) =>
     run.startsWith('\\') ? run : run.startsWith('eyJ') ? '[a token]' : keyHint(run),
   );
 }

@@ -150,6 +150,32 @@ describe('secrets in what an event records', () => {
     expect(body).not.toContain(own.slice(4, 20));
   });
 
+  it('a key or a token split by invisible characters in a refused path is recorded as its hint, or left out', async () => {
+    const { key: own } = await t.createTenant('invisible');
+    const created = await t.request('POST', '/v1/fine-grained-keys', {
+      key: own,
+      json: { name: 'reader', expiration: '7d', permissions: ['audit-log:read'] },
+    });
+    const reader = ((await created.json()) as { key: string }).key;
+    const minted = await t.request('POST', '/v1/tokens', { key: own });
+    const token = ((await minted.json()) as { access_token: string }).access_token;
+    // As a chat tool wraps a long word: U+200B in the key's prefix and random part, U+2060 in the token's header.
+    const splitKey = `ss\u200ba_${own.slice(4, 10)}\u200b${own.slice(10)}`;
+    const splitToken = `${token.slice(0, 5)}\u2060${token.slice(5)}`;
+    for (const pasted of [splitKey, splitToken]) {
+      const refused = await t.request('DELETE', `/v1/fine-grained-keys/${encodeURIComponent(pasted)}`, {
+        key: reader,
+      });
+      expect(refused.status).toBe(403);
+    }
+    const listed = await t.request('GET', '/v1/audit-events?type=permission.denied', { key: own });
+    const { events } = (await listed.json()) as { events: { details: { path: string } }[] };
+    expect(events.map((e) => e.details.path)).toEqual([
+      '/v1/fine-grained-keys/[a token]',
+      `/v1/fine-grained-keys/ssa_…${own.slice(-4)}`,
+    ]);
+  });
+
   it('a path holding a control character just before a token-like run is recorded and listed intact', async () => {
     const { key: own } = await t.createTenant('escapes');
     const created = await t.request('POST', '/v1/fine-grained-keys', {
