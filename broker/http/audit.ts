@@ -28,7 +28,10 @@ const Query = z.object({
       .openapi({ description: 'Events per page, 1–200; 50 when left out.' }),
   ),
   cursor: absentIfEmpty(
-    z.string().max(32).optional().openapi({ description: 'The `next_cursor` of the previous page.' }),
+    z.string().max(32).optional().openapi({
+      description:
+        "The `next_cursor` of the previous page, as returned; one of another tenant's log is a `400`.",
+    }),
   ),
 });
 
@@ -45,14 +48,33 @@ const Event = z
   .openapi('AuditEvent');
 
 const encodeCursor = (id: number) => Buffer.from(`e${id}`).toString('base64url');
-function decodeCursor(cursor: string): number {
-  const match = /^e([0-9]{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString());
-  if (!match) {
-    throw BrokerError.fields('invalid_request', [
-      { field: 'cursor', message: 'not a cursor this endpoint returned' },
-    ]);
+const cursorRefused = (message: string) =>
+  BrokerError.fields('invalid_request', [{ field: 'cursor', message }]);
+
+/**
+ * The id of the event a cursor stands after: only a cursor written exactly as this endpoint writes them, naming an
+ * event of the caller's own tenant. A cursor of another tenant's log (a script paging with the wrong key), or one
+ * made up, would otherwise page on from some point in this tenant's log, silently leaving out the events above it.
+ */
+async function cursorEvent(
+  cursor: string,
+  tenantId: string,
+  store: AuthenticateDeps['store'],
+): Promise<number> {
+  const match = /^e([1-9][0-9]{0,14})$/.exec(Buffer.from(cursor, 'base64url').toString());
+  // Decoding skips characters outside base64url: only a cursor that encodes back to itself is one.
+  if (!match || encodeCursor(Number(match[1])) !== cursor) {
+    throw cursorRefused(
+      'not a cursor this endpoint returned; pass back the next_cursor of the previous page',
+    );
   }
-  return Number(match[1]);
+  const id = Number(match[1]);
+  if (!(await store.audit.has(tenantId, id))) {
+    throw cursorRefused(
+      "not a cursor of this tenant's audit log; pass back the next_cursor of a page listed with a credential of this tenant",
+    );
+  }
+  return id;
 }
 
 const view = (e: AuditEvent) => ({
@@ -91,8 +113,9 @@ export function registerAuditRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authentic
     }),
     async (c) => {
       const { type, limit, cursor } = c.req.valid('query');
-      const before = cursor === undefined ? undefined : decodeCursor(cursor);
-      const events = await auth.store.audit.list(c.get('principal').tenant.id, {
+      const tenantId = c.get('principal').tenant.id;
+      const before = cursor === undefined ? undefined : await cursorEvent(cursor, tenantId, auth.store);
+      const events = await auth.store.audit.list(tenantId, {
         type,
         before,
         limit: limit + 1,

@@ -112,5 +112,12 @@ export function auditRows(db: SqlDriver): Store['audit'] {
       );
       return rows.map(fromRow);
     },
+    async has(tenantId, id) {
+      const row = await db.get('SELECT 1 AS found FROM audit_events WHERE tenant_id = ? AND id = ?', [
+        tenantId,
+        id,
+      ]);
+      return row !== undefined;
+    },
   };
 }

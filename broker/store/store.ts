@@ -180,6 +180,8 @@ export interface Store {
     append(event: AuditEventInput, at: number): Promise<void>;
     /** Newest first; `before` is the id of the last event of the previous page. */
     list(tenantId: string, query: { type?: string; before?: number; limit: number }): Promise<AuditEvent[]>;
+    /** Whether the tenant's audit log holds the event with this id (events are never deleted). */
+    has(tenantId: string, id: number): Promise<boolean>;
   };
   policies: {
     create(

@@ -83,6 +83,26 @@ describe('GET /v1/audit-events', () => {
     }
   });
 
+  it("a cursor of another tenant's log, or one made up, is a 400 naming cursor rather than a page from elsewhere", async () => {
+    const other = await t.createTenant('other-log');
+    await t.request('POST', '/v1/fine-grained-keys', {
+      key: other.key,
+      json: { name: 'theirs', expiration: '7d', permissions: ['audit-log:read'] },
+    });
+    const theirs = await (await t.request('GET', '/v1/audit-events?limit=1', { key: other.key })).json();
+    const ownCursor = (await page('?limit=2')).next_cursor!;
+    const ownId = Number(Buffer.from(ownCursor, 'base64url').toString().slice(1));
+    const madeUp = Buffer.from(`e${ownId + 1_000_000}`).toString('base64url');
+    for (const cursor of [(theirs as Page).next_cursor!, madeUp, `${ownCursor}=`, `${ownCursor}!`]) {
+      const res = await t.request('GET', `/v1/audit-events?cursor=${encodeURIComponent(cursor)}`, { key });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({
+        code: 'invalid_request',
+        errors: [{ field: 'cursor', message: expect.stringContaining('next_cursor') }],
+      });
+    }
+  });
+
   it.each([
     ['?limit=0', 'limit'],
     ['?limit=abc', 'limit'],

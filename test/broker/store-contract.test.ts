@@ -259,8 +259,9 @@ describe(`store contract (${requestedEngine()})`, () => {
 
   it('pages audit events newest first, filtered by type, per tenant', async () => {
     const t = await tenant('foxtrot');
+    // All in one millisecond, as a busy tenant's are: the order and the pages are the ids', never the times'.
     for (let i = 0; i < 5; i++)
-      await store.audit.append({ ...audit(t.id, i % 2 ? 'odd' : 'even'), details: { i } }, 100 + i);
+      await store.audit.append({ ...audit(t.id, i % 2 ? 'odd' : 'even'), details: { i } }, 100);
     const first = await store.audit.list(t.id, { limit: 2 });
     expect(first.map((e) => e.details.i)).toEqual([4, 3]);
     const second = await store.audit.list(t.id, { limit: 2, before: first[1]!.id });
@@ -269,6 +270,18 @@ describe(`store contract (${requestedEngine()})`, () => {
       3, 1,
     ]);
     expect(await store.audit.list('nobody', { limit: 10 })).toEqual([]);
+  });
+
+  it("knows which events are a tenant's, so that a cursor names one of its own", async () => {
+    const t = await tenant('foxtrot-own');
+    const other = await tenant('foxtrot-other');
+    await store.audit.append(audit(t.id, 'mine'), 1);
+    await store.audit.append(audit(other.id, 'theirs'), 1);
+    const [mine] = await store.audit.list(t.id, { limit: 1 });
+    const [theirs] = await store.audit.list(other.id, { limit: 1 });
+    expect(await store.audit.has(t.id, mine!.id)).toBe(true);
+    expect(await store.audit.has(t.id, theirs!.id)).toBe(false);
+    expect(await store.audit.has(t.id, theirs!.id + 1_000_000)).toBe(false);
   });
 
   it('gives audit events ids in commit order: paging newest first never passes an event still committing', async () => {
