@@ -7,28 +7,40 @@ import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { authErrors, badRequest, iso, Timestamp } from './schemas.js';
 
-/** An empty parameter (`?type=&cursor=`, as a URL template leaves it) is an absent one. */
-const absentIfEmpty = <T extends z.ZodType>(schema: T) =>
-  z.preprocess((value) => (value === '' ? undefined : value), schema);
+/**
+ * A query parameter as a URL template leaves it: an empty one (`?type=&cursor=`) is an absent one. One given twice
+ * is refused as such, rather than by a message about a list its schema never takes.
+ */
+const queryParameter = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((value, ctx) => {
+    if (Array.isArray(value)) {
+      ctx.addIssue({ code: 'custom', message: `given ${value.length} times; give it once` });
+      return z.NEVER;
+    }
+    return value === '' ? undefined : value;
+  }, schema);
+
+const LIMIT = 'must be a whole number from 1 to 200';
+const NOT_A_CURSOR = 'not a cursor this endpoint returned; pass back the next_cursor of the previous page';
 
 const Query = z.object({
-  type: absentIfEmpty(
+  type: queryParameter(
     z
       .enum(AUDIT_EVENT_TYPES, { error: `must be one of ${AUDIT_EVENT_TYPES.join(', ')}` })
       .optional()
       .openapi({ description: 'Only events of this type.' }),
   ),
-  limit: absentIfEmpty(
+  limit: queryParameter(
     z.coerce
-      .number()
-      .int()
-      .min(1)
-      .max(200)
+      .number({ error: LIMIT })
+      .int({ error: LIMIT })
+      .min(1, { error: LIMIT })
+      .max(200, { error: LIMIT })
       .default(50)
       .openapi({ description: 'Events per page, 1–200; 50 when left out.' }),
   ),
-  cursor: absentIfEmpty(
-    z.string().max(32).optional().openapi({
+  cursor: queryParameter(
+    z.string().max(32, { error: NOT_A_CURSOR }).optional().openapi({
       description:
         "The `next_cursor` of the previous page, as returned; one of another tenant's log is a `400`.",
     }),

@@ -104,15 +104,22 @@ describe('GET /v1/audit-events', () => {
   });
 
   it.each([
-    ['?limit=0', 'limit'],
-    ['?limit=abc', 'limit'],
-    ['?limit=201', 'limit'],
-    ['?cursor=bm9wZQ', 'cursor'],
-    ['?type=DROP%20TABLE', 'type'],
-  ])('%s is a 400 naming %s', async (query, field) => {
+    ['?limit=0', 'limit', 'must be a whole number from 1 to 200'],
+    ['?limit=abc', 'limit', 'must be a whole number from 1 to 200'],
+    ['?limit=201', 'limit', 'must be a whole number from 1 to 200'],
+    ['?limit=2.5', 'limit', 'must be a whole number from 1 to 200'],
+    ['?cursor=bm9wZQ', 'cursor', 'not a cursor this endpoint returned'],
+    [`?cursor=${'x'.repeat(33)}`, 'cursor', 'not a cursor this endpoint returned'],
+    ['?type=DROP%20TABLE', 'type', 'must be one of'],
+    ['?limit=2&limit=3', 'limit', 'given 2 times; give it once'],
+    ['?type=tenant.created&type=policy.created', 'type', 'given 2 times; give it once'],
+  ])('%s is a 400 naming %s: %s', async (query, field, message) => {
     const res = await t.request('GET', `/v1/audit-events${query}`, { key });
     expect(res.status).toBe(400);
-    expect(await res.json()).toMatchObject({ code: 'invalid_request', errors: [{ field }] });
+    expect(await res.json()).toMatchObject({
+      code: 'invalid_request',
+      errors: [{ field, message: expect.stringContaining(message) }],
+    });
   });
 });
 
