@@ -2,7 +2,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AuthenticateDeps } from '../core/authenticate.js';
 import { BrokerError } from '../errors.js';
-import { AUDIT_EVENT_TYPES, type AuditEvent } from '../store/store.js';
+import { AUDIT_EVENT_TYPES, AUDIT_OUTCOMES, type AuditEvent } from '../store/store.js';
 import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { authErrors, badRequest, iso, Timestamp } from './schemas.js';
@@ -49,13 +49,48 @@ const Query = z.object({
 
 const Event = z
   .object({
-    id: z.string(),
+    id: z.string().openapi({ description: 'Opaque; a later event has a greater id.' }),
     time: Timestamp,
-    type: z.string(),
-    outcome: z.enum(['success', 'denied', 'failure']),
-    actor: z.object({ kind: z.string(), id: z.string(), name: z.string().optional() }),
-    target: z.object({ type: z.string(), id: z.string(), name: z.string().optional() }).nullable(),
-    details: z.record(z.string(), z.unknown()),
+    type: z.string().openapi({
+      description:
+        'What happened: one of the values the `type` parameter takes (the README says what each records). A ' +
+        'string, not a closed list, so that a client keeps working when a later version records a new type.',
+    }),
+    outcome: z.enum(AUDIT_OUTCOMES).openapi({ description: '`denied` for a refusal, `success` otherwise.' }),
+    actor: z
+      .object({
+        kind: z.string().openapi({
+          description:
+            'A credential kind (`tenant`, `tenant-read-only`, `secure-registry`, `fine-grained`, `access-token`), ' +
+            '`workflow` for an exchange, or `operator` for the operator CLI.',
+        }),
+        id: z.string().openapi({
+          description:
+            "A built-in slot such as `tenant/primary`, a fine-grained key's id, an access token's `jti`, or a " +
+            "workflow's `sub`; never a secret.",
+        }),
+        name: z.string().optional().openapi({
+          description:
+            "The credential's name (`Tenant API key`, a fine-grained key's), or the workflow's `job_workflow_ref`.",
+        }),
+      })
+      .openapi({ description: 'Who did it.' }),
+    target: z
+      .object({
+        type: z.string().openapi({
+          description: '`tenant`, `api_key`, `fine_grained_key`, `trust_policy` or `access_token`.',
+        }),
+        id: z.string().openapi({
+          description:
+            "Its id: a tenant's or a key's, a slot such as `tenant/secondary`, a policy's, a token's `jti`.",
+        }),
+        name: z.string().optional().openapi({ description: 'Its name when it has one, as it was then.' }),
+      })
+      .nullable()
+      .openapi({ description: 'What it was done to; null when nothing in particular.' }),
+    details: z.record(z.string(), z.unknown()).openapi({
+      description: "The type's own fields, such as an exchange's repository or a denial's reason.",
+    }),
   })
   .openapi('AuditEvent');
 
@@ -76,9 +111,7 @@ async function cursorEvent(
   const match = /^e([1-9][0-9]{0,14})$/.exec(Buffer.from(cursor, 'base64url').toString());
   // Decoding skips characters outside base64url: only a cursor that encodes back to itself is one.
   if (!match || encodeCursor(Number(match[1])) !== cursor) {
-    throw cursorRefused(
-      'not a cursor this endpoint returned; pass back the next_cursor of the previous page',
-    );
+    throw cursorRefused(NOT_A_CURSOR);
   }
   const id = Number(match[1]);
   if (!(await store.audit.has(tenantId, id))) {

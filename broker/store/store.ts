@@ -81,10 +81,13 @@ export const AUDIT_EVENT_TYPES = [
   'permission.denied',
 ] as const;
 
+/** An event's outcome: a refusal is `denied`. */
+export const AUDIT_OUTCOMES = ['success', 'denied'] as const;
+
 export interface AuditEventInput {
   tenantId: string;
   type: string;
-  outcome: 'success' | 'denied' | 'failure';
+  outcome: (typeof AUDIT_OUTCOMES)[number];
   actor: Actor;
   target?: { type: string; id: string; name?: string };
   details?: Record<string, unknown>;
