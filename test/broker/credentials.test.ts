@@ -36,7 +36,10 @@ async function fineGrained(permissions: string[], key = tenantKey): Promise<stri
 async function whoami(key: string) {
   const res = await t.request('GET', '/v1/whoami', { key });
   expect(res.status).toBe(200);
-  return (await res.json()) as { credential: { kind: string; slot: string | null }; permissions: string[] };
+  return (await res.json()) as {
+    credential: { kind: string; id: string; slot: string | null };
+    permissions: string[];
+  };
 }
 
 describe('effective permissions', () => {
@@ -464,6 +467,7 @@ describe('a credential rotated or revoked while its request is in flight', () =>
   );
   it.each(cases)('%s, with %s meanwhile, answers 401 and changes nothing', async (change, callerName) => {
     const caller = await callers[callerName]!();
+    const callerId = (await whoami(caller.key)).credential.id;
     const { prepare, send, unchanged } = changes[change]!;
     const id = (await prepare?.()) ?? '';
     const res = await overlapping(() => send(caller.key, id), caller.withdraw);
@@ -473,6 +477,10 @@ describe('a credential rotated or revoked while its request is in flight', () =>
       detail: expect.stringMatching(/nothing/),
     });
     await unchanged(id);
+    // Nor does the audit log say otherwise: no event has the withdrawn credential doing anything.
+    const log = await t.request('GET', '/v1/audit-events?limit=200', { key: tenantKey });
+    const { events } = (await log.json()) as { events: { type: string; actor: { id: string } }[] };
+    expect(events.filter((e) => e.actor.id === callerId).map((e) => e.type)).toEqual([]);
   });
 });
 
