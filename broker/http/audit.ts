@@ -7,18 +7,9 @@ import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { authErrors, badRequest, iso, Timestamp } from './schemas.js';
 
-/**
- * A query parameter as a URL template leaves it: an empty one (`?type=&cursor=`) is an absent one. One given twice
- * is refused as such, rather than by a message about a list its schema never takes.
- */
+/** A query parameter as a URL template leaves it: an empty one (`?type=&cursor=`) is an absent one. */
 const queryParameter = <T extends z.ZodType>(schema: T) =>
-  z.preprocess((value, ctx) => {
-    if (Array.isArray(value)) {
-      ctx.addIssue({ code: 'custom', message: `given ${value.length} times; give it once` });
-      return z.NEVER;
-    }
-    return value === '' ? undefined : value;
-  }, schema);
+  z.preprocess((value) => (value === '' ? undefined : value), schema);
 
 const LIMIT = 'must be a whole number from 1 to 200';
 const NOT_A_CURSOR = 'not a cursor this endpoint returned; pass back the next_cursor of the previous page';

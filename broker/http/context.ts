@@ -43,9 +43,9 @@ export function fieldErrors(error: z.ZodError): FieldError[] {
 }
 
 /**
- * What a failed validation reports, field by field. A form parameter sent more than once (which RFC 6749 §3.1
- * forbids) reaches the schema as a list of its values: it is told that, rather than whatever its type or values
- * break.
+ * What a failed validation reports, field by field. A query or form parameter sent more than once (which RFC 6749
+ * §3.1 forbids for OAuth's) reaches the schema as a list of its values: it is told that, rather than whatever its
+ * type or values break.
  */
 export function requestFieldErrors(result: {
   error: z.ZodError;
@@ -54,7 +54,8 @@ export function requestFieldErrors(result: {
 }): FieldError[] {
   const errors = fieldErrors(result.error);
   const data = result.data;
-  if (result.target !== 'form' || typeof data !== 'object' || data === null) return errors;
+  if ((result.target !== 'form' && result.target !== 'query') || typeof data !== 'object' || data === null)
+    return errors;
   const repeated = new Set(
     Object.keys(data).filter((key) => Array.isArray((data as Record<string, unknown>)[key])),
   );

@@ -111,8 +111,8 @@ describe('GET /v1/audit-events', () => {
     ['?cursor=bm9wZQ', 'cursor', 'not a cursor this endpoint returned'],
     [`?cursor=${'x'.repeat(33)}`, 'cursor', 'not a cursor this endpoint returned'],
     ['?type=DROP%20TABLE', 'type', 'must be one of'],
-    ['?limit=2&limit=3', 'limit', 'given 2 times; give it once'],
-    ['?type=tenant.created&type=policy.created', 'type', 'given 2 times; give it once'],
+    ['?limit=2&limit=3', 'limit', 'sent more than once: send each parameter once'],
+    ['?type=tenant.created&type=policy.created', 'type', 'sent more than once: send each parameter once'],
   ])('%s is a 400 naming %s: %s', async (query, field, message) => {
     const res = await t.request('GET', `/v1/audit-events${query}`, { key });
     expect(res.status).toBe(400);

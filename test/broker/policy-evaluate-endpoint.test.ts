@@ -488,6 +488,15 @@ describe('GET /v1/oidc/config', () => {
     expect(await res.json()).toMatchObject({ code: 'not_found', detail: expect.stringContaining('"nope"') });
   });
 
+  it('a policy named twice is a 400 saying so, as any query or form parameter sent twice is', async () => {
+    const res = await t.request('GET', '/v1/oidc/config?policy=infra-main&policy=infra-prod', { key });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      code: 'invalid_request',
+      errors: [{ field: 'policy', message: 'sent more than once: send each parameter once' }],
+    });
+  });
+
   it('a custom audience and another broker URL appear in the snippet; values YAML could misread are quoted', async () => {
     const other = await startTestBroker({
       env: { BROKER_PUBLIC_URL: 'https://broker.example.com', BROKER_AUDIENCE_SUFFIX: 'example.com' },
