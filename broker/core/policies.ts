@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { AuditEventInput, Store } from '../store/store.js';
 import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
+import { policyNameKey } from './policy-names.js';
 import { type PolicyFieldError, type PolicyRulesContext, validatePolicy } from './policy-rules.js';
 import type { PolicyClaims, PolicyRecord, TrustPolicy } from './policy-types.js';
 import { changedBy, type Principal } from './principal.js';
@@ -27,7 +28,8 @@ export interface PolicySubmission {
 export type PolicyRefusal =
   | { ok: false; reason: 'invalid'; errors: PolicyFieldError[] }
   | { ok: false; reason: 'escalation'; missing: Permission[] }
-  | { ok: false; reason: 'name_taken'; name: string }
+  /** `holder`: the policy that has the name (its own spelling), unless it was deleted since. */
+  | { ok: false; reason: 'name_taken'; name: string; holder?: { id: string; name: string } }
   | { ok: false; reason: 'not_found' };
 
 export type PolicyChange = { ok: true; policy: TrustPolicy; warnings: string[] } | PolicyRefusal;
@@ -56,6 +58,25 @@ function check(principal: Principal, submission: PolicySubmission, rules: Policy
   const missing = missingFrom(principal.permissions, permissions);
   if (missing.length > 0) return { ok: false, reason: 'escalation', missing };
   return { ok: true, record: validation.policy, warnings: validation.warnings };
+}
+
+/** The refusal of `name` as taken, naming the other policy of the tenant that has it under its own spelling. */
+async function nameTaken(
+  principal: Principal,
+  name: string,
+  id: string,
+  deps: PolicyDeps,
+): Promise<PolicyRefusal> {
+  const key = policyNameKey(name);
+  const holder = (await deps.store.policies.list(principal.tenant.id)).find(
+    (p) => p.id !== id && policyNameKey(p.name) === key,
+  );
+  return {
+    ok: false,
+    reason: 'name_taken',
+    name,
+    ...(holder && { holder: { id: holder.id, name: holder.name } }),
+  };
 }
 
 /** What the audit log keeps of a policy: everything that decides who gets which token. */
@@ -103,7 +124,7 @@ export async function createPolicy(
     deps.now(),
     auditEvent(principal, 'policy.created', id, record.name, details),
   );
-  if (!created.ok) return { ok: false, reason: 'name_taken', name: record.name };
+  if (!created.ok) return nameTaken(principal, record.name, id, deps);
   return { ok: true, policy: created.value, warnings };
 }
 
@@ -125,7 +146,7 @@ export async function replacePolicy(
     }),
   );
   if (!replaced) return { ok: false, reason: 'not_found' };
-  if (!replaced.ok) return { ok: false, reason: 'name_taken', name: record.name };
+  if (!replaced.ok) return nameTaken(principal, record.name, id, deps);
   return { ok: true, policy: replaced.value, warnings };
 }
 

@@ -9,7 +9,8 @@ import {
   verifyOidcToken,
 } from './oidc-verify.js';
 import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
-import { type Explanation, explainPolicies, policyNameKey } from './policy-evaluate.js';
+import { type Explanation, explainPolicies } from './policy-evaluate.js';
+import { policyNameKey } from './policy-names.js';
 import type { TrustPolicy } from './policy-types.js';
 
 export interface DryRunDeps {

@@ -1,5 +1,6 @@
 // Trust-policy matching and selection (DESIGN §4): which policy a token's claims may use, and what it grants.
 import { missingFrom, type Permission } from './permissions.js';
+import { policyNameKey } from './policy-names.js';
 import {
   COMMIT_SHA,
   MAX_SESSION_SECONDS,
@@ -110,11 +111,6 @@ export function asciiLower(value: string): string {
   return UPPER.test(value)
     ? value.replace(UPPER_ALL, (c) => String.fromCharCode(c.charCodeAt(0) + 32))
     : value;
-}
-
-/** The key under which policy names are unique and looked up: the same fold the store's name index uses. */
-export function policyNameKey(name: string): string {
-  return name.toLowerCase();
 }
 
 function foldsCase(field: PolicyClaimField): boolean {

@@ -100,7 +100,12 @@ function changed(result: PolicyChange, id?: string) {
         { extensions: { missing: result.missing } },
       );
     case 'name_taken': {
-      const message = `a trust policy named "${result.name}" already exists in this tenant (names are case-insensitive)`;
+      const { name, holder } = result;
+      const message = !holder
+        ? `a trust policy named "${name}" already exists in this tenant (names are case-insensitive)`
+        : holder.name === name
+          ? `a trust policy named "${name}" already exists in this tenant (id ${holder.id}); choose another name`
+          : `trust policy "${holder.name}" (id ${holder.id}) already has this name: names are compared ignoring case and accent encoding, so "${name}" is the same name; choose another`;
       throw new BrokerError('conflict', message, { extensions: { errors: [{ field: 'name', message }] } });
     }
     case 'not_found':

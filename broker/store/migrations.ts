@@ -1,11 +1,39 @@
 // Schema migrations, in code and applied at start; each runs once, in order, inside a transaction.
-import type { SqlDriver } from './sql.js';
+import { policyNameKey } from '../core/policy-names.js';
+import type { SqlDriver, SqlExecutor } from './sql.js';
 
-interface Migration {
+type Migration = {
   version: number;
   name: string;
-  /** DDL; `{{serial}}` becomes the engine's auto-increment primary key. */
-  sql: string;
+} & (
+  | {
+      /** DDL; `{{serial}}` becomes the engine's auto-increment primary key. */
+      sql: string;
+    }
+  | {
+      /** Rewrites rows by a rule only the broker's code knows (the same on both engines). */
+      run(tx: SqlExecutor): Promise<void>;
+    }
+);
+
+/**
+ * Files each trust policy under the key policyNameKey gives its name now (before, name.toLowerCase()): only names
+ * with letters outside ASCII change. Policies that the new key makes namesakes in their tenant (say "STRASSE" and
+ * "straße", saved when those were two names) keep the keys they had, so that none is lost or renamed; the first
+ * change of either to a name the other holds is refused 409, naming the other.
+ */
+async function refilePolicyNames(tx: SqlExecutor): Promise<void> {
+  const rows = await tx.all<{ id: string; tenant_id: string; name: string; name_key: string }>(
+    'SELECT id, tenant_id, name, name_key FROM trust_policies',
+  );
+  const namesakes = new Map<string, number>();
+  const keyOf = (row: { tenant_id: string; name: string }) => `${row.tenant_id} ${policyNameKey(row.name)}`;
+  for (const row of rows) namesakes.set(keyOf(row), (namesakes.get(keyOf(row)) ?? 0) + 1);
+  for (const row of rows) {
+    const key = policyNameKey(row.name);
+    if (key === row.name_key || namesakes.get(keyOf(row))! > 1) continue;
+    await tx.run('UPDATE trust_policies SET name_key = ? WHERE id = ?', [key, row.id]);
+  }
 }
 
 const MIGRATIONS: Migration[] = [
@@ -128,6 +156,11 @@ const MIGRATIONS: Migration[] = [
       UPDATE signing_keys SET active_from = created_at
     `,
   },
+  {
+    version: 4,
+    name: 'trust policy names compared by Unicode caseless matching',
+    run: refilePolicyNames,
+  },
 ];
 
 const SERIAL = {
@@ -159,12 +192,14 @@ export async function migrate(
       const applied: number[] = [];
       for (const m of MIGRATIONS) {
         if (done.has(m.version)) continue;
-        const ddl = m.sql.replaceAll('{{serial}}', SERIAL[db.engine]);
-        for (const statement of ddl
-          .split(';')
-          .map((s) => s.trim())
-          .filter(Boolean))
-          await tx.run(statement);
+        if ('run' in m) await m.run(tx);
+        else
+          for (const statement of m.sql
+            .replaceAll('{{serial}}', SERIAL[db.engine])
+            .split(';')
+            .map((s) => s.trim())
+            .filter(Boolean))
+            await tx.run(statement);
         await tx.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [
           m.version,
           m.name,

@@ -1,4 +1,5 @@
 // Trust policies in SQL, indexed by (tenant, issuer, owner, repository) so lookups stay flat as policies grow.
+import { policyNameKey } from '../core/policy-names.js';
 import type { PolicyClaims, PolicyRecord, TrustPolicy } from '../core/policy-types.js';
 import { appendAudit, checkRequester } from './audit-rows.js';
 import { bytewise, forUpdate, type SqlDriver, UniqueViolation } from './sql.js';
@@ -46,7 +47,7 @@ function values(input: PolicyRecord) {
   const { ownerKey, repositoryKey } = lookupKeys(input.claims);
   return [
     input.name,
-    input.name.toLowerCase(),
+    policyNameKey(input.name),
     input.description,
     input.issuer,
     ownerKey,

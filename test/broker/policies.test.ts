@@ -408,6 +408,48 @@ describe('names are unique in the tenant, case-insensitively', () => {
       'policy.created',
     ]);
   });
+
+  it('a name that differs only in case or accent encoding is taken, and the 409 names the policy that has it', async () => {
+    const holder = await created({ ...infraMain(), name: 'Déploiement' });
+    const decomposed = 'DE\u0301PLOIEMENT';
+    const { res, body } = await create({ ...infraMain(), name: decomposed });
+    expect(res.status).toBe(409);
+    expect(body).toMatchObject({
+      code: 'conflict',
+      detail: `trust policy "Déploiement" (id ${holder.id}) already has this name: names are compared ignoring case and accent encoding, so "${decomposed}" is the same name; choose another`,
+      errors: [{ field: 'name' }],
+    });
+    const again = await create({ ...infraMain(), name: 'Déploiement' });
+    expect(again.res.status).toBe(409);
+    expect((again.body as unknown as { detail: string }).detail).toBe(
+      `a trust policy named "Déploiement" already exists in this tenant (id ${holder.id}); choose another name`,
+    );
+    expect((await list()).map((p) => p.name)).toEqual(['Déploiement']);
+    // Named in another case and encoding, it is found.
+    const config = await t.request('GET', `/v1/oidc/config?policy=${encodeURIComponent(decomposed)}`, {
+      key: tenantKey,
+    });
+    expect(config.status).toBe(200);
+    expect(((await config.json()) as { workflow: string }).workflow).toContain('Déploiement');
+  });
+
+  it('of two case variants created at once through two brokers on one database, one is created and one is 409', async () => {
+    const other = await startTestBroker({ db: t.db });
+    try {
+      const answers = await Promise.all(
+        [t, other].map((broker, i) =>
+          broker.request('POST', '/v1/oidc/policies', {
+            key: tenantKey,
+            json: { ...infraMain(), name: i === 0 ? 'Release' : 'rELEASE' },
+          }),
+        ),
+      );
+      expect(answers.map((r) => r.status).sort()).toEqual([201, 409]);
+      expect(await list()).toHaveLength(1);
+    } finally {
+      await other.close();
+    }
+  });
 });
 
 describe('tenant isolation', () => {

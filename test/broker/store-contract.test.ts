@@ -547,6 +547,34 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect((await store.policies.list(t.id)).map((p) => p.name)).toEqual(['other repo', 'owner-wide']);
   });
 
+  it('compares policy names by Unicode caseless matching, the same on both engines', async () => {
+    const t = await tenant('papa');
+    const create = (id: string, name: string) =>
+      store.policies.create(t.id, id, policyInput(name), 1, audit(t.id));
+    // The same name: differing only in case (final sigma, sharp s, long s, ligature, Kelvin sign, dotted İ) or in
+    // how an accent is encoded (one code point, or a letter and a combining accent).
+    const namesakes = [
+      ['ΟΔΟΣ', 'οδοσ'],
+      ['STRASSE', 'straße'],
+      ['Grüße', 'GRÜẞE'],
+      ['ſecrets', 'SECRETS'],
+      ['ﬁle', 'FILE'],
+      ['caf\u00e9', 'CAFE\u0301'],
+      ['\u212Aeys', 'keys'],
+      ['İzmir', 'i\u0307zmir'],
+    ];
+    for (const [i, [first, second]] of namesakes.entries()) {
+      expect((await create(`n-${i}`, first!)).ok, first).toBe(true);
+      expect(await create(`n-${i}-again`, second!), `${first} / ${second}`).toEqual({
+        ok: false,
+        conflict: 'name',
+      });
+    }
+    // Different names: the dotless ı is a letter of its own (Unicode's default folding is not Turkish).
+    for (const [i, name] of ['dış', 'DIŞ', 'İstanbul', 'istanbul'].entries())
+      expect((await create(`d-${i}`, name)).ok, name).toBe(true);
+  });
+
   it('rolls a failed transaction back completely', async () => {
     const t = newTenant('india');
     // The audit insert violates NOT NULL (no actor) after the tenant rows went in: nothing may remain.
@@ -617,6 +645,52 @@ describe(`store contract (${requestedEngine()})`, () => {
           retiredAt: null,
         },
       ]);
+    } finally {
+      await raw.close();
+      await older.drop();
+    }
+  });
+
+  it('an upgrade files policy names under the new comparison, keeping every policy', async () => {
+    // A database as the previous version left it: names keyed by toLowerCase(), migration 4 not yet applied.
+    const older = await createTestDatabase(store.engine);
+    const raw = openDriver(older);
+    try {
+      await migrate(raw);
+      await raw.run('DELETE FROM schema_migrations WHERE version = 4');
+      const previous = storeOn(raw);
+      const t = newTenant('quebec');
+      await previous.tenants.create(t, { digest: 'digest-quebec', hint: 'ssa_…abcd' }, audit(t.id));
+      const names = ['STRASSE', 'Straße', 'Cafe\u0301', 'ſecrets', 'plain'];
+      for (const [i, name] of names.entries()) {
+        await previous.policies.create(t.id, `p-${i}`, policyInput(`seed-${i}`), 1, audit(t.id));
+        await raw.run('UPDATE trust_policies SET name = ?, name_key = ? WHERE id = ?', [
+          name,
+          name.toLowerCase(),
+          `p-${i}`,
+        ]);
+      }
+      expect(await migrate(raw)).toEqual({ applied: [4], unknown: [] });
+      const upgraded = storeOn(raw);
+      // Every policy is still there, as it was: the two that are now namesakes included.
+      expect((await upgraded.policies.list(t.id)).map((p) => p.name).sort()).toEqual([...names].sort());
+      const create = (id: string, name: string) =>
+        upgraded.policies.create(t.id, id, policyInput(name), 2, audit(t.id));
+      expect(await create('q-1', 'CAF\u00c9')).toEqual({ ok: false, conflict: 'name' });
+      expect(await create('q-2', 'SECRETS')).toEqual({ ok: false, conflict: 'name' });
+      expect(await create('q-3', 'strasse')).toEqual({ ok: false, conflict: 'name' });
+      expect((await create('q-4', 'Plain-2')).ok).toBe(true);
+      // Of the namesakes, the one renamed to the other's name is refused; the one renamed to a new name is refiled.
+      expect(
+        await upgraded.policies.replace(t.id, 'p-1', policyInput('Strasse'), 3, () => audit(t.id)),
+      ).toEqual({
+        ok: false,
+        conflict: 'name',
+      });
+      expect(
+        await upgraded.policies.replace(t.id, 'p-1', policyInput('Straße (old)'), 3, () => audit(t.id)),
+      ).toMatchObject({ ok: true });
+      expect(await create('q-5', 'STRASSE (OLD)')).toEqual({ ok: false, conflict: 'name' });
     } finally {
       await raw.close();
       await older.drop();
