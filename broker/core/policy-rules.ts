@@ -185,7 +185,8 @@ function descriptionOf(value: unknown, errors: PolicyFieldError[]): string | nul
   else if (UNSAFE_IN_DESCRIPTION.test(value)) {
     errors.push({
       field: 'description',
-      message: 'description must not contain control characters other than tab and line breaks',
+      message:
+        'description must not contain control characters (other than tab and line breaks) or unpaired surrogates',
     });
   } else return value;
   return null;

@@ -332,6 +332,18 @@ describe('other text that reaches a database lookup or write', () => {
     }
   });
 
+  it('a trust policy description with a lone surrogate is 422 saying so, not that it holds a control character', async () => {
+    const body = await expectProblem(
+      await request('POST', '/v1/oidc/policies', policyBody({ description: 'deploys \ud800 only' })),
+      422,
+      'invalid_policy',
+      'description',
+    );
+    expect(body.errors?.[0]?.message).toBe(
+      'description must not contain control characters (other than tab and line breaks) or unpaired surrogates',
+    );
+  });
+
   it('permissions of keys and minted tokens: NUL is 400 naming the entry', async () => {
     const res = await request('POST', '/v1/fine-grained-keys', keyBody({ permissions: [NUL] }));
     await expectProblem(res, 400, 'invalid_request', 'permissions[0]');
