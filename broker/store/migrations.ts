@@ -19,8 +19,8 @@ type Migration = {
 /**
  * Files each trust policy under the key policyNameKey gives its name now (before, name.toLowerCase()): only names
  * with letters outside ASCII change. Policies that the new key makes namesakes in their tenant (say "STRASSE" and
- * "straße", saved when those were two names) keep the keys they had, so that none is lost or renamed; the first
- * change of either to a name the other holds is refused 409, naming the other.
+ * "straße", saved when those were two names) keep the keys they had, so that none is lost or renamed; an update
+ * that files one under the new key is refused 409, naming the other, until one of them is renamed.
  */
 async function refilePolicyNames(tx: SqlExecutor): Promise<void> {
   const rows = await tx.all<{ id: string; tenant_id: string; name: string; name_key: string }>(
