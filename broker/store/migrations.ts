@@ -16,6 +16,9 @@ type Migration = {
     }
 );
 
+/** The migration that files policy names under policyNameKey's key. */
+const REFILED_NAMES = 4;
+
 /**
  * Files each trust policy under the key policyNameKey gives its name now (before, name.toLowerCase()): only names
  * with letters outside ASCII change. Policies that the new key makes namesakes in their tenant (say "STRASSE" and
@@ -157,7 +160,7 @@ const MIGRATIONS: Migration[] = [
     `,
   },
   {
-    version: 4,
+    version: REFILED_NAMES,
     name: 'trust policy names compared by Unicode caseless matching',
     run: refilePolicyNames,
   },
@@ -207,6 +210,9 @@ export async function migrate(
         ]);
         applied.push(m.version);
       }
+      // Not only once: a version before migration 4, run on this database after it (a rollback), files the names
+      // it saves by lower-casing them.
+      if (done.has(REFILED_NAMES)) await refilePolicyNames(tx);
       const known = new Set(MIGRATIONS.map((m) => m.version));
       return { applied, unknown: [...done].filter((v) => !known.has(v)).sort((a, b) => a - b) };
     },

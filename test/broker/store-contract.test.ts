@@ -691,6 +691,17 @@ describe(`store contract (${requestedEngine()})`, () => {
         await upgraded.policies.replace(t.id, 'p-1', policyInput('Straße (old)'), 3, () => audit(t.id)),
       ).toMatchObject({ ok: true });
       expect(await create('q-5', 'STRASSE (OLD)')).toEqual({ ok: false, conflict: 'name' });
+      // A policy the previous version saves after a rollback (filed by lower-casing) is refiled at the next start.
+      await previous.policies.create(t.id, 'p-rollback', policyInput('seed-rollback'), 4, audit(t.id));
+      await raw.run('UPDATE trust_policies SET name = ?, name_key = ? WHERE id = ?', [
+        'ſecrets (2)',
+        'ſecrets (2)',
+        'p-rollback',
+      ]);
+      expect(await create('q-6', 'SECRETS (2)')).toMatchObject({ ok: true });
+      await upgraded.policies.delete(t.id, 'q-6', 5, () => audit(t.id));
+      expect(await migrate(raw)).toEqual({ applied: [], unknown: [] });
+      expect(await create('q-7', 'SECRETS (2)')).toEqual({ ok: false, conflict: 'name' });
     } finally {
       await raw.close();
       await older.drop();
