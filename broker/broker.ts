@@ -12,7 +12,7 @@ import { createTenant } from './core/tenants.js';
 import { openConfiguredSigningKeys } from './key-encryption-key.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
-import { NEWER_SCHEMA, openStore } from './store/open-store.js';
+import { NEWER_SCHEMA, namesakesShown, openStore, POLICY_NAMESAKES } from './store/open-store.js';
 import type { Store } from './store/store.js';
 
 export interface Broker {
@@ -39,6 +39,9 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
   if (store.unknownMigrations?.length) {
     // A rollback runs on the newer schema; that is often fine (migrations add), but the operator should know.
     options.logger.warn(NEWER_SCHEMA, { migrations: store.unknownMigrations });
+  }
+  if (store.policyNamesakes?.length) {
+    options.logger.warn(POLICY_NAMESAKES, { policies: namesakesShown(store.policyNamesakes) });
   }
   const now = options.now ?? Date.now;
   let signingKeys: SigningKeys;

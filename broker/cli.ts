@@ -10,7 +10,7 @@ import { createTenant } from './core/tenants.js';
 import { openApiDocument } from './http/docs.js';
 import { openConfiguredSigningKeys } from './key-encryption-key.js';
 import { createLogger, silentLogger } from './logger.js';
-import { NEWER_SCHEMA, openStore } from './store/open-store.js';
+import { NEWER_SCHEMA, namesakesShown, openStore, POLICY_NAMESAKES } from './store/open-store.js';
 
 export interface CliIo {
   env: Record<string, string | undefined>;
@@ -60,6 +60,13 @@ async function openStoreFor(database: BrokerConfig['database'], io: CliIo) {
   const store = await openStore(database);
   if (store.unknownMigrations?.length) {
     io.err(`warning: ${NEWER_SCHEMA} (migrations ${store.unknownMigrations.join(', ')})\n`);
+  }
+  if (store.policyNamesakes?.length) {
+    io.err(
+      `warning: ${POLICY_NAMESAKES}:\n${namesakesShown(store.policyNamesakes)
+        .map((g) => `  ${g}\n`)
+        .join('')}`,
+    );
   }
   return store;
 }

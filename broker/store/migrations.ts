@@ -12,9 +12,15 @@ type Migration = {
     }
   | {
       /** Rewrites rows by a rule only the broker's code knows (the same on both engines). */
-      run(tx: SqlExecutor): Promise<void>;
+      run(tx: SqlExecutor): Promise<PolicyNamesakes[]>;
     }
 );
+
+/** Policies of one tenant whose names an upgrade found to be one name, kept as they were (refilePolicyNames). */
+export interface PolicyNamesakes {
+  tenantId: string;
+  policies: { id: string; name: string }[];
+}
 
 /** The migration that files policy names under policyNameKey's key. */
 const REFILED_NAMES = 4;
@@ -25,18 +31,30 @@ const REFILED_NAMES = 4;
  * "straße", saved when those were two names) keep the keys they had, so that none is lost or renamed; an update
  * that files one under the new key is refused 409, naming the other, until one of them is renamed.
  */
-async function refilePolicyNames(tx: SqlExecutor): Promise<void> {
+async function refilePolicyNames(tx: SqlExecutor): Promise<PolicyNamesakes[]> {
   const rows = await tx.all<{ id: string; tenant_id: string; name: string; name_key: string }>(
-    'SELECT id, tenant_id, name, name_key FROM trust_policies',
+    'SELECT id, tenant_id, name, name_key FROM trust_policies ORDER BY tenant_id, id',
   );
-  const namesakes = new Map<string, number>();
-  const keyOf = (row: { tenant_id: string; name: string }) => `${row.tenant_id} ${policyNameKey(row.name)}`;
-  for (const row of rows) namesakes.set(keyOf(row), (namesakes.get(keyOf(row)) ?? 0) + 1);
+  const byName = new Map<string, typeof rows>();
   for (const row of rows) {
-    const key = policyNameKey(row.name);
-    if (key === row.name_key || namesakes.get(keyOf(row))! > 1) continue;
-    await tx.run('UPDATE trust_policies SET name_key = ? WHERE id = ?', [key, row.id]);
+    const key = `${row.tenant_id} ${policyNameKey(row.name)}`;
+    byName.set(key, [...(byName.get(key) ?? []), row]);
   }
+  const namesakes: PolicyNamesakes[] = [];
+  for (const group of byName.values()) {
+    if (group.length > 1) {
+      namesakes.push({
+        tenantId: group[0]!.tenant_id,
+        policies: group.map(({ id, name }) => ({ id, name })),
+      });
+      continue;
+    }
+    const [row] = group as [(typeof rows)[number]];
+    const key = policyNameKey(row.name);
+    if (key !== row.name_key)
+      await tx.run('UPDATE trust_policies SET name_key = ? WHERE id = ?', [key, row.id]);
+  }
+  return namesakes;
 }
 
 const MIGRATIONS: Migration[] = [
@@ -173,12 +191,13 @@ const SERIAL = {
 
 /**
  * Brings the schema up to date. Safe to call from several replicas at once. Returns the migrations it applied,
- * and those recorded in the database that this version does not know (a newer version ran on it).
+ * those recorded in the database that this version does not know (a newer version ran on it), and the policies
+ * whose names are one name now, kept from before, for the operator to rename.
  */
 export async function migrate(
   db: SqlDriver,
   now: () => number = Date.now,
-): Promise<{ applied: number[]; unknown: number[] }> {
+): Promise<{ applied: number[]; unknown: number[]; namesakes: PolicyNamesakes[] }> {
   return db.transaction(
     async (tx) => {
       // Replicas starting together queue here; SQLite's BEGIN IMMEDIATE already serialises them. On PostgreSQL
@@ -193,9 +212,10 @@ export async function migrate(
         (await tx.all<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version),
       );
       const applied: number[] = [];
+      let namesakes: PolicyNamesakes[] = [];
       for (const m of MIGRATIONS) {
         if (done.has(m.version)) continue;
-        if ('run' in m) await m.run(tx);
+        if ('run' in m) namesakes = await m.run(tx);
         else
           for (const statement of m.sql
             .replaceAll('{{serial}}', SERIAL[db.engine])
@@ -212,9 +232,9 @@ export async function migrate(
       }
       // Not only once: a version before migration 4, run on this database after it (a rollback), files the names
       // it saves by lower-casing them.
-      if (done.has(REFILED_NAMES)) await refilePolicyNames(tx);
+      if (done.has(REFILED_NAMES)) namesakes = await refilePolicyNames(tx);
       const known = new Set(MIGRATIONS.map((m) => m.version));
-      return { applied, unknown: [...done].filter((v) => !known.has(v)).sort((a, b) => a - b) };
+      return { applied, unknown: [...done].filter((v) => !known.has(v)).sort((a, b) => a - b), namesakes };
     },
     { unbounded: true },
   );

@@ -2,7 +2,7 @@
 import type { DatabaseConfig } from '../config.js';
 import { auditRows } from './audit-rows.js';
 import { keyRows } from './key-rows.js';
-import { migrate } from './migrations.js';
+import { migrate, type PolicyNamesakes } from './migrations.js';
 import { policyRows } from './policy-rows.js';
 import { openPostgres } from './postgres.js';
 import { bytewise, type SqlDriver, StoreUnavailable } from './sql.js';
@@ -87,6 +87,17 @@ export function storeOn(db: SqlDriver): Store {
 export const NEWER_SCHEMA =
   'the database was migrated by a newer version of the broker, which this one does not know';
 
+/** What the broker and the CLI warn of when `Store.policyNamesakes` is not empty. */
+export const POLICY_NAMESAKES =
+  'trust policies saved under names that are now one name (compared ignoring case and accent encoding): rename all but one of each group';
+
+/** Each group of `Store.policyNamesakes` as the warning lists it: `tenant <id>: "A" (<id>), "a" (<id>)`. */
+export function namesakesShown(groups: readonly PolicyNamesakes[]): string[] {
+  return groups.map(
+    (g) => `tenant ${g.tenantId}: ${g.policies.map((p) => `${JSON.stringify(p.name)} (${p.id})`).join(', ')}`,
+  );
+}
+
 /**
  * DATABASE_URL as an error may show it: a PostgreSQL URL without its password (`***` where there was one) and
  * without the values of its query string, which may hold one too.
@@ -116,8 +127,8 @@ export async function openStore(config: DatabaseConfig): Promise<Store> {
       config.engine === 'sqlite'
         ? openSqlite(config.path)
         : openPostgres(config.url, { maxConnections: config.poolSize });
-    const { unknown } = await migrate(db);
-    return { ...storeOn(db), unknownMigrations: unknown };
+    const { unknown, namesakes } = await migrate(db);
+    return { ...storeOn(db), unknownMigrations: unknown, policyNamesakes: namesakes };
   } catch (error) {
     await db?.close().catch(() => {});
     // An outage's own message ("the database is unavailable: …") would only repeat what this one says.

@@ -1,6 +1,7 @@
 // The storage interface the broker is written against; SQLite and PostgreSQL both implement it.
 import type { Permission } from '../core/permissions.js';
 import type { PolicyRecord, TrustPolicy } from '../core/policy-types.js';
+import type { PolicyNamesakes } from './migrations.js';
 
 /** The policy that granted an exchange was deleted or replaced before the exchange committed; decide again. */
 export class GrantingPolicyChanged extends Error {
@@ -133,6 +134,8 @@ export interface Store {
   readonly engine: 'sqlite' | 'postgres';
   /** Migrations the database records that this version does not know: a newer version has run on it. */
   readonly unknownMigrations?: readonly number[];
+  /** Policies an upgrade found under names that are one name now, each group kept as it was: to rename. */
+  readonly policyNamesakes?: readonly PolicyNamesakes[];
   tenants: {
     /** Creates the tenant, its six empty built-in slots with the Tenant primary key set, and the audit event. */
     create(tenant: Tenant, primaryKey: StoredKey, audit: AuditEventInput): Promise<Created<Tenant>>;

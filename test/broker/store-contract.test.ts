@@ -626,7 +626,7 @@ describe(`store contract (${requestedEngine()})`, () => {
         'INSERT INTO signing_keys (kid, public_jwk, private_key, created_at, retired_at) VALUES (?, ?, ?, ?, ?)',
         ['k-current', '{}', 'enc', 2_000, null],
       );
-      expect(await migrate(raw)).toEqual({ applied: [3], unknown: [] });
+      expect(await migrate(raw)).toEqual({ applied: [3], unknown: [], namesakes: [] });
       expect(await storeOn(raw).signingKeys.list()).toEqual([
         {
           kid: 'k-old',
@@ -670,7 +670,26 @@ describe(`store contract (${requestedEngine()})`, () => {
           `p-${i}`,
         ]);
       }
-      expect(await migrate(raw)).toEqual({ applied: [4], unknown: [] });
+      const namesakes = [
+        {
+          tenantId: t.id,
+          policies: [
+            { id: 'p-0', name: 'STRASSE' },
+            { id: 'p-1', name: 'Straße' },
+          ],
+        },
+      ];
+      expect(await migrate(raw)).toEqual({ applied: [4], unknown: [], namesakes });
+      // A broker starting on it names them, for the operator to rename, for as long as they are namesakes.
+      const logs: string[] = [];
+      const broker = await createBroker(
+        loadConfig({ DATABASE_URL: older.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK }),
+        { logger: createLogger({ write: (line: string) => logs.push(line) }, 'info') },
+      );
+      await broker.close();
+      expect(logs.join('\n')).toContain(
+        `now one name (compared ignoring case and accent encoding): rename all but one of each group","policies":["tenant ${t.id}: \\"STRASSE\\" (p-0), \\"Straße\\" (p-1)"]`,
+      );
       const upgraded = storeOn(raw);
       // Every policy is still there, as it was: the two that are now namesakes included.
       expect((await upgraded.policies.list(t.id)).map((p) => p.name).sort()).toEqual([...names].sort());
@@ -700,7 +719,7 @@ describe(`store contract (${requestedEngine()})`, () => {
       ]);
       expect(await create('q-6', 'SECRETS (2)')).toMatchObject({ ok: true });
       await upgraded.policies.delete(t.id, 'q-6', 5, () => audit(t.id));
-      expect(await migrate(raw)).toEqual({ applied: [], unknown: [] });
+      expect(await migrate(raw)).toEqual({ applied: [], unknown: [], namesakes: [] });
       expect(await create('q-7', 'SECRETS (2)')).toEqual({ ok: false, conflict: 'name' });
     } finally {
       await raw.close();
@@ -718,7 +737,7 @@ describe(`store contract (${requestedEngine()})`, () => {
         'later',
         1,
       ]);
-      expect(await migrate(raw)).toEqual({ applied: [], unknown: [99] });
+      expect(await migrate(raw)).toEqual({ applied: [], unknown: [99], namesakes: [] });
       const logs: string[] = [];
       const broker = await createBroker(
         loadConfig({ DATABASE_URL: newer.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK }),
