@@ -33,8 +33,11 @@ const REFILED_NAMES = 4;
  */
 async function refilePolicyNames(tx: SqlExecutor): Promise<PolicyNamesakes[]> {
   const rows = await tx.all<{ id: string; tenant_id: string; name: string; name_key: string }>(
-    'SELECT id, tenant_id, name, name_key FROM trust_policies ORDER BY tenant_id, id',
+    'SELECT id, tenant_id, name, name_key FROM trust_policies',
   );
+  // Sorted here, not by the database's collation, so that the warning lists them the same on either engine.
+  const ordered = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  rows.sort((a, b) => ordered(a.tenant_id, b.tenant_id) || ordered(a.id, b.id));
   const byName = new Map<string, typeof rows>();
   for (const row of rows) {
     const key = `${row.tenant_id} ${policyNameKey(row.name)}`;
