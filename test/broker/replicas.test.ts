@@ -4,6 +4,7 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { deferred } from '../support/deferred.js';
 import { seedTenant } from '../support/federation.js';
 import {
   DEFAULT_AUDIENCE,
@@ -70,6 +71,43 @@ describe('two broker processes on one database', () => {
     const replay = await exchange(a, token);
     expect(replay.status).toBe(401);
     expect(await replay.json()).toMatchObject({ code: 'token_replayed' });
+  });
+
+  it('I3 refuse, after one is killed mid-load (SIGKILL), every token it answered, each exchange audited', async () => {
+    // Whenever the kill lands, a token is answered only once its replay record and audit event are durable.
+    const jtis = Array.from({ length: 30 }, (_, i) => `killed-${i}`);
+    const answered: string[] = [];
+    const someAnswered = deferred();
+    const sent = Promise.all(
+      jtis.map((jti) =>
+        exchange(a, issuer.sign({ jti })).then(
+          (res) => {
+            if (res.status === 200) answered.push(jti);
+            if (answered.length === 5) someAnswered.resolve();
+          },
+          () => {},
+        ),
+      ),
+    );
+    await Promise.race([someAnswered.promise, sent]);
+    await a.stop('SIGKILL');
+    await sent;
+    a = await startBrokerProcess(env);
+    expect(answered.length).toBeGreaterThanOrEqual(5);
+    const replays = await Promise.all(answered.map((jti) => exchange(a, issuer.sign({ jti }))));
+    expect(replays.map((r) => r.status)).toEqual(answered.map(() => 401));
+    const audited = new Set<string>();
+    for (let cursor = ''; ; ) {
+      const page = (await (
+        await fetch(`${b.url}/v1/audit-events?type=token.exchanged&limit=100&cursor=${cursor}`, {
+          headers: { Authorization: `Bearer ${key}` },
+        })
+      ).json()) as { events: { details: { oidc_jti: string } }[]; next_cursor: string | null };
+      for (const event of page.events) audited.add(event.details.oidc_jti);
+      if (!page.next_cursor) break;
+      cursor = page.next_cursor;
+    }
+    expect(answered.filter((jti) => !audited.has(jti))).toEqual([]);
   });
 
   it('refuse a token the other one revoked, on the very next request', async () => {
