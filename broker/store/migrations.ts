@@ -233,11 +233,12 @@ export async function migrate(
         ]);
         applied.push(m.version);
       }
-      // Not only once: a version before migration 4, run on this database after it (a rollback), files the names
-      // it saves by lower-casing them.
-      if (done.has(REFILED_NAMES)) namesakes = await refilePolicyNames(tx);
       const known = new Set(MIGRATIONS.map((m) => m.version));
-      return { applied, unknown: [...done].filter((v) => !known.has(v)).sort((a, b) => a - b), namesakes };
+      const unknown = [...done].filter((v) => !known.has(v)).sort((a, b) => a - b);
+      // Not only once: a version before migration 4, run on this database after it (a rollback), files the names
+      // it saves by lower-casing them. Unless a newer version has run on it, whose rule this one may not know.
+      if (done.has(REFILED_NAMES) && unknown.length === 0) namesakes = await refilePolicyNames(tx);
+      return { applied, unknown, namesakes };
     },
     { unbounded: true },
   );

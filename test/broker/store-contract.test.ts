@@ -737,7 +737,15 @@ describe(`store contract (${requestedEngine()})`, () => {
         'later',
         1,
       ]);
+      // Names it filed are left as it filed them: this version does not know its rules.
+      const t = newTenant('romeo');
+      await storeOn(raw).tenants.create(t, { digest: 'digest-romeo', hint: 'ssa_…abcd' }, audit(t.id));
+      await storeOn(raw).policies.create(t.id, 'p-newer', policyInput('Straße'), 1, audit(t.id));
+      await raw.run("UPDATE trust_policies SET name_key = 'filed by a newer rule' WHERE id = 'p-newer'");
       expect(await migrate(raw)).toEqual({ applied: [], unknown: [99], namesakes: [] });
+      expect(await raw.get("SELECT name_key FROM trust_policies WHERE id = 'p-newer'")).toEqual({
+        name_key: 'filed by a newer rule',
+      });
       const logs: string[] = [];
       const broker = await createBroker(
         loadConfig({ DATABASE_URL: newer.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK }),
