@@ -718,6 +718,20 @@ describe(`store contract (${requestedEngine()})`, () => {
         'p-rollback',
       ]);
       expect(await create('q-6', 'SECRETS (2)')).toMatchObject({ ok: true });
+      // Until one of them goes, the next start names the two, the one in plain ASCII included.
+      expect(await migrate(raw)).toEqual({
+        applied: [],
+        unknown: [],
+        namesakes: [
+          {
+            tenantId: t.id,
+            policies: [
+              { id: 'p-rollback', name: 'ſecrets (2)' },
+              { id: 'q-6', name: 'SECRETS (2)' },
+            ],
+          },
+        ],
+      });
       await upgraded.policies.delete(t.id, 'q-6', 5, () => audit(t.id));
       expect(await migrate(raw)).toEqual({ applied: [], unknown: [], namesakes: [] });
       expect(await create('q-7', 'SECRETS (2)')).toEqual({ ok: false, conflict: 'name' });
