@@ -72,7 +72,20 @@ class MultipartBodyCache {
  * authentication: a request that would be a 404, 405 or 401 stays one, whatever its body.
  */
 export const strictRequestBody = createMiddleware<BrokerEnv>(async (c, next) => {
-  const type = c.req.header('Content-Type');
+  let type = c.req.header('Content-Type');
+  // RFC 9110 allows spaces around ';' and a parameter list left empty; the validators match the type by a pattern
+  // that does not, and would answer 415 asking for the very type sent. They see it as usually written.
+  if (type?.includes(';')) {
+    const written = type
+      .split(';')
+      .map((part) => part.trim())
+      .filter(Boolean)
+      .join('; ');
+    if (written !== type) {
+      c.req.raw.headers.set('Content-Type', written);
+      type = written;
+    }
+  }
   const mediaType = type?.split(';')[0]?.trim().toLowerCase();
   const cache =
     mediaType === 'multipart/form-data'

@@ -171,3 +171,37 @@ describe('a body with thousands of wrong fields', () => {
     }
   });
 });
+
+describe('a media type written with the spaces and semicolons RFC 9110 allows', () => {
+  it.each(['application/json ; charset=utf-8', 'application/json;', 'application/json ;charset=UTF-8 '])(
+    'JSON as %j is read as JSON, in-process and over a socket',
+    async (type) => {
+      const body = JSON.stringify({
+        name: `spaced ${type.trim()}`,
+        expiration: '7d',
+        permissions: ['audit-log:read'],
+      });
+      const headers = { Authorization: `Bearer ${key}`, 'Content-Type': type };
+      const inProcess = await t.request('POST', '/v1/fine-grained-keys', { headers, body });
+      expect(inProcess.status).toBe(201);
+      const overSocket = await fetch(`${url}/v1/fine-grained-keys`, { method: 'POST', headers, body });
+      expect(overSocket.status).toBe(201);
+    },
+  );
+
+  it('a form as "application/x-www-form-urlencoded ; charset=utf-8" is read as a form', async () => {
+    const minted = (await (await t.request('POST', '/v1/tokens', { key })).json()) as {
+      access_token: string;
+    };
+    const res = await fetch(`${url}/v1/tokens/introspect`, {
+      method: 'POST',
+      headers: {
+        Authorization: `Bearer ${key}`,
+        'Content-Type': 'application/x-www-form-urlencoded ; charset=utf-8',
+      },
+      body: new URLSearchParams({ token: minted.access_token }).toString(),
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ active: true });
+  });
+});
