@@ -2,7 +2,7 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { withoutSecretsInJson } from '../core/keys.js';
+import { withoutSecrets, withoutSecretsInJson } from '../core/keys.js';
 import { BrokerError, type ErrorCode, type ProblemDocument, toProblem } from '../errors.js';
 import { StoreUnavailable } from '../store/sql.js';
 import type { BrokerEnv } from './context.js';
@@ -63,7 +63,12 @@ const OAUTH_ERRORS: Partial<Record<ErrorCode, 'invalid_request' | 'invalid_scope
 function withOAuthError(problem: ProblemDocument, path: string): ProblemDocument {
   const error = path === TOKEN_ENDPOINT ? OAUTH_ERRORS[problem.code] : undefined;
   if (!error) return problem;
-  const description = problem.detail.replaceAll('"', "'").replaceAll(/[^\x20\x21\x23-\x5B\x5D-\x7E]/g, '?');
+  // Redacted before the characters are replaced: a '?' in place of an invisible character inside a key would hide
+  // the key from the redaction of the whole answer.
+  const description = withoutSecrets(problem.detail)
+    .replaceAll('"', "'")
+    .replaceAll('…', '...')
+    .replaceAll(/[^\x20\x21\x23-\x5B\x5D-\x7E]/g, '?');
   return { ...problem, error, error_description: description };
 }
 

@@ -599,6 +599,22 @@ describe('RFC 8693 form', () => {
     });
   });
 
+  it('error_description shows a key pasted into scope only as its hint, as detail does, even split by U+200B', async () => {
+    await f.policy('p', { permissions: ['harden-runner:read'] });
+    const split = `${f.key.slice(0, 20)}\u200b${f.key.slice(20)}`;
+    const fields = { grant_type: GRANT, subject_token: f.issuer.sign(), subject_token_type: ID_TOKEN };
+    const res = await form({ ...fields, scope: split });
+    expect(res.status).toBe(400);
+    const text = await res.text();
+    const body = JSON.parse(text) as Record<string, string>;
+    expect(body.error).toBe('invalid_request');
+    expect(body.error_description).toContain(`${f.key.slice(0, 4)}...${f.key.slice(-4)}`);
+    expect(body.detail).toContain(`${f.key.slice(0, 4)}…${f.key.slice(-4)}`);
+    // Neither half of the key's random part, in any field.
+    expect(text).not.toContain(f.key.slice(6, 20));
+    expect(text).not.toContain(f.key.slice(20, 36));
+  });
+
   it('its parameters sent as JSON are told to come as a form, and use up nothing', async () => {
     await f.policy('p');
     const token = f.issuer.sign();
