@@ -1,7 +1,13 @@
 // Reads and validates every action input once, before anything touches the network.
 
 import { isLoopbackHost } from '../broker/core/loopback.js';
-import { ALL_PERMISSIONS, isPermission, meantPermission, SHORTCUTS } from '../broker/core/permissions.js';
+import {
+  ALL_PERMISSIONS,
+  isPermission,
+  isShortcut,
+  meantPermission,
+  SHORTCUTS,
+} from '../broker/core/permissions.js';
 
 export const DEFAULT_API_URL = 'https://agent.api.stepsecurity.io/v1';
 export const AUDIENCE_SUFFIX = 'api.stepsecurity.io';
@@ -164,10 +170,6 @@ function parsePermissions(raw: string, errors: string[]): string[] {
     );
   });
   return values;
-}
-
-function isShortcut(value: string): boolean {
-  return (SHORTCUTS as readonly string[]).includes(value);
 }
 
 /** The id a wrong value probably stands for, as a sentence of its own. */

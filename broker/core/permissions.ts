@@ -38,6 +38,10 @@ function permissionsOf(category: (typeof CATEGORIES)[number]): Permission[] {
 export const ALL_PERMISSIONS: readonly Permission[] = CATEGORIES.flatMap(permissionsOf);
 const ALL_PERMISSION_SET: ReadonlySet<string> = new Set(ALL_PERMISSIONS);
 
+export function isShortcut(value: string): value is Shortcut {
+  return (SHORTCUTS as readonly string[]).includes(value);
+}
+
 export function isPermission(value: string): value is Permission {
   return ALL_PERMISSION_SET.has(value);
 }
@@ -129,7 +133,7 @@ export function meantPermission(
     .trim()
     .toLowerCase()
     .replace(/^[["']+|["'\]]+$/g, '');
-  if ((SHORTCUTS as readonly string[]).includes(bare)) return `did you mean ${quote(bare)}?`;
+  if (isShortcut(bare)) return `did you mean ${quote(bare)}?`;
   if (isPermission(bare)) return enabled.includes(bare) ? `did you mean ${quote(bare)}?` : null;
   const category = bare.split(':')[0]!;
   if (!isCategoryId(category)) return null;
