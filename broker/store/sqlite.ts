@@ -12,8 +12,8 @@ import {
   sqliteOutage,
   UniqueViolation,
 } from './sql.js';
-import { startWriteWorker } from './sqlite-writer.js';
 import { createWriteBatcher, inThreadFlush } from './write-batcher.js';
+import { startWriteWorker } from './write-worker.js';
 
 type Statement = Database.Statement<unknown[], unknown>;
 
@@ -126,7 +126,14 @@ export function openSqlite(path: string): SqlDriver {
   const outside = executor(false);
 
   // A file database commits batches on a writer thread; an in-memory one (no second connection) on this one.
-  const writer = path === ':memory:' ? undefined : startWriteWorker(path, WRITER_PRAGMAS);
+  const writer =
+    path === ':memory:'
+      ? undefined
+      : startWriteWorker(
+          new URL('./sqlite-write-worker.js', import.meta.url),
+          { path, pragmas: WRITER_PRAGMAS },
+          ({ message, code }) => sqliteOutage(Object.assign(new Error(message), { code })),
+        );
   const writeBatched = writer
     ? createWriteBatcher(writer.flush, { maxInFlight: WRITER_QUEUE })
     : createWriteBatcher(inThreadFlush({ transaction }));

@@ -1,15 +1,11 @@
 // Group commit: writes arriving close together share one transaction, so the hot path pays for one durable
 // commit (one fsync) per batch instead of one per request — and each caller still resolves only after its own
 // write is committed.
-import {
-  type BatchedWrite,
-  type SqlDriver,
-  type SqlExecutor,
-  StoreUnavailable,
-  type WriteOutcome,
-} from './sql.js';
+import { applyWrite, flushInTransactions } from './batch-flush.js';
+import { type BatchedWrite, type SqlDriver, StoreUnavailable, type WriteOutcome } from './sql.js';
 
 export type Settled = { ok: true; value: WriteOutcome } | { ok: false; error: unknown };
+export { applyWrite };
 
 /**
  * Runs a batch; resolves with one outcome per write, in order. `since`: when the oldest of them was handed over, from
@@ -24,41 +20,9 @@ interface Pending {
   reject(error: unknown): void;
 }
 
-export async function applyWrite(tx: SqlExecutor, write: BatchedWrite): Promise<WriteOutcome> {
-  const probe = await tx.run(write.probe.sql, write.probe.params);
-  const next = probe > 0 ? write.onChange : write.onNoChange;
-  return { probe, next: next ? await tx.run(next.sql, next.params) : 0 };
-}
-
 /** A flush on this thread: one transaction for the batch; if it fails, each write again on its own. */
 export function inThreadFlush(db: Pick<SqlDriver, 'transaction'>): FlushBatch {
-  return async (writes, since) => {
-    try {
-      const values = await db.transaction(
-        async (tx) => {
-          const out: WriteOutcome[] = [];
-          for (const write of writes) out.push(await applyWrite(tx, write));
-          return out;
-        },
-        { since },
-      );
-      return values.map((value) => ({ ok: true, value }));
-    } catch (error) {
-      // The database cannot take work now: trying each write again would only wait as long again, for each.
-      if (error instanceof StoreUnavailable) return writes.map((): Settled => ({ ok: false, error }));
-      // One bad write must not fail its neighbours: each again on its own, so only it sees its error.
-      return Promise.all(
-        writes.map((write) =>
-          db
-            .transaction((tx) => applyWrite(tx, write), { since })
-            .then(
-              (value): Settled => ({ ok: true, value }),
-              (error): Settled => ({ ok: false, error }),
-            ),
-        ),
-      );
-    }
-  };
+  return flushInTransactions(db.transaction, (error) => error instanceof StoreUnavailable);
 }
 
 export interface BatcherOptions {

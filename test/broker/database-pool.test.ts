@@ -1,4 +1,5 @@
-// DATABASE_POOL_SIZE bounds the PostgreSQL connections a broker opens, however many requests wait for one.
+// DATABASE_POOL_SIZE bounds the PostgreSQL connections a broker opens, group commit's included, however many
+// requests wait for one.
 import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { startTestBroker } from '../support/broker.js';
@@ -28,6 +29,10 @@ describe.runIf(engine === 'postgres')('the PostgreSQL pool (DATABASE_POOL_SIZE)'
     const t = await startTestBroker({ db, env: { DATABASE_POOL_SIZE: String(poolSize) } });
     cleanups.push(() => t.broker.close());
     const { key } = await t.createTenant('acme');
+    // Minting a token commits through group commit, whose thread holds one of the pool's connections.
+    expect((await t.request('POST', '/v1/tokens', { key, json: { duration_seconds: 600 } })).status).toBe(
+      201,
+    );
 
     const monitor = await pgSession(db.url);
     // Every authenticated request reads its key from builtin_keys: with that table locked, each read holds its
@@ -48,7 +53,8 @@ describe.runIf(engine === 'postgres')('the PostgreSQL pool (DATABASE_POOL_SIZE)'
 
     const requests = Array.from({ length: 20 }, () => t.request('GET', '/v1/whoami', { key }));
     const seen: number[] = [];
-    // The pool fills up: all its connections wait for the lock, the other requests for a connection.
+    // The pool fills up: group commit's connection, and all the others waiting for the lock; the other requests
+    // wait for a connection.
     await vi.waitFor(
       async () => {
         seen.push(await brokerConnections());

@@ -9,8 +9,9 @@ import {
   inThreadFlush,
   type Settled,
 } from '../../broker/store/write-batcher.js';
-import { createTestDatabase } from '../support/database.js';
+import { createTestDatabase, openDriver, requestedEngine } from '../support/database.js';
 
+const engine = requestedEngine();
 const write = (n: number): BatchedWrite => ({ probe: { sql: `w${n}`, params: [n] } });
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -173,4 +174,35 @@ describe('a batch the database cannot take', () => {
       await db.drop();
     }
   }, 30_000);
+});
+
+describe(`group commit on a thread of its own (${engine})`, () => {
+  it('commits a batch while the event loop is busy with other work, rather than a statement each time it polls', async () => {
+    const db = await createTestDatabase();
+    const driver = openDriver(db);
+    try {
+      // When each row was written, by the database's clock (the same machine's as Date.now()), in ms.
+      const now =
+        engine === 'postgres'
+          ? 'extract(epoch from clock_timestamp()) * 1000'
+          : "(julianday('now') - 2440587.5) * 86400000";
+      await driver.exec('CREATE TABLE t (v INTEGER PRIMARY KEY, at DOUBLE PRECISION NOT NULL)');
+      const insert = (v: number) =>
+        driver.writeBatched({ probe: { sql: `INSERT INTO t VALUES (?, ${now})`, params: [v] } });
+      await insert(0);
+      const writes = Array.from({ length: 20 }, (_, i) => insert(i + 1));
+      // The batch is handed over at the end of this turn; then the event loop stays busy, as a loaded broker's
+      // is with other requests. A commit driven from the event loop would send at most its first statement.
+      await turn();
+      const busyUntil = Date.now() + 500;
+      while (Date.now() < busyUntil);
+      expect((await Promise.all(writes)).map((w) => w.probe)).toEqual(writes.map(() => 1));
+      const rows = await driver.all<{ v: number; at: number }>('SELECT v, at FROM t WHERE v > 0');
+      expect(rows).toHaveLength(20);
+      for (const row of rows) expect(row.at).toBeLessThan(busyUntil);
+    } finally {
+      await driver.close();
+      await db.drop();
+    }
+  });
 });

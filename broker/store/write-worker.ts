@@ -1,13 +1,21 @@
-// The main thread's side of SQLite's writer thread: sends each batch, resolves it with the thread's answer.
-// Batches need not wait for each other: the thread merges all that have queued into its next transaction.
+// The main thread's side of a group-commit thread (SQLite's writer, PostgreSQL's): sends each batch, resolves it
+// with the thread's answer.
 import { Worker } from 'node:worker_threads';
-import { type BatchedWrite, sqliteOutage, type WriteOutcome } from './sql.js';
+import type { BatchedWrite, WriteOutcome } from './sql.js';
 import type { FlushBatch, Settled } from './write-batcher.js';
 
-/** The writer's answer to every batch its last transaction committed. */
+/** A write's error as the thread describes it: `unavailable` where the thread tells an outage itself. */
+export interface WorkerError {
+  message: string;
+  code?: string;
+  constraint?: string;
+  unavailable?: boolean;
+}
+
+/** The thread's answer to every batch its last transaction committed. */
 type WorkerAnswers = {
   id: number;
-  results: ({ ok: true; value: WriteOutcome } | { ok: false; error: { message: string; code?: string } })[];
+  results: ({ ok: true; value: WriteOutcome } | { ok: false; error: WorkerError })[];
 }[];
 
 export interface WriteWorker {
@@ -16,11 +24,15 @@ export interface WriteWorker {
   close(): Promise<void>;
 }
 
-function toError(error: { message: string; code?: string }): unknown {
-  return sqliteOutage(Object.assign(new Error(error.message), { code: error.code }));
-}
-
-export function startWriteWorker(path: string, pragmas: string[]): WriteWorker {
+/**
+ * Starts `script` as a thread that commits the batches it is sent (`{ id, writes, since }`), with `workerData`;
+ * `toError` makes each error it describes the store's.
+ */
+export function startWriteWorker(
+  script: URL,
+  workerData: unknown,
+  toError: (error: WorkerError) => unknown,
+): WriteWorker {
   let worker: Worker | undefined;
   let nextId = 0;
   let closed = false;
@@ -34,9 +46,7 @@ export function startWriteWorker(path: string, pragmas: string[]): WriteWorker {
   // Started on first use, and again after a crash; it holds the process open only while a batch is in flight.
   const ensure = (): Worker => {
     if (worker) return worker;
-    const w = new Worker(new URL('./sqlite-write-worker.js', import.meta.url), {
-      workerData: { path, pragmas },
-    });
+    const w = new Worker(script, { workerData });
     w.on('message', (answers: WorkerAnswers) => {
       for (const answer of answers) {
         const p = pending.get(answer.id);
@@ -47,7 +57,7 @@ export function startWriteWorker(path: string, pragmas: string[]): WriteWorker {
     });
     w.on('error', failAll);
     w.on('exit', (code) => {
-      if (worker === w) failAll(new Error(`the SQLite writer thread exited (code ${code})`));
+      if (worker === w) failAll(new Error(`the group-commit thread exited (code ${code})`));
     });
     w.unref();
     worker = w;
@@ -55,17 +65,17 @@ export function startWriteWorker(path: string, pragmas: string[]): WriteWorker {
   };
 
   return {
-    flush: (writes: BatchedWrite[]) =>
+    flush: (writes: BatchedWrite[], since?: number) =>
       new Promise<Settled[]>((resolve, reject) => {
-        if (closed) throw new Error('the SQLite writer is closed');
+        if (closed) throw new Error('the group-commit thread is closed');
         const w = ensure();
         const id = ++nextId;
         pending.set(id, { resolve, reject });
         w.ref();
-        w.postMessage({ id, writes });
+        w.postMessage({ id, writes, since });
       }),
     async close() {
-      // The thread commits and answers every batch queued before 'close', then closes its connection.
+      // The thread commits and answers every batch sent before 'close', then closes its connection.
       closed = true;
       const w = worker;
       worker = undefined;

@@ -1,0 +1,59 @@
+// How a batch of group commit runs as transactions: shared by this thread's flush (write-batcher.ts) and by
+// PostgreSQL's group-commit thread (postgres-write-worker.js). Plain JavaScript so that the same file runs from
+// source and from build/, in a worker thread as well.
+
+/** @typedef {import('./sql.js').BatchedWrite} BatchedWrite */
+/** @typedef {import('./sql.js').WriteOutcome} WriteOutcome */
+/** @typedef {import('./sql.js').SqlStatement} SqlStatement */
+/** @typedef {{ ok: true, value: WriteOutcome } | { ok: false, error: unknown }} Settled */
+/** @typedef {{ run(sql: string, params?: readonly (string | number | null)[]): Promise<number> }} Runner */
+/**
+ * @typedef {<T>(fn: (tx: Runner) => Promise<T>, options: { since?: number }) => Promise<T>} Transaction
+ */
+
+/**
+ * Runs one write: its probe, then `onChange` when the probe changed a row, else `onNoChange`.
+ * @param {Runner} tx
+ * @param {BatchedWrite} write
+ * @returns {Promise<WriteOutcome>}
+ */
+export async function applyWrite(tx, write) {
+  const probe = await tx.run(write.probe.sql, write.probe.params);
+  const next = probe > 0 ? write.onChange : write.onNoChange;
+  return { probe, next: next ? await tx.run(next.sql, next.params) : 0 };
+}
+
+/**
+ * A flush as transactions: one for the batch; if it fails, each write again in one of its own, so that one bad
+ * write does not fail its neighbours — unless the database cannot take work now (`isOutage`), when trying each
+ * again would only wait as long again, for each.
+ * @param {Transaction} transaction
+ * @param {(error: unknown) => boolean} isOutage
+ * @returns {(writes: BatchedWrite[], since?: number) => Promise<Settled[]>}
+ */
+export function flushInTransactions(transaction, isOutage) {
+  return async (writes, since) => {
+    try {
+      const values = await transaction(
+        async (tx) => {
+          /** @type {WriteOutcome[]} */
+          const out = [];
+          for (const write of writes) out.push(await applyWrite(tx, write));
+          return out;
+        },
+        { since },
+      );
+      return values.map((value) => ({ ok: /** @type {const} */ (true), value }));
+    } catch (error) {
+      if (isOutage(error)) return writes.map(() => ({ ok: /** @type {const} */ (false), error }));
+      return Promise.all(
+        writes.map((write) =>
+          transaction((tx) => applyWrite(tx, write), { since }).then(
+            (value) => ({ ok: /** @type {const} */ (true), value }),
+            (error) => ({ ok: /** @type {const} */ (false), error }),
+          ),
+        ),
+      );
+    }
+  };
+}

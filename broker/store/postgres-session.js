@@ -1,0 +1,200 @@
+// PostgreSQL connections and their write transactions, for this thread's pool (postgres.ts) and for the
+// group-commit thread (postgres-write-worker.js) alike. Plain JavaScript so that the same file runs from source
+// and from build/, in a worker thread as well.
+import pg from 'pg';
+
+const INT8_OID = 20;
+
+/** @type {Map<string, string>} */
+const placeholderCache = new Map();
+/**
+ * The store's `?` placeholders as PostgreSQL's `$n`.
+ * @param {string} sql
+ */
+export function toPostgres(sql) {
+  let out = placeholderCache.get(sql);
+  if (out === undefined) {
+    let n = 0;
+    out = sql.replace(/\?/g, () => `$${++n}`);
+    placeholderCache.set(sql, out);
+  }
+  return out;
+}
+
+// SQLSTATEs of a server that cannot take work now: the connection failed or is gone (08000, 08001, 08003, 08004,
+// 08006), shutting down or starting up (57P01–57P03), short of resources (class 53: too many connections, disk
+// full, out of memory). And of a statement it stopped, which the next try may pass: a lock waited for past
+// lock_timeout (55P03: the broker's own, below), a statement cancelled (57014: an operator's pg_cancel_backend, a
+// statement_timeout), a transaction chosen to end a deadlock or a serialization conflict (40P01, 40001). Not
+// 08P01, a protocol violation, which is a bug to fix rather than an outage to wait out.
+const UNAVAILABLE_SQLSTATE = /^(0800[01346]|57P0[123]|53[0-9A-Z]{3}|55P03|57014|40P01|40001)$/;
+// What Node and pg report when the server cannot be reached or the connection drops.
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+const CONNECTION_LOST =
+  /^Connection terminated|^timeout exceeded when trying to connect|not queryable|^Query read timeout$/;
+
+/**
+ * An outage to wait out, not a bug: the server cannot be reached or cannot take work now, or it kept the
+ * broker waiting past a deadline of its own (an error marked `unavailable`).
+ * @param {unknown} error
+ */
+export function isUnavailable(error) {
+  const e = /** @type {{ code?: string, message?: string, unavailable?: boolean }} */ (error);
+  return (
+    e.unavailable === true ||
+    (e.code !== undefined && (UNAVAILABLE_SQLSTATE.test(e.code) || UNREACHABLE.has(e.code))) ||
+    CONNECTION_LOST.test(e.message ?? '')
+  );
+}
+
+/** @param {string} message */
+const unavailable = (message) => Object.assign(new Error(message), { unavailable: true });
+
+/**
+ * How long a statement outside a transaction (a read, mostly) may go unanswered before the database counts as
+ * unavailable, as SQLite's busy timeout does: a server that keeps its connections but stops answering must not
+ * hold requests forever. The connection is then discarded.
+ */
+export const QUERY_TIMEOUT_MS = 5_000;
+/**
+ * How long a write transaction may wait for any one answer on its way to COMMIT — its write turn, a statement,
+ * a ROLLBACK — so that a slow batch that keeps getting answers goes on. Past it the connection is closed, which
+ * rolls the transaction back on the server: nothing of it can commit later. COMMIT itself is waited for without
+ * a limit, since a write answered "unavailable" must not have committed. Migrations run without it.
+ */
+export const ANSWER_DEADLINE_MS = 15_000;
+/**
+ * The server is told these deadlines too, as its lock_timeout: a connection the broker closes is noticed by the
+ * server only once the statement in flight ends, and one waiting for a lock (a LOCK TABLE, an ALTER TABLE or a
+ * VACUUM FULL in another session) would otherwise wait on, holding its server connection, the write turn and
+ * its place in the lock's queue: under load, until the server has no connections left for anyone. Set on each
+ * connection for reads; each transaction sets its own.
+ * @param {'SESSION' | 'LOCAL'} scope
+ * @param {number} ms
+ */
+const lockTimeout = (scope, ms) => `SET ${scope} lock_timeout = ${Math.ceil(ms)}`;
+
+/** Advisory lock key of the write turn (7710002 guards the first signing key, 7710001 migrations). */
+const WRITE_TURN_LOCK = 7710003;
+
+/**
+ * A pool of at most `max` connections to `url`, each told the read deadline as its lock_timeout; 64-bit
+ * integers come back as numbers.
+ * @param {string} url
+ * @param {number} max
+ */
+export function openPool(url, max) {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max,
+    // A server that stops answering is noticed: connecting gives up, and TCP keep-alive finds a dead peer.
+    connectionTimeoutMillis: QUERY_TIMEOUT_MS,
+    keepAlive: true,
+    onConnect: async (client) => {
+      await client.query(lockTimeout('SESSION', QUERY_TIMEOUT_MS));
+    },
+    types: {
+      getTypeParser: /** @type {never} */ (
+        (/** @type {number} */ oid, /** @type {string | undefined} */ format) =>
+          oid === INT8_OID
+            ? (/** @type {string} */ v) => Number(v)
+            : pg.types.getTypeParser(oid, /** @type {'text'} */ (format))
+      ),
+    },
+  });
+  // A client losing its connection must not crash the process, whenever that happens: idle in the pool (the
+  // pool reports it here), checked out (transactionOn() hears it), or in between, as the pool hands it over. So
+  // every client has a listener for its whole life; the next query reconnects.
+  pool.on('error', () => {});
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+  });
+  return pool;
+}
+
+/** @typedef {(text: string, values?: readonly (string | number | null)[]) => Promise<pg.QueryResult>} Statement */
+
+/**
+ * Runs `fn` in one write transaction on a connection of `pool`, with the write turn; throws what failed as it
+ * came (isUnavailable() tells an outage).
+ *
+ * `lockWaitEnds`: until when locks may be waited for — the deadline of the oldest work in it, which may have
+ * waited for the writes before it (in a batch, or for a connection): a write queued behind one that waits for
+ * a lock is answered within the deadline of its own arrival, not of its own start. `unbounded`: no deadline at
+ * all (migrations).
+ * @template T
+ * @param {pg.Pool} pool
+ * @param {(statement: Statement) => Promise<T>} fn
+ * @param {{ unbounded?: boolean, lockWaitEnds: number, answerDeadlineMs: number }} options
+ * @returns {Promise<T>}
+ */
+export async function transactionOn(pool, fn, { unbounded, lockWaitEnds, answerDeadlineMs }) {
+  if (!unbounded && lockWaitEnds <= Date.now()) {
+    throw unavailable(`the writes before it kept it waiting ${answerDeadlineMs} ms`);
+  }
+  const client = await pool.connect();
+  // The pool listens for errors only on idle clients. One checked out here that loses its connection emits
+  // 'error' too: unheard, that would end the process; heard, the query in flight fails (an outage) and the
+  // broken client is discarded rather than returned to the pool.
+  /** @type {unknown} */
+  let lost;
+  const onError = (/** @type {unknown} */ error) => {
+    lost ??= error;
+  };
+  client.on('error', onError);
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let watchdog;
+  /** (Re)starts the wait for the next answer; every answer on the way to COMMIT calls it. */
+  const awaitAnswer = () => {
+    clearTimeout(watchdog);
+    if (unbounded) return;
+    watchdog = setTimeout(() => {
+      lost ??= unavailable(`the database gave no answer within ${answerDeadlineMs} ms`);
+      // Whatever statement is in flight fails with the connection, and the server rolls the transaction back.
+      /** @type {{ connection: { stream: { destroy(): void } } }} */ (
+        /** @type {unknown} */ (client)
+      ).connection.stream.destroy();
+    }, answerDeadlineMs);
+  };
+  /** @type {Statement} */
+  const statement = async (text, values) => {
+    awaitAnswer();
+    try {
+      return await client.query(text, /** @type {unknown[] | undefined} */ (values));
+    } finally {
+      awaitAnswer();
+    }
+  };
+  try {
+    // In one round trip with the BEGIN. 0 is no limit (migrations); 1 ms, no wait for a lock once the wait for
+    // a connection has taken the rest.
+    const lockWait = unbounded ? 0 : Math.max(1, lockWaitEnds - Date.now());
+    await statement(`BEGIN; ${lockTimeout('LOCAL', lockWait)}`);
+    // Write transactions take turns, each holding the turn until it has committed and become visible: audit
+    // event ids then follow commit order, so a reader paging newest first (an exporter tailing the log) never
+    // passes an id that a transaction still in flight will commit later. SQLite's single writer does the same.
+    await statement('SELECT pg_advisory_xact_lock($1)', [WRITE_TURN_LOCK]);
+    const result = await fn(statement);
+    clearTimeout(watchdog);
+    if (lost !== undefined) throw lost;
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    // The ROLLBACK is bounded like any other answer: a server that stopped answering must not hold this.
+    if (lost === undefined) await statement('ROLLBACK').catch(() => {});
+    throw lost ?? error;
+  } finally {
+    clearTimeout(watchdog);
+    client.off('error', onError);
+    client.release(lost === undefined ? undefined : /** @type {Error} */ (lost));
+  }
+}

@@ -1,0 +1,64 @@
+// PostgreSQL's group commit, on a thread of its own with a connection of its own. A batch is a chain of
+// statements — BEGIN, the write turn, each write's, COMMIT — each sent once the answer to the one before has been
+// read. On the event loop serving requests that read waits for the loop's next poll, a turn's worth of other
+// requests' work later; here it comes as soon as the answer does. Plain JavaScript so the same file runs from
+// source and from build/.
+import { parentPort, workerData } from 'node:worker_threads';
+import { flushInTransactions } from './batch-flush.js';
+import { isUnavailable, openPool, toPostgres, transactionOn } from './postgres-session.js';
+
+/** @typedef {import('./sql.js').BatchedWrite} BatchedWrite */
+
+/** @type {{ url: string, answerDeadlineMs: number }} */
+const { url, answerDeadlineMs } = workerData;
+const pool = openPool(url, 1);
+
+/** @type {Promise<unknown>} */
+let previous = Promise.resolve();
+/**
+ * One transaction at a time on the one connection, a batch's writes retried each on its own included: they
+ * wait here, not in the pool, whose wait for a connection gives up after 5 s.
+ * @type {import('./batch-flush.js').Transaction}
+ */
+const transaction = (fn, { since }) => {
+  const run = () =>
+    transactionOn(
+      pool,
+      (statement) =>
+        fn({ run: async (sql, params) => (await statement(toPostgres(sql), params)).rowCount ?? 0 }),
+      { lockWaitEnds: (since ?? Date.now()) + answerDeadlineMs, answerDeadlineMs },
+    );
+  const result = previous.then(run, run);
+  previous = result.catch(() => {});
+  return result;
+};
+const flush = flushInTransactions(transaction, isUnavailable);
+
+/** @param {unknown} error */
+const describe = (error) => {
+  const e = /** @type {{ message?: string, code?: string, constraint?: string }} */ (error);
+  return {
+    message: e.message ?? String(error),
+    code: e.code,
+    constraint: e.constraint,
+    unavailable: isUnavailable(error),
+  };
+};
+
+/** @param {{ id: number, writes: BatchedWrite[], since?: number } | 'close'} message */
+const onMessage = async (message) => {
+  if (message === 'close') {
+    // Sent once every batch has been answered.
+    await pool.end();
+    port.close();
+    return;
+  }
+  const results = await flush(message.writes, message.since);
+  port.postMessage([
+    { id: message.id, results: results.map((r) => (r.ok ? r : { ok: false, error: describe(r.error) })) },
+  ]);
+};
+
+if (!parentPort) throw new Error("PostgreSQL's group commit runs as a worker thread");
+const port = parentPort;
+port.on('message', (message) => void onMessage(message));
