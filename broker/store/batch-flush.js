@@ -24,6 +24,27 @@ export async function applyWrite(tx, write) {
 }
 
 /**
+ * Runs a batch's writes: every probe first, then the statement after each, each step's statements issued at
+ * once. On a connection that pipelines (PostgreSQL's group-commit thread) a batch is then two round trips to
+ * the server, however many writes it holds, rather than two for each write; elsewhere they run one by one, in
+ * the same order. (No write's statement after its probe changes what another's probe finds: each probe reads
+ * only the rows it inserts or updates, and the tables of policies and keys, which no batched write changes.)
+ * @param {Runner} tx
+ * @param {BatchedWrite[]} writes
+ * @returns {Promise<WriteOutcome[]>}
+ */
+export async function applyWrites(tx, writes) {
+  const probes = await Promise.all(writes.map((write) => tx.run(write.probe.sql, write.probe.params)));
+  const nexts = await Promise.all(
+    writes.map((write, i) => {
+      const next = /** @type {number} */ (probes[i]) > 0 ? write.onChange : write.onNoChange;
+      return next ? tx.run(next.sql, next.params) : 0;
+    }),
+  );
+  return probes.map((probe, i) => ({ probe, next: /** @type {number} */ (nexts[i]) }));
+}
+
+/**
  * A flush as transactions: one for the batch; if it fails, each write again in one of its own, so that one bad
  * write does not fail its neighbours — unless the database cannot take work now (`isOutage`), when trying each
  * again would only wait as long again, for each.
@@ -34,15 +55,7 @@ export async function applyWrite(tx, write) {
 export function flushInTransactions(transaction, isOutage) {
   return async (writes, since) => {
     try {
-      const values = await transaction(
-        async (tx) => {
-          /** @type {WriteOutcome[]} */
-          const out = [];
-          for (const write of writes) out.push(await applyWrite(tx, write));
-          return out;
-        },
-        { since },
-      );
+      const values = await transaction((tx) => applyWrites(tx, writes), { since });
       return values.map((value) => ({ ok: /** @type {const} */ (true), value }));
     } catch (error) {
       if (isOutage(error)) return writes.map(() => ({ ok: /** @type {const} */ (false), error }));

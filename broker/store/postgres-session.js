@@ -88,14 +88,17 @@ const WRITE_TURN_LOCK = 7710003;
 
 /**
  * A pool of at most `max` connections to `url`, each told the read deadline as its lock_timeout; 64-bit
- * integers come back as numbers.
+ * integers come back as numbers. `pipeline`: statements issued while others are in flight are sent at once,
+ * rather than each once the answer to the one before has arrived.
  * @param {string} url
  * @param {number} max
+ * @param {{ pipeline?: boolean }} [options]
  */
-export function openPool(url, max) {
+export function openPool(url, max, { pipeline = false } = {}) {
   const pool = new pg.Pool({
     connectionString: url,
     max,
+    pipeline,
     // A server that stops answering is noticed: connecting gives up, and TCP keep-alive finds a dead peer.
     connectionTimeoutMillis: QUERY_TIMEOUT_MS,
     keepAlive: true,
@@ -175,14 +178,16 @@ export async function transactionOn(pool, fn, { unbounded, lockWaitEnds, answerD
     }
   };
   try {
-    // In one round trip with the BEGIN. 0 is no limit (migrations); 1 ms, no wait for a lock once the wait for
-    // a connection has taken the rest.
+    // The lock timeout in one round trip with the BEGIN: 0 is no limit (migrations); 1 ms, no wait for a lock
+    // once the wait for a connection has taken the rest. And the write turn: write transactions take turns,
+    // each holding the turn until it has committed and become visible: audit event ids then follow commit
+    // order, so a reader paging newest first (an exporter tailing the log) never passes an id that a
+    // transaction still in flight will commit later. SQLite's single writer does the same. One statement failing
+    // ends the string there, inside the transaction it began.
     const lockWait = unbounded ? 0 : Math.max(1, lockWaitEnds - Date.now());
-    await statement(`BEGIN; ${lockTimeout('LOCAL', lockWait)}`);
-    // Write transactions take turns, each holding the turn until it has committed and become visible: audit
-    // event ids then follow commit order, so a reader paging newest first (an exporter tailing the log) never
-    // passes an id that a transaction still in flight will commit later. SQLite's single writer does the same.
-    await statement('SELECT pg_advisory_xact_lock($1)', [WRITE_TURN_LOCK]);
+    await statement(
+      `BEGIN; ${lockTimeout('LOCAL', lockWait)}; SELECT pg_advisory_xact_lock(${WRITE_TURN_LOCK})`,
+    );
     const result = await fn(statement);
     clearTimeout(watchdog);
     if (lost !== undefined) throw lost;

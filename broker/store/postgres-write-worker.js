@@ -1,8 +1,8 @@
-// PostgreSQL's group commit, on a thread of its own with a connection of its own. A batch is a chain of
-// statements — BEGIN, the write turn, each write's, COMMIT — each sent once the answer to the one before has been
-// read. On the event loop serving requests that read waits for the loop's next poll, a turn's worth of other
-// requests' work later; here it comes as soon as the answer does. Plain JavaScript so the same file runs from
-// source and from build/.
+// PostgreSQL's group commit, on a thread of its own with a connection of its own. A batch is four round trips to
+// the server: BEGIN with the write turn, every write's probe, the statement after each, COMMIT. On the event loop
+// serving requests each answer would wait to be read until the loop's next poll, a turn's worth of other
+// requests' work later; here it is read as soon as it comes. Plain JavaScript so the same file runs from source
+// and from build/.
 import { parentPort, workerData } from 'node:worker_threads';
 import { flushInTransactions } from './batch-flush.js';
 import { isUnavailable, openPool, toPostgres, transactionOn } from './postgres-session.js';
@@ -11,7 +11,8 @@ import { isUnavailable, openPool, toPostgres, transactionOn } from './postgres-s
 
 /** @type {{ url: string, answerDeadlineMs: number }} */
 const { url, answerDeadlineMs } = workerData;
-const pool = openPool(url, 1);
+// Pipelined: a batch's probes go to the server together, and then the statements after them (batch-flush.js).
+const pool = openPool(url, 1, { pipeline: true });
 
 /** @type {Promise<unknown>} */
 let previous = Promise.resolve();

@@ -20,12 +20,16 @@ import {
 import { createWriteBatcher } from './write-batcher.js';
 import { startWriteWorker } from './write-worker.js';
 
-/** Throws the error as the store reports it: a unique violation, an unavailable database, or as it came. */
-function translate(error: unknown): never {
-  if (error instanceof UniqueViolation || error instanceof StoreUnavailable) throw error;
+/** The error as the store reports it: a unique violation, an unavailable database, or as it came. */
+function storeError(error: unknown): unknown {
+  if (error instanceof UniqueViolation || error instanceof StoreUnavailable) return error;
   const e = error as { code?: string; constraint?: string };
-  if (e.code === '23505') throw new UniqueViolation(e.constraint ?? 'unknown');
-  throw isUnavailable(error) ? new StoreUnavailable(error) : error;
+  if (e.code === '23505') return new UniqueViolation(e.constraint ?? 'unknown');
+  return isUnavailable(error) ? new StoreUnavailable(error) : error;
+}
+
+function translate(error: unknown): never {
+  throw storeError(error);
 }
 
 type Query = (text: string, values?: readonly SqlValue[]) => Promise<pg.QueryResult>;
@@ -107,11 +111,7 @@ export function openPostgres(
   const writer = startWriteWorker(
     new URL('./postgres-write-worker.js', import.meta.url),
     { url, answerDeadlineMs },
-    ({ message, code, constraint, unavailable }) => {
-      const error = Object.assign(new Error(message), { code, constraint });
-      if (code === '23505') return new UniqueViolation(constraint ?? 'unknown');
-      return unavailable ? new StoreUnavailable(error) : error;
-    },
+    ({ message, ...described }) => storeError(Object.assign(new Error(message), described)),
   );
   const writeBatched = createWriteBatcher(writer.flush);
   return closingAfterWork({

@@ -17,7 +17,8 @@ export interface SqlStatement {
 
 /**
  * One write of a group commit: `probe` runs, then `onChange` when it changed a row, else `onNoChange` — so an
- * insert-if-new and the audit event of its outcome commit together.
+ * insert-if-new and the audit event of its outcome commit together. A batch runs every write's probe first, then
+ * the statement after each, so no write's statement after its probe may change what another's probe finds.
  */
 export interface BatchedWrite {
   probe: SqlStatement;

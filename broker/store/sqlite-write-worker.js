@@ -23,16 +23,19 @@ const run = (s) => {
   return stmt.run(...s.params).changes;
 };
 /**
- * Rows the probe changed, and rows the statement after it changed (0 if none ran).
- * @param {Write} write
+ * Rows each probe changed, and rows the statement after it changed (0 if none ran): every probe first, then the
+ * statement after each, in the order batch-flush.js's applyWrites() runs them on the other engines.
+ * @param {Write[]} writes
  */
-const apply = (write) => {
-  const probe = run(write.probe);
-  const next = probe > 0 ? write.onChange : write.onNoChange;
-  return { probe, next: next ? run(next) : 0 };
+const apply = (writes) => {
+  const probes = writes.map((write) => run(write.probe));
+  return writes.map((write, i) => {
+    const probe = /** @type {number} */ (probes[i]);
+    const next = probe > 0 ? write.onChange : write.onNoChange;
+    return { probe, next: next ? run(next) : 0 };
+  });
 };
-const applyAll = db.transaction(/** @param {Write[]} writes */ (writes) => writes.map(apply));
-const applyOne = db.transaction(apply);
+const applyAll = db.transaction(apply);
 
 /** SQLite's codes for a database that cannot take work now (as sql.ts's sqliteOutage). */
 const OUTAGE = /^SQLITE_(BUSY|FULL|IOERR)/;
@@ -67,7 +70,7 @@ const commit = (batches) => {
       // One bad write must not fail its neighbours: each again on its own, so only it sees its error.
       results = writes.map((write) => {
         try {
-          return { ok: true, value: applyOne.immediate(write) };
+          return { ok: true, value: applyAll.immediate([write])[0] };
         } catch (error) {
           return { ok: false, error: describe(error) };
         }

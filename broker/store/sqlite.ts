@@ -68,6 +68,16 @@ function sameFile(opened: Stats, path: string): boolean {
   return now !== undefined && now.ino === opened.ino && now.dev === opened.dev;
 }
 
+/** An SQLite error as the store reports it: a unique violation, an outage (StoreUnavailable), or as it came. */
+function storeError(error: unknown): unknown {
+  const e = error as { code?: string; message?: string };
+  if (e.code === 'SQLITE_CONSTRAINT_UNIQUE' || e.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+    // "UNIQUE constraint failed: tenants.name" — the column list identifies the constraint.
+    return new UniqueViolation(e.message?.split(': ')[1] ?? 'unknown');
+  }
+  return sqliteOutage(error);
+}
+
 export function openSqlite(path: string): SqlDriver {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path);
@@ -84,12 +94,7 @@ export function openSqlite(path: string): SqlDriver {
     return stmt;
   };
   const translate = (error: unknown): never => {
-    const e = error as { code?: string; message?: string };
-    if (e.code === 'SQLITE_CONSTRAINT_UNIQUE' || e.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
-      // "UNIQUE constraint failed: tenants.name" — the column list identifies the constraint.
-      throw new UniqueViolation(e.message?.split(': ')[1] ?? 'unknown');
-    }
-    throw sqliteOutage(error);
+    throw storeError(error);
   };
   // One connection: while an async transaction is open, other callers wait so their statements never land
   // inside it (and get rolled back with it). Each try checks that and runs in one synchronous stretch, so no
@@ -132,7 +137,7 @@ export function openSqlite(path: string): SqlDriver {
       : startWriteWorker(
           new URL('./sqlite-write-worker.js', import.meta.url),
           { path, pragmas: WRITER_PRAGMAS },
-          ({ message, code }) => sqliteOutage(Object.assign(new Error(message), { code })),
+          ({ message, code }) => storeError(Object.assign(new Error(message), { code })),
         );
   const writeBatched = writer
     ? createWriteBatcher(writer.flush, { maxInFlight: WRITER_QUEUE })

@@ -1,7 +1,12 @@
 // Group commit: which writes share a batch, how many batches may commit at once, and when each caller resolves.
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { type BatchedWrite, StoreUnavailable, type WriteOutcome } from '../../broker/store/sql.js';
+import {
+  type BatchedWrite,
+  StoreUnavailable,
+  UniqueViolation,
+  type WriteOutcome,
+} from '../../broker/store/sql.js';
 import { openSqlite } from '../../broker/store/sqlite.js';
 import {
   createWriteBatcher,
@@ -200,6 +205,48 @@ describe(`group commit on a thread of its own (${engine})`, () => {
       const rows = await driver.all<{ v: number; at: number }>('SELECT v, at FROM t WHERE v > 0');
       expect(rows).toHaveLength(20);
       for (const row of rows) expect(row.at).toBeLessThan(busyUntil);
+    } finally {
+      await driver.close();
+      await db.drop();
+    }
+  });
+
+  it('a write that breaks a constraint fails alone; the others of its batch commit, each with the statement its probe chose', async () => {
+    const db = await createTestDatabase();
+    const driver = openDriver(db);
+    try {
+      await driver.exec('CREATE TABLE t (v INTEGER PRIMARY KEY)');
+      await driver.exec('CREATE TABLE seen (v INTEGER NOT NULL, outcome TEXT NOT NULL)');
+      await driver.exec('INSERT INTO t VALUES (3)');
+      const insertIfNew = (v: number) =>
+        driver.writeBatched({
+          probe: { sql: 'INSERT INTO t VALUES (?) ON CONFLICT (v) DO NOTHING', params: [v] },
+          onChange: { sql: "INSERT INTO seen VALUES (?, 'new')", params: [v] },
+          onNoChange: { sql: "INSERT INTO seen VALUES (?, 'again')", params: [v] },
+        });
+      // Handed over in one turn: one batch, whose transaction the bad write makes fail.
+      const writes = [
+        insertIfNew(1),
+        insertIfNew(2),
+        driver.writeBatched({ probe: { sql: 'INSERT INTO t VALUES (?)', params: [3] } }),
+        insertIfNew(3),
+        insertIfNew(4),
+      ].map((w) => w.catch((e: unknown) => e));
+      const [one, two, bad, three, four] = await Promise.all(writes);
+      expect(bad).toBeInstanceOf(UniqueViolation);
+      expect([one, two, three, four]).toEqual([
+        { probe: 1, next: 1 },
+        { probe: 1, next: 1 },
+        { probe: 0, next: 1 },
+        { probe: 1, next: 1 },
+      ]);
+      expect(await driver.all('SELECT v, outcome FROM seen ORDER BY v')).toEqual([
+        { v: 1, outcome: 'new' },
+        { v: 2, outcome: 'new' },
+        { v: 3, outcome: 'again' },
+        { v: 4, outcome: 'new' },
+      ]);
+      expect(await driver.all('SELECT v FROM t ORDER BY v')).toEqual([1, 2, 3, 4].map((v) => ({ v })));
     } finally {
       await driver.close();
       await db.drop();
