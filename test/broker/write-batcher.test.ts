@@ -1,5 +1,6 @@
 // Group commit: which writes share a batch, how many batches may commit at once, and when each caller resolves.
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import {
   type BatchedWrite,
@@ -205,6 +206,51 @@ describe(`group commit on a thread of its own (${engine})`, () => {
       const rows = await driver.all<{ v: number; at: number }>('SELECT v, at FROM t WHERE v > 0');
       expect(rows).toHaveLength(20);
       for (const row of rows) expect(row.at).toBeLessThan(busyUntil);
+    } finally {
+      await driver.close();
+      await db.drop();
+    }
+  });
+
+  it('batches handed over while one waits for the write turn are each answered with their own writes', async () => {
+    const db = await createTestDatabase();
+    const driver = openDriver(db);
+    try {
+      await driver.exec('CREATE TABLE t (v INTEGER PRIMARY KEY)');
+      const insertIfNew = (v: number) =>
+        driver.writeBatched({
+          probe: { sql: 'INSERT INTO t VALUES (?) ON CONFLICT (v) DO NOTHING', params: [v] },
+        });
+      await insertIfNew(0);
+      // Another replica's (PostgreSQL) or process's (SQLite) write holds the turn meanwhile.
+      let release: () => Promise<unknown>;
+      if (engine === 'postgres') {
+        const holder = new pg.Client({ connectionString: db.url });
+        await holder.connect();
+        await holder.query('BEGIN');
+        await holder.query('SELECT pg_advisory_xact_lock(7710003)');
+        release = async () => {
+          await holder.query('COMMIT');
+          await holder.end();
+        };
+      } else {
+        const holder = new Database(db.file!);
+        holder.exec('BEGIN EXCLUSIVE');
+        release = async () => {
+          holder.exec('COMMIT');
+          holder.close();
+        };
+      }
+      // One batch per turn, each a new value and one already there.
+      const writes: Promise<WriteOutcome>[] = [];
+      for (let v = 1; v <= 5; v++) {
+        writes.push(insertIfNew(v), insertIfNew(0));
+        await turn();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await release();
+      expect((await Promise.all(writes)).map((w) => w.probe)).toEqual([1, 0, 1, 0, 1, 0, 1, 0, 1, 0]);
+      expect(await driver.all('SELECT v FROM t ORDER BY v')).toEqual([0, 1, 2, 3, 4, 5].map((v) => ({ v })));
     } finally {
       await driver.close();
       await db.drop();
