@@ -107,7 +107,7 @@ export function auditRows(db: SqlDriver): Store['audit'] {
         params.push(before);
       }
       const rows = await db.all<AuditRow>(
-        `SELECT * FROM audit_events WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`,
+        `SELECT id, tenant_id, at, type, outcome, actor, target, details FROM audit_events WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`,
         [...params, limit],
       );
       return rows.map(fromRow);

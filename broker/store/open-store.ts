@@ -35,7 +35,7 @@ function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
   return {
     async list() {
       const rows = await db.all<SigningKeyRow>(
-        `SELECT * FROM signing_keys ORDER BY active_from, ${bytewise(db, 'kid')}`,
+        `SELECT kid, public_jwk, private_key, created_at, active_from, retired_at FROM signing_keys ORDER BY active_from, ${bytewise(db, 'kid')}`,
       );
       return rows.map(
         (r): SigningKeyRecord => ({

@@ -124,7 +124,7 @@ export function openPool(url, max, { pipeline = false } = {}) {
   return pool;
 }
 
-/** @typedef {(text: string, values?: readonly (string | number | null)[]) => Promise<pg.QueryResult>} Statement */
+/** @typedef {(query: string | pg.QueryConfig, values?: readonly (string | number | null)[]) => Promise<pg.QueryResult>} Statement */
 
 /**
  * Runs `fn` in one write transaction on a connection of `pool`, with the write turn; throws what failed as it
@@ -169,10 +169,10 @@ export async function transactionOn(pool, fn, { unbounded, lockWaitEnds, answerD
     }, answerDeadlineMs);
   };
   /** @type {Statement} */
-  const statement = async (text, values) => {
+  const statement = async (query, values) => {
     awaitAnswer();
     try {
-      return await client.query(text, /** @type {unknown[] | undefined} */ (values));
+      return await client.query(query, /** @type {unknown[] | undefined} */ (values));
     } finally {
       awaitAnswer();
     }

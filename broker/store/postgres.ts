@@ -32,13 +32,33 @@ function translate(error: unknown): never {
   throw storeError(error);
 }
 
-type Query = (text: string, values?: readonly SqlValue[]) => Promise<pg.QueryResult>;
+/**
+ * Each statement's name, so that a connection parses it once rather than at every use: less work for the
+ * server and for this event loop on every exchange. Statement texts are constants of the store's code, so the
+ * names are few; past MAX_NAMED, a text goes unnamed, so that a statement written with a value in its text
+ * could never grow them without bound. Statements name the columns they read, never `*`: an older replica's
+ * prepared statement then goes on working when a newer one's migration adds a column to its table, where
+ * PostgreSQL would refuse it ("cached plan must not change result type").
+ */
+const statementNames = new Map<string, string>();
+const MAX_NAMED = 1_000;
+function named(text: string): string | undefined {
+  let name = statementNames.get(text);
+  if (name === undefined && statementNames.size < MAX_NAMED) {
+    name = `oidc_broker_${statementNames.size}`;
+    statementNames.set(text, name);
+  }
+  return name;
+}
+
+type Query = (query: pg.QueryConfig) => Promise<pg.QueryResult>;
 
 /** Statements through `query`, in the store's terms: `?` placeholders, its errors. */
 function executor(query: Query): SqlExecutor {
   const run = async (sql: string, params: readonly SqlValue[] = []) => {
+    const text = toPostgres(sql);
     try {
-      return await query(toPostgres(sql), params);
+      return await query({ text, values: params as SqlValue[], name: named(text) });
     } catch (error) {
       translate(error);
     }
@@ -73,8 +93,6 @@ export function openPostgres(
 ): SqlDriver {
   const answerDeadlineMs = options.answerDeadlineMs ?? ANSWER_DEADLINE_MS;
   const pool = openPool(url, (options.maxConnections ?? 10) - GROUP_COMMIT_CONNECTIONS);
-  const readTimeout = (query: { text: string; values?: readonly SqlValue[] }) =>
-    ({ ...query, query_timeout: QUERY_TIMEOUT_MS }) as pg.QueryConfig;
   let writers = 0;
   const writerQueue: (() => void)[] = [];
   const writerTurn = async () => {
@@ -95,7 +113,7 @@ export function openPostgres(
     const lockWaitEnds = (options.since ?? Date.now()) + answerDeadlineMs;
     await writerTurn();
     try {
-      return await transactionOn(pool, (statement) => fn(executor(statement)), {
+      return await transactionOn(pool, (statement) => fn(executor((query) => statement(query))), {
         unbounded: options.unbounded,
         lockWaitEnds,
         answerDeadlineMs,
@@ -116,7 +134,7 @@ export function openPostgres(
   const writeBatched = createWriteBatcher(writer.flush);
   return closingAfterWork({
     engine: 'postgres',
-    ...executor((text, values) => pool.query(readTimeout({ text, values }))),
+    ...executor((query) => pool.query({ ...query, query_timeout: QUERY_TIMEOUT_MS } as pg.QueryConfig)),
     transaction,
     writeBatched,
     async exec(sql: string) {

@@ -11,6 +11,8 @@ interface TenantRow {
   created_at: number;
 }
 
+const COLUMNS = 'id, name, audience, disabled_categories, created_at';
+
 const fromRow = (row: TenantRow): Tenant => ({
   id: row.id,
   name: row.name,
@@ -21,7 +23,7 @@ const fromRow = (row: TenantRow): Tenant => ({
 
 export function tenantRows(db: SqlDriver): Store['tenants'] {
   const one = async (column: 'id' | 'name' | 'audience', value: string) => {
-    const row = await db.get<TenantRow>(`SELECT * FROM tenants WHERE ${column} = ?`, [value]);
+    const row = await db.get<TenantRow>(`SELECT ${COLUMNS} FROM tenants WHERE ${column} = ?`, [value]);
     return row && fromRow(row);
   };
   return {
@@ -66,7 +68,9 @@ export function tenantRows(db: SqlDriver): Store['tenants'] {
       }
     },
     list: async () =>
-      (await db.all<TenantRow>(`SELECT * FROM tenants ORDER BY ${bytewise(db, 'name')}`)).map(fromRow),
+      (await db.all<TenantRow>(`SELECT ${COLUMNS} FROM tenants ORDER BY ${bytewise(db, 'name')}`)).map(
+        fromRow,
+      ),
     byId: (id) => one('id', id),
     byName: (name) => one('name', name),
     byAudience: (audience) => one('audience', audience),
