@@ -9,7 +9,7 @@ import { storeOn } from '../broker/store/open-store.js';
 import { openPostgres } from '../broker/store/postgres.js';
 import type { SqlDriver, SqlExecutor } from '../broker/store/sql.js';
 import { openSqlite } from '../broker/store/sqlite.js';
-import { applyWrite } from '../broker/store/write-batcher.js';
+import { applyWrites } from '../broker/store/write-batcher.js';
 import { fleetEntry } from './fleet.js';
 
 export const TENANT = 'bench';
@@ -47,7 +47,7 @@ function joined(engine: SqlDriver['engine'], tx: SqlExecutor): SqlDriver {
     get: (sql, params) => tx.get(sql, params),
     run: (sql, params) => tx.run(sql, params),
     transaction: (fn) => fn(tx),
-    writeBatched: (write) => applyWrite(tx, write),
+    writeBatched: async (write) => (await applyWrites(tx, [write]))[0]!,
     exec: () => Promise.reject(new Error('no DDL inside the policy load')),
     ping: async () => {
       await tx.get('SELECT 1 AS ok');

@@ -4,7 +4,6 @@
 
 /** @typedef {import('./sql.js').BatchedWrite} BatchedWrite */
 /** @typedef {import('./sql.js').WriteOutcome} WriteOutcome */
-/** @typedef {import('./sql.js').SqlStatement} SqlStatement */
 /** @typedef {{ ok: true, value: WriteOutcome } | { ok: false, error: unknown }} Settled */
 /** @typedef {{ run(sql: string, params?: readonly (string | number | null)[]): Promise<number> }} Runner */
 /**
@@ -12,23 +11,11 @@
  */
 
 /**
- * Runs one write: its probe, then `onChange` when the probe changed a row, else `onNoChange`.
- * @param {Runner} tx
- * @param {BatchedWrite} write
- * @returns {Promise<WriteOutcome>}
- */
-export async function applyWrite(tx, write) {
-  const probe = await tx.run(write.probe.sql, write.probe.params);
-  const next = probe > 0 ? write.onChange : write.onNoChange;
-  return { probe, next: next ? await tx.run(next.sql, next.params) : 0 };
-}
-
-/**
- * Runs a batch's writes: every probe first, then the statement after each, each step's statements issued at
- * once. On a connection that pipelines (PostgreSQL's group-commit thread) a batch is then two round trips to
- * the server, however many writes it holds, rather than two for each write; elsewhere they run one by one, in
- * the same order. (No write's statement after its probe changes what another's probe finds: each probe reads
- * only the rows it inserts or updates, and the tables of policies and keys, which no batched write changes.)
+ * Runs a batch's writes: every probe first, then the statement after each (`onChange` when the probe changed a
+ * row, else `onNoChange`), each step's statements issued at once. On a connection that pipelines (PostgreSQL's
+ * group-commit thread) a batch is then two round trips to the server, however many writes it holds, rather
+ * than two for each write; elsewhere they run one by one, in the same order. So no statement after a probe may
+ * change what another write's probe finds: they write audit events, which no probe reads.
  * @param {Runner} tx
  * @param {BatchedWrite[]} writes
  * @returns {Promise<WriteOutcome[]>}
@@ -61,8 +48,8 @@ export function flushInTransactions(transaction, isOutage) {
       if (isOutage(error)) return writes.map(() => ({ ok: /** @type {const} */ (false), error }));
       return Promise.all(
         writes.map((write) =>
-          transaction((tx) => applyWrite(tx, write), { since }).then(
-            (value) => ({ ok: /** @type {const} */ (true), value }),
+          transaction((tx) => applyWrites(tx, [write]), { since }).then(
+            ([value]) => ({ ok: /** @type {const} */ (true), value: /** @type {WriteOutcome} */ (value) }),
             (error) => ({ ok: /** @type {const} */ (false), error }),
           ),
         ),
