@@ -5,7 +5,7 @@
 // and from build/.
 import { parentPort, workerData } from 'node:worker_threads';
 import { flushInTransactions } from './batch-flush.js';
-import { isUnavailable, openPool, toPostgres, transactionOn } from './postgres-session.js';
+import { isUnavailable, named, openPool, toPostgres, transactionOn } from './postgres-session.js';
 
 /** @typedef {import('./sql.js').BatchedWrite} BatchedWrite */
 
@@ -26,7 +26,13 @@ const transaction = (fn, { since }) => {
     transactionOn(
       pool,
       (statement) =>
-        fn({ run: async (sql, params) => (await statement(toPostgres(sql), params)).rowCount ?? 0 }),
+        fn({
+          run: async (sql, params) => {
+            const text = toPostgres(sql);
+            const values = /** @type {unknown[]} */ (params);
+            return (await statement({ text, values, name: named(text) })).rowCount ?? 0;
+          },
+        }),
       { lockWaitEnds: (since ?? Date.now()) + answerDeadlineMs, answerDeadlineMs },
     );
   const result = previous.then(run, run);

@@ -4,6 +4,7 @@ import type pg from 'pg';
 import {
   ANSWER_DEADLINE_MS,
   isUnavailable,
+  named,
   openPool,
   QUERY_TIMEOUT_MS,
   toPostgres,
@@ -30,25 +31,6 @@ function storeError(error: unknown): unknown {
 
 function translate(error: unknown): never {
   throw storeError(error);
-}
-
-/**
- * Each statement's name, so that a connection parses it once rather than at every use: less work for the
- * server and for this event loop on every exchange. Statement texts are constants of the store's code, so the
- * names are few; past MAX_NAMED, a text goes unnamed, so that a statement written with a value in its text
- * could never grow them without bound. Statements name the columns they read, never `*`: an older replica's
- * prepared statement then goes on working when a newer one's migration adds a column to its table, where
- * PostgreSQL would refuse it ("cached plan must not change result type").
- */
-const statementNames = new Map<string, string>();
-const MAX_NAMED = 1_000;
-function named(text: string): string | undefined {
-  let name = statementNames.get(text);
-  if (name === undefined && statementNames.size < MAX_NAMED) {
-    name = `oidc_broker_${statementNames.size}`;
-    statementNames.set(text, name);
-  }
-  return name;
 }
 
 type Query = (query: pg.QueryConfig) => Promise<pg.QueryResult>;
