@@ -5,45 +5,32 @@ import pg from 'pg';
 
 const INT8_OID = 20;
 
-/** @type {Map<string, string>} */
-const placeholderCache = new Map();
 /**
- * The store's `?` placeholders as PostgreSQL's `$n`.
+ * A statement of the store's as PostgreSQL takes it: its `?` placeholders as `$n`, and a name, so that a
+ * connection parses it once rather than at every use: less work for the server and for the client on every
+ * exchange, on this thread's connections and the group-commit thread's alike. Statement texts are constants of
+ * the store's code, so they are few; past MAX_PREPARED, a text is converted at each use and goes unnamed, so
+ * that a statement written with a value in its text could never grow them without bound. Statements name the
+ * columns they read, never `*`: an older replica's prepared statement then goes on working when a newer one's
+ * migration adds a column to its table, where PostgreSQL would refuse it ("cached plan must not change result
+ * type").
+ */
+/** @type {Map<string, { text: string, name?: string }>} */
+const preparedStatements = new Map();
+const MAX_PREPARED = 1_000;
+/**
  * @param {string} sql
+ * @returns {{ text: string, name?: string }}
  */
-export function toPostgres(sql) {
-  let out = placeholderCache.get(sql);
-  if (out === undefined) {
-    let n = 0;
-    out = sql.replace(/\?/g, () => `$${++n}`);
-    placeholderCache.set(sql, out);
-  }
-  return out;
-}
-
-/**
- * Each statement's name, so that a connection parses it once rather than at every use: less work for the
- * server and for the client on every exchange, on this thread's connections and the group-commit thread's
- * alike. Statement texts are constants of the store's code, so the names are few; past MAX_NAMED, a text goes
- * unnamed, so that a statement written with a value in its text could never grow them without bound.
- * Statements name the columns they read, never `*`: an older replica's prepared statement then goes on working
- * when a newer one's migration adds a column to its table, where PostgreSQL would refuse it ("cached plan must
- * not change result type").
- */
-/** @type {Map<string, string>} */
-const statementNames = new Map();
-const MAX_NAMED = 1_000;
-/**
- * @param {string} text
- * @returns {string | undefined}
- */
-export function named(text) {
-  let name = statementNames.get(text);
-  if (name === undefined && statementNames.size < MAX_NAMED) {
-    name = `oidc_broker_${statementNames.size}`;
-    statementNames.set(text, name);
-  }
-  return name;
+export function prepared(sql) {
+  const known = preparedStatements.get(sql);
+  if (known) return known;
+  let n = 0;
+  const text = sql.replace(/\?/g, () => `$${++n}`);
+  if (preparedStatements.size >= MAX_PREPARED) return { text };
+  const statement = { text, name: `oidc_broker_${preparedStatements.size}` };
+  preparedStatements.set(sql, statement);
+  return statement;
 }
 
 // SQLSTATEs of a server that cannot take work now: the connection failed or is gone (08000, 08001, 08003, 08004,

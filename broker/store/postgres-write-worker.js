@@ -5,7 +5,7 @@
 // and from build/.
 import { parentPort, workerData } from 'node:worker_threads';
 import { flushInTransactions } from './batch-flush.js';
-import { isUnavailable, named, openPool, toPostgres, transactionOn } from './postgres-session.js';
+import { isUnavailable, openPool, prepared, transactionOn } from './postgres-session.js';
 
 /** @typedef {import('./sql.js').BatchedWrite} BatchedWrite */
 
@@ -28,9 +28,8 @@ const transaction = (fn, { since }) => {
       (statement) =>
         fn({
           run: async (sql, params) => {
-            const text = toPostgres(sql);
             const values = /** @type {unknown[]} */ (params);
-            return (await statement({ text, values, name: named(text) })).rowCount ?? 0;
+            return (await statement({ ...prepared(sql), values })).rowCount ?? 0;
           },
         }),
       { lockWaitEnds: (since ?? Date.now()) + answerDeadlineMs, answerDeadlineMs },

@@ -4,10 +4,9 @@ import type pg from 'pg';
 import {
   ANSWER_DEADLINE_MS,
   isUnavailable,
-  named,
   openPool,
+  prepared,
   QUERY_TIMEOUT_MS,
-  toPostgres,
   transactionOn,
 } from './postgres-session.js';
 import {
@@ -38,9 +37,8 @@ type Query = (query: pg.QueryConfig) => Promise<pg.QueryResult>;
 /** Statements through `query`, in the store's terms: `?` placeholders, its errors. */
 function executor(query: Query): SqlExecutor {
   const run = async (sql: string, params: readonly SqlValue[] = []) => {
-    const text = toPostgres(sql);
     try {
-      return await query({ text, values: params as SqlValue[], name: named(text) });
+      return await query({ ...prepared(sql), values: params as SqlValue[] });
     } catch (error) {
       translate(error);
     }
