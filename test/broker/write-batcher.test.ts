@@ -4,6 +4,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import {
   type BatchedWrite,
+  type SqlDriver,
   StoreUnavailable,
   UniqueViolation,
   type WriteOutcome,
@@ -15,7 +16,7 @@ import {
   inThreadFlush,
   type Settled,
 } from '../../broker/store/write-batcher.js';
-import { createTestDatabase, openDriver, requestedEngine } from '../support/database.js';
+import { createTestDatabase, openDriver, requestedEngine, type TestDatabase } from '../support/database.js';
 
 const engine = requestedEngine();
 const write = (n: number): BatchedWrite => ({ probe: { sql: `w${n}`, params: [n] } });
@@ -182,11 +183,21 @@ describe('a batch the database cannot take', () => {
   }, 30_000);
 });
 
+/** Runs `fn` with a driver of its own on a fresh database of the engine under test, then closes and drops both. */
+async function onFreshDriver(fn: (driver: SqlDriver, db: TestDatabase) => Promise<void>) {
+  const db = await createTestDatabase();
+  const driver = openDriver(db);
+  try {
+    await fn(driver, db);
+  } finally {
+    await driver.close();
+    await db.drop();
+  }
+}
+
 describe(`group commit on a thread of its own (${engine})`, () => {
-  it('commits a batch while the event loop is busy with other work, rather than a statement each time it polls', async () => {
-    const db = await createTestDatabase();
-    const driver = openDriver(db);
-    try {
+  it('commits a batch while the event loop is busy with other work, rather than a statement each time it polls', () =>
+    onFreshDriver(async (driver) => {
       // When each row was written, by the database's clock (the same machine's as Date.now()), in ms.
       const now =
         engine === 'postgres'
@@ -206,16 +217,10 @@ describe(`group commit on a thread of its own (${engine})`, () => {
       const rows = await driver.all<{ v: number; at: number }>('SELECT v, at FROM t WHERE v > 0');
       expect(rows).toHaveLength(20);
       for (const row of rows) expect(row.at).toBeLessThan(busyUntil);
-    } finally {
-      await driver.close();
-      await db.drop();
-    }
-  });
+    }));
 
-  it('batches handed over while one waits for the write turn are each answered with their own writes', async () => {
-    const db = await createTestDatabase();
-    const driver = openDriver(db);
-    try {
+  it('batches handed over while one waits for the write turn are each answered with their own writes', () =>
+    onFreshDriver(async (driver, db) => {
       await driver.exec('CREATE TABLE t (v INTEGER PRIMARY KEY)');
       const insertIfNew = (v: number) =>
         driver.writeBatched({
@@ -251,16 +256,10 @@ describe(`group commit on a thread of its own (${engine})`, () => {
       await release();
       expect((await Promise.all(writes)).map((w) => w.probe)).toEqual([1, 0, 1, 0, 1, 0, 1, 0, 1, 0]);
       expect(await driver.all('SELECT v FROM t ORDER BY v')).toEqual([0, 1, 2, 3, 4, 5].map((v) => ({ v })));
-    } finally {
-      await driver.close();
-      await db.drop();
-    }
-  });
+    }));
 
-  it('a write that breaks a constraint fails alone; the others of its batch commit, each with the statement its probe chose', async () => {
-    const db = await createTestDatabase();
-    const driver = openDriver(db);
-    try {
+  it('a write that breaks a constraint fails alone; the others of its batch commit, each with the statement its probe chose', () =>
+    onFreshDriver(async (driver) => {
       await driver.exec('CREATE TABLE t (v INTEGER PRIMARY KEY)');
       await driver.exec('CREATE TABLE seen (v INTEGER NOT NULL, outcome TEXT NOT NULL)');
       await driver.exec('INSERT INTO t VALUES (3)');
@@ -293,9 +292,5 @@ describe(`group commit on a thread of its own (${engine})`, () => {
         { v: 4, outcome: 'new' },
       ]);
       expect(await driver.all('SELECT v FROM t ORDER BY v')).toEqual([1, 2, 3, 4].map((v) => ({ v })));
-    } finally {
-      await driver.close();
-      await db.drop();
-    }
-  });
+    }));
 });
