@@ -39,13 +39,72 @@ function ensureWrk(): string {
   }
 }
 
-/** wrk's user and system CPU, from the second line of bash's `times` (its children's times). */
+/** The user and system CPU of bash's children, from the second line of its `times`. */
 function childCpuSeconds(times: string): number {
   const lines = times.trim().split('\n');
   const fields = (lines[lines.length - 1] ?? '').trim().split(/\s+/);
   return fields
     .map((field) => /^(\d+)m([\d.]+)s$/.exec(field))
     .reduce((sum, m) => sum + (m ? Number(m[1]) * 60 + Number(m[2]) : 0), 0);
+}
+
+export interface TimedCommand {
+  /** Every chunk of the command's standard output, as it comes. */
+  onStdout(listener: (chunk: string) => void): void;
+  /** Sends SIGINT to the command itself, as soon as its process id is known. */
+  interrupt(): void;
+  /** Once the command is done: its exit status, its output and the CPU it used. */
+  done: Promise<{ code: number | null; stdout: string; stderr: string; cpuSeconds: number }>;
+}
+
+/**
+ * Runs a command under bash, which prints the command's process id first and its CPU time (`times`) once it is
+ * done. `interrupt` signals the command, never bash: a signal to bash cuts its `wait` short, and bash then
+ * reports 130 as the status whenever the command had already exited by the time bash looked again.
+ */
+export function spawnTimed(command: string, args: string[]): TimedCommand {
+  const script = '"$@" & pid=$!; echo "pid $pid" >&2; wait "$pid"; status=$?; times >&2; exit $status';
+  const child = spawn('bash', ['-c', script, 'timed', command, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { PATH: process.env.PATH ?? '' },
+  });
+  let stdout = '';
+  let stderr = '';
+  let pid: number | undefined;
+  let interruptWanted = false;
+  let exited = false;
+  const signal = () => {
+    if (pid !== undefined && !exited) process.kill(pid, 'SIGINT');
+  };
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+    if (pid === undefined) {
+      const m = /^pid (\d+)$/m.exec(stderr);
+      if (m) {
+        pid = Number(m[1]);
+        if (interruptWanted) signal();
+      }
+    }
+  });
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string; cpuSeconds: number }>(
+    (resolve, reject) => {
+      child.once('error', reject);
+      child.once('close', (code) => {
+        exited = true;
+        const own = stderr.replace(/^pid \d+\n/m, '');
+        resolve({ code, stdout, stderr: own, cpuSeconds: childCpuSeconds(own) });
+      });
+    },
+  );
+  return {
+    onStdout: (listener) => child.stdout.on('data', listener),
+    interrupt: () => {
+      interruptWanted = true;
+      signal();
+    },
+    done,
+  };
 }
 
 export function runWrk(root: string, job: LoadJob & { threads: number }): Promise<LoadResult> {
@@ -68,59 +127,46 @@ export function runWrk(root: string, job: LoadJob & { threads: number }): Promis
     job.tokensFile,
     String(job.threads),
   ];
-  // bash runs wrk, passes SIGINT on to it, and prints wrk's CPU time with `times` once it is done.
-  const script =
-    'trap \'kill -INT "$pid"\' INT; "$@" & pid=$!; ' +
-    'while kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done; times >&2; exit $status';
-  const child = spawn('bash', ['-c', script, 'wrk', wrk, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { PATH: process.env.PATH ?? '' },
-  });
-  let stdout = '';
-  let stderr = '';
+  const run = spawnTimed(wrk, args);
+  let seen = '';
   let exhaustedThreads = 0;
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    stdout += chunk;
-    const seen = stdout.match(/^exhausted$/gm)?.length ?? 0;
-    if (seen > exhaustedThreads) {
-      exhaustedThreads = seen;
-      if (exhaustedThreads === job.threads) child.kill('SIGINT');
+  run.onStdout((chunk) => {
+    seen += chunk;
+    const count = seen.match(/^exhausted$/gm)?.length ?? 0;
+    if (count > exhaustedThreads) {
+      exhaustedThreads = count;
+      if (exhaustedThreads === job.threads) run.interrupt();
     }
   });
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code) => {
-      const line = stdout.split('\n').find((l) => l.startsWith('{"durationUs"'));
-      if (code !== 0 || !line) {
-        reject(new Error(`wrk exited with ${code}: ${(stderr || stdout).trim().slice(0, 500)}`));
-        return;
-      }
-      const s = JSON.parse(line) as WrkSummary;
-      const runSeconds = s.durationUs / 1e6;
-      const exchanges = s.requests - s.fillers;
-      const non2xx = s.non2xx;
-      const ms = (us: number) => us / 1000;
-      resolve({
-        requests: exchanges,
-        ok: exchanges - non2xx,
-        non2xx,
-        errors: s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout,
-        timeouts: s.errors.timeout,
-        refusals: non2xx > 0 ? ['see the broker log for the refusal codes'] : [],
-        tokensUsed: s.tokensUsed,
-        tokensExhausted: job.durationSeconds !== undefined && exhaustedThreads > 0,
-        seconds: runSeconds,
-        exchangesPerSecond: (exchanges - non2xx) / runSeconds,
-        latencyMs: {
-          mean: ms(s.latencyUs.mean),
-          p50: ms(s.latencyUs.p50),
-          p90: ms(s.latencyUs.p90),
-          p99: ms(s.latencyUs.p99),
-          max: ms(s.latencyUs.max),
-        },
-        loadGeneratorCpuPercent: (childCpuSeconds(stderr) / runSeconds) * 100,
-      });
-    });
+  return run.done.then(({ code, stdout, stderr, cpuSeconds }) => {
+    const line = stdout.split('\n').find((l) => l.startsWith('{"durationUs"'));
+    if (code !== 0 || !line) {
+      throw new Error(`wrk exited with ${code}: ${(stderr || stdout).trim().slice(0, 500)}`);
+    }
+    const s = JSON.parse(line) as WrkSummary;
+    const runSeconds = s.durationUs / 1e6;
+    const exchanges = s.requests - s.fillers;
+    const non2xx = s.non2xx;
+    const ms = (us: number) => us / 1000;
+    return {
+      requests: exchanges,
+      ok: exchanges - non2xx,
+      non2xx,
+      errors: s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout,
+      timeouts: s.errors.timeout,
+      refusals: non2xx > 0 ? ['see the broker log for the refusal codes'] : [],
+      tokensUsed: s.tokensUsed,
+      tokensExhausted: job.durationSeconds !== undefined && exhaustedThreads > 0,
+      seconds: runSeconds,
+      exchangesPerSecond: (exchanges - non2xx) / runSeconds,
+      latencyMs: {
+        mean: ms(s.latencyUs.mean),
+        p50: ms(s.latencyUs.p50),
+        p90: ms(s.latencyUs.p90),
+        p99: ms(s.latencyUs.p99),
+        max: ms(s.latencyUs.max),
+      },
+      loadGeneratorCpuPercent: (cpuSeconds / runSeconds) * 100,
+    };
   });
 }
