@@ -206,19 +206,62 @@ export async function preparePhase(spec: PhaseSpec, ctx: PhaseContext): Promise<
 
 /** One measured round of `--duration` seconds on fresh tokens. */
 export async function measureRound(phase: PreparedPhase): Promise<Round> {
-  const { spec, ctx, broker } = phase;
+  const { spec } = phase;
   const n = phase.rounds.length + 1;
-  // Enough tokens for the round at 2.5 × the best rate seen so far on this broker, but no more than can be
-  // signed while the first of them stays valid (exp = iat + 300 s) until the round's end.
   const seen = Math.max(
     phase.warmUp.exchangesPerSecond,
     ...phase.rounds.map((r) => r.load.exchangesPerSecond),
   );
-  const wanted = Math.ceil(seen * spec.durationSeconds * 2.5) + spec.connections * 2;
+  let attempt = await runRound(phase, n, tokensFor(phase, n, seen));
+  if (attempt.round.load.tokensExhausted) {
+    // A phase's first round is sized by its warm-up, whose code is not yet optimised: a short warm-up (--quick)
+    // has run at little more than half the rate of the round after it. Measured again, sized by the rate it
+    // reached; the attempt's errors and refusals still count.
+    const { round } = attempt;
+    phase.problems.push(
+      ...loadProblems(`${spec.label} round ${n}, first attempt`, { ...round.load, tokensExhausted: false }),
+    );
+    phase.notes.push(
+      `round ${n}: the ${round.tokens} tokens ran out at ${Math.round(round.load.exchangesPerSecond)} ` +
+        'exchanges/s; measured again with more',
+    );
+    attempt = await runRound(phase, n, tokensFor(phase, n, round.load.exchangesPerSecond));
+  }
+  const { round, window } = attempt;
+  if (phase.profile && !phase.profile.window) phase.profile.window = window;
+  phase.problems.push(...loadProblems(`${spec.label} round ${n}`, round.load));
+  if (round.load.seconds < spec.durationSeconds * 0.98) {
+    phase.notes.push(
+      `round ${n}: the ${round.tokens} tokens lasted ${round.load.seconds.toFixed(1)} s, less than --duration`,
+    );
+  }
+  phase.rounds.push(round);
+  return round;
+}
+
+/**
+ * Enough tokens for round `n` at 2.5 × `rate`, but no more than can be signed while the first of them stays
+ * valid (exp = iat + 300 s) until the round's end.
+ */
+function tokensFor(phase: PreparedPhase, n: number, rate: number): number {
+  const { spec } = phase;
+  const wanted = Math.ceil(rate * spec.durationSeconds * 2.5) + spec.connections * 2;
   const affordable = Math.floor(phase.signRate * Math.max(30, 240 - spec.durationSeconds));
-  const count = Math.min(wanted, affordable);
-  if (count < wanted)
-    phase.notes.push(`round ${n}: token pool capped at ${count} (signing ${Math.round(phase.signRate)}/s)`);
+  if (affordable < wanted) {
+    phase.notes.push(
+      `round ${n}: token pool capped at ${affordable} (signing ${Math.round(phase.signRate)}/s)`,
+    );
+  }
+  return Math.min(wanted, affordable);
+}
+
+/** Signs `count` tokens and drives them at the broker for `--duration` seconds. */
+async function runRound(
+  phase: PreparedPhase,
+  n: number,
+  count: number,
+): Promise<{ round: Round; window: { startUs: number; endUs: number } }> {
+  const { spec, ctx, broker } = phase;
   const file = join(ctx.tmp, `tokens-${spec.label}-${n}.txt`);
   const batch = await signTokens(ctx.issuer, {
     policies: spec.policies,
@@ -246,20 +289,12 @@ export async function measureRound(phase: PreparedPhase): Promise<Round> {
   }).finally(() => rm(file, { force: true }));
   const endUs = monotonicMicros();
   phase.peakRss = Math.max(phase.peakRss, stopWatching());
-  if (phase.profile && !phase.profile.window) phase.profile.window = { startUs, endUs };
-  phase.problems.push(...loadProblems(`${spec.label} round ${n}`, load));
-  if (load.seconds < spec.durationSeconds * 0.98) {
-    phase.notes.push(
-      `round ${n}: the ${count} tokens lasted ${load.seconds.toFixed(1)} s, less than --duration`,
-    );
-  }
   const brokerCpuPercent = ((broker.cpuSeconds() - cpuBefore) / load.seconds) * 100;
   const inBroker = histogramBefore
     ? inBrokerBetween(histogramBefore, await scrapeExchangeHistogram(broker.url))
     : undefined;
   const round: Round = { load, brokerCpuPercent, tokens: count, ...(inBroker ? { inBroker } : {}) };
-  phase.rounds.push(round);
-  return round;
+  return { round, window: { startUs, endUs } };
 }
 
 /** Stops the broker and summarises the phase by its median round. */
