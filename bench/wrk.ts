@@ -74,7 +74,13 @@ export function spawnTimed(command: string, args: string[]): TimedCommand {
   let interruptWanted = false;
   let exited = false;
   const signal = () => {
-    if (pid !== undefined && !exited) process.kill(pid, 'SIGINT');
+    if (pid === undefined || exited) return;
+    try {
+      process.kill(pid, 'SIGINT');
+    } catch (error) {
+      // The command has exited on its own meanwhile (its --duration was up), and bash has reaped it.
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+    }
   };
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => {

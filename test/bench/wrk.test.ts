@@ -29,6 +29,25 @@ describe('a command run by the bench under bash', () => {
     }
   });
 
+  it('is no error to interrupt a command that has already exited on its own', async () => {
+    const run = spawnTimed('perl', ['-e', '$| = 1; print "done\\n"; exit 0;']);
+    const exited = run.done;
+    let late: unknown;
+    run.onStdout(() => {
+      // Once bash has reaped it, as when wrk's --duration ends just as its tokens run out.
+      setTimeout(() => {
+        try {
+          run.interrupt();
+        } catch (error) {
+          late = error;
+        }
+      }, 200);
+    });
+    expect((await exited).code).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(late).toBeUndefined();
+  });
+
   it("passes the command's exit status through and reads the CPU time it used", async () => {
     const busy = 'const end = Date.now() + 300; while (Date.now() < end); process.exit(3);';
     const run = await spawnTimed(process.execPath, ['-e', busy]).done;
