@@ -4,12 +4,12 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { GITHUB_ISSUER, loadConfig } from '../broker/config.js';
 import { validatePolicy } from '../broker/core/policy-rules.js';
+import { applyWrites } from '../broker/store/batch-flush.js';
 import { migrate } from '../broker/store/migrations.js';
 import { storeOn } from '../broker/store/open-store.js';
 import { openPostgres } from '../broker/store/postgres.js';
 import type { SqlDriver, SqlExecutor } from '../broker/store/sql.js';
 import { openSqlite } from '../broker/store/sqlite.js';
-import { applyWrites } from '../broker/store/write-batcher.js';
 import { fleetEntry } from './fleet.js';
 
 export const TENANT = 'bench';

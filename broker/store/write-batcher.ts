@@ -1,11 +1,10 @@
 // Group commit: writes arriving close together share one transaction, so the hot path pays for one durable
 // commit (one fsync) per batch instead of one per request — and each caller still resolves only after its own
 // write is committed.
-import { applyWrites, flushInTransactions } from './batch-flush.js';
+import { flushInTransactions, type Settled } from './batch-flush.js';
 import { type BatchedWrite, type SqlDriver, StoreUnavailable, type WriteOutcome } from './sql.js';
 
-export type Settled = { ok: true; value: WriteOutcome } | { ok: false; error: unknown };
-export { applyWrites };
+export type { Settled };
 
 /**
  * Runs a batch; resolves with one outcome per write, in order. `since`: when the oldest of them was handed over, from
