@@ -27,7 +27,8 @@ export interface ParseOptions {
   maxDepth?: number;
 }
 
-const DEFAULT_MAX_DEPTH = 16;
+/** How deep a token's header or claims may nest by default; its top-level object is the first level. */
+export const MAX_JSON_DEPTH = 16;
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
@@ -94,7 +95,7 @@ function decodeJsonObject(
   const text = bytes.toString('utf8');
   if (text.charCodeAt(0) === 0xfeff) return `${name} starts with a byte order mark`;
 
-  const scan = scanJson(text, opts.integerNumbersOnly === true, opts.maxDepth ?? DEFAULT_MAX_DEPTH);
+  const scan = scanJson(text, opts.integerNumbersOnly === true, opts.maxDepth ?? MAX_JSON_DEPTH);
   if (typeof scan === 'string') return `${name} ${scan}`;
 
   let value: unknown;

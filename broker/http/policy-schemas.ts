@@ -1,6 +1,7 @@
 // Request and response schemas of the trust-policy routes: validation and OpenAPI entries at once.
 import { z } from '@hono/zod-openapi';
 import { GITHUB_ISSUER } from '../config.js';
+import { MAX_JSON_DEPTH } from '../core/jws-compact.js';
 import { POLICY_CLAIM_FIELDS } from '../core/policy-types.js';
 import { PermissionId, PermissionList, Timestamp } from './schemas.js';
 import { nameCharacters, storedText } from './text.js';
@@ -107,8 +108,28 @@ const TOKEN_CLAIM_NAMES = [
   ...['base_ref', 'check_run_id', 'enterprise', 'enterprise_id'],
 ];
 
+/** Levels of arrays and objects in a value, counted up to one past `limit`, without recursion. */
+function nestingDepth(value: unknown, limit: number): number {
+  let deepest = 0;
+  const pending: [unknown, number][] = [[value, 0]];
+  for (let next = pending.pop(); next; next = pending.pop()) {
+    const [item, depth] = next;
+    if (typeof item !== 'object' || item === null) continue;
+    if (depth + 1 > limit) return depth + 1;
+    deepest = Math.max(deepest, depth + 1);
+    for (const child of Object.values(item)) pending.push([child, depth + 1]);
+  }
+  return deepest;
+}
+
+// Any value a token's claims could hold: they are its first level of JSON, so a value has one level less. Deeper
+// input is refused here, where it would otherwise be accepted and then fail to be echoed back.
+const ClaimValue = z.unknown().refine((value) => nestingDepth(value, MAX_JSON_DEPTH - 1) < MAX_JSON_DEPTH, {
+  message: `nests deeper than the ${MAX_JSON_DEPTH} levels a token's claims may`,
+});
+
 const TokenClaims = z
-  .strictObject(Object.fromEntries(TOKEN_CLAIM_NAMES.map((name) => [name, z.unknown().optional()])))
+  .strictObject(Object.fromEntries(TOKEN_CLAIM_NAMES.map((name) => [name, ClaimValue.optional()])))
   .openapi('TokenClaims', {
     description:
       "A GitHub OIDC token's claims as JSON. Only the trust-relevant ones count (`iss`, default GitHub's; `aud`, " +

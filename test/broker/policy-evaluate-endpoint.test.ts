@@ -283,10 +283,36 @@ describe('evaluate typed-in claims', () => {
     ['an unknown claim name', { claims: { repo: 'acme/infra' } }, 'claims.repo'],
     ['an unknown permission', { claims: JOB, permissions: ['harden-runner:admin'] }, 'permissions[0]'],
     ['a duration over an hour', { claims: JOB, duration_seconds: 3601 }, 'duration_seconds'],
+    // No token nests deeper than 16 levels (its claims object is the first), so no claim value can either.
+    [
+      'a claim value nesting deeper than a token may',
+      { claims: { ...JOB, environment: nested(16) } },
+      'claims.environment',
+    ],
   ])('400 invalid_request for %s', async (_, json, field) => {
     const res = await t.request('POST', '/v1/oidc/policies/evaluate', { key, json });
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ code: 'invalid_request', errors: [{ field }] });
+  });
+
+  it('a claim value nesting 5,000 levels deep (10 KB) is a 400 naming it, not a failure to echo it', async () => {
+    const environment = `${'['.repeat(5000)}"production"${']'.repeat(5000)}`;
+    const res = await t.request('POST', '/v1/oidc/policies/evaluate', {
+      key,
+      headers: { 'Content-Type': 'application/json' },
+      body: `{"claims":{"repository":"acme/infra","environment":${environment}}}`,
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      code: 'invalid_request',
+      errors: [{ field: 'claims.environment', message: expect.stringContaining('16 levels') }],
+    });
+  });
+
+  it('a claim value nesting as deep as a token may is evaluated and echoed', async () => {
+    const e = await evaluate({ claims: { ...JOB, environment: nested(15) } });
+    expect(e.claims.environment).toEqual(nested(15));
+    expect(e.decision).toMatchObject({ allowed: false, reason: 'invalid_token' });
   });
 
   it('names every permission that grants nothing, each with the id it probably stands for, as the exchange does', async () => {
@@ -542,3 +568,10 @@ describe('GET /v1/oidc/config', () => {
     }
   });
 });
+
+/** An array holding an array … `levels` deep, holding 'production'. */
+function nested(levels: number): unknown {
+  let value: unknown = 'production';
+  for (let i = 0; i < levels; i++) value = [value];
+  return value;
+}
