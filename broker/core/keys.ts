@@ -83,8 +83,13 @@ export function keyHint(key: string): string {
   return `${key.slice(0, 4)}…${key.slice(-4)}`;
 }
 
-// A key's prefix and then most of its random part: a key cut short or with a character too is still one.
-const KEY_SHAPED = new RegExp(`(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{16,}`, 'g');
+// A key's prefix and at least its whole random part, from which the checksum, and so the key, follows: a key
+// pasted whole, with its checksum cut short or run into other text. A shorter run after a prefix is no usable key,
+// and a name such as ssf_DeployBot2026 stays a name: stored as given, and shown as given in errors and the audit log.
+const KEY_SHAPED = new RegExp(
+  `(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{${RANDOM_LENGTH},}`,
+  'g',
+);
 /** Three base64url segments, the first two JSON objects (`eyJ` is `{"`): a JWS such as an access or OIDC token. */
 const TOKEN_SHAPED = /eyJ[0-9A-Za-z_-]*\.eyJ[0-9A-Za-z_-]*\.[0-9A-Za-z_-]+/g;
 
@@ -133,10 +138,8 @@ export function withoutSecrets(text: string): string {
   return replaceSeeingThrough(keysHidden, TOKEN_SHAPED, () => '[a token]');
 }
 
-// Where a value is to be stored, a key is its prefix and at least the whole random part, from which the checksum,
-// and so the key, follows: a key pasted whole, with its checksum cut short or run into other text. A shorter run
-// after a prefix is no usable key, and a name such as ssf_DeployBot2026 must stay a name.
-const STORED_KEY = new RegExp(`(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{${RANDOM_LENGTH},}`);
+// Where a value is to be stored, a key is what is hidden where text is echoed: what is stored is shown as given.
+const STORED_KEY = new RegExp(KEY_SHAPED.source);
 const STORED_TOKEN = new RegExp(TOKEN_SHAPED.source);
 const NEVER_STORED = 'a secret is never stored where every listing would show it';
 

@@ -286,6 +286,32 @@ describe('ordinary text that merely resembles part of a secret is saved as given
   });
 });
 
+describe('ordinary text that merely resembles part of a secret is shown as given where it is echoed', () => {
+  it("in the audit log and in a conflicting name's 409", async () => {
+    const key = await newTenantKey();
+    const keyName = 'ssf_DeployBot2026Production';
+    const created = await request('POST', '/v1/fine-grained-keys', key, {
+      name: keyName,
+      expiration: '7d',
+      permissions: ['harden-runner:read'],
+    });
+    expect(created.status).toBe(201);
+    const body = policyBody(
+      { name: 'ssr_readonlyIntegration' },
+      { repository: 'acme/ssa_toolsForRelease2026' },
+    );
+    expect((await request('POST', '/v1/oidc/policies', key, body)).status).toBe(201);
+
+    const taken = await request('POST', '/v1/oidc/policies', key, body);
+    expect(taken.status).toBe(409);
+    expect(((await taken.json()) as Problem).detail).toContain('"ssr_readonlyIntegration"');
+    const audit = await (await request('GET', '/v1/audit-events', key)).text();
+    for (const text of [keyName, 'ssr_readonlyIntegration', 'acme/ssa_toolsForRelease2026']) {
+      expect(audit).toContain(`"${text}"`);
+    }
+  });
+});
+
 describe('rows stored before secrets were refused', () => {
   it('are listed as stored, and can still be replaced and deleted', async () => {
     const legacy = `deploy ${f.key}`;
