@@ -14,13 +14,23 @@ export const API_INFO = {
     "tenant's API keys. Errors are RFC 9457 problem+json documents with a stable `code`.",
 };
 
-/** What any request body can be answered with, whichever route takes it (the app checks before the route). */
+/** What a request body can be answered with on a route that takes one. */
 const BODY_ERRORS = {
   '400': 'The body is not valid JSON, or a field is wrong; `errors` names each field (`invalid_request`).',
-  '413': 'The body is larger than 64 KiB (`payload_too_large`).',
   '415':
     'The body is not `application/json` (or a form where the route takes one) (`unsupported_media_type`).',
 } as const;
+
+/** What any request can be answered with, whatever its route: the app checks a body's size before routing. */
+const REQUEST_ERRORS = {
+  '413':
+    'The request has a body larger than 64 KiB (`payload_too_large`), on any route, before routing or credentials.',
+} as const;
+
+const problem = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+});
 
 export function openApiDocument(app: OpenAPIHono<BrokerEnv>) {
   const document = app.getOpenAPI31Document({ openapi: '3.1.0', info: API_INFO });
@@ -29,12 +39,10 @@ export function openApiDocument(app: OpenAPIHono<BrokerEnv>) {
       requestBody?: unknown;
       responses?: Record<string, unknown>;
     }[]) {
-      if (!operation?.requestBody || !operation.responses) continue;
-      for (const [status, description] of Object.entries(BODY_ERRORS)) {
-        operation.responses[status] ??= {
-          description,
-          content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
-        };
+      if (!operation?.responses) continue;
+      const errors = operation.requestBody ? { ...BODY_ERRORS, ...REQUEST_ERRORS } : REQUEST_ERRORS;
+      for (const [status, description] of Object.entries(errors)) {
+        operation.responses[status] ??= problem(description);
       }
     }
   }

@@ -51,6 +51,28 @@ describe('OpenAPI document', () => {
     expect((await send('name=x', 'text/plain')).status).toBe(415);
   });
 
+  it('every operation documents 413: a body over 64 KiB is refused before routing or credentials, on any route', async () => {
+    const key = (await t.createTenant('openapi-large-bodies')).key;
+    for (const [path, item] of Object.entries(
+      committed.paths as Record<string, Record<string, { responses: object }>>,
+    )) {
+      for (const [method, op] of Object.entries(item)) {
+        expect(Object.keys(op.responses), `${method.toUpperCase()} ${path}`).toContain('413');
+      }
+    }
+    const large = `{"x":"${'a'.repeat(70_000)}"}`;
+    for (const [method, path] of [
+      ['POST', '/v1/api-keys/tenant-read-only/primary/rotate'],
+      ['DELETE', `/v1/fine-grained-keys/${crypto.randomUUID()}`],
+    ]) {
+      for (const credential of [key, undefined]) {
+        const res = await t.request(method!, path!, { key: credential, body: large });
+        expect(res.status, `${method} ${path}`).toBe(413);
+        expect(await res.json()).toMatchObject({ code: 'payload_too_large' });
+      }
+    }
+  });
+
   it('a body of another type is refused naming each type the operation takes', async () => {
     const key = (await t.createTenant('openapi-media-types')).key;
     const operations = Object.entries(
