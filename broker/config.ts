@@ -128,6 +128,14 @@ function database(env: Env): DatabaseConfig {
     const path = raw.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
     if (!path)
       throw new ConfigError('DATABASE_URL', 'sqlite: needs a file path, e.g. sqlite:./data/broker.db');
+    // Read as a path, sqlite://data/broker.db would be //data/broker.db, which is /data/broker.db.
+    if (path.startsWith('//')) {
+      throw new ConfigError(
+        'DATABASE_URL',
+        'sqlite:// names a host, and a SQLite file has none: write sqlite:./data/broker.db for a path relative ' +
+          'to the working directory, or sqlite:///var/lib/broker/broker.db for an absolute one',
+      );
+    }
     // Refused rather than ignored: set with SQLite, it most likely means DATABASE_URL is missing, and the embedded
     // file (with its demo tenant) would be used instead of the PostgreSQL the pool was sized for.
     if (env[POOL_SIZE] !== undefined) {

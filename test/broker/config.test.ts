@@ -102,6 +102,27 @@ describe('loadConfig', () => {
     expect(() => loadConfig(env)).toThrow(new RegExp(`^${variable.replace(/[[\]]/g, '\\$&')}: `));
   });
 
+  describe('DATABASE_URL with SQLite', () => {
+    it.each([
+      ['sqlite:./data/broker.db', './data/broker.db'],
+      ['sqlite:data/broker.db', 'data/broker.db'],
+      ['sqlite:/var/lib/broker/broker.db', '/var/lib/broker/broker.db'],
+      ['sqlite:///var/lib/broker/broker.db', '/var/lib/broker/broker.db'],
+    ])('%s is the file %s', (url, path) => {
+      expect(loadConfig({ DATABASE_URL: url }).database).toEqual({ engine: 'sqlite', path });
+    });
+
+    // Read as a path, "//data/broker.db" would be /data/broker.db: a file at the root, not the one meant.
+    it.each(['sqlite://data/broker.db', 'sqlite://localhost/var/lib/broker.db'])(
+      '%s names a host, and is refused saying how to write a relative or an absolute path',
+      (url) => {
+        expect(() => loadConfig({ DATABASE_URL: url })).toThrow(
+          /^DATABASE_URL: .*names a host.*sqlite:\.\/data\/broker\.db.*sqlite:\/\/\/var\/lib\/broker\/broker\.db/,
+        );
+      },
+    );
+  });
+
   describe('DATABASE_POOL_SIZE', () => {
     const postgres = {
       DATABASE_URL: 'postgres://broker@db:5432/broker',
