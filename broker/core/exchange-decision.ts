@@ -108,12 +108,15 @@ async function decideAndRecord(request: ExchangeRequest, job: Job, deps: Exchang
 function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
   const echoed = { claims: callerClaims(claims) };
   switch (deny.reason) {
-    case 'no_matching_policy':
+    case 'no_matching_policy': {
+      // The name asked for is echoed, a misspelling easier to see; whether a policy has that name is not told.
+      const named = deny.audit.requestedPolicy;
       return new BrokerError(
         'no_matching_policy',
-        `no trust policy matches ${claims.repository} (${claims.ref ? `ref ${claims.ref}` : 'no ref'}, workflow ${claims.job_workflow_ref})`,
+        `no trust policy ${named === null ? '' : `named "${named}" `}matches ${claims.repository} (${claims.ref ? `ref ${claims.ref}` : 'no ref'}, workflow ${claims.job_workflow_ref})`,
         { extensions: echoed },
       );
+    }
     case 'permission_not_allowed':
       return new BrokerError(
         'permission_not_allowed',

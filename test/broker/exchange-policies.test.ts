@@ -263,6 +263,18 @@ describe('selection', () => {
     await denied(403, 'no_matching_policy', {}, { policy: 'release-only' });
     await denied(403, 'no_matching_policy', {}, { policy: 'no-such-policy' });
   });
+
+  it('a refusal of a named policy says which name was asked for, misspelt or not, and no more', async () => {
+    await f.policy('deploy-main', { claims: { ...REPO, ref: 'refs/heads/main' } });
+    await f.policy('release-only', { claims: { ...REPO, ref: 'refs/heads/release' } });
+    // Whether a policy of that name exists is not told to a workflow: the two refusals differ in the name only.
+    for (const policy of ['deploy-mian', 'release-only']) {
+      const { body } = await denied(403, 'no_matching_policy', {}, { policy });
+      expect(body.detail).toBe(
+        `no trust policy named "${policy}" matches acme/infra (ref refs/heads/main, workflow ${JWR})`,
+      );
+    }
+  });
 });
 
 describe('granted permissions', () => {
