@@ -5,7 +5,7 @@ import { unauthenticated } from './authenticate.js';
 import { parseCompactJws } from './jws-compact.js';
 import { isPermission, type Permission } from './permissions.js';
 import { effectivePermissions, type Principal } from './principal.js';
-import { CLOCK_SKEW_MS, MAX_TOKEN_LIFETIME_MS, type SigningKeys } from './signing-keys.js';
+import { type ActiveKey, CLOCK_SKEW_MS, MAX_TOKEN_LIFETIME_MS, type SigningKeys } from './signing-keys.js';
 import type { TenantDirectory } from './tenant-directory.js';
 
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
@@ -22,6 +22,11 @@ export interface MintInput {
   extra?: Pick<AccessTokenClaims, 'policy' | 'repository' | 'repository_owner' | 'ref' | 'run_id'>;
   /** Chosen by the caller when the id must be recorded before the token exists. */
   jti?: string;
+  /**
+   * The key to sign with, from signingKey(), for a caller that records the token before signing it: read first,
+   * a key the database cannot give fails the request before anything is recorded of a token never issued.
+   */
+  signingKey?: ActiveKey;
 }
 
 export interface MintedToken {
@@ -49,6 +54,8 @@ export interface AccessTokenClaims {
 }
 
 export interface AccessTokens {
+  /** The key mint() signs with now. */
+  signingKey(): Promise<ActiveKey>;
   mint(input: MintInput): Promise<MintedToken>;
   /**
    * Verifies signature, issuer, expiry, tenant and the revocation list; the claims, or why not. `expiredWithinMs`:
@@ -126,8 +133,9 @@ export function createAccessTokens(deps: {
   }
 
   return {
+    signingKey: () => signingKeys.active(),
     async mint(input) {
-      const { kid, privateKey } = await signingKeys.active();
+      const { kid, privateKey } = input.signingKey ?? (await signingKeys.active());
       const iat = Math.floor(now() / 1000);
       const exp = iat + input.lifetimeSeconds;
       const jti = input.jti ?? randomUUID();

@@ -178,10 +178,13 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
     );
   }
   const permissions = requested.permissions;
+  // Read before the exchange is recorded: once it is, nothing but the signature itself is left to fail.
+  const signingKey = await deps.accessTokens.signingKey();
   const { decision, jti } = await decide(request, { claims, tenant, permissions, repositoryKey }, deps);
   const policy = decision.policy;
 
   const minted = await deps.accessTokens.mint({
+    signingKey,
     tenant,
     permissions: decision.permissions,
     lifetimeSeconds: decision.durationSeconds,

@@ -2,6 +2,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ALL_PERMISSIONS, type Permission } from '../../broker/core/permissions.js';
 import type { PolicyRecord } from '../../broker/core/policy-types.js';
+import { StoreUnavailable } from '../../broker/store/sql.js';
 import { deferred } from '../support/deferred.js';
 import { type Federation, startFederation } from '../support/federation.js';
 import type { ClaimOverrides } from '../support/local-issuer.js';
@@ -472,6 +473,32 @@ describe('denials and the audit log', () => {
     expect((await exchange(token, { permissions: ['audit-log:read'] })).status).toBe(403);
     const [event] = await auditFor('token.exchange_denied', payloadOf(token).jti as string);
     expect(event?.details).toMatchObject({ reason: 'permission_not_allowed' });
+  });
+
+  it('a signing key that cannot be read fails the exchange before it is recorded: no success event, token not used up', async () => {
+    await f.policy('p');
+    const token = f.issuer.sign();
+    const { jti } = payloadOf(token) as { jti: string };
+    // Signing keys are read again once a minute: the next exchange reads them, and the database fails that read.
+    f.t.clock.now += 61_000;
+    const store = f.t.broker.store;
+    const list = store.signingKeys.list;
+    store.signingKeys.list = async () => {
+      throw new StoreUnavailable(new Error('connection reset'));
+    };
+    try {
+      const r = await exchange(token);
+      expect({ status: r.status, code: r.body.code }).toEqual({ status: 503, code: 'not_ready' });
+    } finally {
+      store.signingKeys.list = list;
+    }
+    expect(await auditFor('token.exchanged', jti)).toEqual([]);
+    // Once the database answers again, the same OIDC token is exchanged, and only that success is audited.
+    const again = await exchange(token);
+    expect(again.status, again.text).toBe(200);
+    expect(await auditFor('token.exchanged', jti)).toMatchObject([
+      { details: { token_jti: payloadOf(again.body.access_token!).jti } },
+    ]);
   });
 
   it('a success is audited with the minted jti, repository and run id', async () => {
