@@ -22,12 +22,17 @@ const Query = z.object({
       .openapi({ description: 'Only events of this type.' }),
   ),
   limit: queryParameter(
-    z.coerce
-      .number({ error: LIMIT })
-      .int({ error: LIMIT })
-      .min(1, { error: LIMIT })
-      .max(200, { error: LIMIT })
-      .default(50)
+    // Digits only: a number literal (0x10, 1e2, +5) or white space is not read as the number it would coerce to.
+    z
+      .preprocess(
+        (value) => (typeof value === 'string' && /^[0-9]+$/.test(value) ? Number(value) : value),
+        z
+          .number({ error: LIMIT })
+          .int({ error: LIMIT })
+          .min(1, { error: LIMIT })
+          .max(200, { error: LIMIT })
+          .default(50),
+      )
       .openapi({ description: 'Events per page, 1–200; 50 when left out.' }),
   ),
   cursor: queryParameter(

@@ -108,6 +108,11 @@ describe('GET /v1/audit-events', () => {
     ['?limit=abc', 'limit', 'must be a whole number from 1 to 200'],
     ['?limit=201', 'limit', 'must be a whole number from 1 to 200'],
     ['?limit=2.5', 'limit', 'must be a whole number from 1 to 200'],
+    // Written as a number literal, not as the whole number it stands for: read strictly, never 16 or 100.
+    ['?limit=0x10', 'limit', 'must be a whole number from 1 to 200'],
+    ['?limit=1e2', 'limit', 'must be a whole number from 1 to 200'],
+    ['?limit=+5', 'limit', 'must be a whole number from 1 to 200'],
+    ['?limit=%205', 'limit', 'must be a whole number from 1 to 200'],
     ['?cursor=bm9wZQ', 'cursor', 'not a cursor this endpoint returned'],
     [`?cursor=${'x'.repeat(33)}`, 'cursor', 'not a cursor this endpoint returned'],
     ['?type=DROP%20TABLE', 'type', 'must be one of'],
