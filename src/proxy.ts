@@ -1,4 +1,5 @@
 // Which proxy a request goes through, by the Actions toolkit's rules: *_proxy, no_proxy, never loopback.
+import { isLoopbackHost } from '../broker/core/loopback.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -135,7 +136,8 @@ function decodeCredentials(proxy: URL, variable: string): string {
 /** Loopback hosts, and hosts matched by no_proxy (`*`, a host, `host:port`, or a domain and its subdomains). */
 export function bypassesProxy(url: URL, env: Env): boolean {
   if (!url.hostname) return false;
-  if (isLoopback(url.hostname)) return true;
+  // Loopback as `api-url` reads it: an address, not a name that starts like one (127.example.com is elsewhere).
+  if (isLoopbackHost(url.hostname)) return true;
   const noProxy = env.no_proxy || env.NO_PROXY || '';
   if (!noProxy) return false;
   const port = portOf(url);
@@ -161,14 +163,4 @@ export function bypassesProxy(url: URL, env: Env): boolean {
 export function portOf(url: URL): number {
   if (url.port) return Number(url.port);
   return url.protocol === 'https:' ? 443 : 80;
-}
-
-function isLoopback(hostname: string): boolean {
-  const host = hostname.toLowerCase();
-  return (
-    host === 'localhost' ||
-    host.startsWith('127.') ||
-    host.startsWith('[::1]') ||
-    host.startsWith('[0:0:0:0:0:0:0:1]')
-  );
 }

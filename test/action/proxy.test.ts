@@ -102,8 +102,21 @@ describe('proxyFor', () => {
       'http://127.0.0.1:8080/',
       'https://127.1.2.3/',
       'http://[::1]:80/',
+      'http://[0:0:0:0:0:0:0:1]:80/',
     ]) {
       expect(proxyFor(new URL(url), env), url).toBeUndefined();
+    }
+  });
+
+  it('proxies a host whose name only starts like a loopback address', () => {
+    const env = { https_proxy: 'http://proxy:3128', http_proxy: 'http://proxy:3128' };
+    for (const url of [
+      'https://127.example.com/v1',
+      'https://127.0.0.1.nip.io/v1',
+      'http://localhost.example.com/',
+      'http://127.0.0.1.example:8080/',
+    ]) {
+      expect(href(proxyFor(new URL(url), env)), url).toBe('http://proxy:3128/');
     }
   });
 });
