@@ -92,8 +92,9 @@ export function proxyFor(url: URL, env: Env): ProxySetting | undefined {
   if (bypassesProxy(url, env)) return undefined;
   const name = url.protocol === 'https:' ? 'https_proxy' : 'http_proxy';
   const variable = env[name] ? name : name.toUpperCase();
-  const value = env[variable];
-  if (!value) return undefined;
+  if (!env[variable]) return undefined;
+  // White space around the value (from a quoted .env line, say) is no part of the URL, nor of its scheme.
+  const value = env[variable].trim();
   // A value without a scheme (`proxy.corp:3128`, `10.0.0.1:3128`) means an HTTP proxy; URL alone would read
   // `proxy.corp:` as a scheme and find no host.
   const withScheme = /^[a-z][a-z\d+.-]*:\/\//i.test(value) ? value : `http://${value}`;

@@ -32,6 +32,22 @@ describe('proxyFor', () => {
     );
   });
 
+  it('reads the setting without the white space around it', () => {
+    for (const value of [
+      ' http://proxy.corp:3128',
+      'http://proxy.corp:3128 ',
+      '\thttp://proxy.corp:3128\n',
+    ]) {
+      expect(href(proxyFor(GITHUB, { HTTPS_PROXY: value })), JSON.stringify(value)).toBe(
+        'http://proxy.corp:3128/',
+      );
+    }
+    expect(href(proxyFor(GITHUB, { https_proxy: ' proxy.corp:3128 ' }))).toBe('http://proxy.corp:3128/');
+    expect(href(proxyFor(GITHUB, { https_proxy: '  HTTPS://proxy.corp:3129' }))).toBe(
+      'https://proxy.corp:3129/',
+    );
+  });
+
   it('decodes the credentials, and leaves them out of the URL that messages name', () => {
     const setting = proxyFor(GITHUB, { https_proxy: 'us%40r:p%3A@proxy.corp:3128' });
     expect(setting).toMatchObject({ variable: 'https_proxy', credentials: 'us@r:p:' });
@@ -50,6 +66,7 @@ describe('proxyFor', () => {
     ['http://', 'not a URL'],
     ['proxy corp:3128', 'not a URL'],
     ['http://proxy.corp:99999', 'not a URL'],
+    ['  ', 'not a URL'],
   ])('refuses the setting %j, naming the variable but not repeating the value', (value, reason) => {
     let error: unknown;
     try {
