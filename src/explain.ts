@@ -1,6 +1,7 @@
 // Turns every way the action can fail into one message that says what happened and what to do about it.
 import type { BrokerFailure } from './broker-client.js';
 import { attempts, type BrokerCall, code, explainProblem } from './explain-problem.js';
+import type { IdTokenFailureDetails } from './id-token.js';
 import type { ActionInputs } from './inputs.js';
 
 /** A paragraph, a bulleted list, or a YAML snippet to paste into the workflow. */
@@ -21,7 +22,7 @@ export type Failure =
   | { kind: 'inputs'; errors: string[] }
   | { kind: 'no-id-token' }
   /** `timedOut`: the token service did not answer within the attempt's time limit. */
-  | { kind: 'id-token'; message: string; timedOut?: boolean; retryable?: boolean; tlsCode?: string }
+  | ({ kind: 'id-token'; message: string; timedOut?: boolean } & IdTokenFailureDetails & RetryInfo)
   | (BrokerFailure & RetryInfo);
 
 export { code };
@@ -73,7 +74,7 @@ export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCal
           body: [
             "It usually answers in well under a second, so GitHub's service or the network between this runner " +
               'and it is in trouble; a self-hosted runner may also need HTTPS_PROXY or NO_PROXY set for it. ' +
-              NOTHING_SENT,
+              `${retried(failure)}${NOTHING_SENT}`,
           ],
         };
       }
@@ -82,7 +83,7 @@ export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCal
         body: [
           `The runner's token service answered: ${oneLine(failure.message)}`,
           // The job has id-token: write: without it the runner would not offer the service at all.
-          `${failure.retryable ? 'The service or the network to it is in trouble (on a self-hosted runner, check HTTPS_PROXY and NO_PROXY). ' : ''}${NOTHING_SENT}`,
+          `${failure.retryable ? 'The service or the network to it is in trouble (on a self-hosted runner, check HTTPS_PROXY and NO_PROXY). ' : ''}${retried(failure)}${NOTHING_SENT}`,
         ],
       };
     case 'proxy':
@@ -202,6 +203,11 @@ function unexpected(f: Extract<Failure, { kind: 'unexpected' }>): Explanation {
         '`/v1`). A proxy or load balancer in front of the broker can also answer like this.',
     ],
   };
+}
+
+/** How often a failure that a retry could have got past was tried, or nothing for one that was final at once. */
+function retried(f: RetryInfo): string {
+  return f.gaveUp ? `${attempts(f)} ` : '';
 }
 
 function oneLine(text: string): string {

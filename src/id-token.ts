@@ -44,6 +44,7 @@ export async function requestIdToken(
 
   for (let retry = 0; ; retry++) {
     let status: number;
+    let retryAfter: string | undefined;
     let text: string;
     try {
       const response = await deps.fetch(url, {
@@ -57,6 +58,7 @@ export async function requestIdToken(
         signal: AbortSignal.timeout(Math.max(0, deadline - deps.now())),
       });
       status = response.status;
+      retryAfter = response.headers.get('retry-after') ?? undefined;
       text = await response.text();
     } catch (error) {
       // The proxy's own failures are explained, and retried or not, as the proxy's rather than GitHub's.
@@ -65,7 +67,7 @@ export async function requestIdToken(
       const { code, message, tls } = describeNetworkError(error);
       // No answer at all (a reset, a refused connection): another attempt may well get one. A certificate the
       // runner cannot verify now, it cannot verify in a few seconds either.
-      throw requestFailed(code, message, !tls, tls ? code : undefined);
+      throw requestFailed(code, message, { retryable: !tls, tlsCode: tls ? code : undefined });
     }
     if (RETRY_STATUSES.has(status) && retry < MAX_RETRIES) {
       const delay = BACKOFF_SLICE_MS * 2 ** Math.min(BACKOFF_CEILING, retry + 1);
@@ -80,7 +82,11 @@ export async function requestIdToken(
       typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
     if (status > 299 && status !== 404) {
       const message = typeof json?.message === 'string' && json.message ? json.message : text;
-      throw requestFailed(status, message || `Failed request: (${status})`, status >= 500);
+      throw requestFailed(status, message || `Failed request: (${status})`, {
+        retryable: status >= 500,
+        status,
+        retryAfter,
+      });
     }
     const token = status === 404 ? undefined : json?.value;
     if (typeof token !== 'string' || token === '') {
@@ -98,28 +104,42 @@ function timedOut(timeoutMs: number): Error {
   return error;
 }
 
-/** The token service's refusal or failure, in the toolkit's words; `retryable` when a later attempt may succeed. */
+/** What the exchange's retries and its failure message need to know of a failed request. */
+export interface IdTokenFailureDetails {
+  /** No answer (but for a TLS failure) or a 5xx: the service or the network to it is in trouble. */
+  retryable?: boolean;
+  /** The TLS error's code, when the connection to the service failed its TLS handshake. */
+  tlsCode?: string;
+  /** The service's HTTP status, when it answered: the exchange retries it as it would the broker's. */
+  status?: number;
+  /** The service's Retry-After header, when it sent one. */
+  retryAfter?: string;
+}
+
+/** The token service's refusal or failure, in the toolkit's words. */
 export class IdTokenError extends Error {
-  constructor(
-    message: string,
-    readonly retryable = false,
-    /** The TLS error's code, when the connection to the service failed its TLS handshake. */
-    readonly tlsCode?: string,
-  ) {
+  readonly retryable: boolean;
+  readonly tlsCode?: string;
+  readonly status?: number;
+  readonly retryAfter?: string;
+
+  constructor(message: string, details: IdTokenFailureDetails = {}) {
     super(`Error message: ${message}`);
+    this.retryable = details.retryable ?? false;
+    this.tlsCode = details.tlsCode;
+    this.status = details.status;
+    this.retryAfter = details.retryAfter;
   }
 }
 
 function requestFailed(
   code: number | string | undefined,
   message: string,
-  retryable: boolean,
-  tlsCode?: string,
+  details: IdTokenFailureDetails,
 ): Error {
   return new IdTokenError(
     `Failed to get ID Token. Error Code : ${code ?? 'none'} Error Message: ${message}`,
-    retryable,
-    tlsCode,
+    details,
   );
 }
 

@@ -1,6 +1,7 @@
-// Retries a broker call while a retry can succeed: capped, jittered exponential backoff within a deadline.
+// Retries a call while a retry can succeed: capped, jittered exponential backoff within a deadline.
 import type { BrokerAnswer } from './broker-client.js';
 import type { Clock } from './deps.js';
+import type { Failure } from './explain.js';
 
 export interface RetryPolicy {
   maxAttempts: number;
@@ -101,14 +102,41 @@ export function classifyBrokerAnswer(answer: BrokerAnswer<unknown>, nowMs: numbe
     if (answer.tls) return { retry: false };
     return { retry: true, reason: `The broker could not be reached (${answer.code ?? answer.message})` };
   }
+  const code = answer.kind === 'problem' && answer.problem.code ? ` ${answer.problem.code}` : '';
+  return classifyStatus(answer, nowMs, `The broker answered ${answer.status}${code}`);
+}
+
+/**
+ * Retries GitHub's OIDC token service by the same rules: its answers as the broker's, and, when it gave none, a
+ * lost connection or no answer within the attempt's time limit; never a certificate the runner cannot verify,
+ * nor an answer without a token.
+ */
+export function classifyIdTokenFailure(
+  failure: Extract<Failure, { kind: 'id-token' }>,
+  nowMs: number,
+): Verdict {
+  const service = "GitHub's OIDC token service";
+  const { status, retryAfter } = failure;
+  if (status !== undefined) {
+    return classifyStatus({ status, retryAfter }, nowMs, `${service} answered ${status}`);
+  }
+  if (failure.timedOut) return { retry: true, reason: `${service} did not answer in time` };
+  return failure.retryable ? { retry: true, reason: `${service} failed` } : { retry: false };
+}
+
+/** Retries 408, 5xx and a 429 that says when (Retry-After, then waited for); any other status is final. */
+function classifyStatus(
+  answer: { status: number; retryAfter?: string },
+  nowMs: number,
+  reason: string,
+): Verdict {
   const { status } = answer;
   if (status !== 408 && status !== 429 && status < 500) return { retry: false };
   const afterMs = answer.retryAfter === undefined ? undefined : parseRetryAfter(answer.retryAfter, nowMs);
   // A 429 is retried only when it says when: without a readable Retry-After, an early retry adds to the load
-  // that the broker is refusing, and a late one would only use up the step's time.
+  // that the server is refusing, and a late one would only use up the step's time.
   if (status === 429 && afterMs === undefined) return { retry: false };
-  const code = answer.kind === 'problem' && answer.problem.code ? ` ${answer.problem.code}` : '';
-  return { retry: true, reason: `The broker answered ${status}${code}`, afterMs };
+  return { retry: true, reason, afterMs };
 }
 
 /**

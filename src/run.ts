@@ -5,7 +5,13 @@ import { explain, type Failure, formatExplanation } from './explain.js';
 import { IdTokenError } from './id-token.js';
 import { type ActionInputs, parseInputs } from './inputs.js';
 import { isProxyError } from './proxy.js';
-import { classifyBrokerAnswer, EXCHANGE_RETRY, MIN_ATTEMPT_MS, withRetry } from './retry.js';
+import {
+  classifyBrokerAnswer,
+  classifyIdTokenFailure,
+  EXCHANGE_RETRY,
+  MIN_ATTEMPT_MS,
+  withRetry,
+} from './retry.js';
 import { failureSummary, successSummary, writeSummary } from './summary.js';
 
 export const TOKEN_ENV_VAR = 'STEPSECURITY_API_TOKEN';
@@ -69,12 +75,15 @@ async function exchange(
         oidcToken = await deps.getIdToken(inputs.audience, timeoutMs);
       } catch (error) {
         if (isProxyError(error)) return proxyFailure(error);
+        const details = error instanceof IdTokenError ? error : undefined;
         return {
           kind: 'id-token',
           message: error instanceof Error ? error.message : String(error),
           timedOut: error instanceof Error && error.name === 'TimeoutError',
-          retryable: error instanceof IdTokenError && error.retryable,
-          tlsCode: error instanceof IdTokenError ? error.tlsCode : undefined,
+          retryable: details?.retryable ?? false,
+          tlsCode: details?.tlsCode,
+          status: details?.status,
+          retryAfter: details?.retryAfter,
         };
       }
       return client.exchange(
@@ -88,13 +97,10 @@ async function exchange(
         Math.max(MIN_ATTEMPT_MS, attemptEnds - deps.now()),
       );
     },
-    (result) => {
-      if (result.kind !== 'id-token') return classifyBrokerAnswer(result, deps.now());
-      // A lost connection or a 5xx of GitHub's token service may pass; a refusal or a timeout is final.
-      return result.retryable
-        ? { retry: true, reason: "GitHub's OIDC token service failed" }
-        : { retry: false };
-    },
+    (result) =>
+      result.kind === 'id-token'
+        ? classifyIdTokenFailure(result, deps.now())
+        : classifyBrokerAnswer(result, deps.now()),
     EXCHANGE_RETRY,
     {
       now: () => deps.now(),
@@ -104,7 +110,7 @@ async function exchange(
     },
   );
   const { result, attempts, gaveUp, retryAfterMs } = outcome;
-  if (result.kind === 'ok' || result.kind === 'id-token') return result;
+  if (result.kind === 'ok') return result;
   return { ...result, attempts, gaveUp, retryAfterMs };
 }
 

@@ -114,6 +114,28 @@ describe('dist/ as a process', () => {
     }
   });
 
+  // Slow by design: the unanswered request has the whole 20 s of an attempt before the action asks again.
+  it("asks GitHub's OIDC token service again when a request gets no answer in time", async () => {
+    const stalling = await startFakeGitHubOidc((audience) => `second-token-for-${audience}`, { stall: 1 });
+    const patient = await createActionRunner({ idToken: stalling });
+    try {
+      const main = await patient.run('main', { tenant: 'acme', 'api-url': broker.apiUrl });
+
+      expect(main.exitCode, main.stdout).toBe(0);
+      expect(main.stdout).toMatch(
+        /GitHub's OIDC token service did not answer in time; retrying in \d\.\d s \(attempt 2 of 6\)\./,
+      );
+      expect(stalling.unanswered).toEqual(['acme.api.stepsecurity.io']);
+      expect(stalling.issued).toEqual(['second-token-for-acme.api.stepsecurity.io']);
+      const exchange = broker.requests.findLast((r) => r.path === '/v1/oidc/token');
+      expect(JSON.parse(exchange!.body).oidc_token).toBe('second-token-for-acme.api.stepsecurity.io');
+      expect(main.outputs.token).toBe(ACCESS_TOKEN);
+    } finally {
+      await patient.close();
+      await stalling.close();
+    }
+  }, 60_000);
+
   it('fails on invalid inputs before calling GitHub or the broker', async () => {
     const before = { github: github.audiences.length, broker: broker.requests.length };
     const main = await runner.run('main', {

@@ -65,20 +65,19 @@ describe('explained failures', () => {
     expect(broker.requests).toEqual([]);
   });
 
-  it("when GitHub's token service does not answer in time: says so, not that a permission is missing", async () => {
-    const timeout = Object.assign(new Error("GitHub's OIDC token service did not answer within 20 s."), {
-      name: 'TimeoutError',
-    });
-    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL }, { idTokenError: timeout });
+  it("when GitHub's token service never answers in time: says so and how often it asked, not a missing permission", async () => {
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL }, { tokenService: ['stall'] });
 
     expect(await run(h.deps)).toBe(false);
 
     const message = h.io.failures[0]!;
     expect(message).toContain("GitHub's OIDC token service did not answer within 20 s.");
+    // Attempts start at 0, 20.75, 42.25 and 65.25 s; the next would start after the deadline at 90 s.
+    expect(message).toContain('Tried 4 times within the time limit of this step.');
     expect(message).toContain('Re-run the job');
     expect(message).not.toContain('id-token: write');
     expect(message).not.toContain('did not issue');
-    expect(h.oidcTimeLimits).toEqual([20_000]);
+    expect(h.oidcTimeLimits).toEqual([20_000, 20_000, 20_000, 20_000]);
     expect(broker.requests).toEqual([]);
   });
 

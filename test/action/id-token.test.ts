@@ -10,7 +10,7 @@ const ENV = {
 };
 
 /** A token service answering each request with the next answer (repeating the last), recording calls. */
-function tokenService(...answers: { status: number; body: string }[]) {
+function tokenService(...answers: { status: number; body: string; headers?: Record<string, string> }[]) {
   const requests: { url: string; init: FetchInit }[] = [];
   const events: string[] = [];
   const sleeps: number[] = [];
@@ -18,8 +18,12 @@ function tokenService(...answers: { status: number; body: string }[]) {
   const fetch: Fetch = async (url, init) => {
     requests.push({ url, init });
     events.push('request');
-    const { status, body } = answers[Math.min(requests.length - 1, answers.length - 1)]!;
-    return { status, headers: { get: () => null }, text: async () => body };
+    const { status, body, headers = {} } = answers[Math.min(requests.length - 1, answers.length - 1)]!;
+    return {
+      status,
+      headers: { get: (name) => headers[name.toLowerCase()] ?? null },
+      text: async () => body,
+    };
   };
   const deps = {
     env: ENV,
@@ -124,6 +128,24 @@ describe('requestIdToken', () => {
       false,
     );
     expect(await retryable(tokenService({ status: 200, body: 'not json' }))).toBe(false);
+  });
+
+  it('fails at once on 408 and 429 too, with the status and Retry-After by which the exchange may ask again', async () => {
+    const failure = (service: ReturnType<typeof tokenService>) =>
+      requestIdToken('aud', LIMIT_MS, service.deps).catch((e: unknown) => e);
+    const limited = tokenService({ status: 429, body: '', headers: { 'retry-after': '7' } });
+    const timedOut = tokenService({ status: 408, body: '' });
+
+    expect(await failure(limited)).toMatchObject({
+      message: 'Error message: Failed to get ID Token. Error Code : 429 Error Message: Failed request: (429)',
+      status: 429,
+      retryAfter: '7',
+    });
+    expect(await failure(timedOut)).toMatchObject({ status: 408, retryAfter: undefined });
+    expect([limited, timedOut].map((s) => [s.requests.length, s.sleeps])).toEqual([
+      [1, []],
+      [1, []],
+    ]);
   });
 
   it('fails at once, naming the TLS error, when the certificate cannot be verified', async () => {

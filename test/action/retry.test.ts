@@ -10,7 +10,9 @@ import {
   exchangeBodies,
   grantBody,
   mainHarness,
+  oidcToken,
   problem,
+  type TokenServiceAnswer,
   useBroker,
 } from './support/harness.js';
 
@@ -20,6 +22,15 @@ const ok = () => HttpResponse.json(grantBody());
 async function runWith(...responders: (() => Response)[]) {
   broker.server.use(exchangeAnswers(...responders));
   const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+  const issued = await run(h.deps);
+  const tokensSent = exchangeBodies(broker.requests).map((b) => b.oidc_token);
+  return { issued, h, tokensSent };
+}
+
+/** The main step against a broker that grants the token and a token service that gives `answers` in turn. */
+async function runWithTokenService(...answers: TokenServiceAnswer[]) {
+  broker.server.use(exchangeAnswers(ok));
+  const h = mainHarness({ tenant: 'acme', 'api-url': API_URL }, { tokenService: answers });
   const issued = await run(h.deps);
   const tokensSent = exchangeBodies(broker.requests).map((b) => b.oidc_token);
   return { issued, h, tokensSent };
@@ -54,11 +65,13 @@ describe('retries', () => {
       { tenant: 'acme', 'api-url': API_URL },
       {
         idTokenErrors: [
-          new IdTokenError(
-            'Failed to get ID Token. Error Code : ECONNRESET Error Message: socket hang up',
-            true,
-          ),
-          new IdTokenError('Failed to get ID Token. Error Code : 500 Error Message: upstream failure', true),
+          new IdTokenError('Failed to get ID Token. Error Code : ECONNRESET Error Message: socket hang up', {
+            retryable: true,
+          }),
+          new IdTokenError('Failed to get ID Token. Error Code : 500 Error Message: upstream failure', {
+            retryable: true,
+            status: 500,
+          }),
         ],
       },
     );
@@ -66,7 +79,58 @@ describe('retries', () => {
     expect(await run(h.deps)).toBe(true);
     expect(h.oidcAudiences).toHaveLength(3);
     expect(exchangeBodies(broker.requests).map((b) => b.oidc_token)).toEqual(['oidc-token-3']);
-    expect(h.io.logs.join('\n')).toContain("GitHub's OIDC token service failed");
+    expect(h.io.logs.join('\n')).toContain("GitHub's OIDC token service failed; retrying in 0.8 s");
+    expect(h.io.logs.join('\n')).toContain("GitHub's OIDC token service answered 500; retrying in 1.5 s");
+  });
+
+  it("asks GitHub's OIDC token service again when it does not answer within the attempt's time limit", async () => {
+    const { issued, h, tokensSent } = await runWithTokenService('stall', oidcToken('after-the-stall'));
+
+    expect(issued).toBe(true);
+    expect(h.oidcTimeLimits).toEqual([20_000, 20_000]);
+    expect(tokensSent).toEqual(['after-the-stall']);
+    expect(h.clock.sleeps).toEqual([750]);
+    expect(h.io.logs).toContain(
+      "GitHub's OIDC token service did not answer in time; retrying in 0.8 s (attempt 2 of 6).",
+    );
+    expect(h.io.failures).toEqual([]);
+  });
+
+  it.each([
+    ['a 408', () => new Response(null, { status: 408 }), 750],
+    ['a 500', () => Response.json({ message: 'upstream failure' }, { status: 500 }), 750],
+    [
+      'a 429 with Retry-After, waiting as long as it asks',
+      () => Response.json({ message: 'slow down' }, { status: 429, headers: { 'retry-after': '7' } }),
+      7_000,
+    ],
+  ])("asks GitHub's OIDC token service again after %s", async (_name, failure, wait) => {
+    const { issued, h, tokensSent } = await runWithTokenService(failure, oidcToken('second'));
+
+    expect(issued).toBe(true);
+    expect(h.oidcAudiences).toHaveLength(2);
+    expect(tokensSent).toEqual(['second']);
+    expect(h.clock.sleeps).toEqual([wait]);
+  });
+
+  it.each([
+    ['a 403', () => Response.json({ message: 'Forbidden' }, { status: 403 }), 'Error Code : 403'],
+    ['a 429 without Retry-After', () => new Response('', { status: 429 }), 'Error Code : 429'],
+    [
+      'a 429 whose Retry-After is not a time',
+      () => new Response('', { status: 429, headers: { 'retry-after': 'later' } }),
+      'Error Code : 429',
+    ],
+  ])("does not ask GitHub's OIDC token service again after %s", async (_name, failure, quoted) => {
+    const { issued, h, tokensSent } = await runWithTokenService(failure, oidcToken('never-asked-for'));
+
+    expect(issued).toBe(false);
+    expect(h.oidcAudiences).toHaveLength(1);
+    expect(h.clock.sleeps).toEqual([]);
+    expect(tokensSent).toEqual([]);
+    expect(h.io.failures[0]).toContain('GitHub did not issue an OIDC token for this job.');
+    expect(h.io.failures[0]).toContain(quoted);
+    expect(h.io.failures[0]).not.toContain('Tried');
   });
 
   it("does not retry the token service's refusal: it fails at once, without calling the broker", async () => {

@@ -3,6 +3,8 @@ import type { Clock } from '../../../src/deps.js';
 
 export interface FakeClock extends Clock {
   sleeps: number[];
+  /** Moves the time on without a sleep, as a request that takes that long does. */
+  advance(ms: number): void;
 }
 
 export function createFakeClock(start = Date.parse('2025-06-01T12:00:00Z'), random = 0.5): FakeClock {
@@ -15,6 +17,9 @@ export function createFakeClock(start = Date.parse('2025-06-01T12:00:00Z'), rand
       now += ms;
     },
     random: () => random,
+    advance(ms) {
+      now += ms;
+    },
   };
   return clock;
 }

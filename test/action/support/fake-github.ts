@@ -11,16 +11,23 @@ export interface FakeGitHubOidc {
   audiences: string[];
   /** The tokens issued, in order. */
   issued: string[];
+  /** The audience of every request left without an answer, in order. */
+  unanswered: string[];
   close(): Promise<void>;
 }
 
-/** `mint` makes the OIDC token for an audience: a fixed string for a fake broker, a signed JWT for a real one. */
+/**
+ * `mint` makes the OIDC token for an audience: a fixed string for a fake broker, a signed JWT for a real one.
+ * `stall` leaves that many first requests without an answer, as a service in trouble can.
+ */
 export async function startFakeGitHubOidc(
   mint: (audience: string) => string | Promise<string>,
+  options: { stall?: number } = {},
 ): Promise<FakeGitHubOidc> {
   const requestToken = 'runner-request-token';
   const audiences: string[] = [];
   const issued: string[] = [];
+  const unanswered: string[] = [];
   const server = createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     if (req.headers.authorization !== `Bearer ${requestToken}`) {
@@ -28,6 +35,10 @@ export async function startFakeGitHubOidc(
       return;
     }
     const audience = url.searchParams.get('audience') ?? '';
+    if (unanswered.length < (options.stall ?? 0)) {
+      unanswered.push(audience);
+      return;
+    }
     const token = await mint(audience);
     audiences.push(audience);
     issued.push(token);
@@ -40,6 +51,11 @@ export async function startFakeGitHubOidc(
     requestToken,
     audiences,
     issued,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    unanswered,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -2,7 +2,8 @@
 import { HttpResponse, http } from 'msw';
 import { setupServer } from 'msw/node';
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import type { PostDeps, RunDeps } from '../../../src/deps.js';
+import type { Fetch, PostDeps, RunDeps } from '../../../src/deps.js';
+import { requestIdToken } from '../../../src/id-token.js';
 import { createFakeClock, type FakeClock } from './fake-clock.js';
 import { createFakeIO, type FakeIO } from './fake-io.js';
 
@@ -82,15 +83,31 @@ export interface Harness {
   oidcTimeLimits: number[];
 }
 
+/** An answer of the runner's token service, or `'stall'` for none: the request's time limit passes. */
+export type TokenServiceAnswer = (() => Response) | 'stall';
+
+/** The token service's answer with an OIDC token, as GitHub gives it. */
+export const oidcToken = (value: string) => () => Response.json({ count: 1, value });
+
 export function mainHarness(
   inputs: Record<string, string>,
-  /** idTokenError: every OIDC token request fails with it; idTokenErrors: the first ones fail, one each. */
-  options: { idTokenAvailable?: boolean; idTokenError?: Error; idTokenErrors?: Error[] } = {},
+  /**
+   * idTokenError: every OIDC token request fails with it; idTokenErrors: the first ones fail, one each.
+   * tokenService: the tokens are asked for as the bundle asks (requestIdToken), of a token service that answers
+   * each request with the next answer, repeating the last.
+   */
+  options: {
+    idTokenAvailable?: boolean;
+    idTokenError?: Error;
+    idTokenErrors?: Error[];
+    tokenService?: TokenServiceAnswer[];
+  } = {},
 ): Harness {
   const io = createFakeIO(inputs);
   const clock = createFakeClock();
   const oidcAudiences: string[] = [];
   const oidcTimeLimits: number[] = [];
+  let tokenRequests = 0;
   const deps: RunDeps = {
     ...clock,
     io,
@@ -100,6 +117,17 @@ export function mainHarness(
     async getIdToken(audience, timeoutMs) {
       oidcAudiences.push(audience);
       oidcTimeLimits.push(timeoutMs);
+      const answers = options.tokenService;
+      if (answers) {
+        const fetch: Fetch = async () => {
+          const answer = answers[Math.min(tokenRequests++, answers.length - 1)]!;
+          if (answer !== 'stall') return answer();
+          // No answer: the request's time limit passes, and fetch fails as it does then.
+          clock.advance(timeoutMs);
+          throw new DOMException('The operation was aborted due to timeout', 'TimeoutError');
+        };
+        return requestIdToken(audience, timeoutMs, { env: TOKEN_SERVICE, fetch, ...clock, io });
+      }
       if (options.idTokenError) throw options.idTokenError;
       const failure = options.idTokenErrors?.[oidcAudiences.length - 1];
       if (failure) throw failure;
@@ -108,6 +136,11 @@ export function mainHarness(
   };
   return { io, clock, deps, oidcAudiences, oidcTimeLimits };
 }
+
+const TOKEN_SERVICE = {
+  ACTIONS_ID_TOKEN_REQUEST_URL: 'https://pipelines.actions.test/_apis/distributedtask/token?api-version=2.0',
+  ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'runner-request-token',
+};
 
 export function postHarness(state: Record<string, string>) {
   const io = createFakeIO({}, state);
