@@ -38,16 +38,28 @@ type Checked =
   | { ok: true; record: PolicyRecord; warnings: string[] }
   | Extract<PolicyRefusal, { reason: 'invalid' | 'escalation' }>;
 
+/** A policy's permission list as written, expanded; or each entry that is unknown or of a disabled category. */
+function expandEntries(
+  principal: Principal,
+  values: readonly string[],
+): { ok: true; permissions: Permission[] } | { ok: false; errors: PolicyFieldError[] } {
+  const expanded = expandPermissions(values, enabledPermissions(principal.tenant.disabledCategories));
+  if (expanded.ok) return expanded;
+  const errors = expanded.problems.map(({ index, message }) => ({ field: `permissions[${index}]`, message }));
+  return { ok: false, errors };
+}
+
+/** Each entry of a policy's permission list that is unknown or of a category the tenant disabled. */
+export function permissionEntryErrors(principal: Principal, values: readonly string[]): PolicyFieldError[] {
+  const expanded = expandEntries(principal, values);
+  return expanded.ok ? [] : expanded.errors;
+}
+
 /** Applies every rule at once, so one answer names every field to fix; then refuses escalation. */
 function check(principal: Principal, submission: PolicySubmission, rules: PolicyRulesContext): Checked {
-  const expanded = expandPermissions(
-    submission.permissions,
-    enabledPermissions(principal.tenant.disabledCategories),
-  );
+  const expanded = expandEntries(principal, submission.permissions);
   // Every unknown or disabled entry is named, with the other broken rules.
-  const badPermissions: PolicyFieldError[] = expanded.ok
-    ? []
-    : expanded.problems.map(({ index, message }) => ({ field: `permissions[${index}]`, message }));
+  const badPermissions = expanded.ok ? [] : expanded.errors;
   // When an entry is bad the list goes on as written, only so that validatePolicy judges its emptiness.
   const permissions = expanded.ok ? expanded.permissions : (submission.permissions as Permission[]);
   const validation = validatePolicy({ ...submission, permissions }, rules);

@@ -8,6 +8,7 @@ import {
   deletePolicy,
   type PolicyChange,
   type PolicyDeps,
+  permissionEntryErrors,
   replacePolicy,
 } from '../core/policies.js';
 import { type PolicyFieldError, type PolicyRulesContext, validatePolicy } from '../core/policy-rules.js';
@@ -17,6 +18,7 @@ import {
   type PolicyInput,
   type TrustPolicy,
 } from '../core/policy-types.js';
+import type { Principal } from '../core/principal.js';
 import { BrokerError } from '../errors.js';
 import { secured } from './auth.js';
 import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
@@ -47,21 +49,28 @@ function policyHookFor(rules: PolicyRulesContext) {
         );
       throw BrokerError.fields('invalid_policy', [
         ...reported,
-        ...ruleErrors((result as { data?: unknown }).data, rules).filter((e) => !within(e.field)),
+        ...ruleErrors((result as { data?: unknown }).data, rules, c.get('principal')).filter(
+          (e) => !within(e.field),
+        ),
       ]);
     }
     return invalidPolicyHook(result as never, c as never);
   };
 }
 
-/** The rules a body breaks, judged as far as its shape allows. */
-function ruleErrors(body: unknown, rules: PolicyRulesContext): PolicyFieldError[] {
+/** The rules a body breaks, judged as far as its shape allows, its permission entries included. */
+function ruleErrors(body: unknown, rules: PolicyRulesContext, principal: Principal): PolicyFieldError[] {
   if (typeof body !== 'object' || body === null) return [];
+  const { permissions } = body as { permissions?: unknown };
+  const entries =
+    Array.isArray(permissions) && permissions.every((p) => typeof p === 'string')
+      ? permissionEntryErrors(principal, permissions)
+      : [];
   try {
     const validation = validatePolicy(body as PolicyInput, rules);
-    return validation.ok ? [] : validation.errors;
+    return validation.ok ? entries : [...validation.errors, ...entries];
   } catch {
-    return [];
+    return entries;
   }
 }
 

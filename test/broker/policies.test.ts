@@ -289,12 +289,37 @@ describe('validation: 422 invalid_policy naming the field, and nothing written',
       },
       ['name', 'claims.repository', 'claims.ref', 'max_session_duration_seconds', 'repo'],
     ],
+    [
+      'with a field of the wrong type and unknown permissions',
+      {
+        name: 'infra',
+        description: 5,
+        claims: { repository: 'acme/infra', nope: 'x' },
+        permissions: ['bogus', 'harden-runner:read', 'harden-runner:admin'],
+      },
+      ['description', 'claims.nope', 'permissions[0]', 'permissions[2]'],
+    ],
   ])('names every broken rule in one answer, each field once (%s)', async (_case, policy, expected) => {
     const { res, body } = await create(policy);
     expect(res.status).toBe(422);
     const fields = (body as unknown as { errors: { field: string }[] }).errors.map((e) => e.field);
     expect(fields).toEqual(expect.arrayContaining(expected));
     expect(new Set(fields).size).toBe(fields.length);
+  });
+
+  it('names a permission of a disabled category beside a field of the wrong type', async () => {
+    const { key } = await t.createTenant(`limited-${++tenants}`, { disable: ['secure-registry'] });
+    const policy = {
+      ...infraMain(),
+      max_session_duration_seconds: '60',
+      permissions: ['secure-registry:read'],
+    };
+    const { res, body } = await create(policy, key);
+    expect(res.status).toBe(422);
+    expect((body as unknown as { errors: unknown[] }).errors).toEqual([
+      { field: 'max_session_duration_seconds', message: expect.any(String) },
+      { field: 'permissions[0]', message: expect.stringContaining('disabled') },
+    ]);
   });
 
   it('refuses permissions of a category disabled for the tenant', async () => {
