@@ -95,8 +95,12 @@ function decodeJsonObject(
   const text = bytes.toString('utf8');
   if (text.charCodeAt(0) === 0xfeff) return `${name} starts with a byte order mark`;
 
-  const scan = scanJson(text, opts.integerNumbersOnly === true, opts.maxDepth ?? MAX_JSON_DEPTH);
-  if (typeof scan === 'string') return `${name} ${scan}`;
+  const scan = scanJson(text, {
+    integersOnly: opts.integerNumbersOnly === true,
+    maxDepth: opts.maxDepth ?? MAX_JSON_DEPTH,
+    topLevelNames: false,
+  });
+  if (typeof scan !== 'number') return `${name} ${scan.problem}`;
 
   let value: unknown;
   try {
@@ -115,17 +119,44 @@ function isJsonSpace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 }
 
+interface ScanOptions {
+  integersOnly: boolean;
+  maxDepth: number;
+  /** Also detect repeated names at the top level, rather than leave them to a count against the parsed object. */
+  topLevelNames: boolean;
+}
+
+/** What a scan found wrong; `member`: the name repeated, when that is what it found. */
+type ScanProblem = { problem: string; member?: string };
+
+/**
+ * The member name JSON text repeats within one of its objects, if any: JSON.parse keeps the last, other parsers
+ * the first, so a reader of the text may see another value than the one that counts. Text that is not a JSON
+ * object, or not JSON, has none here: JSON.parse is left to say what is wrong with it.
+ */
+export function repeatedMemberName(text: string): string | undefined {
+  const scan = scanJson(text, {
+    integersOnly: false,
+    maxDepth: Number.POSITIVE_INFINITY,
+    topLevelNames: true,
+  });
+  return typeof scan === 'number' ? undefined : scan.member;
+}
+
 /**
  * One forward pass over JSON text: bounds nesting, refuses non-integer numbers when asked, and detects
- * repeated member names in nested objects (the top level is checked against the parsed object, which
- * resolves escapes the same way JSON.parse does). Returns the top-level member count or a problem.
+ * repeated member names in nested objects (the top level, unless asked, is checked against the parsed object,
+ * which resolves escapes the same way JSON.parse does). Returns the top-level member count or a problem.
  * Validity of the JSON itself is left to JSON.parse.
  */
-function scanJson(text: string, integersOnly: boolean, maxDepth: number): number | string {
+function scanJson(
+  text: string,
+  { integersOnly, maxDepth, topLevelNames }: ScanOptions,
+): number | ScanProblem {
   const len = text.length;
   let i = 0;
   while (i < len && isJsonSpace(text.charCodeAt(i))) i++;
-  if (text.charCodeAt(i) !== 0x7b) return 'is not a JSON object';
+  if (text.charCodeAt(i) !== 0x7b) return { problem: 'is not a JSON object' };
 
   const isObject: boolean[] = [];
   let nestedKeys: (Set<string> | undefined)[] | undefined;
@@ -139,7 +170,7 @@ function scanJson(text: string, integersOnly: boolean, maxDepth: number): number
       const start = i + 1;
       let end = text.indexOf('"', start);
       for (;;) {
-        if (end < 0) return 'is not valid JSON';
+        if (end < 0) return { problem: 'is not valid JSON' };
         let backslashes = 0;
         for (let k = end - 1; k >= start && text.charCodeAt(k) === 0x5c; k--) backslashes++;
         if ((backslashes & 1) === 0) break;
@@ -147,18 +178,19 @@ function scanJson(text: string, integersOnly: boolean, maxDepth: number): number
       }
       if (expectKey) {
         expectKey = false;
-        if (depth === 1) {
+        if (depth === 1 && !topLevelNames) {
           topMembers++;
         } else {
+          if (depth === 1) topMembers++;
           const key = memberName(text.slice(start, end));
-          if (key === undefined) return 'is not valid JSON';
+          if (key === undefined) return { problem: 'is not valid JSON' };
           nestedKeys ??= [];
           let seen = nestedKeys[depth];
           if (!seen) {
             seen = new Set();
             nestedKeys[depth] = seen;
           }
-          if (seen.has(key)) return 'has a duplicate member name';
+          if (seen.has(key)) return { problem: 'has a duplicate member name', member: key };
           seen.add(key);
         }
       }
@@ -166,14 +198,14 @@ function scanJson(text: string, integersOnly: boolean, maxDepth: number): number
       continue;
     }
     if (c === 0x7b || c === 0x5b) {
-      if (++depth > maxDepth) return `nests deeper than ${maxDepth} levels`;
+      if (++depth > maxDepth) return { problem: `nests deeper than ${maxDepth} levels` };
       isObject[depth] = c === 0x7b;
       expectKey = c === 0x7b;
       if (nestedKeys) nestedKeys[depth] = undefined;
     } else if (c === 0x7d || c === 0x5d) {
       expectKey = false;
       if (--depth === 0) break;
-      if (depth < 0) return 'is not valid JSON';
+      if (depth < 0) return { problem: 'is not valid JSON' };
     } else if (c === 0x2c) {
       expectKey = isObject[depth] === true;
     } else if (integersOnly && (c === 0x2d || (c >= 0x30 && c <= 0x39))) {
@@ -181,7 +213,8 @@ function scanJson(text: string, integersOnly: boolean, maxDepth: number): number
       for (; j < len; j++) {
         const d = text.charCodeAt(j);
         if (d >= 0x30 && d <= 0x39) continue;
-        if (d === 0x2e || d === 0x65 || d === 0x45) return 'has a number that is not a plain integer';
+        if (d === 0x2e || d === 0x65 || d === 0x45)
+          return { problem: 'has a number that is not a plain integer' };
         break;
       }
       i = j;

@@ -1,10 +1,12 @@
 // Request bodies taken strictly: JSON is UTF-8 (RFC 8259), and bytes that are not UTF-8 are refused rather than
-// turned into U+FFFD and stored as a name the client never sent, an empty one as such; a multipart body, which no
+// turned into U+FFFD and stored as a name the client never sent, an empty one as such, and one that names a member
+// twice in an object as such (JSON.parse keeps the last, a reviewer may read the first); a multipart body, which no
 // route takes, is 415.
 import { isUtf8 } from 'node:buffer';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { HTTPException } from 'hono/http-exception';
+import { repeatedMemberName } from '../core/jws-compact.js';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
 
@@ -34,20 +36,42 @@ class JsonBodyCache {
   get text(): Promise<string> {
     this.#text ??= this.#req.raw.arrayBuffer().then((buffer) => {
       const bytes = new Uint8Array(buffer);
-      if (bytes.length > 0 && isUtf8(bytes)) return decoder.decode(bytes);
+      if (bytes.length > 0 && isUtf8(bytes)) {
+        const text = decoder.decode(bytes);
+        const repeated = repeatedMemberName(text);
+        if (repeated === undefined || !isJson(text)) return text;
+        throw this.#refuse(
+          `the request body names the member "${shortened(repeated)}" twice in one object: send each member once`,
+        );
+      }
       // An empty body is the usual slip of a client that always sends Content-Type: application/json.
-      const error = new BrokerError(
-        'invalid_request',
+      throw this.#refuse(
         bytes.length === 0
           ? 'the request body is empty: send a JSON object, or, where the body may be left out, leave out the Content-Type header too'
           : 'the request body is not valid UTF-8, which JSON must be',
       );
-      refused.set(this.#req, error);
-      throw error;
     });
     return this.#text;
   }
+
+  #refuse(detail: string): BrokerError {
+    const error = new BrokerError('invalid_request', detail);
+    refused.set(this.#req, error);
+    return error;
+  }
 }
+
+/** Whether JSON.parse takes `text`: a repeated name is told only of a body that is JSON otherwise. */
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const shortened = (name: string) => (name.length > 100 ? `${name.slice(0, 100)}…` : name);
 
 /**
  * A multipart body's cache. No route takes multipart, but Hono's form validator parses it like a form: where a

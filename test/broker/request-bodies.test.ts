@@ -92,6 +92,54 @@ describe.each(Object.entries(senders))('an empty body sent as JSON (%s)', (_, se
   });
 });
 
+describe.each(Object.entries(senders))('a JSON body naming a member twice in one object (%s)', (_, send) => {
+  // Parsers disagree on which of the two counts: a reviewer reading the body may see the other one.
+  it.each([
+    [
+      'at the top',
+      '{"name":"deploy","name":"deploy-all","expiration":"7d","permissions":["audit-log:read"]}',
+      'name',
+    ],
+    [
+      'written with an escape',
+      '{"name":"deploy","na\\u006de":"deploy-all","expiration":"7d","permissions":["audit-log:read"]}',
+      'name',
+    ],
+  ])('%s: 400 naming the member, and nothing is stored', async (_, body, member) => {
+    const before = await keyNames();
+    const res = await send('/v1/fine-grained-keys', utf8(body));
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      code: 'invalid_request',
+      detail: `the request body names the member "${member}" twice in one object: send each member once`,
+    });
+    expect(await keyNames()).toEqual(before);
+  });
+
+  it('within a nested object: a trust policy whose claims name the repository twice is not saved', async () => {
+    const body =
+      '{"name":"infra","claims":{"repository":"acme/infra","repository":"evil/infra"},"permissions":["audit-log:read"]}';
+    const res = await send('/v1/oidc/policies', utf8(body));
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { detail: string }).detail).toContain('"repository" twice');
+    const listed = await t.request('GET', '/v1/oidc/policies', { key });
+    expect(((await listed.json()) as { policies: unknown[] }).policies).toEqual([]);
+  });
+
+  it('while the same name in two objects, or in a body that is no JSON at all, is answered as before', async () => {
+    // "policy" at the top and inside claims: two objects, no repeat; the claim is unknown, and said to be.
+    const evaluate = await send(
+      '/v1/oidc/policies/evaluate',
+      utf8('{"claims":{"repository":"acme/infra","policy":"infra"},"policy":"infra"}'),
+    );
+    expect(evaluate.status).toBe(400);
+    expect(await evaluate.json()).toMatchObject({ errors: [{ field: 'claims.policy' }] });
+    const broken = await send('/v1/fine-grained-keys', utf8('{"name":"a","name":'));
+    expect(broken.status).toBe(400);
+    expect(((await broken.json()) as { detail: string }).detail).not.toContain('twice');
+  });
+});
+
 describe('a body that is not UTF-8 is looked at only where the route reads JSON', () => {
   it.each([
     ['POST', '/v1/nowhere', true, 404],
