@@ -150,7 +150,10 @@ function database(env: Env): DatabaseConfig {
     try {
       // pg's own parser: what it accepts (an empty host for the local socket, a % in a password) is accepted.
       parseConnectionString(raw);
-    } catch {
+    } catch (error) {
+      // The parser also reads the TLS files the URL names: one it cannot read is no malformed URL.
+      const unreadable = unreadableTlsFile(raw, error);
+      if (unreadable) throw new ConfigError('DATABASE_URL', unreadable);
       // The value is not repeated: it holds the password.
       throw new ConfigError(
         'DATABASE_URL',
@@ -164,6 +167,21 @@ function database(env: Env): DatabaseConfig {
     };
   }
   throw new ConfigError('DATABASE_URL', 'expected sqlite:PATH or postgres://USER:PASS@HOST:PORT/DB');
+}
+
+/** What to fix when pg's parser could not read a TLS file a postgres:// URL names (sslrootcert, sslcert, sslkey). */
+function unreadableTlsFile(raw: string, error: unknown): string | undefined {
+  const { code, path } = error as { code?: unknown; path?: unknown };
+  if (typeof code !== 'string' || typeof path !== 'string') return undefined;
+  const parameter = ['sslrootcert', 'sslcert', 'sslkey'].find((name) => {
+    try {
+      return new URL(raw).searchParams.get(name) === path;
+    } catch {
+      return false;
+    }
+  });
+  if (!parameter) return undefined;
+  return `its ${parameter} file "${path}" cannot be read (${code}): check the path, and that the broker's user may read the file`;
 }
 
 /** A URL as a parser writes it, without the slash of an empty path: the form an `iss` is compared in. */

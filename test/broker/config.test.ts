@@ -123,6 +123,22 @@ describe('loadConfig', () => {
     );
   });
 
+  it.each(['sslrootcert', 'sslcert', 'sslkey'])(
+    'a DATABASE_URL whose %s file cannot be read is refused naming the file, not as a malformed URL',
+    (parameter) => {
+      const url = `postgres://broker:s3cret@db.example.com:5432/oidc?sslmode=verify-full&${parameter}=/nonexistent/tls.pem`;
+      let message = '';
+      try {
+        loadConfig({ DATABASE_URL: url, BROKER_KEY_ENCRYPTION_KEY: 'ab'.repeat(32) });
+      } catch (error) {
+        message = (error as Error).message;
+      }
+      expect(message).toBe(
+        `DATABASE_URL: its ${parameter} file "/nonexistent/tls.pem" cannot be read (ENOENT): check the path, and that the broker's user may read the file`,
+      );
+    },
+  );
+
   describe('DATABASE_POOL_SIZE', () => {
     const postgres = {
       DATABASE_URL: 'postgres://broker@db:5432/broker',
