@@ -1,5 +1,5 @@
 // SQLite engine (better-sqlite3, WAL): synchronous calls behind the async SqlDriver surface.
-import { mkdirSync, type Stats, statSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, type Stats, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
@@ -79,7 +79,12 @@ function storeError(error: unknown): unknown {
 }
 
 export function openSqlite(path: string): SqlDriver {
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  if (path !== ':memory:') {
+    // The audit log, the policies and the key digests are for the operator alone, as a PostgreSQL data directory
+    // is: a directory or file the broker creates is the user's only. SQLite gives its WAL the file's mode.
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    closeSync(openSync(path, 'a', 0o600));
+  }
   const db = new Database(path);
   for (const pragma of EVENT_LOOP_PRAGMAS) pragmaWhenFree(db, pragma);
   const opened = path === ':memory:' ? undefined : statSync(path);

@@ -124,6 +124,12 @@ describe('broker process', () => {
       const key = /\b(ssa_[0-9A-Za-z]{38})\b/.exec(first.stderr())?.[1];
       expect(key).toBeDefined();
       const fineGrained = await createFineGrainedKey(first, key!, 'survivor');
+      // The audit log, the policies and the key digests are the operator's alone, as a PostgreSQL data directory is.
+      const data = join(dir, 'data');
+      expect(statSync(data).mode & 0o777).toBe(0o700);
+      for (const file of ['broker.db', 'broker.db-wal']) {
+        expect(statSync(join(data, file)).mode & 0o777, file).toBe(0o600);
+      }
       expect(await first.stop()).toBe(0);
 
       const second = await startBrokerProcess({}, dir);
