@@ -11,6 +11,8 @@ export interface PolicyDeps {
   store: Store;
   now: () => number;
   rules: PolicyRulesContext;
+  /** What a session cap of 0 stands for (BROKER_DEFAULT_SESSION_SECONDS). */
+  defaultSessionSeconds: number;
 }
 
 /** A create or replace body once its JSON types are checked; every §4 rule is still to be applied. */
@@ -149,17 +151,50 @@ export async function replacePolicy(
 ): Promise<PolicyChange> {
   const checked = check(principal, submission, deps.rules);
   if (!checked.ok) return checked;
-  const { record, warnings } = checked;
-  const replaced = await deps.store.policies.replace(principal.tenant.id, id, record, deps.now(), (before) =>
-    auditEvent(principal, 'policy.updated', id, record.name, {
-      ...auditedValues(record),
-      warnings,
-      previous: { name: before.name, ...auditedValues(before) },
-    }),
+  const { record } = checked;
+  let warnings = checked.warnings;
+  const replaced = await deps.store.policies.replace(
+    principal.tenant.id,
+    id,
+    record,
+    deps.now(),
+    (before) => {
+      warnings = [...checked.warnings, ...broadenedByOmission(submission, before, record, deps)];
+      return auditEvent(principal, 'policy.updated', id, record.name, {
+        ...auditedValues(record),
+        warnings,
+        previous: { name: before.name, ...auditedValues(before) },
+      });
+    },
   );
   if (!replaced) return { ok: false, reason: 'not_found' };
   if (!replaced.ok) return nameTaken(principal, record.name, id, deps);
   return { ok: true, policy: replaced.value, warnings };
+}
+
+/**
+ * What a replace makes broader only because its body left a field out, which then takes its default: a replace
+ * sets every field, and a body written to change one field (the permissions, say) may leave out another.
+ */
+function broadenedByOmission(
+  submission: PolicySubmission,
+  before: PolicyRecord,
+  after: PolicyRecord,
+  { defaultSessionSeconds }: Pick<PolicyDeps, 'defaultSessionSeconds'>,
+): string[] {
+  const warnings: string[] = [];
+  if (submission.issuer === undefined && after.issuer !== before.issuer) {
+    warnings.push(
+      `issuer: left out, so this policy now trusts tokens of ${after.issuer}, the default, where it trusted ${before.issuer}; a replace sets every field: send issuer to keep it`,
+    );
+  }
+  const cap = (policy: PolicyRecord) => policy.max_session_duration_seconds || defaultSessionSeconds;
+  if (submission.max_session_duration_seconds === undefined && cap(after) > cap(before)) {
+    warnings.push(
+      `max_session_duration_seconds: left out, so tokens now last up to ${cap(after)} s, the broker's default, where they lasted up to ${cap(before)} s; a replace sets every field: send max_session_duration_seconds to keep it`,
+    );
+  }
+  return warnings;
 }
 
 export async function deletePolicy(

@@ -132,6 +132,7 @@ export function registerPolicyRoutes(
     store,
     now: deps.now,
     rules: { trustedIssuers: deps.config.trustedIssuers.map((i) => i.issuer), defaultIssuer: GITHUB_ISSUER },
+    defaultSessionSeconds: deps.config.defaultSessionSeconds,
   };
   // Before the /{id} routes, which would otherwise take the dry run's path for a policy with the id "evaluate".
   refuseMethods(
@@ -226,8 +227,9 @@ export function registerPolicyRoutes(
       tags: TAGS,
       summary: 'Replace a trust policy',
       description:
-        'Full replacement with the same body as create: a field left out takes its default. The next exchange, on ' +
-        'every replica, uses the new version.',
+        'Full replacement with the same body as create: a field left out takes its default, and `warnings` says so ' +
+        "where that alone makes the policy broader (the `issuer` back to GitHub's, a longer session cap). The next " +
+        'exchange, on every replica, uses the new version.',
       ...secured(auth, 'oidc-federation:write'),
       request: { params: IdParam, body },
       responses: {

@@ -380,6 +380,57 @@ describe('warnings for valid but weak policies', () => {
   });
 });
 
+describe('a replace that leaves a field out', () => {
+  const GHES = 'https://ghe.example.com/_services/token';
+  const claims = { repository: 'acme/infra', ref: 'refs/heads/main' };
+
+  it('warns where that alone makes the policy broader: another issuer trusted, longer sessions', async () => {
+    const b = await startTestBroker({
+      env: { BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB }, { issuer: GHES }]) },
+    });
+    try {
+      const { key } = await b.createTenant('acme-ghes');
+      const put = async (id: string, json: unknown) => {
+        const res = await b.request('PUT', `/v1/oidc/policies/${id}`, { key, json });
+        expect(res.status).toBe(200);
+        return (await res.json()) as { policy: PolicyView; warnings: string[] };
+      };
+      const ghes = { name: 'ghes-deploy', issuer: GHES, claims, max_session_duration_seconds: 60 };
+      const post = await b.request('POST', '/v1/oidc/policies', {
+        key,
+        json: { ...ghes, permissions: ['harden-runner:read'] },
+      });
+      const { policy } = (await post.json()) as { policy: PolicyView };
+
+      // Only the permissions were meant to change.
+      const changed = await put(policy.id, { name: 'ghes-deploy', claims, permissions: ['read-all'] });
+      expect(changed.policy).toMatchObject({ issuer: GITHUB, max_session_duration_seconds: 0 });
+      const warnings = [
+        `issuer: left out, so this policy now trusts tokens of ${GITHUB}, the default, where it trusted ${GHES}; a replace sets every field: send issuer to keep it`,
+        "max_session_duration_seconds: left out, so tokens now last up to 900 s, the broker's default, where they lasted up to 60 s; a replace sets every field: send max_session_duration_seconds to keep it",
+      ];
+      expect(changed.warnings).toEqual(warnings);
+      const audit = await b.request('GET', '/v1/audit-events?type=policy.updated', { key });
+      const [event] = ((await audit.json()) as { events: AuditEvent[] }).events;
+      expect(event?.details.warnings).toEqual(warnings);
+
+      // Sent in full, or left out where the default is no broader, nothing is said.
+      expect((await put(policy.id, { ...ghes, permissions: ['read-all'] })).warnings).toEqual([]);
+      await put(policy.id, { ...ghes, max_session_duration_seconds: 1800, permissions: ['read-all'] });
+      const shorter = await put(policy.id, {
+        name: 'ghes-deploy',
+        issuer: GHES,
+        claims,
+        permissions: ['read-all'],
+      });
+      expect(shorter.policy.max_session_duration_seconds).toBe(0);
+      expect(shorter.warnings).toEqual([]);
+    } finally {
+      await b.close();
+    }
+  });
+});
+
 describe('no escalation', () => {
   it('a key with oidc-federation:write and harden-runner:read cannot grant harden-runner:write', async () => {
     const key = await fineGrained(['oidc-federation:write', 'harden-runner:read']);
