@@ -2,7 +2,6 @@
 import { randomUUID } from 'node:crypto';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { routePath } from 'hono/route';
 import type { BrokerConfig } from './config.js';
@@ -26,7 +25,7 @@ import { allowedMethods } from './http/methods.js';
 import { registerOperationRoutes } from './http/operations.js';
 import { registerPolicyRoutes } from './http/policies.js';
 import { problemResponse, unsupportedMediaType } from './http/problems.js';
-import { bodyRefusal, strictRequestBody } from './http/request-body.js';
+import { bodyRefusal, bufferBody, strictRequestBody } from './http/request-body.js';
 import { registerTokenExchangeRoute } from './http/token-exchange.js';
 import { registerTokenRoutes } from './http/tokens.js';
 import { registerWellKnownRoutes } from './http/well-known.js';
@@ -86,15 +85,15 @@ export function createApp(deps: AppDeps): BrokerApp {
   const tooLarge = () => {
     throw new BrokerError('payload_too_large', `the request body is larger than ${MAX_BODY_BYTES} bytes`);
   };
-  const streamedBodyLimit = bodyLimit({ maxSize: MAX_BODY_BYTES, onError: tooLarge });
   app.use('*', async (c, next) => {
     // From Node's HTTP server without Transfer-Encoding, Content-Length decides (HTTP/1.1: no length, no body)
     // and the body is later read straight from the socket. A chunked body — or a Request handed to
-    // app.request() — needs Hono's counting reader, which goes through a web stream (measurably slower).
+    // app.request() — is read here, counting, through a web stream (measurably slower).
     const fromSocket = (c.env as { incoming?: unknown } | undefined)?.incoming !== undefined;
-    if (!fromSocket || c.req.header('Transfer-Encoding') !== undefined) return streamedBodyLimit(c, next);
     const length = c.req.header('Content-Length');
-    return length !== undefined && Number(length) > MAX_BODY_BYTES ? tooLarge() : next();
+    if (c.req.header('Transfer-Encoding') === undefined && (fromSocket || length !== undefined))
+      return length !== undefined && Number(length) > MAX_BODY_BYTES ? tooLarge() : next();
+    return (await bufferBody(c.req, MAX_BODY_BYTES)) ? next() : tooLarge();
   });
   app.use('*', strictRequestBody);
   const mediaTypesOf = bodyMediaTypes(app);

@@ -1,7 +1,7 @@
 // Request bodies taken strictly: JSON is UTF-8 (RFC 8259), and bytes that are not UTF-8 are refused rather than
 // turned into U+FFFD and stored as a name the client never sent, an empty one as such, and one that names a member
 // twice in an object as such (JSON.parse keeps the last, a reviewer may read the first); a multipart body, which no
-// route takes, is 415.
+// route takes, is 415; a body cut off by its client, however it was sent, is a 400 like any other refused body.
 import { isUtf8 } from 'node:buffer';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
@@ -21,8 +21,27 @@ type Request = Context<BrokerEnv>['req'];
 
 // HonoRequest keeps promises in its body cache (its type says values). The caches below are classes, with their
 // accessors on the prototype: defining one on each request's own cache gave every request a hidden class of its
-// own, and twice the garbage collector's time per exchange. Neither has an enumerable entry, so HonoRequest
+// own, and twice the garbage collector's time per exchange. None has an enumerable entry, so HonoRequest
 // derives no other body form (form data, array buffers) from them: such reads go to the raw body.
+
+/**
+ * The body's bytes. A read fails when the connection closes before the body's end (a client that gave up, or
+ * Node's request deadline): that is the client's doing, refused as its body, not a failure of the broker.
+ */
+function readBody(req: Request): Promise<ArrayBuffer> {
+  return req.raw.arrayBuffer().catch(() => {
+    throw cutOff(req);
+  });
+}
+
+function refuse(req: Request, detail: string): BrokerError {
+  const error = new BrokerError('invalid_request', detail);
+  refused.set(req, error);
+  return error;
+}
+
+const cutOff = (req: Request) =>
+  refuse(req, 'the request body was cut off: the connection closed before all of it arrived');
 
 /** A JSON body's cache: `text`, which HonoRequest's json() parses, is the body strictly decoded, read when asked. */
 class JsonBodyCache {
@@ -34,18 +53,20 @@ class JsonBodyCache {
   }
 
   get text(): Promise<string> {
-    this.#text ??= this.#req.raw.arrayBuffer().then((buffer) => {
+    this.#text ??= readBody(this.#req).then((buffer) => {
       const bytes = new Uint8Array(buffer);
       if (bytes.length > 0 && isUtf8(bytes)) {
         const text = decoder.decode(bytes);
         const repeated = repeatedMemberName(text);
         if (repeated === undefined || !isJson(text)) return text;
-        throw this.#refuse(
+        throw refuse(
+          this.#req,
           `the request body names the member "${shortened(repeated)}" twice in one object: send each member once`,
         );
       }
       // An empty body is the usual slip of a client that always sends Content-Type: application/json.
-      throw this.#refuse(
+      throw refuse(
+        this.#req,
         bytes.length === 0
           ? 'the request body is empty: send a JSON object, or, where the body may be left out, leave out the Content-Type header too'
           : 'the request body is not valid UTF-8, which JSON must be',
@@ -53,11 +74,20 @@ class JsonBodyCache {
     });
     return this.#text;
   }
+}
 
-  #refuse(detail: string): BrokerError {
-    const error = new BrokerError('invalid_request', detail);
-    refused.set(this.#req, error);
-    return error;
+/** A form's cache: `arrayBuffer`, which Hono's form validator parses, is the body read as any other. */
+class FormBodyCache {
+  readonly #req: Request;
+  #bytes: Promise<ArrayBuffer> | undefined;
+
+  constructor(req: Request) {
+    this.#req = req;
+  }
+
+  get arrayBuffer(): Promise<ArrayBuffer> {
+    this.#bytes ??= readBody(this.#req);
+    return this.#bytes;
   }
 }
 
@@ -91,9 +121,10 @@ class MultipartBodyCache {
 }
 
 /**
- * Makes the text the JSON validators parse a strict decoding of the body, and the form data the form validators
- * read a 415 for a multipart body. Only a route that validates its body reads either, after routing and
- * authentication: a request that would be a 404, 405 or 401 stays one, whatever its body.
+ * Makes the text the JSON validators parse a strict decoding of the body, the bytes the form validators parse the
+ * body read as any other, and the form data they read a 415 for a multipart body. Only a route that validates its
+ * body reads any of them, after routing and authentication: a request that would be a 404, 405 or 401 stays one,
+ * whatever its body.
  */
 export const strictRequestBody = createMiddleware<BrokerEnv>(async (c, next) => {
   let type = c.req.header('Content-Type');
@@ -114,9 +145,11 @@ export const strictRequestBody = createMiddleware<BrokerEnv>(async (c, next) => 
   const cache =
     mediaType === 'multipart/form-data'
       ? new MultipartBodyCache()
-      : mediaType && JSON_MEDIA_TYPE.test(mediaType)
-        ? new JsonBodyCache(c.req)
-        : undefined;
+      : mediaType === 'application/x-www-form-urlencoded'
+        ? new FormBodyCache(c.req)
+        : mediaType && JSON_MEDIA_TYPE.test(mediaType)
+          ? new JsonBodyCache(c.req)
+          : undefined;
   if (cache) c.req.bodyCache = cache as unknown as Request['bodyCache'];
   await next();
 });
@@ -124,4 +157,33 @@ export const strictRequestBody = createMiddleware<BrokerEnv>(async (c, next) => 
 /** Why the request's JSON body was refused, if it was: the validator's own error says only "malformed". */
 export function bodyRefusal(c: Context<BrokerEnv>): BrokerError | undefined {
   return refused.get(c.req);
+}
+
+/**
+ * Reads a body of undeclared length (chunked, or a Request handed to app.request()) before routing, so that one
+ * over `maxBytes` is refused on any route: false if it is; else the request goes on with the bytes read. A read that
+ * fails is refused as the routes' own reads of a body refuse it.
+ */
+export async function bufferBody(req: Request, maxBytes: number): Promise<boolean> {
+  if (!req.raw.body) return true;
+  const reader = req.raw.body.getReader();
+  let buffer = new Uint8Array(0);
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read().catch(() => {
+      throw cutOff(req);
+    });
+    if (done) break;
+    const offset = size;
+    size += value.length;
+    if (size > maxBytes) return false;
+    if (size > buffer.length) {
+      const grown = new Uint8Array(Math.min(maxBytes, Math.max(size, buffer.length * 2)));
+      grown.set(buffer.subarray(0, offset));
+      buffer = grown;
+    }
+    buffer.set(value, offset);
+  }
+  req.raw = new Request(req.raw, { body: buffer.subarray(0, size) });
+  return true;
 }

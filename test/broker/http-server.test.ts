@@ -101,6 +101,64 @@ describe('HTTP server deadlines', () => {
   });
 });
 
+describe('a client that closes its connection before its body has arrived', () => {
+  // A broker of its own: the requests the deadline tests cut off are counted once their reads fail, which may be
+  // after they are done.
+  let own: TestBroker;
+  let ownServer: Server;
+  let ownPort: number;
+  beforeAll(async () => {
+    own = await startTestBroker();
+    ownServer = createHttpServer(own.broker.app.fetch);
+    await new Promise<void>((resolve) => ownServer.listen(0, '127.0.0.1', resolve));
+    ownPort = (ownServer.address() as { port: number }).port;
+  });
+  afterAll(async () => {
+    ownServer.closeAllConnections();
+    await new Promise((resolve) => ownServer.close(resolve));
+    await own.close();
+  });
+
+  /** The count of `http_requests_total` of POST /v1/oidc/token with `status`, from /metrics. */
+  async function counted(status: number): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${ownPort}/metrics`)).text();
+    const prefix = `http_requests_total{method="POST",route="/v1/oidc/token",status="${status}"} `;
+    const line = text.split('\n').find((l) => l.startsWith(prefix));
+    return line === undefined ? 0 : Number(line.slice(prefix.length));
+  }
+
+  const head = (type: string, framing: string) =>
+    `POST /v1/oidc/token HTTP/1.1\r\nHost: x\r\nContent-Type: ${type}\r\n${framing}\r\n\r\n`;
+  const cutOff = {
+    'JSON, chunked': `${head('application/json', 'Transfer-Encoding: chunked')}5\r\n{"oid\r\n`,
+    'JSON, with Content-Length': `${head('application/json', 'Content-Length: 100')}{"oid`,
+    'a form, chunked': `${head('application/x-www-form-urlencoded', 'Transfer-Encoding: chunked')}5\r\nsubje\r\n`,
+    'a form, with Content-Length': `${head('application/x-www-form-urlencoded', 'Content-Length: 100')}subje`,
+  };
+
+  it.each(Object.entries(cutOff))(
+    'is a refused body (%s): 400, never a 500 or an error in the log',
+    async (_, text) => {
+      const [refusedBefore, failedBefore] = [await counted(400), await counted(500)];
+      const logged = own.logs.length;
+      const socket = connect(ownPort, '127.0.0.1', () => socket.write(text));
+      socket.on('error', () => {});
+      // Time for the server to read what was sent: it answers nothing before the body's end.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      socket.destroy();
+      await expect
+        .poll(async () => (await counted(400)) + (await counted(500)))
+        .toBe(refusedBefore + failedBefore + 1);
+      expect(await counted(500)).toBe(failedBefore);
+      const lines = own.logs.slice(logged).map((line) => JSON.parse(line) as Record<string, unknown>);
+      expect(lines.filter((line) => line.level === 'error')).toEqual([]);
+      expect(lines).toContainEqual(
+        expect.objectContaining({ msg: 'request', route: '/v1/oidc/token', status: 400 }),
+      );
+    },
+  );
+});
+
 describe('answers held for clients that do not read them', () => {
   it('share one copy of a reference asset, however many are waiting', async () => {
     const asset = 'GET /v1/reference/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n';

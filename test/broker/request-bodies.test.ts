@@ -1,5 +1,5 @@
 // JSON request bodies are UTF-8 (RFC 8259): bytes that are not are refused, never stored as U+FFFD; multipart
-// bodies, which no route takes, are refused as such.
+// bodies, which no route takes, are refused as such; a body its client cut off is refused like any other.
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -251,5 +251,36 @@ describe('a media type written with the spaces and semicolons RFC 9110 allows', 
     });
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ active: true });
+  });
+});
+
+describe('a body whose client goes away before its end', () => {
+  /** A body that sends `start` and then fails, as a stream does when its connection closes. */
+  const cutOff = (start: string) =>
+    new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(utf8(start));
+        controller.error(new Error('aborted'));
+      },
+    });
+
+  it.each([
+    ['/v1/fine-grained-keys', 'application/json', '{"name":"cut'],
+    ['/v1/tokens/revoke', 'application/x-www-form-urlencoded', 'token=ey'],
+  ])('%s (%s) is refused like any other body: 400, not a 500', async (path, type, start) => {
+    const before = await keyNames();
+    const res = await t.broker.app.request(`http://broker.test${path}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': type },
+      body: cutOff(start),
+      duplex: 'half',
+    } as RequestInit);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      code: 'invalid_request',
+      detail: expect.stringContaining('cut off'),
+    });
+    expect(await keyNames()).toEqual(before);
+    expect(t.logs.filter((line) => line.includes('"level":"error"'))).toEqual([]);
   });
 });
