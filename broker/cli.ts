@@ -18,6 +18,8 @@ export interface CliIo {
   err(text: string): void;
   /** Runs the server until it is told to stop; resolves to the exit code. */
   serve(config: BrokerConfig): Promise<number>;
+  /** Whether what `out` writes is thrown away: standard output is closed, or /dev/null. */
+  discardsOut?(): boolean;
 }
 
 const HELP = new Set(['help', '--help', '-h']);
@@ -101,6 +103,19 @@ export async function runCli(argv: string[], given: CliIo): Promise<number> {
   }
 }
 
+/**
+ * A key is shown only once: where standard output throws it away, the command changes nothing and says why. (A
+ * write to standard output that fails later is told by the composition root, which sees the stream's errors.)
+ */
+function keyWouldBeLost(io: CliIo): boolean {
+  if (!io.discardsOut?.()) return false;
+  io.err(
+    'error: standard output is closed or /dev/null, where the Tenant API key, shown only once, would be lost; ' +
+      'nothing was changed. Send standard output to a terminal, a file or a pipe\n',
+  );
+  return true;
+}
+
 /** Parses a command's arguments; what parseArgs refuses is a usage error (exit 2). */
 function parseUsage<T extends ParseArgsConfig['options']>(args: string[], options: T) {
   try {
@@ -118,6 +133,7 @@ async function tenantCreate(io: CliIo, args: string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError('tenant create takes exactly one NAME');
   // Not the last one silently: a tenant has one audience.
   if ((values.audience?.length ?? 0) > 1) throw new UsageError('--audience is given more than once');
+  if (keyWouldBeLost(io)) return 1;
   const config = loadConfig(io.env);
   const store = await openStoreFor(config.database, io);
   try {
@@ -150,6 +166,7 @@ async function tenantRotateKey(io: CliIo, args: string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError('tenant rotate-key takes exactly one NAME');
   const slot = values.slot ?? 'primary';
   if (slot !== 'primary' && slot !== 'secondary') throw new UsageError('--slot must be primary or secondary');
+  if (keyWouldBeLost(io)) return 1;
   const config = loadConfig(io.env);
   const store = await openStoreFor(config.database, io);
   try {

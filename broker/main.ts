@@ -1,4 +1,5 @@
 // The composition root: the only broker module that touches process, sockets and signals.
+import { fstatSync, statSync } from 'node:fs';
 import { createBroker, createDemoTenant } from './broker.js';
 import { runCli } from './cli.js';
 import { type BrokerConfig, ConfigError } from './config.js';
@@ -138,19 +139,40 @@ async function serve(config: BrokerConfig): Promise<number> {
   });
 }
 
+/**
+ * Whether standard output goes nowhere: /dev/null, which is also what Node puts in place of a standard output the
+ * process was started without (`>&-`), so the two cannot be told apart.
+ */
+function stdoutDiscarded(): boolean {
+  try {
+    const out = fstatSync(1);
+    return out.isCharacterDevice() && out.rdev === statSync('/dev/null').rdev;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EBADF';
+  }
+}
+
 // A command whose reader stops early (`oidc-broker openapi | head`) has done its job, unless what it printed is
-// a key shown only once: then the key is lost, and the command fails saying so. The server is left alone: its
-// standard output is the log stream.
+// a key shown only once: then the key is lost, and the command fails saying so, as it does when standard output
+// fails in any other way (a full disk, an I/O error). Other commands fail on those too, with a message rather than
+// a stack trace. The server is left alone: its standard output is the log stream.
 const [command, sub] = process.argv.slice(2);
 if (command !== undefined && command !== 'serve') {
   const printsKey = command === 'tenant' && (sub === 'create' || sub === 'rotate-key');
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-    if (error.code !== 'EPIPE') throw error;
-    if (!printsKey) process.exit(process.exitCode ?? 0);
-    process.stderr.write(
-      'error: standard output was closed before the key was written, so it is lost; `oidc-broker tenant ' +
-        'rotate-key NAME` gives the tenant a new one\n',
-    );
+    const closed = error.code === 'EPIPE';
+    if (printsKey) {
+      const why = closed
+        ? 'was closed before the key was written'
+        : `did not take the key (${error.message})`;
+      process.stderr.write(
+        `error: standard output ${why}, so it is lost; \`oidc-broker tenant rotate-key NAME\` gives the tenant a ` +
+          'new one\n',
+      );
+      process.exit(1);
+    }
+    if (closed) process.exit(process.exitCode ?? 0);
+    process.stderr.write(`error: standard output did not take what was written to it (${error.message})\n`);
     process.exit(1);
   });
 }
@@ -160,6 +182,7 @@ const code = await runCli(process.argv.slice(2), {
   out: (text) => process.stdout.write(text),
   err: (text) => process.stderr.write(text),
   serve,
+  discardsOut: stdoutDiscarded,
 });
 process.exitCode = code;
 // Once a command is done, nothing a library still holds open keeps the process: the PostgreSQL client leaves its

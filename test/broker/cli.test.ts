@@ -11,6 +11,11 @@ beforeEach(async () => {
 afterEach(() => db.drop());
 
 async function cli(...argv: string[]) {
+  return cliWith({}, ...argv);
+}
+
+/** The CLI with standard output that throws away what it is given (closed, or /dev/null) when `discardsOut`. */
+async function cliWith(options: { discardsOut?: boolean }, ...argv: string[]) {
   let out = '';
   let err = '';
   const code = await runCli(argv, {
@@ -22,6 +27,7 @@ async function cli(...argv: string[]) {
       err += s;
     },
     serve: async () => 0,
+    discardsOut: () => options.discardsOut ?? false,
   });
   return { code, out, err };
 }
@@ -292,5 +298,38 @@ describe('oidc-broker tenant rotate-key', () => {
     } finally {
       await t.broker.close();
     }
+  });
+});
+
+describe('a key shown once, with standard output closed or /dev/null', () => {
+  const refusal =
+    'standard output is closed or /dev/null, where the Tenant API key, shown only once, would be lost';
+
+  it('tenant create refuses before anything is created', async () => {
+    const created = await cliWith({ discardsOut: true }, 'tenant', 'create', 'acme');
+    expect(created).toMatchObject({ code: 1, out: '' });
+    expect(created.err).toContain(refusal);
+    expect(created.err).toContain('nothing was changed');
+    expect((await cli('tenant', 'list')).out).not.toContain('acme');
+    // The name is still free.
+    expect((await cli('tenant', 'create', 'acme')).code).toBe(0);
+  });
+
+  it('tenant rotate-key refuses, and the key in the slot goes on working', async () => {
+    const key = (await cli('tenant', 'create', 'acme')).out.trim();
+    const rotated = await cliWith({ discardsOut: true }, 'tenant', 'rotate-key', 'acme');
+    expect(rotated).toMatchObject({ code: 1, out: '' });
+    expect(rotated.err).toContain(refusal);
+    const t = await startTestBroker({ db });
+    try {
+      expect((await t.request('GET', '/v1/whoami', { key })).status).toBe(200);
+    } finally {
+      await t.broker.close();
+    }
+  });
+
+  it('usage errors are still told first, and commands that print no key run', async () => {
+    expect((await cliWith({ discardsOut: true }, 'tenant', 'create')).code).toBe(2);
+    expect((await cliWith({ discardsOut: true }, 'tenant', 'list')).code).toBe(0);
   });
 });

@@ -11,6 +11,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import {
+  BROKER_ENTRY,
   type BrokerProcess,
   createTenantKey,
   EPHEMERAL_PORT,
@@ -292,6 +293,79 @@ describe('the command in a pipeline', () => {
       'so it is lost; `oidc-broker tenant rotate-key NAME` gives the tenant a new one',
     );
   });
+});
+
+/**
+ * Runs the built CLI through a shell that redirects its standard output (`>/dev/full`, `>&-`): Node would put
+ * /dev/null in place of a standard output closed by spawn() itself, as it does in place of one closed by a shell.
+ */
+function runRedirected(redirect: string, args: string[]) {
+  const child = spawn(
+    '/bin/sh',
+    ['-c', `exec "$@" ${redirect}`, 'sh', process.execPath, BROKER_ENTRY, ...args],
+    {
+      env: { PATH: process.env.PATH ?? '', ...env() },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  return new Promise<{ code: number | null; stderr: string }>((resolve) =>
+    child.on('close', (code) => resolve({ code, stderr: err })),
+  );
+}
+
+const tenantNames = async () => {
+  const listed = runBroker(['tenant', 'list'], env());
+  await listed.closed;
+  return listed.stdout();
+};
+
+describe('a key shown once, where standard output cannot take it', () => {
+  const lost = 'so it is lost; `oidc-broker tenant rotate-key NAME` gives the tenant a new one';
+
+  it.skipIf(!existsSync('/dev/full'))(
+    'standard output on a full disk: the key is lost, the command says so and fails, without a stack trace',
+    async () => {
+      const created = await runRedirected('>/dev/full', ['tenant', 'create', 'acme']);
+      expect(created.code).toBe(1);
+      expect(created.stderr).toContain('ENOSPC');
+      expect(created.stderr).toContain(lost);
+      expect(created.stderr).not.toMatch(/^\s+at /m);
+      // Created, as the message implies; rotate-key is the way back in, and fails the same way here.
+      expect(await tenantNames()).toContain('acme');
+      const rotated = await runRedirected('>/dev/full', ['tenant', 'rotate-key', 'acme']);
+      expect(rotated.code).toBe(1);
+      expect(rotated.stderr).toContain(lost);
+      expect(rotated.stderr).not.toMatch(/^\s+at /m);
+      // Other commands fail too, with a message rather than a stack trace.
+      const openapi = await runRedirected('>/dev/full', ['openapi']);
+      expect(openapi.code).toBe(1);
+      expect(openapi.stderr).toMatch(/^error: standard output did not take what was written to it \(ENOSPC/);
+      expect(openapi.stderr).not.toMatch(/^\s+at /m);
+    },
+  );
+
+  it.each(['>&-', '>/dev/null'])(
+    'standard output closed or /dev/null (%s): refused before anything is created',
+    async (redirect) => {
+      const created = await runRedirected(redirect, ['tenant', 'create', 'acme']);
+      expect(created.code).toBe(1);
+      expect(created.stderr).toContain(
+        'error: standard output is closed or /dev/null, where the Tenant API key, shown only once, would be lost; ' +
+          'nothing was changed',
+      );
+      expect(await tenantNames()).not.toContain('acme');
+      const key = await createTenantKey(env());
+      const rotated = await runRedirected(redirect, ['tenant', 'rotate-key', 'acme']);
+      expect(rotated.code).toBe(1);
+      expect(rotated.stderr).toContain('nothing was changed');
+      const p = await start();
+      expect((await call(p, '/v1/whoami', key)).status).toBe(200);
+    },
+  );
 });
 
 describe('request size over a real socket', () => {
