@@ -41,7 +41,10 @@ export function usage(commands: readonly Command<unknown>[]): string {
         : [synopsis, first!, ...rest];
     return lines.join('\n');
   });
-  return `usage: oidc-broker <command>\n\ncommands:\n${entries.join('\n')}\n`;
+  const fallback = commands.find((c) => c.isDefault);
+  const synopsis = fallback ? '[<command>]' : '<command>';
+  const note = fallback ? `\nWith no command, ${fallback.name} runs.\n` : '';
+  return `usage: oidc-broker ${synopsis}\n\ncommands:\n${entries.join('\n')}\n${note}`;
 }
 
 /** The command `argv` starts with, and the arguments after its name. */

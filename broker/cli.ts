@@ -236,7 +236,7 @@ async function rotateSigningKey(io: CliIo): Promise<number> {
     io.err(
       `New signing key ${kid} is in every replica's JWKS within a minute and signs from ${from}, once verifiers that cache ` +
         `the JWKS have had it for their cache time. ${retired.join(', ')} signs until then and stays published ` +
-        'until the tokens it signed have expired (12 h later).\n',
+        'until the tokens it signed have expired (12 h and 2 minutes after it stops signing).\n',
     );
     return 0;
   } finally {

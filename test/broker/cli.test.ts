@@ -188,7 +188,8 @@ describe('oidc-broker help', () => {
         ),
       );
     }
-    // With no command at all, the server runs.
+    // With no command at all, the server runs, as the usage says.
+    expect(help.out).toContain('\nWith no command, serve runs.\n');
     expect(await cli()).toEqual({ code: 0, out: '', err: '' });
   });
 
