@@ -65,7 +65,7 @@ async function resolveTenant(
   if (tenant) {
     // A verified workflow asked for this tenant with the wrong audience: its admins want to see that. Such a
     // token can be sent again and again (nothing uses it up), so the audit row is paid for from the
-    // repository's exchange budget: no one can flood a tenant's audit log.
+    // repository's exchange budget, as every audited refusal of a verified token is.
     await takeRateLimit(tenant, claims, deps, at);
     await deps.store.audit.append(
       deniedEvent(tenant, claims, { reason: 'audience_mismatch', audience: claims.aud }),
