@@ -32,7 +32,8 @@ export function createRateLimiter(options: {
   let nextSweep = Math.min(FIRST_SWEEP, maxKeys);
 
   const refill = (bucket: Bucket, at: number) => {
-    bucket.tokens = Math.min(burst, bucket.tokens + (at - bucket.updated) * perMs);
+    // A wall clock stepped back (NTP, a restored VM) adds nothing, and takes nothing away either.
+    bucket.tokens = Math.min(burst, bucket.tokens + Math.max(0, at - bucket.updated) * perMs);
     bucket.updated = at;
   };
 

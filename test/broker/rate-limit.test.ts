@@ -59,3 +59,19 @@ describe('rate limiter memory', () => {
     expect(limiter.take('repo-4999').ok).toBe(false);
   });
 });
+
+describe('rate limiter and the wall clock', () => {
+  it('a clock stepped back (NTP, a VM restored) takes no budget away: it refills from the new time on', () => {
+    const c = clock();
+    c.now = 10 * 3_600_000;
+    const limiter = createRateLimiter({ perMinute: 600, burst: 60, now: c.read });
+    expect(limiter.take('acme/infra').ok).toBe(true);
+    c.now -= 3_600_000;
+    expect(limiter.take('acme/infra').ok).toBe(true);
+    // The burst is still there, less what was taken, and refills at the usual pace from the earlier time on.
+    for (let i = 0; i < 58; i++) expect(limiter.take('acme/infra').ok, `request ${i}`).toBe(true);
+    expect(limiter.take('acme/infra')).toEqual({ ok: false, retryAfterSeconds: 1, startsRun: true });
+    c.now += 100;
+    expect(limiter.take('acme/infra').ok).toBe(true);
+  });
+});
