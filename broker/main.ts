@@ -56,9 +56,12 @@ async function serve(config: BrokerConfig): Promise<number> {
 
   // Fetch the issuers' keys now, so the first exchange does not wait for them (failures are retried later).
   void broker.deps.issuerKeys.warmUp();
-  const upkeep = setInterval(() => {
+  const maintain = () => {
     broker.maintain().catch((error) => logger.warn('maintenance failed', { error }));
-  }, MAINTENANCE_MS);
+  };
+  // Once at start too: a broker restarted more often than the interval (deploys, a crash loop) still forgets.
+  maintain();
+  const upkeep = setInterval(maintain, MAINTENANCE_MS);
   upkeep.unref();
 
   const server = createHttpServer(broker.app.fetch, { hostname: config.host });

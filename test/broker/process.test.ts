@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { TEST_KEK } from '../support/broker.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, openDriver, type TestDatabase } from '../support/database.js';
 import {
   BROKER_ENTRY,
   type BrokerProcess,
@@ -147,6 +147,28 @@ describe('broker process', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('forgets expired replay records as it starts, not only once it has been up ten minutes', async () => {
+    // A broker restarted more often than that (frequent deploys, a crash loop) would otherwise never forget any.
+    expect(await (await start()).stop()).toBe(0);
+    const driver = openDriver(db);
+    try {
+      await driver.run('INSERT INTO used_jtis (issuer, jti, expires_at) VALUES (?, ?, ?)', [
+        'https://token.actions.githubusercontent.com',
+        'expired-long-ago',
+        1,
+      ]);
+    } finally {
+      await driver.close();
+    }
+    const broker = await start();
+    for (let waited = 0; !broker.stdout().includes('purged expired replay'); waited += 50) {
+      if (waited > 10_000) throw new Error(`no purge within 10 s of starting:\n${broker.stdout()}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(broker.stdout()).toMatch(/"msg":"purged expired replay and revocation records","count":1\b/);
+    expect(await broker.stop()).toBe(0);
   });
 
   it('on a configured empty database creates no tenant, prints no key and logs how to create one', async () => {
