@@ -232,15 +232,17 @@ export function registerTokenRoutes(
     async (c) => {
       const principal = c.get('principal');
       const token = tokenFrom(c.req.valid('form'), c.req.valid('json'));
-      const keyKind = keyKindOf(token);
+      // A key pasted with white space around it, or as its Authorization header's value, is that key all the same.
+      const pasted = token.trim().replace(/^Bearer\s+/i, '');
+      const keyKind = keyKindOf(pasted);
       if (keyKind) {
         // Not answered 200, as RFC 7009 answers a token it does not know: the key's holder would take the key for
         // revoked while it still works.
-        const how = await keyRevocation(token, keyKind, principal.tenant.id, auth);
+        const how = await keyRevocation(pasted, keyKind, principal.tenant.id, auth);
         throw BrokerError.fields('invalid_request', [
           {
             field: 'token',
-            message: `${keyHint(token)} is an API key, and this endpoint revokes access tokens only: ${how}`,
+            message: `${keyHint(pasted)} is an API key, and this endpoint revokes access tokens only: ${how}`,
           },
         ]);
       }

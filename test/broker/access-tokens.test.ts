@@ -256,6 +256,10 @@ describe('exchanged access tokens', () => {
       // A key of another tenant, or none at all: how such keys are revoked, naming nothing of that tenant.
       [bot.key, other.key, 'DELETE /v1/fine-grained-keys/{id}'],
       [`${bot.key.slice(0, -1)}!`, f.key, 'DELETE /v1/fine-grained-keys/{id}'],
+      // Pasted with white space around it, or as its Authorization header's value, it is still that key.
+      [` ${bot.key}`, f.key, `DELETE /v1/fine-grained-keys/${bot.id}`],
+      [`\t${registry.key}\n`, f.key, 'POST /v1/api-keys/secure-registry/secondary/rotate'],
+      [`Bearer ${bot.key}`, f.key, `DELETE /v1/fine-grained-keys/${bot.id}`],
     ] as const;
     for (const [token, caller, how] of cases) {
       for (const body of [form(token), { json: { token } }]) {
