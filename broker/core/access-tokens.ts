@@ -27,12 +27,16 @@ export interface MintInput {
    * a key the database cannot give fails the request before anything is recorded of a token never issued.
    */
   signingKey?: ActiveKey;
+  /** When the minting credential expires (ms), if it does: the token's `exp` is no later, read when it is signed. */
+  notAfter?: number;
 }
 
 export interface MintedToken {
   token: string;
   jti: string;
   expiresAt: number;
+  /** Seconds from `iat` to `exp`: the lifetime asked for, or less where `notAfter` came first. */
+  expiresIn: number;
 }
 
 export interface AccessTokenClaims {
@@ -137,7 +141,9 @@ export function createAccessTokens(deps: {
     async mint(input) {
       const { kid, privateKey } = input.signingKey ?? (await signingKeys.active());
       const iat = Math.floor(now() / 1000);
-      const exp = iat + input.lifetimeSeconds;
+      const latest =
+        input.notAfter === undefined ? Number.POSITIVE_INFINITY : Math.floor(input.notAfter / 1000);
+      const exp = Math.min(iat + input.lifetimeSeconds, latest);
       const jti = input.jti ?? randomUUID();
       const claims: AccessTokenClaims = {
         iss: issuer,
@@ -166,6 +172,7 @@ export function createAccessTokens(deps: {
         token: `${signingInput}.${signature.toString('base64url')}`,
         jti,
         expiresAt: exp * 1000,
+        expiresIn: exp - iat,
       };
     },
     verify: verifyToken,

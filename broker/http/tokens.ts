@@ -120,25 +120,28 @@ export function registerTokenRoutes(
         ]);
       }
       const at = deps.now();
+      // Less than a second left: any token would be expired as it is issued.
+      const tooLate = () =>
+        unauthenticated(
+          `API key "${principal.credential.name}" expires at ${iso(principal.expiresAt!)}: too late to mint a token`,
+          'invalid_token',
+        );
       const remaining =
         principal.expiresAt === null
           ? Number.POSITIVE_INFINITY
           : Math.floor((principal.expiresAt - at) / 1000);
-      if (remaining < 1) {
-        // Less than a second left: any token would be expired as it is issued.
-        throw unauthenticated(
-          `API key "${principal.credential.name}" expires at ${iso(principal.expiresAt!)}: too late to mint a token`,
-          'invalid_token',
-        );
-      }
+      if (remaining < 1) throw tooLate();
       const lifetime = Math.min(body.duration_seconds ?? DEFAULT_MINTED_SECONDS, remaining);
+      // The key's expiry bounds the token again as it is signed, by the clock of that moment.
       const minted = await deps.accessTokens.mint({
         tenant: principal.tenant,
         permissions,
         lifetimeSeconds: lifetime,
         subject: principal.credential.id,
         clientId: principal.credential.id,
+        notAfter: principal.expiresAt ?? undefined,
       });
+      if (minted.expiresIn < 1) throw tooLate();
       // Recorded with its credential, so that rotating or revoking that key revokes the token too; a key rotated
       // or revoked since it was checked above gets no token.
       const recorded = await deps.store.tokens.recordMinted(
@@ -169,7 +172,7 @@ export function registerTokenRoutes(
       return c.json(
         issuedToken({
           accessToken: minted.token,
-          expiresIn: lifetime,
+          expiresIn: minted.expiresIn,
           expiresAt: minted.expiresAt,
           permissions,
           tenant: principal.tenant.name,

@@ -390,6 +390,54 @@ describe('POST /v1/tokens', () => {
     });
   });
 
+  it('never past the key’s expiry even when the clock moves on while the token is minted', async () => {
+    // Every read of this clock is 400 ms after the last one, as on a busy broker.
+    let ms = Date.now();
+    let ticking = false;
+    const clock = {
+      get now() {
+        if (ticking) ms += 400;
+        return ms;
+      },
+      set now(value: number) {
+        ms = value;
+      },
+    };
+    const t = await startTestBroker({ clock });
+    try {
+      const { key } = await t.createTenant('busy-clock');
+      const fg = await json<{ key: string; expires_at: string }>(
+        t.request('POST', '/v1/fine-grained-keys', {
+          key,
+          json: { name: 'ci', expires_in_days: 1, permissions: ['harden-runner:read'] },
+        }),
+      );
+      const keyExpires = Date.parse(fg.expires_at);
+      ms = keyExpires - 10_010;
+      ticking = true;
+      const res = await t.request('POST', '/v1/tokens', { key: fg.key, json: { duration_seconds: 43_200 } });
+      ticking = false;
+      expect(res.status).toBe(201);
+      const minted = await json<{ access_token: string; expires_at: string; expires_in: number }>(res);
+      const claims = JSON.parse(Buffer.from(minted.access_token.split('.')[1]!, 'base64url').toString());
+      expect(claims.exp * 1000).toBeLessThanOrEqual(keyExpires);
+      expect(Date.parse(minted.expires_at)).toBe(claims.exp * 1000);
+      expect(minted.expires_in).toBe(claims.exp - claims.iat);
+
+      // A second left when the request is checked, none by the time it is signed: refused, not an expired token.
+      ms = keyExpires - 2_000;
+      ticking = true;
+      const late = await t.request('POST', '/v1/tokens', { key: fg.key, json: {} });
+      ticking = false;
+      expect(late.status).toBe(401);
+      expect(await late.json()).toMatchObject({
+        detail: expect.stringContaining('too late to mint a token'),
+      });
+    } finally {
+      await t.close();
+    }
+  });
+
   it('die with the key that minted them: rotating the slot or revoking the key revokes its tokens', async () => {
     const mint = async (key: string) =>
       (await json<{ access_token: string }>(f.t.request('POST', '/v1/tokens', { key, json: {} })))
