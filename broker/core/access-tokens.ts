@@ -23,8 +23,9 @@ export interface MintInput {
   /** Chosen by the caller when the id must be recorded before the token exists. */
   jti?: string;
   /**
-   * The key to sign with, from signingKey(), for a caller that records the token before signing it: read first,
-   * a key the database cannot give fails the request before anything is recorded of a token never issued.
+   * A key from signingKey(), read by a caller that records the token before signing it, so that a key the database
+   * cannot give fails the request before anything is recorded of a token never issued. The token is signed with
+   * the key that signs now (a rotation may have retired this one meanwhile), or with this one if that cannot be read.
    */
   signingKey?: ActiveKey;
   /** When the minting credential expires (ms), if it does: the token's `exp` is no later, read when it is signed. */
@@ -139,7 +140,10 @@ export function createAccessTokens(deps: {
   return {
     signingKey: () => signingKeys.active(),
     async mint(input) {
-      const { kid, privateKey } = input.signingKey ?? (await signingKeys.active());
+      const { kid, privateKey } = await signingKeys.active().catch((error: unknown) => {
+        if (input.signingKey) return input.signingKey;
+        throw error;
+      });
       const iat = Math.floor(now() / 1000);
       const latest =
         input.notAfter === undefined ? Number.POSITIVE_INFINITY : Math.floor(input.notAfter / 1000);

@@ -178,7 +178,8 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
     );
   }
   const permissions = requested.permissions;
-  // Read before the exchange is recorded: once it is, nothing but the signature itself is left to fail.
+  // Read before the exchange is recorded, so that a key the database cannot give fails it then. Once it is
+  // recorded, the token is signed with the key that signs by then, or with this one if that cannot be read.
   const signingKey = await deps.accessTokens.signingKey();
   const { decision, jti } = await decide(request, { claims, tenant, permissions, repositoryKey }, deps);
   const policy = decision.policy;
