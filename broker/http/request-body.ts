@@ -7,6 +7,7 @@ import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { HTTPException } from 'hono/http-exception';
 import { repeatedMemberName } from '../core/jws-compact.js';
+import { withoutSecrets } from '../core/keys.js';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
 
@@ -101,7 +102,11 @@ function isJson(text: string): boolean {
   }
 }
 
-const shortened = (name: string) => (name.length > 100 ? `${name.slice(0, 100)}…` : name);
+/** A member name as an error may show it: any key in it as its hint first, then cut to 100 characters. */
+const shortened = (name: string) => {
+  const shown = withoutSecrets(name);
+  return shown.length > 100 ? `${shown.slice(0, 100)}…` : shown;
+};
 
 /**
  * A multipart body's cache. No route takes multipart, but Hono's form validator parses it like a form: where a

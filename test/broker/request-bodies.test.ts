@@ -116,6 +116,20 @@ describe.each(Object.entries(senders))('a JSON body naming a member twice in one
     expect(await keyNames()).toEqual(before);
   });
 
+  it('a key in the repeated name is shown as its hint, wherever the name is cut short', async () => {
+    for (const pad of [0, 50, 65, 70, 90]) {
+      const name = `${'x'.repeat(pad)}${key}`;
+      const res = await send(
+        '/v1/fine-grained-keys',
+        utf8(JSON.stringify({ [name]: 1 }).replace('}', `,"${name}":2}`)),
+      );
+      expect(res.status).toBe(400);
+      const text = await res.text();
+      expect(text, `pad ${pad}`).toContain('twice');
+      expect(text, `pad ${pad}`).not.toContain(key.slice(4, 20));
+    }
+  });
+
   it('within a nested object: a trust policy whose claims name the repository twice is not saved', async () => {
     const body =
       '{"name":"infra","claims":{"repository":"acme/infra","repository":"evil/infra"},"permissions":["audit-log:read"]}';
