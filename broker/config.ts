@@ -1,4 +1,5 @@
 // Broker configuration: parsed once from the environment at start; every error names its variable.
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parse as parseConnectionString } from 'pg-connection-string';
 import { isLoopbackHost } from './core/loopback.js';
@@ -150,9 +151,9 @@ function database(env: Env): DatabaseConfig {
     try {
       // pg's own parser: what it accepts (an empty host for the local socket, a % in a password) is accepted.
       parseConnectionString(raw);
-    } catch (error) {
+    } catch {
       // The parser also reads the TLS files the URL names: one it cannot read is no malformed URL.
-      const unreadable = unreadableTlsFile(raw, error);
+      const unreadable = unreadableTlsFile(raw);
       if (unreadable) throw new ConfigError('DATABASE_URL', unreadable);
       // The value is not repeated: it holds the password.
       throw new ConfigError(
@@ -169,19 +170,23 @@ function database(env: Env): DatabaseConfig {
   throw new ConfigError('DATABASE_URL', 'expected sqlite:PATH or postgres://USER:PASS@HOST:PORT/DB');
 }
 
-/** What to fix when pg's parser could not read a TLS file a postgres:// URL names (sslrootcert, sslcert, sslkey). */
-function unreadableTlsFile(raw: string, error: unknown): string | undefined {
-  const { code, path } = error as { code?: unknown; path?: unknown };
-  if (typeof code !== 'string' || typeof path !== 'string') return undefined;
-  const parameter = ['sslrootcert', 'sslcert', 'sslkey'].find((name) => {
+/**
+ * What to fix when a TLS file a postgres:// URL names (sslrootcert, sslcert, sslkey), which pg's parser reads, cannot
+ * be read. Read again here, from the query string alone: the URL may have no host (a socket), which URL refuses.
+ */
+function unreadableTlsFile(raw: string): string | undefined {
+  const query = new URLSearchParams(raw.split('?')[1]?.split('#')[0] ?? '');
+  for (const parameter of ['sslrootcert', 'sslcert', 'sslkey']) {
+    const path = query.get(parameter);
+    if (path === null) continue;
     try {
-      return new URL(raw).searchParams.get(name) === path;
-    } catch {
-      return false;
+      readFileSync(path);
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      return `its ${parameter} file "${path}" cannot be read (${typeof code === 'string' ? code : 'unreadable'}): check the path, and that the broker's user may read the file`;
     }
-  });
-  if (!parameter) return undefined;
-  return `its ${parameter} file "${path}" cannot be read (${code}): check the path, and that the broker's user may read the file`;
+  }
+  return undefined;
 }
 
 /** A URL as a parser writes it, without the slash of an empty path: the form an `iss` is compared in. */

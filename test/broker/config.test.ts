@@ -123,6 +123,23 @@ describe('loadConfig', () => {
     );
   });
 
+  it.each([
+    [
+      'a socket in a query parameter',
+      'postgres://broker@/oidc?host=/var/run/postgresql&sslrootcert=/nonexistent/ca.pem',
+      'sslrootcert file "/nonexistent/ca.pem" cannot be read (ENOENT)',
+    ],
+    [
+      'a directory',
+      'postgres://broker@db.example.com/oidc?sslmode=verify-full&sslrootcert=/tmp',
+      'sslrootcert file "/tmp" cannot be read (EISDIR)',
+    ],
+  ])('a DATABASE_URL with %s named as its TLS file is refused naming the file', (_, url, reason) => {
+    expect(() => loadConfig({ DATABASE_URL: url, BROKER_KEY_ENCRYPTION_KEY: 'ab'.repeat(32) })).toThrow(
+      `DATABASE_URL: its ${reason}: check the path, and that the broker's user may read the file`,
+    );
+  });
+
   it.each(['sslrootcert', 'sslcert', 'sslkey'])(
     'a DATABASE_URL whose %s file cannot be read is refused naming the file, not as a malformed URL',
     (parameter) => {
