@@ -56,8 +56,13 @@ async function serve(config: BrokerConfig): Promise<number> {
 
   // Fetch the issuers' keys now, so the first exchange does not wait for them (failures are retried later).
   void broker.deps.issuerKeys.warmUp();
+  let stopping = false;
   const maintain = () => {
-    broker.maintain().catch((error) => logger.warn('maintenance failed', { error }));
+    broker.maintain().catch((error) => {
+      // Cut short by stopping, as a purge of a long backlog may be: what is left goes at the next start.
+      if (stopping) logger.info('maintenance stopped with the broker');
+      else logger.warn('maintenance failed', { error });
+    });
   };
   // Once at start too: a broker restarted more often than the interval (deploys, a crash loop) still forgets.
   maintain();
@@ -86,7 +91,6 @@ async function serve(config: BrokerConfig): Promise<number> {
   });
 
   return new Promise<number>((resolve) => {
-    let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;

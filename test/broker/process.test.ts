@@ -171,6 +171,39 @@ describe('broker process', () => {
     expect(await broker.stop()).toBe(0);
   });
 
+  it('stopped while that first upkeep runs, it stops cleanly: the rest is forgotten at the next start', async () => {
+    expect(await (await start()).stop()).toBe(0);
+    const driver = openDriver(db);
+    try {
+      await driver.run(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000)
+         INSERT INTO used_jtis (issuer, jti, expires_at) SELECT 'https://token.actions.githubusercontent.com', 'j' || i, 1 FROM n`,
+      );
+    } finally {
+      await driver.close();
+    }
+    const broker = await start();
+    expect(await broker.stop()).toBe(0);
+    expect(broker.stdout()).toContain('"msg":"stopped"');
+    expect(broker.stdout()).not.toContain('maintenance failed');
+
+    const next = await start();
+    for (let waited = 0; !next.stdout().includes('purged expired replay'); waited += 50) {
+      if (waited > 20_000) throw new Error(`no purge within 20 s of starting:\n${next.stdout()}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(await next.stop()).toBe(0);
+    const check = openDriver(db);
+    try {
+      const row = await check.get<{ remaining: unknown }>(
+        'SELECT COUNT(*) AS remaining FROM used_jtis WHERE expires_at < 2',
+      );
+      expect(Number(row?.remaining)).toBe(0);
+    } finally {
+      await check.close();
+    }
+  });
+
   it('on a configured empty database creates no tenant, prints no key and logs how to create one', async () => {
     const first = await start();
     expect(first.stderr()).not.toContain('ssa_');
