@@ -235,7 +235,8 @@ export function registerTokenRoutes(
     async (c) => {
       const principal = c.get('principal');
       const token = tokenFrom(c.req.valid('form'), c.req.valid('json'));
-      // A key pasted with white space around it, or as its Authorization header's value, is that key all the same.
+      // A key or token pasted with white space around it, or as its Authorization header's value, is that key or
+      // token all the same: answered 200 as unknown, it would stay in use while its holder took it for revoked.
       const pasted = token.trim().replace(/^Bearer\s+/i, '');
       const keyKind = keyKindOf(pasted);
       if (keyKind) {
@@ -251,7 +252,7 @@ export function registerTokenRoutes(
       }
       // A token that has just expired by this replica's clock is still revoked: one whose clock runs behind by up
       // to CLOCK_SKEW_MS still takes it.
-      const result = await deps.accessTokens.verify(token, { expiredWithinMs: CLOCK_SKEW_MS });
+      const result = await deps.accessTokens.verify(pasted, { expiredWithinMs: CLOCK_SKEW_MS });
       if (!result.ok || result.tenant.id !== principal.tenant.id) return c.body(null, 200);
       // RFC 7009 §2.1: a token may be revoked by itself, or by the client it was issued to (the API key that
       // minted it, its client_id).
