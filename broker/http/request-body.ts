@@ -30,9 +30,17 @@ type Request = Context<BrokerEnv>['req'];
  * Node's request deadline): that is the client's doing, refused as its body, not a failure of the broker.
  */
 function readBody(req: Request): Promise<ArrayBuffer> {
-  return req.raw.arrayBuffer().catch(() => {
-    throw cutOff(req);
+  return req.raw.arrayBuffer().catch((error: unknown) => {
+    throw asCutOff(req, error);
   });
+}
+
+/**
+ * A failed read as the client's doing: the connection closed early. A TypeError (a body read twice, a stream
+ * locked elsewhere) is the broker's own mistake, and stays the error it is.
+ */
+function asCutOff(req: Request, error: unknown): unknown {
+  return error instanceof TypeError ? error : cutOff(req);
 }
 
 function refuse(req: Request, detail: string): BrokerError {
@@ -175,8 +183,8 @@ export async function bufferBody(req: Request, maxBytes: number): Promise<boolea
   let buffer = new Uint8Array(0);
   let size = 0;
   for (;;) {
-    const { done, value } = await reader.read().catch(() => {
-      throw cutOff(req);
+    const { done, value } = await reader.read().catch((error: unknown) => {
+      throw asCutOff(req, error);
     });
     if (done) break;
     const offset = size;

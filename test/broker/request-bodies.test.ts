@@ -297,4 +297,21 @@ describe('a body whose client goes away before its end', () => {
     expect(await keyNames()).toEqual(before);
     expect(t.logs.filter((line) => line.includes('"level":"error"'))).toEqual([]);
   });
+
+  it("while a read that fails as a program's mistake does (a TypeError) is the broker's error, a 500 logged as one", async () => {
+    const logged = t.logs.length;
+    const res = await t.broker.app.request('http://broker.test/v1/fine-grained-keys', {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+      body: new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.error(new TypeError('Body is unusable: Body has already been read'));
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit);
+    expect(res.status).toBe(500);
+    expect(await res.json()).toMatchObject({ code: 'internal_error' });
+    expect(t.logs.slice(logged).some((line) => line.includes('"level":"error"'))).toBe(true);
+  });
 });
