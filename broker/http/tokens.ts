@@ -64,9 +64,16 @@ const Introspection = z
   })
   .openapi('Introspection');
 
-/** The token from whichever body the client sent (RFC 7662/7009 use a form; JSON is accepted too). */
+/**
+ * The token from whichever body the client sent (RFC 7662/7009 use a form; JSON is accepted too). One token with
+ * white space around it, or as its Authorization header's value (`Bearer …`), is that token all the same: a revoke
+ * answered 200 as if unknown would leave it in use while its holder took it for revoked.
+ */
 function tokenFrom(...bodies: Partial<z.infer<typeof TokenForm>>[]): string {
-  const token = bodies.find((body) => body.token !== undefined)?.token;
+  const token = bodies
+    .find((body) => body.token !== undefined)
+    ?.token?.trim()
+    .replace(/^Bearer\s+/i, '');
   if (!token) throw BrokerError.fields('invalid_request', [{ field: 'token', message: 'required' }]);
   return token;
 }
@@ -235,24 +242,21 @@ export function registerTokenRoutes(
     async (c) => {
       const principal = c.get('principal');
       const token = tokenFrom(c.req.valid('form'), c.req.valid('json'));
-      // A key or token pasted with white space around it, or as its Authorization header's value, is that key or
-      // token all the same: answered 200 as unknown, it would stay in use while its holder took it for revoked.
-      const pasted = token.trim().replace(/^Bearer\s+/i, '');
-      const keyKind = keyKindOf(pasted);
+      const keyKind = keyKindOf(token);
       if (keyKind) {
         // Not answered 200, as RFC 7009 answers a token it does not know: the key's holder would take the key for
         // revoked while it still works.
-        const how = await keyRevocation(pasted, keyKind, principal.tenant.id, auth);
+        const how = await keyRevocation(token, keyKind, principal.tenant.id, auth);
         throw BrokerError.fields('invalid_request', [
           {
             field: 'token',
-            message: `${keyHint(pasted)} is an API key, and this endpoint revokes access tokens only: ${how}`,
+            message: `${keyHint(token)} is an API key, and this endpoint revokes access tokens only: ${how}`,
           },
         ]);
       }
       // A token that has just expired by this replica's clock is still revoked: one whose clock runs behind by up
       // to CLOCK_SKEW_MS still takes it.
-      const result = await deps.accessTokens.verify(pasted, { expiredWithinMs: CLOCK_SKEW_MS });
+      const result = await deps.accessTokens.verify(token, { expiredWithinMs: CLOCK_SKEW_MS });
       if (!result.ok || result.tenant.id !== principal.tenant.id) return c.body(null, 200);
       // RFC 7009 §2.1: a token may be revoked by itself, or by the client it was issued to (the API key that
       // minted it, its client_id).
