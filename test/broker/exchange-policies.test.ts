@@ -501,22 +501,28 @@ describe('denials and the audit log', () => {
     ]);
   });
 
+  /** Exchanges a new token while `during` runs within its recording, as a slow database lets other things happen. */
+  async function exchangeWhileRecording(during: () => Promise<void>) {
+    const { tokens } = f.t.broker.store;
+    const { recordExchange } = tokens;
+    tokens.recordExchange = async (...args) => {
+      await during();
+      return recordExchange.apply(tokens, args);
+    };
+    try {
+      return await exchange(f.issuer.sign());
+    } finally {
+      tokens.recordExchange = recordExchange;
+    }
+  }
+
   it('a signing key retired while the exchange was recorded is not the one it signs with', async () => {
     await f.policy('p');
-    // The recording is slow (a database waiting on a lock) and, meanwhile, a rotation's new key starts signing.
-    const store = f.t.broker.store;
-    const recordExchange = store.tokens.recordExchange;
-    store.tokens.recordExchange = async (...args) => {
+    // Meanwhile, a rotation's new key starts signing.
+    const r = await exchangeWhileRecording(async () => {
       await f.t.broker.deps.signingKeys.rotate();
       f.t.clock.now += 10 * 60_000;
-      return recordExchange.apply(store.tokens, args);
-    };
-    let r: Awaited<ReturnType<typeof exchange>>;
-    try {
-      r = await exchange(f.issuer.sign());
-    } finally {
-      store.tokens.recordExchange = recordExchange;
-    }
+    });
     expect(r.status, r.text).toBe(200);
     // The token is one the broker itself believes: signed by the key that signs now.
     const whoami = await f.t.request('GET', '/v1/whoami', { key: r.body.access_token });
@@ -525,23 +531,19 @@ describe('denials and the audit log', () => {
 
   it('a signing key that cannot be read again once the exchange is recorded: the one read before signs', async () => {
     await f.policy('p');
-    const store = f.t.broker.store;
-    const { recordExchange } = store.tokens;
-    const list = store.signingKeys.list;
-    // The recording takes past the minutely reload of the signing keys, and that reload fails.
-    store.tokens.recordExchange = async (...args) => {
-      f.t.clock.now += 61_000;
-      store.signingKeys.list = async () => {
-        throw new StoreUnavailable(new Error('connection reset'));
-      };
-      return recordExchange.apply(store.tokens, args);
-    };
+    const keys = f.t.broker.store.signingKeys;
+    const { list } = keys;
     let r: Awaited<ReturnType<typeof exchange>>;
     try {
-      r = await exchange(f.issuer.sign());
+      // Meanwhile, the minutely reload of the signing keys is due, and it fails.
+      r = await exchangeWhileRecording(async () => {
+        f.t.clock.now += 61_000;
+        keys.list = async () => {
+          throw new StoreUnavailable(new Error('connection reset'));
+        };
+      });
     } finally {
-      store.tokens.recordExchange = recordExchange;
-      store.signingKeys.list = list;
+      keys.list = list;
     }
     expect(r.status, r.text).toBe(200);
     expect((await f.t.request('GET', '/v1/whoami', { key: r.body.access_token })).status).toBe(200);
