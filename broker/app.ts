@@ -90,10 +90,10 @@ export function createApp(deps: AppDeps): BrokerApp {
     // and the body is later read straight from the socket. A chunked body — or a Request handed to
     // app.request() — is read here, counting, through a web stream (measurably slower).
     const fromSocket = (c.env as { incoming?: unknown } | undefined)?.incoming !== undefined;
+    if (!fromSocket || c.req.header('Transfer-Encoding') !== undefined)
+      return (await bufferBody(c.req, MAX_BODY_BYTES)) ? next() : tooLarge();
     const length = c.req.header('Content-Length');
-    if (c.req.header('Transfer-Encoding') === undefined && (fromSocket || length !== undefined))
-      return length !== undefined && Number(length) > MAX_BODY_BYTES ? tooLarge() : next();
-    return (await bufferBody(c.req, MAX_BODY_BYTES)) ? next() : tooLarge();
+    return length !== undefined && Number(length) > MAX_BODY_BYTES ? tooLarge() : next();
   });
   app.use('*', strictRequestBody);
   const mediaTypesOf = bodyMediaTypes(app);

@@ -178,10 +178,8 @@ function scanJson(
       }
       if (expectKey) {
         expectKey = false;
-        if (depth === 1 && !topLevelNames) {
-          topMembers++;
-        } else {
-          if (depth === 1) topMembers++;
+        if (depth === 1) topMembers++;
+        if (depth > 1 || topLevelNames) {
           const key = memberName(text.slice(start, end));
           if (key === undefined) return { problem: 'is not valid JSON' };
           nestedKeys ??= [];
