@@ -37,9 +37,13 @@ export function prepared(sql) {
 // 08006), shutting down or starting up (57P01–57P03), short of resources (class 53: too many connections, disk
 // full, out of memory). And of a statement it stopped, which the next try may pass: a lock waited for past
 // lock_timeout (55P03: the broker's own, below), a statement cancelled (57014: an operator's pg_cancel_backend, a
-// statement_timeout), a transaction chosen to end a deadlock or a serialization conflict (40P01, 40001). Not
-// 08P01, a protocol violation, which is a bug to fix rather than an outage to wait out.
-const UNAVAILABLE_SQLSTATE = /^(0800[01346]|57P0[123]|53[0-9A-Z]{3}|55P03|57014|40P01|40001)$/;
+// statement_timeout), a transaction chosen to end a deadlock or a serialization conflict (40P01, 40001). And of a
+// server that takes no writes now (25006): a hot standby, as the old primary is after a failover, or one set
+// read-only, as managed services do when its storage runs out. Not 08P01, a protocol violation, which is a bug to
+// fix rather than an outage to wait out.
+const UNAVAILABLE_SQLSTATE = /^(0800[01346]|57P0[123]|53[0-9A-Z]{3}|55P03|57014|40P01|40001|25006)$/;
+/** A write refused by a server that takes none (see above): its connection may lead to a standby. */
+const READ_ONLY = '25006';
 // What Node and pg report when the server cannot be reached or the connection drops.
 const UNREACHABLE = new Set([
   'ECONNREFUSED',
@@ -208,6 +212,10 @@ export async function transactionOn(pool, fn, { unbounded, lockWaitEnds, answerD
   } catch (error) {
     // The ROLLBACK is bounded like any other answer: a server that stopped answering must not hold this.
     if (lost === undefined) await statement('ROLLBACK').catch(() => {});
+    // A connection to a server that takes no writes is closed, so that the next write connects anew: after a
+    // failover, to the server that the address names now. (The refusal may come as the store's StoreUnavailable.)
+    const refused = /** @type {{ code?: unknown, cause?: { code?: unknown } }} */ (error);
+    if (lost === undefined && (refused.code ?? refused.cause?.code) === READ_ONLY) lost = error;
     throw lost ?? error;
   } finally {
     clearTimeout(watchdog);

@@ -351,6 +351,28 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
     await vi.waitFor(async () => expect((await createKey(t, key)).status).toBe(201));
   }, 30_000);
 
+  it('a server that takes no writes (a standby after a failover, one made read-only) is 503 not_ready, and writes connect anew', async () => {
+    const { db, t, key } = await brokerOnRelay();
+    const admin = await pgSession(db.url);
+    const database = new URL(db.url).pathname.slice(1);
+    const reconnect = () =>
+      admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()",
+      );
+    // The broker's connections now reach a server that refuses every write, as a hot standby does.
+    await admin.query(`ALTER DATABASE ${database} SET default_transaction_read_only = on`);
+    await reconnect();
+    await vi.waitFor(async () => expect((await t.request('GET', '/readyz')).status).toBe(200));
+    const refused = await createKey(t, key);
+    expect(refused.status).toBe(503);
+    expect(await refused.json()).toMatchObject({ code: 'not_ready' });
+    expect(t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
+    // The primary is back under the same address. Each connection a write found refusing is closed, so writes soon
+    // succeed again; kept, the connections opened to the standby would refuse them on and on.
+    await admin.query(`ALTER DATABASE ${database} RESET default_transaction_read_only`);
+    await vi.waitFor(async () => expect((await createKey(t, key)).status).toBe(201), { timeout: 3_000 });
+  }, 30_000);
+
   /** Backends of this database, other than the caller's, waiting for a lock. */
   async function waitingForLocks(session: pg.Client): Promise<number> {
     const { rows } = await session.query(
