@@ -145,6 +145,16 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.keys.builtinByDigest('d-c')).toBeUndefined();
   });
 
+  it('lists tenants by name, byte by byte, and finds each by id', async () => {
+    const made = [];
+    for (const name of ['list-b', 'list-a1', 'list-a-2']) made.push(await tenant(name));
+    const listed = (await store.tenants.list()).filter((t) => t.name.startsWith('list-'));
+    expect(listed.map((t) => t.name)).toEqual(['list-a-2', 'list-a1', 'list-b']);
+    for (const t of made) expect(await store.tenants.byId(t.id)).toEqual(t);
+    expect(await store.tenants.byId(randomUUID())).toBeUndefined();
+    await expect(store.ping()).resolves.toBeUndefined();
+  });
+
   it('rotates one slot: the old digest no longer resolves, the new one does, the others are untouched', async () => {
     const t = await tenant('delta');
     const rotated = await store.keys.rotate(
