@@ -60,6 +60,7 @@ export function createApp(deps: AppDeps): BrokerApp {
     digest: deps.digest,
     now: deps.now,
     accessTokens: deps.accessTokens,
+    logger: deps.logger,
   };
 
   app.use('*', async (c, next) => {

@@ -1,6 +1,7 @@
 // Turns a bearer credential (API key or access token) into a Principal, or refuses with 401.
 import { BrokerError } from '../errors.js';
-import type { Store } from '../store/store.js';
+import type { Logger } from '../logger.js';
+import type { FineGrainedKey, Store } from '../store/store.js';
 import { checkKeyFormat, type KeyDigester, keyKindOf } from './keys.js';
 import { effectivePermissions, type Principal } from './principal.js';
 
@@ -10,7 +11,12 @@ export interface AuthenticateDeps {
   now: () => number;
   /** Verifies a broker-minted access token; absent when tokens are not enabled. */
   accessTokens?: { authenticate(token: string): Promise<Principal> };
+  /** Where a fine-grained key's use that could not be recorded is reported. */
+  logger?: Pick<Logger, 'warn'>;
 }
+
+/** A fine-grained key's `last_used_at` is kept to the minute: a use within a minute of the last one recorded is not written. */
+export const LAST_USED_PRECISION_MS = 60_000;
 
 const BUILTIN_NAMES = {
   tenant: 'Tenant API key',
@@ -59,7 +65,7 @@ export async function authenticate(credential: string, deps: AuthenticateDeps): 
     }
     const tenant = await deps.store.tenants.byId(key.tenantId);
     if (!tenant) throw unauthenticated('unknown or revoked API key', 'invalid_token');
-    await deps.store.keys.touchFineGrained(key.id, now);
+    recordUse(key, now, deps);
     return {
       tenant,
       credential: { kind: 'fine-grained', id: key.id, name: key.name },
@@ -85,4 +91,18 @@ export async function authenticate(credential: string, deps: AuthenticateDeps): 
     expiresAt: null,
     keyDigest: digest,
   };
+}
+
+/**
+ * Records a fine-grained key's use without holding up the request: a read must not wait for a write, nor fail
+ * with it (another process holding SQLite's write lock, a PostgreSQL that takes no writes). Kept to the minute, as
+ * GitHub and AWS keep a key's last use coarser still, so a key used in a loop is not a write per request.
+ */
+function recordUse(key: FineGrainedKey, now: number, deps: AuthenticateDeps): void {
+  const since = key.lastUsedAt === null ? Number.POSITIVE_INFINITY : now - key.lastUsedAt;
+  // A clock stepped back since the last record (a negative `since`) records the use again.
+  if (since >= 0 && since < LAST_USED_PRECISION_MS) return;
+  deps.store.keys.touchFineGrained(key.id, now).catch((error: unknown) => {
+    deps.logger?.warn("a fine-grained key's use could not be recorded", { key_id: key.id, error });
+  });
 }

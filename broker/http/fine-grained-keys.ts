@@ -79,7 +79,11 @@ const KeyView = z
     }),
     created_at: Timestamp,
     expires_at: Timestamp,
-    last_used_at: Timestamp.nullable(),
+    last_used_at: Timestamp.nullable().openapi({
+      description:
+        'The last use of the key, to the minute: a use within a minute of the one recorded is not written again. ' +
+        'Null until it is first used.',
+    }),
     expired: z.boolean(),
   })
   .openapi('FineGrainedKey');

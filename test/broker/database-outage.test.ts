@@ -216,6 +216,25 @@ describe(`a write that waits 6 s for another's (${engine})`, () => {
   }, 30_000);
 });
 
+describe(`a fine-grained key used while writes wait (${engine})`, () => {
+  it('its request answers at once, and its use is recorded once the write can go', async () => {
+    const { db, relay, t, key } = await brokerOnRelay();
+    const { id, key: fineGrained } = (await (await createKey(t, key)).json()) as { id: string; key: string };
+    const release = await holdWriteTurn(db, relay);
+    // A read: before, it waited for the key's last use to be written, and failed with that write (503).
+    const read = await t.request('GET', '/v1/audit-events', { key: fineGrained });
+    expect(read.status).toBe(200);
+    release();
+    await vi.waitFor(
+      async () => {
+        const got = await t.request('GET', `/v1/fine-grained-keys/${id}`, { key });
+        expect(((await got.json()) as { last_used_at: string | null }).last_used_at).not.toBeNull();
+      },
+      { timeout: 10_000, interval: 100 },
+    );
+  }, 30_000);
+});
+
 describe(`a database closing while requests run (${engine})`, () => {
   it('each request under way when the broker stops completes or gets 503 not_ready, and every write answered is kept', async () => {
     const db = await createTestDatabase();

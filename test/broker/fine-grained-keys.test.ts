@@ -1,8 +1,9 @@
 // Fine-grained keys: validation that names the field and writes nothing, shown-once secrets, revocation, expiry.
 import { readFileSync } from 'node:fs';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { generateKey } from '../../broker/core/keys.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { createTestDatabase } from '../support/database.js';
 
 let t: TestBroker;
 let key: string;
@@ -21,6 +22,17 @@ afterAll(() => t.close());
 
 const create = (json: unknown, k = key) => t.request('POST', '/v1/fine-grained-keys', { key: k, json });
 const valid = { name: 'deploy', expiration: '30d', permissions: ['harden-runner:read'] };
+
+/** A key's `last_used_at` once it is no longer `from`: its request does not wait for the use to be recorded. */
+async function lastUsed(on: TestBroker, by: string, id: string, from: string | null): Promise<string | null> {
+  let value: string | null = from;
+  await vi.waitFor(async () => {
+    const res = await on.request('GET', `/v1/fine-grained-keys/${id}`, { key: by });
+    value = ((await res.json()) as { last_used_at: string | null }).last_used_at;
+    expect(value).not.toBe(from);
+  });
+  return value;
+}
 
 async function keyCount(): Promise<number> {
   const res = await t.request('GET', '/v1/fine-grained-keys', { key });
@@ -229,13 +241,46 @@ describe('lifecycle', () => {
     const got = await t.request('GET', `/v1/fine-grained-keys/${created.id}`, { key });
     const gotText = await got.text();
     expect(gotText).not.toContain(created.key);
-    expect(JSON.parse(gotText)).toMatchObject({
-      name: 'deploy',
-      last_used_at: new Date(t.clock.now).toISOString(),
-    });
+    expect(JSON.parse(gotText)).toMatchObject({ name: 'deploy' });
+    expect(await lastUsed(t, key, created.id, null)).toBe(new Date(t.clock.now).toISOString());
     const all = [await (await t.request('GET', '/v1/fine-grained-keys', { key })).text(), ...t.logs];
     for (const text of all) expect(text).not.toContain(created.key);
     expect(readFileSync(t.db.file ?? '/dev/null').includes(created.key)).toBe(false);
+  });
+
+  it('last_used_at is kept to the minute: a use within a minute of the one recorded is not written again', async () => {
+    const db = await createTestDatabase();
+    const clock = { now: Date.now() };
+    let b = await startTestBroker({ db, clock });
+    try {
+      const { key: tenantKey } = await b.createTenant('acme');
+      const created = (await (
+        await b.request('POST', '/v1/fine-grained-keys', { key: tenantKey, json: valid })
+      ).json()) as { id: string; key: string };
+      const use = async (ms: number) => {
+        clock.now += ms;
+        expect((await b.request('GET', '/v1/whoami', { key: created.key })).status).toBe(200);
+        return new Date(clock.now).toISOString();
+      };
+      const lastUsedOnceChanged = (from: string | null) => lastUsed(b, tenantKey, created.id, from);
+      const first = await use(1_000);
+      expect(await lastUsedOnceChanged(null)).toBe(first);
+      await use(59_000);
+      // Stopping the broker writes whatever it had still to write: the use 59 s after the first was not.
+      await b.broker.close();
+      b = await startTestBroker({ db, clock });
+      const got = await b.request('GET', `/v1/fine-grained-keys/${created.id}`, { key: tenantKey });
+      expect(((await got.json()) as { last_used_at: string }).last_used_at).toBe(first);
+      // A minute after the one recorded, a use is written again.
+      const third = await use(1_000);
+      expect(await lastUsedOnceChanged(first)).toBe(third);
+      // So is one after the clock was stepped back.
+      const stepped = await use(-3_600_000);
+      expect(await lastUsedOnceChanged(third)).toBe(stepped);
+    } finally {
+      await b.broker.close();
+      await db.drop();
+    }
   });
 
   it('revocation takes effect on the next request', async () => {
