@@ -39,6 +39,11 @@ export interface BrokerErrorOptions {
   headers?: Record<string, string>;
 }
 
+/** The options of a refusal that says when to retry, if it does. */
+export function retryAfter(seconds: number | undefined): BrokerErrorOptions {
+  return seconds === undefined ? {} : { headers: { 'Retry-After': String(seconds) } };
+}
+
 /** The most field errors one answer lists: more than any body within the routes' limits can honestly have. */
 const MAX_LISTED_ERRORS = 100;
 

@@ -1,5 +1,5 @@
 // The token exchange (DESIGN §4–§5): verify the OIDC token, pick the tenant and policy, record, mint.
-import { BrokerError } from '../errors.js';
+import { BrokerError, retryAfter } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Store, Tenant } from '../store/store.js';
 import type { AccessTokens } from './access-tokens.js';
@@ -153,7 +153,7 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
   if (!verified.ok) {
     // The reason may quote a claim of the untrusted token, where anything can stand, a key included.
     deps.log.info('exchange refused', { reason: withoutSecrets(verified.reason) });
-    throw new BrokerError(verified.code, verified.reason);
+    throw new BrokerError(verified.code, verified.reason, retryAfter(verified.retryAfterSeconds));
   }
   const claims = verified.claims;
   const tenant = await resolveTenant(claims, request.tenant, deps, now());

@@ -27,10 +27,14 @@ export interface IssuerKeysOptions {
 
 /**
  * `unavailable`: the last fetch failed and either no keys are cached (`none-cached`) or the kid is not among the
- * cached ones (`kid-not-cached`: it may be a key the issuer rotated in since). `undefined`: the kid is not in
- * the set the last successful fetch returned.
+ * cached ones (`kid-not-cached`: it may be a key the issuer rotated in since); `retryAfterMs` is how long until the
+ * cooldown lets the next lookup fetch again (before then, the answer can only be the same). `undefined`: the kid is
+ * not in the set the last successful fetch returned.
  */
-export type KeyLookup = { key: KeyObject } | { unavailable: 'none-cached' | 'kid-not-cached' } | undefined;
+export type KeyLookup =
+  | { key: KeyObject }
+  | { unavailable: 'none-cached' | 'kid-not-cached'; retryAfterMs: number }
+  | undefined;
 
 export interface IssuerStatus {
   issuer: string;
@@ -242,8 +246,9 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
         const key = st.keys?.get(kid);
         if (key) return { key };
       }
-      if (!st.keys) return { unavailable: 'none-cached' };
-      return st.lastError === null ? undefined : { unavailable: 'kid-not-cached' };
+      if (st.keys && st.lastError === null) return undefined;
+      const retryAfterMs = Math.max(0, st.lastAttemptAt + cooldownMs - now());
+      return { unavailable: st.keys ? 'kid-not-cached' : 'none-cached', retryAfterMs };
     },
 
     async warmUp() {

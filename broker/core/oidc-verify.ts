@@ -50,7 +50,7 @@ export type VerifyErrorCode = 'invalid_token' | 'issuer_unavailable';
 
 export type VerifyResult =
   | { ok: true; claims: VerifiedClaims }
-  | { ok: false; code: VerifyErrorCode; reason: string };
+  | { ok: false; code: VerifyErrorCode; reason: string; retryAfterSeconds?: number };
 
 export interface VerifyDeps {
   issuers: Pick<IssuerKeys, 'isTrusted' | 'getKey'>;
@@ -189,6 +189,8 @@ export async function verifyOidcToken(token: string, deps: VerifyDeps): Promise<
         lookup.unavailable === 'none-cached'
           ? `signing keys for issuer ${iss} are unavailable`
           : `signing key '${kid}' is not among the cached keys of issuer ${iss}, which could not be refreshed`,
+      // When the broker will next try the issuer: a retry before then gets this answer again.
+      retryAfterSeconds: Math.max(1, Math.ceil(lookup.retryAfterMs / 1000)),
     };
   }
   const signatureOk = await verifyOffThread(parsed.signingInput, lookup.key, parsed.signature);

@@ -68,7 +68,7 @@ export interface DryRun {
 
 export type DryRunResult =
   | DryRun
-  | { ok: false; reason: 'token'; code: VerifyErrorCode; detail: string }
+  | { ok: false; reason: 'token'; code: VerifyErrorCode; detail: string; retryAfterSeconds?: number }
   | { ok: false; reason: 'permission'; errors: { field: string; message: string }[] };
 
 function kindOf(value: unknown): string {
@@ -133,7 +133,16 @@ export async function dryRunPolicies(
       now: deps.now,
       leewaySeconds: CLOCK_SKEW_SECONDS,
     });
-    if (!verified.ok) return { ok: false, reason: 'token', code: verified.code, detail: verified.reason };
+    if (!verified.ok) {
+      const { code, reason: detail, retryAfterSeconds } = verified;
+      return {
+        ok: false,
+        reason: 'token',
+        code,
+        detail,
+        ...(retryAfterSeconds ? { retryAfterSeconds } : {}),
+      };
+    }
     claims = trustRelevant({ ...verified.claims });
     used = verified.claims;
   } else {

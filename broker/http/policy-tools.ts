@@ -8,7 +8,7 @@ import type { Decision, PolicyExplanation } from '../core/policy-evaluate.js';
 import { policyNameKey } from '../core/policy-names.js';
 import type { TrustPolicy } from '../core/policy-types.js';
 import { workflowSnippet } from '../core/workflow-snippet.js';
-import { BrokerError } from '../errors.js';
+import { BrokerError, retryAfter } from '../errors.js';
 import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { ConfigQuery, EvaluateBody, EvaluateResult, OidcConfig } from './policy-schemas.js';
@@ -110,7 +110,9 @@ export function registerPolicyToolRoutes(
         throw BrokerError.fields('invalid_request', result.errors);
       }
       if (!result.ok) {
-        if (result.code === 'issuer_unavailable') throw new BrokerError('issuer_unavailable', result.detail);
+        if (result.code === 'issuer_unavailable') {
+          throw new BrokerError('issuer_unavailable', result.detail, retryAfter(result.retryAfterSeconds));
+        }
         throw BrokerError.fields('invalid_request', [
           { field: 'oidc_token', message: `the token does not verify: ${result.detail}` },
         ]);

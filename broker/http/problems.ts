@@ -73,8 +73,9 @@ function withOAuthError(problem: ProblemDocument, path: string): ProblemDocument
 }
 
 /**
- * Retry-After of a `not_ready`: a restarted server or a dropped connection is back within about a second; the
- * retries of a longer outage are spaced out by the client's own backoff.
+ * Retry-After of a `not_ready`, and of any 503 that does not say its own: a restarted server or a dropped
+ * connection is back within about a second; the retries of a longer outage are spaced out by the client's own
+ * backoff. (An `issuer_unavailable` says when the broker will next try the issuer.)
  */
 export const NOT_READY_RETRY_AFTER_SECONDS = 1;
 
@@ -89,7 +90,7 @@ export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response
   // Through the context, so headers set earlier in the request (X-Request-Id) are kept.
   return c.body(withoutSecretsInJson(JSON.stringify(body)), brokerError.status as ContentfulStatusCode, {
     'Content-Type': 'application/problem+json',
-    ...(brokerError.code === 'not_ready' ? { 'Retry-After': String(NOT_READY_RETRY_AFTER_SECONDS) } : {}),
+    ...(brokerError.status === 503 ? { 'Retry-After': String(NOT_READY_RETRY_AFTER_SECONDS) } : {}),
     ...brokerError.headers,
   });
 }

@@ -102,6 +102,29 @@ describe('issuer outages', () => {
   });
 });
 
+describe('Retry-After of issuer_unavailable', () => {
+  it('says when the broker will next try the issuer: a retry before then cannot succeed', async () => {
+    const f = await federation(false);
+    f.issuer.serve('fail');
+    const down = await f.exchange(f.issuer.sign());
+    expect(down.status).toBe(503);
+    // The failed fetch starts the 30 s cooldown, in which no retry fetches the keys.
+    expect(down.headers.get('Retry-After')).toBe('30');
+    f.t.clock.now += 20_500;
+    const later = await f.exchange(f.issuer.sign());
+    expect(later.status).toBe(503);
+    expect(later.headers.get('Retry-After')).toBe('10');
+    expect(f.issuer.jwksRequests).toBe(1);
+    // The dry run refuses a token it cannot verify in the same way.
+    const dryRun = await f.t.request('POST', '/v1/oidc/policies/evaluate', {
+      key: f.key,
+      json: { oidc_token: f.issuer.sign() },
+    });
+    expect(dryRun.status).toBe(503);
+    expect(dryRun.headers.get('Retry-After')).toBe('10');
+  });
+});
+
 describe('rotation', () => {
   it("the first token with the issuer's new kid triggers one refetch and is exchanged", async () => {
     const f = await federation(true);

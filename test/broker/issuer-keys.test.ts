@@ -72,8 +72,14 @@ describe('issuer outages', () => {
   it('answers unavailable with no cached keys, retries only after the cooldown, then recovers', async () => {
     const { keys } = cache();
     issuer.serve('fail');
-    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: 'none-cached' });
-    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: 'none-cached' });
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({
+      unavailable: 'none-cached',
+      retryAfterMs: 30_000,
+    });
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({
+      unavailable: 'none-cached',
+      retryAfterMs: 30_000,
+    });
     expect(issuer.jwksRequests).toBe(1);
     issuer.serve('ok');
     clock.now += 30_000;
@@ -166,7 +172,10 @@ describe('bounded fetches (B15)', () => {
     it(`aborts a ${mode} response and reports ${error}`, async () => {
       const { keys, logs } = cache({ timeoutMs: 150 });
       issuer.serve(mode);
-      expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: 'none-cached' });
+      expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({
+        unavailable: 'none-cached',
+        retryAfterMs: 30_000,
+      });
       expect(keys.status()[0]).toMatchObject({ lastError: error, keyCount: 0 });
       expect(logs).toContainEqual({
         level: 'warn',
@@ -181,14 +190,20 @@ describe('bounded fetches (B15)', () => {
     const padding = 'p'.repeat(2048);
     issuer.setJwks({ keys: [], padding });
     const { keys } = cache({ maxBytes: 1024 });
-    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: 'none-cached' });
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({
+      unavailable: 'none-cached',
+      retryAfterMs: 30_000,
+    });
     expect(keys.status()[0]?.lastError).toBe('too_large');
   });
 
   it('treats a body that is not a JWKS as a failed fetch', async () => {
     issuer.setJwks(['not', 'a', 'jwks']);
     const { keys } = cache();
-    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({ unavailable: 'none-cached' });
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({
+      unavailable: 'none-cached',
+      retryAfterMs: 30_000,
+    });
     expect(keys.status()[0]?.lastError).toBe('invalid_jwks');
   });
 });
@@ -264,7 +279,10 @@ describe('locating the key set', () => {
     issuer.discoveryIssuer = 'https://token.actions.githubusercontent.com';
     const configured = `${issuer.url}/acme`;
     const keys = createIssuerKeys({ issuers: [{ issuer: configured }], now: () => clock.now });
-    expect(await keys.getKey(configured, issuer.kid)).toEqual({ unavailable: 'none-cached' });
+    expect(await keys.getKey(configured, issuer.kid)).toEqual({
+      unavailable: 'none-cached',
+      retryAfterMs: 30_000,
+    });
     expect(keys.status()[0]?.lastError).toBe('invalid_discovery');
     expect(issuer.jwksRequests).toBe(0);
   });
@@ -279,7 +297,10 @@ describe('locating the key set', () => {
         return Response.json({ issuer: GITHUB_ISSUER, jwks_uri: 'http://keys.example.com/jwks' });
       },
     });
-    expect(await keys.getKey(GITHUB_ISSUER, 'k')).toEqual({ unavailable: 'none-cached' });
+    expect(await keys.getKey(GITHUB_ISSUER, 'k')).toEqual({
+      unavailable: 'none-cached',
+      retryAfterMs: 30_000,
+    });
     expect(fetched).toEqual([`${GITHUB_ISSUER}/.well-known/openid-configuration`]);
     expect(keys.status()[0]?.lastError).toBe('invalid_discovery');
   });

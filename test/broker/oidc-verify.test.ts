@@ -899,6 +899,8 @@ describe('verifyOidcToken and the key set', () => {
         ok: false,
         code: 'issuer_unavailable',
         reason: `signing key '${issuer.kid}' is not among the cached keys of issuer ${GITHUB_ISSUER}, which could not be refreshed`,
+        // The failed refetch started the 30 s cooldown: no retry fetches the keys before it ends.
+        retryAfterSeconds: 30,
       });
       expect(issuer.jwksRequests).toBe(2);
       expect(keys.status()[0]).toMatchObject({ keyCount: 1, lastError: error });
