@@ -19,6 +19,7 @@ import {
   headers,
   iso,
   isoOrNull,
+  locationOf,
   notFound,
   PermissionId,
   PermissionList,
@@ -99,7 +100,7 @@ const idHook = unknownIdIsNotFound(notFoundError);
 export function registerFineGrainedKeyRoutes(
   app: OpenAPIHono<BrokerEnv>,
   auth: AuthenticateDeps,
-  deps: KeyDeps,
+  deps: KeyDeps & { config: { publicUrl: string } },
 ): void {
   const view = (k: FineGrainedKey) => ({
     id: k.id,
@@ -146,7 +147,7 @@ export function registerFineGrainedKeyRoutes(
         deps,
       );
       c.header('Cache-Control', 'no-store');
-      c.header('Location', `/v1/fine-grained-keys/${created.key.id}`);
+      c.header('Location', locationOf(deps.config.publicUrl, `/v1/fine-grained-keys/${created.key.id}`));
       return c.json({ ...view(created.key), key: created.secret }, 201);
     },
   );

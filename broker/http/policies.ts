@@ -25,7 +25,7 @@ import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
 import { refuseMethods } from './methods.js';
 import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
 import { registerPolicyToolRoutes } from './policy-tools.js';
-import { authErrors, conflict, headers, iso, notFound, problem } from './schemas.js';
+import { authErrors, conflict, headers, iso, locationOf, notFound, problem } from './schemas.js';
 import { IdParam, unknownIdIsNotFound } from './text.js';
 
 const TAGS = ['Trust policies'];
@@ -170,7 +170,7 @@ export function registerPolicyRoutes(
     }),
     async (c) => {
       const result = changed(await createPolicy(c.get('principal'), c.req.valid('json'), policyDeps));
-      c.header('Location', `/v1/oidc/policies/${result.policy.id}`);
+      c.header('Location', locationOf(deps.config.publicUrl, `/v1/oidc/policies/${result.policy.id}`));
       return c.json(result, 201);
     },
     policyHook,

@@ -79,6 +79,14 @@ const problem = (description: string) => ({
   content: { 'application/problem+json': { schema: Problem } },
 });
 
+/**
+ * The Location of a resource the broker created at `path` (`/v1/…`): under the path of BROKER_PUBLIC_URL, where a
+ * proxy that strips a prefix (`https://host/broker`) serves the broker, so that a client resolving it finds it.
+ */
+export function locationOf(publicUrl: string, path: string): string {
+  return `${new URL(publicUrl).pathname.replace(/\/$/, '')}${path}`;
+}
+
 /** Response headers a client acts on, declared on the answers that carry them. */
 export const headers = {
   noStore: {

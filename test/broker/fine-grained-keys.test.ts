@@ -380,3 +380,20 @@ describe('who created a key', () => {
     expect(events.find((e) => e.target.id === child.id)?.actor.id).toBe(child.created_by);
   });
 });
+
+describe('behind a path prefix (BROKER_PUBLIC_URL=https://host/broker, the proxy strips /broker)', () => {
+  it("the created key's Location, resolved as a client resolves it, is where the key is read", async () => {
+    const prefixed = await startTestBroker({ env: { BROKER_PUBLIC_URL: 'https://host/broker' } });
+    try {
+      const { key: tenant } = await prefixed.createTenant('acme');
+      const res = await prefixed.request('POST', '/v1/fine-grained-keys', { key: tenant, json: valid });
+      expect(res.status).toBe(201);
+      const { id } = (await res.json()) as { id: string };
+      // RFC 9110 §10.2.2: a relative Location is resolved against the URL the client asked.
+      const location = new URL(res.headers.get('Location')!, 'https://host/broker/v1/fine-grained-keys');
+      expect(location.href).toBe(`https://host/broker/v1/fine-grained-keys/${id}`);
+    } finally {
+      await prefixed.close();
+    }
+  });
+});

@@ -634,3 +634,23 @@ describe('audit', () => {
     expect(deleted.details).toMatchObject({ permissions: ['harden-runner:read'] });
   });
 });
+
+describe('behind a path prefix (BROKER_PUBLIC_URL=https://host/broker, the proxy strips /broker)', () => {
+  it("the created policy's Location, resolved as a client resolves it, is where the policy is read", async () => {
+    const prefixed = await startTestBroker({ env: { BROKER_PUBLIC_URL: 'https://host/broker' } });
+    try {
+      const { key } = await prefixed.createTenant('acme');
+      const res = await prefixed.request('POST', '/v1/oidc/policies', {
+        key,
+        json: { name: 'infra', claims: { repository: 'acme/infra' }, permissions: ['harden-runner:read'] },
+      });
+      expect(res.status).toBe(201);
+      const { policy } = (await res.json()) as { policy: { id: string } };
+      // RFC 9110 §10.2.2: a relative Location is resolved against the URL the client asked.
+      const location = new URL(res.headers.get('Location')!, 'https://host/broker/v1/oidc/policies');
+      expect(location.href).toBe(`https://host/broker/v1/oidc/policies/${policy.id}`);
+    } finally {
+      await prefixed.close();
+    }
+  });
+});
