@@ -157,6 +157,6 @@ export function createApp(deps: AppDeps): BrokerApp {
   registerAuditRoutes(app, auth);
   registerPolicyRoutes(app, auth, deps);
   registerTokenRoutes(app, auth, deps);
-  registerDocRoutes(app);
+  registerDocRoutes(app, deps.config.publicUrl);
   return app;
 }

@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
+import { publicPath } from './schemas.js';
 
 export const API_INFO = {
   title: 'oidc-auth broker',
@@ -54,23 +55,25 @@ const ASSETS = {
   'swagger-ui-bundle.js': 'text/javascript; charset=utf-8',
 } as const;
 
+// Every URL relative to the page (/v1/reference), so that the page works where a proxy serves the broker under a
+// path prefix (BROKER_PUBLIC_URL=https://host/broker) as it does at the root.
 const PAGE = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>oidc-auth broker — API reference</title>
-<link rel="stylesheet" href="/v1/reference/assets/swagger-ui.css">
+<link rel="stylesheet" href="reference/assets/swagger-ui.css">
 </head>
 <body>
 <div id="swagger-ui"></div>
-<script src="/v1/reference/assets/swagger-ui-bundle.js"></script>
-<script src="/v1/reference/assets/init.js"></script>
+<script src="reference/assets/swagger-ui-bundle.js"></script>
+<script src="reference/assets/init.js"></script>
 </body>
 </html>
 `;
 
 const INIT = `window.ui = SwaggerUIBundle({
-  url: '/v1/openapi.json',
+  url: 'openapi.json',
   dom_id: '#swagger-ui',
   deepLinking: true,
   persistAuthorization: false,
@@ -80,14 +83,18 @@ const INIT = `window.ui = SwaggerUIBundle({
 
 const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'";
 
-export function registerDocRoutes(app: OpenAPIHono<BrokerEnv>): void {
+export function registerDocRoutes(app: OpenAPIHono<BrokerEnv>, publicUrl: string): void {
   // Encoded once and cached: an answer a client is slow to read holds a reference to these bytes, not a copy.
   let document: Uint8Array<ArrayBuffer> | undefined;
   const assets = new Map<string, Uint8Array<ArrayBuffer>>();
   const assetDir = () => dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
 
   app.get('/v1/openapi.json', (c) => {
-    document ??= new TextEncoder().encode(JSON.stringify(openApiDocument(app)));
+    // Under a path prefix, the server is that path (OpenAPI's default, "/", would send Try it out past the broker).
+    const prefix = publicPath(publicUrl);
+    document ??= new TextEncoder().encode(
+      JSON.stringify({ ...openApiDocument(app), ...(prefix ? { servers: [{ url: prefix }] } : {}) }),
+    );
     return c.body(document, 200, { 'Content-Type': 'application/json' });
   });
   app.get('/v1/reference', (c) => c.html(PAGE, 200, { 'Content-Security-Policy': CSP }));

@@ -84,7 +84,12 @@ const problem = (description: string) => ({
  * proxy that strips a prefix (`https://host/broker`) serves the broker, so that a client resolving it finds it.
  */
 export function locationOf(publicUrl: string, path: string): string {
-  return `${new URL(publicUrl).pathname.replace(/\/$/, '')}${path}`;
+  return `${publicPath(publicUrl)}${path}`;
+}
+
+/** The path of BROKER_PUBLIC_URL without a trailing slash: `''` at the root, `/broker` under that prefix. */
+export function publicPath(publicUrl: string): string {
+  return new URL(publicUrl).pathname.replace(/\/$/, '');
 }
 
 /** Response headers a client acts on, declared on the answers that carry them. */

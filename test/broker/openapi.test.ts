@@ -102,6 +102,33 @@ describe('OpenAPI document', () => {
     expect((await t.request('GET', '/v1/reference/assets/swagger-ui.css')).status).toBe(200);
   });
 
+  it('behind a path prefix (BROKER_PUBLIC_URL=https://host/broker), the reference loads its assets, its document and calls the API under it', async () => {
+    const prefixed = await startTestBroker({ env: { BROKER_PUBLIC_URL: 'https://host/broker' } });
+    try {
+      // What the browser asks, as the proxy in front of the broker answers it: under /broker, with /broker stripped.
+      const viaProxy = async (url: URL) => {
+        expect(url.href.startsWith('https://host/broker/'), url.href).toBe(true);
+        return prefixed.request('GET', url.pathname.slice('/broker'.length));
+      };
+      const pageUrl = new URL('https://host/broker/v1/reference');
+      const page = await (await viaProxy(pageUrl)).text();
+      const assets = [...page.matchAll(/(?:href|src)="([^"]+)"/g)].map((m) => new URL(m[1]!, pageUrl));
+      expect(assets).toHaveLength(3);
+      for (const asset of assets) expect((await viaProxy(asset)).status, asset.href).toBe(200);
+      // Swagger UI loads the document from the URL init.js names, relative to the page.
+      const init = await (await viaProxy(new URL('reference/assets/init.js', pageUrl))).text();
+      const documentUrl = new URL(/url: '([^']+)'/.exec(init)![1]!, pageUrl);
+      const served = await viaProxy(documentUrl);
+      expect(served.status).toBe(200);
+      // Try it out sends an operation to the document's server (OpenAPI: "/" when none), plus its path.
+      const document = (await served.json()) as { servers?: { url: string }[] };
+      const server = new URL(document.servers?.[0]?.url ?? '/', documentUrl);
+      expect(`${server.href.replace(/\/$/, '')}/v1/whoami`).toBe('https://host/broker/v1/whoami');
+    } finally {
+      await prefixed.close();
+    }
+  });
+
   it('documents the trust-policy request with its limits, as the fine-grained key request has them', () => {
     const schema = committed.components.schemas.TrustPolicyInput;
     expect(schema.required).toEqual(expect.arrayContaining(['name', 'claims', 'permissions']));
