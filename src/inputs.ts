@@ -1,6 +1,7 @@
 // Reads and validates every action input once, before anything touches the network.
 
 import { isLoopbackHost } from '../broker/core/loopback.js';
+import { hasUnsafeNameCharacter, UNSAFE_NAME_CHARACTERS } from '../broker/core/name-characters.js';
 import {
   ALL_PERMISSIONS,
   isPermission,
@@ -53,6 +54,12 @@ export function parseInputs(getInput: (name: string) => string): ParsedInputs {
   // Counted in characters, as the broker counts a name (a character outside the BMP is two UTF-16 units).
   if (policy !== undefined && [...policy].length > 100) {
     errors.push('Input `policy` must be the name of a trust policy, at most 100 characters.');
+  } else if (policy !== undefined && hasUnsafeNameCharacter(policy)) {
+    // The broker's own rule for names: such a value names no policy, and the broker would refuse the request.
+    errors.push(
+      `Input \`policy\` is "${shown(policy)}", which cannot be the name of a trust policy: a name holds no ` +
+        `${UNSAFE_NAME_CHARACTERS}. Write the name on one line, exactly as the tenant's policies show it.`,
+    );
   }
 
   const durationSeconds = parseDuration(read('duration-seconds'), errors);
@@ -84,6 +91,17 @@ function tenantError(tenant: string): string {
   return DNS_LABEL.test(meant)
     ? `${start}: ${rule}. Did you mean \`${meant}\`?`
     : `${start}: ${rule} (e.g. \`acme\` or \`acme-prod\`).`;
+}
+
+/**
+ * A value as a message quotes it: characters that show as nothing or as something else (control, format, line
+ * separator, lone surrogate, e.g. a zero-width space pasted with a name) written as escapes, so the reader sees them.
+ */
+function shown(value: string): string {
+  return value.replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu, (c) => {
+    const point = c.codePointAt(0)!;
+    return point > 0xffff ? `\\u{${point.toString(16)}}` : `\\u${point.toString(16).padStart(4, '0')}`;
+  });
 }
 
 function urlOf(text: string): URL | undefined {

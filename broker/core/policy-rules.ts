@@ -1,5 +1,6 @@
 // Validation of a submitted trust policy (DESIGN §4): well-formed claim values, no contradictions, defaults, warnings.
 import { GITHUB_OWNER } from './github-names.js';
+import { hasUnsafeNameCharacter, UNSAFE_NAME_CHARACTERS } from './name-characters.js';
 import type { PolicyClaimField, PolicyClaims, PolicyInput, PolicyRecord } from './policy-types.js';
 import { COMMIT_SHA, MAX_SESSION_SECONDS, POLICY_CLAIM_FIELDS } from './policy-types.js';
 
@@ -30,11 +31,6 @@ const PATTERN_CHARS = /[*?|[\]{}()^$\\+]/;
 const PATTERN_HINT = /[*?|[{]|\.[*+]/;
 const WHITESPACE_OR_CONTROL = /[\s\p{Cc}]/u;
 const CONTROL = /\p{Cc}/u;
-// Control characters, line separators and bidi overrides make a name display as something else; NUL cannot be
-// stored in PostgreSQL text, and a lone surrogate would be saved as U+FFFD, silently another name.
-const UNSAFE_IN_NAME = /[\p{Cc}\p{Zl}\p{Zp}\p{Cs}\u202A-\u202E\u2066-\u2069]/u;
-export const UNSAFE_NAME_CHARACTERS =
-  'control, line-separator, bidirectional-override or unpaired-surrogate characters';
 // PostgreSQL text cannot hold NUL; other control characters in a description only hide text.
 const UNSAFE_IN_DESCRIPTION = /[^\P{Cc}\t\n\r]|\p{Cs}/u;
 const EDGE_WHITESPACE = /^\s|\s$/u;
@@ -161,11 +157,6 @@ const CLAIM_CHECKS: Record<PolicyClaimField, (value: string, what: string) => st
   repository_owner_id: idProblem,
   repository_id: idProblem,
 };
-
-/** Whether text holds a character no name may hold: a selector with one can name nothing. */
-export function hasUnsafeNameCharacter(value: string): boolean {
-  return UNSAFE_IN_NAME.test(value);
-}
 
 /** The one rule for a name a client gives (trust policies, fine-grained keys); why it is refused, or null. */
 export function nameProblem(name: unknown): string | null {

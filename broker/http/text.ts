@@ -1,7 +1,8 @@
 // Client text as route schemas: stored text, names, selectors and `{id}` path ids, checked before storage.
 import { type Hook, z } from '@hono/zod-openapi';
 import { storedSecretProblem } from '../core/keys.js';
-import { hasUnsafeNameCharacter, nameProblem, UNSAFE_NAME_CHARACTERS } from '../core/policy-rules.js';
+import { hasUnsafeNameCharacter, UNSAFE_NAME_CHARACTERS } from '../core/name-characters.js';
+import { nameProblem } from '../core/policy-rules.js';
 import type { BrokerError } from '../errors.js';
 import { type BrokerEnv, validationHook } from './context.js';
 

@@ -236,6 +236,18 @@ describe('parseInputs', () => {
     expect(errorsFor({ tenant: 'acme', policy: 'p'.repeat(101) })[0]).toContain('Input `policy`');
   });
 
+  it.each([
+    ['a tab', 'deploy\tmain', 'deploy\\u0009main'],
+    ['a line break', 'deploy\nmain', 'deploy\\u000amain'],
+    ['a bidirectional override', 'deploy\u202emain', 'deploy\\u202emain'],
+  ])('refuses a policy name with %s, as the broker would, showing the character', (_, policy, shown) => {
+    expect(errorsFor({ tenant: 'acme', policy })).toEqual([
+      `Input \`policy\` is "${shown}", which cannot be the name of a trust policy: a name holds no control, ` +
+        'line-separator, bidirectional-override or unpaired-surrogate characters. Write the name on one line, ' +
+        "exactly as the tenant's policies show it.",
+    ]);
+  });
+
   it('counts a policy name in characters, as the broker does: 100 outside the BMP is a valid name', () => {
     expect(errorsFor({ tenant: 'acme', policy: '\u{1d49c}'.repeat(100) })).toEqual([]);
     expect(errorsFor({ tenant: 'acme', policy: '\u{1d49c}'.repeat(101) })[0]).toContain('Input `policy`');
