@@ -75,7 +75,7 @@ export function parseInputs(getInput: (name: string) => string): ParsedInputs {
 
 /** Why the value is no tenant name, and the name it probably stands for. */
 function tenantError(tenant: string): string {
-  const start = `Input \`tenant\` is "${tenant}", which is not a tenant name`;
+  const start = `Input \`tenant\` is "${shown(tenant)}", which is not a tenant name`;
   // An audience or a URL pasted as the tenant: the name is the label before the audience's suffix.
   if (/[./:]/.test(tenant)) {
     const host = urlOf(/^[a-z][a-z\d+.-]*:\/\//i.test(tenant) ? tenant : `https://${tenant}`)?.hostname;
@@ -87,7 +87,7 @@ function tenantError(tenant: string): string {
     );
   }
   const rule = 'use lower-case letters, digits and inner hyphens, at most 63 characters';
-  const meant = tenant.toLowerCase().replace(/_/g, '-');
+  const meant = visible(tenant).toLowerCase().replace(/_/g, '-');
   return DNS_LABEL.test(meant)
     ? `${start}: ${rule}. Did you mean \`${meant}\`?`
     : `${start}: ${rule} (e.g. \`acme\` or \`acme-prod\`).`;
@@ -102,6 +102,11 @@ function shown(value: string): string {
     const point = c.codePointAt(0)!;
     return point > 0xffff ? `\\u{${point.toString(16)}}` : `\\u${point.toString(16).padStart(4, '0')}`;
   });
+}
+
+/** The value without the characters that show as nothing (format characters such as a zero-width space). */
+function visible(value: string): string {
+  return value.replace(/\p{Cf}/gu, '');
 }
 
 function urlOf(text: string): URL | undefined {
@@ -122,7 +127,7 @@ function parseApiUrl(raw: string, errors: string[]): string {
         ? `${guess.origin}${versionedPath(guess.pathname.replace(/\/+$/, ''))}`
         : undefined;
     errors.push(
-      `Input \`api-url\` is "${redacted(raw)}", which is not a URL; ` +
+      `Input \`api-url\` is "${shown(redacted(raw))}", which is not a URL; ` +
         (meant ? `did you mean \`${meant}\`?` : `use e.g. \`${DEFAULT_API_URL}\`.`),
     );
     return raw;
@@ -143,7 +148,7 @@ function parseApiUrl(raw: string, errors: string[]): string {
   // version: without it, the exchange would be sent to a path the broker does not serve.
   if (!path.endsWith('/v1')) {
     errors.push(
-      `Input \`api-url\` is "${redacted(raw)}", which does not end in \`/v1\`: give the broker's base URL, e.g. ` +
+      `Input \`api-url\` is "${shown(redacted(raw))}", which does not end in \`/v1\`: give the broker's base URL, e.g. ` +
         `\`${url.origin}${versionedPath(path)}\` (the default is \`${DEFAULT_API_URL}\`).`,
     );
   }
@@ -184,7 +189,7 @@ function parsePermissions(raw: string, errors: string[]): string[] {
         ? ` Valid ids: ${ALL_PERMISSIONS.join(', ')}; shortcuts: ${SHORTCUTS.join(', ')}.`
         : '';
     errors.push(
-      `Input \`permissions\` contains "${value}", which is not a permission.${permissionHint(value)}${valid}`,
+      `Input \`permissions\` contains "${shown(value)}", which is not a permission.${permissionHint(value)}${valid}`,
     );
   });
   return values;
@@ -192,7 +197,7 @@ function parsePermissions(raw: string, errors: string[]): string[] {
 
 /** The id a wrong value probably stands for, as a sentence of its own. */
 function permissionHint(value: string): string {
-  const meant = meantPermission(value, (id) => `\`${id}\``);
+  const meant = meantPermission(visible(value), (id) => `\`${id}\``);
   return meant ? ` ${meant[0]!.toUpperCase()}${meant.slice(1)}` : '';
 }
 
@@ -207,7 +212,7 @@ function parseDuration(raw: string, errors: string[]): number | undefined {
     const seconds = amount && unit ? Number(amount) * UNIT_SECONDS[unit.toLowerCase()]! : 0;
     const hint = seconds >= 1 && seconds <= MAX_DURATION_SECONDS ? ` Did you mean \`${seconds}\`?` : '';
     errors.push(
-      `Input \`duration-seconds\` is "${raw}"; it must be a whole number of seconds from 1 to ` +
+      `Input \`duration-seconds\` is "${shown(raw)}"; it must be a whole number of seconds from 1 to ` +
         `${MAX_DURATION_SECONDS}, or left empty for the policy's default.${hint}`,
     );
     return undefined;
@@ -220,6 +225,6 @@ function parseBoolean(name: string, raw: string, fallback: boolean, errors: stri
   if (raw === '') return fallback;
   if (['true', 'True', 'TRUE'].includes(raw)) return true;
   if (['false', 'False', 'FALSE'].includes(raw)) return false;
-  errors.push(`Input \`${name}\` is "${raw}"; it must be \`true\` or \`false\`.`);
+  errors.push(`Input \`${name}\` is "${shown(raw)}"; it must be \`true\` or \`false\`.`);
   return fallback;
 }

@@ -248,6 +248,22 @@ describe('parseInputs', () => {
     ]);
   });
 
+  it('shows a character that is invisible in a quoted value, and suggests the value without it', () => {
+    // A zero-width space, as a name copied from a chat message or a web page can carry.
+    expect(errorsFor({ tenant: 'acme\u200b' })).toEqual([
+      'Input `tenant` is "acme\\u200b", which is not a tenant name: use lower-case letters, digits and inner ' +
+        'hyphens, at most 63 characters. Did you mean `acme`?',
+    ]);
+    expect(errorsFor({ tenant: 'acme', permissions: '\u200baudit-log:read' })[0]).toMatch(
+      /^Input `permissions` contains "\\u200baudit-log:read", which is not a permission\. Did you mean `audit-log:read`\?/,
+    );
+    expect(errorsFor({ tenant: 'acme', revoke: 'false\u200b', 'duration-seconds': '900\u200b' })).toEqual([
+      'Input `duration-seconds` is "900\\u200b"; it must be a whole number of seconds from 1 to 3600, or ' +
+        "left empty for the policy's default.",
+      'Input `revoke` is "false\\u200b"; it must be `true` or `false`.',
+    ]);
+  });
+
   it('counts a policy name in characters, as the broker does: 100 outside the BMP is a valid name', () => {
     expect(errorsFor({ tenant: 'acme', policy: '\u{1d49c}'.repeat(100) })).toEqual([]);
     expect(errorsFor({ tenant: 'acme', policy: '\u{1d49c}'.repeat(101) })[0]).toContain('Input `policy`');
