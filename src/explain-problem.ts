@@ -1,4 +1,5 @@
 // Explains a problem+json answer of the broker by its code: what the denial means and what to change.
+import { isShortcut, type Shortcut } from '../broker/core/permissions.js';
 import { yamlString } from '../broker/core/yaml-string.js';
 import type { Problem } from './broker-client.js';
 import type { Block, Explanation, Failure, RetryInfo } from './explain.js';
@@ -55,7 +56,7 @@ function describe(
         title: `No trust policy that matches this job allows ${what} (403 permission_not_allowed).`,
         body: [
           "Those permissions are not in the policy's allowlist, and a policy can only grant what it lists. " +
-            'Remove them from the `permissions` input (leave it empty to receive everything the policy allows), ' +
+            `${whatToRemove(missing, inputs)} (leave it empty to receive everything the policy allows), ` +
             'or ask a tenant admin to add them to the policy.',
           ...claimsBlock(p),
           'A tenant admin can find the policy that matched by testing these claims with ' +
@@ -163,6 +164,26 @@ function describe(
         ],
       };
   }
+}
+
+const SHORTCUT_MEANS: Record<Shortcut, string> = {
+  'read-all': 'every read permission',
+  'read-write-all': 'every permission',
+};
+
+/**
+ * What to take out of the `permissions` input: the permissions themselves, or, when a shortcut asked for some the
+ * input does not name, the shortcut, which a policy must then allow in full.
+ */
+function whatToRemove(missing: string[], inputs?: ActionInputs): string {
+  const shortcuts = (inputs?.permissions ?? []).filter(isShortcut);
+  if (shortcuts.length === 0 || missing.every((p) => inputs?.permissions.includes(p))) {
+    return 'Remove them from the `permissions` input';
+  }
+  const means = shortcuts
+    .map((s) => `${code(s)} asks for ${SHORTCUT_MEANS[s]} the tenant has`)
+    .join(', and ');
+  return `The \`permissions\` input asks for them through a shortcut: ${means}. Name only the permissions the job needs instead`;
 }
 
 function audienceMismatch(p: Problem, inputs?: ActionInputs): Explanation {

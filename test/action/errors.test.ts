@@ -189,6 +189,27 @@ describe('explained failures', () => {
     expect(message).toContain('POST /v1/oidc/policies/evaluate');
   });
 
+  it('permission_not_allowed for permissions a shortcut asked for: says the shortcut did, not to remove them', async () => {
+    const { message, summary } = await failureFor(
+      () =>
+        problem(403, 'permission_not_allowed', {
+          not_allowed: ['api-keys:read', 'oidc-federation:read'],
+          claims: { repository: 'acme/infra' },
+        }),
+      { permissions: 'read-all' },
+    );
+    expect(message).toContain(
+      'No trust policy that matches this job allows `api-keys:read`, `oidc-federation:read` (403 permission_not_allowed).',
+    );
+    const advice =
+      "Those permissions are not in the policy's allowlist, and a policy can only grant what it lists. The " +
+      '`permissions` input asks for them through a shortcut: `read-all` asks for every read permission the tenant ' +
+      'has. Name only the permissions the job needs instead (leave it empty to receive everything the policy ' +
+      'allows), or ask a tenant admin to add them to the policy.';
+    expect(message).toContain(advice);
+    expect(summary).toContain(advice);
+  });
+
   it('ambiguous_policy: names the tied policies and says to set the policy input', async () => {
     const { message } = await failureFor(() =>
       problem(409, 'ambiguous_policy', { policies: ['deploy-main', 'deploy-any'] }),
