@@ -197,6 +197,13 @@ function parsePermissions(raw: string, errors: string[]): string[] {
 
 /** The id a wrong value probably stands for, as a sentence of its own. */
 function permissionHint(value: string): string {
+  // Ids joined by another separator (`audit-log:read;harden-runner:read`): the list, not its first id.
+  const parts = visible(value)
+    .split(/[;|]+/)
+    .filter((part) => part !== '');
+  if (parts.length > 1 && parts.every((part) => isPermission(part) || isShortcut(part))) {
+    return ` Separate permissions with commas, spaces or new lines: did you mean \`${parts.join(', ')}\`?`;
+  }
   const meant = meantPermission(visible(value), (id) => `\`${id}\``);
   return meant ? ` ${meant[0]!.toUpperCase()}${meant.slice(1)}` : '';
 }

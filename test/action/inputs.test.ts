@@ -88,6 +88,14 @@ describe('parseInputs', () => {
     ['audit-log:write', '`audit-log` is read only: did you mean `audit-log:read`?'],
     ['harden-runner:admin', 'Did you mean `harden-runner:read` or `harden-runner:write`?'],
     ['READ-ALL', 'Did you mean `read-all`?'],
+    [
+      'audit-log:read;harden-runner:read',
+      'Separate permissions with commas, spaces or new lines: did you mean `audit-log:read, harden-runner:read`?',
+    ],
+    [
+      'audit-log:read|read-all',
+      'Separate permissions with commas, spaces or new lines: did you mean `audit-log:read, read-all`?',
+    ],
   ])('suggests the permission %s was probably meant as', (value, hint) => {
     expect(errorsFor({ tenant: 'acme', permissions: value })[0]).toContain(
       `Input \`permissions\` contains "${value}", which is not a permission. ${hint}`,
