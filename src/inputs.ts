@@ -1,5 +1,6 @@
 // Reads and validates every action input once, before anything touches the network.
 
+import { isAudience } from '../broker/core/audience.js';
 import { isLoopbackHost } from '../broker/core/loopback.js';
 import { hasUnsafeNameCharacter, UNSAFE_NAME_CHARACTERS } from '../broker/core/name-characters.js';
 import {
@@ -43,8 +44,13 @@ export function parseInputs(getInput: (name: string) => string): ParsedInputs {
 
   const audienceInput = read('audience');
   const audience = audienceInput || `${tenant}.${AUDIENCE_SUFFIX}`;
-  if (/\s/.test(audienceInput) || audienceInput.length > 255) {
-    errors.push('Input `audience` must be a single value without whitespace, at most 255 characters.');
+  // The broker's rule for a tenant's audience: a value outside it is no tenant's, whatever GitHub puts in the token.
+  if (audienceInput && !isAudience(audienceInput)) {
+    errors.push(
+      `Input \`audience\` is "${shown(audienceInput)}", which cannot be a tenant's audience: use at most 255 ` +
+        `printable ASCII characters without white space, e.g. \`${DNS_LABEL.test(tenant) ? tenant : 'acme'}.${AUDIENCE_SUFFIX}\`, or leave ` +
+        "it empty for the tenant's default.",
+    );
   }
 
   const apiUrl = parseApiUrl(read('api-url') || DEFAULT_API_URL, errors);

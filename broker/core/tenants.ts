@@ -1,6 +1,7 @@
 // Creating tenants (DESIGN §6): name and audience rules, and the Tenant API key printed once.
 import { randomUUID } from 'node:crypto';
 import type { Store, Tenant } from '../store/store.js';
+import { isAudience } from './audience.js';
 import { generateKey, type KeyDigester, keyHint, storedSecretProblem } from './keys.js';
 import { isCategoryId, isProductCategory } from './permissions.js';
 import { OPERATOR } from './principal.js';
@@ -16,8 +17,6 @@ export type CreateTenantResult =
   | { ok: false; field: 'name' | 'audience' | 'disable'; message: string };
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-// Anything GitHub can place in `aud`: a host name, an https URL or a plain word — printable, no whitespace.
-const AUDIENCE = /^[\x21-\x7e]{1,255}$/;
 
 export function validateTenantName(name: string): string | undefined {
   if (DNS_LABEL.test(name)) return undefined;
@@ -36,7 +35,7 @@ export async function createTenant(
   const nameError = validateTenantName(input.name);
   if (nameError) return { ok: false, field: 'name', message: nameError };
   const audience = input.audience ?? `${input.name}.${deps.audienceSuffix}`;
-  if (!AUDIENCE.test(audience)) {
+  if (!isAudience(audience)) {
     return {
       ok: false,
       field: 'audience',

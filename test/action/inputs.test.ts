@@ -239,6 +239,20 @@ describe('parseInputs', () => {
     ]);
   });
 
+  it.each([
+    ['white space', 'acme api', 'acme api'],
+    ['a zero-width space', 'acme.api.stepsecurity.io\u200b', 'acme.api.stepsecurity.io\\u200b'],
+    ['a character outside ASCII', 'acme.api.stepsecurity.io\u2019', 'acme.api.stepsecurity.io\u2019'],
+  ])(
+    'refuses an audience with %s, which no tenant can have, before asking GitHub for it',
+    (_, audience, shown) => {
+      expect(errorsFor({ tenant: 'acme', audience })).toEqual([
+        `Input \`audience\` is "${shown}", which cannot be a tenant's audience: use at most 255 printable ASCII ` +
+          "characters without white space, e.g. `acme.api.stepsecurity.io`, or leave it empty for the tenant's default.",
+      ]);
+    },
+  );
+
   it('rejects an audience with whitespace and an overlong policy name', () => {
     expect(errorsFor({ tenant: 'acme', audience: 'a b' })[0]).toContain('Input `audience`');
     expect(errorsFor({ tenant: 'acme', policy: 'p'.repeat(101) })[0]).toContain('Input `policy`');
