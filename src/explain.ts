@@ -81,7 +81,7 @@ export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCal
       return {
         title: 'GitHub did not issue an OIDC token for this job.',
         body: [
-          `The runner's token service answered: ${oneLine(failure.message)}`,
+          `The runner's token service answered: ${code(excerpt(oneLine(failure.message)))}`,
           // The job has id-token: write: without it the runner would not offer the service at all.
           `${failure.retryable ? 'The service or the network to it is in trouble (on a self-hosted runner, check HTTPS_PROXY and NO_PROXY). ' : ''}${retried(failure)}${NOTHING_SENT}`,
         ],
@@ -208,6 +208,12 @@ function unexpected(f: Extract<Failure, { kind: 'unexpected' }>): Explanation {
 /** How often a failure that a retry could have got past was tried, or nothing for one that was final at once. */
 function retried(f: RetryInfo): string {
   return f.gaveUp ? `${attempts(f)} ` : '';
+}
+
+/** The start of a long text: an error page's is enough to tell what answered. */
+function excerpt(text: string, max = 300): string {
+  const chars = Array.from(text);
+  return chars.length > max ? `${chars.slice(0, max).join('')}…` : text;
 }
 
 function oneLine(text: string): string {

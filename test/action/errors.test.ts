@@ -65,6 +65,27 @@ describe('explained failures', () => {
     expect(broker.requests).toEqual([]);
   });
 
+  it("an error page from GitHub's token service is quoted as text, cut short, never rendered in the summary", async () => {
+    const page = `<html><body><h1>Service unavailable</h1><img src="https://tracker.example/x.png">${'<p>more</p>'.repeat(100)}</body></html>`;
+    const h = mainHarness(
+      { tenant: 'acme', 'api-url': API_URL },
+      { tokenService: [() => new Response(page, { status: 403, headers: { 'content-type': 'text/html' } })] },
+    );
+
+    expect(await run(h.deps)).toBe(false);
+
+    const summary = h.io.summary.join('\n');
+    expect(h.io.failures[0]).toContain('GitHub did not issue an OIDC token for this job.');
+    expect(summary).toContain("The runner's token service answered: `Error message: Failed to get ID Token.");
+    expect(summary).toContain('Error Code : 403 Error Message: <html><body><h1>Service unavailable</h1>');
+    // One span of inline code, in which Markdown shows the tags as text; outside, it would render the page and load
+    // its image. Cut short after 300 characters.
+    const quoted = /answered: `([^`]*)`$/m.exec(summary)?.[1];
+    expect(quoted).toContain('<img src=');
+    expect(quoted).toMatch(/^Error message: .{270,}…$/);
+    expect(Array.from(quoted ?? '')).toHaveLength(301);
+  });
+
   it("when GitHub's token service never answers in time: says so and how often it asked, not a missing permission", async () => {
     const h = mainHarness({ tenant: 'acme', 'api-url': API_URL }, { tokenService: ['stall'] });
 
