@@ -5,7 +5,7 @@ import { BrokerError } from '../errors.js';
 import { AUDIT_EVENT_TYPES, AUDIT_OUTCOMES, type AuditEvent } from '../store/store.js';
 import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
-import { authErrors, badRequest, iso, Timestamp } from './schemas.js';
+import { authErrors, badRequest, iso, queryParameters, Timestamp } from './schemas.js';
 
 /** A query parameter as a URL template leaves it: an empty one (`?type=&cursor=`) is an absent one. */
 const queryParameter = <T extends z.ZodType>(schema: T) =>
@@ -14,7 +14,7 @@ const queryParameter = <T extends z.ZodType>(schema: T) =>
 const LIMIT = 'must be a whole number from 1 to 200';
 const NOT_A_CURSOR = 'not a cursor this endpoint returned; pass back the next_cursor of the previous page';
 
-const Query = z.object({
+const Query = queryParameters({
   type: queryParameter(
     z
       .enum(AUDIT_EVENT_TYPES, { error: `must be one of ${AUDIT_EVENT_TYPES.join(', ')}` })

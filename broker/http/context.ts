@@ -30,7 +30,9 @@ export function fieldErrors(error: z.ZodError): FieldError[] {
   const seen = new Set<string>();
   return error.issues.flatMap((issue): FieldError[] => {
     if (issue.code === 'unrecognized_keys') {
-      return issue.keys.map((key) => ({ field: fieldPath([...issue.path, key]), message: UNKNOWN_FIELD }));
+      // Zod's own message names the keys, which the field does here; a schema's own says what to do instead.
+      const message = issue.message.startsWith('Unrecognized key') ? UNKNOWN_FIELD : issue.message;
+      return issue.keys.map((key) => ({ field: fieldPath([...issue.path, key]), message }));
     }
     const field = fieldPath(issue.path) || 'body';
     const missing = issue.code === 'invalid_type' && /received undefined/.test(issue.message);
@@ -60,8 +62,12 @@ export function requestFieldErrors(result: {
     Object.keys(data).filter((key) => Array.isArray((data as Record<string, unknown>)[key])),
   );
   if (repeated.size === 0) return errors;
+  // One not taken at all is told that, however often it was sent.
+  const unknown = new Set(
+    result.error.issues.flatMap((issue) => (issue.code === 'unrecognized_keys' ? issue.keys : [])),
+  );
   return errors.map((e) =>
-    repeated.has(e.field) && e.message !== UNKNOWN_FIELD
+    repeated.has(e.field) && !unknown.has(e.field)
       ? { field: e.field, message: 'sent more than once: send each parameter once' }
       : e,
   );

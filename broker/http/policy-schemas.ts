@@ -3,7 +3,7 @@ import { z } from '@hono/zod-openapi';
 import { GITHUB_ISSUER } from '../config.js';
 import { MAX_JSON_DEPTH } from '../core/jws-compact.js';
 import { POLICY_CLAIM_FIELDS } from '../core/policy-types.js';
-import { PermissionId, PermissionList, Timestamp } from './schemas.js';
+import { PermissionId, PermissionList, queryParameters, Timestamp } from './schemas.js';
 import { nameCharacters, storedText } from './text.js';
 
 const CLAIM_DOCS = {
@@ -219,10 +219,10 @@ export const EvaluateResult = z
   })
   .openapi('PolicyEvaluation');
 
-export const ConfigQuery = z.object({
+export const ConfigQuery = queryParameters({
   policy: z
     .string()
-    .min(1)
+    .min(1, { error: 'empty: name a trust policy, or leave the parameter out' })
     .max(100)
     .check(nameCharacters)
     .optional()

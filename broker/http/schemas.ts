@@ -35,6 +35,17 @@ export const PermissionList = z
     example: ['harden-runner:read'],
   });
 
+/**
+ * A route's query parameters. One it does not declare is refused by name, listing those it takes: a misspelt filter
+ * (`?types=`) would otherwise list everything, as if it had matched.
+ */
+export function queryParameters<T extends z.ZodRawShape>(shape: T) {
+  const takes = `unknown query parameter; this operation takes ${Object.keys(shape).join(', ')}`;
+  return z.strictObject(shape, {
+    error: (issue) => (issue.code === 'unrecognized_keys' ? takes : undefined),
+  });
+}
+
 export const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-11-26T12:00:00.000Z' });
 
 /** An access token as both the exchange and POST /v1/tokens hand it out. */

@@ -73,6 +73,18 @@ describe('GET /v1/audit-events', () => {
     ]);
   });
 
+  it('a misspelt filter is a 400 naming it, not every event unfiltered', async () => {
+    // Sent twice, it is still the parameter this operation does not take.
+    const res = await t.request('GET', '/v1/audit-events?types=policy.created&limit=5&types=x', { key });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      code: 'invalid_request',
+      errors: [
+        { field: 'types', message: 'unknown query parameter; this operation takes type, limit, cursor' },
+      ],
+    });
+  });
+
   it('accepts every type the README documents, and documents every type it accepts', async () => {
     const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
     const table = readme.slice(readme.indexOf('| type | recorded when |'), readme.indexOf('### Error codes'));

@@ -514,6 +514,20 @@ describe('GET /v1/oidc/config', () => {
     expect(await res.json()).toMatchObject({ code: 'not_found', detail: expect.stringContaining('"nope"') });
   });
 
+  it('a misspelt parameter or an empty policy is a 400 saying what to fix, not the snippet for every policy', async () => {
+    const misspelt = await t.request('GET', '/v1/oidc/config?polcy=infra-main', { key });
+    expect(misspelt.status).toBe(400);
+    expect(await misspelt.json()).toMatchObject({
+      code: 'invalid_request',
+      errors: [{ field: 'polcy', message: 'unknown query parameter; this operation takes policy' }],
+    });
+    const empty = await t.request('GET', '/v1/oidc/config?policy=', { key });
+    expect(empty.status).toBe(400);
+    expect(await empty.json()).toMatchObject({
+      errors: [{ field: 'policy', message: 'empty: name a trust policy, or leave the parameter out' }],
+    });
+  });
+
   it('a policy named twice is a 400 saying so, as any query or form parameter sent twice is', async () => {
     const res = await t.request('GET', '/v1/oidc/config?policy=infra-main&policy=infra-prod', { key });
     expect(res.status).toBe(400);
