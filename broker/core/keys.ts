@@ -86,8 +86,14 @@ export function keyHint(key: string): string {
 // A key's prefix and at least its whole random part, from which the checksum, and so the key, follows: a key
 // pasted whole, with its checksum cut short or run into other text. A shorter run after a prefix is no usable key,
 // and a name such as ssf_DeployBot2026 stays a name: stored as given, and shown as given in errors and the audit log.
+// The run ends where another key starts (a key pasted twice): taken into the first, the letters of the second's
+// prefix would leave the rest of it, its whole secret part, in plain sight. (Each step looks ahead a fixed length,
+// so the run is still read once.)
+const PREFIX_LETTERS = Object.values(KEY_PREFIXES)
+  .map((prefix) => prefix.slice(0, -1))
+  .join('|');
 const KEY_SHAPED = new RegExp(
-  `(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{${RANDOM_LENGTH},}`,
+  `(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{${RANDOM_LENGTH},}?(?=(?:${PREFIX_LETTERS})_|(?![0-9A-Za-z]))`,
   'g',
 );
 /** Three base64url segments, the first two JSON objects (`eyJ` is `{"`): a JWS such as an access or OIDC token. */

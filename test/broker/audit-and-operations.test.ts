@@ -220,6 +220,25 @@ describe('secrets in what an event records', () => {
     ]);
   });
 
+  it('a key pasted twice in a row is hidden whole both times, in the audit log and in error bodies', async () => {
+    const { key: own } = await t.createTenant('pasted-twice');
+    const created = await t.request('POST', '/v1/fine-grained-keys', {
+      key: own,
+      json: { name: 'reader', expiration: '7d', permissions: ['audit-log:read'] },
+    });
+    const reader = ((await created.json()) as { key: string }).key;
+    const pasted = `${own}${own}`;
+    const refused = await t.request('DELETE', `/v1/fine-grained-keys/${pasted}`, { key: reader });
+    expect(refused.status).toBe(403);
+    const missing = await t.request('GET', `/v1/fine-grained-keys/${pasted}`, { key: own });
+    expect(missing.status).toBe(404);
+    expect(await missing.text()).not.toContain(own.slice(4));
+    const listed = await t.request('GET', '/v1/audit-events?type=permission.denied', { key: own });
+    const { events } = (await listed.json()) as { events: { details: { path: string } }[] };
+    const hint = `ssa_…${own.slice(-4)}`;
+    expect(events.map((e) => e.details.path)).toEqual([`/v1/fine-grained-keys/${hint}${hint}`]);
+  });
+
   it('a path holding a control character just before a token-like run is recorded and listed intact', async () => {
     const { key: own } = await t.createTenant('escapes');
     const created = await t.request('POST', '/v1/fine-grained-keys', {
