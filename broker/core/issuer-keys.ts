@@ -66,10 +66,26 @@ export type FetchErrorKind =
   | 'invalid_jwks'
   | 'invalid_discovery';
 
+/**
+ * A failed fetch: its kind, and for the operator's log what lies behind it — the HTTP status, or the system's code
+ * for a connection that failed (ENOTFOUND, ECONNREFUSED, CERT_HAS_EXPIRED, …), which tell a DNS, firewall or TLS
+ * problem apart. Never the URL: a configured jwks_uri may be a signed link.
+ */
 class FetchFailure extends Error {
-  constructor(readonly kind: FetchErrorKind) {
+  constructor(
+    readonly kind: FetchErrorKind,
+    readonly detail?: string,
+  ) {
     super(kind);
   }
+}
+
+/** The code of the failure behind a fetch that threw (undici puts it in `cause`, or in each of an AggregateError's). */
+function failureCode(err: unknown): string | undefined {
+  let cause = err instanceof Error ? err.cause : undefined;
+  if (cause instanceof AggregateError && cause.errors.length > 0) cause = cause.errors[0];
+  const code = (cause as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && /^[A-Z0-9_]{1,64}$/.test(code) ? code : undefined;
 }
 
 interface IssuerState {
@@ -134,8 +150,10 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
   }
 
   async function refresh(st: IssuerState): Promise<void> {
+    let fetching: 'discovery' | 'jwks' = 'discovery';
     try {
       const jwksUri = st.configuredJwksUri ?? st.discoveredJwksUri ?? (await discover(st));
+      fetching = 'jwks';
       const { keys, skipped } = readJwks(await fetchJson(jwksUri));
       st.keys = keys;
       st.fetchedAt = now();
@@ -143,11 +161,14 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
       logger?.info('issuer signing keys refreshed', { issuer: st.issuer, keys: keys.size, skipped });
     } catch (err) {
       const kind = err instanceof FetchFailure ? err.kind : 'network';
+      const detail = err instanceof FetchFailure ? err.detail : undefined;
       st.lastError = kind;
       st.discoveredJwksUri = undefined;
       logger?.warn('issuer signing keys could not be fetched', {
         issuer: st.issuer,
         error: kind,
+        fetching,
+        ...(detail === undefined ? {} : { detail }),
         cachedKeys: st.keys?.size ?? 0,
       });
     }
@@ -191,11 +212,13 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
         headers: { accept: 'application/json' },
       });
     } catch (err) {
-      throw new FetchFailure(isRedirectError(err) ? 'redirect' : 'network');
+      if (isRedirectError(err)) throw new FetchFailure('redirect');
+      throw new FetchFailure('network', failureCode(err));
     }
     if (res.status !== 200 || !res.body) {
       controller.abort();
-      throw new FetchFailure(res.status >= 300 && res.status < 400 ? 'redirect' : 'http_status');
+      const kind = res.status >= 300 && res.status < 400 ? 'redirect' : 'http_status';
+      throw new FetchFailure(kind, `HTTP ${res.status}`);
     }
     if (Number(res.headers.get('content-length')) > maxBytes) {
       controller.abort();

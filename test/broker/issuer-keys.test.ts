@@ -1,5 +1,7 @@
 // The issuer key cache: survives issuer outages, bounds fetches, and only trusts strong RS256 signing keys.
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../broker/config.js';
 import {
@@ -65,8 +67,54 @@ describe('issuer outages', () => {
     expect(keys.status()[0]).toMatchObject({ keyCount: 1, stale: true });
     expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
     const warning = logs.find((l) => l.level === 'warn');
-    expect(warning?.fields).toEqual({ issuer: GITHUB_ISSUER, error: 'http_status', cachedKeys: 1 });
+    expect(warning?.fields).toEqual({
+      issuer: GITHUB_ISSUER,
+      error: 'http_status',
+      fetching: 'jwks',
+      detail: 'HTTP 500',
+      cachedKeys: 1,
+    });
     expect(JSON.stringify(logs)).not.toContain(token.split('.')[2]);
+  });
+
+  it('says which fetch failed and why, so that the operator can tell a DNS, connection or TLS problem apart', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const server = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as AddressInfo;
+        server.close(() => resolve(port));
+      });
+    });
+    const unreachable = cache({
+      issuers: [{ issuer: GITHUB_ISSUER, jwksUri: `http://127.0.0.1:${closed}/jwks` }],
+    });
+    await unreachable.keys.warmUp();
+    expect(unreachable.logs).toContainEqual({
+      level: 'warn',
+      msg: 'issuer signing keys could not be fetched',
+      fields: {
+        issuer: GITHUB_ISSUER,
+        error: 'network',
+        fetching: 'jwks',
+        detail: 'ECONNREFUSED',
+        cachedKeys: 0,
+      },
+    });
+    const discovering = cache({
+      issuers: [{ issuer: GITHUB_ISSUER }],
+      fetch: async () => new Response('', { status: 404 }),
+    });
+    await discovering.keys.warmUp();
+    expect(discovering.logs).toContainEqual({
+      level: 'warn',
+      msg: 'issuer signing keys could not be fetched',
+      fields: {
+        issuer: GITHUB_ISSUER,
+        error: 'http_status',
+        fetching: 'discovery',
+        detail: 'HTTP 404',
+        cachedKeys: 0,
+      },
+    });
   });
 
   it('answers unavailable with no cached keys, retries only after the cooldown, then recovers', async () => {
@@ -180,7 +228,7 @@ describe('bounded fetches (B15)', () => {
       expect(logs).toContainEqual({
         level: 'warn',
         msg: 'issuer signing keys could not be fetched',
-        fields: { issuer: GITHUB_ISSUER, error, cachedKeys: 0 },
+        fields: expect.objectContaining({ issuer: GITHUB_ISSUER, error, fetching: 'jwks', cachedKeys: 0 }),
       });
       expect(issuer.requests).not.toContain('/redirected-jwks');
     });
