@@ -76,11 +76,14 @@ export function createApp(deps: AppDeps): BrokerApp {
     const path = c.req.routePath === '/*' ? routePath(c, -1) : c.req.routePath;
     const route = path === '/*' ? 'unmatched' : path;
     deps.metrics.observeRequest(c.req.method, route, c.res.status, seconds);
+    // A refusal's code says why, as its answer did: the detail stays in the answer, as it may echo the request.
+    const code = c.get('problemCode');
     c.get('log').info('request', {
       method: c.req.method,
       route,
       status: c.res.status,
       duration_ms: Math.round(seconds * 10_000) / 10,
+      ...(code === undefined ? {} : { code }),
     });
   });
   const tooLarge = () => {

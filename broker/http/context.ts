@@ -2,7 +2,7 @@
 import type { Hook } from '@hono/zod-openapi';
 import type { z } from 'zod';
 import type { Principal } from '../core/principal.js';
-import { BrokerError, type FieldError } from '../errors.js';
+import { BrokerError, type ErrorCode, type FieldError } from '../errors.js';
 import type { Logger } from '../logger.js';
 
 export interface BrokerEnv {
@@ -10,6 +10,8 @@ export interface BrokerEnv {
     requestId: string;
     log: Logger;
     principal: Principal;
+    /** The code of the problem the request was answered with, for its log line. */
+    problemCode?: ErrorCode;
   };
 }
 

@@ -81,6 +81,7 @@ export const NOT_READY_RETRY_AFTER_SECONDS = 1;
 
 export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response {
   const brokerError = toBrokerError(error);
+  c.set('problemCode', brokerError.code);
   if (brokerError.code === 'internal_error') {
     c.get('log').error('request failed', { error, stack: error instanceof Error ? error.stack : undefined });
   } else if (error instanceof StoreUnavailable) {

@@ -334,4 +334,23 @@ describe('operations', () => {
       await other.close();
     }
   });
+
+  it("each request's log line has its method, route, status and duration, and a refusal's code", async () => {
+    const logged = t.logs.length;
+    await t.request('GET', '/v1/whoami', { key });
+    await t.request('GET', '/v1/whoami');
+    await t.request('POST', '/v1/oidc/token', { json: { oidc_token: 'x', policy: '' } });
+    await t.request('GET', '/nowhere');
+    const lines = t.logs
+      .slice(logged)
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((line) => line.msg === 'request');
+    expect(lines.map(({ method, route, status, code }) => ({ method, route, status, code }))).toEqual([
+      { method: 'GET', route: '/v1/whoami', status: 200, code: undefined },
+      { method: 'GET', route: '/v1/whoami', status: 401, code: 'unauthenticated' },
+      { method: 'POST', route: '/v1/oidc/token', status: 400, code: 'invalid_request' },
+      { method: 'GET', route: 'unmatched', status: 404, code: 'not_found' },
+    ]);
+    for (const line of lines) expect(line.duration_ms).toEqual(expect.any(Number));
+  });
 });
