@@ -96,8 +96,18 @@ const KEY_SHAPED = new RegExp(
   `(?:${Object.values(KEY_PREFIXES).join('|')})[0-9A-Za-z]{${RANDOM_LENGTH},}?(?=(?:${PREFIX_LETTERS})_|(?![0-9A-Za-z]))`,
   'g',
 );
-/** Three base64url segments, the first two JSON objects (`eyJ` is `{"`): a JWS such as an access or OIDC token. */
-const TOKEN_SHAPED = /eyJ[0-9A-Za-z_-]*\.eyJ[0-9A-Za-z_-]*\.[0-9A-Za-z_-]+/g;
+/**
+ * Three base64url segments, the first two JSON objects (`eyJ` is `{"`): a JWS such as an access or OIDC token. A
+ * token pasted twice in a row runs its signature into the next one's header; the segments that follow, the next
+ * payload and signature, are taken with it. Read in one pass: a token starts only at the first `eyJ` of its
+ * segment (a later one there could only fail the same way), so a long run of `eyJ`s is not scanned to its end from
+ * each of them, which made a 64 KiB request cost seconds of CPU.
+ */
+const B64URL = '[0-9A-Za-z_-]';
+const TOKEN_SHAPED = new RegExp(
+  `eyJ(?<!eyJ${B64URL}*?eyJ)${B64URL}*\\.eyJ${B64URL}*\\.${B64URL}+(?:\\.eyJ${B64URL}*\\.${B64URL}+)*`,
+  'g',
+);
 
 // Invisible characters (Unicode's format characters: U+200B, a soft hyphen, …) are left out before looking: a
 // secret split by them is shown whole by every listing, and chat tools put them into long words to wrap them.

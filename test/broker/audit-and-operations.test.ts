@@ -239,6 +239,17 @@ describe('secrets in what an event records', () => {
     expect(events.map((e) => e.details.path)).toEqual([`/v1/fine-grained-keys/${hint}${hint}`]);
   });
 
+  it("a token pasted twice in a row is hidden whole, the second one's payload and signature with it", async () => {
+    const { key: own } = await t.createTenant('token-twice');
+    const token = `${b64url({ alg: 'ES256', kid: 'k1' })}.${b64url({ sub: 'repo:acme/infra' })}.${'S'.repeat(86)}`;
+    const missing = await t.request('GET', `/v1/fine-grained-keys/${token}${token}`, { key: own });
+    expect(missing.status).toBe(404);
+    const body = await missing.text();
+    expect(body).toContain('[a token]');
+    expect(body).not.toContain(b64url({ sub: 'repo:acme/infra' }));
+    expect(body).not.toContain('SSSS');
+  });
+
   it('a path holding a control character just before a token-like run is recorded and listed intact', async () => {
     const { key: own } = await t.createTenant('escapes');
     const created = await t.request('POST', '/v1/fine-grained-keys', {
@@ -255,6 +266,11 @@ describe('secrets in what an event records', () => {
     expect(events.map((e) => e.details.path)).toEqual(['/v1/fine-grained-keys/\u001eyJa.eyJb.c']);
   });
 });
+
+/** A JSON object as a token segment. */
+function b64url(value: object): string {
+  return Buffer.from(JSON.stringify(value)).toString('base64url');
+}
 
 describe('operations', () => {
   it('/healthz and /readyz answer without credentials', async () => {

@@ -1,7 +1,14 @@
 // API key format: prefix, base62 body, CRC32 checksum — checked before any storage access.
 import { describe, expect, it } from 'vitest';
 import { authenticate } from '../../broker/core/authenticate.js';
-import { checkKeyFormat, generateKey, keyDigester, keyHint } from '../../broker/core/keys.js';
+import {
+  checkKeyFormat,
+  generateKey,
+  keyDigester,
+  keyHint,
+  withoutSecrets,
+  withoutSecretsInJson,
+} from '../../broker/core/keys.js';
 import type { Store } from '../../broker/store/store.js';
 
 const untouchable = new Proxy({} as Store, {
@@ -59,4 +66,23 @@ describe('API key format', () => {
     expect(keyDigester('pepper')(key)).toBe(keyDigester('pepper')(key));
     expect(keyHint(key)).toBe('ssf_…2345');
   });
+});
+
+describe('hiding secrets in text a caller sent', () => {
+  // Every error body that echoes a caller's text goes through this, unauthenticated requests' included. Scanning a
+  // run of "eyJ" (each could start a token) to its end from each of them took ~10 s of CPU for one 64 KiB request;
+  // this is four times that text, which such a scan would take minutes over, and one pass a few milliseconds.
+  const runs = [
+    'eyJ'.repeat(87_000),
+    `${'a'.repeat(130_000)}${'eyJ'.repeat(43_000)}`,
+    'eyJa.'.repeat(52_000),
+  ];
+  it.each(runs.map((text) => [text.slice(0, 12), text]))(
+    'reads text shaped to be rescanned (%s…) in one pass',
+    (_, text) => {
+      expect(withoutSecrets(text).length).toBeLessThanOrEqual(text.length);
+      expect(withoutSecretsInJson(JSON.stringify(text)).length).toBeLessThanOrEqual(text.length + 2);
+    },
+    5_000,
+  );
 });
