@@ -53,6 +53,11 @@ async function denied(status: number, code: string, overrides: ClaimOverrides = 
   // The replay record commits with the token.exchanged event, before any token is signed: none means no mint.
   const { iss, jti } = payloadOf(token) as { iss: string; jti: string };
   expect(await f.t.broker.store.tokens.wasExchanged(iss, jti)).toBe(false);
+  // A verified job's refusal is audited once, with its reason, so the tenant's admins can see why.
+  const audited = await auditFor('token.exchange_denied', jti);
+  expect(audited).toEqual([
+    expect.objectContaining({ outcome: 'denied', details: expect.objectContaining({ reason: code }) }),
+  ]);
   return r;
 }
 

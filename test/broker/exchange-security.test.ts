@@ -1,9 +1,10 @@
-// SECURITY-CASES.md A1–I6 through POST /v1/oidc/token: refused, nothing minted, echoed or fetched for an attacker.
+// SECURITY-CASES.md A1–I6 through POST /v1/oidc/token: refused for the reason detail names, nothing minted, echoed or
+// fetched for an attacker, a verified job's refusal audited and an unverified token's not, a genuine token not used up.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startTestBroker } from '../support/broker.js';
+import { startTestBroker, type TestBroker } from '../support/broker.js';
 import { createPolicy, type Federation, startFederation } from '../support/federation.js';
 import { decodeSegment, nonCanonical, segments, tamperPayload } from '../support/jws-surgery.js';
 import {
@@ -14,6 +15,7 @@ import {
   DEFAULT_AUDIENCE,
   FOREIGN_ISSUERS,
   GITHUB_ISSUER,
+  type LocalIssuer,
   publicJwk,
   type SignOptions,
   startLocalIssuer,
@@ -62,7 +64,9 @@ function nonCanonicalSignature(token: string): string {
 }
 
 interface AuditEvent {
+  id: string;
   type: string;
+  outcome: string;
   details: Record<string, unknown>;
 }
 
@@ -74,6 +78,19 @@ async function events(key: string, type: string): Promise<AuditEvent[]> {
 
 const minted = async () =>
   (await events(f.key, 'token.exchanged')).length + (await events(betaKey, 'token.exchanged')).length;
+
+type AuditMark = (string | undefined)[];
+/** Each tenant's newest audit event, to tell the events a request writes from those before it. */
+const auditMark = async (): Promise<AuditMark> =>
+  Promise.all([f.key, betaKey].map(async (key) => (await events(key, ''))[0]?.id));
+/** The events of either tenant written since the mark, of any type. */
+async function auditSince(mark: AuditMark): Promise<AuditEvent[]> {
+  const lists = await Promise.all([f.key, betaKey].map((key) => events(key, '')));
+  return lists.flatMap((list, i) => {
+    const end = list.findIndex((e) => e.id === mark[i]);
+    return end === -1 ? list : list.slice(0, end);
+  });
+}
 
 /** H10: neither the token nor any of its long segments appears in the response or the logs. */
 function expectNoEcho(text: string, token: string) {
@@ -89,6 +106,8 @@ interface Refusal {
   code: string;
   /** Members the problem document must carry. */
   problem?: Record<string, unknown>;
+  /** What `detail` must say: the reason the caller reads. */
+  detail?: RegExp;
 }
 
 const INVALID: Refusal = { status: 401, code: 'invalid_token' };
@@ -103,15 +122,50 @@ async function expectProblem(res: Response, want: Refusal, token: string) {
   const problem = JSON.parse(text) as Record<string, unknown>;
   expect({ status: res.status, code: problem.code }).toEqual({ status: want.status, code: want.code });
   expect(problem).toMatchObject(want.problem ?? {});
+  if (want.detail) expect(problem.detail).toMatch(want.detail);
   expect(text).not.toMatch(/"access_token"/);
   expectNoEcho(text, token);
 }
 
-/** Presents the token and checks the refusal, and that no token was minted for any tenant. */
-async function expectRefused(token: string, want: Refusal, body: Record<string, unknown> = {}) {
-  const before = await minted();
-  await expectProblem(await f.exchange(token, body), want, token);
-  expect(await minted()).toBe(before);
+/** The RFC 8693 form of an exchange (README, the exchange API): the other way to present a token. */
+function exchangeAsForm(token: string, body: Record<string, unknown>): Promise<Response> {
+  const form = new URLSearchParams({
+    grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+    subject_token: token,
+    subject_token_type: 'urn:ietf:params:oauth:token-type:id_token',
+  });
+  for (const [name, v] of Object.entries(body)) form.set(name, String(v));
+  return f.t.request('POST', '/v1/oidc/token', {
+    body: form.toString(),
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+  });
+}
+
+/**
+ * Presents the token and checks the refusal, that no token was minted for any tenant, and that the audit log
+ * gained exactly the `token.exchange_denied` events given (by their details): a verified job's refusal is
+ * audited at its tenant, a token that does not verify is not (nothing in it can be trusted).
+ */
+async function expectRefused(
+  token: string,
+  want: Refusal,
+  body: Record<string, unknown> = {},
+  audited: Record<string, unknown>[] = [],
+  via: 'json' | 'form' = 'json',
+) {
+  const mark = await auditMark();
+  const res = via === 'form' ? await exchangeAsForm(token, body) : await f.exchange(token, body);
+  await expectProblem(res, want, token);
+  const written = await auditSince(mark);
+  expect(written).toEqual(
+    audited.map((details) =>
+      expect.objectContaining({
+        type: 'token.exchange_denied',
+        outcome: 'denied',
+        details: expect.objectContaining(details),
+      }),
+    ),
+  );
 }
 
 interface Case {
@@ -122,6 +176,8 @@ interface Case {
   kind: 'shape' | 'keyset' | 'claims';
   want: Refusal;
   body?: Record<string, unknown>;
+  /** The details of the `token.exchange_denied` event the refusal writes, if any (the token's jti is added). */
+  audited?: Record<string, unknown>[];
 }
 
 type Lazy<T> = T | (() => T);
@@ -255,8 +311,15 @@ const aud = (problem?: Record<string, unknown>, tenant?: string): Partial<Case> 
   want: { ...AUDIENCE, problem },
   body: tenant === undefined ? undefined : { tenant },
 });
-const TO_ACME = aud({ audience: BETA_AUDIENCE, expected_audience: DEFAULT_AUDIENCE }, 'acme-corp');
-const TO_BETA = aud({ expected_audience: BETA_AUDIENCE }, 'beta');
+// A verified job that named a tenant whose audience it does not carry: that tenant's admins see the refusal.
+const TO_ACME: Partial<Case> = {
+  ...aud({ audience: BETA_AUDIENCE, expected_audience: DEFAULT_AUDIENCE }, 'acme-corp'),
+  audited: [{ reason: 'audience_mismatch', audience: BETA_AUDIENCE }],
+};
+const TO_BETA: Partial<Case> = {
+  ...aud({ expected_audience: BETA_AUDIENCE }, 'beta'),
+  audited: [{ reason: 'audience_mismatch', audience: DEFAULT_AUDIENCE }],
+};
 type ClaimsRow = [id: string, name: string, claims: Lazy<ClaimOverrides>, more?: Partial<Case>];
 const CLAIMS: ClaimsRow[] = [
   ['A9', 'GitHub kid, attacker key', {}, { token: () => sign({}, { key: 'attacker' }) }],
@@ -312,6 +375,91 @@ const CLAIMS: ClaimsRow[] = [
   ['H7', 'control character in an optional claim', { workflow: 'deploy\u001b[2J' }],
 ];
 
+const UNTRUSTED = /^issuer '.*' is not trusted$/;
+const HEADER_PARAMETER = /^unsupported header parameter '/;
+const NOT_STRING = /claim is missing or not a (non-empty )?string$/;
+const NOT_NAME = /claim (is not a GitHub owner|holds a control)/;
+const ALPHABET = /segment has a character outside the base64url alphabet$/;
+/** What each case's `detail` says: the check that refused it, not a later one that would also have. */
+const REASONS: Record<string, RegExp> = {
+  A1: /^signature segment is empty$/,
+  A2: /^unsupported signing algorithm 'n/i,
+  A3: /^signature segment is empty$/,
+  A4: /^unsupported signing algorithm 'HS256'$/,
+  A5: /^unsupported signing algorithm 'HS256'$/,
+  A6: /^unsupported signing algorithm 'HS256'$/,
+  A7: /^unsupported signing algorithm '(PS256|RS384|RS512|ES256)'$/,
+  A8: /^unsupported signing algorithm 'ES256'$/,
+  A9: /^signature does not verify with key /,
+  A10: /^signature does not verify with key /,
+  A11: /^signature does not verify with key /,
+  A12: /^unknown signing key /,
+  B1: /^unknown signing key /,
+  B3: /^header kid is missing or malformed$/,
+  B4: /^header kid is missing or malformed$/,
+  B5: /^header kid is missing or malformed$/,
+  B6: /larger than 65536 bytes|^token is longer than 8192 bytes$/,
+  B7: /^unsupported header parameter 'jwk'$/,
+  B8: /^unsupported header parameter 'jwk'$/,
+  B9: /^unsupported header parameter 'jku'$/,
+  B10: /^unsupported header parameter 'x5u'$/,
+  B11: /^unsupported header parameter 'x5c'$/,
+  B12: HEADER_PARAMETER,
+  B13: /^unknown signing key /,
+  B14: /^unknown signing key /,
+  B15: /is not among the cached keys of issuer .*, which could not be refreshed$/,
+  B16: UNTRUSTED,
+  C1: /^unsupported header parameter 'crit'$/,
+  C2: /^unsupported header parameter 'crit'$/,
+  C3: /^header typ must be 'JWT'$/,
+  C4: /^header has a duplicate member name$/,
+  C5: /^unsupported header parameter '|^header x5t is malformed$/,
+  C6: /^token has 5 segments/,
+  C7: /^token is JSON, not a compact JWS$/,
+  D1: /^token expired at /,
+  D2: /^token expired at /,
+  D3: /^token is not valid before /,
+  D4: /^token is issued in the future|^token is not valid before 9000000000000 s/,
+  D5: /^token (lifetime exceeds 24 hours|expires before it was issued)$/,
+  D6: /^exp claim is missing$/,
+  D7: /^(iat|nbf) claim is missing$/,
+  D8: /^exp claim must be a positive integer/,
+  D9: /^exp claim must be a positive integer|^payload has a number that is not a plain integer$/,
+  E1: UNTRUSTED,
+  E2: UNTRUSTED,
+  E3: UNTRUSTED,
+  E4: UNTRUSTED,
+  E5: UNTRUSTED,
+  E6: UNTRUSTED,
+  E7: UNTRUSTED,
+  E8: /^iss claim is missing or not a string$/,
+  F1: /^aud claim must be a single string, not an array$/,
+  F2: /^aud claim must be a single string, not an array$/,
+  F3: /^the token's audience ".*" is not tenant .*'s audience/,
+  F4: /^no tenant on this broker expects the audience /,
+  F5: /^no tenant on this broker expects the audience /,
+  F6: /^no tenant on this broker expects the audience /,
+  F7: /^aud claim (is missing|is empty, a wildcard or malformed)$/,
+  F8: /^aud claim is missing$/,
+  G1: NOT_STRING,
+  G2: /^jti claim is missing or not a non-empty string$/,
+  G3: /^repository claim is missing or not a non-empty string$/,
+  G4: /^repository claim is missing or not a non-empty string$/,
+  G5: /^repository(_owner)?_id claim is missing or not a non-empty string$/,
+  G6: NOT_NAME,
+  G7: NOT_NAME,
+  G8: /^repository claim (is not a GitHub owner\/name|holds a control or unpaired surrogate character)$/,
+  G19: /^repository 'evil\/infra' does not belong to repository_owner 'acme'$/,
+  G21: /^payload has a duplicate member name$/,
+  H1: /^token is longer than 8192 bytes$|^jti claim is longer than 255 characters$/,
+  H2: /larger than 65536 bytes|^payload nests deeper than/,
+  H3: /^signature segment is not canonical base64url$/,
+  H4: ALPHABET,
+  H5: ALPHABET,
+  H6: ALPHABET,
+  H7: /not valid UTF-8|not valid JSON|byte order mark|holds a control or unpaired surrogate character/,
+};
+
 const cases: Case[] = [
   ...SHAPE.map(([id, name, token, want = INVALID]): Case => ({ id, name, token, want, kind: 'shape' })),
   ...KEYSET.map(([id, name, token, want = INVALID]): Case => ({ id, name, token, want, kind: 'keyset' })),
@@ -336,10 +484,19 @@ describe('POST /v1/oidc/token refuses every token attack', () => {
     expect(await minted()).toBe(before + 1);
   });
 
-  for (const c of cases) {
-    it(`${c.id} ${c.name}`, async () => {
+  // A token refused on its shape is refused as well when it comes as the RFC 8693 form's subject_token, where
+  // the body is URL-decoded rather than parsed as JSON.
+  const runs = cases.flatMap((c) => [
+    { c, via: 'json' as const },
+    ...(c.kind === 'shape' ? [{ c, via: 'form' as const }] : []),
+  ]);
+  for (const { c, via } of runs) {
+    it(`${c.id} ${c.name}${via === 'form' ? ' (RFC 8693 form)' : ''}`, async () => {
       const token = c.token();
-      await expectRefused(token, c.want, c.body);
+      const detail = REASONS[c.id];
+      expect(detail, `no REASONS entry for ${c.id}`).toBeDefined();
+      const audited = c.audited?.map((d) => ({ ...d, oidc_jti: decodeSegment(segments(token)[1]).jti }));
+      await expectRefused(token, { detail, ...c.want }, c.body, audited, via);
       if (c.kind === 'shape') expect(f.issuer.jwksRequests).toBe(0);
       if (c.kind === 'keyset') expect(f.issuer.jwksRequests).toBeGreaterThan(0);
       expect(f.issuer.discoveryRequests).toBe(0);
@@ -386,7 +543,7 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
       problem: { claims: { repository: 'acme/other' } },
     };
     await expectRefused(tamperPayload(genuine, { repository: 'acme/infra' }), INVALID);
-    await expectRefused(genuine, denied);
+    await expectRefused(genuine, denied, {}, [{ reason: 'no_matching_policy', repository: 'acme/other' }]);
   });
 
   it('D2 accepts a token that expired 30 s ago, within the 60 s leeway', async () => {
@@ -535,12 +692,68 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
     expect(f.t.logs.join('\n')).not.toContain(f.key.slice(4, 36));
   });
 
-  const REPLAYED: Refusal = { status: 401, code: 'token_replayed' };
+  const REPLAYED: Refusal = { status: 401, code: 'token_replayed', detail: /already exchanged/ };
+  /** The audit event of a replay: the tenant's admins see the second use of a job's token. */
+  const replayOf = (token: string) => [
+    { reason: 'token_replayed', oidc_jti: decodeSegment(segments(token)[1]).jti },
+  ];
 
   it('I1 the same token twice: exchanged once, then refused as a replay', async () => {
     const token = sign();
     expect((await f.exchange(token)).status).toBe(200);
-    await expectRefused(token, REPLAYED);
+    await expectRefused(token, REPLAYED, {}, replayOf(token));
+  });
+
+  it('I1 the same token sent 20 times at once: exchanged exactly once, every other copy refused as a replay', async () => {
+    const token = sign();
+    const mark = await auditMark();
+    const responses = await Promise.all(Array.from({ length: 20 }, () => f.exchange(token)));
+    const outcomes = await Promise.all(
+      responses.map(async (r) => `${r.status} ${((await r.json()) as { code?: string }).code ?? 'granted'}`),
+    );
+    expect(outcomes.filter((o) => o === '200 granted')).toHaveLength(1);
+    expect(outcomes.filter((o) => o === '401 token_replayed')).toHaveLength(19);
+    const written = await auditSince(mark);
+    expect(written.filter((e) => e.type === 'token.exchanged')).toHaveLength(1);
+    expect(written.filter((e) => e.details.reason === 'token_replayed')).toHaveLength(19);
+  });
+
+  it('I1 refused copies and refused requests of a genuine token do not use it up: it is exchanged after them, once', async () => {
+    const token = sign();
+    const jti = decodeSegment(segments(token)[1]).jti as string;
+    const job = { oidc_jti: jti, repository: 'acme/infra' };
+    // Copies an attacker who saw the token could make (A10, H3, H4, H6): refused on their own, unaudited.
+    await expectRefused(tamperPayload(token, { repository: 'evil/x' }), { ...INVALID, detail: REASONS.A10 });
+    await expectRefused(nonCanonicalSignature(token), { ...INVALID, detail: REASONS.H3 });
+    await expectRefused(`${token}=`, { ...INVALID, detail: REASONS.H4 });
+    await expectRefused(` ${token}`, { ...INVALID, detail: REASONS.H6 });
+    // The job's own requests that are refused (F3, a policy or permission it may not have): audited.
+    await expectRefused(token, { ...AUDIENCE, detail: REASONS.F3 }, { tenant: 'beta' }, [
+      { ...job, reason: 'audience_mismatch' },
+    ]);
+    await expectRefused(
+      token,
+      { status: 403, code: 'permission_not_allowed', detail: /does not allow audit-log:read/ },
+      { permissions: ['audit-log:read'] },
+      [{ ...job, reason: 'permission_not_allowed' }],
+    );
+    await expectRefused(
+      token,
+      { status: 403, code: 'no_matching_policy', detail: /named "deploy-mian"/ },
+      { policy: 'deploy-mian' },
+      [{ ...job, reason: 'no_matching_policy', requested_policy: 'deploy-mian' }],
+    );
+    await expectRefused(
+      token,
+      { status: 400, code: 'invalid_request', detail: /permissions\[0\]/ },
+      { permissions: ['harden-runner:raed'] },
+      [{ ...job, reason: 'invalid_request' }],
+    );
+    expect(await f.t.broker.store.tokens.wasExchanged(GITHUB_ISSUER, jti)).toBe(false);
+    const res = await f.exchange(token);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ policy: 'infra', tenant: 'acme-corp' });
+    await expectRefused(token, REPLAYED, {}, replayOf(token));
   });
 
   it('I2 a re-encoded copy (H3) of a used token is refused as invalid_token, before any replay check', async () => {
@@ -573,13 +786,13 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
     // that forgets expired records must keep it that long.
     f.t.clock.now = ((decodeSegment(segments(token)[1]).exp as number) + 50) * 1000;
     await f.t.broker.maintain();
-    await expectRefused(token, REPLAYED);
+    await expectRefused(token, REPLAYED, {}, replayOf(token));
     // A replica whose clock runs 4 minutes ahead has run the upkeep; this one still sees the token in its
     // leeway, and still refuses it.
     f.t.clock.now += 4 * 60_000;
     await f.t.broker.maintain();
     f.t.clock.now -= 4 * 60_000;
-    await expectRefused(token, REPLAYED);
+    await expectRefused(token, REPLAYED, {}, replayOf(token));
   });
 
   it('I4 a used token presented to another tenant is refused by audience before the replay check', async () => {
@@ -589,6 +802,7 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
       token,
       { ...AUDIENCE, problem: { expected_audience: BETA_AUDIENCE } },
       { tenant: 'beta' },
+      [{ reason: 'audience_mismatch', audience: DEFAULT_AUDIENCE }],
     );
   });
 
@@ -608,7 +822,7 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
     expect(whoami.status).toBe(401);
     // Used as a credential, refused, revoked: the minted token never reached a log line either.
     expectNoEcho(await whoami.text(), access);
-    await expectRefused(token, REPLAYED);
+    await expectRefused(token, REPLAYED, {}, replayOf(token));
   });
 
   it('E9 tokens of a second trusted issuer match only policies bound to that issuer', async () => {
@@ -637,6 +851,129 @@ describe('POST /v1/oidc/token beyond single tokens', () => {
     } finally {
       await e.close();
       await enterprise.close();
+    }
+  });
+});
+
+describe('E2 E7 a configured enterprise or GHES issuer, its keys found by discovery', () => {
+  const GHES_ISSUER = 'https://ghe.example.com/_services/token';
+  let enterprise: LocalIssuer;
+  let ghes: LocalIssuer;
+  let e: TestBroker;
+  let eKey: string;
+  const fetched: string[] = [];
+
+  beforeAll(async () => {
+    enterprise = await startLocalIssuer({ now: () => f.t.clock.now, issuer: ENTERPRISE_ISSUER });
+    ghes = await startLocalIssuer({ now: () => f.t.clock.now, issuer: GHES_ISSUER });
+    // Each issuer's discovery document names it, as GitHub's and a GHES's do.
+    enterprise.discoveryIssuer = ENTERPRISE_ISSUER;
+    ghes.discoveryIssuer = GHES_ISSUER;
+    const hosts: [string, string][] = [
+      ['https://token.actions.githubusercontent.com', enterprise.url],
+      ['https://ghe.example.com', ghes.url],
+    ];
+    e = await startTestBroker({
+      clock: f.t.clock,
+      env: {
+        BROKER_TRUSTED_ISSUERS: JSON.stringify([
+          { issuer: GITHUB_ISSUER, jwks_uri: f.issuer.jwksUri },
+          { issuer: ENTERPRISE_ISSUER },
+          { issuer: GHES_ISSUER },
+        ]),
+        BROKER_PUBLIC_URL: 'https://broker.test',
+      },
+      fetch: (input, init) => {
+        const url = String(input);
+        fetched.push(url);
+        const routed = hosts.find(([host]) => url.startsWith(`${host}/`));
+        return fetch(routed ? routed[1] + url.slice(routed[0].length) : url, init);
+      },
+    });
+    const { tenant, key } = await e.createTenant('acme-corp', { audience: DEFAULT_AUDIENCE });
+    eKey = key;
+    for (const [name, issuer] of [
+      ['github', GITHUB_ISSUER],
+      ['enterprise', ENTERPRISE_ISSUER],
+      ['ghes', GHES_ISSUER],
+    ]) {
+      await createPolicy(e.broker.store, tenant.id, name, { name, issuer }, f.t.clock.now);
+    }
+  });
+  afterAll(async () => {
+    await e.close();
+    await enterprise.close();
+    await ghes.close();
+  });
+  beforeEach(() => {
+    fetched.length = 0;
+  });
+
+  const exchange = (token: string) => e.request('POST', '/v1/oidc/token', { json: { oidc_token: token } });
+  const auditCount = async () => {
+    const res = await e.request('GET', '/v1/audit-events?limit=200', { key: eKey });
+    return ((await res.json()) as { events: unknown[] }).events.length;
+  };
+
+  it('exchanges the exact configured issuer, fetching its discovery document at that issuer and nowhere else', async () => {
+    for (const [issuer, iss, policy] of [
+      [enterprise, ENTERPRISE_ISSUER, 'enterprise'],
+      [ghes, GHES_ISSUER, 'ghes'],
+    ] as const) {
+      const res = await exchange(issuer.sign());
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ policy, tenant: 'acme-corp' });
+      expect(issuer.discoveryRequests).toBeGreaterThan(0);
+      expect(issuer.jwksRequests).toBeGreaterThan(0);
+      expect(fetched).toContain(`${iss}/.well-known/openid-configuration`);
+    }
+  });
+
+  const LOOK_ALIKES: [id: string, iss: string][] = [
+    ['E1', `${ENTERPRISE_ISSUER}/`],
+    ['E2', `${GITHUB_ISSUER}/acme-enterprise`],
+    ['E2', `${GITHUB_ISSUER}/ACME`],
+    ['E2', `${ENTERPRISE_ISSUER}/.well-known/jwks`],
+    ['E1', `${GHES_ISSUER}/`],
+    ['E3', 'http://ghe.example.com/_services/token'],
+    ['E4', 'https://GHE.example.com/_services/token'],
+    ['E5', `${GHES_ISSUER}.evil.example`],
+    ['E6', 'https://ghe.example.com'],
+    ['E6', 'https://ghe.example.com/_services'],
+  ];
+  for (const [id, iss] of LOOK_ALIKES) {
+    it(`${id} refuses the look-alike ${iss} signed with the configured issuer's key, fetching nothing for it`, async () => {
+      const signer = /ghe\./i.test(iss) ? ghes : enterprise;
+      const token = signer.sign({ iss });
+      const jti = decodeSegment(segments(token)[1]).jti as string;
+      const events = await auditCount();
+      const res = await exchange(token);
+      const text = await res.text();
+      expect({ status: res.status, body: JSON.parse(text) }).toMatchObject({
+        status: 401,
+        body: { code: 'invalid_token', detail: `issuer '${iss}' is not trusted` },
+      });
+      expect(text).not.toMatch(/"access_token"/);
+      // An unverified token is not audited (nothing about it can be trusted), and nothing was recorded.
+      expect(await auditCount()).toBe(events);
+      expect(await e.broker.store.tokens.wasExchanged(iss, jti)).toBe(false);
+      // Refused on its iss alone: no discovery or key URL is ever made from it.
+      expect(fetched).toEqual([]);
+    });
+  }
+
+  it("E9 refuses a configured issuer's iss signed with another configured issuer's key", async () => {
+    for (const [signer, iss] of [
+      [ghes, ENTERPRISE_ISSUER],
+      [enterprise, GHES_ISSUER],
+      [ghes, GITHUB_ISSUER],
+    ] as const) {
+      const res = await exchange(signer.sign({ iss }));
+      expect(res.status).toBe(401);
+      expect(await res.json()).toMatchObject({
+        code: 'invalid_token',
+        detail: expect.stringMatching(/signing key/),
+      });
     }
   });
 });

@@ -29,7 +29,14 @@ export interface TestBroker {
 }
 
 export async function startTestBroker(
-  options: { engine?: Engine; env?: Record<string, string>; db?: TestDatabase; clock?: { now: number } } = {},
+  options: {
+    engine?: Engine;
+    env?: Record<string, string>;
+    db?: TestDatabase;
+    clock?: { now: number };
+    /** How the broker reaches issuers (e.g. routing a GHES host to a local issuer). */
+    fetch?: typeof fetch;
+  } = {},
 ): Promise<TestBroker> {
   const db = options.db ?? (await createTestDatabase(options.engine));
   const config = loadConfig({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK, ...options.env });
@@ -38,6 +45,7 @@ export async function startTestBroker(
   const broker = await createBroker(config, {
     logger: createLogger({ write: (line: string) => logs.push(line) }, 'debug'),
     now: () => clock.now,
+    fetch: options.fetch,
   });
   return {
     broker,
