@@ -962,6 +962,54 @@ describe('E2 E7 a configured enterprise or GHES issuer, its keys found by discov
     });
   }
 
+  it('B15 a discovery document that names another issuer is not followed: 503, nothing minted, its key URL never fetched', async () => {
+    const impostor = await startLocalIssuer({ now: () => f.t.clock.now, issuer: GHES_ISSUER });
+    impostor.discoveryIssuer = 'https://ghe.example.com/_services/token/';
+    const seen: string[] = [];
+    const b = await startTestBroker({
+      clock: f.t.clock,
+      env: {
+        BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GHES_ISSUER }]),
+        BROKER_PUBLIC_URL: 'https://broker.test',
+      },
+      fetch: (input, init) => {
+        seen.push(String(input));
+        return fetch(String(input).replace('https://ghe.example.com', impostor.url), init);
+      },
+    });
+    try {
+      const { tenant, key } = await b.createTenant('acme-corp', { audience: DEFAULT_AUDIENCE });
+      await createPolicy(
+        b.broker.store,
+        tenant.id,
+        'ghes',
+        { name: 'ghes', issuer: GHES_ISSUER },
+        f.t.clock.now,
+      );
+      const token = impostor.sign();
+      const res = await b.request('POST', '/v1/oidc/token', { json: { oidc_token: token } });
+      const text = await res.text();
+      expect({ status: res.status, body: JSON.parse(text) }).toMatchObject({
+        status: 503,
+        body: {
+          code: 'issuer_unavailable',
+          detail: `signing keys for issuer ${GHES_ISSUER} are unavailable`,
+        },
+      });
+      expect(res.headers.get('Retry-After')).toMatch(/^[1-9][0-9]*$/);
+      expect(text).not.toMatch(/"access_token"/);
+      expect(seen).toEqual([`${GHES_ISSUER}/.well-known/openid-configuration`]);
+      expect(impostor.jwksRequests).toBe(0);
+      const events = await b.request('GET', '/v1/audit-events', { key });
+      expect(
+        ((await events.json()) as { events: { type: string }[] }).events.map((ev) => ev.type),
+      ).not.toContain('token.exchanged');
+    } finally {
+      await b.close();
+      await impostor.close();
+    }
+  });
+
   it("E9 refuses a configured issuer's iss signed with another configured issuer's key", async () => {
     for (const [signer, iss] of [
       [ghes, ENTERPRISE_ISSUER],
