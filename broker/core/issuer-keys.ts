@@ -26,14 +26,14 @@ export interface IssuerKeysOptions {
 }
 
 /**
- * `unavailable`: the last fetch failed and either no keys are cached (`none-cached`) or the kid is not among the
+ * `unavailable`: the last fetch failed (`lastError`) and either no keys are cached (`none-cached`) or the kid is not among the
  * cached ones (`kid-not-cached`: it may be a key the issuer rotated in since); `retryAfterMs` is how long until the
  * cooldown lets the next lookup fetch again (before then, the answer can only be the same). `undefined`: the kid is
  * not in the set the last successful fetch returned.
  */
 export type KeyLookup =
   | { key: KeyObject }
-  | { unavailable: 'none-cached' | 'kid-not-cached'; retryAfterMs: number }
+  | { unavailable: 'none-cached' | 'kid-not-cached'; retryAfterMs: number; lastError: FetchErrorKind | null }
   | undefined;
 
 export interface IssuerStatus {
@@ -271,7 +271,11 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
       }
       if (st.keys && st.lastError === null) return undefined;
       const retryAfterMs = Math.max(0, st.lastAttemptAt + cooldownMs - now());
-      return { unavailable: st.keys ? 'kid-not-cached' : 'none-cached', retryAfterMs };
+      return {
+        unavailable: st.keys ? 'kid-not-cached' : 'none-cached',
+        retryAfterMs,
+        lastError: st.lastError,
+      };
     },
 
     async warmUp() {

@@ -1,7 +1,7 @@
 // Strict verification of a GitHub Actions OIDC token (SECURITY-CASES A–H); yields typed, verified claims.
 import { type KeyObject, verify } from 'node:crypto';
 import { GITHUB_OWNER } from './github-names.js';
-import type { IssuerKeys } from './issuer-keys.js';
+import type { FetchErrorKind, IssuerKeys } from './issuer-keys.js';
 import { parseCompactJws } from './jws-compact.js';
 
 /** The one documented clock-skew leeway for exp, nbf and iat (DESIGN §4). */
@@ -126,6 +126,23 @@ const MAY_BE_EMPTY: ReadonlySet<string> = new Set(['ref']);
 
 const TIME_CLAIMS = ['exp', 'iat', 'nbf'] as const;
 
+/**
+ * Why the issuer's keys could not be fetched, for the caller: a discovery document naming another issuer (a
+ * mistyped GHES URL) will not mend itself, an outage will. The operator's log has the status or system error.
+ */
+const FETCH_FAILURES: Record<FetchErrorKind, string> = {
+  insecure_url: 'its key URL is not https',
+  network: 'the broker could not connect to it',
+  redirect: 'it answered with a redirect',
+  timeout: 'it did not answer in time',
+  http_status: 'it answered with an HTTP error',
+  too_large: 'its answer was too large',
+  invalid_json: 'its answer was not JSON',
+  invalid_jwks: 'its key set holds no usable key',
+  invalid_discovery:
+    'its discovery document (/.well-known/openid-configuration) names another issuer or no https jwks_uri; check the issuer URL configured',
+};
+
 function invalid(reason: string): VerifyResult {
   return { ok: false, code: 'invalid_token', reason };
 }
@@ -185,10 +202,11 @@ export async function verifyOidcToken(token: string, deps: VerifyDeps): Promise<
     return {
       ok: false,
       code: 'issuer_unavailable',
-      reason:
+      reason: `${
         lookup.unavailable === 'none-cached'
           ? `signing keys for issuer ${iss} are unavailable`
-          : `signing key '${kid}' is not among the cached keys of issuer ${iss}, which could not be refreshed`,
+          : `signing key '${kid}' is not among the cached keys of issuer ${iss}, which could not be refreshed`
+      }${lookup.lastError ? `: ${FETCH_FAILURES[lookup.lastError]}` : ''}`,
       // When the broker will next try the issuer: a retry before then gets this answer again.
       retryAfterSeconds: Math.max(1, Math.ceil(lookup.retryAfterMs / 1000)),
     };

@@ -407,7 +407,7 @@ const REASONS: Record<string, RegExp> = {
   B12: HEADER_PARAMETER,
   B13: /^unknown signing key /,
   B14: /^unknown signing key /,
-  B15: /is not among the cached keys of issuer .*, which could not be refreshed$/,
+  B15: /is not among the cached keys of issuer .*, which could not be refreshed: /,
   B16: UNTRUSTED,
   C1: /^unsupported header parameter 'crit'$/,
   C2: /^unsupported header parameter 'crit'$/,
@@ -993,7 +993,10 @@ describe('E2 E7 a configured enterprise or GHES issuer, its keys found by discov
         status: 503,
         body: {
           code: 'issuer_unavailable',
-          detail: `signing keys for issuer ${GHES_ISSUER} are unavailable`,
+          // What will not mend itself with a retry, said to the workflow rather than only in the broker's log.
+          detail:
+            `signing keys for issuer ${GHES_ISSUER} are unavailable: its discovery document ` +
+            '(/.well-known/openid-configuration) names another issuer or no https jwks_uri; check the issuer URL configured',
         },
       });
       expect(res.headers.get('Retry-After')).toMatch(/^[1-9][0-9]*$/);

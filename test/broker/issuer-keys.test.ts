@@ -123,10 +123,12 @@ describe('issuer outages', () => {
     expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({
       unavailable: 'none-cached',
       retryAfterMs: 30_000,
+      lastError: 'http_status',
     });
     expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({
       unavailable: 'none-cached',
       retryAfterMs: 30_000,
+      lastError: 'http_status',
     });
     expect(issuer.jwksRequests).toBe(1);
     issuer.serve('ok');
@@ -223,6 +225,7 @@ describe('bounded fetches (B15)', () => {
       expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({
         unavailable: 'none-cached',
         retryAfterMs: 30_000,
+        lastError: error,
       });
       expect(keys.status()[0]).toMatchObject({ lastError: error, keyCount: 0 });
       expect(logs).toContainEqual({
@@ -241,6 +244,7 @@ describe('bounded fetches (B15)', () => {
     expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({
       unavailable: 'none-cached',
       retryAfterMs: 30_000,
+      lastError: 'too_large',
     });
     expect(keys.status()[0]?.lastError).toBe('too_large');
   });
@@ -251,6 +255,7 @@ describe('bounded fetches (B15)', () => {
     expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toEqual({
       unavailable: 'none-cached',
       retryAfterMs: 30_000,
+      lastError: 'invalid_jwks',
     });
     expect(keys.status()[0]?.lastError).toBe('invalid_jwks');
   });
@@ -330,6 +335,7 @@ describe('locating the key set', () => {
     expect(await keys.getKey(configured, issuer.kid)).toEqual({
       unavailable: 'none-cached',
       retryAfterMs: 30_000,
+      lastError: 'invalid_discovery',
     });
     expect(keys.status()[0]?.lastError).toBe('invalid_discovery');
     expect(issuer.jwksRequests).toBe(0);
@@ -348,6 +354,7 @@ describe('locating the key set', () => {
     expect(await keys.getKey(GITHUB_ISSUER, 'k')).toEqual({
       unavailable: 'none-cached',
       retryAfterMs: 30_000,
+      lastError: 'invalid_discovery',
     });
     expect(fetched).toEqual([`${GITHUB_ISSUER}/.well-known/openid-configuration`]);
     expect(keys.status()[0]?.lastError).toBe('invalid_discovery');

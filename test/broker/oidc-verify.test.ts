@@ -881,12 +881,15 @@ describe('verifyOidcToken and the key set', () => {
   });
 
   const failures = {
-    oversized: 'too_large',
-    'slow-body': 'timeout',
-    hang: 'timeout',
-    redirect: 'redirect',
+    oversized: ['too_large', 'its answer was too large'],
+    'slow-body': ['timeout', 'it did not answer in time'],
+    hang: ['timeout', 'it did not answer in time'],
+    redirect: ['redirect', 'it answered with a redirect'],
   } as const;
-  for (const [mode, error] of Object.entries(failures) as [keyof typeof failures, string][]) {
+  for (const [mode, [error, why]] of Object.entries(failures) as [
+    keyof typeof failures,
+    readonly [string, string],
+  ][]) {
     it(`B15 ${mode} key-set response: fetch aborted, cached keys kept, new kid refused`, async () => {
       const keys = keysFor({ timeoutMs: 200 });
       const old = issuer.current;
@@ -898,7 +901,7 @@ describe('verifyOidcToken and the key set', () => {
       expect(await verify(sign(), keys)).toEqual({
         ok: false,
         code: 'issuer_unavailable',
-        reason: `signing key '${issuer.kid}' is not among the cached keys of issuer ${GITHUB_ISSUER}, which could not be refreshed`,
+        reason: `signing key '${issuer.kid}' is not among the cached keys of issuer ${GITHUB_ISSUER}, which could not be refreshed: ${why}`,
         // The failed refetch started the 30 s cooldown: no retry fetches the keys before it ends.
         retryAfterSeconds: 30,
       });
