@@ -286,9 +286,10 @@ export function loadConfig(env: Env): BrokerConfig {
     );
   }
   const audienceSuffix = settingOr(env, 'BROKER_AUDIENCE_SUFFIX', 'api.stepsecurity.io');
-  // Labels of at most 63 characters, and short enough that `<tenant name>.<suffix>` fits an audience (255).
+  // Labels of at most 63 characters, one or more (`internal` too: `<tenant>.internal` is an audience like any
+  // other), and short enough that `<tenant name>.<suffix>` fits an audience (255).
   if (
-    !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/.test(audienceSuffix) ||
+    !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(audienceSuffix) ||
     audienceSuffix.length > MAX_AUDIENCE_SUFFIX
   ) {
     throw new ConfigError(

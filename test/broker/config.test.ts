@@ -252,6 +252,13 @@ describe('loadConfig', () => {
     });
   });
 
+  it.each(['internal', 'corp', 'sts.example.com', `${'a'.repeat(63)}.example`])(
+    'accepts the audience suffix %s: any lower-case DNS name, one label too',
+    (suffix) => {
+      expect(loadConfig({ BROKER_AUDIENCE_SUFFIX: suffix }).audienceSuffix).toBe(suffix);
+    },
+  );
+
   it('accepts PostgreSQL with a key-encryption key, loopback JWKS over http, GHES and enterprise issuers', () => {
     const config = loadConfig({
       DATABASE_URL: 'postgres://broker@db:5432/broker',
