@@ -26,9 +26,22 @@ const SUBJECT_TOKEN_TYPES = [
 ] as const;
 
 const Token = z.string().min(1).max(65_536);
-const Duration = z.number().int().min(1).max(3600);
-const PolicyName = z.string().min(1).max(100).check(nameCharacters);
-const TenantName = z.string().min(1).max(63).check(nameCharacters);
+// Each says what it takes, as the admin API's fields do, rather than zod's "Too big: expected number to be <=3600".
+const Duration = z
+  .number({ error: 'must be a whole number of seconds from 1 to 3600' })
+  .int()
+  .min(1)
+  .max(3600);
+const PolicyName = z
+  .string()
+  .min(1, { error: 'empty: name a trust policy, or leave policy out' })
+  .max(100, { error: 'a trust policy name is at most 100 characters' })
+  .check(nameCharacters);
+const TenantName = z
+  .string()
+  .min(1, { error: 'empty: name the tenant, or leave tenant out' })
+  .max(63, { error: 'a tenant name is at most 63 characters' })
+  .check(nameCharacters);
 
 const JsonRequest = z
   .strictObject({
@@ -72,7 +85,7 @@ const FormRequest = z
     policy: PolicyName.optional(),
     duration_seconds: z
       .string()
-      .regex(/^[0-9]{1,4}$/, 'must be a whole number of seconds')
+      .regex(/^[0-9]{1,4}$/, 'must be a whole number of seconds from 1 to 3600')
       .transform(Number)
       .pipe(Duration)
       .optional()

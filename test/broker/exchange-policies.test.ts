@@ -382,6 +382,29 @@ describe('lifetime', () => {
     expect(await allowed({}, { duration_seconds: 3600 })).toMatchObject({ expires_in: 900 });
   });
 
+  it('a lifetime, tenant or policy the request cannot have is refused saying what it takes, in plain words', async () => {
+    await f.policy('p');
+    const messages = async (request: Record<string, unknown>) =>
+      (await denied(400, 'invalid_request', {}, request)).body.errors;
+    for (const duration_seconds of [0, 3601, 1.5, '900']) {
+      expect(await messages({ duration_seconds })).toEqual([
+        { field: 'duration_seconds', message: 'must be a whole number of seconds from 1 to 3600' },
+      ]);
+    }
+    expect(await messages({ tenant: '' })).toEqual([
+      { field: 'tenant', message: 'empty: name the tenant, or leave tenant out' },
+    ]);
+    expect(await messages({ policy: '' })).toEqual([
+      { field: 'policy', message: 'empty: name a trust policy, or leave policy out' },
+    ]);
+    expect(await messages({ policy: 'p'.repeat(101) })).toEqual([
+      { field: 'policy', message: 'a trust policy name is at most 100 characters' },
+    ]);
+    expect(await messages({ tenant: 'a'.repeat(64) })).toEqual([
+      { field: 'tenant', message: 'a tenant name is at most 63 characters' },
+    ]);
+  });
+
   it('a request above the cap gets the cap, below it gets what it asked', async () => {
     await f.policy('p', { max_session_duration_seconds: 600 });
     expect(await allowed({}, { duration_seconds: 1200 })).toMatchObject({ expires_in: 600 });
