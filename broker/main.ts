@@ -91,7 +91,7 @@ async function serve(config: BrokerConfig): Promise<number> {
   });
 
   return new Promise<number>((resolve) => {
-    const stop = (signal: string) => {
+    const stop = (signal: string, code = 0) => {
       if (stopping) return;
       stopping = true;
       logger.info('shutting down', { signal });
@@ -120,9 +120,9 @@ async function serve(config: BrokerConfig): Promise<number> {
           });
         logger.info('stopped');
         sink.flush();
-        resolve(0);
+        resolve(code);
         // Whatever the database client still holds open (a socket to a silent server) does not delay the exit.
-        setTimeout(() => process.exit(0), EXIT_BACKSTOP_MS).unref();
+        setTimeout(() => process.exit(code), EXIT_BACKSTOP_MS).unref();
       });
     };
     // A repeated SIGTERM (supervisors and init shims resend it) changes nothing. A Ctrl-C (SIGINT) at a terminal
@@ -130,6 +130,16 @@ async function serve(config: BrokerConfig): Promise<number> {
     // same Ctrl-C can arrive twice within moments, from the terminal and from npm, which passes it on under
     // `npm start`: that is still the first.
     process.on('SIGTERM', () => stop('SIGTERM'));
+    // The log stream failed (its reader exited: `serve | shipper` with the shipper gone). Stopped as for SIGTERM,
+    // in-flight requests answered, and exit 1: a supervisor restarts the broker with a log again, where it would
+    // otherwise crash on the next line, or serve with no one able to see what it does.
+    process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+      if (stopping) return;
+      process.stderr.write(
+        `error: standard output, the broker's log, failed (${error.code ?? error.message}); stopping\n`,
+      );
+      stop('none: the log stream failed', 1);
+    });
     let interrupted = 0;
     process.on('SIGINT', () => {
       if (Date.now() - interrupted <= REPEATED_SIGNAL_MS) return;

@@ -332,6 +332,19 @@ describe('broker process', () => {
   });
 });
 
+describe('the server whose log stream closes', () => {
+  it('stops as for SIGTERM, saying why on standard error, and exits 1 for its supervisor to restart it', async () => {
+    const p = await start();
+    // The reader of its standard output goes away (`oidc-broker serve | shipper`, the shipper gone).
+    p.child.stdout?.destroy();
+    // The next line it logs fails: one after it started (a warning about the issuers' keys, say), or a request's.
+    await fetch(`${p.url}/healthz`).catch(() => undefined);
+    expect(await p.exited).toBe(1);
+    expect(p.stderr()).toMatch(/^error: standard output, the broker's log, failed \(EPIPE\); stopping$/m);
+    expect(p.stderr()).not.toMatch(/^\s+at /m);
+  });
+});
+
 describe('the command in a pipeline', () => {
   it('stops quietly when its reader stops early (oidc-broker openapi | head)', async () => {
     const run = runBroker(['openapi'], env());
