@@ -17,6 +17,12 @@ const TRUST_CLAIMS = [
   'repository_id',
 ];
 
+/**
+ * The broker's reasons for refusing a token for its times (oidc-verify.ts): an expired, not-yet-valid or
+ * future-issued token, which the issuer stamped with its clock and the broker judged by its own.
+ */
+const TIME_REFUSAL = /^token (expired at|is not valid before|is issued in the future)/;
+
 /** Which call the broker answered: the main step's exchange, or the post step's revocation of the token. */
 export type BrokerCall = 'exchange' | 'revoke';
 
@@ -103,9 +109,15 @@ function describe(
         title: "The broker rejected the job's OIDC token (401 invalid_token).",
         body: [
           ...reason,
-          'GitHub issues this token for the running job, so this usually means the broker does not trust its ' +
-            "issuer (GitHub Enterprise Server or another issuer must be added to the broker's " +
-            "BROKER_TRUSTED_ISSUERS), the runner's clock is far off, or the token expired on the way.",
+          TIME_REFUSAL.test(p.detail ?? '')
+            ? "The token's times (`iat`, `nbf`, `exp`) are set by the issuer (GitHub) when it issues the token, " +
+              "not by the runner, and the broker checks them against its own clock with 60 s of leeway: the broker's " +
+              "clock, or a GitHub Enterprise Server's, is likely off. Ask the broker's operator to check the time " +
+              'synchronisation (NTP) of the broker and of the issuer; re-running the job will not help until then.'
+            : 'GitHub issues this token for the running job, so this usually means the broker does not trust its ' +
+              "issuer (GitHub Enterprise Server or another issuer must be added to the broker's " +
+              "BROKER_TRUSTED_ISSUERS), or the broker's clock and the issuer's disagree (the token's times are " +
+              "the issuer's, never the runner's).",
         ],
       };
     case 'issuer_unavailable':

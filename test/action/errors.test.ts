@@ -286,7 +286,24 @@ describe('explained failures', () => {
     expect(message).toContain("The broker rejected the job's OIDC token (401 invalid_token).");
     expect(message).toContain('Reason given: `The token issuer is not trusted');
     expect(message).toContain('BROKER_TRUSTED_ISSUERS');
+    // GitHub stamps the token's times; the runner's clock plays no part in them.
+    expect(message).not.toContain("runner's clock");
   });
+
+  it.each([
+    'token expired at 2026-11-27T15:11:44.000Z',
+    'token is not valid before 2026-11-27T15:31:44.000Z',
+    'token is issued in the future (iat 2026-11-27T16:11:44.000Z)',
+  ])(
+    'invalid_token for its times (%s): points at the broker’s and the issuer’s clocks, not the runner’s',
+    async (detail) => {
+      const { message } = await failureFor(() => problem(401, 'invalid_token', { detail }));
+      expect(message).toContain(`Reason given: \`${detail}\``);
+      expect(message).toContain("the broker's clock, or a GitHub Enterprise Server's, is likely off");
+      expect(message).toContain('not by the runner');
+      expect(message).not.toContain("runner's clock is far off");
+    },
+  );
 
   it('invalid_request: gives the reason', async () => {
     const { message } = await failureFor(() =>
