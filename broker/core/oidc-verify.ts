@@ -309,6 +309,7 @@ function checkClaims(payload: Record<string, unknown>, iss: string, deps: Verify
   if (!(nbf <= now + leeway)) return invalid(`token is not valid before ${isoTime(nbf)}`);
   if (!(iat <= now + leeway)) return invalid(`token is issued in the future (iat ${isoTime(iat)})`);
   if (iat > exp) return invalid('token expires before it was issued');
+  if (nbf > exp) return invalid('token expires before it is valid (nbf after exp)');
   if (exp - iat > MAX_LIFETIME_SECONDS) return invalid('token lifetime exceeds 24 hours');
 
   for (const name of REQUIRED_STRING_CLAIMS) {

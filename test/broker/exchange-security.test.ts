@@ -339,6 +339,8 @@ const CLAIMS: ClaimsRow[] = [
   ['D4', 'iat in 1 h', () => times(nowS() + 3900, nowS() + 3600, nowS())],
   ['D5', 'lifetime over 24 h', () => ({ exp: nowS() + 86_401 })],
   ['D5', 'expires before it was issued', () => times(nowS() + 20, nowS() + 30, nowS())],
+  // Within the leeway of its nbf and its exp alike, it would be taken, though at no moment is it valid.
+  ['D5', 'valid only after it expires', () => times(nowS() + 10, nowS(), nowS() + 50)],
   ...['exp', 'iat', 'nbf'].map((t): ClaimsRow => [t === 'exp' ? 'D6' : 'D7', `no ${t}`, { [t]: undefined }]),
   ['D8', 'exp as a string', { exp: '9999999999' }],
   ...[-1, Number.NaN].map((exp): ClaimsRow => ['D9', `exp ${exp}`, { exp }]),
@@ -420,7 +422,7 @@ const REASONS: Record<string, RegExp> = {
   D2: /^token expired at /,
   D3: /^token is not valid before /,
   D4: /^token is issued in the future|^token is not valid before 9000000000000 s/,
-  D5: /^token (lifetime exceeds 24 hours|expires before it was issued)$/,
+  D5: /^token (lifetime exceeds 24 hours|expires before it was issued|expires before it is valid \(nbf after exp\))$/,
   D6: /^exp claim is missing$/,
   D7: /^(iat|nbf) claim is missing$/,
   D8: /^exp claim must be a positive integer/,
