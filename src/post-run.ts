@@ -1,4 +1,4 @@
-// The post step: revoke the token the main step issued, unless it has expired; never fails the job.
+// The post step: revoke the token the main step issued, unless it has long expired; never fails the job.
 import { createBrokerClient } from './broker-client.js';
 import { type PostDeps, STATE_KEYS } from './deps.js';
 import { explain, formatExplanation } from './explain.js';
@@ -6,6 +6,13 @@ import { classifyBrokerAnswer, REVOKE_RETRY, withRetry } from './retry.js';
 import { notRevokedSummary, writeSummary } from './summary.js';
 
 export type PostOutcome = 'nothing-to-revoke' | 'expired' | 'no-longer-valid' | 'revoked' | 'revoke-failed';
+
+/**
+ * How far this runner's clock may run ahead of the broker's (a self-hosted runner without time synchronisation): a
+ * token that expired by this clock less than this long ago may still be valid at the broker, so it is revoked all
+ * the same. The broker says so if it no longer takes it.
+ */
+const RUNNER_CLOCK_AHEAD_MS = 5 * 60_000;
 
 export async function runPost(deps: PostDeps): Promise<PostOutcome> {
   const { io } = deps;
@@ -16,7 +23,7 @@ export async function runPost(deps: PostDeps): Promise<PostOutcome> {
   }
   io.setSecret(token);
   const expiresAt = io.getState(STATE_KEYS.expiresAt);
-  if (deps.now() >= Date.parse(expiresAt)) {
+  if (deps.now() >= Date.parse(expiresAt) + RUNNER_CLOCK_AHEAD_MS) {
     io.info(`The token expired at ${expiresAt}; nothing to revoke.`);
     return 'expired';
   }

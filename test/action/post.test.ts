@@ -72,11 +72,21 @@ describe('runPost (post step)', () => {
     expect(io.logs.join('\n')).toContain('Nothing to revoke');
   });
 
-  it('skips a token that has already expired', async () => {
-    const { io, deps } = postHarness({ ...issuedState, 'expires-at': '2025-06-01T11:59:59.000Z' });
+  it('skips a token that expired more than 5 minutes ago', async () => {
+    const { io, deps } = postHarness({ ...issuedState, 'expires-at': '2025-06-01T11:55:00.000Z' });
 
     expect(await runPost(deps)).toBe('expired');
     expect(broker.requests).toEqual([]);
+    expect(io.warnings).toEqual([]);
+    expect(io.logs.join('\n')).toContain('The token expired at 2025-06-01T11:55:00.000Z; nothing to revoke.');
+  });
+
+  it("revokes a token that expired moments ago by the runner's clock, which may run ahead of the broker's", async () => {
+    broker.server.use(http.post(revokeUrl, () => new HttpResponse(null, { status: 200 })));
+    const { io, deps } = postHarness({ ...issuedState, 'expires-at': '2025-06-01T11:59:59.000Z' });
+
+    expect(await runPost(deps)).toBe('revoked');
+    expect(broker.requests).toHaveLength(1);
     expect(io.warnings).toEqual([]);
   });
 
