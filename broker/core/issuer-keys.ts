@@ -164,12 +164,14 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
       const detail = err instanceof FetchFailure ? err.detail : undefined;
       st.lastError = kind;
       st.discoveredJwksUri = undefined;
+      // `reason`, not `error`: other lines give `error` as an object ({type, message}), and a log store that maps
+      // field types (Elasticsearch, OpenSearch) drops the lines whose field has the other type.
       logger?.warn('issuer signing keys could not be fetched', {
         issuer: st.issuer,
-        error: kind,
+        reason: kind,
         fetching,
         ...(detail === undefined ? {} : { detail }),
-        cachedKeys: st.keys?.size ?? 0,
+        cached_keys: st.keys?.size ?? 0,
       });
     }
   }

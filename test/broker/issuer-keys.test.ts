@@ -69,10 +69,10 @@ describe('issuer outages', () => {
     const warning = logs.find((l) => l.level === 'warn');
     expect(warning?.fields).toEqual({
       issuer: GITHUB_ISSUER,
-      error: 'http_status',
+      reason: 'http_status',
       fetching: 'jwks',
       detail: 'HTTP 500',
-      cachedKeys: 1,
+      cached_keys: 1,
     });
     expect(JSON.stringify(logs)).not.toContain(token.split('.')[2]);
   });
@@ -93,10 +93,10 @@ describe('issuer outages', () => {
       msg: 'issuer signing keys could not be fetched',
       fields: {
         issuer: GITHUB_ISSUER,
-        error: 'network',
+        reason: 'network',
         fetching: 'jwks',
         detail: 'ECONNREFUSED',
-        cachedKeys: 0,
+        cached_keys: 0,
       },
     });
     const discovering = cache({
@@ -109,10 +109,10 @@ describe('issuer outages', () => {
       msg: 'issuer signing keys could not be fetched',
       fields: {
         issuer: GITHUB_ISSUER,
-        error: 'http_status',
+        reason: 'http_status',
         fetching: 'discovery',
         detail: 'HTTP 404',
-        cachedKeys: 0,
+        cached_keys: 0,
       },
     });
   });
@@ -231,7 +231,12 @@ describe('bounded fetches (B15)', () => {
       expect(logs).toContainEqual({
         level: 'warn',
         msg: 'issuer signing keys could not be fetched',
-        fields: expect.objectContaining({ issuer: GITHUB_ISSUER, error, fetching: 'jwks', cachedKeys: 0 }),
+        fields: expect.objectContaining({
+          issuer: GITHUB_ISSUER,
+          reason: error,
+          fetching: 'jwks',
+          cached_keys: 0,
+        }),
       });
       expect(issuer.requests).not.toContain('/redirected-jwks');
     });
