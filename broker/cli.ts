@@ -2,7 +2,7 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { createBroker } from './broker.js';
 import { type Command, commandOf, notACommand, UsageError, usage } from './cli-commands.js';
-import { type BrokerConfig, ConfigError, loadConfig } from './config.js';
+import { type BrokerConfig, ConfigError, describeUnknownSetting, loadConfig } from './config.js';
 import { rotateBuiltinKey } from './core/api-keys.js';
 import { keyDigester, withoutSecrets } from './core/keys.js';
 import { OPERATOR } from './core/principal.js';
@@ -56,6 +56,13 @@ const COMMANDS: readonly Command<CliIo>[] = [
   },
   { name: 'openapi', help: 'print the OpenAPI document', run: printOpenApi },
 ];
+
+/** The configuration a command runs with, after a warning for each variable that looks like a setting and is none. */
+function commandConfig(io: CliIo): BrokerConfig {
+  const config = loadConfig(io.env);
+  for (const setting of config.unknownSettings) io.err(`warning: ${describeUnknownSetting(setting)}\n`);
+  return config;
+}
 
 /** Opens the store, saying so on standard error when a newer version of the broker has migrated it. */
 async function openStoreFor(database: BrokerConfig['database'], io: CliIo) {
@@ -134,7 +141,7 @@ async function tenantCreate(io: CliIo, args: string[]): Promise<number> {
   // Not the last one silently: a tenant has one audience.
   if ((values.audience?.length ?? 0) > 1) throw new UsageError('--audience is given more than once');
   if (keyWouldBeLost(io)) return 1;
-  const config = loadConfig(io.env);
+  const config = commandConfig(io);
   const store = await openStoreFor(config.database, io);
   try {
     const result = await createTenant(
@@ -167,7 +174,7 @@ async function tenantRotateKey(io: CliIo, args: string[]): Promise<number> {
   const slot = values.slot ?? 'primary';
   if (slot !== 'primary' && slot !== 'secondary') throw new UsageError('--slot must be primary or secondary');
   if (keyWouldBeLost(io)) return 1;
-  const config = loadConfig(io.env);
+  const config = commandConfig(io);
   const store = await openStoreFor(config.database, io);
   try {
     const name = positionals[0]!;
@@ -193,7 +200,7 @@ async function tenantRotateKey(io: CliIo, args: string[]): Promise<number> {
 }
 
 async function tenantList(io: CliIo): Promise<number> {
-  const store = await openStoreFor(loadConfig(io.env).database, io);
+  const store = await openStoreFor(commandConfig(io).database, io);
   try {
     const tenants = await store.tenants.list();
     if (tenants.length === 0) {
@@ -225,7 +232,7 @@ async function tenantList(io: CliIo): Promise<number> {
 }
 
 async function rotateSigningKey(io: CliIo): Promise<number> {
-  const config = loadConfig(io.env);
+  const config = commandConfig(io);
   const store = await openStoreFor(config.database, io);
   try {
     const logger = createLogger({ write: (line: string) => io.err(line) }, 'warn');

@@ -53,6 +53,78 @@ export interface BrokerConfig {
   keyPepper?: string;
   logLevel: LogLevel;
   rateLimit: RateLimitConfig;
+  /** Variables that look like settings but are none (a typo): each is ignored, and said so at start. */
+  unknownSettings: UnknownSetting[];
+}
+
+export interface UnknownSetting {
+  variable: string;
+  /** The setting it most likely means, when one is close. */
+  didYouMean?: string;
+}
+
+/** Every variable the broker reads (README, Configuration). */
+const SETTINGS = [
+  'PORT',
+  'HOST',
+  'DATABASE_URL',
+  POOL_SIZE,
+  'BROKER_PUBLIC_URL',
+  'BROKER_AUDIENCE_SUFFIX',
+  'BROKER_TRUSTED_ISSUERS',
+  'BROKER_DEFAULT_SESSION_SECONDS',
+  'BROKER_KEY_ENCRYPTION_KEY',
+  'BROKER_KEY_PEPPER',
+  'LOG_LEVEL',
+  'BROKER_RATE_LIMIT_PER_MINUTE',
+  'BROKER_RATE_LIMIT_BURST',
+] as const;
+
+/** What Kubernetes sets for a Service (named broker, say): BROKER_SERVICE_HOST, BROKER_PORT_8080_TCP_ADDR, … */
+const SERVICE_LINK = /_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$/;
+
+/** Edits (insert, delete, replace, swap two neighbours) between two names. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = best;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/**
+ * Variables set that look like settings and are none: any BROKER_* but the broker's own (and those Kubernetes sets
+ * for a Service of that name), and a near miss of another setting's name (DATABSE_URL, log_level). A misspelt
+ * setting is otherwise ignored without a word: BROKER_PUBLIC_ULR leaves tokens with the default issuer, and
+ * BROKER_KEY_PEPER stores every key made meanwhile under a digest the real pepper no longer matches.
+ */
+function unknownSettings(env: Env): UnknownSetting[] {
+  const known = new Set<string>(SETTINGS);
+  const found: UnknownSetting[] = [];
+  for (const variable of Object.keys(env).sort()) {
+    if (known.has(variable) || env[variable] === undefined) continue;
+    const upper = variable.toUpperCase();
+    const nearest = SETTINGS.map((name) => ({ name, distance: editDistance(upper, name) })).sort(
+      (a, b) => a.distance - b.distance,
+    )[0]!;
+    // Names as short as PORT and HOST are a letter or two from many others (HOME).
+    const close = nearest.name.length >= 8 && nearest.distance <= 2;
+    const ours = upper.startsWith('BROKER_') && !SERVICE_LINK.test(upper);
+    if (close || ours) found.push({ variable, ...(close ? { didYouMean: nearest.name } : {}) });
+  }
+  return found;
+}
+
+/** An unknown setting as a sentence, for standard error. */
+export function describeUnknownSetting({ variable, didYouMean }: UnknownSetting): string {
+  return `${variable} is not a setting of the broker and is ignored${didYouMean ? `; did you mean ${didYouMean}?` : ''}`;
 }
 
 export class ConfigError extends Error {
@@ -324,5 +396,6 @@ export function loadConfig(env: Env): BrokerConfig {
       perMinute: integer(env, 'BROKER_RATE_LIMIT_PER_MINUTE', 600, 1, 10_000_000),
       burst: integer(env, 'BROKER_RATE_LIMIT_BURST', 60, 1, 10_000_000),
     },
+    unknownSettings: unknownSettings(env),
   };
 }

@@ -152,6 +152,25 @@ describe('oidc-broker tenant', () => {
   });
 });
 
+describe('a misspelt setting', () => {
+  it('every command that reads the configuration names it on standard error, with the setting it means', async () => {
+    let err = '';
+    const code = await runCli(['tenant', 'list'], {
+      env: { DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK, BROKER_KEY_PEPER: 'pepper-s3cret' },
+      out: () => {},
+      err: (s) => {
+        err += s;
+      },
+      serve: async () => 0,
+    });
+    expect(code).toBe(0);
+    expect(err).toContain(
+      'warning: BROKER_KEY_PEPER is not a setting of the broker and is ignored; did you mean BROKER_KEY_PEPPER?\n',
+    );
+    expect(err).not.toContain('s3cret');
+  });
+});
+
 describe('oidc-broker help', () => {
   /** The commands the usage text lists: the lower-case words that start each entry. */
   const listedIn = (usage: string) =>

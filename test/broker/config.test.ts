@@ -1,6 +1,6 @@
 // Configuration is parsed once; every mistake names its variable.
 import { describe, expect, it } from 'vitest';
-import { GITHUB_ISSUER, loadConfig } from '../../broker/config.js';
+import { describeUnknownSetting, GITHUB_ISSUER, loadConfig } from '../../broker/config.js';
 
 describe('loadConfig', () => {
   it('on port 80 the default public URL names no port, as a URL parser writes it', () => {
@@ -155,6 +155,50 @@ describe('loadConfig', () => {
       );
     },
   );
+
+  describe('a variable that looks like a setting and is none', () => {
+    it('is named, with the setting it most likely means, and its value is not repeated', () => {
+      const config = loadConfig({
+        BROKER_PUBLIC_ULR: 'https://broker.example.com',
+        BROKER_KEY_PEPER: 'pepper-s3cret',
+        DATABSE_URL: 'sqlite:./x.db',
+        log_level: 'debug',
+        BROKER_ISSUER: 'https://broker.example.com',
+      });
+      expect(config.unknownSettings).toEqual([
+        { variable: 'BROKER_ISSUER' },
+        { variable: 'BROKER_KEY_PEPER', didYouMean: 'BROKER_KEY_PEPPER' },
+        { variable: 'BROKER_PUBLIC_ULR', didYouMean: 'BROKER_PUBLIC_URL' },
+        { variable: 'DATABSE_URL', didYouMean: 'DATABASE_URL' },
+        { variable: 'log_level', didYouMean: 'LOG_LEVEL' },
+      ]);
+      expect(config.unknownSettings.map(describeUnknownSetting)).toContain(
+        'BROKER_KEY_PEPER is not a setting of the broker and is ignored; did you mean BROKER_KEY_PEPPER?',
+      );
+      expect(JSON.stringify(config.unknownSettings)).not.toContain('s3cret');
+    });
+
+    it('is not one the broker reads, one of a shell or container, nor one Kubernetes sets for a Service', () => {
+      const config = loadConfig({
+        PORT: '8080',
+        LOG_LEVEL: 'info',
+        HOME: '/home/broker',
+        HOSTNAME: 'broker-7d9f',
+        PATH: '/usr/bin',
+        NODE_ENV: 'production',
+        PGSSLMODE: 'verify-full',
+        BROKER_SERVICE_HOST: '10.0.0.7',
+        BROKER_SERVICE_PORT: '8080',
+        BROKER_SERVICE_PORT_HTTP: '8080',
+        BROKER_PORT: 'tcp://10.0.0.7:8080',
+        BROKER_PORT_8080_TCP: 'tcp://10.0.0.7:8080',
+        BROKER_PORT_8080_TCP_PROTO: 'tcp',
+        BROKER_PORT_8080_TCP_PORT: '8080',
+        BROKER_PORT_8080_TCP_ADDR: '10.0.0.7',
+      });
+      expect(config.unknownSettings).toEqual([]);
+    });
+  });
 
   describe('DATABASE_POOL_SIZE', () => {
     const postgres = {

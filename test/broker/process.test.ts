@@ -235,6 +235,33 @@ describe('broker process', () => {
     expect(run.stderr()).toContain(message);
   });
 
+  it('starts with a misspelt setting, logging that it is ignored and what it most likely means', async () => {
+    const p = await start({
+      BROKER_PUBLIC_ULR: 'https://broker.example.com',
+      BROKER_KEY_PEPER: 'pepper-s3cret',
+    });
+    const warnings = p
+      .stdout()
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((line) => line.msg === 'unknown setting ignored');
+    expect(warnings).toEqual([
+      expect.objectContaining({
+        level: 'warn',
+        variable: 'BROKER_KEY_PEPER',
+        did_you_mean: 'BROKER_KEY_PEPPER',
+      }),
+      expect.objectContaining({
+        level: 'warn',
+        variable: 'BROKER_PUBLIC_ULR',
+        did_you_mean: 'BROKER_PUBLIC_URL',
+      }),
+    ]);
+    expect(p.stdout() + p.stderr()).not.toContain('s3cret');
+    expect(await p.stop()).toBe(0);
+  });
+
   it('finishes in-flight requests on SIGTERM, sent once or again, then exits cleanly', async () => {
     const key = await createTenantKey(env());
     const p = await start();
