@@ -19,7 +19,10 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     name: 'http_request_duration_seconds',
     help: 'HTTP request latency in seconds, by method, route pattern and status code.',
     labelNames: ['method', 'route', 'status'] as const,
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    // Up to the broker's own deadlines (5 s for a connection or a read, 15 s for a write, 30 s for a request):
+    // histogram_quantile() answers the highest finite bound for a quantile past it, so a last bucket of 2.5 s
+    // would show requests that waited 15 s as 2.5 s.
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30],
     registers: [registry],
   });
   // Label sets are few (method × route pattern × status); resolving each once keeps the hot path to two adds.

@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMetrics } from '../../broker/metrics.js';
 import { AUDIT_EVENT_TYPES } from '../../broker/store/store.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 import { createPolicy } from '../support/federation.js';
@@ -289,6 +290,24 @@ describe('operations', () => {
     );
     expect(text).toMatch(/route="\/v1\/audit-events",status="200"/);
     expect(text).not.toContain(key);
+  });
+
+  it("/metrics latency buckets reach the broker's own deadlines, so a request that waited 15 s does not read as 2.5 s", async () => {
+    // histogram_quantile() answers the highest finite bound for a quantile in the +Inf bucket: with 2.5 s the last,
+    // a p99 over requests given up at the 5 s connection wait or the 15 s write deadline would read 2.5 s.
+    const metrics = createMetrics();
+    metrics.observeRequest('POST', '/v1/oidc/token', 503, 15);
+    metrics.observeRequest('GET', '/v1/whoami', 503, 5);
+    const text = await metrics.registry.metrics();
+    const bucket = (route: string, le: string) =>
+      Number(
+        new RegExp(
+          `http_request_duration_seconds_bucket\\{le="${le}",method="\\w+",route="${route}",status="503"\\} (\\d+)`,
+        ).exec(text)?.[1],
+      );
+    expect([bucket('/v1/oidc/token', '10'), bucket('/v1/oidc/token', '15')]).toEqual([0, 1]);
+    expect([bucket('/v1/whoami', '2.5'), bucket('/v1/whoami', '5')]).toEqual([0, 1]);
+    expect(bucket('/v1/oidc/token', '30')).toBe(1);
   });
 
   it('/metrics counts a request refused before its route ran (a body over 64 KiB) under that route', async () => {
