@@ -139,6 +139,13 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
+/** Settings whose reading settles the white space around them: JSON, a key (trimmed), the pepper (used as given). */
+const AROUND_IS_THEIRS = new Set([
+  'BROKER_TRUSTED_ISSUERS',
+  'BROKER_KEY_ENCRYPTION_KEY',
+  'BROKER_KEY_PEPPER',
+]);
+
 /**
  * The variable's value, undefined when it is unset. Set but empty (a compose file's `${VAR}` with VAR missing
  * on the host, a secret that was not injected) is refused, never read as unset: an empty key-encryption key
@@ -151,6 +158,14 @@ function setting(env: Env, name: string, defaultText: string): string | undefine
     throw new ConfigError(
       name,
       `is set but empty; unset it for the default (${defaultText}), or give a value`,
+    );
+  }
+  // Said as such: a secret file's final newline would otherwise make sqlite:/data/broker.db another, empty, file,
+  // and make other values fail with a message that quotes the newline without saying it is there.
+  if (raw.trim() !== raw && !AROUND_IS_THEIRS.has(name)) {
+    throw new ConfigError(
+      name,
+      `has white space around it (a line break or spaces, as a secret file's final newline leaves); remove it`,
     );
   }
   return raw;

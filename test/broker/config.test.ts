@@ -156,6 +156,38 @@ describe('loadConfig', () => {
     },
   );
 
+  describe("white space around a value, as a secret file's final newline leaves", () => {
+    it.each([
+      ['DATABASE_URL', 'sqlite:/var/lib/broker/broker.db\n'],
+      ['DATABASE_URL', ' sqlite:./data/broker.db'],
+      ['PORT', '8080\n'],
+      ['HOST', '0.0.0.0\n'],
+      ['BROKER_PUBLIC_URL', 'https://broker.example.com\n'],
+      ['BROKER_AUDIENCE_SUFFIX', 'api.example.com '],
+      ['LOG_LEVEL', 'info\n'],
+      ['BROKER_DEFAULT_SESSION_SECONDS', '900\r\n'],
+    ])(
+      'is refused in %s, saying so rather than opening another file or quoting a line break',
+      (name, value) => {
+        expect(() => loadConfig({ [name]: value })).toThrow(
+          new RegExp(`^${name}: has white space around it \\(a line break or spaces, .*\\); remove it$`),
+        );
+      },
+    );
+
+    it('is left to the settings whose reading settles it: JSON, the key-encryption key and the pepper', () => {
+      const config = loadConfig({
+        BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}"}]\n`,
+        BROKER_KEY_ENCRYPTION_KEY: `${'ab'.repeat(32)}\n`,
+        BROKER_KEY_PEPPER: 'pepper\n',
+      });
+      expect(config.trustedIssuers).toEqual([{ issuer: GITHUB_ISSUER }]);
+      expect(config.keyEncryptionKey?.toString('hex')).toBe('ab'.repeat(32));
+      // Used as given, as it always was: keys made under it keep their digests.
+      expect(config.keyPepper).toBe('pepper\n');
+    });
+  });
+
   describe('a variable that looks like a setting and is none', () => {
     it('is named, with the setting it most likely means, and its value is not repeated', () => {
       const config = loadConfig({
@@ -233,7 +265,9 @@ describe('loadConfig', () => {
       expect(() => loadConfig({ ...postgres, DATABASE_POOL_SIZE: value })).toThrow(
         value.trim() === ''
           ? /^DATABASE_POOL_SIZE: is set but empty/
-          : new RegExp(`^DATABASE_POOL_SIZE: .*from 3 to 100, got "${value.replace(/[.]/g, '\\.')}"$`),
+          : value.trim() !== value
+            ? /^DATABASE_POOL_SIZE: has white space around it/
+            : new RegExp(`^DATABASE_POOL_SIZE: .*from 3 to 100, got "${value.replace(/[.]/g, '\\.')}"$`),
       );
     });
 
