@@ -7,6 +7,7 @@ import { rotateBuiltinKey } from './core/api-keys.js';
 import { keyDigester, withoutSecrets } from './core/keys.js';
 import { OPERATOR } from './core/principal.js';
 import { createTenant } from './core/tenants.js';
+import { messageOf } from './errors.js';
 import { openApiDocument } from './http/docs.js';
 import { openConfiguredSigningKeys } from './key-encryption-key.js';
 import { createLogger, silentLogger } from './logger.js';
@@ -105,7 +106,7 @@ export async function runCli(argv: string[], given: CliIo): Promise<number> {
       io.err(`error: invalid configuration: ${error.message}\n`);
       return 78;
     }
-    io.err(`error: ${error instanceof Error ? error.message : String(error)}\n`);
+    io.err(`error: ${messageOf(error)}\n`);
     return 1;
   }
 }

@@ -105,3 +105,15 @@ export function toProblem(error: BrokerError, requestId: string): ProblemDocumen
     ...(internal ? {} : error.extensions),
   };
 }
+
+/**
+ * What went wrong, in words: an error's message, or, for an AggregateError without one, its errors' messages.
+ * That is what Node's connect gives when every address of a host name refused (::1 and 127.0.0.1 for localhost,
+ * as a container's /etc/hosts has it): its message is empty.
+ */
+export function messageOf(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  if (error.message === '' && error instanceof AggregateError && error.errors.length > 0)
+    return error.errors.map(messageOf).join('; ');
+  return error.message;
+}

@@ -1,4 +1,5 @@
 // Structured JSON logs, one object a line. Callers pass fields, never raw keys or tokens.
+import { messageOf } from './errors.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -46,7 +47,7 @@ export function createLogger(sink: LineSink, level: LogLevel, base: LogFields = 
 function plain(fields: LogFields): LogFields {
   for (const key in fields) {
     const value = fields[key];
-    if (value instanceof Error) return { ...fields, [key]: { type: value.name, message: value.message } };
+    if (value instanceof Error) return { ...fields, [key]: { type: value.name, message: messageOf(value) } };
   }
   return fields;
 }

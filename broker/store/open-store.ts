@@ -1,5 +1,6 @@
 // Opens the configured engine, brings its schema up to date and assembles the Store.
 import type { DatabaseConfig } from '../config.js';
+import { messageOf } from '../errors.js';
 import { auditRows } from './audit-rows.js';
 import { keyRows } from './key-rows.js';
 import { migrate, type PolicyNamesakes } from './migrations.js';
@@ -133,9 +134,8 @@ export async function openStore(config: DatabaseConfig): Promise<Store> {
     await db?.close().catch(() => {});
     // An outage's own message ("the database is unavailable: …") would only repeat what this one says.
     const reason = error instanceof StoreUnavailable ? error.cause : error;
-    throw new Error(
-      `DATABASE_URL ${shownDatabaseUrl(config)} cannot be opened: ${reason instanceof Error ? reason.message : String(reason)}`,
-      { cause: error },
-    );
+    throw new Error(`DATABASE_URL ${shownDatabaseUrl(config)} cannot be opened: ${messageOf(reason)}`, {
+      cause: error,
+    });
   }
 }

@@ -1,4 +1,5 @@
 // The small SQL surface both engines provide; the store is written once against it with `?` placeholders.
+import { messageOf } from '../errors.js';
 
 export type SqlValue = string | number | null;
 export type Row = Record<string, unknown>;
@@ -84,7 +85,7 @@ export interface SqlDriver extends SqlExecutor {
  */
 export class StoreUnavailable extends Error {
   constructor(cause: unknown) {
-    super(`the database is unavailable: ${cause instanceof Error ? cause.message : String(cause)}`, {
+    super(`the database is unavailable: ${messageOf(cause)}`, {
       cause,
     });
     this.name = 'StoreUnavailable';

@@ -697,6 +697,42 @@ describe('a PostgreSQL database that cannot be opened at start', () => {
     expect(run.stdout() + run.stderr()).not.toContain('s3cret-pw');
   });
 
+  it('names why when every address of its host name refuses, as localhost on ::1 and 127.0.0.1 does', async () => {
+    // A container's /etc/hosts gives localhost both addresses; Node then fails with an AggregateError whose own
+    // message is empty. Here a host name is made to resolve to both before the broker starts.
+    const dir = mkdtempSync(join(tmpdir(), 'broker-dual-stack-'));
+    const preload = join(dir, 'dual-stack.mjs');
+    writeFileSync(
+      preload,
+      [
+        "import dns from 'node:dns';",
+        'const lookup = dns.lookup;',
+        'dns.lookup = (host, options, callback) => {',
+        "  if (host !== 'dual-stack.test') return lookup(host, options, callback);",
+        "  const done = typeof options === 'function' ? options : callback;",
+        "  const all = [{ address: '::1', family: 6 }, { address: '127.0.0.1', family: 4 }];",
+        "  process.nextTick(() => (options?.all ? done(null, all) : done(null, '::1', 6)));",
+        '};',
+      ].join('\n'),
+    );
+    try {
+      const port = await closedPort();
+      const run = runBroker(['serve'], {
+        ...EPHEMERAL_PORT,
+        DATABASE_URL: `postgres://broker:s3cret-pw@dual-stack.test:${port}/oidc`,
+        BROKER_KEY_ENCRYPTION_KEY: TEST_KEK,
+        NODE_OPTIONS: `--import=${preload}`,
+      });
+      expect(await run.closed).toBe(1);
+      expect(run.stderr()).toBe(
+        `error: DATABASE_URL postgres://broker:***@dual-stack.test:${port}/oidc cannot be opened: ` +
+          `connect ECONNREFUSED ::1:${port}; connect ECONNREFUSED 127.0.0.1:${port}\n`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('exits rather than waiting on a server that asks for a password DATABASE_URL does not give', async () => {
     const server = await passwordAskingServer();
     try {
