@@ -21,7 +21,7 @@ import { registerDocRoutes } from './http/docs.js';
 import { registerFineGrainedKeyRoutes } from './http/fine-grained-keys.js';
 import { registerIdentityRoutes } from './http/identity.js';
 import { bodyMediaTypes } from './http/media-types.js';
-import { allowedMethods } from './http/methods.js';
+import { allowedMethods, routeOfPath } from './http/methods.js';
 import { registerOperationRoutes } from './http/operations.js';
 import { registerPolicyRoutes } from './http/policies.js';
 import { problemResponse, unsupportedMediaType } from './http/problems.js';
@@ -72,9 +72,10 @@ export function createApp(deps: AppDeps): BrokerApp {
     c.header('X-Request-Id', requestId);
     await next();
     const seconds = (performance.now() - started) / 1000;
-    // Answered by middleware (a body too large, a 404): counted under the route the request was for, if any.
+    // Answered by middleware (a body too large, a 404): counted under the route the request was for, if any. A 405
+    // is counted under the route that serves its path with other methods; only a path no route serves is unmatched.
     const path = c.req.routePath === '/*' ? routePath(c, -1) : c.req.routePath;
-    const route = path === '/*' ? 'unmatched' : path;
+    const route = path === '/*' ? (routeOfPath(app, c.req.path) ?? 'unmatched') : path;
     deps.metrics.observeRequest(c.req.method, route, c.res.status, seconds);
     // A refusal's code says why, as its answer did: the detail stays in the answer, as it may echo the request.
     const code = c.get('problemCode');

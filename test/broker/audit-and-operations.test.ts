@@ -318,9 +318,17 @@ describe('operations', () => {
     });
     expect(res.status).toBe(413);
     await t.request('GET', '/v1/nowhere');
+    // A method the path is not served with: counted under the route that serves it, not with scans for paths.
+    expect((await t.request('DELETE', '/healthz')).status).toBe(405);
+    expect((await t.request('PATCH', `/v1/fine-grained-keys/${randomUUID()}`)).status).toBe(405);
     const text = await (await t.request('GET', '/metrics')).text();
     expect(text).toMatch(/http_requests_total\{method="POST",route="\/v1\/oidc\/token",status="413"\} 1/);
     expect(text).toMatch(/http_requests_total\{method="GET",route="unmatched",status="404"\} 1/);
+    expect(text).toMatch(/http_requests_total\{method="DELETE",route="\/healthz",status="405"\} 1/);
+    expect(text).toMatch(
+      /http_requests_total\{method="PATCH",route="\/v1\/fine-grained-keys\/:id",status="405"\} 1/,
+    );
+    expect(text).not.toMatch(/route="unmatched",status="405"/);
   });
 
   it('every response carries a request id that problem documents repeat', async () => {
