@@ -224,6 +224,14 @@ function database(env: Env): DatabaseConfig {
           'to the working directory, or sqlite:///var/lib/broker/broker.db for an absolute one',
       );
     }
+    // SQLite's URI parameters (?mode=ro, ?cache=shared) are not read: as part of the path they would name another file.
+    const extra = /[?#].*$/.exec(path)?.[0];
+    if (extra !== undefined) {
+      throw new ConfigError(
+        'DATABASE_URL',
+        `a sqlite: URL names only its file: remove "${extra}" (the broker opens the file itself, read-write)`,
+      );
+    }
     // Refused rather than ignored: set with SQLite, it most likely means DATABASE_URL is missing, and the embedded
     // file (with its demo tenant) would be used instead of the PostgreSQL the pool was sized for.
     if (env[POOL_SIZE] !== undefined) {

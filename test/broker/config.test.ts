@@ -121,6 +121,17 @@ describe('loadConfig', () => {
         );
       },
     );
+
+    // Taken as part of the path, "?mode=ro" would make a new, empty file named "broker.db?mode=ro".
+    it.each([
+      'sqlite:/data/broker.db?mode=ro',
+      'sqlite:./data/broker.db#main',
+      'sqlite:///var/lib/b.db?cache=shared',
+    ])('%s has parameters, and is refused rather than read as another file', (url) => {
+      expect(() => loadConfig({ DATABASE_URL: url })).toThrow(
+        /^DATABASE_URL: a sqlite: URL names only its file: remove "[?#][^"]*"/,
+      );
+    });
   });
 
   it.each([
