@@ -229,7 +229,8 @@ export function registerPolicyRoutes(
       description:
         'Full replacement with the same body as create: a field left out takes its default, and `warnings` says so ' +
         "where that alone makes the policy broader (the `issuer` back to GitHub's, a longer session cap). The next " +
-        'exchange, on every replica, uses the new version.',
+        'exchange, on every replica, uses the new version. A body that changes nothing writes nothing: no ' +
+        '`policy.updated` event, and `updated_at` stays.',
       ...secured(auth, 'oidc-federation:write'),
       request: { params: IdParam, body },
       responses: {

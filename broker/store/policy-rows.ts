@@ -100,8 +100,13 @@ export function policyRows(db: SqlDriver): Store['policies'] {
             [tenantId, id],
           );
           if (!before) return undefined;
-          const event = audit(fromRow(before));
+          const previous = fromRow(before);
+          const event = audit(previous);
           await checkRequester(tx, event);
+          // A replacement that changes nothing writes nothing: no policy.updated event, and updated_at stays the
+          // time of the last change (a script that applies its policies on every run changes none of them).
+          if (JSON.stringify(values(input)) === JSON.stringify(values(previous)))
+            return { ok: true, value: previous };
           // Every replacement moves updated_at forward, even within one millisecond (or a clock behind another
           // replica's): an exchange commits only while the policy it read is unchanged (see recordExchange).
           const updatedAt = Math.max(at, before.updated_at + 1);

@@ -197,6 +197,7 @@ export interface Store {
       at: number,
       audit: AuditEventInput,
     ): Promise<Created<TrustPolicy>>;
+    /** Writes nothing (no event, the same `updatedAt`) when `input` is what is stored already. */
     replace(
       tenantId: string,
       id: string,

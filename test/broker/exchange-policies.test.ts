@@ -829,9 +829,10 @@ describe('a policy changed while an exchange decides (e.g. on another replica)',
       const call = ++calls;
       const rows = await read(...args);
       if (call === 1) {
-        // The first exchange has read the policy; it is replaced (only updated_at moves), and the first waits
-        // for the second, so that both records reach the same group commit, the stale one first.
-        expect((await f.t.request('PUT', `/v1/oidc/policies/${id}`, { key: f.key, json: policy })).ok).toBe(
+        // The first exchange has read the policy; it is replaced (only its description changes), and the first
+        // waits for the second, so that both records reach the same group commit, the stale one first.
+        const edited = { ...policy, description: 'edited' };
+        expect((await f.t.request('PUT', `/v1/oidc/policies/${id}`, { key: f.key, json: edited })).ok).toBe(
           true,
         );
         firstHasRead.resolve();

@@ -633,6 +633,37 @@ describe('audit', () => {
     expect(deleted.target).toEqual({ type: 'trust_policy', id, name: 'deploy-infra' });
     expect(deleted.details).toMatchObject({ permissions: ['harden-runner:read'] });
   });
+
+  it('a replace that changes nothing records no update and keeps updated_at, as a script applying on every run does', async () => {
+    const body = { ...infraMain(), description: 'deploys', permissions: ['read-all'] };
+    const policy = await created(body);
+    for (const again of [body, { ...body, permissions: policy.permissions }]) {
+      t.clock.now += 60_000;
+      const put = await t.request('PUT', `/v1/oidc/policies/${policy.id}`, { key: tenantKey, json: again });
+      expect(put.status).toBe(200);
+      expect(await put.json()).toEqual({ policy, warnings: [] });
+    }
+    const got = await t.request('GET', `/v1/oidc/policies/${policy.id}`, { key: tenantKey });
+    expect(await got.json()).toEqual(policy);
+    expect((await policyEvents()).map((e) => e.type)).toEqual(['policy.created']);
+
+    // Any change is one: a renamed case, a description dropped.
+    for (const change of [
+      { ...body, name: 'Deploy-Infra' },
+      { ...body, name: 'Deploy-Infra', description: null },
+    ]) {
+      t.clock.now += 60_000;
+      const put = await t.request('PUT', `/v1/oidc/policies/${policy.id}`, { key: tenantKey, json: change });
+      expect(((await put.json()) as { policy: PolicyView }).policy.updated_at).toBe(
+        new Date(t.clock.now).toISOString(),
+      );
+    }
+    expect((await policyEvents()).map((e) => e.type)).toEqual([
+      'policy.updated',
+      'policy.updated',
+      'policy.created',
+    ]);
+  });
 });
 
 describe('behind a path prefix (BROKER_PUBLIC_URL=https://host/broker, the proxy strips /broker)', () => {

@@ -417,7 +417,8 @@ describe(`store contract (${requestedEngine()})`, () => {
     const v1 = await store.policies.create(t.id, 'p-oscar', policyInput('oscar'), 100, audit(t.id));
     if (!v1.ok) throw new Error('create');
     // Replaced within the same millisecond: its updated_at still moves forward.
-    const v2 = await store.policies.replace(t.id, 'p-oscar', policyInput('oscar'), 100, () => audit(t.id));
+    const changed = { ...policyInput('oscar'), description: 'changed' };
+    const v2 = await store.policies.replace(t.id, 'p-oscar', changed, 100, () => audit(t.id));
     if (!v2?.ok) throw new Error('replace');
     expect(v2.value.updatedAt).toBeGreaterThan(v1.value.updatedAt);
     const read = (v: typeof v1) => ({ id: v.value.id, updatedAt: v.value.updatedAt });
@@ -493,6 +494,21 @@ describe(`store contract (${requestedEngine()})`, () => {
     const previous = events.filter((e) => e.type === 'policy.replaced').map((e) => e.details?.previous);
     expect(new Set(previous).size).toBe(4);
     expect(previous).toContain('v0');
+  });
+
+  it('a replacement that changes nothing writes nothing: no event, the same updated_at', async () => {
+    const t = await tenant('no-change');
+    const created = await store.policies.create(t.id, 'p-n', policyInput('same'), 1, audit(t.id));
+    if (!created.ok) throw new Error('create');
+    const same = await store.policies.replace(t.id, 'p-n', policyInput('same'), 5, () =>
+      audit(t.id, 'policy.updated'),
+    );
+    expect(same).toEqual(created);
+    expect((await store.policies.get(t.id, 'p-n'))?.updatedAt).toBe(1);
+    expect((await store.audit.list(t.id, { limit: 20 })).map((e) => e.type)).toEqual([
+      'test.event',
+      'tenant.created',
+    ]);
   });
 
   it('keeps policy names unique per tenant, case-insensitively, and finds candidates by owner and repository', async () => {
