@@ -6,7 +6,7 @@ import { changedBy } from '../core/principal.js';
 import { BUILTIN_KINDS, type BuiltinKeySlot, SLOTS } from '../store/store.js';
 import { refusal, secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
-import { authErrors, badRequest, headers, isoOrNull, Timestamp } from './schemas.js';
+import { authErrors, badRequest, headers, isoOrNull, NoQuery, Timestamp } from './schemas.js';
 
 const Kind = z.enum(BUILTIN_KINDS);
 const SlotName = z.enum(SLOTS);
@@ -53,11 +53,13 @@ export function registerApiKeyRoutes(
       description:
         'Tenant, Tenant read-only and Secure Registry keys, each with a primary and a secondary slot.',
       ...secured(auth, 'api-keys:read'),
+      request: { query: NoQuery },
       responses: {
         200: {
           description: 'The six slots, without secrets.',
           content: { 'application/json': { schema: z.object({ keys: z.array(KeySlot) }) } },
         },
+        ...badRequest,
         ...authErrors,
       },
     }),
@@ -80,7 +82,7 @@ export function registerApiKeyRoutes(
         'systems are not using, switch them over, then rotate the other.',
       // No permission check first: every other credential is refused for its kind, which is what to change.
       ...secured(auth),
-      request: { params: z.object({ kind: Kind, slot: SlotName }) },
+      request: { params: z.object({ kind: Kind, slot: SlotName }), query: NoQuery },
       responses: {
         200: {
           description: 'The new key, shown once.',

@@ -20,6 +20,7 @@ import {
   iso,
   isoOrNull,
   locationOf,
+  NoQuery,
   notFound,
   PermissionId,
   PermissionList,
@@ -124,7 +125,10 @@ export function registerFineGrainedKeyRoutes(
         'Creates a scoped, expiring key. The key is in this response only. Permissions must be a subset of the ' +
         "caller's own (`403 permission_escalation` otherwise).",
       ...secured(auth, 'api-keys:write'),
-      request: { body: { required: true, content: { 'application/json': { schema: CreateRequest } } } },
+      request: {
+        query: NoQuery,
+        body: { required: true, content: { 'application/json': { schema: CreateRequest } } },
+      },
       responses: {
         201: {
           description: 'Created; `key` is shown once.',
@@ -159,11 +163,13 @@ export function registerFineGrainedKeyRoutes(
       tags: ['Fine-grained keys'],
       summary: 'List fine-grained keys',
       ...secured(auth, 'api-keys:read'),
+      request: { query: NoQuery },
       responses: {
         200: {
           description: 'Every fine-grained key of the tenant, newest first, without secrets.',
           content: { 'application/json': { schema: z.object({ keys: z.array(KeyView) }) } },
         },
+        ...badRequest,
         ...authErrors,
       },
     }),
@@ -180,12 +186,13 @@ export function registerFineGrainedKeyRoutes(
       tags: ['Fine-grained keys'],
       summary: 'Get a fine-grained key',
       ...secured(auth, 'api-keys:read'),
-      request: { params: IdParam },
+      request: { params: IdParam, query: NoQuery },
       responses: {
         200: {
           description: 'The key, without its secret.',
           content: { 'application/json': { schema: KeyView } },
         },
+        ...badRequest,
         ...authErrors,
         ...notFound,
       },
@@ -208,8 +215,8 @@ export function registerFineGrainedKeyRoutes(
       description:
         'Deletes the key; the next request that uses it, or an access token it minted, is refused, on every replica.',
       ...secured(auth, 'api-keys:write'),
-      request: { params: IdParam },
-      responses: { 204: { description: 'Revoked.' }, ...authErrors, ...notFound },
+      request: { params: IdParam, query: NoQuery },
+      responses: { 204: { description: 'Revoked.' }, ...badRequest, ...authErrors, ...notFound },
     }),
     async (c) => {
       await revokeFineGrainedKey(c.get('principal'), c.req.valid('param').id, deps);

@@ -25,7 +25,17 @@ import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
 import { refuseMethods } from './methods.js';
 import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
 import { registerPolicyToolRoutes } from './policy-tools.js';
-import { authErrors, conflict, headers, iso, locationOf, notFound, problem } from './schemas.js';
+import {
+  authErrors,
+  badRequest,
+  conflict,
+  headers,
+  iso,
+  locationOf,
+  NoQuery,
+  notFound,
+  problem,
+} from './schemas.js';
 import { IdParam, unknownIdIsNotFound } from './text.js';
 
 const TAGS = ['Trust policies'];
@@ -160,9 +170,10 @@ export function registerPolicyRoutes(
         'Saves a policy that lets matching GitHub Actions jobs exchange their OIDC token. Its permissions must be a ' +
         "subset of the caller's own (`403 permission_escalation`). A valid but broad policy is saved with `warnings`.",
       ...secured(auth, 'oidc-federation:write'),
-      request: { body },
+      request: { query: NoQuery, body },
       responses: {
         201: { ...changedResponse('Created.'), headers: location },
+        ...badRequest,
         ...authErrors,
         ...conflict,
         ...invalidPolicy,
@@ -183,11 +194,13 @@ export function registerPolicyRoutes(
       tags: TAGS,
       summary: 'List trust policies',
       ...secured(auth, 'oidc-federation:read'),
+      request: { query: NoQuery },
       responses: {
         200: {
           description: 'Every policy of the tenant, by name.',
           content: { 'application/json': { schema: z.object({ policies: z.array(PolicyView) }) } },
         },
+        ...badRequest,
         ...authErrors,
       },
     }),
@@ -204,9 +217,10 @@ export function registerPolicyRoutes(
       tags: TAGS,
       summary: 'Get a trust policy',
       ...secured(auth, 'oidc-federation:read'),
-      request: { params: IdParam },
+      request: { params: IdParam, query: NoQuery },
       responses: {
         200: { description: 'The policy.', content: { 'application/json': { schema: PolicyView } } },
+        ...badRequest,
         ...authErrors,
         ...notFound,
       },
@@ -232,9 +246,10 @@ export function registerPolicyRoutes(
         'exchange, on every replica, uses the new version. A body that changes nothing writes nothing: no ' +
         '`policy.updated` event, and `updated_at` stays.',
       ...secured(auth, 'oidc-federation:write'),
-      request: { params: IdParam, body },
+      request: { params: IdParam, query: NoQuery, body },
       responses: {
         200: changedResponse('Replaced.'),
+        ...badRequest,
         ...authErrors,
         ...notFound,
         ...conflict,
@@ -258,8 +273,8 @@ export function registerPolicyRoutes(
       description:
         'Effective on the next exchange, on every replica. Tokens already minted stay valid until they expire.',
       ...secured(auth, 'oidc-federation:write'),
-      request: { params: IdParam },
-      responses: { 204: { description: 'Deleted.' }, ...authErrors, ...notFound },
+      request: { params: IdParam, query: NoQuery },
+      responses: { 204: { description: 'Deleted.' }, ...badRequest, ...authErrors, ...notFound },
     }),
     async (c) => {
       const { id } = c.req.valid('param');

@@ -12,7 +12,7 @@ import { BrokerError, retryAfter } from '../errors.js';
 import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { ConfigQuery, EvaluateBody, EvaluateResult, OidcConfig } from './policy-schemas.js';
-import { authErrors, badRequest, notFound, notReady } from './schemas.js';
+import { authErrors, badRequest, NoQuery, notFound, notReady } from './schemas.js';
 
 const TAGS = ['Trust policies'];
 
@@ -69,7 +69,10 @@ export function registerPolicyToolRoutes(
         'token already exchanged). ' +
         'An `oidc_token` is verified like the exchange does, but not used up.',
       ...secured(auth, 'oidc-federation:read'),
-      request: { body: { required: true, content: { 'application/json': { schema: EvaluateBody } } } },
+      request: {
+        query: NoQuery,
+        body: { required: true, content: { 'application/json': { schema: EvaluateBody } } },
+      },
       responses: {
         200: { description: 'The evaluation.', content: { 'application/json': { schema: EvaluateResult } } },
         ...badRequest,

@@ -40,11 +40,19 @@ export const PermissionList = z
  * (`?types=`) would otherwise list everything, as if it had matched.
  */
 export function queryParameters<T extends z.ZodRawShape>(shape: T) {
-  const takes = `unknown query parameter; this operation takes ${Object.keys(shape).join(', ')}`;
+  const names = Object.keys(shape);
+  const takes = `unknown query parameter; this operation takes ${names.length > 0 ? names.join(', ') : 'none'}`;
   return z.strictObject(shape, {
     error: (issue) => (issue.code === 'unrecognized_keys' ? takes : undefined),
   });
 }
+
+/**
+ * The query of a route that takes none, so that a parameter sent to it is refused by name: a filter it does not have
+ * (`?name=`) would list every key or policy as if they had matched, and a flag (`?dry_run=true`) would change what
+ * it was meant to leave as it is.
+ */
+export const NoQuery = queryParameters({});
 
 export const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-11-26T12:00:00.000Z' });
 

@@ -185,6 +185,22 @@ describe('rotation', () => {
     expect((await whoami(secondary)).credential).toMatchObject({ kind: 'tenant', slot: 'secondary' });
   });
 
+  it('a query parameter is refused by name, not ignored: ?dry_run=true rotates nothing', async () => {
+    const secondary = await rotate('tenant', 'secondary');
+    for (const [method, path, field] of [
+      ['POST', '/v1/api-keys/tenant/secondary/rotate?dry_run=true', 'dry_run'],
+      ['GET', '/v1/api-keys?kind=tenant', 'kind'],
+    ] as const) {
+      const res = await t.request(method, path, { key: tenantKey });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({
+        code: 'invalid_request',
+        errors: [{ field, message: 'unknown query parameter; this operation takes none' }],
+      });
+    }
+    expect((await whoami(secondary)).credential).toMatchObject({ kind: 'tenant', slot: 'secondary' });
+  });
+
   it('lists the six slots with hints and rotation times, never a secret', async () => {
     t.clock.now += 60_000;
     const key = await rotate('secure-registry', 'primary');

@@ -283,6 +283,28 @@ describe('lifecycle', () => {
     }
   });
 
+  it('a query parameter is refused by name, not ignored: a filter that filters nothing lists, or revokes, every key', async () => {
+    const created = (await (await create(valid)).json()) as { id: string; key: string };
+    await create({ ...valid, name: 'other' });
+    const refused = [
+      await t.request('GET', '/v1/fine-grained-keys?name=other', { key }),
+      await t.request('GET', `/v1/fine-grained-keys/${created.id}?fields=hint`, { key }),
+      await t.request('DELETE', `/v1/fine-grained-keys/${created.id}?dry_run=true`, { key }),
+      await t.request('POST', '/v1/fine-grained-keys?dry_run=true', { key, json: { ...valid, name: 'dry' } }),
+    ];
+    for (const [res, field] of refused.map(
+      (r, i) => [r, ['name', 'fields', 'dry_run', 'dry_run'][i]] as const,
+    )) {
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({
+        code: 'invalid_request',
+        errors: [{ field, message: 'unknown query parameter; this operation takes none' }],
+      });
+    }
+    expect((await t.request('GET', '/v1/whoami', { key: created.key })).status).toBe(200);
+    expect(await keyCount()).toBe(2);
+  });
+
   it('revocation takes effect on the next request', async () => {
     const created = (await (await create(valid)).json()) as { id: string; key: string };
     expect((await t.request('GET', '/v1/whoami', { key: created.key })).status).toBe(200);

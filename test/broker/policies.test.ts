@@ -167,6 +167,31 @@ describe('create, list, get, replace, delete', () => {
     }
   });
 
+  it('a query parameter is refused by name, not ignored: a filter that filters nothing lists, or deletes, every policy', async () => {
+    const policy = await created(infraMain());
+    const path = `/v1/oidc/policies/${policy.id}`;
+    const refused = [
+      await t.request('GET', '/v1/oidc/policies?name=other', { key: tenantKey }),
+      await t.request('GET', `${path}?fields=name`, { key: tenantKey }),
+      await t.request('PUT', `${path}?dry_run=true`, { key: tenantKey, json: { ...infraMain(), name: 'x' } }),
+      await t.request('DELETE', `${path}?dry_run=true`, { key: tenantKey }),
+      await t.request('POST', '/v1/oidc/policies?dry_run=true', {
+        key: tenantKey,
+        json: { ...infraMain(), name: 'y' },
+      }),
+    ];
+    for (const [res, field] of refused.map(
+      (r, i) => [r, ['name', 'fields', 'dry_run', 'dry_run', 'dry_run'][i]] as const,
+    )) {
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({
+        code: 'invalid_request',
+        errors: [{ field, message: 'unknown query parameter; this operation takes none' }],
+      });
+    }
+    expect(await list()).toEqual([policy]);
+  });
+
   it('answers other methods with 405 and the allowed ones', async () => {
     const policy = await created(infraMain());
     const res = await t.request('PATCH', `/v1/oidc/policies/${policy.id}`, { key: tenantKey, json: {} });
