@@ -101,11 +101,13 @@ const KEY_SHAPED = new RegExp(
  * token pasted twice in a row runs its signature into the next one's header; the segments that follow, the next
  * payload and signature, are taken with it. Read in one pass: a token starts only at the first `eyJ` of its
  * segment (a later one there could only fail the same way), so a long run of `eyJ`s is not scanned to its end from
- * each of them, which made a 64 KiB request cost seconds of CPU.
+ * each of them, which made a 64 KiB request cost seconds of CPU. That holds only where nothing else was taken from
+ * the segment first: so keys are hidden in a pass before tokens, and the `eyJ` that ends a JSON escape (`\u001e`
+ * and `yJ`), which no token starts at, is not counted as the segment's first.
  */
 const B64URL = '[0-9A-Za-z_-]';
 const TOKEN_SHAPED = new RegExp(
-  `eyJ(?<!eyJ${B64URL}*?eyJ)${B64URL}*\\.eyJ${B64URL}*\\.${B64URL}+(?:\\.eyJ${B64URL}*\\.${B64URL}+)*`,
+  `eyJ(?<!(?<!\\\\u[0-9A-Fa-f]{3})eyJ${B64URL}*?eyJ)${B64URL}*\\.eyJ${B64URL}*\\.${B64URL}+(?:\\.eyJ${B64URL}*\\.${B64URL}+)*`,
   'g',
 );
 
@@ -182,14 +184,19 @@ export function storedSecretProblem(field: string, value: string): string | null
 
 // A JSON escape is matched whole so that a secret never starts inside one: JSON writes U+001E as \u001e, and the
 // "e" of that escape with a following "yJ…" is no token, and taking it would leave "\u001" and break the text.
-const SECRET_OR_ESCAPE = new RegExp(
-  `\\\\(?:u[0-9A-Fa-f]{4}|.)|${TOKEN_SHAPED.source}|${KEY_SHAPED.source}`,
-  'g',
-);
+const JSON_ESCAPE = '\\\\(?:u[0-9A-Fa-f]{4}|.)';
+const KEY_OR_ESCAPE = new RegExp(`${JSON_ESCAPE}|${KEY_SHAPED.source}`, 'g');
+const TOKEN_OR_ESCAPE = new RegExp(`${JSON_ESCAPE}|${TOKEN_SHAPED.source}`, 'g');
 
-/** withoutSecrets for JSON text (as JSON.stringify writes it): the result is still JSON, each string redacted. */
+/**
+ * withoutSecrets for JSON text (as JSON.stringify writes it): the result is still JSON, each string redacted as
+ * withoutSecrets redacts it, keys first and then tokens.
+ */
 export function withoutSecretsInJson(json: string): string {
-  return replaceSeeingThrough(json, SECRET_OR_ESCAPE, (run) =>
-    run.startsWith('\\') ? run : run.startsWith('eyJ') ? '[a token]' : keyHint(run),
+  const keysHidden = replaceSeeingThrough(json, KEY_OR_ESCAPE, (run) =>
+    run.startsWith('\\') ? run : keyHint(run),
+  );
+  return replaceSeeingThrough(keysHidden, TOKEN_OR_ESCAPE, (run) =>
+    run.startsWith('\\') ? run : '[a token]',
   );
 }

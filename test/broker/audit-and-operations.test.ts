@@ -251,6 +251,22 @@ describe('secrets in what an event records', () => {
     expect(body).not.toContain('SSSS');
   });
 
+  // Its "eyJ" is no token's start, and the token after it must not be taken for one that could only fail as it did.
+  it.each([
+    ['an API key whose random part holds "eyJ", joined by "_"', `ssa_${'A'.repeat(29)}eyJ${'B'.repeat(6)}_`],
+    ['U+001E followed by "yJ", which JSON writes \\u001eyJ', '%1EyJq-'],
+  ])('a token right after %s is hidden in the error body', async (_, before) => {
+    const { key: own } = await t.createTenant(`after-${before.length}`);
+    const payload = b64url({ sub: 'repo:acme/infra' });
+    const token = `${b64url({ alg: 'RS256', kid: 'k1' })}.${payload}.${'S'.repeat(86)}`;
+    const missing = await t.request('GET', `/v1/fine-grained-keys/${before}${token}`, { key: own });
+    expect(missing.status).toBe(404);
+    const body = await missing.text();
+    expect(body).toContain('[a token]');
+    expect(body).not.toContain(payload);
+    expect(body).not.toContain('SSSS');
+  });
+
   it('a path holding a control character just before a token-like run is recorded and listed intact', async () => {
     const { key: own } = await t.createTenant('escapes');
     const created = await t.request('POST', '/v1/fine-grained-keys', {
