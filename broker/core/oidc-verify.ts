@@ -138,7 +138,7 @@ const FETCH_FAILURES: Record<FetchErrorKind, string> = {
   http_status: 'it answered with an HTTP error',
   too_large: 'its answer was too large',
   invalid_json: 'its answer was not JSON',
-  invalid_jwks: 'its key set holds no usable key',
+  invalid_jwks: 'its answer is not a key set (no "keys" list)',
   invalid_discovery:
     'its discovery document (/.well-known/openid-configuration) names another issuer or no https jwks_uri; check the issuer URL configured',
 };

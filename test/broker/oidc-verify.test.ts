@@ -912,6 +912,21 @@ describe('verifyOidcToken and the key set', () => {
     });
   }
 
+  it('says an answer that is not a key set is not one, and refuses a token no key of a set that holds none verifies', async () => {
+    // No `keys` list: a failed fetch, which the workflow is told as such.
+    issuer.setJwks({ jwks_uri: issuer.jwksUri });
+    expect(await verify(sign())).toEqual({
+      ok: false,
+      code: 'issuer_unavailable',
+      reason: `signing keys for issuer ${GITHUB_ISSUER} are unavailable: its answer is not a key set (no "keys" list)`,
+      retryAfterSeconds: 30,
+    });
+    // A key set none of whose keys is usable is fetched, not failed: the token's kid is simply not in it.
+    issuer.setJwks({ keys: [{ kty: 'EC', kid: issuer.kid, crv: 'P-256', x: 'x', y: 'y' }] });
+    clock.now += 31_000;
+    expectRejected(await verify(sign()), UNKNOWN_KEY);
+  });
+
   it('B16 never derives a key URL from a token iss', async () => {
     const { keys, fetched } = ghesKeys();
     issuer.discoveryIssuer = GHES_ISSUER;
