@@ -160,15 +160,18 @@ function setting(env: Env, name: string, defaultText: string): string | undefine
       `is set but empty; unset it for the default (${defaultText}), or give a value`,
     );
   }
-  // Said as such: a secret file's final newline would otherwise make sqlite:/data/broker.db another, empty, file,
-  // and make other values fail with a message that quotes the newline without saying it is there.
-  if (raw.trim() !== raw && !AROUND_IS_THEIRS.has(name)) {
+  if (AROUND_IS_THEIRS.has(name)) return raw;
+  // A secret file's final line break is no part of the value, as a shell's $(cat file) drops it too (and pg's URL
+  // parser did for DATABASE_URL). Other white space is said as such: it would otherwise make sqlite:/data/broker.db
+  // another, empty, file, and make other values fail with a message quoting it without saying it is there.
+  const value = raw.replace(/\r?\n$/, '');
+  if (value.trim() !== value) {
     throw new ConfigError(
       name,
-      `has white space around it (a line break or spaces, as a secret file's final newline leaves); remove it`,
+      'has white space around it (spaces, tabs, or line breaks other than one at the end); remove it',
     );
   }
-  return raw;
+  return value;
 }
 
 /** The variable's value, or `fallback` when it is unset (set but empty is refused, as above). */

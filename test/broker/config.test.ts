@@ -169,22 +169,36 @@ describe('loadConfig', () => {
 
   describe("white space around a value, as a secret file's final newline leaves", () => {
     it.each([
-      ['DATABASE_URL', 'sqlite:/var/lib/broker/broker.db\n'],
       ['DATABASE_URL', ' sqlite:./data/broker.db'],
-      ['PORT', '8080\n'],
-      ['HOST', '0.0.0.0\n'],
-      ['BROKER_PUBLIC_URL', 'https://broker.example.com\n'],
+      ['DATABASE_URL', 'sqlite:/var/lib/broker/broker.db \n'],
+      ['PORT', '8080\n\n'],
+      ['HOST', '\t0.0.0.0'],
       ['BROKER_AUDIENCE_SUFFIX', 'api.example.com '],
-      ['LOG_LEVEL', 'info\n'],
-      ['BROKER_DEFAULT_SESSION_SECONDS', '900\r\n'],
-    ])(
-      'is refused in %s, saying so rather than opening another file or quoting a line break',
-      (name, value) => {
-        expect(() => loadConfig({ [name]: value })).toThrow(
-          new RegExp(`^${name}: has white space around it \\(a line break or spaces, .*\\); remove it$`),
-        );
-      },
-    );
+      ['LOG_LEVEL', 'info\r\n '],
+    ])('is refused in %s, saying so rather than opening another file or quoting it', (name, value) => {
+      expect(() => loadConfig({ [name]: value })).toThrow(
+        new RegExp(`^${name}: has white space around it \\(spaces, tabs, .*\\); remove it$`),
+      );
+    });
+
+    it('but for one final line break, which is no part of the value (as $(cat file) drops it)', () => {
+      const config = loadConfig({
+        DATABASE_URL: 'sqlite:/var/lib/broker/broker.db\n',
+        PORT: '8080\n',
+        BROKER_PUBLIC_URL: 'https://broker.example.com\n',
+        LOG_LEVEL: 'warn\r\n',
+        BROKER_DEFAULT_SESSION_SECONDS: '900\r\n',
+      });
+      expect(config.database).toEqual({ engine: 'sqlite', path: '/var/lib/broker/broker.db' });
+      expect(config).toMatchObject({ port: 8080, publicUrl: 'https://broker.example.com', logLevel: 'warn' });
+      expect(config.defaultSessionSeconds).toBe(900);
+      const postgres = loadConfig({
+        DATABASE_URL: 'postgres://broker:secret@db.example.com:5432/oidc\n',
+        BROKER_KEY_ENCRYPTION_KEY: 'ab'.repeat(32),
+      });
+      expect(postgres.database).toMatchObject({ engine: 'postgres' });
+      expect(JSON.stringify(postgres.database)).not.toContain('\\n');
+    });
 
     it('is left to the settings whose reading settles it: JSON, the key-encryption key and the pepper', () => {
       const config = loadConfig({
