@@ -228,11 +228,12 @@ function database(env: Env): DatabaseConfig {
       );
     }
     // SQLite's URI parameters (?mode=ro, ?cache=shared) are not read: as part of the path they would name another file.
-    const extra = /[?#].*$/.exec(path)?.[0];
+    // Not repeated: a parameter may hold a secret (a SQLCipher key).
+    const extra = /[?#]/.exec(path)?.[0];
     if (extra !== undefined) {
       throw new ConfigError(
         'DATABASE_URL',
-        `a sqlite: URL names only its file: remove "${extra}" (the broker opens the file itself, read-write)`,
+        `a sqlite: URL names only its file: remove everything from "${extra}" on (the broker opens the file itself, read-write)`,
       );
     }
     // Refused rather than ignored: set with SQLite, it most likely means DATABASE_URL is missing, and the embedded
