@@ -99,7 +99,8 @@ export const PolicyChanged = z
   })
   .openapi('TrustPolicyChanged');
 
-// Every claim the verifier knows, so a decoded token can be pasted; a name outside it is a typo.
+// Every claim the verifier knows, so a decoded token can be pasted; a name outside it (and outside repo_property_*)
+// is a typo.
 const TOKEN_CLAIM_NAMES = [
   ...['iss', 'aud', 'sub', 'jti', 'exp', 'iat', 'nbf', 'repository', 'repository_id', 'repository_owner'],
   ...['repository_owner_id', 'ref', 'ref_type', 'ref_protected', 'job_workflow_ref', 'job_workflow_sha'],
@@ -128,14 +129,30 @@ const ClaimValue = z.unknown().refine((value) => nestingDepth(value, MAX_JSON_DE
   message: `nests deeper than the ${MAX_JSON_DEPTH} levels a token's claims may`,
 });
 
+// A custom property an organization or enterprise includes in its OIDC tokens: `repo_property_<property name>`.
+const REPO_PROPERTY_CLAIM = /^repo_property_\S+$/;
+
+const TOKEN_CLAIM_SHAPE = Object.fromEntries(TOKEN_CLAIM_NAMES.map((name) => [name, ClaimValue.optional()]));
+
 const TokenClaims = z
-  .strictObject(Object.fromEntries(TOKEN_CLAIM_NAMES.map((name) => [name, ClaimValue.optional()])))
+  .object(TOKEN_CLAIM_SHAPE)
+  .catchall(ClaimValue)
+  .superRefine((claims, ctx) => {
+    const unknown = Object.keys(claims).filter(
+      (name) => !Object.hasOwn(TOKEN_CLAIM_SHAPE, name) && !REPO_PROPERTY_CLAIM.test(name),
+    );
+    if (unknown.length > 0) ctx.addIssue({ code: 'unrecognized_keys', keys: unknown, input: claims });
+  })
   .openapi('TokenClaims', {
     description:
-      "A GitHub OIDC token's claims as JSON. Only the trust-relevant ones count (`iss`, default GitHub's; `aud`, " +
+      "A GitHub OIDC token's claims as JSON, as a decoded token holds them (with `repo_property_*`, the custom " +
+      "properties an organization includes). Only the trust-relevant ones count (`iss`, default GitHub's; `aud`, " +
       '`repository_owner`, `repository`, their ids, `job_workflow_ref`, `ref`, `environment`, `event_name`); ' +
       'values are compared as given, so a value that is not a string never matches.',
     example: { repository: 'acme/infra', ref: 'refs/heads/main', event_name: 'push' },
+    // OpenAPI 3.1 (JSON Schema) has patternProperties; the metadata type, written for 3.0, does not.
+    ...{ patternProperties: { [REPO_PROPERTY_CLAIM.source]: {} } },
+    additionalProperties: false,
   });
 
 export const EvaluateBody = z

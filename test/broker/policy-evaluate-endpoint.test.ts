@@ -295,6 +295,35 @@ describe('evaluate typed-in claims', () => {
     expect(await res.json()).toMatchObject({ code: 'invalid_request', errors: [{ field }] });
   });
 
+  it("a decoded token with the organization's custom-property claims (repo_property_*) is evaluated as it is", async () => {
+    // GitHub adds each custom property an organization includes in OIDC tokens as repo_property_<name>, a string.
+    const claims = {
+      ...JOB,
+      sub: 'repo:acme/infra:environment:production',
+      repo_property_business_unit: 'payments',
+      repo_property_regions: 'us-east-1,eu-west-1',
+    };
+    const e = await evaluate({ claims });
+    expect(e.claims).toEqual({ iss: GITHUB_ISSUER, ...JOB });
+    expect(e.decision).toEqual({
+      allowed: false,
+      reason: 'ambiguous_policy',
+      tied_policies: ['infra-main', 'infra-prod'],
+    });
+    // The prefix alone names no property, and a look-alike of it is still a typo.
+    for (const name of ['repo_property_', 'repo_properties_team', 'Repo_property_team']) {
+      const res = await t.request('POST', '/v1/oidc/policies/evaluate', {
+        key,
+        json: { claims: { ...JOB, [name]: 'x' } },
+      });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({
+        code: 'invalid_request',
+        errors: [{ field: `claims.${name}`, message: 'unknown field' }],
+      });
+    }
+  });
+
   it('a claim value nesting 5,000 levels deep (10 KB) is a 400 naming it, not a failure to echo it', async () => {
     const environment = `${'['.repeat(5000)}"production"${']'.repeat(5000)}`;
     const res = await t.request('POST', '/v1/oidc/policies/evaluate', {
