@@ -35,11 +35,22 @@ function claimShape(stored: boolean) {
   ) as Record<(typeof POLICY_CLAIM_FIELDS)[number], z.ZodOptional<z.ZodString>>;
 }
 
-export const PolicyClaimsInput = z.strictObject(claimShape(true)).openapi('TrustPolicyClaims', {
-  description:
-    'Conditions on the OIDC token; every one that is set must equal the token claim, the others match anything. ' +
-    'Set at least `repository_owner` or `repository`.',
-});
+// Said of a claim name a policy does not take, such as `sub` (a cloud trust policy's habit) or a claim GitHub issues
+// that no policy compares (`workflow_ref`, `ref_type`): which ones it can set instead.
+const NOT_A_POLICY_CLAIM =
+  `not a claim a policy can set; it can set only ${POLICY_CLAIM_FIELDS.slice(0, -1).join(', ')} and ` +
+  `${POLICY_CLAIM_FIELDS.at(-1)} (sub is never compared, as a subject template changes its format: set the ` +
+  'claims it is made of, such as repository, ref or environment)';
+
+export const PolicyClaimsInput = z
+  .strictObject(claimShape(true), {
+    error: (issue) => (issue.code === 'unrecognized_keys' ? NOT_A_POLICY_CLAIM : undefined),
+  })
+  .openapi('TrustPolicyClaims', {
+    description:
+      'Conditions on the OIDC token; every one that is set must equal the token claim, the others match anything. ' +
+      'Set at least `repository_owner` or `repository`.',
+  });
 
 // The limits below are documentation only: the policy rules enforce them, with messages that name the rule and
 // count characters as people do (a zod limit would replace those messages and count UTF-16 code units).

@@ -252,6 +252,19 @@ describe('validation: 422 invalid_policy naming the field, and nothing written',
     ['untrusted issuer', { ...base, issuer: 'https://gitlab.example.com' }, 'issuer', /trust/],
     ['unknown field', { ...base, repo: 'acme/infra' }, 'repo', /unknown field/],
     ['unknown claim', { ...base, claims: { ...base.claims, repo: 'acme/infra' } }, 'claims.repo'],
+    // Claims GitHub issues that no policy compares: the answer says which a policy can set instead.
+    [
+      'a sub, as a cloud trust policy is written',
+      { ...base, claims: { ...base.claims, sub: 'repo:acme/infra:ref:refs/heads/main' } },
+      'claims.sub',
+      /can set only repository_owner, repository, job_workflow_ref, ref, environment, repository_owner_id and repository_id.*sub is never compared/,
+    ],
+    [
+      'a claim GitHub issues that no policy compares',
+      { ...base, claims: { ...base.claims, ref_type: 'tag' } },
+      'claims.ref_type',
+      /not a claim a policy can set; it can set only repository_owner, repository, /,
+    ],
     // JSON writes U+001E as \u001e: the "e" of that escape and the text after it are not a token.
     [
       'unknown field with a control character before token-like text',
