@@ -242,9 +242,12 @@ function warningsFor(policy: PolicyRecord): string[] {
   const warnings: string[] = [];
   const narrowed = Boolean(claims.ref || claims.job_workflow_ref || claims.environment);
   const writes = policy.permissions.filter((p) => p.endsWith(':write'));
+  // An owner with a repository id pins one repository, whatever it is named now or later.
   const scope = claims.repository
     ? `repository ${claims.repository}`
-    : `any repository of ${claims.repository_owner}`;
+    : claims.repository_id
+      ? `the repository of ${claims.repository_owner} with id ${claims.repository_id}`
+      : `any repository of ${claims.repository_owner}`;
   if (!narrowed) {
     warnings.push(
       `claims: any workflow in ${scope} can use this policy, on any branch; add claims.ref, claims.job_workflow_ref or claims.environment to limit it to the branch, workflow or environment that needs it`,

@@ -37,7 +37,11 @@ function refDescription(ref: string): string {
 function policyComments(claims: PolicyClaims): string[] {
   const lines: string[] = [];
   if (claims.repository) lines.push(`# The policy matches jobs of repository ${claims.repository} only.`);
-  else if (claims.repository_owner) {
+  else if (claims.repository_owner && claims.repository_id) {
+    lines.push(
+      `# The policy matches jobs of the repository of ${claims.repository_owner} with id ${claims.repository_id} only, whatever its name.`,
+    );
+  } else if (claims.repository_owner) {
     lines.push(`# The policy matches jobs of repositories owned by ${claims.repository_owner} only.`);
   }
   if (claims.ref) {

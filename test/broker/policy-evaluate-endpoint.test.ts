@@ -537,6 +537,28 @@ describe('GET /v1/oidc/config', () => {
     expect(await lint(release.workflow)).toEqual([]);
   });
 
+  it('?policy= for an owner and a repository id says the job must run in that repository, not any of the owner', async () => {
+    const created = await t.request('POST', '/v1/oidc/policies', {
+      key,
+      json: {
+        name: 'infra-by-id',
+        claims: { repository_owner: 'acme', repository_id: '632596897' },
+        permissions: ['audit-log:read'],
+      },
+    });
+    expect(created.status).toBe(201);
+    const { policy } = (await created.json()) as { policy: { id: string } };
+    try {
+      const c = await config(t, key, '?policy=infra-by-id');
+      expect(c.workflow).toMatch(
+        /^# The policy matches jobs of the repository of acme with id 632596897 only, whatever its name\.$/m,
+      );
+      expect(c.workflow).not.toMatch(/owned by acme/);
+    } finally {
+      await t.request('DELETE', `/v1/oidc/policies/${policy.id}`, { key });
+    }
+  });
+
   it('an unknown policy is 404', async () => {
     const res = await t.request('GET', '/v1/oidc/config?policy=nope', { key });
     expect(res.status).toBe(404);

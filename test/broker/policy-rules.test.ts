@@ -425,6 +425,20 @@ describe('warnings', () => {
     expect(warnings).toEqual([expect.stringMatching(/any repository of acme.*add claims\.ref/)]);
   });
 
+  it('an owner with a repository id pins one repository, whatever its name: the warnings say so', () => {
+    const warnings = warningsOf(
+      input(
+        { permissions: ['harden-runner:write'] },
+        { repository: undefined, ref: undefined, repository_owner: 'acme', repository_id: '632596897' },
+      ),
+    );
+    expect(warnings).toHaveLength(2);
+    for (const warning of warnings) {
+      expect(warning).toMatch(/any workflow in the repository of acme with id 632596897/);
+      expect(warning).not.toMatch(/any repository of acme/);
+    }
+  });
+
   it('adds a write-specific warning for write permissions without ref, workflow or environment', () => {
     const warnings = warningsOf(
       input(
