@@ -376,6 +376,29 @@ describe('request bodies that take exactly one of two fields', () => {
   });
 });
 
+describe("the dry run's typed-in claims: the document takes what the broker takes", () => {
+  it("a token's custom-property claims, and not their look-alikes", async () => {
+    const schema =
+      document.paths['/v1/oidc/policies/evaluate']!.post!.requestBody!.content['application/json']!.schema;
+    const verdicts: string[] = [];
+    for (const extra of [
+      { repo_property_team: 'platform' },
+      { repo_property_cost_center: 'x', repo_property_tier: 'gold' },
+      { repo_properties_team: 'platform' },
+      { Repo_property_team: 'platform' },
+      { repo_property_: 'x' },
+    ]) {
+      const body = { claims: { repository: 'acme/infra', ...extra } };
+      const documented = schemaErrors(document, schema, body).length === 0;
+      const res = await f.t.request('POST', '/v1/oidc/policies/evaluate', { key: f.key, json: body });
+      const served = res.status !== 400;
+      if (documented !== served)
+        verdicts.push(`${Object.keys(extra)}: documented ${documented}, served ${served} (${res.status})`);
+    }
+    expect(verdicts).toEqual([]);
+  });
+});
+
 describe('permission lists: the document accepts the lists the broker accepts', () => {
   it('in every request body that takes one', async () => {
     const policy = await call('POST', '/v1/oidc/policies', {

@@ -140,11 +140,25 @@ export function schemaErrors(document: OpenApiDocument, schema: unknown, value: 
           }
         }
         break;
+      case 'patternProperties':
+        if (typeOf(value) === 'object') {
+          for (const [pattern, sub] of Object.entries(arg as Record<string, unknown>)) {
+            for (const [name, member] of Object.entries(value as object)) {
+              if (new RegExp(pattern, 'u').test(name))
+                errors.push(...schemaErrors(document, sub, member, `${at}.${name}`));
+            }
+          }
+        }
+        break;
       case 'additionalProperties':
         if (typeOf(value) === 'object') {
+          // As JSON Schema has it: a member neither declared nor matching a pattern is an additional one.
           const declared = Object.keys((s.properties as object | undefined) ?? {});
+          const patterns = Object.keys((s.patternProperties as object | undefined) ?? {}).map(
+            (pattern) => new RegExp(pattern, 'u'),
+          );
           for (const [name, member] of Object.entries(value as object)) {
-            if (!declared.includes(name))
+            if (!declared.includes(name) && !patterns.some((pattern) => pattern.test(name)))
               errors.push(...schemaErrors(document, arg, member, `${at}.${name}`));
           }
         }
