@@ -35,6 +35,18 @@ import { RequesterWithdrawn, type Store } from './store/store.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
+/**
+ * On every answer, for a browser that meets one (Try it out, a URL opened in a tab): read it as the type it says it
+ * is, never inside another site's frame, run nothing in it, and tell no other site where its links came from. The
+ * reference page, the one HTML document, replaces the policy with its own (see docs.ts).
+ */
+export const SECURITY_HEADERS = {
+  'X-Content-Type-Options': 'nosniff',
+  'X-Frame-Options': 'DENY',
+  'Content-Security-Policy': "default-src 'none'; frame-ancestors 'none'",
+  'Referrer-Policy': 'no-referrer',
+} as const;
+
 export interface AppDeps {
   config: BrokerConfig;
   store: Store;
@@ -70,6 +82,7 @@ export function createApp(deps: AppDeps): BrokerApp {
     c.set('log', deps.logger.child({ request_id: requestId }));
     // Set before the response exists: a header added to a finished response makes Hono rebuild it from a stream.
     c.header('X-Request-Id', requestId);
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) c.header(name, value);
     await next();
     const seconds = (performance.now() - started) / 1000;
     // Answered by middleware (a body too large, a 404): counted under the route the request was for, if any. A 405

@@ -355,6 +355,32 @@ describe('operations', () => {
     expect(res.headers.get('X-Request-Id')).toBe(body.request_id);
   });
 
+  it('every answer tells a browser not to sniff its type, frame it or run anything in it, and sends no referrer', async () => {
+    const answers = await Promise.all([
+      t.request('GET', '/v1/whoami', { key }),
+      t.request('GET', '/v1/whoami'),
+      t.request('GET', '/v1/%3Cscript%3Ealert(1)%3C%2Fscript%3E'),
+      t.request('DELETE', '/healthz'),
+      t.request('POST', '/v1/oidc/token', { body: 'x', headers: { 'Content-Type': 'text/plain' } }),
+      t.request('GET', '/metrics'),
+      t.request('GET', '/.well-known/jwks.json'),
+      t.request('GET', '/.well-known/oauth-authorization-server'),
+      t.request('GET', '/v1/openapi.json'),
+      t.request('GET', '/v1/reference/assets/swagger-ui.css'),
+    ]);
+    for (const res of answers) {
+      const where = `${res.status} ${res.headers.get('Content-Type')}`;
+      expect(res.headers.get('X-Content-Type-Options'), where).toBe('nosniff');
+      expect(res.headers.get('X-Frame-Options'), where).toBe('DENY');
+      expect(res.headers.get('Content-Security-Policy'), where).toBe(
+        "default-src 'none'; frame-ancestors 'none'",
+      );
+      expect(res.headers.get('Referrer-Policy'), where).toBe('no-referrer');
+      // Nothing invites a page on another origin to read an answer with a user's key.
+      expect(res.headers.get('Access-Control-Allow-Origin'), where).toBeNull();
+    }
+  });
+
   it('/readyz answers 503 not_ready when the database is gone', async () => {
     const other = await startTestBroker();
     await other.broker.store.close();

@@ -18,7 +18,15 @@ beforeAll(async () => {
   broker = await startBrokerProcess(env);
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      // So that a page of another (made-up, so public) origin may frame the broker on loopback, as one on the
+      // internet may frame a broker on the internet: Chrome otherwise refuses any such frame itself.
+      '--disable-features=LocalNetworkAccessChecks',
+    ],
   });
 });
 afterAll(async () => {
@@ -30,6 +38,10 @@ afterAll(async () => {
 describe('/v1/reference', () => {
   it('renders from the broker alone and calls the API with the authorized key', async () => {
     const page = await browser.newPage();
+    const refused: string[] = [];
+    page.on('console', (message) => {
+      if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
+    });
     const foreign: string[] = [];
     await page.route('**/*', (route) => {
       const url = new URL(route.request().url());
@@ -56,5 +68,26 @@ describe('/v1/reference', () => {
     const text = (await body.textContent()) ?? '';
     expect(JSON.parse(text)).toMatchObject({ tenant: { name: 'acme' }, credential: { kind: 'tenant' } });
     expect(foreign).toEqual([]);
+    // The page runs under its own Content-Security-Policy and nothing it does is refused.
+    expect(refused).toEqual([]);
+  });
+
+  it('does not render inside a frame of another site', async () => {
+    const page = await browser.newPage();
+    const other = 'http://other.test/';
+    await page.route(other, (route) =>
+      route.fulfill({
+        contentType: 'text/html',
+        body: `<iframe name="reference" src="${broker.url}/v1/reference"></iframe>`,
+      }),
+    );
+    const answered = page.waitForResponse(`${broker.url}/v1/reference`);
+    await page.goto(other);
+    expect((await answered).status()).toBe(200);
+    const frame = page.frame({ name: 'reference' })!;
+    await frame.waitForLoadState();
+    // The browser refused to show the answer in the frame: it holds the browser's error page, not the reference.
+    expect(frame.url()).not.toContain(broker.url);
+    expect(await frame.locator('#swagger-ui').count()).toBe(0);
   });
 });
