@@ -81,7 +81,12 @@ const INIT = `window.ui = SwaggerUIBundle({
 });
 `;
 
-const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'";
+// The page takes API keys typed into it. In place of the policy every other answer has, so it says again that no
+// other site may frame it; base-uri and form-action, which default-src does not cover, keep a <base> from moving its
+// relative URLs and a form from sending what it holds to another origin. Swagger UI sets inline style attributes.
+const CSP =
+  "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'; " +
+  "frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 export function registerDocRoutes(app: OpenAPIHono<BrokerEnv>, publicUrl: string): void {
   // Encoded once and cached: an answer a client is slow to read holds a reference to these bytes, not a copy.

@@ -95,6 +95,29 @@ describe('OpenAPI document', () => {
     }
   });
 
+  it('the reference page, where a key is typed, cannot be framed by another site and runs only its own scripts', async () => {
+    const res = await t.request('GET', '/v1/reference');
+    expect(res.headers.get('Content-Type')).toBe('text/html; charset=UTF-8');
+    const directives = new Map(
+      (res.headers.get('Content-Security-Policy') ?? '').split(';').map((d) => {
+        const [name, ...sources] = d.trim().split(/\s+/);
+        return [name, sources.join(' ')] as const;
+      }),
+    );
+    expect(directives.get('frame-ancestors')).toBe("'none'");
+    expect(res.headers.get('X-Frame-Options')).toBe('DENY');
+    expect(directives.get('default-src')).toBe("'self'");
+    expect(directives.has('script-src')).toBe(false);
+    expect(directives.get('connect-src')).toBe("'self'");
+    // Neither falls back to default-src: a <base> could move the page's relative URLs, a form send a key elsewhere.
+    expect(directives.get('base-uri')).toBe("'none'");
+    expect(directives.get('form-action')).toBe("'self'");
+    expect(res.headers.get('X-Content-Type-Options')).toBe('nosniff');
+    expect(res.headers.get('Referrer-Policy')).toBe('no-referrer');
+    const init = await (await t.request('GET', '/v1/reference/assets/init.js')).text();
+    expect(init).toContain('persistAuthorization: false');
+  });
+
   it('an asset the reference page does not have is 404, not a 405 that allows GET', async () => {
     const res = await t.request('GET', '/v1/reference/assets/nope.js');
     expect(res.status).toBe(404);

@@ -68,6 +68,11 @@ describe('/v1/reference', () => {
     const text = (await body.textContent()) ?? '';
     expect(JSON.parse(text)).toMatchObject({ tenant: { name: 'acme' }, credential: { kind: 'tenant' } });
     expect(foreign).toEqual([]);
+    // The key lives in the page only: nothing another visit to the page could read back.
+    const stored = await page.evaluate<string>(
+      'JSON.stringify([{ ...localStorage }, { ...sessionStorage }])',
+    );
+    expect(stored).not.toContain(key.slice(4));
     // The page runs under its own Content-Security-Policy and nothing it does is refused.
     expect(refused).toEqual([]);
   });
