@@ -15,6 +15,9 @@ export type Guard = ReturnType<typeof guard>;
 /** `permission` undefined: any valid credential of the tenant may call the route. */
 export function guard(deps: AuthenticateDeps, permission?: Permission) {
   return createMiddleware<BrokerEnv>(async (c, next) => {
+    // What a credential may read (an audit log, policies, which keys exist), or was refused, no cache keeps: not
+    // even the browser that ran Try it out, which would otherwise write the answer to its disk cache.
+    c.header('Cache-Control', 'no-store');
     const principal = await authenticate(bearerCredential(c.req.header('Authorization')), deps);
     c.set('principal', principal);
     c.get('log').debug('authenticated', {

@@ -33,16 +33,33 @@ const problem = (description: string) => ({
   content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
 });
 
+/** What every answer of a route that takes a credential carries, once the route is reached (see auth.ts). */
+const NO_STORE = {
+  description: 'No cache may keep an answer to a credential: `no-store`.',
+  required: true,
+  schema: { type: 'string', example: 'no-store' },
+};
+
 export function openApiDocument(app: OpenAPIHono<BrokerEnv>) {
   const document = app.getOpenAPI31Document({ openapi: '3.1.0', info: API_INFO });
   for (const item of Object.values(document.paths ?? {})) {
     for (const operation of Object.values(item) as {
       requestBody?: unknown;
-      responses?: Record<string, unknown>;
+      security?: unknown[];
+      responses?: Record<string, { description?: string; headers?: Record<string, unknown> }>;
     }[]) {
       if (!operation?.responses) continue;
-      const errors = operation.requestBody ? { ...BODY_ERRORS, ...REQUEST_ERRORS } : REQUEST_ERRORS;
-      for (const [status, description] of Object.entries(errors)) {
+      for (const [status, description] of Object.entries(operation.requestBody ? BODY_ERRORS : {})) {
+        operation.responses[status] ??= problem(description);
+      }
+      // Every answer from the guard on; a body too large is refused before it.
+      if (operation.security?.length) {
+        for (const response of Object.values(operation.responses)) {
+          response.headers ??= {};
+          response.headers['Cache-Control'] ??= NO_STORE;
+        }
+      }
+      for (const [status, description] of Object.entries(REQUEST_ERRORS)) {
         operation.responses[status] ??= problem(description);
       }
     }

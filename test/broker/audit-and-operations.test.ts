@@ -381,6 +381,34 @@ describe('operations', () => {
     }
   });
 
+  it('no cache, not even the browser running Try it out, keeps an answer of a route that takes a credential', async () => {
+    const reader = (await (
+      await t.request('POST', '/v1/fine-grained-keys', {
+        key,
+        json: { name: 'reader', expiration: '7d', permissions: ['harden-runner:read'] },
+      })
+    ).json()) as { key: string };
+    const answers = {
+      audit: await t.request('GET', '/v1/audit-events', { key }),
+      whoami: await t.request('GET', '/v1/whoami', { key }),
+      keys: await t.request('GET', '/v1/fine-grained-keys', { key }),
+      policies: await t.request('GET', '/v1/oidc/policies', { key }),
+      config: await t.request('GET', '/v1/oidc/config', { key }),
+      missing: await t.request('GET', `/v1/fine-grained-keys/${randomUUID()}`, { key }),
+      forbidden: await t.request('GET', '/v1/audit-events', { key: reader.key }),
+      unauthenticated: await t.request('GET', '/v1/audit-events'),
+    };
+    for (const [name, res] of Object.entries(answers)) {
+      expect(res.headers.get('Cache-Control'), `${name}: ${res.status}`).toBe('no-store');
+    }
+    expect(answers.forbidden.status).toBe(403);
+    // Public documents stay as cacheable as before.
+    expect((await t.request('GET', '/.well-known/jwks.json')).headers.get('Cache-Control')).toBe(
+      'public, max-age=300',
+    );
+    expect((await t.request('GET', '/v1/openapi.json')).headers.get('Cache-Control')).toBeNull();
+  });
+
   it('/readyz answers 503 not_ready when the database is gone', async () => {
     const other = await startTestBroker();
     await other.broker.store.close();
