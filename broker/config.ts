@@ -396,9 +396,11 @@ export function loadConfig(env: Env): BrokerConfig {
       `"${audienceSuffix}" is not a lower-case DNS name of labels up to 63 characters and at most ${MAX_AUDIENCE_SUFFIX} in all`,
     );
   }
-  const level = settingOr(env, 'LOG_LEVEL', 'info').toLowerCase();
+  // Quoted as read (its case kept, a final line break dropped), not as the environment holds it.
+  const givenLevel = settingOr(env, 'LOG_LEVEL', 'info');
+  const level = givenLevel.toLowerCase();
   if (!['debug', 'info', 'warn', 'error'].includes(level)) {
-    throw new ConfigError('LOG_LEVEL', `expected debug, info, warn or error, got "${env.LOG_LEVEL}"`);
+    throw new ConfigError('LOG_LEVEL', `expected debug, info, warn or error, got "${givenLevel}"`);
   }
   const kek = keyEncryptionKey(env);
   if (db.engine === 'postgres' && !kek) {

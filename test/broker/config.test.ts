@@ -204,6 +204,17 @@ describe('loadConfig', () => {
       expect(JSON.stringify(postgres.database)).not.toContain('\\n');
     });
 
+    it('a value refused for what it says is quoted without the line break that was dropped', () => {
+      for (const [name, value, shown] of [
+        ['LOG_LEVEL', 'Verbose\n', '"Verbose"'],
+        ['PORT', '80a\r\n', '"80a"'],
+        ['BROKER_AUDIENCE_SUFFIX', 'API.example.com\n', '"API.example.com"'],
+      ]) {
+        expect(() => loadConfig({ [name!]: value }), name).toThrow(`${name}: `);
+        expect(() => loadConfig({ [name!]: value }), name).toThrow(shown);
+      }
+    });
+
     it('is left to the settings whose reading settles it: JSON, the key-encryption key and the pepper', () => {
       const config = loadConfig({
         BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}"}]\n`,
