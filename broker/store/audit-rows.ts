@@ -16,8 +16,8 @@ interface AuditRow {
 
 /**
  * A part of an event as its row keeps it: an API key that a name, a claim or a path holds (pasted there by
- * mistake) as its hint, and a token left out, as error bodies show them. On the JSON text, in one pass: what is
- * replaced is letters, digits, `_`, `-` and `.` outside any escape, so it lies inside one JSON string, and what is
+ * mistake) as its hint, and a token left out, as error bodies show them. On the JSON text (keys, then tokens): what
+ * is replaced is letters, digits, `_`, `-` and `.` outside any escape, so it lies inside one JSON string, and what is
  * put there needs no escaping.
  */
 const recorded = (value: unknown): string => withoutSecretsInJson(JSON.stringify(value));
