@@ -93,8 +93,9 @@ export class StoreUnavailable extends Error {
 }
 
 // SQLite's answers when it cannot take work now: another connection held the write lock past the busy timeout,
-// the disk (or the file's allowed size) is full, or reading or writing the file failed.
-const SQLITE_OUTAGE = /^SQLITE_(BUSY|FULL|IOERR)/;
+// the disk (or the file's allowed size) is full, reading or writing the file failed, or the file (or its WAL) is no
+// longer at its path (sqlite-files.js).
+const SQLITE_OUTAGE = /^SQLITE_(BUSY|FULL|IOERR|READONLY_DBMOVED)/;
 
 /** An SQLite error that is an outage to wait out, as StoreUnavailable; any other as it came. */
 export function sqliteOutage(error: unknown): unknown {

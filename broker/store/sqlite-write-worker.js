@@ -2,14 +2,18 @@
 // never the event loop serving requests. Plain JavaScript so the same file runs from source and from build/.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { assertFilesUnchanged, filesChanged, MOVED } from './sqlite-files.js';
 
 /** @typedef {{ sql: string, params: (string | number | null)[] }} Statement */
 /** @typedef {{ probe: Statement, onChange?: Statement, onNoChange?: Statement }} Write */
 
-/** @type {{ path: string, pragmas: string[] }} */
-const { path, pragmas } = workerData;
-const db = new Database(path);
-for (const pragma of pragmas) db.pragma(pragma);
+/** @type {{ path: string, pragmas: string[], opened: import('./sqlite-files.js').DatabaseFiles }} */
+const { path, pragmas, opened } = workerData;
+// A thread started again after a crash finds the files as the broker opened them, or opens nothing: a database file
+// created anew at the path would take writes the broker's own connection never sees.
+const moved = filesChanged(path, opened);
+const db = moved ? undefined : new Database(path, { fileMustExist: true });
+if (db) for (const pragma of pragmas) db.pragma(pragma);
 
 /** @type {Map<string, import('better-sqlite3').Statement>} */
 const statements = new Map();
@@ -17,7 +21,7 @@ const statements = new Map();
 const run = (s) => {
   let stmt = statements.get(s.sql);
   if (!stmt) {
-    stmt = db.prepare(s.sql);
+    stmt = /** @type {import('better-sqlite3').Database} */ (db).prepare(s.sql);
     statements.set(s.sql, stmt);
   }
   return stmt.run(...s.params).changes;
@@ -29,16 +33,26 @@ const run = (s) => {
  */
 const apply = (writes) => {
   const probes = writes.map((write) => run(write.probe));
-  return writes.map((write, i) => {
+  const results = writes.map((write, i) => {
     const probe = /** @type {number} */ (probes[i]);
     const next = probe > 0 ? write.onChange : write.onNoChange;
     return { probe, next: next ? run(next) : 0 };
   });
+  // Before the COMMIT: nothing commits to a file no longer at the database's path.
+  assertFilesUnchanged(path, opened);
+  return results;
 };
-const applyAll = db.transaction(apply);
+const applyAll = db
+  ? db.transaction(apply)
+  : {
+      /** @returns {never} */
+      immediate: () => {
+        throw Object.assign(new Error(/** @type {string} */ (moved)), { code: MOVED });
+      },
+    };
 
 /** SQLite's codes for a database that cannot take work now (as sql.ts's sqliteOutage). */
-const OUTAGE = /^SQLITE_(BUSY|FULL|IOERR)/;
+const OUTAGE = /^SQLITE_(BUSY|FULL|IOERR|READONLY_DBMOVED)/;
 
 /** @param {unknown} error */
 const describe = (error) => {
@@ -96,7 +110,7 @@ const onMessage = (first) => {
   }
   if (batches.length > 0) port.postMessage(commit(batches));
   if (closing) {
-    db.close();
+    db?.close();
     port.close();
   }
 };

@@ -1,5 +1,5 @@
 // SQLite engine (better-sqlite3, WAL): synchronous calls behind the async SqlDriver surface.
-import { closeSync, mkdirSync, openSync, type Stats, statSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
@@ -12,6 +12,7 @@ import {
   sqliteOutage,
   UniqueViolation,
 } from './sql.js';
+import { assertFilesUnchanged, databaseFiles, filesChanged } from './sqlite-files.js';
 import { createWriteBatcher, inThreadFlush } from './write-batcher.js';
 import { startWriteWorker } from './write-worker.js';
 
@@ -62,12 +63,6 @@ function pragmaWhenFree(db: Database.Database, pragma: string): void {
 
 const PRAGMA_RETRY_MS = 20;
 
-/** Whether `path` still names the file `opened` was taken from. */
-function sameFile(opened: Stats, path: string): boolean {
-  const now = statSync(path, { throwIfNoEntry: false });
-  return now !== undefined && now.ino === opened.ino && now.dev === opened.dev;
-}
-
 /** An SQLite error as the store reports it: a unique violation, an outage (StoreUnavailable), or as it came. */
 function storeError(error: unknown): unknown {
   const e = error as { code?: string; message?: string };
@@ -87,7 +82,8 @@ export function openSqlite(path: string): SqlDriver {
   }
   const db = new Database(path);
   for (const pragma of EVENT_LOOP_PRAGMAS) pragmaWhenFree(db, pragma);
-  const opened = path === ':memory:' ? undefined : statSync(path);
+  // A file deleted, moved or replaced while the broker runs: what a write commits there is lost, so none commits.
+  const opened = path === ':memory:' ? undefined : databaseFiles(path);
 
   const statements = new Map<string, Statement>();
   const prepare = (sql: string): Statement => {
@@ -141,7 +137,7 @@ export function openSqlite(path: string): SqlDriver {
       ? undefined
       : startWriteWorker(
           new URL('./sqlite-write-worker.js', import.meta.url),
-          { path, pragmas: WRITER_PRAGMAS },
+          { path, pragmas: WRITER_PRAGMAS, opened },
           ({ message, code }) => storeError(Object.assign(new Error(message), { code })),
         );
   const writeBatched = writer
@@ -159,7 +155,10 @@ export function openSqlite(path: string): SqlDriver {
     });
     try {
       const result = await fn(inside);
-      await whenUnlocked(() => db.exec('COMMIT'), true);
+      await whenUnlocked(() => {
+        if (opened) assertFilesUnchanged(path, opened);
+        db.exec('COMMIT');
+      }, true);
       return result;
     } catch (error) {
       if (db.inTransaction) db.exec('ROLLBACK');
@@ -182,8 +181,8 @@ export function openSqlite(path: string): SqlDriver {
     async ping() {
       await outside.get('SELECT 1 AS ok');
       // A deleted or replaced file still answers through the open handle, but what is written to it is lost.
-      if (opened && !sameFile(opened, path))
-        throw new Error(`${path} is no longer the database file this broker opened`);
+      const changed = opened && filesChanged(path, opened);
+      if (changed) throw new Error(changed);
     },
     async close() {
       while (current) await current;

@@ -1,0 +1,79 @@
+// What the broker answers when its storage fails under it, on SQLite: a token, a key or a change is answered only
+// once it is durable where the database is, and anything else is 503 not_ready, to retry, never a 200 whose record
+// is lost.
+import { existsSync, renameSync, rmSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { databaseFiles } from '../../broker/store/sqlite-files.js';
+import { startWriteWorker } from '../../broker/store/write-worker.js';
+import { createTestDatabase } from '../support/database.js';
+import { type Federation, startFederation } from '../support/federation.js';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A broker on a SQLite file of its own, with a trust policy for the local issuer's tokens. */
+async function federationOnSqlite(): Promise<Federation & { file: string }> {
+  const db = await createTestDatabase('sqlite');
+  cleanups.push(() => db.drop());
+  const f = await startFederation({ env: { DATABASE_URL: db.url } });
+  cleanups.push(() => f.close().catch(() => {}));
+  await f.policy('infra');
+  return Object.assign(f, { file: db.file! });
+}
+
+const createKey = (f: Federation) =>
+  f.t.request('POST', '/v1/fine-grained-keys', {
+    key: f.key,
+    json: { name: 'deploy', expiration: '7d', permissions: ['audit-log:read'] },
+  });
+
+describe('a SQLite file taken away while the broker runs', () => {
+  it.each([
+    ['the database file deleted', (file: string) => rmSync(file)],
+    ['the database file moved away', (file: string) => renameSync(file, `${file}.moved`)],
+    ['its WAL deleted', (file: string) => rmSync(`${file}-wal`)],
+  ])(
+    '%s: exchanges and key creations are 503 not_ready, with no token or key, and readiness fails',
+    async (_, takeAway) => {
+      const f = await federationOnSqlite();
+      expect((await f.exchange(f.issuer.sign())).status).toBe(200);
+      takeAway(f.file);
+      // What the handles still open would commit is in no file at the database's path: lost at the next start.
+      const exchanged = await f.exchange(f.issuer.sign());
+      expect(exchanged.status).toBe(503);
+      const body = (await exchanged.json()) as Record<string, unknown>;
+      expect(body).toMatchObject({ code: 'not_ready' });
+      expect(body).not.toHaveProperty('access_token');
+      const created = await createKey(f);
+      expect(created.status).toBe(503);
+      expect(await created.json()).not.toHaveProperty('key');
+      expect((await f.t.request('GET', '/readyz')).status).toBe(503);
+      expect(f.t.logs.some((line) => line.includes('is no longer the'))).toBe(true);
+      expect(f.t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
+    },
+  );
+});
+
+describe("SQLite's writer thread started again (after a crash) once the file is gone", () => {
+  it('commits nothing and creates no new, empty database at the path: each write is an outage', async () => {
+    const db = await createTestDatabase('sqlite');
+    cleanups.push(() => db.drop());
+    const made = new Database(db.file!);
+    made.exec('CREATE TABLE used_jtis (jti TEXT)');
+    made.close();
+    const opened = databaseFiles(db.file!);
+    rmSync(db.file!);
+    const writer = startWriteWorker(
+      new URL('../../broker/store/sqlite-write-worker.js', import.meta.url),
+      { path: db.file, pragmas: [], opened },
+      (error) => error,
+    );
+    cleanups.push(() => writer.close());
+    const [settled] = await writer.flush([{ probe: { sql: 'DELETE FROM used_jtis', params: [] } }]);
+    expect(settled).toMatchObject({ ok: false, error: { code: 'SQLITE_READONLY_DBMOVED' } });
+    expect(existsSync(db.file!)).toBe(false);
+  });
+});
