@@ -5,10 +5,21 @@
 import { statSync } from 'node:fs';
 
 /** @typedef {{ dev: number, ino: number }} FileId */
-/** @typedef {{ db: FileId, wal?: FileId }} DatabaseFiles */
+/** @typedef {{ db: FileId, wal?: FileId, shm?: FileId }} DatabaseFiles */
 
-/** SQLite's code for a database file moved since it was opened (which it reports itself only without a WAL). */
+/** SQLite's code for a database moved since it was opened (which it reports itself only without a WAL). */
 export const MOVED = 'SQLITE_READONLY_DBMOVED';
+
+/**
+ * The files beside the database in WAL mode, each kept by SQLite until the last connection closes: the WAL, and its
+ * shared-memory index, through which every process on the database shares the WAL's locks. One made anew while the
+ * broker runs (by the CLI or a second broker) would not be shared with the broker's connections.
+ * @type {readonly ['wal' | 'shm', string][]}
+ */
+const COMPANIONS = [
+  ['wal', 'WAL'],
+  ['shm', 'shared-memory index'],
+];
 
 /** @param {string} path */
 const idOf = (path) => {
@@ -18,36 +29,44 @@ const idOf = (path) => {
 
 /**
  * The files of the database at `path` as they are now, once a connection has opened it: the database file, and
- * its WAL when it has one. A connection in WAL mode keeps its WAL until the last one closes; a new database has
- * none until its first write, so a write transaction learns it (assertFilesUnchanged).
+ * its WAL and shared-memory index when it has them. A new database may have none until its first write, so a write
+ * transaction learns them (assertFilesUnchanged).
  * @param {string} path
  * @returns {DatabaseFiles}
  */
 export function databaseFiles(path) {
   const db = idOf(path);
   if (!db) throw new Error(`${path} does not exist`);
-  const wal = idOf(`${path}-wal`);
-  return wal ? { db, wal } : { db };
+  /** @type {DatabaseFiles} */
+  const files = { db };
+  for (const [suffix] of COMPANIONS) {
+    const id = idOf(`${path}-${suffix}`);
+    if (id) files[suffix] = id;
+  }
+  return files;
 }
 
 /**
- * Why the files at `path` are no longer `opened` (the database file or its WAL deleted, moved or replaced), or
- * undefined while they are. The WAL is compared once known.
+ * Why the files at `path` are no longer `opened` (the database file, its WAL or its shared-memory index deleted,
+ * moved or replaced), or undefined while they are. A companion file is compared once known.
  * @param {string} path
  * @param {DatabaseFiles} opened
  * @returns {string | undefined}
  */
 export function filesChanged(path, opened) {
-  /** @type {[string, FileId | undefined][]} */
+  /** @type {[string, string, FileId | undefined][]} */
   const files = [
-    [path, opened.db],
-    [`${path}-wal`, opened.wal],
+    [path, 'database file', opened.db],
+    ...COMPANIONS.map(
+      ([suffix, what]) =>
+        /** @type {[string, string, FileId | undefined]} */ ([`${path}-${suffix}`, what, opened[suffix]]),
+    ),
   ];
-  for (const [file, id] of files) {
+  for (const [file, what, id] of files) {
     if (!id) continue;
     const now = idOf(file);
     if (!now || now.dev !== id.dev || now.ino !== id.ino)
-      return `${file} is no longer the ${file === path ? 'database file' : 'WAL'} this broker opened`;
+      return `${file} is no longer the ${what} this broker opened`;
   }
   return undefined;
 }
@@ -59,8 +78,8 @@ export function filesChanged(path, opened) {
  * @param {DatabaseFiles} opened
  */
 export function assertFilesUnchanged(path, opened) {
-  // Within a transaction that wrote, the WAL is this connection's own until it closes.
-  opened.wal ??= idOf(`${path}-wal`);
+  // Within a transaction that wrote, the WAL and its index are this connection's own until it closes.
+  for (const [suffix] of COMPANIONS) opened[suffix] ??= idOf(`${path}-${suffix}`);
   const changed = filesChanged(path, opened);
   if (changed) throw Object.assign(new Error(changed), { code: MOVED });
 }

@@ -35,6 +35,9 @@ describe('a SQLite file taken away while the broker runs', () => {
     ['the database file deleted', (file: string) => rmSync(file)],
     ['the database file moved away', (file: string) => renameSync(file, `${file}.moved`)],
     ['its WAL deleted', (file: string) => rmSync(`${file}-wal`)],
+    // Another process (the CLI, a second broker) would make a new one, and the two would no longer share the WAL's
+    // index and locks.
+    ['its shared-memory index deleted', (file: string) => rmSync(`${file}-shm`)],
   ])(
     '%s: exchanges and key creations are 503 not_ready, with no token or key, and readiness fails',
     async (_, takeAway) => {
