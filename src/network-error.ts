@@ -16,19 +16,24 @@ const TLS_CODES =
 export function describeNetworkError(error: unknown): NetworkError {
   const top = error instanceof Error ? error : new Error(String(error));
   const timedOut = top.name === 'TimeoutError' || top.name === 'AbortError';
-  // The global fetch reports "fetch failed" and keeps the socket's error (sometimes an AggregateError) as its
-  // cause; the bundle's client (http-fetch.ts) rejects with the socket's error itself.
-  let cause: unknown = top.cause ?? top;
-  if (cause instanceof AggregateError && cause.errors.length > 0 && !(cause as { code?: string }).code) {
-    cause = cause.errors[0];
-  }
-  const code =
-    typeof (cause as { code?: unknown }).code === 'string' ? (cause as { code: string }).code : undefined;
-  const message = cause instanceof Error ? cause.message : top.message;
+  // The global fetch reports "fetch failed" and keeps the socket's error as its cause; the bundle's client
+  // (http-fetch.ts) rejects with the socket's error itself. When every address of a host name failed (localhost on
+  // ::1 and 127.0.0.1, a broker with IPv6 and IPv4 addresses), that is an AggregateError with one error per
+  // address and no message of its own: the message then names each, and the code is the first address's.
+  const cause: unknown = top.cause ?? top;
+  const each = cause instanceof AggregateError ? cause.errors.filter((e) => e instanceof Error) : [];
+  const code = codeOf(cause) ?? codeOf(each[0]);
+  const message =
+    (cause instanceof Error && cause.message) || each.map((e) => e.message).join('; ') || top.message;
   return {
     code,
     message: message.replace(/\s+/g, ' ').replace(/[\s:.]+$/, ''),
     tls: code !== undefined && TLS_CODES.test(code),
     timedOut,
   };
+}
+
+function codeOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
 }

@@ -1,4 +1,5 @@
 // Every failure ends in one message that says what went wrong and how to fix it.
+import dns from 'node:dns';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, createServer } from 'node:net';
@@ -409,6 +410,25 @@ describe('explained failures', () => {
     });
   });
 
+  it('a host name whose every address refuses, as localhost on ::1 and 127.0.0.1: names each address', async () => {
+    await withoutMsw(async () => {
+      const port = await closedPort();
+      // A job container's /etc/hosts gives localhost both addresses; Node then fails with an AggregateError whose
+      // own message is empty, and whose code is the first address's alone.
+      await withDualStackLocalhost(async () => {
+        const h = mainHarness({ tenant: 'acme', 'api-url': `http://localhost:${port}/v1` });
+        h.deps.fetch = createRunnerFetch({});
+
+        await run(h.deps);
+
+        expect(h.io.failures[0]).toContain(
+          `Could not reach the broker at http://localhost:${port}/v1/oidc/token: ECONNREFUSED.\n` +
+            `connect ECONNREFUSED ::1:${port}; connect ECONNREFUSED 127.0.0.1:${port}. Tried 6 times.`,
+        );
+      });
+    });
+  });
+
   it('a TLS handshake failure on a real socket: names the URL and the TLS error, and does not retry', async () => {
     await withoutMsw(async () => {
       const plain = createHttpServer((_req, res) => res.end('not TLS'));
@@ -633,6 +653,26 @@ function askRealTokenService(h: ReturnType<typeof mainHarness>, env: Record<stri
   const fetch = createRunnerFetch(env);
   h.deps.getIdToken = (audience, timeoutMs) =>
     requestIdToken(audience, timeoutMs, { env, fetch, now: h.clock.now, sleep: h.clock.sleep, io: h.io });
+}
+
+/** Runs `test` with localhost resolving to ::1 and 127.0.0.1, in that order, as in a job container. */
+async function withDualStackLocalhost(test: () => Promise<void>) {
+  const lookup = dns.lookup;
+  const both = [
+    { address: '::1', family: 6 },
+    { address: '127.0.0.1', family: 4 },
+  ];
+  // biome-ignore lint/suspicious/noExplicitAny: dns.lookup's overloads, replaced for one host name.
+  (dns as any).lookup = (host: string, options: any, callback?: any) => {
+    if (host !== 'localhost') return lookup(host, options, callback);
+    const done = typeof options === 'function' ? options : callback;
+    process.nextTick(() => (options?.all ? done(null, both) : done(null, '::1', 6)));
+  };
+  try {
+    await test();
+  } finally {
+    dns.lookup = lookup;
+  }
 }
 
 /** A loopback port that nothing listens on. */
