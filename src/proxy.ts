@@ -134,7 +134,10 @@ function decodeCredentials(proxy: URL, variable: string): string {
   }
 }
 
-/** Loopback hosts, and hosts matched by no_proxy (`*`, a host, `host:port`, or a domain and its subdomains). */
+/**
+ * Loopback hosts, and hosts matched by no_proxy (`*`, a host, `host:port`, a domain and its subdomains, or only
+ * its subdomains as `.example.com` or `*.example.com`, the form Node's own proxy support and Go read too).
+ */
 export function bypassesProxy(url: URL, env: Env): boolean {
   if (!url.hostname) return false;
   // Loopback as `api-url` reads it: an address, not a name that starts like one (127.example.com is elsewhere).
@@ -146,7 +149,7 @@ export function bypassesProxy(url: URL, env: Env): boolean {
   const candidates = [host, `${host}:${port}`];
   return noProxy
     .split(',')
-    .map((item) => item.trim().toUpperCase())
+    .map((item) => item.trim().toUpperCase().replace(/^\*\./, '.'))
     .filter((item) => item !== '')
     .some(
       (item) =>
