@@ -1,4 +1,5 @@
 // Which proxy a request goes through, by the Actions toolkit's rules: *_proxy, no_proxy, never loopback.
+import { isIP } from 'node:net';
 import { isLoopbackHost } from '../broker/core/loopback.js';
 
 type Env = Record<string, string | undefined>;
@@ -145,11 +146,12 @@ export function bypassesProxy(url: URL, env: Env): boolean {
   const noProxy = env.no_proxy || env.NO_PROXY || '';
   if (!noProxy) return false;
   const port = portOf(url);
+  // A URL writes an IPv6 address in brackets, in its shortest form: ipv6Item reads an item the same way.
   const host = url.hostname.toUpperCase();
   const candidates = [host, `${host}:${port}`];
   return noProxy
     .split(',')
-    .map((item) => item.trim().toUpperCase().replace(/^\*\./, '.'))
+    .map((item) => ipv6Item(item.trim()).toUpperCase().replace(/^\*\./, '.'))
     .filter((item) => item !== '')
     .some(
       (item) =>
@@ -161,6 +163,20 @@ export function bypassesProxy(url: URL, env: Env): boolean {
             (item.startsWith('.') && candidate.endsWith(item)),
         ),
     );
+}
+
+/**
+ * A no_proxy item that is an IPv6 address, with or without brackets (`fd00::5`, `[fd00:0::5]:443`), as a URL
+ * writes it (`[fd00::5]`, `[fd00::5]:443`); any other item, or an address a URL cannot hold (a zone), as it is.
+ */
+function ipv6Item(item: string): string {
+  const [, address = item, port = ''] = /^\[([^\]]*)\](:\d+)?$/.exec(item) ?? [];
+  if (isIP(address) !== 6) return item;
+  try {
+    return `${new URL(`http://[${address}]`).hostname}${port}`;
+  } catch {
+    return item;
+  }
 }
 
 /** A URL's port, or the scheme's default: 443 for https, 80 otherwise. */

@@ -158,6 +158,22 @@ describe('bypassesProxy', () => {
     expect(bypassesProxy(GITHUB, { no_proxy: noProxy })).toBe(bypass);
   });
 
+  it('matches an IPv6 address listed with or without brackets, however it is spelled', () => {
+    const broker = new URL('https://[fd00::5]/v1');
+    for (const noProxy of [
+      'fd00::5',
+      '[fd00::5]',
+      '[FD00::5]:443',
+      'fd00:0:0:0:0:0:0:5',
+      'other.example, fd00::5',
+    ]) {
+      expect(bypassesProxy(broker, { no_proxy: noProxy }), noProxy).toBe(true);
+    }
+    for (const noProxy of ['fd00::6', '[fd00::5]:8443', '::5', '5', 'fe80::5%eth0']) {
+      expect(bypassesProxy(broker, { no_proxy: noProxy }), noProxy).toBe(false);
+    }
+  });
+
   it('reads NO_PROXY when no_proxy is unset', () => {
     expect(bypassesProxy(GITHUB, { NO_PROXY: 'actions.example' })).toBe(true);
   });
