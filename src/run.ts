@@ -31,16 +31,17 @@ export async function run(deps: RunDeps): Promise<boolean> {
 
   // Masked before it is written anywhere, so no log line, output or file shows it in clear.
   io.setSecret(grant.accessToken);
-  io.setOutput('token', grant.accessToken);
-  io.setOutput('expires-at', grant.expiresAt);
-  io.setOutput('permissions', grant.permissions.join(','));
-  io.setOutput('policy', grant.policy);
-  if (inputs.exportEnv) io.exportVariable(TOKEN_ENV_VAR, grant.accessToken);
+  // Saved for the post step first: a token whose outputs then cannot be written reached nobody, and is revoked.
   if (inputs.revoke) {
     io.saveState(STATE_KEYS.token, grant.accessToken);
     io.saveState(STATE_KEYS.expiresAt, grant.expiresAt);
     io.saveState(STATE_KEYS.apiUrl, inputs.apiUrl);
   }
+  io.setOutput('token', grant.accessToken);
+  io.setOutput('expires-at', grant.expiresAt);
+  io.setOutput('permissions', grant.permissions.join(','));
+  io.setOutput('policy', grant.policy);
+  if (inputs.exportEnv) io.exportVariable(TOKEN_ENV_VAR, grant.accessToken);
 
   io.info(
     `Issued a token for tenant ${grant.tenant} by trust policy ${grant.policy} with permissions ` +

@@ -74,7 +74,7 @@ describe('run (main step)', () => {
     const maskedAt = h.io.calls.findIndex((c) => c.fn === 'setSecret' && c.args[0] === ACCESS_TOKEN);
     const revealing = callsRevealing(h.io, ACCESS_TOKEN);
     expect(maskedAt).toBeGreaterThanOrEqual(0);
-    expect(revealing.map((c) => c.fn)).toEqual(['setOutput', 'exportVariable', 'saveState']);
+    expect(revealing.map((c) => c.fn)).toEqual(['saveState', 'setOutput', 'exportVariable']);
     for (const call of revealing) expect(h.io.calls.indexOf(call)).toBeGreaterThan(maskedAt);
   });
 
@@ -105,6 +105,20 @@ describe('run (main step)', () => {
     });
     expect(keeping.io.state).toEqual({});
     expect(keeping.io.logs.join('\n')).toContain('stays valid until it expires');
+  });
+
+  it('leaves the token for the post step to revoke even when its outputs cannot be written', async () => {
+    broker.server.use(exchangeAnswers(() => HttpResponse.json(grantBody())));
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+    // As the runner's io does when GITHUB_OUTPUT names a file that is not there.
+    h.io.setOutput = () => {
+      throw new Error('Missing file at path: /home/runner/work/_temp/_runner_file_commands/set_output_1');
+    };
+
+    await expect(run(h.deps)).rejects.toThrow('Missing file at path');
+
+    // The token reached nobody: the post step revokes it.
+    expect(h.io.state).toMatchObject({ token: ACCESS_TOKEN, 'api-url': API_URL });
   });
 
   it('summarises tenant, policy, permissions and expiry without the token', async () => {
