@@ -9,6 +9,8 @@ import { withoutSecrets } from './keys.js';
 import { CLOCK_SKEW_SECONDS, type VerifiedClaims } from './oidc-verify.js';
 import type { Permission } from './permissions.js';
 import { type Allow, type Deny, evaluatePolicies } from './policy-evaluate.js';
+import { policyNameKey } from './policy-names.js';
+import type { TrustPolicy } from './policy-types.js';
 
 interface Granted {
   decision: Allow;
@@ -58,21 +60,33 @@ async function decideAndRecord(request: ExchangeRequest, job: Job, deps: Exchang
     claims.repository_owner.toLowerCase(),
     job.repositoryKey,
   );
-  const decision = evaluatePolicies(
-    candidates,
-    claims,
-    { permissions, policy: request.policy },
-    { defaultSessionSeconds: deps.defaultSessionSeconds, requestedDurationSeconds: request.durationSeconds },
-  );
+  const evaluate = (policies: TrustPolicy[]) =>
+    evaluatePolicies(
+      policies,
+      claims,
+      { permissions, policy: request.policy },
+      {
+        defaultSessionSeconds: deps.defaultSessionSeconds,
+        requestedDurationSeconds: request.durationSeconds,
+      },
+    );
+  const decision = evaluate(candidates);
   const at = now();
   if (!decision.allow) {
+    // The policy a job names is the one considered, whatever it is filed under; one of another issuer, owner or
+    // repository cannot match, so the lookup above leaves it out: it is added, which changes no refusal, for the
+    // audit to say why it did not match.
+    const named =
+      request.policy === undefined ? [] : await namedElsewhere(request.policy, candidates, tenant.id, store);
+    const audited = named.length > 0 ? evaluate([...candidates, ...named]) : decision;
+    const considered = (audited.allow ? decision : audited).audit.policies;
     await store.audit.append(
       deniedEvent(tenant, claims, {
         reason: decision.reason,
         requested_permissions: permissions ?? null,
         // A key pasted as the policy name is recorded as its hint, as a path holding one is.
         requested_policy: request.policy === undefined ? null : withoutSecrets(request.policy),
-        policies: decision.audit.policies.map((p) => ({
+        policies: considered.map((p) => ({
           id: p.id,
           name: p.name,
           mismatches: p.mismatches,
@@ -103,6 +117,17 @@ async function decideAndRecord(request: ExchangeRequest, job: Job, deps: Exchang
   if (!fresh)
     throw new BrokerError('token_replayed', 'this OIDC token was already exchanged; request a new one');
   return { decision, jti };
+}
+
+/** The policies of this name that the candidate lookup did not return. */
+async function namedElsewhere(
+  name: string,
+  candidates: readonly TrustPolicy[],
+  tenantId: string,
+  store: ExchangeDeps['store'],
+): Promise<TrustPolicy[]> {
+  const named = await store.policies.named(tenantId, policyNameKey(name));
+  return named.filter((p) => !candidates.some((c) => c.id === p.id));
 }
 
 function denial(deny: Deny, claims: VerifiedClaims): BrokerError {

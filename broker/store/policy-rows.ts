@@ -142,6 +142,13 @@ export function policyRows(db: SqlDriver): Store['policies'] {
       );
       return rows.map(fromRow);
     },
+    async named(tenantId, nameKey) {
+      const rows = await db.all<PolicyRow>(
+        `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND name_key = ?`,
+        [tenantId, nameKey],
+      );
+      return rows.map(fromRow);
+    },
     async candidates(tenantId, issuer, ownerKey, repositoryKey) {
       const rows = await db.all<PolicyRow>(
         `SELECT ${COLUMNS} FROM trust_policies

@@ -213,6 +213,8 @@ export interface Store {
     ): Promise<TrustPolicy | undefined>;
     get(tenantId: string, id: string): Promise<TrustPolicy | undefined>;
     list(tenantId: string): Promise<TrustPolicy[]>;
+    /** The policies named so (`policyNameKey` of the name), whatever they match: an indexed lookup. */
+    named(tenantId: string, nameKey: string): Promise<TrustPolicy[]>;
     /** Policies that can match a token of this issuer, owner and repository (lower-case keys): an indexed lookup. */
     candidates(
       tenantId: string,

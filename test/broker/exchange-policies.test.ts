@@ -464,6 +464,32 @@ describe('denials and the audit log', () => {
     ]);
   });
 
+  it('a named policy of another repository or issuer is audited with the mismatches that kept it out', async () => {
+    await f.policy('web', { claims: { repository: 'acme/web' } });
+    await f.policy('ghes', { claims: REPO, issuer: 'https://ghe.example.com/_services/token' });
+    await f.policy('infra', { claims: REPO, permissions: ['audit-log:read'] });
+    const expected = {
+      web: [{ field: 'repository', expected: 'acme/web', actual: 'acme/infra' }],
+      ghes: [
+        {
+          field: 'issuer',
+          expected: 'https://ghe.example.com/_services/token',
+          actual: payloadOf(f.issuer.sign()).iss,
+        },
+      ],
+    };
+    for (const [name, mismatches] of Object.entries(expected)) {
+      const token = f.issuer.sign();
+      const r = await exchange(token, { policy: name.toUpperCase() });
+      expect(r.body.code).toBe('no_matching_policy');
+      // The workflow is told nothing about the policy; the tenant's admins see why it did not match.
+      expect(r.text).not.toContain('acme/web');
+      expect(r.text).not.toContain('ghe.example.com');
+      const [event] = await auditFor('token.exchange_denied', payloadOf(token).jti as string);
+      expect(event!.details.policies, name).toEqual([expect.objectContaining({ name, mismatches })]);
+    }
+  });
+
   it('a key sent as the policy to use is audited as its hint, never whole', async () => {
     await f.policy('p', { claims: REPO });
     const token = f.issuer.sign();

@@ -552,6 +552,10 @@ describe(`store contract (${requestedEngine()})`, () => {
     );
     expect(found.map((p) => p.id).sort()).toEqual(['p-a', 'p-c']);
     expect(await store.policies.candidates(t.id, 'https://elsewhere', 'acme', 'acme/infra')).toEqual([]);
+    // By name, whatever the policy matches; only in its own tenant.
+    expect((await store.policies.named(t.id, 'other repo')).map((p) => p.id)).toEqual(['p-d']);
+    expect((await store.policies.named(t.id, 'deploy')).map((p) => p.id)).toEqual(['p-a']);
+    expect(await store.policies.named('other', 'deploy')).toEqual([]);
     const previous: unknown[] = [];
     const replaced = await store.policies.replace(
       t.id,
