@@ -167,14 +167,16 @@ class Gen {
 
 /**
  * Repositories as they are now. acme/infra (id 11) was renamed from acme/infrastructure, another acme/infra was
- * deleted and re-created (id 99 belongs to the old one, so no job carries it), and newco/infra is acme/infra
- * transferred to another owner (the same repository id, another owner id).
+ * deleted and re-created (id 99 belongs to the old one, so no job carries it), newco/infra is acme/infra
+ * transferred to another owner (the same repository id, another owner id), and acme-inc/web is acme/web after
+ * its owner was renamed (the same ids).
  */
 const REPOS = [
   { repository: 'acme/infra', owner: 'acme', ownerId: '1001', id: '11' },
   { repository: 'acme/web', owner: 'acme', ownerId: '1001', id: '12' },
   { repository: 'acme/infra-v2', owner: 'acme', ownerId: '1001', id: '11' }, // renamed
   { repository: 'newco/infra', owner: 'newco', ownerId: '3003', id: '11' }, // transferred
+  { repository: 'acme-inc/web', owner: 'acme-inc', ownerId: '1001', id: '12' }, // its owner renamed
   { repository: 'globex/infra', owner: 'globex', ownerId: '2002', id: '21' },
 ] as const;
 const POLICY_REPOS = ['acme/infra', 'acme/web', 'acme/infrastructure', 'newco/infra', 'globex/infra'];
@@ -182,6 +184,7 @@ const OWNERS = [
   ['acme', '1001'],
   ['newco', '3003'],
   ['globex', '2002'],
+  ['acme-inc', '1001'],
 ] as const;
 const REFS = ['refs/heads/main', 'refs/heads/dev', 'refs/tags/main', 'refs/tags/v1', 'refs/pull/7/merge'];
 const FILES = ['deploy.yml', 'release.yml', 'deploy.yml@x.yml'];
