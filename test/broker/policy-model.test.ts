@@ -104,15 +104,18 @@ function allows(p: ModelPolicy, permission: string): boolean {
   );
 }
 
+/** The requested permissions, `read-all` standing for every :read. */
+function requestedOf(request: ModelRequest): string[] {
+  return [...new Set((request.permissions ?? []).flatMap((p) => (p === 'read-all' ? READS : [p])))];
+}
+
 function model(policies: ModelPolicy[], job: Job, request: ModelRequest): Outcome {
   const considered = request.policy
     ? policies.filter((p) => p.name.toLowerCase() === request.policy!.toLowerCase())
     : policies;
   const matching = considered.filter((p) => mismatchedFields(p, job).length === 0);
   if (matching.length === 0) return { status: 403, code: 'no_matching_policy' };
-  const requested = [
-    ...new Set((request.permissions ?? []).flatMap((p) => (p === 'read-all' ? READS : [p]))),
-  ];
+  const requested = requestedOf(request);
   const candidates = matching.filter((p) => requested.every((r) => allows(p, r)));
   if (candidates.length === 0) {
     // Any matching policy's shortfall is a fair answer; the broker names the smallest.
@@ -369,6 +372,7 @@ interface DryRunPolicy {
   matched: boolean;
   mismatches: { field: string }[];
   specificity: number;
+  missing_permissions: string[];
   considered: boolean;
   selected: boolean;
 }
@@ -397,6 +401,7 @@ async function runCase(c: Case): Promise<void> {
         name: p.name,
         mismatched: sorted(r.mismatches.map((m) => m.field)),
         specificity: r.specificity,
+        missing: sorted(r.missing_permissions),
         considered: r.considered,
       },
       label,
@@ -404,6 +409,7 @@ async function runCase(c: Case): Promise<void> {
       name: p.name,
       mismatched: sorted(mismatchedFields(p, c.job)),
       specificity: specificity(p),
+      missing: sorted(requestedOf(c.request).filter((wanted) => !allows(p, wanted))),
       considered,
     });
     expect(r.matched, label).toBe(mismatchedFields(p, c.job).length === 0);
