@@ -9,6 +9,12 @@ export interface HttpLimits {
   requestTimeoutMs: number;
   /** A connection on which nothing is read or written for this long is closed (a client not reading its answer). */
   idleTimeoutMs: number;
+  /**
+   * A kept-alive connection with no request on it is closed after this long: longer than a load balancer in front
+   * keeps its idle connections to the broker, or it sends a request on one just as the broker closes it, and answers
+   * that request 502.
+   */
+  keepAliveTimeoutMs: number;
   /** How often connections are checked against the first two deadlines. */
   checkIntervalMs: number;
 }
@@ -17,11 +23,14 @@ export interface HttpLimits {
  * Node's own deadlines (60 s for headers, 300 s for a request, none for a client that stops reading, checked every
  * 30 s) let a few thousand slow or silent connections use up the broker's file descriptors and memory for minutes.
  * The idle deadline stays above the 15 s a database write may wait, so that no exchange is cut off while it waits.
+ * Node's 5 s keep-alive is far below the 60 s idle timeout of AWS's load balancers and of nginx's upstream
+ * connections; 65 s is above both.
  */
 export const HTTP_LIMITS: HttpLimits = {
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   idleTimeoutMs: 60_000,
+  keepAliveTimeoutMs: 65_000,
   checkIntervalMs: 1_000,
 };
 
@@ -41,5 +50,7 @@ export function createHttpServer(
   }) as Server;
   // Without a 'timeout' listener on the server, Node destroys a socket idle this long.
   server.setTimeout(limits.idleTimeoutMs);
+  // Between requests this replaces the idle deadline; answers tell clients of it (`Keep-Alive: timeout=65`).
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   return server;
 }

@@ -15,7 +15,13 @@ beforeAll(async () => {
   t = await startTestBroker();
   // Short deadlines, so that the tests wait for the server to act rather than for Node's minutes.
   server = createHttpServer(t.broker.app.fetch, {
-    limits: { headersTimeoutMs: 300, requestTimeoutMs: 600, idleTimeoutMs: 1_000, checkIntervalMs: 50 },
+    limits: {
+      headersTimeoutMs: 300,
+      requestTimeoutMs: 600,
+      idleTimeoutMs: 1_000,
+      keepAliveTimeoutMs: 1_000,
+      checkIntervalMs: 50,
+    },
   });
   server.on('connection', (socket: Socket) => accepted.push(socket));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -87,15 +93,17 @@ describe('HTTP server deadlines', () => {
     client.destroy();
   });
 
-  it('by default gives headers 10 s, a request 30 s and an idle connection 60 s, checked every second', () => {
+  it('by default gives headers 10 s, a request 30 s, an idle connection 60 s and one between requests 65 s', () => {
     const defaults = createHttpServer(t.broker.app.fetch);
     expect(defaults.headersTimeout).toBe(HTTP_LIMITS.headersTimeoutMs);
     expect(defaults.requestTimeout).toBe(HTTP_LIMITS.requestTimeoutMs);
     expect(defaults.timeout).toBe(HTTP_LIMITS.idleTimeoutMs);
+    expect(defaults.keepAliveTimeout).toBe(HTTP_LIMITS.keepAliveTimeoutMs);
     expect(HTTP_LIMITS).toEqual({
       headersTimeoutMs: 10_000,
       requestTimeoutMs: 30_000,
       idleTimeoutMs: 60_000,
+      keepAliveTimeoutMs: 65_000,
       checkIntervalMs: 1_000,
     });
   });
