@@ -30,6 +30,8 @@ type Request = Context<BrokerEnv>['req'];
  * Node's request deadline): that is the client's doing, refused as its body, not a failure of the broker.
  */
 function readBody(req: Request): Promise<ArrayBuffer> {
+  const coding = req.header('Content-Encoding')?.trim().toLowerCase();
+  if (coding && coding !== 'identity') return Promise.reject(contentCoded(req));
   return req.raw.arrayBuffer().catch((error: unknown) => {
     throw asCutOff(req, error);
   });
@@ -45,6 +47,20 @@ function asCutOff(req: Request, error: unknown): unknown {
 
 function refuse(req: Request, detail: string): BrokerError {
   const error = new BrokerError('invalid_request', detail);
+  refused.set(req, error);
+  return error;
+}
+
+/**
+ * A body sent compressed (`Content-Encoding: gzip`): the broker decodes no content coding, and would otherwise read the
+ * compressed bytes as the body (RFC 9110 §15.5.16: 415, with the codings it takes in Accept-Encoding).
+ */
+function contentCoded(req: Request): BrokerError {
+  const error = new BrokerError(
+    'unsupported_media_type',
+    'the request body is compressed (Content-Encoding), which the broker does not decode: send it uncompressed, without that header',
+    { headers: { 'Accept-Encoding': 'identity' } },
+  );
   refused.set(req, error);
   return error;
 }

@@ -2,6 +2,7 @@
 // clients, and requests shaped to be read two ways.
 import type { Server } from 'node:http';
 import { connect } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpServer } from '../../broker/http-server.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
@@ -72,4 +73,64 @@ describe('a load balancer that keeps connections to the broker open', () => {
     expect(await lb.answers(2)).toMatch(/\{"status":"ok"\}HTTP\/1\.1 200 OK\r\n/);
     lb.destroy();
   }, 15_000);
+});
+
+describe('a client that compresses its request body', () => {
+  /** POSTs `body` over a real socket with `headers`; resolves to the status, the Accept-Encoding and the problem. */
+  async function post(path: string, headers: Record<string, string>, body: Uint8Array) {
+    const response = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers, body });
+    return {
+      status: response.status,
+      acceptEncoding: response.headers.get('Accept-Encoding'),
+      problem: (await response.json()) as { code: string; detail: string },
+    };
+  }
+
+  it('is told the broker takes bodies uncompressed (415), on the exchange and the admin API', async () => {
+    const { key } = await t.createTenant('gzip-client');
+    const cases: { path: string; type: string; body: string; headers: Record<string, string> }[] = [
+      {
+        path: '/v1/oidc/token',
+        type: 'application/json',
+        body: JSON.stringify({ oidc_token: 'a.b.c' }),
+        headers: {},
+      },
+      {
+        path: '/v1/oidc/token',
+        type: 'application/x-www-form-urlencoded',
+        body: 'grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=a.b.c',
+        headers: {},
+      },
+      {
+        path: '/v1/fine-grained-keys',
+        type: 'application/json',
+        body: JSON.stringify({ name: 'bot', expiration: '7d', permissions: ['audit-log:read'] }),
+        headers: { Authorization: `Bearer ${key}` },
+      },
+    ];
+    for (const { path, type, body, headers } of cases) {
+      const answer = await post(
+        path,
+        { ...headers, 'Content-Type': type, 'Content-Encoding': 'gzip' },
+        gzipSync(body),
+      );
+      expect(answer, `${path} ${type}`).toMatchObject({
+        status: 415,
+        acceptEncoding: 'identity',
+        problem: { code: 'unsupported_media_type', detail: expect.stringMatching(/Content-Encoding/) },
+      });
+    }
+    // Nothing was created from the bytes of a compressed body.
+    const listed = await t.request('GET', '/v1/fine-grained-keys', { key });
+    expect(((await listed.json()) as { keys: unknown[] }).keys).toEqual([]);
+  });
+
+  it('may say Content-Encoding: identity, which is no coding at all', async () => {
+    const answer = await post(
+      '/v1/oidc/token',
+      { 'Content-Type': 'application/json', 'Content-Encoding': 'identity' },
+      new TextEncoder().encode(JSON.stringify({ oidc_token: 'a.b.c' })),
+    );
+    expect(answer).toMatchObject({ status: 401, problem: { code: 'invalid_token' } });
+  });
 });
