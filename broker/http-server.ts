@@ -1,6 +1,7 @@
 // The broker's HTTP server: the app on Node's HTTP/1.1 server, with deadlines fit for a public endpoint.
 import type { Server } from 'node:http';
 import { createAdaptorServer } from '@hono/node-server';
+import { MAX_BODY_BYTES } from './app.js';
 
 export interface HttpLimits {
   /** A connection must deliver a request's complete headers within this long of its first byte. */
@@ -52,5 +53,11 @@ export function createHttpServer(
   server.setTimeout(limits.idleTimeoutMs);
   // Between requests this replaces the idle deadline; answers tell clients of it (`Keep-Alive: timeout=65`).
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  // `Expect: 100-continue` asks whether to send the body: not one the broker would refuse as too large (413, at
+  // once, and Node then closes the connection, whose body never comes). Node's own listener says yes to every one.
+  server.on('checkContinue', (request, response) => {
+    if (!(Number(request.headers['content-length']) > MAX_BODY_BYTES)) response.writeContinue();
+    server.emit('request', request, response);
+  });
   return server;
 }

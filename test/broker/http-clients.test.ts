@@ -24,14 +24,14 @@ afterAll(async () => {
   await t.close();
 });
 
-/** A raw connection: `send` writes; `answers(n)` waits until `n` answers have begun, or the connection closed. */
+/** A raw connection: `send` writes; `received(pattern)` waits until what arrived matches, or the connection closed. */
 function rawConnection() {
   const socket = connect(port, '127.0.0.1');
   socket.on('error', () => {});
-  let received = '';
+  let text = '';
   let closed = false;
   socket.on('data', (chunk: Buffer) => {
-    received += chunk.toString('latin1');
+    text += chunk.toString('latin1');
   });
   const ended = new Promise<void>((resolve) =>
     socket.on('close', () => {
@@ -40,15 +40,11 @@ function rawConnection() {
     }),
   );
   return {
-    send: (text: string) => socket.write(text),
-    /** Everything received, once `count` answers have begun arriving or the connection closed. */
-    async answers(count: number): Promise<string> {
-      await expect
-        .poll(() => closed || (received.match(/HTTP\/1\.1 \d{3} /g) ?? []).length >= count, {
-          timeout: 5_000,
-        })
-        .toBe(true);
-      return received;
+    send: (data: string) => socket.write(data),
+    /** Everything received, once it matches `pattern` or the connection closed. */
+    async received(pattern: RegExp): Promise<string> {
+      await expect.poll(() => closed || pattern.test(text), { timeout: 5_000 }).toBe(true);
+      return text;
     },
     isClosed: () => closed,
     ended,
@@ -64,13 +60,13 @@ describe('a load balancer that keeps connections to the broker open', () => {
     // request on it, which they answer 502.
     const lb = rawConnection();
     lb.send(GET_HEALTHZ);
-    const first = await lb.answers(1);
+    const first = await lb.received(/\{"status":"ok"\}$/);
     const advertised = Number(/^Keep-Alive: timeout=(\d+)/im.exec(first)?.[1]);
     expect(advertised).toBeGreaterThan(60);
     await new Promise((resolve) => setTimeout(resolve, 6_500));
     expect(lb.isClosed()).toBe(false);
     lb.send(GET_HEALTHZ);
-    expect(await lb.answers(2)).toMatch(/\{"status":"ok"\}HTTP\/1\.1 200 OK\r\n/);
+    expect(await lb.received(/ok"\}HTTP[\s\S]*ok"\}$/)).toMatch(/\{"status":"ok"\}HTTP\/1\.1 200 OK\r\n/);
     lb.destroy();
   }, 15_000);
 });
@@ -132,5 +128,32 @@ describe('a client that compresses its request body', () => {
       new TextEncoder().encode(JSON.stringify({ oidc_token: 'a.b.c' })),
     );
     expect(answer).toMatchObject({ status: 401, problem: { code: 'invalid_token' } });
+  });
+});
+
+describe('a client that asks before it sends its body (Expect: 100-continue)', () => {
+  const head = (length: number) =>
+    'POST /v1/oidc/token HTTP/1.1\r\nHost: broker\r\nContent-Type: application/json\r\n' +
+    `Expect: 100-continue\r\nContent-Length: ${length}\r\n\r\n`;
+
+  it('is refused a body over 64 KiB at once (413), never asked to send it', async () => {
+    const client = rawConnection();
+    client.send(head(10 * 1024 * 1024));
+    const received = await client.received(/\r\n\r\n\{[\s\S]*\}$/);
+    expect(received).toMatch(/^HTTP\/1\.1 413 /);
+    expect(received).not.toMatch(/100 Continue/);
+    // It sent no body, so the broker does not wait on this connection for one.
+    expect(received).toMatch(/^Connection: close\r$/im);
+    await client.ended;
+  });
+
+  it('is asked to go on with a body within the limit, and answered', async () => {
+    const body = JSON.stringify({ oidc_token: 'a.b.c' });
+    const client = rawConnection();
+    client.send(head(body.length));
+    expect(await client.received(/\r\n\r\n$/)).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    client.send(body);
+    expect(await client.received(/\}$/)).toMatch(/HTTP\/1\.1 401 [\s\S]*"code":"invalid_token"/);
+    client.destroy();
   });
 });
