@@ -31,6 +31,8 @@ export function auditEvent(
     actor: ACTOR(c),
     ...fields,
     details: {
+      // The issuer decides which policies can match: one written for another (a GitHub Enterprise Server) is none.
+      issuer: c.iss,
       repository: c.repository,
       run_id: c.run_id ?? null,
       run_attempt: c.run_attempt ?? null,

@@ -464,6 +464,20 @@ describe('denials and the audit log', () => {
     ]);
   });
 
+  it("every exchange's audit event names the job's issuer, so a refusal for another issuer's policies says so", async () => {
+    await f.policy('ghes', { claims: REPO, issuer: 'https://ghe.example.com/_services/token' });
+    const refused = f.issuer.sign();
+    expect((await exchange(refused)).body.code).toBe('no_matching_policy');
+    const [denied] = await auditFor('token.exchange_denied', payloadOf(refused).jti as string);
+    // No policy of this issuer is written for the repository: the event lists none, and says which issuer it was.
+    expect(denied!.details).toMatchObject({ issuer: payloadOf(refused).iss, policies: [] });
+    await f.policy('infra', { claims: REPO });
+    const allowed = f.issuer.sign();
+    expect((await exchange(allowed)).status).toBe(200);
+    const [exchanged] = await auditFor('token.exchanged', payloadOf(allowed).jti as string);
+    expect(exchanged!.details.issuer).toBe(payloadOf(allowed).iss);
+  });
+
   it('a named policy of another repository or issuer is audited with the mismatches that kept it out', async () => {
     await f.policy('web', { claims: { repository: 'acme/web' } });
     await f.policy('ghes', { claims: REPO, issuer: 'https://ghe.example.com/_services/token' });
