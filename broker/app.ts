@@ -29,6 +29,7 @@ import { bodyRefusal, bufferBody, strictRequestBody } from './http/request-body.
 import { registerTokenExchangeRoute } from './http/token-exchange.js';
 import { registerTokenRoutes } from './http/tokens.js';
 import { registerWellKnownRoutes } from './http/well-known.js';
+import type { MalformedRequestEnv } from './http-server.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { RequesterWithdrawn, type Store } from './store/store.js';
@@ -101,6 +102,17 @@ export function createApp(deps: AppDeps): BrokerApp {
       duration_ms: Math.round(seconds * 10_000) / 10,
       ...(code === undefined ? {} : { code }),
     });
+  });
+  app.use('*', async (c, next) => {
+    // A request whose target and Host make no URL reaches the app as a stand-in with no body (http-server.ts). What
+    // body it has is never read: the connection closes after the answer rather than wait for it.
+    const malformed = (c.env as Partial<MalformedRequestEnv> | undefined)?.malformed;
+    if (malformed === undefined) return next();
+    throw new BrokerError(
+      'invalid_request',
+      `the request target and Host header make no URL (${malformed.toLowerCase()}): send a path, and a host name in Host`,
+      { headers: { Connection: 'close' } },
+    );
   });
   const tooLarge = () => {
     throw new BrokerError('payload_too_large', `the request body is larger than ${MAX_BODY_BYTES} bytes`);

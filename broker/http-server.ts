@@ -1,7 +1,25 @@
 // The broker's HTTP server: the app on Node's HTTP/1.1 server, with deadlines fit for a public endpoint.
-import type { Server } from 'node:http';
-import { createAdaptorServer } from '@hono/node-server';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { getRequestListener, RequestError } from '@hono/node-server';
 import { MAX_BODY_BYTES } from './app.js';
+
+/**
+ * The app's env for a request Node parsed but whose target and Host make no URL (`Host: a b`, `OPTIONS *`): a
+ * stand-in request, which the app refuses with `why`, so that it is answered, logged and counted like any other.
+ */
+export interface MalformedRequestEnv {
+  incoming: IncomingMessage;
+  malformed: string;
+}
+
+/** The stand-in for a request with no URL: its method, where a Request may have it (not TRACE), and no body. */
+function standIn(incoming: IncomingMessage): Request {
+  try {
+    return new Request('http://broker.invalid/', { method: incoming.method });
+  } catch {
+    return new Request('http://broker.invalid/');
+  }
+}
 
 export interface HttpLimits {
   /** A connection must deliver a request's complete headers within this long of its first byte. */
@@ -40,15 +58,39 @@ export function createHttpServer(
   options: { hostname?: string; limits?: HttpLimits } = {},
 ): Server {
   const limits = options.limits ?? HTTP_LIMITS;
-  const server = createAdaptorServer({
-    fetch,
-    hostname: options.hostname,
-    serverOptions: {
+  // @hono/node-server answers a request whose URL it cannot build with an empty 400 of its own, unless given an
+  // error handler; the handler is not told which request it was, but is called before the listener first awaits.
+  let arriving: IncomingMessage | undefined;
+  const listener = getRequestListener(fetch, {
+    errorHandler: (error) => {
+      const incoming = arriving;
+      // Called later, it is for an app that failed to answer: Node's adapter answers that 500 when given no handler.
+      if (incoming === undefined || !(error instanceof RequestError))
+        return new Response(null, { status: 500 });
+      const env: MalformedRequestEnv = { incoming, malformed: error.message };
+      return fetch(standIn(incoming), env);
+    },
+  });
+  const server = createServer(
+    {
       headersTimeout: limits.headersTimeoutMs,
       requestTimeout: limits.requestTimeoutMs,
       connectionsCheckingInterval: limits.checkIntervalMs,
+      // Node refuses an HTTP/1.1 request without Host with an empty 400 of its own: the adapter refuses it instead.
+      requireHostHeader: false,
     },
-  }) as Server;
+    (incoming, outgoing) => {
+      // HTTP/1.0 needs no Host (a load balancer's health check may send none): its URL names the listening address.
+      if (incoming.headers.host === undefined && incoming.httpVersion === '1.0' && options.hostname)
+        incoming.headers.host = options.hostname;
+      arriving = incoming;
+      try {
+        return listener(incoming, outgoing);
+      } finally {
+        arriving = undefined;
+      }
+    },
+  );
   // Without a 'timeout' listener on the server, Node destroys a socket idle this long.
   server.setTimeout(limits.idleTimeoutMs);
   // Between requests this replaces the idle deadline; answers tell clients of it (`Keep-Alive: timeout=65`).

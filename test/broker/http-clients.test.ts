@@ -157,3 +157,61 @@ describe('a client that asks before it sends its body (Expect: 100-continue)', (
     client.destroy();
   });
 });
+
+describe('a request whose target and Host make no URL', () => {
+  /** `http_requests_total` of `method` on unmatched routes answered 400, from /metrics. */
+  async function unmatched400(method: string): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const prefix = `http_requests_total{method="${method}",route="unmatched",status="400"} `;
+    const line = text.split('\n').find((l) => l.startsWith(prefix));
+    return line === undefined ? 0 : Number(line.slice(prefix.length));
+  }
+
+  it.each([
+    ['a Host with a space', 'GET', 'GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n'],
+    ['a Host with a path', 'GET', 'GET /healthz HTTP/1.1\r\nHost: x/y?z\r\n\r\n'],
+    ['no Host', 'GET', 'GET /healthz HTTP/1.1\r\n\r\n'],
+    ['the whole server as target', 'OPTIONS', 'OPTIONS * HTTP/1.1\r\nHost: broker\r\n\r\n'],
+    [
+      'a body it never reads',
+      'POST',
+      'POST /v1/oidc/token HTTP/1.1\r\nHost: a b\r\nContent-Length: 5\r\n\r\n{"a":',
+    ],
+  ])(
+    '(%s) is answered 400 invalid_request as any other refusal, logged and counted',
+    async (_, method, text) => {
+      const before = await unmatched400(method);
+      const logged = t.logs.length;
+      const client = rawConnection();
+      client.send(text);
+      const received = await client.received(/\r\n\r\n\{[\s\S]*\}$/);
+      const [head = '', body = ''] = received.split('\r\n\r\n');
+      expect(head).toMatch(/^HTTP\/1\.1 400 /);
+      expect(head).toMatch(/^Content-Type: application\/problem\+json/im);
+      expect(head).toMatch(/^X-Content-Type-Options: nosniff\r?$/im);
+      expect(head).toMatch(/^X-Frame-Options: DENY\r?$/im);
+      expect(head).toMatch(/^Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r?$/im);
+      expect(head).toMatch(/^Referrer-Policy: no-referrer\r?$/im);
+      // Whatever body it sent is not waited for.
+      expect(head).toMatch(/^Connection: close\r?$/im);
+      await client.ended;
+      const requestId = /^X-Request-Id: (\S+)\r?$/im.exec(head)?.[1];
+      expect(JSON.parse(body)).toMatchObject({
+        code: 'invalid_request',
+        detail: expect.stringMatching(/Host/),
+        request_id: requestId,
+      });
+      const lines = t.logs.slice(logged).map((line) => JSON.parse(line) as Record<string, unknown>);
+      expect(lines).toContainEqual(
+        expect.objectContaining({
+          msg: 'request',
+          request_id: requestId,
+          method,
+          route: 'unmatched',
+          status: 400,
+        }),
+      );
+      expect(await unmatched400(method)).toBe(before + 1);
+    },
+  );
+});
