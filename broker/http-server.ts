@@ -1,5 +1,6 @@
 // The broker's HTTP server: the app on Node's HTTP/1.1 server, with deadlines fit for a public endpoint.
 import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { isIP } from 'node:net';
 import { getRequestListener, RequestError } from '@hono/node-server';
 import { MAX_BODY_BYTES } from './app.js';
 
@@ -58,6 +59,11 @@ export function createHttpServer(
   options: { hostname?: string; limits?: HttpLimits } = {},
 ): Server {
   const limits = options.limits ?? HTTP_LIMITS;
+  // As a Host names it: an IPv6 address in brackets (`[::]`), or the URL built from it is none.
+  const ownHost =
+    options.hostname !== undefined && isIP(options.hostname) === 6
+      ? `[${options.hostname}]`
+      : options.hostname;
   // @hono/node-server answers a request whose URL it cannot build with an empty 400 of its own, unless given an
   // error handler; the handler is not told which request it was, but is called before the listener first awaits.
   let arriving: IncomingMessage | undefined;
@@ -81,8 +87,8 @@ export function createHttpServer(
     },
     (incoming, outgoing) => {
       // HTTP/1.0 needs no Host (a load balancer's health check may send none): its URL names the listening address.
-      if (incoming.headers.host === undefined && incoming.httpVersion === '1.0' && options.hostname)
-        incoming.headers.host = options.hostname;
+      if (incoming.headers.host === undefined && incoming.httpVersion === '1.0' && ownHost)
+        incoming.headers.host = ownHost;
       arriving = incoming;
       try {
         return listener(incoming, outgoing);

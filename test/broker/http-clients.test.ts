@@ -215,3 +215,20 @@ describe('a request whose target and Host make no URL', () => {
     },
   );
 });
+
+describe('an HTTP/1.0 client that sends no Host (a load balancer’s health check)', () => {
+  it.each(['0.0.0.0', '::', '127.0.0.1'])('is served by a broker listening on %s', async (hostname) => {
+    const own = createHttpServer(t.broker.app.fetch, { hostname });
+    await new Promise<void>((resolve) => own.listen(0, '127.0.0.1', resolve));
+    const socket = connect((own.address() as { port: number }).port, '127.0.0.1');
+    socket.on('error', () => {});
+    let received = '';
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+    });
+    socket.write('GET /healthz HTTP/1.0\r\n\r\n');
+    await new Promise((resolve) => socket.on('close', resolve));
+    own.close();
+    expect(received).toMatch(/^HTTP\/1\.1 200 [\s\S]*\{"status":"ok"\}$/);
+  });
+});
