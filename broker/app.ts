@@ -122,7 +122,16 @@ export function createApp(deps: AppDeps): BrokerApp {
     // and the body is later read straight from the socket. A chunked body — or a Request handed to
     // app.request() — is read here, counting, through a web stream (measurably slower).
     const fromSocket = (c.env as { incoming?: unknown } | undefined)?.incoming !== undefined;
-    if (!fromSocket || c.req.header('Transfer-Encoding') !== undefined)
+    const transferCoding = c.req.header('Transfer-Encoding');
+    // RFC 9112 §6.1: Node takes the body out of its chunks and leaves any other coding (gzip, chunked) on it, for
+    // the app to undo, which the broker does not: a transfer coding it does not implement is 501, unread.
+    if (transferCoding?.split(',').some((coding) => coding.trim().toLowerCase() !== 'chunked'))
+      throw new BrokerError(
+        'not_implemented',
+        `the broker implements no transfer coding but chunked (Transfer-Encoding: ${transferCoding}): send the body without it`,
+        { headers: { Connection: 'close' } },
+      );
+    if (!fromSocket || transferCoding !== undefined)
       return (await bufferBody(c.req, MAX_BODY_BYTES)) ? next() : tooLarge();
     const length = c.req.header('Content-Length');
     return length !== undefined && Number(length) > MAX_BODY_BYTES ? tooLarge() : next();

@@ -20,6 +20,7 @@ export const ERROR_TABLE = {
   invalid_policy: { status: 422, title: 'Invalid trust policy' },
   rate_limited: { status: 429, title: 'Too many requests' },
   internal_error: { status: 500, title: 'Internal server error' },
+  not_implemented: { status: 501, title: 'Not implemented' },
   issuer_unavailable: { status: 503, title: 'Token issuer unavailable' },
   not_ready: { status: 503, title: 'Not ready' },
 } as const satisfies Record<string, { status: number; title: string }>;

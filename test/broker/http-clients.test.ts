@@ -232,3 +232,37 @@ describe('an HTTP/1.0 client that sends no Host (a load balancer’s health chec
     expect(received).toMatch(/^HTTP\/1\.1 200 [\s\S]*\{"status":"ok"\}$/);
   });
 });
+
+describe('a client that compresses its body as a transfer coding (Transfer-Encoding: gzip, chunked)', () => {
+  it.each(['gzip, chunked', 'deflate,chunked', 'GZIP , Chunked'])(
+    '(%s) is told the broker does not implement it (501), its body unread',
+    async (coding) => {
+      const body = gzipSync(JSON.stringify({ oidc_token: 'a.b.c' }));
+      const client = rawConnection();
+      client.send(
+        'POST /v1/oidc/token HTTP/1.1\r\nHost: broker\r\nContent-Type: application/json\r\n' +
+          `Transfer-Encoding: ${coding}\r\n\r\n${body.length.toString(16)}\r\n`,
+      );
+      client.send(`${body.toString('latin1')}\r\n0\r\n\r\n`);
+      const received = await client.received(/\r\n\r\n\{[\s\S]*\}$/);
+      expect(received).toMatch(/^HTTP\/1\.1 501 /);
+      expect(received).toMatch(/^Connection: close\r$/im);
+      expect(JSON.parse(received.slice(received.indexOf('\r\n\r\n') + 4))).toMatchObject({
+        code: 'not_implemented',
+        detail: expect.stringMatching(/Transfer-Encoding/),
+      });
+      await client.ended;
+    },
+  );
+
+  it('may send its body in chunks alone', async () => {
+    const body = JSON.stringify({ oidc_token: 'a.b.c' });
+    const client = rawConnection();
+    client.send(
+      'POST /v1/oidc/token HTTP/1.1\r\nHost: broker\r\nContent-Type: application/json\r\n' +
+        `Transfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`,
+    );
+    expect(await client.received(/\}$/)).toMatch(/^HTTP\/1\.1 401 [\s\S]*"code":"invalid_token"/);
+    client.destroy();
+  });
+});
