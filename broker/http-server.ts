@@ -1,8 +1,9 @@
 // The broker's HTTP server: the app on Node's HTTP/1.1 server, with deadlines fit for a public endpoint.
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { getRequestListener, RequestError } from '@hono/node-server';
-import { MAX_BODY_BYTES } from './app.js';
+import { MAX_BODY_BYTES, SECURITY_HEADERS } from './app.js';
 
 /**
  * The app's env for a request Node parsed but whose target and Host make no URL (`Host: a b`, `OPTIONS *`): a
@@ -21,6 +22,16 @@ function standIn(incoming: IncomingMessage): Request {
     return new Request('http://broker.invalid/');
   }
 }
+
+/** Node's own refusals of a request it cannot parse, by its error's code; any other is `400 Bad Request`. */
+const NODE_REFUSALS: Record<string, string> = {
+  HPE_HEADER_OVERFLOW: '431 Request Header Fields Too Large',
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: '413 Payload Too Large',
+  ERR_HTTP_REQUEST_TIMEOUT: '408 Request Timeout',
+};
+const SECURITY_HEAD = Object.entries(SECURITY_HEADERS)
+  .map(([name, value]) => `${name}: ${value}\r\n`)
+  .join('');
 
 export interface HttpLimits {
   /** A connection must deliver a request's complete headers within this long of its first byte. */
@@ -97,6 +108,16 @@ export function createHttpServer(
       }
     },
   );
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+    // What Node answers when it cannot take a request, with the headers of every answer; nothing once the
+    // connection is gone or an answer to it begun. The app never sees these: they are neither logged nor counted.
+    const inFlight = (socket as { _httpMessage?: ServerResponse })._httpMessage;
+    if (socket.writable && !inFlight?.headersSent) {
+      const status = NODE_REFUSALS[error.code ?? ''] ?? '400 Bad Request';
+      socket.write(`HTTP/1.1 ${status}\r\n${SECURITY_HEAD}Content-Length: 0\r\nConnection: close\r\n\r\n`);
+    }
+    socket.destroy(error);
+  });
   // Without a 'timeout' listener on the server, Node destroys a socket idle this long.
   server.setTimeout(limits.idleTimeoutMs);
   // Between requests this replaces the idle deadline; answers tell clients of it (`Keep-Alive: timeout=65`).

@@ -4,6 +4,7 @@ import type { Server } from 'node:http';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SECURITY_HEADERS } from '../../broker/app.js';
 import { createHttpServer } from '../../broker/http-server.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 
@@ -264,5 +265,26 @@ describe('a client that compresses its body as a transfer coding (Transfer-Encod
     );
     expect(await client.received(/\}$/)).toMatch(/^HTTP\/1\.1 401 [\s\S]*"code":"invalid_token"/);
     client.destroy();
+  });
+});
+
+describe('a request Node cannot parse', () => {
+  it.each([
+    ['a malformed request line', 'GARBAGE\r\n\r\n', 400],
+    ['a header line with no colon', 'GET /healthz HTTP/1.1\r\nHost: broker\r\nnonsense\r\n\r\n', 400],
+    [
+      'headers over 16 KiB',
+      `GET /healthz HTTP/1.1\r\nHost: broker\r\nX-Big: ${'a'.repeat(17 * 1024)}\r\n\r\n`,
+      431,
+    ],
+  ])('(%s) is refused by Node, with the headers of every answer', async (_, text, status) => {
+    const client = rawConnection();
+    client.send(text);
+    await client.ended;
+    const received = await client.received(/$/);
+    expect(received).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+    for (const [name, value] of Object.entries(SECURITY_HEADERS))
+      expect(received).toContain(`\r\n${name}: ${value}\r\n`);
+    expect(received).toMatch(/^Connection: close\r$/im);
   });
 });

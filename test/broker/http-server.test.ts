@@ -65,7 +65,11 @@ describe('HTTP server deadlines', () => {
       sendAndStall('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: '),
     );
     expect(await healthz()).toBe(200);
-    for (const { closed } of slow) expect(await closed).toMatch(/^HTTP\/1\.1 408 /);
+    for (const { closed } of slow) {
+      const received = await closed;
+      expect(received).toMatch(/^HTTP\/1\.1 408 /);
+      expect(received).toMatch(/^X-Content-Type-Options: nosniff\r$/m);
+    }
   });
 
   it('closes a connection whose body stops short of its Content-Length', async () => {
