@@ -205,6 +205,29 @@ function unexpected(f: Extract<Failure, { kind: 'unexpected' }>): Explanation {
   };
 }
 
+/**
+ * A failure the action did not expect (an exception, not an answer): most often a file the runner gave the step
+ * that is gone, else a bug. `token`: the main step had a token from the broker, and whether post will revoke it.
+ */
+export function explainCrash(error: unknown, token?: { expiresAt: string; saved: boolean }): Explanation {
+  const message = oneLine(error instanceof Error ? error.message : String(error));
+  const body: Block[] = [
+    /^Missing file at path: /.test(message)
+      ? 'The runner creates that file (GITHUB_OUTPUT, GITHUB_STATE or GITHUB_ENV, under RUNNER_TEMP) before the ' +
+        'step starts; it is gone, usually because an earlier step of the job deleted it (e.g. by emptying ' +
+        'RUNNER_TEMP). Let such a step leave `_runner_file_commands` in RUNNER_TEMP alone, then re-run the job.'
+      : 'Re-run the job; if it happens again, report it with this message.',
+  ];
+  if (token) {
+    body.push(
+      token.saved
+        ? `The broker had issued a token (valid until ${token.expiresAt}); the post step revokes it when the job ends.`
+        : `The broker had issued a token, which is not revoked when the job ends: it stays valid until ${token.expiresAt}.`,
+    );
+  }
+  return { title: `oidc-auth failed unexpectedly: ${message}`, body };
+}
+
 /** How often a failure that a retry could have got past was tried, or nothing for one that was final at once. */
 function retried(f: RetryInfo): string {
   return f.gaveUp ? `${attempts(f)} ` : '';

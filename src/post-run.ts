@@ -1,7 +1,7 @@
 // The post step: revoke the token the main step issued, unless it has long expired; never fails the job.
 import { createBrokerClient } from './broker-client.js';
 import { type PostDeps, STATE_KEYS } from './deps.js';
-import { explain, formatExplanation } from './explain.js';
+import { type Explanation, explain, explainCrash, formatExplanation } from './explain.js';
 import { classifyBrokerAnswer, REVOKE_RETRY, withRetry } from './retry.js';
 import { notRevokedSummary, writeSummary } from './summary.js';
 
@@ -14,7 +14,21 @@ export type PostOutcome = 'nothing-to-revoke' | 'expired' | 'no-longer-valid' | 
  */
 const RUNNER_CLOCK_AHEAD_MS = 5 * 60_000;
 
+/** What to do about a token that stays valid: a revocation names the token, which nothing keeps once the job ends. */
+const WHAT_TO_DO =
+  'Nothing keeps the token once this job ends; should a copy turn up, `POST /v1/tokens/revoke` revokes it, with the token itself or an API key with `api-keys:write` as the credential.';
+
 export async function runPost(deps: PostDeps): Promise<PostOutcome> {
+  const { io } = deps;
+  try {
+    return await revoke(deps);
+  } catch (error) {
+    // Not an answer of the broker (a bug): the token is as unrevoked as after one, and said so the same way.
+    return notRevoked(io, io.getState(STATE_KEYS.expiresAt), explainCrash(error));
+  }
+}
+
+async function revoke(deps: PostDeps): Promise<PostOutcome> {
   const { io } = deps;
   const token = io.getState(STATE_KEYS.token);
   if (!token) {
@@ -52,13 +66,19 @@ export async function runPost(deps: PostDeps): Promise<PostOutcome> {
     return 'no-longer-valid';
   }
   const explanation = explain({ ...result, attempts, gaveUp }, undefined, 'revoke');
-  // A revocation names the token, which nothing keeps once the job ends: what is left to revoke is a copy that leaked.
-  const whatToDo =
-    'Nothing keeps the token once this job ends; should a copy turn up, `POST /v1/tokens/revoke` revokes it, with the token itself or an API key with `api-keys:write` as the credential.';
+  return notRevoked(io, expiresAt, explanation);
+}
+
+/** A warning, never a failed job, and a job summary section under the main step's promise to revoke the token. */
+async function notRevoked(
+  io: PostDeps['io'],
+  expiresAt: string,
+  explanation: Explanation,
+): Promise<'revoke-failed'> {
   io.warning(
     `Could not revoke the StepSecurity API token; it stays valid until ${expiresAt}.\n` +
-      `${formatExplanation(explanation)}\n${whatToDo}`,
+      `${formatExplanation(explanation)}\n${WHAT_TO_DO}`,
   );
-  await writeSummary(io, notRevokedSummary(expiresAt, whatToDo, explanation));
+  await writeSummary(io, notRevokedSummary(expiresAt, WHAT_TO_DO, explanation));
   return 'revoke-failed';
 }

@@ -1,7 +1,7 @@
 // The main step: validate inputs, exchange a fresh OIDC token for an API token, and hand it on masked.
 import { type BrokerAnswer, createBrokerClient, proxyFailure, type TokenGrant } from './broker-client.js';
 import { type ActionIO, type RunDeps, STATE_KEYS } from './deps.js';
-import { explain, type Failure, formatExplanation } from './explain.js';
+import { explain, explainCrash, type Failure, formatExplanation } from './explain.js';
 import { IdTokenError } from './id-token.js';
 import { type ActionInputs, parseInputs } from './inputs.js';
 import { isProxyError } from './proxy.js';
@@ -18,6 +18,28 @@ export const TOKEN_ENV_VAR = 'STEPSECURITY_API_TOKEN';
 
 /** Runs the main step; returns whether a token was issued (failures are reported through `io.setFailed`). */
 export async function run(deps: RunDeps): Promise<boolean> {
+  const issued: Issued = {};
+  try {
+    return await issue(deps, issued);
+  } catch (error) {
+    // Not a failure of the exchange (a runner file that is gone, a bug): reported all the same, error and summary.
+    const explanation = explainCrash(
+      error,
+      issued.grant && { ...issued.grant, saved: issued.saved === true },
+    );
+    deps.io.setFailed(formatExplanation(explanation));
+    await writeSummary(deps.io, failureSummary(explanation));
+    return false;
+  }
+}
+
+/** How far the main step got, for a failure it did not expect: the token the broker issued, and whether post has it. */
+interface Issued {
+  grant?: TokenGrant;
+  saved?: boolean;
+}
+
+async function issue(deps: RunDeps, issued: Issued): Promise<boolean> {
   const { io } = deps;
   const parsed = parseInputs((name) => io.getInput(name));
   if (!parsed.ok) return fail(io, { kind: 'inputs', errors: parsed.errors });
@@ -28,6 +50,7 @@ export async function run(deps: RunDeps): Promise<boolean> {
   const answer = await exchange(deps, inputs);
   if (answer.kind !== 'ok') return fail(io, answer, inputs);
   const grant = answer.value;
+  issued.grant = grant;
 
   // Masked before it is written anywhere, so no log line, output or file shows it in clear.
   io.setSecret(grant.accessToken);
@@ -36,6 +59,7 @@ export async function run(deps: RunDeps): Promise<boolean> {
     io.saveState(STATE_KEYS.token, grant.accessToken);
     io.saveState(STATE_KEYS.expiresAt, grant.expiresAt);
     io.saveState(STATE_KEYS.apiUrl, inputs.apiUrl);
+    issued.saved = true;
   }
   io.setOutput('token', grant.accessToken);
   io.setOutput('expires-at', grant.expiresAt);

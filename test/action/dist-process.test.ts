@@ -136,6 +136,30 @@ describe('dist/ as a process', () => {
     }
   }, 60_000);
 
+  it('reports a runner file that is gone in the job summary too, and revokes the token it could not hand on', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'oidc-auth-gone-'));
+    const gone = join(dir, '_runner_file_commands', 'set_output_1');
+    const emptied = await createActionRunner({ idToken: github, env: { GITHUB_OUTPUT: gone } });
+    try {
+      const main = await emptied.run('main', { tenant: 'acme', 'api-url': broker.apiUrl });
+
+      expect(main.exitCode).toBe(1);
+      expect(main.stderr).toBe('');
+      expect(main.stdout).toContain(`::error::oidc-auth failed unexpectedly: Missing file at path: ${gone}`);
+      expect(main.summary).toContain('### StepSecurity API token not issued');
+      expect(main.summary).toContain(`oidc-auth failed unexpectedly: Missing file at path: ${gone}`);
+      expect(main.summary).toContain('the post step revokes it when the job ends');
+      expect(main.summary).not.toContain(ACCESS_TOKEN);
+
+      const post = await emptied.run('post', { tenant: 'acme', 'api-url': broker.apiUrl });
+      expect(post.exitCode).toBe(0);
+      expect(post.stdout).toContain('Revoked the StepSecurity API token.');
+    } finally {
+      await emptied.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('fails on invalid inputs before calling GitHub or the broker', async () => {
     const before = { github: github.audiences.length, broker: broker.requests.length };
     const main = await runner.run('main', {

@@ -200,4 +200,24 @@ describe('runPost (post step)', () => {
     expect(await runPost(deps)).toBe('revoke-failed');
     expect(io.warnings[0]).toContain(`Could not reach the broker at ${revokeUrl}`);
   });
+
+  it('warns, and says in the job summary, when revoking fails in a way it did not expect; never fails the job', async () => {
+    const { io, deps } = postHarness(issuedState);
+    deps.now = () => {
+      throw new TypeError("Cannot read properties of undefined (reading 'now')");
+    };
+
+    expect(await runPost(deps)).toBe('revoke-failed');
+
+    expect(io.calls.map((c) => c.fn)).not.toContain('setFailed');
+    expect(io.warnings).toHaveLength(1);
+    expect(io.warnings[0]).toContain(
+      'Could not revoke the StepSecurity API token; it stays valid until 2025-06-01T12:15:00.000Z.\n' +
+        "oidc-auth failed unexpectedly: Cannot read properties of undefined (reading 'now')",
+    );
+    const summary = io.summary.join('\n');
+    expect(summary).toContain('### StepSecurity API token not revoked');
+    expect(summary).toContain('**Not revoked; valid until 2025-06-01T12:15:00.000Z**');
+    expect(summary).not.toContain(ACCESS_TOKEN);
+  });
 });

@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import type { Problem } from '../../src/broker-client.js';
-import { explain, type Failure } from '../../src/explain.js';
+import { explain, explainCrash, type Failure } from '../../src/explain.js';
 import { requestIdToken } from '../../src/id-token.js';
 import { parseInputs } from '../../src/inputs.js';
 
@@ -106,7 +106,12 @@ describe('README troubleshooting', () => {
   it('quotes, in each heading, the start of an error the action writes', async () => {
     const parsed = parseInputs((name) => (name === 'tenant' ? 'acme' : ''));
     const inputs = parsed.ok ? parsed.inputs : undefined;
-    const titles = (await everyFailure()).map((failure) => explain(failure, inputs).title.replace(/`/g, ''));
+    const titles = [
+      ...(await everyFailure()).map((failure) => explain(failure, inputs)),
+      explainCrash(
+        new Error('Missing file at path: /home/runner/work/_temp/_runner_file_commands/set_output_1'),
+      ),
+    ].map((explanation) => explanation.title.replace(/`/g, ''));
     const headings = quotedHeadings();
     expect(headings.length).toBeGreaterThan(15);
     for (const heading of headings) {

@@ -115,10 +115,54 @@ describe('run (main step)', () => {
       throw new Error('Missing file at path: /home/runner/work/_temp/_runner_file_commands/set_output_1');
     };
 
-    await expect(run(h.deps)).rejects.toThrow('Missing file at path');
+    expect(await run(h.deps)).toBe(false);
 
     // The token reached nobody: the post step revokes it.
     expect(h.io.state).toMatchObject({ token: ACCESS_TOKEN, 'api-url': API_URL });
+    expect(h.io.failures).toHaveLength(1);
+    expect(h.io.failures[0]).toContain(
+      'oidc-auth failed unexpectedly: Missing file at path: /home/runner/work/_temp/_runner_file_commands/set_output_1',
+    );
+    expect(h.io.failures[0]).toContain('an earlier step of the job deleted it');
+    // Reported in the job summary like any failure, saying the token is revoked at the end of the job.
+    const summary = h.io.summary.join('\n');
+    expect(summary).toContain('### StepSecurity API token not issued');
+    expect(summary).toContain('oidc-auth failed unexpectedly: Missing file at path');
+    expect(summary).toContain('the post step revokes it when the job ends');
+    expect(summary).not.toContain(ACCESS_TOKEN);
+  });
+
+  it('says in the job summary that a token it could not save for the post step stays valid until it expires', async () => {
+    broker.server.use(exchangeAnswers(() => HttpResponse.json(grantBody())));
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+    h.io.saveState = () => {
+      throw new Error('Missing file at path: /home/runner/work/_temp/_runner_file_commands/save_state_1');
+    };
+
+    expect(await run(h.deps)).toBe(false);
+
+    expect(h.io.outputs).toEqual({});
+    expect(h.io.failures[0]).toContain('oidc-auth failed unexpectedly: Missing file at path');
+    expect(h.io.summary.join('\n')).toContain(
+      'which is not revoked when the job ends: it stays valid until 2025-06-01T12:15:00.000Z',
+    );
+  });
+
+  it('reports any other failure it did not expect as the step error and in the job summary', async () => {
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+    h.deps.now = () => {
+      throw new TypeError("Cannot read properties of undefined (reading 'now')");
+    };
+
+    expect(await run(h.deps)).toBe(false);
+
+    expect(h.io.failures).toEqual([
+      "oidc-auth failed unexpectedly: Cannot read properties of undefined (reading 'now')\n" +
+        'Re-run the job; if it happens again, report it with this message.',
+    ]);
+    expect(h.io.summary.join('\n')).toContain(
+      "### StepSecurity API token not issued\n\n**oidc-auth failed unexpectedly: Cannot read properties of undefined (reading 'now')**",
+    );
   });
 
   it('summarises tenant, policy, permissions and expiry without the token', async () => {
