@@ -1,5 +1,5 @@
 // Which proxy a request goes through, by the Actions toolkit's rules: *_proxy, no_proxy, never loopback.
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { isLoopbackHost } from '../broker/core/loopback.js';
 
 type Env = Record<string, string | undefined>;
@@ -137,7 +137,8 @@ function decodeCredentials(proxy: URL, variable: string): string {
 
 /**
  * Loopback hosts, and hosts matched by no_proxy (`*`, a host, `host:port`, a domain and its subdomains, or only
- * its subdomains as `.example.com` or `*.example.com`, the form Node's own proxy support and Go read too).
+ * its subdomains as `.example.com` or `*.example.com`, the form Node's own proxy support and Go read too). An IP
+ * address matches as a whole, or by a CIDR range that holds it (`10.0.0.0/8`, `fd00::/8`), as curl and Go read it.
  */
 export function bypassesProxy(url: URL, env: Env): boolean {
   if (!url.hostname) return false;
@@ -148,6 +149,7 @@ export function bypassesProxy(url: URL, env: Env): boolean {
   const port = portOf(url);
   // A URL writes an IPv6 address in brackets, in its shortest form: ipv6Item reads an item the same way.
   const host = url.hostname.toUpperCase();
+  const address = isIP(unbracketed(host)) ? unbracketed(host) : undefined;
   const candidates = [host, `${host}:${port}`];
   return noProxy
     .split(',')
@@ -156,13 +158,30 @@ export function bypassesProxy(url: URL, env: Env): boolean {
     .some(
       (item) =>
         item === '*' ||
+        (address !== undefined && inRange(address, item)) ||
         candidates.some(
           (candidate) =>
             candidate === item ||
-            candidate.endsWith(`.${item}`) ||
-            (item.startsWith('.') && candidate.endsWith(item)),
+            // A domain's subdomains: an address has none (`30.40` is no domain of 10.20.30.40).
+            (address === undefined &&
+              (candidate.endsWith(`.${item}`) || (item.startsWith('.') && candidate.endsWith(item)))),
         ),
     );
+}
+
+/** Whether a no_proxy item is a CIDR range (`10.0.0.0/8`, `fd00::/8`, `[fd00::]/8`) that holds the address. */
+function inRange(address: string, item: string): boolean {
+  const [, base = '', bits = ''] = /^\[?([^\]/]+)\]?\/(\d{1,3})$/.exec(item) ?? [];
+  const family = isIP(base);
+  if (family === 0 || family !== isIP(address) || Number(bits) > (family === 4 ? 32 : 128)) return false;
+  const range = new BlockList();
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  range.addSubnet(base, Number(bits), type);
+  return range.check(address, type);
+}
+
+function unbracketed(host: string): string {
+  return host.startsWith('[') ? host.slice(1, -1) : host;
 }
 
 /**

@@ -270,7 +270,10 @@ describe('dist/ as a process', () => {
       });
 
       // 0.0.0.0 reaches this machine, yet is no loopback name that is never proxied: only NO_PROXY exempts it.
-      it('connects directly to a broker that NO_PROXY names', async () => {
+      it.each([
+        ['names', 'github.example,0.0.0.0'],
+        ['holds in a CIDR range', 'github.example, 0.0.0.0/8'],
+      ])('connects directly to a broker whose address NO_PROXY %s', async (_, noProxy) => {
         await withTlsBroker(
           { ip: ['0.0.0.0'] },
           '0.0.0.0',
@@ -282,7 +285,7 @@ describe('dist/ as a process', () => {
             expect(tlsBroker.requests).toHaveLength(2);
             expect(proxy.connects).toEqual([]);
           },
-          { HTTPS_PROXY: proxy.url, NO_PROXY: 'github.example,0.0.0.0' },
+          { HTTPS_PROXY: proxy.url, NO_PROXY: noProxy },
         );
       });
 

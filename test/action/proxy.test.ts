@@ -174,6 +174,47 @@ describe('bypassesProxy', () => {
     }
   });
 
+  it('matches an IP address inside a CIDR range it lists, as curl and Go do', () => {
+    const v4 = new URL('https://10.20.30.40/v1');
+    const v6 = new URL('https://[fd12:3456::5]:8443/v1');
+    for (const noProxy of [
+      '10.0.0.0/8',
+      '10.20.0.0/16',
+      '10.20.30.40/32',
+      'other.example, 10.0.0.0/8',
+      '0.0.0.0/0',
+    ]) {
+      expect(bypassesProxy(v4, { no_proxy: noProxy }), noProxy).toBe(true);
+    }
+    for (const noProxy of ['fd00::/8', 'FD12:3456::/32', '[fd00::]/8', '::/0']) {
+      expect(bypassesProxy(v6, { NO_PROXY: noProxy }), noProxy).toBe(true);
+    }
+    for (const noProxy of [
+      '11.0.0.0/8',
+      '10.20.30.41/32',
+      '10.0.0.0/33',
+      '10.0.0.0/',
+      'fd00::/8',
+      '10.0.0.0/x',
+    ]) {
+      expect(bypassesProxy(v4, { no_proxy: noProxy }), noProxy).toBe(false);
+    }
+    for (const noProxy of ['fe80::/10', '10.0.0.0/8', 'fd00::/129']) {
+      expect(bypassesProxy(v6, { no_proxy: noProxy }), noProxy).toBe(false);
+    }
+    // A range is of addresses: a host name is not looked up to match one.
+    expect(bypassesProxy(new URL('https://broker.internal/v1'), { no_proxy: '10.0.0.0/8' })).toBe(false);
+    expect(proxyFor(v4, { https_proxy: 'http://proxy:3128', no_proxy: '10.0.0.0/8' })).toBeUndefined();
+  });
+
+  it('matches an IP address by the whole address, not by a domain-like suffix of it', () => {
+    const v4 = new URL('https://10.20.30.40/v1');
+    for (const noProxy of ['30.40', '.30.40', '*.30.40', '0.40']) {
+      expect(bypassesProxy(v4, { no_proxy: noProxy }), noProxy).toBe(false);
+    }
+    expect(bypassesProxy(v4, { no_proxy: '10.20.30.40:443' })).toBe(true);
+  });
+
   it('reads NO_PROXY when no_proxy is unset', () => {
     expect(bypassesProxy(GITHUB, { NO_PROXY: 'actions.example' })).toBe(true);
   });
