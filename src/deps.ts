@@ -67,4 +67,11 @@ export interface PostDeps extends Clock {
 }
 
 /** What the main step saves for the post step, which revokes the token. */
-export const STATE_KEYS = { token: 'token', expiresAt: 'expires-at', apiUrl: 'api-url' } as const;
+export const STATE_KEYS = {
+  token: 'token',
+  /** The broker's expiry time, as the `expires-at` output gives it. */
+  expiresAt: 'expires-at',
+  /** The same moment by the runner's clock: the answer's arrival plus the token's lifetime (`expires_in`). */
+  expiresAtRunnerClock: 'expires-at-runner-clock',
+  apiUrl: 'api-url',
+} as const;

@@ -9,8 +9,8 @@ export type PostOutcome = 'nothing-to-revoke' | 'expired' | 'no-longer-valid' | 
 
 /**
  * How far this runner's clock may run ahead of the broker's (a self-hosted runner without time synchronisation): a
- * token that expired by this clock less than this long ago may still be valid at the broker, so it is revoked all
- * the same. The broker says so if it no longer takes it.
+ * token that expired by the broker's time less than this long ago by this clock may still be valid at the broker,
+ * so it is revoked all the same. The broker says so if it no longer takes it.
  */
 const RUNNER_CLOCK_AHEAD_MS = 5 * 60_000;
 
@@ -37,7 +37,12 @@ async function revoke(deps: PostDeps): Promise<PostOutcome> {
   }
   io.setSecret(token);
   const expiresAt = io.getState(STATE_KEYS.expiresAt);
-  if (deps.now() >= Date.parse(expiresAt) + RUNNER_CLOCK_AHEAD_MS) {
+  // Left alone only when it expired by both measures: the broker's time, which a runner's clock further ahead
+  // than the margin misreads, and its lifetime counted on this runner's clock, which a clock set meanwhile does.
+  const now = deps.now();
+  // False also when the main step saved no such time: the broker's time then decides alone.
+  const validByRunnerClock = Date.parse(io.getState(STATE_KEYS.expiresAtRunnerClock)) > now;
+  if (now >= Date.parse(expiresAt) + RUNNER_CLOCK_AHEAD_MS && !validByRunnerClock) {
     io.info(`The token expired at ${expiresAt}; nothing to revoke.`);
     return 'expired';
   }

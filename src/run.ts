@@ -51,6 +51,7 @@ async function issue(deps: RunDeps, issued: Issued): Promise<boolean> {
   if (answer.kind !== 'ok') return fail(io, answer, inputs);
   const grant = answer.value;
   issued.grant = grant;
+  const expiresByRunnerClock = new Date(deps.now() + grant.expiresIn * 1000).toISOString();
 
   // Masked before it is written anywhere, so no log line, output or file shows it in clear.
   io.setSecret(grant.accessToken);
@@ -58,6 +59,7 @@ async function issue(deps: RunDeps, issued: Issued): Promise<boolean> {
   if (inputs.revoke) {
     io.saveState(STATE_KEYS.token, grant.accessToken);
     io.saveState(STATE_KEYS.expiresAt, grant.expiresAt);
+    io.saveState(STATE_KEYS.expiresAtRunnerClock, expiresByRunnerClock);
     io.saveState(STATE_KEYS.apiUrl, inputs.apiUrl);
     issued.saved = true;
   }

@@ -55,6 +55,7 @@ describe('dist/ as a process', () => {
     expect(main.state).toEqual({
       token: ACCESS_TOKEN,
       'expires-at': main.outputs['expires-at'],
+      'expires-at-runner-clock': expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
       'api-url': broker.apiUrl,
     });
 

@@ -90,6 +90,37 @@ describe('runPost (post step)', () => {
     expect(io.warnings).toEqual([]);
   });
 
+  it("revokes a token still valid at the broker though long expired by a runner's clock that runs ahead", async () => {
+    broker.server.use(
+      exchangeAnswers(() => HttpResponse.json(grantBody())),
+      http.post(revokeUrl, () => new HttpResponse(null, { status: 200 })),
+    );
+    // The runner's clock is 10 minutes ahead: the broker's 12:00 is its 12:10, and the token lasts 900 s.
+    const main = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+    main.clock.advance(10 * 60_000);
+    await run(main.deps);
+    const { io, clock, deps } = postHarness(main.io.state);
+    // The job ends 11 minutes later: 12:21 by the runner's clock, 12:11 at the broker, 4 minutes before expiry.
+    clock.advance(21 * 60_000);
+
+    expect(await runPost(deps)).toBe('revoked');
+    expect(new URLSearchParams(broker.requests.at(-1)!.body).get('token')).toBe(ACCESS_TOKEN);
+    expect(io.warnings).toEqual([]);
+  });
+
+  it('leaves alone a token issued for 900 s when the job ends 21 minutes later', async () => {
+    broker.server.use(exchangeAnswers(() => HttpResponse.json(grantBody())));
+    const main = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+    await run(main.deps);
+    broker.requests.length = 0;
+    const { io, clock, deps } = postHarness(main.io.state);
+    clock.advance(21 * 60_000);
+
+    expect(await runPost(deps)).toBe('expired');
+    expect(broker.requests).toEqual([]);
+    expect(io.logs.join('\n')).toContain('The token expired at 2025-06-01T12:15:00.000Z; nothing to revoke.');
+  });
+
   it('warns, without failing, when the broker keeps failing; retries a 5xx a few times', async () => {
     broker.server.use(http.post(revokeUrl, () => problem(503, 'unavailable')));
     const { io, clock, deps } = postHarness(issuedState);

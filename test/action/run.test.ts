@@ -101,6 +101,8 @@ describe('run (main step)', () => {
     expect(revoking.io.state).toEqual({
       token: ACCESS_TOKEN,
       'expires-at': '2025-06-01T12:15:00.000Z',
+      // Its lifetime (900 s) from when the answer came, by this runner's clock (12:00).
+      'expires-at-runner-clock': '2025-06-01T12:15:00.000Z',
       'api-url': API_URL,
     });
     expect(keeping.io.state).toEqual({});
