@@ -103,7 +103,7 @@ export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCal
     case 'network':
       return network(failure);
     case 'unexpected':
-      return unexpected(failure);
+      return unexpected(failure, call);
     case 'problem':
       return explainProblem(failure, inputs, call);
   }
@@ -181,7 +181,7 @@ function network(f: Extract<Failure, { kind: 'network' }>): Explanation {
   };
 }
 
-function unexpected(f: Extract<Failure, { kind: 'unexpected' }>): Explanation {
+function unexpected(f: Extract<Failure, { kind: 'unexpected' }>, call: BrokerCall): Explanation {
   const title = `Unexpected answer from ${f.url}: HTTP ${f.status} with content type ${code(f.contentType)}.`;
   const notShown = 'Its body is not shown, as it could contain a credential.';
   if (f.status >= 300 && f.status < 400) {
@@ -194,7 +194,21 @@ function unexpected(f: Extract<Failure, { kind: 'unexpected' }>): Explanation {
       ],
     };
   }
-  const tried = f.status >= 500 || f.status === 408 || f.status === 429 ? ` ${attempts(f)}` : '';
+  if (f.status >= 500) {
+    // The broker answers its own 5xx as problem+json: an error page is a gateway's, in front of the broker.
+    return {
+      title,
+      body: [
+        `${notShown} ${attempts(f)}`,
+        'A load balancer or reverse proxy in front of the broker answers like this when the broker behind it is ' +
+          'down or cannot be reached from it. ' +
+          (call === 'exchange' ? 'Re-run the job later; if' : 'If') +
+          " it keeps happening, tell the broker's operator. Should `api-url` not be the broker's base URL " +
+          '(ending in `/v1`), correct it.',
+      ],
+    };
+  }
+  const tried = f.status === 408 || f.status === 429 ? ` ${attempts(f)}` : '';
   return {
     title,
     body: [

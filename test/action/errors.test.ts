@@ -383,6 +383,24 @@ describe('explained failures', () => {
     expect(summary).not.toContain(ACCESS_TOKEN);
   });
 
+  it("a load balancer's error page for a broker that is down (502): retried, then says so, not to check api-url", async () => {
+    const { message, h } = await failureFor(
+      () =>
+        new HttpResponse('<html>502 Bad Gateway</html>', {
+          status: 502,
+          headers: { 'content-type': 'text/html' },
+        }),
+    );
+    expect(h.clock.sleeps.length).toBeGreaterThan(0);
+    expect(message).toContain(
+      `Unexpected answer from ${API_URL}/oidc/token: HTTP 502 with content type \`text/html\`.`,
+    );
+    expect(message).toContain('Tried 6 times.');
+    expect(message).toContain('the broker behind it is down or cannot be reached from it');
+    expect(message).toContain('Re-run the job later');
+    expect(message).not.toContain('This is not an answer of the token broker');
+  });
+
   it('a 200 that is not a token response: fails without echoing the body', async () => {
     const { message } = await failureFor(() => HttpResponse.json({ ...grantBody(), expires_at: 'soon' }));
     expect(message).toContain('HTTP 200 with content type `application/json`');
