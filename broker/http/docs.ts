@@ -5,7 +5,9 @@ import { dirname, join } from 'node:path';
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
+import { OAUTH_ERROR_STATUSES } from './problems.js';
 import { publicPath } from './schemas.js';
+import { TOKEN_ENDPOINT } from './token-exchange.js';
 
 export const API_INFO = {
   title: 'oidc-auth broker',
@@ -42,11 +44,14 @@ const NO_STORE = {
 
 export function openApiDocument(app: OpenAPIHono<BrokerEnv>) {
   const document = app.getOpenAPI31Document({ openapi: '3.1.0', info: API_INFO });
-  for (const item of Object.values(document.paths ?? {})) {
+  for (const [path, item] of Object.entries(document.paths ?? {})) {
     for (const operation of Object.values(item) as {
       requestBody?: unknown;
       security?: unknown[];
-      responses?: Record<string, { description?: string; headers?: Record<string, unknown> }>;
+      responses?: Record<
+        string,
+        { description?: string; headers?: Record<string, unknown>; content?: Record<string, unknown> }
+      >;
     }[]) {
       if (!operation?.responses) continue;
       for (const [status, description] of Object.entries(operation.requestBody ? BODY_ERRORS : {})) {
@@ -61,6 +66,15 @@ export function openApiDocument(app: OpenAPIHono<BrokerEnv>) {
       }
       for (const [status, description] of Object.entries(REQUEST_ERRORS)) {
         operation.responses[status] ??= problem(description);
+      }
+      // The token endpoint's refusals that carry an OAuth error come as application/json to a client that takes
+      // only that (problems.ts).
+      if (path !== TOKEN_ENDPOINT) continue;
+      for (const [status, response] of Object.entries(operation.responses)) {
+        const problemJson = response.content?.['application/problem+json'];
+        if (OAUTH_ERROR_STATUSES.has(Number(status)) && problemJson) {
+          response.content = { ...response.content, 'application/json': problemJson };
+        }
       }
     }
   }

@@ -3,7 +3,7 @@ import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { withoutSecrets, withoutSecretsInJson } from '../core/keys.js';
-import { BrokerError, type ErrorCode, type ProblemDocument, toProblem } from '../errors.js';
+import { BrokerError, ERROR_TABLE, type ErrorCode, type ProblemDocument, toProblem } from '../errors.js';
 import { StoreUnavailable } from '../store/sql.js';
 import type { BrokerEnv } from './context.js';
 import { TOKEN_ENDPOINT } from './token-exchange.js';
@@ -56,12 +56,31 @@ const OAUTH_ERRORS: Partial<Record<ErrorCode, 'invalid_request' | 'invalid_scope
   unsupported_media_type: 'invalid_request',
 };
 
+/** The statuses of the token endpoint's refusals that carry an OAuth error, each in either media type. */
+export const OAUTH_ERROR_STATUSES: ReadonlySet<number> = new Set(
+  Object.keys(OAUTH_ERRORS).map((code) => ERROR_TABLE[code as ErrorCode].status),
+);
+
+/**
+ * Whether an Accept header takes `application/json` but not `application/problem+json`. OAuth client libraries
+ * (oauth4webapi, openid-client) ask so, and read a token endpoint's `error` only from an answer in the type RFC 6749
+ * §5.2 gives it: as problem+json, they report a response of the wrong type instead of the refusal.
+ */
+function acceptsJsonOnly(accept: string | undefined): boolean {
+  const accepted = new Set<string>();
+  for (const range of (accept ?? '').split(',')) {
+    const [type = '', ...parameters] = range.split(';').map((part) => part.trim().toLowerCase());
+    const q = parameters.find((p) => /^q\s*=/.test(p))?.replace(/^q\s*=\s*/, '');
+    if (q === undefined || Number(q) > 0) accepted.add(type);
+  }
+  return accepted.has('application/json') && !accepted.has('application/problem+json');
+}
+
 /**
  * An OAuth client of the token endpoint reads `error` and `error_description`, not the problem's `code` and
  * `detail`: the refusal carries both, the description in the characters RFC 6749 allows it.
  */
-function withOAuthError(problem: ProblemDocument, path: string): ProblemDocument {
-  const error = path === TOKEN_ENDPOINT ? OAUTH_ERRORS[problem.code] : undefined;
+function withOAuthError(problem: ProblemDocument, error: string | undefined): ProblemDocument {
   if (!error) return problem;
   // Redacted before the characters are replaced: a '?' in place of an invisible character inside a key would hide
   // the key from the redaction of the whole answer.
@@ -87,10 +106,15 @@ export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response
   } else if (error instanceof StoreUnavailable) {
     c.get('log').error('request failed: the database is unavailable', { error });
   }
-  const body = withOAuthError(toProblem(brokerError, c.get('requestId')), c.req.path);
+  const oauthError = c.req.path === TOKEN_ENDPOINT ? OAUTH_ERRORS[brokerError.code] : undefined;
+  const body = withOAuthError(toProblem(brokerError, c.get('requestId')), oauthError);
+  // The same document either way; its media type is the one the client takes, when it carries an OAuth error.
+  const oauth = oauthError !== undefined;
+  const json = oauth && acceptsJsonOnly(c.req.header('Accept'));
   // Through the context, so headers set earlier in the request (X-Request-Id) are kept.
   return c.body(withoutSecretsInJson(JSON.stringify(body)), brokerError.status as ContentfulStatusCode, {
-    'Content-Type': 'application/problem+json',
+    'Content-Type': json ? 'application/json' : 'application/problem+json',
+    ...(oauth ? { Vary: 'Accept' } : {}),
     ...(brokerError.status === 503 ? { 'Retry-After': String(NOT_READY_RETRY_AFTER_SECONDS) } : {}),
     ...brokerError.headers,
   });

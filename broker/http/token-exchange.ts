@@ -187,7 +187,9 @@ export function registerTokenExchangeRoute(
           'Verifies the token, finds the tenant whose audience it carries, selects the trust policy and mints a ' +
           'short-lived access token. Each OIDC token can be exchanged once. Accepts JSON or an RFC 8693 form. ' +
           'A 4xx other than 429 also carries the OAuth `error` (`invalid_request`, or `invalid_scope` for ' +
-          '`permission_not_allowed`) and `error_description` (RFC 6749 §5.2), for OAuth client libraries.',
+          '`permission_not_allowed`) and `error_description` (RFC 6749 §5.2), for OAuth client libraries; to a ' +
+          'client that accepts `application/json` but not `application/problem+json`, as they do, it comes as ' +
+          '`application/json`, the media type RFC 6749 gives it.',
         middleware: [bodyOnly] as const,
         request: {
           // Served as optional, so that each media type's validator runs for its own content type; an empty request

@@ -638,10 +638,10 @@ describe('denials and the audit log', () => {
 describe('RFC 8693 form', () => {
   const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
   const ID_TOKEN = 'urn:ietf:params:oauth:token-type:id_token';
-  const form = (fields: Record<string, string>) =>
+  const form = (fields: Record<string, string>, headers: Record<string, string> = {}) =>
     f.t.request('POST', '/v1/oidc/token', {
       body: new URLSearchParams(fields).toString(),
-      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded', ...headers },
     });
 
   it('exchanges an id_token or jwt subject token, honouring scope', async () => {
@@ -756,6 +756,44 @@ describe('RFC 8693 form', () => {
       code: 'token_replayed',
       error: 'invalid_request',
     });
+  });
+
+  it('to an OAuth client library, which accepts application/json only, a refusal comes as application/json', async () => {
+    // oauth4webapi and openid-client send this Accept, and read `error` from no other media type (RFC 6749 §5.2).
+    await f.policy('p', { permissions: ['harden-runner:read'] });
+    const fields = { grant_type: GRANT, subject_token: f.issuer.sign(), subject_token_type: ID_TOKEN };
+    const res = await form({ ...fields, scope: 'audit-log:read' }, { Accept: 'application/json' });
+    expect(res.status).toBe(403);
+    expect(res.headers.get('Content-Type')).toBe('application/json');
+    expect(res.headers.get('Vary')).toBe('Accept');
+    expect(await res.json()).toMatchObject({
+      error: 'invalid_scope',
+      error_description: expect.stringContaining('audit-log:read'),
+      code: 'permission_not_allowed',
+    });
+    // Whoever takes problem+json, or says nothing of it, gets it as before; the action accepts both.
+    for (const accept of [
+      'application/json, application/problem+json',
+      'application/problem+json',
+      '*/*',
+      'application/json, application/problem+json;q=0.5',
+      undefined,
+    ]) {
+      const refused = await form(
+        { ...fields, subject_token: 'a.b.c' },
+        accept === undefined ? {} : { Accept: accept },
+      );
+      expect([accept, refused.headers.get('Content-Type')]).toEqual([accept, 'application/problem+json']);
+    }
+    const declined = await form(
+      { ...fields, subject_token: 'a.b.c' },
+      { Accept: 'application/json, application/problem+json;q=0' },
+    );
+    expect(declined.headers.get('Content-Type')).toBe('application/json');
+    // A refusal without an OAuth error, and any other endpoint, stay problem+json.
+    const elsewhere = await f.t.request('GET', '/v1/whoami', { headers: { Accept: 'application/json' } });
+    expect(elsewhere.headers.get('Content-Type')).toBe('application/problem+json');
+    expect(elsewhere.headers.get('Vary')).toBeNull();
   });
 
   it('error_description shows a key pasted into scope only as its hint, as detail does, even split by U+200B', async () => {

@@ -29,6 +29,7 @@ interface Call {
   key?: string;
   json?: unknown;
   form?: Record<string, string>;
+  accept?: string;
 }
 
 interface Answer {
@@ -38,17 +39,20 @@ interface Answer {
   disagreements: string[];
 }
 
-async function call(method: string, template: string, { path, key, json, form }: Call = {}): Promise<Answer> {
+async function call(
+  method: string,
+  template: string,
+  { path, key, json, form, accept }: Call = {},
+): Promise<Answer> {
   driven.add(`${method.toLowerCase()} ${template}`);
   const res = await f.t.request(method, path ?? template, {
     key,
     json,
-    ...(form
-      ? {
-          body: new URLSearchParams(form).toString(),
-          headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
-        }
-      : {}),
+    ...(form ? { body: new URLSearchParams(form).toString() } : {}),
+    headers: {
+      ...(form ? { 'Content-Type': 'application/x-www-form-urlencoded' } : {}),
+      ...(accept ? { Accept: accept } : {}),
+    },
   });
   const text = await res.text();
   const isJson = /json/.test(res.headers.get('Content-Type') ?? '');
@@ -229,11 +233,13 @@ describe('every answer agrees with the OpenAPI document', () => {
       ['POST', exchange],
       ['POST', exchange, { json: { oidc_token: other() } }],
       ['POST', exchange, { json: { oidc_token: other(), permissions: ['nope:read'] } }],
+      // As an OAuth client library asks: its refusal comes as application/json.
+      ['POST', exchange, { form: exchangeForm('not.a.token'), accept: 'application/json' }],
       // The third exchange of acme/other within the minute, beyond its budget of two.
       ['POST', exchange, { json: { oidc_token: other() } }],
     ]);
     expect(statuses.map((s) => Number(s.slice(-3)))).toEqual([
-      200, 401, 200, 403, 401, 401, 409, 400, 403, 400, 429,
+      200, 401, 200, 403, 401, 401, 409, 400, 403, 400, 401, 429,
     ]);
     expect(disagreements).toEqual([]);
   });
