@@ -48,6 +48,7 @@ export function registerApiKeyRoutes(
     createRoute({
       method: 'get',
       path: '/v1/api-keys',
+      operationId: 'listApiKeys',
       tags: ['API keys'],
       summary: 'List the built-in key slots',
       description:
@@ -73,6 +74,7 @@ export function registerApiKeyRoutes(
     createRoute({
       method: 'post',
       path: '/v1/api-keys/{kind}/{slot}/rotate',
+      operationId: 'rotateApiKey',
       tags: ['API keys'],
       summary: 'Rotate a built-in key slot',
       description:

@@ -133,6 +133,7 @@ export function registerAuditRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authentic
     createRoute({
       method: 'get',
       path: '/v1/audit-events',
+      operationId: 'listAuditEvents',
       tags: ['Audit'],
       summary: 'List audit events',
       description:

@@ -119,6 +119,7 @@ export function registerFineGrainedKeyRoutes(
     createRoute({
       method: 'post',
       path: '/v1/fine-grained-keys',
+      operationId: 'createFineGrainedKey',
       tags: ['Fine-grained keys'],
       summary: 'Create a fine-grained key',
       description:
@@ -160,6 +161,7 @@ export function registerFineGrainedKeyRoutes(
     createRoute({
       method: 'get',
       path: '/v1/fine-grained-keys',
+      operationId: 'listFineGrainedKeys',
       tags: ['Fine-grained keys'],
       summary: 'List fine-grained keys',
       ...secured(auth, 'api-keys:read'),
@@ -183,6 +185,7 @@ export function registerFineGrainedKeyRoutes(
     createRoute({
       method: 'get',
       path: '/v1/fine-grained-keys/{id}',
+      operationId: 'getFineGrainedKey',
       tags: ['Fine-grained keys'],
       summary: 'Get a fine-grained key',
       ...secured(auth, 'api-keys:read'),
@@ -210,6 +213,7 @@ export function registerFineGrainedKeyRoutes(
     createRoute({
       method: 'delete',
       path: '/v1/fine-grained-keys/{id}',
+      operationId: 'revokeFineGrainedKey',
       tags: ['Fine-grained keys'],
       summary: 'Revoke a fine-grained key',
       description:

@@ -39,6 +39,7 @@ export function registerIdentityRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authen
     createRoute({
       method: 'get',
       path: '/v1/whoami',
+      operationId: 'whoami',
       tags: ['Identity'],
       summary: 'Describe the calling credential',
       ...secured(auth),
@@ -73,6 +74,7 @@ export function registerIdentityRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authen
     createRoute({
       method: 'get',
       path: '/v1/permissions',
+      operationId: 'listPermissions',
       tags: ['Identity'],
       summary: "List the tenant's permission catalogue and shortcuts",
       ...secured(auth),

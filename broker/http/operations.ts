@@ -19,6 +19,7 @@ export function registerOperationRoutes(
     createRoute({
       method: 'get',
       path: '/healthz',
+      operationId: 'getHealth',
       tags: ['Operations'],
       summary: 'Liveness: the process is serving',
       responses: { 200: { description: 'Alive.', content: { 'application/json': { schema: Status } } } },
@@ -30,6 +31,7 @@ export function registerOperationRoutes(
     createRoute({
       method: 'get',
       path: '/readyz',
+      operationId: 'getReadiness',
       tags: ['Operations'],
       summary: 'Readiness: the database answers',
       responses: {
@@ -65,6 +67,7 @@ export function registerOperationRoutes(
     createRoute({
       method: 'get',
       path: '/metrics',
+      operationId: 'getMetrics',
       tags: ['Operations'],
       summary: 'Prometheus metrics',
       responses: {

@@ -164,6 +164,7 @@ export function registerPolicyRoutes(
     createRoute({
       method: 'post',
       path: '/v1/oidc/policies',
+      operationId: 'createPolicy',
       tags: TAGS,
       summary: 'Create a trust policy',
       description:
@@ -191,6 +192,7 @@ export function registerPolicyRoutes(
     createRoute({
       method: 'get',
       path: '/v1/oidc/policies',
+      operationId: 'listPolicies',
       tags: TAGS,
       summary: 'List trust policies',
       ...secured(auth, 'oidc-federation:read'),
@@ -214,6 +216,7 @@ export function registerPolicyRoutes(
     createRoute({
       method: 'get',
       path: '/v1/oidc/policies/{id}',
+      operationId: 'getPolicy',
       tags: TAGS,
       summary: 'Get a trust policy',
       ...secured(auth, 'oidc-federation:read'),
@@ -238,6 +241,7 @@ export function registerPolicyRoutes(
     createRoute({
       method: 'put',
       path: '/v1/oidc/policies/{id}',
+      operationId: 'replacePolicy',
       tags: TAGS,
       summary: 'Replace a trust policy',
       description:
@@ -268,6 +272,7 @@ export function registerPolicyRoutes(
     createRoute({
       method: 'delete',
       path: '/v1/oidc/policies/{id}',
+      operationId: 'deletePolicy',
       tags: TAGS,
       summary: 'Delete a trust policy',
       description:

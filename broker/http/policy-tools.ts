@@ -59,6 +59,7 @@ export function registerPolicyToolRoutes(
     createRoute({
       method: 'post',
       path: '/v1/oidc/policies/evaluate',
+      operationId: 'evaluatePolicies',
       tags: TAGS,
       summary: 'Evaluate claims or a token against every policy',
       description:
@@ -138,6 +139,7 @@ export function registerPolicyToolRoutes(
     createRoute({
       method: 'get',
       path: '/v1/oidc/config',
+      operationId: 'getOidcConfig',
       tags: TAGS,
       summary: 'Settings and a workflow snippet for the action',
       description:

@@ -181,6 +181,7 @@ export function registerTokenExchangeRoute(
       createRoute({
         method: 'post',
         path: TOKEN_ENDPOINT,
+        operationId: 'exchangeToken',
         tags: ['OIDC federation'],
         summary: 'Exchange a GitHub Actions OIDC token for an access token',
         description:

@@ -87,6 +87,7 @@ export function registerTokenRoutes(
     createRoute({
       method: 'post',
       path: '/v1/tokens',
+      operationId: 'mintToken',
       tags: ['Tokens'],
       summary: 'Mint an access token from an API key',
       description:
@@ -195,6 +196,7 @@ export function registerTokenRoutes(
       createRoute({
         method: 'post',
         path: '/v1/tokens/introspect',
+        operationId: 'introspectToken',
         tags: ['Tokens'],
         summary: 'Introspect an access token (RFC 7662)',
         description:
@@ -227,6 +229,7 @@ export function registerTokenRoutes(
       createRoute({
         method: 'post',
         path: '/v1/tokens/revoke',
+        operationId: 'revokeToken',
         tags: ['Tokens'],
         summary: 'Revoke an access token (RFC 7009)',
         description:

@@ -16,6 +16,7 @@ export function registerWellKnownRoutes(
     createRoute({
       method: 'get',
       path: '/.well-known/jwks.json',
+      operationId: 'getJwks',
       tags: ['Discovery'],
       summary: "The broker's token-signing keys",
       responses: {
@@ -64,6 +65,7 @@ export function registerWellKnownRoutes(
     createRoute({
       method: 'get',
       path: '/.well-known/oauth-authorization-server',
+      operationId: 'getAuthorizationServerMetadata',
       tags: ['Discovery'],
       summary: 'Authorization server metadata (RFC 8414)',
       responses: {

@@ -32,6 +32,25 @@ describe('OpenAPI document', () => {
     }
   });
 
+  it('every operation has its own operationId, which generated clients name their functions after', async () => {
+    const served = (await (await t.request('GET', '/v1/openapi.json')).json()) as {
+      paths: Record<string, Record<string, { operationId?: string }>>;
+    };
+    const ids = Object.entries(served.paths).flatMap(([path, item]) =>
+      Object.entries(item).map(
+        ([method, op]) => [`${method.toUpperCase()} ${path}`, op.operationId] as const,
+      ),
+    );
+    for (const [where, id] of ids) expect(id, where).toMatch(/^[a-z][A-Za-z]+$/);
+    expect(new Set(ids.map(([, id]) => id)).size).toBe(ids.length);
+    expect(Object.fromEntries(ids)).toMatchObject({
+      'POST /v1/oidc/token': 'exchangeToken',
+      'POST /v1/tokens/introspect': 'introspectToken',
+      'POST /v1/api-keys/{kind}/{slot}/rotate': 'rotateApiKey',
+      'DELETE /v1/fine-grained-keys/{id}': 'revokeFineGrainedKey',
+    });
+  });
+
   it('every operation that takes a body documents the answers any body can get: 400, 413 and 415', async () => {
     const key = (await t.createTenant('openapi-bodies')).key;
     for (const [path, item] of Object.entries(
