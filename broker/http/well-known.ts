@@ -8,6 +8,24 @@ const Jwks = z
   .object({ keys: z.array(z.record(z.string(), z.string())) })
   .openapi('JsonWebKeySet', { description: 'Public ES256 keys; `kid` is the RFC 7638 thumbprint.' });
 
+const urls = z.string();
+const AuthorizationServerMetadata = z
+  .looseObject({
+    issuer: urls.openapi({ description: "`BROKER_PUBLIC_URL`: the access tokens' `iss`, exactly." }),
+    token_endpoint: urls,
+    jwks_uri: urls,
+    introspection_endpoint: urls,
+    revocation_endpoint: urls,
+    grant_types_supported: z.array(z.string()),
+    response_types_supported: z.array(z.string()),
+    token_endpoint_auth_methods_supported: z.array(z.string()),
+    introspection_endpoint_auth_methods_supported: z.array(z.string()),
+    revocation_endpoint_auth_methods_supported: z.array(z.string()),
+    scopes_supported: z.array(z.string()),
+    service_documentation: urls,
+  })
+  .openapi('AuthorizationServerMetadata', { description: 'RFC 8414 authorization server metadata.' });
+
 export function registerWellKnownRoutes(
   app: OpenAPIHono<BrokerEnv>,
   deps: { signingKeys: SigningKeys; publicUrl: string },
@@ -45,7 +63,7 @@ export function registerWellKnownRoutes(
   );
 
   const base = deps.publicUrl;
-  const metadata = {
+  const metadata: z.infer<typeof AuthorizationServerMetadata> = {
     issuer: base,
     token_endpoint: `${base}/v1/oidc/token`,
     jwks_uri: `${base}/.well-known/jwks.json`,
@@ -71,7 +89,7 @@ export function registerWellKnownRoutes(
       responses: {
         200: {
           description: 'Endpoints, grant types and scopes.',
-          content: { 'application/json': { schema: z.looseObject({ issuer: z.string() }) } },
+          content: { 'application/json': { schema: AuthorizationServerMetadata } },
         },
       },
     }),

@@ -672,6 +672,22 @@ describe('discovery and signing keys', () => {
     });
   });
 
+  it("the OpenAPI document declares the metadata's members, so that a generated client can read them", async () => {
+    type Schema = { $ref?: string; properties: Record<string, unknown>; required: string[] };
+    const meta = await json(f.t.request('GET', '/.well-known/oauth-authorization-server'));
+    const document = await json<{
+      paths: Record<string, { get: { responses: { 200: { content: Record<string, { schema: Schema }> } } } }>;
+      components: { schemas: Record<string, Schema> };
+    }>(f.t.request('GET', '/v1/openapi.json'));
+    const declared =
+      document.paths['/.well-known/oauth-authorization-server']!.get.responses[200].content[
+        'application/json'
+      ]!.schema;
+    const schema = declared.$ref ? document.components.schemas[declared.$ref.split('/').pop()!]! : declared;
+    expect(Object.keys(schema.properties).sort()).toEqual(Object.keys(meta).sort());
+    expect(schema.required.sort()).toEqual(Object.keys(meta).sort());
+  });
+
   it('rotation publishes the new key before it signs; old tokens keep working; the old key leaves 12 h after', async () => {
     // Its own broker: the CLI stamps the rotation with the real time, so the fake clock must still agree with it.
     const g = await startFederation();
