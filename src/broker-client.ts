@@ -49,6 +49,8 @@ export type BrokerFailure =
       contentType: string;
       location?: string;
       retryAfter?: string;
+      /** A 2xx of another shape that carried an access token: it is valid at the broker all the same. */
+      issuedToken?: string;
     }
   | { kind: 'network'; url: string; code?: string; message: string; tls: boolean; timedOut: boolean }
   /** The runner's proxy setting names no usable proxy, so nothing was sent. */
@@ -82,7 +84,7 @@ export function createBrokerClient(fetchFn: Fetch, apiUrl: string): BrokerClient
       });
       if (answer.kind !== 'ok') return answer;
       const grant = answer.json === undefined ? undefined : toGrant(answer.json);
-      if (!grant) return unexpected(url, answer.response);
+      if (!grant) return { ...unexpected(url, answer.response), issuedToken: tokenIn(answer.json) };
       return { kind: 'ok', value: grant };
     },
 
@@ -157,6 +159,13 @@ export function parseJson(text: string): unknown {
 
 function isProblem(json: unknown): json is Problem {
   return typeof json === 'object' && json !== null && typeof (json as Problem).code === 'string';
+}
+
+/** The access token an answer carries, whatever else it holds. */
+function tokenIn(json: unknown): string | undefined {
+  const token =
+    typeof json === 'object' && json !== null ? (json as Record<string, unknown>).access_token : undefined;
+  return typeof token === 'string' && token !== '' ? token : undefined;
 }
 
 function toGrant(json: unknown): TokenGrant | undefined {

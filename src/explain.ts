@@ -103,7 +103,7 @@ export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCal
     case 'network':
       return network(failure);
     case 'unexpected':
-      return unexpected(failure, call);
+      return unexpected(failure, call, inputs);
     case 'problem':
       return explainProblem(failure, inputs, call);
   }
@@ -181,7 +181,11 @@ function network(f: Extract<Failure, { kind: 'network' }>): Explanation {
   };
 }
 
-function unexpected(f: Extract<Failure, { kind: 'unexpected' }>, call: BrokerCall): Explanation {
+function unexpected(
+  f: Extract<Failure, { kind: 'unexpected' }>,
+  call: BrokerCall,
+  inputs?: ActionInputs,
+): Explanation {
   const title = `Unexpected answer from ${f.url}: HTTP ${f.status} with content type ${code(f.contentType)}.`;
   const notShown = 'Its body is not shown, as it could contain a credential.';
   if (f.status >= 300 && f.status < 400) {
@@ -215,6 +219,14 @@ function unexpected(f: Extract<Failure, { kind: 'unexpected' }>, call: BrokerCal
       `${notShown}${tried}`,
       "This is not an answer of the token broker: check that `api-url` is the broker's base URL (ending in " +
         '`/v1`). A proxy or load balancer in front of the broker can also answer like this.',
+      ...(f.issuedToken === undefined
+        ? []
+        : [
+            inputs?.revoke === false
+              ? 'It carried an access token all the same, masked here, which is not revoked (`revoke: false`): ' +
+                'it stays valid until it expires.'
+              : 'It carried an access token all the same, masked here: the post step revokes it when the job ends.',
+          ]),
     ],
   };
 }

@@ -81,7 +81,7 @@ async function notRevoked(
   explanation: Explanation,
 ): Promise<'revoke-failed'> {
   io.warning(
-    `Could not revoke the StepSecurity API token; it stays valid until ${expiresAt}.\n` +
+    `Could not revoke the StepSecurity API token; it stays valid until ${expiresAt || 'it expires'}.\n` +
       `${formatExplanation(explanation)}\n${WHAT_TO_DO}`,
   );
   await writeSummary(io, notRevokedSummary(expiresAt, WHAT_TO_DO, explanation));

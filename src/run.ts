@@ -48,7 +48,11 @@ async function issue(deps: RunDeps, issued: Issued): Promise<boolean> {
 
   io.info(`Exchanging this job's OIDC token (audience ${inputs.audience}) at ${inputs.apiUrl}/oidc/token.`);
   const answer = await exchange(deps, inputs);
-  if (answer.kind !== 'ok') return fail(io, answer, inputs);
+  if (answer.kind !== 'ok') {
+    if (answer.kind === 'unexpected' && answer.issuedToken !== undefined)
+      keepUnread(io, inputs, answer.issuedToken);
+    return fail(io, answer, inputs);
+  }
   const grant = answer.value;
   issued.grant = grant;
   const expiresByRunnerClock = new Date(deps.now() + grant.expiresIn * 1000).toISOString();
@@ -139,6 +143,17 @@ async function exchange(
   const { result, attempts, gaveUp, retryAfterMs } = outcome;
   if (result.kind === 'ok') return result;
   return { ...result, attempts, gaveUp, retryAfterMs };
+}
+
+/**
+ * A token in an answer the step could not read (a broker of another version, a proxy rewriting answers): handed to
+ * nobody, so masked and left for the post step to revoke, as an issued one is; its expiry is not known.
+ */
+function keepUnread(io: ActionIO, inputs: ActionInputs, token: string): void {
+  io.setSecret(token);
+  if (!inputs.revoke) return;
+  io.saveState(STATE_KEYS.token, token);
+  io.saveState(STATE_KEYS.apiUrl, inputs.apiUrl);
 }
 
 async function fail(io: ActionIO, failure: Failure, inputs?: ActionInputs): Promise<false> {

@@ -38,7 +38,9 @@ export function failureSummary(explanation: Explanation): string {
 /** The post step's word on a token it could not revoke: the main step's summary promised it would. */
 export function notRevokedSummary(expiresAt: string, whatToDo: string, explanation: Explanation): string {
   return section('### StepSecurity API token not revoked', [
-    `**Not revoked; valid until ${expiresAt}**, when it expires on its own. ${whatToDo}`,
+    expiresAt
+      ? `**Not revoked; valid until ${expiresAt}**, when it expires on its own. ${whatToDo}`
+      : `**Not revoked; valid until it expires on its own.** ${whatToDo}`,
     `Why: ${explanation.title}`,
     ...blocks(explanation),
   ]);

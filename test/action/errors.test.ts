@@ -9,6 +9,7 @@ import { explain, formatExplanation } from '../../src/explain.js';
 import { createRunnerFetch } from '../../src/http-fetch.js';
 import { requestIdToken } from '../../src/id-token.js';
 import { run } from '../../src/run.js';
+import { callsRevealing } from './support/fake-io.js';
 import { startFakeProxy } from './support/fake-proxy.js';
 import {
   ACCESS_TOKEN,
@@ -402,9 +403,27 @@ describe('explained failures', () => {
   });
 
   it('a 200 that is not a token response: fails without echoing the body', async () => {
-    const { message } = await failureFor(() => HttpResponse.json({ ...grantBody(), expires_at: 'soon' }));
+    broker.server.use(exchangeAnswers(() => HttpResponse.json({ ...grantBody(), expires_at: 'soon' })));
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+    expect(await run(h.deps)).toBe(false);
+    const message = h.io.failures.join('\n');
     expect(message).toContain('HTTP 200 with content type `application/json`');
     expect(message).not.toContain(ACCESS_TOKEN);
+    expect(h.io.outputs).toEqual({});
+    // It carried a token all the same: masked, and left for the post step to revoke rather than valid and held by none.
+    expect(h.io.secrets).toContain(ACCESS_TOKEN);
+    expect(h.io.state).toEqual({ token: ACCESS_TOKEN, 'api-url': API_URL });
+    expect(message).toContain('the post step revokes it');
+    for (const call of callsRevealing(h.io, ACCESS_TOKEN)) expect(call.fn).toBe('saveState');
+  });
+
+  it('a 200 that is not a token response, with revoke: false: the token it carried is said to stay valid', async () => {
+    broker.server.use(exchangeAnswers(() => HttpResponse.json({ ...grantBody(), expires_at: 'soon' })));
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL, revoke: 'false' });
+    expect(await run(h.deps)).toBe(false);
+    expect(h.io.secrets).toContain(ACCESS_TOKEN);
+    expect(h.io.state).toEqual({});
+    expect(h.io.failures.join('\n')).toContain('not revoked');
   });
 
   it('an unreachable broker: names the URL and the error', async () => {

@@ -21,6 +21,17 @@ const revokeUrl = `${API_URL}/tokens/revoke`;
 const issuedState = { token: ACCESS_TOKEN, 'expires-at': '2025-06-01T12:15:00.000Z', 'api-url': API_URL };
 
 describe('runPost (post step)', () => {
+  it('revokes a token whose expiry the main step could not read, and says when a failed revoke leaves it valid', async () => {
+    const unread = { token: ACCESS_TOKEN, 'api-url': API_URL };
+    broker.server.use(http.post(revokeUrl, () => new HttpResponse(null, { status: 200 })));
+    expect(await runPost(postHarness(unread).deps)).toBe('revoked');
+    broker.server.use(http.post(revokeUrl, () => HttpResponse.error()));
+    const { io, deps } = postHarness(unread);
+    expect(await runPost(deps)).toBe('revoke-failed');
+    expect(io.warnings.join('\n')).toContain('it stays valid until it expires.');
+    expect(io.summary.join('\n')).toContain('valid until it expires on its own');
+  });
+
   it('revokes the token with RFC 7009, authenticated by the token itself', async () => {
     broker.server.use(http.post(revokeUrl, () => new HttpResponse(null, { status: 200 })));
     const { io, deps } = postHarness(issuedState);
