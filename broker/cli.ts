@@ -23,7 +23,17 @@ export interface CliIo {
   discardsOut?(): boolean;
 }
 
-const HELP = new Set(['help', '--help', '-h']);
+const HELP_FLAGS = new Set(['--help', '-h']);
+
+/**
+ * Whether the command line asks for help: `help` as the command, or `--help`/`-h` anywhere before a `--`, as after a
+ * command (`oidc-broker tenant create --help`). Then only the usage is printed: nothing is created or rotated.
+ */
+function asksForHelp(argv: string[]): boolean {
+  if (argv[0] === 'help') return true;
+  const end = argv.indexOf('--');
+  return (end === -1 ? argv : argv.slice(0, end)).some((arg) => HELP_FLAGS.has(arg));
+}
 
 /** Every command, once: dispatch, the subcommands a group names and the usage text all come from here. */
 const COMMANDS: readonly Command<CliIo>[] = [
@@ -86,14 +96,14 @@ export async function runCli(argv: string[], given: CliIo): Promise<number> {
   // prints on purpose go to standard output.
   const io: CliIo = { ...given, err: (text) => given.err(withoutSecrets(text)) };
   try {
-    if (HELP.has(argv[0] ?? '')) {
+    if (asksForHelp(argv)) {
       io.out(usage(COMMANDS));
       return 0;
     }
     const found = commandOf(COMMANDS, argv);
     if (!found) throw notACommand(COMMANDS, argv);
     const { command, args } = found;
-    // Nothing runs with arguments its command does not take (`signing-key rotate --help` must not rotate).
+    // Nothing runs with arguments its command does not take (`signing-key rotate --force` must not rotate).
     if (command.args === undefined && args.length > 0)
       throw new UsageError(`"${command.name}" takes no further arguments`);
     return await command.run(io, args);

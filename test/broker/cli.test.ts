@@ -125,11 +125,11 @@ describe('oidc-broker tenant', () => {
       // A tenant has one audience: not silently the last of two.
       ['tenant', 'create', 'a', '--audience', 'https://github.com/acme', '--audience', 'second'],
       ['frobnicate'],
-      // Nothing runs with arguments a command does not take: `rotate --help` must not rotate.
-      ['signing-key', 'rotate', '--help'],
+      // Nothing runs with arguments a command does not take: `rotate --force` must not rotate.
+      ['signing-key', 'rotate', '--force'],
       ['tenant', 'list', 'extra'],
       ['openapi', 'extra'],
-      ['serve', '--help'],
+      ['serve', '--port', '8080'],
     ]) {
       const result = await cli(...argv);
       expect(result.code).toBe(2);
@@ -210,6 +210,37 @@ describe('oidc-broker help', () => {
     // With no command at all, the server runs, as the usage says.
     expect(help.out).toContain('\nWith no command, serve runs.\n');
     expect(await cli()).toEqual({ code: 0, out: '', err: '' });
+  });
+
+  it('--help or -h after a command prints the usage on standard output, exits 0 and runs nothing', async () => {
+    const usage = (await cli('help')).out;
+    let served = false;
+    const serving = (...argv: string[]) =>
+      runCli(argv, {
+        env: { DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK },
+        out: () => {},
+        err: () => {},
+        serve: async () => {
+          served = true;
+          return 0;
+        },
+      });
+    for (const argv of [
+      ['tenant', 'create', '--help'],
+      ['tenant', 'create', 'acme', '-h'],
+      ['tenant', 'rotate-key', 'acme', '--help'],
+      ['tenant', 'list', '--help'],
+      ['tenant', '--help'],
+      ['signing-key', 'rotate', '--help'],
+      ['openapi', '-h'],
+    ]) {
+      expect(await cli(...argv), argv.join(' ')).toEqual({ code: 0, out: usage, err: '' });
+    }
+    expect(await serving('serve', '--help')).toBe(0);
+    expect(served).toBe(false);
+    // Nothing was created, and the help text asked for is never taken as a tenant name after `--`.
+    expect((await cli('tenant', 'list')).err).toContain('No tenants yet');
+    expect((await cli('tenant', 'create', '--', '--help')).code).toBe(1);
   });
 
   it('a group missing its subcommand names those the usage lists for it', async () => {
