@@ -18,7 +18,12 @@ export function guard(deps: AuthenticateDeps, permission?: Permission) {
     // What a credential may read (an audit log, policies, which keys exist), or was refused, no cache keeps: not
     // even the browser that ran Try it out, which would otherwise write the answer to its disk cache.
     c.header('Cache-Control', 'no-store');
-    const principal = await authenticate(bearerCredential(c.req.header('Authorization')), deps);
+    // A fine-grained key's use that cannot be recorded is reported after the request, on its own log line: with the
+    // request's logger, that line carries the request_id of the request it belongs to.
+    const principal = await authenticate(bearerCredential(c.req.header('Authorization')), {
+      ...deps,
+      logger: c.get('log'),
+    });
     c.set('principal', principal);
     c.get('log').debug('authenticated', {
       tenant: principal.tenant.name,

@@ -283,6 +283,28 @@ describe('lifecycle', () => {
     }
   });
 
+  it('a use that cannot be recorded is logged with the request_id of the request that used the key', async () => {
+    const created = (await (await create(valid)).json()) as { id: string; key: string };
+    const keys = t.broker.store.keys;
+    const touch = keys.touchFineGrained;
+    keys.touchFineGrained = () => Promise.reject(new Error('disk I/O error'));
+    try {
+      const res = await t.request('GET', '/v1/whoami', { key: created.key });
+      expect(res.status).toBe(200);
+      const requestId = res.headers.get('X-Request-Id');
+      let line: Record<string, unknown> | undefined;
+      await vi.waitFor(() => {
+        line = t.logs
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+          .find((l) => l.msg === "a fine-grained key's use could not be recorded" && l.key_id === created.id);
+        expect(line).toBeDefined();
+      });
+      expect(line).toMatchObject({ level: 'warn', request_id: requestId });
+    } finally {
+      keys.touchFineGrained = touch;
+    }
+  });
+
   it('a query parameter is refused by name, not ignored: a filter that filters nothing lists, or revokes, every key', async () => {
     const created = (await (await create(valid)).json()) as { id: string; key: string };
     await create({ ...valid, name: 'other' });
