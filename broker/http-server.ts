@@ -1,9 +1,18 @@
 // The broker's HTTP server: the app on Node's HTTP/1.1 server, with deadlines fit for a public endpoint.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { getRequestListener, RequestError } from '@hono/node-server';
 import { MAX_BODY_BYTES, SECURITY_HEADERS } from './app.js';
+import type { Logger } from './logger.js';
+import { type Metrics, UNREAD_ROUTE } from './metrics.js';
 
 /**
  * The app's env for a request Node parsed but whose target and Host make no URL (`Host: a b`, `OPTIONS *`): a
@@ -23,11 +32,11 @@ function standIn(incoming: IncomingMessage): Request {
   }
 }
 
-/** Node's own refusals of a request it cannot parse, by its error's code; any other is `400 Bad Request`. */
-const NODE_REFUSALS: Record<string, string> = {
-  HPE_HEADER_OVERFLOW: '431 Request Header Fields Too Large',
-  HPE_CHUNK_EXTENSIONS_OVERFLOW: '413 Payload Too Large',
-  ERR_HTTP_REQUEST_TIMEOUT: '408 Request Timeout',
+/** The status of Node's own refusal of a request it could not read, by its error's code; any other is 400. */
+const REFUSAL_STATUS: Record<string, number> = {
+  ERR_HTTP_REQUEST_TIMEOUT: 408,
+  HPE_HEADER_OVERFLOW: 431,
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: 413,
 };
 const SECURITY_HEAD = Object.entries(SECURITY_HEADERS)
   .map(([name, value]) => `${name}: ${value}\r\n`)
@@ -65,9 +74,43 @@ export const HTTP_LIMITS: HttpLimits = {
   checkIntervalMs: 1_000,
 };
 
+/**
+ * Answers a request Node refused before the app saw it (headers not delivered in time, too large, malformed), as
+ * Node would but with the headers of every answer, and counts and logs it: otherwise a flood of them, or a client
+ * whose headers are too large, leaves no trace in the broker's metrics or log. Nothing is written once the
+ * connection is gone or an answer on it has begun. A socket error of a client that went away is no request and is
+ * not counted; nor is a request the app is already serving (its own line says how it ended).
+ */
+function refuseUnreadRequest(error: NodeJS.ErrnoException, socket: Duplex, observer?: HttpObserver): void {
+  const code = error.code ?? '';
+  const status = REFUSAL_STATUS[code] ?? 400;
+  const inFlight = (socket as { _httpMessage?: ServerResponse })._httpMessage;
+  if (socket.writable && !inFlight?.headersSent) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${SECURITY_HEAD}Content-Length: 0\r\nConnection: close\r\n\r\n`,
+    );
+  }
+  socket.destroy(error);
+  if (!observer || inFlight || !(code.startsWith('HPE_') || code === 'ERR_HTTP_REQUEST_TIMEOUT')) return;
+  observer.metrics.observeUnreadRequest(status);
+  observer.logger.info('request', {
+    request_id: randomUUID(),
+    method: 'unknown',
+    route: UNREAD_ROUTE,
+    status,
+    reason: code,
+  });
+}
+
+/** Where requests refused before the app saw them are told. */
+export interface HttpObserver {
+  logger: Logger;
+  metrics: Metrics;
+}
+
 export function createHttpServer(
   fetch: (request: Request, env: unknown) => Response | Promise<Response>,
-  options: { hostname?: string; limits?: HttpLimits } = {},
+  options: { hostname?: string; limits?: HttpLimits; observer?: HttpObserver } = {},
 ): Server {
   const limits = options.limits ?? HTTP_LIMITS;
   // As a Host names it: an IPv6 address in brackets (`[::]`), or the URL built from it is none.
@@ -108,16 +151,9 @@ export function createHttpServer(
       }
     },
   );
-  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
-    // What Node answers when it cannot take a request, with the headers of every answer; nothing once the
-    // connection is gone or an answer to it begun. The app never sees these: they are neither logged nor counted.
-    const inFlight = (socket as { _httpMessage?: ServerResponse })._httpMessage;
-    if (socket.writable && !inFlight?.headersSent) {
-      const status = NODE_REFUSALS[error.code ?? ''] ?? '400 Bad Request';
-      socket.write(`HTTP/1.1 ${status}\r\n${SECURITY_HEAD}Content-Length: 0\r\nConnection: close\r\n\r\n`);
-    }
-    socket.destroy(error);
-  });
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) =>
+    refuseUnreadRequest(error, socket, options.observer),
+  );
   // Without a 'timeout' listener on the server, Node destroys a socket idle this long.
   server.setTimeout(limits.idleTimeoutMs);
   // Between requests this replaces the idle deadline; answers tell clients of it (`Keep-Alive: timeout=65`).

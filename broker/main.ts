@@ -72,7 +72,10 @@ async function serve(config: BrokerConfig): Promise<number> {
   const upkeep = setInterval(maintain, MAINTENANCE_MS);
   upkeep.unref();
 
-  const server = createHttpServer(broker.app.fetch, { hostname: config.host });
+  const server = createHttpServer(broker.app.fetch, {
+    hostname: config.host,
+    observer: { logger, metrics: broker.deps.metrics },
+  });
   server.listen(config.port, config.host);
   try {
     await new Promise<void>((resolve, reject) => {

@@ -1,9 +1,14 @@
 // Prometheus metrics: request counts and latency by route and status, plus process metrics.
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 
+/** The route under which a request Node refused before the app read it is counted and logged. */
+export const UNREAD_ROUTE = 'unread';
+
 export interface Metrics {
   registry: Registry;
   observeRequest(method: string, route: string, status: number, seconds: number): void;
+  /** A request Node refused before it was read (408, 431, 400): counted, method `unknown`, route `unread`. */
+  observeUnreadRequest(status: number): void;
 }
 
 export function createMetrics(options: { processMetrics?: boolean } = {}): Metrics {
@@ -39,6 +44,10 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
       }
       s.count.inc();
       s.time.observe(seconds);
+    },
+    observeUnreadRequest(status) {
+      // Not timed: how long its client took to send too little, or too much, says nothing of the broker.
+      requests.labels('unknown', UNREAD_ROUTE, String(status)).inc();
     },
   };
 }

@@ -22,6 +22,7 @@ beforeAll(async () => {
       keepAliveTimeoutMs: 1_000,
       checkIntervalMs: 50,
     },
+    observer: { logger: t.broker.deps.logger, metrics: t.broker.deps.metrics },
   });
   server.on('connection', (socket: Socket) => accepted.push(socket));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -58,6 +59,45 @@ function statusOf(path: string): Promise<number | undefined> {
 }
 
 const healthz = () => statusOf('/healthz');
+
+describe('requests refused before the app reads them', () => {
+  it('are logged and counted in /metrics by status: headers too large, too slow or malformed', async () => {
+    const before = t.logs.length;
+    const tooLarge = sendAndStall(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    const tooSlow = sendAndStall('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ');
+    const malformed = sendAndStall('GET /a b HTTP/1.1\r\nHost: x\r\n\r\n');
+    // One whose body the deadline cut off the app was serving: its own line tells it, once.
+    const cutOff = sendAndStall(
+      'POST /v1/oidc/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{',
+    );
+    expect(await tooLarge.closed).toMatch(/^HTTP\/1\.1 431 /);
+    expect(await tooSlow.closed).toMatch(/^HTTP\/1\.1 408 /);
+    expect(await malformed.closed).toMatch(/^HTTP\/1\.1 400 /);
+    expect(await cutOff.closed).toMatch(/^HTTP\/1\.1 408 /);
+    // A client that connects and goes away sent no request: nothing to count.
+    const gone = connect(port, '127.0.0.1', () => gone.resetAndDestroy());
+    await new Promise((resolve) => gone.on('close', resolve));
+
+    const lines = t.logs
+      .slice(before)
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((line) => line.route === 'unread');
+    expect(lines.map((l) => [l.status, l.reason]).sort()).toEqual([
+      [400, expect.stringMatching(/^HPE_/)],
+      [408, 'ERR_HTTP_REQUEST_TIMEOUT'],
+      [431, 'HPE_HEADER_OVERFLOW'],
+    ]);
+    for (const line of lines) {
+      expect(line).toMatchObject({ level: 'info', msg: 'request', method: 'unknown' });
+      expect(line.request_id).toMatch(/^[0-9a-f-]{36}$/);
+    }
+    const metrics = await (await t.request('GET', '/metrics')).text();
+    for (const status of [400, 408, 431])
+      expect(metrics).toContain(
+        `http_requests_total{method="unknown",route="unread",status="${status}"} 1\n`,
+      );
+  });
+});
 
 describe('HTTP server deadlines', () => {
   it('answers 408 and closes a connection whose headers never end, answering other clients meanwhile', async () => {
