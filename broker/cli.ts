@@ -6,10 +6,11 @@ import { type BrokerConfig, ConfigError, describeUnknownSetting, loadConfig } fr
 import { rotateBuiltinKey } from './core/api-keys.js';
 import { keyDigester, withoutSecrets } from './core/keys.js';
 import { OPERATOR } from './core/principal.js';
+import { replaceSigningKeys } from './core/signing-keys.js';
 import { createTenant } from './core/tenants.js';
 import { messageOf } from './errors.js';
 import { openApiDocument } from './http/docs.js';
-import { openConfiguredSigningKeys } from './key-encryption-key.js';
+import { openConfiguredSigningKeys, resolveKeyEncryptionKey } from './key-encryption-key.js';
 import { createLogger, silentLogger } from './logger.js';
 import { NEWER_SCHEMA, namesakesShown, openStore, POLICY_NAMESAKES } from './store/open-store.js';
 
@@ -64,6 +65,13 @@ const COMMANDS: readonly Command<CliIo>[] = [
       "add a new signing key, in every replica's JWKS within a minute, that signs from 7 minutes on; " +
       'the old one stays published until every token it signed has expired',
     run: rotateSigningKey,
+  },
+  {
+    name: 'signing-key replace',
+    help:
+      'when the key-encryption key is lost or leaked: add a signing key under the configured one that signs at once, ' +
+      'retire the others and erase their private keys; they stay published until every token they signed has expired',
+    run: replaceSigningKey,
   },
   { name: 'openapi', help: 'print the OpenAPI document', run: printOpenApi },
 ];
@@ -255,6 +263,34 @@ async function rotateSigningKey(io: CliIo): Promise<number> {
       `New signing key ${kid} is in every replica's JWKS within a minute and signs from ${from}, once verifiers that cache ` +
         `the JWKS have had it for their cache time. ${retired.join(', ')} signs until then and stays published ` +
         'until the tokens it signed have expired (12 h and 2 minutes after it stops signing).\n',
+    );
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * The way back when the key-encryption key the signing keys are stored under is lost, or must change: nothing is
+ * decrypted; a new key under the configured key-encryption key (a new development file on SQLite without one)
+ * takes over at once.
+ */
+async function replaceSigningKey(io: CliIo): Promise<number> {
+  const config = commandConfig(io);
+  const store = await openStoreFor(config.database, io);
+  try {
+    const logger = createLogger({ write: (line: string) => io.err(line) }, 'warn');
+    const kek = resolveKeyEncryptionKey(config, logger, { holdsSigningKeys: false });
+    const { kid, retired } = await replaceSigningKeys({ store, kek, now: Date.now });
+    io.out(`${kid}\n`);
+    io.err(
+      `New signing key ${kid} signs from now on, under the configured key-encryption key; restart every replica with ` +
+        'that key (one still running with the old one cannot sign until it is). ' +
+        (retired.length
+          ? `${retired.join(', ')} no longer signs, its private key is erased, and it stays published until the ` +
+            'tokens it signed have expired (12 h and 2 minutes). '
+          : '') +
+        "Verifiers that cached the JWKS meet the new key's kid before they have fetched it again, for up to 5 minutes.\n",
     );
     return 0;
   } finally {

@@ -29,7 +29,7 @@ export function resolveKeyEncryptionKey(
     throw new ConfigError(
       file,
       'is missing, but the database holds signing keys encrypted under the key it held: restore the file, or set ' +
-        'BROKER_KEY_ENCRYPTION_KEY to that key',
+        'BROKER_KEY_ENCRYPTION_KEY to that key; if it is lost, run oidc-broker signing-key replace',
     );
   }
   mkdirSync(dirname(file), { recursive: true });

@@ -11,7 +11,7 @@ import {
   randomBytes,
 } from 'node:crypto';
 import { StoreUnavailable } from '../store/sql.js';
-import type { SigningKeyRecord, Store } from '../store/store.js';
+import { ERASED_PRIVATE_KEY, type SigningKeyRecord, type Store } from '../store/store.js';
 
 /** The longest any broker token lives (POST /v1/tokens allows 12 h); retired keys stay published this long. */
 export const MAX_TOKEN_LIFETIME_MS = 12 * 3600 * 1000;
@@ -86,6 +86,9 @@ export class UndecryptableSigningKey extends Error {
 }
 
 function decrypt(kek: Buffer, kid: string, sealed: string): Buffer {
+  if (sealed === ERASED_PRIVATE_KEY) {
+    throw new UndecryptableSigningKey(`signing key ${kid} was erased by oidc-broker signing-key replace`);
+  }
   const [version, iv, tag, body] = sealed.split('.');
   if (version !== 'v1' || !iv || !tag || !body)
     throw new Error(`signing key ${kid} has an unknown encryption format`);
@@ -98,7 +101,8 @@ function decrypt(kek: Buffer, kid: string, sealed: string): Buffer {
     throw new UndecryptableSigningKey(
       `cannot decrypt signing key ${kid}: the key-encryption key is not the one it was stored under ` +
         '(BROKER_KEY_ENCRYPTION_KEY when set, otherwise the key-encryption-key file beside the SQLite database; ' +
-        'restore the key it was stored under)',
+        'restore the key it was stored under; if it is lost or leaked, run oidc-broker signing-key replace with ' +
+        'the new one)',
     );
   }
 }
@@ -259,4 +263,21 @@ export async function openSigningKeys(deps: {
       return { kid: record.kid, activeFrom, retired };
     },
   };
+}
+
+/**
+ * For a key-encryption key that is lost, or leaked: a new signing key under `kek` that signs at once (from a
+ * clock skew ago, so that a replica whose clock runs behind signs with it too), every other key retired now and
+ * its private key erased. The retired keys stay published until the tokens they signed have expired; a replica
+ * still running with the old key-encryption key cannot sign with the new key, and must be restarted with `kek`.
+ */
+export async function replaceSigningKeys(deps: {
+  store: Store;
+  kek: Buffer;
+  now: () => number;
+}): Promise<{ kid: string; retired: string[] }> {
+  const at = deps.now();
+  const record = newRecord(deps.kek, at, at - CLOCK_SKEW_MS);
+  const retired = await deps.store.signingKeys.replaceAll(record, at);
+  return { kid: record.kid, retired };
 }

@@ -8,7 +8,7 @@ import { policyRows } from './policy-rows.js';
 import { openPostgres } from './postgres.js';
 import { bytewise, type SqlDriver, StoreUnavailable } from './sql.js';
 import { openSqlite } from './sqlite.js';
-import type { SigningKeyRecord, Store } from './store.js';
+import { ERASED_PRIVATE_KEY, type SigningKeyRecord, type Store } from './store.js';
 import { tenantRows } from './tenant-rows.js';
 import { tokenRows } from './token-rows.js';
 
@@ -55,6 +55,20 @@ function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
           `SELECT kid FROM signing_keys WHERE retired_at IS NULL ORDER BY ${bytewise(db, 'kid')}`,
         );
         await tx.run('UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL', [key.activeFrom]);
+        await tx.run(INSERT_KEY, keyValues(key));
+        return retiring.map((r) => r.kid);
+      }),
+    replaceAll: (key, at) =>
+      db.transaction(async (tx) => {
+        const retiring = await tx.all<{ kid: string }>(
+          `SELECT kid FROM signing_keys WHERE retired_at IS NULL OR retired_at > ? ORDER BY ${bytewise(db, 'kid')}`,
+          [at],
+        );
+        await tx.run('UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL OR retired_at > ?', [
+          at,
+          at,
+        ]);
+        await tx.run('UPDATE signing_keys SET private_key = ?', [ERASED_PRIVATE_KEY]);
         await tx.run(INSERT_KEY, keyValues(key));
         return retiring.map((r) => r.kid);
       }),

@@ -118,6 +118,9 @@ export interface StoredKey {
 
 export type Created<T> = { ok: true; value: T } | { ok: false; conflict: string };
 
+/** What a replaced signing key keeps of its private key: nothing (it no longer signs; its public key stays). */
+export const ERASED_PRIVATE_KEY = 'erased';
+
 export interface SigningKeyRecord {
   kid: string;
   publicJwk: string;
@@ -270,6 +273,11 @@ export interface Store {
      * rotations racing each other still leave one key to sign from then on); returns the kids it retired.
      */
     rotateTo(key: SigningKeyRecord): Promise<string[]>;
+    /**
+     * Adds `key` and, in the same transaction, retires at `at` every other key not retired by then and erases
+     * every other key's private key (their public keys stay); returns the kids it retired.
+     */
+    replaceAll(key: SigningKeyRecord, at: number): Promise<string[]>;
   };
   ping(): Promise<void>;
   close(): Promise<void>;

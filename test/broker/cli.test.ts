@@ -15,11 +15,11 @@ async function cli(...argv: string[]) {
 }
 
 /** The CLI with standard output that throws away what it is given (closed, or /dev/null) when `discardsOut`. */
-async function cliWith(options: { discardsOut?: boolean }, ...argv: string[]) {
+async function cliWith(options: { discardsOut?: boolean; env?: Record<string, string> }, ...argv: string[]) {
   let out = '';
   let err = '';
   const code = await runCli(argv, {
-    env: { DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK },
+    env: { DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK, ...options.env },
     out: (s) => {
       out += s;
     },
@@ -144,7 +144,7 @@ describe('oidc-broker tenant', () => {
       ['tenant', 'delete', 'acme'],
       '"tenant delete" is not a command; "tenant" takes create, list or rotate-key',
     ],
-    [['signing-key'], '"signing-key" needs a subcommand: rotate'],
+    [['signing-key'], '"signing-key" needs a subcommand: rotate or replace'],
   ])('%o names the subcommands that exist', async (argv, message) => {
     const result = await cli(...argv);
     expect(result.code).toBe(2);
@@ -196,6 +196,7 @@ describe('oidc-broker help', () => {
       'tenant list',
       'tenant rotate-key',
       'signing-key rotate',
+      'signing-key replace',
       'openapi',
     ]);
     for (const words of commands) {
@@ -258,10 +259,68 @@ describe('oidc-broker help', () => {
 describe('oidc-broker signing-key rotate', () => {
   it('its help says, as the rotation does, that the new key reaches the JWKS within a minute, not at once', async () => {
     const help = (await cli('help')).out;
-    const entry = help.slice(help.indexOf('signing-key rotate'), help.indexOf('  openapi'));
+    const entry = help.slice(help.indexOf('signing-key rotate'), help.indexOf('  signing-key replace'));
     expect((await cli('signing-key', 'rotate')).err).toContain("in every replica's JWKS within a minute");
     expect(entry).toContain("in every replica's JWKS within a minute");
     expect(entry).not.toMatch(/\bnow\b/);
+  });
+});
+
+describe('oidc-broker signing-key replace', () => {
+  const LOST_KEK = TEST_KEK;
+  const NEW_KEK = '44'.repeat(32);
+  const kidOf = (token: string) =>
+    (JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString()) as { kid: string }).kid;
+  const jwksKids = async (t: TestBroker) =>
+    (
+      (await (await t.request('GET', '/.well-known/jwks.json')).json()) as { keys: { kid: string }[] }
+    ).keys.map((k) => k.kid);
+
+  it('brings back a broker whose key-encryption key is lost, keeping the tokens already signed valid', async () => {
+    const key = (await cli('tenant', 'create', 'acme')).out.trim();
+    const before = await startTestBroker({ db });
+    const mint = async (t: TestBroker) =>
+      ((await (await t.request('POST', '/v1/tokens', { key })).json()) as { access_token: string })
+        .access_token;
+    const old = await mint(before);
+    await before.close();
+
+    // The key it was stored under is gone: the broker refuses, and says what to do when it cannot be restored.
+    const refused = await startTestBroker({ db, env: { BROKER_KEY_ENCRYPTION_KEY: NEW_KEK } }).catch(
+      (e) => e,
+    );
+    expect(refused).toBeInstanceOf(Error);
+    expect(String(refused.message)).toContain('oidc-broker signing-key replace');
+
+    const replaced = await cliWith({ env: { BROKER_KEY_ENCRYPTION_KEY: NEW_KEK } }, 'signing-key', 'replace');
+    expect(replaced.code, replaced.err).toBe(0);
+    const kid = replaced.out.trim();
+    expect(replaced.err).toContain(kidOf(old));
+
+    const after = await startTestBroker({ db, env: { BROKER_KEY_ENCRYPTION_KEY: NEW_KEK } });
+    try {
+      // The new key signs at once; the old one still verifies what it signed, and is still published.
+      const fresh = await mint(after);
+      expect(kidOf(fresh)).toBe(kid);
+      expect((await after.request('GET', '/v1/whoami', { key: fresh })).status).toBe(200);
+      expect((await after.request('GET', '/v1/whoami', { key: old })).status).toBe(200);
+      expect(await jwksKids(after)).toEqual(expect.arrayContaining([kid, kidOf(old)]));
+      // The old private key is no longer in the database under the lost (or leaked) key-encryption key.
+      const driver = openDriver(db);
+      const rows = await driver.all<{ kid: string; private_key: string }>(
+        'SELECT kid, private_key FROM signing_keys',
+      );
+      await driver.close();
+      expect(rows.find((r) => r.kid === kidOf(old))?.private_key).not.toMatch(/^v1\./);
+      // Until every token it signed has expired.
+      after.clock.now += 12 * 3600_000 + 3 * 60_000;
+      expect(await jwksKids(after)).toEqual([kid]);
+    } finally {
+      await after.close();
+    }
+    // The lost key cannot be used any more: nothing it could decrypt is left to sign with.
+    const stale = await startTestBroker({ db, env: { BROKER_KEY_ENCRYPTION_KEY: LOST_KEK } }).catch((e) => e);
+    expect(stale).toBeInstanceOf(Error);
   });
 });
 
