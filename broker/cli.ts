@@ -6,7 +6,7 @@ import { type BrokerConfig, ConfigError, describeUnknownSetting, loadConfig } fr
 import { rotateBuiltinKey } from './core/api-keys.js';
 import { keyDigester, withoutSecrets } from './core/keys.js';
 import { OPERATOR } from './core/principal.js';
-import { replaceSigningKeys } from './core/signing-keys.js';
+import { KeyEncryptionKeyNotLost, replaceSigningKeys } from './core/signing-keys.js';
 import { createTenant } from './core/tenants.js';
 import { messageOf } from './errors.js';
 import { openApiDocument } from './http/docs.js';
@@ -281,7 +281,13 @@ async function replaceSigningKey(io: CliIo): Promise<number> {
   try {
     const logger = createLogger({ write: (line: string) => io.err(line) }, 'warn');
     const kek = resolveKeyEncryptionKey(config, logger, { holdsSigningKeys: false });
-    const { kid, retired } = await replaceSigningKeys({ store, kek, now: Date.now });
+    const replaced = await replaceSigningKeys({ store, kek, now: Date.now }).catch((error: unknown) => {
+      if (!(error instanceof KeyEncryptionKeyNotLost)) throw error;
+      io.err(`error: ${error.message}\n`);
+      return undefined;
+    });
+    if (!replaced) return 1;
+    const { kid, retired } = replaced;
     io.out(`${kid}\n`);
     io.err(
       `New signing key ${kid} signs from now on, under the configured key-encryption key; restart every replica with ` +

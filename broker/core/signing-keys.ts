@@ -107,6 +107,21 @@ function decrypt(kek: Buffer, kid: string, sealed: string): Buffer {
   }
 }
 
+/** Whether `kek` opens the private key of `record`: the key-encryption key it is stored under. */
+function opens(kek: Buffer, record: SigningKeyRecord): boolean {
+  try {
+    decrypt(kek, record.kid, record.privateKey);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The configured key-encryption key opens a stored signing key: nothing is lost, and replacing would erase it. */
+export class KeyEncryptionKeyNotLost extends Error {
+  override name = 'KeyEncryptionKeyNotLost';
+}
+
 function newRecord(kek: Buffer, now: number, activeFrom: number): SigningKeyRecord {
   const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const jwk = publicKey.export({ format: 'jwk' });
@@ -276,6 +291,15 @@ export async function replaceSigningKeys(deps: {
   kek: Buffer;
   now: () => number;
 }): Promise<{ kid: string; retired: string[] }> {
+  // Run by mistake against a healthy broker, it would erase the private keys every replica signs with.
+  const opened = (await deps.store.signingKeys.list()).find((record) => opens(deps.kek, record));
+  if (opened) {
+    throw new KeyEncryptionKeyNotLost(
+      `the configured key-encryption key still opens the stored signing keys (${opened.kid}): nothing is lost, ` +
+        'and nothing was changed. To change the signing key, run oidc-broker signing-key rotate; to move to a new ' +
+        'key-encryption key (the old one leaked), configure the new one and run this again',
+    );
+  }
   const at = deps.now();
   const record = newRecord(deps.kek, at, at - CLOCK_SKEW_MS);
   const retired = await deps.store.signingKeys.replaceAll(record, at);

@@ -276,6 +276,25 @@ describe('oidc-broker signing-key replace', () => {
       (await (await t.request('GET', '/.well-known/jwks.json')).json()) as { keys: { kid: string }[] }
     ).keys.map((k) => k.kid);
 
+  it('refuses, changing nothing, while the configured key-encryption key still opens the signing keys', async () => {
+    const key = (await cli('tenant', 'create', 'acme')).out.trim();
+    const t = await startTestBroker({ db });
+    try {
+      const kids = await jwksKids(t);
+      // Run by mistake against a healthy broker, it would erase the private keys every replica signs with.
+      const refused = await cli('signing-key', 'replace');
+      expect(refused.code).toBe(1);
+      expect(refused.out).toBe('');
+      expect(refused.err).toContain('still opens the stored signing keys');
+      expect(refused.err).toContain('oidc-broker signing-key rotate');
+      t.clock.now += 61_000;
+      expect(await jwksKids(t)).toEqual(kids);
+      expect((await t.request('POST', '/v1/tokens', { key })).status).toBe(201);
+    } finally {
+      await t.close();
+    }
+  });
+
   it('brings back a broker whose key-encryption key is lost, keeping the tokens already signed valid', async () => {
     const key = (await cli('tenant', 'create', 'acme')).out.trim();
     const before = await startTestBroker({ db });
