@@ -148,11 +148,16 @@ function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
         `the matching trust policy does not allow ${deny.notAllowed.join(', ')}`,
         { extensions: { ...echoed, not_allowed: deny.notAllowed } },
       );
-    case 'ambiguous_policy':
+    case 'ambiguous_policy': {
+      // Tied though a policy was named: namesakes an upgrade kept, none of them written as the request wrote it.
+      const named = deny.audit.requestedPolicy;
       return new BrokerError(
         'ambiguous_policy',
-        `trust policies ${deny.tiedPolicies.join(', ')} match equally well; name one with "policy"`,
+        named === null
+          ? `trust policies ${deny.tiedPolicies.join(', ')} match equally well; name one with "policy"`
+          : `trust policies ${deny.tiedPolicies.join(', ')} all have the name "${named}", as names are compared ignoring case and accent encoding; name one exactly as it is written`,
         { extensions: { ...echoed, policies: deny.tiedPolicies } },
       );
+    }
   }
 }

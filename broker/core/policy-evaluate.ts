@@ -1,6 +1,6 @@
 // Trust-policy matching and selection (DESIGN §4): which policy a token's claims may use, and what it grants.
 import { missingFrom, type Permission } from './permissions.js';
-import { policyNameKey } from './policy-names.js';
+import { policiesNamed } from './policy-names.js';
 import {
   COMMIT_SHA,
   MAX_SESSION_SECONDS,
@@ -303,10 +303,6 @@ function requestedOf(request: EvaluationRequest): Permission[] {
   return [...new Set(request.permissions ?? [])];
 }
 
-function isConsidered(policy: TrustPolicy, nameKey: string | null): boolean {
-  return nameKey === null || policyNameKey(policy.name) === nameKey;
-}
-
 function run(
   policies: readonly TrustPolicy[],
   claims: ClaimsRecord,
@@ -317,11 +313,15 @@ function run(
   const token = viewOf(claims);
   const requested = requestedOf(request);
   const requestedPolicy = request.policy ? request.policy : null;
-  const nameKey = requestedPolicy === null ? null : policyNameKey(requestedPolicy);
+  const named = requestedPolicy === null ? policies : policiesNamed(policies, requestedPolicy);
   const assessed = detailed
     ? policies.map((p) => assess(p, token, requested, true))
-    : policies.filter((p) => isConsidered(p, nameKey)).map((p) => assess(p, token, requested, false));
-  const considered = detailed ? assessed.filter((a) => isConsidered(a.policy, nameKey)) : assessed;
+    : named.map((p) => assess(p, token, requested, false));
+  let considered = assessed;
+  if (detailed && requestedPolicy !== null) {
+    const namedSet = new Set(named);
+    considered = assessed.filter((a) => namedSet.has(a.policy));
+  }
   const outcome = select(considered);
   if (outcome.allow) {
     const { policy } = outcome.chosen;

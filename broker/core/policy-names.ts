@@ -22,3 +22,16 @@ export function policyNameKey(name: string): string {
   if (!NOT_PRINTABLE_ASCII.test(name)) return name.toLowerCase();
   return name.normalize('NFC').split(DOTLESS_I).map(fullFold).join(DOTLESS_I).normalize('NFC');
 }
+
+/**
+ * The policies a requested name names: those whose names are one with it. Of namesakes an upgrade kept (saved
+ * when names were compared by lower-casing, as `Straße` and `STRASSE` were two names), the one written exactly as
+ * asked, so that a job naming either goes on getting the policy it got before the upgrade.
+ */
+export function policiesNamed<T extends { name: string }>(policies: readonly T[], name: string): T[] {
+  const key = policyNameKey(name);
+  const named = policies.filter((p) => policyNameKey(p.name) === key);
+  if (named.length < 2) return named;
+  const exact = named.filter((p) => p.name === name);
+  return exact.length === 1 ? exact : named;
+}

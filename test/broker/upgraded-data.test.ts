@@ -1,0 +1,66 @@
+// Data an earlier version saved, as an upgrade finds it: what worked before the upgrade goes on working after it.
+import { afterEach, describe, expect, it } from 'vitest';
+import { openDriver } from '../support/database.js';
+import { type Federation, startFederation } from '../support/federation.js';
+
+let f: Federation;
+afterEach(async () => {
+  await f?.close();
+});
+
+describe('trust policies an earlier version saved under names that are now one name', () => {
+  it('an exchange, a dry run and the workflow snippet naming one as it is written get that one', async () => {
+    f = await startFederation();
+    await f.policy('STRASSE', {
+      claims: { repository: 'acme/infra' },
+      permissions: ['harden-runner:read'],
+    });
+    const older = await f.policy('seed', {
+      claims: { repository_owner: 'acme' },
+      permissions: ['harden-runner:read', 'audit-log:read'],
+    });
+    // As a version that compared names by lower-casing saved it, and migration 4 keeps it: filed apart.
+    const raw = openDriver(f.t.db);
+    try {
+      await raw.run('UPDATE trust_policies SET name = ?, name_key = ? WHERE id = ?', [
+        'Straße',
+        'straße',
+        older,
+      ]);
+    } finally {
+      await raw.close();
+    }
+
+    const granted = { Straße: 'harden-runner:read, audit-log:read', STRASSE: 'harden-runner:read' };
+    for (const [name, permissions] of Object.entries(granted)) {
+      const res = await f.exchange(f.issuer.sign({ repository: 'acme/infra' }), { policy: name });
+      expect(res.status, name).toBe(200);
+      expect(((await res.json()) as { policy: string }).policy).toBe(name);
+
+      const dryRun = await f.t.request('POST', '/v1/oidc/policies/evaluate', {
+        key: f.key,
+        json: { claims: f.issuer.claims({ repository: 'acme/infra' }), policy: name },
+      });
+      expect(((await dryRun.json()) as { decision: unknown }).decision).toMatchObject({
+        allowed: true,
+        policy: name,
+      });
+
+      const config = await f.t.request('GET', `/v1/oidc/config?policy=${encodeURIComponent(name)}`, {
+        key: f.key,
+      });
+      expect(((await config.json()) as { workflow: string }).workflow).toContain(
+        `permissions: ${permissions}\n`,
+      );
+    }
+
+    // Written as neither is, the name names both: the refusal says how to name one.
+    const res = await f.exchange(f.issuer.sign({ repository: 'acme/infra' }), { policy: 'strasse' });
+    expect(res.status).toBe(409);
+    const body = (await res.json()) as { detail: string };
+    expect(body).toMatchObject({ code: 'ambiguous_policy', policies: ['STRASSE', 'Straße'] });
+    expect(body.detail).toBe(
+      'trust policies STRASSE, Straße all have the name "strasse", as names are compared ignoring case and accent encoding; name one exactly as it is written',
+    );
+  });
+});
