@@ -7,14 +7,16 @@ import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
 import { OAUTH_ERROR_STATUSES } from './problems.js';
 import { publicPath } from './schemas.js';
-import { TOKEN_ENDPOINT } from './token-exchange.js';
 
 export const API_INFO = {
   title: 'oidc-auth broker',
   version: '1.0.0',
   description:
     'Exchanges GitHub Actions OIDC tokens for short-lived API tokens under trust policies, and manages a ' +
-    "tenant's API keys. Errors are RFC 9457 problem+json documents with a stable `code`.",
+    "tenant's API keys. Errors are RFC 9457 problem+json documents with a stable `code`. On the OAuth endpoints " +
+    '(token, introspection, revocation) a 4xx refusal but 429 also carries the RFC 6749 `error` and ' +
+    '`error_description`, and is `application/json` to a client that accepts that type but not ' +
+    '`application/problem+json`.',
 };
 
 /** What a request body can be answered with on a route that takes one. */
@@ -67,12 +69,13 @@ export function openApiDocument(app: OpenAPIHono<BrokerEnv>) {
       for (const [status, description] of Object.entries(REQUEST_ERRORS)) {
         operation.responses[status] ??= problem(description);
       }
-      // The token endpoint's refusals that carry an OAuth error come as application/json to a client that takes
+      // An OAuth endpoint's refusals that carry an OAuth error come as application/json to a client that takes
       // only that (problems.ts).
-      if (path !== TOKEN_ENDPOINT) continue;
+      const oauthStatuses = OAUTH_ERROR_STATUSES.get(path);
+      if (!oauthStatuses) continue;
       for (const [status, response] of Object.entries(operation.responses)) {
         const problemJson = response.content?.['application/problem+json'];
-        if (OAUTH_ERROR_STATUSES.has(Number(status)) && problemJson) {
+        if (oauthStatuses.has(Number(status)) && problemJson) {
           response.content = { ...response.content, 'application/json': problemJson };
         }
       }

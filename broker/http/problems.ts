@@ -7,6 +7,7 @@ import { BrokerError, ERROR_TABLE, type ErrorCode, type ProblemDocument, toProbl
 import { StoreUnavailable } from '../store/sql.js';
 import type { BrokerEnv } from './context.js';
 import { TOKEN_ENDPOINT } from './token-exchange.js';
+import { INTROSPECTION_ENDPOINT, REVOCATION_ENDPOINT } from './tokens.js';
 
 /** The 415 for a body in another media type than the route takes, naming the ones it does. */
 export function unsupportedMediaType(accepted: string[]): BrokerError {
@@ -38,33 +39,61 @@ export function toBrokerError(error: unknown): BrokerError {
   return new BrokerError('internal_error', error instanceof Error ? error.message : String(error));
 }
 
-/**
- * The OAuth error (RFC 6749 §5.2) of each refusal the token endpoint gives. RFC 8693 §2.2.2: a subject token that is
- * invalid, or unacceptable by policy, is `invalid_request`; asking for more than may be granted is `invalid_scope`.
- * A 429 or 5xx has none: an OAuth client takes it as the HTTP error it is.
- */
-const OAUTH_ERRORS: Partial<Record<ErrorCode, 'invalid_request' | 'invalid_scope'>> = {
+type OAuthError = 'invalid_request' | 'invalid_client' | 'invalid_scope' | 'unauthorized_client';
+type OAuthErrors = Partial<Record<ErrorCode, OAuthError>>;
+
+/** A request an OAuth endpoint cannot take at all, before any check of its own: `invalid_request`. */
+const REQUEST_ERRORS: OAuthErrors = {
   invalid_request: 'invalid_request',
-  invalid_token: 'invalid_request',
-  audience_mismatch: 'invalid_request',
-  token_replayed: 'invalid_request',
-  no_matching_policy: 'invalid_request',
-  ambiguous_policy: 'invalid_request',
-  permission_not_allowed: 'invalid_scope',
   method_not_allowed: 'invalid_request',
   payload_too_large: 'invalid_request',
   unsupported_media_type: 'invalid_request',
 };
 
-/** The statuses of the token endpoint's refusals that carry an OAuth error, each in either media type. */
-export const OAUTH_ERROR_STATUSES: ReadonlySet<number> = new Set(
-  Object.keys(OAUTH_ERRORS).map((code) => ERROR_TABLE[code as ErrorCode].status),
+/**
+ * The OAuth endpoints, and the OAuth error (RFC 6749 §5.2) each of their refusals carries. A 429 or 5xx has none:
+ * an OAuth client takes it as the HTTP error it is.
+ * - The token endpoint, RFC 8693 §2.2.2: a subject token that is invalid, or unacceptable by policy, is
+ *   `invalid_request`; asking for more than may be granted is `invalid_scope`.
+ * - Introspection (RFC 7662 §2.3) and revocation (RFC 7009 §2.2.1): a caller whose credential (its client
+ *   authentication, here the bearer API key or access token) fails is `invalid_client`, 401. Revoking a token
+ *   issued to another client, without the permission to, is `unauthorized_client`. An API key sent to be revoked
+ *   stays `invalid_request` naming `token`: it is the client's credential, no token type (RFC 7009's
+ *   `unsupported_token_type`) this server issues.
+ */
+const OAUTH_ENDPOINTS = new Map<string, OAuthErrors>([
+  [
+    TOKEN_ENDPOINT,
+    {
+      ...REQUEST_ERRORS,
+      invalid_token: 'invalid_request',
+      audience_mismatch: 'invalid_request',
+      token_replayed: 'invalid_request',
+      no_matching_policy: 'invalid_request',
+      ambiguous_policy: 'invalid_request',
+      permission_not_allowed: 'invalid_scope',
+    },
+  ],
+  [INTROSPECTION_ENDPOINT, { ...REQUEST_ERRORS, unauthenticated: 'invalid_client' }],
+  [
+    REVOCATION_ENDPOINT,
+    { ...REQUEST_ERRORS, unauthenticated: 'invalid_client', forbidden: 'unauthorized_client' },
+  ],
+]);
+
+/** Each OAuth endpoint's path, with the statuses of its refusals that carry an OAuth error. */
+export const OAUTH_ERROR_STATUSES: ReadonlyMap<string, ReadonlySet<number>> = new Map(
+  [...OAUTH_ENDPOINTS].map(([path, errors]) => [
+    path,
+    new Set(Object.keys(errors).map((code) => ERROR_TABLE[code as ErrorCode].status)),
+  ]),
 );
 
 /**
  * Whether an Accept header takes `application/json` but not `application/problem+json`. OAuth client libraries
- * (oauth4webapi, openid-client) ask so, and read a token endpoint's `error` only from an answer in the type RFC 6749
- * §5.2 gives it: as problem+json, they report a response of the wrong type instead of the refusal.
+ * (oauth4webapi, openid-client) ask so, and read an OAuth endpoint's `error` only from an answer in the type RFC 6749
+ * §5.2 gives it: as problem+json, they report a response of the wrong type instead of the refusal. Any other client
+ * (a wildcard Accept, or none) gets problem+json, the type of every error of the API.
  */
 function acceptsJsonOnly(accept: string | undefined): boolean {
   const accepted = new Set<string>();
@@ -77,7 +106,7 @@ function acceptsJsonOnly(accept: string | undefined): boolean {
 }
 
 /**
- * An OAuth client of the token endpoint reads `error` and `error_description`, not the problem's `code` and
+ * An OAuth client of an OAuth endpoint reads `error` and `error_description`, not the problem's `code` and
  * `detail`: the refusal carries both, the description in the characters RFC 6749 allows it.
  */
 function withOAuthError(problem: ProblemDocument, error: string | undefined): ProblemDocument {
@@ -106,7 +135,7 @@ export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response
   } else if (error instanceof StoreUnavailable) {
     c.get('log').error('request failed: the database is unavailable', { error });
   }
-  const oauthError = c.req.path === TOKEN_ENDPOINT ? OAUTH_ERRORS[brokerError.code] : undefined;
+  const oauthError = OAUTH_ENDPOINTS.get(c.req.path)?.[brokerError.code];
   const body = withOAuthError(toProblem(brokerError, c.get('requestId')), oauthError);
   // The same document either way; its media type is the one the client takes, when it carries an OAuth error.
   const oauth = oauthError !== undefined;

@@ -12,6 +12,15 @@ export const Problem = z
     code: z.string().openapi({ example: 'invalid_request' }),
     request_id: z.string(),
     errors: z.array(z.object({ field: z.string(), message: z.string() })).optional(),
+    error: z.string().optional().openapi({
+      description:
+        'On the OAuth endpoints (token, introspection, revocation): the RFC 6749 §5.2 error of a 4xx refusal but 429.',
+      example: 'invalid_request',
+    }),
+    error_description: z
+      .string()
+      .optional()
+      .openapi({ description: 'With `error`: `detail`, in the characters RFC 6749 allows.' }),
   })
   .openapi('Problem', { description: 'RFC 9457 problem details with a stable snake_case code.' });
 

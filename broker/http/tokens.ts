@@ -13,6 +13,9 @@ import type { BrokerEnv } from './context.js';
 import { bodyRequiredInDocument } from './media-types.js';
 import { authErrors, badRequest, headers, IssuedToken, iso, issuedToken, PermissionList } from './schemas.js';
 
+export const INTROSPECTION_ENDPOINT = '/v1/tokens/introspect';
+export const REVOCATION_ENDPOINT = '/v1/tokens/revoke';
+
 export const MAX_MINTED_SECONDS = 12 * 3600;
 const DEFAULT_MINTED_SECONDS = 3600;
 
@@ -195,7 +198,7 @@ export function registerTokenRoutes(
       app,
       createRoute({
         method: 'post',
-        path: '/v1/tokens/introspect',
+        path: INTROSPECTION_ENDPOINT,
         operationId: 'introspectToken',
         tags: ['Tokens'],
         summary: 'Introspect an access token (RFC 7662)',
@@ -228,7 +231,7 @@ export function registerTokenRoutes(
       app,
       createRoute({
         method: 'post',
-        path: '/v1/tokens/revoke',
+        path: REVOCATION_ENDPOINT,
         operationId: 'revokeToken',
         tags: ['Tokens'],
         summary: 'Revoke an access token (RFC 7009)',

@@ -289,6 +289,60 @@ describe('exchanged access tokens', () => {
     expect((await f.t.request('GET', '/v1/whoami', { key: registry.key })).status).toBe(200);
   });
 
+  it('introspection and revocation refusals carry the OAuth error (RFC 7662, RFC 7009), as application/json to a client taking only that', async () => {
+    const token = await exchanged();
+    const reader = await json<{ key: string }>(
+      f.t.request('POST', '/v1/api-keys/tenant-read-only/secondary/rotate', { key: f.key }),
+    );
+    const cases = [
+      // The caller's credential (its client authentication) fails: 401 invalid_client, with the Bearer challenge.
+      ['/v1/tokens/revoke', undefined, form(token), 401, 'unauthenticated', 'invalid_client'],
+      ['/v1/tokens/introspect', 'ssa_unknown', form(token), 401, 'unauthenticated', 'invalid_client'],
+      // A token issued to another client, without the permission to revoke it.
+      ['/v1/tokens/revoke', reader.key, form(token), 403, 'forbidden', 'unauthorized_client'],
+      ['/v1/tokens/introspect', f.key, form(''), 400, 'invalid_request', 'invalid_request'],
+      ['/v1/tokens/revoke', f.key, form(reader.key), 400, 'invalid_request', 'invalid_request'],
+      [
+        '/v1/tokens/revoke',
+        f.key,
+        { body: 'token', headers: { 'Content-Type': 'text/plain' } },
+        415,
+        'unsupported_media_type',
+        'invalid_request',
+      ],
+    ] as const;
+    for (const [path, key, body, status, code, error] of cases) {
+      // OAuth client libraries ask for application/json; the action names both; curl and fetch take anything.
+      for (const [accept, type] of [
+        [undefined, 'application/problem+json'],
+        ['*/*', 'application/problem+json'],
+        ['application/json', 'application/json'],
+        ['application/json, application/problem+json', 'application/problem+json'],
+        ['application/problem+json', 'application/problem+json'],
+      ] as const) {
+        const res = await f.t.request('POST', path, {
+          key,
+          ...body,
+          headers: { ...body.headers, ...(accept ? { Accept: accept } : {}) },
+        });
+        const where = `${path} ${code} Accept: ${accept}`;
+        expect([where, res.status, res.headers.get('Content-Type'), res.headers.get('Vary')]).toEqual([
+          where,
+          status,
+          type,
+          'Accept',
+        ]);
+        const problem = await json<Record<string, string>>(res);
+        expect(problem, where).toMatchObject({ code, error });
+        // The detail, in the characters RFC 6749 allows there.
+        expect(problem.error_description, where).toMatch(/^[\x20\x21\x23-\x5B\x5D-\x7E]+$/);
+        if (status === 401) expect(res.headers.get('WWW-Authenticate'), where).toMatch(/^Bearer /);
+      }
+    }
+    // The refused revocation revoked nothing.
+    expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(200);
+  });
+
   it('revoking one token in several requests at once records one revocation', async () => {
     const minted = await json<{ access_token: string }>(f.t.request('POST', '/v1/tokens', { key: f.key }));
     const { jti } = JSON.parse(Buffer.from(minted.access_token.split('.')[1]!, 'base64url').toString());

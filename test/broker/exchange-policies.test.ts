@@ -742,7 +742,7 @@ describe('RFC 8693 form', () => {
       ],
       [{ ...fields, scope: 'audit-log:read' }, 'permission_not_allowed', 'invalid_scope'],
     ] as const) {
-      const res = await form(sent);
+      const res = await form(sent, { Accept: 'application/problem+json' });
       expect(res.headers.get('Content-Type')).toBe('application/problem+json');
       const body = (await res.json()) as Record<string, string>;
       expect(body).toMatchObject({ code, error });
@@ -772,18 +772,18 @@ describe('RFC 8693 form', () => {
       code: 'permission_not_allowed',
     });
     // Whoever takes problem+json, or says nothing of it, gets it as before; the action accepts both.
-    for (const accept of [
-      'application/json, application/problem+json',
-      'application/problem+json',
-      '*/*',
-      'application/json, application/problem+json;q=0.5',
-      undefined,
+    for (const [accept, type] of [
+      ['application/json, application/problem+json', 'application/problem+json'],
+      ['application/problem+json', 'application/problem+json'],
+      ['application/json, application/problem+json;q=0.5', 'application/problem+json'],
+      ['*/*', 'application/problem+json'],
+      [undefined, 'application/problem+json'],
     ]) {
       const refused = await form(
         { ...fields, subject_token: 'a.b.c' },
         accept === undefined ? {} : { Accept: accept },
       );
-      expect([accept, refused.headers.get('Content-Type')]).toEqual([accept, 'application/problem+json']);
+      expect([accept, refused.headers.get('Content-Type')]).toEqual([accept, type]);
     }
     const declined = await form(
       { ...fields, subject_token: 'a.b.c' },
