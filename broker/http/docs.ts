@@ -26,10 +26,14 @@ const BODY_ERRORS = {
     'The body is not `application/json` (or a form where the route takes one) (`unsupported_media_type`).',
 } as const;
 
-/** What any request can be answered with, whatever its route: the app checks a body's size before routing. */
+/** What any request can be answered with, whatever its route: the app checks a body's framing and size before routing. */
 const REQUEST_ERRORS = {
   '413':
     'The request has a body larger than 64 KiB (`payload_too_large`), on any route, before routing or credentials.',
+  '501':
+    'The body is sent with a transfer coding other than `chunked` (`Transfer-Encoding: gzip, chunked`), which the ' +
+    'broker implements none of (`not_implemented`), on any route, before routing or credentials; the body is not ' +
+    'read and the connection is closed.',
 } as const;
 
 const problem = (description: string) => ({
@@ -59,7 +63,7 @@ export function openApiDocument(app: OpenAPIHono<BrokerEnv>) {
       for (const [status, description] of Object.entries(operation.requestBody ? BODY_ERRORS : {})) {
         operation.responses[status] ??= problem(description);
       }
-      // Every answer from the guard on; a body too large is refused before it.
+      // Every answer from the guard on; a body too large, or in a transfer coding, is refused before it.
       if (operation.security?.length) {
         for (const response of Object.values(operation.responses)) {
           response.headers ??= {};

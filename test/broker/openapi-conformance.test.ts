@@ -543,6 +543,38 @@ describe('security: the permission each operation names is the one the broker re
   });
 });
 
+describe('refused before routing', () => {
+  it('a body too large, or in a transfer coding but chunked, is answered on every operation as the document says', async () => {
+    const disagreements: string[] = [];
+    const statuses: string[] = [];
+    for (const [template, item] of Object.entries(document.paths)) {
+      for (const method of Object.keys(item)) {
+        const path = template
+          .replace('{id}', crypto.randomUUID())
+          .replace('{kind}', 'secure-registry')
+          .replace('{slot}', 'secondary');
+        // A GET carries no body through fetch's Request: its Transfer-Encoding is refused all the same.
+        const withBody = method !== 'get';
+        for (const [body, headers] of [
+          ...(withBody ? [[`{"x":"${'a'.repeat(70_000)}"}`, {}] as const] : []),
+          [withBody ? '{}' : undefined, { 'Transfer-Encoding': 'gzip, chunked' }] as const,
+        ]) {
+          const res = await f.t.request(method.toUpperCase(), path, {
+            key: template === '/v1/oidc/token' ? undefined : f.key,
+            body,
+            headers: { 'Content-Type': 'application/json', ...headers },
+          });
+          statuses.push(`${method} ${template} ${res.status}`);
+          const answer = { status: res.status, headers: res.headers, text: await res.text() };
+          disagreements.push(...answerDisagreements(document, method.toUpperCase(), template, answer));
+        }
+      }
+    }
+    expect(statuses.filter((s) => !/ (413|501)$/.test(s))).toEqual([]);
+    expect(disagreements).toEqual([]);
+  });
+});
+
 describe('while the database does not answer', () => {
   it('every operation answers a status the document declares for it', async () => {
     const down = await startFederation();

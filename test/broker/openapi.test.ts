@@ -92,6 +92,35 @@ describe('OpenAPI document', () => {
     }
   });
 
+  it('every operation documents 501: a body in a transfer coding but chunked is refused before routing or credentials', async () => {
+    const key = (await t.createTenant('openapi-transfer-codings')).key;
+    const served = (await (await t.request('GET', '/v1/openapi.json')).json()) as {
+      paths: Record<string, Record<string, { responses: Record<string, { content?: object }> }>>;
+    };
+    for (const [path, item] of Object.entries(served.paths)) {
+      for (const [method, op] of Object.entries(item)) {
+        expect(op.responses['501']?.content, `${method.toUpperCase()} ${path}`).toEqual({
+          'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } },
+        });
+      }
+    }
+    for (const [method, path] of [
+      ['POST', '/v1/oidc/token'],
+      ['POST', '/v1/api-keys/tenant-read-only/primary/rotate'],
+      ['DELETE', `/v1/fine-grained-keys/${crypto.randomUUID()}`],
+    ]) {
+      for (const credential of path === '/v1/oidc/token' ? [undefined] : [key, undefined]) {
+        const res = await t.request(method!, path!, {
+          key: credential,
+          body: '{}',
+          headers: { 'Content-Type': 'application/json', 'Transfer-Encoding': 'gzip, chunked' },
+        });
+        expect(res.status, `${method} ${path}`).toBe(501);
+        expect(await res.json()).toMatchObject({ code: 'not_implemented' });
+      }
+    }
+  });
+
   it('a body of another type is refused naming each type the operation takes', async () => {
     const key = (await t.createTenant('openapi-media-types')).key;
     const operations = Object.entries(
