@@ -2,7 +2,11 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { ALL_PERMISSIONS } from '../core/permissions.js';
 import { JWKS_MAX_AGE_SECONDS, type SigningKeys } from '../core/signing-keys.js';
+import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
+import { publicPath } from './schemas.js';
+
+const METADATA_PATH = '/.well-known/oauth-authorization-server';
 
 const Jwks = z
   .object({ keys: z.array(z.record(z.string(), z.string())) })
@@ -82,10 +86,14 @@ export function registerWellKnownRoutes(
   app.openapi(
     createRoute({
       method: 'get',
-      path: '/.well-known/oauth-authorization-server',
+      path: METADATA_PATH,
       operationId: 'getAuthorizationServerMetadata',
       tags: ['Discovery'],
       summary: 'Authorization server metadata (RFC 8414)',
+      description:
+        'Behind a path prefix (`BROKER_PUBLIC_URL=https://host/broker`) the same document is also answered at the ' +
+        'path RFC 8414 §3 gives that issuer, `/.well-known/oauth-authorization-server/broker` at the root of the ' +
+        'host, for a proxy that forwards it unchanged; no other path below this one is.',
       responses: {
         200: {
           description: 'Endpoints, grant types and scopes.',
@@ -95,4 +103,15 @@ export function registerWellKnownRoutes(
     }),
     (c) => c.json(metadata, 200),
   );
+  // RFC 8414 §3: the metadata of an issuer with a path (BROKER_PUBLIC_URL=https://host/broker) is at the well-known
+  // path followed by that path, at the host's root, where a proxy that forwards /.well-known/ sends it unchanged. The
+  // path is compared whole, as the router decodes it: a prefix segment such as `:id` is no route parameter here.
+  const prefix = publicPath(base);
+  if (prefix) {
+    const issuerPath = `${METADATA_PATH}${decodeURI(prefix)}`;
+    app.get(issuerPath, (c) => {
+      if (c.req.path !== issuerPath) throw new BrokerError('not_found', `no route for ${c.req.path}`);
+      return c.json(metadata, 200);
+    });
+  }
 }

@@ -726,6 +726,45 @@ describe('discovery and signing keys', () => {
     });
   });
 
+  it('behind a path prefix, also answers the RFC 8414 §3 path of its issuer, which a proxy forwards as it is, and no other', async () => {
+    const prefixed = await startTestBroker({ env: { BROKER_PUBLIC_URL: 'https://host/broker' } });
+    try {
+      // A client of issuer https://host/broker asks https://host/.well-known/oauth-authorization-server/broker; a
+      // proxy rule for /.well-known/ forwards that path unchanged.
+      const rfc8414 = await prefixed.request('GET', '/.well-known/oauth-authorization-server/broker');
+      expect(rfc8414.status).toBe(200);
+      const meta = await json(rfc8414);
+      expect(meta).toMatchObject({
+        issuer: 'https://host/broker',
+        token_endpoint: 'https://host/broker/v1/oidc/token',
+      });
+      // The path the prefix is stripped from gives the same document.
+      expect(await json(prefixed.request('GET', '/.well-known/oauth-authorization-server'))).toEqual(meta);
+      expect((await prefixed.request('POST', '/.well-known/oauth-authorization-server/broker')).status).toBe(
+        405,
+      );
+      for (const other of ['/other', '/broker/', '/broker/v1', '/Broker']) {
+        const res = await prefixed.request('GET', `/.well-known/oauth-authorization-server${other}`);
+        expect([other, res.status]).toEqual([other, 404]);
+      }
+    } finally {
+      await prefixed.close();
+    }
+    // At the root there is no other path; nor is there one for a prefix with a parameter-like segment but its own.
+    expect((await f.t.request('GET', '/.well-known/oauth-authorization-server/broker')).status).toBe(404);
+    const odd = await startTestBroker({ env: { BROKER_PUBLIC_URL: 'https://host/tenants/:id' } });
+    try {
+      expect((await odd.request('GET', '/.well-known/oauth-authorization-server/tenants/:id')).status).toBe(
+        200,
+      );
+      expect((await odd.request('GET', '/.well-known/oauth-authorization-server/tenants/acme')).status).toBe(
+        404,
+      );
+    } finally {
+      await odd.close();
+    }
+  });
+
   it("the OpenAPI document declares the metadata's members, so that a generated client can read them", async () => {
     type Schema = { $ref?: string; properties: Record<string, unknown>; required: string[] };
     const meta = await json(f.t.request('GET', '/.well-known/oauth-authorization-server'));
