@@ -19,7 +19,10 @@ export interface Broker {
   app: BrokerApp;
   store: Store;
   deps: AppDeps;
-  /** Periodic upkeep: forgets replay and revocation records of tokens that have expired. */
+  /**
+   * Periodic upkeep: forgets replay and revocation records of tokens that have expired, and audit events past
+   * their retention (BROKER_AUDIT_RETENTION_DAYS) when it is set.
+   */
   maintain(): Promise<void>;
   close(): Promise<void>;
 }
@@ -77,6 +80,15 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     // the replay record of a token it sees as within its leeway.
     const purged = await store.tokens.purgeExpired(now() - PURGE_MARGIN_MS);
     if (purged > 0) options.logger.info('purged expired replay and revocation records', { count: purged });
+    const retentionDays = config.auditRetentionDays;
+    if (retentionDays === undefined) return;
+    const events = await store.audit.purgeOlderThan(now() - retentionDays * DAY_MS);
+    if (events > 0) {
+      options.logger.info('purged audit events past their retention', {
+        count: events,
+        retention_days: retentionDays,
+      });
+    }
   };
   return {
     app: createApp(deps),
@@ -90,6 +102,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     close: () => store.close(),
   };
 }
+
+const DAY_MS = 86_400_000;
 
 /** How long replay and revocation records outlive the tokens they guard: the clock skew tolerated between replicas. */
 export const PURGE_MARGIN_MS = 5 * 60_000;

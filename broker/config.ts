@@ -53,6 +53,8 @@ export interface BrokerConfig {
   keyPepper?: string;
   logLevel: LogLevel;
   rateLimit: RateLimitConfig;
+  /** Days the audit log keeps an event, after which the upkeep deletes it; undefined keeps every event. */
+  auditRetentionDays?: number;
   /** Variables that look like settings but are none (a typo): each is ignored, and said so at start. */
   unknownSettings: UnknownSetting[];
 }
@@ -78,6 +80,7 @@ const SETTINGS = [
   'LOG_LEVEL',
   'BROKER_RATE_LIMIT_PER_MINUTE',
   'BROKER_RATE_LIMIT_BURST',
+  'BROKER_AUDIT_RETENTION_DAYS',
 ] as const;
 
 /** What Kubernetes sets for a Service (named broker, say): BROKER_SERVICE_HOST, BROKER_PORT_8080_TCP_ADDR, … */
@@ -180,8 +183,19 @@ function settingOr(env: Env, name: string, fallback: string): string {
 }
 
 function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = setting(env, name, String(fallback));
-  if (raw === undefined) return fallback;
+  return optionalInteger(env, name, String(fallback), min, max) ?? fallback;
+}
+
+/** A whole number from `min` to `max`, or undefined when the variable is unset (what `defaultText` says that means). */
+function optionalInteger(
+  env: Env,
+  name: string,
+  defaultText: string,
+  min: number,
+  max: number,
+): number | undefined {
+  const raw = setting(env, name, defaultText);
+  if (raw === undefined) return undefined;
   if (!/^[0-9]+$/.test(raw))
     throw new ConfigError(name, `expected a whole number from ${min} to ${max}, got "${raw}"`);
   const value = Number(raw);
@@ -425,6 +439,8 @@ export function loadConfig(env: Env): BrokerConfig {
       perMinute: integer(env, 'BROKER_RATE_LIMIT_PER_MINUTE', 600, 1, 10_000_000),
       burst: integer(env, 'BROKER_RATE_LIMIT_BURST', 60, 1, 10_000_000),
     },
+    // Ten years at most: longer is kept by leaving it unset, and a larger number is more likely seconds than days.
+    auditRetentionDays: optionalInteger(env, 'BROKER_AUDIT_RETENTION_DAYS', 'keep every event', 1, 3650),
     unknownSettings: unknownSettings(env),
   };
 }

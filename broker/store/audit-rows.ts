@@ -1,5 +1,6 @@
 // Audit events in SQL: appended inside the transaction of the change they describe, or group-committed.
 import { withoutSecretsInJson } from '../core/keys.js';
+import { PURGE_BATCH, purgeInBatches } from './purge.js';
 import type { SqlDriver, SqlExecutor, SqlStatement } from './sql.js';
 import { type AuditEvent, type AuditEventInput, RequesterWithdrawn, type Store } from './store.js';
 
@@ -76,6 +77,18 @@ export async function appendAudit(db: SqlExecutor, event: AuditEventInput, at: n
   await db.run(sql, params);
 }
 
+/**
+ * Deletes, of the PURGE_BATCH oldest events (by id, the primary key: no index on `at` is needed), those below the
+ * first one at or after `?`, so that the log is only ever trimmed from its old end: every event kept is newer, by
+ * id, than every event deleted, which is what lets a cursor naming a deleted event be told from another tenant's
+ * (see `oldestKept`). An older event recorded after a newer one (a replica whose clock runs behind) waits for the
+ * newer one to go. Ids are never reused (AUTOINCREMENT, an identity column), and one committed after this reads
+ * the oldest events is above them all, so it is never taken.
+ */
+const PURGE_OLDEST_EVENTS = `DELETE FROM audit_events WHERE id < (
+  SELECT COALESCE(MIN(CASE WHEN at >= ? THEN id END), MAX(id) + 1)
+  FROM (SELECT id, at FROM audit_events ORDER BY id LIMIT ${PURGE_BATCH}) oldest)`;
+
 function fromRow(row: AuditRow): AuditEvent {
   return {
     id: row.id,
@@ -111,6 +124,11 @@ export function auditRows(db: SqlDriver): Store['audit'] {
         [...params, limit],
       );
       return rows.map(fromRow);
+    },
+    purgeOlderThan: (before) => purgeInBatches(db, { sql: PURGE_OLDEST_EVENTS, params: [before] }),
+    async oldestKept() {
+      const row = await db.get<{ id: number | null }>('SELECT MIN(id) AS id FROM audit_events');
+      return row?.id ?? undefined;
     },
     async has(tenantId, id) {
       const row = await db.get('SELECT 1 AS found FROM audit_events WHERE tenant_id = ? AND id = ?', [

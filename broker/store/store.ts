@@ -189,8 +189,19 @@ export interface Store {
     append(event: AuditEventInput, at: number): Promise<void>;
     /** Newest first; `before` is the id of the last event of the previous page. */
     list(tenantId: string, query: { type?: string; before?: number; limit: number }): Promise<AuditEvent[]>;
-    /** Whether the tenant's audit log holds the event with this id (events are never deleted). */
+    /** Whether the tenant's audit log holds the event with this id (it may have been deleted by retention). */
     has(tenantId: string, id: number): Promise<boolean>;
+    /**
+     * Deletes the events recorded before `before`, oldest first, from the old end of the log only: an event kept
+     * is newer, by id, than every event deleted (an older one recorded after a newer one goes with it, later).
+     * Returns how many went; several replicas may run it at once.
+     */
+    purgeOlderThan(before: number): Promise<number>;
+    /**
+     * The id of the oldest event kept, of any tenant; undefined when none is. Every event with a smaller id has been
+     * deleted (or never was), whichever tenant's it was.
+     */
+    oldestKept(): Promise<number | undefined>;
   };
   policies: {
     create(

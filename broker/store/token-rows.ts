@@ -1,7 +1,7 @@
 // Replay records for exchanged OIDC tokens, the access tokens minted from API keys and the deny-list of
 // revoked access tokens, in SQL.
-import { setTimeout as sleep } from 'node:timers/promises';
 import { appendAudit, auditInsert, checkRequester, keyExists } from './audit-rows.js';
+import { PURGE_BATCH, purgeInBatches } from './purge.js';
 import type { SqlDriver, SqlExecutor } from './sql.js';
 import { GrantingPolicyChanged, type Store } from './store.js';
 
@@ -42,8 +42,6 @@ const PURGED = [
   ['revoked_tokens', 'jti'],
   ['minted_tokens', 'jti'],
 ] as const;
-const PURGE_BATCH = 1_000;
-const PURGE_REST_MIN_MS = 10;
 
 export function tokenRows(db: SqlDriver): Store['tokens'] {
   return {
@@ -107,17 +105,10 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
     async purgeExpired(before) {
       let purged = 0;
       for (const [table, key] of PURGED) {
-        // In batches, resting twice as long as each took: ten minutes of exchanges can be millions of rows, and
-        // on SQLite each statement holds the event loop, and the write lock, for as long as it runs. So the
-        // purge takes at most a third of either, and the exchanges go on meanwhile.
-        const batch = `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE expires_at < ? LIMIT ${PURGE_BATCH})`;
-        for (;;) {
-          const started = performance.now();
-          const deleted = await db.run(batch, [before]);
-          purged += deleted;
-          if (deleted < PURGE_BATCH) break;
-          await sleep(Math.max(PURGE_REST_MIN_MS, 2 * (performance.now() - started)));
-        }
+        purged += await purgeInBatches(db, {
+          sql: `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE expires_at < ? LIMIT ${PURGE_BATCH})`,
+          params: [before],
+        });
       }
       return purged;
     },

@@ -141,6 +141,51 @@ describe('GET /v1/audit-events', () => {
   });
 });
 
+describe('audit retention (BROKER_AUDIT_RETENTION_DAYS)', () => {
+  const DAY = 86_400_000;
+  const keys = async (b: TestBroker, own: string, names: string[]) => {
+    for (const name of names) {
+      const res = await b.request('POST', '/v1/fine-grained-keys', {
+        key: own,
+        json: { name, expiration: '1y', permissions: ['audit-log:read'] },
+      });
+      expect(res.status).toBe(201);
+    }
+  };
+  const listed = async (b: TestBroker, own: string, query = '') =>
+    (await (await b.request('GET', `/v1/audit-events${query}`, { key: own })).json()) as Page;
+
+  it('unset, the upkeep keeps every event however old', async () => {
+    const b = await startTestBroker();
+    try {
+      const { key: own } = await b.createTenant('forever');
+      await keys(b, own, ['old']);
+      b.clock.now += 20 * 365 * DAY;
+      await b.broker.maintain();
+      expect((await listed(b, own)).events.map((e) => e.target?.name)).toEqual(['old', 'forever']);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('set, the upkeep deletes the events older than that, of every tenant, and keeps the newer', async () => {
+    const b = await startTestBroker({ env: { BROKER_AUDIT_RETENTION_DAYS: '30' } });
+    try {
+      const { key: own } = await b.createTenant('kept');
+      await keys(b, own, ['k-0', 'k-1', 'k-2']);
+      const before = await b.createTenant('older-tenant');
+      b.clock.now += 30 * DAY + 1;
+      await keys(b, own, ['k-3']);
+      await b.broker.maintain();
+      expect(b.logs.some((l) => l.includes('"msg":"purged audit events past their retention"'))).toBe(true);
+      expect((await listed(b, own)).events.map((e) => e.target?.name)).toEqual(['k-3']);
+      expect((await listed(b, before.key)).events).toEqual([]);
+    } finally {
+      await b.close();
+    }
+  });
+});
+
 describe('secrets in what an event records', () => {
   it('a key in a name or a claim saved before such values were refused is recorded as its hint', async () => {
     const { key: own, tenant } = await t.createTenant('pasted');

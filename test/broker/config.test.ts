@@ -272,6 +272,29 @@ describe('loadConfig', () => {
     });
   });
 
+  describe('BROKER_AUDIT_RETENTION_DAYS', () => {
+    it('keeps the audit log forever unless set; set, a whole number of days from 1 to 3650', () => {
+      expect(loadConfig({}).auditRetentionDays).toBeUndefined();
+      for (const days of [1, 90, 400, 3650]) {
+        expect(loadConfig({ BROKER_AUDIT_RETENTION_DAYS: String(days) }).auditRetentionDays).toBe(days);
+      }
+      expect(loadConfig({ BROKER_AUDIT_RETENTION_DAYS: '365' }).unknownSettings).toEqual([]);
+    });
+
+    it.each(['', ' ', '0', '-1', '3651', '2592000', '1.5', '90d', '1e2', '0x10', ' 90', 'forever'])(
+      'refuses %j, naming the variable',
+      (value) => {
+        expect(() => loadConfig({ BROKER_AUDIT_RETENTION_DAYS: value })).toThrow(
+          value.trim() === ''
+            ? /^BROKER_AUDIT_RETENTION_DAYS: is set but empty; unset it for the default \(keep every event\)/
+            : value.trim() !== value
+              ? /^BROKER_AUDIT_RETENTION_DAYS: has white space around it/
+              : /^BROKER_AUDIT_RETENTION_DAYS: .*from 1 to 3650, got /,
+        );
+      },
+    );
+  });
+
   describe('DATABASE_POOL_SIZE', () => {
     const postgres = {
       DATABASE_URL: 'postgres://broker@db:5432/broker',

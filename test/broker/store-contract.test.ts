@@ -294,6 +294,80 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.audit.has(t.id, theirs!.id + 1_000_000)).toBe(false);
   });
 
+  describe('audit retention', () => {
+    /** A store of its own, on a database of its own: purging by time would otherwise take the other tests' events. */
+    let log: TestDatabase;
+    let trimmed: Store;
+    const open = () =>
+      openStore(loadConfig({ DATABASE_URL: log.url, BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32) }).database);
+    const appendAll = (tenantId: string, at: number, count: number) =>
+      Promise.all(
+        Array.from({ length: count }, (_, i) =>
+          trimmed.audit.append({ ...audit(tenantId, 'test.event'), details: { i, at } }, at),
+        ),
+      );
+    const times = async (tenantId: string) =>
+      (await trimmed.audit.list(tenantId, { limit: 200 })).map((e) => e.at);
+
+    beforeAll(async () => {
+      log = await createTestDatabase(store.engine);
+      trimmed = await open();
+    });
+    afterAll(async () => {
+      await trimmed?.close();
+      await log?.drop();
+    });
+
+    it('knows no oldest event in an empty log', async () => {
+      expect(await trimmed.audit.oldestKept()).toBeUndefined();
+      expect(await trimmed.audit.purgeOlderThan(1_000)).toBe(0);
+    });
+
+    it('forgets events older than a time, of every tenant, in batches, and keeps the newer', async () => {
+      await appendAll('t-a', 100, 1_100);
+      await appendAll('t-b', 100, 1_100);
+      await appendAll('t-a', 9_000, 3);
+      const oldest = (await trimmed.audit.list('t-a', { limit: 3 })).at(-1)!.id;
+      expect(await trimmed.audit.purgeOlderThan(5_000)).toBe(2_200);
+      expect(await times('t-a')).toEqual([9_000, 9_000, 9_000]);
+      expect(await times('t-b')).toEqual([]);
+      expect(await trimmed.audit.oldestKept()).toBe(oldest);
+      expect(await trimmed.audit.purgeOlderThan(5_000)).toBe(0);
+    });
+
+    it('deletes only below the oldest event it keeps: every event kept is newer, by id, than every one deleted', async () => {
+      // Recorded out of order, as a replica whose clock runs behind, or a request that took long to commit,
+      // records them: the older ones after the newer stay until the newer are old enough to go too.
+      await appendAll('t-c', 12_000, 2);
+      await appendAll('t-c', 11_000, 2);
+      await appendAll('t-c', 20_000, 1);
+      expect(await trimmed.audit.purgeOlderThan(11_500)).toBe(3);
+      expect(await times('t-c')).toEqual([20_000, 11_000, 11_000, 12_000, 12_000]);
+      expect(await times('t-a')).toEqual([]);
+      expect(await trimmed.audit.purgeOlderThan(12_500)).toBe(4);
+      expect(await times('t-c')).toEqual([20_000]);
+    });
+
+    it('takes purges run at once by several replicas: each event is deleted once, none of them fails', async () => {
+      const replica = await open();
+      try {
+        await appendAll('t-d', 30_000, 2_500);
+        await appendAll('t-d', 50_000, 2);
+        const counts = await Promise.all([
+          trimmed.audit.purgeOlderThan(40_000),
+          replica.audit.purgeOlderThan(40_000),
+          replica.audit.purgeOlderThan(40_000),
+        ]);
+        // A run that found its batch taken by another stops there; what it left goes at its next run.
+        counts.push(await trimmed.audit.purgeOlderThan(40_000));
+        expect(counts.reduce((a, b) => a + b)).toBe(2_501);
+        expect(await times('t-d')).toEqual([50_000, 50_000]);
+      } finally {
+        await replica.close();
+      }
+    });
+  });
+
   it('gives audit events ids in commit order: paging newest first never passes an event still committing', async () => {
     const t = await tenant('foxtrot-two');
     await store.audit.append(audit(t.id, 'before'), 1);
