@@ -36,10 +36,15 @@ const Query = queryParameters({
       .openapi({ description: 'Events per page, 1–200; 50 when left out.' }),
   ),
   cursor: queryParameter(
-    z.string().max(32, { error: NOT_A_CURSOR }).optional().openapi({
-      description:
-        "The `next_cursor` of the previous page, as returned; one of another tenant's log is a `400`.",
-    }),
+    z
+      .string()
+      .max(32, { error: NOT_A_CURSOR })
+      .optional()
+      .openapi({
+        description:
+          "The `next_cursor` of the previous page, as returned; one of another tenant's log is a `400`. One " +
+          'whose event retention has deleted since (`BROKER_AUDIT_RETENTION_DAYS`) answers an empty last page.',
+      }),
   ),
 });
 
@@ -98,6 +103,12 @@ const cursorRefused = (message: string) =>
  * The id of the event a cursor stands after: only a cursor written exactly as this endpoint writes them, naming an
  * event of the caller's own tenant. A cursor of another tenant's log (a script paging with the wrong key), or one
  * made up, would otherwise page on from some point in this tenant's log, silently leaving out the events above it.
+ *
+ * Or naming an event older than every event kept: retention deleted it while an export paged through the log. The
+ * log is trimmed from its old end only, so nothing of this tenant is left below it, and paging on from it reaches
+ * the end, as the export would have had it run a little later. Whose event it was cannot be told any more; a
+ * cursor of another tenant's log trimmed so meanwhile reaches that same empty end, which shows nothing of that
+ * log, and one whose event is still kept is refused as ever.
  */
 async function cursorEvent(
   cursor: string,
@@ -110,12 +121,18 @@ async function cursorEvent(
     throw cursorRefused(NOT_A_CURSOR);
   }
   const id = Number(match[1]);
-  if (!(await store.audit.has(tenantId, id))) {
+  if (!(await store.audit.has(tenantId, id)) && !(await trimmed(id, store))) {
     throw cursorRefused(
       "not a cursor of this tenant's audit log; pass back the next_cursor of a page listed with a credential of this tenant",
     );
   }
   return id;
+}
+
+/** Whether an event with this id, of whichever tenant, is older than every event kept (so none is left below it). */
+async function trimmed(id: number, store: AuthenticateDeps['store']): Promise<boolean> {
+  const oldest = await store.audit.oldestKept();
+  return oldest === undefined || id < oldest;
 }
 
 const view = (e: AuditEvent) => ({

@@ -184,6 +184,45 @@ describe('audit retention (BROKER_AUDIT_RETENTION_DAYS)', () => {
       await b.close();
     }
   });
+
+  it('an export holding the cursor of an event deleted meanwhile reaches the end of the log, not a 400', async () => {
+    const b = await startTestBroker({ env: { BROKER_AUDIT_RETENTION_DAYS: '30' } });
+    try {
+      const { key: own } = await b.createTenant('exported');
+      await keys(b, own, ['k-0', 'k-1', 'k-2']);
+      // An exporter has read the first page and holds the cursor of its last event (k-1)...
+      const first = await listed(b, own, '?limit=2');
+      expect(first.events.map((e) => e.target?.name)).toEqual(['k-2', 'k-1']);
+      const older = await b.createTenant('older-tenant');
+      await keys(b, older.key, ['gone']);
+      const gone = await listed(b, older.key, '?limit=1');
+      b.clock.now += 30 * DAY + 1;
+      await keys(b, own, ['k-3']);
+      const other = await b.createTenant('newer-tenant');
+      await keys(b, other.key, ['theirs']);
+      const theirs = await listed(b, other.key, '?limit=1');
+      // ...when the upkeep deletes every event older than 30 days, k-1 among them.
+      await b.broker.maintain();
+      const next = await b.request('GET', `/v1/audit-events?limit=2&cursor=${first.next_cursor}`, {
+        key: own,
+      });
+      expect(next.status).toBe(200);
+      expect(await next.json()).toEqual({ events: [], next_cursor: null });
+      // Whose a deleted event was cannot be told: another tenant's pages on to the same end, showing nothing.
+      const deleted = await b.request('GET', `/v1/audit-events?cursor=${gone.next_cursor}`, { key: own });
+      expect(await deleted.json()).toEqual({ events: [], next_cursor: null });
+      // A cursor of another tenant's log, whose event is kept, is refused as ever.
+      const foreign = await b.request('GET', `/v1/audit-events?cursor=${theirs.next_cursor}`, { key: own });
+      expect(foreign.status).toBe(400);
+      expect(await foreign.json()).toMatchObject({
+        errors: [
+          { field: 'cursor', message: expect.stringContaining("not a cursor of this tenant's audit log") },
+        ],
+      });
+    } finally {
+      await b.close();
+    }
+  });
 });
 
 describe('secrets in what an event records', () => {
