@@ -95,6 +95,7 @@ export function createApp(deps: AppDeps): BrokerApp {
     deps.metrics.observeRequest(c.req.method, route, c.res.status, seconds);
     // A refusal's code says why, as its answer did: the detail stays in the answer, as it may echo the request.
     const code = c.get('problemCode');
+    if (code !== undefined) deps.metrics.observeError(route, code);
     c.get('log').info('request', {
       method: c.req.method,
       route,

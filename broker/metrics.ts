@@ -7,6 +7,8 @@ export const UNREAD_ROUTE = 'unread';
 export interface Metrics {
   registry: Registry;
   observeRequest(method: string, route: string, status: number, seconds: number): void;
+  /** An error answer's problem `code` (a closed list), by route pattern: what the status alone does not tell. */
+  observeError(route: string, code: string): void;
   /** A request Node refused before it was read (408, 431, 400): counted, method `unknown`, route `unread`. */
   observeUnreadRequest(status: number): void;
 }
@@ -30,6 +32,12 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30],
     registers: [registry],
   });
+  const errors = new Counter({
+    name: 'http_request_errors_total',
+    help: 'HTTP requests answered with a problem document, by route pattern and problem code.',
+    labelNames: ['route', 'code'] as const,
+    registers: [registry],
+  });
   // Label sets are few (method × route pattern × status); resolving each once keeps the hot path to two adds.
   const series = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
   return {
@@ -44,6 +52,9 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
       }
       s.count.inc();
       s.time.observe(seconds);
+    },
+    observeError(route, code) {
+      errors.labels(route, code).inc();
     },
     observeUnreadRequest(status) {
       // Not timed: how long its client took to send too little, or too much, says nothing of the broker.

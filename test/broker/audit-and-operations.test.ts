@@ -431,6 +431,32 @@ describe('operations', () => {
     expect(text).not.toMatch(/route="unmatched",status="405"/);
   });
 
+  it('/metrics counts error answers by route and code, so that an alert can tell an outage from a refusal', async () => {
+    // Both are 401 and both 503 on the exchange: only the code tells a misconfigured audience from a replay, or a
+    // database outage from GitHub's keys being out of reach.
+    const metrics = async () => (await t.request('GET', '/metrics')).text();
+    const count = (text: string, route: string, code: string) =>
+      Number(
+        new RegExp(`http_request_errors_total\\{route="${route}",code="${code}"\\} (\\d+)\\n`).exec(
+          text,
+        )?.[1] ?? 0,
+      );
+    const before = await metrics();
+    await t.request('POST', '/v1/oidc/token', { json: { oidc_token: 'not.a.token' } });
+    await t.request('GET', '/v1/whoami');
+    await t.request('GET', '/v1/whoami');
+    const after = await metrics();
+    expect(after).toContain('# TYPE http_request_errors_total counter');
+    expect(
+      count(after, '/v1/oidc/token', 'invalid_token') - count(before, '/v1/oidc/token', 'invalid_token'),
+    ).toBe(1);
+    expect(
+      count(after, '/v1/whoami', 'unauthenticated') - count(before, '/v1/whoami', 'unauthenticated'),
+    ).toBe(2);
+    // Answers that are no error have no series here.
+    expect(after).not.toMatch(/http_request_errors_total\{route="\/metrics"/);
+  });
+
   it('every response carries a request id that problem documents repeat', async () => {
     const res = await t.request('GET', '/v1/nowhere');
     expect(res.status).toBe(404);
