@@ -1,8 +1,15 @@
 // The operator CLI `oidc-broker`: its commands in one table, dispatched from argv. Takes its IO as arguments.
+import { resolve } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { createBroker } from './broker.js';
 import { type Command, commandOf, notACommand, UsageError, usage } from './cli-commands.js';
-import { type BrokerConfig, ConfigError, describeUnknownSetting, loadConfig } from './config.js';
+import {
+  type BrokerConfig,
+  ConfigError,
+  type DatabaseConfig,
+  describeUnknownSetting,
+  loadConfig,
+} from './config.js';
 import { rotateBuiltinKey } from './core/api-keys.js';
 import { keyDigester, withoutSecrets } from './core/keys.js';
 import { OPERATOR } from './core/principal.js';
@@ -12,7 +19,13 @@ import { messageOf } from './errors.js';
 import { openApiDocument } from './http/docs.js';
 import { openConfiguredSigningKeys, resolveKeyEncryptionKey } from './key-encryption-key.js';
 import { createLogger, silentLogger } from './logger.js';
-import { NEWER_SCHEMA, namesakesShown, openStore, POLICY_NAMESAKES } from './store/open-store.js';
+import {
+  NEWER_SCHEMA,
+  namesakesShown,
+  openStore,
+  POLICY_NAMESAKES,
+  shownDatabaseUrl,
+} from './store/open-store.js';
 
 export interface CliIo {
   env: Record<string, string | undefined>;
@@ -176,7 +189,7 @@ async function tenantCreate(io: CliIo, args: string[]): Promise<number> {
       ? `; disabled: ${tenant.disabledCategories.join(', ')}`
       : '';
     io.err(
-      `Created tenant ${tenant.name} (audience ${tenant.audience}${disabled}).\n` +
+      `Created tenant ${tenant.name} (audience ${tenant.audience}${disabled}) in ${storedIn(config.database)}.\n` +
         'Its Tenant API key (primary slot) follows on standard output. It is shown only this once: store it now.\n',
     );
     io.out(`${result.key}\n`);
@@ -208,7 +221,8 @@ async function tenantRotateKey(io: CliIo, args: string[]): Promise<number> {
       now: Date.now,
     });
     io.err(
-      `The Tenant API key (${slot} slot) of ${tenant.name} follows on standard output; the slot's previous key ` +
+      `The Tenant API key (${slot} slot) of ${tenant.name} in ${storedIn(config.database)} follows on standard ` +
+        "output; the slot's previous key " +
         'and the access tokens minted from it no longer work. It is shown only this once: store it now.\n',
     );
     io.out(`${key}\n`);
@@ -216,6 +230,16 @@ async function tenantRotateKey(io: CliIo, args: string[]): Promise<number> {
   } finally {
     await store.close();
   }
+}
+
+/**
+ * The database a command wrote to, as its message names it: a command run without the broker's DATABASE_URL (or
+ * from another directory) writes to another database, whose key no broker takes. A SQLite path is made absolute.
+ */
+function storedIn(database: DatabaseConfig): string {
+  return database.engine === 'sqlite' && database.path !== ':memory:'
+    ? `sqlite:${resolve(database.path)}`
+    : shownDatabaseUrl(database);
 }
 
 async function tenantList(io: CliIo): Promise<number> {

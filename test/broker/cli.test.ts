@@ -39,6 +39,8 @@ describe('oidc-broker tenant', () => {
     expect(created.out).toMatch(/^ssa_[0-9A-Za-z]{38}\n$/);
     expect(created.err).toContain('acme-corp.api.stepsecurity.io');
     expect(created.err).toContain('shown only this once');
+    // Which database it went into: a command run without the broker's DATABASE_URL makes a key no broker takes.
+    expect(created.err).toContain(db.engine === 'sqlite' ? `in ${db.url}` : `${new URL(db.url).pathname}.`);
     const listed = await cli('tenant', 'list');
     expect(listed.out).toMatch(
       /^NAME\s+AUDIENCE\s+DISABLED\s+CREATED\nacme-corp\s+acme-corp\.api\.stepsecurity\.io\s+apps-and-pats\s/,
