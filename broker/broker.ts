@@ -10,6 +10,7 @@ import type { SigningKeys } from './core/signing-keys.js';
 import { createTenantDirectory } from './core/tenant-directory.js';
 import { createTenant } from './core/tenants.js';
 import { openConfiguredSigningKeys } from './key-encryption-key.js';
+import { checkKeyPepper } from './key-pepper.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { NEWER_SCHEMA, namesakesShown, openStore, POLICY_NAMESAKES } from './store/open-store.js';
@@ -49,6 +50,14 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
   const now = options.now ?? Date.now;
   let signingKeys: SigningKeys;
   try {
+    // Before any key is digested: under another pepper, every key would be answered 401 as unknown.
+    const { adopted } = await checkKeyPepper(config, store);
+    if (adopted) {
+      options.logger.info(
+        'the database now records the BROKER_KEY_PEPPER its API keys are stored under: the one configured; a broker or oidc-broker command started with another refuses to start',
+        { pepper: config.keyPepper === undefined ? 'unset' : 'set' },
+      );
+    }
     signingKeys = await openConfiguredSigningKeys(config, store, options.logger, now);
   } catch (error) {
     // A store this call opened closes with the failure, so a PostgreSQL pool does not hold the exit back.

@@ -18,6 +18,7 @@ import { createTenant } from './core/tenants.js';
 import { messageOf } from './errors.js';
 import { openApiDocument } from './http/docs.js';
 import { openConfiguredSigningKeys, resolveKeyEncryptionKey } from './key-encryption-key.js';
+import { adoptKeyPepper, checkKeyPepper } from './key-pepper.js';
 import { createLogger, silentLogger } from './logger.js';
 import {
   NEWER_SCHEMA,
@@ -85,6 +86,13 @@ const COMMANDS: readonly Command<CliIo>[] = [
       'when the key-encryption key is lost or leaked: add a signing key under the configured one that signs at once, ' +
       'retire the others and erase their private keys; they stay published until every token they signed has expired',
     run: replaceSigningKey,
+  },
+  {
+    name: 'key-pepper adopt',
+    help:
+      'make the configured BROKER_KEY_PEPPER (or none) the one API keys are stored under; every API key issued ' +
+      'before then stops working, and each tenant needs a new one (tenant rotate-key)',
+    run: adoptPepper,
   },
   { name: 'openapi', help: 'print the OpenAPI document', run: printOpenApi },
 ];
@@ -176,6 +184,7 @@ async function tenantCreate(io: CliIo, args: string[]): Promise<number> {
   const config = commandConfig(io);
   const store = await openStoreFor(config.database, io);
   try {
+    await checkKeyPepper(config, store);
     const result = await createTenant(
       { name: positionals[0]!, audience: values.audience?.[0], disabledCategories: values.disable },
       { store, digest: keyDigester(config.keyPepper), now: Date.now, audienceSuffix: config.audienceSuffix },
@@ -209,6 +218,7 @@ async function tenantRotateKey(io: CliIo, args: string[]): Promise<number> {
   const config = commandConfig(io);
   const store = await openStoreFor(config.database, io);
   try {
+    await checkKeyPepper(config, store);
     const name = positionals[0]!;
     const tenant = await store.tenants.byName(name);
     if (!tenant) {
@@ -321,6 +331,48 @@ async function replaceSigningKey(io: CliIo): Promise<number> {
             'tokens it signed have expired (12 h and 2 minutes). '
           : '') +
         "Verifiers that cached the JWKS meet the new key's kid before they have fetched it again, for up to 5 minutes.\n",
+    );
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * A deliberate change of the pepper (or its first use, or its end): the database records the configured one from
+ * now on. Every key digest changes with it, so every API key issued before stops working; the command says so, and
+ * which tenants need a new Tenant API key.
+ */
+async function adoptPepper(io: CliIo): Promise<number> {
+  const config = commandConfig(io);
+  const store = await openStoreFor(config.database, io);
+  try {
+    const pepper =
+      config.keyPepper === undefined ? 'no BROKER_KEY_PEPPER' : 'BROKER_KEY_PEPPER as configured';
+    const outcome = await adoptKeyPepper(config, store);
+    if (outcome === 'unchanged') {
+      io.err(
+        `${pepper} is already the one the API keys in this database are stored under; nothing was changed.\n`,
+      );
+      return 0;
+    }
+    if (outcome === 'recorded') {
+      io.err(
+        `The database recorded no pepper for its API keys (it is new, or of an earlier version); it now records ${pepper} ` +
+          'as the one they are stored under. Nothing else was changed.\n',
+      );
+      return 0;
+    }
+    const tenants = (await store.tenants.list()).map((t) => t.name);
+    io.err(
+      `The API keys of this database are now stored under ${pepper}, and no API key issued before authenticates any ` +
+        'more: Tenant, Tenant read-only and Secure Registry keys, and fine-grained keys. Access tokens already minted ' +
+        'stay valid until they expire. Now restart every replica with this setting (one still running with the ' +
+        'previous one goes on accepting the old keys, and one started with it refuses to start), then give each ' +
+        'tenant a new Tenant API key with oidc-broker tenant rotate-key NAME' +
+        (tenants.length ? ` (${tenants.join(', ')})` : '') +
+        '; with it, each tenant rotates the other slots it uses and creates its fine-grained keys anew. Adopting the ' +
+        'previous setting again brings back the old keys not replaced meanwhile, and stops the new ones.\n',
     );
     return 0;
   } finally {

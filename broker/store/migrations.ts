@@ -217,6 +217,16 @@ const MIGRATIONS: Migration[] = [
     name: 'trust policy names compared by Unicode caseless matching',
     run: refilePolicyNames,
   },
+  {
+    version: 5,
+    name: "the broker's own settings: a check of the key pepper",
+    sql: `
+      CREATE TABLE broker_settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      )
+    `,
+  },
 ];
 
 const SERIAL = {

@@ -6,6 +6,7 @@ import { keyRows } from './key-rows.js';
 import { migrate, type PolicyNamesakes } from './migrations.js';
 import { policyRows } from './policy-rows.js';
 import { openPostgres } from './postgres.js';
+import { settingRows } from './setting-rows.js';
 import { bytewise, type SqlDriver, StoreUnavailable } from './sql.js';
 import { openSqlite } from './sqlite.js';
 import { ERASED_PRIVATE_KEY, type SigningKeyRecord, type Store } from './store.js';
@@ -93,6 +94,7 @@ export function storeOn(db: SqlDriver): Store {
     policies: policyRows(db),
     tokens: tokenRows(db),
     signingKeys: signingKeyRows(db),
+    settings: settingRows(db),
     ping: () => db.ping(),
     close: () => db.close(),
   };

@@ -290,6 +290,16 @@ export interface Store {
      */
     replaceAll(key: SigningKeyRecord, at: number): Promise<string[]>;
   };
+  /** The broker's own settings, by name: a check of the key pepper. */
+  settings: {
+    /**
+     * Stores `value` under `name` unless a value is stored there already; resolves to the value stored, so that of
+     * replicas storing at once every one gets the one that was kept.
+     */
+    first(name: string, value: string): Promise<string>;
+    /** Stores `value` under `name`, in place of any value stored there. */
+    replace(name: string, value: string): Promise<void>;
+  };
   ping(): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,6 +1,7 @@
 // The operator CLI: tenant create/list with clear errors, keys printed once on standard output.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../../broker/cli.js';
+import { ConfigError } from '../../broker/config.js';
 import { startTestBroker, TEST_KEK, type TestBroker } from '../support/broker.js';
 import { createTestDatabase, openDriver, type TestDatabase } from '../support/database.js';
 
@@ -199,6 +200,7 @@ describe('oidc-broker help', () => {
       'tenant rotate-key',
       'signing-key rotate',
       'signing-key replace',
+      'key-pepper adopt',
       'openapi',
     ]);
     for (const words of commands) {
@@ -249,7 +251,7 @@ describe('oidc-broker help', () => {
   it('a group missing its subcommand names those the usage lists for it', async () => {
     const commands = listedIn((await cli('--help')).out);
     const groups = new Set(commands.filter((words) => words.length === 2).map(([group]) => group!));
-    expect([...groups]).toEqual(['tenant', 'signing-key']);
+    expect([...groups]).toEqual(['tenant', 'signing-key', 'key-pepper']);
     for (const group of groups) {
       const subcommands = commands.filter(([first]) => first === group).map((words) => words[1]!);
       const list = subcommands.join(', ').replace(/, ([^,]+)$/, ' or $1');
@@ -462,5 +464,123 @@ describe('a key shown once, with standard output closed or /dev/null', () => {
   it('usage errors are still told first, and commands that print no key run', async () => {
     expect((await cliWith({ discardsOut: true }, 'tenant', 'create')).code).toBe(2);
     expect((await cliWith({ discardsOut: true }, 'tenant', 'list')).code).toBe(0);
+  });
+});
+
+describe('BROKER_KEY_PEPPER other than the one the API keys in the database were stored under', () => {
+  const PEPPER = 'pepper-s3cret';
+  const OTHER = 'pepper-typ0';
+  const whoami = (t: TestBroker, key: string) =>
+    t.request('GET', '/v1/whoami', { key }).then((r) => r.status);
+  const withPepper = (pepper?: string): { env: Record<string, string> } => ({
+    env: pepper === undefined ? {} : { BROKER_KEY_PEPPER: pepper },
+  });
+
+  /** As an earlier version leaves the database: its keys, and no record of the pepper they were stored under. */
+  async function forgetPepper() {
+    const driver = openDriver(db);
+    await driver.run('DELETE FROM broker_settings');
+    await driver.close();
+  }
+
+  /** Refused as configuration (exit 78), naming the setting and never a value, having changed nothing. */
+  function expectRefused(result: { code: number; out: string; err: string }, why: string) {
+    expect(result.code, result.err).toBe(78);
+    expect(result.out).toBe('');
+    expect(result.err).toMatch(/^error: invalid configuration: BROKER_KEY_PEPPER: /);
+    expect(result.err).toContain(why);
+    expect(result.err).toContain('oidc-broker key-pepper adopt');
+    for (const value of [PEPPER, OTHER, 's3cret', 'typ0']) expect(result.err).not.toContain(value);
+  }
+
+  it('set to another pepper, unset, or set where there was none: every command that digests keys refuses', async () => {
+    const key = (await cliWith(withPepper(PEPPER), 'tenant', 'create', 'acme')).out.trim();
+    // What the database keeps is a salted digest, never the pepper.
+    const driver = openDriver(db);
+    const stored = await driver.all<{ value: string }>('SELECT value FROM broker_settings');
+    await driver.close();
+    expect(stored).toEqual([{ value: expect.stringMatching(/^[0-9a-f]{32}\.[0-9a-f]{64}$/) }]);
+    for (const [pepper, why] of [
+      [OTHER, 'is not the pepper the API keys in this database were stored under'],
+      [undefined, 'is not set, but the API keys in this database were stored under a pepper'],
+    ] as const) {
+      expectRefused(await cliWith(withPepper(pepper), 'tenant', 'create', 'globex'), why);
+      expectRefused(await cliWith(withPepper(pepper), 'tenant', 'rotate-key', 'acme'), why);
+      const broker = await startTestBroker({ db, ...withPepper(pepper) }).catch((error: unknown) => error);
+      expect(broker).toBeInstanceOf(ConfigError);
+      expect((broker as ConfigError).message).toContain(why);
+    }
+    // Nothing was created or rotated: the key works with the pepper it was made under.
+    expect((await cli('tenant', 'list')).out).not.toContain('globex');
+    const t = await startTestBroker({ db, ...withPepper(PEPPER) });
+    try {
+      expect(await whoami(t, key)).toBe(200);
+    } finally {
+      await t.broker.close();
+    }
+  });
+
+  it('a database whose keys were stored without a pepper refuses one', async () => {
+    expect((await cli('tenant', 'create', 'acme')).code).toBe(0);
+    expectRefused(
+      await cliWith(withPepper(PEPPER), 'tenant', 'create', 'globex'),
+      'is set, but the API keys in this database were stored without a pepper',
+    );
+  });
+
+  it('a database of an earlier version, which records no pepper, adopts the one the broker is started with', async () => {
+    const key = (await cliWith(withPepper(PEPPER), 'tenant', 'create', 'acme')).out.trim();
+    await forgetPepper();
+    const t = await startTestBroker({ db, ...withPepper(PEPPER) });
+    try {
+      expect(await whoami(t, key)).toBe(200);
+      expect(t.logs.join('\n')).toMatch(
+        /"level":"info","msg":"the database now records the BROKER_KEY_PEPPER its API keys are stored under[^"]*","pepper":"set"/,
+      );
+    } finally {
+      await t.broker.close();
+    }
+    expectRefused(
+      await cliWith(withPepper(OTHER), 'tenant', 'create', 'globex'),
+      'is not the pepper the API keys in this database were stored under',
+    );
+    // key-pepper adopt on such a database records the pepper it is run with, and says so.
+    await forgetPepper();
+    const recorded = await cliWith(withPepper(PEPPER), 'key-pepper', 'adopt');
+    expect(recorded).toMatchObject({ code: 0, out: '' });
+    expect(recorded.err).toContain('The database recorded no pepper for its API keys');
+    expect(recorded.err).not.toContain(PEPPER);
+    expect((await cliWith(withPepper(PEPPER), 'tenant', 'rotate-key', 'acme')).code).toBe(0);
+  });
+
+  it("key-pepper adopt makes the configured pepper the database's, saying that every API key must be issued anew", async () => {
+    const old = (await cliWith(withPepper(PEPPER), 'tenant', 'create', 'acme')).out.trim();
+    expect((await cliWith(withPepper(PEPPER), 'tenant', 'create', 'globex')).code).toBe(0);
+    // With the pepper it already has, nothing changes.
+    const same = await cliWith(withPepper(PEPPER), 'key-pepper', 'adopt');
+    expect(same).toMatchObject({ code: 0, out: '' });
+    expect(same.err).toContain(
+      'is already the one the API keys in this database are stored under; nothing was changed',
+    );
+
+    const adopted = await cliWith(withPepper(OTHER), 'key-pepper', 'adopt');
+    expect(adopted.code, adopted.err).toBe(0);
+    expect(adopted.out).toBe('');
+    expect(adopted.err).toContain('no API key issued before authenticates any more');
+    expect(adopted.err).toContain('oidc-broker tenant rotate-key NAME');
+    expect(adopted.err).toContain('acme, globex');
+    expect(adopted.err).toContain('restart every replica');
+    for (const value of [PEPPER, OTHER]) expect(adopted.err).not.toContain(value);
+
+    // The old pepper is now the one refused; under the new one the old key is unknown, and a rotated key works.
+    expect((await cliWith(withPepper(PEPPER), 'tenant', 'rotate-key', 'acme')).code).toBe(78);
+    const fresh = (await cliWith(withPepper(OTHER), 'tenant', 'rotate-key', 'acme')).out.trim();
+    const t = await startTestBroker({ db, ...withPepper(OTHER) });
+    try {
+      expect(await whoami(t, old)).toBe(401);
+      expect(await whoami(t, fresh)).toBe(200);
+    } finally {
+      await t.broker.close();
+    }
   });
 });

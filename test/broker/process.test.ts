@@ -595,6 +595,41 @@ describe('replicas starting together', () => {
   });
 });
 
+describe('the key pepper', () => {
+  it('replicas starting together record one check of it; one started with another pepper exits 78 naming it', async () => {
+    const pepper = { BROKER_KEY_PEPPER: 'pepper-s3cret' };
+    const results = await atTheSameMoment(
+      4,
+      { createBroker: 'broker.js', loadConfig: 'config.js', silentLogger: 'logger.js' },
+      'const broker = await createBroker(loadConfig(process.env), { logger: silentLogger });\nawait broker.close();',
+      { ...env(), ...pepper },
+    );
+    expect(results.map((r) => [r.code, r.stderr])).toEqual(results.map(() => [0, '']));
+    const driver = openDriver(db);
+    try {
+      expect(await driver.all('SELECT name FROM broker_settings')).toEqual([{ name: 'key_pepper_check' }]);
+    } finally {
+      await driver.close();
+    }
+    const key = await createTenantKey({ ...env(), ...pepper });
+
+    const wrong = runBroker(['serve'], { ...env(), ...EPHEMERAL_PORT, BROKER_KEY_PEPPER: 'pepper-typ0' });
+    expect(await wrong.closed).toBe(78);
+    expect(wrong.stderr()).toMatch(
+      /^error: invalid configuration: BROKER_KEY_PEPPER: is not the pepper the API keys in this database were stored under/,
+    );
+    const unset = runBroker(['serve'], { ...env(), ...EPHEMERAL_PORT });
+    expect(await unset.closed).toBe(78);
+    expect(unset.stderr()).toContain('BROKER_KEY_PEPPER: is not set');
+    for (const p of [wrong, unset]) {
+      expect(p.stdout()).not.toContain('"msg":"listening"');
+      for (const value of ['s3cret', 'typ0']) expect(p.stderr() + p.stdout()).not.toContain(value);
+    }
+    const right = await start(pepper);
+    expect((await call(right, '/v1/whoami', key)).status).toBe(200);
+  });
+});
+
 describe('two broker processes on one database', () => {
   it("see each other's writes at once and lose no update", async () => {
     const key = await createTenantKey(env());

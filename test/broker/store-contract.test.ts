@@ -714,6 +714,33 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect((await store.signingKeys.list()).filter((k) => k.retiredAt === null)).toHaveLength(1);
   });
 
+  it('keeps the first value stored under a setting: of racing first values exactly one, until it is replaced', async () => {
+    const raced = await Promise.all(['a', 'b', 'c', 'd'].map((value) => store.settings.first('race', value)));
+    expect(new Set(raced).size).toBe(1);
+    expect(['a', 'b', 'c', 'd']).toContain(raced[0]);
+    expect(await store.settings.first('race', 'e')).toBe(raced[0]);
+    await store.settings.replace('race', 'f');
+    expect(await store.settings.first('race', 'g')).toBe('f');
+    // A name never stored takes the value given.
+    await store.settings.replace('other', 'h');
+    expect(await store.settings.first('other', 'i')).toBe('h');
+  });
+
+  it('an upgrade adds the settings table to a database without it', async () => {
+    const older = await createTestDatabase(store.engine);
+    const raw = openDriver(older);
+    try {
+      await migrate(raw);
+      await raw.exec('DROP TABLE broker_settings');
+      await raw.run('DELETE FROM schema_migrations WHERE version = 5');
+      expect(await migrate(raw)).toEqual({ applied: [5], unknown: [], namesakes: [] });
+      expect(await storeOn(raw).settings.first('after-upgrade', 'v')).toBe('v');
+    } finally {
+      await raw.close();
+      await older.drop();
+    }
+  });
+
   it('an upgrade keeps the signing keys stored before keys had an activation time signing as they did', async () => {
     // A database as the previous version left it: without active_from, and migration 3 not yet applied.
     const older = await createTestDatabase(store.engine);

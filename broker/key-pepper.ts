@@ -1,0 +1,83 @@
+// Whether BROKER_KEY_PEPPER is the pepper the database's API key digests were made under, by a check it records.
+import { randomBytes } from 'node:crypto';
+import { type BrokerConfig, ConfigError } from './config.js';
+import { type KeyDigester, keyDigester } from './core/keys.js';
+import type { Store } from './store/store.js';
+
+const SETTING = 'key_pepper_check';
+const LABEL = 'oidc-broker key pepper check';
+const STORED = /^([0-9a-f]{32})\.([0-9a-f]{64})$/;
+
+/**
+ * `<salt>.<digest>`: the key digest of a fixed label and a random salt, made as every API key's digest is, so it
+ * matches exactly when the pepper does. It tells nothing of the pepper that a key's digest does not (where its key
+ * is known); the salt keeps a table of digests for likely peppers, made once, from fitting every database.
+ */
+function checkOf(digest: KeyDigester, salt = randomBytes(16).toString('hex')): string {
+  return `${salt}.${digest(`${LABEL} ${salt}`)}`;
+}
+
+/** Whether `stored` is the check of `digest`'s pepper; undefined when it is not a check this version can read. */
+function matches(stored: string, digest: KeyDigester): boolean | undefined {
+  const salt = STORED.exec(stored)?.[1];
+  return salt === undefined ? undefined : checkOf(digest, salt) === stored;
+}
+
+const ADOPT = 'oidc-broker key-pepper adopt';
+
+/** Why the configured pepper is not the database's, naming only whether each is set, and the ways on. */
+function mismatch(config: BrokerConfig, stored: string): ConfigError {
+  const unpeppered = matches(stored, keyDigester()) === true;
+  const why =
+    config.keyPepper === undefined
+      ? 'is not set, but the API keys in this database were stored under a pepper, so none of them would ' +
+        'authenticate. Set it to that pepper (a misspelt name is ignored, with a warning)'
+      : unpeppered
+        ? 'is set, but the API keys in this database were stored without a pepper, so none of them would ' +
+          'authenticate. Unset it'
+        : 'is not the pepper the API keys in this database were stored under, so none of them would authenticate. ' +
+          'Set it to that pepper, exactly as it was given (a final newline counts)';
+  return new ConfigError(
+    'BROKER_KEY_PEPPER',
+    `${why}, for every replica and every oidc-broker command. To change the pepper on purpose, run ${ADOPT} with the ` +
+      'new setting: every API key issued before then stops working',
+  );
+}
+
+/**
+ * Refuses (ConfigError, exit 78) a pepper other than the one the database records a check of. A database that
+ * records none (new, or of a version before the check) records the configured one's: `adopted` is then true.
+ * Replicas starting together record one, and each checks its own pepper against it.
+ */
+export async function checkKeyPepper(config: BrokerConfig, store: Store): Promise<{ adopted: boolean }> {
+  const digest = keyDigester(config.keyPepper);
+  const mine = checkOf(digest);
+  const stored = await store.settings.first(SETTING, mine);
+  if (stored === mine) return { adopted: true };
+  const same = matches(stored, digest);
+  if (same === undefined) {
+    throw new Error(
+      'the check of BROKER_KEY_PEPPER the database records is not one this version of the broker reads; a newer one stored it',
+    );
+  }
+  if (!same) throw mismatch(config, stored);
+  return { adopted: false };
+}
+
+/**
+ * Makes the configured pepper the one the database records, whatever it recorded: `unchanged` when it was that one
+ * already, `recorded` when it recorded none, `changed` when another. Every API key digested under another pepper no
+ * longer authenticates.
+ */
+export async function adoptKeyPepper(
+  config: BrokerConfig,
+  store: Store,
+): Promise<'unchanged' | 'recorded' | 'changed'> {
+  try {
+    return (await checkKeyPepper(config, store)).adopted ? 'recorded' : 'unchanged';
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    await store.settings.replace(SETTING, checkOf(keyDigester(config.keyPepper)));
+    return 'changed';
+  }
+}
