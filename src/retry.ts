@@ -32,7 +32,11 @@ export const REVOKE_RETRY: RetryPolicy = {
 /** The shortest time limit an attempt is given: less is too short for a request to succeed. */
 export const MIN_ATTEMPT_MS = 1_000;
 
-export type Verdict = { retry: false } | { retry: true; reason: string; afterMs?: number };
+/**
+ * `paced`: a 429 that says when to come back. Such a wait is the server spreading its load over time, not a sign
+ * that retries are failing, so it does not use up `maxAttempts`: only the deadline ends it.
+ */
+export type Verdict = { retry: false } | { retry: true; reason: string; afterMs?: number; paced?: boolean };
 
 export interface RetryOutcome<T> {
   result: T;
@@ -54,22 +58,25 @@ export async function withRetry<T>(
   deps: RetryDeps,
 ): Promise<RetryOutcome<T>> {
   const deadline = deps.now() + policy.deadlineMs;
+  let counted = 0;
+  let paced = 0;
   for (let n = 1; ; n++) {
     const timeoutMs = Math.max(MIN_ATTEMPT_MS, Math.min(policy.attemptTimeoutMs, deadline - deps.now()));
     const result = await attempt(n, timeoutMs);
     const verdict = classify(result);
     if (!verdict.retry) return { result, attempts: n };
     const retryAfterMs = verdict.afterMs;
-    if (n >= policy.maxAttempts) return { result, attempts: n, gaveUp: 'attempts', retryAfterMs };
+    if (verdict.paced) paced++;
+    else counted++;
+    if (counted >= policy.maxAttempts) return { result, attempts: n, gaveUp: 'attempts', retryAfterMs };
     // Equal jitter keeps at least half the backoff while spreading out runners that failed together.
     const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (n - 1));
     const delay = Math.max(retryAfterMs ?? 0, Math.round(backoff / 2 + deps.random() * (backoff / 2)));
     if (deps.now() + delay + MIN_ATTEMPT_MS > deadline) {
       return { result, attempts: n, gaveUp: 'deadline', retryAfterMs };
     }
-    deps.log(
-      `${verdict.reason}; retrying in ${(delay / 1000).toFixed(1)} s (attempt ${n + 1} of ${policy.maxAttempts}).`,
-    );
+    const of = paced === 0 ? ` of ${policy.maxAttempts}` : '';
+    deps.log(`${verdict.reason}; retrying in ${(delay / 1000).toFixed(1)} s (attempt ${n + 1}${of}).`);
     await deps.sleep(delay);
   }
 }
@@ -136,7 +143,7 @@ function classifyStatus(
   // A 429 is retried only when it says when: without a readable Retry-After, an early retry adds to the load
   // that the server is refusing, and a late one would only use up the step's time.
   if (status === 429 && afterMs === undefined) return { retry: false };
-  return { retry: true, reason, afterMs };
+  return { retry: true, reason, afterMs, paced: status === 429 };
 }
 
 /**

@@ -158,6 +158,42 @@ describe('retries', () => {
     expect(h.clock.sleeps).toEqual([7000]);
   });
 
+  it('keeps coming back as a 429 asks until the deadline, not only six times', async () => {
+    // A broker refusing a large matrix paces it with Retry-After: 1; its budget refills within the step's 90 s.
+    const limited = () => problem(429, 'rate_limited', {}, { 'retry-after': '1' });
+    const { issued, h, tokensSent } = await runWith(...Array.from({ length: 8 }, () => limited), ok);
+
+    expect(issued).toBe(true);
+    expect(tokensSent).toHaveLength(9);
+    expect(new Set(tokensSent).size).toBe(9);
+    // The backoff still doubles from 1 s (random() is 0.5), capped at 15 s; the broker's 1 s is the floor.
+    expect(h.clock.sleeps).toEqual([1000, 1500, 3000, 6000, 11_250, 11_250, 11_250, 11_250]);
+    expect(h.io.logs.join('\n')).toContain('retrying in 11.3 s (attempt 9).');
+  });
+
+  it('gives up on a broker that keeps rate-limiting only at the deadline, saying how often it tried', async () => {
+    const { issued, h, tokensSent } = await runWith(() =>
+      problem(429, 'rate_limited', {}, { 'retry-after': '1' }),
+    );
+
+    expect(issued).toBe(false);
+    // Attempts start at 0, 1, 2.5, 5.5, 11.5, 22.75, 34, 45.25, 56.5, 67.75 and 79 s; the next would pass 90 s.
+    expect(tokensSent).toHaveLength(11);
+    expect(h.io.failures[0]).toContain(
+      'Tried 11 times within the time limit of this step. The broker asked to wait 1 s.',
+    );
+  });
+
+  it('still stops after six attempts when a 429 is mixed with 5xx answers', async () => {
+    const limited = () => problem(429, 'rate_limited', {}, { 'retry-after': '1' });
+    const down = () => problem(503, 'not_ready');
+    const { issued, tokensSent } = await runWith(limited, limited, down, down, down, down, down, down, ok);
+
+    expect(issued).toBe(false);
+    // Two paced waits, then six 503s: the sixth counted failure ends it.
+    expect(tokensSent).toHaveLength(8);
+  });
+
   it.each([
     ['a 429 rate_limited without Retry-After', () => problem(429, 'rate_limited')],
     [
