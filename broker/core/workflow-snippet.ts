@@ -55,6 +55,23 @@ function policyComments(claims: PolicyClaims): string[] {
         ? `# It requires the job to be defined in ${jwr} (at any ref).`
         : `# It requires the job to be defined in ${jwr.slice(0, at)} at ${refDescription(jwr.slice(at + 1))}.`,
     );
+    const file = at < 0 ? jwr : jwr.slice(0, at);
+    const workflowRepository = file.split('/').slice(0, 2).join('/');
+    if (workflowRepository.toLowerCase() !== claims.repository?.toLowerCase()) {
+      // A workflow of another repository runs the job only when called: the steps go in it, and the caller, whose
+      // permissions cap the called workflow's, must grant id-token: write too.
+      const ref = at < 0 ? '<branch, tag or sha>' : jwr.slice(at + 1).replace(/^refs\/(heads|tags)\//, '');
+      const owner = claims.repository_owner ?? '';
+      const callers =
+        claims.repository ??
+        (workflowRepository.toLowerCase().startsWith(`${owner.toLowerCase()}/`)
+          ? `the other repositories of ${owner}`
+          : `repositories of ${owner}`);
+      lines.push(
+        `# Jobs of ${callers} run it as a reusable workflow: put these settings in its job, and call it`,
+        `# with \`uses: ${file}@${ref}\` from a job that also has \`permissions: id-token: write\`.`,
+      );
+    }
   }
   return lines;
 }

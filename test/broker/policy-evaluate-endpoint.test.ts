@@ -559,6 +559,35 @@ describe('GET /v1/oidc/config', () => {
     }
   });
 
+  it('?policy= pinning a central reusable workflow says to put the step there and how its callers call it', async () => {
+    const created = await t.request('POST', '/v1/oidc/policies', {
+      key,
+      json: {
+        name: 'central-deploy',
+        claims: {
+          repository_owner: 'acme',
+          job_workflow_ref: 'acme/shared/.github/workflows/deploy.yml@refs/heads/main',
+        },
+        permissions: ['audit-log:read'],
+      },
+    });
+    expect(created.status).toBe(201);
+    const { policy } = (await created.json()) as { policy: { id: string } };
+    try {
+      const c = await config(t, key, '?policy=central-deploy');
+      expect(c.workflow).toContain(
+        '# Jobs of the other repositories of acme run it as a reusable workflow: put these settings in its job, and call it\n' +
+          '# with `uses: acme/shared/.github/workflows/deploy.yml@main` from a job that also has `permissions: id-token: write`.\n',
+      );
+      expect(await lint(c.workflow)).toEqual([]);
+      // A policy for the workflow's own repository says nothing of callers.
+      const own = await config(t, key, '?policy=web-release');
+      expect(own.workflow).not.toContain('reusable workflow');
+    } finally {
+      await t.request('DELETE', `/v1/oidc/policies/${policy.id}`, { key });
+    }
+  });
+
   it('an unknown policy is 404', async () => {
     const res = await t.request('GET', '/v1/oidc/config?policy=nope', { key });
     expect(res.status).toBe(404);
