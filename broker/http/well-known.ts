@@ -1,5 +1,6 @@
 // Public discovery: the broker's token-signing keys (JWKS) and RFC 8414 authorization-server metadata.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { tryDecodeURI } from 'hono/utils/url';
 import { ALL_PERMISSIONS } from '../core/permissions.js';
 import { JWKS_MAX_AGE_SECONDS, type SigningKeys } from '../core/signing-keys.js';
 import { BrokerError } from '../errors.js';
@@ -105,10 +106,11 @@ export function registerWellKnownRoutes(
   );
   // RFC 8414 §3: the metadata of an issuer with a path (BROKER_PUBLIC_URL=https://host/broker) is at the well-known
   // path followed by that path, at the host's root, where a proxy that forwards /.well-known/ sends it unchanged. The
-  // path is compared whole, as the router decodes it: a prefix segment such as `:id` is no route parameter here.
+  // path is compared whole, as the router decodes it (a `%` that begins no escape stays as it is): a prefix segment
+  // such as `:id` is no route parameter here.
   const prefix = publicPath(base);
   if (prefix) {
-    const issuerPath = `${METADATA_PATH}${decodeURI(prefix)}`;
+    const issuerPath = `${METADATA_PATH}${tryDecodeURI(prefix)}`;
     app.get(issuerPath, (c) => {
       if (c.req.path !== issuerPath) throw new BrokerError('not_found', `no route for ${c.req.path}`);
       return c.json(metadata, 200);

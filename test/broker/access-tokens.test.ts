@@ -765,6 +765,18 @@ describe('discovery and signing keys', () => {
     }
   });
 
+  it('starts behind a prefix holding a % that begins no escape (BROKER_PUBLIC_URL=https://host/a%zz), and answers its RFC 8414 path', async () => {
+    // The configuration takes such a path as a URL parser writes it; the router leaves the `%zz` undecoded.
+    const odd = await startTestBroker({ env: { BROKER_PUBLIC_URL: 'https://host/a%zz/%C3%A9' } });
+    try {
+      const res = await odd.request('GET', '/.well-known/oauth-authorization-server/a%zz/%C3%A9');
+      expect(res.status).toBe(200);
+      expect(await json(res)).toMatchObject({ issuer: 'https://host/a%zz/%C3%A9' });
+    } finally {
+      await odd.close();
+    }
+  });
+
   it("the OpenAPI document declares the metadata's members, so that a generated client can read them", async () => {
     type Schema = { $ref?: string; properties: Record<string, unknown>; required: string[] };
     const meta = await json(f.t.request('GET', '/.well-known/oauth-authorization-server'));
