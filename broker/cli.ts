@@ -82,9 +82,11 @@ const COMMANDS: readonly Command<CliIo>[] = [
   },
   {
     name: 'signing-key replace',
+    args: '[--withdraw]',
     help:
       'when the key-encryption key is lost or leaked: add a signing key under the configured one that signs at once, ' +
-      'retire the others and erase their private keys; they stay published until every token they signed has expired',
+      'retire the others and erase their private keys; they stay published until every token they signed has ' +
+      'expired, or, with --withdraw (after a leak), are deleted at once and what they signed stops working',
     run: replaceSigningKey,
   },
   {
@@ -309,27 +311,35 @@ async function rotateSigningKey(io: CliIo): Promise<number> {
  * decrypted; a new key under the configured key-encryption key (a new development file on SQLite without one)
  * takes over at once.
  */
-async function replaceSigningKey(io: CliIo): Promise<number> {
+async function replaceSigningKey(io: CliIo, args: string[]): Promise<number> {
+  const { values, positionals } = parseUsage(args, { withdraw: { type: 'boolean' } });
+  if (positionals.length > 0) throw new UsageError('signing-key replace takes no NAME; only --withdraw');
+  const withdraw = values.withdraw === true;
   const config = commandConfig(io);
   const store = await openStoreFor(config.database, io);
   try {
     const logger = createLogger({ write: (line: string) => io.err(line) }, 'warn');
     const kek = resolveKeyEncryptionKey(config, logger, { holdsSigningKeys: false });
-    const replaced = await replaceSigningKeys({ store, kek, now: Date.now }).catch((error: unknown) => {
-      if (!(error instanceof KeyEncryptionKeyNotLost)) throw error;
-      io.err(`error: ${error.message}\n`);
-      return undefined;
-    });
+    const replaced = await replaceSigningKeys({ store, kek, now: Date.now, withdraw }).catch(
+      (error: unknown) => {
+        if (!(error instanceof KeyEncryptionKeyNotLost)) throw error;
+        io.err(`error: ${error.message}\n`);
+        return undefined;
+      },
+    );
     if (!replaced) return 1;
     const { kid, retired } = replaced;
     io.out(`${kid}\n`);
     io.err(
       `New signing key ${kid} signs from now on, under the configured key-encryption key; restart every replica with ` +
         'that key (one still running with the old one cannot sign until it is). ' +
-        (retired.length
-          ? `${retired.join(', ')} no longer signs, its private key is erased, and it stays published until the ` +
-            'tokens it signed have expired (12 h and 2 minutes). '
-          : '') +
+        (retired.length === 0
+          ? ''
+          : withdraw
+            ? `${retired.join(', ')} is withdrawn: deleted, public key and all, so every replica stops publishing it ` +
+              'and refuses the tokens it signed within a minute; verifiers that cached the JWKS stop within 5 more. '
+            : `${retired.join(', ')} no longer signs, its private key is erased, and it stays published until the ` +
+              'tokens it signed have expired (12 h and 2 minutes; --withdraw ends that at once, after a leak). ') +
         "Verifiers that cached the JWKS meet the new key's kid before they have fetched it again, for up to 5 minutes.\n",
     );
     return 0;

@@ -290,6 +290,8 @@ export async function replaceSigningKeys(deps: {
   store: Store;
   kek: Buffer;
   now: () => number;
+  /** Deletes the other keys, public keys too: what they signed stops verifying, at every replica's next reload. */
+  withdraw?: boolean;
 }): Promise<{ kid: string; retired: string[] }> {
   // Run by mistake against a healthy broker, it would erase the private keys every replica signs with.
   const opened = (await deps.store.signingKeys.list()).find((record) => opens(deps.kek, record));
@@ -302,6 +304,6 @@ export async function replaceSigningKeys(deps: {
   }
   const at = deps.now();
   const record = newRecord(deps.kek, at, at - CLOCK_SKEW_MS);
-  const retired = await deps.store.signingKeys.replaceAll(record, at);
+  const retired = await deps.store.signingKeys.replaceAll(record, at, { withdraw: deps.withdraw });
   return { kid: record.kid, retired };
 }

@@ -59,8 +59,16 @@ function signingKeyRows(db: SqlDriver): Store['signingKeys'] {
         await tx.run(INSERT_KEY, keyValues(key));
         return retiring.map((r) => r.kid);
       }),
-    replaceAll: (key, at) =>
+    replaceAll: (key, at, options = {}) =>
       db.transaction(async (tx) => {
+        if (options.withdraw) {
+          const withdrawn = await tx.all<{ kid: string }>(
+            `SELECT kid FROM signing_keys ORDER BY ${bytewise(db, 'kid')}`,
+          );
+          await tx.run('DELETE FROM signing_keys');
+          await tx.run(INSERT_KEY, keyValues(key));
+          return withdrawn.map((r) => r.kid);
+        }
         const retiring = await tx.all<{ kid: string }>(
           `SELECT kid FROM signing_keys WHERE retired_at IS NULL OR retired_at > ? ORDER BY ${bytewise(db, 'kid')}`,
           [at],

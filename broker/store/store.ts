@@ -286,9 +286,10 @@ export interface Store {
     rotateTo(key: SigningKeyRecord): Promise<string[]>;
     /**
      * Adds `key` and, in the same transaction, retires at `at` every other key not retired by then and erases
-     * every other key's private key (their public keys stay); returns the kids it retired.
+     * every other key's private key (their public keys stay); returns the kids it retired. With `withdraw`, every
+     * other key is deleted instead, public key and all, and the kids returned are those it deleted.
      */
-    replaceAll(key: SigningKeyRecord, at: number): Promise<string[]>;
+    replaceAll(key: SigningKeyRecord, at: number, options?: { withdraw?: boolean }): Promise<string[]>;
   };
   /** The broker's own settings, by name: a check of the key pepper. */
   settings: {

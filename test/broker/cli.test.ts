@@ -299,6 +299,39 @@ describe('oidc-broker signing-key replace', () => {
     }
   });
 
+  it('--withdraw, for a leaked key-encryption key: the old keys leave the JWKS at once, and what they signed stops working', async () => {
+    const key = (await cli('tenant', 'create', 'acme')).out.trim();
+    const before = await startTestBroker({ db });
+    const old = (
+      (await (await before.request('POST', '/v1/tokens', { key })).json()) as { access_token: string }
+    ).access_token;
+    await before.close();
+    // Whoever copied the database and the leaked key can sign with the old key: nothing it signed is to be believed.
+    const replaced = await cliWith(
+      { env: { BROKER_KEY_ENCRYPTION_KEY: NEW_KEK } },
+      'signing-key',
+      'replace',
+      '--withdraw',
+    );
+    expect(replaced.code, replaced.err).toBe(0);
+    const kid = replaced.out.trim();
+    expect(replaced.err).toContain('withdrawn');
+    const after = await startTestBroker({ db, env: { BROKER_KEY_ENCRYPTION_KEY: NEW_KEK } });
+    try {
+      expect(await jwksKids(after)).toEqual([kid]);
+      expect((await after.request('GET', '/v1/whoami', { key: old })).status).toBe(401);
+      expect((await after.request('POST', '/v1/tokens', { key })).status).toBe(201);
+    } finally {
+      await after.close();
+    }
+  });
+
+  it('takes --withdraw and no other argument', async () => {
+    const refused = await cli('signing-key', 'replace', '--force');
+    expect(refused.code).toBe(2);
+    expect(refused.out).toBe('');
+  });
+
   it('brings back a broker whose key-encryption key is lost, keeping the tokens already signed valid', async () => {
     const key = (await cli('tenant', 'create', 'acme')).out.trim();
     const before = await startTestBroker({ db });
