@@ -50,8 +50,10 @@ export function explain(failure: Failure, inputs?: ActionInputs, call: BrokerCal
             '(`contents: read` lets it check out the repository). In a reusable workflow, the job that calls it ' +
             '(`uses: ./.github/workflows/…`) must grant `id-token: write` too: a called workflow cannot have a ' +
             'permission its caller does not.',
-          'Pull requests from forks and Dependabot runs never get an OIDC token, even with this permission: ' +
-            'run this step only for pushes, pull requests from the same repository, or other trusted events.',
+          'Pull requests from forks never get an OIDC token, even with this permission: run this step only for ' +
+            'pushes, pull requests from the same repository, or other trusted events. Runs that Dependabot triggers ' +
+            'start with read-only permissions: they get one only when the workflow grants `id-token: write` itself, ' +
+            'as above.',
         ],
       };
     case 'id-token':

@@ -43,7 +43,8 @@ describe('explained failures', () => {
     const message = h.io.failures[0]!;
     expect(message).toContain('ACTIONS_ID_TOKEN_REQUEST_URL is not set');
     expect(message).toContain('    permissions:\n      id-token: write');
-    expect(message).toContain('Pull requests from forks and Dependabot runs never get an OIDC token');
+    expect(message).toContain('Pull requests from forks never get an OIDC token');
+    expect(message).toContain('Runs that Dependabot triggers start with read-only permissions');
     // A called workflow gets no permission its caller does not grant.
     expect(message).toContain(
       'In a reusable workflow, the job that calls it (`uses: ./.github/workflows/…`) must grant `id-token: write` too',
