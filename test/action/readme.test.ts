@@ -1,5 +1,5 @@
 // The README's troubleshooting headings quote the step's errors: each must be the start of one the action writes.
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import type { Problem } from '../../src/broker-client.js';
 import { explain, explainCrash, type Failure } from '../../src/explain.js';
@@ -125,6 +125,21 @@ describe('README troubleshooting', () => {
         titles.some((title) => pattern.test(title)),
         `no error starts as the heading "${heading}"`,
       ).toBe(true);
+    }
+  });
+});
+
+describe('README bundle sizes', () => {
+  it("gives today's sizes of dist/main and dist/post, to the nearest KB or two", async () => {
+    const today = /`dist\/main` (\d+) KB, `dist\/post` (\d+) KB today/.exec(readme);
+    expect(today, 'the README says how large the bundles are today').not.toBeNull();
+    for (const [index, entry] of ['main', 'post'].entries()) {
+      const { size } = await stat(new URL(`../../dist/${entry}/index.js`, import.meta.url));
+      const documented = Number(today![index + 1]);
+      expect(
+        Math.abs(documented - size / 1000),
+        `dist/${entry} is ${Math.round(size / 1000)} KB, the README says ${documented} KB`,
+      ).toBeLessThanOrEqual(2);
     }
   });
 });
