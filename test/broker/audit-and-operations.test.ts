@@ -410,19 +410,25 @@ describe('operations', () => {
     expect(bucket('/v1/oidc/token', '30')).toBe(1);
   });
 
-  it('/metrics counts a request refused before its route ran (a body over 64 KiB) under that route', async () => {
+  it('/metrics counts a request refused before its route ran (a body over 64 KiB, a transfer coding) under that route', async () => {
     const huge = `{"oidc_token":"${'a'.repeat(70_000)}"}`;
     const res = await t.request('POST', '/v1/oidc/token', {
       body: huge,
       headers: { 'Content-Type': 'application/json', 'Content-Length': String(huge.length) },
     });
     expect(res.status).toBe(413);
+    const coded = await t.request('POST', '/v1/tokens/revoke', {
+      body: 'token=x',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded', 'Transfer-Encoding': 'gzip, chunked' },
+    });
+    expect(coded.status).toBe(501);
     await t.request('GET', '/v1/nowhere');
     // A method the path is not served with: counted under the route that serves it, not with scans for paths.
     expect((await t.request('DELETE', '/healthz')).status).toBe(405);
     expect((await t.request('PATCH', `/v1/fine-grained-keys/${randomUUID()}`)).status).toBe(405);
     const text = await (await t.request('GET', '/metrics')).text();
     expect(text).toMatch(/http_requests_total\{method="POST",route="\/v1\/oidc\/token",status="413"\} 1/);
+    expect(text).toMatch(/http_requests_total\{method="POST",route="\/v1\/tokens\/revoke",status="501"\} 1/);
     expect(text).toMatch(/http_requests_total\{method="GET",route="unmatched",status="404"\} 1/);
     expect(text).toMatch(/http_requests_total\{method="DELETE",route="\/healthz",status="405"\} 1/);
     expect(text).toMatch(
