@@ -64,6 +64,8 @@ export interface AppDeps {
   metrics: Metrics;
   digest: KeyDigester;
   now: () => number;
+  /** Whether the broker is shutting down: /readyz then answers 503, for load balancers to send it nothing new. */
+  draining: () => boolean;
 }
 
 export type BrokerApp = OpenAPIHono<BrokerEnv>;

@@ -25,6 +25,11 @@ export interface Broker {
    * their retention (BROKER_AUDIT_RETENTION_DAYS) when it is set.
    */
   maintain(): Promise<void>;
+  /**
+   * The broker is shutting down: from now on /readyz answers 503, so that load balancers stop sending it requests,
+   * while it still serves those they send meanwhile.
+   */
+  drain(): void;
   close(): Promise<void>;
 }
 
@@ -65,6 +70,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     throw error;
   }
   const tenants = createTenantDirectory(store);
+  let draining = false;
   const deps: AppDeps = {
     config,
     store,
@@ -82,6 +88,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     metrics: createMetrics({ processMetrics: options.processMetrics }),
     digest: keyDigester(config.keyPepper),
     now,
+    draining: () => draining,
   };
   let maintaining: Promise<void> | undefined;
   const purge = async () => {
@@ -108,6 +115,9 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
       (maintaining ??= purge().finally(() => {
         maintaining = undefined;
       })),
+    drain: () => {
+      draining = true;
+    },
     close: () => store.close(),
   };
 }

@@ -28,6 +28,12 @@ const POOL_SIZE = 'DATABASE_POOL_SIZE';
 const MIN_POOL_SIZE = WRITERS_CONNECTED + 1;
 const MAX_POOL_SIZE = 100;
 
+/**
+ * Five minutes: a load balancer takes seconds to stop sending a replica requests, and a larger number is more likely
+ * meant as milliseconds.
+ */
+const MAX_SHUTDOWN_DELAY_SECONDS = 300;
+
 export interface RateLimitConfig {
   /** Sustained exchanges per minute for one repository of one issuer at one tenant. */
   perMinute: number;
@@ -53,6 +59,11 @@ export interface BrokerConfig {
   keyPepper?: string;
   logLevel: LogLevel;
   rateLimit: RateLimitConfig;
+  /**
+   * Seconds a SIGTERM leaves the broker serving, not ready and closing each connection after its answer, before it
+   * stops taking connections: for load balancers to stop sending it requests first. 0 stops taking them at once.
+   */
+  shutdownDelaySeconds: number;
   /** Days the audit log keeps an event, after which the upkeep deletes it; undefined keeps every event. */
   auditRetentionDays?: number;
   /** Variables that look like settings but are none (a typo): each is ignored, and said so at start. */
@@ -81,6 +92,7 @@ const SETTINGS = [
   'BROKER_RATE_LIMIT_PER_MINUTE',
   'BROKER_RATE_LIMIT_BURST',
   'BROKER_AUDIT_RETENTION_DAYS',
+  'BROKER_SHUTDOWN_DELAY_SECONDS',
 ] as const;
 
 /** What Kubernetes sets for a Service (named broker, say): BROKER_SERVICE_HOST, BROKER_PORT_8080_TCP_ADDR, … */
@@ -441,6 +453,7 @@ export function loadConfig(env: Env): BrokerConfig {
     },
     // Ten years at most: longer is kept by leaving it unset, and a larger number is more likely seconds than days.
     auditRetentionDays: optionalInteger(env, 'BROKER_AUDIT_RETENTION_DAYS', 'keep every event', 1, 3650),
+    shutdownDelaySeconds: integer(env, 'BROKER_SHUTDOWN_DELAY_SECONDS', 0, 0, MAX_SHUTDOWN_DELAY_SECONDS),
     unknownSettings: unknownSettings(env),
   };
 }

@@ -166,3 +166,14 @@ export function createHttpServer(
   });
   return server;
 }
+
+/**
+ * From now on every answer says `Connection: close`, and its connection closes after it: a client that keeps
+ * connections alive opens its next one anew, which a load balancer no longer sends to a broker shutting down.
+ * Closed between requests instead, such a connection could take a request just as it closes, and fail it.
+ */
+export function closeConnectionsAfterAnswers(server: Server): void {
+  server.prependListener('request', (_request: IncomingMessage, response: ServerResponse) => {
+    response.setHeader('Connection', 'close');
+  });
+}

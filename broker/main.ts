@@ -3,7 +3,7 @@ import { fstatSync, statSync } from 'node:fs';
 import { createBroker, createDemoTenant } from './broker.js';
 import { runCli } from './cli.js';
 import { type BrokerConfig, ConfigError } from './config.js';
-import { createHttpServer } from './http-server.js';
+import { closeConnectionsAfterAnswers, createHttpServer } from './http-server.js';
 import { bufferedSink, createLogger } from './logger.js';
 
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -97,10 +97,8 @@ async function serve(config: BrokerConfig): Promise<number> {
   });
 
   return new Promise<number>((resolve) => {
-    const stop = (signal: string, code = 0) => {
-      if (stopping) return;
-      stopping = true;
-      logger.info('shutting down', { signal });
+    /** Stops taking connections, lets in-flight requests finish, closes the database, and resolves to `code`. */
+    const close = (code: number) => {
       const http = server as unknown as { closeAllConnections(): void; closeIdleConnections(): void };
       const force = setTimeout(() => {
         logger.warn('in-flight requests did not finish in time; closing connections', {
@@ -111,7 +109,6 @@ async function serve(config: BrokerConfig): Promise<number> {
       // A keep-alive connection whose request finishes after close() would otherwise linger until its timeout.
       const sweep = setInterval(() => http.closeIdleConnections(), 50);
       // close() stops accepting, lets in-flight requests finish, and drops idle keep-alive connections.
-      clearInterval(upkeep);
       server.close(async () => {
         clearTimeout(force);
         clearInterval(sweep);
@@ -131,11 +128,45 @@ async function serve(config: BrokerConfig): Promise<number> {
         setTimeout(() => process.exit(code), EXIT_BACKSTOP_MS).unref();
       });
     };
-    // A repeated SIGTERM (supervisors and init shims resend it) changes nothing. A Ctrl-C (SIGINT) at a terminal
-    // while the broker is already stopping, whether a SIGTERM or an earlier Ctrl-C began it, stops at once. The
-    // same Ctrl-C can arrive twice within moments, from the terminal and from npm, which passes it on under
-    // `npm start`: that is still the first.
-    process.on('SIGTERM', () => stop('SIGTERM'));
+    /** Ends the shutdown delay early, when one is running: a second SIGTERM. */
+    let endDelay: (() => void) | undefined;
+    const stop = (signal: string, code = 0, delaySeconds = 0) => {
+      if (stopping) return;
+      stopping = true;
+      clearInterval(upkeep);
+      logger.info('shutting down', { signal, ...(delaySeconds > 0 ? { delay_seconds: delaySeconds } : {}) });
+      if (delaySeconds === 0) return close(code);
+      // A load balancer (Kubernetes' endpoints) learns of the stop only now, alongside the broker, and goes on
+      // sending it requests for a few seconds: they are served, while /readyz answers 503 and each connection
+      // closes after its answer, until the balancer sends them all elsewhere.
+      broker.drain();
+      closeConnectionsAfterAnswers(server);
+      const delay = setTimeout(() => {
+        endDelay = undefined;
+        logger.info('shutdown delay over', { delay_seconds: delaySeconds });
+        close(code);
+      }, delaySeconds * 1000);
+      endDelay = () => {
+        clearTimeout(delay);
+        endDelay = undefined;
+        logger.info('shutdown delay cut short', { signal: 'SIGTERM' });
+        close(code);
+      };
+    };
+    // A SIGTERM during the shutdown delay ends it, and the broker stops as it does without one; one within moments
+    // of the first is that same signal twice (sent to the process group and passed on, as a Ctrl-C is below), and
+    // any other SIGTERM changes nothing. A Ctrl-C (SIGINT) at a terminal while the broker is already stopping,
+    // whether a SIGTERM or an earlier Ctrl-C began it, stops at once. The same Ctrl-C can arrive twice within
+    // moments, from the terminal and from npm, which passes it on under `npm start`: that is still the first.
+    let terminated = 0;
+    process.on('SIGTERM', () => {
+      if (!stopping) {
+        terminated = Date.now();
+        stop('SIGTERM', 0, config.shutdownDelaySeconds);
+      } else if (Date.now() - terminated > REPEATED_SIGNAL_MS) {
+        endDelay?.();
+      }
+    });
     // The log stream failed (its reader exited: `serve | shipper` with the shipper gone). Stopped as for SIGTERM,
     // in-flight requests answered, and exit 1: a supervisor restarts the broker with a log again, where it would
     // otherwise crash on the next line, or serve with no one able to see what it does.

@@ -1,4 +1,4 @@
-// Operational endpoints: liveness, readiness (the database answers) and Prometheus metrics.
+// Operational endpoints: liveness, readiness (the database answers; not stopping) and Prometheus metrics.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { BrokerError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
@@ -13,7 +13,7 @@ const READY_TIMEOUT_MS = 2000;
 
 export function registerOperationRoutes(
   app: OpenAPIHono<BrokerEnv>,
-  deps: { store: Store; metrics: Metrics },
+  deps: { store: Store; metrics: Metrics; draining: () => boolean },
 ): void {
   app.openapi(
     createRoute({
@@ -33,13 +33,17 @@ export function registerOperationRoutes(
       path: '/readyz',
       operationId: 'getReadiness',
       tags: ['Operations'],
-      summary: 'Readiness: the database answers',
+      summary: 'Readiness: the database answers, and the broker is not shutting down',
       responses: {
         200: { description: 'Ready to serve.', content: { 'application/json': { schema: Status } } },
-        503: notReady('The database does not answer (`not_ready`).'),
+        503: notReady('The database does not answer, or the broker is shutting down (`not_ready`).'),
       },
     }),
     async (c) => {
+      // Within the shutdown delay (BROKER_SHUTDOWN_DELAY_SECONDS): the broker still serves what it is sent, while
+      // this answer has load balancers send new requests elsewhere. Nothing to log: the broker said it stops.
+      if (deps.draining())
+        throw new BrokerError('not_ready', 'the broker is shutting down: send requests to another replica');
       // Bounded: a database that accepts connections and never answers (a paused server) is not ready either.
       let timer: NodeJS.Timeout | undefined;
       const silence = new Promise<never>((_, reject) => {

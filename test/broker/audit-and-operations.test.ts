@@ -548,6 +548,24 @@ describe('operations', () => {
     }
   });
 
+  it('/readyz answers 503 not_ready once the broker is shutting down, without asking the database; /healthz 200', async () => {
+    const other = await startTestBroker();
+    try {
+      other.broker.drain();
+      other.broker.store.ping = () => Promise.reject(new Error('not asked'));
+      const res = await other.request('GET', '/readyz');
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({
+        code: 'not_ready',
+        detail: expect.stringContaining('shutting down'),
+      });
+      expect((await other.request('GET', '/healthz')).status).toBe(200);
+      expect(other.logs.join('\n')).not.toContain('readiness check failed');
+    } finally {
+      await other.close();
+    }
+  });
+
   it('/readyz answers 503 not_ready when the database stops answering, rather than hang', async () => {
     const other = await startTestBroker();
     try {

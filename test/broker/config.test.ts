@@ -295,6 +295,31 @@ describe('loadConfig', () => {
     );
   });
 
+  describe('BROKER_SHUTDOWN_DELAY_SECONDS', () => {
+    it('is 0 unless set (stop at once, as ever); set, a whole number of seconds from 0 to 300', () => {
+      expect(loadConfig({}).shutdownDelaySeconds).toBe(0);
+      for (const seconds of [0, 1, 15, 300]) {
+        expect(loadConfig({ BROKER_SHUTDOWN_DELAY_SECONDS: String(seconds) }).shutdownDelaySeconds).toBe(
+          seconds,
+        );
+      }
+      expect(loadConfig({ BROKER_SHUTDOWN_DELAY_SECONDS: '10' }).unknownSettings).toEqual([]);
+    });
+
+    it.each(['', ' ', '-1', '301', '5000', '1.5', '10s', '1e1', ' 10', 'never'])(
+      'refuses %j, naming the variable',
+      (value) => {
+        expect(() => loadConfig({ BROKER_SHUTDOWN_DELAY_SECONDS: value })).toThrow(
+          value.trim() === ''
+            ? /^BROKER_SHUTDOWN_DELAY_SECONDS: is set but empty; unset it for the default \(0\)/
+            : value.trim() !== value
+              ? /^BROKER_SHUTDOWN_DELAY_SECONDS: has white space around it/
+              : /^BROKER_SHUTDOWN_DELAY_SECONDS: .*from 0 to 300, got /,
+        );
+      },
+    );
+  });
+
   describe('DATABASE_POOL_SIZE', () => {
     const postgres = {
       DATABASE_URL: 'postgres://broker@db:5432/broker',

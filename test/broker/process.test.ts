@@ -2,8 +2,8 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
-import { type AddressInfo, createServer, type Socket } from 'node:net';
+import { Agent, type IncomingHttpHeaders, request } from 'node:http';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -461,6 +461,196 @@ describe('a key shown once, where standard output cannot take it', () => {
       expect((await call(p, '/v1/whoami', key)).status).toBe(200);
     },
   );
+});
+
+/** A GET over `agent` (a new connection when it is false): its status, headers and body, and whether it reused one. */
+function get(p: BrokerProcess, path: string, agent: Agent | false) {
+  return new Promise<{ status: number; headers: IncomingHttpHeaders; body: string; reused: boolean }>(
+    (resolve, reject) => {
+      const req = request(`${p.url}${path}`, { agent }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          body += d;
+        });
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body, reused: req.reusedSocket }),
+        );
+      });
+      req.on('error', reject);
+      req.end();
+    },
+  );
+}
+
+/** Whether a new connection to the broker's port is taken: `connected`, or the error's code (`ECONNREFUSED`). */
+function dial(p: BrokerProcess) {
+  const { hostname, port } = new URL(p.url);
+  return new Promise<string>((resolve) => {
+    const socket = connect(Number(port), hostname);
+    socket.on('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+  });
+}
+
+/** The answer a request in flight (`requestInFlight`) gets once its body is sent: status and headers. */
+function answerOf(req: ReturnType<typeof request>) {
+  return new Promise<{ status: number; headers: IncomingHttpHeaders }>((resolve, reject) => {
+    req.on('response', (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+    });
+    req.on('error', reject);
+  });
+}
+
+/** Once the broker has stopped taking connections. */
+const portClosed = (p: BrokerProcess) =>
+  vi.waitFor(async () => expect(await dial(p)).toBe('ECONNREFUSED'), { timeout: 5_000, interval: 20 });
+
+const logged = (p: BrokerProcess, msg: string) =>
+  vi.waitFor(() => expect(p.stdout()).toContain(`"msg":"${msg}"`), { timeout: 10_000, interval: 20 });
+
+const keyBody = (name: string) => JSON.stringify({ name, expiration: '7d', permissions: ['audit-log:read'] });
+
+describe('the shutdown delay (BROKER_SHUTDOWN_DELAY_SECONDS)', () => {
+  it('serves on through it, not ready and closing each connection after its answer; then stops as without it, exit 0', async () => {
+    const key = await createTenantKey(env());
+    const p = await start({ BROKER_SHUTDOWN_DELAY_SECONDS: '3' });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      expect(await get(p, '/readyz', agent)).toMatchObject({
+        status: 200,
+        headers: { connection: 'keep-alive' },
+      });
+      const signalled = Date.now();
+      p.child.kill('SIGTERM');
+      await logged(p, 'shutting down');
+      // The same signal again at once (a supervisor or an init shim repeating it) does not end the delay.
+      p.child.kill('SIGTERM');
+      expect(
+        JSON.parse(
+          p
+            .stdout()
+            .split('\n')
+            .find((l) => l.includes('"msg":"shutting down"'))!,
+        ),
+      ).toMatchObject({
+        signal: 'SIGTERM',
+        delay_seconds: 3,
+      });
+
+      // A connection kept alive from before: its next request is answered, and the connection closed after it.
+      const ready = await get(p, '/readyz', agent);
+      expect(ready).toMatchObject({ status: 503, reused: true, headers: { connection: 'close' } });
+      expect(ready.headers['content-type']).toBe('application/problem+json');
+      expect(JSON.parse(ready.body)).toMatchObject({
+        code: 'not_ready',
+        detail: expect.stringMatching(/shutting down/),
+      });
+      // A new connection is taken and served, and closed after its answer too.
+      expect(await get(p, '/healthz', false)).toMatchObject({
+        status: 200,
+        headers: { connection: 'close' },
+      });
+      expect(await get(p, '/v1/whoami', false)).toMatchObject({
+        status: 401,
+        headers: { connection: 'close' },
+      });
+      // A request begun within the delay and still in flight when it ends is finished.
+      const body = keyBody('within-the-delay');
+      const req = await requestInFlight(p, key, Buffer.byteLength(body));
+      const answer = answerOf(req);
+      expect(await dial(p)).toBe('connected');
+
+      await logged(p, 'shutdown delay over');
+      expect(Date.now() - signalled).toBeGreaterThanOrEqual(3_000);
+      await portClosed(p);
+      expect(p.child.exitCode).toBeNull();
+      req.end(body);
+      expect(await answer).toMatchObject({ status: 201, headers: { connection: 'close' } });
+      expect(await p.exited).toBe(0);
+      expect(p.stdout()).toContain('"msg":"stopped"');
+      expect(p.stdout()).not.toContain('did not finish in time');
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it('a second SIGTERM within it ends it at once; requests in flight still finish, exit 0', async () => {
+    const key = await createTenantKey(env());
+    const p = await start({ BROKER_SHUTDOWN_DELAY_SECONDS: '120' });
+    const signalled = Date.now();
+    p.child.kill('SIGTERM');
+    await logged(p, 'shutting down');
+    const body = keyBody('cut-short');
+    const req = await requestInFlight(p, key, Buffer.byteLength(body));
+    const answer = answerOf(req);
+    // More than half a second later: another signal, not the first delivered twice.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(await dial(p)).toBe('connected');
+    p.child.kill('SIGTERM');
+    await logged(p, 'shutdown delay cut short');
+    expect(
+      JSON.parse(
+        p
+          .stdout()
+          .split('\n')
+          .find((l) => l.includes('cut short'))!,
+      ),
+    ).toMatchObject({
+      signal: 'SIGTERM',
+    });
+    await portClosed(p);
+    req.end(body);
+    expect((await answer).status).toBe(201);
+    expect(await p.exited).toBe(0);
+    expect(Date.now() - signalled).toBeLessThan(20_000);
+  });
+
+  it('a Ctrl-C (SIGINT) within it stops the broker at once, exit 130, as it does at any time while it stops', async () => {
+    const p = await start({ BROKER_SHUTDOWN_DELAY_SECONDS: '120' });
+    p.child.kill('SIGTERM');
+    await logged(p, 'shutting down');
+    p.child.kill('SIGINT');
+    expect(await p.exited).toBe(130);
+    expect(JSON.parse(p.stdout().trim().split('\n').at(-1)!)).toMatchObject({
+      msg: 'stopping at once',
+      signal: 'SIGINT',
+    });
+  });
+
+  it('a Ctrl-C (SIGINT) as the first signal does not wait for it: no load balancer is waiting at a terminal', async () => {
+    const p = await start({ BROKER_SHUTDOWN_DELAY_SECONDS: '120' });
+    p.child.kill('SIGINT');
+    expect(await p.exited).toBe(0);
+    expect(p.stdout()).not.toContain('delay_seconds');
+  });
+
+  it('unset (0), the broker stops taking connections as the signal arrives, as it always did', async () => {
+    const key = await createTenantKey(env());
+    const p = await start();
+    const body = keyBody('no-delay');
+    const req = await requestInFlight(p, key, Buffer.byteLength(body));
+    const answer = answerOf(req);
+    p.child.kill('SIGTERM');
+    await logged(p, 'shutting down');
+    expect(p.stdout()).not.toContain('delay_seconds');
+    await portClosed(p);
+    req.end(body);
+    expect((await answer).status).toBe(201);
+    expect(await p.exited).toBe(0);
+    expect(p.stdout()).not.toContain('shutdown delay');
+  });
+
+  it.each(['30s', '301', ''])('refuses %j at start, exit 78, naming it', async (value) => {
+    const run = runBroker(['serve'], { ...env(), ...EPHEMERAL_PORT, BROKER_SHUTDOWN_DELAY_SECONDS: value });
+    expect(await run.closed).toBe(78);
+    expect(run.stderr()).toMatch(/BROKER_SHUTDOWN_DELAY_SECONDS: /);
+  });
 });
 
 describe('request size over a real socket', () => {
