@@ -1,36 +1,81 @@
 // PostgreSQL connections and their write transactions, for this thread's pool (postgres.ts) and for the
 // group-commit thread (postgres-write-worker.js) alike. Plain JavaScript so that the same file runs from source
 // and from build/, in a worker thread as well.
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 
 const INT8_OID = 20;
 
 /**
- * A statement of the store's as PostgreSQL takes it: its `?` placeholders as `$n`, and a name, so that a
+ * A statement of the store's as PostgreSQL takes it: its `?` placeholders as `$n`, and, `named`, a name, so that a
  * connection parses it once rather than at every use: less work for the server and for the client on every
  * exchange, on this thread's connections and the group-commit thread's alike. Statement texts are constants of
  * the store's code, so they are few; past MAX_PREPARED, a text is converted at each use and goes unnamed, so
  * that a statement written with a value in its text could never grow them without bound. Statements name the
  * columns they read, never `*`: an older replica's prepared statement then goes on working when a newer one's
  * migration adds a column to its table, where PostgreSQL would refuse it ("cached plan must not change result
- * type").
+ * type"). A name is drawn from the text it stands for, so that it means the same statement on every thread, in
+ * every process and version: through a pooler that shares server connections and does not keep each client's
+ * statements apart, a name this connection never prepared on that server fails, rather than running another
+ * statement prepared there under the same name. Such a pooler is noticed at start, and statements go unnamed
+ * then (hasOwnSessions()).
  */
 /** @type {Map<string, { text: string, name?: string }>} */
 const preparedStatements = new Map();
 const MAX_PREPARED = 1_000;
 /**
  * @param {string} sql
+ * @param {boolean} [named]
  * @returns {{ text: string, name?: string }}
  */
-export function prepared(sql) {
+export function prepared(sql, named = true) {
   const known = preparedStatements.get(sql);
-  if (known) return known;
+  if (known) return named ? known : { text: known.text };
   let n = 0;
   const text = sql.replace(/\?/g, () => `$${++n}`);
   if (preparedStatements.size >= MAX_PREPARED) return { text };
-  const statement = { text, name: `oidc_broker_${preparedStatements.size}` };
+  const statement = {
+    text,
+    name: `oidc_broker_${createHash('sha256').update(text).digest('hex').slice(0, 32)}`,
+  };
   preparedStatements.set(sql, statement);
-  return statement;
+  return named ? statement : { text };
+}
+
+/**
+ * Whether connections to `url` have a server session of their own, as they do on the server itself and through
+ * PgBouncer in session mode; not through a pooler that hands each transaction whichever server connection is
+ * free (PgBouncer in transaction mode, and others like it). There, a statement prepared on one transaction's
+ * server connection is unknown to the next's (unless the pooler keeps them, as PgBouncer does from 1.21 with
+ * max_prepared_statements), and a setting made for the session is made for whichever client is served next. Two
+ * connections each ask for their server process, in turns: on a server, or through a pooler in session mode, each
+ * has one of its own, the same at every turn; through a pooler in transaction mode, the server connection one of
+ * them just released is the next one's (PgBouncer hands out the last released first), or they change between
+ * turns. No transaction is held, so a pooler with a single server connection answers too.
+ * @param {string} url
+ * @returns {Promise<boolean>}
+ */
+export async function hasOwnSessions(url) {
+  const clients = [0, 1].map(() => {
+    const client = new pg.Client({
+      connectionString: url,
+      connectionTimeoutMillis: QUERY_TIMEOUT_MS,
+      query_timeout: QUERY_TIMEOUT_MS,
+    });
+    client.on('error', () => {});
+    return client;
+  });
+  try {
+    await Promise.all(clients.map((c) => c.connect()));
+    /** @type {Set<number>[]} */
+    const seen = [new Set(), new Set()];
+    for (let turn = 0; turn < 3; turn++)
+      for (const [i, client] of clients.entries())
+        seen[i].add((await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
+    return seen.every((pids) => pids.size === 1) && !seen[1].has([...seen[0]][0]);
+  } finally {
+    await Promise.all(clients.map((c) => c.end().catch(() => {})));
+  }
 }
 
 // SQLSTATEs of a server that cannot take work now: the connection failed or is gone (08000, 08001, 08003, 08004,
@@ -103,14 +148,16 @@ const lockTimeout = (scope, ms) => `SET ${scope} lock_timeout = ${Math.ceil(ms)}
 const WRITE_TURN_LOCK = 7710003;
 
 /**
- * A pool of at most `max` connections to `url`, each told the read deadline as its lock_timeout; 64-bit
+ * A pool of at most `max` connections to `url`, each told the read deadline as its lock_timeout if it has a server
+ * session of its own (`ownSessions`, asked before each connection is used): through a pooler in transaction mode
+ * the setting would stay with whichever server connection served it, for the clients served by it next. 64-bit
  * integers come back as numbers. `pipeline`: statements issued while others are in flight are sent at once,
  * rather than each once the answer to the one before has arrived.
  * @param {string} url
  * @param {number} max
- * @param {{ pipeline?: boolean }} [options]
+ * @param {{ pipeline?: boolean, ownSessions: () => Promise<boolean> }} options
  */
-export function openPool(url, max, { pipeline = false } = {}) {
+export function openPool(url, max, { pipeline = false, ownSessions }) {
   const pool = new pg.Pool({
     connectionString: url,
     max,
@@ -119,7 +166,7 @@ export function openPool(url, max, { pipeline = false } = {}) {
     connectionTimeoutMillis: QUERY_TIMEOUT_MS,
     keepAlive: true,
     onConnect: async (client) => {
-      await client.query(lockTimeout('SESSION', QUERY_TIMEOUT_MS));
+      if (await ownSessions()) await client.query(lockTimeout('SESSION', QUERY_TIMEOUT_MS));
     },
     types: {
       getTypeParser: /** @type {never} */ (

@@ -9,10 +9,10 @@ import { isUnavailable, openPool, prepared, transactionOn } from './postgres-ses
 
 /** @typedef {import('./sql.js').BatchedWrite} BatchedWrite */
 
-/** @type {{ url: string, answerDeadlineMs: number }} */
-const { url, answerDeadlineMs } = workerData;
+/** @type {{ url: string, answerDeadlineMs: number, ownSessions: boolean }} */
+const { url, answerDeadlineMs, ownSessions } = workerData;
 // Pipelined: a batch's probes go to the server together, and then the statements after them (batch-flush.js).
-const pool = openPool(url, 1, { pipeline: true });
+const pool = openPool(url, 1, { pipeline: true, ownSessions: async () => ownSessions });
 
 /** @type {Promise<unknown>} */
 let previous = Promise.resolve();
@@ -29,7 +29,7 @@ const transaction = (fn, { since }) => {
         fn({
           run: async (sql, params) => {
             const values = /** @type {unknown[]} */ (params);
-            return (await statement({ ...prepared(sql), values })).rowCount ?? 0;
+            return (await statement({ ...prepared(sql, ownSessions), values })).rowCount ?? 0;
           },
         }),
       { lockWaitEnds: (since ?? Date.now()) + answerDeadlineMs, answerDeadlineMs },

@@ -3,6 +3,7 @@
 import type pg from 'pg';
 import {
   ANSWER_DEADLINE_MS,
+  hasOwnSessions,
   isUnavailable,
   openPool,
   prepared,
@@ -18,7 +19,7 @@ import {
   UniqueViolation,
 } from './sql.js';
 import { createWriteBatcher } from './write-batcher.js';
-import { startWriteWorker } from './write-worker.js';
+import { startWriteWorker, type WriteWorker } from './write-worker.js';
 
 /** The error as the store reports it: a unique violation, an unavailable database, or as it came. */
 function storeError(error: unknown): unknown {
@@ -34,11 +35,14 @@ function translate(error: unknown): never {
 
 type Query = (query: pg.QueryConfig) => Promise<pg.QueryResult>;
 
-/** Statements through `query`, in the store's terms: `?` placeholders, its errors. */
-function executor(query: Query): SqlExecutor {
+/**
+ * Statements through `query`, in the store's terms: `?` placeholders, its errors. Named once `ownSessions` has
+ * found that each connection has a server session of its own.
+ */
+function executor(query: Query, ownSessions: () => Promise<boolean>): SqlExecutor {
   const run = async (sql: string, params: readonly SqlValue[] = []) => {
     try {
-      return await query({ ...prepared(sql), values: params as SqlValue[] });
+      return await query({ ...prepared(sql, await ownSessions()), values: params as SqlValue[] });
     } catch (error) {
       translate(error);
     }
@@ -72,7 +76,17 @@ export function openPostgres(
   options: { maxConnections?: number; answerDeadlineMs?: number } = {},
 ): SqlDriver {
   const answerDeadlineMs = options.answerDeadlineMs ?? ANSWER_DEADLINE_MS;
-  const pool = openPool(url, (options.maxConnections ?? 10) - GROUP_COMMIT_CONNECTIONS);
+  // Asked once, before the first statement (a pooler in between is not changed while the broker runs); again at
+  // the next statement if the database could not be asked.
+  let sessionsProbe: Promise<boolean> | undefined;
+  const ownSessions = () => {
+    sessionsProbe ??= hasOwnSessions(url).catch((error) => {
+      sessionsProbe = undefined;
+      throw error;
+    });
+    return sessionsProbe;
+  };
+  const pool = openPool(url, (options.maxConnections ?? 10) - GROUP_COMMIT_CONNECTIONS, { ownSessions });
   let writers = 0;
   const writerQueue: (() => void)[] = [];
   const writerTurn = async () => {
@@ -93,11 +107,15 @@ export function openPostgres(
     const lockWaitEnds = (options.since ?? Date.now()) + answerDeadlineMs;
     await writerTurn();
     try {
-      return await transactionOn(pool, (statement) => fn(executor((query) => statement(query))), {
-        unbounded: options.unbounded,
-        lockWaitEnds,
-        answerDeadlineMs,
-      });
+      return await transactionOn(
+        pool,
+        (statement) => fn(executor((query) => statement(query), ownSessions)),
+        {
+          unbounded: options.unbounded,
+          lockWaitEnds,
+          answerDeadlineMs,
+        },
+      );
     } catch (error) {
       translate(error);
     } finally {
@@ -106,15 +124,23 @@ export function openPostgres(
   };
   // Group commit on a thread of its own (postgres-write-worker.js): one batch in flight at a time, as 2, 4 or 8
   // concurrent commits measured no clear gain and a worse p99.
-  const writer = startWriteWorker(
-    new URL('./postgres-write-worker.js', import.meta.url),
-    { url, answerDeadlineMs },
-    ({ message, ...described }) => storeError(Object.assign(new Error(message), described)),
-  );
-  const writeBatched = createWriteBatcher(writer.flush);
+  // Started once the database has been asked whether its connections have sessions of their own.
+  let writer: WriteWorker | undefined;
+  const writeBatched = createWriteBatcher(async (writes, since) => {
+    const own = await ownSessions().catch(translate);
+    writer ??= startWriteWorker(
+      new URL('./postgres-write-worker.js', import.meta.url),
+      { url, answerDeadlineMs, ownSessions: own },
+      ({ message, ...described }) => storeError(Object.assign(new Error(message), described)),
+    );
+    return writer.flush(writes, since);
+  });
   return closingAfterWork({
     engine: 'postgres',
-    ...executor((query) => pool.query({ ...query, query_timeout: QUERY_TIMEOUT_MS } as pg.QueryConfig)),
+    ...executor(
+      (query) => pool.query({ ...query, query_timeout: QUERY_TIMEOUT_MS } as pg.QueryConfig),
+      ownSessions,
+    ),
     transaction,
     writeBatched,
     async exec(sql: string) {
@@ -125,7 +151,7 @@ export function openPostgres(
     },
     async close() {
       await writeBatched.drain();
-      await writer.close();
+      await writer?.close();
       await pool.end();
     },
   });
