@@ -85,7 +85,9 @@ export async function hasOwnSessions(url) {
 // statement_timeout), a transaction chosen to end a deadlock or a serialization conflict (40P01, 40001). And of a
 // server that takes no writes now (25006): a hot standby, as the old primary is after a failover, or one set
 // read-only, as managed services do when its storage runs out. Not 08P01, a protocol violation, which is a bug to
-// fix rather than an outage to wait out.
+// fix rather than an outage to wait out; except from PgBouncer, which gives every error of its own that SQLSTATE:
+// those saying that the server connection died under the request, that the server cannot be reached, or that no
+// connection came free in time (POOLER_OUTAGE).
 const UNAVAILABLE_SQLSTATE = /^(0800[01346]|57P0[123]|53[0-9A-Z]{3}|55P03|57014|40P01|40001|25006)$/;
 /** A write refused by a server that takes none (see above): its connection may lead to a standby. */
 const READ_ONLY = '25006';
@@ -100,6 +102,8 @@ const UNREACHABLE = new Set([
   'ENOTFOUND',
   'EAI_AGAIN',
 ]);
+const POOLER_OUTAGE =
+  /^(server conn crashed\?|pgbouncer cannot connect to server|server login has been failing|query_wait_timeout|client_login_timeout|no more connections allowed)/;
 const CONNECTION_LOST =
   /^Connection terminated|^timeout exceeded when trying to connect|not queryable|^Query read timeout$/;
 
@@ -113,6 +117,7 @@ export function isUnavailable(error) {
   return (
     e.unavailable === true ||
     (e.code !== undefined && (UNAVAILABLE_SQLSTATE.test(e.code) || UNREACHABLE.has(e.code))) ||
+    (e.code === '08P01' && POOLER_OUTAGE.test(e.message ?? '')) ||
     CONNECTION_LOST.test(e.message ?? '')
   );
 }

@@ -1,11 +1,12 @@
 // Behind a pooler that hands each transaction whichever server connection is free (PgBouncer in transaction
 // mode, TEST_PGBOUNCER_URL, which .ci/run starts): the broker notices at start that its connections have no server
 // session of their own, names no statement then, and two replicas work through it as on the server itself.
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../broker/store/migrations.js';
 import { openPostgres } from '../../broker/store/postgres.js';
 import { hasOwnSessions } from '../../broker/store/postgres-session.js';
-import type { SqlDriver } from '../../broker/store/sql.js';
+import { type SqlDriver, StoreUnavailable } from '../../broker/store/sql.js';
 import { createTestDatabase, requestedEngine, type TestDatabase } from '../support/database.js';
 
 const bouncer = process.env.TEST_PGBOUNCER_URL;
@@ -67,5 +68,24 @@ describe.runIf(requestedEngine() === 'postgres' && bouncer)('behind PgBouncer in
       { via: 'batch', n: 40 },
       { via: 'transaction', n: 40 },
     ]);
+  });
+
+  it('a server connection that dies under a write transaction is an outage, as the pooler reports it', async () => {
+    const d = openPostgres(throughBouncer(db));
+    drivers.push(d);
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    try {
+      const failed = d.transaction((tx) => tx.get('SELECT pg_sleep(2) AS slept')).catch((error) => error);
+      // PgBouncer answers "server conn crashed?" (SQLSTATE 08P01, a protocol violation on a server itself).
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' AND pid <> pg_backend_pid()",
+      );
+      expect(await failed).toBeInstanceOf(StoreUnavailable);
+      expect(await d.get<{ n: number }>('SELECT 1 AS n')).toEqual({ n: 1 });
+    } finally {
+      await admin.end();
+    }
   });
 });
