@@ -1,5 +1,6 @@
 // Whether BROKER_KEY_PEPPER is the pepper the database's API key digests were made under, by a check it records.
-import { randomBytes } from 'node:crypto';
+import { randomBytes, scrypt } from 'node:crypto';
+import { promisify } from 'node:util';
 import { type BrokerConfig, ConfigError } from './config.js';
 import { type KeyDigester, keyDigester } from './core/keys.js';
 import type { Store } from './store/store.js';
@@ -8,26 +9,37 @@ const SETTING = 'key_pepper_check';
 const LABEL = 'oidc-broker key pepper check';
 const STORED = /^([0-9a-f]{32})\.([0-9a-f]{64})$/;
 
+const scryptAsync = promisify(scrypt) as (
+  password: string,
+  salt: string,
+  length: number,
+  options: object,
+) => Promise<Buffer>;
+/** 16 MiB and some 50 ms a guess: once per start here, and what testing a guessed pepper costs whoever reads it. */
+const SCRYPT = { N: 2 ** 14, r: 8, p: 1 };
+
 /**
- * `<salt>.<digest>`: the key digest of a fixed label and a random salt, made as every API key's digest is, so it
- * matches exactly when the pepper does. It tells nothing of the pepper that a key's digest does not (where its key
- * is known); the salt keeps a table of digests for likely peppers, made once, from fitting every database.
+ * `<salt>.<scrypt>`: scrypt of the key digest of a fixed label and a random salt, made as every API key's digest is,
+ * so it matches exactly when the pepper does. A key's digest lets only whoever knows that key test guesses of the
+ * pepper; this record, whose input is known, lets whoever reads the database test them, so each test costs a
+ * scrypt, and the salt keeps a table for likely peppers, made once, from fitting every database.
  */
-function checkOf(digest: KeyDigester, salt = randomBytes(16).toString('hex')): string {
-  return `${salt}.${digest(`${LABEL} ${salt}`)}`;
+async function checkOf(digest: KeyDigester, salt = randomBytes(16).toString('hex')): Promise<string> {
+  const slow = await scryptAsync(digest(`${LABEL} ${salt}`), salt, 32, SCRYPT);
+  return `${salt}.${slow.toString('hex')}`;
 }
 
 /** Whether `stored` is the check of `digest`'s pepper; undefined when it is not a check this version can read. */
-function matches(stored: string, digest: KeyDigester): boolean | undefined {
+async function matches(stored: string, digest: KeyDigester): Promise<boolean | undefined> {
   const salt = STORED.exec(stored)?.[1];
-  return salt === undefined ? undefined : checkOf(digest, salt) === stored;
+  return salt === undefined ? undefined : (await checkOf(digest, salt)) === stored;
 }
 
 const ADOPT = 'oidc-broker key-pepper adopt';
 
 /** Why the configured pepper is not the database's, naming only whether each is set, and the ways on. */
-function mismatch(config: BrokerConfig, stored: string): ConfigError {
-  const unpeppered = matches(stored, keyDigester()) === true;
+async function mismatch(config: BrokerConfig, stored: string): Promise<ConfigError> {
+  const unpeppered = (await matches(stored, keyDigester())) === true;
   const why =
     config.keyPepper === undefined
       ? 'is not set, but the API keys in this database were stored under a pepper, so none of them would ' +
@@ -51,16 +63,16 @@ function mismatch(config: BrokerConfig, stored: string): ConfigError {
  */
 export async function checkKeyPepper(config: BrokerConfig, store: Store): Promise<{ adopted: boolean }> {
   const digest = keyDigester(config.keyPepper);
-  const mine = checkOf(digest);
+  const mine = await checkOf(digest);
   const stored = await store.settings.first(SETTING, mine);
   if (stored === mine) return { adopted: true };
-  const same = matches(stored, digest);
+  const same = await matches(stored, digest);
   if (same === undefined) {
     throw new Error(
       'the check of BROKER_KEY_PEPPER the database records is not one this version of the broker reads; a newer one stored it',
     );
   }
-  if (!same) throw mismatch(config, stored);
+  if (!same) throw await mismatch(config, stored);
   return { adopted: false };
 }
 
@@ -77,7 +89,7 @@ export async function adoptKeyPepper(
     return (await checkKeyPepper(config, store)).adopted ? 'recorded' : 'unchanged';
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    await store.settings.replace(SETTING, checkOf(keyDigester(config.keyPepper)));
+    await store.settings.replace(SETTING, await checkOf(keyDigester(config.keyPepper)));
     return 'changed';
   }
 }

@@ -1,7 +1,9 @@
 // The operator CLI: tenant create/list with clear errors, keys printed once on standard output.
+import { scryptSync } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../../broker/cli.js';
 import { ConfigError } from '../../broker/config.js';
+import { keyDigester } from '../../broker/core/keys.js';
 import { startTestBroker, TEST_KEK, type TestBroker } from '../support/broker.js';
 import { createTestDatabase, openDriver, type TestDatabase } from '../support/database.js';
 
@@ -551,6 +553,22 @@ describe('BROKER_KEY_PEPPER other than the one the API keys in the database were
     } finally {
       await t.broker.close();
     }
+  });
+
+  it('the check it records cannot be tested against a guessed pepper with one HMAC, as a key digest of a known input could', async () => {
+    expect((await cliWith(withPepper(PEPPER), 'tenant', 'create', 'acme')).code).toBe(0);
+    const driver = openDriver(db);
+    const [row] = await driver.all<{ value: string }>('SELECT value FROM broker_settings');
+    await driver.close();
+    const [salt, value] = row!.value.split('.') as [string, string];
+    // Whoever reads the database knows the label and the salt: a plain digest would let them try a pepper a time.
+    expect(value).not.toBe(keyDigester(PEPPER)(`oidc-broker key pepper check ${salt}`));
+    const slow = scryptSync(keyDigester(PEPPER)(`oidc-broker key pepper check ${salt}`), salt, 32, {
+      N: 2 ** 14,
+      r: 8,
+      p: 1,
+    });
+    expect(value).toBe(slow.toString('hex'));
   });
 
   it('a database whose keys were stored without a pepper refuses one', async () => {
