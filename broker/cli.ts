@@ -186,7 +186,7 @@ async function tenantCreate(io: CliIo, args: string[]): Promise<number> {
   const config = commandConfig(io);
   const store = await openStoreFor(config.database, io);
   try {
-    await checkKeyPepper(config, store);
+    await checkKeyPepper(config, store, { guess: false });
     const result = await createTenant(
       { name: positionals[0]!, audience: values.audience?.[0], disabledCategories: values.disable },
       { store, digest: keyDigester(config.keyPepper), now: Date.now, audienceSuffix: config.audienceSuffix },
@@ -220,7 +220,7 @@ async function tenantRotateKey(io: CliIo, args: string[]): Promise<number> {
   const config = commandConfig(io);
   const store = await openStoreFor(config.database, io);
   try {
-    await checkKeyPepper(config, store);
+    await checkKeyPepper(config, store, { guess: false });
     const name = positionals[0]!;
     const tenant = await store.tenants.byName(name);
     if (!tenant) {

@@ -59,9 +59,29 @@ async function mismatch(config: BrokerConfig, stored: string): Promise<ConfigErr
 /**
  * Refuses (ConfigError, exit 78) a pepper other than the one the database records a check of. A database that
  * records none (new, or of a version before the check) records the configured one's: `adopted` is then true.
- * Replicas starting together record one, and each checks its own pepper against it.
+ * Replicas starting together record one, and each checks its own pepper against it. With `guess: false`, a database
+ * that holds API keys and records none is refused instead, as nothing says which pepper they were stored under.
  */
-export async function checkKeyPepper(config: BrokerConfig, store: Store): Promise<{ adopted: boolean }> {
+export async function checkKeyPepper(
+  config: BrokerConfig,
+  store: Store,
+  options: { guess?: boolean } = {},
+): Promise<{ adopted: boolean }> {
+  // A command run with another pepper than the broker's recording it on such a database would have the broker's own
+  // replicas refuse to start, told that the keys were stored under the command's: only the broker, which serves
+  // those keys, and key-pepper adopt, run to that end, make that guess.
+  if (
+    options.guess === false &&
+    (await store.settings.get(SETTING)) === undefined &&
+    (await store.tenants.list()).length > 0
+  ) {
+    throw new ConfigError(
+      'BROKER_KEY_PEPPER',
+      'this database holds API keys but records no pepper they were stored under (an earlier version made them), ' +
+        'so this command cannot tell whether its own is theirs. Start the broker with its BROKER_KEY_PEPPER first, ' +
+        `which records it, or run ${ADOPT} with that setting; then run this command with it`,
+    );
+  }
   const digest = keyDigester(config.keyPepper);
   const mine = await checkOf(digest);
   const stored = await store.settings.first(SETTING, mine);

@@ -6,6 +6,7 @@ export function settingRows(db: SqlDriver): Store['settings'] {
   const stored = async (name: string) =>
     (await db.get<{ value: string }>('SELECT value FROM broker_settings WHERE name = ?', [name]))?.value;
   return {
+    get: stored,
     // Read first: once a value is stored, as at every start but the first, no write lock is taken.
     first: async (name, value) =>
       (await stored(name)) ??

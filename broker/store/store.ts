@@ -293,6 +293,8 @@ export interface Store {
   };
   /** The broker's own settings, by name: a check of the key pepper. */
   settings: {
+    /** The value stored under `name`, if any. */
+    get(name: string): Promise<string | undefined>;
     /**
      * Stores `value` under `name` unless a value is stored there already; resolves to the value stored, so that of
      * replicas storing at once every one gets the one that was kept.

@@ -604,6 +604,32 @@ describe('BROKER_KEY_PEPPER other than the one the API keys in the database were
     expect((await cliWith(withPepper(PEPPER), 'tenant', 'rotate-key', 'acme')).code).toBe(0);
   });
 
+  it('on a database of an earlier version that holds API keys, tenant commands record no pepper: only the broker or key-pepper adopt does', async () => {
+    const key = (await cliWith(withPepper(PEPPER), 'tenant', 'create', 'acme')).out.trim();
+    await forgetPepper();
+    // Run without the broker's pepper, the command cannot tell it is not theirs: recorded, it would make the broker's
+    // own replicas refuse to start, saying the keys were stored without one.
+    for (const args of [
+      ['tenant', 'create', 'globex'],
+      ['tenant', 'rotate-key', 'acme'],
+    ]) {
+      const refused = await cliWith(withPepper(undefined), ...args);
+      expect(refused.code, refused.err).toBe(78);
+      expect(refused.out).toBe('');
+      expect(refused.err).toMatch(/^error: invalid configuration: BROKER_KEY_PEPPER: /);
+      expect(refused.err).toContain('records no pepper');
+    }
+    expect((await cli('tenant', 'list')).out).not.toContain('globex');
+    const t = await startTestBroker({ db, ...withPepper(PEPPER) });
+    try {
+      expect(await whoami(t, key)).toBe(200);
+    } finally {
+      await t.broker.close();
+    }
+    // Once the broker has recorded its pepper, the commands run with it.
+    expect((await cliWith(withPepper(PEPPER), 'tenant', 'create', 'globex')).code).toBe(0);
+  });
+
   it("key-pepper adopt makes the configured pepper the database's, saying that every API key must be issued anew", async () => {
     const old = (await cliWith(withPepper(PEPPER), 'tenant', 'create', 'acme')).out.trim();
     expect((await cliWith(withPepper(PEPPER), 'tenant', 'create', 'globex')).code).toBe(0);

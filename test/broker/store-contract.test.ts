@@ -721,6 +721,8 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.settings.first('race', 'e')).toBe(raced[0]);
     await store.settings.replace('race', 'f');
     expect(await store.settings.first('race', 'g')).toBe('f');
+    expect(await store.settings.get('race')).toBe('f');
+    expect(await store.settings.get('never')).toBeUndefined();
     // A name never stored takes the value given.
     await store.settings.replace('other', 'h');
     expect(await store.settings.first('other', 'i')).toBe('h');
