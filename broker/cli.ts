@@ -362,20 +362,23 @@ async function adoptPepper(io: CliIo): Promise<number> {
     const outcome = await adoptKeyPepper(config, store);
     if (outcome === 'unchanged') {
       io.err(
-        `${pepper} is already the one the API keys in this database are stored under; nothing was changed.\n`,
+        `${pepper} is already the one the API keys in ${storedIn(config.database)} are stored under; nothing was ` +
+          'changed.\n',
       );
       return 0;
     }
     if (outcome === 'recorded') {
       io.err(
-        `The database recorded no pepper for its API keys (it is new, or of an earlier version); it now records ${pepper} ` +
+        `The database ${storedIn(config.database)} recorded no pepper for its API keys (it is new, or of an earlier ` +
+          `version); it now records ${pepper} ` +
           'as the one they are stored under. Nothing else was changed.\n',
       );
       return 0;
     }
     const tenants = (await store.tenants.list()).map((t) => t.name);
     io.err(
-      `The API keys of this database are now stored under ${pepper}, and no API key issued before authenticates any ` +
+      `The API keys of ${storedIn(config.database)} are now stored under ${pepper}, and no API key issued before ` +
+        'authenticates any ' +
         'more: Tenant, Tenant read-only and Secure Registry keys, and fine-grained keys. Access tokens already minted ' +
         'stay valid until they expire. Now restart every replica with this setting (one still running with the ' +
         'previous one goes on accepting the old keys, and one started with it refuses to start), then give each ' +
