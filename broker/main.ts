@@ -128,8 +128,8 @@ async function serve(config: BrokerConfig): Promise<number> {
         setTimeout(() => process.exit(code), EXIT_BACKSTOP_MS).unref();
       });
     };
-    /** Ends the shutdown delay early, when one is running: a second SIGTERM. */
-    let endDelay: (() => void) | undefined;
+    /** Ends the shutdown delay early, when one is running: a second SIGTERM, or a failed log stream (exit 1). */
+    let endDelay: ((why: string, code?: number) => void) | undefined;
     const stop = (signal: string, code = 0, delaySeconds = 0) => {
       if (stopping) return;
       stopping = true;
@@ -146,11 +146,11 @@ async function serve(config: BrokerConfig): Promise<number> {
         logger.info('shutdown delay over', { delay_seconds: delaySeconds });
         close(code);
       }, delaySeconds * 1000);
-      endDelay = () => {
+      endDelay = (why, endCode = code) => {
         clearTimeout(delay);
         endDelay = undefined;
-        logger.info('shutdown delay cut short', { signal: 'SIGTERM' });
-        close(code);
+        logger.info('shutdown delay cut short', { signal: why });
+        close(endCode);
       };
     };
     // A SIGTERM during the shutdown delay ends it, and the broker stops as it does without one; one within moments
@@ -164,18 +164,20 @@ async function serve(config: BrokerConfig): Promise<number> {
         terminated = Date.now();
         stop('SIGTERM', 0, config.shutdownDelaySeconds);
       } else if (Date.now() - terminated > REPEATED_SIGNAL_MS) {
-        endDelay?.();
+        endDelay?.('SIGTERM');
       }
     });
     // The log stream failed (its reader exited: `serve | shipper` with the shipper gone). Stopped as for SIGTERM,
     // in-flight requests answered, and exit 1: a supervisor restarts the broker with a log again, where it would
     // otherwise crash on the next line, or serve with no one able to see what it does.
+    // Within the shutdown delay, it ends the delay: the broker would serve on unobserved, and exit 0.
     process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-      if (stopping) return;
+      if (stopping && !endDelay) return;
       process.stderr.write(
         `error: standard output, the broker's log, failed (${error.code ?? error.message}); stopping\n`,
       );
-      stop('none: the log stream failed', 1);
+      if (endDelay) endDelay('none: the log stream failed', 1);
+      else stop('none: the log stream failed', 1);
     });
     let interrupted = 0;
     process.on('SIGINT', () => {

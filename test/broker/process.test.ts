@@ -611,6 +611,19 @@ describe('the shutdown delay (BROKER_SHUTDOWN_DELAY_SECONDS)', () => {
     expect(Date.now() - signalled).toBeLessThan(20_000);
   });
 
+  it('a log stream that fails within it ends it, exit 1, as it stops the broker at any other time', async () => {
+    const p = await start({ BROKER_SHUTDOWN_DELAY_SECONDS: '120' });
+    const signalled = Date.now();
+    p.child.kill('SIGTERM');
+    await logged(p, 'shutting down');
+    p.child.stdout?.destroy();
+    // The next line it logs fails: this request's.
+    await fetch(`${p.url}/healthz`).catch(() => undefined);
+    expect(await p.exited).toBe(1);
+    expect(p.stderr()).toMatch(/^error: standard output, the broker's log, failed \(EPIPE\); stopping$/m);
+    expect(Date.now() - signalled).toBeLessThan(20_000);
+  });
+
   it('a Ctrl-C (SIGINT) within it stops the broker at once, exit 130, as it does at any time while it stops', async () => {
     const p = await start({ BROKER_SHUTDOWN_DELAY_SECONDS: '120' });
     p.child.kill('SIGTERM');
