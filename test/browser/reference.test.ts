@@ -57,7 +57,7 @@ describe('/v1/reference', () => {
     await page.locator('.auth-btn-wrapper button.authorize').click();
     await page.locator('.auth-btn-wrapper button.btn-done').click();
 
-    const whoami = page.locator('#operations-Identity-get_v1_whoami');
+    const whoami = page.locator('#operations-Identity-whoami');
     await whoami.locator('.opblock-summary').click();
     // The reference opens with "Try it out" enabled, so Execute is there at once.
     await whoami.getByRole('button', { name: 'Execute' }).click();
