@@ -70,6 +70,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     throw error;
   }
   const tenants = createTenantDirectory(store);
+  const metrics = createMetrics({ processMetrics: options.processMetrics });
   let draining = false;
   const deps: AppDeps = {
     config,
@@ -79,13 +80,14 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
       fetch: options.fetch,
       now,
       logger: options.logger.child({ component: 'issuer-keys' }),
+      onFetchFailure: (issuer, reason) => metrics.observeIssuerKeyFailure(issuer, reason),
     }),
     signingKeys,
     accessTokens: createAccessTokens({ store, tenants, signingKeys, issuer: config.publicUrl, now }),
     tenants,
     exchangeRateLimiter: createRateLimiter({ ...config.rateLimit, now }),
     logger: options.logger,
-    metrics: createMetrics({ processMetrics: options.processMetrics }),
+    metrics,
     digest: keyDigester(config.keyPepper),
     now,
     draining: () => draining,

@@ -9,6 +9,8 @@ export interface Metrics {
   observeRequest(method: string, route: string, status: number, seconds: number): void;
   /** An error answer's problem `code` (a closed list), by route pattern: what the status alone does not tell. */
   observeError(route: string, code: string): void;
+  /** A failed fetch of a trusted issuer's signing keys, by issuer (configured ones only) and kind of failure. */
+  observeIssuerKeyFailure(issuer: string, reason: string): void;
   /** A request Node refused before it was read (408, 431, 400): counted, method `unknown`, route `unread`. */
   observeUnreadRequest(status: number): void;
 }
@@ -38,6 +40,12 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     labelNames: ['route', 'code'] as const,
     registers: [registry],
   });
+  const issuerKeyFailures = new Counter({
+    name: 'issuer_key_fetch_failures_total',
+    help: "Failed fetches of a trusted issuer's signing keys, by issuer and kind of failure; exchanges go on with cached keys meanwhile.",
+    labelNames: ['issuer', 'reason'] as const,
+    registers: [registry],
+  });
   // Label sets are few (method × route pattern × status); resolving each once keeps the hot path to two adds.
   const series = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
   return {
@@ -52,6 +60,9 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
       }
       s.count.inc();
       s.time.observe(seconds);
+    },
+    observeIssuerKeyFailure(issuer, reason) {
+      issuerKeyFailures.labels(issuer, reason).inc();
     },
     observeError(route, code) {
       errors.labels(route, code).inc();

@@ -23,6 +23,8 @@ export interface IssuerKeysOptions {
   timeoutMs?: number;
   maxBytes?: number;
   logger?: IssuerKeysLogger;
+  /** Told of each failed fetch (the issuer, and the kind of failure), for a metric: the log line alone says it too. */
+  onFetchFailure?: (issuer: string, reason: FetchErrorKind) => void;
 }
 
 /**
@@ -164,6 +166,7 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
       const detail = err instanceof FetchFailure ? err.detail : undefined;
       st.lastError = kind;
       st.discoveredJwksUri = undefined;
+      opts.onFetchFailure?.(st.issuer, kind);
       // `reason`, not `error`: other lines give `error` as an object ({type, message}), and a log store that maps
       // field types (Elasticsearch, OpenSearch) drops the lines whose field has the other type.
       logger?.warn('issuer signing keys could not be fetched', {

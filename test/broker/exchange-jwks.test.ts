@@ -27,6 +27,9 @@ async function outcome(f: Federation, token: string) {
   return { status: res.status, code: (JSON.parse(text) as { code?: string }).code, text };
 }
 
+const payloadIssuer = (f: Federation): string =>
+  JSON.parse(Buffer.from(f.issuer.sign().split('.')[1]!, 'base64url').toString()).iss;
+
 const withKid = (f: Federation, kid: string) => f.issuer.sign({}, { key: 'attacker', header: { kid } });
 
 describe('issuer outages', () => {
@@ -52,6 +55,27 @@ describe('issuer outages', () => {
       code: 'issuer_unavailable',
     });
     expect(f.issuer.jwksRequests).toBe(3);
+  });
+
+  it('/metrics counts failed fetches of the issuer keys by issuer and reason, though exchanges go on with cached keys', async () => {
+    const f = await federation(true);
+    const failures = async () =>
+      [
+        ...(await (await f.t.request('GET', '/metrics')).text()).matchAll(
+          /^issuer_key_fetch_failures_total\{issuer="([^"]+)",reason="([^"]+)"\} (\d+)$/gm,
+        ),
+      ].map(([, issuer, reason, count]) => ({ issuer, reason, count: Number(count) }));
+    expect(await failures()).toEqual([]);
+    f.issuer.serve('fail');
+    f.t.clock.now += 11 * 60_000;
+    // Nothing a client sees: only the log said so, and an alert could not.
+    expect((await outcome(f, f.issuer.sign())).status).toBe(200);
+    await vi.waitFor(() => expect(f.issuer.jwksRequests).toBe(2));
+    await vi.waitFor(async () =>
+      expect(await failures()).toEqual([
+        { issuer: payloadIssuer(f), reason: expect.stringMatching(/^\w+$/), count: 1 },
+      ]),
+    );
   });
 
   it('once the issuer answers again, an unknown kid is an unknown key again: 401', async () => {
