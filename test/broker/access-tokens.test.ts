@@ -10,10 +10,10 @@ import {
 } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../broker/cli.js';
-import { createHttpServer } from '../../broker/http-server.js';
 import { startTestBroker, TEST_KEK, type TestBroker } from '../support/broker.js';
 import { deferred } from '../support/deferred.js';
 import { type Federation, startFederation } from '../support/federation.js';
+import { listening } from '../support/http-server.js';
 
 let f: Federation;
 const HOUR = 3600_000;
@@ -77,10 +77,9 @@ describe('exchanged access tokens', () => {
   });
 
   it('verify, exchanged and minted alike, as a resource server does: JWKS found through the metadata, over HTTP', async () => {
-    const server = createHttpServer(f.t.broker.app.fetch);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const server = await listening(f.t.broker.app.fetch);
     try {
-      const socket = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      const socket = server.url;
       const meta = (await (await fetch(`${socket}/.well-known/oauth-authorization-server`)).json()) as {
         issuer: string;
         jwks_uri: string;
@@ -105,7 +104,7 @@ describe('exchanged access tokens', () => {
         expect(payload.exp! - payload.iat!).toBe(body.expires_in);
       }
     } finally {
-      await new Promise((resolve) => server.close(resolve));
+      await server.close();
     }
   });
 

@@ -1,27 +1,24 @@
 // The broker's HTTP server as clients of every kind meet it: load balancers that keep connections open, old and odd
 // clients, and requests shaped to be read two ways.
-import type { Server } from 'node:http';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SECURITY_HEADERS } from '../../broker/app.js';
-import { createHttpServer } from '../../broker/http-server.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { type Listening, listening } from '../support/http-server.js';
 
 let t: TestBroker;
-let server: Server;
+let served: Listening;
 let port: number;
 
 beforeAll(async () => {
   t = await startTestBroker();
   // The deadlines the broker runs with: these tests are about them.
-  server = createHttpServer(t.broker.app.fetch);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as { port: number }).port;
+  served = await listening(t.broker.app.fetch);
+  port = served.port;
 });
 afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
+  await served.close();
   await t.close();
 });
 
@@ -219,9 +216,8 @@ describe('a request whose target and Host make no URL', () => {
 
 describe('an HTTP/1.0 client that sends no Host (a load balancer’s health check)', () => {
   it.each(['0.0.0.0', '::', '127.0.0.1'])('is served by a broker listening on %s', async (hostname) => {
-    const own = createHttpServer(t.broker.app.fetch, { hostname });
-    await new Promise<void>((resolve) => own.listen(0, '127.0.0.1', resolve));
-    const socket = connect((own.address() as { port: number }).port, '127.0.0.1');
+    const own = await listening(t.broker.app.fetch, { hostname });
+    const socket = connect(own.port, '127.0.0.1');
     socket.on('error', () => {});
     let received = '';
     socket.on('data', (chunk: Buffer) => {
@@ -229,7 +225,7 @@ describe('an HTTP/1.0 client that sends no Host (a load balancer’s health chec
     });
     socket.write('GET /healthz HTTP/1.0\r\n\r\n');
     await new Promise((resolve) => socket.on('close', resolve));
-    own.close();
+    await own.close();
     expect(received).toMatch(/^HTTP\/1\.1 200 [\s\S]*\{"status":"ok"\}$/);
   });
 });

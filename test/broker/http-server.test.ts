@@ -4,8 +4,10 @@ import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpServer, HTTP_LIMITS } from '../../broker/http-server.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { type Listening, listening } from '../support/http-server.js';
 
 let t: TestBroker;
+let served: Listening;
 let server: Server;
 let port: number;
 /** The server's side of each connection, in the order they were accepted. */
@@ -14,7 +16,7 @@ const accepted: Socket[] = [];
 beforeAll(async () => {
   t = await startTestBroker();
   // Short deadlines, so that the tests wait for the server to act rather than for Node's minutes.
-  server = createHttpServer(t.broker.app.fetch, {
+  served = await listening(t.broker.app.fetch, {
     limits: {
       headersTimeoutMs: 300,
       requestTimeoutMs: 600,
@@ -24,13 +26,11 @@ beforeAll(async () => {
     },
     observer: { logger: t.broker.deps.logger, metrics: t.broker.deps.metrics },
   });
+  ({ server, port } = served);
   server.on('connection', (socket: Socket) => accepted.push(socket));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as { port: number }).port;
 });
 afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
+  await served.close();
   await t.close();
 });
 
@@ -157,17 +157,15 @@ describe('a client that closes its connection before its body has arrived', () =
   // A broker of its own: the requests the deadline tests cut off are counted once their reads fail, which may be
   // after they are done.
   let own: TestBroker;
-  let ownServer: Server;
+  let ownServer: Listening;
   let ownPort: number;
   beforeAll(async () => {
     own = await startTestBroker();
-    ownServer = createHttpServer(own.broker.app.fetch);
-    await new Promise<void>((resolve) => ownServer.listen(0, '127.0.0.1', resolve));
-    ownPort = (ownServer.address() as { port: number }).port;
+    ownServer = await listening(own.broker.app.fetch);
+    ownPort = ownServer.port;
   });
   afterAll(async () => {
-    ownServer.closeAllConnections();
-    await new Promise((resolve) => ownServer.close(resolve));
+    await ownServer.close();
     await own.close();
   });
 
