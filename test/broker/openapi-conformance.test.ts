@@ -294,6 +294,13 @@ describe('every answer agrees with the OpenAPI document', () => {
   });
 });
 
+/** A path of the document with its parameters filled in: a fresh id, and a built-in slot that exists. */
+const concretePath = (template: string) =>
+  template
+    .replace('{id}', crypto.randomUUID())
+    .replace('{kind}', 'secure-registry')
+    .replace('{slot}', 'secondary');
+
 describe('requests: what the document accepts is accepted, and what it refuses refused', () => {
   it('a request without a body is refused where the document requires one, and served where it does not', async () => {
     const answers: string[] = [];
@@ -509,10 +516,7 @@ describe('security: the permission each operation names is the one the broker re
       for (const [method, operation] of Object.entries(item)) {
         if (!operation.security) continue;
         const roles = operation.security.flatMap((requirement) => requirement.bearerAuth ?? []);
-        const path = template
-          .replace('{id}', crypto.randomUUID())
-          .replace('{kind}', 'secure-registry')
-          .replace('{slot}', 'secondary');
+        const path = concretePath(template);
         /** The permission the broker says the credential lacks, if it refuses for one. */
         const missing = async (key: string) => {
           const res = await f.t.request(method.toUpperCase(), path, {
@@ -549,10 +553,7 @@ describe('refused before routing', () => {
     const statuses: string[] = [];
     for (const [template, item] of Object.entries(document.paths)) {
       for (const method of Object.keys(item)) {
-        const path = template
-          .replace('{id}', crypto.randomUUID())
-          .replace('{kind}', 'secure-registry')
-          .replace('{slot}', 'secondary');
+        const path = concretePath(template);
         // A GET carries no body through fetch's Request: its Transfer-Encoding is refused all the same.
         const withBody = method !== 'get';
         for (const [body, headers] of [
@@ -597,10 +598,7 @@ describe('while the database does not answer', () => {
       const statuses = new Set<number>();
       for (const [template, item] of Object.entries(document.paths)) {
         for (const method of Object.keys(item)) {
-          const path = template
-            .replace('{id}', crypto.randomUUID())
-            .replace('{kind}', 'secure-registry')
-            .replace('{slot}', 'secondary');
+          const path = concretePath(template);
           const res = await down.t.request(method.toUpperCase(), path, {
             key: template === '/v1/oidc/token' ? undefined : down.key,
             json: bodies[`${method} ${template}`],
