@@ -177,8 +177,29 @@ function versionedPath(path: string): string {
   return /\/v\d+$/i.test(path) ? path.replace(/\/v\d+$/i, '/v1') : `${path}/v1`;
 }
 
+/**
+ * A permission written as a job's `permissions:` block writes one (`harden-runner: read`): white space on a line
+ * around the colon before `read` or `write`.
+ */
+const SPACED_PERMISSION = /([^\s,:]+)([^\S\n]*):([^\S\n]*)(read|write)(?![^\s,])/gi;
+
 function parsePermissions(raw: string, errors: string[]): string[] {
-  const values = [...new Set(raw.split(/[\s,]+/).filter((v) => v !== ''))];
+  // The id each such value stands for takes its place, so the rest of the input is checked as it was meant.
+  const spaced: { written: string; meant: string }[] = [];
+  const joined = raw.replace(SPACED_PERMISSION, (written, category: string, before, after, level: string) => {
+    const meant = `${category}:${level}`.toLowerCase();
+    if ((before === '' && after === '') || !isPermission(meant)) return written;
+    spaced.push({ written, meant });
+    return meant;
+  });
+  if (spaced.length > 0) {
+    errors.push(
+      `Input \`permissions\` writes ${spaced.map((s) => `"${shown(s.written)}"`).join(', ')} with spaces around ` +
+        "the colon, as a job's `permissions:` block does; an id has none: did you mean " +
+        `\`${[...new Set(spaced.map((s) => s.meant))].join(', ')}\`?`,
+    );
+  }
+  const values = [...new Set(joined.split(/[\s,]+/).filter((v) => v !== ''))];
   // A YAML list written in a block scalar (`permissions: |` then `- audit-log:read` lines) leaves its dashes.
   if (values.includes('-')) {
     const ids = values.filter((v) => v !== '-');

@@ -102,6 +102,19 @@ describe('parseInputs', () => {
     );
   });
 
+  it("says a permission has no space after its colon, as a job's permissions: block has", () => {
+    const errors = errorsFor({ tenant: 'acme', permissions: 'harden-runner: read\naudit-log : read' });
+    expect(errors).toEqual([
+      'Input `permissions` writes "harden-runner: read", "audit-log : read" with spaces around the colon, as a ' +
+        "job's `permissions:` block does; an id has none: did you mean `harden-runner:read, audit-log:read`?",
+    ]);
+    // Only the ids so written are named; another mistake in the same input is reported as before.
+    expect(errorsFor({ tenant: 'acme', permissions: 'Harden-Runner: Write, scan:read' })).toEqual([
+      expect.stringContaining('did you mean `harden-runner:write`?'),
+      expect.stringContaining('Input `permissions` contains "scan:read", which is not a permission.'),
+    ]);
+  });
+
   it('says to write permissions without YAML list dashes', () => {
     const errors = errorsFor({ tenant: 'acme', permissions: '- audit-log:read\n- harden-runner:read' });
     expect(errors).toEqual([
