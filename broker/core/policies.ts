@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { AuditEventInput, Store } from '../store/store.js';
 import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
-import { policyNameKey } from './policy-names.js';
+import { policiesNamed, policyNameKey } from './policy-names.js';
 import { type PolicyFieldError, type PolicyRulesContext, validatePolicy } from './policy-rules.js';
 import type { PolicyClaims, PolicyRecord, TrustPolicy } from './policy-types.js';
 import { changedBy, type Principal } from './principal.js';
@@ -81,9 +81,9 @@ async function nameTaken(
   id: string,
   deps: PolicyDeps,
 ): Promise<PolicyRefusal> {
-  const key = policyNameKey(name);
-  const holder = (await deps.store.policies.list(principal.tenant.id)).find(
-    (p) => p.id !== id && policyNameKey(p.name) === key,
+  // The one filed under the name's key, which the unique index refused: looked up, never the tenant's whole list.
+  const holder = (await deps.store.policies.named(principal.tenant.id, policyNameKey(name))).find(
+    (p) => p.id !== id,
   );
   return {
     ok: false,
@@ -91,6 +91,21 @@ async function nameTaken(
     name,
     ...(holder && { holder: { id: holder.id, name: holder.name } }),
   };
+}
+
+/**
+ * The tenant's policies a requested name names, as policiesNamed gives them, by indexed lookups: a tenant with
+ * 100,000 policies is not read whole for one of them (SQLite reads on the event loop, holding up every tenant's
+ * requests meanwhile). Namesakes an upgrade kept are filed under their names lower-cased, the key of their day.
+ */
+export async function findPoliciesNamed(
+  store: Store,
+  tenantId: string,
+  name: string,
+): Promise<TrustPolicy[]> {
+  const keys = [...new Set([policyNameKey(name), name.toLowerCase()])];
+  const filed = await Promise.all(keys.map((key) => store.policies.named(tenantId, key)));
+  return policiesNamed(filed.flat(), name);
 }
 
 /** What the audit log keeps of a policy: everything that decides who gets which token. */

@@ -3,9 +3,9 @@ import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import type { AppDeps } from '../app.js';
 import { GITHUB_ISSUER } from '../config.js';
 import type { AuthenticateDeps } from '../core/authenticate.js';
+import { findPoliciesNamed } from '../core/policies.js';
 import { type DryRun, dryRunPolicies } from '../core/policy-dry-run.js';
 import type { Decision, PolicyExplanation } from '../core/policy-evaluate.js';
-import { policiesNamed } from '../core/policy-names.js';
 import type { TrustPolicy } from '../core/policy-types.js';
 import { workflowSnippet } from '../core/workflow-snippet.js';
 import { BrokerError, retryAfter } from '../errors.js';
@@ -159,7 +159,7 @@ export function registerPolicyToolRoutes(
       const name = c.req.valid('query').policy;
       let policy: TrustPolicy | undefined;
       if (name !== undefined) {
-        policy = policiesNamed(await store.policies.list(tenant.id), name)[0];
+        policy = (await findPoliciesNamed(store, tenant.id, name))[0];
         if (!policy) throw new BrokerError('not_found', `no trust policy named "${name}" in this tenant`);
       }
       const apiUrl = `${config.publicUrl}/v1`;

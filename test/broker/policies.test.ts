@@ -547,6 +547,35 @@ describe('names are unique in the tenant, case-insensitively', () => {
     expect(((await config.json()) as { workflow: string }).workflow).toContain('Déploiement');
   });
 
+  it("a name is looked up, never found by reading the tenant's whole list: the 409 and the snippet of a large tenant hold up no other tenant", async () => {
+    const holder = await created({ ...infraMain(), name: 'Release' });
+    await created({ ...infraMain(), name: 'other' });
+    // On SQLite a read runs on the event loop: 100,000 policies read whole held every tenant's requests for most
+    // of a second, once per refused name or snippet asked for.
+    const { policies } = t.broker.store;
+    const read = policies.list;
+    let wholeReads = 0;
+    policies.list = (...args) => {
+      wholeReads++;
+      return read(...args);
+    };
+    try {
+      const { res, body } = await create({ ...infraMain(), name: 'RELEASE' });
+      expect(res.status).toBe(409);
+      expect((body as unknown as { detail: string }).detail).toBe(
+        `trust policy "Release" (id ${holder.id}) already has this name: names are compared ignoring case and accent encoding, so "RELEASE" is the same name; choose another`,
+      );
+      const config = await t.request('GET', '/v1/oidc/config?policy=release', { key: tenantKey });
+      expect(config.status).toBe(200);
+      expect((await config.json()) as { policy: string }).toMatchObject({ policy: 'Release' });
+      const missing = await t.request('GET', '/v1/oidc/config?policy=nope', { key: tenantKey });
+      expect(missing.status).toBe(404);
+    } finally {
+      policies.list = read;
+    }
+    expect(wholeReads).toBe(0);
+  });
+
   it('of two case variants created at once through two brokers on one database, one is created and one is 409', async () => {
     const other = await startTestBroker({ db: t.db });
     try {
