@@ -198,9 +198,12 @@ function broadenedByOmission(
   { defaultSessionSeconds }: Pick<PolicyDeps, 'defaultSessionSeconds'>,
 ): string[] {
   const warnings: string[] = [];
-  if (submission.issuer === undefined && after.issuer !== before.issuer) {
+  // An empty issuer stands for the default as a left-out one does (a client may send every field, some empty).
+  const issuerUnset =
+    submission.issuer === undefined ? 'left out' : submission.issuer === '' ? 'empty' : null;
+  if (issuerUnset && after.issuer !== before.issuer) {
     warnings.push(
-      `issuer: left out, so this policy now trusts tokens of ${after.issuer}, the default, where it trusted ${before.issuer}; a replace sets every field: send issuer to keep it`,
+      `issuer: ${issuerUnset}, so this policy now trusts tokens of ${after.issuer}, the default, where it trusted ${before.issuer}; a replace sets every field: send issuer to keep it`,
     );
   }
   const cap = (policy: PolicyRecord) => policy.max_session_duration_seconds || defaultSessionSeconds;

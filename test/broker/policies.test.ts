@@ -463,6 +463,14 @@ describe('a replace that leaves a field out', () => {
       });
       expect(shorter.policy.max_session_duration_seconds).toBe(0);
       expect(shorter.warnings).toEqual([]);
+
+      // An empty issuer takes the default as a left-out one does (a client that sends every field, some empty), and
+      // is told so alike.
+      const emptied = await put(policy.id, { ...ghes, issuer: '', permissions: ['read-all'] });
+      expect(emptied.policy.issuer).toBe(GITHUB);
+      expect(emptied.warnings).toEqual([
+        `issuer: empty, so this policy now trusts tokens of ${GITHUB}, the default, where it trusted ${GHES}; a replace sets every field: send issuer to keep it`,
+      ]);
     } finally {
       await b.close();
     }
