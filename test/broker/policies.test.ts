@@ -141,6 +141,35 @@ describe('create, list, get, replace, delete', () => {
     }
   });
 
+  it('reads back as the README says it is saved, and what it reads back replaces it with no change', async () => {
+    const policy = await created({
+      name: 'Deploy-Infra',
+      description: '',
+      issuer: '',
+      claims: { repository: 'Acme/Infra', ref: 'refs/heads/main', environment: '' },
+      permissions: ['secure-registry:read', 'harden-runner:write', 'harden-runner:write', 'audit-log:read'],
+    });
+    expect(policy).toMatchObject({
+      name: 'Deploy-Infra',
+      description: null,
+      issuer: GITHUB,
+      claims: { repository: 'Acme/Infra', ref: 'refs/heads/main' },
+      max_session_duration_seconds: 0,
+      // Each id once, in the order of GET /v1/permissions; a :write does not add its :read to the list.
+      permissions: ['harden-runner:write', 'secure-registry:read', 'audit-log:read'],
+      allow_pull_request_target: false,
+    });
+    const { id, created_at, updated_at, ...body } = policy;
+    t.clock.now += 60_000;
+    const put = await t.request('PUT', `/v1/oidc/policies/${id}`, { key: tenantKey, json: body });
+    expect(await put.json()).toMatchObject({ policy: { updated_at } });
+    const sentBack = await t.request('PUT', `/v1/oidc/policies/${id}`, { key: tenantKey, json: policy });
+    expect(sentBack.status).toBe(422);
+    expect(await sentBack.json()).toMatchObject({
+      errors: ['id', 'created_at', 'updated_at'].map((field) => ({ field, message: 'unknown field' })),
+    });
+  });
+
   it('lists policies by name and accepts the limits of max_session_duration_seconds', async () => {
     await created({ ...infraMain(), name: 'zeta', max_session_duration_seconds: 3600 });
     await created({ ...infraMain(), name: 'Alpha', max_session_duration_seconds: 0 });
