@@ -3,7 +3,7 @@ import { randomUUID, sign, verify } from 'node:crypto';
 import type { Store, Tenant } from '../store/store.js';
 import { unauthenticated } from './authenticate.js';
 import { parseCompactJws } from './jws-compact.js';
-import { isPermission, type Permission } from './permissions.js';
+import { isPermission, type Permission, withImplied } from './permissions.js';
 import { effectivePermissions, type Principal } from './principal.js';
 import { type ActiveKey, CLOCK_SKEW_MS, MAX_TOKEN_LIFETIME_MS, type SigningKeys } from './signing-keys.js';
 import type { TenantDirectory } from './tenant-directory.js';
@@ -38,6 +38,8 @@ export interface MintedToken {
   expiresAt: number;
   /** Seconds from `iat` to `exp`: the lifetime asked for, or less where `notAfter` came first. */
   expiresIn: number;
+  /** Its `permissions`: those granted, each `:write` with the `:read` it implies, in catalogue order. */
+  permissions: Permission[];
 }
 
 export interface AccessTokenClaims {
@@ -149,14 +151,17 @@ export function createAccessTokens(deps: {
         input.notAfter === undefined ? Number.POSITIVE_INFINITY : Math.floor(input.notAfter / 1000);
       const exp = Math.min(iat + input.lifetimeSeconds, latest);
       const jti = input.jti ?? randomUUID();
+      // Written out as the broker honours them (write implies read): a resource server authorises by `scope` as it
+      // reads, and a token granted a write would otherwise be refused the read that comes with it.
+      const permissions = withImplied(input.permissions);
       const claims: AccessTokenClaims = {
         iss: issuer,
         sub: input.subject,
         aud: input.tenant.audience,
         client_id: input.clientId,
         tenant: input.tenant.name,
-        scope: input.permissions.join(' '),
-        permissions: input.permissions,
+        scope: permissions.join(' '),
+        permissions,
         jti,
         iat,
         exp,
@@ -177,6 +182,7 @@ export function createAccessTokens(deps: {
         jti,
         expiresAt: exp * 1000,
         expiresIn: exp - iat,
+        permissions,
       };
     },
     verify: verifyToken,

@@ -1,5 +1,5 @@
 // Trust-policy matching and selection (DESIGN §4): which policy a token's claims may use, and what it grants.
-import { missingFrom, type Permission } from './permissions.js';
+import { missingFrom, type Permission, withImplied } from './permissions.js';
 import { policiesNamed } from './policy-names.js';
 import {
   COMMIT_SHA,
@@ -325,7 +325,8 @@ function run(
   const outcome = select(considered);
   if (outcome.allow) {
     const { policy } = outcome.chosen;
-    const permissions = requested.length > 0 ? requested : [...new Set(policy.permissions)];
+    // Each write with the read it implies, as the token carries them.
+    const permissions = withImplied(requested.length > 0 ? requested : policy.permissions);
     return {
       assessed,
       considered,

@@ -169,7 +169,7 @@ export function registerTokenRoutes(
           outcome: 'success',
           actor: actorOf(principal),
           target: { type: 'access_token', id: minted.jti },
-          details: { permissions, expires_at: iso(minted.expiresAt) },
+          details: { permissions: minted.permissions, expires_at: iso(minted.expiresAt) },
         },
         at,
       );
@@ -185,7 +185,7 @@ export function registerTokenRoutes(
           accessToken: minted.token,
           expiresIn: minted.expiresIn,
           expiresAt: minted.expiresAt,
-          permissions,
+          permissions: minted.permissions,
           tenant: principal.tenant.name,
         }),
         201,

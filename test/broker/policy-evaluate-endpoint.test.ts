@@ -130,7 +130,8 @@ describe('evaluate typed-in claims', () => {
     expect(e.decision).toEqual({
       allowed: true,
       policy: 'infra-main',
-      permissions: ['harden-runner:write'],
+      // What the token would carry: the write with the read it implies.
+      permissions: ['harden-runner:read', 'harden-runner:write'],
       duration_seconds: 600,
     });
     expect(result(e, 'infra-main')).toMatchObject({

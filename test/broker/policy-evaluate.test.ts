@@ -394,7 +394,7 @@ describe('evaluatePolicies: named policy', () => {
   it('considers only the named policy, whatever the case of the name', () => {
     const decision = allowed(decide([general, deploy], { policy: 'dEPLOY' }));
     expect(decision.policy).toBe(deploy);
-    expect(decision.permissions).toEqual(['harden-runner:write']);
+    expect(decision.permissions).toEqual(['harden-runner:read', 'harden-runner:write']);
   });
 
   it('settles a tie by name', () => {
@@ -432,17 +432,19 @@ describe('evaluatePolicies: permissions', () => {
     { permissions: ['harden-runner:write', 'audit-log:read'] },
   );
 
-  it('grants the whole allowlist when nothing is requested', () => {
-    expect(allowed(decide([p])).permissions).toEqual(['harden-runner:write', 'audit-log:read']);
-    expect(allowed(decide([p], { permissions: [] })).permissions).toEqual([
-      'harden-runner:write',
-      'audit-log:read',
-    ]);
+  it('grants the whole allowlist when nothing is requested, each write with the read it implies', () => {
+    const everything = ['harden-runner:read', 'harden-runner:write', 'audit-log:read'];
+    expect(allowed(decide([p])).permissions).toEqual(everything);
+    expect(allowed(decide([p], { permissions: [] })).permissions).toEqual(everything);
   });
 
   it('grants exactly the requested permissions, write implying read', () => {
     const decision = allowed(decide([p], { permissions: ['harden-runner:read', 'harden-runner:read'] }));
     expect(decision.permissions).toEqual(['harden-runner:read']);
+    expect(allowed(decide([p], { permissions: ['harden-runner:write'] })).permissions).toEqual([
+      'harden-runner:read',
+      'harden-runner:write',
+    ]);
   });
 
   it('denies permissions outside the allowlist, naming only requested ones', () => {

@@ -104,6 +104,13 @@ function allows(p: ModelPolicy, permission: string): boolean {
   );
 }
 
+/** The permissions a grant carries: each :write with the :read it implies. */
+function withReads(permissions: readonly string[]): string[] {
+  return [
+    ...new Set(permissions.flatMap((p) => (p.endsWith(':write') ? [p, p.replace(/:write$/, ':read')] : [p]))),
+  ];
+}
+
 /** The requested permissions, `read-all` standing for every :read. */
 function requestedOf(request: ModelRequest): string[] {
   return [...new Set((request.permissions ?? []).flatMap((p) => (p === 'read-all' ? READS : [p])))];
@@ -130,7 +137,7 @@ function model(policies: ModelPolicy[], job: Job, request: ModelRequest): Outcom
   return {
     status: 200,
     policy: chosen.name,
-    permissions: requested.length > 0 ? requested : chosen.permissions,
+    permissions: withReads(requested.length > 0 ? requested : chosen.permissions),
     expires_in: Math.min(request.duration_seconds ?? cap, cap),
   };
 }
