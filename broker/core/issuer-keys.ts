@@ -143,7 +143,7 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
   // Starts a fetch unless one is running (then shares it) or the cooldown since the last attempt is running.
   function refreshIfAllowed(st: IssuerState, t: number): Promise<void> | null {
     if (st.inflight) return st.inflight;
-    if (t - st.lastAttemptAt < cooldownMs) return null;
+    if (elapsed(t, st.lastAttemptAt) < cooldownMs) return null;
     st.lastAttemptAt = t;
     st.inflight = refresh(st).finally(() => {
       st.inflight = null;
@@ -265,7 +265,7 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
       const cached = st.keys?.get(kid);
       if (cached) {
         // Stale keys keep serving while a refresh runs in the background; refresh() never rejects.
-        if (t - st.fetchedAt >= maxAgeMs) void refreshIfAllowed(st, t);
+        if (elapsed(t, st.fetchedAt) >= maxAgeMs) void refreshIfAllowed(st, t);
         return { key: cached };
       }
       const pending = refreshIfAllowed(st, t);
@@ -275,7 +275,7 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
         if (key) return { key };
       }
       if (st.keys && st.lastError === null) return undefined;
-      const retryAfterMs = Math.max(0, st.lastAttemptAt + cooldownMs - now());
+      const retryAfterMs = Math.max(0, cooldownMs - elapsed(now(), st.lastAttemptAt));
       return {
         unavailable: st.keys ? 'kid-not-cached' : 'none-cached',
         retryAfterMs,
@@ -295,11 +295,20 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
         jwksUri: st.configuredJwksUri ?? st.discoveredJwksUri ?? null,
         keyCount: st.keys?.size ?? 0,
         fetchedAt: st.keys ? st.fetchedAt : null,
-        stale: !st.keys || t - st.fetchedAt >= maxAgeMs,
+        stale: !st.keys || elapsed(t, st.fetchedAt) >= maxAgeMs,
         lastError: st.lastError,
       }));
     },
   };
+}
+
+/**
+ * Time from `since` to `t`. A wall clock stepped back in between (NTP, a restored VM) counts as long ago, not as
+ * a wait: otherwise the cooldown and the cache's age would hold for as long as the clock went back, and an issuer
+ * that failed once would not be asked again, nor a rotated key looked for, for that long.
+ */
+function elapsed(t: number, since: number): number {
+  return t < since ? Number.POSITIVE_INFINITY : t - since;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

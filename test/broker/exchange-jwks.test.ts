@@ -147,6 +147,16 @@ describe('Retry-After of issuer_unavailable', () => {
     expect(dryRun.status).toBe(503);
     expect(dryRun.headers.get('Retry-After')).toBe('10');
   });
+
+  it('a broker clock stepped back an hour neither says to retry in an hour nor waits that long to ask again', async () => {
+    const f = await federation(false);
+    f.issuer.serve('fail');
+    expect((await f.exchange(f.issuer.sign())).status).toBe(503);
+    f.issuer.serve('ok');
+    f.t.clock.now -= 3_600_000;
+    expect((await outcome(f, f.issuer.sign())).status).toBe(200);
+    expect(f.issuer.jwksRequests).toBe(2);
+  });
 });
 
 describe('rotation', () => {

@@ -137,6 +137,26 @@ describe('issuer outages', () => {
     expect(issuer.jwksRequests).toBe(2);
   });
 
+  it('a wall clock stepped back holds no fetch back for as long as it went back', async () => {
+    const { keys } = cache();
+    issuer.serve('fail');
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toMatchObject({ retryAfterMs: 30_000 });
+    // NTP steps the clock an hour back: the next lookup may fetch, and never says to wait an hour and more.
+    clock.now -= 3_600_000;
+    expect(await keys.getKey(GITHUB_ISSUER, issuer.kid)).toMatchObject({ retryAfterMs: 30_000 });
+    expect(issuer.jwksRequests).toBe(2);
+    issuer.serve('ok');
+    clock.now += 30_000;
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
+    // With keys cached, a key the issuer rotated in is looked for at once, and the set counts as stale.
+    const fresh = issuer.rotate({ keepOld: true });
+    clock.now -= 3_600_000;
+    expect(keys.status()[0]?.stale).toBe(true);
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, fresh.kid))).toBe(true);
+    expect(issuer.jwksRequests).toBe(4);
+    expect(keys.status()[0]?.stale).toBe(false);
+  });
+
   it('refreshes a stale set in the background and drops keys the issuer withdrew', async () => {
     const { keys } = cache();
     const old = issuer.kid;
