@@ -28,13 +28,16 @@ export interface IssuerKeysOptions {
 }
 
 /**
- * `unavailable`: the last fetch failed (`lastError`) and either no keys are cached (`none-cached`) or the kid is not among the
+ * `refused`: the set the last successful fetch returned lists the kid, but with a key the broker does not verify
+ * with, and why (listed twice, weaker than RSA-2048, marked for encryption, …). `unavailable`: the last fetch
+ * failed (`lastError`) and either no keys are cached (`none-cached`) or the kid is not among the
  * cached ones (`kid-not-cached`: it may be a key the issuer rotated in since); `retryAfterMs` is how long until the
  * cooldown lets the next lookup fetch again (before then, the answer can only be the same). `undefined`: the kid is
  * not in the set the last successful fetch returned.
  */
 export type KeyLookup =
   | { key: KeyObject }
+  | { refused: string }
   | { unavailable: 'none-cached' | 'kid-not-cached'; retryAfterMs: number; lastError: FetchErrorKind | null }
   | undefined;
 
@@ -95,6 +98,8 @@ interface IssuerState {
   configuredJwksUri: string | undefined;
   discoveredJwksUri: string | undefined;
   keys: Map<string, KeyObject> | null;
+  /** Kids the last good set lists with an unusable key, and why. */
+  refused: Map<string, string>;
   fetchedAt: number;
   lastAttemptAt: number;
   inflight: Promise<void> | null;
@@ -133,6 +138,7 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
       configuredJwksUri: jwksUri,
       discoveredJwksUri: undefined,
       keys: null,
+      refused: new Map(),
       fetchedAt: Number.NEGATIVE_INFINITY,
       lastAttemptAt: Number.NEGATIVE_INFINITY,
       inflight: null,
@@ -156,8 +162,9 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
     try {
       const jwksUri = st.configuredJwksUri ?? st.discoveredJwksUri ?? (await discover(st));
       fetching = 'jwks';
-      const { keys, skipped } = readJwks(await fetchJson(jwksUri));
+      const { keys, refused, skipped } = readJwks(await fetchJson(jwksUri));
       st.keys = keys;
+      st.refused = refused;
       st.fetchedAt = now();
       st.lastError = null;
       logger?.info('issuer signing keys refreshed', { issuer: st.issuer, keys: keys.size, skipped });
@@ -274,7 +281,10 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
         const key = st.keys?.get(kid);
         if (key) return { key };
       }
-      if (st.keys && st.lastError === null) return undefined;
+      if (st.keys && st.lastError === null) {
+        const reason = st.refused.get(kid);
+        return reason === undefined ? undefined : { refused: reason };
+      }
       const retryAfterMs = Math.max(0, cooldownMs - elapsed(now(), st.lastAttemptAt));
       return {
         unavailable: st.keys ? 'kid-not-cached' : 'none-cached',
@@ -323,11 +333,16 @@ function isRedirectError(err: unknown): boolean {
 /**
  * A syntactically valid JWKS replaces the cached set (keys the issuer withdrew stop verifying); entries
  * that are malformed, weak, published with their private part or not RS256 signature-verification keys are
- * skipped, and a kid listed twice is dropped because the set no longer says which key it means.
+ * skipped, and a kid listed twice is dropped because the set no longer says which key it means. The kids
+ * skipped are kept with the reason, so that a token signed with one is told why rather than that its key is unknown.
  */
-function readJwks(body: unknown): { keys: Map<string, KeyObject>; skipped: number } {
+function readJwks(body: unknown): {
+  keys: Map<string, KeyObject>;
+  refused: Map<string, string>;
+  skipped: number;
+} {
   if (!isRecord(body) || !Array.isArray(body.keys)) throw new FetchFailure('invalid_jwks');
-  const byKid = new Map<string, KeyObject | null>();
+  const byKid = new Map<string, KeyObject | string>();
   let skipped = 0;
   for (const entry of body.keys as unknown[]) {
     const kid = isRecord(entry) ? entry.kid : undefined;
@@ -336,17 +351,20 @@ function readJwks(body: unknown): { keys: Map<string, KeyObject>; skipped: numbe
       continue;
     }
     if (byKid.has(kid)) {
-      byKid.set(kid, null);
+      byKid.set(kid, 'the key set lists its kid more than once');
       continue;
     }
     byKid.set(kid, importRs256Key(entry as Record<string, unknown>));
   }
   const keys = new Map<string, KeyObject>();
+  const refused = new Map<string, string>();
   for (const [kid, key] of byKid) {
-    if (key) keys.set(kid, key);
-    else skipped++;
+    if (typeof key === 'string') {
+      refused.set(kid, key);
+      skipped++;
+    } else keys.set(kid, key);
   }
-  return { keys, skipped };
+  return { keys, refused, skipped };
 }
 
 const MIN_MODULUS_BITS = 2048;
@@ -355,24 +373,31 @@ const MAX_MODULUS_BITS = 8192;
 // An RSA key's private members (RFC 7518 §6.3.2): a set that publishes them lets anyone sign with the key.
 const PRIVATE_RSA_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth'];
 
-function importRs256Key(jwk: Record<string, unknown>): KeyObject | null {
-  if (jwk.kty !== 'RSA') return null;
-  if (jwk.use !== undefined && jwk.use !== 'sig') return null;
-  if (jwk.alg !== undefined && jwk.alg !== 'RS256') return null;
+/** The key, or why it is not one to verify RS256 signatures with (shown to callers: the set is public). */
+function importRs256Key(jwk: Record<string, unknown>): KeyObject | string {
+  if (jwk.kty !== 'RSA') return 'it is not an RSA key';
+  if (jwk.use !== undefined && jwk.use !== 'sig')
+    return 'the key set marks it for another use than signatures';
+  if (jwk.alg !== undefined && jwk.alg !== 'RS256')
+    return 'the key set marks it for another algorithm than RS256';
   // key_ops, when present, says what the key is for (RFC 7517 §4.3); verifying signatures must be among it.
   if (jwk.key_ops !== undefined && !(Array.isArray(jwk.key_ops) && jwk.key_ops.includes('verify')))
-    return null;
-  if (PRIVATE_RSA_MEMBERS.some((name) => jwk[name] !== undefined)) return null;
-  if (typeof jwk.n !== 'string' || typeof jwk.e !== 'string') return null;
+    return 'its key_ops do not include verify';
+  if (PRIVATE_RSA_MEMBERS.some((name) => jwk[name] !== undefined)) {
+    return 'the key set publishes its private part, so anyone can sign with it';
+  }
+  if (typeof jwk.n !== 'string' || typeof jwk.e !== 'string') return 'it is not a well-formed RSA key';
   let key: KeyObject;
   try {
     key = createPublicKey({ key: { kty: 'RSA', n: jwk.n, e: jwk.e }, format: 'jwk' });
   } catch {
-    return null;
+    return 'it is not a well-formed RSA key';
   }
   const details = key.asymmetricKeyDetails;
   const bits = details?.modulusLength ?? 0;
-  if (bits < MIN_MODULUS_BITS || bits > MAX_MODULUS_BITS) return null;
-  if (details?.publicExponent !== 65537n) return null;
+  if (bits < MIN_MODULUS_BITS || bits > MAX_MODULUS_BITS) {
+    return `its modulus has ${bits} bits, outside the ${MIN_MODULUS_BITS} to ${MAX_MODULUS_BITS} accepted`;
+  }
+  if (details?.publicExponent !== 65537n) return 'its public exponent is not 65537';
   return key;
 }

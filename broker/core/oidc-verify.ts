@@ -198,6 +198,9 @@ export async function verifyOidcToken(token: string, deps: VerifyDeps): Promise<
 
   const lookup = await deps.issuers.getKey(iss, kid);
   if (lookup === undefined) return invalid(`unknown signing key '${kid}' for issuer ${iss}`);
+  if ('refused' in lookup) {
+    return invalid(`signing key '${kid}' of issuer ${iss} is not usable: ${lookup.refused}`);
+  }
   if ('unavailable' in lookup) {
     return {
       ok: false,

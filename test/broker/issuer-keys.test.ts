@@ -304,22 +304,24 @@ describe('key acceptance', () => {
     // A modulus over 8,192 bits: every verification with it would cost a multiple of a normal one.
     const huge = issuer.addKey({ jwk: { n: Buffer.alloc(1040, 0xc5).toString('base64url') } });
     const { keys, logs } = cache();
+    // A token signed with one is told why its key is refused, not that the issuer has no such key.
     const unusable = [
-      weak,
-      smallExponent,
-      enc,
-      rs384,
-      encrypting,
-      opsNotAList,
-      leaked,
-      twinCopy,
-      ec,
-      broken,
-      huge,
-    ];
-    for (const k of unusable) {
-      expect(await keys.getKey(GITHUB_ISSUER, k.kid)).toBeUndefined();
+      [weak, 'its modulus has 1024 bits, outside the 2048 to 8192 accepted'],
+      [smallExponent, 'its public exponent is not 65537'],
+      [enc, 'the key set marks it for another use than signatures'],
+      [rs384, 'the key set marks it for another algorithm than RS256'],
+      [encrypting, 'its key_ops do not include verify'],
+      [opsNotAList, 'its key_ops do not include verify'],
+      [leaked, 'the key set publishes its private part, so anyone can sign with it'],
+      [twinCopy, 'the key set lists its kid more than once'],
+      [ec, 'it is not an RSA key'],
+      [broken, 'its modulus has 72 bits, outside the 2048 to 8192 accepted'],
+      [huge, 'its modulus has 8320 bits, outside the 2048 to 8192 accepted'],
+    ] as const;
+    for (const [k, refused] of unusable) {
+      expect(await keys.getKey(GITHUB_ISSUER, k.kid), refused).toEqual({ refused });
     }
+    expect(await keys.getKey(GITHUB_ISSUER, 'not-listed')).toBeUndefined();
     expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
     expect(keys.status()[0]?.keyCount).toBe(1);
     expect(logs).toContainEqual({

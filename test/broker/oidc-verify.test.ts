@@ -78,6 +78,9 @@ interface Case {
 
 const HS256 = 'unsupported signing algorithm';
 const UNKNOWN_KEY = /unknown signing key/;
+/** A kid the issuer's set lists, with a key the broker does not verify with: the refusal says why. */
+const UNUSABLE_KEY = (why: string) =>
+  new RegExp(`^signing key '[^']+' of issuer \\S+ is not usable: ${why}$`);
 const BAD_SIGNATURE = /signature does not verify/;
 const NOT_B64URL = /outside the base64url alphabet/;
 const UNTRUSTED = /issuer .* is not trusted/;
@@ -176,7 +179,7 @@ const cases: Case[] = [
       const weak = issuer.addKey({ modulusLength: 1024 });
       return sign({}, { key: weak.privateKey, header: { kid: weak.kid } });
     },
-    reason: UNKNOWN_KEY,
+    reason: UNUSABLE_KEY('its modulus has 1024 bits, outside the 2048 to 8192 accepted'),
   },
   {
     id: 'A12',
@@ -185,7 +188,7 @@ const cases: Case[] = [
       const weak = issuer.addKey({ publicExponent: 3 });
       return sign({}, { key: weak.privateKey, header: { kid: weak.kid } });
     },
-    reason: UNKNOWN_KEY,
+    reason: UNUSABLE_KEY('its public exponent is not 65537'),
   },
 
   // B. Key selection
@@ -296,16 +299,23 @@ const cases: Case[] = [
       issuer.serve('duplicate-kid');
       return sign();
     },
-    reason: UNKNOWN_KEY,
+    reason: UNUSABLE_KEY('the key set lists its kid more than once'),
   },
-  ...[{ use: 'enc' }, { alg: 'RS384' }, { alg: 'PS256' }, { key_ops: ['encrypt'] }].map((jwk) => ({
+  ...(
+    [
+      [{ use: 'enc' }, 'the key set marks it for another use than signatures'],
+      [{ alg: 'RS384' }, 'the key set marks it for another algorithm than RS256'],
+      [{ alg: 'PS256' }, 'the key set marks it for another algorithm than RS256'],
+      [{ key_ops: ['encrypt'] }, 'its key_ops do not include verify'],
+    ] as const
+  ).map(([jwk, why]) => ({
     id: 'B14',
     name: `JWKS entry for the kid has ${JSON.stringify(jwk)}`,
     token: () => {
       const key = issuer.addKey({ jwk });
       return sign({}, { key: key.privateKey, header: { kid: key.kid } });
     },
-    reason: UNKNOWN_KEY,
+    reason: UNUSABLE_KEY(why),
   })),
 
   // C. Other header parameters
@@ -921,10 +931,10 @@ describe('verifyOidcToken and the key set', () => {
       reason: `signing keys for issuer ${GITHUB_ISSUER} are unavailable: its answer is not a key set (no "keys" list)`,
       retryAfterSeconds: 30,
     });
-    // A key set none of whose keys is usable is fetched, not failed: the token's kid is simply not in it.
+    // A key set none of whose keys is usable is fetched, not failed: the token's kid has no key to verify with.
     issuer.setJwks({ keys: [{ kty: 'EC', kid: issuer.kid, crv: 'P-256', x: 'x', y: 'y' }] });
     clock.now += 31_000;
-    expectRejected(await verify(sign()), UNKNOWN_KEY);
+    expectRejected(await verify(sign()), UNUSABLE_KEY('it is not an RSA key'));
   });
 
   it('B16 never derives a key URL from a token iss', async () => {
