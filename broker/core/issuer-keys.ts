@@ -229,7 +229,8 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
     }
     if (res.status !== 200 || !res.body) {
       controller.abort();
-      const kind = res.status >= 300 && res.status < 400 ? 'redirect' : 'http_status';
+      // 304 Not Modified (to a request that made no condition) and 300 are answers, not redirects.
+      const kind = REDIRECT_STATUSES.has(res.status) ? 'redirect' : 'http_status';
       throw new FetchFailure(kind, `HTTP ${res.status}`);
     }
     if (Number(res.headers.get('content-length')) > maxBytes) {
@@ -320,6 +321,9 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
 function elapsed(t: number, since: number): number {
   return t < since ? Number.POSITIVE_INFINITY : t - since;
 }
+
+/** The statuses that send a client elsewhere (RFC 9110 §15.4); fetch refuses them with `redirect: 'error'`. */
+const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);

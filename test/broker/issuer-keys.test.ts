@@ -274,6 +274,18 @@ describe('bounded fetches (B15)', () => {
     expect(keys.status()[0]?.lastError).toBe('too_large');
   });
 
+  it('calls an answer that is not a redirect an HTTP error, whatever its 3xx status', async () => {
+    for (const [status, lastError] of [
+      [304, 'http_status'],
+      [300, 'http_status'],
+      [307, 'redirect'],
+    ] as const) {
+      const { keys, logs } = cache({ fetch: async () => new Response(null, { status }) });
+      expect(await keys.getKey(GITHUB_ISSUER, issuer.kid), String(status)).toMatchObject({ lastError });
+      expect(logs[0]?.fields).toMatchObject({ reason: lastError, detail: `HTTP ${status}` });
+    }
+  });
+
   it('treats a body that is not a JWKS as a failed fetch', async () => {
     issuer.setJwks(['not', 'a', 'jwks']);
     const { keys } = cache();
