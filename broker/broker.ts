@@ -3,7 +3,7 @@ import type { AppDeps, BrokerApp } from './app.js';
 import { createApp } from './app.js';
 import type { BrokerConfig } from './config.js';
 import { createAccessTokens } from './core/access-tokens.js';
-import { createIssuerKeys } from './core/issuer-keys.js';
+import { createIssuerKeys, FETCH_ERROR_KINDS } from './core/issuer-keys.js';
 import { keyDigester } from './core/keys.js';
 import { createRateLimiter } from './core/rate-limit.js';
 import type { SigningKeys } from './core/signing-keys.js';
@@ -71,6 +71,10 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
   }
   const tenants = createTenantDirectory(store);
   const metrics = createMetrics({ processMetrics: options.processMetrics });
+  metrics.expectIssuerKeyFailures(
+    config.trustedIssuers.map((trusted) => trusted.issuer),
+    FETCH_ERROR_KINDS,
+  );
   let draining = false;
   const deps: AppDeps = {
     config,

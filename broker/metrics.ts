@@ -11,6 +11,11 @@ export interface Metrics {
   observeError(route: string, code: string): void;
   /** A failed fetch of a trusted issuer's signing keys, by issuer (configured ones only) and kind of failure. */
   observeIssuerKeyFailure(issuer: string, reason: string): void;
+  /**
+   * Starts each issuer's count of every kind of failure at 0, so that the first failure is an increase an alert
+   * sees (`increase()` over a series that appears at 1 sees none).
+   */
+  expectIssuerKeyFailures(issuers: readonly string[], reasons: readonly string[]): void;
   /** A request Node refused before it was read (408, 431, 400): counted, method `unknown`, route `unread`. */
   observeUnreadRequest(status: number): void;
 }
@@ -63,6 +68,10 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     },
     observeIssuerKeyFailure(issuer, reason) {
       issuerKeyFailures.labels(issuer, reason).inc();
+    },
+    expectIssuerKeyFailures(issuers, reasons) {
+      for (const issuer of issuers)
+        for (const reason of reasons) issuerKeyFailures.labels(issuer, reason).inc(0);
     },
     observeError(route, code) {
       errors.labels(route, code).inc();

@@ -60,16 +60,20 @@ export interface IssuerKeys {
   status(): IssuerStatus[];
 }
 
-export type FetchErrorKind =
-  | 'insecure_url'
-  | 'network'
-  | 'redirect'
-  | 'timeout'
-  | 'http_status'
-  | 'too_large'
-  | 'invalid_json'
-  | 'invalid_jwks'
-  | 'invalid_discovery';
+/** Every kind of failed fetch: the `reason` of the log's warning and of `issuer_key_fetch_failures_total`. */
+export const FETCH_ERROR_KINDS = [
+  'insecure_url',
+  'network',
+  'redirect',
+  'timeout',
+  'http_status',
+  'too_large',
+  'invalid_json',
+  'invalid_jwks',
+  'invalid_discovery',
+] as const;
+
+export type FetchErrorKind = (typeof FETCH_ERROR_KINDS)[number];
 
 /**
  * A failed fetch: its kind, and for the operator's log what lies behind it — the HTTP status, or the system's code
