@@ -171,7 +171,17 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
       st.refused = refused;
       st.fetchedAt = now();
       st.lastError = null;
-      logger?.info('issuer signing keys refreshed', { issuer: st.issuer, keys: keys.size, skipped });
+      if (keys.size > 0) {
+        logger?.info('issuer signing keys refreshed', { issuer: st.issuer, keys: keys.size, skipped });
+      } else {
+        // Taken as the issuer's word (it may have withdrawn them), but from now on every token it issued is
+        // refused, which the operator must hear of as more than an info line.
+        logger?.warn('issuer signing keys refreshed, but the set holds no key the broker accepts', {
+          issuer: st.issuer,
+          keys: 0,
+          skipped,
+        });
+      }
     } catch (err) {
       const kind = err instanceof FetchFailure ? err.kind : 'network';
       const detail = err instanceof FetchFailure ? err.detail : undefined;

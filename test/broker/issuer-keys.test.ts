@@ -117,6 +117,23 @@ describe('issuer outages', () => {
     });
   });
 
+  it('warns when a refreshed set holds no key it accepts, since every token of that issuer is refused from then on', async () => {
+    const { keys, logs } = cache();
+    expect(hasKey(await keys.getKey(GITHUB_ISSUER, issuer.kid))).toBe(true);
+    expect(logs.filter((l) => l.level === 'warn')).toEqual([]);
+    issuer.setJwks({ keys: [] });
+    clock.now += 600_000;
+    await keys.getKey(GITHUB_ISSUER, issuer.kid);
+    await vi.waitFor(() => expect(issuer.jwksRequests).toBe(2));
+    await vi.waitFor(() =>
+      expect(logs).toContainEqual({
+        level: 'warn',
+        msg: 'issuer signing keys refreshed, but the set holds no key the broker accepts',
+        fields: { issuer: GITHUB_ISSUER, keys: 0, skipped: 0 },
+      }),
+    );
+  });
+
   it('answers unavailable with no cached keys, retries only after the cooldown, then recovers', async () => {
     const { keys } = cache();
     issuer.serve('fail');
