@@ -3,7 +3,7 @@ import { policyNameKey } from '../core/policy-names.js';
 import type { PolicyClaims, PolicyRecord, TrustPolicy } from '../core/policy-types.js';
 import { appendAudit, checkRequester } from './audit-rows.js';
 import { bytewise, forUpdate, type SqlDriver, UniqueViolation } from './sql.js';
-import type { Created, Store } from './store.js';
+import { type Created, type Precondition, PreconditionFailed, type Store } from './store.js';
 
 interface PolicyRow {
   id: string;
@@ -68,6 +68,11 @@ async function catchingNameClash<T>(fn: () => Promise<T>): Promise<T | { ok: fal
   }
 }
 
+/** Judged on the row the change's transaction has locked, so that of two writers holding one version one changes it. */
+function holds(precondition: Precondition<TrustPolicy> | undefined, current: TrustPolicy): void {
+  if (precondition && !precondition(current)) throw new PreconditionFailed();
+}
+
 export function policyRows(db: SqlDriver): Store['policies'] {
   const lock = forUpdate(db);
   const get = async (tenantId: string, id: string) => {
@@ -92,7 +97,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
           return { ok: true, value: { ...input, id, tenantId, createdAt: at, updatedAt: at } };
         }),
       ),
-    replace: (tenantId, id, input, at, audit) =>
+    replace: (tenantId, id, input, at, audit, precondition) =>
       catchingNameClash<Created<TrustPolicy> | undefined>(() =>
         db.transaction(async (tx) => {
           const before = await tx.get<PolicyRow>(
@@ -103,6 +108,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
           const previous = fromRow(before);
           const event = audit(previous);
           await checkRequester(tx, event);
+          holds(precondition, previous);
           // A replacement that changes nothing writes nothing: no policy.updated event, and updated_at stays the
           // time of the last change (a script that applies its policies on every run changes none of them).
           if (JSON.stringify(values(input)) === JSON.stringify(values(previous)))
@@ -120,7 +126,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
           return { ok: true, value: { ...input, id, tenantId, createdAt: before.created_at, updatedAt } };
         }),
       ),
-    delete: (tenantId, id, at, audit) =>
+    delete: (tenantId, id, at, audit, precondition) =>
       db.transaction(async (tx) => {
         const row = await tx.get<PolicyRow>(
           `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND id = ?${lock}`,
@@ -130,6 +136,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
         const policy = fromRow(row);
         const event = audit(policy);
         await checkRequester(tx, event);
+        holds(precondition, policy);
         await tx.run('DELETE FROM trust_policies WHERE tenant_id = ? AND id = ?', [tenantId, id]);
         await appendAudit(tx, event, at);
         return policy;

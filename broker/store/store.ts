@@ -22,6 +22,24 @@ export class RequesterWithdrawn extends Error {
   }
 }
 
+/**
+ * The policy a conditional change was asked for (HTTP `If-Match`) is no longer in the state the condition names:
+ * another writer changed it since it was read. Nothing was changed.
+ */
+export class PreconditionFailed extends Error {
+  constructor() {
+    super('the policy changed since the version the condition names');
+    this.name = 'PreconditionFailed';
+  }
+}
+
+/**
+ * A condition on the row a change is about to change (an HTTP `If-Match`), judged on that row as the change's own
+ * transaction locked it: two writers that read the same version cannot both change it. When it does not hold, the
+ * change rejects with PreconditionFailed.
+ */
+export type Precondition<T> = (current: T) => boolean;
+
 /** The credential a change was asked for with: an API key by its digest, or an access token by its `jti`. */
 export type Requester = { keyDigest: string } | { tokenJti: string };
 
@@ -211,19 +229,25 @@ export interface Store {
       at: number,
       audit: AuditEventInput,
     ): Promise<Created<TrustPolicy>>;
-    /** Writes nothing (no event, the same `updatedAt`) when `input` is what is stored already. */
+    /**
+     * Writes nothing (no event, the same `updatedAt`) when `input` is what is stored already. Undefined when the
+     * tenant has no such policy, whatever `precondition`; it is judged before the no-change shortcut.
+     */
     replace(
       tenantId: string,
       id: string,
       input: PolicyRecord,
       at: number,
       audit: AuditOf<TrustPolicy>,
+      precondition?: Precondition<TrustPolicy>,
     ): Promise<Created<TrustPolicy> | undefined>;
+    /** Undefined when the tenant has no such policy, whatever `precondition`. */
     delete(
       tenantId: string,
       id: string,
       at: number,
       audit: AuditOf<TrustPolicy>,
+      precondition?: Precondition<TrustPolicy>,
     ): Promise<TrustPolicy | undefined>;
     get(tenantId: string, id: string): Promise<TrustPolicy | undefined>;
     list(tenantId: string): Promise<TrustPolicy[]>;

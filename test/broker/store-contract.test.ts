@@ -11,6 +11,7 @@ import {
   type AuditEventInput,
   type FineGrainedKey,
   GrantingPolicyChanged,
+  PreconditionFailed,
   type Store,
   type Tenant,
 } from '../../broker/store/store.js';
@@ -568,6 +569,64 @@ describe(`store contract (${requestedEngine()})`, () => {
     const previous = events.filter((e) => e.type === 'policy.replaced').map((e) => e.details?.previous);
     expect(new Set(previous).size).toBe(4);
     expect(previous).toContain('v0');
+  });
+
+  it('changes a policy only while its precondition holds on the row it locked: of two stores racing with one version, one changes it', async () => {
+    const t = await tenant('conditional');
+    const created = await store.policies.create(t.id, 'p-i', policyInput('conditional'), 1, audit(t.id));
+    if (!created.ok) throw new Error('create');
+    const read = created.value.updatedAt;
+    const unchangedSince = (current: { updatedAt: number }) => current.updatedAt === read;
+    const second = await openStore(
+      loadConfig({ DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: '22'.repeat(32) }).database,
+    );
+    try {
+      const outcomes = await Promise.allSettled(
+        [store, second].map((writer, i) =>
+          writer.policies.replace(
+            t.id,
+            'p-i',
+            { ...policyInput('conditional'), description: `writer ${i}` },
+            2,
+            () => audit(t.id, 'policy.updated'),
+            unchangedSince,
+          ),
+        ),
+      );
+      const won = outcomes.filter((o) => o.status === 'fulfilled');
+      const lost = outcomes.filter((o) => o.status === 'rejected');
+      expect(won).toHaveLength(1);
+      expect(lost.map((o) => o.reason)).toEqual([expect.any(PreconditionFailed)]);
+    } finally {
+      await second.close();
+    }
+    const after = await store.policies.get(t.id, 'p-i');
+    expect(after?.updatedAt).toBeGreaterThan(read);
+    // Refused before the shortcut of a replacement that changes nothing, and for a deletion alike: nothing written.
+    const asStored = { ...policyInput('conditional'), description: after?.description ?? null };
+    for (const change of [
+      () =>
+        store.policies.replace(t.id, 'p-i', asStored, 3, () => audit(t.id, 'policy.updated'), unchangedSince),
+      () => store.policies.delete(t.id, 'p-i', 3, () => audit(t.id, 'policy.deleted'), unchangedSince),
+    ])
+      await expect(change()).rejects.toBeInstanceOf(PreconditionFailed);
+    expect(await store.policies.get(t.id, 'p-i')).toEqual(after);
+    // A policy that is not there is undefined, whatever the condition.
+    const never = () => false;
+    expect(
+      await store.policies.replace(t.id, 'p-none', asStored, 4, () => audit(t.id), never),
+    ).toBeUndefined();
+    expect(await store.policies.delete(t.id, 'p-none', 4, () => audit(t.id), never)).toBeUndefined();
+    const holding = (current: { updatedAt: number }) => current.updatedAt === after?.updatedAt;
+    expect(await store.policies.delete(t.id, 'p-i', 5, () => audit(t.id, 'policy.deleted'), holding)).toEqual(
+      after,
+    );
+    expect((await store.audit.list(t.id, { limit: 20 })).map((e) => e.type)).toEqual([
+      'policy.deleted',
+      'policy.updated',
+      'test.event',
+      'tenant.created',
+    ]);
   });
 
   it('a replacement that changes nothing writes nothing: no event, the same updated_at', async () => {
