@@ -15,6 +15,7 @@ export const ERROR_TABLE = {
   method_not_allowed: { status: 405, title: 'Method not allowed' },
   conflict: { status: 409, title: 'Conflict' },
   ambiguous_policy: { status: 409, title: 'Ambiguous trust policy' },
+  precondition_failed: { status: 412, title: 'Precondition failed' },
   payload_too_large: { status: 413, title: 'Payload too large' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
   invalid_policy: { status: 422, title: 'Invalid trust policy' },

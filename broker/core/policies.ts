@@ -1,6 +1,6 @@
 // Creating, replacing and deleting trust policies (DESIGN §4): rules, shortcut expansion, no escalation, audit.
 import { randomUUID } from 'node:crypto';
-import type { AuditEventInput, Store } from '../store/store.js';
+import { type AuditEventInput, type Precondition, PreconditionFailed, type Store } from '../store/store.js';
 import { enabledPermissions, expandPermissions, missingFrom, type Permission } from './permissions.js';
 import { policiesNamed, policyNameKey } from './policy-names.js';
 import { type PolicyFieldError, type PolicyRulesContext, validatePolicy } from './policy-rules.js';
@@ -32,7 +32,9 @@ export type PolicyRefusal =
   | { ok: false; reason: 'escalation'; missing: Permission[] }
   /** `holder`: the policy that has the name (its own spelling), unless it was deleted since. */
   | { ok: false; reason: 'name_taken'; name: string; holder?: { id: string; name: string } }
-  | { ok: false; reason: 'not_found' };
+  | { ok: false; reason: 'not_found' }
+  /** The change was conditional (If-Match) and another writer changed the policy since: nothing was written. */
+  | { ok: false; reason: 'precondition_failed' };
 
 export type PolicyChange = { ok: true; policy: TrustPolicy; warnings: string[] } | PolicyRefusal;
 
@@ -157,32 +159,52 @@ export async function createPolicy(
   return { ok: true, policy: created.value, warnings };
 }
 
-/** Full replacement: fields left out take their defaults, as on create. */
+/** The outcome of a conditional change whose condition no longer held, as a refusal; other errors as they are. */
+async function unlessChangedMeanwhile<T>(
+  change: () => Promise<T>,
+): Promise<T | Extract<PolicyRefusal, { reason: 'precondition_failed' }>> {
+  try {
+    return await change();
+  } catch (error) {
+    if (error instanceof PreconditionFailed) return { ok: false, reason: 'precondition_failed' };
+    throw error;
+  }
+}
+
+/**
+ * Full replacement: fields left out take their defaults, as on create. With `precondition`, only while the policy
+ * as stored still meets it (If-Match), checked within the replacement's own transaction.
+ */
 export async function replacePolicy(
   principal: Principal,
   id: string,
   submission: PolicySubmission,
   deps: PolicyDeps,
+  precondition?: Precondition<TrustPolicy>,
 ): Promise<PolicyChange> {
   const checked = check(principal, submission, deps.rules);
   if (!checked.ok) return checked;
   const { record } = checked;
   let warnings = checked.warnings;
-  const replaced = await deps.store.policies.replace(
-    principal.tenant.id,
-    id,
-    record,
-    deps.now(),
-    (before) => {
-      warnings = [...checked.warnings, ...broadenedByOmission(submission, before, record, deps)];
-      return auditEvent(principal, 'policy.updated', id, record.name, {
-        ...auditedValues(record),
-        warnings,
-        previous: { name: before.name, ...auditedValues(before) },
-      });
-    },
+  const replaced = await unlessChangedMeanwhile(() =>
+    deps.store.policies.replace(
+      principal.tenant.id,
+      id,
+      record,
+      deps.now(),
+      (before) => {
+        warnings = [...checked.warnings, ...broadenedByOmission(submission, before, record, deps)];
+        return auditEvent(principal, 'policy.updated', id, record.name, {
+          ...auditedValues(record),
+          warnings,
+          previous: { name: before.name, ...auditedValues(before) },
+        });
+      },
+      precondition,
+    ),
   );
   if (!replaced) return { ok: false, reason: 'not_found' };
+  if ('reason' in replaced) return replaced;
   if (!replaced.ok) return nameTaken(principal, record.name, id, deps);
   return { ok: true, policy: replaced.value, warnings };
 }
@@ -215,13 +237,24 @@ function broadenedByOmission(
   return warnings;
 }
 
+/** With `precondition`, only while the policy as stored still meets it (If-Match), as replacePolicy. */
 export async function deletePolicy(
   principal: Principal,
   id: string,
   deps: PolicyDeps,
-): Promise<{ ok: true; policy: TrustPolicy } | { ok: false; reason: 'not_found' }> {
-  const deleted = await deps.store.policies.delete(principal.tenant.id, id, deps.now(), (before) =>
-    auditEvent(principal, 'policy.deleted', id, before.name, auditedValues(before)),
+  precondition?: Precondition<TrustPolicy>,
+): Promise<
+  { ok: true; policy: TrustPolicy } | Extract<PolicyRefusal, { reason: 'not_found' | 'precondition_failed' }>
+> {
+  const deleted = await unlessChangedMeanwhile(() =>
+    deps.store.policies.delete(
+      principal.tenant.id,
+      id,
+      deps.now(),
+      (before) => auditEvent(principal, 'policy.deleted', id, before.name, auditedValues(before)),
+      precondition,
+    ),
   );
+  if (deleted && 'reason' in deleted) return deleted;
   return deleted ? { ok: true, policy: deleted } : { ok: false, reason: 'not_found' };
 }

@@ -22,6 +22,7 @@ import type { Principal } from '../core/principal.js';
 import { BrokerError } from '../errors.js';
 import { secured } from './auth.js';
 import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
+import { conditional, ifMatch, notModified, policyEtag } from './entity-tags.js';
 import { refuseMethods } from './methods.js';
 import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
 import { registerPolicyToolRoutes } from './policy-tools.js';
@@ -41,6 +42,13 @@ import { IdParam, unknownIdIsNotFound } from './text.js';
 const TAGS = ['Trust policies'];
 const invalidPolicy = {
   422: problem('The policy breaks a rule; `errors` names each field (`invalid_policy`).'),
+};
+
+const preconditionFailed = {
+  412: problem(
+    '`If-Match` names a state the policy is no longer in: another writer changed it since (`precondition_failed`). ' +
+      'Nothing was written; read the policy again.',
+  ),
 };
 
 const invalidPolicyHook = validationHook('invalid_policy');
@@ -87,6 +95,12 @@ function ruleErrors(body: unknown, rules: PolicyRulesContext, principal: Princip
 const notFoundError = (id: string) =>
   new BrokerError('not_found', `no trust policy with id "${id}" in this tenant`);
 const idHook = unknownIdIsNotFound(notFoundError);
+const changedMeanwhile = (id: string) =>
+  new BrokerError(
+    'precondition_failed',
+    `trust policy ${id} changed since the version If-Match names was read: nothing was written; read it again ` +
+      `with GET /v1/oidc/policies/${id}, apply your change to what it answers, and send its ETag`,
+  );
 
 function claimsView(claims: PolicyClaims): PolicyClaims {
   const out: PolicyClaims = {};
@@ -129,6 +143,8 @@ function changed(result: PolicyChange, id?: string) {
     }
     case 'not_found':
       throw notFoundError(id ?? '');
+    case 'precondition_failed':
+      throw changedMeanwhile(id ?? '');
   }
 }
 
@@ -173,7 +189,7 @@ export function registerPolicyRoutes(
       ...secured(auth, 'oidc-federation:write'),
       request: { query: NoQuery, body },
       responses: {
-        201: { ...changedResponse('Created.'), headers: location },
+        201: { ...changedResponse('Created.'), headers: location.extend(conditional.etag) },
         ...badRequest,
         ...authErrors,
         ...conflict,
@@ -181,8 +197,10 @@ export function registerPolicyRoutes(
       },
     }),
     async (c) => {
-      const result = changed(await createPolicy(c.get('principal'), c.req.valid('json'), policyDeps));
+      const created = await createPolicy(c.get('principal'), c.req.valid('json'), policyDeps);
+      const result = changed(created);
       c.header('Location', locationOf(deps.config.publicUrl, `/v1/oidc/policies/${result.policy.id}`));
+      if (created.ok) c.header('ETag', policyEtag(created.policy));
       return c.json(result, 201);
     },
     policyHook,
@@ -219,10 +237,21 @@ export function registerPolicyRoutes(
       operationId: 'getPolicy',
       tags: TAGS,
       summary: 'Get a trust policy',
+      description:
+        'The answer carries the `ETag` of the policy as it is; send it as `If-Match` with a replace or delete so that ' +
+        'it changes the policy only if nobody else did since.',
       ...secured(auth, 'oidc-federation:read'),
-      request: { params: IdParam, query: NoQuery },
+      request: { params: IdParam, query: NoQuery, headers: conditional.ifNoneMatch },
       responses: {
-        200: { description: 'The policy.', content: { 'application/json': { schema: PolicyView } } },
+        200: {
+          description: 'The policy.',
+          headers: z.object(conditional.etag),
+          content: { 'application/json': { schema: PolicyView } },
+        },
+        304: {
+          description: 'The policy is still in the state `If-None-Match` names.',
+          headers: z.object(conditional.etag),
+        },
         ...badRequest,
         ...authErrors,
         ...notFound,
@@ -232,6 +261,8 @@ export function registerPolicyRoutes(
       const { id } = c.req.valid('param');
       const policy = await store.policies.get(c.get('principal').tenant.id, id);
       if (!policy) throw notFoundError(id);
+      c.header('ETag', policyEtag(policy));
+      if (notModified(c.req.header('If-None-Match'), policy)) return c.body(null, 304);
       return c.json(view(policy), 200);
     },
     idHook,
@@ -248,22 +279,33 @@ export function registerPolicyRoutes(
         'Full replacement with the same body as create: a field left out takes its default, and `warnings` says so ' +
         "where that alone makes the policy broader (the `issuer` back to GitHub's, a longer session cap). The next " +
         'exchange, on every replica, uses the new version. A body that changes nothing writes nothing: no ' +
-        '`policy.updated` event, and `updated_at` stays.',
+        '`policy.updated` event, and `updated_at` and the `ETag` stay. With `If-Match`, only if the policy is ' +
+        'still in the state it names.',
       ...secured(auth, 'oidc-federation:write'),
-      request: { params: IdParam, query: NoQuery, body },
+      request: { params: IdParam, query: NoQuery, headers: conditional.ifMatch, body },
       responses: {
-        200: changedResponse('Replaced.'),
+        200: { ...changedResponse('Replaced.'), headers: z.object(conditional.etag) },
         ...badRequest,
         ...authErrors,
         ...notFound,
         ...conflict,
+        ...preconditionFailed,
         ...invalidPolicy,
       },
     }),
     async (c) => {
       const { id } = c.req.valid('param');
-      const result = await replacePolicy(c.get('principal'), id, c.req.valid('json'), policyDeps);
-      return c.json(changed(result, id), 200);
+      const precondition = ifMatch(c.req.header('If-Match'));
+      const result = await replacePolicy(
+        c.get('principal'),
+        id,
+        c.req.valid('json'),
+        policyDeps,
+        precondition,
+      );
+      const answer = changed(result, id);
+      if (result.ok) c.header('ETag', policyEtag(result.policy));
+      return c.json(answer, 200);
     },
     idAndPolicyHook,
   );
@@ -276,15 +318,23 @@ export function registerPolicyRoutes(
       tags: TAGS,
       summary: 'Delete a trust policy',
       description:
-        'Effective on the next exchange, on every replica. Tokens already minted stay valid until they expire.',
+        'Effective on the next exchange, on every replica. Tokens already minted stay valid until they expire. ' +
+        'With `If-Match`, only if the policy is still in the state it names.',
       ...secured(auth, 'oidc-federation:write'),
-      request: { params: IdParam, query: NoQuery },
-      responses: { 204: { description: 'Deleted.' }, ...badRequest, ...authErrors, ...notFound },
+      request: { params: IdParam, query: NoQuery, headers: conditional.ifMatch },
+      responses: {
+        204: { description: 'Deleted.' },
+        ...badRequest,
+        ...authErrors,
+        ...notFound,
+        ...preconditionFailed,
+      },
     }),
     async (c) => {
       const { id } = c.req.valid('param');
-      const result = await deletePolicy(c.get('principal'), id, policyDeps);
-      if (!result.ok) throw notFoundError(id);
+      const precondition = ifMatch(c.req.header('If-Match'));
+      const result = await deletePolicy(c.get('principal'), id, policyDeps, precondition);
+      if (!result.ok) throw result.reason === 'not_found' ? notFoundError(id) : changedMeanwhile(id);
       return c.body(null, 204);
     },
     idHook,

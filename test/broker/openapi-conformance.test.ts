@@ -30,6 +30,7 @@ interface Call {
   json?: unknown;
   form?: Record<string, string>;
   accept?: string;
+  headers?: Record<string, string>;
 }
 
 interface Answer {
@@ -42,7 +43,7 @@ interface Answer {
 async function call(
   method: string,
   template: string,
-  { path, key, json, form, accept }: Call = {},
+  { path, key, json, form, accept, headers }: Call = {},
 ): Promise<Answer> {
   driven.add(`${method.toLowerCase()} ${template}`);
   const res = await f.t.request(method, path ?? template, {
@@ -52,6 +53,7 @@ async function call(
     headers: {
       ...(form ? { 'Content-Type': 'application/x-www-form-urlencoded' } : {}),
       ...(accept ? { Accept: accept } : {}),
+      ...headers,
     },
   });
   const text = await res.text();
@@ -164,8 +166,14 @@ describe('every answer agrees with the OpenAPI document', () => {
     const path = `${policies}/${created.body.policy.id}`;
     const evaluate = '/v1/oidc/policies/evaluate';
     const job = { repository: 'acme/infra', repository_owner: 'acme', ref: 'refs/heads/main' };
+    const etag = (await f.t.request('GET', path, { key: f.key })).headers.get('ETag')!;
+    const stale = { 'If-Match': '"stale"' };
     const { statuses, disagreements } = await drive([
       ['POST', policies, { key: f.key, json: policyBody('deploy') }],
+      ['GET', one, { path, key: f.key, headers: { 'If-None-Match': etag } }],
+      ['PUT', one, { path, key: f.key, json: policyBody('deploy'), headers: stale }],
+      ['PUT', one, { path, key: f.key, json: policyBody('deploy'), headers: { 'If-Match': 'unquoted' } }],
+      ['DELETE', one, { path, key: f.key, headers: stale }],
       ['POST', policies, { key: f.key, json: policyBody('bad', { claims: { ref: 'main' } }) }],
       ['POST', policies, { key: f.key, json: policyBody('bad', { unknown: true }) }],
       ['POST', policies, { key: readOnly, json: policyBody('denied') }],
@@ -204,8 +212,8 @@ describe('every answer agrees with the OpenAPI document', () => {
     ]);
     expect(created.disagreements).toEqual([]);
     expect(statuses.map((s) => Number(s.slice(-3)))).toEqual([
-      409, 422, 422, 403, 200, 200, 404, 200, 422, 404, 200, 200, 404, 400, 200, 200, 200, 200, 200, 400, 400,
-      403, 204, 404,
+      409, 304, 412, 400, 412, 422, 422, 403, 200, 200, 404, 200, 422, 404, 200, 200, 404, 400, 200, 200, 200,
+      200, 200, 400, 400, 403, 204, 404,
     ]);
     expect(disagreements).toEqual([]);
   });

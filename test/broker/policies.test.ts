@@ -632,6 +632,161 @@ describe('names are unique in the tenant, case-insensitively', () => {
   });
 });
 
+describe('conditional writes: ETag and If-Match', () => {
+  const path = (p: { id: string }) => `/v1/oidc/policies/${p.id}`;
+  async function read(p: { id: string }) {
+    const res = await t.request('GET', path(p), { key: tenantKey });
+    expect(res.status).toBe(200);
+    return { etag: res.headers.get('ETag')!, policy: (await res.json()) as PolicyView };
+  }
+  const put = (p: { id: string }, json: unknown, ifMatch?: string) =>
+    t.request('PUT', path(p), { key: tenantKey, json, headers: ifMatch ? { 'If-Match': ifMatch } : {} });
+  const del = (p: { id: string }, ifMatch?: string) =>
+    t.request('DELETE', path(p), { key: tenantKey, headers: ifMatch ? { 'If-Match': ifMatch } : {} });
+
+  it("create, read and replace answer a strong ETag of the policy's state: a change replaces it, a replace that changes nothing keeps it", async () => {
+    const { res, body } = await create(infraMain());
+    const etag = res.headers.get('ETag');
+    expect(etag).toMatch(/^"[\x21\x23-\x7E]+"$/);
+    expect((await read(body.policy)).etag).toBe(etag);
+
+    t.clock.now += 60_000;
+    const same = await put(body.policy, infraMain());
+    expect(same.headers.get('ETag')).toBe(etag);
+    const changed = await put(body.policy, { ...infraMain(), description: 'deploys' });
+    const next = changed.headers.get('ETag');
+    expect(next).not.toBe(etag);
+    expect((await read(body.policy)).etag).toBe(next);
+    // Another policy's tag is its own.
+    const { res: other } = await create({ ...infraMain(), name: 'other' });
+    expect(other.headers.get('ETag')).not.toBe(next);
+  });
+
+  it('a replace or delete with an If-Match the policy no longer has is 412 precondition_failed and writes nothing', async () => {
+    const policy = await created(infraMain());
+    const { etag: stale } = await read(policy);
+    // Another writer changes it.
+    t.clock.now += 1000;
+    expect((await put(policy, { ...infraMain(), description: 'theirs' })).status).toBe(200);
+    const before = await read(policy);
+
+    for (const res of [
+      await put(policy, { ...infraMain(), description: 'mine' }, stale),
+      await del(policy, stale),
+    ]) {
+      expect(res.status).toBe(412);
+      expect(res.headers.get('Content-Type')).toBe('application/problem+json');
+      expect(await res.json()).toMatchObject({
+        code: 'precondition_failed',
+        detail: expect.stringContaining(`read it again with GET /v1/oidc/policies/${policy.id}`),
+      });
+    }
+    expect(await read(policy)).toEqual(before);
+    expect(before.policy.description).toBe('theirs');
+    expect((await policyEvents()).map((e) => e.type)).toEqual(['policy.updated', 'policy.created']);
+    // Even a replace that would change nothing is refused: the condition is about what the client last read.
+    const { id, created_at, updated_at, ...unchanged } = before.policy;
+    expect((await put(policy, unchanged, stale)).status).toBe(412);
+  });
+
+  it('the current ETag, a list holding it, or * lets the change through; a weak tag never matches', async () => {
+    const policy = await created(infraMain());
+    let { etag } = await read(policy);
+    const weak = `W/${etag}`;
+    expect((await put(policy, { ...infraMain(), description: 'a' }, weak)).status).toBe(412);
+
+    const first = await put(policy, { ...infraMain(), description: 'a' }, etag);
+    expect(first.status).toBe(200);
+    expect(first.headers.get('ETag')).not.toBe(etag);
+    const stale = etag;
+    etag = first.headers.get('ETag')!;
+    const listed = await put(policy, { ...infraMain(), description: 'b' }, `${stale}, "x,y" ,${etag}`);
+    expect(listed.status).toBe(200);
+    expect((await put(policy, { ...infraMain(), description: 'c' }, '*')).status).toBe(200);
+    expect((await read(policy)).policy.description).toBe('c');
+
+    expect((await del(policy, weak)).status).toBe(412);
+    expect((await del(policy, (await read(policy)).etag)).status).toBe(204);
+    // Gone: 404 whatever the condition, as without one.
+    for (const condition of ['*', etag]) {
+      expect((await del(policy, condition)).status).toBe(404);
+      expect((await put(policy, infraMain(), condition)).status).toBe(404);
+    }
+  });
+
+  it('without If-Match a write is unconditional, as before: the last of two writers wins', async () => {
+    const policy = await created(infraMain());
+    await read(policy);
+    t.clock.now += 1000;
+    expect((await put(policy, { ...infraMain(), description: 'one' })).status).toBe(200);
+    expect((await put(policy, { ...infraMain(), description: 'two' })).status).toBe(200);
+    expect((await read(policy)).policy.description).toBe('two');
+    expect((await del(policy)).status).toBe(204);
+  });
+
+  it('an If-Match that is no entity tag is 400 naming it, and writes nothing: an unquoted tag would otherwise match nothing', async () => {
+    const policy = await created(infraMain());
+    const { etag } = await read(policy);
+    for (const value of [etag.slice(1, -1), '', `${etag} ${etag}`, `*, ${etag}`, '"a"b']) {
+      for (const res of [
+        await put(policy, { ...infraMain(), description: 'x' }, value || ' '),
+        await del(policy, value || ' '),
+      ]) {
+        expect(res.status, value).toBe(400);
+        expect(await res.json()).toMatchObject({
+          code: 'invalid_request',
+          errors: [{ field: 'If-Match', message: expect.stringContaining('quotes included') }],
+        });
+      }
+    }
+    expect((await read(policy)).policy).toEqual(policy);
+  });
+
+  it('If-None-Match with the current ETag answers 304 with no body; with another, the policy', async () => {
+    const policy = await created(infraMain());
+    const { etag } = await read(policy);
+    for (const value of [etag, `W/${etag}`, `"other", ${etag}`, '*']) {
+      const res = await t.request('GET', path(policy), {
+        key: tenantKey,
+        headers: { 'If-None-Match': value },
+      });
+      expect(res.status, value).toBe(304);
+      expect(res.headers.get('ETag')).toBe(etag);
+      expect(await res.text()).toBe('');
+    }
+    const res = await t.request('GET', path(policy), {
+      key: tenantKey,
+      headers: { 'If-None-Match': '"other"' },
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual(policy);
+  });
+
+  it('of two writers racing with the same ETag through two brokers on one database, one succeeds and the other is 412', async () => {
+    const policy = await created(infraMain());
+    const { etag } = await read(policy);
+    const other = await startTestBroker({ db: t.db });
+    try {
+      const answers = await Promise.all(
+        [t, other].map((broker, i) =>
+          broker.request('PUT', path(policy), {
+            key: tenantKey,
+            headers: { 'If-Match': etag },
+            json: { ...infraMain(), description: `writer ${i}` },
+          }),
+        ),
+      );
+      expect(answers.map((r) => r.status).sort()).toEqual([200, 412]);
+      const winner = answers.find((r) => r.status === 200)!;
+      const { policy: won } = (await winner.json()) as { policy: PolicyView };
+      expect((await read(policy)).policy).toEqual(won);
+    } finally {
+      await other.close();
+    }
+    expect((await policyEvents()).map((e) => e.type)).toEqual(['policy.updated', 'policy.created']);
+  });
+});
+
 describe('tenant isolation', () => {
   it("another tenant's key gets 404 for get, put and delete, and lists nothing", async () => {
     const policy = await created(infraMain());

@@ -21,7 +21,14 @@ interface DeclaredResponse {
 }
 
 /** Response headers a client acts on: each one the broker sends must be declared on that response. */
-export const CLIENT_HEADERS = ['Allow', 'Cache-Control', 'Location', 'Retry-After', 'WWW-Authenticate'];
+export const CLIENT_HEADERS = [
+  'Allow',
+  'Cache-Control',
+  'ETag',
+  'Location',
+  'Retry-After',
+  'WWW-Authenticate',
+];
 
 /** Keywords that say nothing about which values are valid. */
 const ANNOTATIONS = new Set(['description', 'example', 'examples', 'default', 'title', 'deprecated']);
