@@ -6,6 +6,7 @@ import type { AuthenticateDeps } from '../core/authenticate.js';
 import {
   createPolicy,
   deletePolicy,
+  findPoliciesNamed,
   type PolicyChange,
   type PolicyDeps,
   permissionEntryErrors,
@@ -24,7 +25,7 @@ import { secured } from './auth.js';
 import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
 import { conditional, ifMatch, notModified, policyEtag } from './entity-tags.js';
 import { refuseMethods } from './methods.js';
-import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
+import { ListPoliciesQuery, PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
 import { registerPolicyToolRoutes } from './policy-tools.js';
 import {
   authErrors,
@@ -213,11 +214,14 @@ export function registerPolicyRoutes(
       operationId: 'listPolicies',
       tags: TAGS,
       summary: 'List trust policies',
+      description:
+        '`?name=NAME` lists only the policy with that name, compared as the broker compares names (case and accent ' +
+        'encoding aside): one policy, or none.',
       ...secured(auth, 'oidc-federation:read'),
-      request: { query: NoQuery },
+      request: { query: ListPoliciesQuery },
       responses: {
         200: {
-          description: 'Every policy of the tenant, by name.',
+          description: 'Every policy of the tenant, by name; with `name`, the one with that name, if any.',
           content: { 'application/json': { schema: z.object({ policies: z.array(PolicyView) }) } },
         },
         ...badRequest,
@@ -225,7 +229,12 @@ export function registerPolicyRoutes(
       },
     }),
     async (c) => {
-      const policies = await store.policies.list(c.get('principal').tenant.id);
+      const tenantId = c.get('principal').tenant.id;
+      const { name } = c.req.valid('query');
+      const policies =
+        name === undefined
+          ? await store.policies.list(tenantId)
+          : await findPoliciesNamed(store, tenantId, name);
       return c.json({ policies: policies.map(view) }, 200);
     },
   );

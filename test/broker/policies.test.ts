@@ -200,7 +200,7 @@ describe('create, list, get, replace, delete', () => {
     const policy = await created(infraMain());
     const path = `/v1/oidc/policies/${policy.id}`;
     const refused = [
-      await t.request('GET', '/v1/oidc/policies?name=other', { key: tenantKey }),
+      await t.request('GET', '/v1/oidc/policies?names=other', { key: tenantKey }),
       await t.request('GET', `${path}?fields=name`, { key: tenantKey }),
       await t.request('PUT', `${path}?dry_run=true`, { key: tenantKey, json: { ...infraMain(), name: 'x' } }),
       await t.request('DELETE', `${path}?dry_run=true`, { key: tenantKey }),
@@ -210,12 +210,13 @@ describe('create, list, get, replace, delete', () => {
       }),
     ];
     for (const [res, field] of refused.map(
-      (r, i) => [r, ['name', 'fields', 'dry_run', 'dry_run', 'dry_run'][i]] as const,
+      (r, i) => [r, ['names', 'fields', 'dry_run', 'dry_run', 'dry_run'][i]] as const,
     )) {
       expect(res.status).toBe(400);
+      const takes = field === 'names' ? 'name' : 'none';
       expect(await res.json()).toMatchObject({
         code: 'invalid_request',
-        errors: [{ field, message: 'unknown query parameter; this operation takes none' }],
+        errors: [{ field, message: `unknown query parameter; this operation takes ${takes}` }],
       });
     }
     expect(await list()).toEqual([policy]);
@@ -628,6 +629,37 @@ describe('names are unique in the tenant, case-insensitively', () => {
       expect(await list()).toHaveLength(1);
     } finally {
       await other.close();
+    }
+  });
+});
+
+describe('finding a policy by name', () => {
+  it('?name= lists the policy with that name, as the broker compares names, and an empty list when there is none', async () => {
+    const deploy = await created({ ...infraMain(), name: 'Déploiement' });
+    await created({ ...infraMain(), name: 'other' });
+    const byName = async (name: string) => {
+      const res = await t.request('GET', `/v1/oidc/policies?name=${encodeURIComponent(name)}`, {
+        key: tenantKey,
+      });
+      expect(res.status).toBe(200);
+      return ((await res.json()) as { policies: PolicyView[] }).policies;
+    };
+    expect(await byName('Déploiement')).toEqual([deploy]);
+    expect(await byName('DE\u0301PLOIEMENT')).toEqual([deploy]);
+    expect(await byName('deploiement')).toEqual([]);
+    expect(await byName('nope')).toEqual([]);
+    // Another tenant's policy of that name is not found.
+    const other = (await t.createTenant(`other-${++tenants}`)).key;
+    const theirs = await t.request('GET', '/v1/oidc/policies?name=other', { key: other });
+    expect(await theirs.json()).toEqual({ policies: [] });
+  });
+
+  it('an empty ?name= is refused, not taken for no filter: it would list every policy as if it were the one', async () => {
+    await created(infraMain());
+    for (const query of ['name=', 'name=a%00b', 'name=a&name=b']) {
+      const res = await t.request('GET', `/v1/oidc/policies?${query}`, { key: tenantKey });
+      expect(res.status, query).toBe(400);
+      expect(await res.json()).toMatchObject({ code: 'invalid_request', errors: [{ field: 'name' }] });
     }
   });
 });
