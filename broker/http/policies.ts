@@ -30,12 +30,12 @@ import { registerPolicyToolRoutes } from './policy-tools.js';
 import {
   authErrors,
   badRequest,
-  conflict,
   headers,
   iso,
   locationOf,
   NoQuery,
   notFound,
+  Problem,
   problem,
 } from './schemas.js';
 import { IdParam, unknownIdIsNotFound } from './text.js';
@@ -45,6 +45,22 @@ const invalidPolicy = {
   422: problem('The policy breaks a rule; `errors` names each field (`invalid_policy`).'),
 };
 
+const NameConflict = Problem.extend({
+  policy: z
+    .object({ id: z.uuid(), name: z.string() })
+    .optional()
+    .openapi({
+      description:
+        'The policy that has the name, under its own spelling: the one a retried create made, say, to read with ' +
+        '`GET /v1/oidc/policies/{id}` and adopt. Absent only if it was deleted meanwhile.',
+    }),
+}).openapi('TrustPolicyNameConflict');
+const nameConflict = {
+  409: {
+    description: 'Another policy of the tenant has the name, in any case (`conflict`); `policy` names it.',
+    content: { 'application/problem+json': { schema: NameConflict } },
+  },
+};
 const preconditionFailed = {
   412: problem(
     '`If-Match` names a state the policy is no longer in: another writer changed it since (`precondition_failed`). ' +
@@ -140,7 +156,9 @@ function changed(result: PolicyChange, id?: string) {
         : holder.name === name
           ? `a trust policy named "${name}" already exists in this tenant (id ${holder.id}); choose another name`
           : `trust policy "${holder.name}" (id ${holder.id}) already has this name: names are compared ignoring case and accent encoding, so "${name}" is the same name; choose another`;
-      throw new BrokerError('conflict', message, { extensions: { errors: [{ field: 'name', message }] } });
+      throw new BrokerError('conflict', message, {
+        extensions: { errors: [{ field: 'name', message }], ...(holder && { policy: holder }) },
+      });
     }
     case 'not_found':
       throw notFoundError(id ?? '');
@@ -193,7 +211,7 @@ export function registerPolicyRoutes(
         201: { ...changedResponse('Created.'), headers: location.extend(conditional.etag) },
         ...badRequest,
         ...authErrors,
-        ...conflict,
+        ...nameConflict,
         ...invalidPolicy,
       },
     }),
@@ -297,7 +315,7 @@ export function registerPolicyRoutes(
         ...badRequest,
         ...authErrors,
         ...notFound,
-        ...conflict,
+        ...nameConflict,
         ...preconditionFailed,
         ...invalidPolicy,
       },

@@ -164,5 +164,4 @@ export const badRequest = {
   400: problem('The body or query is invalid; `errors` names each field (`invalid_request`).'),
 };
 export const notFound = { 404: problem('No such resource in this tenant (`not_found`).') };
-export const conflict = { 409: problem('A unique value is already taken (`conflict`).') };
 export { problem };

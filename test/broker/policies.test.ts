@@ -570,6 +570,7 @@ describe('names are unique in the tenant, case-insensitively', () => {
       code: 'conflict',
       detail: `trust policy "Déploiement" (id ${holder.id}) already has this name: names are compared ignoring case and accent encoding, so "${decomposed}" is the same name; choose another`,
       errors: [{ field: 'name' }],
+      policy: { id: holder.id, name: 'Déploiement' },
     });
     const again = await create({ ...infraMain(), name: 'Déploiement' });
     expect(again.res.status).toBe(409);
@@ -633,7 +634,7 @@ describe('names are unique in the tenant, case-insensitively', () => {
   });
 });
 
-describe('finding a policy by name', () => {
+describe('finding a policy by name, and adopting the one a retried create made', () => {
   it('?name= lists the policy with that name, as the broker compares names, and an empty list when there is none', async () => {
     const deploy = await created({ ...infraMain(), name: 'Déploiement' });
     await created({ ...infraMain(), name: 'other' });
@@ -661,6 +662,25 @@ describe('finding a policy by name', () => {
       expect(res.status, query).toBe(400);
       expect(await res.json()).toMatchObject({ code: 'invalid_request', errors: [{ field: 'name' }] });
     }
+  });
+
+  it('a create repeated after a timeout is 409 naming the policy it made in `policy`, which a client reads and adopts', async () => {
+    const first = await created(infraMain());
+    const { res, body } = await create(infraMain());
+    expect(res.status).toBe(409);
+    const problem = body as unknown as { policy: { id: string; name: string } };
+    expect(problem.policy).toEqual({ id: first.id, name: 'deploy-infra' });
+    const read = await t.request('GET', `/v1/oidc/policies/${problem.policy.id}`, { key: tenantKey });
+    expect(await read.json()).toEqual(first);
+
+    // A rename onto a taken name names the policy that has it, not the one renamed.
+    const second = await created({ ...infraMain(), name: 'second' });
+    const rename = await t.request('PUT', `/v1/oidc/policies/${second.id}`, {
+      key: tenantKey,
+      json: { ...infraMain(), name: 'DEPLOY-INFRA' },
+    });
+    expect(rename.status).toBe(409);
+    expect(await rename.json()).toMatchObject({ policy: { id: first.id, name: 'deploy-infra' } });
   });
 });
 
