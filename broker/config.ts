@@ -286,6 +286,13 @@ function database(env: Env): DatabaseConfig {
         'is not a valid postgres:// URL: check the port, and percent-encode special characters in the user name and password',
       );
     }
+    // The value is not repeated: it holds the password, or, read as the URL's path, the rest of it.
+    if (hostEndsEarly(raw)) {
+      throw new ConfigError(
+        'DATABASE_URL',
+        'has an "@" after its host: percent-encode special characters in the user name and password (a "/", "?" or "#" there ends the host)',
+      );
+    }
     return {
       engine: 'postgres',
       url: raw,
@@ -293,6 +300,21 @@ function database(env: Env): DatabaseConfig {
     };
   }
   throw new ConfigError('DATABASE_URL', 'expected sqlite:PATH or postgres://USER:PASS@HOST:PORT/DB');
+}
+
+/**
+ * Whether a `/`, `?` or `#` left unencoded in the password ended the host early: the URL then still parses, with
+ * the user name as its host, the password's first characters as its port, and the rest of the password, the real
+ * host with it, as the database, a query parameter's name or the fragment, where an error at start would show it.
+ * Its trace is an `@` in one of those, where none belongs. Read from the text: the URL may have no host (a socket).
+ */
+function hostEndsEarly(raw: string): boolean {
+  const rest = raw.replace(/^postgres(ql)?:\/\//, '');
+  const [beforeFragment = '', ...fragment] = rest.split('#');
+  if (fragment.join('#').includes('@')) return true;
+  const [authorityAndPath = '', query = ''] = beforeFragment.split(/\?(.*)/s);
+  const path = authorityAndPath.slice(authorityAndPath.search(/\/|$/));
+  return path.includes('@') || query.split('&').some((pair) => pair.split('=')[0]!.includes('@'));
 }
 
 /**

@@ -384,6 +384,22 @@ describe('loadConfig', () => {
     }
   });
 
+  // A "/", "?" or "#" left unencoded in the password ends the host: the user name would be read as the host, the
+  // password's first characters as the port, and the rest of it as the database, which an error at start shows.
+  it.each([
+    'postgres://broker:1234/s3cret@db.example.com:5432/oidc',
+    'postgres://broker:/s3cret@db.example.com:5432/oidc',
+    'postgres://broker:a@b/s3cret@db.example.com/oidc',
+    'postgres://broker:12?s3cret@db.example.com/oidc',
+    'postgres://broker:12#s3cret@db.example.com/oidc',
+  ])('refuses %s, whose password ends the host early, without repeating it', (url) => {
+    const env = { DATABASE_URL: url, BROKER_KEY_ENCRYPTION_KEY: 'ab'.repeat(32) };
+    expect(() => loadConfig(env)).toThrow(
+      /^DATABASE_URL: has an "@" after its host: percent-encode special characters in the user name and password/,
+    );
+    expect(() => loadConfig(env)).not.toThrow(/s3cret|1234/);
+  });
+
   it('refuses a URL with a token in its path or query string without repeating the token', () => {
     for (const [env, why] of [
       [
@@ -409,6 +425,7 @@ describe('loadConfig', () => {
     'postgres:///broker?host=/tmp',
     'postgres://u:50%off@db/broker', // a % that is no escape, as pg takes it
     'postgresql://u:p@[::1]:5432/broker?sslmode=require',
+    'postgres://broker%40srv:p%2Fq@/broker?host=/cloudsql/proj:us-east1:db&application_name=ci@runner',
   ])('accepts the PostgreSQL URL %s, as pg does', (url) => {
     const key = 'ab'.repeat(32);
     expect(loadConfig({ DATABASE_URL: url, BROKER_KEY_ENCRYPTION_KEY: key }).database).toEqual({
