@@ -142,6 +142,29 @@ export function shownDatabaseUrl(config: DatabaseConfig): string {
 }
 
 /**
+ * Node's codes for a server certificate that no CA it trusts has signed: PostgreSQL services sign theirs with a CA
+ * of their own (Amazon RDS, Cloud SQL, Supabase), which Node does not know, and pg verifies the certificate with
+ * any sslmode but disable and no-verify.
+ */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+]);
+
+/** Why the database cannot be opened, with what to fix when the message alone does not say. */
+function reasonShown(reason: unknown): string {
+  const code = (reason as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && UNTRUSTED_CERTIFICATE.has(code)) {
+    return `${messageOf(reason)}: the server's TLS certificate is signed by no CA the broker trusts; name that CA in DATABASE_URL with sslrootcert=/path/to/ca.pem (the bundle your provider publishes)`;
+  }
+  return messageOf(reason);
+}
+
+/**
  * Opens the database and brings its schema up to date. A failure names DATABASE_URL and the database (without
  * its password) before the reason, so that a broker that cannot start says which setting to check.
  */
@@ -158,7 +181,7 @@ export async function openStore(config: DatabaseConfig): Promise<Store> {
     await db?.close().catch(() => {});
     // An outage's own message ("the database is unavailable: …") would only repeat what this one says.
     const reason = error instanceof StoreUnavailable ? error.cause : error;
-    throw new Error(`DATABASE_URL ${shownDatabaseUrl(config)} cannot be opened: ${messageOf(reason)}`, {
+    throw new Error(`DATABASE_URL ${shownDatabaseUrl(config)} cannot be opened: ${reasonShown(reason)}`, {
       cause: error,
     });
   }

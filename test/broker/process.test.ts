@@ -6,8 +6,10 @@ import { Agent, type IncomingHttpHeaders, request } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { TLSSocket } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { selfSignedCertificate, type TestCertificate } from '../action/support/tls-cert.js';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, openDriver, type TestDatabase } from '../support/database.js';
 import {
@@ -970,6 +972,49 @@ describe('a PostgreSQL database that cannot be opened at start', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  /**
+   * A server that takes the client's request for TLS, as PostgreSQL with ssl=on does, and presents `cert`, which
+   * no CA the broker trusts has signed, as Amazon RDS's, Cloud SQL's or Supabase's certificates are.
+   */
+  async function tlsServer(cert: TestCertificate): Promise<{ port: number; close(): void }> {
+    const sockets = new Set<Socket>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.once('data', () => {
+        socket.write('S');
+        new TLSSocket(socket, { isServer: true, cert: cert.cert, key: cert.key }).on('error', () => {});
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      port: (server.address() as AddressInfo).port,
+      close: () => {
+        for (const s of sockets) s.destroy();
+        server.close();
+      },
+    };
+  }
+
+  it.each(['sslmode=require', 'sslmode=verify-full'])(
+    'with %s and a certificate of a CA it was not given, exits saying to name the CA with sslrootcert',
+    async (sslmode) => {
+      const server = await tlsServer(selfSignedCertificate('db.internal', { ip: ['127.0.0.1'] }));
+      try {
+        const run = serve(`postgres://broker:s3cret-pw@127.0.0.1:${server.port}/oidc?${sslmode}`);
+        expect(await run.closed).toBe(1);
+        expect(run.stderr()).toContain(
+          `error: DATABASE_URL postgres://broker:***@127.0.0.1:${server.port}/oidc?… cannot be opened: ` +
+            "self-signed certificate: the server's TLS certificate is signed by no CA the broker trusts; " +
+            'name that CA in DATABASE_URL with sslrootcert=/path/to/ca.pem',
+        );
+        expect(run.stdout() + run.stderr()).not.toContain('s3cret-pw');
+      } finally {
+        server.close();
+      }
+    },
+  );
 
   it('exits rather than waiting on a server that asks for a password DATABASE_URL does not give', async () => {
     const server = await passwordAskingServer();
