@@ -72,8 +72,61 @@ export interface BrokerConfig {
 
 export interface UnknownSetting {
   variable: string;
-  /** The setting it most likely means, when one is close. */
+  /** A query parameter of `variable` (DATABASE_URL) that PostgreSQL's client does not read. */
+  parameter?: string;
+  /** The setting (or parameter) it most likely means, when one is close. */
   didYouMean?: string;
+}
+
+/** The query parameters of a postgres:// URL that pg reads; it ignores any other without a word. */
+const POSTGRES_PARAMETERS = [
+  'host',
+  'port',
+  'user',
+  'password',
+  'ssl',
+  'sslmode',
+  'sslrootcert',
+  'sslcert',
+  'sslkey',
+  'uselibpqcompat',
+  'sslnegotiation',
+  'application_name',
+  'fallback_application_name',
+  'options',
+  'client_encoding',
+  'statement_timeout',
+  'lock_timeout',
+  'idle_in_transaction_session_timeout',
+  'query_timeout',
+  'binary',
+  'replication',
+];
+
+/** What other clients' URLs name a schema with (JDBC, Prisma, libpq's setting): pg reads none of them. */
+const SCHEMA_PARAMETER = /^(current_?schema|schema|search_?path)$/i;
+
+/**
+ * DATABASE_URL's query parameters that pg ignores, named (a name that is no identifier is not repeated) with what
+ * was most likely meant: a schema chosen as another client chooses it would leave the broker's tables in public.
+ */
+function unreadParameters(url: string): UnknownSetting[] {
+  const names = [...new URLSearchParams(url.split('?')[1]?.split('#')[0] ?? '').keys()];
+  return [...new Set(names)]
+    .filter((name) => !POSTGRES_PARAMETERS.includes(name))
+    .map((name) => {
+      const parameter = /^[A-Za-z_][\w.-]{0,62}$/.test(name) ? name : '(a parameter that is no name)';
+      const nearest = POSTGRES_PARAMETERS.map((known) => ({
+        known,
+        distance: editDistance(name.toLowerCase(), known),
+      })).sort((a, b) => a.distance - b.distance)[0]!;
+      const didYouMean = SCHEMA_PARAMETER.test(name)
+        ? 'options=-c search_path=…'
+        : nearest.known.length >= 5 && nearest.distance <= 2
+          ? nearest.known
+          : undefined;
+      return { variable: 'DATABASE_URL', parameter, ...(didYouMean ? { didYouMean } : {}) };
+    });
 }
 
 /** Every variable the broker reads (README, Configuration). */
@@ -138,8 +191,12 @@ function unknownSettings(env: Env): UnknownSetting[] {
 }
 
 /** An unknown setting as a sentence, for standard error. */
-export function describeUnknownSetting({ variable, didYouMean }: UnknownSetting): string {
-  return `${variable} is not a setting of the broker and is ignored${didYouMean ? `; did you mean ${didYouMean}?` : ''}`;
+export function describeUnknownSetting({ variable, parameter, didYouMean }: UnknownSetting): string {
+  const what =
+    parameter === undefined
+      ? `${variable} is not a setting of the broker`
+      : `${variable} parameter "${parameter}" is not read by PostgreSQL's client`;
+  return `${what} and is ignored${didYouMean ? `; did you mean ${didYouMean}?` : ''}`;
 }
 
 export class ConfigError extends Error {
@@ -476,6 +533,6 @@ export function loadConfig(env: Env): BrokerConfig {
     // Ten years at most: longer is kept by leaving it unset, and a larger number is more likely seconds than days.
     auditRetentionDays: optionalInteger(env, 'BROKER_AUDIT_RETENTION_DAYS', 'keep every event', 1, 3650),
     shutdownDelaySeconds: integer(env, 'BROKER_SHUTDOWN_DELAY_SECONDS', 0, 0, MAX_SHUTDOWN_DELAY_SECONDS),
-    unknownSettings: unknownSettings(env),
+    unknownSettings: [...unknownSettings(env), ...(db.engine === 'postgres' ? unreadParameters(db.url) : [])],
   };
 }

@@ -39,8 +39,12 @@ function listenError(error: NodeJS.ErrnoException, config: BrokerConfig): Error 
 async function serve(config: BrokerConfig): Promise<number> {
   const sink = bufferedSink(process.stdout);
   const logger = createLogger(sink, config.logLevel);
-  for (const { variable, didYouMean } of config.unknownSettings) {
-    logger.warn('unknown setting ignored', { variable, ...(didYouMean ? { did_you_mean: didYouMean } : {}) });
+  for (const { variable, parameter, didYouMean } of config.unknownSettings) {
+    logger.warn('unknown setting ignored', {
+      variable,
+      ...(parameter ? { parameter } : {}),
+      ...(didYouMean ? { did_you_mean: didYouMean } : {}),
+    });
   }
   const broker = await createBroker(config, { logger, processMetrics: true });
   if ((await broker.store.tenants.list()).length === 0) {

@@ -272,6 +272,39 @@ describe('loadConfig', () => {
     });
   });
 
+  describe('a DATABASE_URL parameter pg does not read', () => {
+    const key = 'ab'.repeat(32);
+
+    // Taken from other clients' URLs (JDBC's currentSchema, Prisma's schema, libpq's target_session_attrs): pg
+    // ignores them, so the broker's tables would go to the public schema, and no failover would be followed.
+    it('is named, with what to write instead when there is something, and its value is not repeated', () => {
+      const config = loadConfig({
+        DATABASE_URL:
+          'postgres://broker:pw@db.example.com/oidc?sslmode=verify-full&sslrootcerts=/etc/ca.pem&currentSchema=s3cret&schema=s3cret&target_session_attrs=read-write&application_name=broker',
+        BROKER_KEY_ENCRYPTION_KEY: key,
+      });
+      expect(config.unknownSettings).toEqual([
+        { variable: 'DATABASE_URL', parameter: 'sslrootcerts', didYouMean: 'sslrootcert' },
+        { variable: 'DATABASE_URL', parameter: 'currentSchema', didYouMean: 'options=-c search_path=…' },
+        { variable: 'DATABASE_URL', parameter: 'schema', didYouMean: 'options=-c search_path=…' },
+        { variable: 'DATABASE_URL', parameter: 'target_session_attrs' },
+      ]);
+      expect(config.unknownSettings.map(describeUnknownSetting)).toContain(
+        'DATABASE_URL parameter "currentSchema" is not read by PostgreSQL\'s client and is ignored; did you mean options=-c search_path=…?',
+      );
+      expect(JSON.stringify(config.unknownSettings)).not.toContain('s3cret');
+    });
+
+    it.each([
+      'postgres://broker:pw@db.example.com/oidc',
+      'postgres://broker@/oidc?host=/cloudsql/p:r:i&port=5432&user=broker&password=pw',
+      'postgres://db/oidc?sslmode=verify-full&sslrootcert=/dev/null&sslcert=/dev/null&sslkey=/dev/null&ssl=true&uselibpqcompat=true&sslnegotiation=postgres',
+      'postgres://db/oidc?application_name=a&fallback_application_name=b&options=-c%20search_path%3Dx&client_encoding=UTF8&statement_timeout=1&lock_timeout=1&idle_in_transaction_session_timeout=1',
+    ])('is none in %s', (url) => {
+      expect(loadConfig({ DATABASE_URL: url, BROKER_KEY_ENCRYPTION_KEY: key }).unknownSettings).toEqual([]);
+    });
+  });
+
   describe('BROKER_AUDIT_RETENTION_DAYS', () => {
     it('keeps the audit log forever unless set; set, a whole number of days from 1 to 3650', () => {
       expect(loadConfig({}).auditRetentionDays).toBeUndefined();
