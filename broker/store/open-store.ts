@@ -155,13 +155,30 @@ const UNTRUSTED_CERTIFICATE = new Set([
   'CERT_UNTRUSTED',
 ]);
 
+/**
+ * What to fix, by the code of the error (Node's or a SQLSTATE), where the message alone does not say: migrations
+ * run at start, as the broker's role, in the first schema of its search_path.
+ */
+const TO_FIX: Record<string, string> = {
+  ...Object.fromEntries(
+    [...UNTRUSTED_CERTIFICATE].map((code) => [
+      code,
+      "the server's TLS certificate is signed by no CA the broker trusts; name that CA in DATABASE_URL with sslrootcert=/path/to/ca.pem (the bundle your provider publishes)",
+    ]),
+  ),
+  // invalid_schema_name: "no schema has been selected to create in".
+  '3F000':
+    'the search_path (options=-c search_path=… in DATABASE_URL, or set on the role or database) names no schema that exists and the role may use; create it, or grant the role USAGE and CREATE on it',
+  // insufficient_privilege: "permission denied for schema public", "must be owner of table tenants".
+  '42501':
+    'the broker creates and alters its tables at start, so its role needs USAGE and CREATE on the schema, and to own the tables',
+};
+
 /** Why the database cannot be opened, with what to fix when the message alone does not say. */
 function reasonShown(reason: unknown): string {
   const code = (reason as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && UNTRUSTED_CERTIFICATE.has(code)) {
-    return `${messageOf(reason)}: the server's TLS certificate is signed by no CA the broker trusts; name that CA in DATABASE_URL with sslrootcert=/path/to/ca.pem (the bundle your provider publishes)`;
-  }
-  return messageOf(reason);
+  const toFix = typeof code === 'string' && Object.hasOwn(TO_FIX, code) ? TO_FIX[code] : undefined;
+  return toFix ? `${messageOf(reason)}: ${toFix}` : messageOf(reason);
 }
 
 /**
