@@ -113,10 +113,15 @@ const CONNECTION_LOST =
  * @param {unknown} error
  */
 export function isUnavailable(error) {
-  const e = /** @type {{ code?: string, message?: string, unavailable?: boolean }} */ (error);
+  const e = /** @type {{ code?: string, syscall?: string, message?: string, unavailable?: boolean }} */ (
+    error
+  );
   return (
     e.unavailable === true ||
     (e.code !== undefined && (UNAVAILABLE_SQLSTATE.test(e.code) || UNREACHABLE.has(e.code))) ||
+    // A Unix socket that is not there (DATABASE_URL's ?host=/dir): the server, or the Cloud SQL Auth Proxy, is
+    // stopped and removed it.
+    (e.code === 'ENOENT' && e.syscall === 'connect') ||
     (e.code === '08P01' && POOLER_OUTAGE.test(e.message ?? '')) ||
     CONNECTION_LOST.test(e.message ?? '')
   );

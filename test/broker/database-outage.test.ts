@@ -1,8 +1,11 @@
 // A database that stops taking work (PostgreSQL unreachable, SQLite's write lock held elsewhere) is an outage to
 // retry, answered 503 not_ready, never a 500 that reads as a bug in the broker.
 
+import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -40,6 +43,7 @@ async function scratchDriver(kind: Engine) {
  */
 async function relayTo(
   target: URL,
+  { socketDir }: { socketDir?: string } = {},
 ): Promise<{ url: (u: string) => string; cut(): Promise<void>; stallOn(marker: string): void }> {
   const sockets = new Set<Socket>();
   let marker: string | undefined;
@@ -62,10 +66,17 @@ async function relayTo(
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
+  // `socketDir`: as a server's Unix socket there (or the Cloud SQL Auth Proxy's), which goes when it stops.
+  if (socketDir)
+    await new Promise<void>((resolve) => server.listen(join(socketDir, '.s.PGSQL.5432'), resolve));
+  else await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = socketDir ? 0 : (server.address() as AddressInfo).port;
   return {
-    url: (u) => Object.assign(new URL(u), { hostname: '127.0.0.1', port: String(port) }).toString(),
+    url: (u) => {
+      const url = new URL(u);
+      if (!socketDir) return Object.assign(url, { hostname: '127.0.0.1', port: String(port) }).toString();
+      return `postgres://${url.username}@${url.pathname}?host=${socketDir}`;
+    },
     stallOn: (m) => {
       marker = m;
     },
@@ -407,6 +418,27 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
     await holder.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
     return holder;
   }
+
+  it('through a Unix socket, a server stopped (its socket gone) is 503 not_ready, and the next request after it is back succeeds', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(() => db.drop());
+    const socketDir = mkdtempSync(join(tmpdir(), 'broker-socket-'));
+    cleanups.push(() => rmSync(socketDir, { recursive: true, force: true }));
+    let relay = await relayTo(new URL(db.url), { socketDir });
+    const t = await startTestBroker({ db: { ...db, url: relay.url(db.url) } });
+    cleanups.push(() => t.broker.close().catch(() => {}));
+    cleanups.push(() => relay.cut());
+    const { key } = await t.createTenant('acme');
+    await relay.cut();
+    // Idle connections are the pool's until they time out; these need new ones.
+    for (const res of [await t.request('GET', '/v1/whoami', { key }), await createKey(t, key)]) {
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ code: 'not_ready' });
+    }
+    expect(t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
+    relay = await relayTo(new URL(db.url), { socketDir });
+    expect((await t.request('GET', '/v1/whoami', { key })).status).toBe(200);
+  }, 20_000);
 
   it("a statement the server cancels (an operator's pg_cancel_backend) is 503 not_ready, not a 500", async () => {
     const { db, t, key } = await brokerOnRelay();
