@@ -27,6 +27,47 @@ export function fieldPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
+/** Whether a message is the validator's own (`Too big: expected string to have <=64 characters`), not a schema's. */
+const VALIDATOR_MESSAGE = /^(Too big|Too small|Invalid option|Invalid input): /;
+
+/** The values a field takes, as the API's messages list them: the validator's `"a"|"b"` reads as code. */
+const listed = (values: readonly unknown[]) => values.map((v) => String(v)).join(', ');
+
+/**
+ * An issue's message in the words of the API's own messages: a schema's message as it is; the validator's, which
+ * speaks of `<=64 items` and `expected int`, as the limit or the values the field takes.
+ */
+function inWords(issue: z.core.$ZodIssue): string {
+  if (!VALIDATOR_MESSAGE.test(issue.message)) return issue.message;
+  switch (issue.code) {
+    case 'too_big':
+    case 'too_small': {
+      const big = issue.code === 'too_big';
+      const limit = Number(big ? issue.maximum : issue.minimum);
+      const unit = issue.origin === 'array' ? ' entries' : issue.origin === 'string' ? ' characters' : '';
+      if (!big && limit === 1 && unit !== '' && !issue.exact) return 'must not be empty';
+      const bound = issue.exact
+        ? 'exactly'
+        : issue.inclusive === false
+          ? big
+            ? 'fewer than'
+            : 'more than'
+          : big
+            ? 'at most'
+            : 'at least';
+      return `must ${unit ? 'have' : 'be'} ${bound} ${limit}${unit}`;
+    }
+    case 'invalid_value':
+      return issue.values.length === 1
+        ? `must be ${listed(issue.values)}`
+        : `must be one of ${listed(issue.values)}`;
+    case 'invalid_type':
+      if (issue.expected === 'int') return 'must be a whole number';
+      break;
+  }
+  return issue.message.replace(/^Invalid input: /, '');
+}
+
 export function fieldErrors(error: z.ZodError): FieldError[] {
   // A value can break several checks that say the same (a huge number: a safe integer, and the field's maximum).
   const seen = new Set<string>();
@@ -38,7 +79,7 @@ export function fieldErrors(error: z.ZodError): FieldError[] {
     }
     const field = fieldPath(issue.path) || 'body';
     const missing = issue.code === 'invalid_type' && /received undefined/.test(issue.message);
-    const message = missing ? 'required' : issue.message.replace(/^Invalid input: /, '');
+    const message = missing ? 'required' : inWords(issue);
     const said = JSON.stringify([field, message]);
     if (seen.has(said)) return [];
     seen.add(said);

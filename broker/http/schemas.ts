@@ -31,14 +31,22 @@ export const PermissionId = z.enum(ALL_PERMISSIONS as [string, ...string[]]).ope
  * broker, whose message names the offending entry and, for a category the tenant disabled, says so.
  */
 const REQUESTABLE: string[] = [...ALL_PERMISSIONS, ...SHORTCUTS];
-export const RequestedPermission = z.string().max(64).openapi('RequestedPermission', { enum: REQUESTABLE });
+export const RequestedPermission = z
+  .string()
+  .max(64, 'unknown permission: no id is that long (GET /v1/permissions lists the valid ids)')
+  .openapi('RequestedPermission', { enum: REQUESTABLE });
 
 /** The same as an OAuth `scope`: requested permissions separated by spaces (none, when empty). */
 export const SCOPE_PATTERN = `^ *(?:(?:${REQUESTABLE.join('|')})(?: +|$))*$`;
 
+/** More entries than a list needs: each id once, or a shortcut, is far fewer. */
+const MAX_LISTED_PERMISSIONS = 64;
+
 export const PermissionList = z
   .array(RequestedPermission)
-  .max(64)
+  .max(MAX_LISTED_PERMISSIONS, {
+    error: `must have at most ${MAX_LISTED_PERMISSIONS} entries: list each of the ${ALL_PERMISSIONS.length} permission ids once at most, or use read-all or read-write-all`,
+  })
   .openapi({
     description: 'Permission ids (`harden-runner:read`, …) or the shortcuts `read-all` / `read-write-all`.',
     example: ['harden-runner:read'],

@@ -372,3 +372,122 @@ describe('other text that reaches a database lookup or write', () => {
     await expectProblem(await request('POST', '/v1/api-keys/tenant/%00/rotate'), 400, 'invalid_request');
   });
 });
+
+describe('a value over or under a limit is told the limit in words, on every route, never in the validator’s terms', () => {
+  const VALIDATOR_WORDING = /Too (big|small)|Invalid (option|input)|expected (int|array to|string to)|[<>]=/;
+
+  /** The message for `field`, which must be the only field named, and say no validator's jargon. */
+  async function messageOf(res: Response, status: number, code: string, field: string): Promise<string> {
+    const body = await expectProblem(res, status, code, field);
+    expect(body.detail).not.toMatch(VALIDATOR_WORDING);
+    return body.errors![0]!.message;
+  }
+
+  it('a permission list longer than 64 entries says how many it may hold, and that each id is listed once', async () => {
+    const many = Array(65).fill('harden-runner:read');
+    for (const [res, status, code] of [
+      [
+        await request('POST', '/v1/fine-grained-keys', keyBody({ permissions: many })),
+        400,
+        'invalid_request',
+      ],
+      [await request('POST', '/v1/tokens', { permissions: many }), 400, 'invalid_request'],
+      [await request('POST', '/v1/oidc/policies', policyBody({ permissions: many })), 422, 'invalid_policy'],
+      [
+        await request('POST', '/v1/oidc/policies/evaluate', {
+          claims: { repository: 'acme/infra' },
+          permissions: many,
+        }),
+        400,
+        'invalid_request',
+      ],
+      [
+        await request('POST', '/v1/oidc/token', { oidc_token: 'x', permissions: many }, ''),
+        400,
+        'invalid_request',
+      ],
+    ] as const) {
+      const message = await messageOf(res, status, code, 'permissions');
+      expect(message).toContain('at most 64');
+      expect(message).toContain('read-all');
+    }
+  });
+
+  it('a permission entry longer than any id is an unknown permission, pointing at the catalogue', async () => {
+    const res = await request('POST', '/v1/fine-grained-keys', keyBody({ permissions: ['x'.repeat(65)] }));
+    const message = await messageOf(res, 400, 'invalid_request', 'permissions[0]');
+    expect(message).toContain('unknown permission');
+    expect(message).toContain('GET /v1/permissions');
+  });
+
+  it('an empty or overlong token, type hint or client id says empty, or the most characters it may have', async () => {
+    expect(
+      await messageOf(
+        await request('POST', '/v1/oidc/token', { oidc_token: '' }, ''),
+        400,
+        'invalid_request',
+        'oidc_token',
+      ),
+    ).toMatch(/empty/);
+    expect(
+      await messageOf(
+        await request('POST', '/v1/tokens/introspect', { token: '' }),
+        400,
+        'invalid_request',
+        'token',
+      ),
+    ).toMatch(/empty/);
+    expect(
+      await messageOf(
+        await request('POST', '/v1/tokens/introspect', { token: 'x'.repeat(16_385) }),
+        400,
+        'invalid_request',
+        'token',
+      ),
+    ).toContain('at most 16384 characters');
+    expect(
+      await messageOf(
+        await request('POST', '/v1/tokens/revoke', { token: 'x', token_type_hint: 'h'.repeat(65) }),
+        400,
+        'invalid_request',
+        'token_type_hint',
+      ),
+    ).toContain('at most 64 characters');
+    const exchange = { ...EXCHANGE_FORM, subject_token: 'x' };
+    expect(
+      await messageOf(
+        await form('/v1/oidc/token', { ...exchange, client_id: 'c'.repeat(256) }),
+        400,
+        'invalid_request',
+        'client_id',
+      ),
+    ).toContain('at most 255 characters');
+  });
+
+  it('a value that is none of those a field takes lists them', async () => {
+    expect(
+      await messageOf(
+        await form('/v1/oidc/token', { ...EXCHANGE_FORM, subject_token: 'x', subject_token_type: 'jwt' }),
+        400,
+        'invalid_request',
+        'subject_token_type',
+      ),
+    ).toBe('must be one of urn:ietf:params:oauth:token-type:id_token, urn:ietf:params:oauth:token-type:jwt');
+    expect(
+      await messageOf(
+        await request('POST', '/v1/api-keys/tenants/primary/rotate'),
+        400,
+        'invalid_request',
+        'kind',
+      ),
+    ).toBe('must be one of tenant, tenant-read-only, secure-registry');
+    expect(
+      await messageOf(
+        await request('POST', '/v1/api-keys/tenant/first/rotate'),
+        400,
+        'invalid_request',
+        'slot',
+      ),
+    ).toBe('must be one of primary, secondary');
+  });
+});
