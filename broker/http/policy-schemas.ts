@@ -4,7 +4,7 @@ import { GITHUB_ISSUER } from '../config.js';
 import { MAX_JSON_DEPTH } from '../core/jws-compact.js';
 import { POLICY_CLAIM_FIELDS } from '../core/policy-types.js';
 import { PermissionId, PermissionList, queryParameters, Timestamp } from './schemas.js';
-import { nameCharacters, storedText } from './text.js';
+import { Duration, nameCharacters, PolicyName, storedText } from './text.js';
 
 const CLAIM_DOCS = {
   repository_owner: ['acme', 'The GitHub account that owns the repository; case-insensitive.'],
@@ -173,14 +173,10 @@ export const EvaluateBody = z
       description: 'A GitHub OIDC token, verified but not used up: it can still be exchanged afterwards.',
     }),
     permissions: PermissionList.optional(),
-    policy: z
-      .string()
-      .min(1)
-      .max(100)
-      .check(nameCharacters)
-      .optional()
-      .openapi({ description: 'Consider only this policy, as the exchange would.' }),
-    duration_seconds: z.number().int().min(1).max(3600).optional(),
+    policy: PolicyName.optional().openapi({
+      description: 'Consider only this policy, as the exchange would.',
+    }),
+    duration_seconds: Duration.optional(),
   })
   // The handler refuses neither and both; the document says so for clients that check first.
   .openapi('EvaluatePoliciesRequest', {
@@ -265,7 +261,7 @@ export const ConfigQuery = queryParameters({
   policy: z
     .string()
     .min(1, { error: 'empty: name a trust policy, or leave the parameter out' })
-    .max(100)
+    .max(100, { error: 'a trust policy name is at most 100 characters' })
     .check(nameCharacters)
     .optional()
     .openapi({ description: 'Tailor the snippet to this policy (case-insensitive).' }),

@@ -51,6 +51,19 @@ export const nameCharacters = z.refine<string>(
   `must not contain ${UNSAFE_NAME_CHARACTERS}`,
 );
 
+// The lifetime and the policy an exchange asks for, and its dry run too: the same mistake is told the same way on
+// both. Each says what it takes, as the admin API's fields do, rather than zod's "Too big: expected number to be <=3600".
+export const Duration = z
+  .number({ error: 'must be a whole number of seconds from 1 to 3600' })
+  .int()
+  .min(1)
+  .max(3600);
+export const PolicyName = z
+  .string()
+  .min(1, { error: 'empty: name a trust policy, or leave policy out' })
+  .max(100, { error: 'a trust policy name is at most 100 characters' })
+  .check(nameCharacters);
+
 /** Resource ids are UUIDs (randomUUID), stored in lower case; upper-case hex names the same id (RFC 9562). */
 export const IdParam = z.object({ id: z.uuid().toLowerCase() });
 

@@ -15,7 +15,7 @@ import {
   problem,
   SCOPE_PATTERN,
 } from './schemas.js';
-import { nameCharacters } from './text.js';
+import { Duration, nameCharacters, PolicyName } from './text.js';
 
 /** The token endpoint: its errors also speak OAuth (`problems.ts`). */
 export const TOKEN_ENDPOINT = '/v1/oidc/token';
@@ -26,17 +26,6 @@ const SUBJECT_TOKEN_TYPES = [
 ] as const;
 
 const Token = z.string().min(1).max(65_536);
-// Each says what it takes, as the admin API's fields do, rather than zod's "Too big: expected number to be <=3600".
-const Duration = z
-  .number({ error: 'must be a whole number of seconds from 1 to 3600' })
-  .int()
-  .min(1)
-  .max(3600);
-const PolicyName = z
-  .string()
-  .min(1, { error: 'empty: name a trust policy, or leave policy out' })
-  .max(100, { error: 'a trust policy name is at most 100 characters' })
-  .check(nameCharacters);
 const TenantName = z
   .string()
   .min(1, { error: 'empty: name the tenant, or leave tenant out' })

@@ -296,6 +296,33 @@ describe('evaluate typed-in claims', () => {
     expect(await res.json()).toMatchObject({ code: 'invalid_request', errors: [{ field }] });
   });
 
+  it.each<[string, Record<string, unknown>, string, RegExp]>([
+    ['a duration over an hour', { duration_seconds: 3601 }, 'duration_seconds', /from 1 to 3600/],
+    ['a duration of 0', { duration_seconds: 0 }, 'duration_seconds', /from 1 to 3600/],
+    ['a fractional duration', { duration_seconds: 1.5 }, 'duration_seconds', /whole number of seconds/],
+    ['an empty policy', { policy: '' }, 'policy', /name a trust policy, or leave policy out/],
+    ['a policy name over 100 characters', { policy: 'p'.repeat(101) }, 'policy', /at most 100 characters/],
+  ])('%s is told as the exchange tells it: the range, or what to name', async (_, fields, field, said) => {
+    const told = async (path: string, json: Record<string, unknown>) => {
+      const res = await t.request('POST', path, { key: path.endsWith('evaluate') ? key : undefined, json });
+      expect(res.status).toBe(400);
+      const body = (await res.json()) as { errors: { field: string; message: string }[] };
+      expect(body.errors.map((e) => e.field)).toEqual([field]);
+      return body.errors[0]!.message;
+    };
+    const dryRun = await told('/v1/oidc/policies/evaluate', { claims: JOB, ...fields });
+    expect(dryRun).toMatch(said);
+    expect(dryRun).toBe(await told('/v1/oidc/token', { oidc_token: 'x.y.z', ...fields }));
+  });
+
+  it('the workflow snippet tells a policy name over 100 characters as the exchange does', async () => {
+    const res = await t.request('GET', `/v1/oidc/config?policy=${'p'.repeat(101)}`, { key });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      errors: [{ field: 'policy', message: 'a trust policy name is at most 100 characters' }],
+    });
+  });
+
   it("a decoded token with the organization's custom-property claims (repo_property_*) is evaluated as it is", async () => {
     // GitHub adds each custom property an organization includes in OIDC tokens as repo_property_<name>, a string.
     const claims = {
