@@ -11,7 +11,16 @@ import type { Store } from '../store/store.js';
 import { refusal, secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { bodyRequiredInDocument } from './media-types.js';
-import { authErrors, badRequest, headers, IssuedToken, iso, issuedToken, PermissionList } from './schemas.js';
+import {
+  authErrors,
+  badRequest,
+  headers,
+  IssuedToken,
+  iso,
+  issuedToken,
+  NoQuery,
+  PermissionList,
+} from './schemas.js';
 
 export const INTROSPECTION_ENDPOINT = '/v1/tokens/introspect';
 export const REVOCATION_ENDPOINT = '/v1/tokens/revoke';
@@ -98,7 +107,12 @@ export function registerTokenRoutes(
         'mints: an access token cannot mint another (`403 forbidden`, `required_credential: api-key`).',
       ...secured(auth),
       // Every field has a default, so a request without a body mints with them, as `{}` does.
-      request: { body: { required: false, content: { 'application/json': { schema: MintRequest } } } },
+      // A lifetime or permissions sent in the query would otherwise be ignored, for a token of every permission
+      // for an hour.
+      request: {
+        query: NoQuery,
+        body: { required: false, content: { 'application/json': { schema: MintRequest } } },
+      },
       responses: {
         201: {
           description: 'The token.',

@@ -404,6 +404,20 @@ describe('POST /v1/tokens', () => {
     expect(documented.paths['/v1/tokens']!.post.requestBody.required).not.toBe(true);
   });
 
+  it('a lifetime or permissions sent as query parameters are refused by name, never ignored for the defaults', async () => {
+    const before = await newestEvent('token.minted');
+    const res = await f.t.request('POST', '/v1/tokens?duration_seconds=300&permissions=audit-log:read', {
+      key: f.key,
+    });
+    expect(res.status).toBe(400);
+    const body = await json<{ code: string; errors: { field: string; message: string }[] }>(res);
+    expect(body.code).toBe('invalid_request');
+    expect(body.errors.map((e) => e.field)).toEqual(['duration_seconds', 'permissions']);
+    expect(body.errors[0]!.message).toContain('unknown query parameter');
+    // No token of every permission for an hour was minted instead.
+    expect(await newestEvent('token.minted')).toEqual(before);
+  });
+
   it('a lifetime out of bounds, or of the wrong type, is told the bounds, once', async () => {
     for (const duration_seconds of [0, -5, 12 * 3600 + 1, 1.5, 1e308, '60', null]) {
       const res = await f.t.request('POST', '/v1/tokens', { key: f.key, json: { duration_seconds } });
