@@ -133,7 +133,11 @@ function requestedPermissions(
   | { ok: true; permissions: Permission[] | undefined }
   | { ok: false; problems: { field: string; why: string; message: string }[] } {
   if (values === undefined || values.length === 0) return { ok: true, permissions: undefined };
-  const expanded = expandPermissions(values, enabledPermissions(tenant.disabledCategories));
+  const expanded = expandPermissions(
+    values,
+    enabledPermissions(tenant.disabledCategories),
+    permissionsField === 'scope' ? 'scope' : 'list',
+  );
   if (expanded.ok) return expanded;
   const problems = expanded.problems.map(({ index, reason, message }) => ({
     field: permissionsField === 'scope' ? 'scope' : `permissions[${index}]`,

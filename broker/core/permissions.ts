@@ -94,7 +94,11 @@ export interface PermissionProblem {
  * why for every such entry, so that one answer names all there are to fix.
  * `read-all` is every enabled `:read`; `read-write-all` every enabled permission.
  */
-export function expandPermissions(values: readonly string[], enabled: readonly Permission[]): ExpandResult {
+export function expandPermissions(
+  values: readonly string[],
+  enabled: readonly Permission[],
+  listedIn: 'list' | 'scope' = 'list',
+): ExpandResult {
   const enabledSet = new Set<string>(enabled);
   const out = new Set<Permission>();
   const problems: PermissionProblem[] = [];
@@ -104,7 +108,7 @@ export function expandPermissions(values: readonly string[], enabled: readonly P
     } else if (value === 'read-write-all') {
       for (const p of enabled) out.add(p);
     } else if (!isPermission(value)) {
-      const meant = meantPermission(value, (id) => `"${id}"`, enabled);
+      const meant = joinedPermissions(value, listedIn) ?? meantPermission(value, (id) => `"${id}"`, enabled);
       const message = `unknown permission "${value}"${meant ? `; ${meant}` : ''} (GET /v1/permissions lists the valid ids)`;
       problems.push({ index, reason: 'unknown permission', message });
     } else if (!enabledSet.has(value)) {
@@ -116,6 +120,18 @@ export function expandPermissions(values: readonly string[], enabled: readonly P
   }
   if (problems.length > 0) return { ok: false, problems };
   return { ok: true, permissions: ALL_PERMISSIONS.filter((p) => out.has(p)) };
+}
+
+/**
+ * For an entry holding several ids joined by commas or other separators (`harden-runner:read,audit-log:read`), how to
+ * send them apart: read as one, its first id's category would be offered instead of the list.
+ */
+function joinedPermissions(value: string, listedIn: 'list' | 'scope'): string | null {
+  const parts = value.split(/[\s,;|]+/).filter((part) => part !== '');
+  if (parts.length < 2 || !parts.every((part) => isPermission(part) || isShortcut(part))) return null;
+  return listedIn === 'scope'
+    ? `separate the permissions of scope with spaces: did you mean "${parts.join(' ')}"?`
+    : `list each permission as an entry of its own: did you mean [${parts.map((p) => `"${p}"`).join(', ')}]?`;
 }
 
 /**

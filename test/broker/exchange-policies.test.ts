@@ -676,6 +676,31 @@ describe('RFC 8693 form', () => {
     });
   });
 
+  it('permissions joined by commas in one scope or entry are told to be separated, never taken for one category', async () => {
+    await f.policy('p', { permissions: ['harden-runner:read', 'audit-log:read'] });
+    const fields = { grant_type: GRANT, subject_token: f.issuer.sign(), subject_token_type: ID_TOKEN };
+    const res = await form({ ...fields, scope: 'harden-runner:read,audit-log:read' });
+    expect(res.status).toBe(400);
+    const scope = ((await res.json()) as { errors: { field: string; message: string }[] }).errors;
+    expect(scope).toEqual([
+      { field: 'scope', message: expect.stringContaining('"harden-runner:read audit-log:read"') },
+    ]);
+    expect(scope[0]!.message).toContain('spaces');
+    expect(scope[0]!.message).not.toContain('harden-runner:write');
+    const listed = await f.t.request('POST', '/v1/oidc/token', {
+      json: { oidc_token: f.issuer.sign(), permissions: ['harden-runner:read, audit-log:read'] },
+    });
+    expect(listed.status).toBe(400);
+    const list = ((await listed.json()) as { errors: { field: string; message: string }[] }).errors;
+    expect(list).toEqual([
+      {
+        field: 'permissions[0]',
+        message: expect.stringContaining('["harden-runner:read", "audit-log:read"]'),
+      },
+    ]);
+    expect(list[0]!.message).not.toContain('harden-runner:write');
+  });
+
   it('a wrong grant_type or subject_token_type is 400 naming the field, and uses up nothing', async () => {
     await f.policy('p');
     const token = f.issuer.sign();
