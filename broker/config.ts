@@ -274,6 +274,14 @@ function optionalInteger(
 }
 
 function url(name: string, raw: string, { allowLoopbackHttp }: { allowLoopbackHttp: boolean }): URL {
+  // `localhost:8080` parses as the scheme `localhost:`, and `broker.example.com` not at all: either would be told
+  // something other than the scheme it lacks. The value is not repeated: it may hold a password.
+  if (!raw.includes('://') && !/^https?:/i.test(raw)) {
+    throw new ConfigError(
+      name,
+      `has no scheme: write the whole URL, beginning https://${allowLoopbackHttp ? ' (or http:// for a loopback host such as localhost)' : ''}`,
+    );
+  }
   let parsed: URL;
   try {
     parsed = new URL(raw);

@@ -433,6 +433,23 @@ describe('loadConfig', () => {
     expect(() => loadConfig(env)).not.toThrow(/s3cret|1234/);
   });
 
+  it.each([
+    [{ BROKER_PUBLIC_URL: 'localhost:8080' }, 'BROKER_PUBLIC_URL'],
+    [{ BROKER_PUBLIC_URL: 'broker.example.com' }, 'BROKER_PUBLIC_URL'],
+    [{ BROKER_PUBLIC_URL: 'u:s3cret@broker.example.com' }, 'BROKER_PUBLIC_URL'],
+    [
+      { BROKER_TRUSTED_ISSUERS: '[{"issuer":"token.actions.githubusercontent.com"}]' },
+      'BROKER_TRUSTED_ISSUERS[0].issuer',
+    ],
+    [
+      { BROKER_TRUSTED_ISSUERS: `[{"issuer":"${GITHUB_ISSUER}","jwks_uri":"127.0.0.1:9000/jwks"}]` },
+      'BROKER_TRUSTED_ISSUERS[0].jwks_uri',
+    ],
+  ])('a URL written without its scheme (%j) is told so, not read as another scheme', (env, name) => {
+    expect(() => loadConfig(env)).toThrow(`${name}: has no scheme: write the whole URL, beginning https://`);
+    expect(() => loadConfig(env)).not.toThrow(/s3cret|must use https|localhost:\/\/|is not a URL/);
+  });
+
   it('refuses a URL with a token in its path or query string without repeating the token', () => {
     for (const [env, why] of [
       [
