@@ -81,13 +81,17 @@ const Introspection = z
  * white space around it, or as its Authorization header's value (`Bearer …`), is that token all the same: a revoke
  * answered 200 as if unknown would leave it in use while its holder took it for revoked.
  */
-function tokenFrom(...bodies: Partial<z.infer<typeof TokenForm>>[]): string {
+function tokenFrom(inUrl: boolean, ...bodies: Partial<z.infer<typeof TokenForm>>[]): string {
   const token = bodies
     .find((body) => body.token !== undefined)
     ?.token?.trim()
     .replace(/^Bearer\s+/i, '');
-  if (!token) throw BrokerError.fields('invalid_request', [{ field: 'token', message: 'required' }]);
-  return token;
+  if (token) return token;
+  // One sent in the URL is not read (proxies and logs keep URLs): told so, rather than "required" of a token sent.
+  const message = inUrl
+    ? 'required in the request body (a form token=…, or JSON {"token": …}); a token in the URL is not read, as proxies and logs keep URLs'
+    : 'required';
+  throw BrokerError.fields('invalid_request', [{ field: 'token', message }]);
 }
 
 export function registerTokenRoutes(
@@ -232,7 +236,9 @@ export function registerTokenRoutes(
       }),
     ),
     async (c) => {
-      const result = await deps.accessTokens.verify(tokenFrom(c.req.valid('form'), c.req.valid('json')));
+      const result = await deps.accessTokens.verify(
+        tokenFrom(c.req.query('token') !== undefined, c.req.valid('form'), c.req.valid('json')),
+      );
       c.header('Cache-Control', 'no-store');
       if (!result.ok || result.tenant.id !== c.get('principal').tenant.id)
         return c.json({ active: false }, 200);
@@ -261,7 +267,7 @@ export function registerTokenRoutes(
     ),
     async (c) => {
       const principal = c.get('principal');
-      const token = tokenFrom(c.req.valid('form'), c.req.valid('json'));
+      const token = tokenFrom(c.req.query('token') !== undefined, c.req.valid('form'), c.req.valid('json'));
       const keyKind = keyKindOf(token);
       if (keyKind) {
         // Not answered 200, as RFC 7009 answers a token it does not know: the key's holder would take the key for

@@ -193,6 +193,19 @@ describe('exchanged access tokens', () => {
     const missing = await f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form('') });
     expect(missing.status).toBe(400);
     expect(await missing.json()).toMatchObject({ code: 'invalid_request', errors: [{ field: 'token' }] });
+    // A token sent in the URL is not read: the answer says where it goes, rather than that none was sent.
+    for (const path of ['/v1/tokens/introspect', '/v1/tokens/revoke']) {
+      const inUrl = await f.t.request('POST', `${path}?token=${token}`, { key: f.key });
+      expect(inUrl.status).toBe(400);
+      expect(await inUrl.json()).toMatchObject({
+        errors: [{ field: 'token', message: expect.stringContaining('required in the request body') }],
+      });
+    }
+    expect(
+      await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, json: { token } })),
+    ).toMatchObject({
+      active: true,
+    });
     // RFC 6749 §3.1: a parameter is sent once. Which of two tokens is meant cannot be told: neither is taken.
     for (const path of ['/v1/tokens/introspect', '/v1/tokens/revoke']) {
       const twice = await f.t.request('POST', path, {
