@@ -1,14 +1,9 @@
 // Talks to the broker: the OIDC token exchange and RFC 7009 revocation, every outcome returned as a value.
+import { ProxySettingError } from '../broker/core/proxy-settings.js';
+import { ProxyRefusedError, type ProxyUnreachable, type TunnelRefusal } from '../broker/core/proxy-tunnel.js';
 import type { Fetch, FetchResponse } from './deps.js';
 import { describeNetworkError } from './network-error.js';
-import {
-  isProxyError,
-  type ProxyError,
-  ProxyRefusedError,
-  ProxySettingError,
-  type ProxyUnreachable,
-  type TunnelRefusal,
-} from './proxy.js';
+import { isProxyError, type ProxyError } from './proxy.js';
 
 const USER_AGENT = 'stepsec-oidc-auth/1';
 

@@ -1,8 +1,8 @@
 // A fetch-shaped HTTP client on node:http and node:https: one request per connection, closed with its answer.
-import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
-import type { Socket } from 'node:net';
+import type { IncomingMessage, RequestOptions } from 'node:http';
+import { type ProxySetting, portOf, proxyFor } from '../broker/core/proxy-settings.js';
+import { bareHost as bare, openTunnel, serverName } from '../broker/core/proxy-tunnel.js';
 import type { Fetch, FetchResponse } from './deps.js';
-import { ProxyRefusedError, type ProxySetting, ProxyUnreachableError, portOf, proxyFor } from './proxy.js';
 
 export interface HttpFetchOptions {
   /** The proxy to reach a URL through, if any; the request then goes through a CONNECT tunnel. */
@@ -32,7 +32,7 @@ export function createHttpFetch(options: HttpFetchOptions = {}): Fetch {
     }
     init.signal?.throwIfAborted();
     const proxy = options.proxyFor?.(target);
-    const tunnelSocket = proxy ? await tunnel(proxy, target, init.signal) : undefined;
+    const tunnelSocket = proxy ? await openTunnel(proxy, target, init.signal) : undefined;
     const body = init.body === undefined ? undefined : Buffer.from(init.body, 'utf8');
     const headers: Record<string, string> = { ...init.headers, connection: 'close' };
     if (body) headers['content-length'] = String(body.length);
@@ -104,65 +104,4 @@ function header(response: IncomingMessage, name: string): string | null {
   const value = response.headers[name.toLowerCase()];
   if (value === undefined) return null;
   return Array.isArray(value) ? value.join(', ') : value;
-}
-
-/** Asks an HTTP(S) proxy for a tunnel to the target's host and port; the request then runs inside it. */
-async function tunnel(setting: ProxySetting, target: URL, signal?: AbortSignal): Promise<Socket> {
-  const proxy = setting.url;
-  const authority = `${target.hostname}:${portOf(target)}`;
-  const headers: Record<string, string> = { host: authority };
-  if (setting.credentials !== undefined) {
-    headers['proxy-authorization'] = `Basic ${Buffer.from(setting.credentials).toString('base64')}`;
-  }
-  const lib = proxy.protocol === 'https:' ? await import('node:https') : await import('node:http');
-  const connect: ClientRequest = lib.request({
-    method: 'CONNECT',
-    host: bare(proxy.hostname),
-    port: portOf(proxy),
-    path: authority,
-    headers,
-    agent: false,
-  });
-  return new Promise<Socket>((resolve, reject) => {
-    const onAbort = () => connect.destroy(signal?.reason);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    connect.once('error', (error) => {
-      signal?.removeEventListener('abort', onAbort);
-      // An abort is the request's time limit, reported as such; any other error is the proxy's connection.
-      const aborted = signal?.aborted && error === signal.reason;
-      const unreachable = { variable: setting.variable, proxy: proxy.origin, target: authority };
-      reject(aborted ? error : new ProxyUnreachableError(unreachable, error));
-    });
-    connect.once('connect', (response: IncomingMessage, socket: Socket, head: Buffer) => {
-      signal?.removeEventListener('abort', onAbort);
-      const status = response.statusCode ?? 0;
-      if (status < 200 || status > 299) {
-        socket.destroy();
-        reject(
-          new ProxyRefusedError({
-            variable: setting.variable,
-            proxy: proxy.origin,
-            target: authority,
-            status,
-            withCredentials: setting.credentials !== undefined,
-          }),
-        );
-        return;
-      }
-      if (head.length > 0) socket.unshift(head);
-      resolve(socket);
-    });
-    connect.end();
-  });
-}
-
-/** A URL's hostname as node:net takes it: IPv6 addresses without their brackets. */
-function bare(hostname: string): string {
-  return hostname.startsWith('[') ? hostname.slice(1, -1) : hostname;
-}
-
-/** SNI and the certificate's host name check; RFC 6066 allows no IP address as a server name. */
-function serverName(url: URL): string | undefined {
-  const host = bare(url.hostname);
-  return /^[\d.]+$/.test(host) || host.includes(':') ? undefined : host;
 }

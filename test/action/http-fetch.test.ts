@@ -3,9 +3,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { proxyFor } from '../../broker/core/proxy-settings.js';
+import { ProxyRefusedError, ProxyUnreachableError } from '../../broker/core/proxy-tunnel.js';
 import { createBrokerClient } from '../../src/broker-client.js';
 import { createHttpFetch } from '../../src/http-fetch.js';
-import { ProxyRefusedError, ProxyUnreachableError, proxyFor } from '../../src/proxy.js';
 import { selfSignedCertificate } from './support/tls-cert.js';
 
 interface Received {

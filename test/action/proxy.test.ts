@@ -1,6 +1,11 @@
 // Which proxy each request of the action takes (the OIDC token, the exchange, the revocation), by the toolkit's rules.
 import { describe, expect, it } from 'vitest';
-import { bypassesProxy, type ProxySetting, ProxySettingError, proxyFor } from '../../src/proxy.js';
+import {
+  bypassesProxy,
+  type ProxySetting,
+  ProxySettingError,
+  proxyFor,
+} from '../../broker/core/proxy-settings.js';
 
 const GITHUB = new URL('https://pipelines.actions.example/_apis/token?api-version=2.0');
 const href = (setting: ProxySetting | undefined) => setting?.url.href;
