@@ -9,6 +9,7 @@ import { createRateLimiter } from './core/rate-limit.js';
 import type { SigningKeys } from './core/signing-keys.js';
 import { createTenantDirectory } from './core/tenant-directory.js';
 import { createTenant } from './core/tenants.js';
+import { createEgressFetch } from './egress-fetch.js';
 import { openConfiguredSigningKeys } from './key-encryption-key.js';
 import { checkKeyPepper } from './key-pepper.js';
 import type { Logger } from './logger.js';
@@ -39,7 +40,7 @@ export interface BrokerOptions {
   processMetrics?: boolean;
   /** An already-open store (tests share one between brokers); otherwise the configured database is opened. */
   store?: Store;
-  /** How the broker reaches issuers' JWKS endpoints (tests count and fake requests). */
+  /** How the broker reaches issuers' JWKS endpoints (tests count and fake requests); else through the egress proxy. */
   fetch?: typeof fetch;
 }
 
@@ -81,7 +82,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     store,
     issuerKeys: createIssuerKeys({
       issuers: config.trustedIssuers,
-      fetch: options.fetch,
+      fetch: options.fetch ?? createEgressFetch(config.egressProxy),
       now,
       logger: options.logger.child({ component: 'issuer-keys' }),
       onFetchFailure: (issuer, reason) => metrics.observeIssuerKeyFailure(issuer, reason),

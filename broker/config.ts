@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parse as parseConnectionString } from 'pg-connection-string';
 import { isLoopbackHost } from './core/loopback.js';
+import { type ProxyRoutes, ProxySettingError, readProxyRoutes } from './core/proxy-settings.js';
 import type { LogLevel } from './logger.js';
 import { WRITERS_CONNECTED } from './store/postgres.js';
 
@@ -66,6 +67,8 @@ export interface BrokerConfig {
   shutdownDelaySeconds: number;
   /** Days the audit log keeps an event, after which the upkeep deletes it; undefined keeps every event. */
   auditRetentionDays?: number;
+  /** The egress proxy the issuers' keys are fetched through, from https_proxy, http_proxy and no_proxy. */
+  egressProxy: ProxyRoutes;
   /** Variables that look like settings but are none (a typo): each is ignored, and said so at start. */
   unknownSettings: UnknownSetting[];
 }
@@ -148,6 +151,12 @@ const SETTINGS = [
   'BROKER_SHUTDOWN_DELAY_SECONDS',
 ] as const;
 
+/**
+ * The egress proxy's settings, in either case (lower case wins). Read by many tools, so no near miss of them is
+ * taken for a typo: ftp_proxy is curl's and wget's, not a misspelt http_proxy.
+ */
+const PROXY_SETTINGS = ['HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy', 'NO_PROXY', 'no_proxy'];
+
 /** What Kubernetes sets for a Service (named broker, say): BROKER_SERVICE_HOST, BROKER_PORT_8080_TCP_ADDR, … */
 const SERVICE_LINK = /_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$/;
 
@@ -174,7 +183,7 @@ function editDistance(a: string, b: string): number {
  * BROKER_KEY_PEPER stores every key made meanwhile under a digest the real pepper no longer matches.
  */
 function unknownSettings(env: Env): UnknownSetting[] {
-  const known = new Set<string>(SETTINGS);
+  const known = new Set<string>([...SETTINGS, ...PROXY_SETTINGS]);
   const found: UnknownSetting[] = [];
   for (const variable of Object.keys(env).sort()) {
     if (known.has(variable) || env[variable] === undefined) continue;
@@ -463,6 +472,24 @@ function keyEncryptionKey(env: Env): Buffer | undefined {
   throw new ConfigError(name, 'expected 32 bytes as 64 hex characters or base64 (e.g. openssl rand -hex 32)');
 }
 
+/**
+ * The proxy settings, read by the action's rules (README, Behind a proxy): unlike the broker's own settings, empty
+ * is unset and white space around a value is dropped, as every other tool that reads them does. One that names no
+ * usable proxy stops the start, rather than fetching around a proxy the network may require; the message does not
+ * repeat the value, which may hold the proxy's password.
+ */
+function egressProxy(env: Env): ProxyRoutes {
+  // Only https:// URLs can go through a proxy (an issuer's http:// URL is allowed only on a loopback host, which no
+  // proxy serves), so HTTP_PROXY is not read, and a value there that the broker would never use does not stop it.
+  const { https_proxy, HTTPS_PROXY, no_proxy, NO_PROXY } = env;
+  try {
+    return readProxyRoutes({ https_proxy, HTTPS_PROXY, no_proxy, NO_PROXY });
+  } catch (error) {
+    if (error instanceof ProxySettingError) throw new ConfigError(error.variable, error.problem);
+    throw error;
+  }
+}
+
 export function loadConfig(env: Env): BrokerConfig {
   const port = integer(env, 'PORT', 8080, 0, 65535);
   const host = settingOr(env, 'HOST', '127.0.0.1');
@@ -541,6 +568,7 @@ export function loadConfig(env: Env): BrokerConfig {
     // Ten years at most: longer is kept by leaving it unset, and a larger number is more likely seconds than days.
     auditRetentionDays: optionalInteger(env, 'BROKER_AUDIT_RETENTION_DAYS', 'keep every event', 1, 3650),
     shutdownDelaySeconds: integer(env, 'BROKER_SHUTDOWN_DELAY_SECONDS', 0, 0, MAX_SHUTDOWN_DELAY_SECONDS),
+    egressProxy: egressProxy(env),
     unknownSettings: [...unknownSettings(env), ...(db.engine === 'postgres' ? unreadParameters(db.url) : [])],
   };
 }

@@ -1,6 +1,7 @@
 // Per-issuer cache of OIDC signing keys (DESIGN §6): bounded fetches, unknown-kid cooldown, last good keys kept.
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { isLoopbackHost } from './loopback.js';
+import { ProxyRefusedError, ProxyUnreachableError } from './proxy-tunnel.js';
 
 export interface IssuerKeysLogger {
   warn(msg: string, fields?: Record<string, unknown>): void;
@@ -95,6 +96,26 @@ function failureCode(err: unknown): string | undefined {
   if (cause instanceof AggregateError && cause.errors.length > 0) cause = cause.errors[0];
   const code = (cause as { code?: unknown } | undefined)?.code;
   return typeof code === 'string' && /^[A-Z0-9_]{1,64}$/.test(code) ? code : undefined;
+}
+
+/**
+ * A fetch that failed at the egress proxy, as the log's detail: the proxy and its variable (never its credentials),
+ * and its answer or the system's code for the connection to it. Undefined for any other failure.
+ */
+function proxyDetail(err: unknown): string | undefined {
+  if (err instanceof ProxyUnreachableError) {
+    const { proxy, variable } = err.unreachable;
+    return `proxy ${proxy} (${variable}) could not be reached: ${failureCode(err) ?? 'connection failed'}`;
+  }
+  if (!(err instanceof ProxyRefusedError)) return undefined;
+  const { proxy, variable, target, status, withCredentials } = err.refusal;
+  const why =
+    status !== 407
+      ? ''
+      : withCredentials
+        ? `; it did not accept the user name and password ${variable} holds`
+        : `; it asks for credentials, and ${variable} holds none`;
+  return `proxy ${proxy} (${variable}) refused a tunnel to ${target}: HTTP ${status}${why}`;
 }
 
 interface IssuerState {
@@ -238,6 +259,8 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
         headers: { accept: 'application/json' },
       });
     } catch (err) {
+      const proxy = proxyDetail(err);
+      if (proxy !== undefined) throw new FetchFailure('network', proxy);
       if (isRedirectError(err)) throw new FetchFailure('redirect');
       throw new FetchFailure('network', failureCode(err));
     }

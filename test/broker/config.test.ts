@@ -305,6 +305,75 @@ describe('loadConfig', () => {
     });
   });
 
+  describe('the egress proxy (HTTPS_PROXY, HTTP_PROXY, NO_PROXY)', () => {
+    it("is read by the action's rules: lower case first, no scheme meaning http://, credentials kept apart", () => {
+      const { egressProxy } = loadConfig({
+        https_proxy: ' proxy.corp:3128 ',
+        HTTPS_PROXY: 'http://ignored:1',
+        HTTP_PROXY: 'http://user:p%40ss@plain.corp:8080',
+        NO_PROXY: 'ghe.internal,10.0.0.0/8',
+      });
+      expect(egressProxy.https).toMatchObject({ variable: 'https_proxy' });
+      expect(egressProxy.https?.url.href).toBe('http://proxy.corp:3128/');
+      // Not read: the broker fetches nothing over http:// through a proxy.
+      expect(egressProxy.http).toBeUndefined();
+      expect(egressProxy.noProxy).toBe('ghe.internal,10.0.0.0/8');
+    });
+
+    it('is none unless set; empty is unset, as every tool that reads these variables takes it', () => {
+      expect(loadConfig({}).egressProxy).toEqual({ noProxy: '' });
+      expect(loadConfig({ HTTPS_PROXY: '', https_proxy: '', NO_PROXY: '' }).egressProxy).toEqual({
+        noProxy: '',
+      });
+      // An empty lower-case variable leaves the upper-case one in force.
+      expect(
+        loadConfig({ https_proxy: '', HTTPS_PROXY: 'proxy.corp:3128' }).egressProxy.https?.variable,
+      ).toBe('HTTPS_PROXY');
+    });
+
+    it.each([
+      [{ HTTPS_PROXY: 'http://user:s3cret@[proxy' }, 'HTTPS_PROXY', /is set, but its value is not a URL/],
+      [{ https_proxy: 'socks5://user:s3cret@proxy.corp:1080' }, 'https_proxy', /names a socks5: proxy/],
+      [{ HTTPS_PROXY: 'http://user:s3cret%zz@proxy.corp:3128' }, 'HTTPS_PROXY', /not valid percent-encoding/],
+    ])(
+      'refuses a setting that names no usable proxy, naming the variable and not its value: %j',
+      (env, variable, why) => {
+        let error: unknown;
+        try {
+          loadConfig(env);
+        } catch (e) {
+          error = e;
+        }
+        expect(error).toMatchObject({ name: 'ConfigError', variable });
+        expect((error as Error).message).toMatch(new RegExp(`^${variable}: `));
+        expect((error as Error).message).toMatch(why);
+        expect((error as Error).message).not.toContain('s3cret');
+      },
+    );
+
+    it('does not read HTTP_PROXY, which no fetch of the broker would use: an unusable one does not stop it', () => {
+      const { egressProxy } = loadConfig({
+        HTTPS_PROXY: 'http://proxy.corp:3128',
+        HTTP_PROXY: 'ftp://proxy.corp',
+      });
+      expect(egressProxy.https?.url.href).toBe('http://proxy.corp:3128/');
+      expect(egressProxy.http).toBeUndefined();
+    });
+
+    it('is no unknown setting in either case, nor is a proxy setting of other tools', () => {
+      const config = loadConfig({
+        https_proxy: 'http://proxy.corp:3128',
+        HTTP_PROXY: 'http://proxy.corp:3128',
+        no_proxy: 'localhost',
+        NO_PROXY: 'localhost',
+        ftp_proxy: 'http://proxy.corp:3128',
+        ALL_PROXY: 'socks5://proxy.corp:1080',
+      });
+      expect(config.unknownSettings).toEqual([]);
+      expect(config.egressProxy.https?.url.href).toBe('http://proxy.corp:3128/');
+    });
+  });
+
   describe('BROKER_AUDIT_RETENTION_DAYS', () => {
     it('keeps the audit log forever unless set; set, a whole number of days from 1 to 3650', () => {
       expect(loadConfig({}).auditRetentionDays).toBeUndefined();

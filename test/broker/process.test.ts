@@ -1,14 +1,17 @@
 // The broker as a real process: first start, persistence across restarts, config errors, graceful shutdown.
 
 import { type ChildProcess, spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { Agent, type IncomingHttpHeaders, request } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { TLSSocket } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { startFakeProxy } from '../action/support/fake-proxy.js';
 import { selfSignedCertificate, type TestCertificate } from '../action/support/tls-cert.js';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, openDriver, type TestDatabase } from '../support/database.js';
@@ -516,6 +519,13 @@ const portClosed = (p: BrokerProcess) =>
 const logged = (p: BrokerProcess, msg: string) =>
   vi.waitFor(() => expect(p.stdout()).toContain(`"msg":"${msg}"`), { timeout: 10_000, interval: 20 });
 
+/** The public half of a new RSA-2048 key, as a JWK's n and e. */
+function rsaPublicJwk(): { n: string; e: string } {
+  const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const { n, e } = publicKey.export({ format: 'jwk' });
+  return { n: n!, e: e! };
+}
+
 const keyBody = (name: string) => JSON.stringify({ name, expiration: '7d', permissions: ['audit-log:read'] });
 
 describe('the shutdown delay (BROKER_SHUTDOWN_DELAY_SECONDS)', () => {
@@ -665,6 +675,56 @@ describe('the shutdown delay (BROKER_SHUTDOWN_DELAY_SECONDS)', () => {
     const run = runBroker(['serve'], { ...env(), ...EPHEMERAL_PORT, BROKER_SHUTDOWN_DELAY_SECONDS: value });
     expect(await run.closed).toBe(78);
     expect(run.stderr()).toMatch(/BROKER_SHUTDOWN_DELAY_SECONDS: /);
+  });
+});
+
+describe('the egress proxy (HTTPS_PROXY)', () => {
+  it("fetches the issuer's keys through it, trusting NODE_EXTRA_CA_CERTS for the issuer's certificate", async () => {
+    // issuer.test resolves nowhere: only the proxy, which tunnels every CONNECT to 127.0.0.1, reaches it.
+    const { cert, key } = selfSignedCertificate('issuer.test', { dns: ['issuer.test'] });
+    const jwks = JSON.stringify({
+      keys: [{ kty: 'RSA', kid: 'k1', alg: 'RS256', use: 'sig', ...rsaPublicJwk() }],
+    });
+    const issuer = createHttpsServer({ cert, key }, (_req, res) => res.end(jwks));
+    await new Promise<void>((resolve) => issuer.listen(0, '127.0.0.1', resolve));
+    const proxy = await startFakeProxy();
+    const dir = mkdtempSync(join(tmpdir(), 'egress-'));
+    writeFileSync(join(dir, 'ca.pem'), cert);
+    try {
+      const port = (issuer.address() as AddressInfo).port;
+      const p = await start({
+        HTTPS_PROXY: proxy.url.replace('//', '//egress:s3cret@'),
+        NODE_EXTRA_CA_CERTS: join(dir, 'ca.pem'),
+        BROKER_TRUSTED_ISSUERS: JSON.stringify([
+          {
+            issuer: 'https://token.actions.githubusercontent.com',
+            jwks_uri: `https://issuer.test:${port}/jwks`,
+          },
+        ]),
+      });
+      await logged(p, 'issuer signing keys refreshed');
+      expect(proxy.connects).toEqual([`issuer.test:${port}`]);
+      expect(p.stdout()).toMatch(/"msg":"issuer signing keys refreshed".*"keys":1/);
+      expect(p.stdout()).not.toContain('s3cret');
+    } finally {
+      issuer.closeAllConnections();
+      issuer.close();
+      await proxy.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a setting that names no usable proxy at start, exit 78, naming it without its password', async () => {
+    const run = runBroker(['serve'], {
+      ...env(),
+      ...EPHEMERAL_PORT,
+      https_proxy: 'socks5://egress:s3cret@proxy:1080',
+    });
+    expect(await run.closed).toBe(78);
+    expect(run.stderr()).toMatch(
+      /https_proxy: names a socks5: proxy, but only http:\/\/ and https:\/\/ proxies/,
+    );
+    expect(run.stderr() + run.stdout()).not.toContain('s3cret');
   });
 });
 
