@@ -7,8 +7,8 @@ type Migration = {
   name: string;
 } & (
   | {
-      /** DDL; `{{serial}}` becomes the engine's auto-increment primary key. */
-      sql: string;
+      /** DDL; `{{serial}}` becomes the engine's auto-increment primary key. One engine's own, by engine. */
+      sql: string | Record<SqlDriver['engine'], string>;
     }
   | {
       /** Rewrites rows by a rule only the broker's code knows (the same on both engines). */
@@ -227,6 +227,17 @@ const MIGRATIONS: Migration[] = [
       )
     `,
   },
+  {
+    version: 6,
+    name: 'trust policy name keys ordered byte by byte by their index',
+    // Listings order name keys byte by byte (COLLATE "C"), which an index in the database's own collation cannot
+    // serve, even a C.UTF-8 one: every page of GET /v1/oidc/policies would sort the tenant's policies. Equality
+    // is byte equality in either, so the keys unique before are unique after. SQLite compares bytes already.
+    sql: {
+      sqlite: '',
+      postgres: 'ALTER TABLE trust_policies ALTER COLUMN name_key TYPE TEXT COLLATE "C"',
+    },
+  },
 ];
 
 const SERIAL = {
@@ -262,7 +273,7 @@ export async function migrate(
         if (done.has(m.version)) continue;
         if ('run' in m) namesakes = await m.run(tx, db.engine);
         else
-          for (const statement of m.sql
+          for (const statement of (typeof m.sql === 'string' ? m.sql : m.sql[db.engine])
             .replaceAll('{{serial}}', SERIAL[db.engine])
             .split(';')
             .map((s) => s.trim())

@@ -250,7 +250,18 @@ export interface Store {
       precondition?: Precondition<TrustPolicy>,
     ): Promise<TrustPolicy | undefined>;
     get(tenantId: string, id: string): Promise<TrustPolicy | undefined>;
+    /** Every policy of the tenant, in byte order of the name keys they are filed under. */
     list(tenantId: string): Promise<TrustPolicy[]>;
+    /**
+     * The first `limit` of the tenant's policies in that order, from after the name key `after` (which no policy
+     * need have any more), each with the key it is filed under: read along the name index, so that a page costs
+     * the same wherever it starts. A key is `policyNameKey` of the name, or for namesakes an upgrade kept, the name
+     * lower-cased.
+     */
+    page(
+      tenantId: string,
+      page: { after?: string; limit: number },
+    ): Promise<{ policy: TrustPolicy; nameKey: string }[]>;
     /** The policies named so (`policyNameKey` of the name), whatever they match: an indexed lookup. */
     named(tenantId: string, nameKey: string): Promise<TrustPolicy[]>;
     /** Policies that can match a token of this issuer, owner and repository (lower-case keys): an indexed lookup. */

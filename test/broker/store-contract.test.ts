@@ -7,6 +7,7 @@ import { createLogger } from '../../broker/logger.js';
 import { appendAudit } from '../../broker/store/audit-rows.js';
 import { migrate } from '../../broker/store/migrations.js';
 import { openStore, storeOn } from '../../broker/store/open-store.js';
+import { policyPage } from '../../broker/store/policy-rows.js';
 import {
   type AuditEventInput,
   type FineGrainedKey,
@@ -710,6 +711,66 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect((await store.policies.list(t.id)).map((p) => p.name)).toEqual(['other repo', 'owner-wide']);
   });
 
+  it("pages a tenant's policies by name key, byte by byte, continuing after a key no policy has any more", async () => {
+    const t = await tenant('sierra');
+    const other = await tenant('sierra-other');
+    // Case-folded keys in byte order: '-' (0x2D) < '.' (0x2E) < '_' (0x5F) < letters < 'é' (0xC3 0xA9).
+    const names = ['zulu', 'a_pol', 'Éclair', 'a-pol2', 'B-pol', 'a.pol', 'Mike'];
+    for (const [i, name] of names.entries())
+      await store.policies.create(t.id, `s-${i}`, policyInput(name), 1, audit(t.id));
+    await store.policies.create(other.id, 'o-1', policyInput('a-theirs'), 1, audit(other.id));
+    const page = async (after: string | undefined, limit: number) =>
+      (await store.policies.page(t.id, { after, limit })).map((p) => p.policy.name);
+    expect(await store.policies.page(t.id, { limit: 2 })).toEqual([
+      { policy: await store.policies.get(t.id, 's-3'), nameKey: 'a-pol2' },
+      { policy: await store.policies.get(t.id, 's-5'), nameKey: 'a.pol' },
+    ]);
+    expect(await page(undefined, 3)).toEqual(['a-pol2', 'a.pol', 'a_pol']);
+    expect(await page('a_pol', 3)).toEqual(['B-pol', 'Mike', 'zulu']);
+    expect(await page('zulu', 3)).toEqual(['Éclair']);
+    expect(await page('éclair', 3)).toEqual([]);
+    // The key of a policy deleted meanwhile, or of none at all, still marks a place in the order.
+    await store.policies.delete(t.id, 's-5', 2, () => audit(t.id));
+    expect(await page('a.pol', 2)).toEqual(['a_pol', 'B-pol']);
+    expect(await page('c', 1)).toEqual(['Mike']);
+    expect((await store.policies.list(t.id)).map((p) => p.name)).toEqual([
+      'a-pol2',
+      'a_pol',
+      'B-pol',
+      'Mike',
+      'zulu',
+      'Éclair',
+    ]);
+    expect(await store.policies.page('nobody', { limit: 5 })).toEqual([]);
+  });
+
+  it('reads a page of policies along the name index, sorting nothing, once a database of the previous version is upgraded', async () => {
+    // As managed PostgreSQL databases often are: an ICU collation, whose order is not the listing's.
+    const older = await createTestDatabase(store.engine, { icuLocale: 'en-US' });
+    const raw = openDriver(older);
+    try {
+      await migrate(raw);
+      if (raw.engine === 'postgres')
+        await raw.exec('ALTER TABLE trust_policies ALTER COLUMN name_key TYPE TEXT COLLATE "default"');
+      await raw.run('DELETE FROM schema_migrations WHERE version = 6');
+      expect(await migrate(raw)).toEqual({ applied: [6], unknown: [], namesakes: [] });
+      const { sql, params } = policyPage(raw, 'some-tenant', { after: 'deploy', limit: 100 });
+      const plan = await raw.transaction(async (tx) => {
+        if (raw.engine === 'sqlite')
+          return (await tx.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, params)).map((r) => r.detail);
+        // However small the table, a plan that can read the index in order takes it over any other.
+        for (const setting of ['enable_seqscan', 'enable_bitmapscan', 'enable_sort'])
+          await tx.run(`SET LOCAL ${setting} = off`);
+        return (await tx.all<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params)).map((r) => r['QUERY PLAN']);
+      });
+      expect(plan.join('\n')).toContain('trust_policies_name');
+      expect(plan.join('\n')).not.toMatch(/Sort|TEMP B-TREE/);
+    } finally {
+      await raw.close();
+      await older.drop();
+    }
+  });
+
   it('compares policy names by Unicode caseless matching, the same on both engines', async () => {
     const t = await tenant('papa');
     const create = (id: string, name: string) =>
@@ -844,12 +905,14 @@ describe(`store contract (${requestedEngine()})`, () => {
   });
 
   it('an upgrade files policy names under the new comparison, keeping every policy', async () => {
-    // A database as the previous version left it: names keyed by toLowerCase(), migration 4 not yet applied.
+    // A database as the previous version left it: names keyed by toLowerCase(), migrations 4 and 6 not yet applied.
     const older = await createTestDatabase(store.engine);
     const raw = openDriver(older);
     try {
       await migrate(raw);
-      await raw.run('DELETE FROM schema_migrations WHERE version = 4');
+      await raw.run('DELETE FROM schema_migrations WHERE version IN (4, 6)');
+      if (raw.engine === 'postgres')
+        await raw.exec('ALTER TABLE trust_policies ALTER COLUMN name_key TYPE TEXT COLLATE "default"');
       const previous = storeOn(raw);
       const t = newTenant('quebec');
       await previous.tenants.create(t, { digest: 'digest-quebec', hint: 'ssa_…abcd' }, audit(t.id));
@@ -871,7 +934,7 @@ describe(`store contract (${requestedEngine()})`, () => {
           ],
         },
       ];
-      expect(await migrate(raw)).toEqual({ applied: [4], unknown: [], namesakes });
+      expect(await migrate(raw)).toEqual({ applied: [4, 6], unknown: [], namesakes });
       // A broker starting on it names them, for the operator to rename, for as long as they are namesakes.
       const logs: string[] = [];
       const broker = await createBroker(
@@ -885,6 +948,11 @@ describe(`store contract (${requestedEngine()})`, () => {
       const upgraded = storeOn(raw);
       // Every policy is still there, as it was: the two that are now namesakes included.
       expect((await upgraded.policies.list(t.id)).map((p) => p.name).sort()).toEqual([...names].sort());
+      // A page gives each the key it is filed under, so that the next one starts after it: not Straße's new key,
+      // "strasse", which STRASSE has, and after which Straße would come again.
+      const keys = (await upgraded.policies.page(t.id, { limit: 10 })).map((p) => [p.policy.name, p.nameKey]);
+      expect(keys).toContainEqual(['Straße', 'straße']);
+      expect(keys).toContainEqual(['STRASSE', 'strasse']);
       const create = (id: string, name: string) =>
         upgraded.policies.create(t.id, id, policyInput(name), 2, audit(t.id));
       expect(await create('q-1', 'CAF\u00c9')).toEqual({ ok: false, conflict: 'name' });
