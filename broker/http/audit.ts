@@ -5,13 +5,16 @@ import { BrokerError } from '../errors.js';
 import { AUDIT_EVENT_TYPES, AUDIT_OUTCOMES, type AuditEvent } from '../store/store.js';
 import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
-import { authErrors, badRequest, iso, queryParameters, Timestamp } from './schemas.js';
+import {
+  authErrors,
+  badRequest,
+  iso,
+  pageLimit,
+  queryParameter,
+  queryParameters,
+  Timestamp,
+} from './schemas.js';
 
-/** A query parameter as a URL template leaves it: an empty one (`?type=&cursor=`) is an absent one. */
-const queryParameter = <T extends z.ZodType>(schema: T) =>
-  z.preprocess((value) => (value === '' ? undefined : value), schema);
-
-const LIMIT = 'must be a whole number from 1 to 200';
 const NOT_A_CURSOR = 'not a cursor this endpoint returned; pass back the next_cursor of the previous page';
 
 const Query = queryParameters({
@@ -21,20 +24,7 @@ const Query = queryParameters({
       .optional()
       .openapi({ description: 'Only events of this type.' }),
   ),
-  limit: queryParameter(
-    // Digits only: a number literal (0x10, 1e2, +5) or white space is not read as the number it would coerce to.
-    z
-      .preprocess(
-        (value) => (typeof value === 'string' && /^[0-9]+$/.test(value) ? Number(value) : value),
-        z
-          .number({ error: LIMIT })
-          .int({ error: LIMIT })
-          .min(1, { error: LIMIT })
-          .max(200, { error: LIMIT })
-          .default(50),
-      )
-      .openapi({ description: 'Events per page, 1–200; 50 when left out.' }),
-  ),
+  limit: pageLimit(200, 50, 'Events per page, 1–200; 50 when left out.'),
   cursor: queryParameter(
     z
       .string()

@@ -25,7 +25,8 @@ import { secured } from './auth.js';
 import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
 import { conditional, ifMatch, notModified, policyEtag } from './entity-tags.js';
 import { refuseMethods } from './methods.js';
-import { ListPoliciesQuery, PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
+import { cursorKey, encodeCursor, ListPoliciesQuery } from './policy-pages.js';
+import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
 import { registerPolicyToolRoutes } from './policy-tools.js';
 import {
   authErrors,
@@ -233,14 +234,20 @@ export function registerPolicyRoutes(
       tags: TAGS,
       summary: 'List trust policies',
       description:
-        '`?name=NAME` lists only the policy with that name, compared as the broker compares names (case and accent ' +
-        'encoding aside): one policy, or none.',
+        'By name (case-folded, byte by byte), `limit` at a time. Pass `next_cursor` back as `cursor` for the next ' +
+        'page; it is null on the last page. `?name=NAME` lists only the policy with that name, compared as the ' +
+        'broker compares names (case and accent encoding aside): one policy, or none.',
       ...secured(auth, 'oidc-federation:read'),
       request: { query: ListPoliciesQuery },
       responses: {
         200: {
-          description: 'Every policy of the tenant, by name; with `name`, the one with that name, if any.',
-          content: { 'application/json': { schema: z.object({ policies: z.array(PolicyView) }) } },
+          description:
+            "A page of the tenant's policies, by name; with `name`, the one with that name, if any.",
+          content: {
+            'application/json': {
+              schema: z.object({ policies: z.array(PolicyView), next_cursor: z.string().nullable() }),
+            },
+          },
         },
         ...badRequest,
         ...authErrors,
@@ -248,12 +255,17 @@ export function registerPolicyRoutes(
     }),
     async (c) => {
       const tenantId = c.get('principal').tenant.id;
-      const { name } = c.req.valid('query');
-      const policies =
-        name === undefined
-          ? await store.policies.list(tenantId)
-          : await findPoliciesNamed(store, tenantId, name);
-      return c.json({ policies: policies.map(view) }, 200);
+      const { name, limit, cursor } = c.req.valid('query');
+      const after = cursor === undefined ? undefined : cursorKey(cursor, tenantId);
+      if (name !== undefined) {
+        const named = await findPoliciesNamed(store, tenantId, name);
+        return c.json({ policies: named.map(view), next_cursor: null }, 200);
+      }
+      // One more than the page, read along the name index: whether another page follows, without counting them.
+      const filed = await store.policies.page(tenantId, { after, limit: limit + 1 });
+      const page = filed.slice(0, limit);
+      const next = filed.length > limit ? encodeCursor(tenantId, page[page.length - 1]!.nameKey) : null;
+      return c.json({ policies: page.map((p) => view(p.policy)), next_cursor: next }, 200);
     },
   );
 

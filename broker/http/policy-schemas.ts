@@ -243,20 +243,6 @@ export const EvaluateResult = z
   })
   .openapi('PolicyEvaluation');
 
-export const ListPoliciesQuery = queryParameters({
-  name: z
-    .string()
-    .min(1, { error: 'empty: name a trust policy, or leave the parameter out to list them all' })
-    .max(100)
-    .check(nameCharacters)
-    .optional()
-    .openapi({
-      description:
-        'Only the policy with this name, compared as names are (case and accent encoding aside); an empty list ' +
-        'when there is none.',
-    }),
-});
-
 export const ConfigQuery = queryParameters({
   policy: z
     .string()

@@ -64,6 +64,29 @@ export function queryParameters<T extends z.ZodRawShape>(shape: T) {
   });
 }
 
+/** A query parameter as a URL template leaves it: an empty one (`?type=&cursor=`) is an absent one. */
+export const queryParameter = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((value) => (value === '' ? undefined : value), schema);
+
+/** How many items a page holds, `?limit=`: 1 to `max`, `fallback` when left out. */
+export function pageLimit(max: number, fallback: number, description: string) {
+  const message = `must be a whole number from 1 to ${max}`;
+  return queryParameter(
+    // Digits only: a number literal (0x10, 1e2, +5) or white space is not read as the number it would coerce to.
+    z
+      .preprocess(
+        (value) => (typeof value === 'string' && /^[0-9]+$/.test(value) ? Number(value) : value),
+        z
+          .number({ error: message })
+          .int({ error: message })
+          .min(1, { error: message })
+          .max(max, { error: message })
+          .default(fallback),
+      )
+      .openapi({ description }),
+  );
+}
+
 /**
  * The query of a route that takes none, so that a parameter sent to it is refused by name: a filter it does not have
  * (`?name=`) would list every key or policy as if they had matched, and a flag (`?dry_run=true`) would change what

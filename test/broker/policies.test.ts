@@ -190,6 +190,19 @@ describe('create, list, get, replace, delete', () => {
       const names = ((await res.json()) as { policies: { name: string }[] }).policies.map((p) => p.name);
       // Case-folded keys, compared byte by byte: '-' (0x2D) < '.' (0x2E) < '_' (0x5F) < letters.
       expect(names).toEqual(['a-pol2', 'a.pol', 'a_pol', 'B-pol']);
+      // And so do pages, each continuing after the name the one before ended with.
+      const paged: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const query: string = `?limit=1${cursor ? `&cursor=${cursor}` : ''}`;
+        const page = (await (await other.request('GET', `/v1/oidc/policies${query}`, { key })).json()) as {
+          policies: { name: string }[];
+          next_cursor: string | null;
+        };
+        paged.push(...page.policies.map((p) => p.name));
+        cursor = page.next_cursor;
+      } while (cursor);
+      expect(paged).toEqual(names);
     } finally {
       await other.close();
       await icu.drop();
@@ -213,7 +226,7 @@ describe('create, list, get, replace, delete', () => {
       (r, i) => [r, ['names', 'fields', 'dry_run', 'dry_run', 'dry_run'][i]] as const,
     )) {
       expect(res.status).toBe(400);
-      const takes = field === 'names' ? 'name' : 'none';
+      const takes = field === 'names' ? 'name, limit, cursor' : 'none';
       expect(await res.json()).toMatchObject({
         code: 'invalid_request',
         errors: [{ field, message: `unknown query parameter; this operation takes ${takes}` }],
@@ -652,7 +665,7 @@ describe('finding a policy by name, and adopting the one a retried create made',
     // Another tenant's policy of that name is not found.
     const other = (await t.createTenant(`other-${++tenants}`)).key;
     const theirs = await t.request('GET', '/v1/oidc/policies?name=other', { key: other });
-    expect(await theirs.json()).toEqual({ policies: [] });
+    expect(await theirs.json()).toEqual({ policies: [], next_cursor: null });
   });
 
   it('an empty ?name= is refused, not taken for no filter: it would list every policy as if it were the one', async () => {
