@@ -7,6 +7,7 @@ import { proxyFor } from '../../broker/core/proxy-settings.js';
 import { ProxyRefusedError, ProxyUnreachableError } from '../../broker/core/proxy-tunnel.js';
 import { createBrokerClient } from '../../src/broker-client.js';
 import { createHttpFetch } from '../../src/http-fetch.js';
+import { silentServer } from '../support/silent-server.js';
 import { selfSignedCertificate } from './support/tls-cert.js';
 
 interface Received {
@@ -267,15 +268,8 @@ describe('createHttpFetch through a proxy', () => {
   it('stops at the time limit when the target never completes the TLS handshake', async () => {
     const proxy = await startProxy();
     // A target that accepts the tunnelled connection, reads the client hello and never answers it.
-    const target = createTcpServer();
-    const accepted: Socket[] = [];
-    target.on('connection', (socket: Socket) => {
-      accepted.push(socket);
-      socket.on('error', () => {}).resume();
-    });
-    await new Promise<void>((resolve) => target.listen(0, '127.0.0.1', resolve));
-    servers.push(target as unknown as Server);
-    const { port } = target.address() as AddressInfo;
+    const target = await silentServer();
+    const { port, accepted } = target;
     const viaProxy = throughProxy(proxy.url);
 
     const started = Date.now();
@@ -294,7 +288,7 @@ describe('createHttpFetch through a proxy', () => {
       // The tunnel is closed, not left open behind the rejection.
       await Promise.all(proxy.closed);
     } finally {
-      for (const socket of accepted) socket.destroy();
+      await target.close();
     }
   });
 
@@ -349,16 +343,8 @@ describe('createHttpFetch through a proxy', () => {
   });
 
   it('stops at the time limit, as a timeout, when the proxy never answers CONNECT', async () => {
-    const silent = createTcpServer();
-    const accepted: Socket[] = [];
-    silent.on('connection', (socket: Socket) => {
-      accepted.push(socket);
-      socket.on('error', () => {}).resume();
-    });
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    servers.push(silent as unknown as Server);
-    const { port } = silent.address() as AddressInfo;
-    const viaProxy = throughProxy(`http://127.0.0.1:${port}`);
+    const silent = await silentServer();
+    const viaProxy = throughProxy(`http://127.0.0.1:${silent.port}`);
 
     try {
       await expect(
@@ -370,7 +356,7 @@ describe('createHttpFetch through a proxy', () => {
         }),
       ).rejects.toMatchObject({ name: 'TimeoutError' });
     } finally {
-      for (const socket of accepted) socket.destroy();
+      await silent.close();
     }
   });
 });

@@ -1,22 +1,11 @@
 // The admin API's authorisation matrix, written from DESIGN §2 and §5: every authenticated operation × every credential.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { DESIGN_PERMISSIONS, DESIGN_READS } from '../support/design-catalogue.js';
 import { GITHUB_ISSUER, type LocalIssuer, startLocalIssuer } from '../support/local-issuer.js';
 
-// §2, copied here rather than imported, so that the matrix checks the catalogue instead of repeating it.
-const CATEGORIES = [
-  'harden-runner',
-  'orchestrate-security',
-  'workflow-run-policies',
-  'oss-package-security',
-  'apps-and-pats',
-  'secure-registry',
-  'api-keys',
-  'oidc-federation',
-  'audit-log',
-];
-const ALL = CATEGORIES.flatMap((c) => (c === 'audit-log' ? [`${c}:read`] : [`${c}:read`, `${c}:write`]));
-const READS = ALL.filter((p) => p.endsWith(':read'));
+const ALL = DESIGN_PERMISSIONS;
+const READS = DESIGN_READS;
 
 /** §2: `write` implies `read`. */
 function holds(granted: readonly string[], permission: string): boolean {

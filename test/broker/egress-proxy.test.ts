@@ -1,7 +1,7 @@
 // The broker fetches issuers' keys through the egress proxy HTTPS_PROXY names, unless NO_PROXY exempts the host.
 import { createServer as createHttpServer, request as httpRequest, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { type AddressInfo, createServer as createTcpServer, type Socket } from 'node:net';
+import { type AddressInfo, createServer as createTcpServer } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../broker/config.js';
 import { createIssuerKeys, type FetchErrorKind, type KeyLookup } from '../../broker/core/issuer-keys.js';
@@ -10,6 +10,7 @@ import { createEgressFetch, type EgressFetchOptions } from '../../broker/egress-
 import { type FakeProxy, startFakeProxy } from '../action/support/fake-proxy.js';
 import { selfSignedCertificate } from '../action/support/tls-cert.js';
 import { GITHUB_ISSUER, type LocalIssuer, startLocalIssuer } from '../support/local-issuer.js';
+import { silentServer } from '../support/silent-server.js';
 
 /** A host only the proxy reaches: the fake proxy tunnels every CONNECT to 127.0.0.1. */
 const HOST = 'issuer.test';
@@ -233,20 +234,8 @@ describe("the issuer's keys through the egress proxy", () => {
   });
 
   it('stops at the deadline when the proxy never answers CONNECT', async () => {
-    const silent = createTcpServer();
-    const accepted: Socket[] = [];
-    silent.on('connection', (socket: Socket) => {
-      accepted.push(socket);
-      socket.on('error', () => {}).resume();
-    });
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    servers.push({
-      close: () => {
-        for (const socket of accepted) socket.destroy();
-        return new Promise((resolve) => silent.close(resolve));
-      },
-    });
-    const { port } = silent.address() as AddressInfo;
+    const { port, accepted, close } = await silentServer();
+    servers.push({ close });
     const { keys, failures } = keysFor({ HTTPS_PROXY: `127.0.0.1:${port}` }, viaJwks(), { timeoutMs: 200 });
     const started = Date.now();
     await keys.warmUp();

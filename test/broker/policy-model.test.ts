@@ -1,6 +1,7 @@
 // DESIGN §4 as a model: a small reference implementation of matching and selection, written from DESIGN.md and
 // the README alone, against the broker's exchange and its dry run on seeded random policy sets and GitHub jobs.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DESIGN_READS } from '../support/design-catalogue.js';
 import { type Federation, startFederation } from '../support/federation.js';
 import { GITHUB_ISSUER } from '../support/local-issuer.js';
 
@@ -82,17 +83,7 @@ function mismatchedFields(p: ModelPolicy, job: Job): string[] {
 }
 
 // DESIGN §2: every category has :read; `read-all` stands for all of them (every category is enabled here).
-const READS = [
-  'harden-runner',
-  'orchestrate-security',
-  'workflow-run-policies',
-  'oss-package-security',
-  'apps-and-pats',
-  'secure-registry',
-  'api-keys',
-  'oidc-federation',
-  'audit-log',
-].map((category) => `${category}:read`);
+const READS = DESIGN_READS;
 
 const specificity = (p: ModelPolicy) => Object.keys(p.claims).length;
 

@@ -959,10 +959,7 @@ describe('a PostgreSQL database that cannot be opened at start', () => {
       head.writeInt32BE(code, 5);
       return Buffer.concat([head, body]);
     };
-    const sockets = new Set<Socket>();
-    const server = createServer((socket) => {
-      sockets.add(socket);
-      socket.on('error', () => {});
+    return fakeServer((socket) => {
       let received = 0;
       socket.on('data', (data) => {
         // The startup message: AuthenticationSASL. The client's first SCRAM message: AuthenticationSASLContinue.
@@ -972,6 +969,18 @@ describe('a PostgreSQL database that cannot be opened at start', () => {
           socket.write(message(11, Buffer.from(`r=${nonce}server,s=c2FsdA==,i=4096`)));
         }
       });
+    });
+  }
+
+  /** A TCP server on a loopback port that runs `onConnection` for each client; closing it drops them all. */
+  async function fakeServer(
+    onConnection: (socket: Socket) => void,
+  ): Promise<{ port: number; close(): void }> {
+    const sockets = new Set<Socket>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      onConnection(socket);
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     return {
@@ -1037,24 +1046,13 @@ describe('a PostgreSQL database that cannot be opened at start', () => {
    * A server that takes the client's request for TLS, as PostgreSQL with ssl=on does, and presents `cert`, which
    * no CA the broker trusts has signed, as Amazon RDS's, Cloud SQL's or Supabase's certificates are.
    */
-  async function tlsServer(cert: TestCertificate): Promise<{ port: number; close(): void }> {
-    const sockets = new Set<Socket>();
-    const server = createServer((socket) => {
-      sockets.add(socket);
-      socket.on('error', () => {});
+  function tlsServer(cert: TestCertificate): Promise<{ port: number; close(): void }> {
+    return fakeServer((socket) =>
       socket.once('data', () => {
         socket.write('S');
         new TLSSocket(socket, { isServer: true, cert: cert.cert, key: cert.key }).on('error', () => {});
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return {
-      port: (server.address() as AddressInfo).port,
-      close: () => {
-        for (const s of sockets) s.destroy();
-        server.close();
-      },
-    };
+      }),
+    );
   }
 
   it.each(['sslmode=require', 'sslmode=verify-full'])(
