@@ -1,5 +1,5 @@
 // /v1/tokens: mint an access token from an API key, and introspect (RFC 7662) or revoke (RFC 7009) tokens.
-import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { createRoute, type Hook, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AccessTokens } from '../core/access-tokens.js';
 import { grantablePermissions, keyRevocation } from '../core/api-keys.js';
 import { type AuthenticateDeps, unauthenticated } from '../core/authenticate.js';
@@ -9,7 +9,7 @@ import { CLOCK_SKEW_MS } from '../core/signing-keys.js';
 import { BrokerError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { refusal, secured } from './auth.js';
-import type { BrokerEnv } from './context.js';
+import { type BrokerEnv, validationHook } from './context.js';
 import { bodyRequiredInDocument } from './media-types.js';
 import {
   authErrors,
@@ -87,11 +87,36 @@ function tokenFrom(inUrl: boolean, ...bodies: Partial<z.infer<typeof TokenForm>>
     ?.token?.trim()
     .replace(/^Bearer\s+/i, '');
   if (token) return token;
-  // One sent in the URL is not read (proxies and logs keep URLs): told so, rather than "required" of a token sent.
+  throw tokenMissing(inUrl);
+}
+
+/**
+ * A body without a token. One sent in the URL is not read (proxies and logs keep URLs): told so, rather than
+ * "required" of a token sent.
+ */
+function tokenMissing(inUrl: boolean): BrokerError {
   const message = inUrl
     ? 'required in the request body (a form token=…, or JSON {"token": …}); a token in the URL is not read, as proxies and logs keep URLs'
     : 'required';
-  throw BrokerError.fields('invalid_request', [{ field: 'token', message }]);
+  return BrokerError.fields('invalid_request', [{ field: 'token', message }]);
+}
+
+const requestHook = validationHook();
+
+/**
+ * A body the schema refuses, told as the API tells it; but one that lacks only the token the URL holds (a form with
+ * just `token_type_hint`, an empty JSON object) is told where the token goes, as a request without a body is.
+ */
+function tokenBodyHook<I, P extends string>(
+  ...[result, c]: Parameters<Hook<I, BrokerEnv, P, undefined>>
+): undefined {
+  if (!result.success && (result.target === 'form' || result.target === 'json')) {
+    const sent = (result as { data?: unknown }).data;
+    const token = typeof sent === 'object' && sent !== null ? (sent as { token?: unknown }).token : undefined;
+    const absent = token === undefined || (typeof token === 'string' && token.trim() === '');
+    if (absent && c.req.query('token') !== undefined) throw tokenMissing(true);
+  }
+  return requestHook(result as never, c as never);
 }
 
 export function registerTokenRoutes(
@@ -244,6 +269,7 @@ export function registerTokenRoutes(
         return c.json({ active: false }, 200);
       return c.json({ active: true, ...result.claims, token_type: 'Bearer' }, 200);
     },
+    tokenBodyHook,
   );
 
   app.openapi(
@@ -310,5 +336,6 @@ export function registerTokenRoutes(
       });
       return c.body(null, 200);
     },
+    tokenBodyHook,
   );
 }

@@ -200,7 +200,29 @@ describe('exchanged access tokens', () => {
       expect(await inUrl.json()).toMatchObject({
         errors: [{ field: 'token', message: expect.stringContaining('required in the request body') }],
       });
+      // So is one beside a body that holds the rest of the request, or nothing: a form's hint, an empty JSON object.
+      for (const body of [
+        {
+          body: 'token_type_hint=access_token',
+          headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+        },
+        { ...form('') },
+        { json: {} },
+      ]) {
+        const beside = await f.t.request('POST', `${path}?token=${token}`, { key: f.key, ...body });
+        expect(beside.status).toBe(400);
+        expect(await beside.json()).toMatchObject({
+          code: 'invalid_request',
+          errors: [{ field: 'token', message: expect.stringContaining('required in the request body') }],
+        });
+      }
     }
+    // Still unrevoked: nothing was taken from the URL.
+    expect(
+      await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, json: { token } })),
+    ).toMatchObject({
+      active: true,
+    });
     expect(
       await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, json: { token } })),
     ).toMatchObject({
