@@ -68,6 +68,15 @@ export function ifMatch(
   };
 }
 
+/**
+ * Whether an `If-Match` header lists weak tags only, which strong comparison matches with no state at all: what a
+ * proxy that compresses answers on the way (nginx's gzip, Cloudflare) makes of the broker's strong ETags.
+ */
+export function onlyWeakTags(value: string | undefined): boolean {
+  const condition = value === undefined ? undefined : parseCondition(value);
+  return Array.isArray(condition) && condition.every((tag) => tag.weak);
+}
+
 /** Whether an `If-None-Match` header names the policy as it is (weak comparison: `W/"…"` counts), so a 304. */
 export function notModified(value: string | undefined, current: { id: string; updatedAt: number }): boolean {
   const condition = conditionOf('If-None-Match', value);

@@ -23,7 +23,7 @@ import type { Principal } from '../core/principal.js';
 import { BrokerError } from '../errors.js';
 import { secured } from './auth.js';
 import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
-import { conditional, ifMatch, notModified, policyEtag } from './entity-tags.js';
+import { conditional, ifMatch, notModified, onlyWeakTags, policyEtag } from './entity-tags.js';
 import { refuseMethods } from './methods.js';
 import { cursorKey, encodeCursor, ListPoliciesQuery } from './policy-pages.js';
 import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
@@ -65,7 +65,8 @@ const nameConflict = {
 const preconditionFailed = {
   412: problem(
     '`If-Match` names a state the policy is no longer in: another writer changed it since (`precondition_failed`). ' +
-      'Nothing was written; read the policy again.',
+      'Nothing was written; read the policy again. An `If-Match` of weak tags only (`W/"…"`, as a proxy that ' +
+      'compresses answers makes of an ETag) matches no state, and the answer says so.',
   ),
 };
 
@@ -113,11 +114,17 @@ function ruleErrors(body: unknown, rules: PolicyRulesContext, principal: Princip
 const notFoundError = (id: string) =>
   new BrokerError('not_found', `no trust policy with id "${id}" in this tenant`);
 const idHook = unknownIdIsNotFound(notFoundError);
-const changedMeanwhile = (id: string) =>
+/** The 412 of a conditional change; one whose If-Match could match no state says why, not that the policy changed. */
+const changedMeanwhile = (id: string, condition: string | undefined) =>
   new BrokerError(
     'precondition_failed',
-    `trust policy ${id} changed since the version If-Match names was read: nothing was written; read it again ` +
-      `with GET /v1/oidc/policies/${id}, apply your change to what it answers, and send its ETag`,
+    onlyWeakTags(condition)
+      ? `If-Match lists only weak entity tags (W/"…"), which never match a change's condition, whatever the state ` +
+          `of trust policy ${id}: nothing was written. The broker's ETags are strong; a proxy between you and the ` +
+          'broker that compresses its answers (nginx gzip, Cloudflare) marks them W/ on the way. Send the tag without ' +
+          'W/, or have the proxy leave application/json answers uncompressed'
+      : `trust policy ${id} changed since the version If-Match names was read: nothing was written; read it again ` +
+          `with GET /v1/oidc/policies/${id}, apply your change to what it answers, and send its ETag`,
   );
 
 function claimsView(claims: PolicyClaims): PolicyClaims {
@@ -139,7 +146,7 @@ const view = (p: TrustPolicy) => ({
   updated_at: iso(p.updatedAt),
 });
 
-function changed(result: PolicyChange, id?: string) {
+function changed(result: PolicyChange, id?: string, condition?: string) {
   if (result.ok) return { policy: view(result.policy), warnings: result.warnings };
   switch (result.reason) {
     case 'invalid':
@@ -164,7 +171,7 @@ function changed(result: PolicyChange, id?: string) {
     case 'not_found':
       throw notFoundError(id ?? '');
     case 'precondition_failed':
-      throw changedMeanwhile(id ?? '');
+      throw changedMeanwhile(id ?? '', condition);
   }
 }
 
@@ -334,7 +341,8 @@ export function registerPolicyRoutes(
     }),
     async (c) => {
       const { id } = c.req.valid('param');
-      const precondition = ifMatch(c.req.header('If-Match'));
+      const condition = c.req.header('If-Match');
+      const precondition = ifMatch(condition);
       const result = await replacePolicy(
         c.get('principal'),
         id,
@@ -342,7 +350,7 @@ export function registerPolicyRoutes(
         policyDeps,
         precondition,
       );
-      const answer = changed(result, id);
+      const answer = changed(result, id, condition);
       if (result.ok) c.header('ETag', policyEtag(result.policy));
       return c.json(answer, 200);
     },
@@ -371,9 +379,11 @@ export function registerPolicyRoutes(
     }),
     async (c) => {
       const { id } = c.req.valid('param');
-      const precondition = ifMatch(c.req.header('If-Match'));
+      const condition = c.req.header('If-Match');
+      const precondition = ifMatch(condition);
       const result = await deletePolicy(c.get('principal'), id, policyDeps, precondition);
-      if (!result.ok) throw result.reason === 'not_found' ? notFoundError(id) : changedMeanwhile(id);
+      if (!result.ok)
+        throw result.reason === 'not_found' ? notFoundError(id) : changedMeanwhile(id, condition);
       return c.body(null, 204);
     },
     idHook,

@@ -779,6 +779,24 @@ describe('conditional writes: ETag and If-Match', () => {
     }
   });
 
+  it('an If-Match of weak tags only (an ETag a compressing proxy marked W/) is 412 saying so, not that the policy changed', async () => {
+    const policy = await created(infraMain());
+    const { etag } = await read(policy);
+    for (const res of [
+      await put(policy, { ...infraMain(), description: 'mine' }, `W/${etag}`),
+      await del(policy, `W/${etag}, W/"other"`),
+    ]) {
+      expect(res.status).toBe(412);
+      const { detail } = (await res.json()) as { detail: string };
+      // Nothing changed the policy: a client told to read it again and resend its ETag would loop.
+      expect(detail).not.toContain('changed since');
+      expect(detail).toContain('weak');
+      expect(detail).toContain('W/');
+      expect(detail).toContain('proxy');
+    }
+    expect((await read(policy)).policy).toEqual(policy);
+  });
+
   it('without If-Match a write is unconditional, as before: the last of two writers wins', async () => {
     const policy = await created(infraMain());
     await read(policy);
