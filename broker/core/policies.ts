@@ -98,14 +98,22 @@ async function nameTaken(
 /**
  * The tenant's policies a requested name names, as policiesNamed gives them, by indexed lookups: a tenant with
  * 100,000 policies is not read whole for one of them (SQLite reads on the event loop, holding up every tenant's
- * requests meanwhile). Namesakes an upgrade kept are filed under their names lower-cased, the key of their day.
+ * requests meanwhile). Namesakes an upgrade kept are filed under their names lower-cased, the key of their day:
+ * looked up under the name as asked, and under those of the namesakes the start found (`Straße`, filed under
+ * `straße`, for `strasse`).
  */
 export async function findPoliciesNamed(
   store: Store,
   tenantId: string,
   name: string,
 ): Promise<TrustPolicy[]> {
-  const keys = [...new Set([policyNameKey(name), name.toLowerCase()])];
+  const key = policyNameKey(name);
+  const keptApart = (store.policyNamesakes ?? [])
+    .filter((group) => group.tenantId === tenantId)
+    .flatMap((group) => group.policies)
+    .filter((policy) => policyNameKey(policy.name) === key)
+    .map((policy) => policy.name.toLowerCase());
+  const keys = [...new Set([key, name.toLowerCase(), ...keptApart])];
   const filed = await Promise.all(keys.map((key) => store.policies.named(tenantId, key)));
   return policiesNamed(filed.flat(), name);
 }

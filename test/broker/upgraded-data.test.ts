@@ -1,5 +1,6 @@
 // Data an earlier version saved, as an upgrade finds it: what worked before the upgrade goes on working after it.
 import { afterEach, describe, expect, it } from 'vitest';
+import { startTestBroker } from '../support/broker.js';
 import { openDriver } from '../support/database.js';
 import { type Federation, startFederation } from '../support/federation.js';
 
@@ -62,5 +63,44 @@ describe('trust policies an earlier version saved under names that are now one n
     expect(body.detail).toBe(
       'trust policies STRASSE, Straße all have the name "strasse", as names are compared ignoring case and accent encoding; name one exactly as it is written',
     );
+  });
+});
+
+describe('namesakes an upgrade kept, looked up by name', () => {
+  it('GET /v1/oidc/policies?name= lists the one written so, and both for a name written as neither is, as the exchange reads it', async () => {
+    f = await startFederation();
+    await f.policy('STRASSE', { claims: { repository: 'acme/infra' }, permissions: ['harden-runner:read'] });
+    const older = await f.policy('seed', {
+      claims: { repository: 'acme/infra' },
+      permissions: ['harden-runner:read'],
+    });
+    const raw = openDriver(f.t.db);
+    try {
+      await raw.run('UPDATE trust_policies SET name = ?, name_key = ? WHERE id = ?', [
+        'Straße',
+        'straße',
+        older,
+      ]);
+    } finally {
+      await raw.close();
+    }
+    // The upgraded broker starts on the database an earlier version left.
+    const upgraded = await startTestBroker({ db: f.t.db });
+    try {
+      for (const [name, listed] of [
+        ['Straße', ['Straße']],
+        ['STRASSE', ['STRASSE']],
+        ['strasse', ['STRASSE', 'Straße']],
+        ['STRAßE', ['STRASSE', 'Straße']],
+      ] as const) {
+        const page = await upgraded.request('GET', `/v1/oidc/policies?name=${encodeURIComponent(name)}`, {
+          key: f.key,
+        });
+        const { policies } = (await page.json()) as { policies: { name: string }[] };
+        expect(policies.map((p) => p.name).sort(), name).toEqual([...listed].sort());
+      }
+    } finally {
+      await upgraded.close();
+    }
   });
 });
