@@ -127,12 +127,18 @@ function matchesNoProxy(url: URL, noProxy: string): boolean {
   if (!noProxy) return false;
   const port = portOf(url);
   // A URL writes an IPv6 address in brackets, in its shortest form: ipv6Item reads an item the same way.
-  const host = url.hostname.toUpperCase();
+  // A fully qualified name (`ghes.corp.`) is the same host as without its dot, on either side, as curl and Go take it.
+  const host = url.hostname.toUpperCase().replace(/\.$/, '');
   const address = isIP(unbracketed(host)) ? unbracketed(host) : undefined;
   const candidates = [host, `${host}:${port}`];
   return noProxy
     .split(',')
-    .map((item) => ipv6Item(item.trim()).toUpperCase().replace(/^\*\./, '.'))
+    .map((item) =>
+      ipv6Item(item.trim())
+        .toUpperCase()
+        .replace(/^\*\./, '.')
+        .replace(/\.(?=:\d+$|$)/, ''),
+    )
     .filter((item) => item !== '')
     .some(
       (item) =>

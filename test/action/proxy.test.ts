@@ -163,6 +163,18 @@ describe('bypassesProxy', () => {
     expect(bypassesProxy(GITHUB, { no_proxy: noProxy })).toBe(bypass);
   });
 
+  it('ignores a trailing dot on either side, as curl and Go do: ghes.corp. is ghes.corp', () => {
+    for (const [url, noProxy] of [
+      ['https://ghes.corp./api', 'ghes.corp'],
+      ['https://ghes.corp/api', 'ghes.corp.'],
+      ['https://api.ghes.corp./v1', '.ghes.corp'],
+      ['https://api.ghes.corp./v1', 'ghes.corp.:443'],
+    ] as const) {
+      expect(bypassesProxy(new URL(url), { no_proxy: noProxy }), `${url} ${noProxy}`).toBe(true);
+    }
+    expect(bypassesProxy(new URL('https://ghes.corp./api'), { no_proxy: 'other.corp' })).toBe(false);
+  });
+
   it('matches an IPv6 address listed with or without brackets, however it is spelled', () => {
     const broker = new URL('https://[fd00::5]/v1');
     for (const noProxy of [
