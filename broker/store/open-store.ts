@@ -137,8 +137,23 @@ export function shownDatabaseUrl(config: DatabaseConfig): string {
     url.hash = '';
     return `${url}${query}`;
   } catch {
-    return `${config.url.slice(0, config.url.indexOf(':'))}://…`;
+    return socketUrlShown(config.url) ?? `${config.url.slice(0, config.url.indexOf(':'))}://…`;
   }
+}
+
+/**
+ * A URL without a host (the Unix socket its `host` parameter names: `postgres://broker:pw@/oidc?host=/dir`), which
+ * URL refuses: its user, database and socket directory; the password, and every other parameter, left out.
+ */
+function socketUrlShown(raw: string): string | undefined {
+  const parts = /^(postgres(?:ql)?):\/\/(?:([^:@/?#]*)(:[^@/?#]*)?@)?\/([^?#]*)(?:\?([^#]*))?/.exec(raw);
+  if (!parts) return undefined;
+  const [, scheme, user, password, database, query] = parts;
+  const host = new URLSearchParams(query ?? '').get('host');
+  const others = (query ?? '').split('&').some((pair) => pair !== '' && !pair.startsWith('host='));
+  const userInfo = user || password ? `${user ?? ''}${password ? ':***' : ''}@` : '';
+  const shownQuery = host === null ? (others ? '?…' : '') : `?host=${host}${others ? '&…' : ''}`;
+  return `${scheme}://${userInfo}/${database}${shownQuery}`;
 }
 
 /**

@@ -1006,6 +1006,20 @@ describe('a PostgreSQL database that cannot be opened at start', () => {
     expect(run.stdout() + run.stderr()).not.toContain('s3cret-pw');
   });
 
+  it('names a Unix-socket URL by its user, database and socket directory, never its password', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'broker-no-socket-'));
+    try {
+      const run = serve(`postgres://broker:s3cret-pw@/oidc?host=${dir}&password=s3cret-pw&sslmode=disable`);
+      expect(await run.closed).toBe(1);
+      expect(run.stderr()).toMatch(
+        new RegExp(`^error: DATABASE_URL postgres://broker:\\*\\*\\*@/oidc\\?host=${dir}&… cannot be opened: connect ENOENT `),
+      );
+      expect(run.stdout() + run.stderr()).not.toContain('s3cret-pw');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('names why when every address of its host name refuses, as localhost on ::1 and 127.0.0.1 does', async () => {
     // A container's /etc/hosts gives localhost both addresses; Node then fails with an AggregateError whose own
     // message is empty. Here a host name is made to resolve to both before the broker starts.
