@@ -1012,7 +1012,9 @@ describe('a PostgreSQL database that cannot be opened at start', () => {
       const run = serve(`postgres://broker:s3cret-pw@/oidc?host=${dir}&password=s3cret-pw&sslmode=disable`);
       expect(await run.closed).toBe(1);
       expect(run.stderr()).toMatch(
-        new RegExp(`^error: DATABASE_URL postgres://broker:\\*\\*\\*@/oidc\\?host=${dir}&… cannot be opened: connect ENOENT `),
+        new RegExp(
+          `^error: DATABASE_URL postgres://broker:\\*\\*\\*@/oidc\\?host=${dir}&… cannot be opened: connect ENOENT `,
+        ),
       );
       expect(run.stdout() + run.stderr()).not.toContain('s3cret-pw');
     } finally {
