@@ -87,8 +87,11 @@ export async function hasOwnSessions(url) {
 // read-only, as managed services do when its storage runs out. Not 08P01, a protocol violation, which is a bug to
 // fix rather than an outage to wait out; except from PgBouncer, which gives every error of its own that SQLSTATE:
 // those saying that the server connection died under the request, that the server cannot be reached, or that no
-// connection came free in time (POOLER_OUTAGE).
-const UNAVAILABLE_SQLSTATE = /^(0800[01346]|57P0[123]|53[0-9A-Z]{3}|55P03|57014|40P01|40001|25006)$/;
+// connection came free in time (POOLER_OUTAGE). And of credentials a new connection is refused with while the
+// broker runs (class 28: a password rotated, a role locked or dropped; 3D000: its database gone): what the operator
+// must fix, which /readyz says too, rather than a bug in the broker.
+const UNAVAILABLE_SQLSTATE =
+  /^(0800[01346]|57P0[123]|53[0-9A-Z]{3}|55P03|57014|40P01|40001|25006|28000|28P01|3D000)$/;
 /** A write refused by a server that takes none (see above): its connection may lead to a standby. */
 const READ_ONLY = '25006';
 // What Node and pg report when the server cannot be reached or the connection drops.

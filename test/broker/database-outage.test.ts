@@ -440,6 +440,36 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
     expect((await t.request('GET', '/v1/whoami', { key })).status).toBe(200);
   }, 20_000);
 
+  it('credentials the server stops taking (a password rotated, a role locked) are 503 not_ready, not a 500', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(() => db.drop());
+    const admin = await pgSession(db.url);
+    const role = `broker_rotating_${process.pid}`;
+    await admin.query(`CREATE ROLE ${role} LOGIN`);
+    cleanups.push(async () => {
+      await admin.query(`DROP OWNED BY ${role}`);
+      await admin.query(`DROP ROLE ${role}`);
+    });
+    await admin.query(`GRANT USAGE, CREATE ON SCHEMA public TO ${role}`);
+    const url = new URL(db.url);
+    url.username = role;
+    const t = await startTestBroker({ db: { ...db, url: url.toString() } });
+    cleanups.push(() => t.broker.close().catch(() => {}));
+    const { key } = await t.createTenant('acme');
+    // Every new connection is now refused at login (SQLSTATE 28000; a rotated password gives 28P01), and the
+    // broker's own are closed, as the pool's idle ones are after 10 s.
+    await admin.query(`ALTER ROLE ${role} NOLOGIN`);
+    await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [role]);
+    for (const res of [await t.request('GET', '/v1/whoami', { key }), await createKey(t, key)]) {
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ code: 'not_ready' });
+    }
+    expect((await t.request('GET', '/readyz')).status).toBe(503);
+    expect(t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
+    await admin.query(`ALTER ROLE ${role} LOGIN`);
+    await vi.waitFor(async () => expect((await t.request('GET', '/v1/whoami', { key })).status).toBe(200));
+  }, 20_000);
+
   it("a statement the server cancels (an operator's pg_cancel_backend) is 503 not_ready, not a 500", async () => {
     const { db, t, key } = await brokerOnRelay();
     // Authentication reads the key's row; that read waits for the lock until an operator cancels it.
