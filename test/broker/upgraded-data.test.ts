@@ -9,6 +9,20 @@ afterEach(async () => {
   await f?.close();
 });
 
+/** Renames policy `id` to `name` filed under its lower-cased name, as a version that compared names so saved it. */
+async function fileAsEarlierVersion(id: string, name: string): Promise<void> {
+  const raw = openDriver(f.t.db);
+  try {
+    await raw.run('UPDATE trust_policies SET name = ?, name_key = ? WHERE id = ?', [
+      name,
+      name.toLowerCase(),
+      id,
+    ]);
+  } finally {
+    await raw.close();
+  }
+}
+
 describe('trust policies an earlier version saved under names that are now one name', () => {
   it('an exchange, a dry run and the workflow snippet naming one as it is written get that one', async () => {
     f = await startFederation();
@@ -21,16 +35,7 @@ describe('trust policies an earlier version saved under names that are now one n
       permissions: ['harden-runner:read', 'audit-log:read'],
     });
     // As a version that compared names by lower-casing saved it, and migration 4 keeps it: filed apart.
-    const raw = openDriver(f.t.db);
-    try {
-      await raw.run('UPDATE trust_policies SET name = ?, name_key = ? WHERE id = ?', [
-        'Straße',
-        'straße',
-        older,
-      ]);
-    } finally {
-      await raw.close();
-    }
+    await fileAsEarlierVersion(older, 'Straße');
 
     const granted = { Straße: 'harden-runner:read, audit-log:read', STRASSE: 'harden-runner:read' };
     for (const [name, permissions] of Object.entries(granted)) {
@@ -74,16 +79,7 @@ describe('namesakes an upgrade kept, looked up by name', () => {
       claims: { repository: 'acme/infra' },
       permissions: ['harden-runner:read'],
     });
-    const raw = openDriver(f.t.db);
-    try {
-      await raw.run('UPDATE trust_policies SET name = ?, name_key = ? WHERE id = ?', [
-        'Straße',
-        'straße',
-        older,
-      ]);
-    } finally {
-      await raw.close();
-    }
+    await fileAsEarlierVersion(older, 'Straße');
     // The upgraded broker starts on the database an earlier version left.
     const upgraded = await startTestBroker({ db: f.t.db });
     try {
