@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parse as parseConnectionString } from 'pg-connection-string';
+import { editDistance } from './core/edit-distance.js';
 import { isLoopbackHost } from './core/loopback.js';
 import { type ProxyRoutes, ProxySettingError, readProxyRoutes } from './core/proxy-settings.js';
 import type { LogLevel } from './logger.js';
@@ -159,22 +160,6 @@ const PROXY_SETTINGS = ['HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy'
 
 /** What Kubernetes sets for a Service (named broker, say): BROKER_SERVICE_HOST, BROKER_PORT_8080_TCP_ADDR, … */
 const SERVICE_LINK = /_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$/;
-
-/** Edits (insert, delete, replace, swap two neighbours) between two names. */
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
-        best = Math.min(best, d[i - 2]![j - 2]! + 1);
-      d[i]![j] = best;
-    }
-  }
-  return d[a.length]![b.length]!;
-}
 
 /**
  * Variables set that look like settings and are none: any BROKER_* but the broker's own (and those Kubernetes sets

@@ -1,4 +1,5 @@
 // The permission catalogue (DESIGN §2): categories, ids, shortcuts, implication and subset checks.
+import { nearestWord } from './edit-distance.js';
 
 export const CATEGORIES = [
   { id: 'harden-runner', name: 'Harden Runner', product: true },
@@ -24,6 +25,8 @@ const PRODUCT_CATEGORY_IDS: ReadonlySet<string> = new Set(
 export function isProductCategory(id: string): boolean {
   return PRODUCT_CATEGORY_IDS.has(id);
 }
+
+const CATEGORY_IDS: readonly CategoryId[] = CATEGORIES.map((c) => c.id);
 
 export function isCategoryId(id: string): id is CategoryId {
   return CATEGORIES.some((c) => c.id === id);
@@ -136,9 +139,9 @@ function joinedPermissions(value: string, listedIn: 'list' | 'scope'): string | 
 
 /**
  * What a value that names no permission probably stands for, as a question with each id quoted by `quote`: the id
- * or shortcut in another case, quoted or in brackets; a category's ids; for a read-only category's `:write`, its
- * `:read`. Only ids among `enabled` are offered, since another would only be refused next. Null when nothing is
- * close.
+ * or shortcut in another case, quoted or in brackets, or misspelt (`harden-runer:read`, `read-al`); a category's
+ * ids, its name misspelt or not; for a read-only category's `:write`, its `:read`. Only ids among `enabled` are
+ * offered, since another would only be refused next. Null when nothing is close, or two ids are as close.
  */
 export function meantPermission(
   value: string,
@@ -149,14 +152,17 @@ export function meantPermission(
     .trim()
     .toLowerCase()
     .replace(/^[["']+|["'\]]+$/g, '');
-  if (isShortcut(bare)) return `did you mean ${quote(bare)}?`;
-  if (isPermission(bare)) return enabled.includes(bare) ? `did you mean ${quote(bare)}?` : null;
-  const category = bare.split(':')[0]!;
-  if (!isCategoryId(category)) return null;
+  const id =
+    isShortcut(bare) || isPermission(bare) ? bare : nearestWord(bare, [...ALL_PERMISSIONS, ...SHORTCUTS]);
+  if (id !== undefined && isShortcut(id)) return `did you mean ${quote(id)}?`;
+  if (id !== undefined) return enabled.includes(id) ? `did you mean ${quote(id)}?` : null;
+  const written = bare.split(':')[0]!;
+  const category = isCategoryId(written) ? written : nearestWord(written, CATEGORY_IDS);
+  if (category === undefined) return null;
   const ids = ALL_PERMISSIONS.filter((p) => categoryOf(p) === category);
-  const offered = ids.filter((id) => enabled.includes(id));
+  const offered = ids.filter((p) => enabled.includes(p));
   if (offered.length === 0) return null;
-  if (ids.length === 1 && bare === `${category}:write`)
+  if (ids.length === 1 && bare.slice(written.length) === ':write')
     return `${quote(category)} is read only: did you mean ${quote(offered[0]!)}?`;
   return `did you mean ${offered.map(quote).join(' or ')}?`;
 }

@@ -88,6 +88,10 @@ describe('parseInputs', () => {
     ['audit-log:write', '`audit-log` is read only: did you mean `audit-log:read`?'],
     ['harden-runner:admin', 'Did you mean `harden-runner:read` or `harden-runner:write`?'],
     ['READ-ALL', 'Did you mean `read-all`?'],
+    ['harden-runer:read', 'Did you mean `harden-runner:read`?'],
+    ['oidc-federaton:write', 'Did you mean `oidc-federation:write`?'],
+    ['read-al', 'Did you mean `read-all`?'],
+    ['audit-logs:write', '`audit-log` is read only: did you mean `audit-log:read`?'],
     [
       'audit-log:read;harden-runner:read',
       'Separate permissions with commas, spaces or new lines: did you mean `audit-log:read, harden-runner:read`?',

@@ -113,12 +113,23 @@ describe('effective permissions', () => {
     // A mistyped id is not answered with one of a disabled category, which would only be refused next.
     const typo = await t.request('POST', '/v1/fine-grained-keys', {
       key,
-      json: { name: 'x', expiration: '30d', permissions: ['Harden-Runner:Read', 'Audit-Log:Read'] },
+      json: {
+        name: 'x',
+        expiration: '30d',
+        permissions: ['Harden-Runner:Read', 'Audit-Log:Read', 'harden-runer:read', 'audit-logs:read'],
+      },
     });
     const { errors } = (await typo.json()) as { errors: { field: string; message: string }[] };
-    expect(errors.map((e) => e.field)).toEqual(['permissions[0]', 'permissions[1]']);
+    expect(errors.map((e) => e.field)).toEqual([
+      'permissions[0]',
+      'permissions[1]',
+      'permissions[2]',
+      'permissions[3]',
+    ]);
     expect(errors[0]!.message).not.toContain('did you mean');
     expect(errors[1]!.message).toContain('did you mean "audit-log:read"?');
+    expect(errors[2]!.message).not.toContain('did you mean');
+    expect(errors[3]!.message).toContain('did you mean "audit-log:read"?');
     const catalogue = (await (await t.request('GET', '/v1/permissions', { key })).json()) as {
       categories: { id: string; enabled: boolean }[];
       shortcuts: Record<string, string[]>;

@@ -343,7 +343,9 @@ describe('granted permissions', () => {
       400,
       'invalid_request',
       {},
-      { permissions: ['Harden-Runner:Read', 'harden-runner:read', 'audit-log:write'] },
+      {
+        permissions: ['Harden-Runner:Read', 'harden-runner:read', 'audit-log:write', 'oidc-federaton:write'],
+      },
     );
     expect(several.body.errors).toEqual([
       {
@@ -355,6 +357,12 @@ describe('granted permissions', () => {
       {
         field: 'permissions[2]',
         message: expect.stringContaining('"audit-log" is read only: did you mean "audit-log:read"?'),
+      },
+      {
+        field: 'permissions[3]',
+        message: expect.stringContaining(
+          'unknown permission "oidc-federaton:write"; did you mean "oidc-federation:write"?',
+        ),
       },
     ]);
     const token = f.issuer.sign();

@@ -169,6 +169,34 @@ describe('bad input gets a 4xx problem naming the field, and writes nothing', ()
     expect(await keyCount()).toBe(0);
   });
 
+  it('a misspelt permission is told with the one id it is nearest, and one far from every id with none', async () => {
+    const res = await create({
+      ...valid,
+      permissions: ['harden-runer:read', 'read-al', 'api-key:write', 'hardn-runr:read'],
+    });
+    expect(res.status).toBe(400);
+    const problem = (await res.json()) as { errors: { field: string; message: string }[] };
+    expect(problem.errors).toEqual([
+      { field: 'permissions[0]', message: expect.stringContaining('did you mean "harden-runner:read"?') },
+      { field: 'permissions[1]', message: expect.stringContaining('did you mean "read-all"?') },
+      { field: 'permissions[2]', message: expect.stringContaining('did you mean "api-keys:write"?') },
+      {
+        field: 'permissions[3]',
+        message: expect.stringContaining('GET /v1/permissions lists the valid ids'),
+      },
+    ]);
+    expect(problem.errors[3]!.message).not.toContain('did you mean');
+    // A category misspelt alone is offered its ids, as the category written right is.
+    const mint = await t.request('POST', '/v1/tokens', { key, json: { permissions: ['secure-registy'] } });
+    expect(((await mint.json()) as { errors: unknown[] }).errors).toEqual([
+      {
+        field: 'permissions[0]',
+        message: expect.stringContaining('did you mean "secure-registry:read" or "secure-registry:write"?'),
+      },
+    ]);
+    expect(await keyCount()).toBe(0);
+  });
+
   it('malformed JSON', async () => {
     const res = await t.request('POST', '/v1/fine-grained-keys', {
       key,

@@ -287,6 +287,12 @@ describe('validation: 422 invalid_policy naming the field, and nothing written',
       /did you mean "harden-runner:read"\?/,
     ],
     [
+      'a misspelt permission',
+      { ...base, permissions: ['harden-runner:read', 'harden-runer:write'] },
+      'permissions[1]',
+      /unknown permission "harden-runer:write"; did you mean "harden-runner:write"\?/,
+    ],
+    [
       'unknown permission after a good one',
       { ...base, permissions: ['harden-runner:read', 'nope'] },
       'permissions[1]',

@@ -375,7 +375,7 @@ describe('evaluate typed-in claims', () => {
   it('names every permission that grants nothing, each with the id it probably stands for, as the exchange does', async () => {
     const json = {
       claims: JOB,
-      permissions: ['Harden-Runner:Read', 'harden-runner:read', 'audit-log:write'],
+      permissions: ['Harden-Runner:Read', 'harden-runner:read', 'audit-log:write', 'read-al'],
     };
     const res = await t.request('POST', '/v1/oidc/policies/evaluate', { key, json });
     expect(res.status).toBe(400);
@@ -389,6 +389,10 @@ describe('evaluate typed-in claims', () => {
       {
         field: 'permissions[2]',
         message: expect.stringContaining('"audit-log" is read only: did you mean "audit-log:read"?'),
+      },
+      {
+        field: 'permissions[3]',
+        message: expect.stringContaining('unknown permission "read-al"; did you mean "read-all"?'),
       },
     ]);
   });
