@@ -1,4 +1,6 @@
 // The operator CLI's command table: which command a command line names, and the usage text, from one entry each.
+import { nearestWord } from './core/edit-distance.js';
+
 /** A command line that names no command, or gives one arguments it does not take: exit 2, with the usage. */
 export class UsageError extends Error {}
 
@@ -63,18 +65,38 @@ export function commandOf<Io>(
   return undefined;
 }
 
+/** The subcommands of `group`, none when it is a command of one word or no command. */
+function subcommandsOf(commands: readonly Command<unknown>[], group: string | undefined): string[] {
+  return commands
+    .map((c) => c.name.split(' '))
+    .filter((words) => words.length === 2 && words[0] === group)
+    .map((words) => words[1]!);
+}
+
+/**
+ * The command `argv` probably misspells (`tenat list`): each of its words the command's, or at most two edits from
+ * it and nearer than any other. A group given without its subcommand is offered alone.
+ */
+function meantCommand(commands: readonly Command<unknown>[], [first, second]: string[]): string | undefined {
+  const groups = [...new Set(commands.map((c) => c.name.split(' ')[0]!))];
+  const group = groups.includes(first!) ? first : nearestWord(first!, groups);
+  const subcommands = subcommandsOf(commands, group);
+  if (group === undefined || subcommands.length === 0 || second === undefined) return group;
+  const sub = subcommands.includes(second) ? second : nearestWord(second, subcommands);
+  return sub && `${group} ${sub}`;
+}
+
 /** Why `argv` names no command: a group without a subcommand, or one it does not take, is named as such. */
 export function notACommand(commands: readonly Command<unknown>[], argv: string[]): UsageError {
   const [group, sub] = argv;
-  const subcommands = commands
-    .map((c) => c.name.split(' '))
-    .filter((words) => words.length === 2 && words[0] === group)
-    .map((words) => words[1]);
-  if (subcommands.length === 0) return new UsageError(`unknown command "${argv.join(' ')}"`);
+  const subcommands = subcommandsOf(commands, group);
+  const meant = meantCommand(commands, argv);
+  const didYouMean = meant ? `; did you mean "${meant}"?` : '';
+  if (subcommands.length === 0) return new UsageError(`unknown command "${argv.join(' ')}"${didYouMean}`);
   const list = subcommands.join(', ').replace(/, ([^,]+)$/, ' or $1');
   return new UsageError(
     sub === undefined
       ? `"${group}" needs a subcommand: ${list}`
-      : `"${group} ${sub}" is not a command; "${group}" takes ${list}`,
+      : `"${group} ${sub}" is not a command; "${group}" takes ${list}${didYouMean}`,
   );
 }

@@ -155,6 +155,28 @@ describe('oidc-broker tenant', () => {
     expect(result.code).toBe(2);
     expect(result.err).toContain(message);
   });
+
+  it.each([
+    [['tenat', 'list'], 'unknown command "tenat list"; did you mean "tenant list"?'],
+    [['tenat'], 'unknown command "tenat"; did you mean "tenant"?'],
+    [['signing-kye', 'rotaet'], 'unknown command "signing-kye rotaet"; did you mean "signing-key rotate"?'],
+    [['opnapi'], 'unknown command "opnapi"; did you mean "openapi"?'],
+    [
+      ['tenant', 'lsit'],
+      '"tenant lsit" is not a command; "tenant" takes create, list or rotate-key; did you mean "tenant list"?',
+    ],
+  ])('%o, misspelt, is answered with the command it is nearest, and runs nothing', async (argv, message) => {
+    const result = await cli(...argv);
+    expect(result).toMatchObject({ code: 2, out: '' });
+    expect(result.err).toContain(`error: ${message}\n`);
+  });
+
+  it.each([[['frobnicate']], [['tenat', 'frobnicate']], [['tenant', 'delete', 'acme']]])(
+    '%o, far from every command, is not guessed at',
+    async (argv) => {
+      expect((await cli(...argv)).err).not.toContain('did you mean');
+    },
+  );
 });
 
 describe('a misspelt setting', () => {
