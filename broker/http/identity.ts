@@ -4,7 +4,7 @@ import type { AuthenticateDeps } from '../core/authenticate.js';
 import { ALL_PERMISSIONS, CATEGORIES, enabledPermissions } from '../core/permissions.js';
 import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
-import { authErrors, isoOrNull, PermissionId, Timestamp } from './schemas.js';
+import { authErrors, badRequest, isoOrNull, NoQuery, PermissionId, Timestamp } from './schemas.js';
 
 const Whoami = z
   .object({
@@ -43,11 +43,13 @@ export function registerIdentityRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authen
       tags: ['Identity'],
       summary: 'Describe the calling credential',
       ...secured(auth),
+      request: { query: NoQuery },
       responses: {
         200: {
           description: 'The tenant, credential and effective permissions.',
           content: { 'application/json': { schema: Whoami } },
         },
+        ...badRequest,
         ...authErrors,
       },
     }),
@@ -78,11 +80,13 @@ export function registerIdentityRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authen
       tags: ['Identity'],
       summary: "List the tenant's permission catalogue and shortcuts",
       ...secured(auth),
+      request: { query: NoQuery },
       responses: {
         200: {
           description: 'Categories, their permissions, and what each shortcut expands to.',
           content: { 'application/json': { schema: Catalogue } },
         },
+        ...badRequest,
         ...authErrors,
       },
     }),

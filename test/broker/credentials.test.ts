@@ -150,6 +150,27 @@ describe('effective permissions', () => {
   });
 });
 
+describe('GET /v1/whoami and GET /v1/permissions', () => {
+  it('refuse a query parameter by name, as every other admin route does: a filter is not silently ignored', async () => {
+    for (const [path, field] of [
+      ['/v1/whoami?tenant=other', 'tenant'],
+      ['/v1/permissions?category=audit-log', 'category'],
+      ['/v1/permissions?enabled=true&x=1', 'enabled'],
+    ] as const) {
+      const res = await t.request('GET', path, { key: tenantKey });
+      expect(res.status, path).toBe(400);
+      expect(await res.json()).toMatchObject({
+        code: 'invalid_request',
+        errors: expect.arrayContaining([
+          { field, message: 'unknown query parameter; this operation takes none' },
+        ]),
+      });
+    }
+    expect((await t.request('GET', '/v1/whoami', { key: tenantKey })).status).toBe(200);
+    expect((await t.request('GET', '/v1/permissions', { key: tenantKey })).status).toBe(200);
+  });
+});
+
 describe('no escalation', () => {
   it('a harden-runner:read key cannot create a key with harden-runner:write, but can delegate what it holds', async () => {
     const key = await fineGrained(['harden-runner:read', 'api-keys:write']);
