@@ -2,7 +2,6 @@
 import { createHash } from 'node:crypto';
 import { z } from '@hono/zod-openapi';
 import { BrokerError } from '../errors.js';
-import type { Precondition } from '../store/store.js';
 
 interface EntityTag {
   weak: boolean;
@@ -52,19 +51,28 @@ function conditionOf(header: 'If-Match' | 'If-None-Match', value: string | undef
   ]);
 }
 
+/** The header whose condition a policy's state fails. */
+export type FailedCondition = 'If-Match' | 'If-None-Match';
+
 /**
- * The precondition of an `If-Match` header, none without one. Its tags are compared strongly: a weak tag
- * (`W/"…"`) matches nothing; `*` matches the policy as long as it exists.
+ * The conditions a request puts on a policy, parsed now (a header that is no list of entity tags is 400 naming it)
+ * and judged later on the policy as it is; undefined without either header. The judgement names the first condition
+ * that fails, in RFC 9110 §13.2.2's order: `If-Match` (strong comparison: a weak tag matches nothing; `*`, any
+ * state), then `If-None-Match` (weak comparison: `W/"…"` counts; `*`, any state at all).
  */
-export function ifMatch(
-  value: string | undefined,
-): Precondition<{ id: string; updatedAt: number }> | undefined {
-  const condition = conditionOf('If-Match', value);
-  if (condition === undefined) return undefined;
-  if (condition === '*') return () => true;
+export function conditionsOf(headers: {
+  ifMatch: string | undefined;
+  ifNoneMatch: string | undefined;
+}): ((current: { id: string; updatedAt: number }) => FailedCondition | undefined) | undefined {
+  const match = conditionOf('If-Match', headers.ifMatch);
+  const noneMatch = conditionOf('If-None-Match', headers.ifNoneMatch);
+  if (match === undefined && noneMatch === undefined) return undefined;
   return (current) => {
     const etag = policyEtag(current).slice(1, -1);
-    return condition.some((tag) => !tag.weak && tag.opaque === etag);
+    if (match !== undefined && match !== '*' && !match.some((tag) => !tag.weak && tag.opaque === etag))
+      return 'If-Match';
+    if (noneMatch === '*' || noneMatch?.some((tag) => tag.opaque === etag)) return 'If-None-Match';
+    return undefined;
   };
 }
 
@@ -77,34 +85,33 @@ export function onlyWeakTags(value: string | undefined): boolean {
   return Array.isArray(condition) && condition.every((tag) => tag.weak);
 }
 
-/** Whether an `If-None-Match` header names the policy as it is (weak comparison: `W/"…"` counts), so a 304. */
-export function notModified(value: string | undefined, current: { id: string; updatedAt: number }): boolean {
-  const condition = conditionOf('If-None-Match', value);
-  if (condition === undefined) return false;
-  if (condition === '*') return true;
-  const etag = policyEtag(current).slice(1, -1);
-  return condition.some((tag) => tag.opaque === etag);
-}
+const TAG_EXAMPLE = '"Xq3v2l6kZ0mB3aT9c8dE1fG7hJ5"';
+const header = (description: string) => z.string().optional().openapi({ description, example: TAG_EXAMPLE });
 
-/** The request headers of a conditional write, and the ETag of the answers that name a policy's state. */
+/** The request headers of a conditional read or write, and the ETag of the answers that name a policy's state. */
 export const conditional = {
-  ifMatch: z.object({
-    'if-match': z
-      .string()
-      .optional()
-      .openapi({
-        description:
-          'Change the policy only if it is still in the state this entity tag (the `ETag` of a read, create or ' +
-          'replace) names, or any state for `*`: otherwise `412 precondition_failed` and nothing is written. Tags ' +
-          'are compared strongly: a weak tag (`W/"…"`) matches nothing. Without it, the request is unconditional.',
-        example: '"Xq3v2l6kZ0mB3aT9c8dE1fG7hJ5"',
-      }),
+  read: z.object({
+    'if-match': header(
+      'Answer only if the policy is still in the state this entity tag (the `ETag` of a read, create or replace) ' +
+        'names, or any state for `*`: otherwise `412 precondition_failed`, a cheap check that a copy is current. ' +
+        'Tags are compared strongly: a weak tag (`W/"…"`) matches nothing. Judged before `If-None-Match`.',
+    ),
+    'if-none-match': header(
+      'The `ETag` of a copy the client holds (weak comparison: `W/"…"` counts), or `*`: while the policy is in a ' +
+        'state it names, `304`.',
+    ),
   }),
-  ifNoneMatch: z.object({
-    'if-none-match': z.string().optional().openapi({
-      description: 'The `ETag` of a copy the client holds: while the policy is still in that state, `304`.',
-      example: '"Xq3v2l6kZ0mB3aT9c8dE1fG7hJ5"',
-    }),
+  write: z.object({
+    'if-match': header(
+      'Change the policy only if it is still in the state this entity tag (the `ETag` of a read, create or ' +
+        'replace) names, or any state for `*`: otherwise `412 precondition_failed` and nothing is written. Tags ' +
+        'are compared strongly: a weak tag (`W/"…"`) matches nothing. Without it, the request is unconditional.',
+    ),
+    'if-none-match': header(
+      'Change the policy only if it is in none of the states these entity tags name (weak comparison: `W/"…"` ' +
+        'counts), or, for `*`, only if it does not exist: otherwise `412 precondition_failed` and nothing is ' +
+        'written. Judged after `If-Match`, in the same transaction as the change.',
+    ),
   }),
   etag: {
     ETag: z.string().openapi({

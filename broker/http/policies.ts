@@ -1,5 +1,6 @@
 // /v1/oidc/policies: create, list, get, replace and delete trust policies (the dry run and snippet: policy-tools.ts).
 import { createRoute, type Hook, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import type { AppDeps } from '../app.js';
 import { GITHUB_ISSUER } from '../config.js';
 import type { AuthenticateDeps } from '../core/authenticate.js';
@@ -23,7 +24,7 @@ import type { Principal } from '../core/principal.js';
 import { BrokerError } from '../errors.js';
 import { secured } from './auth.js';
 import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
-import { conditional, ifMatch, notModified, onlyWeakTags, policyEtag } from './entity-tags.js';
+import { conditional, conditionsOf, type FailedCondition, onlyWeakTags, policyEtag } from './entity-tags.js';
 import { refuseMethods } from './methods.js';
 import { cursorKey, encodeCursor, ListPoliciesQuery } from './policy-pages.js';
 import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
@@ -64,9 +65,10 @@ const nameConflict = {
 };
 const preconditionFailed = {
   412: problem(
-    '`If-Match` names a state the policy is no longer in: another writer changed it since (`precondition_failed`). ' +
-      'Nothing was written; read the policy again. An `If-Match` of weak tags only (`W/"…"`, as a proxy that ' +
-      'compresses answers makes of an ETag) matches no state, and the answer says so.',
+    '`If-Match` names a state the policy is no longer in: another writer changed it since; or `If-None-Match` ' +
+      'names the state it is in, or is `*` (`precondition_failed`). Nothing was written; read the policy again. ' +
+      'An `If-Match` of weak tags only (`W/"…"`, as a proxy that compresses answers makes of an ETag) matches no ' +
+      'state, and the answer says so.',
   ),
 };
 
@@ -114,18 +116,71 @@ function ruleErrors(body: unknown, rules: PolicyRulesContext, principal: Princip
 const notFoundError = (id: string) =>
   new BrokerError('not_found', `no trust policy with id "${id}" in this tenant`);
 const idHook = unknownIdIsNotFound(notFoundError);
-/** The 412 of a conditional change; one whose If-Match could match no state says why, not that the policy changed. */
-const changedMeanwhile = (id: string, condition: string | undefined) =>
-  new BrokerError(
+interface ConditionHeaders {
+  ifMatch: string | undefined;
+  ifNoneMatch: string | undefined;
+}
+
+const conditionHeaders = (c: Context<BrokerEnv>): ConditionHeaders => ({
+  ifMatch: c.req.header('If-Match'),
+  ifNoneMatch: c.req.header('If-None-Match'),
+});
+
+/**
+ * The 412 of a conditional request, naming the condition that failed; one whose If-Match could match no state says
+ * why, not that the policy changed. `change`: the request was a replace or delete, which wrote nothing.
+ */
+function conditionFailed(
+  id: string,
+  failed: FailedCondition,
+  headers: ConditionHeaders,
+  change: boolean,
+): BrokerError {
+  const nothingWritten = change ? ': nothing was written' : '';
+  if (failed === 'If-None-Match') {
+    return new BrokerError(
+      'precondition_failed',
+      headers.ifNoneMatch?.trim() === '*'
+        ? `trust policy ${id} exists, and If-None-Match: * asks for the change only if it does not${nothingWritten}`
+        : `trust policy ${id} is in a state If-None-Match names (its ETag is listed), and asks for the change only ` +
+            `in another${nothingWritten}`,
+    );
+  }
+  if (onlyWeakTags(headers.ifMatch)) {
+    return new BrokerError(
+      'precondition_failed',
+      `If-Match lists only weak entity tags (W/"…"), which never match its strong comparison, whatever the state ` +
+        `of trust policy ${id}${nothingWritten}. The broker's ETags are strong; a proxy between you and the ` +
+        'broker that compresses its answers (nginx gzip, Cloudflare) marks them W/ on the way. Send the tag without ' +
+        'W/, or have the proxy leave application/json answers uncompressed',
+    );
+  }
+  return new BrokerError(
     'precondition_failed',
-    onlyWeakTags(condition)
-      ? `If-Match lists only weak entity tags (W/"…"), which never match a change's condition, whatever the state ` +
-          `of trust policy ${id}: nothing was written. The broker's ETags are strong; a proxy between you and the ` +
-          'broker that compresses its answers (nginx gzip, Cloudflare) marks them W/ on the way. Send the tag without ' +
-          'W/, or have the proxy leave application/json answers uncompressed'
-      : `trust policy ${id} changed since the version If-Match names was read: nothing was written; read it again ` +
-          `with GET /v1/oidc/policies/${id}, apply your change to what it answers, and send its ETag`,
+    change
+      ? `trust policy ${id} changed since the version If-Match names was read: nothing was written; read it again ` +
+          `with GET /v1/oidc/policies/${id}, apply your change to what it answers, and send its ETag`
+      : `trust policy ${id} changed since the version If-Match names was read: your copy is stale; read it again ` +
+          `with GET /v1/oidc/policies/${id} without If-Match`,
   );
+}
+
+/**
+ * The conditions of a replace or delete, as the store judges them in the change's own transaction, and the 412 of
+ * the one that failed there.
+ */
+function changeConditions(c: Context<BrokerEnv>, id: string) {
+  const headers = conditionHeaders(c);
+  const judge = conditionsOf(headers);
+  let failed: FailedCondition | undefined;
+  const precondition =
+    judge &&
+    ((current: TrustPolicy) => {
+      failed = judge(current);
+      return failed === undefined;
+    });
+  return { precondition, refusal: () => conditionFailed(id, failed ?? 'If-Match', headers, true) };
+}
 
 function claimsView(claims: PolicyClaims): PolicyClaims {
   const out: PolicyClaims = {};
@@ -146,7 +201,13 @@ const view = (p: TrustPolicy) => ({
   updated_at: iso(p.updatedAt),
 });
 
-function changed(result: PolicyChange, id?: string, condition?: string) {
+const NO_CONDITIONS: ConditionHeaders = { ifMatch: undefined, ifNoneMatch: undefined };
+
+function changed(
+  result: PolicyChange,
+  id = '',
+  refusal = () => conditionFailed(id, 'If-Match', NO_CONDITIONS, true),
+) {
   if (result.ok) return { policy: view(result.policy), warnings: result.warnings };
   switch (result.reason) {
     case 'invalid':
@@ -169,9 +230,9 @@ function changed(result: PolicyChange, id?: string, condition?: string) {
       });
     }
     case 'not_found':
-      throw notFoundError(id ?? '');
+      throw notFoundError(id);
     case 'precondition_failed':
-      throw changedMeanwhile(id ?? '', condition);
+      throw refusal();
   }
 }
 
@@ -287,7 +348,7 @@ export function registerPolicyRoutes(
         'The answer carries the `ETag` of the policy as it is; send it as `If-Match` with a replace or delete so that ' +
         'it changes the policy only if nobody else did since.',
       ...secured(auth, 'oidc-federation:read'),
-      request: { params: IdParam, query: NoQuery, headers: conditional.ifNoneMatch },
+      request: { params: IdParam, query: NoQuery, headers: conditional.read },
       responses: {
         200: {
           description: 'The policy.',
@@ -301,14 +362,22 @@ export function registerPolicyRoutes(
         ...badRequest,
         ...authErrors,
         ...notFound,
+        412: problem(
+          '`If-Match` names a state the policy is no longer in: the copy the client holds is stale ' +
+            '(`precondition_failed`).',
+        ),
       },
     }),
     async (c) => {
       const { id } = c.req.valid('param');
+      const headers = conditionHeaders(c);
+      const judge = conditionsOf(headers);
       const policy = await store.policies.get(c.get('principal').tenant.id, id);
       if (!policy) throw notFoundError(id);
+      const failed = judge?.(policy);
+      if (failed === 'If-Match') throw conditionFailed(id, failed, headers, false);
       c.header('ETag', policyEtag(policy));
-      if (notModified(c.req.header('If-None-Match'), policy)) return c.body(null, 304);
+      if (failed === 'If-None-Match') return c.body(null, 304);
       return c.json(view(policy), 200);
     },
     idHook,
@@ -328,7 +397,7 @@ export function registerPolicyRoutes(
         '`policy.updated` event, and `updated_at` and the `ETag` stay. With `If-Match`, only if the policy is ' +
         'still in the state it names.',
       ...secured(auth, 'oidc-federation:write'),
-      request: { params: IdParam, query: NoQuery, headers: conditional.ifMatch, body },
+      request: { params: IdParam, query: NoQuery, headers: conditional.write, body },
       responses: {
         200: { ...changedResponse('Replaced.'), headers: z.object(conditional.etag) },
         ...badRequest,
@@ -341,8 +410,7 @@ export function registerPolicyRoutes(
     }),
     async (c) => {
       const { id } = c.req.valid('param');
-      const condition = c.req.header('If-Match');
-      const precondition = ifMatch(condition);
+      const { precondition, refusal } = changeConditions(c, id);
       const result = await replacePolicy(
         c.get('principal'),
         id,
@@ -350,7 +418,7 @@ export function registerPolicyRoutes(
         policyDeps,
         precondition,
       );
-      const answer = changed(result, id, condition);
+      const answer = changed(result, id, refusal);
       if (result.ok) c.header('ETag', policyEtag(result.policy));
       return c.json(answer, 200);
     },
@@ -368,7 +436,7 @@ export function registerPolicyRoutes(
         'Effective on the next exchange, on every replica. Tokens already minted stay valid until they expire. ' +
         'With `If-Match`, only if the policy is still in the state it names.',
       ...secured(auth, 'oidc-federation:write'),
-      request: { params: IdParam, query: NoQuery, headers: conditional.ifMatch },
+      request: { params: IdParam, query: NoQuery, headers: conditional.write },
       responses: {
         204: { description: 'Deleted.' },
         ...badRequest,
@@ -379,11 +447,9 @@ export function registerPolicyRoutes(
     }),
     async (c) => {
       const { id } = c.req.valid('param');
-      const condition = c.req.header('If-Match');
-      const precondition = ifMatch(condition);
+      const { precondition, refusal } = changeConditions(c, id);
       const result = await deletePolicy(c.get('principal'), id, policyDeps, precondition);
-      if (!result.ok)
-        throw result.reason === 'not_found' ? notFoundError(id) : changedMeanwhile(id, condition);
+      if (!result.ok) throw result.reason === 'not_found' ? notFoundError(id) : refusal();
       return c.body(null, 204);
     },
     idHook,

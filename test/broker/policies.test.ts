@@ -1,5 +1,6 @@
 // Trust policy management over HTTP: round trip, every §4 rule as a 422, warnings, escalation, names, isolation, audit.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { policyEtag } from '../../broker/http/entity-tags.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 import { createTestDatabase } from '../support/database.js';
 
@@ -703,7 +704,7 @@ describe('finding a policy by name, and adopting the one a retried create made',
   });
 });
 
-describe('conditional writes: ETag and If-Match', () => {
+describe('conditional requests: ETag, If-Match and If-None-Match', () => {
   const path = (p: { id: string }) => `/v1/oidc/policies/${p.id}`;
   async function read(p: { id: string }) {
     const res = await t.request('GET', path(p), { key: tenantKey });
@@ -867,6 +868,153 @@ describe('conditional writes: ETag and If-Match', () => {
       );
       expect(answers.map((r) => r.status).sort()).toEqual([200, 412]);
       const winner = answers.find((r) => r.status === 200)!;
+      const { policy: won } = (await winner.json()) as { policy: PolicyView };
+      expect((await read(policy)).policy).toEqual(won);
+    } finally {
+      await other.close();
+    }
+    expect((await policyEvents()).map((e) => e.type)).toEqual(['policy.updated', 'policy.created']);
+  });
+  const withHeaders = (method: string, p: { id: string }, headers: Record<string, string>, json?: unknown) =>
+    t.request(method, path(p), { key: tenantKey, headers, ...(json === undefined ? {} : { json }) });
+
+  it('a read with an If-Match the policy no longer has is 412: a cheap check that a copy is current', async () => {
+    const policy = await created(infraMain());
+    const { etag: stale } = await read(policy);
+    for (const value of [stale, `"other", ${stale}`, '*']) {
+      const res = await withHeaders('GET', policy, { 'If-Match': value });
+      expect(res.status, value).toBe(200);
+      expect(res.headers.get('ETag')).toBe(stale);
+      expect(await res.json()).toEqual(policy);
+    }
+    t.clock.now += 1000;
+    expect((await put(policy, { ...infraMain(), description: 'theirs' })).status).toBe(200);
+
+    const res = await withHeaders('GET', policy, { 'If-Match': stale });
+    expect(res.status).toBe(412);
+    expect(res.headers.get('ETag')).toBeNull();
+    const problem = (await res.json()) as { code: string; detail: string };
+    expect(problem).toMatchObject({ code: 'precondition_failed' });
+    expect(problem.detail).toContain(
+      `read it again with GET /v1/oidc/policies/${policy.id} without If-Match`,
+    );
+    expect(problem.detail).not.toContain('written');
+    // Compared strongly, as for a change: the current tag marked weak by a proxy matches nothing, and is told so.
+    const { etag } = await read(policy);
+    const weak = await withHeaders('GET', policy, { 'If-Match': `W/${etag}` });
+    expect(weak.status).toBe(412);
+    expect(((await weak.json()) as { detail: string }).detail).toContain('proxy');
+    // A value that is no entity tag is 400 naming it; an unknown policy is 404, whatever the condition.
+    const unquoted = await withHeaders('GET', policy, { 'If-Match': etag.slice(1, -1) });
+    expect(unquoted.status).toBe(400);
+    expect(await unquoted.json()).toMatchObject({ errors: [{ field: 'If-Match' }] });
+    await del(policy);
+    expect((await withHeaders('GET', policy, { 'If-Match': etag })).status).toBe(404);
+  });
+
+  it('a read judges If-Match before If-None-Match (RFC 9110 §13.2.2): a stale If-Match is 412 even when If-None-Match would be 304', async () => {
+    const policy = await created(infraMain());
+    const { etag } = await read(policy);
+    const current = await withHeaders('GET', policy, { 'If-Match': etag, 'If-None-Match': etag });
+    expect(current.status).toBe(304);
+    expect(current.headers.get('ETag')).toBe(etag);
+    const stale = await withHeaders('GET', policy, { 'If-Match': '"other"', 'If-None-Match': etag });
+    expect(stale.status).toBe(412);
+  });
+
+  it('a replace or delete with If-None-Match: * (only if there is none) on a policy that exists is 412 and writes nothing', async () => {
+    const policy = await created(infraMain());
+    const before = await read(policy);
+    for (const res of [
+      await withHeaders('PUT', policy, { 'If-None-Match': '*' }, { ...infraMain(), description: 'mine' }),
+      await withHeaders('DELETE', policy, { 'If-None-Match': '*' }),
+    ]) {
+      expect(res.status).toBe(412);
+      const problem = (await res.json()) as { code: string; detail: string };
+      expect(problem.code).toBe('precondition_failed');
+      expect(problem.detail).toBe(
+        `trust policy ${policy.id} exists, and If-None-Match: * asks for the change only if it does not: nothing was written`,
+      );
+    }
+    expect(await read(policy)).toEqual(before);
+    expect((await policyEvents()).map((e) => e.type)).toEqual(['policy.created']);
+  });
+
+  it('a replace or delete whose If-None-Match lists the current ETag (weak or strong) is 412; one listing only others goes ahead', async () => {
+    const policy = await created(infraMain());
+    const { etag } = await read(policy);
+    for (const value of [etag, `W/${etag}`, `"other", ${etag}`]) {
+      for (const res of [
+        await withHeaders('PUT', policy, { 'If-None-Match': value }, { ...infraMain(), description: 'x' }),
+        await withHeaders('DELETE', policy, { 'If-None-Match': value }),
+      ]) {
+        expect(res.status, value).toBe(412);
+        expect(((await res.json()) as { detail: string }).detail).toContain('a state If-None-Match names');
+      }
+    }
+    expect((await read(policy)).policy).toEqual(policy);
+
+    const replaced = await withHeaders(
+      'PUT',
+      policy,
+      { 'If-None-Match': '"other"' },
+      { ...infraMain(), description: 'x' },
+    );
+    expect(replaced.status).toBe(200);
+    expect((await read(policy)).policy.description).toBe('x');
+    // The tag the client held is no longer the current one: the change goes ahead.
+    expect((await withHeaders('DELETE', policy, { 'If-None-Match': etag })).status).toBe(204);
+    expect((await t.request('GET', path(policy), { key: tenantKey })).status).toBe(404);
+  });
+
+  it('a change judges If-Match before If-None-Match, and says which one failed; an If-None-Match that is no entity tag is 400', async () => {
+    const policy = await created(infraMain());
+    const { etag } = await read(policy);
+    const body = { ...infraMain(), description: 'x' };
+    const staleFirst = await withHeaders(
+      'PUT',
+      policy,
+      { 'If-Match': '"other"', 'If-None-Match': '*' },
+      body,
+    );
+    expect(staleFirst.status).toBe(412);
+    expect(((await staleFirst.json()) as { detail: string }).detail).toContain('If-Match names');
+    const both = await withHeaders('DELETE', policy, { 'If-Match': etag, 'If-None-Match': etag });
+    expect(both.status).toBe(412);
+    expect(((await both.json()) as { detail: string }).detail).toContain('a state If-None-Match names');
+
+    for (const res of [
+      await withHeaders('PUT', policy, { 'If-None-Match': etag.slice(1, -1) }, body),
+      await withHeaders('DELETE', policy, { 'If-None-Match': etag.slice(1, -1) }),
+    ]) {
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({
+        code: 'invalid_request',
+        errors: [{ field: 'If-None-Match' }],
+      });
+    }
+    expect((await read(policy)).policy).toEqual(policy);
+  });
+
+  it("If-None-Match is judged in the change's own transaction: of two writers that both refuse the state the other makes, one is 412", async () => {
+    const policy = await created(infraMain());
+    t.clock.now += 1000;
+    // Either writer's change leaves the policy in the state of this tag: its id, changed now.
+    const afterEither = policyEtag({ id: policy.id, updatedAt: t.clock.now });
+    const other = await startTestBroker({ db: t.db, clock: t.clock });
+    try {
+      const answers = await Promise.all(
+        [t, other].map((broker, i) =>
+          broker.request('PUT', path(policy), {
+            key: tenantKey,
+            headers: { 'If-None-Match': afterEither },
+            json: { ...infraMain(), description: `writer ${i}` },
+          }),
+        ),
+      );
+      expect(answers.map((r) => r.status).sort()).toEqual([200, 412]);
+      const winner = answers.find((r) => r.status === 200)!;
+      expect(winner.headers.get('ETag')).toBe(afterEither);
       const { policy: won } = (await winner.json()) as { policy: PolicyView };
       expect((await read(policy)).policy).toEqual(won);
     } finally {
