@@ -185,11 +185,13 @@ function descriptionOf(value: unknown, errors: PolicyFieldError[]): string | nul
 
 function issuerOf(value: unknown, ctx: PolicyRulesContext, errors: PolicyFieldError[]): string {
   const trusted = ctx.trustedIssuers.join(', ') || '(none configured)';
-  if (value !== undefined && value !== '' && typeof value !== 'string') {
+  // Left out, null or empty, the default, as for the description and the claims.
+  const unset = value === undefined || value === null || value === '';
+  if (!unset && typeof value !== 'string') {
     errors.push({ field: 'issuer', message: `issuer must be a string, one of: ${trusted}` });
     return '';
   }
-  const issuer = value === undefined || value === '' ? ctx.defaultIssuer : (value as string);
+  const issuer = unset ? ctx.defaultIssuer : (value as string);
   if (!ctx.trustedIssuers.includes(issuer)) {
     const message =
       issuer === ctx.defaultIssuer && issuer !== value

@@ -22,17 +22,35 @@ const CLAIM_DOCS = {
   repository_id: ['632596897', "The repository's numeric id."],
 } as const satisfies Record<(typeof POLICY_CLAIM_FIELDS)[number], readonly [string, string]>;
 
-/** The claim conditions as a policy shows them, or, `stored`, as a client writes them (a secret refused). */
-function claimShape(stored: boolean) {
+/**
+ * An optional member of a policy body for which `null` means left out, as Go and Terraform clients send an unset
+ * pointer: the document says nullable, and the handler sees it left out (its default, and the same warnings).
+ */
+function optionalOrNull<T extends z.ZodType>(schema: T) {
+  return schema
+    .nullable()
+    .optional()
+    .transform((value) => value ?? undefined);
+}
+
+/** The claim conditions as a policy shows them. */
+function claimShape() {
   return Object.fromEntries(
     POLICY_CLAIM_FIELDS.map((field) => {
       const [example, description] = CLAIM_DOCS[field];
-      const value = stored
-        ? storedText(`claims.${field}`, { example, description })
-        : z.string().openapi({ example, description });
-      return [field, value.optional()];
+      return [field, z.string().openapi({ example, description }).optional()];
     }),
   ) as Record<(typeof POLICY_CLAIM_FIELDS)[number], z.ZodOptional<z.ZodString>>;
+}
+
+/** The claim conditions as a client writes them: a secret refused, `null` left out. */
+function claimInputShape() {
+  return Object.fromEntries(
+    POLICY_CLAIM_FIELDS.map((field) => {
+      const [example, description] = CLAIM_DOCS[field];
+      return [field, optionalOrNull(storedText(`claims.${field}`, { example, description }))];
+    }),
+  ) as Record<(typeof POLICY_CLAIM_FIELDS)[number], ReturnType<typeof optionalOrNull<z.ZodString>>>;
 }
 
 // Said of a claim name a policy does not take, such as `sub` (a cloud trust policy's habit) or a claim GitHub issues
@@ -43,7 +61,7 @@ const NOT_A_POLICY_CLAIM =
   'claims it is made of, such as repository, ref or environment)';
 
 export const PolicyClaimsInput = z
-  .strictObject(claimShape(true), {
+  .strictObject(claimInputShape(), {
     error: (issue) => (issue.code === 'unrecognized_keys' ? NOT_A_POLICY_CLAIM : undefined),
   })
   .openapi('TrustPolicyClaims', {
@@ -62,26 +80,33 @@ export const PolicyBody = z
       description: '1–100 characters, unique in the tenant (case-insensitive).',
       example: 'deploy-infra',
     }),
-    description: storedText('description', { maxLength: 500, description: 'At most 500 characters.' })
-      .nullable()
-      .optional(),
-    issuer: storedText('issuer', {
-      description: 'The token issuer; one of the issuers the broker trusts (`GET /v1/oidc/config`).',
-      default: GITHUB_ISSUER,
-    }).optional(),
+    description: optionalOrNull(
+      storedText('description', { maxLength: 500, description: 'At most 500 characters.' }),
+    ),
+    issuer: optionalOrNull(
+      storedText('issuer', {
+        description: 'The token issuer; one of the issuers the broker trusts (`GET /v1/oidc/config`).',
+        default: GITHUB_ISSUER,
+      }),
+    ),
     claims: PolicyClaimsInput,
-    max_session_duration_seconds: z.number().optional().openapi({
-      type: 'integer',
-      minimum: 0,
-      maximum: 3600,
-      default: 0,
-      description: 'Longest token lifetime this policy grants; 0 uses the server default.',
-    }),
+    max_session_duration_seconds: optionalOrNull(
+      // The rules judge whole numbers, with their own message; the type is documentation, nullable as the others.
+      z.number().openapi({
+        type: ['integer', 'null'],
+        minimum: 0,
+        maximum: 3600,
+        default: 0,
+        description: 'Longest token lifetime this policy grants; 0 uses the server default.',
+      }),
+    ),
     permissions: PermissionList.openapi({ minItems: 1 }),
-    allow_pull_request_target: z.boolean().optional().openapi({
-      default: false,
-      description: 'Whether `pull_request_target` runs may use the policy. Leave false unless you must.',
-    }),
+    allow_pull_request_target: optionalOrNull(
+      z.boolean().openapi({
+        default: false,
+        description: 'Whether `pull_request_target` runs may use the policy. Leave false unless you must.',
+      }),
+    ),
   })
   .openapi('TrustPolicyInput');
 
@@ -91,7 +116,7 @@ export const PolicyView = z
     name: z.string(),
     description: z.string().nullable(),
     issuer: z.string(),
-    claims: z.object(claimShape(false)).openapi({ description: 'Only the conditions that are set.' }),
+    claims: z.object(claimShape()).openapi({ description: 'Only the conditions that are set.' }),
     max_session_duration_seconds: z.number().int(),
     permissions: z.array(PermissionId),
     allow_pull_request_target: z.boolean(),

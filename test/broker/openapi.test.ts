@@ -209,6 +209,32 @@ describe('OpenAPI document', () => {
     expect(schema.properties.max_session_duration_seconds).toMatchObject({ minimum: 0, maximum: 3600 });
   });
 
+  it('documents null for every optional member of the trust-policy request, as it is taken, and for no other', async () => {
+    const served = (await (await t.request('GET', '/v1/openapi.json')).json()) as {
+      components: {
+        schemas: Record<string, { required?: string[]; properties: Record<string, { type?: unknown }> }>;
+      };
+    };
+    const nullable = (schema: string) => {
+      const { properties, required = [] } = served.components.schemas[schema]!;
+      return Object.fromEntries(
+        Object.entries(properties)
+          .filter(([name]) => !required.includes(name))
+          .map(([name, p]) => [name, Array.isArray(p.type) && p.type.includes('null')]),
+      );
+    };
+    for (const schema of ['TrustPolicyInput', 'TrustPolicyClaims'])
+      for (const [name, isNullable] of Object.entries(nullable(schema)))
+        expect(isNullable, `${schema}.${name}`).toBe(true);
+    const input = served.components.schemas.TrustPolicyInput!;
+    for (const name of input.required ?? [])
+      expect([input.properties[name]?.type].flat(), name).not.toContain('null');
+    // The dry run and the exchange refuse null, and say so.
+    for (const schema of ['EvaluatePoliciesRequest'])
+      for (const [name, isNullable] of Object.entries(nullable(schema)))
+        expect(isNullable, `${schema}.${name}`).toBe(false);
+  });
+
   it('documents the fine-grained key request with its limits', () => {
     const schema = committed.components.schemas.CreateFineGrainedKey;
     expect(schema.required).toEqual(expect.arrayContaining(['name', 'permissions']));

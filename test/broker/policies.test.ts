@@ -514,6 +514,18 @@ describe('a replace that leaves a field out', () => {
       expect(shorter.policy.max_session_duration_seconds).toBe(0);
       expect(shorter.warnings).toEqual([]);
 
+      // null is left out, and told so alike (a Go or Terraform client sends null for an unset pointer).
+      await put(policy.id, { ...ghes, permissions: ['read-all'] });
+      const nulled = await put(policy.id, {
+        ...ghes,
+        issuer: null,
+        max_session_duration_seconds: null,
+        permissions: ['read-all'],
+      });
+      expect(nulled.policy).toMatchObject({ issuer: GITHUB, max_session_duration_seconds: 0 });
+      expect(nulled.warnings).toEqual(warnings);
+      await put(policy.id, { ...ghes, permissions: ['read-all'] });
+
       // An empty issuer takes the default as a left-out one does (a client that sends every field, some empty), and
       // is told so alike.
       const emptied = await put(policy.id, { ...ghes, issuer: '', permissions: ['read-all'] });
@@ -524,6 +536,80 @@ describe('a replace that leaves a field out', () => {
     } finally {
       await b.close();
     }
+  });
+});
+
+describe('null for an optional field, as Go and Terraform clients send an unset pointer', () => {
+  it('is taken as left out: the same policy, defaults and warnings, on create and on replace', async () => {
+    const unset = {
+      description: null,
+      issuer: null,
+      max_session_duration_seconds: null,
+      allow_pull_request_target: null,
+    };
+    const nulls = {
+      ...infraMain(),
+      ...unset,
+      claims: { repository: 'acme/infra', ref: null, environment: null, repository_id: null },
+      permissions: ['harden-runner:write'],
+    };
+    const leftOut = {
+      ...infraMain(),
+      claims: { repository: 'acme/infra' },
+      permissions: ['harden-runner:write'],
+    };
+    const sent = await create(nulls);
+    expect(sent.res.status, JSON.stringify(sent.body)).toBe(201);
+    const expected = await create({ ...leftOut, name: 'left-out' });
+    const { id, created_at, updated_at, name, ...policy } = sent.body.policy;
+    const { id: _, created_at: __, updated_at: ___, name: ____, ...asLeftOut } = expected.body.policy;
+    expect(policy).toEqual(asLeftOut);
+    expect(policy).toMatchObject({
+      description: null,
+      issuer: GITHUB,
+      claims: { repository: 'acme/infra' },
+      max_session_duration_seconds: 0,
+      allow_pull_request_target: false,
+    });
+    expect(sent.body.warnings).toEqual(expected.body.warnings);
+    expect(sent.body.warnings.length).toBeGreaterThan(0);
+
+    // A replace sending null changes nothing that leaving the field out would not.
+    const put = await t.request('PUT', `/v1/oidc/policies/${id}`, { key: tenantKey, json: nulls });
+    expect(put.status).toBe(200);
+    expect(await put.json()).toMatchObject({ policy: { updated_at } });
+  });
+
+  it('beside a field of the wrong type, only that field is named', async () => {
+    const { res, body } = await create({
+      ...infraMain(),
+      name: 42,
+      issuer: null,
+      allow_pull_request_target: null,
+    });
+    expect(res.status).toBe(422);
+    expect((body as unknown as { errors: { field: string }[] }).errors.map((e) => e.field)).toEqual(['name']);
+  });
+
+  it('is still refused for a field the policy cannot do without, and in the dry run and the exchange', async () => {
+    for (const field of ['name', 'claims', 'permissions'] as const) {
+      const { res, body } = await create({ ...infraMain(), [field]: null });
+      expect(res.status, field).toBe(422);
+      expect((body as unknown as { errors: { field: string }[] }).errors.map((e) => e.field)).toContain(
+        field,
+      );
+    }
+    const dryRun = await t.request('POST', '/v1/oidc/policies/evaluate', {
+      key: tenantKey,
+      json: { claims: { repository: 'acme/infra' }, policy: null },
+    });
+    expect(dryRun.status).toBe(400);
+    expect(await dryRun.json()).toMatchObject({ errors: [{ field: 'policy' }] });
+    const exchange = await t.request('POST', '/v1/oidc/token', {
+      json: { oidc_token: 'x.y.z', policy: null, permissions: null },
+    });
+    expect(exchange.status).toBe(400);
+    expect(await exchange.json()).toMatchObject({ code: 'invalid_request' });
   });
 });
 
