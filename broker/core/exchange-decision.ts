@@ -9,7 +9,7 @@ import { withoutSecrets } from './keys.js';
 import { CLOCK_SKEW_SECONDS, type VerifiedClaims } from './oidc-verify.js';
 import type { Permission } from './permissions.js';
 import { type Allow, type Deny, evaluatePolicies } from './policy-evaluate.js';
-import { policyNameKey } from './policy-names.js';
+import { namesakesDetail, policyNameKey } from './policy-names.js';
 import type { TrustPolicy } from './policy-types.js';
 
 interface Granted {
@@ -155,7 +155,7 @@ function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
         'ambiguous_policy',
         named === null
           ? `trust policies ${deny.tiedPolicies.join(', ')} match equally well; name one with "policy"`
-          : `trust policies ${deny.tiedPolicies.join(', ')} all have the name "${named}", as names are compared ignoring case and accent encoding; name one exactly as it is written`,
+          : namesakesDetail(named, deny.tiedPolicies),
         { extensions: { ...echoed, policies: deny.tiedPolicies } },
       );
     }

@@ -35,3 +35,8 @@ export function policiesNamed<T extends { name: string }>(policies: readonly T[]
   const exact = named.filter((p) => p.name === name);
   return exact.length === 1 ? exact : named;
 }
+
+/** Why a name that names several policies (namesakes an upgrade kept, none written as asked) selects none of them. */
+export function namesakesDetail(name: string, policies: readonly string[]): string {
+  return `trust policies ${policies.join(', ')} all have the name "${name}", as names are compared ignoring case and accent encoding; name one exactly as it is written`;
+}

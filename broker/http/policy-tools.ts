@@ -6,13 +6,14 @@ import type { AuthenticateDeps } from '../core/authenticate.js';
 import { findPoliciesNamed } from '../core/policies.js';
 import { type DryRun, dryRunPolicies } from '../core/policy-dry-run.js';
 import type { Decision, PolicyExplanation } from '../core/policy-evaluate.js';
+import { namesakesDetail } from '../core/policy-names.js';
 import type { TrustPolicy } from '../core/policy-types.js';
 import { workflowSnippet } from '../core/workflow-snippet.js';
 import { BrokerError, retryAfter } from '../errors.js';
 import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import { ConfigQuery, EvaluateBody, EvaluateResult, OidcConfig } from './policy-schemas.js';
-import { authErrors, badRequest, NoQuery, notFound, notReady } from './schemas.js';
+import { authErrors, badRequest, NoQuery, notFound, notReady, problem } from './schemas.js';
 
 const TAGS = ['Trust policies'];
 
@@ -152,6 +153,10 @@ export function registerPolicyToolRoutes(
         ...badRequest,
         ...authErrors,
         ...notFound,
+        409: problem(
+          '`ambiguous_policy`: `policy` names several policies (namesakes an upgrade kept, none written so), as ' +
+            'the exchange would refuse it; `policies` lists them: name one exactly as it is written.',
+        ),
       },
     }),
     async (c) => {
@@ -159,8 +164,17 @@ export function registerPolicyToolRoutes(
       const name = c.req.valid('query').policy;
       let policy: TrustPolicy | undefined;
       if (name !== undefined) {
-        policy = (await findPoliciesNamed(store, tenant.id, name))[0];
-        if (!policy) throw new BrokerError('not_found', `no trust policy named "${name}" in this tenant`);
+        const named = await findPoliciesNamed(store, tenant.id, name);
+        if (named.length === 0)
+          throw new BrokerError('not_found', `no trust policy named "${name}" in this tenant`);
+        // Namesakes an upgrade kept, none written as asked: the exchange would refuse the snippet's name alike.
+        if (named.length > 1) {
+          const policies = named.map((p) => p.name).sort();
+          throw new BrokerError('ambiguous_policy', namesakesDetail(name, policies), {
+            extensions: { policies },
+          });
+        }
+        policy = named[0];
       }
       const apiUrl = `${config.publicUrl}/v1`;
       const workflow = workflowSnippet({

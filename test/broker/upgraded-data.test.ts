@@ -24,7 +24,7 @@ async function fileAsEarlierVersion(id: string, name: string): Promise<void> {
 }
 
 describe('trust policies an earlier version saved under names that are now one name', () => {
-  it('an exchange, a dry run and the workflow snippet naming one as it is written get that one', async () => {
+  it('an exchange, a dry run and the workflow snippet naming one as it is written get that one; naming neither, the exchange and the snippet are 409', async () => {
     f = await startFederation();
     await f.policy('STRASSE', {
       claims: { repository: 'acme/infra' },
@@ -68,6 +68,21 @@ describe('trust policies an earlier version saved under names that are now one n
     expect(body.detail).toBe(
       'trust policies STRASSE, Straße all have the name "strasse", as names are compared ignoring case and accent encoding; name one exactly as it is written',
     );
+
+    // The workflow snippet for that name would be refused so: it is refused alike, not tailored to either one, by
+    // the upgraded broker that starts on the database an earlier version left.
+    const upgraded = await startTestBroker({ db: f.t.db });
+    try {
+      const config = await upgraded.request('GET', '/v1/oidc/config?policy=strasse', { key: f.key });
+      expect(config.status).toBe(409);
+      expect(await config.json()).toMatchObject({
+        code: 'ambiguous_policy',
+        policies: ['STRASSE', 'Straße'],
+        detail: body.detail,
+      });
+    } finally {
+      await upgraded.close();
+    }
   });
 });
 
