@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { DESIGN_PERMISSIONS } from '../support/design-catalogue.js';
+import { Gen } from '../support/seeded.js';
 
 // ---- The model, written from DESIGN §2/§3 and the README ----
 
@@ -116,28 +117,7 @@ function expand(
 
 // ---- A seeded generator ----
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-class Gen {
-  constructor(private readonly next: () => number) {}
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)]!;
-  }
+class StepGen extends Gen {
   some<T>(items: readonly T[], most: number): T[] {
     const n = 1 + this.int(most);
     return Array.from({ length: n }, () => this.pick(items));
@@ -177,7 +157,7 @@ class World {
   private counter = 0;
 
   constructor(
-    readonly g: Gen,
+    readonly g: StepGen,
     private readonly db: TestDatabase,
     start: number,
   ) {
@@ -712,7 +692,7 @@ const OPERATIONS: [weight: number, run: (w: World, label: string) => Promise<voi
 ];
 
 async function run(seed: number, steps: number): Promise<void> {
-  const g = new Gen(mulberry32(seed));
+  const g = new StepGen(seed);
   const db = await createTestDatabase();
   // A start with milliseconds, so that whole-second claims and millisecond expiries meet at their edges.
   const w = new World(g, db, Date.UTC(2026, 0, 5, 9, 30, 0, 250 + g.int(750)));

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DESIGN_READS } from '../support/design-catalogue.js';
 import { type Federation, startFederation } from '../support/federation.js';
 import { GITHUB_ISSUER } from '../support/local-issuer.js';
+import { Gen } from '../support/seeded.js';
 
 const GHES = 'https://ghe.example.com/_services/token';
 const DEFAULT_SESSION = 900;
@@ -135,31 +136,7 @@ function model(policies: ModelPolicy[], job: Job, request: ModelRequest): Outcom
 
 // ---- A seeded generator of GitHub-shaped worlds ----
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-class Gen {
-  constructor(private readonly next: () => number) {}
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)]!;
-  }
-  subset<T>(items: readonly T[], p = 0.5): T[] {
-    return items.filter(() => this.chance(p));
-  }
+class WorldGen extends Gen {
   /** The same name in another case, as a GitHub name may be typed. */
   recase(s: string): string {
     return this.pick([s, s.toUpperCase(), s.charAt(0).toUpperCase() + s.slice(1)]);
@@ -195,7 +172,7 @@ const EVENTS = ['push', 'pull_request', 'pull_request_target', 'workflow_dispatc
 const SHA = '30bace97d4fbcd657d31d2de06068ab14b491473';
 const PERMISSIONS = ['harden-runner:read', 'harden-runner:write', 'audit-log:read', 'secure-registry:read'];
 
-function randomJob(g: Gen): Job {
+function randomJob(g: WorldGen): Job {
   const repo = g.pick(REPOS);
   // GitHub spells a name as its owner does; a job may see it in any case the account was registered with.
   const ownerSpelling = g.chance(0.2) ? g.recase(repo.owner) : repo.owner;
@@ -218,7 +195,7 @@ function randomJob(g: Gen): Job {
 }
 
 /** A policy written with the job in mind most of the time, so that matches, ties and near misses are common. */
-function randomPolicy(g: Gen, name: string, job: Job): ModelPolicy {
+function randomPolicy(g: WorldGen, name: string, job: Job): ModelPolicy {
   const near = g.chance(0.7);
   const value = (own: string | undefined, others: readonly string[]) =>
     near && own !== undefined && own !== '' && g.chance(0.75) ? own : g.pick(others);
@@ -264,7 +241,7 @@ interface Case {
 }
 
 function randomCase(seed: number): Case {
-  const g = new Gen(mulberry32(seed));
+  const g = new WorldGen(seed);
   const job = randomJob(g);
   const policies = Array.from({ length: 1 + g.int(4) }, (_, i) => randomPolicy(g, `policy-${i}`, job));
   const request: ModelRequest = {};
