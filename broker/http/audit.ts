@@ -1,21 +1,20 @@
 // GET /v1/audit-events: the tenant's audit log, newest first, cursor-paginated, filterable by type.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AuthenticateDeps } from '../core/authenticate.js';
-import { BrokerError } from '../errors.js';
 import { AUDIT_EVENT_TYPES, AUDIT_OUTCOMES, type AuditEvent } from '../store/store.js';
 import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
 import {
   authErrors,
   badRequest,
+  cursorRefused,
   iso,
+  NOT_A_CURSOR,
   pageLimit,
   queryParameter,
   queryParameters,
   Timestamp,
 } from './schemas.js';
-
-const NOT_A_CURSOR = 'not a cursor this endpoint returned; pass back the next_cursor of the previous page';
 
 const Query = queryParameters({
   type: queryParameter(
@@ -86,9 +85,6 @@ const Event = z
   .openapi('AuditEvent');
 
 const encodeCursor = (id: number) => Buffer.from(`e${id}`).toString('base64url');
-const cursorRefused = (message: string) =>
-  BrokerError.fields('invalid_request', [{ field: 'cursor', message }]);
-
 /**
  * The id of the event a cursor stands after: only a cursor written exactly as this endpoint writes them, naming an
  * event of the caller's own tenant. A cursor of another tenant's log (a script paging with the wrong key), or one

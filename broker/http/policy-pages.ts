@@ -1,10 +1,7 @@
 // The pages of GET /v1/oidc/policies: its query parameters and the cursor that continues after a page's last name.
 import { z } from '@hono/zod-openapi';
-import { BrokerError } from '../errors.js';
-import { pageLimit, queryParameter, queryParameters } from './schemas.js';
+import { cursorRefused, NOT_A_CURSOR, pageLimit, queryParameter, queryParameters } from './schemas.js';
 import { nameCharacters } from './text.js';
-
-const NOT_A_CURSOR = 'not a cursor this endpoint returned; pass back the next_cursor of the previous page';
 
 export const ListPoliciesQuery = queryParameters({
   name: z
@@ -41,9 +38,6 @@ export const ListPoliciesQuery = queryParameters({
  */
 export const encodeCursor = (tenantId: string, nameKey: string): string =>
   Buffer.from(JSON.stringify([tenantId, nameKey])).toString('base64url');
-
-const cursorRefused = (message: string) =>
-  BrokerError.fields('invalid_request', [{ field: 'cursor', message }]);
 
 /** The name key a cursor continues after: only of a cursor written exactly as encodeCursor writes them, of this tenant. */
 export function cursorKey(cursor: string, tenantId: string): string {

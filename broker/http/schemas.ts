@@ -2,6 +2,7 @@
 import { z } from '@hono/zod-openapi';
 import { ACCESS_TOKEN_TYPE } from '../core/access-tokens.js';
 import { ALL_PERMISSIONS, SHORTCUTS } from '../core/permissions.js';
+import { BrokerError } from '../errors.js';
 
 export const Problem = z
   .looseObject({
@@ -67,6 +68,14 @@ export function queryParameters<T extends z.ZodRawShape>(shape: T) {
 /** A query parameter as a URL template leaves it: an empty one (`?type=&cursor=`) is an absent one. */
 export const queryParameter = <T extends z.ZodType>(schema: T) =>
   z.preprocess((value) => (value === '' ? undefined : value), schema);
+
+/** Said of a `?cursor=` that no page of the endpoint returned. */
+export const NOT_A_CURSOR =
+  'not a cursor this endpoint returned; pass back the next_cursor of the previous page';
+
+/** A `?cursor=` refused, naming the parameter: made up, mangled, or of another tenant. */
+export const cursorRefused = (message: string) =>
+  BrokerError.fields('invalid_request', [{ field: 'cursor', message }]);
 
 /** How many items a page holds, `?limit=`: 1 to `max`, `fallback` when left out. */
 export function pageLimit(max: number, fallback: number, description: string) {
