@@ -201,13 +201,8 @@ const view = (p: TrustPolicy) => ({
   updated_at: iso(p.updatedAt),
 });
 
-const NO_CONDITIONS: ConditionHeaders = { ifMatch: undefined, ifNoneMatch: undefined };
-
-function changed(
-  result: PolicyChange,
-  id = '',
-  refusal = () => conditionFailed(id, 'If-Match', NO_CONDITIONS, true),
-) {
+/** The answer to a create or replace, or its refusal; `refusal`, the 412 of a replace sent with conditions. */
+function changed(result: PolicyChange, id = '', refusal?: () => BrokerError) {
   if (result.ok) return { policy: view(result.policy), warnings: result.warnings };
   switch (result.reason) {
     case 'invalid':
@@ -232,7 +227,8 @@ function changed(
     case 'not_found':
       throw notFoundError(id);
     case 'precondition_failed':
-      throw refusal();
+      // Only a change sent with conditions can fail one.
+      throw refusal?.() ?? new Error('a change without conditions failed one');
   }
 }
 
