@@ -3,7 +3,7 @@ import { randomUUID, sign, verify } from 'node:crypto';
 import type { Store, Tenant } from '../store/store.js';
 import { unauthenticated } from './authenticate.js';
 import { parseCompactJws } from './jws-compact.js';
-import { isPermission, type Permission, withImplied } from './permissions.js';
+import { isPermission, type Permission } from './permissions.js';
 import { effectivePermissions, type Principal } from './principal.js';
 import { type ActiveKey, CLOCK_SKEW_MS, MAX_TOKEN_LIFETIME_MS, type SigningKeys } from './signing-keys.js';
 import type { TenantDirectory } from './tenant-directory.js';
@@ -12,6 +12,7 @@ export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
 
 export interface MintInput {
   tenant: Tenant;
+  /** Its `permissions` and `scope`, as granted: each `:write` with the `:read` it implies (withImplied). */
   permissions: Permission[];
   lifetimeSeconds: number;
   /** `sub`: the workflow's subject for exchanged tokens, the minting credential otherwise. */
@@ -38,8 +39,6 @@ export interface MintedToken {
   expiresAt: number;
   /** Seconds from `iat` to `exp`: the lifetime asked for, or less where `notAfter` came first. */
   expiresIn: number;
-  /** Its `permissions`: those granted, each `:write` with the `:read` it implies, in catalogue order. */
-  permissions: Permission[];
 }
 
 export interface AccessTokenClaims {
@@ -151,17 +150,14 @@ export function createAccessTokens(deps: {
         input.notAfter === undefined ? Number.POSITIVE_INFINITY : Math.floor(input.notAfter / 1000);
       const exp = Math.min(iat + input.lifetimeSeconds, latest);
       const jti = input.jti ?? randomUUID();
-      // Written out as the broker honours them (write implies read): a resource server authorises by `scope` as it
-      // reads, and a token granted a write would otherwise be refused the read that comes with it.
-      const permissions = withImplied(input.permissions);
       const claims: AccessTokenClaims = {
         iss: issuer,
         sub: input.subject,
         aud: input.tenant.audience,
         client_id: input.clientId,
         tenant: input.tenant.name,
-        scope: permissions.join(' '),
-        permissions,
+        scope: input.permissions.join(' '),
+        permissions: input.permissions,
         jti,
         iat,
         exp,
@@ -182,7 +178,6 @@ export function createAccessTokens(deps: {
         jti,
         expiresAt: exp * 1000,
         expiresIn: exp - iat,
-        permissions,
       };
     },
     verify: verifyToken,

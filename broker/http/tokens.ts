@@ -4,6 +4,7 @@ import type { AccessTokens } from '../core/access-tokens.js';
 import { grantablePermissions, keyRevocation } from '../core/api-keys.js';
 import { type AuthenticateDeps, unauthenticated } from '../core/authenticate.js';
 import { keyHint, keyKindOf } from '../core/keys.js';
+import { withImplied } from '../core/permissions.js';
 import { actorOf, changedBy } from '../core/principal.js';
 import { CLOCK_SKEW_MS } from '../core/signing-keys.js';
 import { BrokerError } from '../errors.js';
@@ -161,9 +162,11 @@ export function registerTokenRoutes(
         );
       }
       const body = c.req.valid('json');
-      const permissions = body.permissions
-        ? grantablePermissions(principal, body.permissions)
-        : principal.permissions;
+      // Written out as the broker honours them (write implies read): a resource server authorises by `scope` as it
+      // reads, and a token granted a write would otherwise be refused the read that comes with it.
+      const permissions = withImplied(
+        body.permissions ? grantablePermissions(principal, body.permissions) : principal.permissions,
+      );
       if (permissions.length === 0) {
         // E.g. a Secure Registry key while its category is disabled: as `permissions: []` is refused, so is this.
         throw BrokerError.fields('invalid_request', [
@@ -212,7 +215,7 @@ export function registerTokenRoutes(
           outcome: 'success',
           actor: actorOf(principal),
           target: { type: 'access_token', id: minted.jti },
-          details: { permissions: minted.permissions, expires_at: iso(minted.expiresAt) },
+          details: { permissions, expires_at: iso(minted.expiresAt) },
         },
         at,
       );
@@ -228,7 +231,7 @@ export function registerTokenRoutes(
           accessToken: minted.token,
           expiresIn: minted.expiresIn,
           expiresAt: minted.expiresAt,
-          permissions: minted.permissions,
+          permissions,
           tenant: principal.tenant.name,
         }),
         201,
