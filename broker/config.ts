@@ -349,7 +349,7 @@ function database(env: Env): DatabaseConfig {
     if (hostEndsEarly(raw)) {
       throw new ConfigError(
         'DATABASE_URL',
-        'has an "@" after its host: percent-encode special characters in the user name and password (a "/", "?" or "#" there ends the host)',
+        'has an "@" after its host: percent-encode special characters in the user name and password (a "/", "?" or "#" there ends the host); a database whose name has an "@" is named by PGDATABASE, with no database in the URL (postgres://USER:PASS@HOST:PORT)',
       );
     }
     return {

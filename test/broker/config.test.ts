@@ -502,6 +502,20 @@ describe('loadConfig', () => {
     expect(() => loadConfig(env)).not.toThrow(/s3cret|1234/);
   });
 
+  // A database whose name has an "@" cannot be told from such a password, and pg does not decode "%40" in the
+  // path: the refusal names the way that works, the name in PGDATABASE and none in the URL.
+  it('refuses an "@" in the database name with the way to name such a database', () => {
+    const env = {
+      DATABASE_URL: 'postgres://broker:pw@db.example.com/team@oidc',
+      BROKER_KEY_ENCRYPTION_KEY: 'ab'.repeat(32),
+    };
+    expect(() => loadConfig(env)).toThrow(
+      'a database whose name has an "@" is named by PGDATABASE, with no database in the URL (postgres://USER:PASS@HOST:PORT)',
+    );
+    const named = loadConfig({ ...env, DATABASE_URL: 'postgres://broker:pw@db.example.com' });
+    expect(named.database).toMatchObject({ engine: 'postgres', url: 'postgres://broker:pw@db.example.com' });
+  });
+
   it.each([
     [{ BROKER_PUBLIC_URL: 'localhost:8080' }, 'BROKER_PUBLIC_URL'],
     [{ BROKER_PUBLIC_URL: 'broker.example.com' }, 'BROKER_PUBLIC_URL'],
