@@ -1,5 +1,6 @@
 // Per-issuer cache of OIDC signing keys (DESIGN §6): bounded fetches, unknown-kid cooldown, last good keys kept.
 import { createPublicKey, type KeyObject } from 'node:crypto';
+import { elapsed } from './elapsed.js';
 import { isLoopbackHost } from './loopback.js';
 import { ProxyRefusedError, ProxyUnreachableError } from './proxy-tunnel.js';
 
@@ -348,15 +349,6 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
       }));
     },
   };
-}
-
-/**
- * Time from `since` to `t`. A wall clock stepped back in between (NTP, a restored VM) counts as long ago, not as
- * a wait: otherwise the cooldown and the cache's age would hold for as long as the clock went back, and an issuer
- * that failed once would not be asked again, nor a rotated key looked for, for that long.
- */
-function elapsed(t: number, since: number): number {
-  return t < since ? Number.POSITIVE_INFINITY : t - since;
 }
 
 /** The statuses that send a client elsewhere (RFC 9110 §15.4); fetch refuses them with `redirect: 'error'`. */

@@ -12,6 +12,7 @@ import {
 } from 'node:crypto';
 import { StoreUnavailable } from '../store/sql.js';
 import { ERASED_PRIVATE_KEY, type SigningKeyRecord, type Store } from '../store/store.js';
+import { elapsed } from './elapsed.js';
 
 /** The longest any broker token lives (POST /v1/tokens allows 12 h); retired keys stay published this long. */
 export const MAX_TOKEN_LIFETIME_MS = 12 * 3600 * 1000;
@@ -202,10 +203,11 @@ export async function openSigningKeys(deps: {
   // Every request that finds the keys due waits for a reload; those arriving while one is read share it rather
   // than each reading the store. Only one that began under RELOAD_MS ago is shared, so that what a request is
   // answered with is still never older than RELOAD_MS; if it fails, each request sharing it fails (503) and the
-  // next one due reads again.
+  // next one due reads again. A clock set back since counts as long ago (see elapsed), so a replica whose clock is
+  // set right does not go on with the keys as they were for as long as the clock went back.
   const fresh = async () => {
-    if (now() - loadedAt < RELOAD_MS) return;
-    if (reloading && now() - reloading.started < RELOAD_MS) await reloading.done;
+    if (elapsed(now(), loadedAt) < RELOAD_MS) return;
+    if (reloading && elapsed(now(), reloading.started) < RELOAD_MS) await reloading.done;
     else await reload();
   };
   // Of the keys not retired at `at`, the one activated last signs; replicas that raced to create the first key
@@ -246,7 +248,7 @@ export async function openSigningKeys(deps: {
     },
     async verificationKey(kid) {
       await fresh();
-      if (!keys.has(kid) && now() - lastMissReload >= MISS_RELOAD_COOLDOWN_MS) {
+      if (!keys.has(kid) && elapsed(now(), lastMissReload) >= MISS_RELOAD_COOLDOWN_MS) {
         lastMissReload = now();
         await reload();
       }

@@ -2,7 +2,12 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../broker/config.js';
-import { openSigningKeys, PUBLISH_AHEAD_MS, type SigningKeys } from '../../broker/core/signing-keys.js';
+import {
+  openSigningKeys,
+  PUBLISH_AHEAD_MS,
+  replaceSigningKeys,
+  type SigningKeys,
+} from '../../broker/core/signing-keys.js';
 import { openStore } from '../../broker/store/open-store.js';
 import { StoreUnavailable } from '../../broker/store/sql.js';
 import type { Store } from '../../broker/store/store.js';
@@ -203,6 +208,24 @@ describe(`signing keys (${requestedEngine()})`, () => {
     clock.now += MINUTE;
     watched.failNext(new TypeError('a defect'));
     await expect(keys.jwks()).rejects.toBeInstanceOf(TypeError);
+  });
+
+  it("a replica whose clock is set back (NTP, a restored VM) still takes up a rotation's key on time", async () => {
+    // B's clock ran an hour ahead when it loaded the keys, and looked for an unknown kid; then NTP set it right.
+    const b = await replica();
+    const first = await signer(b);
+    expect(await b.verificationKey('no-such-kid')).toBeUndefined();
+    clock.now -= HOUR;
+    const a = await replica();
+    const { kid: next, activeFrom } = await a.rotate();
+    // Within a minute B publishes the new key, and it signs with it from the moment every other replica does.
+    clock.now += MINUTE;
+    expect((await published(b)).sort()).toEqual([first, next].sort());
+    clock.now = activeFrom;
+    expect(await signer(b)).toBe(next);
+    // A key that signs at once (oidc-broker signing-key replace) is looked up at once, not an hour later.
+    const replaced = await replaceSigningKeys({ store, kek: randomBytes(32), now: () => clock.now });
+    expect(await b.verificationKey(replaced.kid)).toBeDefined();
   });
 
   it('two rotations in a row hand over in order, each key published before it signs', async () => {
