@@ -108,13 +108,15 @@ export function openSqlite(path: string): SqlDriver {
    * again between other work, up to the busy timeout.
    */
   const whenUnlocked = async <T>(fn: () => T, owner = false): Promise<T> => {
-    const deadline = Date.now() + BUSY_TIMEOUT_MS;
+    // On the monotonic clock: a wall clock set back meanwhile (NTP, a restored VM) would hold the request for as long.
+    const deadline = performance.now() + BUSY_TIMEOUT_MS;
     for (let pause = 1; ; pause = Math.min(pause * 2, BUSY_RETRY_MAX_MS)) {
       if (!owner) while (current) await current;
       try {
         return fn();
       } catch (error) {
-        if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= deadline) translate(error);
+        if ((error as { code?: string }).code !== 'SQLITE_BUSY' || performance.now() >= deadline)
+          translate(error);
       }
       await sleep(pause);
     }

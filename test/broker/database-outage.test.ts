@@ -631,6 +631,23 @@ describe('SQLite, whatever engine the suite runs', () => {
     expect(answered.slice(0, 2).sort()).toEqual(['readyz 200', 'whoami 200']);
     expect(answered[2]).toBe('write 503');
   }, 20_000);
+
+  it('gives up at the 5 s busy timeout even when the wall clock is set back meanwhile (NTP, a restored VM)', async () => {
+    const db = await createTestDatabase('sqlite');
+    cleanups.push(() => db.drop());
+    const t = await startTestBroker({ db });
+    cleanups.push(() => t.broker.close());
+    const { key } = await t.createTenant('acme');
+    holdSqliteWriteLock(db.file!);
+    const started = performance.now();
+    const write = createKey(t, key);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const wallClock = Date.now;
+    const setBack = vi.spyOn(Date, 'now').mockImplementation(() => wallClock() - 3_600_000);
+    cleanups.push(() => setBack.mockRestore());
+    expect((await write).status).toBe(503);
+    expect(performance.now() - started).toBeLessThan(10_000);
+  }, 20_000);
 });
 
 describe(`a mistake in a query (${engine})`, () => {
