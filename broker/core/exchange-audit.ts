@@ -19,9 +19,14 @@ export function callerClaims(c: VerifiedClaims) {
 
 const ACTOR = (c: VerifiedClaims) => ({ kind: 'workflow', id: c.sub, name: c.job_workflow_ref });
 
+/**
+ * `requestId`: the id of the exchange's answer (its `X-Request-Id`, its problem's `request_id`, its log lines), which
+ * the action prints when it fails: what a workflow's owner hands the tenant's admins or the operator to find it by.
+ */
 export function auditEvent(
   tenant: Tenant,
   c: VerifiedClaims,
+  requestId: string,
   fields: Partial<AuditEventInput>,
 ): AuditEventInput {
   return {
@@ -39,6 +44,7 @@ export function auditEvent(
       ref: c.ref,
       event_name: c.event_name ?? null,
       oidc_jti: c.jti,
+      request_id: requestId,
       ...fields.details,
     },
   };
@@ -48,8 +54,14 @@ export function auditEvent(
 export function deniedEvent(
   tenant: Tenant,
   c: VerifiedClaims,
+  requestId: string,
   details: Record<string, unknown>,
   fields: Partial<AuditEventInput> = {},
 ): AuditEventInput {
-  return auditEvent(tenant, c, { ...fields, type: 'token.exchange_denied', outcome: 'denied', details });
+  return auditEvent(tenant, c, requestId, {
+    ...fields,
+    type: 'token.exchange_denied',
+    outcome: 'denied',
+    details,
+  });
 }

@@ -81,7 +81,7 @@ async function decideAndRecord(request: ExchangeRequest, job: Job, deps: Exchang
     const audited = named.length > 0 ? evaluate([...candidates, ...named]) : decision;
     const considered = (audited.allow ? decision : audited).audit.policies;
     await store.audit.append(
-      deniedEvent(tenant, claims, {
+      deniedEvent(tenant, claims, deps.requestId, {
         reason: decision.reason,
         requested_permissions: permissions ?? null,
         // A key pasted as the policy name is recorded as its hint, as a path holding one is.
@@ -105,11 +105,11 @@ async function decideAndRecord(request: ExchangeRequest, job: Job, deps: Exchang
   const fresh = await store.tokens.recordExchange(
     { issuer: claims.iss, jti: claims.jti, expiresAt: (claims.exp + CLOCK_SKEW_SECONDS) * 1000 },
     {
-      fresh: auditEvent(tenant, claims, {
+      fresh: auditEvent(tenant, claims, deps.requestId, {
         target,
         details: { token_jti: jti, permissions: decision.permissions, expires_in: decision.durationSeconds },
       }),
-      replayed: deniedEvent(tenant, claims, { reason: 'token_replayed' }, { target }),
+      replayed: deniedEvent(tenant, claims, deps.requestId, { reason: 'token_replayed' }, { target }),
     },
     at,
     { id: policy.id, updatedAt: policy.updatedAt },

@@ -40,13 +40,15 @@ export interface ExchangeDeps {
   rateLimiter: RateLimiter;
   defaultSessionSeconds: number;
   now: () => number;
+  /** The request's logger and id, which its audit events carry too. */
   log: Logger;
+  requestId: string;
 }
 
 async function resolveTenant(
   claims: VerifiedClaims,
   named: string | undefined,
-  deps: Pick<ExchangeDeps, 'store' | 'tenants' | 'rateLimiter'>,
+  deps: Pick<ExchangeDeps, 'store' | 'tenants' | 'rateLimiter' | 'requestId'>,
   at: number,
 ): Promise<Tenant> {
   if (named === undefined) {
@@ -68,7 +70,7 @@ async function resolveTenant(
     // repository's exchange budget, as every audited refusal of a verified token is.
     await takeRateLimit(tenant, claims, deps, at);
     await deps.store.audit.append(
-      deniedEvent(tenant, claims, { reason: 'audience_mismatch', audience: claims.aud }),
+      deniedEvent(tenant, claims, deps.requestId, { reason: 'audience_mismatch', audience: claims.aud }),
       at,
     );
   }
@@ -99,7 +101,7 @@ const issuerNumber = (iss: string): number => {
 async function takeRateLimit(
   tenant: Tenant,
   claims: VerifiedClaims,
-  deps: Pick<ExchangeDeps, 'store' | 'rateLimiter'>,
+  deps: Pick<ExchangeDeps, 'store' | 'rateLimiter' | 'requestId'>,
   at: number,
   repositoryKey = claims.repository.toLowerCase(),
 ): Promise<void> {
@@ -108,7 +110,10 @@ async function takeRateLimit(
   if (limited.ok) return;
   if (limited.startsRun) {
     await deps.store.audit.append(
-      deniedEvent(tenant, claims, { reason: 'rate_limited', retry_after_seconds: limited.retryAfterSeconds }),
+      deniedEvent(tenant, claims, deps.requestId, {
+        reason: 'rate_limited',
+        retry_after_seconds: limited.retryAfterSeconds,
+      }),
       at,
     );
   }
@@ -170,7 +175,7 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
     // A verified workflow was refused: its tenant's admins see it, as they see every other refusal. The entry
     // itself is left out of the event: it is whatever the caller typed, and could be anything.
     await store.audit.append(
-      deniedEvent(tenant, claims, {
+      deniedEvent(tenant, claims, deps.requestId, {
         reason: 'invalid_request',
         errors: requested.problems.map(({ field, why }) => ({ field, message: why })),
       }),

@@ -162,7 +162,7 @@ function fromForm(form: z.infer<typeof FormRequest>): ExchangeRequest {
 
 export function registerTokenExchangeRoute(
   app: OpenAPIHono<BrokerEnv>,
-  deps: Omit<ExchangeDeps, 'log'>,
+  deps: Omit<ExchangeDeps, 'log' | 'requestId'>,
 ): void {
   app.openapi(
     bodyRequiredInDocument(
@@ -233,7 +233,11 @@ export function registerTokenExchangeRoute(
           'send {"oidc_token": ...} as application/json, or an RFC 8693 form with subject_token',
         );
       }
-      const result = await exchangeToken(request, { ...deps, log: c.get('log') });
+      const result = await exchangeToken(request, {
+        ...deps,
+        log: c.get('log'),
+        requestId: c.get('requestId'),
+      });
       c.header('Cache-Control', 'no-store');
       return c.json({ ...issuedToken(result), policy: result.policy }, 200);
     },

@@ -547,6 +547,29 @@ describe('denials and the audit log', () => {
     expect(evaluated.warnings.join(' ')).not.toMatch(/null/);
   });
 
+  it("the request id of an exchange's answer, which the action prints on a failure, finds its audit event", async () => {
+    await f.policy('main', MAIN);
+    const requestIdOf = async (token: string) => {
+      const res = await f.exchange(token);
+      const id = res.headers.get('X-Request-Id');
+      expect(id).toMatch(/^[0-9a-f-]{36}$/);
+      return { status: res.status, id };
+    };
+    const refused = f.issuer.sign({ ref: 'refs/heads/dev' });
+    const granted = f.issuer.sign();
+    const denial = await requestIdOf(refused);
+    const success = await requestIdOf(granted);
+    const replay = await requestIdOf(granted);
+    expect([denial.status, success.status, replay.status]).toEqual([403, 200, 401]);
+    const jtiOf = (token: string) => payloadOf(token).jti as string;
+    expect((await auditFor('token.exchange_denied', jtiOf(refused)))[0]?.details.request_id).toBe(denial.id);
+    expect((await auditFor('token.exchanged', jtiOf(granted)))[0]?.details.request_id).toBe(success.id);
+    expect((await auditFor('token.exchange_denied', jtiOf(granted)))[0]?.details).toMatchObject({
+      reason: 'token_replayed',
+      request_id: replay.id,
+    });
+  });
+
   it('a permission denial is audited with its reason', async () => {
     await f.policy('p');
     const token = f.issuer.sign();
