@@ -1,6 +1,7 @@
-// GET /v1/audit-events: the tenant's audit log, newest first, cursor-paginated, filterable by type.
+// GET /v1/audit-events: the tenant's audit log, newest first, cursor-paginated, filterable by type, outcome and time.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AuthenticateDeps } from '../core/authenticate.js';
+import { BrokerError } from '../errors.js';
 import { AUDIT_EVENT_TYPES, AUDIT_OUTCOMES, type AuditEvent } from '../store/store.js';
 import { secured } from './auth.js';
 import type { BrokerEnv } from './context.js';
@@ -16,6 +17,26 @@ import {
   Timestamp,
 } from './schemas.js';
 
+const MOMENT =
+  'must be an RFC 3339 date and time with its offset from UTC, such as 2026-11-27T02:14:00+01:00 or ' +
+  '2026-11-27T01:14:00Z: without one it would be a different moment in every time zone';
+
+/**
+ * A moment, `since` or `until`: RFC 3339 with its offset (Z or ±hh:mm), read as ms since the epoch. A `+` of the
+ * offset sent unencoded in the URL reaches the broker as a space, as query strings decode it: taken as the `+` it
+ * was, since nothing else puts a space before the offset.
+ */
+const moment = (description: string) =>
+  queryParameter(
+    z
+      .preprocess(
+        (value) => (typeof value === 'string' ? value.replace(/ ([0-9]{2}:[0-9]{2})$/, '+$1') : value),
+        z.iso.datetime({ offset: true, error: MOMENT }).optional(),
+      )
+      .transform((value) => (value === undefined ? undefined : Date.parse(value)))
+      .openapi({ type: 'string', format: 'date-time', description }),
+  );
+
 const Query = queryParameters({
   type: queryParameter(
     z
@@ -23,6 +44,17 @@ const Query = queryParameters({
       .optional()
       .openapi({ description: 'Only events of this type.' }),
   ),
+  outcome: queryParameter(
+    z
+      .enum(AUDIT_OUTCOMES, { error: `must be one of ${AUDIT_OUTCOMES.join(', ')}` })
+      .optional()
+      .openapi({ description: 'Only events of this outcome: `denied` for the refusals.' }),
+  ),
+  since: moment(
+    'Only events recorded at or after this time: RFC 3339 with an offset (`2026-11-27T02:10:00+01:00`, ' +
+      '`2026-11-27T01:10:00Z`).',
+  ),
+  until: moment('Only events recorded at or before this time, written as `since` is.'),
   limit: pageLimit(200, 50, 'Events per page, 1–200; 50 when left out.'),
   cursor: queryParameter(
     z
@@ -140,7 +172,8 @@ export function registerAuditRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authentic
       tags: ['Audit'],
       summary: 'List audit events',
       description:
-        'Newest first. Pass `next_cursor` back as `cursor` for the next page; it is null on the last page.',
+        'Newest first. Pass `next_cursor` back as `cursor` for the next page, with the same filters; it is null on ' +
+        'the last page.',
       ...secured(auth, 'audit-log:read'),
       request: { query: Query },
       responses: {
@@ -157,11 +190,19 @@ export function registerAuditRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authentic
       },
     }),
     async (c) => {
-      const { type, limit, cursor } = c.req.valid('query');
+      const { type, outcome, since, until, limit, cursor } = c.req.valid('query');
+      if (since !== undefined && until !== undefined && since > until) {
+        throw BrokerError.fields('invalid_request', [
+          { field: 'since', message: 'is after until: no event can be recorded between them' },
+        ]);
+      }
       const tenantId = c.get('principal').tenant.id;
       const before = cursor === undefined ? undefined : await cursorEvent(cursor, tenantId, auth.store);
       const events = await auth.store.audit.list(tenantId, {
         type,
+        outcome,
+        since,
+        until,
         before,
         limit: limit + 1,
       });

@@ -108,16 +108,20 @@ export function auditRows(db: SqlDriver): Store['audit'] {
     append: async (event, at) => {
       await db.writeBatched({ probe: auditInsert(event, at) });
     },
-    async list(tenantId, { type, before, limit }) {
+    async list(tenantId, { type, outcome, since, until, before, limit }) {
       const where = ['tenant_id = ?'];
       const params: (string | number)[] = [tenantId];
-      if (type !== undefined) {
-        where.push('type = ?');
-        params.push(type);
-      }
-      if (before !== undefined) {
-        where.push('id < ?');
-        params.push(before);
+      const filters = [
+        ['type = ?', type],
+        ['outcome = ?', outcome],
+        ['at >= ?', since],
+        ['at <= ?', until],
+        ['id < ?', before],
+      ] as const;
+      for (const [condition, value] of filters) {
+        if (value === undefined) continue;
+        where.push(condition);
+        params.push(value);
       }
       const rows = await db.all<AuditRow>(
         `SELECT id, tenant_id, at, type, outcome, actor, target, details FROM audit_events WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`,

@@ -103,6 +103,15 @@ export const AUDIT_EVENT_TYPES = [
 /** An event's outcome: a refusal is `denied`. */
 export const AUDIT_OUTCOMES = ['success', 'denied'] as const;
 
+export interface AuditQuery {
+  type?: string;
+  outcome?: AuditEvent['outcome'];
+  since?: number;
+  until?: number;
+  before?: number;
+  limit: number;
+}
+
 export interface AuditEventInput {
   tenantId: string;
   type: string;
@@ -205,8 +214,11 @@ export interface Store {
   };
   audit: {
     append(event: AuditEventInput, at: number): Promise<void>;
-    /** Newest first; `before` is the id of the last event of the previous page. */
-    list(tenantId: string, query: { type?: string; before?: number; limit: number }): Promise<AuditEvent[]>;
+    /**
+     * Newest first; `before` is the id of the last event of the previous page. `since` and `until` bound the time
+     * an event was recorded at (ms, both included); `type` and `outcome` pick events of that type or outcome.
+     */
+    list(tenantId: string, query: AuditQuery): Promise<AuditEvent[]>;
     /** Whether the tenant's audit log holds the event with this id (it may have been deleted by retention). */
     has(tenantId: string, id: number): Promise<boolean>;
     /**

@@ -81,7 +81,10 @@ describe('GET /v1/audit-events', () => {
     expect(await res.json()).toMatchObject({
       code: 'invalid_request',
       errors: [
-        { field: 'types', message: 'unknown query parameter; this operation takes type, limit, cursor' },
+        {
+          field: 'types',
+          message: 'unknown query parameter; this operation takes type, outcome, since, until, limit, cursor',
+        },
       ],
     });
   });
@@ -138,6 +141,101 @@ describe('GET /v1/audit-events', () => {
       code: 'invalid_request',
       errors: [{ field, message: expect.stringContaining(message) }],
     });
+  });
+});
+
+describe('GET /v1/audit-events by time and outcome', () => {
+  // "My deploy was denied at 02:14 (Paris)": the events of those minutes, or the refusals only, without paging
+  // through everything recorded since.
+  let night: TestBroker;
+  let nightKey: string;
+  const at = (time: string) => Date.parse(time);
+  beforeAll(async () => {
+    night = await startTestBroker({ clock: { now: at('2026-11-27T01:10:00Z') } });
+    nightKey = (await night.createTenant('night')).key;
+    night.clock.now = at('2026-11-27T01:12:00Z');
+    const reader = (await (
+      await night.request('POST', '/v1/fine-grained-keys', {
+        key: nightKey,
+        json: { name: 'reader', expiration: '7d', permissions: ['audit-log:read'] },
+      })
+    ).json()) as { key: string };
+    night.clock.now = at('2026-11-27T01:14:00Z');
+    expect((await night.request('GET', '/v1/api-keys', { key: reader.key })).status).toBe(403);
+    night.clock.now = at('2026-11-27T01:20:00Z');
+    await night.request('POST', '/v1/fine-grained-keys', {
+      key: nightKey,
+      json: { name: 'later', expiration: '7d', permissions: ['audit-log:read'] },
+    });
+  });
+  afterAll(() => night.close());
+
+  type Listed = { events: { type: string; time: string }[]; next_cursor: string | null };
+  const list = async (query: string) => {
+    const res = await night.request('GET', `/v1/audit-events${query}`, { key: nightKey });
+    return { status: res.status, body: (await res.json()) as Listed & { errors?: unknown } };
+  };
+  const types = async (query: string) => {
+    const { status, body } = await list(query);
+    expect(status, JSON.stringify(body)).toBe(200);
+    return body.events.map((e) => e.type);
+  };
+
+  it('since and until take RFC 3339 times with an offset, both ends included', async () => {
+    expect(
+      await types(`?since=${encodeURIComponent('2026-11-27T02:13:00+01:00')}&until=2026-11-27T01:14:00Z`),
+    ).toEqual(['permission.denied']);
+    expect(await types('?until=2026-11-27T02:12:00%2B01:00')).toEqual([
+      'fine_grained_key.created',
+      'tenant.created',
+    ]);
+    expect(await types('?since=2026-11-27T01:14:00.001Z')).toEqual(['fine_grained_key.created']);
+  });
+
+  it("an offset's + left unencoded in the URL, which arrives as a space, is still that offset", async () => {
+    expect(await types('?since=2026-11-27T02:13:00+01:00&until=2026-11-27T02:15:00+01:00')).toEqual([
+      'permission.denied',
+    ]);
+  });
+
+  it('outcome=denied lists the refusals only, and combines with the other filters', async () => {
+    expect(await types('?outcome=denied')).toEqual(['permission.denied']);
+    expect(await types('?outcome=success&until=2026-11-27T01:13:00Z')).toEqual([
+      'fine_grained_key.created',
+      'tenant.created',
+    ]);
+    expect(await types('?outcome=denied&type=token.exchange_denied')).toEqual([]);
+  });
+
+  it('the filters hold on every page, and a new event does not shift a page already begun', async () => {
+    const first = await list('?until=2026-11-27T01:15:00Z&limit=2');
+    expect(first.body.events.map((e) => e.type)).toEqual(['permission.denied', 'fine_grained_key.created']);
+    night.clock.now = at('2026-11-27T01:30:00Z');
+    await night.request('POST', '/v1/fine-grained-keys', {
+      key: nightKey,
+      json: { name: 'meanwhile', expiration: '7d', permissions: ['audit-log:read'] },
+    });
+    const second = await list(`?until=2026-11-27T01:15:00Z&limit=2&cursor=${first.body.next_cursor}`);
+    expect(second.body).toMatchObject({ events: [{ type: 'tenant.created' }], next_cursor: null });
+  });
+
+  it.each([
+    ['?since=yesterday', 'since'],
+    // A time without an offset is a different moment in every time zone: refused rather than guessed at.
+    ['?until=2026-11-27T02:14:00', 'until'],
+    ['?since=2026-02-30T00:00:00Z', 'since'],
+    ['?since=1764206040', 'since'],
+    ['?outcome=refused', 'outcome'],
+  ])('%s is a 400 naming %s', async (query, field) => {
+    const { status, body } = await list(query);
+    expect(status).toBe(400);
+    expect(body).toMatchObject({ code: 'invalid_request', errors: [{ field }] });
+  });
+
+  it('since after until is a 400 naming both, not an empty log', async () => {
+    const { status, body } = await list('?since=2026-11-27T02:00:00Z&until=2026-11-27T01:00:00Z');
+    expect(status).toBe(400);
+    expect(body).toMatchObject({ code: 'invalid_request', errors: [{ field: 'since' }] });
   });
 });
 
