@@ -17,6 +17,7 @@ import { registerApiKeyRoutes } from './http/api-keys.js';
 import { registerAuditRoutes } from './http/audit.js';
 import { auditRefusal } from './http/auth.js';
 import { type BrokerEnv, validationHook } from './http/context.js';
+import { upstreamIds } from './http/correlation.js';
 import { registerDocRoutes } from './http/docs.js';
 import { registerFineGrainedKeyRoutes } from './http/fine-grained-keys.js';
 import { registerIdentityRoutes } from './http/identity.js';
@@ -84,7 +85,8 @@ export function createApp(deps: AppDeps): BrokerApp {
     const started = performance.now();
     const requestId = randomUUID();
     c.set('requestId', requestId);
-    c.set('log', deps.logger.child({ request_id: requestId }));
+    // The broker's own id is the one answers and audit events carry; a proxy's, if well-formed, is logged beside it.
+    c.set('log', deps.logger.child({ request_id: requestId, ...upstreamIds((name) => c.req.header(name)) }));
     // Set before the response exists: a header added to a finished response makes Hono rebuild it from a stream.
     c.header('X-Request-Id', requestId);
     for (const [name, value] of SECURITY_HEADER_ENTRIES) c.header(name, value);

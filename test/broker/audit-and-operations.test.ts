@@ -680,6 +680,40 @@ describe('operations', () => {
     }
   });
 
+  it("a load balancer's X-Request-Id and traceparent reach the request's log lines, if well-formed, beside the broker's id", async () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const linesOf = async (headers: Record<string, string>) => {
+      const logged = t.logs.length;
+      const res = await t.request('GET', '/v1/whoami', { key, headers });
+      const lines = t.logs.slice(logged).map((line) => JSON.parse(line) as Record<string, unknown>);
+      // The broker's own id stays the one the answer and the audit log carry.
+      for (const line of lines) expect(line.request_id).toBe(res.headers.get('X-Request-Id'));
+      expect(lines.map((line) => line.msg)).toEqual(['authenticated', 'request']);
+      return lines;
+    };
+    const given = await linesOf({
+      'X-Request-Id': 'Root=1-67891233-abcdef012345678912345678',
+      traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+    });
+    for (const line of given) {
+      expect(line).toMatchObject({
+        upstream_request_id: 'Root=1-67891233-abcdef012345678912345678',
+        trace_id: traceId,
+      });
+    }
+    // Too long, or holding what a log line should not, or no trace context: left out rather than logged raw.
+    for (const headers of [
+      { 'X-Request-Id': 'x'.repeat(10_000), traceparent: `00-${'0'.repeat(32)}-00f067aa0ba902b7-01` },
+      { 'X-Request-Id': 'a"b\\c\u00e9', traceparent: `00-${traceId.toUpperCase()}-00f067aa0ba902b7-01` },
+      { 'X-Request-Id': '', traceparent: 'x'.repeat(10_000) },
+    ]) {
+      for (const line of await linesOf(headers)) {
+        expect(line).not.toHaveProperty('upstream_request_id');
+        expect(line).not.toHaveProperty('trace_id');
+      }
+    }
+  });
+
   it("each request's log line has its method, route, status and duration, and a refusal's code", async () => {
     const logged = t.logs.length;
     await t.request('GET', '/v1/whoami', { key });
