@@ -1,9 +1,11 @@
 // The ids a proxy in front of the broker gave a request (X-Request-Id, W3C traceparent), checked before they are logged.
+import { withoutSecrets } from '../core/keys.js';
 
 /**
  * What a load balancer or proxy puts in `X-Request-Id` (nginx's `$request_id`, an AWS `Root=1-…` trace id, a
  * UUID): visible ASCII with no quote, backslash or space, at most 128 characters. Anything else a client may have
- * sent is left out of the log rather than written there.
+ * sent is left out of the log rather than written there, and so is an API key or a token pasted into the header:
+ * its characters are all allowed.
  */
 const UPSTREAM_REQUEST_ID = /^[A-Za-z0-9._:;=+/@-]{1,128}$/;
 
@@ -19,7 +21,12 @@ const ZEROS = /^0+$/;
 export function upstreamIds(header: (name: string) => string | undefined): Record<string, string> {
   const fields: Record<string, string> = {};
   const requestId = header('X-Request-Id');
-  if (requestId !== undefined && UPSTREAM_REQUEST_ID.test(requestId)) fields.upstream_request_id = requestId;
+  if (
+    requestId !== undefined &&
+    UPSTREAM_REQUEST_ID.test(requestId) &&
+    withoutSecrets(requestId) === requestId
+  )
+    fields.upstream_request_id = requestId;
   const match = TRACEPARENT.exec(header('traceparent') ?? '');
   const traceId = match?.[1] ?? match?.[2];
   const parentId = match?.[0].split('-')[2];

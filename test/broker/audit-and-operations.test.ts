@@ -682,6 +682,8 @@ describe('operations', () => {
 
   it("a load balancer's X-Request-Id and traceparent reach the request's log lines, if well-formed, beside the broker's id", async () => {
     const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const minted = await t.request('POST', '/v1/tokens', { key });
+    const token = ((await minted.json()) as { access_token: string }).access_token;
     const linesOf = async (headers: Record<string, string>) => {
       const logged = t.logs.length;
       const res = await t.request('GET', '/v1/whoami', { key, headers });
@@ -702,10 +704,13 @@ describe('operations', () => {
       });
     }
     // Too long, or holding what a log line should not, or no trace context: left out rather than logged raw.
-    for (const headers of [
+    for (const headers of <Record<string, string>[]>[
       { 'X-Request-Id': 'x'.repeat(10_000), traceparent: `00-${'0'.repeat(32)}-00f067aa0ba902b7-01` },
       { 'X-Request-Id': 'a"b\\c\u00e9', traceparent: `00-${traceId.toUpperCase()}-00f067aa0ba902b7-01` },
       { 'X-Request-Id': '', traceparent: 'x'.repeat(10_000) },
+      // A secret pasted into the header by mistake has only allowed characters, and is no id to log.
+      { 'X-Request-Id': key },
+      { 'X-Request-Id': token },
     ]) {
       for (const line of await linesOf(headers)) {
         expect(line).not.toHaveProperty('upstream_request_id');
