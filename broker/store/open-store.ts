@@ -9,6 +9,7 @@ import { openPostgres } from './postgres.js';
 import { settingRows } from './setting-rows.js';
 import { bytewise, type SqlDriver, StoreUnavailable } from './sql.js';
 import { openSqlite } from './sqlite.js';
+import { sqliteFileProblem } from './sqlite-access.js';
 import { ERASED_PRIVATE_KEY, type SigningKeyRecord, type Store } from './store.js';
 import { tenantRows } from './tenant-rows.js';
 import { tokenRows } from './token-rows.js';
@@ -189,10 +190,18 @@ const TO_FIX: Record<string, string> = {
     'the broker creates and alters its tables at start, so its role needs USAGE and CREATE on the schema, and to own the tables',
 };
 
-/** Why the database cannot be opened, with what to fix when the message alone does not say. */
-function reasonShown(reason: unknown): string {
+/**
+ * Why the database cannot be opened, with what to fix when the message alone does not say: for SQLite, which of its
+ * files (or the directory, or the file system) is at fault, as SQLite's own messages name none.
+ */
+function reasonShown(reason: unknown, config: DatabaseConfig): string {
   const code = (reason as { code?: unknown } | null)?.code;
-  const toFix = typeof code === 'string' && Object.hasOwn(TO_FIX, code) ? TO_FIX[code] : undefined;
+  const toFix =
+    config.engine === 'sqlite'
+      ? sqliteFileProblem(config.path, reason)
+      : typeof code === 'string' && Object.hasOwn(TO_FIX, code)
+        ? TO_FIX[code]
+        : undefined;
   return toFix ? `${messageOf(reason)}: ${toFix}` : messageOf(reason);
 }
 
@@ -213,8 +222,11 @@ export async function openStore(config: DatabaseConfig): Promise<Store> {
     await db?.close().catch(() => {});
     // An outage's own message ("the database is unavailable: …") would only repeat what this one says.
     const reason = error instanceof StoreUnavailable ? error.cause : error;
-    throw new Error(`DATABASE_URL ${shownDatabaseUrl(config)} cannot be opened: ${reasonShown(reason)}`, {
-      cause: error,
-    });
+    throw new Error(
+      `DATABASE_URL ${shownDatabaseUrl(config)} cannot be opened: ${reasonShown(reason, config)}`,
+      {
+        cause: error,
+      },
+    );
   }
 }

@@ -1,9 +1,10 @@
 // What the broker answers when its storage fails under it, on SQLite: a token, a key or a change is answered only
 // once it is durable where the database is, and anything else is 503 not_ready, to retry, never a 200 whose record
 // is lost.
-import { existsSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import { openStore } from '../../broker/store/open-store.js';
 import { databaseFiles } from '../../broker/store/sqlite-files.js';
 import { startWriteWorker } from '../../broker/store/write-worker.js';
 import { createTestDatabase } from '../support/database.js';
@@ -78,5 +79,30 @@ describe("SQLite's writer thread started again (after a crash) once the file is 
     const [settled] = await writer.flush([{ probe: { sql: 'DELETE FROM used_jtis', params: [] } }]);
     expect(settled).toMatchObject({ ok: false, error: { code: 'SQLITE_READONLY_DBMOVED' } });
     expect(existsSync(db.file!)).toBe(false);
+  });
+});
+
+describe('a SQLite database whose WAL or shared-memory index the broker cannot open at start', () => {
+  // SQLite says only "unable to open database file" or "attempt to write a readonly database", of a database file
+  // the operator finds readable and writable: the file at fault is its WAL or index (left by a process of another
+  // user, or not creatable in a directory the broker may not write). A directory in its place fails for every user.
+  it.each([
+    ['-wal', 'unable to open database file'],
+    ['-shm', 'attempt to write a readonly database'],
+  ])('%s: the error names that file and why, not only what SQLite says', async (suffix, sqliteSays) => {
+    const db = await createTestDatabase('sqlite');
+    cleanups.push(() => db.drop());
+    await (await openStore({ engine: 'sqlite', path: db.file! })).close();
+    mkdirSync(`${db.file}${suffix}`);
+    const error = await openStore({ engine: 'sqlite', path: db.file! }).then(
+      (store) => store.close().then(() => 'opened'),
+      (e: Error) => e.message,
+    );
+    expect(error).toBe(
+      `DATABASE_URL sqlite:${db.file} cannot be opened: ${sqliteSays}: ${db.file}${suffix} cannot be opened for ` +
+        'reading and writing (EISDIR); SQLite keeps the WAL and its shared-memory index beside the database, and ' +
+        "creates them in its directory: the broker's user must be able to read and write all three, and to create " +
+        'files in the directory',
+    );
   });
 });
