@@ -2,10 +2,14 @@
 // while the broker runs still takes writes through the handles open on it, but what is written there is not in the
 // database at that path: lost when the process ends, or missing from the file put in its place. Plain JavaScript, so
 // that the writer thread (sqlite-write-worker.js) checks the same way from source and from build/.
-import { statSync } from 'node:fs';
+import { realpathSync, statSync } from 'node:fs';
 
 /** @typedef {{ dev: number, ino: number }} FileId */
-/** @typedef {{ db: FileId, wal?: FileId, shm?: FileId }} DatabaseFiles */
+/**
+ * `beside`: the path SQLite names the WAL and its index after, `${beside}-wal` and `${beside}-shm`: the file a
+ * symbolic link at the database's path leads to, which SQLite opens.
+ * @typedef {{ db: FileId, beside: string, wal?: FileId, shm?: FileId }} DatabaseFiles
+ */
 
 /** SQLite's code for a database moved since it was opened (which it reports itself only without a WAL). */
 export const MOVED = 'SQLITE_READONLY_DBMOVED';
@@ -38,9 +42,9 @@ export function databaseFiles(path) {
   const db = idOf(path);
   if (!db) throw new Error(`${path} does not exist`);
   /** @type {DatabaseFiles} */
-  const files = { db };
+  const files = { db, beside: realpathSync(path) };
   for (const [suffix] of COMPANIONS) {
-    const id = idOf(`${path}-${suffix}`);
+    const id = idOf(`${files.beside}-${suffix}`);
     if (id) files[suffix] = id;
   }
   return files;
@@ -48,7 +52,8 @@ export function databaseFiles(path) {
 
 /**
  * Why the files at `path` are no longer `opened` (the database file, its WAL or its shared-memory index deleted,
- * moved or replaced), or undefined while they are. A companion file is compared once known.
+ * moved or replaced), or undefined while they are. A companion file is compared once known. The database file is
+ * looked up at `path`, so that a symbolic link turned to another file is noticed too.
  * @param {string} path
  * @param {DatabaseFiles} opened
  * @returns {string | undefined}
@@ -59,7 +64,11 @@ export function filesChanged(path, opened) {
     [path, 'database file', opened.db],
     ...COMPANIONS.map(
       ([suffix, what]) =>
-        /** @type {[string, string, FileId | undefined]} */ ([`${path}-${suffix}`, what, opened[suffix]]),
+        /** @type {[string, string, FileId | undefined]} */ ([
+          `${opened.beside}-${suffix}`,
+          what,
+          opened[suffix],
+        ]),
     ),
   ];
   for (const [file, what, id] of files) {
@@ -79,7 +88,7 @@ export function filesChanged(path, opened) {
  */
 export function assertFilesUnchanged(path, opened) {
   // Within a transaction that wrote, the WAL and its index are this connection's own until it closes.
-  for (const [suffix] of COMPANIONS) opened[suffix] ??= idOf(`${path}-${suffix}`);
+  for (const [suffix] of COMPANIONS) opened[suffix] ??= idOf(`${opened.beside}-${suffix}`);
   const changed = filesChanged(path, opened);
   if (changed) throw Object.assign(new Error(changed), { code: MOVED });
 }

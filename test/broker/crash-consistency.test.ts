@@ -1,7 +1,7 @@
 // What the broker answers when its storage fails under it, on SQLite: a token, a key or a change is answered only
 // once it is durable where the database is, and anything else is 503 not_ready, to retry, never a 200 whose record
 // is lost.
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openStore } from '../../broker/store/open-store.js';
@@ -59,6 +59,28 @@ describe('a SQLite file taken away while the broker runs', () => {
       expect(f.t.logs.some((line) => line.includes('"internal_error"'))).toBe(false);
     },
   );
+});
+
+describe('a SQLite database reached through a symbolic link (DATABASE_URL names the link)', () => {
+  // SQLite keeps the WAL and its index beside the file the link leads to, not beside the link.
+  it.each([
+    ['its WAL deleted', '-wal'],
+    ['its shared-memory index deleted', '-shm'],
+  ])('%s while the broker runs: exchanges are 503 not_ready, with no token', async (_, suffix) => {
+    const db = await createTestDatabase('sqlite');
+    cleanups.push(() => db.drop());
+    const link = `${db.file}.link`;
+    symlinkSync(db.file!, link);
+    const f = await startFederation({ env: { DATABASE_URL: `sqlite:${link}` } });
+    cleanups.push(() => f.close().catch(() => {}));
+    await f.policy('infra');
+    expect((await f.exchange(f.issuer.sign())).status).toBe(200);
+    rmSync(`${db.file}${suffix}`);
+    const exchanged = await f.exchange(f.issuer.sign());
+    expect(exchanged.status).toBe(503);
+    expect(await exchanged.json()).not.toHaveProperty('access_token');
+    expect((await f.t.request('GET', '/readyz')).status).toBe(503);
+  });
 });
 
 describe("SQLite's writer thread started again (after a crash) once the file is gone", () => {
