@@ -3,6 +3,7 @@
 // and from build/, in a worker thread as well.
 import { createHash } from 'node:crypto';
 import pg from 'pg';
+import { steadyNow } from './steady-clock.js';
 
 const INT8_OID = 20;
 
@@ -217,7 +218,7 @@ export function openPool(url, max, { pipeline = false, ownSessions }) {
  * @returns {Promise<T>}
  */
 export async function transactionOn(pool, fn, { unbounded, lockWaitEnds, answerDeadlineMs }) {
-  if (!unbounded && lockWaitEnds <= Date.now()) {
+  if (!unbounded && lockWaitEnds <= steadyNow()) {
     throw unavailable(`the writes before it kept it waiting ${answerDeadlineMs} ms`);
   }
   const client = await pool.connect();
@@ -260,7 +261,7 @@ export async function transactionOn(pool, fn, { unbounded, lockWaitEnds, answerD
     // order, so a reader paging newest first (an exporter tailing the log) never passes an id that a
     // transaction still in flight will commit later. SQLite's single writer does the same. One statement failing
     // ends the string there, inside the transaction it began.
-    const lockWait = unbounded ? 0 : Math.max(1, lockWaitEnds - Date.now());
+    const lockWait = unbounded ? 0 : Math.max(1, lockWaitEnds - steadyNow());
     await statement(
       `BEGIN; ${lockTimeout('LOCAL', lockWait)}; SELECT pg_advisory_xact_lock(${WRITE_TURN_LOCK})`,
     );

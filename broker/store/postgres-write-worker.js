@@ -6,6 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { flushInTransactions } from './batch-flush.js';
 import { isUnavailable, openPool, prepared, transactionOn } from './postgres-session.js';
+import { steadyNow } from './steady-clock.js';
 
 /** @typedef {import('./sql.js').BatchedWrite} BatchedWrite */
 
@@ -32,7 +33,7 @@ const transaction = (fn, { since }) => {
             return (await statement({ ...prepared(sql, ownSessions), values })).rowCount ?? 0;
           },
         }),
-      { lockWaitEnds: (since ?? Date.now()) + answerDeadlineMs, answerDeadlineMs },
+      { lockWaitEnds: (since ?? steadyNow()) + answerDeadlineMs, answerDeadlineMs },
     );
   const result = previous.then(run, run);
   previous = result.catch(() => {});

@@ -18,6 +18,7 @@ import {
   StoreUnavailable,
   UniqueViolation,
 } from './sql.js';
+import { steadyNow } from './steady-clock.js';
 import { createWriteBatcher } from './write-batcher.js';
 import { startWriteWorker, type WriteWorker } from './write-worker.js';
 
@@ -104,7 +105,7 @@ export function openPostgres(
     options: { unbounded?: boolean; since?: number } = {},
   ): Promise<T> => {
     // Locks are waited for until the deadline of the oldest work in it (see transactionOn).
-    const lockWaitEnds = (options.since ?? Date.now()) + answerDeadlineMs;
+    const lockWaitEnds = (options.since ?? steadyNow()) + answerDeadlineMs;
     await writerTurn();
     try {
       return await transactionOn(

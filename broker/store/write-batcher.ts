@@ -3,12 +3,13 @@
 // write is committed.
 import { flushInTransactions, type Settled } from './batch-flush.js';
 import { type BatchedWrite, type SqlDriver, StoreUnavailable, type WriteOutcome } from './sql.js';
+import { steadyNow } from './steady-clock.js';
 
 export type { Settled };
 
 /**
  * Runs a batch; resolves with one outcome per write, in order. `since`: when the oldest of them was handed over, from
- * which its deadline runs, where the engine has one.
+ * which its deadline runs, where the engine has one (steady-clock.js).
  */
 export type FlushBatch = (writes: BatchedWrite[], since?: number) => Promise<Settled[]>;
 
@@ -94,7 +95,7 @@ export function createWriteBatcher(
 
   const batched = (write: BatchedWrite) =>
     new Promise<WriteOutcome>((resolve, reject) => {
-      queue.push({ write, handedOverAt: Date.now(), resolve, reject });
+      queue.push({ write, handedOverAt: steadyNow(), resolve, reject });
       schedule();
     });
   return Object.assign(batched, {

@@ -540,6 +540,30 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
     await holder.query('COMMIT');
   }, 20_000);
 
+  it('a write is neither failed early nor waited for past its deadline when the wall clock is stepped (NTP, a resumed VM)', async () => {
+    const { db, driver } = await quickDriver();
+    const wallClock = Date.now;
+    // The clock stepped between the write's hand-over and the writer thread's start on it: forward, as a VM
+    // resumed from suspend steps it, the write must not count as having waited an hour already.
+    const behind = vi.spyOn(Date, 'now').mockImplementation(() => wallClock() - 3_600_000);
+    const write = driver.writeBatched({ probe: { sql: 'INSERT INTO t VALUES (?)', params: [1] } });
+    behind.mockRestore();
+    expect(await write).toMatchObject({ probe: 1 });
+    // Back, while the write turn is held elsewhere: it still gives up at its 1 s deadline, not an hour later.
+    const release = await holdPgLock(db.url, 7710003);
+    const started = performance.now();
+    const ahead = vi.spyOn(Date, 'now').mockImplementation(() => wallClock() + 3_600_000);
+    const waiting = driver
+      .writeBatched({ probe: { sql: 'INSERT INTO t VALUES (?)', params: [2] } })
+      .catch((e: unknown) => e);
+    ahead.mockRestore();
+    expect(await waiting).toBeInstanceOf(StoreUnavailable);
+    // The 1 s deadline, and room for a busy machine.
+    expect(performance.now() - started).toBeLessThan(5_000);
+    release();
+    expect(await driver.all('SELECT v FROM t')).toEqual([{ v: 1 }]);
+  }, 20_000);
+
   it('a write queued behind one that waits for a lock is answered within the deadline of its own arrival', async () => {
     const { db, driver } = await quickDriver();
     const holder = await lockTable(db.url, 't');
