@@ -101,7 +101,11 @@ class JsonBodyCache {
   }
 }
 
-/** A form's cache: `arrayBuffer`, which Hono's form validator parses, is the body read as any other. */
+/**
+ * A form's cache: `arrayBuffer`, which Hono's form validator parses, is the body read as any other, refused when its
+ * names and values, percent escapes decoded, are not UTF-8: the parser would read each such byte as U+FFFD (a
+ * Latin-1 `Stra%DFe` as "Stra\uFFFDe"), a name or value the client never sent.
+ */
 class FormBodyCache {
   readonly #req: Request;
   #bytes: Promise<ArrayBuffer> | undefined;
@@ -111,9 +115,33 @@ class FormBodyCache {
   }
 
   get arrayBuffer(): Promise<ArrayBuffer> {
-    this.#bytes ??= readBody(this.#req);
+    this.#bytes ??= readBody(this.#req).then((buffer) => {
+      if (isUtf8(unescaped(new Uint8Array(buffer)))) return buffer;
+      throw refuse(
+        this.#req,
+        'the request body is not UTF-8, which a form must be: percent-encode the UTF-8 bytes of each character (ß is %C3%9F)',
+      );
+    });
     return this.#bytes;
   }
+}
+
+const PERCENT = 0x25;
+const HEX = /^[0-9A-Fa-f]{2}$/;
+
+/** A form's bytes with each `%XX` decoded, as the form parser decodes them; a `%` that escapes nothing stays. */
+function unescaped(bytes: Uint8Array): Uint8Array {
+  if (!bytes.includes(PERCENT)) return bytes;
+  const out = new Uint8Array(bytes.length);
+  let n = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const hex = bytes[i] === PERCENT ? String.fromCharCode(bytes[i + 1] ?? 0, bytes[i + 2] ?? 0) : '';
+    if (HEX.test(hex)) {
+      out[n++] = Number.parseInt(hex, 16);
+      i += 2;
+    } else out[n++] = bytes[i]!;
+  }
+  return out.subarray(0, n);
 }
 
 /** Whether JSON.parse takes `text`: a repeated name is told only of a body that is JSON otherwise. */

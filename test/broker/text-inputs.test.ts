@@ -240,6 +240,34 @@ describe('other text that reaches a database lookup or write', () => {
     expect((await f.exchange(token, { policy: 'infra' })).status).toBe(200);
   });
 
+  it('exchange form: bytes or percent escapes that are not UTF-8 are 400, never read as U+FFFD, and the token is unused', async () => {
+    const token = f.issuer.sign();
+    const fields = new URLSearchParams({ ...EXCHANGE_FORM, subject_token: token }).toString();
+    const newest = async () =>
+      ((await (await request('GET', '/v1/audit-events?limit=1')).json()) as { events: { id: string }[] })
+        .events[0]?.id;
+    const before = await newest();
+    const raw = (body: Uint8Array | string) =>
+      f.t.request('POST', '/v1/oidc/token', { body: body as unknown as string, headers: FORM });
+    // Latin-1 "Straße" percent-encoded (%DF), half a UTF-8 sequence, a lone surrogate's UTF-8 form, a raw 0xFF.
+    for (const body of [
+      `${fields}&policy=Stra%DFe`,
+      `${fields}&policy=Stra%C3`,
+      `${fields}&policy=%ED%A0%80`,
+      `${fields}&scope=harden-runner%3Aread%FF`,
+      new Uint8Array([...new TextEncoder().encode(`${fields}&policy=Stra`), 0xdf, 0x65]),
+    ]) {
+      const problem = await expectProblem(await raw(body), 400, 'invalid_request');
+      expect(problem.detail).toMatch(/UTF-8/);
+      expect(JSON.stringify(problem)).not.toContain('\ufffd');
+    }
+    // Nothing reached the exchange: no event, and the token is still good. A `%` that escapes nothing stays itself.
+    expect(await newest()).toBe(before);
+    const literal = await raw(`${fields}&policy=100%25%&scope=harden-runner%3Aread`);
+    expect(((await literal.json()) as Problem).detail).toContain('"100%%"');
+    expect((await raw(`${fields}&policy=infra`)).status).toBe(200);
+  });
+
   it('name selectors count characters as names do: a 100-character name outside the BMP can be selected', async () => {
     // 100 characters, 200 UTF-16 code units: a valid name, so every selector of it must be accepted.
     const name = '\u{1d49c}'.repeat(100);
