@@ -116,11 +116,51 @@ export function requestFieldErrors(result: {
   );
 }
 
-/** Route validation failures become one 400 (or 422 for policies) naming every field. */
+// A `%` without two hex digits escapes nothing: a form's parser and Hono's query reader keep it as itself.
+const LONE_PERCENT = /%(?![0-9A-Fa-f]{2})/g;
+
+/** A query's name or value decoded; undefined when its escapes are not UTF-8 (a lone surrogate's bytes are not). */
+function decoded(text: string): string | undefined {
+  try {
+    return decodeURIComponent(text.replace(LONE_PERCENT, '%25').replaceAll('+', ' '));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The query parameters of `url` whose percent escapes are not UTF-8 (a Latin-1 `?name=Stra%DFe`), which Hono's
+ * reader keeps as the escapes' own text: a name nobody sent, and one that `?name=Stra%25DFe` names.
+ */
+function undecodableParameters(url: string): FieldError[] {
+  const query = url.split('#', 1)[0]!.split('?').slice(1).join('?');
+  const errors: FieldError[] = [];
+  for (const pair of query.split('&')) {
+    if (!pair.includes('%')) continue;
+    const [name = '', ...value] = pair.split('=');
+    const field = decoded(name);
+    if (field !== undefined && decoded(value.join('=')) !== undefined) continue;
+    errors.push({
+      field: field ?? name,
+      message:
+        'is not percent-encoded UTF-8: percent-encode the UTF-8 bytes of each character (ß is %C3%9F, not %DF)',
+    });
+  }
+  return errors;
+}
+
+/**
+ * Route validation failures become one 400 (or 422 for policies) naming every field. A query parameter whose
+ * escapes are not UTF-8 is refused whether or not its schema would take the text Hono made of it.
+ */
 export function validationHook(
   code: 'invalid_request' | 'invalid_policy' = 'invalid_request',
 ): Hook<unknown, BrokerEnv, string, undefined> {
-  return (result) => {
+  return (result, c) => {
+    if (result.target === 'query') {
+      const undecodable = undecodableParameters(c.req.url);
+      if (undecodable.length > 0) throw BrokerError.fields('invalid_request', undecodable);
+    }
     if (result.success) return undefined;
     const isBody = result.target === 'json' || result.target === 'form';
     throw BrokerError.fields(isBody ? code : 'invalid_request', requestFieldErrors(result));

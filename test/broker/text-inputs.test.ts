@@ -268,6 +268,28 @@ describe('other text that reaches a database lookup or write', () => {
     expect((await raw(`${fields}&policy=infra`)).status).toBe(200);
   });
 
+  it('a query parameter whose percent escapes are not UTF-8 is 400 naming it, never read as the escape text', async () => {
+    // A policy whose name is the text of an escape: a Latin-1 client's `?name=Stra%DFe` must not name it.
+    await f.policy('Stra%DFe', { claims: { repository: 'acme/escapes' } });
+    for (const [path, field] of [
+      ['/v1/oidc/policies?name=Stra%DFe', 'name'],
+      ['/v1/oidc/policies?name=Stra%C3', 'name'],
+      ['/v1/oidc/policies?limit=5&name=%ED%A0%80', 'name'],
+      ['/v1/oidc/config?policy=Stra%DFe', 'policy'],
+    ] as const) {
+      const problem = await expectProblem(await request('GET', path), 400, 'invalid_request', field);
+      expect(problem.detail).toMatch(/UTF-8/);
+    }
+    // Its escaped name names it; a `%` that escapes nothing is itself, as in a form.
+    const named = async (path: string) =>
+      ((await (await request('GET', path)).json()) as { policies: { name: string }[] }).policies.map(
+        (p) => p.name,
+      );
+    expect(await named('/v1/oidc/policies?name=Stra%25DFe')).toEqual(['Stra%DFe']);
+    expect(await named('/v1/oidc/policies?name=Stra%C3%9Fe')).toEqual([]);
+    expect(await named('/v1/oidc/policies?name=100%')).toEqual([]);
+  });
+
   it('name selectors count characters as names do: a 100-character name outside the BMP can be selected', async () => {
     // 100 characters, 200 UTF-16 code units: a valid name, so every selector of it must be accepted.
     const name = '\u{1d49c}'.repeat(100);
