@@ -1,9 +1,9 @@
 // The one comparison of trust policy names: unique in a tenant, and looked up, case-insensitively (DESIGN §4).
+import { withoutInvisibleCharacters } from './name-characters.js';
 
 /** Anything but printable ASCII, whose case folding is plain lower-casing. */
 const NOT_PRINTABLE_ASCII = /[^ -~]/;
 const DOTLESS_I = '\u0131';
-
 /**
  * Lower, upper, then lower again: what Unicode's full case folding gives for every code point (ß and ẞ become ss,
  * ς σ, ſ s, ﬁ fi; checked against Python's str.casefold() for all of them), with one exception, the dotless ı,
@@ -12,15 +12,17 @@ const DOTLESS_I = '\u0131';
 const fullFold = (text: string): string => text.toLowerCase().toUpperCase().toLowerCase();
 
 /**
- * The key a policy name is unique and looked up under: Unicode's canonical caseless matching. Names that differ
- * only in case (ΟΔΟΣ and οδοσ, Straße and STRASSE) or in how an accent is encoded (é as one code point, or as e
- * and a combining accent, as some keyboards and file names give it) are one name. It is computed here and stored,
+ * The key a policy name is unique and looked up under: Unicode's canonical caseless matching, invisible characters
+ * left out. Names that differ only in case (ΟΔΟΣ and οδοσ, Straße and STRASSE), in how an accent is encoded (é as
+ * one code point, or as e and a combining accent, as some keyboards and file names give it) or in characters that
+ * show as nothing (`deploy` and `deploy` with a zero-width space pasted after it) are one name. It is computed here and stored,
  * never left to the database, so SQLite and PostgreSQL agree whatever their collation. Not Turkish-specific: I
  * folds to i, and the dotless ı stays a letter of its own, as in Unicode's default folding.
  */
 export function policyNameKey(name: string): string {
   if (!NOT_PRINTABLE_ASCII.test(name)) return name.toLowerCase();
-  return name.normalize('NFC').split(DOTLESS_I).map(fullFold).join(DOTLESS_I).normalize('NFC');
+  const visible = withoutInvisibleCharacters(name);
+  return visible.normalize('NFC').split(DOTLESS_I).map(fullFold).join(DOTLESS_I).normalize('NFC');
 }
 
 /**
@@ -38,5 +40,5 @@ export function policiesNamed<T extends { name: string }>(policies: readonly T[]
 
 /** Why a name that names several policies (namesakes an upgrade kept, none written as asked) selects none of them. */
 export function namesakesDetail(name: string, policies: readonly string[]): string {
-  return `trust policies ${policies.join(', ')} all have the name "${name}", as names are compared ignoring case and accent encoding; name one exactly as it is written`;
+  return `trust policies ${policies.join(', ')} all have the name "${name}", as names are compared ignoring case, accent encoding and invisible characters; name one exactly as it is written`;
 }

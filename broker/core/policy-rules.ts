@@ -1,6 +1,6 @@
 // Validation of a submitted trust policy (DESIGN §4): well-formed claim values, no contradictions, defaults, warnings.
 import { GITHUB_OWNER } from './github-names.js';
-import { hasUnsafeNameCharacter, UNSAFE_NAME_CHARACTERS } from './name-characters.js';
+import { hasUnsafeNameCharacter, isInvisibleName, UNSAFE_NAME_CHARACTERS } from './name-characters.js';
 import type { PolicyClaimField, PolicyClaims, PolicyInput, PolicyRecord } from './policy-types.js';
 import { COMMIT_SHA, MAX_SESSION_SECONDS, POLICY_CLAIM_FIELDS } from './policy-types.js';
 
@@ -163,6 +163,8 @@ export function nameProblem(name: unknown): string | null {
   if (typeof name !== 'string' || name === '') return 'name is required (1–100 characters)';
   if (EDGE_WHITESPACE.test(name)) return 'name must not start or end with whitespace';
   if (hasUnsafeNameCharacter(name)) return `name must not contain ${UNSAFE_NAME_CHARACTERS}`;
+  if (isInvisibleName(name))
+    return 'name must hold a character that shows: it has only invisible ones (such as U+200B), and would show as nothing';
   if (charCount(name) > 100) return 'name must be at most 100 characters';
   return null;
 }

@@ -219,7 +219,7 @@ function changed(result: PolicyChange, id = '', refusal?: () => BrokerError) {
         ? `a trust policy named "${name}" already exists in this tenant (names are case-insensitive)`
         : holder.name === name
           ? `a trust policy named "${name}" already exists in this tenant (id ${holder.id}); choose another name`
-          : `trust policy "${holder.name}" (id ${holder.id}) already has this name: names are compared ignoring case and accent encoding, so "${name}" is the same name; choose another`;
+          : `trust policy "${holder.name}" (id ${holder.id}) already has this name: names are compared ignoring case, accent encoding and invisible characters, so "${name}" is the same name; choose another`;
       throw new BrokerError('conflict', message, {
         extensions: { errors: [{ field: 'name', message }], ...(holder && { policy: holder }) },
       });
@@ -300,7 +300,7 @@ export function registerPolicyRoutes(
       description:
         'By name (case-folded, byte by byte), `limit` at a time. Pass `next_cursor` back as `cursor` for the next ' +
         'page; it is null on the last page. `?name=NAME` lists only the policy with that name, compared as the ' +
-        'broker compares names (case and accent encoding aside): one policy, or none.',
+        'broker compares names (case, accent encoding and invisible characters aside): one policy, or none.',
       ...secured(auth, 'oidc-federation:read'),
       request: { query: ListPoliciesQuery },
       responses: {

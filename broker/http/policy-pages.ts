@@ -12,7 +12,7 @@ export const ListPoliciesQuery = queryParameters({
     .optional()
     .openapi({
       description:
-        'Only the policy with this name, compared as names are (case and accent encoding aside): one page, ' +
+        'Only the policy with this name, compared as names are (case, accent encoding and invisible characters aside): one page, ' +
         '`next_cursor` null, empty when there is none.',
     }),
   limit: pageLimit(500, 100, 'Policies per page, 1–500; 100 when left out.'),

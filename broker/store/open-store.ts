@@ -115,7 +115,7 @@ export const NEWER_SCHEMA =
 
 /** What the broker and the CLI warn of when `Store.policyNamesakes` is not empty. */
 export const POLICY_NAMESAKES =
-  'trust policies saved under names that are now one name (compared ignoring case and accent encoding): rename all but one of each group';
+  'trust policies saved under names that are now one name (compared ignoring case, accent encoding and invisible characters): rename all but one of each group';
 
 /** Each group of `Store.policyNamesakes` as the warning lists it: `tenant <id>: "A" (<id>), "a" (<id>)`. */
 export function namesakesShown(groups: readonly PolicyNamesakes[]): string[] {

@@ -674,7 +674,7 @@ describe('names are unique in the tenant, case-insensitively', () => {
     expect(res.status).toBe(409);
     expect(body).toMatchObject({
       code: 'conflict',
-      detail: `trust policy "Déploiement" (id ${holder.id}) already has this name: names are compared ignoring case and accent encoding, so "${decomposed}" is the same name; choose another`,
+      detail: `trust policy "Déploiement" (id ${holder.id}) already has this name: names are compared ignoring case, accent encoding and invisible characters, so "${decomposed}" is the same name; choose another`,
       errors: [{ field: 'name' }],
       policy: { id: holder.id, name: 'Déploiement' },
     });
@@ -690,6 +690,33 @@ describe('names are unique in the tenant, case-insensitively', () => {
     });
     expect(config.status).toBe(200);
     expect(((await config.json()) as { workflow: string }).workflow).toContain('Déploiement');
+  });
+
+  it('a name that differs only in invisible characters (a zero-width space pasted with it) is the name every listing shows', async () => {
+    const pasted = await created({ ...infraMain(), name: 'Rollout\u200b' });
+    // Shown as "Rollout" everywhere, so it is "Rollout": taken, listed and selected by that name.
+    const { res, body } = await create({ ...infraMain(), name: 'rollout' });
+    expect(res.status).toBe(409);
+    expect(body).toMatchObject({
+      detail: `trust policy "Rollout\u200b" (id ${pasted.id}) already has this name: names are compared ignoring case, accent encoding and invisible characters, so "rollout" is the same name; choose another`,
+      policy: { id: pasted.id },
+    });
+    const byName = await t.request('GET', '/v1/oidc/policies?name=Rollout', { key: tenantKey });
+    expect(((await byName.json()) as { policies: PolicyView[] }).policies.map((p) => p.id)).toEqual([
+      pasted.id,
+    ]);
+    const config = await t.request('GET', '/v1/oidc/config?policy=ROLLOUT', { key: tenantKey });
+    expect(config.status).toBe(200);
+    // A word joiner, a soft hyphen or an emoji's variation selector is as invisible.
+    const heart = await created({ ...infraMain(), name: '\u2764\ufe0f-ops' });
+    expect((await create({ ...infraMain(), name: '\u2764-ops' })).res.status).toBe(409);
+    expect((await create({ ...infraMain(), name: 'Roll\u00adout' })).res.status).toBe(409);
+    expect((await create({ ...infraMain(), name: 'Roll\u2060out' })).res.status).toBe(409);
+    // A name of invisible characters only would show as nothing.
+    const invisible = await create({ ...infraMain(), name: '\u200b\u2060' });
+    expect(invisible.res.status).toBe(422);
+    expect(invisible.body).toMatchObject({ errors: [{ field: 'name' }] });
+    expect((await list()).map((p) => p.id).sort()).toEqual([pasted.id, heart.id].sort());
   });
 
   it("a name is looked up, never found by reading the tenant's whole list: the 409 and the snippet of a large tenant hold up no other tenant", async () => {
@@ -708,7 +735,7 @@ describe('names are unique in the tenant, case-insensitively', () => {
       const { res, body } = await create({ ...infraMain(), name: 'RELEASE' });
       expect(res.status).toBe(409);
       expect((body as unknown as { detail: string }).detail).toBe(
-        `trust policy "Release" (id ${holder.id}) already has this name: names are compared ignoring case and accent encoding, so "RELEASE" is the same name; choose another`,
+        `trust policy "Release" (id ${holder.id}) already has this name: names are compared ignoring case, accent encoding and invisible characters, so "RELEASE" is the same name; choose another`,
       );
       const config = await t.request('GET', '/v1/oidc/config?policy=release', { key: tenantKey });
       expect(config.status).toBe(200);

@@ -786,6 +786,10 @@ describe(`store contract (${requestedEngine()})`, () => {
       ['caf\u00e9', 'CAFE\u0301'],
       ['\u212Aeys', 'keys'],
       ['İzmir', 'i\u0307zmir'],
+      // Or in characters that show as nothing: a pasted zero-width space, a word joiner, a variation selector.
+      ['deploy\u200b', 'DEPLOY'],
+      ['ro\u2060llout', 'rollout'],
+      ['\u2764\ufe0f ops', '\u2764 ops'],
     ];
     for (const [i, [first, second]] of namesakes.entries()) {
       expect((await create(`n-${i}`, first!)).ok, first).toBe(true);
@@ -943,7 +947,7 @@ describe(`store contract (${requestedEngine()})`, () => {
       );
       await broker.close();
       expect(logs.join('\n')).toContain(
-        `now one name (compared ignoring case and accent encoding): rename all but one of each group","policies":["tenant ${t.id}: \\"STRASSE\\" (p-0), \\"Straße\\" (p-1)"]`,
+        `now one name (compared ignoring case, accent encoding and invisible characters): rename all but one of each group","policies":["tenant ${t.id}: \\"STRASSE\\" (p-0), \\"Straße\\" (p-1)"]`,
       );
       const upgraded = storeOn(raw);
       // Every policy is still there, as it was: the two that are now namesakes included.

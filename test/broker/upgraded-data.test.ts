@@ -66,7 +66,7 @@ describe('trust policies an earlier version saved under names that are now one n
     const body = (await res.json()) as { detail: string };
     expect(body).toMatchObject({ code: 'ambiguous_policy', policies: ['STRASSE', 'Straße'] });
     expect(body.detail).toBe(
-      'trust policies STRASSE, Straße all have the name "strasse", as names are compared ignoring case and accent encoding; name one exactly as it is written',
+      'trust policies STRASSE, Straße all have the name "strasse", as names are compared ignoring case, accent encoding and invisible characters; name one exactly as it is written',
     );
 
     // The workflow snippet for that name would be refused so: it is refused alike, not tailored to either one, by
@@ -113,5 +113,33 @@ describe('namesakes an upgrade kept, looked up by name', () => {
     } finally {
       await upgraded.close();
     }
+  });
+});
+
+describe('names an earlier version saved with invisible characters, which now leave them out', () => {
+  it('a lone one is found by the name it shows; one beside its visible namesake stays, each got as it is written', async () => {
+    f = await startFederation();
+    const pasted = await f.policy('seed-1', { claims: { repository: 'acme/infra' } });
+    await fileAsEarlierVersion(pasted, 'Rollout\u200b');
+    await f.policy('Deploy', { claims: { repository: 'acme/infra' }, permissions: ['harden-runner:read'] });
+    const twin = await f.policy('seed-2', { claims: { repository: 'acme/infra' } });
+    await fileAsEarlierVersion(twin, 'Deploy\u2060');
+    // An upgraded broker starts on the database an earlier version left, and files the names anew.
+    await (await startTestBroker({ db: f.t.db })).close();
+    const exchange = (policy: string) => f.exchange(f.issuer.sign({ repository: 'acme/infra' }), { policy });
+    for (const [asked, got] of [
+      ['rollout', 'Rollout\u200b'],
+      ['Deploy', 'Deploy'],
+      ['Deploy\u2060', 'Deploy\u2060'],
+    ]) {
+      const res = await exchange(asked!);
+      expect(res.status, `${asked} ${await res.clone().text()}`).toBe(200);
+      expect(((await res.json()) as { policy: string }).policy).toBe(got);
+    }
+    const res = await exchange('deploy');
+    expect(await res.json()).toMatchObject({
+      code: 'ambiguous_policy',
+      policies: ['Deploy', 'Deploy\u2060'],
+    });
   });
 });
