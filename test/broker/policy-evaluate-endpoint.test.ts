@@ -686,6 +686,12 @@ describe('GET /v1/oidc/config', () => {
       expect(quoted.workflow).toContain('environment: "prod: eu"');
       expect(await lint(quoted.workflow)).toEqual([]);
 
+      // Characters a name or an environment may hold that YAML may not hold as such (U+FFFE, U+FFFF) are escaped.
+      const unprintable = await snippetFor('ops\uffff', 'prod\ufffe');
+      expect(unprintable.workflow.split('\n')).toContain('      policy: "ops\\uffff"');
+      expect(unprintable.workflow).toContain('environment: "prod\\ufffe"');
+      expect(await lint(unprintable.workflow)).toEqual([]);
+
       // The tenant's default audience under another suffix is still not the action's default.
       const { key: plainKey } = await other.createTenant('initech');
       expect((await config(other, plainKey)).workflow).toContain('      audience: initech.example.com\n');
