@@ -102,9 +102,11 @@ class JsonBodyCache {
 }
 
 /**
- * A form's cache: `arrayBuffer`, which Hono's form validator parses, is the body read as any other, refused when its
- * names and values, percent escapes decoded, are not UTF-8: the parser would read each such byte as U+FFFD (a
- * Latin-1 `Stra%DFe` as "Stra\uFFFDe"), a name or value the client never sent.
+ * A form's cache: `arrayBuffer`, which Hono's form validator parses, is the body read as any other. A body that is a
+ * JSON object is refused as the media type it is: sent as a form (what `curl -d` declares unless told otherwise),
+ * it would be read as one parameter named after the whole object, and answered as if its fields were missing. A
+ * form whose names and values, percent escapes decoded, are not UTF-8 is refused too: the parser would read each
+ * such byte as U+FFFD (a Latin-1 `Stra%DFe` as "Stra\uFFFDe"), a name or value the client never sent.
  */
 class FormBodyCache {
   readonly #req: Request;
@@ -116,6 +118,14 @@ class FormBodyCache {
 
   get arrayBuffer(): Promise<ArrayBuffer> {
     this.#bytes ??= readBody(this.#req).then((buffer) => {
+      if (isJsonObject(buffer)) {
+        const error = new BrokerError(
+          'unsupported_media_type',
+          'the request body is JSON, but its Content-Type says a form (application/x-www-form-urlencoded, which curl -d sends unless told otherwise): send it with Content-Type: application/json, or send a form',
+        );
+        refused.set(this.#req, error);
+        throw error;
+      }
       if (isUtf8(unescaped(new Uint8Array(buffer)))) return buffer;
       throw refuse(
         this.#req,
@@ -142,6 +152,20 @@ function unescaped(bytes: Uint8Array): Uint8Array {
     } else out[n++] = bytes[i]!;
   }
   return out.subarray(0, n);
+}
+
+/** Whether a body is a JSON object, as a form's never is: it starts with `{`, white space aside, and parses. */
+function isJsonObject(buffer: ArrayBuffer): boolean {
+  const bytes = new Uint8Array(buffer);
+  if (!isUtf8(bytes)) return false;
+  const text = decoder.decode(bytes);
+  if (!text.trimStart().startsWith('{')) return false;
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null && !Array.isArray(value);
+  } catch {
+    return false;
+  }
 }
 
 /** Whether JSON.parse takes `text`: a repeated name is told only of a body that is JSON otherwise. */

@@ -210,6 +210,52 @@ describe('a multipart body, which no route takes', () => {
   });
 });
 
+describe('a JSON body sent as a form (curl -d without a Content-Type)', () => {
+  it('is refused with 415 saying it is JSON and which header to send, where a route takes forms', async () => {
+    const minted = (await (await t.request('POST', '/v1/tokens', { key })).json()) as {
+      access_token: string;
+    };
+    for (const [path, body] of [
+      ['/v1/oidc/token', { oidc_token: 'x.y.z', tenant: 'acme' }],
+      ['/v1/tokens/introspect', { token: minted.access_token }],
+      ['/v1/tokens/revoke', { token: minted.access_token }],
+    ] as const) {
+      const res = await fetch(`${url}${path}`, {
+        method: 'POST',
+        headers: {
+          ...(path === '/v1/oidc/token' ? {} : { Authorization: `Bearer ${key}` }),
+          'Content-Type': 'application/x-www-form-urlencoded',
+        },
+        body: ` ${JSON.stringify(body, null, 2)}\n`,
+      });
+      expect(res.status, path).toBe(415);
+      const problem = (await res.json()) as { code: string; detail: string };
+      expect(problem.code).toBe('unsupported_media_type');
+      expect(problem.detail).toMatch(/is JSON.*Content-Type: application\/json/);
+      expect(JSON.stringify(problem)).not.toContain(minted.access_token);
+    }
+    // The revocation sent that way did nothing, and the same body as JSON revokes the token.
+    expect((await t.request('GET', '/v1/whoami', { key: minted.access_token })).status).toBe(200);
+    const revoked = await fetch(`${url}/v1/tokens/revoke`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ token: minted.access_token }),
+    });
+    expect(revoked.status).toBe(200);
+    expect((await t.request('GET', '/v1/whoami', { key: minted.access_token })).status).toBe(401);
+  });
+
+  it('while a form whose value merely starts with a brace is read as the form it is', async () => {
+    const res = await fetch(`${url}/v1/tokens/introspect`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: 'token={"a":1}',
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ active: false });
+  });
+});
+
 describe('a body with thousands of wrong fields', () => {
   it('is refused naming the first hundred and counting the rest, in an answer smaller than the body', async () => {
     const names = Array.from({ length: 6000 }, (_, i) => `f${i}`);
