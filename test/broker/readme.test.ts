@@ -146,3 +146,17 @@ describe('README links', () => {
     expect(links.filter((link) => !targets.has(link))).toEqual([]);
   });
 });
+
+describe("README's curl examples", () => {
+  it('declare Content-Type: application/json wherever they send a JSON body', () => {
+    const commands = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)]
+      .flatMap((block) => block[1]!.replace(/\\\n\s*/g, ' ').split('\n'))
+      .filter((line) => /^\s*(\S+=\$\()?curl /.test(line));
+    const sendingJson = commands.filter((line) => / -d '\{/.test(line));
+    expect(sendingJson.length).toBeGreaterThan(2);
+    for (const line of sendingJson) {
+      // curl -d alone declares a form, which the exchange, introspection and revocation would read as one.
+      expect(line, line).toContain("-H 'Content-Type: application/json'");
+    }
+  });
+});
