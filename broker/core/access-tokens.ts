@@ -66,10 +66,12 @@ export interface AccessTokens {
   /**
    * Verifies signature, issuer, expiry, tenant and the revocation list; the claims, or why not. `expiredWithinMs`:
    * a token that expired no longer ago than this still passes (revoking it, for replicas whose clocks run behind).
+   * `anyIssuer`: a token this broker's keys signed passes whatever its `iss` (revoking it, for a replica whose
+   * BROKER_PUBLIC_URL is another, which would otherwise go on taking it).
    */
   verify(
     token: string,
-    options?: { expiredWithinMs?: number },
+    options?: { expiredWithinMs?: number; anyIssuer?: boolean },
   ): Promise<{ ok: true; claims: AccessTokenClaims; tenant: Tenant } | { ok: false; reason: string }>;
   /** As a request credential: a Principal, or 401. */
   authenticate(token: string): Promise<Principal>;
@@ -87,7 +89,10 @@ export function createAccessTokens(deps: {
 }): AccessTokens {
   const { store, tenants, signingKeys, issuer, now } = deps;
 
-  async function verifyToken(token: string, { expiredWithinMs = 0 }: { expiredWithinMs?: number } = {}) {
+  async function verifyToken(
+    token: string,
+    { expiredWithinMs = 0, anyIssuer = false }: { expiredWithinMs?: number; anyIssuer?: boolean } = {},
+  ) {
     const parsed = parseCompactJws(token, { maxBytes: 8192, integerNumbersOnly: true });
     if (!parsed.ok) return { ok: false as const, reason: parsed.reason };
     const { header, payload: p } = parsed;
@@ -108,7 +113,16 @@ export function createAccessTokens(deps: {
       parsed.signature,
     );
     if (!valid) return { ok: false as const, reason: 'signature does not verify' };
-    if (p.iss !== issuer) return { ok: false as const, reason: 'issued by another broker' };
+    // Only this broker's keys verify, so a token of another `iss` was signed by a replica on this database configured
+    // with another BROKER_PUBLIC_URL: said so, as the fleet is split until the replicas agree.
+    if (p.iss !== issuer && !anyIssuer) {
+      return {
+        ok: false as const,
+        reason:
+          `issued as ${JSON.stringify(String(p.iss))}, not as this broker's ${JSON.stringify(issuer)}: ` +
+          'BROKER_PUBLIC_URL differs between the replicas on this database, or changed since the token was issued',
+      };
+    }
     if (typeof p.exp !== 'number' || p.exp * 1000 <= now() - expiredWithinMs) {
       return { ok: false as const, reason: 'expired' };
     }

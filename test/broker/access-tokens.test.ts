@@ -715,6 +715,48 @@ describe('revocation on a replica whose clock runs behind (by less than the minu
   });
 });
 
+describe('a replica configured with another BROKER_PUBLIC_URL (misconfigured, or while the URL changes)', () => {
+  /** Replica `b` on the same database and clock, whose tokens carry another `iss`. */
+  async function withOtherUrl(run: (b: TestBroker) => Promise<void>) {
+    const b = await startTestBroker({
+      db: f.t.db,
+      clock: f.t.clock,
+      env: { BROKER_PUBLIC_URL: 'https://broker-b.test' },
+    });
+    try {
+      await run(b);
+    } finally {
+      await b.close();
+    }
+  }
+
+  it('revokes a token the other replica minted, on every replica, rather than answering 200 and revoking nothing', async () => {
+    await withOtherUrl(async (b) => {
+      const token = await exchanged();
+      expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(200);
+      const revoked = await b.request('POST', '/v1/tokens/revoke', { key: f.key, ...form(token) });
+      expect(revoked.status).toBe(200);
+      expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(401);
+      const introspected = await json<{ active: boolean }>(
+        f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(token) }),
+      );
+      expect(introspected.active).toBe(false);
+    });
+  });
+
+  it("refuses the other replica's tokens naming both URLs, so the operator sees the replicas disagree", async () => {
+    await withOtherUrl(async (b) => {
+      const token = await exchanged();
+      const res = await b.request('GET', '/v1/whoami', { key: token });
+      expect(res.status).toBe(401);
+      const { detail } = await json<{ detail: string }>(res);
+      expect(detail).toContain('https://broker.test');
+      expect(detail).toContain('https://broker-b.test');
+      expect(detail).toContain('BROKER_PUBLIC_URL');
+    });
+  });
+});
+
 /** Rotates the broker's signing key with the CLI, as an operator does: the new kid and when it signs. */
 async function rotateSigningKey(g: Federation): Promise<{ newKid: string; activeFrom: number }> {
   let out = '';
