@@ -3,6 +3,7 @@ import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { withoutSecrets, withoutSecretsInJson } from '../core/keys.js';
+import { UndecryptableSigningKey } from '../core/signing-keys.js';
 import { BrokerError, ERROR_TABLE, type ErrorCode, type ProblemDocument, toProblem } from '../errors.js';
 import { StoreUnavailable } from '../store/sql.js';
 import type { BrokerEnv } from './context.js';
@@ -34,6 +35,15 @@ export function toBrokerError(error: unknown): BrokerError {
   if (error instanceof BrokerError) return error;
   if (error instanceof StoreUnavailable) {
     return new BrokerError('not_ready', 'the database does not answer right now; retry shortly');
+  }
+  if (error instanceof UndecryptableSigningKey) {
+    // oidc-broker signing-key replace moved the signing keys to another key-encryption key while this replica ran.
+    return new BrokerError(
+      'not_ready',
+      'this replica cannot sign tokens: the signing key in use is stored under another key-encryption key than ' +
+        'the one it was started with; retry (another replica may serve it), and have the operator restart this one ' +
+        'with the new BROKER_KEY_ENCRYPTION_KEY',
+    );
   }
   if (error instanceof HTTPException) return fromHttpException(error);
   return new BrokerError('internal_error', error instanceof Error ? error.message : String(error));
@@ -134,6 +144,11 @@ export function problemResponse(c: Context<BrokerEnv>, error: unknown): Response
     c.get('log').error('request failed', { error, stack: error instanceof Error ? error.stack : undefined });
   } else if (error instanceof StoreUnavailable) {
     c.get('log').error('request failed: the database is unavailable', { error });
+  } else if (error instanceof UndecryptableSigningKey) {
+    c.get('log').error(
+      'request failed: the signing key in use is stored under another key-encryption key; restart this replica with it',
+      { error },
+    );
   }
   const oauthError = OAUTH_ENDPOINTS.get(c.req.path)?.[brokerError.code];
   const body = withOAuthError(toProblem(brokerError, c.get('requestId')), oauthError);

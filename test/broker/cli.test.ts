@@ -402,6 +402,32 @@ describe('oidc-broker signing-key replace', () => {
     const stale = await startTestBroker({ db, env: { BROKER_KEY_ENCRYPTION_KEY: LOST_KEK } }).catch((e) => e);
     expect(stale).toBeInstanceOf(Error);
   });
+
+  it('a replica still running with the old key-encryption key answers 503 saying to restart it, not 500', async () => {
+    const key = (await cli('tenant', 'create', 'acme')).out.trim();
+    const running = await startTestBroker({ db });
+    try {
+      expect((await running.request('POST', '/v1/tokens', { key })).status).toBe(201);
+      const replaced = await cliWith(
+        { env: { BROKER_KEY_ENCRYPTION_KEY: NEW_KEK } },
+        'signing-key',
+        'replace',
+      );
+      expect(replaced.code, replaced.err).toBe(0);
+      // Once it has read the new signing key, which it cannot decrypt.
+      running.clock.now += 61_000;
+      const refused = await running.request('POST', '/v1/tokens', { key });
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get('Retry-After')).toBe('1');
+      const problem = (await refused.json()) as { code: string; detail: string };
+      expect(problem.code).toBe('not_ready');
+      expect(problem.detail).toContain('key-encryption key');
+      expect(problem.detail).toContain('restart');
+      expect(running.logs.join('\n')).toContain('BROKER_KEY_ENCRYPTION_KEY');
+    } finally {
+      await running.close();
+    }
+  });
 });
 
 describe('a database a newer version migrated', () => {
