@@ -108,12 +108,19 @@ async function pgSession(url: string): Promise<pg.Client> {
   return session;
 }
 
-/** Another session holding advisory lock `key` (7710003 the write turn, 7710001 migrations) until released. */
-async function holdPgLock(url: string, key: number): Promise<() => void> {
+/**
+ * Another session holding advisory lock `key` (7710003 the write turn, 7710001 migrations) until released. The
+ * release resolves once the lock is let go, or the session has been closed by the test's end.
+ */
+async function holdPgLock(url: string, key: number): Promise<() => Promise<void>> {
   const holder = await pgSession(url);
   await holder.query('BEGIN');
   await holder.query('SELECT pg_advisory_xact_lock($1)', [key]);
-  return () => void holder.query('COMMIT');
+  return () =>
+    holder.query('COMMIT').then(
+      () => undefined,
+      () => undefined,
+    );
 }
 
 /** Another process holding SQLite's write lock until released, or the test ends. */
@@ -560,7 +567,7 @@ describe.runIf(engine === 'postgres')('PostgreSQL only', () => {
     expect(await waiting).toBeInstanceOf(StoreUnavailable);
     // The 1 s deadline, and room for a busy machine.
     expect(performance.now() - started).toBeLessThan(5_000);
-    release();
+    await release();
     expect(await driver.all('SELECT v FROM t')).toEqual([{ v: 1 }]);
   }, 20_000);
 
