@@ -4,6 +4,7 @@ import type { PolicyClaims, PolicyRecord, TrustPolicy } from '../core/policy-typ
 import { appendAudit, checkRequester } from './audit-rows.js';
 import { bytewise, forUpdate, type SqlDriver, type SqlValue, UniqueViolation } from './sql.js';
 import { type Created, type Precondition, PreconditionFailed, type Store } from './store.js';
+import { revokeTokensMintedBy, withRevokedCount } from './token-rows.js';
 
 interface PolicyRow {
   id: string;
@@ -143,7 +144,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
           return { ok: true, value: { ...input, id, tenantId, createdAt: before.created_at, updatedAt } };
         }),
       ),
-    delete: (tenantId, id, at, audit, precondition) =>
+    delete: (tenantId, id, at, audit, precondition, revoking = { expiredWithinMs: 0 }) =>
       db.transaction(async (tx) => {
         const row = await tx.get<PolicyRow>(
           `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND id = ?${lock}`,
@@ -155,7 +156,8 @@ export function policyRows(db: SqlDriver): Store['policies'] {
         await checkRequester(tx, event);
         holds(precondition, policy);
         await tx.run('DELETE FROM trust_policies WHERE tenant_id = ? AND id = ?', [tenantId, id]);
-        await appendAudit(tx, event, at);
+        const revoked = await revokeTokensMintedBy(tx, tenantId, id, at, revoking);
+        await appendAudit(tx, withRevokedCount(event, revoked), at);
         return policy;
       }),
     get,

@@ -595,6 +595,59 @@ describe('POST /v1/tokens', () => {
     expect(await works(exchangedToken)).toBe(200);
   });
 
+  it('exchanged tokens die with the trust policy that granted them: deleting it revokes them, replacing it does not', async () => {
+    // A repository the tenant trusts is compromised: its policy is deleted, and what the policy granted stops too.
+    const works = async (token: string) => (await f.t.request('GET', '/v1/whoami', { key: token })).status;
+    const created = await json<{ policy: { id: string } }>(
+      f.t.request('POST', '/v1/oidc/policies', {
+        key: f.key,
+        json: {
+          name: 'compromised',
+          claims: { repository: 'acme/compromised', ref: 'refs/heads/main' },
+          permissions: ['harden-runner:read'],
+        },
+      }),
+    );
+    const id = created.policy.id;
+    const fromCompromised = async () => {
+      const res = await f.exchange(
+        f.issuer.sign({ repository: 'acme/compromised', repository_id: '99001' }),
+        { policy: 'compromised' },
+      );
+      expect(res.status).toBe(200);
+      return (await json<{ access_token: string }>(res)).access_token;
+    };
+    const granted = [await fromCompromised(), await fromCompromised()];
+    const otherPolicy = await exchanged();
+    const minted = (
+      await json<{ access_token: string }>(f.t.request('POST', '/v1/tokens', { key: f.key, json: {} }))
+    ).access_token;
+
+    // A replace takes effect on the next exchange; the tokens already issued stay valid.
+    const replaced = await f.t.request('PUT', `/v1/oidc/policies/${id}`, {
+      key: f.key,
+      json: {
+        name: 'compromised',
+        claims: { repository: 'acme/compromised', ref: 'refs/heads/release' },
+        permissions: ['harden-runner:read'],
+      },
+    });
+    expect(replaced.status).toBe(200);
+    for (const token of granted) expect(await works(token)).toBe(200);
+
+    expect((await f.t.request('DELETE', `/v1/oidc/policies/${id}`, { key: f.key })).status).toBe(204);
+    for (const token of granted) {
+      expect(await works(token)).toBe(401);
+      expect(
+        await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(token) })),
+      ).toEqual({ active: false });
+    }
+    expect((await newestEvent('policy.deleted'))?.details).toMatchObject({ access_tokens_revoked: 2 });
+    // Tokens another policy granted, or a key minted, are untouched.
+    expect(await works(otherPolicy)).toBe(200);
+    expect(await works(minted)).toBe(200);
+  });
+
   it("a mint that overlaps its key's revocation hands out no token", async () => {
     const fg = await json<{ id: string; key: string }>(
       f.t.request('POST', '/v1/fine-grained-keys', {
