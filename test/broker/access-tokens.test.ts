@@ -618,6 +618,14 @@ describe('POST /v1/tokens', () => {
       return (await json<{ access_token: string }>(res)).access_token;
     };
     const granted = [await fromCompromised(), await fromCompromised()];
+    // The policies that granted the repository tokens are the targets of its exchanges' events.
+    const exchanges = await json<{ events: { target: { id: string }; details: Record<string, unknown> }[] }>(
+      f.t.request('GET', '/v1/audit-events?type=token.exchanged&limit=200', { key: f.key }),
+    );
+    const grantedBy = exchanges.events
+      .filter((e) => e.details.repository === 'acme/compromised')
+      .map((e) => e.target.id);
+    expect(grantedBy).toEqual([id, id]);
     const otherPolicy = await exchanged();
     const minted = (
       await json<{ access_token: string }>(f.t.request('POST', '/v1/tokens', { key: f.key, json: {} }))

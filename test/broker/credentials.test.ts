@@ -309,6 +309,149 @@ describe('rotation', () => {
   });
 });
 
+describe('after a leak, as the README\'s "If a key or token leaks" tells it', () => {
+  type Event = {
+    type: string;
+    time: string;
+    actor: { kind: string; id: string };
+    target: { type: string; id: string } | null;
+    details: Record<string, unknown>;
+  };
+  /** The whole log, as the README's export loop reads it, oldest first. */
+  async function exported(key: string): Promise<Event[]> {
+    const events: Event[] = [];
+    let cursor = '';
+    do {
+      const res = await t.request('GET', `/v1/audit-events?limit=200${cursor && `&cursor=${cursor}`}`, {
+        key,
+      });
+      expect(res.status).toBe(200);
+      const page = (await res.json()) as { events: Event[]; next_cursor: string | null };
+      events.push(...page.events);
+      cursor = page.next_cursor ?? '';
+    } while (cursor);
+    return events.reverse();
+  }
+
+  it('a leaked Tenant API key: named, ended with its tokens, and everything it did found by its actor id and undone', async () => {
+    // The administrator works with the secondary slot; the primary key is posted in a public log.
+    const admin = await rotate('tenant', 'secondary');
+    const leaked = tenantKey;
+    t.clock.now += 60_000;
+    const leakedAt = new Date(t.clock.now).toISOString();
+    // What whoever found it does with it: a key of its own, another slot, a token, a trust policy, and through
+    // the token another key; and reads, which leave no trace.
+    const fgRes = await t.request('POST', '/v1/fine-grained-keys', {
+      key: leaked,
+      json: { name: 'innocent', expiration: '1y', permissions: ['read-write-all'] },
+    });
+    const fg = (await fgRes.json()) as { id: string; key: string };
+    const readOnly = await rotate('tenant-read-only', 'primary', leaked);
+    const minted = await t.request('POST', '/v1/tokens', { key: leaked, json: {} });
+    const token = ((await minted.json()) as { access_token: string }).access_token;
+    const viaTokenRes = await t.request('POST', '/v1/fine-grained-keys', {
+      key: token,
+      json: { name: 'also-innocent', expiration: '1y', permissions: ['audit-log:read'] },
+    });
+    const viaToken = (await viaTokenRes.json()) as { id: string; key: string };
+    const policyRes = await t.request('POST', '/v1/oidc/policies', {
+      key: leaked,
+      json: { name: 'backdoor', claims: { repository: 'evil/repo' }, permissions: ['read-write-all'] },
+    });
+    expect(policyRes.status).toBe(201);
+    const policy = ((await policyRes.json()) as { policy: { id: string } }).policy;
+    const before = (await exported(admin)).length;
+    for (const path of ['/v1/oidc/policies', '/v1/api-keys', '/v1/fine-grained-keys', '/v1/whoami'])
+      expect((await t.request('GET', path, { key: leaked })).status).toBe(200);
+    expect((await exported(admin)).length).toBe(before);
+
+    // 1. Tell what leaked.
+    expect((await whoami(leaked)).credential).toMatchObject({
+      kind: 'tenant',
+      slot: 'primary',
+      id: 'tenant/primary',
+    });
+    // 2. End it: rotate its slot with the other one; the token it minted goes with it.
+    t.clock.now += 1000;
+    await rotate('tenant', 'primary', admin);
+    expect((await t.request('GET', '/v1/whoami', { key: leaked })).status).toBe(401);
+    expect((await t.request('GET', '/v1/whoami', { key: token })).status).toBe(401);
+    // 3. Find what it did: its events, by actor id, before the rotation; then those of the tokens it minted.
+    const events = await exported(admin);
+    const rotation = events.findLast(
+      (e) => e.type === 'api_key.rotated' && e.target?.id === 'tenant/primary',
+    )!;
+    // The slot's id is its key's before and after a rotation: what it did since it leaked, and until it was rotated.
+    const byLeaked = events.filter(
+      (e) => e.actor.id === 'tenant/primary' && e.time >= leakedAt && e.time < rotation.time,
+    );
+    const tokens = byLeaked.filter((e) => e.type === 'token.minted').map((e) => e.target!.id);
+    expect(tokens).toHaveLength(1);
+    const byTokens = events.filter((e) => tokens.includes(e.actor.id));
+    expect(byLeaked.map((e) => `${e.type} ${e.target?.id}`)).toEqual([
+      `fine_grained_key.created ${fg.id}`,
+      'api_key.rotated tenant-read-only/primary',
+      `token.minted ${tokens[0]}`,
+      `policy.created ${policy.id}`,
+    ]);
+    expect(byTokens.map((e) => `${e.type} ${e.target?.id}`)).toEqual([
+      `fine_grained_key.created ${viaToken.id}`,
+    ]);
+    // Keys name their creator, as the events do.
+    const listed = (await (await t.request('GET', '/v1/fine-grained-keys', { key: admin })).json()) as {
+      keys: { id: string; created_by: string }[];
+    };
+    expect(listed.keys.find((k) => k.id === fg.id)?.created_by).toBe('tenant/primary');
+    expect(listed.keys.find((k) => k.id === viaToken.id)?.created_by).toBe(tokens[0]);
+    // 4. Undo what it made: its keys outlived it until now.
+    for (const key of [fg.key, viaToken.key, readOnly]) {
+      expect((await t.request('GET', '/v1/whoami', { key })).status).toBe(200);
+    }
+    for (const id of [fg.id, viaToken.id])
+      expect((await t.request('DELETE', `/v1/fine-grained-keys/${id}`, { key: admin })).status).toBe(204);
+    await rotate('tenant-read-only', 'primary', admin);
+    expect((await t.request('DELETE', `/v1/oidc/policies/${policy.id}`, { key: admin })).status).toBe(204);
+    for (const key of [fg.key, viaToken.key, readOnly]) {
+      expect((await t.request('GET', '/v1/whoami', { key })).status).toBe(401);
+    }
+  });
+
+  it('a leaked fine-grained key or access token: each named by whoami, and ended', async () => {
+    const fgRes = await t.request('POST', '/v1/fine-grained-keys', {
+      key: tenantKey,
+      json: { name: 'deploy-bot', expiration: '30d', permissions: ['audit-log:read'] },
+    });
+    const fg = (await fgRes.json()) as { id: string; key: string; hint: string };
+    expect(fg.hint).toBe(`ssf_…${fg.key.slice(-4)}`);
+    expect((await whoami(fg.key)).credential).toMatchObject({ kind: 'fine-grained', id: fg.id });
+    const token = (
+      (await (await t.request('POST', '/v1/tokens', { key: fg.key, json: {} })).json()) as {
+        access_token: string;
+      }
+    ).access_token;
+    const jti = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).jti as string;
+    expect((await whoami(token)).credential).toMatchObject({ kind: 'access-token', id: jti });
+    const introspected = await t.request('POST', '/v1/tokens/introspect', {
+      key: tenantKey,
+      body: new URLSearchParams({ token }).toString(),
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    });
+    expect(await introspected.json()).toMatchObject({ active: true, jti, client_id: fg.id });
+    // A leaked token is ended by whoever holds it, itself included.
+    const revoked = await t.request('POST', '/v1/tokens/revoke', {
+      key: token,
+      body: new URLSearchParams({ token }).toString(),
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    });
+    expect(revoked.status).toBe(200);
+    expect((await t.request('GET', '/v1/whoami', { key: token })).status).toBe(401);
+    expect((await t.request('DELETE', `/v1/fine-grained-keys/${fg.id}`, { key: tenantKey })).status).toBe(
+      204,
+    );
+    expect((await t.request('GET', '/v1/whoami', { key: fg.key })).status).toBe(401);
+  });
+});
+
 describe('a credential rotated or revoked while its request is in flight', () => {
   /**
    * Sends `request`, holds it once its credential has been looked up (authenticated), runs `withdraw` (rotating
