@@ -165,30 +165,40 @@ function keyWouldBeLost(io: CliIo): boolean {
   return true;
 }
 
-/** Parses a command's arguments; what parseArgs refuses is a usage error (exit 2). */
+/**
+ * Parses a command's arguments; what parseArgs refuses is a usage error (exit 2), and so is an option given twice
+ * that is not a list: not silently the last (`rotate-key acme --slot primary --slot secondary` must not guess).
+ */
 function parseUsage<T extends ParseArgsConfig['options']>(args: string[], options: T) {
-  try {
-    return parseArgs({ args, allowPositionals: true, strict: true, options });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
+  const parsed = (() => {
+    try {
+      return parseArgs({ args, allowPositionals: true, strict: true, options, tokens: true });
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
+  })();
+  const seen = new Set<string>();
+  for (const token of parsed.tokens) {
+    if (token.kind !== 'option' || options?.[token.name]?.multiple) continue;
+    if (seen.has(token.name)) throw new UsageError(`--${token.name} is given more than once`);
+    seen.add(token.name);
   }
+  return parsed;
 }
 
 async function tenantCreate(io: CliIo, args: string[]): Promise<number> {
   const { values, positionals } = parseUsage(args, {
-    audience: { type: 'string', multiple: true },
+    audience: { type: 'string' },
     disable: { type: 'string', multiple: true },
   });
   if (positionals.length !== 1) throw new UsageError('tenant create takes exactly one NAME');
-  // Not the last one silently: a tenant has one audience.
-  if ((values.audience?.length ?? 0) > 1) throw new UsageError('--audience is given more than once');
   if (keyWouldBeLost(io)) return 1;
   const config = commandConfig(io);
   const store = await openStoreFor(config.database, io);
   try {
     await checkKeyPepper(config, store, { guess: false });
     const result = await createTenant(
-      { name: positionals[0]!, audience: values.audience?.[0], disabledCategories: values.disable },
+      { name: positionals[0]!, audience: values.audience, disabledCategories: values.disable },
       { store, digest: keyDigester(config.keyPepper), now: Date.now, audienceSuffix: config.audienceSuffix },
     );
     if (!result.ok) {

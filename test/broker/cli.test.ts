@@ -141,6 +141,10 @@ describe('oidc-broker tenant', () => {
       expect(result.err).toContain('usage: oidc-broker');
     }
     expect((await cli('tenant', 'list')).err).toContain('No tenants yet');
+    expect(
+      (await cli('tenant', 'create', 'a', '--audience', 'https://github.com/acme', '--audience', 'second'))
+        .err,
+    ).toContain('error: --audience is given more than once');
   });
 
   it.each([
@@ -503,6 +507,17 @@ describe('oidc-broker tenant rotate-key', () => {
     [['tenant', 'rotate-key'], 2, 'exactly one NAME'],
     [['tenant', 'rotate-key', 'acme', '--slot', 'tertiary'], 2, '--slot must be primary or secondary'],
     [['tenant', 'rotate-key', 'nobody'], 1, 'no tenant named "nobody"'],
+    // Which slot to empty is not guessed from the last of two.
+    [
+      ['tenant', 'rotate-key', 'acme', '--slot', 'primary', '--slot', 'secondary'],
+      2,
+      '--slot is given more than once',
+    ],
+    [
+      ['tenant', 'rotate-key', 'acme', '--slot=secondary', '--slot', 'secondary'],
+      2,
+      '--slot is given more than once',
+    ],
   ])('%o fails with exit %i and a clear message, changing nothing', async (argv, code, message) => {
     const key = (await cli('tenant', 'create', 'acme')).out.trim();
     const result = await cli(...argv);
