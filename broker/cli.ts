@@ -1,4 +1,5 @@
 // The operator CLI `oidc-broker`: its commands in one table, dispatched from argv. Takes its IO as arguments.
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { createBroker } from './broker.js';
@@ -106,8 +107,24 @@ function commandConfig(io: CliIo): BrokerConfig {
   return config;
 }
 
-/** Opens the store, saying so on standard error when a newer version of the broker has migrated it. */
-async function openStoreFor(database: BrokerConfig['database'], io: CliIo) {
+/**
+ * Opens the store, saying so on standard error when a newer version of the broker has migrated it. A SQLite file
+ * that is not there is made only by a command that creates (`tenant create`, as `serve`): any other would make an
+ * empty database where DATABASE_URL, or the directory it is run from, is not the broker's, and report on that one
+ * (`No tenants yet`, `no tenant named "acme"`, a signing key rotated that no broker uses).
+ */
+async function openStoreFor(database: BrokerConfig['database'], io: CliIo, options: { creates?: true } = {}) {
+  if (
+    !options.creates &&
+    database.engine === 'sqlite' &&
+    database.path !== ':memory:' &&
+    !existsSync(database.path)
+  )
+    throw new Error(
+      `DATABASE_URL ${storedIn(database)} names no database file, and only serve and tenant create make one: ` +
+        "nothing was created. Run the command with the broker's DATABASE_URL (a relative path is taken from the " +
+        'current directory)',
+    );
   const store = await openStore(database);
   if (store.unknownMigrations?.length) {
     io.err(`warning: ${NEWER_SCHEMA} (migrations ${store.unknownMigrations.join(', ')})\n`);
@@ -194,7 +211,7 @@ async function tenantCreate(io: CliIo, args: string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError('tenant create takes exactly one NAME');
   if (keyWouldBeLost(io)) return 1;
   const config = commandConfig(io);
-  const store = await openStoreFor(config.database, io);
+  const store = await openStoreFor(config.database, io, { creates: true });
   try {
     await checkKeyPepper(config, store, { guess: false });
     const result = await createTenant(

@@ -1,17 +1,32 @@
 // The operator CLI: tenant create/list with clear errors, keys printed once on standard output.
 import { scryptSync } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../../broker/cli.js';
-import { ConfigError } from '../../broker/config.js';
+import { ConfigError, loadConfig } from '../../broker/config.js';
 import { keyDigester } from '../../broker/core/keys.js';
+import { openStore } from '../../broker/store/open-store.js';
 import { startTestBroker, TEST_KEK, type TestBroker } from '../support/broker.js';
-import { createTestDatabase, openDriver, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, openDriver, requestedEngine, type TestDatabase } from '../support/database.js';
 
 let db: TestDatabase;
 beforeEach(async () => {
   db = await createTestDatabase();
 });
 afterEach(() => db.drop());
+
+/** The database as the broker's first start leaves it: migrated, without tenants. */
+async function started() {
+  const store = await openStore(loadConfig({ DATABASE_URL: db.url }).database);
+  await store.close();
+}
+
+/** That no command has created or changed anything: no SQLite file, or no tenant in PostgreSQL. */
+async function expectNothingCreated() {
+  if (db.engine === 'sqlite') expect(existsSync(db.file!)).toBe(false);
+  else expect((await cli('tenant', 'list')).err).toContain('No tenants yet');
+}
 
 async function cli(...argv: string[]) {
   return cliWith({}, ...argv);
@@ -140,7 +155,7 @@ describe('oidc-broker tenant', () => {
       expect(result.code).toBe(2);
       expect(result.err).toContain('usage: oidc-broker');
     }
-    expect((await cli('tenant', 'list')).err).toContain('No tenants yet');
+    await expectNothingCreated();
     expect(
       (await cli('tenant', 'create', 'a', '--audience', 'https://github.com/acme', '--audience', 'second'))
         .err,
@@ -183,8 +198,33 @@ describe('oidc-broker tenant', () => {
   );
 });
 
+describe('a DATABASE_URL naming a SQLite file that is not there', () => {
+  it
+    .skipIf(requestedEngine() !== 'sqlite')
+    .each([
+      [['tenant', 'list']],
+      [['tenant', 'rotate-key', 'acme']],
+      [['signing-key', 'rotate']],
+      [['signing-key', 'replace']],
+      [['key-pepper', 'adopt']],
+    ])('%o refuses, naming the file, and creates no empty database to report on', async (argv) => {
+    const result = await cli(...argv);
+    expect(result).toMatchObject({ code: 1, out: '' });
+    expect(result.err).toContain(`error: DATABASE_URL ${db.url} names no database file`);
+    expect(result.err).toContain('nothing was created');
+    expect(existsSync(db.file!)).toBe(false);
+    expect(existsSync(join(dirname(db.file!), 'key-encryption-key'))).toBe(false);
+  });
+
+  it.skipIf(requestedEngine() !== 'sqlite')('tenant create makes it, as serve does', async () => {
+    expect((await cli('tenant', 'create', 'acme')).code).toBe(0);
+    expect((await cli('tenant', 'list')).out).toContain('acme');
+  });
+});
+
 describe('a misspelt setting', () => {
   it('every command that reads the configuration names it on standard error, with the setting it means', async () => {
+    await started();
     let err = '';
     const code = await runCli(['tenant', 'list'], {
       env: { DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK, BROKER_KEY_PEPER: 'pepper-s3cret' },
@@ -272,7 +312,7 @@ describe('oidc-broker help', () => {
     expect(await serving('serve', '--help')).toBe(0);
     expect(served).toBe(false);
     // Nothing was created, and the help text asked for is never taken as a tenant name after `--`.
-    expect((await cli('tenant', 'list')).err).toContain('No tenants yet');
+    await expectNothingCreated();
     expect((await cli('tenant', 'create', '--', '--help')).code).toBe(1);
   });
 
@@ -292,6 +332,7 @@ describe('oidc-broker signing-key rotate', () => {
   it('its help says, as the rotation does, that the new key reaches the JWKS within a minute, not at once', async () => {
     const help = (await cli('help')).out;
     const entry = help.slice(help.indexOf('signing-key rotate'), help.indexOf('  signing-key replace'));
+    await started();
     expect((await cli('signing-key', 'rotate')).err).toContain("in every replica's JWKS within a minute");
     expect(entry).toContain("in every replica's JWKS within a minute");
     expect(entry).not.toMatch(/\bnow\b/);
@@ -561,6 +602,7 @@ describe('a key shown once, with standard output closed or /dev/null', () => {
 
   it('usage errors are still told first, and commands that print no key run', async () => {
     expect((await cliWith({ discardsOut: true }, 'tenant', 'create')).code).toBe(2);
+    await started();
     expect((await cliWith({ discardsOut: true }, 'tenant', 'list')).code).toBe(0);
   });
 });
