@@ -323,7 +323,8 @@ async function rotateSigningKey(io: CliIo): Promise<number> {
     io.out(`${kid}\n`);
     const from = new Date(activeFrom).toISOString();
     io.err(
-      `New signing key ${kid} is in every replica's JWKS within a minute and signs from ${from}, once verifiers that cache ` +
+      `New signing key ${kid} in ${storedIn(config.database)} is in every replica's JWKS within a minute and signs from ` +
+        `${from}, once verifiers that cache ` +
         `the JWKS have had it for their cache time. ${retired.join(', ')} signs until then and stays published ` +
         'until the tokens it signed have expired (12 h and 2 minutes after it stops signing).\n',
     );
@@ -358,7 +359,8 @@ async function replaceSigningKey(io: CliIo, args: string[]): Promise<number> {
     const { kid, retired } = replaced;
     io.out(`${kid}\n`);
     io.err(
-      `New signing key ${kid} signs from now on, under the configured key-encryption key; restart every replica with ` +
+      `New signing key ${kid} in ${storedIn(config.database)} signs from now on, under the configured key-encryption ` +
+        'key; restart every replica with ' +
         'that key (one still running with the old one cannot sign until it is). ' +
         (retired.length === 0
           ? ''

@@ -28,6 +28,14 @@ async function expectNothingCreated() {
   else expect((await cli('tenant', 'list')).err).toContain('No tenants yet');
 }
 
+/** The database as a command's message names it: a SQLite file by its path, a PostgreSQL URL without password. */
+function shownDb(): string {
+  if (db.engine === 'sqlite') return db.url;
+  const url = new URL(db.url);
+  if (url.password) url.password = '***';
+  return url.toString();
+}
+
 async function cli(...argv: string[]) {
   return cliWith({}, ...argv);
 }
@@ -58,7 +66,7 @@ describe('oidc-broker tenant', () => {
     expect(created.err).toContain('acme-corp.api.stepsecurity.io');
     expect(created.err).toContain('shown only this once');
     // Which database it went into: a command run without the broker's DATABASE_URL makes a key no broker takes.
-    expect(created.err).toContain(db.engine === 'sqlite' ? `in ${db.url}` : `${new URL(db.url).pathname}.`);
+    expect(created.err).toContain(`in ${shownDb()}.`);
     const listed = await cli('tenant', 'list');
     expect(listed.out).toMatch(
       /^NAME\s+AUDIENCE\s+DISABLED\s+CREATED\nacme-corp\s+acme-corp\.api\.stepsecurity\.io\s+apps-and-pats\s/,
@@ -333,7 +341,11 @@ describe('oidc-broker signing-key rotate', () => {
     const help = (await cli('help')).out;
     const entry = help.slice(help.indexOf('signing-key rotate'), help.indexOf('  signing-key replace'));
     await started();
-    expect((await cli('signing-key', 'rotate')).err).toContain("in every replica's JWKS within a minute");
+    const rotated = await cli('signing-key', 'rotate');
+    expect(rotated.err).toContain("in every replica's JWKS within a minute");
+    // Which database it rotated, as tenant create names it: a command run with another DATABASE_URL rotates a key no
+    // broker of this one uses.
+    expect(rotated.err).toContain(`New signing key ${rotated.out.trim()} in ${shownDb()} is in`);
     expect(entry).toContain("in every replica's JWKS within a minute");
     expect(entry).not.toMatch(/\bnow\b/);
   });
@@ -421,6 +433,7 @@ describe('oidc-broker signing-key replace', () => {
     expect(replaced.code, replaced.err).toBe(0);
     const kid = replaced.out.trim();
     expect(replaced.err).toContain(kidOf(old));
+    expect(replaced.err).toContain(`New signing key ${kid} in ${shownDb()} signs from now on`);
 
     const after = await startTestBroker({ db, env: { BROKER_KEY_ENCRYPTION_KEY: NEW_KEK } });
     try {
