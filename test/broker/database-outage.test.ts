@@ -639,13 +639,19 @@ describe('SQLite, whatever engine the suite runs', () => {
     expect(error).toBeInstanceOf(StoreUnavailable);
   });
 
-  it("another process's write lock holds up only the write, not the requests that read", async () => {
+  /** A SQLite broker with a tenant, whose write lock another process holds. */
+  async function sqliteBrokerWithWriteLockHeld() {
     const db = await createTestDatabase('sqlite');
     cleanups.push(() => db.drop());
     const t = await startTestBroker({ db });
     cleanups.push(() => t.broker.close());
     const { key } = await t.createTenant('acme');
     holdSqliteWriteLock(db.file!);
+    return { t, key };
+  }
+
+  it("another process's write lock holds up only the write, not the requests that read", async () => {
+    const { t, key } = await sqliteBrokerWithWriteLockHeld();
     const answered: string[] = [];
     const note = (what: string) => (res: Response) => {
       answered.push(`${what} ${res.status}`);
@@ -664,12 +670,7 @@ describe('SQLite, whatever engine the suite runs', () => {
   }, 20_000);
 
   it('gives up at the 5 s busy timeout even when the wall clock is set back meanwhile (NTP, a restored VM)', async () => {
-    const db = await createTestDatabase('sqlite');
-    cleanups.push(() => db.drop());
-    const t = await startTestBroker({ db });
-    cleanups.push(() => t.broker.close());
-    const { key } = await t.createTenant('acme');
-    holdSqliteWriteLock(db.file!);
+    const { t, key } = await sqliteBrokerWithWriteLockHeld();
     const started = performance.now();
     const write = createKey(t, key);
     await new Promise((resolve) => setTimeout(resolve, 100));
