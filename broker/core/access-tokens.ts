@@ -144,6 +144,11 @@ export function createAccessTokens(deps: {
     const tenant = await tenants.byName(p.tenant);
     if (!tenant || p.aud !== tenant.audience) return { ok: false as const, reason: 'unknown tenant' };
     if (await store.tokens.isRevoked(p.jti)) return { ok: false as const, reason: 'revoked' };
+    // An exchanged token lives only as long as the trust policy that granted it (its client_id): deleting the
+    // policy ends what it granted, with nothing written per exchange to find those tokens by.
+    if (typeof p.policy === 'string' && !(await store.policies.get(tenant.id, String(p.client_id)))) {
+      return { ok: false as const, reason: 'the trust policy that granted it was deleted' };
+    }
     const claims = p as unknown as AccessTokenClaims;
     return {
       ok: true as const,

@@ -11,14 +11,11 @@ import type { Permission } from './permissions.js';
 import { type Allow, type Deny, evaluatePolicies } from './policy-evaluate.js';
 import { namesakesDetail, policyNameKey } from './policy-names.js';
 import type { TrustPolicy } from './policy-types.js';
-import { CLOCK_SKEW_MS } from './signing-keys.js';
 
 interface Granted {
   decision: Allow;
   /** The access token's jti, recorded in the exchange's audit event. */
   jti: string;
-  /** The latest its `exp` may be (ms): the expiry recorded with its policy, which revokes it when deleted. */
-  notAfter: number;
 }
 
 interface Job {
@@ -102,8 +99,6 @@ async function decideAndRecord(request: ExchangeRequest, job: Job, deps: Exchang
   }
 
   const jti = randomUUID();
-  // Signed once this is committed, moments later: recorded with a minute to spare, and its `exp` bound to it.
-  const notAfter = at + decision.durationSeconds * 1000 + CLOCK_SKEW_MS;
   const policy = decision.policy;
   const target = { type: 'trust_policy', id: policy.id, name: policy.name };
   // The replay record and the audit event are committed before any token exists.
@@ -118,11 +113,10 @@ async function decideAndRecord(request: ExchangeRequest, job: Job, deps: Exchang
     },
     at,
     { id: policy.id, updatedAt: policy.updatedAt },
-    { jti, tenantId: tenant.id, expiresAt: notAfter },
   );
   if (!fresh)
     throw new BrokerError('token_replayed', 'this OIDC token was already exchanged; request a new one');
-  return { decision, jti, notAfter };
+  return { decision, jti };
 }
 
 /** The policies of this name that the candidate lookup did not return. */

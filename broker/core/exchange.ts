@@ -190,11 +190,7 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
   // Read before the exchange is recorded, so that a key the database cannot give fails it then. Once it is
   // recorded, the token is signed with the key that signs by then, or with this one if that cannot be read.
   const signingKey = await deps.accessTokens.signingKey();
-  const { decision, jti, notAfter } = await decide(
-    request,
-    { claims, tenant, permissions, repositoryKey },
-    deps,
-  );
+  const { decision, jti } = await decide(request, { claims, tenant, permissions, repositoryKey }, deps);
   const policy = decision.policy;
 
   const minted = await deps.accessTokens.mint({
@@ -205,7 +201,6 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
     subject: claims.sub,
     clientId: policy.id,
     jti,
-    notAfter,
     extra: {
       policy: policy.name,
       repository: claims.repository,
@@ -217,7 +212,7 @@ export async function exchangeToken(request: ExchangeRequest, deps: ExchangeDeps
   return {
     accessToken: minted.token,
     expiresAt: minted.expiresAt,
-    expiresIn: minted.expiresIn,
+    expiresIn: decision.durationSeconds,
     permissions: decision.permissions,
     policy: policy.name,
     tenant: tenant.name,

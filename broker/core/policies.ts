@@ -6,7 +6,6 @@ import { policiesNamed, policyNameKey } from './policy-names.js';
 import { type PolicyFieldError, type PolicyRulesContext, validatePolicy } from './policy-rules.js';
 import type { PolicyClaims, PolicyRecord, TrustPolicy } from './policy-types.js';
 import { changedBy, type Principal } from './principal.js';
-import { CLOCK_SKEW_MS } from './signing-keys.js';
 
 export interface PolicyDeps {
   store: Store;
@@ -262,8 +261,6 @@ export async function deletePolicy(
       deps.now(),
       (before) => auditEvent(principal, 'policy.deleted', id, before.name, auditedValues(before)),
       precondition,
-      // The tokens it granted go with it, as a key's go with the key.
-      { expiredWithinMs: CLOCK_SKEW_MS },
     ),
   );
   if (deleted && 'reason' in deleted) return deleted;

@@ -429,7 +429,7 @@ export function registerPolicyRoutes(
       tags: TAGS,
       summary: 'Delete a trust policy',
       description:
-        'Effective on the next exchange, on every replica; the access tokens the policy granted are revoked with it. ' +
+        'Effective on the next exchange, on every replica; the access tokens the policy granted stop working with it. ' +
         'With `If-Match`, only if the policy is still in the state it names.',
       ...secured(auth, 'oidc-federation:write'),
       request: { params: IdParam, query: NoQuery, headers: conditional.write },

@@ -23,26 +23,12 @@
 export async function applyWrites(tx, writes) {
   const probes = await Promise.all(writes.map((write) => tx.run(write.probe.sql, write.probe.params)));
   const nexts = await Promise.all(
-    writes.map(async (write, i) => {
-      const next = statementsAfter(write, /** @type {number} */ (probes[i]));
-      const changed = await Promise.all(next.map((s) => tx.run(s.sql, s.params)));
-      return changed.reduce((sum, n) => sum + n, 0);
+    writes.map((write, i) => {
+      const next = /** @type {number} */ (probes[i]) > 0 ? write.onChange : write.onNoChange;
+      return next ? tx.run(next.sql, next.params) : 0;
     }),
   );
   return probes.map((probe, i) => ({ probe, next: /** @type {number} */ (nexts[i]) }));
-}
-
-/**
- * The statements to run after a write's probe: `onChange` (one or several) when it changed `probe` rows, else
- * `onNoChange`.
- * @param {BatchedWrite} write
- * @param {number} probe
- * @returns {readonly import('./sql.js').SqlStatement[]}
- */
-export function statementsAfter(write, probe) {
-  const next = probe > 0 ? write.onChange : write.onNoChange;
-  if (next === undefined) return [];
-  return Array.isArray(next) ? next : [/** @type {import('./sql.js').SqlStatement} */ (next)];
 }
 
 /**

@@ -1,8 +1,8 @@
 // Built-in key slots and fine-grained keys in SQL; only digests and hints are stored.
 import { appendAudit, checkRequester } from './audit-rows.js';
 import { forUpdate, type SqlDriver } from './sql.js';
-import type { BuiltinKeySlot, FineGrainedKey, Store } from './store.js';
-import { revokeTokensMintedBy, withRevokedCount } from './token-rows.js';
+import type { AuditEventInput, BuiltinKeySlot, FineGrainedKey, Store } from './store.js';
+import { revokeTokensMintedBy } from './token-rows.js';
 
 interface SlotRow {
   tenant_id: string;
@@ -48,6 +48,11 @@ const SLOT_COLUMNS = 'tenant_id, kind, slot, hint, last_rotated_at';
 const KEY_COLUMNS =
   'id, tenant_id, name, hint, permissions, created_by, created_at, expires_at, last_used_at';
 const KIND_ORDER = "CASE kind WHEN 'tenant' THEN 0 WHEN 'tenant-read-only' THEN 1 ELSE 2 END";
+
+const withRevokedCount = (audit: AuditEventInput, revoked: number): AuditEventInput => ({
+  ...audit,
+  details: { ...audit.details, access_tokens_revoked: revoked },
+});
 
 export function keyRows(db: SqlDriver): Store['keys'] {
   const lock = forUpdate(db);

@@ -4,7 +4,6 @@ import type { PolicyClaims, PolicyRecord, TrustPolicy } from '../core/policy-typ
 import { appendAudit, checkRequester } from './audit-rows.js';
 import { bytewise, forUpdate, type SqlDriver, type SqlValue, UniqueViolation } from './sql.js';
 import { type Created, type Precondition, PreconditionFailed, type Store } from './store.js';
-import { revokeTokensMintedBy, withRevokedCount } from './token-rows.js';
 
 interface PolicyRow {
   id: string;
@@ -144,7 +143,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
           return { ok: true, value: { ...input, id, tenantId, createdAt: before.created_at, updatedAt } };
         }),
       ),
-    delete: (tenantId, id, at, audit, precondition, revoking = { expiredWithinMs: 0 }) =>
+    delete: (tenantId, id, at, audit, precondition) =>
       db.transaction(async (tx) => {
         const row = await tx.get<PolicyRow>(
           `SELECT ${COLUMNS} FROM trust_policies WHERE tenant_id = ? AND id = ?${lock}`,
@@ -156,8 +155,7 @@ export function policyRows(db: SqlDriver): Store['policies'] {
         await checkRequester(tx, event);
         holds(precondition, policy);
         await tx.run('DELETE FROM trust_policies WHERE tenant_id = ? AND id = ?', [tenantId, id]);
-        const revoked = await revokeTokensMintedBy(tx, tenantId, id, at, revoking);
-        await appendAudit(tx, withRevokedCount(event, revoked), at);
+        await appendAudit(tx, event, at);
         return policy;
       }),
     get,

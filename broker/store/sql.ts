@@ -18,17 +18,16 @@ export interface SqlStatement {
 
 /**
  * One write of a group commit: `probe` runs, then `onChange` when it changed a row, else `onNoChange` — so an
- * insert-if-new and the audit event of its outcome (and any record that goes with it) commit together. A batch runs
- * every write's probe first, then the statements after each, so no write's statement after its probe may change
- * what another's probe finds.
+ * insert-if-new and the audit event of its outcome commit together. A batch runs every write's probe first, then
+ * the statement after each, so no write's statement after its probe may change what another's probe finds.
  */
 export interface BatchedWrite {
   probe: SqlStatement;
-  onChange?: SqlStatement | readonly SqlStatement[];
+  onChange?: SqlStatement;
   onNoChange?: SqlStatement;
 }
 
-/** Rows the probe of a batched write changed, and rows the statements run after it changed (0 if none ran). */
+/** Rows the probe of a batched write changed, and rows the statement run after it changed (0 if none ran). */
 export interface WriteOutcome {
   probe: number;
   next: number;

@@ -2,11 +2,10 @@
 // never the event loop serving requests. Plain JavaScript so the same file runs from source and from build/.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { statementsAfter } from './batch-flush.js';
 import { assertFilesUnchanged, filesChanged, MOVED } from './sqlite-files.js';
 
 /** @typedef {{ sql: string, params: (string | number | null)[] }} Statement */
-/** @typedef {{ probe: Statement, onChange?: Statement | Statement[], onNoChange?: Statement }} Write */
+/** @typedef {{ probe: Statement, onChange?: Statement, onNoChange?: Statement }} Write */
 
 /** @type {{ path: string, pragmas: string[], opened: import('./sqlite-files.js').DatabaseFiles }} */
 const { path, pragmas, opened } = workerData;
@@ -18,7 +17,7 @@ if (db) for (const pragma of pragmas) db.pragma(pragma);
 
 /** @type {Map<string, import('better-sqlite3').Statement>} */
 const statements = new Map();
-/** @param {Statement | import('./sql.js').SqlStatement} s */
+/** @param {Statement} s */
 const run = (s) => {
   let stmt = statements.get(s.sql);
   if (!stmt) {
@@ -36,7 +35,8 @@ const apply = (writes) => {
   const probes = writes.map((write) => run(write.probe));
   const results = writes.map((write, i) => {
     const probe = /** @type {number} */ (probes[i]);
-    return { probe, next: statementsAfter(write, probe).reduce((sum, s) => sum + run(s), 0) };
+    const next = probe > 0 ? write.onChange : write.onNoChange;
+    return { probe, next: next ? run(next) : 0 };
   });
   // Before the COMMIT: nothing commits to a file no longer at the database's path.
   assertFilesUnchanged(path, opened);

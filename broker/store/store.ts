@@ -253,18 +253,13 @@ export interface Store {
       audit: AuditOf<TrustPolicy>,
       precondition?: Precondition<TrustPolicy>,
     ): Promise<Created<TrustPolicy> | undefined>;
-    /**
-     * Undefined when the tenant has no such policy, whatever `precondition`. Revokes, in the same transaction, the
-     * access tokens the policy granted that have not expired at `at` (or expired less than
-     * `revoking.expiredWithinMs` before it).
-     */
+    /** Undefined when the tenant has no such policy, whatever `precondition`. */
     delete(
       tenantId: string,
       id: string,
       at: number,
       audit: AuditOf<TrustPolicy>,
       precondition?: Precondition<TrustPolicy>,
-      revoking?: { expiredWithinMs: number },
     ): Promise<TrustPolicy | undefined>;
     get(tenantId: string, id: string): Promise<TrustPolicy | undefined>;
     /** Every policy of the tenant, in byte order of the name keys they are filed under. */
@@ -295,15 +290,13 @@ export interface Store {
      * pair is new, `replayed` when it was already used. Resolves once both are durable; true when fresh. A new
      * pair is recorded only while the policy `grantedBy` still exists as last updated at `updatedAt`; if it does
      * not, a pair already used is still `replayed` as above, and an unused one is not recorded: it rejects with
-     * GrantingPolicyChanged. `issued`: the access token the exchange is to issue, recorded with a fresh pair under
-     * `grantedBy` (its `expiresAt` no earlier than the token's `exp`), so that deleting that policy revokes it.
+     * GrantingPolicyChanged.
      */
     recordExchange(
       use: { issuer: string; jti: string; expiresAt: number },
       audit: { fresh: AuditEventInput; replayed: AuditEventInput },
       at: number,
       grantedBy: { id: string; updatedAt: number },
-      issued?: { jti: string; tenantId: string; expiresAt: number },
     ): Promise<boolean>;
     /**
      * Remembers which credential minted an access token, with the audit event, in one commit — only while the

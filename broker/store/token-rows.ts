@@ -2,8 +2,8 @@
 // revoked access tokens, in SQL.
 import { appendAudit, auditInsert, checkRequester, keyExists } from './audit-rows.js';
 import { PURGE_BATCH, purgeInBatches } from './purge.js';
-import type { SqlDriver, SqlExecutor, SqlStatement } from './sql.js';
-import { type AuditEventInput, GrantingPolicyChanged, type Store } from './store.js';
+import type { SqlDriver, SqlExecutor } from './sql.js';
+import { GrantingPolicyChanged, type Store } from './store.js';
 
 // A new (iss, jti), only while the granting policy is still as the exchange read it (SQLite's upsert after a
 // SELECT needs the WHERE it has here).
@@ -12,9 +12,9 @@ const INSERT_JTI_WHILE_POLICY = `INSERT INTO used_jtis (issuer, jti, expires_at)
   ON CONFLICT (issuer, jti) DO NOTHING`;
 
 /**
- * Revokes the access tokens issued under one credential (`tenant/primary`, a fine-grained key's id) or trust policy
- * (its id) that have not expired at `at`, or expired less than `expiredWithinMs` before it, inside the transaction
- * that rotates or deletes it; returns how many.
+ * Revokes the access tokens minted from one credential (`tenant/primary`, a fine-grained key's id) that have not
+ * expired at `at`, or expired less than `expiredWithinMs` before it, inside the transaction that rotates or
+ * deletes it; returns how many.
  */
 export async function revokeTokensMintedBy(
   tx: SqlExecutor,
@@ -36,23 +36,6 @@ export async function revokeTokensMintedBy(
   return revoked;
 }
 
-/** The change's audit event, saying how many access tokens went with it. */
-export const withRevokedCount = (audit: AuditEventInput, revoked: number): AuditEventInput => ({
-  ...audit,
-  details: { ...audit.details, access_tokens_revoked: revoked },
-});
-
-/** Which credential or policy an access token was issued under, so that it dies with it. */
-const recordIssued = (token: {
-  jti: string;
-  tenantId: string;
-  credentialId: string;
-  expiresAt: number;
-}): SqlStatement => ({
-  sql: 'INSERT INTO minted_tokens (jti, tenant_id, credential_id, expires_at) VALUES (?, ?, ?, ?)',
-  params: [token.jti, token.tenantId, token.credentialId, token.expiresAt],
-});
-
 /** The tables of records kept until their token's expiry, and the columns of their rows' key. */
 const PURGED = [
   ['used_jtis', 'issuer, jti'],
@@ -64,16 +47,14 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
   return {
     // Writes are serialised (SQLite's one writer, PostgreSQL's write turn), so a deletion or replacement of the
     // granting policy either committed before this insert, which then records nothing, or after it.
-    async recordExchange(use, audit, at, grantedBy, issued) {
+    async recordExchange(use, audit, at, grantedBy) {
       const key = [use.issuer, use.jti];
-      const fresh = auditInsert(audit.fresh, at);
       const { probe, next } = await db.writeBatched({
         probe: {
           sql: INSERT_JTI_WHILE_POLICY,
           params: [...key, use.expiresAt, grantedBy.id, grantedBy.updatedAt],
         },
-        // The token to issue is filed under its policy, so that deleting the policy revokes it.
-        onChange: issued ? [fresh, recordIssued({ ...issued, credentialId: grantedBy.id })] : fresh,
+        onChange: auditInsert(audit.fresh, at),
         // Nothing inserted: a replay only if the token was used; otherwise the policy changed.
         onNoChange: auditInsert(audit.replayed, at, {
           sql: 'SELECT 1 FROM used_jtis WHERE issuer = ? AND jti = ?',

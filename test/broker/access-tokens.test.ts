@@ -595,7 +595,7 @@ describe('POST /v1/tokens', () => {
     expect(await works(exchangedToken)).toBe(200);
   });
 
-  it('exchanged tokens die with the trust policy that granted them: deleting it revokes them, replacing it does not', async () => {
+  it('exchanged tokens die with the trust policy that granted them: deleting it ends them, replacing it does not', async () => {
     // A repository the tenant trusts is compromised: its policy is deleted, and what the policy granted stops too.
     const works = async (token: string) => (await f.t.request('GET', '/v1/whoami', { key: token })).status;
     const created = await json<{ policy: { id: string } }>(
@@ -650,7 +650,6 @@ describe('POST /v1/tokens', () => {
         await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(token) })),
       ).toEqual({ active: false });
     }
-    expect((await newestEvent('policy.deleted'))?.details).toMatchObject({ access_tokens_revoked: 2 });
     // Tokens another policy granted, or a key minted, are untouched.
     expect(await works(otherPolicy)).toBe(200);
     expect(await works(minted)).toBe(200);

@@ -269,42 +269,6 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.tokens.isRevoked('key-unexpired')).toBe(true);
   });
 
-  it('deleting a policy revokes the tokens its exchanges issued that expire after `at` less the margin given', async () => {
-    const at = 1_000_000;
-    const t = await tenant('policy-deleted');
-    const policy = await store.policies.create(t.id, 'p-deleted', policyInput('deleted'), 1, audit(t.id));
-    if (!policy.ok) throw new Error('policy not created');
-    const grantedBy = { id: policy.value.id, updatedAt: policy.value.updatedAt };
-    const exchange = (oidcJti: string, jti: string, expiresAt: number) =>
-      store.tokens.recordExchange(
-        { issuer: 'https://deleted.example', jti: oidcJti, expiresAt: 2 * at },
-        {
-          fresh: audit(t.id, 'token.exchanged'),
-          replayed: { ...audit(t.id, 'token.exchange_denied'), outcome: 'denied' },
-        },
-        1,
-        grantedBy,
-        { jti, tenantId: t.id, expiresAt },
-      );
-    expect(await exchange('oidc-1', 'granted-expired', at - 60)).toBe(true);
-    expect(await exchange('oidc-2', 'granted-within-margin', at - 59)).toBe(true);
-    expect(await exchange('oidc-3', 'granted-unexpired', at + 1)).toBe(true);
-    // Exchanged once only: a replay records no token.
-    expect(await exchange('oidc-3', 'granted-replayed', at + 1)).toBe(false);
-    const [fresh] = await store.audit.list(t.id, { type: 'token.exchanged', limit: 1 });
-    expect(fresh).toBeDefined();
-
-    await store.policies.delete(t.id, policy.value.id, at, () => audit(t.id, 'policy.deleted'), undefined, {
-      expiredWithinMs: 60,
-    });
-    expect(await store.tokens.isRevoked('granted-expired')).toBe(false);
-    expect(await store.tokens.isRevoked('granted-within-margin')).toBe(true);
-    expect(await store.tokens.isRevoked('granted-unexpired')).toBe(true);
-    expect(await store.tokens.isRevoked('granted-replayed')).toBe(false);
-    const [deleted] = await store.audit.list(t.id, { type: 'policy.deleted', limit: 1 });
-    expect(deleted?.details).toMatchObject({ access_tokens_revoked: 2 });
-  });
-
   it('pages audit events newest first, filtered by type, per tenant', async () => {
     const t = await tenant('foxtrot');
     // All in one millisecond, as a busy tenant's are: the order and the pages are the ids', never the times'.
