@@ -20,6 +20,8 @@ export interface Principal {
   expiresAt: number | null;
   /** For an API key: its stored digest, by which a later write can check that the key still exists. */
   keyDigest?: string;
+  /** The request it authenticated (its `X-Request-Id`), which the audit events of its changes carry. */
+  requestId?: string;
 }
 
 /** What a credential of this kind may do in this tenant; `granted` applies to fine-grained keys and tokens. */
@@ -52,9 +54,10 @@ export function actorOf(principal: Principal): Actor {
  * The audit fields of a change this principal asks for: who it is, and the credential the change commits only
  * while it still holds (a key rotated or revoked while its request is in flight changes nothing).
  */
-export function changedBy(principal: Principal): Pick<AuditEventInput, 'actor' | 'requester'> {
+export function changedBy(principal: Principal): Pick<AuditEventInput, 'actor' | 'requester' | 'requestId'> {
   return {
     actor: actorOf(principal),
+    ...(principal.requestId === undefined ? {} : { requestId: principal.requestId }),
     requester:
       principal.keyDigest !== undefined
         ? { keyDigest: principal.keyDigest }

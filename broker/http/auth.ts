@@ -24,7 +24,7 @@ export function guard(deps: AuthenticateDeps, permission?: Permission) {
       ...deps,
       logger: c.get('log'),
     });
-    c.set('principal', principal);
+    c.set('principal', { ...principal, requestId: c.get('requestId') });
     c.get('log').debug('authenticated', {
       tenant: principal.tenant.name,
       credential: principal.credential.id,

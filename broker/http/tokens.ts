@@ -214,6 +214,7 @@ export function registerTokenRoutes(
           type: 'token.minted',
           outcome: 'success',
           actor: actorOf(principal),
+          ...(principal.requestId === undefined ? {} : { requestId: principal.requestId }),
           target: { type: 'access_token', id: minted.jti },
           details: { permissions, expires_at: iso(minted.expiresAt) },
         },

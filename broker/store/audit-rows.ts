@@ -37,7 +37,11 @@ export function auditInsert(event: AuditEventInput, at: number, onlyIf?: SqlStat
       event.outcome,
       recorded(event.actor),
       event.target ? recorded(event.target) : null,
-      recorded(event.details ?? {}),
+      recorded(
+        event.requestId === undefined
+          ? (event.details ?? {})
+          : { ...event.details, request_id: event.requestId },
+      ),
       ...(onlyIf?.params ?? []),
     ],
   };

@@ -119,6 +119,8 @@ export interface AuditEventInput {
   actor: Actor;
   target?: { type: string; id: string; name?: string };
   details?: Record<string, unknown>;
+  /** The request that made the change (its `X-Request-Id`), recorded in `details` as `request_id`. */
+  requestId?: string;
   /**
    * Not recorded. The credential the change was asked for with: the change commits only while that key still
    * exists, or that token is not revoked, and rejects with RequesterWithdrawn otherwise.

@@ -144,6 +144,50 @@ describe('GET /v1/audit-events', () => {
   });
 });
 
+describe("every event a request records carries that request's id", () => {
+  it('key, policy and token changes: details.request_id is the X-Request-Id of the answer', async () => {
+    const { key: own } = await t.createTenant('changes');
+    const policy = {
+      name: 'deploy',
+      claims: { repository: 'acme/app', ref: 'refs/heads/main' },
+      permissions: ['harden-runner:read'],
+    };
+    const fineGrained = { name: 'ci', expiration: '7d', permissions: ['audit-log:read'] };
+    const answers = [
+      await t.request('POST', '/v1/oidc/policies', { key: own, json: policy }),
+      await t.request('POST', '/v1/fine-grained-keys', { key: own, json: fineGrained }),
+      await t.request('POST', '/v1/tokens', { key: own }),
+      await t.request('POST', '/v1/api-keys/tenant/secondary/rotate', { key: own }),
+    ];
+    const { id: keyId } = (await answers[1]!.clone().json()) as { id: string };
+    const { access_token: token } = (await answers[2]!.clone().json()) as { access_token: string };
+    answers.push(
+      await t.request('DELETE', `/v1/fine-grained-keys/${keyId}`, { key: own }),
+      await t.request('POST', '/v1/tokens/revoke', {
+        key: own,
+        body: new URLSearchParams({ token }).toString(),
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      }),
+    );
+    for (const answer of answers) expect(answer.status).toBeLessThan(300);
+    const { events } = (await (await t.request('GET', '/v1/audit-events', { key: own })).json()) as {
+      events: { type: string; details: { request_id?: string } }[];
+    };
+    const byType = new Map(events.map((e) => [e.type, e.details.request_id]));
+    const types = [
+      'policy.created',
+      'fine_grained_key.created',
+      'token.minted',
+      'api_key.rotated',
+      'fine_grained_key.revoked',
+      'token.revoked',
+    ];
+    expect(types.map((type) => byType.get(type))).toEqual(answers.map((a) => a.headers.get('X-Request-Id')));
+    // The operator's CLI made the tenant: no request, no id.
+    expect(byType.get('tenant.created')).toBeUndefined();
+  });
+});
+
 describe('GET /v1/audit-events by time and outcome', () => {
   // "My deploy was denied at 02:14 (Paris)": the events of those minutes, or the refusals only, without paging
   // through everything recorded since.
