@@ -89,7 +89,11 @@ describe('/v1/reference', () => {
     const answered = page.waitForResponse(`${broker.url}/v1/reference`);
     await page.goto(other);
     expect((await answered).status()).toBe(200);
-    const frame = page.frame({ name: 'reference' })!;
+    // The frame the browser shows in the iframe once it has refused the answer (an error page) may be attached a
+    // moment after the answer arrived: looked up through the iframe until it is there.
+    const frameOf = async () => (await (await page.$('iframe[name="reference"]'))?.contentFrame()) ?? null;
+    await expect.poll(async () => (await frameOf()) !== null, { timeout: 10_000 }).toBe(true);
+    const frame = (await frameOf())!;
     await frame.waitForLoadState();
     // The browser refused to show the answer in the frame: it holds the browser's error page, not the reference.
     expect(frame.url()).not.toContain(broker.url);
