@@ -147,7 +147,8 @@ export function createApp(deps: AppDeps): BrokerApp {
   const explained = (thrown: Error, c: Context<BrokerEnv>): unknown => {
     if (thrown instanceof RequesterWithdrawn) {
       return unauthenticated(
-        'the API key or token was rotated or revoked while this request was in flight; nothing was changed',
+        'the API key or token was rotated or revoked, or the trust policy that granted the token deleted, while ' +
+          'this request was in flight; nothing was changed',
         'invalid_token',
       );
     }

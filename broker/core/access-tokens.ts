@@ -214,6 +214,7 @@ export function createAccessTokens(deps: {
         },
         permissions: effectivePermissions(tenant, 'access-token', claims.permissions),
         expiresAt: claims.exp * 1000,
+        ...(policy === undefined ? {} : { grantedBy: claims.client_id }),
       };
     },
   };

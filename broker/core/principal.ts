@@ -20,6 +20,8 @@ export interface Principal {
   expiresAt: number | null;
   /** For an API key: its stored digest, by which a later write can check that the key still exists. */
   keyDigest?: string;
+  /** For an exchanged access token: the trust policy that granted it, which a later write checks still exists. */
+  grantedBy?: string;
   /** The request it authenticated (its `X-Request-Id`), which the audit events of its changes carry. */
   requestId?: string;
 }
@@ -61,7 +63,10 @@ export function changedBy(principal: Principal): Pick<AuditEventInput, 'actor' |
     requester:
       principal.keyDigest !== undefined
         ? { keyDigest: principal.keyDigest }
-        : { tokenJti: principal.credential.id },
+        : {
+            tokenJti: principal.credential.id,
+            ...(principal.grantedBy === undefined ? {} : { policyId: principal.grantedBy }),
+          },
   };
 }
 

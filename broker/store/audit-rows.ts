@@ -49,7 +49,8 @@ export function auditInsert(event: AuditEventInput, at: number, onlyIf?: SqlStat
 
 /**
  * Rejects with RequesterWithdrawn when the event's requester no longer holds: its key was rotated or revoked, or
- * its token revoked, after the request authenticated it. Run in the change's transaction before the change (a
+ * its token revoked (or, for an exchanged token, the trust policy that granted it deleted), after the request
+ * authenticated it. Run in the change's transaction before the change (a
  * key may rotate or revoke itself): writes take turns, so a rotation either committed before, and this finds
  * it, or commits after this change, which the key was still good for.
  */
@@ -63,7 +64,10 @@ export async function checkRequester(tx: SqlExecutor, event: AuditEventInput): P
   } else {
     holds =
       (await tx.get('SELECT 1 AS found FROM revoked_tokens WHERE jti = ?', [requester.tokenJti])) ===
-      undefined;
+        undefined &&
+      (requester.policyId === undefined ||
+        (await tx.get('SELECT 1 AS found FROM trust_policies WHERE id = ?', [requester.policyId])) !==
+          undefined);
   }
   if (!holds) throw new RequesterWithdrawn();
 }

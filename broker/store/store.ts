@@ -40,8 +40,11 @@ export class PreconditionFailed extends Error {
  */
 export type Precondition<T> = (current: T) => boolean;
 
-/** The credential a change was asked for with: an API key by its digest, or an access token by its `jti`. */
-export type Requester = { keyDigest: string } | { tokenJti: string };
+/**
+ * The credential a change was asked for with: an API key by its digest, or an access token by its `jti` and, for
+ * an exchanged one, the id of the trust policy that granted it (the token ends with the policy).
+ */
+export type Requester = { keyDigest: string } | { tokenJti: string; policyId?: string };
 
 export const BUILTIN_KINDS = ['tenant', 'tenant-read-only', 'secure-registry'] as const;
 export type BuiltinKind = (typeof BUILTIN_KINDS)[number];
@@ -123,7 +126,8 @@ export interface AuditEventInput {
   requestId?: string;
   /**
    * Not recorded. The credential the change was asked for with: the change commits only while that key still
-   * exists, or that token is not revoked, and rejects with RequesterWithdrawn otherwise.
+   * exists, or that token is not revoked (nor the trust policy that granted it deleted), and rejects with
+   * RequesterWithdrawn otherwise.
    */
   requester?: Requester;
 }

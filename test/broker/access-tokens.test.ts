@@ -655,6 +655,69 @@ describe('POST /v1/tokens', () => {
     expect(await works(minted)).toBe(200);
   });
 
+  it('a change asked for with an exchanged token whose policy is deleted while it is in flight changes nothing', async () => {
+    // The repository's policy grants api-keys:write; its token asks for a fine-grained key, and the admin deletes
+    // the policy as the request is on its way: the key must not be made, as it would outlive the deletion.
+    const created = await json<{ policy: { id: string } }>(
+      f.t.request('POST', '/v1/oidc/policies', {
+        key: f.key,
+        json: {
+          name: 'key-maker',
+          claims: { repository: 'acme/key-maker', ref: 'refs/heads/main' },
+          permissions: ['api-keys:write'],
+        },
+      }),
+    );
+    const id = created.policy.id;
+    const exchangedRes = await f.exchange(
+      f.issuer.sign({ repository: 'acme/key-maker', repository_id: '99002' }),
+      { policy: 'key-maker' },
+    );
+    expect(exchangedRes.status).toBe(200);
+    const token = (await json<{ access_token: string }>(exchangedRes)).access_token;
+    const claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { jti: string };
+
+    // Held once the token has been verified (its policy looked up), until the policy is deleted.
+    const { policies } = f.t.broker.store;
+    const get = policies.get;
+    const authenticated = deferred();
+    const proceed = deferred();
+    policies.get = async (tenantId, policyId) => {
+      const found = await get(tenantId, policyId);
+      if (policyId === id) {
+        policies.get = get;
+        authenticated.resolve();
+        await proceed.promise;
+      }
+      return found;
+    };
+    try {
+      const answer = f.t.request('POST', '/v1/fine-grained-keys', {
+        key: token,
+        json: { name: 'outliving', expiration: '1y', permissions: ['api-keys:write'] },
+      });
+      await authenticated.promise;
+      expect((await f.t.request('DELETE', `/v1/oidc/policies/${id}`, { key: f.key })).status).toBe(204);
+      proceed.resolve();
+      const res = await answer;
+      expect(res.status).toBe(401);
+      expect(await json(res)).toMatchObject({
+        code: 'unauthenticated',
+        detail: expect.stringMatching(/nothing/),
+      });
+    } finally {
+      policies.get = get;
+    }
+    const keys = await json<{ keys: { name: string }[] }>(
+      f.t.request('GET', '/v1/fine-grained-keys', { key: f.key }),
+    );
+    expect(keys.keys.map((k) => k.name)).not.toContain('outliving');
+    const made = await json<{ events: { actor: { id: string } }[] }>(
+      f.t.request('GET', '/v1/audit-events?type=fine_grained_key.created&limit=200', { key: f.key }),
+    );
+    expect(made.events.filter((e) => e.actor.id === claims.jti)).toEqual([]);
+  });
+
   it("a mint that overlaps its key's revocation hands out no token", async () => {
     const fg = await json<{ id: string; key: string }>(
       f.t.request('POST', '/v1/fine-grained-keys', {
