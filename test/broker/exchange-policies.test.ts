@@ -707,6 +707,21 @@ describe('RFC 8693 form', () => {
     });
   });
 
+  it("a scope of thousands of unknown entries is audited once per reason: a job cannot write a row many times a denial's size", async () => {
+    await f.policy('p');
+    const token = f.issuer.sign();
+    const scope = Array(2000).fill('x').join(' ');
+    const res = await form({ grant_type: GRANT, subject_token: token, subject_token_type: ID_TOKEN, scope });
+    expect(res.status).toBe(400);
+    const events = await auditFor('token.exchange_denied', payloadOf(token).jti as string);
+    expect(events).toHaveLength(1);
+    expect(events[0]!.details).toMatchObject({
+      reason: 'invalid_request',
+      errors: [{ field: 'scope', message: 'unknown permission' }],
+    });
+    expect(JSON.stringify(events[0]).length).toBeLessThan(2048);
+  });
+
   it('permissions joined by commas in one scope or entry are told to be separated, never taken for one category', async () => {
     await f.policy('p', { permissions: ['harden-runner:read', 'audit-log:read'] });
     const fields = { grant_type: GRANT, subject_token: f.issuer.sign(), subject_token_type: ID_TOKEN };
