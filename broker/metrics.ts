@@ -20,6 +20,25 @@ export interface Metrics {
   observeUnreadRequest(status: number): void;
 }
 
+/**
+ * The methods counted by name: HTTP's own (RFC 9110, and RFC 5789's PATCH). Node parses 34, WebDAV's and others
+ * among them, each of which a scan can send to every route: counted by name, they would add a series per method,
+ * route and status that stays until the broker restarts. The others are counted as `_OTHER`, as OpenTelemetry's
+ * HTTP conventions count them.
+ */
+const NAMED_METHODS: ReadonlySet<string> = new Set([
+  'GET',
+  'HEAD',
+  'POST',
+  'PUT',
+  'DELETE',
+  'CONNECT',
+  'OPTIONS',
+  'TRACE',
+  'PATCH',
+]);
+const OTHER_METHOD = '_OTHER';
+
 export function createMetrics(options: { processMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
   if (options.processMetrics) collectDefaultMetrics({ register: registry });
@@ -55,7 +74,8 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
   const series = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
   return {
     registry,
-    observeRequest(method, route, status, seconds) {
+    observeRequest(sent, route, status, seconds) {
+      const method = NAMED_METHODS.has(sent) ? sent : OTHER_METHOD;
       const key = `${method} ${route} ${status}`;
       let s = series.get(key);
       if (!s) {

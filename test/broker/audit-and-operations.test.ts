@@ -1,6 +1,7 @@
 // The audit log's paging and filtering, and the operational endpoints: health, readiness, metrics.
 import { randomUUID } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
+import { METHODS } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMetrics } from '../../broker/metrics.js';
 import { AUDIT_EVENT_TYPES } from '../../broker/store/store.js';
@@ -577,6 +578,28 @@ describe('operations', () => {
       /http_requests_total\{method="PATCH",route="\/v1\/fine-grained-keys\/:id",status="405"\} 1/,
     );
     expect(text).not.toMatch(/route="unmatched",status="405"/);
+  });
+
+  it("/metrics counts a method outside HTTP's own (WebDAV's, …) as _OTHER: a scan through every method Node parses adds no series per method", async () => {
+    const series = async () =>
+      (await (await t.request('GET', '/metrics')).text())
+        .split('\n')
+        .filter((line) => line.startsWith('http_requests_total{') && line.includes('route="/healthz"'));
+    const before = await series();
+    // CONNECT and TRACE are methods a fetch Request cannot have.
+    for (const method of METHODS.filter((m) => !['CONNECT', 'TRACE', 'GET', 'HEAD'].includes(m)))
+      expect((await t.request(method, '/healthz')).status).toBe(405);
+    const added = (await series()).filter((line) => !before.includes(line));
+    // HTTP's own methods by name (RFC 9110 and RFC 5789's PATCH), each of the other 26 as _OTHER.
+    expect(added.map((line) => /method="([^"]+)"/.exec(line)?.[1]).sort()).toEqual([
+      'DELETE',
+      'OPTIONS',
+      'PATCH',
+      'POST',
+      'PUT',
+      '_OTHER',
+    ]);
+    expect(added.find((line) => line.includes('"_OTHER"'))).toMatch(/ 26$/);
   });
 
   it('/metrics counts error answers by route and code, so that an alert can tell an outage from a refusal', async () => {
