@@ -14,7 +14,7 @@ import {
 import { rotateBuiltinKey } from './core/api-keys.js';
 import { keyDigester, withoutSecrets } from './core/keys.js';
 import { OPERATOR } from './core/principal.js';
-import { KeyEncryptionKeyNotLost, replaceSigningKeys } from './core/signing-keys.js';
+import { KeyEncryptionKeyNotLost, type KeyTurn, replaceSigningKeys } from './core/signing-keys.js';
 import { createTenant } from './core/tenants.js';
 import { messageOf } from './errors.js';
 import { openApiDocument } from './http/docs.js';
@@ -319,19 +319,41 @@ async function rotateSigningKey(io: CliIo): Promise<number> {
   try {
     const logger = createLogger({ write: (line: string) => io.err(line) }, 'warn');
     const keys = await openConfiguredSigningKeys(config, store, logger, Date.now);
-    const { kid, activeFrom, retired } = await keys.rotate();
+    const { kid, activeFrom, retired, signsUntilThen } = await keys.rotate();
     io.out(`${kid}\n`);
     const from = new Date(activeFrom).toISOString();
     io.err(
       `New signing key ${kid} in ${storedIn(config.database)} is in every replica's JWKS within a minute and signs from ` +
         `${from}, once verifiers that cache ` +
-        `the JWKS have had it for their cache time. ${retired.join(', ')} signs until then and stays published ` +
-        'until the tokens it signed have expired (12 h and 2 minutes after it stops signing).\n',
+        `the JWKS have had it for their cache time. ${untilThen(signsUntilThen, retired)}\n`,
     );
     return 0;
   } finally {
     await store.close();
   }
+}
+
+/**
+ * Which keys sign until a rotation's new key does: the one signing now, and, after a rotation a few minutes earlier,
+ * that rotation's key, which then signs from its own time only until the new key's. A key retired before it ever
+ * signs is said so.
+ */
+function untilThen(turns: readonly KeyTurn[], retired: readonly string[]): string {
+  const iso = (at: number) => new Date(at).toISOString();
+  const published =
+    'stays published until the tokens it signed have expired (12 h and 2 minutes after it stops signing).';
+  const never = retired.filter((kid) => !turns.some((turn) => turn.kid === kid));
+  const neverSigns = never.length
+    ? ` ${never.join(', ')}, added by an earlier rotation, never signs: the new key takes over before it would.`
+    : '';
+  const [now, ...next] = turns;
+  if (!now) return neverSigns.trimStart();
+  if (next.length === 0) return `${now.kid} signs until then and ${published}${neverSigns}`;
+  const then = next.map((turn) => `${turn.kid} (added by an earlier rotation) only until ${iso(turn.until)}`);
+  return (
+    `${now.kid} signs until ${iso(now.until)}, then ${then.join(', then ')}, when the new key takes over. Each ` +
+    `${published}${neverSigns}`
+  );
 }
 
 /**

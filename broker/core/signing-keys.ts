@@ -50,9 +50,16 @@ export interface SigningKeys {
   jwks(): Promise<{ keys: JsonWebKey[]; current: boolean }>;
   /**
    * Adds a new key that signs from `activeFrom`, PUBLISH_AHEAD_MS from now, and retires the others at that
-   * moment; returns the new kid, when it starts signing, and the kids that sign until then.
+   * moment; returns the new kid, when it starts signing, the kids it retired, and which keys sign until then, in
+   * order, each with when it stops: the one signing now, then the next key of an earlier rotation not yet signing.
    */
-  rotate(): Promise<{ kid: string; activeFrom: number; retired: string[] }>;
+  rotate(): Promise<{ kid: string; activeFrom: number; retired: string[]; signsUntilThen: KeyTurn[] }>;
+}
+
+/** A key's turn at signing: `kid` signs until `until`. */
+export interface KeyTurn {
+  kid: string;
+  until: number;
 }
 
 interface Loaded {
@@ -222,6 +229,23 @@ export async function openSigningKeys(deps: {
     );
   };
 
+  // Which keys sign from `from` to `to`, in turn: the signer changes only where a key starts or stops signing.
+  const turns = (from: number, to: number): KeyTurn[] => {
+    const changes = [...keys.values()]
+      .flatMap((k) => [k.record.activeFrom, k.record.retiredAt ?? to])
+      .filter((t) => t > from && t < to);
+    const result: KeyTurn[] = [];
+    for (const start of [from, ...new Set(changes)].sort((a, b) => a - b)) {
+      const kid = signingAt(start)?.record.kid;
+      if (kid === undefined) continue;
+      const last = result.at(-1);
+      if (last?.kid === kid) continue;
+      if (last) last.until = start;
+      result.push({ kid, until: to });
+    }
+    return result;
+  };
+
   await reload();
   if (!signingAt(now())) {
     await store.signingKeys.insertFirst(newRecord(kek, now(), now()));
@@ -277,7 +301,7 @@ export async function openSigningKeys(deps: {
       const record = newRecord(kek, at, activeFrom);
       const retired = await store.signingKeys.rotateTo(record);
       await reload();
-      return { kid: record.kid, activeFrom, retired };
+      return { kid: record.kid, activeFrom, retired, signsUntilThen: turns(at, activeFrom) };
     },
   };
 }

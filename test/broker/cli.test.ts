@@ -357,6 +357,23 @@ describe('oidc-broker signing-key rotate', () => {
     expect(entry).toContain("in every replica's JWKS within a minute");
     expect(entry).not.toMatch(/\bnow\b/);
   });
+
+  it('run again before the first new key signs, says that key signs only between the two times, after the current one', async () => {
+    await started();
+    const first = await cli('signing-key', 'rotate');
+    const second = await cli('signing-key', 'rotate');
+    expect([first.code, second.code]).toEqual([0, 0]);
+    const [k1, k2] = [first.out.trim(), second.out.trim()];
+    const signsFrom = (err: string) => /signs from (\S+), once/.exec(err)![1]!;
+    const current = /\. (\S+) signs until then and stays published/.exec(first.err)![1]!;
+    expect(second.err).toContain(`New signing key ${k2} in`);
+    expect(second.err).not.toContain(`${k1} signs until then`);
+    expect(second.err).toContain(
+      `${current} signs until ${signsFrom(first.err)}, then ${k1} (added by an earlier rotation) only until ` +
+        `${signsFrom(second.err)}, when the new key takes over. Each stays published until the tokens it signed ` +
+        'have expired',
+    );
+  });
 });
 
 describe('oidc-broker signing-key replace', () => {

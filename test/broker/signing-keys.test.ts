@@ -235,6 +235,10 @@ describe(`signing keys (${requestedEngine()})`, () => {
     clock.now += 2 * MINUTE;
     const k2 = await keys.rotate();
     expect(k2.retired).toEqual([k1.kid]);
+    expect(k2.signsUntilThen).toEqual([
+      { kid: k0, until: k1.activeFrom },
+      { kid: k1.kid, until: k2.activeFrom },
+    ]);
     expect(await published(keys)).toEqual([k0, k1.kid, k2.kid]);
 
     clock.now = k1.activeFrom - 1;
