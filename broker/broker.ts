@@ -14,6 +14,7 @@ import { openConfiguredSigningKeys } from './key-encryption-key.js';
 import { checkKeyPepper } from './key-pepper.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
+import { recordPublicUrl } from './public-url.js';
 import { NEWER_SCHEMA, namesakesShown, openStore, POLICY_NAMESAKES } from './store/open-store.js';
 import type { Store } from './store/store.js';
 
@@ -64,6 +65,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
         { pepper: config.keyPepper === undefined ? 'unset' : 'set' },
       );
     }
+    await recordPublicUrl(config, store, options.logger);
     signingKeys = await openConfiguredSigningKeys(config, store, options.logger, now);
   } catch (error) {
     // A store this call opened closes with the failure, so a PostgreSQL pool does not hold the exit back.

@@ -344,7 +344,7 @@ export interface Store {
      */
     replaceAll(key: SigningKeyRecord, at: number, options?: { withdraw?: boolean }): Promise<string[]>;
   };
-  /** The broker's own settings, by name: a check of the key pepper. */
+  /** The broker's own settings, by name: a check of the key pepper, the public URL it was last started with. */
   settings: {
     /** The value stored under `name`, if any. */
     get(name: string): Promise<string | undefined>;

@@ -872,7 +872,10 @@ describe('the key pepper', () => {
     expect(results.map((r) => [r.code, r.stderr])).toEqual(results.map(() => [0, '']));
     const driver = openDriver(db);
     try {
-      expect(await driver.all('SELECT name FROM broker_settings')).toEqual([{ name: 'key_pepper_check' }]);
+      expect(await driver.all('SELECT name FROM broker_settings ORDER BY name')).toEqual([
+        { name: 'key_pepper_check' },
+        { name: 'public_url' },
+      ]);
     } finally {
       await driver.close();
     }
@@ -892,6 +895,42 @@ describe('the key pepper', () => {
     }
     const right = await start(pepper);
     expect((await call(right, '/v1/whoami', key)).status).toBe(200);
+  });
+});
+
+describe('BROKER_PUBLIC_URL other than the one the last broker on the database started with', () => {
+  it('starts, logging one warning naming both values and what to do; the newest start is the one recorded', async () => {
+    const warnings = (p: BrokerProcess) =>
+      p
+        .stdout()
+        .split('\n')
+        .filter((line) => line.includes('BROKER_PUBLIC_URL'))
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const first = await start({ BROKER_PUBLIC_URL: 'https://broker.test' });
+    const again = await start({ BROKER_PUBLIC_URL: 'https://broker.test' });
+    expect([...warnings(first), ...warnings(again)]).toEqual([]);
+
+    const other = await start({ BROKER_PUBLIC_URL: 'https://other.broker.test/oidc' });
+    expect(warnings(other)).toEqual([
+      expect.objectContaining({
+        level: 'warn',
+        public_url: 'https://other.broker.test/oidc',
+        recorded_public_url: 'https://broker.test',
+        msg: expect.stringMatching(
+          /refuse the tokens this one mints.*restart every replica with the new value/,
+        ),
+      }),
+    ]);
+    // It is the one recorded now: a replica restarted with the first value is told so in its turn, and the next
+    // start with that value no more.
+    const back = await start({ BROKER_PUBLIC_URL: 'https://broker.test' });
+    expect(warnings(back)).toEqual([
+      expect.objectContaining({
+        public_url: 'https://broker.test',
+        recorded_public_url: 'https://other.broker.test/oidc',
+      }),
+    ]);
+    expect(warnings(await start({ BROKER_PUBLIC_URL: 'https://broker.test' }))).toEqual([]);
   });
 });
 
