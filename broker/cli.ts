@@ -65,7 +65,14 @@ const COMMANDS: readonly Command<CliIo>[] = [
     help: 'create a tenant; prints its Tenant API key (primary) once',
     run: tenantCreate,
   },
-  { name: 'tenant list', help: 'list tenants', run: tenantList },
+  {
+    name: 'tenant list',
+    args: '[--json]',
+    help:
+      'list tenants: a table, or with --json an array of {name, audience, disabled_categories, created_at} ' +
+      '(an ISO time)',
+    run: tenantList,
+  },
   {
     name: 'tenant rotate-key',
     args: 'NAME [--slot primary|secondary]',
@@ -281,10 +288,23 @@ function storedIn(database: DatabaseConfig): string {
     : shownDatabaseUrl(database);
 }
 
-async function tenantList(io: CliIo): Promise<number> {
+async function tenantList(io: CliIo, args: string[]): Promise<number> {
+  const { values, positionals } = parseUsage(args, { json: { type: 'boolean' } });
+  if (positionals.length > 0) throw new UsageError('tenant list takes no NAME; only --json');
   const store = await openStoreFor(commandConfig(io).database, io);
   try {
     const tenants = await store.tenants.list();
+    if (values.json) {
+      // For scripts: the table's fields, an empty array when there are none, and nothing else on standard output.
+      const listed = tenants.map((t) => ({
+        name: t.name,
+        audience: t.audience,
+        disabled_categories: t.disabledCategories,
+        created_at: new Date(t.createdAt).toISOString(),
+      }));
+      io.out(`${JSON.stringify(listed, null, 2)}\n`);
+      return 0;
+    }
     if (tenants.length === 0) {
       io.err('No tenants yet. Create one with: oidc-broker tenant create NAME\n');
       return 0;

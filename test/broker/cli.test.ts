@@ -76,6 +76,36 @@ describe('oidc-broker tenant', () => {
     expect(listed.out).not.toContain(created.out.trim());
   });
 
+  it('list --json prints the fields the table shows as an array of objects, times in ISO form, [] when none', async () => {
+    await started();
+    const empty = await cli('tenant', 'list', '--json');
+    expect([empty.code, empty.out, empty.err]).toEqual([0, '[]\n', '']);
+    await cli('tenant', 'create', 'acme-corp', '--disable', 'apps-and-pats', '--disable', 'secure-registry');
+    await cli('tenant', 'create', 'globex', '--audience', 'https://github.com/globex');
+    const table = (await cli('tenant', 'list')).out.trim().split('\n').slice(1);
+    const created = table.map((row) => row.split(/\s+/).at(-1));
+    const listed = await cli('tenant', 'list', '--json');
+    expect(listed.code).toBe(0);
+    expect(JSON.parse(listed.out)).toEqual([
+      {
+        name: 'acme-corp',
+        audience: 'acme-corp.api.stepsecurity.io',
+        disabled_categories: ['apps-and-pats', 'secure-registry'],
+        created_at: created[0],
+      },
+      {
+        name: 'globex',
+        audience: 'https://github.com/globex',
+        disabled_categories: [],
+        created_at: created[1],
+      },
+    ]);
+    expect(created[0]).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect((await cli('help')).out).toMatch(/tenant list \[--json\]/);
+    const misused = await cli('tenant', 'list', 'acme-corp');
+    expect([misused.code, misused.out]).toEqual([2, '']);
+  });
+
   it('create honours --audience and refuses a duplicate audience', async () => {
     expect((await cli('tenant', 'create', 'one', '--audience', 'https://github.com/acme')).code).toBe(0);
     const dup = await cli('tenant', 'create', 'two', '--audience', 'https://github.com/acme');
