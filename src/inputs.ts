@@ -2,7 +2,11 @@
 
 import { isAudience } from '../broker/core/audience.js';
 import { isLoopbackHost } from '../broker/core/loopback.js';
-import { hasUnsafeNameCharacter, UNSAFE_NAME_CHARACTERS } from '../broker/core/name-characters.js';
+import {
+  hasUnsafeNameCharacter,
+  isInvisibleName,
+  UNSAFE_NAME_CHARACTERS,
+} from '../broker/core/name-characters.js';
 import {
   ALL_PERMISSIONS,
   isPermission,
@@ -66,6 +70,13 @@ export function parseInputs(getInput: (name: string) => string): ParsedInputs {
       `Input \`policy\` is "${shown(policy)}", which cannot be the name of a trust policy: a name holds no ` +
         `${UNSAFE_NAME_CHARACTERS}. Write the name on one line, exactly as the tenant's policies show it.`,
     );
+  } else if (policy !== undefined && isInvisibleName(policy)) {
+    // The broker's rule too: no policy has a name that shows as nothing, so the request could only be refused.
+    errors.push(
+      `Input \`policy\` is "${shown(policy)}", which shows as nothing: it holds only invisible characters, and no ` +
+        "trust policy has such a name. Write the policy's name as the tenant's policies show it, or leave the " +
+        'input empty for the broker to choose the policy that matches the job.',
+    );
   }
 
   const durationSeconds = parseDuration(read('duration-seconds'), errors);
@@ -101,10 +112,11 @@ function tenantError(tenant: string): string {
 
 /**
  * A value as a message quotes it: characters that show as nothing or as something else (control, format, line
- * separator, lone surrogate, e.g. a zero-width space pasted with a name) written as escapes, so the reader sees them.
+ * separator, lone surrogate, default-ignorable such as a variation selector, e.g. a zero-width space pasted with a
+ * name) written as escapes, so the reader sees them.
  */
 function shown(value: string): string {
-  return value.replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu, (c) => {
+  return value.replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}\p{Default_Ignorable_Code_Point}]/gu, (c) => {
     const point = c.codePointAt(0)!;
     return point > 0xffff ? `\\u{${point.toString(16)}}` : `\\u${point.toString(16).padStart(4, '0')}`;
   });

@@ -287,6 +287,25 @@ describe('parseInputs', () => {
     ]);
   });
 
+  it.each([
+    ['a zero-width space', '\u200b', '\\u200b'],
+    ['a word joiner', '\u2060', '\\u2060'],
+    ['a soft hyphen', '\u00ad', '\\u00ad'],
+    ['variation selectors', '\ufe0f\u{e0100}', '\\ufe0f\\u{e0100}'],
+  ])(
+    'refuses a policy name of only %s, which the broker refuses too, showing each character',
+    (_, policy, shown) => {
+      expect(errorsFor({ tenant: 'acme', policy })).toEqual([
+        `Input \`policy\` is "${shown}", which shows as nothing: it holds only invisible characters, and no trust ` +
+          "policy has such a name. Write the policy's name as the tenant's policies show it, or leave the input " +
+          'empty for the broker to choose the policy that matches the job.',
+      ]);
+      // Beside characters that show, they are the name that shows, as the broker compares names.
+      const parsed = parseInputs((name) => ({ tenant: 'acme', policy: `deploy${policy}` })[name] ?? '');
+      expect(parsed.ok && parsed.inputs.policy).toBe(`deploy${policy}`);
+    },
+  );
+
   it('shows a character that is invisible in a quoted value, and suggests the value without it', () => {
     // A zero-width space, as a name copied from a chat message or a web page can carry.
     expect(errorsFor({ tenant: 'acme\u200b' })).toEqual([
@@ -329,6 +348,20 @@ describe('run with invalid inputs', () => {
     expect(h.oidcAudiences).toEqual([]);
     expect(broker.requests).toEqual([]);
     expect(h.io.summary[0]).toContain('"deploy:write"');
+  });
+
+  it('refuses a policy input that shows as nothing before asking for a token or calling the broker', async () => {
+    const h = mainHarness({ tenant: 'acme', policy: '\u200b\u2060\u00ad\ufe0f' });
+
+    expect(await run(h.deps)).toBe(false);
+
+    expect(h.io.failures).toHaveLength(1);
+    expect(h.io.failures[0]).toContain('nothing was sent to the broker');
+    expect(h.io.failures[0]).toContain(
+      'Input `policy` is "\\u200b\\u2060\\u00ad\\ufe0f", which shows as nothing',
+    );
+    expect(h.oidcAudiences).toEqual([]);
+    expect(broker.requests).toEqual([]);
   });
 
   it('refuses an api-url without /v1 before asking for a token or calling the broker', async () => {
