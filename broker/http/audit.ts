@@ -17,21 +17,31 @@ import {
   Timestamp,
 } from './schemas.js';
 
-const MOMENT =
-  'must be an RFC 3339 date and time with its offset from UTC, such as 2026-11-27T02:14:00+01:00 or ' +
-  '2026-11-27T01:14:00Z: without one it would be a different moment in every time zone';
+const EXAMPLES = 'such as 2026-11-27T02:14:00+01:00 or 2026-11-27T01:14:00Z';
+const NO_OFFSET = `must be an RFC 3339 date and time with its offset from UTC, ${EXAMPLES}: without one it would be a different moment in every time zone`;
+const NOT_A_MOMENT = `must be a date and time that exists, in RFC 3339 with seconds and an offset from UTC written as Z or ±hh:mm, ${EXAMPLES}`;
+/** A date and time as RFC 3339 writes one, but for its offset. */
+const WITHOUT_OFFSET = /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?$/;
 
 /**
- * A moment, `since` or `until`: RFC 3339 with its offset (Z or ±hh:mm), read as ms since the epoch. A `+` of the
- * offset sent unencoded in the URL reaches the broker as a space, as query strings decode it: taken as the `+` it
- * was, since nothing else puts a space before the offset.
+ * A moment, `since` or `until`: RFC 3339 with its offset (Z or ±hh:mm), read as ms since the epoch; its `T` and `Z`
+ * may be lower case, as RFC 3339 allows. A `+` of the offset sent unencoded in the URL reaches the broker as a
+ * space, as query strings decode it: taken as the `+` it was, since nothing else puts a space before the offset.
+ * Refused saying what is wrong: the offset missing, or no such date and time.
  */
 const moment = (description: string) =>
   queryParameter(
     z
       .preprocess(
-        (value) => (typeof value === 'string' ? value.replace(/ ([0-9]{2}:[0-9]{2})$/, '+$1') : value),
-        z.iso.datetime({ offset: true, error: MOMENT }).optional(),
+        (value) =>
+          typeof value === 'string' ? value.replace(/ ([0-9]{2}:[0-9]{2})$/, '+$1').toUpperCase() : value,
+        z.iso
+          .datetime({
+            offset: true,
+            error: (issue) =>
+              typeof issue.input === 'string' && WITHOUT_OFFSET.test(issue.input) ? NO_OFFSET : NOT_A_MOMENT,
+          })
+          .optional(),
       )
       .transform((value) => (value === undefined ? undefined : Date.parse(value)))
       .openapi({ type: 'string', format: 'date-time', description }),

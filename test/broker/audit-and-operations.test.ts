@@ -277,6 +277,35 @@ describe('GET /v1/audit-events by time and outcome', () => {
     expect(body).toMatchObject({ code: 'invalid_request', errors: [{ field }] });
   });
 
+  it("RFC 3339's lower-case t and z are the same time", async () => {
+    expect(await types('?since=2026-11-27t01:14:00z&until=2026-11-27t02:14:59%2B01:00')).toEqual([
+      'permission.denied',
+    ]);
+  });
+
+  it.each([
+    ['?since=2026-02-30T00:00:00Z', 'since'],
+    ['?until=2026-11-27T02:14Z', 'until'],
+    ['?since=2026-11-27T02:14:00%2B0100', 'since'],
+  ])(
+    '%s, which has an offset, is refused as no date and time, not for a missing offset',
+    async (query, field) => {
+      const { status, body } = await list(query);
+      expect(status).toBe(400);
+      const message = (body as { errors?: { field: string; message: string }[] }).errors?.[0];
+      expect(message?.field).toBe(field);
+      expect(message?.message).toMatch(/RFC 3339/);
+      expect(message?.message).not.toMatch(/without one/);
+    },
+  );
+
+  it('a time without an offset is refused saying so', async () => {
+    const { body } = await list('?until=2026-11-27T02:14:00');
+    expect((body as { errors?: { message: string }[] }).errors?.[0]?.message).toMatch(
+      /without one it would be a different moment/,
+    );
+  });
+
   it('since after until is a 400 naming both, not an empty log', async () => {
     const { status, body } = await list('?since=2026-11-27T02:00:00Z&until=2026-11-27T01:00:00Z');
     expect(status).toBe(400);
