@@ -592,6 +592,8 @@ describe('oidc-broker tenant rotate-key', () => {
         }),
       ]);
       expect(JSON.stringify(events)).not.toContain(fresh);
+      // No request made it: like tenant.created, it carries no request_id.
+      expect(events[0]?.details).not.toHaveProperty('request_id');
     } finally {
       await t.broker.close();
     }
