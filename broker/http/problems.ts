@@ -117,16 +117,20 @@ function acceptsJsonOnly(accept: string | undefined): boolean {
 
 /**
  * An OAuth client of an OAuth endpoint reads `error` and `error_description`, not the problem's `code` and
- * `detail`: the refusal carries both, the description in the characters RFC 6749 allows it.
+ * `detail`: the refusal carries both, the description in the characters RFC 6749 allows it. A character outside
+ * them is written as its code point (`<U+00DF>`), so that a name or an example in the detail still says which.
  */
 function withOAuthError(problem: ProblemDocument, error: string | undefined): ProblemDocument {
   if (!error) return problem;
-  // Redacted before the characters are replaced: a '?' in place of an invisible character inside a key would hide
-  // the key from the redaction of the whole answer.
+  // Redacted before the characters are replaced: a code point in place of an invisible character inside a key
+  // would hide the key from the redaction of the whole answer.
   const description = withoutSecrets(problem.detail)
     .replaceAll('"', "'")
     .replaceAll('…', '...')
-    .replaceAll(/[^\x20\x21\x23-\x5B\x5D-\x7E]/g, '?');
+    .replaceAll(
+      /[^\x20\x21\x23-\x5B\x5D-\x7E]/gu,
+      (c) => `<U+${(c.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}>`,
+    );
   return { ...problem, error, error_description: description };
 }
 

@@ -31,6 +31,7 @@ interface Problem {
   code: string;
   detail: string;
   errors?: { field: string; message: string }[];
+  error_description?: string;
 }
 
 /** Asserts the answer is this problem, naming exactly `field` when given. */
@@ -260,6 +261,8 @@ describe('other text that reaches a database lookup or write', () => {
       const problem = await expectProblem(await raw(body), 400, 'invalid_request');
       expect(problem.detail).toMatch(/UTF-8/);
       expect(JSON.stringify(problem)).not.toContain('\ufffd');
+      // An OAuth client shows error_description, in ASCII: the example names its character, not a '?'.
+      expect(problem.error_description).toContain('(<U+00DF> is %C3%9F)');
     }
     // Nothing reached the exchange: no event, and the token is still good. A `%` that escapes nothing stays itself.
     expect(await newest()).toBe(before);
