@@ -135,14 +135,15 @@ export const PolicyChanged = z
   })
   .openapi('TrustPolicyChanged');
 
-// Every claim the verifier knows, so a decoded token can be pasted; a name outside it (and outside repo_property_*)
-// is a typo.
+// Every claim GitHub puts in its tokens (those the verifier knows, and environment_node_id and issuer_scope, which
+// its discovery document lists and no decision uses), so a decoded token can be pasted; a name outside it (and
+// outside repo_property_*) is a typo.
 const TOKEN_CLAIM_NAMES = [
   ...['iss', 'aud', 'sub', 'jti', 'exp', 'iat', 'nbf', 'repository', 'repository_id', 'repository_owner'],
   ...['repository_owner_id', 'ref', 'ref_type', 'ref_protected', 'job_workflow_ref', 'job_workflow_sha'],
   ...['environment', 'event_name', 'run_id', 'run_number', 'run_attempt', 'actor', 'actor_id', 'workflow'],
   ...['workflow_ref', 'workflow_sha', 'repository_visibility', 'runner_environment', 'sha', 'head_ref'],
-  ...['base_ref', 'check_run_id', 'enterprise', 'enterprise_id'],
+  ...['base_ref', 'check_run_id', 'enterprise', 'enterprise_id', 'environment_node_id', 'issuer_scope'],
 ];
 
 /** Levels of arrays and objects in a value, counted up to one past `limit`, without recursion. */

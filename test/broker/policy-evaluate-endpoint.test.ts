@@ -352,6 +352,34 @@ describe('evaluate typed-in claims', () => {
     }
   });
 
+  it("a decoded token of a job that deploys to an environment is evaluated as it is, its environment's node id included", async () => {
+    // GitHub's tokens carry environment_node_id beside environment (and list it, with issuer_scope, among the
+    // claims its discovery document supports): a token decoded from a failed deployment is pasted whole.
+    const claims = {
+      actor: 'octocat',
+      actor_id: '583231',
+      aud: 'acme-corp.api.stepsecurity.io',
+      base_ref: '',
+      environment: 'production',
+      environment_node_id: 'EN_kwDOJbCkcc8AAAABfGaO1w',
+      event_name: 'push',
+      head_ref: '',
+      job_workflow_ref: 'acme/infra/.github/workflows/deploy.yml@refs/heads/main',
+      ref: 'refs/heads/main',
+      ref_protected: 'true',
+      ref_type: 'branch',
+      repository: 'acme/infra',
+      repository_id: '632596897',
+      repository_owner: 'acme',
+      repository_owner_id: '131804563',
+      runner_environment: 'github-hosted',
+      sub: 'repo:acme/infra:environment:production',
+    };
+    const e = await evaluate({ claims, policy: 'infra-prod' });
+    expect(e.decision).toMatchObject({ allowed: true, policy: 'infra-prod' });
+    expect((await evaluate({ claims: { ...JOB, issuer_scope: 'enterprise' } })).policies).toHaveLength(4);
+  });
+
   it('a claim value nesting 5,000 levels deep (10 KB) is a 400 naming it, not a failure to echo it', async () => {
     const environment = `${'['.repeat(5000)}"production"${']'.repeat(5000)}`;
     const res = await t.request('POST', '/v1/oidc/policies/evaluate', {
