@@ -8,7 +8,7 @@ import { auditEvent, callerClaims, deniedEvent } from './exchange-audit.js';
 import { withoutSecrets } from './keys.js';
 import { CLOCK_SKEW_SECONDS, type VerifiedClaims } from './oidc-verify.js';
 import type { Permission } from './permissions.js';
-import { type Allow, type Deny, evaluatePolicies } from './policy-evaluate.js';
+import { type Allow, asciiLower, type Deny, evaluatePolicies } from './policy-evaluate.js';
 import { namesakesDetail, policyNameKey } from './policy-names.js';
 import type { TrustPolicy } from './policy-types.js';
 
@@ -130,6 +130,22 @@ async function namedElsewhere(
   return named.filter((p) => !candidates.some((c) => c.id === p.id));
 }
 
+/**
+ * The job's claims a policy most often names, for a refusal's detail: its ref, workflow and environment, and a
+ * pull_request_target run, whose ref and workflow are its base branch's and so can look like a policy's own.
+ */
+function jobSummary(claims: VerifiedClaims): string {
+  const parts = [
+    claims.ref ? `ref ${claims.ref}` : 'no ref',
+    `workflow ${claims.job_workflow_ref}`,
+    claims.environment ? `environment ${claims.environment}` : 'no environment',
+  ];
+  if (claims.event_name !== undefined && asciiLower(claims.event_name) === 'pull_request_target') {
+    parts.push(`event ${claims.event_name}, which only a policy with allow_pull_request_target matches`);
+  }
+  return parts.join(', ');
+}
+
 function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
   const echoed = { claims: callerClaims(claims) };
   switch (deny.reason) {
@@ -138,7 +154,7 @@ function denial(deny: Deny, claims: VerifiedClaims): BrokerError {
       const named = deny.audit.requestedPolicy;
       return new BrokerError(
         'no_matching_policy',
-        `no trust policy ${named === null ? '' : `named "${named}" `}matches ${claims.repository} (${claims.ref ? `ref ${claims.ref}` : 'no ref'}, workflow ${claims.job_workflow_ref})`,
+        `no trust policy ${named === null ? '' : `named "${named}" `}matches ${claims.repository} (${jobSummary(claims)})`,
         { extensions: echoed },
       );
     }

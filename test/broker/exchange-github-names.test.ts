@@ -70,7 +70,7 @@ describe('a job with no branch or tag (a deployment created for a commit sha)', 
     expect(got.exchange).toMatchObject({
       status: 403,
       code: 'no_matching_policy',
-      detail: `no trust policy matches acme/infra (no ref, workflow acme/infra/.github/workflows/deploy.yml@${SHA})`,
+      detail: `no trust policy matches acme/infra (no ref, workflow acme/infra/.github/workflows/deploy.yml@${SHA}, environment production)`,
     });
     expect(got.dryRun).toMatchObject({
       status: 200,

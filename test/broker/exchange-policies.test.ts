@@ -277,7 +277,7 @@ describe('selection', () => {
     for (const policy of ['deploy-mian', 'release-only']) {
       const { body } = await denied(403, 'no_matching_policy', {}, { policy });
       expect(body.detail).toBe(
-        `no trust policy named "${policy}" matches acme/infra (ref refs/heads/main, workflow ${JWR})`,
+        `no trust policy named "${policy}" matches acme/infra (ref refs/heads/main, workflow ${JWR}, environment production)`,
       );
     }
   });
@@ -470,6 +470,34 @@ describe('denials and the audit log', () => {
         ]),
       }),
     ]);
+  });
+
+  it('the detail of a denial names the claims that decided it: the environment, and a pull_request_target run', async () => {
+    await f.policy('deploy-main', { claims: { ...REPO, ref: 'refs/heads/main' } });
+    await f.policy('deploy-prod', { claims: { ...REPO, environment: 'production' } });
+    // A pull_request_target run carries the base branch's ref and workflow: exactly what deploy-main names.
+    const prt = await denied(403, 'no_matching_policy', {
+      event_name: 'pull_request_target',
+      environment: undefined,
+    });
+    expect(prt.body.detail).toBe(
+      `no trust policy matches acme/infra (ref refs/heads/main, workflow ${JWR}, no environment, event pull_request_target, which only a policy with allow_pull_request_target matches)`,
+    );
+    // A job on another branch that does not declare the environment deploy-prod requires.
+    const undeclared = await denied(403, 'no_matching_policy', {
+      ref: 'refs/heads/dev',
+      environment: undefined,
+    });
+    expect(undeclared.body.detail).toBe(
+      `no trust policy matches acme/infra (ref refs/heads/dev, workflow ${JWR}, no environment)`,
+    );
+    const staging = await denied(403, 'no_matching_policy', {
+      ref: 'refs/heads/dev',
+      environment: 'staging',
+    });
+    expect(staging.body.detail).toBe(
+      `no trust policy matches acme/infra (ref refs/heads/dev, workflow ${JWR}, environment staging)`,
+    );
   });
 
   it("every exchange's audit event names the job's issuer, so a refusal for another issuer's policies says so", async () => {
