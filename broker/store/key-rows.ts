@@ -10,6 +10,7 @@ interface SlotRow {
   slot: BuiltinKeySlot['slot'];
   hint: string | null;
   last_rotated_at: number | null;
+  last_used_at: number | null;
 }
 
 interface FineGrainedRow {
@@ -30,6 +31,7 @@ const slotFromRow = (row: SlotRow): BuiltinKeySlot => ({
   slot: row.slot,
   hint: row.hint,
   lastRotatedAt: row.last_rotated_at,
+  lastUsedAt: row.last_used_at,
 });
 
 const keyFromRow = (row: FineGrainedRow): FineGrainedKey => ({
@@ -44,7 +46,7 @@ const keyFromRow = (row: FineGrainedRow): FineGrainedKey => ({
   lastUsedAt: row.last_used_at,
 });
 
-const SLOT_COLUMNS = 'tenant_id, kind, slot, hint, last_rotated_at';
+const SLOT_COLUMNS = 'tenant_id, kind, slot, hint, last_rotated_at, last_used_at';
 const KEY_COLUMNS =
   'id, tenant_id, name, hint, permissions, created_by, created_at, expires_at, last_used_at';
 const KIND_ORDER = "CASE kind WHEN 'tenant' THEN 0 WHEN 'tenant-read-only' THEN 1 ELSE 2 END";
@@ -74,12 +76,12 @@ export function keyRows(db: SqlDriver): Store['keys'] {
       db.transaction(async (tx) => {
         await checkRequester(tx, audit);
         await tx.run(
-          'UPDATE builtin_keys SET digest = ?, hint = ?, last_rotated_at = ? WHERE tenant_id = ? AND kind = ? AND slot = ?',
+          'UPDATE builtin_keys SET digest = ?, hint = ?, last_rotated_at = ?, last_used_at = NULL WHERE tenant_id = ? AND kind = ? AND slot = ?',
           [key.digest, key.hint, at, tenantId, kind, slot],
         );
         const revoked = await revokeTokensMintedBy(tx, tenantId, `${kind}/${slot}`, at, revoking);
         await appendAudit(tx, withRevokedCount(audit, revoked), at);
-        return { tenantId, kind, slot, hint: key.hint, lastRotatedAt: at };
+        return { tenantId, kind, slot, hint: key.hint, lastRotatedAt: at, lastUsedAt: null };
       }),
     async fineGrainedByDigest(digest) {
       const row = await db.get<FineGrainedRow>(
@@ -143,6 +145,12 @@ export function keyRows(db: SqlDriver): Store['keys'] {
       // writer thread's lock.
       await db.writeBatched({
         probe: { sql: 'UPDATE fine_grained_keys SET last_used_at = ? WHERE id = ?', params: [at, id] },
+      });
+    },
+    async touchBuiltin(digest, at) {
+      // By the key's digest, not the slot: a use batched before a rotation of the slot is not the new key's.
+      await db.writeBatched({
+        probe: { sql: 'UPDATE builtin_keys SET last_used_at = ? WHERE digest = ?', params: [at, digest] },
       });
     },
   };

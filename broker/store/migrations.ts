@@ -238,6 +238,11 @@ const MIGRATIONS: Migration[] = [
       postgres: 'ALTER TABLE trust_policies ALTER COLUMN name_key TYPE TEXT COLLATE "C"',
     },
   },
+  {
+    version: 7,
+    name: "built-in key slots' last use",
+    sql: 'ALTER TABLE builtin_keys ADD COLUMN last_used_at BIGINT',
+  },
 ];
 
 const SERIAL = {

@@ -66,6 +66,8 @@ export interface BuiltinKeySlot {
   /** Null until the slot is first given a key. */
   hint: string | null;
   lastRotatedAt: number | null;
+  /** The last use of the slot's current key, to the minute (as a fine-grained key's); null until it is used. */
+  lastUsedAt: number | null;
 }
 
 export interface FineGrainedKey {
@@ -217,6 +219,8 @@ export interface Store {
       revoking: { expiredWithinMs: number },
     ): Promise<FineGrainedKey | undefined>;
     touchFineGrained(id: string, at: number): Promise<void>;
+    /** Records a use of the built-in key of this digest; once its slot is rotated, that of no key. */
+    touchBuiltin(digest: string, at: number): Promise<void>;
   };
   audit: {
     append(event: AuditEventInput, at: number): Promise<void>;

@@ -174,6 +174,7 @@ describe(`store contract (${requestedEngine()})`, () => {
       slot: 'primary',
       hint: 'ssa_…new1',
       lastRotatedAt: 5,
+      lastUsedAt: null,
     });
     expect(await store.keys.builtinByDigest('digest-delta')).toBeUndefined();
     expect(await store.keys.builtinByDigest('new-delta')).toMatchObject({ slot: 'primary' });
@@ -181,6 +182,32 @@ describe(`store contract (${requestedEngine()})`, () => {
       (s) => s.kind === 'tenant' && s.slot === 'secondary',
     );
     expect(secondary).toMatchObject({ hint: null, lastRotatedAt: null });
+  });
+
+  it("records a slot's last use by its key's digest; a rotation clears it, and the old key's use no longer lands", async () => {
+    const t = await tenant('delta-used');
+    const slotOf = async (kind: string, slot: string) =>
+      (await store.keys.listBuiltin(t.id)).find((s) => s.kind === kind && s.slot === slot);
+    expect(await slotOf('tenant', 'primary')).toMatchObject({ lastUsedAt: null });
+    await store.keys.touchBuiltin('digest-delta-used', 40);
+    expect(await slotOf('tenant', 'primary')).toMatchObject({ lastUsedAt: 40 });
+    expect(await store.keys.builtinByDigest('digest-delta-used')).toMatchObject({ lastUsedAt: 40 });
+    expect(await slotOf('tenant', 'secondary')).toMatchObject({ lastUsedAt: null });
+    const rotated = await store.keys.rotate(
+      t.id,
+      'tenant',
+      'primary',
+      { digest: 'new-delta-used', hint: 'ssa_…new3' },
+      50,
+      audit(t.id),
+      { expiredWithinMs: 0 },
+    );
+    expect(rotated).toMatchObject({ lastRotatedAt: 50, lastUsedAt: null });
+    // A use of the previous key recorded late (its write was batched before the rotation) is not the new key's.
+    await store.keys.touchBuiltin('digest-delta-used', 60);
+    expect(await slotOf('tenant', 'primary')).toMatchObject({ hint: 'ssa_…new3', lastUsedAt: null });
+    await store.keys.touchBuiltin('new-delta-used', 70);
+    expect(await slotOf('tenant', 'primary')).toMatchObject({ lastUsedAt: 70 });
   });
 
   it('stores fine-grained keys by digest, lists newest first, touches and deletes them', async () => {
@@ -861,6 +888,26 @@ describe(`store contract (${requestedEngine()})`, () => {
       await raw.run('DELETE FROM schema_migrations WHERE version = 5');
       expect(await migrate(raw)).toEqual({ applied: [5], unknown: [], namesakes: [] });
       expect(await storeOn(raw).settings.first('after-upgrade', 'v')).toBe('v');
+    } finally {
+      await raw.close();
+      await older.drop();
+    }
+  });
+
+  it('an upgrade gives the built-in slots of a database without it a last use, null until their keys are used', async () => {
+    const older = await createTestDatabase(store.engine);
+    const raw = openDriver(older);
+    try {
+      await migrate(raw);
+      const upgraded = storeOn(raw);
+      const t = newTenant('mike');
+      await upgraded.tenants.create(t, { digest: 'digest-mike', hint: 'ssa_…mike' }, audit(t.id));
+      await raw.exec('ALTER TABLE builtin_keys DROP COLUMN last_used_at');
+      await raw.run('DELETE FROM schema_migrations WHERE version = 7');
+      expect(await migrate(raw)).toEqual({ applied: [7], unknown: [], namesakes: [] });
+      expect((await upgraded.keys.listBuiltin(t.id)).map((s) => s.lastUsedAt)).toEqual(Array(6).fill(null));
+      await upgraded.keys.touchBuiltin('digest-mike', 90);
+      expect(await upgraded.keys.builtinByDigest('digest-mike')).toMatchObject({ lastUsedAt: 90 });
     } finally {
       await raw.close();
       await older.drop();
