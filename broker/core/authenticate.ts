@@ -1,7 +1,7 @@
 // Turns a bearer credential (API key or access token) into a Principal, or refuses with 401.
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { FineGrainedKey, Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
 import { checkKeyFormat, type KeyDigester, keyKindOf } from './keys.js';
 import { effectivePermissions, type Principal } from './principal.js';
 
@@ -11,11 +11,14 @@ export interface AuthenticateDeps {
   now: () => number;
   /** Verifies a broker-minted access token; absent when tokens are not enabled. */
   accessTokens?: { authenticate(token: string): Promise<Principal> };
-  /** Where a fine-grained key's use that could not be recorded is reported. */
+  /** Where an API key's use that could not be recorded is reported. */
   logger?: Pick<Logger, 'warn'>;
 }
 
-/** A fine-grained key's `last_used_at` is kept to the minute: a use within a minute of the last one recorded is not written. */
+/**
+ * An API key's `last_used_at` (a fine-grained key's, a built-in slot's) is kept to the minute: a use within a minute
+ * of the last one recorded is not written.
+ */
 export const LAST_USED_PRECISION_MS = 60_000;
 
 const BUILTIN_NAMES = {
@@ -65,7 +68,11 @@ export async function authenticate(credential: string, deps: AuthenticateDeps): 
     }
     const tenant = await deps.store.tenants.byId(key.tenantId);
     if (!tenant) throw unauthenticated('unknown or revoked API key', 'invalid_token');
-    recordUse(key, now, deps);
+    recordUse(key.lastUsedAt, now, deps, {
+      touch: () => deps.store.keys.touchFineGrained(key.id, now),
+      warning: "a fine-grained key's use could not be recorded",
+      keyId: key.id,
+    });
     return {
       tenant,
       credential: { kind: 'fine-grained', id: key.id, name: key.name },
@@ -79,11 +86,18 @@ export async function authenticate(credential: string, deps: AuthenticateDeps): 
   // The prefix says which kind the caller meant; a key found under another kind was not issued as such.
   if (!slot || !tenant || slot.kind !== format.kind)
     throw unauthenticated('unknown or rotated API key', 'invalid_token');
+  const now = deps.now();
+  const id = `${slot.kind}/${slot.slot}`;
+  recordUse(slot.lastUsedAt, now, deps, {
+    touch: () => deps.store.keys.touchBuiltin(digest, now),
+    warning: "a built-in key's use could not be recorded",
+    keyId: id,
+  });
   return {
     tenant,
     credential: {
       kind: slot.kind,
-      id: `${slot.kind}/${slot.slot}`,
+      id,
       name: BUILTIN_NAMES[slot.kind],
       slot: slot.slot,
     },
@@ -94,15 +108,20 @@ export async function authenticate(credential: string, deps: AuthenticateDeps): 
 }
 
 /**
- * Records a fine-grained key's use without holding up the request: a read must not wait for a write, nor fail
- * with it (another process holding SQLite's write lock, a PostgreSQL that takes no writes). Kept to the minute, as
- * GitHub and AWS keep a key's last use coarser still, so a key used in a loop is not a write per request.
+ * Records an API key's use without holding up the request: a read must not wait for a write, nor fail with it
+ * (another process holding SQLite's write lock, a PostgreSQL that takes no writes). Kept to the minute, as GitHub
+ * and AWS keep a key's last use coarser still, so a key used in a loop is not a write per request.
  */
-function recordUse(key: FineGrainedKey, now: number, deps: AuthenticateDeps): void {
-  const since = key.lastUsedAt === null ? Number.POSITIVE_INFINITY : now - key.lastUsedAt;
+function recordUse(
+  lastUsedAt: number | null,
+  now: number,
+  deps: AuthenticateDeps,
+  use: { touch: () => Promise<void>; warning: string; keyId: string },
+): void {
+  const since = lastUsedAt === null ? Number.POSITIVE_INFINITY : now - lastUsedAt;
   // A clock stepped back since the last record (a negative `since`) records the use again.
   if (since >= 0 && since < LAST_USED_PRECISION_MS) return;
-  deps.store.keys.touchFineGrained(key.id, now).catch((error: unknown) => {
-    deps.logger?.warn("a fine-grained key's use could not be recorded", { key_id: key.id, error });
+  use.touch().catch((error: unknown) => {
+    deps.logger?.warn(use.warning, { key_id: use.keyId, error });
   });
 }

@@ -20,6 +20,12 @@ const KeySlot = z
       .nullable()
       .openapi({ description: 'Prefix and last four characters; null while the slot is empty.' }),
     last_rotated_at: Timestamp.nullable(),
+    last_used_at: Timestamp.nullable().openapi({
+      description:
+        "The last use of the slot's current key, to the minute: a use within a minute of the one recorded is not " +
+        'written again. Null until that key is first used; a rotation sets it back to null. Check it on the slot ' +
+        'you are about to rotate: a key still in use shows a recent time.',
+    }),
   })
   .openapi('BuiltinKeySlot');
 
@@ -37,6 +43,7 @@ const slotBody = (s: BuiltinKeySlot) => ({
   slot: s.slot,
   hint: s.hint,
   last_rotated_at: isoOrNull(s.lastRotatedAt),
+  last_used_at: isoOrNull(s.lastUsedAt),
 });
 
 export function registerApiKeyRoutes(
@@ -52,7 +59,8 @@ export function registerApiKeyRoutes(
       tags: ['API keys'],
       summary: 'List the built-in key slots',
       description:
-        'Tenant, Tenant read-only and Secure Registry keys, each with a primary and a secondary slot.',
+        'Tenant, Tenant read-only and Secure Registry keys, each with a primary and a secondary slot, with when ' +
+        "each slot's key was issued (`last_rotated_at`) and last used (`last_used_at`, to the minute).",
       ...secured(auth, 'api-keys:read'),
       request: { query: NoQuery },
       responses: {

@@ -1,7 +1,8 @@
 // Each credential kind's effective permissions, rotation and escalation — through real HTTP requests.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ALL_PERMISSIONS } from '../../broker/core/permissions.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { createTestDatabase } from '../support/database.js';
 import { deferred } from '../support/deferred.js';
 
 let t: TestBroker;
@@ -249,6 +250,7 @@ describe('rotation', () => {
       slot: 'primary',
       hint: `ssg_…${key.slice(-4)}`,
       last_rotated_at: new Date(t.clock.now).toISOString(),
+      last_used_at: null,
     });
     expect(keys.find((k) => k.kind === 'tenant-read-only' && k.slot === 'secondary')?.hint).toBeNull();
   });
@@ -306,6 +308,127 @@ describe('rotation', () => {
       actor: { kind: 'tenant', id: 'tenant/primary' },
       target: { type: 'api_key', id: 'tenant-read-only/primary' },
     });
+  });
+});
+
+describe("a slot's last_used_at, for telling which slot is still in use before rotating it", () => {
+  type Listed = { kind: string; slot: string; hint: string | null; last_used_at: string | null };
+  const slotsOf = async (on: TestBroker, key: string) => {
+    const res = await on.request('GET', '/v1/api-keys', { key });
+    expect(res.status).toBe(200);
+    return ((await res.json()) as { keys: Listed[] }).keys;
+  };
+  /** A slot's `last_used_at` once it is no longer `from`: the request that used the key does not wait for it. */
+  async function slotLastUsed(on: TestBroker, by: string, id: string, from: string | null) {
+    let value: string | null = from;
+    await vi.waitFor(async () => {
+      value = (await slotsOf(on, by)).find((s) => `${s.kind}/${s.slot}` === id)!.last_used_at;
+      expect(value).not.toBe(from);
+    });
+    return value;
+  }
+
+  it('shows the slot a key was used through at the time of that use, and null for the slots not used', async () => {
+    const readOnly = await rotate('tenant-read-only', 'primary');
+    await rotate('tenant-read-only', 'secondary');
+    const registry = await rotate('secure-registry', 'secondary');
+    t.clock.now += 1_000;
+    await whoami(readOnly);
+    const readOnlyUse = new Date(t.clock.now).toISOString();
+    expect(await slotLastUsed(t, tenantKey, 'tenant-read-only/primary', null)).toBe(readOnlyUse);
+    t.clock.now += 5_000;
+    await whoami(registry);
+    expect(await slotLastUsed(t, tenantKey, 'secure-registry/secondary', null)).toBe(
+      new Date(t.clock.now).toISOString(),
+    );
+    const slots = await slotsOf(t, tenantKey);
+    // The Tenant key rotated and listed: its own use is recorded too.
+    expect(slots.find((s) => s.kind === 'tenant' && s.slot === 'primary')!.last_used_at).not.toBeNull();
+    const unused = slots.filter((s) => s.kind !== 'tenant' && s.last_used_at === null);
+    expect(unused.map((s) => `${s.kind}/${s.slot}:${s.hint === null ? 'empty' : 'set'}`)).toEqual([
+      'tenant-read-only/secondary:set',
+      'secure-registry/primary:empty',
+    ]);
+    expect(slots.find((s) => s.kind === 'tenant-read-only' && s.slot === 'primary')!.last_used_at).toBe(
+      readOnlyUse,
+    );
+  });
+
+  it('a rotation gives the slot a key not used yet: null, until the new key is used', async () => {
+    const old = await rotate('tenant-read-only', 'primary');
+    await whoami(old);
+    await slotLastUsed(t, tenantKey, 'tenant-read-only/primary', null);
+    t.clock.now += 60_000;
+    const replaced = await rotate('tenant-read-only', 'primary');
+    const slot = (await slotsOf(t, tenantKey)).find(
+      (s) => s.kind === 'tenant-read-only' && s.slot === 'primary',
+    );
+    expect(slot).toMatchObject({ hint: `ssr_…${replaced.slice(-4)}`, last_used_at: null });
+    t.clock.now += 1_000;
+    await whoami(replaced);
+    expect(await slotLastUsed(t, tenantKey, 'tenant-read-only/primary', null)).toBe(
+      new Date(t.clock.now).toISOString(),
+    );
+  });
+
+  it('a use that cannot be recorded fails no request: it is logged, with the slot and the request_id', async () => {
+    const keys = t.broker.store.keys;
+    const touch = keys.touchBuiltin;
+    keys.touchBuiltin = () => Promise.reject(new Error('disk I/O error'));
+    try {
+      const res = await t.request('GET', '/v1/whoami', { key: tenantKey });
+      expect(res.status).toBe(200);
+      let line: Record<string, unknown> | undefined;
+      await vi.waitFor(() => {
+        line = t.logs
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+          .find(
+            (l) =>
+              l.msg === "a built-in key's use could not be recorded" &&
+              l.request_id === res.headers.get('X-Request-Id'),
+          );
+        expect(line).toBeDefined();
+      });
+      expect(line).toMatchObject({ level: 'warn', key_id: 'tenant/primary' });
+    } finally {
+      keys.touchBuiltin = touch;
+    }
+  });
+
+  it('is kept to the minute: a use within a minute of the one recorded is not written again', async () => {
+    const db = await createTestDatabase();
+    const clock = { now: Date.now() };
+    let b = await startTestBroker({ db, clock });
+    try {
+      const { key: admin } = await b.createTenant('acme');
+      const rotated = await b.request('POST', '/v1/api-keys/tenant-read-only/secondary/rotate', {
+        key: admin,
+      });
+      const { key } = (await rotated.json()) as { key: string };
+      const use = async (ms: number) => {
+        clock.now += ms;
+        expect((await b.request('GET', '/v1/whoami', { key })).status).toBe(200);
+        return new Date(clock.now).toISOString();
+      };
+      const lastUsedOnceChanged = (from: string | null) =>
+        slotLastUsed(b, admin, 'tenant-read-only/secondary', from);
+      const first = await use(1_000);
+      expect(await lastUsedOnceChanged(null)).toBe(first);
+      await use(59_000);
+      // Stopping the broker writes whatever it had still to write: the use 59 s after the first was not.
+      await b.broker.close();
+      b = await startTestBroker({ db, clock });
+      const listed = (await slotsOf(b, admin)).find(
+        (s) => s.kind === 'tenant-read-only' && s.slot === 'secondary',
+      );
+      expect(listed!.last_used_at).toBe(first);
+      // A minute after the one recorded, a use is written again.
+      const third = await use(1_000);
+      expect(await lastUsedOnceChanged(first)).toBe(third);
+    } finally {
+      await b.broker.close();
+      await db.drop();
+    }
   });
 });
 
