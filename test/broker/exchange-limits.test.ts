@@ -75,6 +75,32 @@ describe('rate limiting', () => {
     expect(await limitedEvents()).toHaveLength(before + 2);
   });
 
+  it('a repository paced just above the rate writes at most twice the rate in audit rows, half of them rate_limited', async () => {
+    f.t.clock.now += 60_000;
+    const claims = {
+      repository: 'acme/x',
+      job_workflow_ref: 'acme/x/.github/workflows/x.yml@refs/heads/main',
+    };
+    const statuses: number[] = [];
+    // The budget is 60 a minute, bursts of 2: two a second for 30 s, each second's first granted (and denied).
+    for (let second = 0; second < 30; second++) {
+      for (let i = 0; i < 2; i++) statuses.push((await f.exchange(f.issuer.sign(claims))).status);
+      f.t.clock.now += 1000;
+    }
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(20);
+    const rows = (
+      (await (
+        await f.t.request('GET', '/v1/audit-events?type=token.exchange_denied&limit=200', { key: f.key })
+      ).json()) as { events: { details: { reason?: string; repository?: string } }[] }
+    ).events.filter((e) => e.details.repository === 'acme/x');
+    // More rows than the rate: each granted exchange ends a run, and the next refusal starts one.
+    expect(rows.length).toBeGreaterThan(30 + 2);
+    expect(rows.length).toBeLessThanOrEqual(2 * 30 + 2);
+    const limited = rows.filter((e) => e.details.reason === 'rate_limited').length;
+    expect(limited).toBeGreaterThan(20);
+    expect(rows.length - limited).toBeLessThanOrEqual(30 + 2);
+  });
+
   it("a token for another audience cannot flood a tenant's audit log: its denials share the repository budget", async () => {
     f.t.clock.now += 60_000;
     const foreign = f.issuer.sign({ aud: 'attacker-chosen.example' });
