@@ -63,6 +63,9 @@ function inWords(issue: z.core.$ZodIssue): string {
         : `must be one of ${listed(issue.values)}`;
     case 'invalid_type':
       if (issue.expected === 'int') return 'must be a whole number';
+      // An id as GitHub's REST API returns it, 632596897: the API compares ids as the token's strings.
+      if (issue.expected === 'string' && /received number$/.test(issue.message))
+        return 'must be a string: write the number in quotes';
       break;
   }
   return issue.message.replace(/^Invalid input: /, '');
