@@ -128,33 +128,36 @@ const Event = z
 
 const encodeCursor = (id: number) => Buffer.from(`e${id}`).toString('base64url');
 /**
- * The id of the event a cursor stands after: only a cursor written exactly as this endpoint writes them, naming an
- * event of the caller's own tenant. A cursor of another tenant's log (a script paging with the wrong key), or one
- * made up, would otherwise page on from some point in this tenant's log, silently leaving out the events above it.
+ * The event a cursor stands after, its id and time: only a cursor written exactly as this endpoint writes them,
+ * naming an event of the caller's own tenant. A cursor of another tenant's log (a script paging with the wrong
+ * key), or one made up, would otherwise page on from some point in this tenant's log, silently leaving out the
+ * events above it.
  *
- * Or naming an event older than every event kept: retention deleted it while an export paged through the log. The
- * log is trimmed from its old end only, so nothing of this tenant is left below it, and paging on from it reaches
- * the end, as the export would have had it run a little later. Whose event it was cannot be told any more; a
- * cursor of another tenant's log trimmed so meanwhile reaches that same empty end, which shows nothing of that
- * log, and one whose event is still kept is refused as ever.
+ * Or `'trimmed'`: it names an event older, by id, than every event kept, which retention deleted while an export
+ * paged through the log. The log is trimmed from its old end only, so what is left of it below that event are at
+ * most events past their retention too (recorded before it by a replica whose clock ran behind, and kept until the
+ * newer ones written before them go): the page after it is the end of the log, as the export would have found it
+ * had it run a little later. Whose event it was cannot be told any more; a cursor of another tenant's log trimmed
+ * so meanwhile reaches that same empty end, which shows nothing of that log, and one whose event is still kept is
+ * refused as ever.
  */
 async function cursorEvent(
   cursor: string,
   tenantId: string,
   store: AuthenticateDeps['store'],
-): Promise<number> {
+): Promise<{ at: number; id: number } | 'trimmed'> {
   const match = /^e([1-9][0-9]{0,14})$/.exec(Buffer.from(cursor, 'base64url').toString());
   // Decoding skips characters outside base64url: only a cursor that encodes back to itself is one.
   if (!match || encodeCursor(Number(match[1])) !== cursor) {
     throw cursorRefused(NOT_A_CURSOR);
   }
   const id = Number(match[1]);
-  if (!(await store.audit.has(tenantId, id)) && !(await trimmed(id, store))) {
-    throw cursorRefused(
-      "not a cursor of this tenant's audit log; pass back the next_cursor of a page listed with a credential of this tenant",
-    );
-  }
-  return id;
+  const at = await store.audit.recordedAt(tenantId, id);
+  if (at !== undefined) return { at, id };
+  if (await trimmed(id, store)) return 'trimmed';
+  throw cursorRefused(
+    "not a cursor of this tenant's audit log; pass back the next_cursor of a page listed with a credential of this tenant",
+  );
 }
 
 /** Whether an event with this id, of whichever tenant, is older than every event kept (so none is left below it). */
@@ -208,6 +211,7 @@ export function registerAuditRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authentic
       }
       const tenantId = c.get('principal').tenant.id;
       const before = cursor === undefined ? undefined : await cursorEvent(cursor, tenantId, auth.store);
+      if (before === 'trimmed') return c.json({ events: [], next_cursor: null }, 200);
       const events = await auth.store.audit.list(tenantId, {
         type,
         outcome,

@@ -243,6 +243,20 @@ const MIGRATIONS: Migration[] = [
     name: "built-in key slots' last use",
     sql: 'ALTER TABLE builtin_keys ADD COLUMN last_used_at BIGINT',
   },
+  {
+    version: 8,
+    name: 'audit events listed by the time recorded',
+    // The log is listed newest first by (at, id): each filter (none, a type, an outcome) has an index whose range
+    // the time window and the cursor bound, so that no listing reads the log from its newest event down to the
+    // window, nor sorts it. The indexes by id served the listing by id only.
+    sql: `
+      CREATE INDEX audit_events_tenant_at ON audit_events (tenant_id, at, id);
+      CREATE INDEX audit_events_tenant_type_at ON audit_events (tenant_id, type, at, id);
+      CREATE INDEX audit_events_tenant_outcome_at ON audit_events (tenant_id, outcome, at, id);
+      DROP INDEX audit_events_tenant;
+      DROP INDEX audit_events_tenant_type
+    `,
+  },
 ];
 
 const SERIAL = {

@@ -113,7 +113,8 @@ export interface AuditQuery {
   outcome?: AuditEvent['outcome'];
   since?: number;
   until?: number;
-  before?: number;
+  /** The last event of the previous page: the page goes on below its time, and below its id at that time. */
+  before?: { at: number; id: number };
   limit: number;
 }
 
@@ -225,12 +226,16 @@ export interface Store {
   audit: {
     append(event: AuditEventInput, at: number): Promise<void>;
     /**
-     * Newest first; `before` is the id of the last event of the previous page. `since` and `until` bound the time
-     * an event was recorded at (ms, both included); `type` and `outcome` pick events of that type or outcome.
+     * Newest first by the time recorded, events of one millisecond by id; `before` is the last event of the
+     * previous page. `since` and `until` bound the time an event was recorded at (ms, both included); `type` and
+     * `outcome` pick events of that type or outcome.
      */
     list(tenantId: string, query: AuditQuery): Promise<AuditEvent[]>;
-    /** Whether the tenant's audit log holds the event with this id (it may have been deleted by retention). */
-    has(tenantId: string, id: number): Promise<boolean>;
+    /**
+     * When the tenant's event with this id was recorded; undefined when its log holds no such event (another
+     * tenant's, or one retention deleted).
+     */
+    recordedAt(tenantId: string, id: number): Promise<number | undefined>;
     /**
      * Deletes the events recorded before `before`, oldest first, from the old end of the log only: an event kept
      * is newer, by id, than every event deleted (an older one recorded after a newer one goes with it, later).

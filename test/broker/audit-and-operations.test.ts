@@ -313,6 +313,117 @@ describe('GET /v1/audit-events by time and outcome', () => {
   });
 });
 
+describe('GET /v1/audit-events in the order the events were recorded', () => {
+  // The events of one tenant as replicas record them: several in one millisecond, and some written after later
+  // ones, by a replica whose clock runs behind or by a request slow to commit.
+  const T = Date.parse('2026-11-28T01:00:00Z');
+  const MIN = 60_000;
+  const written: { n: number; at: number; type: string; outcome: 'success' | 'denied' }[] = [
+    [5, 'token.exchanged'],
+    [5, 'token.exchange_denied'],
+    [9, 'token.exchanged'],
+    [2, 'permission.denied'],
+    [5, 'token.exchanged'],
+    [14, 'token.exchange_denied'],
+    [1, 'token.exchanged'],
+    [9, 'policy.created'],
+    [7, 'token.exchange_denied'],
+    [14, 'token.exchanged'],
+    [3, 'token.exchanged'],
+    [9, 'permission.denied'],
+  ].map(([minute, type], n) => ({
+    n,
+    at: T + (minute as number) * MIN,
+    type: type as string,
+    outcome: (type as string).endsWith('denied') ? 'denied' : 'success',
+  }));
+  let b: TestBroker;
+  let own: string;
+  beforeAll(async () => {
+    b = await startTestBroker({ clock: { now: T - 60 * MIN } });
+    const created = await b.createTenant('replicas');
+    own = created.key;
+    for (const e of written)
+      await b.broker.store.audit.append(
+        {
+          tenantId: created.tenant.id,
+          type: e.type,
+          outcome: e.outcome,
+          actor: { kind: 'workflow', id: 'repo:acme/infra:ref:refs/heads/main' },
+          details: { n: e.n },
+        },
+        e.at,
+      );
+  });
+  afterAll(() => b.close());
+
+  type Listed = { events: { time: string; details: { n?: number } }[]; next_cursor: string | null };
+  /** Every page of the query, by cursor: the events' `n` (undefined for tenant.created), in the order listed. */
+  const pages = async (query: string, limit: number) => {
+    const listed: (number | undefined)[] = [];
+    let cursor: string | null = null;
+    do {
+      const res = await b.request(
+        'GET',
+        `/v1/audit-events?limit=${limit}${query}${cursor ? `&cursor=${cursor}` : ''}`,
+        { key: own },
+      );
+      expect(res.status).toBe(200);
+      const page = (await res.json()) as Listed;
+      listed.push(...page.events.map((e) => e.details.n));
+      cursor = page.next_cursor;
+    } while (cursor !== null);
+    return listed;
+  };
+
+  it('lists newest first by the time recorded: an event written after a later one is listed below it', async () => {
+    const res = await b.request('GET', '/v1/audit-events?limit=200', { key: own });
+    const { events } = (await res.json()) as Listed;
+    expect(events.map((e) => e.details.n)).toEqual([9, 5, 11, 7, 2, 8, 4, 1, 0, 10, 3, 6, undefined]);
+    const times = events.map((e) => Date.parse(e.time));
+    expect(times).toEqual([...times].sort((x, y) => y - x));
+  });
+
+  const filters = {
+    type: [undefined, 'token.exchanged', 'token.exchange_denied', 'policy.created'],
+    outcome: [undefined, 'denied', 'success'],
+    since: [undefined, T + 5 * MIN],
+    until: [undefined, T + 9 * MIN],
+  };
+  const combinations = filters.type.flatMap((type) =>
+    filters.outcome.flatMap((outcome) =>
+      filters.since.flatMap((since) => filters.until.map((until) => ({ type, outcome, since, until }))),
+    ),
+  );
+
+  it.each([1, 2, 5])(
+    'pages of %i with every combination of the filters list each event once, in that order',
+    async (limit) => {
+      for (const { type, outcome, since, until } of combinations) {
+        const query = [
+          type && `&type=${type}`,
+          outcome && `&outcome=${outcome}`,
+          since && `&since=${new Date(since).toISOString()}`,
+          until && `&until=${new Date(until).toISOString()}`,
+        ].join('');
+        const expected = written
+          .filter(
+            (e) =>
+              (type === undefined || e.type === type) &&
+              (outcome === undefined || e.outcome === outcome) &&
+              (since === undefined || e.at >= since) &&
+              (until === undefined || e.at <= until),
+          )
+          .sort((x, y) => y.at - x.at || y.n - x.n)
+          .map((e) => e.n);
+        // The tenant's creation, an hour before them all: listed last, unless a filter leaves it out.
+        const created = type === undefined && outcome !== 'denied' && since === undefined;
+        expect(await pages(query, limit), query).toEqual(created ? [...expected, undefined] : expected);
+      }
+    },
+  );
+});
+
 describe('audit retention (BROKER_AUDIT_RETENTION_DAYS)', () => {
   const DAY = 86_400_000;
   const keys = async (b: TestBroker, own: string, names: string[]) => {

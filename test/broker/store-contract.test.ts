@@ -4,12 +4,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBroker } from '../../broker/broker.js';
 import { loadConfig } from '../../broker/config.js';
 import { createLogger } from '../../broker/logger.js';
-import { appendAudit } from '../../broker/store/audit-rows.js';
+import { appendAudit, auditPage } from '../../broker/store/audit-rows.js';
 import { migrate } from '../../broker/store/migrations.js';
 import { openStore, storeOn } from '../../broker/store/open-store.js';
 import { policyPage } from '../../broker/store/policy-rows.js';
+import type { SqlDriver } from '../../broker/store/sql.js';
 import {
   type AuditEventInput,
+  type AuditQuery,
   type FineGrainedKey,
   GrantingPolicyChanged,
   PreconditionFailed,
@@ -71,12 +73,13 @@ const use = (issuer: string, jti: string, expiresAt: number) =>
   );
 let store: Store;
 
+/** A tenant created at time 0, before every event the tests record: the audit log lists by the time recorded. */
 const newTenant = (name: string): Tenant => ({
   id: randomUUID(),
   name,
   audience: `${name}.api.example.io`,
   disabledCategories: ['apps-and-pats'],
-  createdAt: 1_700_000_000_000,
+  createdAt: 0,
 });
 
 async function tenant(name: string): Promise<Tenant> {
@@ -298,12 +301,12 @@ describe(`store contract (${requestedEngine()})`, () => {
 
   it('pages audit events newest first, filtered by type, per tenant', async () => {
     const t = await tenant('foxtrot');
-    // All in one millisecond, as a busy tenant's are: the order and the pages are the ids', never the times'.
+    // All in one millisecond, as a busy tenant's are: their order and the pages are the ids'.
     for (let i = 0; i < 5; i++)
-      await store.audit.append({ ...audit(t.id, i % 2 ? 'odd' : 'even'), details: { i } }, 100);
+      await store.audit.append({ ...audit(t.id, i % 2 ? 'odd' : 'even'), details: { i } }, 2e12);
     const first = await store.audit.list(t.id, { limit: 2 });
     expect(first.map((e) => e.details.i)).toEqual([4, 3]);
-    const second = await store.audit.list(t.id, { limit: 2, before: first[1]!.id });
+    const second = await store.audit.list(t.id, { limit: 2, before: first[1]! });
     expect(second.map((e) => e.details.i)).toEqual([2, 1]);
     expect((await store.audit.list(t.id, { type: 'odd', limit: 10 })).map((e) => e.details.i)).toEqual([
       3, 1,
@@ -311,16 +314,117 @@ describe(`store contract (${requestedEngine()})`, () => {
     expect(await store.audit.list('nobody', { limit: 10 })).toEqual([]);
   });
 
-  it("knows which events are a tenant's, so that a cursor names one of its own", async () => {
+  it('lists audit events newest first by the time recorded, whatever order they were written in', async () => {
+    const t = await tenant('foxtrot-clock');
+    await store.audit.append(audit(t.id, 'at-3'), 2e12 + 3_000);
+    // Written after the event above by a replica whose clock runs behind, or by a request slow to commit.
+    await store.audit.append(audit(t.id, 'at-1'), 2e12 + 1_000);
+    await store.audit.append(audit(t.id, 'at-2'), 2e12 + 2_000);
+    await store.audit.append(audit(t.id, 'at-2-too'), 2e12 + 2_000);
+    const types = async (query: Partial<AuditQuery> = {}) =>
+      (await store.audit.list(t.id, { limit: 10, ...query })).map((e) => e.type);
+    expect(await types()).toEqual(['at-3', 'at-2-too', 'at-2', 'at-1', 'tenant.created']);
+    const [, second] = await store.audit.list(t.id, { limit: 2 });
+    expect(await types({ before: second! })).toEqual(['at-2', 'at-1', 'tenant.created']);
+    expect(await types({ since: 2e12 + 1_000, until: 2e12 + 2_000 })).toEqual(['at-2-too', 'at-2', 'at-1']);
+  });
+
+  it("knows which events are a tenant's, and when each was recorded, so that a cursor names one of its own", async () => {
     const t = await tenant('foxtrot-own');
     const other = await tenant('foxtrot-other');
-    await store.audit.append(audit(t.id, 'mine'), 1);
-    await store.audit.append(audit(other.id, 'theirs'), 1);
+    await store.audit.append(audit(t.id, 'mine'), 2e12 + 1);
+    await store.audit.append(audit(other.id, 'theirs'), 2e12 + 2);
     const [mine] = await store.audit.list(t.id, { limit: 1 });
     const [theirs] = await store.audit.list(other.id, { limit: 1 });
-    expect(await store.audit.has(t.id, mine!.id)).toBe(true);
-    expect(await store.audit.has(t.id, theirs!.id)).toBe(false);
-    expect(await store.audit.has(t.id, theirs!.id + 1_000_000)).toBe(false);
+    expect(await store.audit.recordedAt(t.id, mine!.id)).toBe(2e12 + 1);
+    expect(await store.audit.recordedAt(t.id, theirs!.id)).toBeUndefined();
+    expect(await store.audit.recordedAt(t.id, theirs!.id + 1_000_000)).toBeUndefined();
+  });
+
+  describe('the query of a page of the audit log', () => {
+    const cursor = { at: 2e12, id: 10 };
+    // Per filter: the index it reads and the constraints that index serves as a range (SQLite's plan words them).
+    const cases: [string, Omit<AuditQuery, 'limit'>, string, string[]][] = [
+      ['no filter', {}, 'audit_events_tenant_at', []],
+      ['type', { type: 'token.exchanged' }, 'audit_events_tenant_type_at', ['type=?']],
+      ['outcome', { outcome: 'denied' }, 'audit_events_tenant_outcome_at', ['outcome=?']],
+      ['since', { since: 2e12 }, 'audit_events_tenant_at', ['at>?']],
+      ['until', { until: 2e12 }, 'audit_events_tenant_at', ['at<?']],
+      ['since and until', { since: 2e12 - 9, until: 2e12 }, 'audit_events_tenant_at', ['at>?', 'at<?']],
+      [
+        'outcome since',
+        { outcome: 'denied', since: 2e12 },
+        'audit_events_tenant_outcome_at',
+        ['outcome=?', 'at>?'],
+      ],
+      [
+        'type since until',
+        { type: 'token.exchanged', since: 2e12 - 9, until: 2e12 },
+        'audit_events_tenant_type_at',
+        ['type=?', 'at>?', 'at<?'],
+      ],
+      [
+        'type and outcome',
+        { type: 'token.exchange_denied', outcome: 'denied' },
+        'audit_events_tenant_type_at',
+        ['type=?'],
+      ],
+    ];
+    // PostgreSQL's planner weighs a type against an outcome by its statistics: either index is a range.
+    const onPostgres = (index: string, filters: Omit<AuditQuery, 'limit'>) =>
+      filters.type && filters.outcome ? 'audit_events_tenant_(type|outcome)_at' : index;
+    const plan = async (query: AuditQuery) => {
+      const { sql, params } = auditPage(store, 'some-tenant', query);
+      return db.engine === 'sqlite'
+        ? (await raw.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, params))
+            .map((r) => r.detail)
+            .join('\n')
+        : raw.transaction(async (tx) => {
+            // However small the table, a plan that can read the index in order takes it over any other.
+            for (const setting of ['enable_seqscan', 'enable_bitmapscan', 'enable_sort'])
+              await tx.run(`SET LOCAL ${setting} = off`);
+            return (await tx.all<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params))
+              .map((r) => r['QUERY PLAN'])
+              .join('\n');
+          });
+    };
+    let raw: SqlDriver;
+    beforeAll(() => {
+      raw = openDriver(db);
+    });
+    afterAll(() => raw?.close());
+
+    it('bounds a page by the lower of until and the cursor only, which implies the other', () => {
+      const bounds = (until: number) =>
+        auditPage(store, 'some-tenant', { until, before: cursor, limit: 51 }).params.slice(1, -1);
+      expect(bounds(cursor.at)).toEqual([cursor.at, cursor.id]);
+      expect(bounds(cursor.at + 1)).toEqual([cursor.at, cursor.id]);
+      expect(bounds(cursor.at - 1)).toEqual([cursor.at - 1]);
+    });
+
+    it.each(cases)(
+      '%s: reads the range of its index the filters bound, newest first, sorting nothing',
+      async (_, filters, index, ranges) => {
+        for (const before of [undefined, cursor]) {
+          const found = await plan({ ...filters, before, limit: 51 });
+          if (db.engine === 'sqlite') {
+            // The constraints the search uses, as "(tenant_id=? AND type=? AND at>? AND at<?)".
+            const search = new RegExp(`^SEARCH audit_events USING INDEX ${index} \\((.*)\\)$`).exec(found);
+            expect(search, found).not.toBeNull();
+            const used = search![1]!.split(' AND ');
+            expect(used[0]).toBe('tenant_id=?');
+            for (const range of [...ranges, ...(before ? ['at<?'] : [])])
+              expect(used, found).toContain(range);
+          } else {
+            expect(found).toMatch(
+              new RegExp(`Index Scan Backward using ${onPostgres(index, filters)} on audit_events`),
+            );
+            if (before) expect(found).toMatch(/Index Cond: .*\(ROW\(at, id\) < ROW\(/);
+          }
+          expect(found).not.toMatch(/Sort|TEMP B-TREE/);
+        }
+      },
+    );
   });
 
   describe('audit retention', () => {
@@ -371,7 +475,7 @@ describe(`store contract (${requestedEngine()})`, () => {
       await appendAll('t-c', 11_000, 2);
       await appendAll('t-c', 20_000, 1);
       expect(await trimmed.audit.purgeOlderThan(11_500)).toBe(3);
-      expect(await times('t-c')).toEqual([20_000, 11_000, 11_000, 12_000, 12_000]);
+      expect(await times('t-c')).toEqual([20_000, 12_000, 12_000, 11_000, 11_000]);
       expect(await times('t-a')).toEqual([]);
       expect(await trimmed.audit.purgeOlderThan(12_500)).toBe(4);
       expect(await times('t-c')).toEqual([20_000]);
@@ -397,7 +501,7 @@ describe(`store contract (${requestedEngine()})`, () => {
     });
   });
 
-  it('gives audit events ids in commit order: paging newest first never passes an event still committing', async () => {
+  it('gives audit events ids in commit order: one committed after a read has a greater id than all that read saw', async () => {
     const t = await tenant('foxtrot-two');
     await store.audit.append(audit(t.id, 'before'), 1);
     // A second connection (another replica, or another of this one's) commits a change slowly.
@@ -908,6 +1012,45 @@ describe(`store contract (${requestedEngine()})`, () => {
       expect((await upgraded.keys.listBuiltin(t.id)).map((s) => s.lastUsedAt)).toEqual(Array(6).fill(null));
       await upgraded.keys.touchBuiltin('digest-mike', 90);
       expect(await upgraded.keys.builtinByDigest('digest-mike')).toMatchObject({ lastUsedAt: 90 });
+    } finally {
+      await raw.close();
+      await older.drop();
+    }
+  });
+
+  it("an upgrade gives a database's audit log the indexes that list it by the time recorded", async () => {
+    const older = await createTestDatabase(store.engine);
+    const raw = openDriver(older);
+    const indexes = async () =>
+      (raw.engine === 'sqlite'
+        ? await raw.all<{ name: string }>(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events' ORDER BY name",
+          )
+        : await raw.all<{ name: string }>(
+            "SELECT indexname AS name FROM pg_indexes WHERE tablename = 'audit_events' AND indexname <> 'audit_events_pkey' ORDER BY indexname",
+          )
+      ).map((r) => r.name);
+    try {
+      await migrate(raw);
+      const upgraded = storeOn(raw);
+      await upgraded.audit.append(audit('t-upgraded', 'later'), 2_000);
+      await upgraded.audit.append(audit('t-upgraded', 'earlier'), 1_000);
+      // As the previous version left it: the log indexed by id, and migration 8 not yet applied.
+      for (const index of await indexes()) await raw.exec(`DROP INDEX ${index}`);
+      await raw.exec('CREATE INDEX audit_events_tenant ON audit_events (tenant_id, id)');
+      await raw.exec('CREATE INDEX audit_events_tenant_type ON audit_events (tenant_id, type, id)');
+      await raw.run('DELETE FROM schema_migrations WHERE version = 8');
+      expect(await migrate(raw)).toEqual({ applied: [8], unknown: [], namesakes: [] });
+      expect(await indexes()).toEqual([
+        'audit_events_tenant_at',
+        'audit_events_tenant_outcome_at',
+        'audit_events_tenant_type_at',
+      ]);
+      const listed = await upgraded.audit.list('t-upgraded', { limit: 5 });
+      expect(listed.map((e) => e.type)).toEqual(['later', 'earlier']);
+      expect(
+        (await upgraded.audit.list('t-upgraded', { before: listed[0]!, limit: 5 })).map((e) => e.type),
+      ).toEqual(['earlier']);
     } finally {
       await raw.close();
       await older.drop();
