@@ -1,4 +1,4 @@
-// GET /v1/audit-events: the tenant's audit log, newest first, cursor-paginated, filterable by type, outcome and time.
+// GET /v1/audit-events: the tenant's audit log, newest first by time, cursor-paginated, filterable by type, outcome, time.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AuthenticateDeps } from '../core/authenticate.js';
 import { BrokerError } from '../errors.js';
@@ -81,7 +81,11 @@ const Query = queryParameters({
 
 const Event = z
   .object({
-    id: z.string().openapi({ description: 'Opaque; a later event has a greater id.' }),
+    id: z.string().openapi({
+      description:
+        'Opaque; an event committed later has a greater id. Times need not follow: an event written by a replica ' +
+        'whose clock runs behind, or one slow to commit, has an earlier time than events with smaller ids.',
+    }),
     time: Timestamp,
     type: z.string().openapi({
       description:
@@ -160,7 +164,7 @@ async function cursorEvent(
   );
 }
 
-/** Whether an event with this id, of whichever tenant, is older than every event kept (so none is left below it). */
+/** Whether an event with this id, of whichever tenant, is older by id than every event kept (all newer than it). */
 async function trimmed(id: number, store: AuthenticateDeps['store']): Promise<boolean> {
   const oldest = await store.audit.oldestKept();
   return oldest === undefined || id < oldest;
@@ -185,8 +189,9 @@ export function registerAuditRoutes(app: OpenAPIHono<BrokerEnv>, auth: Authentic
       tags: ['Audit'],
       summary: 'List audit events',
       description:
-        'Newest first. Pass `next_cursor` back as `cursor` for the next page, with the same filters; it is null on ' +
-        'the last page.',
+        'Newest first by the time recorded, the events of one millisecond by id: an event recorded by a replica ' +
+        'whose clock runs behind is listed where that clock put it. Pass `next_cursor` back as `cursor` for the ' +
+        'next page, with the same filters; it is null on the last page.',
       ...secured(auth, 'audit-log:read'),
       request: { query: Query },
       responses: {
