@@ -816,6 +816,23 @@ describe('verifyOidcToken accepts genuine tokens', () => {
     expectRejected(await verify(justExpired, keys), /token expired at/);
   });
 
+  it('D1 D3 D4 the leeway is exactly 60 s: refused from exp + 60 s on, and until nbf and iat are 60 s away', async () => {
+    const keys = keysFor();
+    const at = async (ms: number, token: string) => {
+      clock.now = ms;
+      return verify(token, keys);
+    };
+    const expired = sign({ exp: START_S, iat: START_S - 300, nbf: START_S - 300 });
+    expect(await at((START_S + 60) * 1000 - 1, expired)).toMatchObject({ ok: true });
+    expectRejected(await at((START_S + 60) * 1000, expired), /token expired at/);
+    const early = sign({ exp: START_S + 360, iat: START_S, nbf: START_S + 60 });
+    expect(await at(START, early)).toMatchObject({ ok: true });
+    expectRejected(await at(START - 1, early), /token is not valid before/);
+    const issuedAhead = sign({ exp: START_S + 360, iat: START_S + 60, nbf: START_S - 600 });
+    expect(await at(START, issuedAhead)).toMatchObject({ ok: true });
+    expectRejected(await at(START - 1, issuedAhead), /token is issued in the future/);
+  });
+
   it('D2 clamps a configured leeway above 60 s', async () => {
     const token = sign({ exp: START_S - 90, iat: START_S - 390, nbf: START_S - 690 });
     const result = await verifyOidcToken(token, {
