@@ -355,7 +355,10 @@ const CLAIMS: ClaimsRow[] = [
   ...[undefined, '', '*'].map((a): ClaimsRow => ['F7', `aud ${JSON.stringify(a)}`, { aud: a }]),
   ['F8', 'runner-credential shape, 6 h', () => ({ ...RUNNER_CREDENTIAL, ...times(nowS() + 21_600, nowS()) })],
   ...REQUIRED.map((name): ClaimsRow => ['G1', `${name} missing`, { [name]: undefined }]),
-  ['G1', 'repository empty', { repository: '' }],
+  // GitHub leaves only `ref` empty (a job with no branch or tag); any other required claim empty is refused.
+  ...REQUIRED.filter((name) => name !== 'ref').map(
+    (name): ClaimsRow => ['G1', `${name} empty`, { [name]: '' }],
+  ),
   ['G2', 'jti missing', { jti: undefined }],
   ['G3', 'repository as an array', { repository: ['acme/infra'] }],
   ['G4', 'repository as an object', { repository: { toString: 'acme/infra' } }],
