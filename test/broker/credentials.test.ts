@@ -1,4 +1,5 @@
 // Each credential kind's effective permissions, rotation and escalation — through real HTTP requests.
+import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ALL_PERMISSIONS } from '../../broker/core/permissions.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
@@ -204,6 +205,40 @@ describe('no escalation', () => {
     });
     expect(res.status).toBe(403);
     expect(await res.json()).toMatchObject({ code: 'permission_escalation' });
+  });
+});
+
+const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+
+/** `key` with one character of its random part changed and its CRC32 checksum made right again: well-formed. */
+function neighbourOf(key: string, at: number): string {
+  const random = key.slice(4, 36);
+  const changed = `${random.slice(0, at)}${random[at] === 'A' ? 'B' : 'A'}${random.slice(at + 1)}`;
+  let n = crc32(changed);
+  let checksum = '';
+  for (let i = 0; i < 6; i++) {
+    checksum = BASE62[n % 62] + checksum;
+    n = Math.floor(n / 62);
+  }
+  return `${key.slice(0, 4)}${changed}${checksum}`;
+}
+
+describe('a key is matched whole', () => {
+  it('a well-formed key one character away from a real one, at either end of its random part, authenticates nothing', async () => {
+    const keys = [tenantKey, await rotate('tenant-read-only', 'primary'), await fineGrained(['read-all'])];
+    for (const key of keys) {
+      for (const at of [0, 31]) {
+        const neighbour = neighbourOf(key, at);
+        const res = await t.request('GET', '/v1/whoami', { key: neighbour });
+        expect(res.status, `${key.slice(0, 4)} changed at ${at}`).toBe(401);
+        // Refused by the lookup, not by its format: the neighbour is a well-formed key that was never issued.
+        expect(await res.json()).toMatchObject({
+          code: 'unauthenticated',
+          detail: expect.stringMatching(/^unknown or (rotated|revoked) API key$/),
+        });
+      }
+      expect((await t.request('GET', '/v1/whoami', { key })).status).toBe(200);
+    }
   });
 });
 
