@@ -14,6 +14,7 @@ import { startTestBroker, TEST_KEK, type TestBroker } from '../support/broker.js
 import { deferred } from '../support/deferred.js';
 import { type Federation, startFederation } from '../support/federation.js';
 import { listening } from '../support/http-server.js';
+import { tamperPayload } from '../support/jws-surgery.js';
 
 let f: Federation;
 const HOUR = 3600_000;
@@ -403,6 +404,28 @@ describe('exchanged access tokens', () => {
     expect(await asCredential.json()).toMatchObject({ code: 'unauthenticated' });
     // Neither attempt used anything up: the OIDC token is still exchanged once.
     expect((await f.exchange(oidc)).status).toBe(200);
+  });
+
+  it('a token whose claims were rewritten under its signature authenticates nothing and introspects inactive', async () => {
+    const token = await exchanged();
+    expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(200);
+    const widened = tamperPayload(token, {
+      scope: 'api-keys:read api-keys:write',
+      permissions: ['api-keys:read', 'api-keys:write'],
+    });
+    for (const path of ['/v1/whoami', '/v1/api-keys']) {
+      const res = await f.t.request('GET', path, { key: widened });
+      expect(res.status, path).toBe(401);
+      expect(await res.json()).toMatchObject({
+        code: 'unauthenticated',
+        detail: 'access token rejected: signature does not verify',
+      });
+    }
+    expect(
+      await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(widened) })),
+    ).toEqual({
+      active: false,
+    });
   });
 
   it('expire: refused after exp', async () => {
