@@ -55,6 +55,20 @@ describe('tenant isolation', () => {
     expect(slots.keys.find((k) => k.kind === 'tenant' && k.slot === 'secondary')?.hint).toBeNull();
   });
 
+  it("rotating a slot ends only its own tenant's tokens: another's, minted through its slot of that name, keep working", async () => {
+    const mint = async (key: string) => {
+      const res = await t.request('POST', '/v1/tokens', { key, json: {} });
+      expect(res.status).toBe(201);
+      return ((await res.json()) as { access_token: string }).access_token;
+    };
+    const [ours, theirs] = [await mint(a), await mint(b)];
+    const res = await t.request('POST', '/v1/api-keys/tenant/primary/rotate', { key: a });
+    expect(res.status).toBe(200);
+    a = ((await res.json()) as { key: string }).key;
+    expect((await t.request('GET', '/v1/whoami', { key: ours })).status).toBe(401);
+    expect((await t.request('GET', '/v1/whoami', { key: theirs })).status).toBe(200);
+  });
+
   it("a credential acts only in its own tenant: whoami names it, its listing shows only that tenant's keys", async () => {
     const me = (await (await t.request('GET', '/v1/whoami', { key: aFineGrained })).json()) as {
       tenant: { name: string };
