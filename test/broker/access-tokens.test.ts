@@ -923,8 +923,12 @@ async function rotateSigningKey(g: Federation): Promise<{ newKid: string; active
   return { newKid: out.trim(), activeFrom: Date.parse(from!) };
 }
 
-/** A token signed with a broker key by someone holding it: claims of a genuine token, times as given. */
-function forge(key: { kid: string; privateKey: KeyObject }, times: { iat: number; exp: number }): string {
+/** A token signed with a broker key by someone holding it: claims of a genuine token, times as given, any changed. */
+function forge(
+  key: { kid: string; privateKey: KeyObject },
+  times: { iat: number; exp: number },
+  changed: Record<string, unknown> = {},
+): string {
   const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
   const claims = {
     iss: 'https://broker.test',
@@ -937,6 +941,7 @@ function forge(key: { kid: string; privateKey: KeyObject }, times: { iat: number
     jti: randomUUID(),
     iat: Math.floor(times.iat / 1000),
     exp: Math.floor(times.exp / 1000),
+    ...changed,
   };
   const input = `${b64({ alg: 'ES256', typ: 'at+jwt', kid: key.kid })}.${b64(claims)}`;
   const signature = sign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' });
@@ -1112,5 +1117,25 @@ describe('discovery and signing keys', () => {
     );
     const fine = forge(key, { iat: f.t.clock.now, exp: f.t.clock.now + HOUR });
     expect((await f.t.request('GET', '/v1/whoami', { key: fine })).status).toBe(200);
+  });
+
+  it('a token signed for one tenant authenticates nothing at another: its tenant must be the one whose audience it carries', async () => {
+    const key = await f.t.broker.deps.signingKeys.active();
+    const { tenant: other } = await f.t.createTenant('audience-other');
+    const times = { iat: f.t.clock.now, exp: f.t.clock.now + HOUR };
+    const whoami = (token: string) => f.t.request('GET', '/v1/whoami', { key: token });
+    // Signed as the broker signs the other tenant's tokens, it is that tenant's.
+    const genuine = await whoami(forge(key, times, { tenant: other.name, aud: other.audience }));
+    expect(genuine.status).toBe(200);
+    expect(await genuine.json()).toMatchObject({ tenant: { name: 'audience-other' } });
+    // acme-corp's audience under the other tenant's name, and the other's audience under acme-corp's name.
+    for (const changed of [{ tenant: other.name }, { aud: other.audience }]) {
+      const res = await whoami(forge(key, times, changed));
+      expect(res.status, JSON.stringify(changed)).toBe(401);
+      expect(await res.json()).toMatchObject({
+        code: 'unauthenticated',
+        detail: 'access token rejected: unknown tenant',
+      });
+    }
   });
 });
