@@ -1119,6 +1119,19 @@ describe('discovery and signing keys', () => {
     expect((await f.t.request('GET', '/v1/whoami', { key: fine })).status).toBe(200);
   });
 
+  it('a token issued up to 60 s ahead of this clock (replicas may differ that much) is taken, not a millisecond more', async () => {
+    const key = await f.t.broker.deps.signingKeys.active();
+    // On a whole second, which iat counts in; ahead of where the clock stands, which only moves forward.
+    const second = (Math.ceil(f.t.clock.now / 1000) + 1) * 1000;
+    const token = forge(key, { iat: second + 60_000, exp: second + HOUR });
+    f.t.clock.now = second - 1;
+    const early = await f.t.request('GET', '/v1/whoami', { key: token });
+    expect(early.status).toBe(401);
+    expect(await early.json()).toMatchObject({ detail: 'access token rejected: issued in the future' });
+    f.t.clock.now = second;
+    expect((await f.t.request('GET', '/v1/whoami', { key: token })).status).toBe(200);
+  });
+
   it('a token signed for one tenant authenticates nothing at another: its tenant must be the one whose audience it carries', async () => {
     const key = await f.t.broker.deps.signingKeys.active();
     const { tenant: other } = await f.t.createTenant('audience-other');
