@@ -33,7 +33,13 @@ export const PermissionId = z.enum(ALL_PERMISSIONS as [string, ...string[]]).ope
  */
 const REQUESTABLE: string[] = [...ALL_PERMISSIONS, ...SHORTCUTS];
 export const RequestedPermission = z
-  .string()
+  // A number, or any other JSON value, is no permission id: not told to be quoted, as it is in a field of ids.
+  .string({
+    error: (issue) =>
+      issue.input === undefined
+        ? undefined
+        : 'must be a permission id, a string such as harden-runner:read (GET /v1/permissions lists them)',
+  })
   .max(64, 'unknown permission: no id is that long (GET /v1/permissions lists the valid ids)')
   .openapi('RequestedPermission', { enum: REQUESTABLE });
 

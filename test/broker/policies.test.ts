@@ -330,6 +330,13 @@ describe('validation: 422 invalid_policy naming the field, and nothing written',
       'claims.repository_id',
       /^must be a string: write the number in quotes$/,
     ],
+    // No permission id is a number: quoting it would only be refused next as an unknown permission.
+    [
+      'a permission as a number',
+      { ...base, permissions: [1] },
+      'permissions[0]',
+      /^must be a permission id, a string such as harden-runner:read/,
+    ],
     ['boolean as a string', { ...base, allow_pull_request_target: 'true' }, 'allow_pull_request_target'],
     ['permissions as a string', { ...base, permissions: 'harden-runner:read' }, 'permissions'],
     ['claims as a list', { ...base, claims: ['acme/infra'] }, 'claims'],
