@@ -424,6 +424,69 @@ describe('GET /v1/audit-events in the order the events were recorded', () => {
   );
 });
 
+describe("a periodic export, as the README's Audit log section describes it", () => {
+  it('misses no event committed while it paged, even one with a smaller id than a later page holds', async () => {
+    const T = Date.parse('2026-11-28T01:00:00Z');
+    const b = await startTestBroker({ clock: { now: T - 3_600_000 } });
+    try {
+      const { tenant, key: own } = await b.createTenant('exporter');
+      const record = (n: number, at: number) =>
+        b.broker.store.audit.append(
+          {
+            tenantId: tenant.id,
+            type: 'token.exchanged',
+            outcome: 'success',
+            actor: { kind: 'workflow', id: 'repo:acme/infra:ref:refs/heads/main' },
+            details: { n },
+          },
+          at,
+        );
+      for (let n = 0; n < 4; n++) await record(n, T + n * 1000);
+      type Listed = {
+        events: { id: string; time: string; details: { n: number } }[];
+        next_cursor: string | null;
+      };
+      const have = new Map<string, { time: string; n: number }>();
+      /** One export: every page from `since`, keeping the events whose id it does not have yet. */
+      const exportOnce = async (since: string, between?: () => Promise<void>) => {
+        let cursor: string | null = null;
+        do {
+          const res = await b.request(
+            'GET',
+            `/v1/audit-events?limit=2&since=${since}${cursor ? `&cursor=${cursor}` : ''}`,
+            { key: own },
+          );
+          const page = (await res.json()) as Listed;
+          for (const e of page.events) if (!have.has(e.id)) have.set(e.id, { time: e.time, n: e.details.n });
+          cursor = page.next_cursor;
+          if (cursor && between) await between();
+        } while (cursor !== null);
+      };
+      // Between its first and second page: one event listed among the first page's (the newest), then one
+      // committed after it but timed earlier (slow to commit, or a replica whose clock runs behind), on the
+      // second page, with the greater id.
+      let once = false;
+      await exportOnce(new Date(T).toISOString(), async () => {
+        if (once) return;
+        once = true;
+        await record(4, T + 3500);
+        await record(5, T + 500);
+      });
+      expect([...have.values()].map((e) => e.n).sort()).toEqual([0, 1, 2, 3, 5]);
+      const greatestBefore = Math.max(...[...have.keys()].map(Number));
+      // The next run, from a margin before the newest time it has, catches up with the one it missed: its id
+      // is below the greatest the first run took, so comparing ids with that greatest would have dropped it.
+      const newest = Math.max(...[...have.values()].map((e) => Date.parse(e.time)));
+      await exportOnce(new Date(newest - 5 * 60_000).toISOString());
+      expect([...have.values()].map((e) => e.n).sort()).toEqual([0, 1, 2, 3, 4, 5]);
+      const missed = [...have.entries()].find(([, e]) => e.n === 4)!;
+      expect(Number(missed[0])).toBeLessThan(greatestBefore);
+    } finally {
+      await b.close();
+    }
+  });
+});
+
 describe('audit retention (BROKER_AUDIT_RETENTION_DAYS)', () => {
   const DAY = 86_400_000;
   const keys = async (b: TestBroker, own: string, names: string[]) => {
