@@ -669,6 +669,13 @@ describe('POST /v1/tokens', () => {
     expect((await f.t.request('DELETE', `/v1/oidc/policies/${id}`, { key: f.key })).status).toBe(204);
     for (const token of granted) {
       expect(await works(token)).toBe(401);
+      const refused = await json<{ code: string; detail: string }>(
+        f.t.request('GET', '/v1/whoami', { key: token }),
+      );
+      expect(refused).toMatchObject({
+        code: 'unauthenticated',
+        detail: expect.stringContaining('the trust policy that granted it was deleted'),
+      });
       expect(
         await json(f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(token) })),
       ).toEqual({ active: false });
