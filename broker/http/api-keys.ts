@@ -23,8 +23,9 @@ const KeySlot = z
     last_used_at: Timestamp.nullable().openapi({
       description:
         "The last use of the slot's current key, to the minute: a use within a minute of the one recorded is not " +
-        'written again. Null until that key is first used; a rotation sets it back to null. Check it on the slot ' +
-        'you are about to rotate: a key still in use shows a recent time.',
+        'written again. Null until that key is first used; a rotation sets it back to null. A key issued before ' +
+        'the broker began recording it (migration 7) is null until its first use since. Check it on the slot you ' +
+        'are about to rotate: a key still in use shows a recent time.',
     }),
   })
   .openapi('BuiltinKeySlot');
