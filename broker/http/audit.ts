@@ -102,8 +102,8 @@ const Event = z
         }),
         id: z.string().openapi({
           description:
-            "A built-in slot such as `tenant/primary`, a fine-grained key's id, an access token's `jti`, or a " +
-            "workflow's `sub`; never a secret.",
+            "A built-in slot such as `tenant/primary`, a fine-grained key's id, an access token's `jti`, a " +
+            "workflow's `sub`, or `cli` for the operator CLI; never a secret.",
         }),
         name: z.string().optional().openapi({
           description:
