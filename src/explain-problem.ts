@@ -138,7 +138,8 @@ function describe(
           ...reason,
           `${attempts(failure)} ${
             call === 'exchange'
-              ? 'Its database is unavailable, or the trust policies were changing while the exchange was decided.'
+              ? 'Its database is unavailable, the trust policies were changing while the exchange was decided, or ' +
+                'the replica that answered cannot sign tokens until it is restarted (its key-encryption key was replaced).'
               : 'Its database is unavailable.'
           } ${afterOutage(call)} If it persists, tell the broker's operator.`,
         ],

@@ -340,6 +340,17 @@ describe('explained failures', () => {
     expect(message).toContain('Re-run the job later.');
   });
 
+  it('not_ready from a replica left on a replaced key-encryption key: the causes named include it', async () => {
+    const detail =
+      'this replica cannot sign tokens: the signing key in use is stored under another key-encryption key than ' +
+      'the one it was started with; retry (another replica may serve it), and have the operator restart this one ' +
+      'with the new BROKER_KEY_ENCRYPTION_KEY';
+    const { message } = await failureFor(() => problem(503, 'not_ready', { detail }));
+    expect(message).toContain(`Reason given: \`${detail}\``);
+    // Not only the database and changing policies, which would contradict the reason given just above.
+    expect(message).toContain('or the replica that answered cannot sign tokens until it is restarted');
+  });
+
   it('rate_limited: says how often it tried and how long the broker asked to wait', async () => {
     const { message } = await failureFor(() => problem(429, 'rate_limited', {}, { 'retry-after': '600' }));
     expect(message).toContain('rate-limiting token exchanges for tenant `acme` (429 rate_limited)');
