@@ -75,7 +75,7 @@ describe('rate limiting', () => {
     expect(await limitedEvents()).toHaveLength(before + 2);
   });
 
-  it('a repository paced just above the rate writes at most twice the rate in audit rows, half of them rate_limited', async () => {
+  it('a repository sending at twice the rate writes at most twice the rate in audit rows, half of them rate_limited', async () => {
     f.t.clock.now += 60_000;
     const claims = {
       repository: 'acme/x',
