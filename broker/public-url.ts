@@ -11,11 +11,12 @@ const SETTING = 'public_url';
  * planned change reaches the replicas one restart at a time; the newest start's value is the one recorded.
  */
 export async function recordPublicUrl(config: Pick<BrokerConfig, 'publicUrl'>, store: Store, logger: Logger) {
-  const recorded = await store.settings.get(SETTING);
-  // Written only when it changes: every other start takes no write lock.
+  // Recorded if nothing is, and read back in one step: of replicas first started together after the upgrade with
+  // different values, one records its own and the others are told. Every later start takes no write lock unless
+  // the value differs.
+  const recorded = await store.settings.first(SETTING, config.publicUrl);
   if (recorded === config.publicUrl) return;
   await store.settings.replace(SETTING, config.publicUrl);
-  if (recorded === undefined) return;
   logger.warn(
     'BROKER_PUBLIC_URL is not the one the broker last started on this database had: replicas still running with ' +
       'that one refuse the tokens this one mints, and this one refuses theirs (401), until all have the same. For ' +

@@ -41,7 +41,7 @@ const call = (p: BrokerProcess, path: string, key: string, init: RequestInit = {
 /**
  * Runs `count` processes that each import the built broker's modules (`imports`: name → path under build/broker),
  * wait for the same moment, then run `body`, as replicas of a deployment do when they start at once. Resolves to
- * each one's exit code, standard output and standard error.
+ * each one's exit code, standard output and standard error. Each has its own number in REPLICA (0, 1, …).
  */
 function atTheSameMoment(
   count: number,
@@ -58,8 +58,8 @@ function atTheSameMoment(
     `while (Date.now() < ${at});`,
     body,
   ].join('\n');
-  const run = async () => {
-    const node = runNode(['--input-type=module', '-e', script], env);
+  const run = async (_: unknown, replica: number) => {
+    const node = runNode(['--input-type=module', '-e', script], { ...env, REPLICA: String(replica) });
     return { code: await node.closed, stdout: node.stdout(), stderr: node.stderr() };
   };
   return Promise.all(Array.from({ length: count }, run));
@@ -931,6 +931,64 @@ describe('BROKER_PUBLIC_URL other than the one the last broker on the database s
       }),
     ]);
     expect(warnings(await start({ BROKER_PUBLIC_URL: 'https://broker.test' }))).toEqual([]);
+  });
+
+  it('of two replicas first started together after the upgrade with different values, one warns', async () => {
+    // A database from before the value was recorded: migrated, nothing recorded.
+    await createTenantKey(env());
+    const driver = openDriver(db);
+    try {
+      await driver.run("DELETE FROM broker_settings WHERE name = 'public_url'", []);
+    } finally {
+      await driver.close();
+    }
+    // Each one's reads of a setting answer only at one moment for both, so both have read before either writes.
+    const bothRead = Date.now() + 5000;
+    const results = await atTheSameMoment(
+      2,
+      {
+        createBroker: 'broker.js',
+        loadConfig: 'config.js',
+        createLogger: 'logger.js',
+        openStore: 'store/open-store.js',
+      },
+      [
+        "const publicUrl = 'https://broker-' + process.env.REPLICA + '.test';",
+        'const config = loadConfig({ ...process.env, BROKER_PUBLIC_URL: publicUrl });',
+        'const store = await openStore(config.database);',
+        'const { get } = store.settings;',
+        `store.settings.get = async (name) => { const value = await get(name); while (Date.now() < ${bothRead}) await new Promise((r) => setTimeout(r, 5)); return value; };`,
+        "const broker = await createBroker(config, { logger: createLogger(process.stdout, 'warn'), store });",
+        'await broker.close();',
+        'await store.close();',
+      ].join('\n'),
+      env(),
+    );
+    expect(results.map((r) => [r.code, r.stderr])).toEqual([
+      [0, ''],
+      [0, ''],
+    ]);
+    const warned = results
+      .flatMap((r) => r.stdout.split('\n').filter((line) => line.includes('BROKER_PUBLIC_URL')))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(warned).toEqual([
+      expect.objectContaining({
+        level: 'warn',
+        public_url: expect.stringMatching(/^https:\/\/broker-[01]\.test$/),
+      }),
+    ]);
+    const other =
+      warned[0]!.public_url === 'https://broker-0.test' ? 'https://broker-1.test' : 'https://broker-0.test';
+    expect(warned[0]!.recorded_public_url).toBe(other);
+    // The one that warned recorded its own afterwards, as any later start does.
+    const after = openDriver(db);
+    try {
+      expect(await after.get("SELECT value FROM broker_settings WHERE name = 'public_url'", [])).toEqual({
+        value: warned[0]!.public_url,
+      });
+    } finally {
+      await after.close();
+    }
   });
 });
 
