@@ -12,6 +12,7 @@ import {
   loadConfig,
 } from './config.js';
 import { rotateBuiltinKey } from './core/api-keys.js';
+import { nearestWord } from './core/edit-distance.js';
 import { keyDigester, withoutSecrets } from './core/keys.js';
 import { OPERATOR } from './core/principal.js';
 import { KeyEncryptionKeyNotLost, type KeyTurn, replaceSigningKeys } from './core/signing-keys.js';
@@ -190,14 +191,20 @@ function keyWouldBeLost(io: CliIo): boolean {
 }
 
 /**
- * Parses a command's arguments; what parseArgs refuses is a usage error (exit 2), and so is an option given twice
+ * Parses `command`'s arguments; what parseArgs refuses is a usage error (exit 2), and so is an option given twice
  * that is not a list: not silently the last (`rotate-key acme --slot primary --slot secondary` must not guess).
  */
-function parseUsage<T extends ParseArgsConfig['options']>(args: string[], options: T) {
+function parseUsage<T extends NonNullable<ParseArgsConfig['options']>>(
+  command: string,
+  args: string[],
+  options: T,
+) {
   const parsed = (() => {
     try {
       return parseArgs({ args, allowPositionals: true, strict: true, options, tokens: true });
     } catch (error) {
+      if ((error as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')
+        throw unknownOption(command, args, options);
       throw new UsageError((error as Error).message);
     }
   })();
@@ -210,8 +217,25 @@ function parseUsage<T extends ParseArgsConfig['options']>(args: string[], option
   return parsed;
 }
 
+/** The first option in `args` that `command` does not take, named with the options it takes and the one it is nearest. */
+function unknownOption(command: string, args: string[], options: NonNullable<ParseArgsConfig['options']>) {
+  const names = Object.keys(options);
+  const { tokens } = parseArgs({ args, allowPositionals: true, strict: false, options, tokens: true });
+  const unknown = tokens.find((token) => token.kind === 'option' && !names.includes(token.name));
+  const given = unknown?.kind === 'option' ? unknown.rawName : '';
+  // A short option (`-j`) is a letter, not a misspelling of a name.
+  const meant = given.startsWith('--') ? nearestWord(given.slice(2), names) : undefined;
+  const takes = names
+    .map((name) => `--${name}`)
+    .join(', ')
+    .replace(/, ([^,]+)$/, ' or $1');
+  return new UsageError(
+    `unknown option "${given}"; "${command}" takes ${takes}${meant ? `; did you mean "--${meant}"?` : ''}`,
+  );
+}
+
 async function tenantCreate(io: CliIo, args: string[]): Promise<number> {
-  const { values, positionals } = parseUsage(args, {
+  const { values, positionals } = parseUsage('tenant create', args, {
     audience: { type: 'string' },
     disable: { type: 'string', multiple: true },
   });
@@ -246,7 +270,7 @@ async function tenantCreate(io: CliIo, args: string[]): Promise<number> {
 
 /** The operator's way back in when a tenant's Tenant API keys are lost: a new key in one slot. */
 async function tenantRotateKey(io: CliIo, args: string[]): Promise<number> {
-  const { values, positionals } = parseUsage(args, { slot: { type: 'string' } });
+  const { values, positionals } = parseUsage('tenant rotate-key', args, { slot: { type: 'string' } });
   if (positionals.length !== 1) throw new UsageError('tenant rotate-key takes exactly one NAME');
   const slot = values.slot ?? 'primary';
   if (slot !== 'primary' && slot !== 'secondary') throw new UsageError('--slot must be primary or secondary');
@@ -289,7 +313,7 @@ function storedIn(database: DatabaseConfig): string {
 }
 
 async function tenantList(io: CliIo, args: string[]): Promise<number> {
-  const { values, positionals } = parseUsage(args, { json: { type: 'boolean' } });
+  const { values, positionals } = parseUsage('tenant list', args, { json: { type: 'boolean' } });
   if (positionals.length > 0) throw new UsageError('tenant list takes no NAME; only --json');
   const store = await openStoreFor(commandConfig(io).database, io);
   try {
@@ -382,7 +406,7 @@ function untilThen(turns: readonly KeyTurn[], retired: readonly string[]): strin
  * takes over at once.
  */
 async function replaceSigningKey(io: CliIo, args: string[]): Promise<number> {
-  const { values, positionals } = parseUsage(args, { withdraw: { type: 'boolean' } });
+  const { values, positionals } = parseUsage('signing-key replace', args, { withdraw: { type: 'boolean' } });
   if (positionals.length > 0) throw new UsageError('signing-key replace takes no NAME; only --withdraw');
   const withdraw = values.withdraw === true;
   const config = commandConfig(io);

@@ -230,6 +230,35 @@ describe('oidc-broker tenant', () => {
     expect(result.err).toContain(`error: ${message}\n`);
   });
 
+  it.each([
+    [
+      ['tenant', 'list', '--jsn'],
+      'unknown option "--jsn"; "tenant list" takes --json; did you mean "--json"?',
+    ],
+    [
+      ['tenant', 'create', 'acme', '--audiense', 'https://github.com/acme'],
+      'unknown option "--audiense"; "tenant create" takes --audience or --disable; did you mean "--audience"?',
+    ],
+    [
+      ['tenant', 'rotate-key', 'acme', '--solt=secondary'],
+      'unknown option "--solt"; "tenant rotate-key" takes --slot; did you mean "--slot"?',
+    ],
+    [
+      ['signing-key', 'replace', '--withdrw'],
+      'unknown option "--withdrw"; "signing-key replace" takes --withdraw; did you mean "--withdraw"?',
+    ],
+    [['tenant', 'list', '--frobnicate'], 'unknown option "--frobnicate"; "tenant list" takes --json\n'],
+    [['tenant', 'list', '-j'], 'unknown option "-j"; "tenant list" takes --json\n'],
+  ])(
+    '%o, an option misspelt or unknown, names the options the command takes and the one it is nearest, and runs nothing',
+    async (argv, message) => {
+      const result = await cli(...argv);
+      expect(result).toMatchObject({ code: 2, out: '' });
+      expect(result.err).toContain(`error: ${message}`);
+      await expectNothingCreated();
+    },
+  );
+
   it.each([[['frobnicate']], [['tenat', 'frobnicate']], [['tenant', 'delete', 'acme']]])(
     '%o, far from every command, is not guessed at',
     async (argv) => {
@@ -322,7 +351,7 @@ describe('oidc-broker help', () => {
       expect(result.code, words.join(' ')).toBe(2);
       expect(result.err, words.join(' ')).toMatch(
         new RegExp(
-          `^error: ("${words.join(' ')}" takes no further arguments|Unknown option '--no-such-option')`,
+          `^error: ("${words.join(' ')}" takes no further arguments|unknown option "--no-such-option"; "${words.join(' ')}" takes )`,
         ),
       );
     }
