@@ -63,9 +63,9 @@ function inWords(issue: z.core.$ZodIssue): string {
         : `must be one of ${listed(issue.values)}`;
     case 'invalid_type':
       if (issue.expected === 'int') return 'must be a whole number';
-      // An id as GitHub's REST API returns it, 632596897: the API compares ids as the token's strings.
-      if (issue.expected === 'string' && /received number$/.test(issue.message))
-        return 'must be a string: write the number in quotes';
+      // Not told to quote it: quoted, most numbers would be refused all the same (a ref, an issuer, a token). The
+      // fields a number may be (text.ts, quotableString) say so themselves.
+      if (issue.expected === 'string' && /received number$/.test(issue.message)) return 'must be a string';
       break;
   }
   return issue.message.replace(/^Invalid input: /, '');

@@ -22,6 +22,14 @@ const CLAIM_DOCS = {
   repository_id: ['632596897', "The repository's numeric id."],
 } as const satisfies Record<(typeof POLICY_CLAIM_FIELDS)[number], readonly [string, string]>;
 
+/** The claims a number may be: the ids, and an account or environment named in digits. */
+const QUOTABLE_CLAIMS: readonly (typeof POLICY_CLAIM_FIELDS)[number][] = [
+  'repository_owner',
+  'environment',
+  'repository_owner_id',
+  'repository_id',
+];
+
 /**
  * An optional member of a policy body for which `null` means left out, as Go and Terraform clients send an unset
  * pointer: the document says nullable, and the handler sees it left out (its default, and the same warnings).
@@ -48,7 +56,8 @@ function claimInputShape() {
   return Object.fromEntries(
     POLICY_CLAIM_FIELDS.map((field) => {
       const [example, description] = CLAIM_DOCS[field];
-      return [field, optionalOrNull(storedText(`claims.${field}`, { example, description }))];
+      const quotable = QUOTABLE_CLAIMS.includes(field);
+      return [field, optionalOrNull(storedText(`claims.${field}`, { example, description, quotable }))];
     }),
   ) as Record<(typeof POLICY_CLAIM_FIELDS)[number], ReturnType<typeof optionalOrNull<z.ZodString>>>;
 }
@@ -75,13 +84,14 @@ export const PolicyClaimsInput = z
 export const PolicyBody = z
   .strictObject({
     name: storedText('name', {
+      quotable: true,
       minLength: 1,
       maxLength: 100,
       description: '1–100 characters, unique in the tenant (case-insensitive).',
       example: 'deploy-infra',
     }),
     description: optionalOrNull(
-      storedText('description', { maxLength: 500, description: 'At most 500 characters.' }),
+      storedText('description', { quotable: true, maxLength: 500, description: 'At most 500 characters.' }),
     ),
     issuer: optionalOrNull(
       storedText('issuer', {

@@ -18,13 +18,30 @@ interface TextDoc {
 const NO_SECRETS = 'A value holding an API key or a token is refused: secrets are never stored.';
 
 /**
+ * A string field a number may well be (an id, a name): a JSON number there, as GitHub's REST API gives a
+ * repository_id, is told to be quoted. Other string fields tell a number only that it must be a string.
+ */
+export function quotableString() {
+  return z.string({
+    error: (issue) =>
+      issue.code === 'invalid_type' && typeof issue.input === 'number'
+        ? 'must be a string: write the number in quotes'
+        : undefined,
+  });
+}
+
+/**
  * Text the broker stores and shows back (a name, a description, a claim value): a value holding an API key or a
  * token is refused naming `field`, as any other broken rule of the body is; then `rule`, the field's own, if any.
- * A route's validation hook makes the refusal its usual 400 or 422, and its OpenAPI entry says so.
+ * A route's validation hook makes the refusal its usual 400 or 422, and its OpenAPI entry says so. With
+ * `quotable`, a number is a value the field may hold (quotableString).
  */
-export function storedText(field: string, doc: TextDoc = {}, rule?: (value: string) => string | null) {
-  return z
-    .string()
+export function storedText(
+  field: string,
+  { quotable, ...doc }: TextDoc & { quotable?: boolean } = {},
+  rule?: (value: string) => string | null,
+) {
+  return (quotable ? quotableString() : z.string())
     .superRefine((value, ctx) => {
       const problem = storedSecretProblem(field, value) ?? rule?.(value);
       if (problem) ctx.addIssue({ code: 'custom', message: problem });
@@ -36,6 +53,7 @@ export function storedText(field: string, doc: TextDoc = {}, rule?: (value: stri
 export const Name = storedText(
   'name',
   {
+    quotable: true,
     minLength: 1,
     maxLength: 100,
     description:
@@ -58,8 +76,7 @@ export const Duration = z
   .int()
   .min(1)
   .max(3600);
-export const PolicyName = z
-  .string()
+export const PolicyName = quotableString()
   .min(1, { error: 'empty: name a trust policy, or leave policy out' })
   .max(100, { error: 'a trust policy name is at most 100 characters' })
   .check(nameCharacters);

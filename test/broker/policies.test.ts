@@ -330,6 +330,33 @@ describe('validation: 422 invalid_policy naming the field, and nothing written',
       'claims.repository_id',
       /^must be a string: write the number in quotes$/,
     ],
+    ['a name as a number', { ...base, name: 2026 }, 'name', /^must be a string: write the number in quotes$/],
+    [
+      'an environment as a number',
+      { ...base, claims: { ...base.claims, environment: 1 } },
+      'claims.environment',
+      /^must be a string: write the number in quotes$/,
+    ],
+    // No ref, repository, workflow or trusted issuer is a number: quoted, it would only be refused next.
+    [
+      'a ref as a number',
+      { ...base, claims: { ...base.claims, ref: 5 } },
+      'claims.ref',
+      /^must be a string$/,
+    ],
+    [
+      'a repository as a number',
+      { ...base, claims: { repository: 632596897 } },
+      'claims.repository',
+      /^must be a string$/,
+    ],
+    [
+      'a workflow as a number',
+      { ...base, claims: { ...base.claims, job_workflow_ref: 1 } },
+      'claims.job_workflow_ref',
+      /^must be a string$/,
+    ],
+    ['an issuer as a number', { ...base, issuer: 1 }, 'issuer', /^must be a string$/],
     // No permission id is a number: quoting it would only be refused next as an unknown permission.
     [
       'a permission as a number',

@@ -278,6 +278,14 @@ describe('evaluate typed-in claims', () => {
     ]);
   });
 
+  it('an OIDC token sent as a number is told to be a string, not to be quoted: no number is a token', async () => {
+    const res = await t.request('POST', '/v1/oidc/policies/evaluate', { key, json: { oidc_token: 5 } });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      errors: [{ field: 'oidc_token', message: 'must be a string' }],
+    });
+  });
+
   it.each<[string, unknown, string]>([
     ['neither claims nor oidc_token', { permissions: ['audit-log:read'] }, 'claims'],
     ['both claims and oidc_token', { claims: JOB, oidc_token: 'x.y.z' }, 'claims'],
@@ -302,6 +310,12 @@ describe('evaluate typed-in claims', () => {
     ['a fractional duration', { duration_seconds: 1.5 }, 'duration_seconds', /whole number of seconds/],
     ['an empty policy', { policy: '' }, 'policy', /name a trust policy, or leave policy out/],
     ['a policy name over 100 characters', { policy: 'p'.repeat(101) }, 'policy', /at most 100 characters/],
+    [
+      'a policy name as a number',
+      { policy: 2026 },
+      'policy',
+      /^must be a string: write the number in quotes$/,
+    ],
   ])('%s is told as the exchange tells it: the range, or what to name', async (_, fields, field, said) => {
     const told = async (path: string, json: Record<string, unknown>) => {
       const res = await t.request('POST', path, { key: path.endsWith('evaluate') ? key : undefined, json });
