@@ -1,4 +1,5 @@
 // The admin's "why was my workflow denied?" tool: a token's or typed-in claims against every policy, changing nothing.
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Tenant } from '../store/store.js';
 import type { IssuerKeys } from './issuer-keys.js';
 import { withoutSecrets } from './keys.js';
@@ -9,12 +10,15 @@ import {
   verifyOidcToken,
 } from './oidc-verify.js';
 import { enabledPermissions, expandPermissions, type Permission } from './permissions.js';
-import { type Explanation, explainPolicies } from './policy-evaluate.js';
-import { policyNameKey } from './policy-names.js';
+import { type Explanation, policyExplainer } from './policy-evaluate.js';
 import type { TrustPolicy } from './policy-types.js';
 
 export interface DryRunDeps {
-  policies: (tenantId: string) => Promise<TrustPolicy[]>;
+  /**
+   * Every policy of the tenant, a page at a time (by name): on SQLite each read holds the event loop, and a tenant
+   * may have 100,000 policies.
+   */
+  policyPages: (tenantId: string) => AsyncIterable<readonly TrustPolicy[]>;
   wasExchanged: (issuer: string, jti: string) => Promise<boolean>;
   issuerKeys: Pick<IssuerKeys, 'isTrusted' | 'getKey'>;
   now: () => number;
@@ -155,21 +159,24 @@ export async function dryRunPolicies(
     tokenProblem = givenClaimsProblem(given, deps.issuerKeys);
   }
 
-  const policies = await deps.policies(tenant.id);
-  const explanation = explainPolicies(
-    policies,
+  const explainer = policyExplainer(
     claims,
     { permissions: requested.permissions, policy: request.policy },
     { defaultSessionSeconds: deps.defaultSessionSeconds, requestedDurationSeconds: request.durationSeconds },
   );
+  // A page at a time, the event loop free between them, so that the exchanges of every tenant go on meanwhile.
+  // A policy renamed while the pages are read, to a name still to come, is read twice: it is listed once.
+  const seen = new Set<string>();
+  for await (const page of deps.policyPages(tenant.id)) {
+    explainer.add(page.filter((policy) => !seen.has(policy.id) && seen.add(policy.id)));
+    await nextTurn();
+  }
+  const explanation = explainer.finish();
   const warnings = claimWarnings(claims, tenant);
-  if (request.policy) {
-    const key = policyNameKey(request.policy);
-    if (!policies.some((p) => policyNameKey(p.name) === key)) {
-      warnings.push(
-        `no policy of this tenant is named "${withoutSecrets(request.policy)}", so nothing can match`,
-      );
-    }
+  if (request.policy && !explanation.policies.some((p) => p.considered)) {
+    warnings.push(
+      `no policy of this tenant is named "${withoutSecrets(request.policy)}", so nothing can match`,
+    );
   }
   const aud = claims.aud;
   const audienceMatches = aud === undefined ? null : aud === tenant.audience;

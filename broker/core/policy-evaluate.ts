@@ -1,6 +1,6 @@
 // Trust-policy matching and selection (DESIGN §4): which policy a token's claims may use, and what it grants.
 import { missingFrom, type Permission, withImplied } from './permissions.js';
-import { policiesNamed } from './policy-names.js';
+import { policiesNamed, policyNameKey } from './policy-names.js';
 import {
   COMMIT_SHA,
   MAX_SESSION_SECONDS,
@@ -303,40 +303,26 @@ function requestedOf(request: EvaluationRequest): Permission[] {
   return [...new Set(request.permissions ?? [])];
 }
 
-function run(
-  policies: readonly TrustPolicy[],
-  claims: ClaimsRecord,
-  request: EvaluationRequest,
+/** §4 selection over the considered policies, and the decision it comes to. */
+function conclude(
+  considered: readonly Assessed[],
+  token: TokenView,
+  requested: readonly Permission[],
+  requestedPolicy: string | null,
   limits: EvaluationLimits,
   detailed: boolean,
-): { assessed: Assessed[]; considered: Assessed[]; decision: Decision } {
-  const token = viewOf(claims);
-  const requested = requestedOf(request);
-  const requestedPolicy = request.policy ? request.policy : null;
-  const named = requestedPolicy === null ? policies : policiesNamed(policies, requestedPolicy);
-  const assessed = detailed
-    ? policies.map((p) => assess(p, token, requested, true))
-    : named.map((p) => assess(p, token, requested, false));
-  let considered = assessed;
-  if (detailed && requestedPolicy !== null) {
-    const namedSet = new Set(named);
-    considered = assessed.filter((a) => namedSet.has(a.policy));
-  }
+): Decision {
   const outcome = select(considered);
   if (outcome.allow) {
     const { policy } = outcome.chosen;
     // Each write with the read it implies, as the token carries them.
     const permissions = withImplied(requested.length > 0 ? requested : policy.permissions);
-    return {
-      assessed,
-      considered,
-      decision: { allow: true, policy, permissions, durationSeconds: durationFor(policy, limits) },
-    };
+    return { allow: true, policy, permissions, durationSeconds: durationFor(policy, limits) };
   }
   // A denial is rare and audited with every mismatch, so the considered policies are re-checked in full.
   const full = detailed ? considered : considered.map((a) => assess(a.policy, token, requested, true));
   const audit: DenyAudit = { requestedPolicy, policies: full.map((a) => a.report) };
-  return { assessed, considered, decision: { ...outcome, audit } };
+  return { ...outcome, audit };
 }
 
 /** The exchange's decision for a verified token's claims (DESIGN §4 selection, grant and lifetime). */
@@ -346,24 +332,76 @@ export function evaluatePolicies(
   request: EvaluationRequest,
   limits: EvaluationLimits,
 ): Decision {
-  return run(policies, claims, request, limits, false).decision;
+  const token = viewOf(claims);
+  const requested = requestedOf(request);
+  const requestedPolicy = request.policy ? request.policy : null;
+  const named = requestedPolicy === null ? policies : policiesNamed(policies, requestedPolicy);
+  const considered = named.map((p) => assess(p, token, requested, false));
+  return conclude(considered, token, requested, requestedPolicy, limits, false);
 }
 
-/** The admin "evaluate" tool: every policy's result, and the decision the exchange would make. */
+/**
+ * The admin "evaluate" tool, fed the policies a part at a time (a large tenant's, read page by page, so that
+ * neither the reading nor the assessing holds the event loop for long): every policy's result, in the order they
+ * were added, and the decision the exchange would make over all of them.
+ */
+export interface PolicyExplainer {
+  add(policies: readonly TrustPolicy[]): void;
+  finish(): Explanation;
+}
+
+export function policyExplainer(
+  claims: ClaimsRecord,
+  request: EvaluationRequest,
+  limits: EvaluationLimits,
+): PolicyExplainer {
+  const token = viewOf(claims);
+  const requested = requestedOf(request);
+  const requestedPolicy = request.policy ? request.policy : null;
+  const key = requestedPolicy === null ? null : policyNameKey(requestedPolicy);
+  const assessed: Assessed[] = [];
+  // Each policy's entry is made as it is added, a page's worth at a time, and only the few the decision concerns
+  // are marked at the end: building 100,000 of them at once held the event loop for a quarter of a second.
+  const explained: PolicyExplanation[] = [];
+  /** Where those named as requested are: policiesNamed of all the policies is policiesNamed of these. */
+  const namesakes: number[] = [];
+  return {
+    add(policies) {
+      for (const policy of policies) {
+        const a = assess(policy, token, requested, true);
+        if (key !== null && policyNameKey(policy.name) === key) namesakes.push(assessed.length);
+        assessed.push(a);
+        explained.push({ ...a.report, considered: key === null, selected: false });
+      }
+    },
+    finish() {
+      let considered = assessed;
+      if (requestedPolicy !== null) {
+        const named = new Set(
+          policiesNamed(
+            namesakes.map((i) => assessed[i]!.policy),
+            requestedPolicy,
+          ),
+        );
+        const kept = namesakes.filter((i) => named.has(assessed[i]!.policy));
+        for (const i of kept) explained[i]!.considered = true;
+        considered = kept.map((i) => assessed[i]!);
+      }
+      const decision = conclude(considered, token, requested, requestedPolicy, limits, true);
+      if (decision.allow) explained[assessed.findIndex((a) => a.policy === decision.policy)]!.selected = true;
+      return { policies: explained, decision };
+    },
+  };
+}
+
+/** The admin "evaluate" tool over policies read at once: every policy's result, and the exchange's decision. */
 export function explainPolicies(
   policies: readonly TrustPolicy[],
   claims: ClaimsRecord,
   request: EvaluationRequest,
   limits: EvaluationLimits,
 ): Explanation {
-  const { assessed, considered, decision } = run(policies, claims, request, limits, true);
-  const consideredSet = new Set(considered);
-  return {
-    policies: assessed.map((a) => ({
-      ...a.report,
-      considered: consideredSet.has(a),
-      selected: decision.allow && decision.policy === a.policy,
-    })),
-    decision,
-  };
+  const explainer = policyExplainer(claims, request, limits);
+  explainer.add(policies);
+  return explainer.finish();
 }
