@@ -224,6 +224,33 @@ describe('runPost (post step)', () => {
     );
   });
 
+  it.each([
+    [
+      'a redirect',
+      () =>
+        new HttpResponse(null, {
+          status: 308,
+          headers: { location: 'https://elsewhere.test/v1/tokens/revoke' },
+        }),
+    ],
+    [
+      "a page that is not the broker's",
+      () =>
+        new HttpResponse('<html>Not found</html>', { status: 404, headers: { 'content-type': 'text/html' } }),
+    ],
+  ])('warns that the token stays valid when the revocation is answered by %s', async (_what, answer) => {
+    broker.server.use(http.post(revokeUrl, answer));
+    const { io, deps } = postHarness(issuedState);
+
+    expect(await runPost(deps)).toBe('revoke-failed');
+
+    expect(broker.requests.map((r) => r.url)).toEqual([revokeUrl]);
+    expect(io.logs.join('\n')).not.toContain('Revoked the StepSecurity API token.');
+    expect(io.warnings[0]).toContain(
+      'Could not revoke the StepSecurity API token; it stays valid until 2025-06-01T12:15:00.000Z.',
+    );
+  });
+
   it('warns, without sending anything or retrying, when the proxy setting cannot be used', async () => {
     const { io, clock, deps } = postHarness(issuedState);
     deps.fetch = createRunnerFetch({ HTTPS_PROXY: 'socks5://proxy.corp:1080' });
