@@ -251,6 +251,17 @@ describe('runPost (post step)', () => {
     );
   });
 
+  it('warns that the token stays valid on a 401 that is not the broker refusing the token', async () => {
+    // E.g. a gateway in front of the broker that asks for credentials of its own: the token was never checked.
+    broker.server.use(http.post(revokeUrl, () => problem(401, 'gateway_unauthorized')));
+    const { io, deps } = postHarness(issuedState);
+
+    expect(await runPost(deps)).toBe('revoke-failed');
+
+    expect(io.logs.join('\n')).not.toContain('nothing to revoke');
+    expect(io.warnings[0]).toContain('Could not revoke the StepSecurity API token; it stays valid until');
+  });
+
   it('warns, without sending anything or retrying, when the proxy setting cannot be used', async () => {
     const { io, clock, deps } = postHarness(issuedState);
     deps.fetch = createRunnerFetch({ HTTPS_PROXY: 'socks5://proxy.corp:1080' });
