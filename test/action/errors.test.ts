@@ -429,6 +429,18 @@ describe('explained failures', () => {
     for (const call of callsRevealing(h.io, ACCESS_TOKEN)) expect(call.fn).toBe('saveState');
   });
 
+  it.each([400, 500])(
+    'a %i shaped like a token response: not taken as one, nor its token handed on',
+    async (status) => {
+      broker.server.use(exchangeAnswers(() => HttpResponse.json(grantBody(), { status })));
+      const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+      expect(await run(h.deps)).toBe(false);
+      expect(h.io.failures.join('\n')).toContain(`HTTP ${status} with content type \`application/json\``);
+      expect(h.io.outputs).toEqual({});
+      expect(callsRevealing(h.io, ACCESS_TOKEN)).toEqual([]);
+    },
+  );
+
   it('a 200 that is not a token response, with revoke: false: the token it carried is said to stay valid', async () => {
     broker.server.use(exchangeAnswers(() => HttpResponse.json({ ...grantBody(), expires_at: 'soon' })));
     const h = mainHarness({ tenant: 'acme', 'api-url': API_URL, revoke: 'false' });
