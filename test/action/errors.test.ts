@@ -441,6 +441,20 @@ describe('explained failures', () => {
     },
   );
 
+  it.each([
+    ['an empty access token', { access_token: '' }],
+    ['permissions that are not strings', { permissions: ['audit-log:read', 7] }],
+    ['a lifetime that is not a number', { expires_in: '900' }],
+    ['no policy', { policy: undefined }],
+    ['no tenant', { tenant: null }],
+  ])('a 200 with %s: not a token response, so no outputs', async (_what, overrides) => {
+    broker.server.use(exchangeAnswers(() => HttpResponse.json(grantBody(overrides))));
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+    expect(await run(h.deps)).toBe(false);
+    expect(h.io.failures.join('\n')).toContain('HTTP 200 with content type `application/json`');
+    expect(h.io.outputs).toEqual({});
+  });
+
   it('a 200 that is not a token response, with revoke: false: the token it carried is said to stay valid', async () => {
     broker.server.use(exchangeAnswers(() => HttpResponse.json({ ...grantBody(), expires_at: 'soon' })));
     const h = mainHarness({ tenant: 'acme', 'api-url': API_URL, revoke: 'false' });
