@@ -251,6 +251,23 @@ describe('retries', () => {
     expect(h.clock.sleeps).toEqual([750, 1500, 3000, 6000, 11_250]);
   });
 
+  it.each([
+    [0, [500, 1000, 2000, 4000, 7500]],
+    [0.999_999, [1000, 2000, 4000, 8000, 15_000]],
+  ])(
+    'spreads each wait from half the backoff to all of it by the random draw (random() %f)',
+    async (random, sleeps) => {
+      broker.server.use(exchangeAnswers(() => problem(503, 'issuer_unavailable')));
+      const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+      h.deps.random = () => random;
+
+      expect(await run(h.deps)).toBe(false);
+
+      // Runners that failed together come back at different times, none sooner than half the backoff.
+      expect(h.clock.sleeps).toEqual(sleeps);
+    },
+  );
+
   it('gives up at the deadline rather than waiting past it', async () => {
     const { issued, h, tokensSent } = await runWith(() =>
       problem(503, 'issuer_unavailable', {}, { 'retry-after': '30' }),
