@@ -181,6 +181,15 @@ describe('run (main step)', () => {
     expect(summary).not.toContain(ACCESS_TOKEN);
   });
 
+  it('keeps a policy name with a | to its own cell of the summary table', async () => {
+    broker.server.use(exchangeAnswers(() => HttpResponse.json(grantBody({ policy: 'deploy|main' }))));
+    const h = mainHarness({ tenant: 'acme', 'api-url': API_URL });
+
+    await run(h.deps);
+
+    expect(h.io.summary.join('\n')).toContain('| Trust policy | `deploy\\|main` |');
+  });
+
   it.each([
     [900, '(in 15 min)'],
     [20, '(in 20 s)'],
