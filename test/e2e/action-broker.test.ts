@@ -100,6 +100,31 @@ describe('the action against a real broker', () => {
     }
   });
 
+  it('post says, without a warning, that a token a step already revoked is no longer accepted', async () => {
+    const runner = await createActionRunner({ idToken: github });
+    try {
+      const inputs = { tenant: 'acme', 'api-url': `${broker.url}/v1` };
+      const main = await runner.run('main', inputs);
+      expect(main.exitCode, main.stdout + main.stderr).toBe(0);
+      const token = main.outputs.token!;
+      // A later step of the job revokes the token itself, as the README shows.
+      const revoked = await fetch(`${broker.url}/v1/tokens/revoke`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token }),
+      });
+      expect(revoked.status).toBe(200);
+
+      const post = await runner.run('post', inputs);
+      expect(post.exitCode, post.stdout + post.stderr).toBe(0);
+      expect(post.stdout).not.toMatch(/::warning::/);
+      expect(post.stdout).toContain('The broker no longer accepts the StepSecurity API token');
+      expect(post.summary).not.toContain('not revoked');
+    } finally {
+      await runner.close();
+    }
+  });
+
   it('a permission the policy does not allow fails the step, saying which', async () => {
     const runner = await createActionRunner({ idToken: github });
     try {
