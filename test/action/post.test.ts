@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { createRunnerFetch } from '../../src/http-fetch.js';
 import { runPost } from '../../src/post-run.js';
 import { run } from '../../src/run.js';
+import { callsRevealingPart } from './support/fake-io.js';
 import {
   ACCESS_TOKEN,
   API_URL,
@@ -61,6 +62,18 @@ describe('runPost (post step)', () => {
 
     expect(await runPost(deps)).toBe('revoked');
     expect(new URLSearchParams(broker.requests.at(-1)!.body).get('token')).toBe(ACCESS_TOKEN);
+  });
+
+  it('shows no part of the token in its log, warning or job summary, revoked or not', async () => {
+    broker.server.use(http.post(revokeUrl, () => new HttpResponse(null, { status: 200 })));
+    const revoked = postHarness(issuedState);
+    expect(await runPost(revoked.deps)).toBe('revoked');
+    broker.server.use(http.post(revokeUrl, () => problem(503, 'not_ready')));
+    const failed = postHarness(issuedState);
+    expect(await runPost(failed.deps)).toBe('revoke-failed');
+
+    expect(callsRevealingPart(revoked.io, ACCESS_TOKEN)).toEqual([]);
+    expect(callsRevealingPart(failed.io, ACCESS_TOKEN)).toEqual([]);
   });
 
   it('does nothing when the main step ran with revoke: false', async () => {

@@ -2,7 +2,7 @@
 import { HttpResponse, http } from 'msw';
 import { describe, expect, it } from 'vitest';
 import { run } from '../../src/run.js';
-import { callsRevealing } from './support/fake-io.js';
+import { callsRevealing, callsRevealingPart } from './support/fake-io.js';
 import {
   ACCESS_TOKEN,
   API_URL,
@@ -76,6 +76,20 @@ describe('run (main step)', () => {
     expect(maskedAt).toBeGreaterThanOrEqual(0);
     expect(revealing.map((c) => c.fn)).toEqual(['saveState', 'setOutput', 'exportVariable']);
     for (const call of revealing) expect(h.io.calls.indexOf(call)).toBeGreaterThan(maskedAt);
+  });
+
+  it('shows no part of the token in a log line or the job summary, which the mask of the whole would not hide', async () => {
+    broker.server.use(exchangeAnswers(() => HttpResponse.json(grantBody())));
+    const h = mainHarness({
+      tenant: 'acme',
+      'api-url': API_URL,
+      'export-env': 'true',
+      'duration-seconds': '3600',
+    });
+
+    expect(await run(h.deps)).toBe(true);
+
+    expect(callsRevealingPart(h.io, ACCESS_TOKEN)).toEqual([]);
   });
 
   it('exports STEPSECURITY_API_TOKEN only when export-env is true', async () => {

@@ -85,3 +85,22 @@ export function createFakeIO(inputs: Record<string, string>, state: Record<strin
 export function callsRevealing(io: FakeIO, secret: string): Call[] {
   return io.calls.filter((c) => c.fn !== 'setSecret' && c.args.some((a) => a.includes(secret)));
 }
+
+/** The places a token is meant to reach in full: its mask, the outputs, the post step's state and the job's env. */
+const HANDS_ON: ReadonlySet<keyof ActionIO> = new Set([
+  'setSecret',
+  'setOutput',
+  'saveState',
+  'exportVariable',
+]);
+
+/**
+ * The calls that show part of `secret` (any 12 characters in a row of it), other than those that hand it on. The
+ * runner masks only the whole value, so a prefix or suffix in a log line or the job summary is shown in clear.
+ */
+export function callsRevealingPart(io: FakeIO, secret: string, length = 12): Call[] {
+  const parts = Array.from({ length: secret.length - length + 1 }, (_, i) => secret.slice(i, i + length));
+  return io.calls.filter(
+    (c) => !HANDS_ON.has(c.fn) && c.args.some((a) => parts.some((part) => a.includes(part))),
+  );
+}
