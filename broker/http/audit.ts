@@ -25,7 +25,7 @@ const WITHOUT_OFFSET = /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(
 
 /**
  * A moment, `since` or `until`: RFC 3339 with its offset (Z or ±hh:mm), read as ms since the epoch; its `T` and `Z`
- * may be lower case, as RFC 3339 allows. A `+` of the offset sent unencoded in the URL reaches the broker as a
+ * may be lower case, and the `T` a space (`date --rfc-3339=seconds`), as RFC 3339 allows. A `+` of the offset sent unencoded in the URL reaches the broker as a
  * space, as query strings decode it: taken as the `+` it was, since nothing else puts a space before the offset.
  * Refused saying what is wrong: the offset missing, or no such date and time.
  */
@@ -34,7 +34,12 @@ const moment = (description: string) =>
     z
       .preprocess(
         (value) =>
-          typeof value === 'string' ? value.replace(/ ([0-9]{2}:[0-9]{2})$/, '+$1').toUpperCase() : value,
+          typeof value === 'string'
+            ? value
+                .replace(/^([0-9]{4}-[0-9]{2}-[0-9]{2}) (?=[0-9]{2}:)/, '$1T')
+                .replace(/ ([0-9]{2}:[0-9]{2})$/, '+$1')
+                .toUpperCase()
+            : value,
         z.iso
           .datetime({
             offset: true,

@@ -283,6 +283,16 @@ describe('GET /v1/audit-events by time and outcome', () => {
     ]);
   });
 
+  it('a space between date and time, as `date --rfc-3339=seconds` writes, is the T RFC 3339 allows it for', async () => {
+    expect(await types('?since=2026-11-27%2001:14:00%2B00:00&until=2026-11-27 02:14:59 01:00')).toEqual([
+      'permission.denied',
+    ]);
+    // Still no offset: told so, not that the date is wrong.
+    const { status, body } = await list('?since=2026-11-27%2002:14');
+    expect(status).toBe(400);
+    expect((body as { errors: { message: string }[] }).errors[0]?.message).toMatch(/without one/);
+  });
+
   it.each([
     ['?since=2026-02-30T00:00:00Z', 'since'],
     ['?until=2026-11-27T02:14Z', 'until'],
