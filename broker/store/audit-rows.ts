@@ -1,6 +1,6 @@
 // Audit events in SQL: appended inside the transaction of the change they describe, or group-committed.
 import { withoutSecretsInJson } from '../core/keys.js';
-import { PURGE_BATCH, purgeInBatches } from './purge.js';
+import { purgeInBatches } from './purge.js';
 import type { SqlDriver, SqlExecutor, SqlStatement, SqlValue } from './sql.js';
 import {
   type AuditEvent,
@@ -92,8 +92,8 @@ export async function appendAudit(db: SqlExecutor, event: AuditEventInput, at: n
 }
 
 /**
- * Deletes, of the PURGE_BATCH oldest events (by id, the primary key: no index on `at` is needed), those below the
- * first one at or after `?`, so that the log is only ever trimmed from its old end: every event kept is newer, by
+ * Deletes, of the oldest events (by id, the primary key: no index on `at` is needed), as many as the second `?` (the
+ * batch's limit), those below the first one at or after the first `?`, so that the log is only ever trimmed from its old end: every event kept is newer, by
  * id, than every event deleted, which is what lets a cursor naming a deleted event be told from another tenant's
  * (see `oldestKept`). An older event recorded after a newer one (a replica whose clock runs behind) waits for the
  * newer one to go. Ids are never reused (AUTOINCREMENT, an identity column), and one committed after this reads
@@ -101,7 +101,7 @@ export async function appendAudit(db: SqlExecutor, event: AuditEventInput, at: n
  */
 const PURGE_OLDEST_EVENTS = `DELETE FROM audit_events WHERE id < (
   SELECT COALESCE(MIN(CASE WHEN at >= ? THEN id END), MAX(id) + 1)
-  FROM (SELECT id, at FROM audit_events ORDER BY id LIMIT ${PURGE_BATCH}) oldest)`;
+  FROM (SELECT id, at FROM audit_events ORDER BY id LIMIT ?) oldest)`;
 
 const COLUMNS = 'id, tenant_id, at, type, outcome, actor, target, details';
 
@@ -177,7 +177,8 @@ export function auditRows(db: SqlDriver): Store['audit'] {
       const { sql, params } = auditPage(db, tenantId, query);
       return (await db.all<AuditRow>(sql, params)).map(fromRow);
     },
-    purgeOlderThan: (before) => purgeInBatches(db, { sql: PURGE_OLDEST_EVENTS, params: [before] }),
+    purgeOlderThan: (before) =>
+      purgeInBatches(db, (limit) => ({ sql: PURGE_OLDEST_EVENTS, params: [before, limit] })),
     async oldestKept() {
       const row = await db.get<{ id: number | null }>('SELECT MIN(id) AS id FROM audit_events');
       return row?.id ?? undefined;

@@ -2,24 +2,47 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SqlExecutor, SqlStatement } from './sql.js';
 
-/** The most rows one statement of a purge deletes; each statement given to purgeInBatches deletes no more. */
+/** The most rows one statement of a purge deletes, and how many the first of a run may. */
 export const PURGE_BATCH = 1_000;
+/** The fewest rows a batch may delete, however slow the one before: a purge must still get through the backlog. */
+export const PURGE_BATCH_MIN = 50;
+/** How long a batch should hold the event loop, at most. */
+export const PURGE_TARGET_MS = 20;
 const PURGE_REST_MIN_MS = 10;
 
 /**
- * Runs `batch` (a DELETE of at most PURGE_BATCH rows) until it deletes fewer; returns how many rows went. In
- * batches, resting twice as long as each took: ten minutes of exchanges can be millions of rows, and on SQLite each
- * statement holds the event loop, and the write lock, for as long as it runs. So a purge takes at most a third of
- * either, and the exchanges go on meanwhile. Replicas purging at once are harmless: a row goes once, and a run
+ * The most rows the batch after one of `limit` rows that took `tookMs` may delete: half as many after one slower
+ * than PURGE_TARGET_MS, twice as many after one faster than half of it, as many otherwise; from PURGE_BATCH_MIN to
+ * PURGE_BATCH. A batch's time is that of its rows' index pages, which a large table mostly reads from disk.
+ */
+export function nextPurgeBatch(limit: number, tookMs: number): number {
+  if (tookMs > PURGE_TARGET_MS) return Math.max(PURGE_BATCH_MIN, Math.floor(limit / 2));
+  if (tookMs < PURGE_TARGET_MS / 2) return Math.min(PURGE_BATCH, limit * 2);
+  return limit;
+}
+
+/**
+ * Runs `batch(limit)` (a DELETE of at most `limit` rows) until it deletes fewer; returns how many rows went. In
+ * batches sized by the time the one before took (see nextPurgeBatch), resting twice as long as each took: ten
+ * minutes of exchanges can be millions of rows, and on SQLite each statement holds the event loop, and the write
+ * lock, for as long as it runs. So a batch holds either about PURGE_TARGET_MS, a purge at most a third of the
+ * time, and the exchanges go on meanwhile. Replicas purging at once are harmless: a row goes once, and a run
  * whose batch another took stops early, leaving the rest to the next.
  */
-export async function purgeInBatches(db: SqlExecutor, batch: SqlStatement): Promise<number> {
+export async function purgeInBatches(
+  db: SqlExecutor,
+  batch: (limit: number) => SqlStatement,
+): Promise<number> {
   let purged = 0;
+  let limit = PURGE_BATCH;
   for (;;) {
     const started = performance.now();
-    const deleted = await db.run(batch.sql, batch.params);
+    const { sql, params } = batch(limit);
+    const deleted = await db.run(sql, params);
+    const took = performance.now() - started;
     purged += deleted;
-    if (deleted < PURGE_BATCH) return purged;
-    await sleep(Math.max(PURGE_REST_MIN_MS, 2 * (performance.now() - started)));
+    if (deleted < limit) return purged;
+    limit = nextPurgeBatch(limit, took);
+    await sleep(Math.max(PURGE_REST_MIN_MS, 2 * took));
   }
 }

@@ -1,7 +1,7 @@
 // Replay records for exchanged OIDC tokens, the access tokens minted from API keys and the deny-list of
 // revoked access tokens, in SQL.
 import { appendAudit, auditInsert, checkRequester, keyExists } from './audit-rows.js';
-import { PURGE_BATCH, purgeInBatches } from './purge.js';
+import { purgeInBatches } from './purge.js';
 import type { SqlDriver, SqlExecutor } from './sql.js';
 import { GrantingPolicyChanged, type Store } from './store.js';
 
@@ -105,10 +105,10 @@ export function tokenRows(db: SqlDriver): Store['tokens'] {
     async purgeExpired(before) {
       let purged = 0;
       for (const [table, key] of PURGED) {
-        purged += await purgeInBatches(db, {
-          sql: `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE expires_at < ? LIMIT ${PURGE_BATCH})`,
-          params: [before],
-        });
+        purged += await purgeInBatches(db, (limit) => ({
+          sql: `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE expires_at < ? LIMIT ?)`,
+          params: [before, limit],
+        }));
       }
       return purged;
     },
