@@ -303,6 +303,15 @@ function requestedOf(request: EvaluationRequest): Permission[] {
   return [...new Set(request.permissions ?? [])];
 }
 
+/** What an evaluation compares: the token's view of the claims, the permissions asked for, the policy named. */
+function askedOf(claims: ClaimsRecord, request: EvaluationRequest) {
+  return {
+    token: viewOf(claims),
+    requested: requestedOf(request),
+    requestedPolicy: request.policy ? request.policy : null,
+  };
+}
+
 /** §4 selection over the considered policies, and the decision it comes to. */
 function conclude(
   considered: readonly Assessed[],
@@ -332,9 +341,7 @@ export function evaluatePolicies(
   request: EvaluationRequest,
   limits: EvaluationLimits,
 ): Decision {
-  const token = viewOf(claims);
-  const requested = requestedOf(request);
-  const requestedPolicy = request.policy ? request.policy : null;
+  const { token, requested, requestedPolicy } = askedOf(claims, request);
   const named = requestedPolicy === null ? policies : policiesNamed(policies, requestedPolicy);
   const considered = named.map((p) => assess(p, token, requested, false));
   return conclude(considered, token, requested, requestedPolicy, limits, false);
@@ -355,9 +362,7 @@ export function policyExplainer(
   request: EvaluationRequest,
   limits: EvaluationLimits,
 ): PolicyExplainer {
-  const token = viewOf(claims);
-  const requested = requestedOf(request);
-  const requestedPolicy = request.policy ? request.policy : null;
+  const { token, requested, requestedPolicy } = askedOf(claims, request);
   const key = requestedPolicy === null ? null : policyNameKey(requestedPolicy);
   const assessed: Assessed[] = [];
   // Each policy's entry is made as it is added, a page's worth at a time, and only the few the decision concerns
