@@ -3,7 +3,7 @@ import { randomUUID, sign, verify } from 'node:crypto';
 import type { Store, Tenant } from '../store/store.js';
 import { unauthenticated } from './authenticate.js';
 import { parseCompactJws } from './jws-compact.js';
-import { isPermission, type Permission } from './permissions.js';
+import { isPermission, type Permission, withImplied } from './permissions.js';
 import { effectivePermissions, type Principal } from './principal.js';
 import { type ActiveKey, CLOCK_SKEW_MS, MAX_TOKEN_LIFETIME_MS, type SigningKeys } from './signing-keys.js';
 import type { TenantDirectory } from './tenant-directory.js';
@@ -144,17 +144,20 @@ export function createAccessTokens(deps: {
     const tenant = await tenants.byName(p.tenant);
     if (!tenant || p.aud !== tenant.audience) return { ok: false as const, reason: 'unknown tenant' };
     if (await store.tokens.isRevoked(p.jti)) return { ok: false as const, reason: 'revoked' };
-    // An exchanged token lives only as long as the trust policy that granted it (its client_id): deleting the
-    // policy ends what it granted, with nothing written per exchange to find those tokens by.
-    if (typeof p.policy === 'string' && !(await store.policies.get(tenant.id, String(p.client_id)))) {
-      return { ok: false as const, reason: 'the trust policy that granted it was deleted' };
-    }
     const claims = p as unknown as AccessTokenClaims;
-    return {
-      ok: true as const,
-      claims: { ...claims, permissions: claims.permissions.filter(isPermission) },
-      tenant,
-    };
+    let permissions = claims.permissions.filter(isPermission);
+    // An exchanged token lives only as long as the trust policy that granted it (its client_id): deleting the
+    // policy ends what it granted, with nothing written per exchange to find those tokens by. Replacing it keeps
+    // the token, with no more than the policy allows now: what was taken away ends at once, as a role's
+    // permissions do for its sessions, and what was added is not granted.
+    if (typeof p.policy === 'string') {
+      const policy = await store.policies.get(tenant.id, String(p.client_id));
+      if (!policy) return { ok: false as const, reason: 'the trust policy that granted it was deleted' };
+      const allowed = new Set(withImplied(policy.permissions));
+      permissions = permissions.filter((permission) => allowed.has(permission));
+    }
+    const scope = permissions.length === claims.permissions.length ? claims.scope : permissions.join(' ');
+    return { ok: true as const, claims: { ...claims, scope, permissions }, tenant };
   }
 
   return {

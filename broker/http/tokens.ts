@@ -256,7 +256,9 @@ export function registerTokenRoutes(
         request: { body: { ...tokenBody, required: false } },
         responses: {
           200: {
-            description: '`active` and, when active, the claims.',
+            description:
+              '`active` and, when active, the claims, with `scope` and `permissions` what the token may do now: an ' +
+              'exchanged token has lost what its trust policy no longer allows.',
             headers: z.object(headers.noStore),
             content: { 'application/json': { schema: Introspection } },
           },

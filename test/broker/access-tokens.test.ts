@@ -618,7 +618,7 @@ describe('POST /v1/tokens', () => {
     expect(await works(exchangedToken)).toBe(200);
   });
 
-  it('exchanged tokens die with the trust policy that granted them: deleting it ends them, replacing it does not', async () => {
+  it('exchanged tokens die with the trust policy that granted them: deleting it ends them, replacing its claims does not', async () => {
     // A repository the tenant trusts is compromised: its policy is deleted, and what the policy granted stops too.
     const works = async (token: string) => (await f.t.request('GET', '/v1/whoami', { key: token })).status;
     const created = await json<{ policy: { id: string } }>(
@@ -683,6 +683,85 @@ describe('POST /v1/tokens', () => {
     // Tokens another policy granted, or a key minted, are untouched.
     expect(await works(otherPolicy)).toBe(200);
     expect(await works(minted)).toBe(200);
+  });
+
+  it('narrowing a trust policy narrows the tokens it granted at once; widening it widens none', async () => {
+    // A repository's policy grants it policy administration; the administrator takes that away by replacing the
+    // policy: the token already in the repository's hands loses it on its next request, as a role's sessions do.
+    const created = await json<{ policy: { id: string } }>(
+      f.t.request('POST', '/v1/oidc/policies', {
+        key: f.key,
+        json: {
+          name: 'narrowed',
+          claims: { repository: 'acme/narrowed', ref: 'refs/heads/main' },
+          permissions: ['oidc-federation:write', 'harden-runner:read'],
+        },
+      }),
+    );
+    const id = created.policy.id;
+    const res = await f.exchange(f.issuer.sign({ repository: 'acme/narrowed', repository_id: '99003' }), {
+      policy: 'narrowed',
+    });
+    expect(res.status).toBe(200);
+    const token = (await json<{ access_token: string }>(res)).access_token;
+    const whoami = async () =>
+      json<{ permissions: string[] }>(f.t.request('GET', '/v1/whoami', { key: token }));
+    const introspect = async () =>
+      json<{ active: boolean; scope: string; permissions: string[] }>(
+        f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(token) }),
+      );
+    expect((await whoami()).permissions).toEqual([
+      'harden-runner:read',
+      'oidc-federation:read',
+      'oidc-federation:write',
+    ]);
+    expect((await f.t.request('GET', '/v1/oidc/policies', { key: token })).status).toBe(200);
+
+    const replace = (permissions: string[]) =>
+      f.t.request('PUT', `/v1/oidc/policies/${id}`, {
+        key: f.key,
+        json: {
+          name: 'narrowed',
+          claims: { repository: 'acme/narrowed', ref: 'refs/heads/main' },
+          permissions,
+        },
+      });
+    expect((await replace(['oidc-federation:read', 'harden-runner:read', 'audit-log:read'])).status).toBe(
+      200,
+    );
+    // What the policy no longer allows is gone; what it newly allows was never granted.
+    expect((await whoami()).permissions).toEqual(['harden-runner:read', 'oidc-federation:read']);
+    const refused = await f.t.request('POST', '/v1/oidc/policies', {
+      key: token,
+      json: { name: 'made-by-ci', claims: { repository: 'acme/other' }, permissions: ['harden-runner:read'] },
+    });
+    expect(refused.status).toBe(403);
+    expect(await json(refused)).toMatchObject({ code: 'forbidden' });
+    expect((await f.t.request('GET', '/v1/oidc/policies', { key: token })).status).toBe(200);
+    expect((await f.t.request('GET', '/v1/audit-events', { key: token })).status).toBe(403);
+    // Introspection answers what the token may do now, for services that ask the broker.
+    expect(await introspect()).toMatchObject({
+      active: true,
+      scope: 'harden-runner:read oidc-federation:read',
+      permissions: ['harden-runner:read', 'oidc-federation:read'],
+    });
+
+    // Nothing left in common: the token still names its holder, and may do nothing.
+    expect((await replace(['audit-log:read'])).status).toBe(200);
+    expect((await whoami()).permissions).toEqual([]);
+    expect((await f.t.request('GET', '/v1/oidc/policies', { key: token })).status).toBe(403);
+    expect(await introspect()).toMatchObject({ active: true, scope: '', permissions: [] });
+
+    // Widened again, it gives back what the token was granted, no more.
+    expect((await replace(['read-write-all'])).status).toBe(200);
+    expect((await whoami()).permissions).toEqual([
+      'harden-runner:read',
+      'oidc-federation:read',
+      'oidc-federation:write',
+    ]);
+    // The signed token itself is unchanged: a service verifying it offline sees what was granted.
+    const signed = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { scope: string };
+    expect(signed.scope).toBe('harden-runner:read oidc-federation:read oidc-federation:write');
   });
 
   it('a change asked for with an exchanged token whose policy is deleted while it is in flight changes nothing', async () => {
