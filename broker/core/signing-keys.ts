@@ -36,7 +36,10 @@ export interface ActiveKey {
 }
 
 export interface SigningKeys {
-  /** The key new tokens are signed with now. */
+  /**
+   * The key new tokens are signed with now. Its private key is decrypted once: so is a failure to (an
+   * UndecryptableSigningKey, thrown again until a reload finds another key signing), so that asking is cheap.
+   */
   active(): Promise<ActiveKey>;
   /**
    * The public key for a kid while it is published, and the latest `iat` a token it signed can carry (null while
@@ -67,6 +70,8 @@ interface Loaded {
   publicKey: KeyObject;
   jwk: JsonWebKey;
   privateKey?: KeyObject;
+  /** Why the private key cannot be decrypted under this replica's key-encryption key, once tried. */
+  undecryptable?: UndecryptableSigningKey;
 }
 
 /** RFC 7638 thumbprint of an EC P-256 public key. */
@@ -190,6 +195,8 @@ export async function openSigningKeys(deps: {
         jwk,
         publicKey: known?.publicKey ?? createPublicKey({ key: jwk, format: 'jwk' }),
         privateKey: known?.privateKey,
+        // The same sealed key under the same key-encryption key fails the same way.
+        undecryptable: known?.record.privateKey === record.privateKey ? known.undecryptable : undefined,
       });
     }
     keys = next;
@@ -246,29 +253,35 @@ export async function openSigningKeys(deps: {
     return result;
   };
 
+  // The private key of the key signing now, decrypted once; an UndecryptableSigningKey is kept and thrown again.
+  const privateKeyOf = (key: Loaded): KeyObject => {
+    if (key.undecryptable) throw key.undecryptable;
+    try {
+      key.privateKey ??= createPrivateKey({
+        key: decrypt(kek, key.record.kid, key.record.privateKey),
+        format: 'der',
+        type: 'pkcs8',
+      });
+    } catch (error) {
+      if (error instanceof UndecryptableSigningKey) key.undecryptable = error;
+      throw error;
+    }
+    return key.privateKey;
+  };
+
   await reload();
   if (!signingAt(now())) {
     await store.signingKeys.insertFirst(newRecord(kek, now(), now()));
     await reload();
   }
   // Decrypting now surfaces a wrong key-encryption key at start rather than on the first exchange.
-  const first = signingAt(now())!;
-  first.privateKey = createPrivateKey({
-    key: decrypt(kek, first.record.kid, first.record.privateKey),
-    format: 'der',
-    type: 'pkcs8',
-  });
+  privateKeyOf(signingAt(now())!);
 
   return {
     async active() {
       await fresh();
       const key = signingAt(now())!;
-      key.privateKey ??= createPrivateKey({
-        key: decrypt(kek, key.record.kid, key.record.privateKey),
-        format: 'der',
-        type: 'pkcs8',
-      });
-      return { kid: key.record.kid, privateKey: key.privateKey };
+      return { kid: key.record.kid, privateKey: privateKeyOf(key) };
     },
     async verificationKey(kid) {
       await fresh();

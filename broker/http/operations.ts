@@ -1,19 +1,23 @@
-// Operational endpoints: liveness, readiness (the database answers; not stopping) and Prometheus metrics.
+// Operational endpoints: liveness, readiness (the database answers; this replica can sign; not stopping) and
+// Prometheus metrics.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { type SigningKeys, UndecryptableSigningKey } from '../core/signing-keys.js';
 import { BrokerError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
+import { StoreUnavailable } from '../store/sql.js';
 import type { Store } from '../store/store.js';
 import type { BrokerEnv } from './context.js';
+import { CANNOT_SIGN } from './problems.js';
 import { notReady } from './schemas.js';
 
 const Status = z.object({ status: z.string() }).openapi('Status');
 
-/** How long /readyz waits for the database before answering 503. */
+/** How long /readyz waits for the database (its ping, and a due reload of the signing keys) before answering 503. */
 const READY_TIMEOUT_MS = 2000;
 
 export function registerOperationRoutes(
   app: OpenAPIHono<BrokerEnv>,
-  deps: { store: Store; metrics: Metrics; draining: () => boolean },
+  deps: { store: Store; signingKeys: SigningKeys; metrics: Metrics; draining: () => boolean },
 ): void {
   app.openapi(
     createRoute({
@@ -33,10 +37,18 @@ export function registerOperationRoutes(
       path: '/readyz',
       operationId: 'getReadiness',
       tags: ['Operations'],
-      summary: 'Readiness: the database answers, and the broker is not shutting down',
+      summary: 'Readiness: the database answers, this replica can sign tokens, and it is not shutting down',
+      description:
+        'Only what is wrong with this replica alone: a trusted issuer whose keys cannot be fetched is not, as every ' +
+        'replica would fail at once. The signing key is the one this replica signs with now, as last read (the keys ' +
+        'are read again once a minute, as for exchanges), so a rotation whose new key signs later changes nothing.',
       responses: {
         200: { description: 'Ready to serve.', content: { 'application/json': { schema: Status } } },
-        503: notReady('The database does not answer, or the broker is shutting down (`not_ready`).'),
+        503: notReady(
+          'The database does not answer within 2 s; this replica cannot decrypt the signing key in use, as it runs ' +
+            'with a key-encryption key that `oidc-broker signing-key replace` replaced (restart it with the new ' +
+            'one); or the broker is shutting down (`not_ready`).',
+        ),
       },
     }),
     async (c) => {
@@ -53,13 +65,29 @@ export function registerOperationRoutes(
           READY_TIMEOUT_MS,
         );
       });
+      let pinged = false;
+      const check = async () => {
+        await deps.store.ping();
+        pinged = true;
+        // The key an exchange would sign with now (reloaded once a minute, as for exchanges): its private key, or
+        // why it cannot be decrypted, is kept once known, so a probe decrypts nothing.
+        await deps.signingKeys.active();
+      };
       try {
-        await Promise.race([deps.store.ping(), silence]);
+        await Promise.race([check(), silence]);
       } catch (error) {
         c.get('log').warn('readiness check failed', { error });
-        throw error instanceof BrokerError
-          ? error
-          : new BrokerError('not_ready', 'the database does not answer');
+        if (error instanceof BrokerError) throw error;
+        if (error instanceof UndecryptableSigningKey) {
+          throw new BrokerError(
+            'not_ready',
+            `${CANNOT_SIGN}; restart it with the new BROKER_KEY_ENCRYPTION_KEY`,
+          );
+        }
+        if (!pinged || error instanceof StoreUnavailable) {
+          throw new BrokerError('not_ready', 'the database does not answer');
+        }
+        throw error;
       } finally {
         clearTimeout(timer);
       }

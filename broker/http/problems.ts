@@ -31,18 +31,24 @@ function fromHttpException(error: HTTPException): BrokerError {
   }
 }
 
+/**
+ * Why a replica cannot sign (an UndecryptableSigningKey): oidc-broker signing-key replace moved the signing keys to
+ * another key-encryption key while it ran.
+ */
+export const CANNOT_SIGN =
+  'this replica cannot sign tokens: the signing key in use is stored under another key-encryption key than the ' +
+  'one it was started with';
+
 export function toBrokerError(error: unknown): BrokerError {
   if (error instanceof BrokerError) return error;
   if (error instanceof StoreUnavailable) {
     return new BrokerError('not_ready', 'the database does not answer right now; retry shortly');
   }
   if (error instanceof UndecryptableSigningKey) {
-    // oidc-broker signing-key replace moved the signing keys to another key-encryption key while this replica ran.
     return new BrokerError(
       'not_ready',
-      'this replica cannot sign tokens: the signing key in use is stored under another key-encryption key than ' +
-        'the one it was started with; retry (another replica may serve it), and have the operator restart this one ' +
-        'with the new BROKER_KEY_ENCRYPTION_KEY',
+      `${CANNOT_SIGN}; retry (another replica may serve it), and have the operator restart this one with the new ` +
+        'BROKER_KEY_ENCRYPTION_KEY',
     );
   }
   if (error instanceof HTTPException) return fromHttpException(error);

@@ -1,12 +1,15 @@
 // The audit log's paging and filtering, and the operational endpoints: health, readiness, metrics.
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { METHODS } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { replaceSigningKeys } from '../../broker/core/signing-keys.js';
 import { createMetrics } from '../../broker/metrics.js';
 import { AUDIT_EVENT_TYPES } from '../../broker/store/store.js';
-import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { startTestBroker, TEST_KEK, type TestBroker } from '../support/broker.js';
 import { createPolicy } from '../support/federation.js';
+
+const TEST_KEK_BYTES = Buffer.from(TEST_KEK, 'hex');
 
 let t: TestBroker;
 let key: string;
@@ -957,6 +960,88 @@ describe('operations', () => {
       });
     } finally {
       await other.close();
+    }
+  });
+
+  it('/readyz answers 503 not_ready, naming the key-encryption key, on a replica that cannot sign with the key in use', async () => {
+    const replica = await startTestBroker();
+    try {
+      expect((await replica.request('GET', '/readyz')).status).toBe(200);
+      // oidc-broker signing-key replace, run with a new key-encryption key while this replica runs on the old one.
+      const newKek = randomBytes(32);
+      await replaceSigningKeys({ store: replica.broker.store, kek: newKek, now: () => replica.clock.now });
+      // From its next reload of the keys, within a minute, as its exchanges.
+      replica.clock.now += 61_000;
+      const res = await replica.request('GET', '/readyz');
+      expect(res.status).toBe(503);
+      const problem = (await res.json()) as { code: string; detail: string };
+      expect(problem.code).toBe('not_ready');
+      expect(problem.detail).toContain('cannot sign tokens');
+      expect(problem.detail).toContain('restart it with the new BROKER_KEY_ENCRYPTION_KEY');
+      expect(replica.logs.join('\n')).toContain('readiness check failed');
+      expect((await replica.request('GET', '/healthz')).status).toBe(200);
+      // A probe a second reads the signing keys no more often than the replica's own minutely reload.
+      const list = replica.broker.store.signingKeys.list.bind(replica.broker.store.signingKeys);
+      let reads = 0;
+      replica.broker.store.signingKeys.list = () => {
+        reads++;
+        return list();
+      };
+      for (let second = 0; second < 120; second++) {
+        replica.clock.now += 1000;
+        expect((await replica.request('GET', '/readyz')).status).toBe(503);
+      }
+      expect(reads).toBe(2);
+      // Restarted with the new key, it is ready.
+      const restarted = await startTestBroker({
+        db: replica.db,
+        env: { BROKER_KEY_ENCRYPTION_KEY: newKek.toString('hex') },
+      });
+      expect((await restarted.request('GET', '/readyz')).status).toBe(200);
+      await restarted.close();
+      // And so is this one, should the keys move back to the key-encryption key it runs with.
+      await replaceSigningKeys({
+        store: replica.broker.store,
+        kek: TEST_KEK_BYTES,
+        now: () => replica.clock.now,
+      });
+      replica.clock.now += 61_000;
+      expect((await replica.request('GET', '/readyz')).status).toBe(200);
+    } finally {
+      await replica.close();
+    }
+  });
+
+  it('/readyz answers 503 not_ready when the reload of the signing keys it is due stops answering, rather than hang', async () => {
+    const replica = await startTestBroker();
+    try {
+      replica.broker.store.signingKeys.list = () => new Promise(() => {});
+      replica.clock.now += 61_000;
+      const res = await replica.request('GET', '/readyz');
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({
+        code: 'not_ready',
+        detail: expect.stringContaining('within'),
+      });
+    } finally {
+      await replica.close();
+    }
+  });
+
+  it('/readyz stays 200 on every replica through a signing key rotation, before and after the new key signs', async () => {
+    const first = await startTestBroker();
+    const second = await startTestBroker({ db: first.db, clock: first.clock });
+    try {
+      const { activeFrom } = await first.broker.deps.signingKeys.rotate();
+      const probes: number[] = [];
+      for (; first.clock.now < activeFrom + 120_000; first.clock.now += 20_000) {
+        for (const replica of [first, second]) probes.push((await replica.request('GET', '/readyz')).status);
+      }
+      expect(new Set(probes)).toEqual(new Set([200]));
+      expect(probes.length).toBeGreaterThan(40);
+    } finally {
+      await second.close();
+      await first.close();
     }
   });
 
