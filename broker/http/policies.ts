@@ -26,7 +26,7 @@ import { secured } from './auth.js';
 import { type BrokerEnv, fieldErrors, validationHook } from './context.js';
 import { conditional, conditionsOf, type FailedCondition, onlyWeakTags, policyEtag } from './entity-tags.js';
 import { refuseMethods } from './methods.js';
-import { cursorKey, encodeCursor, ListPoliciesQuery } from './policy-pages.js';
+import { ListPoliciesQuery, policyCursors } from './policy-pages.js';
 import { PolicyBody, PolicyChanged, PolicyView } from './policy-schemas.js';
 import { registerPolicyToolRoutes } from './policy-tools.js';
 import {
@@ -320,7 +320,7 @@ export function registerPolicyRoutes(
     async (c) => {
       const tenantId = c.get('principal').tenant.id;
       const { name, limit, cursor } = c.req.valid('query');
-      const after = cursor === undefined ? undefined : cursorKey(cursor, tenantId);
+      const after = cursor === undefined ? undefined : policyCursors.decode(cursor, tenantId)[0];
       if (name !== undefined) {
         const named = await findPoliciesNamed(store, tenantId, name);
         return c.json({ policies: named.map(view), next_cursor: null }, 200);
@@ -328,7 +328,8 @@ export function registerPolicyRoutes(
       // One more than the page, read along the name index: whether another page follows, without counting them.
       const filed = await store.policies.page(tenantId, { after, limit: limit + 1 });
       const page = filed.slice(0, limit);
-      const next = filed.length > limit ? encodeCursor(tenantId, page[page.length - 1]!.nameKey) : null;
+      const next =
+        filed.length > limit ? policyCursors.encode(tenantId, [page[page.length - 1]!.nameKey]) : null;
       return c.json({ policies: page.map((p) => view(p.policy)), next_cursor: next }, 200);
     },
   );

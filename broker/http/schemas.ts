@@ -83,6 +83,57 @@ export const NOT_A_CURSOR =
 export const cursorRefused = (message: string) =>
   BrokerError.fields('invalid_request', [{ field: 'cursor', message }]);
 
+/**
+ * `?cursor=`: the `next_cursor` of the previous page, as returned. The places cursors hold are a few hundred
+ * characters at most (a policy's name key, 100 characters that case folding may triple): their cursors, far less
+ * than this.
+ */
+export const cursorParameter = (description: string) =>
+  queryParameter(z.string().max(2048, { error: NOT_A_CURSOR }).optional().openapi({ description }));
+
+/** Text in a cursor's place: NUL, which PostgreSQL text cannot hold, and a lone surrogate are in no key or id. */
+export const placeText = (value: unknown): value is string =>
+  typeof value === 'string' && !/[\0\p{Cs}]/u.test(value);
+
+/**
+ * The cursors of a listing paged by place: a cursor names the tenant and the sort key of the item the page ended
+ * with, and the next page is the items filed after that place, the same whether or not an item still holds it
+ * (deleted or renamed meanwhile), so that a page never skips or repeats an item that stays. The tenant is in it so
+ * that a cursor of another tenant's `listing` (a script paging with the wrong key) is refused rather than read as a
+ * place in this tenant's list, silently leaving out what comes before it. `isPlace` tells a place the listing
+ * writes from any other array.
+ */
+export function tenantCursors<P extends unknown[]>(
+  listing: string,
+  isPlace: (place: unknown[]) => place is P,
+) {
+  const encode = (tenantId: string, place: P): string =>
+    Buffer.from(JSON.stringify([tenantId, ...place])).toString('base64url');
+  return {
+    encode,
+    /** The place a cursor continues after: only of a cursor written exactly as `encode` writes them, of this tenant. */
+    decode(cursor: string, tenantId: string): P {
+      let decoded: unknown;
+      try {
+        decoded = JSON.parse(Buffer.from(cursor, 'base64url').toString());
+      } catch {
+        throw cursorRefused(NOT_A_CURSOR);
+      }
+      const [tenant, ...place] = Array.isArray(decoded) ? decoded : [];
+      // Decoding skips characters outside base64url: only a cursor that encodes back to itself is one.
+      if (typeof tenant !== 'string' || !isPlace(place) || encode(tenant, place) !== cursor) {
+        throw cursorRefused(NOT_A_CURSOR);
+      }
+      if (tenant !== tenantId) {
+        throw cursorRefused(
+          `not a cursor of this tenant's ${listing}; pass back the next_cursor of a page listed with a credential of this tenant`,
+        );
+      }
+      return place;
+    },
+  };
+}
+
 /** How many items a page holds, `?limit=`: 1 to `max`, `fallback` when left out. */
 export function pageLimit(max: number, fallback: number, description: string) {
   const message = `must be a whole number from 1 to ${max}`;
