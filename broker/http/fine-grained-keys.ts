@@ -1,4 +1,4 @@
-// /v1/fine-grained-keys: create (shown once), list, get, revoke; keys are immutable.
+// /v1/fine-grained-keys: create (shown once), list in pages, get, revoke; keys are immutable.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import {
   createFineGrainedKey,
@@ -16,6 +16,7 @@ import { refuseMethods } from './methods.js';
 import {
   authErrors,
   badRequest,
+  cursorParameter,
   headers,
   iso,
   isoOrNull,
@@ -24,7 +25,11 @@ import {
   notFound,
   PermissionId,
   PermissionList,
+  pageLimit,
+  placeText,
+  queryParameters,
   Timestamp,
+  tenantCursors,
 } from './schemas.js';
 import { IdParam, Name, unknownIdIsNotFound } from './text.js';
 
@@ -93,6 +98,21 @@ const KeyView = z
 const CreatedKey = KeyView.extend({
   key: z.string().openapi({ description: 'The key itself. Shown only in this response; store it now.' }),
 }).openapi('CreatedFineGrainedKey');
+
+const ListKeysQuery = queryParameters({
+  limit: pageLimit(500, 100, 'Keys per page, 1–500; 100 when left out.'),
+  cursor: cursorParameter(
+    "The `next_cursor` of the previous page, as returned; one of another tenant's keys is a `400`. The next page " +
+      'starts after the key the previous one ended with, even if that key was revoked since.',
+  ),
+});
+
+/** A page's place is the creation time and id of the key it ended with: the next page is the keys created before. */
+const keyCursors = tenantCursors(
+  'fine-grained keys',
+  (place): place is [createdAt: number, id: string] =>
+    place.length === 2 && Number.isSafeInteger(place[0]) && (place[0] as number) >= 0 && placeText(place[1]),
+);
 
 const notFoundError = (id: string) =>
   new BrokerError('not_found', `no fine-grained key with id "${id}" in this tenant`);
@@ -164,20 +184,38 @@ export function registerFineGrainedKeyRoutes(
       operationId: 'listFineGrainedKeys',
       tags: ['Fine-grained keys'],
       summary: 'List fine-grained keys',
+      description:
+        'Newest first (keys created in the same millisecond by id), `limit` at a time. Pass `next_cursor` back as ' +
+        '`cursor` for the next page; it is null on the last page.',
       ...secured(auth, 'api-keys:read'),
-      request: { query: NoQuery },
+      request: { query: ListKeysQuery },
       responses: {
         200: {
-          description: 'Every fine-grained key of the tenant, newest first, without secrets.',
-          content: { 'application/json': { schema: z.object({ keys: z.array(KeyView) }) } },
+          description: "A page of the tenant's fine-grained keys, newest first, without secrets.",
+          content: {
+            'application/json': {
+              schema: z.object({ keys: z.array(KeyView), next_cursor: z.string().nullable() }),
+            },
+          },
         },
         ...badRequest,
         ...authErrors,
       },
     }),
     async (c) => {
-      const keys = await deps.store.keys.listFineGrained(c.get('principal').tenant.id);
-      return c.json({ keys: keys.map(view) }, 200);
+      const tenantId = c.get('principal').tenant.id;
+      const { limit, cursor } = c.req.valid('query');
+      const after = cursor === undefined ? undefined : keyCursors.decode(cursor, tenantId);
+      // One more than the page, read along the index: whether another page follows, without counting them.
+      const filed = await deps.store.keys.pageFineGrained(tenantId, {
+        after: after && { createdAt: after[0], id: after[1] },
+        limit: limit + 1,
+      });
+      const page = filed.slice(0, limit);
+      const last = page[page.length - 1];
+      const next =
+        filed.length > limit && last ? keyCursors.encode(tenantId, [last.createdAt, last.id]) : null;
+      return c.json({ keys: page.map(view), next_cursor: next }, 200);
     },
   );
 

@@ -1,6 +1,6 @@
 // Built-in key slots and fine-grained keys in SQL; only digests and hints are stored.
 import { appendAudit, checkRequester } from './audit-rows.js';
-import { forUpdate, type SqlDriver } from './sql.js';
+import { forUpdate, type SqlDriver, type SqlStatement } from './sql.js';
 import type { AuditEventInput, BuiltinKeySlot, FineGrainedKey, Store } from './store.js';
 import { revokeTokensMintedBy } from './token-rows.js';
 
@@ -55,6 +55,21 @@ const withRevokedCount = (audit: AuditEventInput, revoked: number): AuditEventIn
   ...audit,
   details: { ...audit.details, access_tokens_revoked: revoked },
 });
+
+/**
+ * The query of a page of a tenant's keys, newest first, from after `page.after` (exported for the contract suite,
+ * which checks that both engines read it along the index of (tenant_id, created_at, id) rather than sorting the
+ * tenant's keys).
+ */
+export function fineGrainedKeyPage(
+  tenantId: string,
+  { after, limit }: { after?: { createdAt: number; id: string }; limit: number },
+): SqlStatement {
+  return {
+    sql: `SELECT ${KEY_COLUMNS} FROM fine_grained_keys WHERE tenant_id = ?${after ? ' AND (created_at, id) < (?, ?)' : ''} ORDER BY created_at DESC, id DESC LIMIT ?`,
+    params: [tenantId, ...(after ? [after.createdAt, after.id] : []), limit],
+  };
+}
 
 export function keyRows(db: SqlDriver): Store['keys'] {
   const lock = forUpdate(db);
@@ -111,12 +126,9 @@ export function keyRows(db: SqlDriver): Store['keys'] {
         await appendAudit(tx, audit, key.createdAt);
         return { ...key, hint: stored.hint };
       }),
-    async listFineGrained(tenantId) {
-      const rows = await db.all<FineGrainedRow>(
-        `SELECT ${KEY_COLUMNS} FROM fine_grained_keys WHERE tenant_id = ? ORDER BY created_at DESC, id`,
-        [tenantId],
-      );
-      return rows.map(keyFromRow);
+    async pageFineGrained(tenantId, page) {
+      const { sql, params } = fineGrainedKeyPage(tenantId, page);
+      return (await db.all<FineGrainedRow>(sql, params)).map(keyFromRow);
     },
     async getFineGrained(tenantId, id) {
       const row = await db.get<FineGrainedRow>(

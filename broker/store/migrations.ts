@@ -257,6 +257,17 @@ const MIGRATIONS: Migration[] = [
       DROP INDEX audit_events_tenant_type
     `,
   },
+  {
+    version: 9,
+    name: 'fine-grained keys listed in pages',
+    // GET /v1/fine-grained-keys pages newest first by (created_at, id): the cursor's place bounds this index's
+    // range, so that a page reads only its own keys and sorts none, keys created in one millisecond included. The
+    // index by (tenant_id, created_at) is a prefix of this one.
+    sql: `
+      CREATE INDEX fine_grained_keys_tenant_created ON fine_grained_keys (tenant_id, created_at, id);
+      DROP INDEX fine_grained_keys_tenant
+    `,
+  },
 ];
 
 const SERIAL = {

@@ -206,7 +206,15 @@ export interface Store {
       stored: StoredKey,
       audit: AuditEventInput,
     ): Promise<FineGrainedKey>;
-    listFineGrained(tenantId: string): Promise<FineGrainedKey[]>;
+    /**
+     * The first `limit` of the tenant's keys, newest first (by `createdAt`, then by id), from after the place `after`
+     * (which no key need hold any more): read along the index of that order, so that a page costs the same
+     * wherever it starts.
+     */
+    pageFineGrained(
+      tenantId: string,
+      page: { after?: { createdAt: number; id: string }; limit: number },
+    ): Promise<FineGrainedKey[]>;
     getFineGrained(tenantId: string, id: string): Promise<FineGrainedKey | undefined>;
     /**
      * Deletes the key, revokes the access tokens minted from it (as `rotate` does) and records the audit event

@@ -342,13 +342,13 @@ describe('lifecycle', () => {
       await t.request('DELETE', `/v1/fine-grained-keys/${created.id}?dry_run=true`, { key }),
       await t.request('POST', '/v1/fine-grained-keys?dry_run=true', { key, json: { ...valid, name: 'dry' } }),
     ];
-    for (const [res, field] of refused.map(
-      (r, i) => [r, ['name', 'fields', 'dry_run', 'dry_run'][i]] as const,
+    for (const [res, field, takes] of refused.map(
+      (r, i) => [r, ['name', 'fields', 'dry_run', 'dry_run'][i], i === 0 ? 'limit, cursor' : 'none'] as const,
     )) {
       expect(res.status).toBe(400);
       expect(await res.json()).toMatchObject({
         code: 'invalid_request',
-        errors: [{ field, message: 'unknown query parameter; this operation takes none' }],
+        errors: [{ field, message: `unknown query parameter; this operation takes ${takes}` }],
       });
     }
     expect((await t.request('GET', '/v1/whoami', { key: created.key })).status).toBe(200);

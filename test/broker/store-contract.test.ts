@@ -5,6 +5,7 @@ import { createBroker } from '../../broker/broker.js';
 import { loadConfig } from '../../broker/config.js';
 import { createLogger } from '../../broker/logger.js';
 import { appendAudit, auditPage } from '../../broker/store/audit-rows.js';
+import { fineGrainedKeyPage } from '../../broker/store/key-rows.js';
 import { migrate } from '../../broker/store/migrations.js';
 import { openStore, storeOn } from '../../broker/store/open-store.js';
 import { policyPage } from '../../broker/store/policy-rows.js';
@@ -229,7 +230,18 @@ describe(`store contract (${requestedEngine()})`, () => {
     });
     await store.keys.createFineGrained(key('k1', 10), { digest: 'fg-1', hint: 'ssf_…0001' }, audit(t.id));
     await store.keys.createFineGrained(key('k2', 20), { digest: 'fg-2', hint: 'ssf_…0002' }, audit(t.id));
-    expect((await store.keys.listFineGrained(t.id)).map((k) => k.id)).toEqual(['k2', 'k1']);
+    await store.keys.createFineGrained(key('k0', 20), { digest: 'fg-0', hint: 'ssf_…0000' }, audit(t.id));
+    const listed = (page?: { after?: FineGrainedKey; limit: number }) =>
+      store.keys.pageFineGrained(t.id, page ?? { limit: 10 }).then((keys) => keys.map((k) => k.id));
+    // Newest first; of two created in one millisecond, the greater id first.
+    expect(await listed()).toEqual(['k2', 'k0', 'k1']);
+    expect(await listed({ limit: 1 })).toEqual(['k2']);
+    const [, k0] = await store.keys.pageFineGrained(t.id, { limit: 2 });
+    expect(await listed({ after: k0, limit: 1 })).toEqual(['k1']);
+    // After a place no key holds: the keys filed after it.
+    expect(await listed({ after: { ...k0!, id: 'k1' }, limit: 5 })).toEqual(['k0', 'k1']);
+    expect(await store.keys.pageFineGrained('another-tenant', { limit: 5 })).toEqual([]);
+    await store.keys.deleteFineGrained(t.id, 'k0', 80, () => audit(t.id), { expiredWithinMs: 0 });
     expect(await store.keys.fineGrainedByDigest('fg-1')).toMatchObject({ id: 'k1', hint: 'ssf_…0001' });
     await store.keys.touchFineGrained('k1', 77);
     expect((await store.keys.getFineGrained(t.id, 'k1'))?.lastUsedAt).toBe(77);
@@ -1095,6 +1107,46 @@ describe(`store contract (${requestedEngine()})`, () => {
       expect(
         (await upgraded.audit.list('t-upgraded', { before: listed[0]!, limit: 5 })).map((e) => e.type),
       ).toEqual(['earlier']);
+    } finally {
+      await raw.close();
+      await older.drop();
+    }
+  });
+
+  it('an upgrade gives fine-grained keys the index their pages are read along, sorting nothing', async () => {
+    const older = await createTestDatabase(store.engine);
+    const raw = openDriver(older);
+    const indexes = async () =>
+      (raw.engine === 'sqlite'
+        ? await raw.all<{ name: string }>(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'fine_grained_keys' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+          )
+        : await raw.all<{ name: string }>(
+            "SELECT indexname AS name FROM pg_indexes WHERE tablename = 'fine_grained_keys' AND indexname <> 'fine_grained_keys_pkey' ORDER BY indexname",
+          )
+      ).map((r) => r.name);
+    try {
+      await migrate(raw);
+      // As the previous version left it: the keys indexed by (tenant_id, created_at), migration 9 not yet applied.
+      await raw.exec('DROP INDEX fine_grained_keys_tenant_created');
+      await raw.exec('CREATE INDEX fine_grained_keys_tenant ON fine_grained_keys (tenant_id, created_at)');
+      await raw.run('DELETE FROM schema_migrations WHERE version = 9');
+      expect(await migrate(raw)).toEqual({ applied: [9], unknown: [], namesakes: [] });
+      expect(await indexes()).toEqual(['fine_grained_keys_digest', 'fine_grained_keys_tenant_created']);
+      const { sql, params } = fineGrainedKeyPage('some-tenant', {
+        after: { createdAt: 1_000, id: 'some-key' },
+        limit: 101,
+      });
+      const plan = await raw.transaction(async (tx) => {
+        if (raw.engine === 'sqlite')
+          return (await tx.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, params)).map((r) => r.detail);
+        // However small the table, a plan that can read the index in order takes it over any other.
+        for (const setting of ['enable_seqscan', 'enable_bitmapscan', 'enable_sort'])
+          await tx.run(`SET LOCAL ${setting} = off`);
+        return (await tx.all<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params)).map((r) => r['QUERY PLAN']);
+      });
+      expect(plan.join('\n')).toContain('fine_grained_keys_tenant_created');
+      expect(plan.join('\n')).not.toMatch(/Sort|TEMP B-TREE/);
     } finally {
       await raw.close();
       await older.drop();

@@ -217,6 +217,7 @@ describe('a secret split by invisible characters, which every listing shows as t
     }
     expect((await (await request('GET', '/v1/fine-grained-keys', key)).json()) as unknown).toEqual({
       keys: [],
+      next_cursor: null,
     });
     expect((await (await request('GET', '/v1/oidc/policies', key)).json()) as unknown).toMatchObject({
       policies: [],
