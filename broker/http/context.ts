@@ -17,12 +17,20 @@ export interface BrokerEnv {
 
 export const UNKNOWN_FIELD = 'unknown field';
 
-/** `['permissions', 1, 'x']` → `permissions[1].x`. */
+/** A member name that, written bare, would vanish from the path or blur into it: empty, or white space at an end. */
+const UNSEEN_NAME = /^$|^\s|\s$/;
+
+/**
+ * `['permissions', 1, 'x']` → `permissions[1].x`. A name that would not show written bare (a stray `&=x` in a form,
+ * `{"": 1}`) is quoted: `""`, `claims[" "]`, not `: unknown field`.
+ */
 export function fieldPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const part of path) {
+    const name = String(part);
     if (typeof part === 'number') out += `[${part}]`;
-    else out += out ? `.${String(part)}` : String(part);
+    else if (UNSEEN_NAME.test(name)) out += out ? `[${JSON.stringify(name)}]` : JSON.stringify(name);
+    else out += out ? `.${name}` : name;
   }
   return out;
 }

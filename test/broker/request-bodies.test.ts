@@ -154,6 +154,38 @@ describe.each(Object.entries(senders))('a JSON body naming a member twice in one
   });
 });
 
+describe('a member or parameter whose name is empty or white space', () => {
+  // Written bare, the name vanished from the answer (": unknown field", "claims.: not a claim…"): quoted, it shows.
+  it.each([
+    [
+      'a JSON member named ""',
+      '/v1/fine-grained-keys',
+      { '': 1, name: 'a', expiration: '7d', permissions: ['read-all'] },
+      '"": unknown field',
+    ],
+    ['a JSON member named " "', '/v1/tokens', { ' ': 1 }, '" ": unknown field'],
+    [
+      'a claim named "" in a trust policy',
+      '/v1/oidc/policies',
+      { name: 'empty-claim', claims: { '': 'x', repository: 'acme/infra' }, permissions: ['read-all'] },
+      'claims[""]: not a claim a policy can set',
+    ],
+  ])('%s is named in quotes', async (_, path, json, detail) => {
+    const res = await t.request('POST', path, { key, json });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(((await res.json()) as { detail: string }).detail).toContain(detail);
+  });
+
+  it('a form parameter named "" (a stray "&=x") is named in quotes too', async () => {
+    const res = await t.request('POST', '/v1/oidc/token', {
+      body: 'grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=x.y.z&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&=x',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ detail: '"": unknown field', errors: [{ field: '""' }] });
+  });
+});
+
 describe('a body that is not UTF-8 is looked at only where the route reads JSON', () => {
   it.each([
     ['POST', '/v1/nowhere', true, 404],
