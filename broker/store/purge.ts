@@ -13,9 +13,9 @@ const PURGE_REST_MIN_MS = 10;
 /**
  * The most rows the batch after one of `limit` rows that took `tookMs` may delete: half as many after one slower
  * than PURGE_TARGET_MS, a quarter more after one faster than half of it, as many otherwise; from PURGE_BATCH_MIN to
- * PURGE_BATCH. Slow mostly means that the batch's commit checkpointed the WAL on SQLite (every 1,000 pages written,
- * which a batch of 1,000 random keys alone exceeds): doubling after the fast batches between went straight back
- * to the size whose every batch is one of those, growing by a quarter comes back to it slowly.
+ * PURGE_BATCH. Doubling after a fast batch went straight back to the size that was too slow; growing by a quarter
+ * comes back to it slowly. (On SQLite the batch's commit no longer checkpoints the WAL, the writer thread does:
+ * a batch takes as long as its statement.)
  */
 export function nextPurgeBatch(limit: number, tookMs: number): number {
   if (tookMs > PURGE_TARGET_MS) return Math.max(PURGE_BATCH_MIN, Math.floor(limit / 2));

@@ -99,16 +99,32 @@ const commit = (batches) => {
   });
 };
 
-/** @param {{ id: number, writes: Write[] } | 'close'} first */
+/**
+ * Copies the WAL's committed pages into the database file as far as no reader still needs them (PASSIVE: it waits
+ * for no lock and holds up no other connection), so that the WAL is written from its start again. SQLite does so
+ * itself after this connection's commits once the WAL holds 1,000 pages; the event loop's connection never does
+ * (sqlite.ts), and asks for one here after it writes. A checkpoint that fails is tried again at the next.
+ */
+const checkpoint = () => {
+  try {
+    db?.pragma('wal_checkpoint(PASSIVE)');
+  } catch {}
+};
+
+/** @param {{ id: number, writes: Write[] } | 'checkpoint' | 'close'} first */
 const onMessage = (first) => {
   /** @type {{ id: number, writes: Write[] }[]} */
   const batches = [];
   let closing = false;
+  let checkpointing = false;
   for (let message = first; message !== undefined; message = receiveMessageOnPort(port)?.message) {
     if (message === 'close') closing = true;
+    else if (message === 'checkpoint') checkpointing = true;
     else batches.push(message);
   }
   if (batches.length > 0) port.postMessage(commit(batches));
+  // After the answers: the writes waiting for them are not held up by it.
+  if (checkpointing) checkpoint();
   if (closing) {
     db?.close();
     port.close();

@@ -36,7 +36,13 @@ const WRITER_PRAGMAS = [...COMMON_PRAGMAS, `busy_timeout = ${BUSY_TIMEOUT_MS}`];
  * request for as long as another process holds the lock. It is told SQLITE_BUSY at once and tries again between
  * other work (whenUnlocked), for as long in all.
  */
-const EVENT_LOOP_PRAGMAS = [...COMMON_PRAGMAS, 'busy_timeout = 0'];
+const EVENT_LOOP_PRAGMAS = [
+  ...COMMON_PRAGMAS,
+  'busy_timeout = 0',
+  // Nor does it checkpoint the WAL, which SQLite otherwise does inside a commit that leaves 1,000 pages or more
+  // there: some 20 ms, during which every request waits. The writer thread does, for both (checkpointWrites).
+  'wal_autocheckpoint = 0',
+];
 
 /**
  * Batches sent to the writer thread ahead of its answers. It merges whatever has queued into one transaction,
@@ -121,13 +127,28 @@ export function openSqlite(path: string): SqlDriver {
       await sleep(pause);
     }
   };
+  /** Whether this connection has written since it last had the writer thread checkpoint the WAL. */
+  let written = false;
+  /**
+   * Once what this connection wrote is committed, has the writer thread checkpoint it: on its own, the writer
+   * checkpoints only after its own commits, and a long purge while no exchange comes would grow the WAL without end.
+   */
+  const checkpointWrites = () => {
+    if (!written || db.inTransaction) return;
+    written = false;
+    writer?.post('checkpoint');
+  };
   const executor = (owner: boolean): SqlExecutor => ({
     all: <T = Row>(sql: string, params: readonly SqlValue[] = []) =>
       whenUnlocked(() => prepare(sql).all(...params) as T[], owner),
     get: <T = Row>(sql: string, params: readonly SqlValue[] = []) =>
       whenUnlocked(() => prepare(sql).get(...params) as T | undefined, owner),
-    run: (sql: string, params: readonly SqlValue[] = []) =>
-      whenUnlocked(() => prepare(sql).run(...params).changes, owner),
+    run: async (sql: string, params: readonly SqlValue[] = []) => {
+      const changes = await whenUnlocked(() => prepare(sql).run(...params).changes, owner);
+      if (changes > 0) written = true;
+      checkpointWrites();
+      return changes;
+    },
   });
   /** For the transaction's own statements. */
   const inside = executor(true);
@@ -164,10 +185,13 @@ export function openSqlite(path: string): SqlDriver {
       return result;
     } catch (error) {
       if (db.inTransaction) db.exec('ROLLBACK');
+      // Nothing of it is left to checkpoint.
+      written = false;
       throw error;
     } finally {
       current = undefined;
       release();
+      checkpointWrites();
     }
   }
 
@@ -179,6 +203,8 @@ export function openSqlite(path: string): SqlDriver {
     async exec(sql: string) {
       while (current) await current;
       db.exec(sql);
+      written = true;
+      checkpointWrites();
     },
     async ping() {
       await outside.get('SELECT 1 AS ok');

@@ -20,6 +20,11 @@ type WorkerAnswers = {
 
 export interface WriteWorker {
   flush: FlushBatch;
+  /**
+   * Sends the thread a message it acts on after the batches sent before it and does not answer (SQLite's writer:
+   * 'checkpoint'), starting the thread if it is not running; nothing once closed.
+   */
+  post(message: string): void;
   /** Finishes the batches in flight, then closes the writer's connection; later batches are refused. */
   close(): Promise<void>;
 }
@@ -74,6 +79,9 @@ export function startWriteWorker(
         w.ref();
         w.postMessage({ id, writes, since });
       }),
+    post(message: string) {
+      if (!closed) ensure().postMessage(message);
+    },
     async close() {
       // The thread commits and answers every batch sent before 'close', then closes its connection.
       closed = true;
