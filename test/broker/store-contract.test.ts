@@ -84,6 +84,21 @@ const newTenant = (name: string): Tenant => ({
   createdAt: 0,
 });
 
+/** The names of a table's indexes, as either engine lists them, less those of its primary key. */
+async function indexesOf(raw: SqlDriver, table: string): Promise<string[]> {
+  const rows =
+    raw.engine === 'sqlite'
+      ? await raw.all<{ name: string }>(
+          "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name NOT LIKE 'sqlite_%' ORDER BY name",
+          [table],
+        )
+      : await raw.all<{ name: string }>(
+          'SELECT indexname AS name FROM pg_indexes WHERE tablename = ? AND indexname <> ? ORDER BY indexname',
+          [table, `${table}_pkey`],
+        );
+  return rows.map((r) => r.name);
+}
+
 async function tenant(name: string): Promise<Tenant> {
   const t = newTenant(name);
   const created = await store.tenants.create(
@@ -1077,15 +1092,7 @@ describe(`store contract (${requestedEngine()})`, () => {
   it("an upgrade gives a database's audit log the indexes that list it by the time recorded", async () => {
     const older = await createTestDatabase(store.engine);
     const raw = openDriver(older);
-    const indexes = async () =>
-      (raw.engine === 'sqlite'
-        ? await raw.all<{ name: string }>(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events' ORDER BY name",
-          )
-        : await raw.all<{ name: string }>(
-            "SELECT indexname AS name FROM pg_indexes WHERE tablename = 'audit_events' AND indexname <> 'audit_events_pkey' ORDER BY indexname",
-          )
-      ).map((r) => r.name);
+    const indexes = () => indexesOf(raw, 'audit_events');
     try {
       await migrate(raw);
       const upgraded = storeOn(raw);
@@ -1116,15 +1123,7 @@ describe(`store contract (${requestedEngine()})`, () => {
   it('an upgrade gives fine-grained keys the index their pages are read along, sorting nothing', async () => {
     const older = await createTestDatabase(store.engine);
     const raw = openDriver(older);
-    const indexes = async () =>
-      (raw.engine === 'sqlite'
-        ? await raw.all<{ name: string }>(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'fine_grained_keys' AND name NOT LIKE 'sqlite_%' ORDER BY name",
-          )
-        : await raw.all<{ name: string }>(
-            "SELECT indexname AS name FROM pg_indexes WHERE tablename = 'fine_grained_keys' AND indexname <> 'fine_grained_keys_pkey' ORDER BY indexname",
-          )
-      ).map((r) => r.name);
+    const indexes = () => indexesOf(raw, 'fine_grained_keys');
     try {
       await migrate(raw);
       // As the previous version left it: the keys indexed by (tenant_id, created_at), migration 9 not yet applied.
