@@ -145,7 +145,10 @@ export function createAccessTokens(deps: {
     if (!tenant || p.aud !== tenant.audience) return { ok: false as const, reason: 'unknown tenant' };
     if (await store.tokens.isRevoked(p.jti)) return { ok: false as const, reason: 'revoked' };
     const claims = p as unknown as AccessTokenClaims;
-    let permissions = claims.permissions.filter(isPermission);
+    const granted = claims.permissions.filter(isPermission);
+    // What the token may do: each `:write` with the `:read` it implies, which tokens minted before scope carried
+    // it hold without saying (`harden-runner:write` alone).
+    let permissions = withImplied(granted);
     // An exchanged token lives only as long as the trust policy that granted it (its client_id): deleting the
     // policy ends what it granted, with nothing written per exchange to find those tokens by. Replacing it keeps
     // the token, with no more than the policy allows now: what was taken away ends at once, as a role's
@@ -156,7 +159,10 @@ export function createAccessTokens(deps: {
       const allowed = new Set(withImplied(policy.permissions));
       permissions = permissions.filter((permission) => allowed.has(permission));
     }
-    const scope = permissions.length === claims.permissions.length ? claims.scope : permissions.join(' ');
+    const asGranted =
+      permissions.length === granted.length &&
+      permissions.every((permission, i) => permission === granted[i]);
+    const scope = asGranted ? claims.scope : permissions.join(' ');
     return { ok: true as const, claims: { ...claims, scope, permissions }, tenant };
   }
 

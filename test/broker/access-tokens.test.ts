@@ -764,6 +764,62 @@ describe('POST /v1/tokens', () => {
     expect(signed.scope).toBe('harden-runner:read oidc-federation:read oidc-federation:write');
   });
 
+  it('narrowing a policy from write to read leaves the read to a token an earlier version granted the write alone', async () => {
+    // Versions before scope carried each write's read minted `harden-runner:write` alone; the broker let such a
+    // token read too. Replacing its policy with `harden-runner:read` takes the write and leaves the read.
+    const created = await json<{ policy: { id: string } }>(
+      f.t.request('POST', '/v1/oidc/policies', {
+        key: f.key,
+        json: {
+          name: 'write-then-read',
+          claims: { repository: 'acme/write-then-read', ref: 'refs/heads/main' },
+          permissions: ['harden-runner:write'],
+        },
+      }),
+    );
+    const id = created.policy.id;
+    const key = await f.t.broker.deps.accessTokens.signingKey();
+    const token = forge(
+      key,
+      { iat: f.t.clock.now, exp: f.t.clock.now + HOUR / 2 },
+      {
+        sub: 'repo:acme/write-then-read:ref:refs/heads/main',
+        client_id: id,
+        policy: 'write-then-read',
+        repository: 'acme/write-then-read',
+        scope: 'harden-runner:write',
+        permissions: ['harden-runner:write'],
+      },
+    );
+    const whoami = async () =>
+      json<{ permissions: string[] }>(f.t.request('GET', '/v1/whoami', { key: token }));
+    const introspect = async () =>
+      json<{ active: boolean; scope: string; permissions: string[] }>(
+        f.t.request('POST', '/v1/tokens/introspect', { key: f.key, ...form(token) }),
+      );
+    expect((await whoami()).permissions).toEqual(['harden-runner:read', 'harden-runner:write']);
+    expect(await introspect()).toMatchObject({
+      scope: 'harden-runner:read harden-runner:write',
+      permissions: ['harden-runner:read', 'harden-runner:write'],
+    });
+
+    const replaced = await f.t.request('PUT', `/v1/oidc/policies/${id}`, {
+      key: f.key,
+      json: {
+        name: 'write-then-read',
+        claims: { repository: 'acme/write-then-read', ref: 'refs/heads/main' },
+        permissions: ['harden-runner:read'],
+      },
+    });
+    expect(replaced.status).toBe(200);
+    expect((await whoami()).permissions).toEqual(['harden-runner:read']);
+    expect(await introspect()).toMatchObject({
+      active: true,
+      scope: 'harden-runner:read',
+      permissions: ['harden-runner:read'],
+    });
+  });
+
   it('a change asked for with an exchanged token whose policy is deleted while it is in flight changes nothing', async () => {
     // The repository's policy grants api-keys:write; its token asks for a fine-grained key, and the admin deletes
     // the policy as the request is on its way: the key must not be made, as it would outlive the deletion.
