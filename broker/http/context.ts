@@ -17,19 +17,30 @@ export interface BrokerEnv {
 
 export const UNKNOWN_FIELD = 'unknown field';
 
-/** A member name that, written bare, would vanish from the path or blur into it: empty, or white space at an end. */
-const UNSEEN_NAME = /^$|^\s|\s$/;
+/**
+ * A member name that, written bare, would vanish from the path or blur into it: empty, white space at an end, a
+ * character that does not print (a control or format character, say a zero-width space), or the `.`, `[`, `]` or
+ * `"` a path is written with.
+ */
+const UNSEEN_NAME = /^$|^\s|\s$|[\p{C}.[\]"]/u;
+
+/** A name in JSON's quotes, with what does not print escaped as JSON escapes controls (`"\u200b"`). */
+const quoted = (name: string): string =>
+  JSON.stringify(name).replace(/\p{C}/gu, (c) =>
+    [...Array(c.length).keys()].map((i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, '0')}`).join(''),
+  );
 
 /**
  * `['permissions', 1, 'x']` → `permissions[1].x`. A name that would not show written bare (a stray `&=x` in a form,
- * `{"": 1}`) is quoted: `""`, `claims[" "]`, not `: unknown field`.
+ * `{"": 1}`), or would read as a path (`{"claims.repository": …}`), is quoted: `""`, `claims[" "]`,
+ * `"claims.repository"`, not `: unknown field` or the path of a field the route has.
  */
 export function fieldPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const part of path) {
     const name = String(part);
     if (typeof part === 'number') out += `[${part}]`;
-    else if (UNSEEN_NAME.test(name)) out += out ? `[${JSON.stringify(name)}]` : JSON.stringify(name);
+    else if (UNSEEN_NAME.test(name)) out += out ? `[${quoted(name)}]` : quoted(name);
     else out += out ? `.${name}` : name;
   }
   return out;

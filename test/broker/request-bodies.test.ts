@@ -154,7 +154,7 @@ describe.each(Object.entries(senders))('a JSON body naming a member twice in one
   });
 });
 
-describe('a member or parameter whose name is empty or white space', () => {
+describe('a member or parameter whose name, written bare, would not show or would read as a path', () => {
   // Written bare, the name vanished from the answer (": unknown field", "claims.: not a claim…"): quoted, it shows.
   it.each([
     [
@@ -171,6 +171,33 @@ describe('a member or parameter whose name is empty or white space', () => {
       'claims[""]: not a claim a policy can set',
     ],
   ])('%s is named in quotes', async (_, path, json, detail) => {
+    const res = await t.request('POST', path, { key, json });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(((await res.json()) as { detail: string }).detail).toContain(detail);
+  });
+
+  it.each([
+    // Written bare, a name with a dot or brackets reads as a path to another field (one the route has), and one of
+    // characters that do not print reads as no name.
+    [
+      'a JSON member named "claims.repository"',
+      '/v1/oidc/policies',
+      { name: 'dotted', 'claims.repository': 'acme/infra', permissions: ['read-all'] },
+      '"claims.repository": unknown field',
+    ],
+    [
+      'a claim named "repository[0]"',
+      '/v1/oidc/policies',
+      {
+        name: 'bracketed',
+        claims: { 'repository[0]': 'x', repository: 'acme/infra' },
+        permissions: ['read-all'],
+      },
+      'claims["repository[0]"]: not a claim a policy can set',
+    ],
+    ['a JSON member named a zero-width space', '/v1/tokens', { '\u200b': 1 }, '"\\u200b": unknown field'],
+    ['a JSON member named a control character', '/v1/tokens', { '\u0007': 1 }, '"\\u0007": unknown field'],
+  ])('%s is named in quotes, as one name', async (_, path, json, detail) => {
     const res = await t.request('POST', path, { key, json });
     expect(res.status).toBeGreaterThanOrEqual(400);
     expect(((await res.json()) as { detail: string }).detail).toContain(detail);
