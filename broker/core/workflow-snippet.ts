@@ -11,7 +11,9 @@ export interface SnippetInput {
   audience: string;
   /** The broker's base URL, ending in /v1. */
   apiUrl: string;
-  policy?: { name: string; permissions: readonly string[]; claims: PolicyClaims };
+  /** The issuer a policy is for unless it names another (GitHub.com's). */
+  defaultIssuer: string;
+  policy?: { name: string; permissions: readonly string[]; claims: PolicyClaims; issuer: string };
 }
 
 function shellQuote(value: string): string {
@@ -33,8 +35,26 @@ function refDescription(ref: string): string {
   return `ref ${ref}`;
 }
 
+/**
+ * The issuer a job's token must come from, when it is not the default: where the job must run (a GHES, a GHE.com
+ * subdomain), or, for an enterprise's own issuer under the default's URL, which enterprise setting GitHub.com
+ * issues it by. An issuer is a trusted URL with no line break.
+ */
+function issuerComments(issuer: string, defaultIssuer: string): string[] {
+  if (issuer === defaultIssuer) return [];
+  const slug = issuer.startsWith(`${defaultIssuer}/`) ? issuer.slice(defaultIssuer.length + 1) : '';
+  if (slug === '' || slug.includes('/'))
+    return [`# It requires an OIDC token issued by ${issuer} (its iss).`];
+  return [
+    `# It requires an OIDC token issued by ${issuer} (its iss): GitHub.com issues those to jobs of the`,
+    `# enterprise ${slug} once it uses its unique issuer URL (include_enterprise_slug); until then, their tokens`,
+    `# carry ${defaultIssuer}.`,
+  ];
+}
+
 /** Comments saying where a job must run for the policy to match; no claim value holds a line break. */
-function policyComments(claims: PolicyClaims): string[] {
+function policyComments(policy: NonNullable<SnippetInput['policy']>, defaultIssuer: string): string[] {
+  const { claims } = policy;
   const lines: string[] = [];
   if (claims.repository) lines.push(`# The policy matches jobs of repository ${claims.repository} only.`);
   else if (claims.repository_owner && claims.repository_id) {
@@ -44,6 +64,7 @@ function policyComments(claims: PolicyClaims): string[] {
   } else if (claims.repository_owner) {
     lines.push(`# The policy matches jobs of repositories owned by ${claims.repository_owner} only.`);
   }
+  lines.push(...issuerComments(policy.issuer, defaultIssuer));
   if (claims.ref) {
     lines.push(`# It requires ref ${claims.ref}: run this workflow on ${refDescription(claims.ref)}.`);
   }
@@ -80,7 +101,7 @@ function policyComments(claims: PolicyClaims): string[] {
 export function workflowSnippet(input: SnippetInput): string {
   const { policy } = input;
   const lines = ['# Add to a job under `jobs:`, next to its `runs-on`.'];
-  if (policy) lines.push(...policyComments(policy.claims));
+  if (policy) lines.push(...policyComments(policy, input.defaultIssuer));
   lines.push('permissions:', '  id-token: write # lets the job request its OIDC token', '  contents: read');
   if (policy?.claims.environment) {
     lines.push(

@@ -231,7 +231,13 @@ export function registerPolicyToolRoutes(
         tenant: tenant.name,
         audience: tenant.audience,
         apiUrl,
-        policy: policy && { name: policy.name, permissions: policy.permissions, claims: policy.claims },
+        defaultIssuer: GITHUB_ISSUER,
+        policy: policy && {
+          name: policy.name,
+          permissions: policy.permissions,
+          claims: policy.claims,
+          issuer: policy.issuer,
+        },
       });
       return c.json(
         {

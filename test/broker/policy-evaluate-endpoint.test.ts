@@ -709,6 +709,60 @@ describe('GET /v1/oidc/config', () => {
     }
   });
 
+  it('?policy= for another issuer names the issuer the job must get its token from; GitHub.com policies do not', async () => {
+    const ENTERPRISE = `${GITHUB_ISSUER}/acme`;
+    const GHES = 'https://ghe.example.com/_services/token';
+    const GHE_COM = 'https://token.actions.octocorp.ghe.com';
+    const other = await startTestBroker({
+      env: {
+        BROKER_TRUSTED_ISSUERS: JSON.stringify(
+          [GITHUB_ISSUER, ENTERPRISE, GHES, GHE_COM].map((iss) => ({
+            issuer: iss,
+            jwks_uri: issuer.jwksUri,
+          })),
+        ),
+        BROKER_PUBLIC_URL: 'https://agent.api.stepsecurity.io',
+      },
+    });
+    try {
+      const { key: otherKey } = await other.createTenant('acme-corp');
+      const snippetFor = async (name: string, iss?: string) => {
+        const res = await other.request('POST', '/v1/oidc/policies', {
+          key: otherKey,
+          json: { name, issuer: iss, claims: { repository: 'acme/infra' }, permissions: ['audit-log:read'] },
+        });
+        expect(res.status).toBe(201);
+        return (await config(other, otherKey, `?policy=${name}`)).workflow;
+      };
+      // An enterprise's own issuer is one GitHub.com uses for its jobs only once the enterprise turns it on.
+      const enterprise = await snippetFor('enterprise', ENTERPRISE);
+      expect(enterprise).toContain(
+        `# It requires an OIDC token issued by ${ENTERPRISE} (its iss): GitHub.com issues those to jobs of the\n` +
+          '# enterprise acme once it uses its unique issuer URL (include_enterprise_slug); until then, their tokens\n' +
+          `# carry ${GITHUB_ISSUER}.\n`,
+      );
+      expect(await lint(enterprise)).toEqual([]);
+      for (const [name, iss] of [
+        ['ghes', GHES],
+        ['ghe-com', GHE_COM],
+      ]) {
+        const snippet = await snippetFor(name, iss);
+        expect(snippet).toContain(`# It requires an OIDC token issued by ${iss} (its iss).\n`);
+        expect(snippet).not.toContain('include_enterprise_slug');
+        expect(await lint(snippet)).toEqual([]);
+      }
+      // A policy for GitHub.com's issuer, written with it or without, says nothing of issuers.
+      for (const [name, iss] of [
+        ['github', GITHUB_ISSUER],
+        ['default', undefined],
+      ] as const) {
+        expect(await snippetFor(name, iss)).not.toMatch(/issued by/);
+      }
+    } finally {
+      await other.close();
+    }
+  });
+
   it('an unknown policy is 404', async () => {
     const res = await t.request('GET', '/v1/oidc/config?policy=nope', { key });
     expect(res.status).toBe(404);
