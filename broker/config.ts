@@ -437,6 +437,16 @@ function trustedIssuers(env: Env): TrustedIssuerConfig[] {
     if (canonical !== issuer) {
       throw new ConfigError(`${at}.issuer`, `"${issuer}" must be written as tokens carry it: "${canonical}"`);
     }
+    // An issuer's metadata and keys live under <issuer>/.well-known/ (its discovery document, GitHub's JWKS): a URL
+    // there, pasted from GitHub's documentation or a browser, is never a token's iss.
+    const wellKnown = issuerUrl.pathname.indexOf('/.well-known/');
+    if (wellKnown >= 0) {
+      const iss = asWritten(new URL(issuerUrl.pathname.slice(0, wellKnown) || '/', issuerUrl));
+      throw new ConfigError(
+        `${at}.issuer`,
+        `"${issuer}" is a URL under the issuer, not the iss tokens carry: write "${iss}"`,
+      );
+    }
     if (seen.has(issuer)) throw new ConfigError(`${at}.issuer`, `"${issuer}" is listed twice`);
     seen.add(issuer);
     if (jwksUri === undefined) return { issuer };

@@ -533,6 +533,20 @@ describe('loadConfig', () => {
     expect(() => loadConfig(env)).not.toThrow(/s3cret|must use https|localhost:\/\/|is not a URL/);
   });
 
+  // GitHub's documentation shows the discovery document's URL (…/_services/token/.well-known/openid-configuration);
+  // pasted as the issuer, no token would ever carry it, and the keys would be looked for under it.
+  it.each([
+    [`${GITHUB_ISSUER}/.well-known/openid-configuration`, GITHUB_ISSUER],
+    [`${GITHUB_ISSUER}/acme/.well-known/openid-configuration`, `${GITHUB_ISSUER}/acme`],
+    ['https://ghe.example.com/_services/token/.well-known/jwks', 'https://ghe.example.com/_services/token'],
+    ['https://token.actions.octocorp.ghe.com/.well-known/jwks', 'https://token.actions.octocorp.ghe.com'],
+  ])('an issuer given as its discovery or key URL, %s, is refused naming the iss: %s', (given, iss) => {
+    const env = { BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: given }]) };
+    expect(() => loadConfig(env)).toThrow(
+      `BROKER_TRUSTED_ISSUERS[0].issuer: "${given}" is a URL under the issuer, not the iss tokens carry: write "${iss}"`,
+    );
+  });
+
   it('refuses a URL with a token in its path or query string without repeating the token', () => {
     for (const [env, why] of [
       [
