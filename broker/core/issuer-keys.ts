@@ -225,10 +225,23 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
   async function discover(st: IssuerState): Promise<string> {
     const base = st.issuer.endsWith('/') ? st.issuer.slice(0, -1) : st.issuer;
     const doc = await fetchJson(`${base}/.well-known/openid-configuration`);
-    // OpenID Connect Discovery §4.3: the document must name exactly the issuer it was fetched for.
-    if (!isRecord(doc) || doc.issuer !== st.issuer) throw new FetchFailure('invalid_discovery');
+    // OpenID Connect Discovery §4.3: the document must name exactly the issuer it was fetched for. The one it names
+    // instead is the operator's clue (a GHES known by another name, a slash too many): it is logged, bounded and
+    // escaped, for the document is not the broker's. Its jwks_uri is not: it may be a signed link.
+    if (!isRecord(doc)) throw new FetchFailure('invalid_discovery', 'the document is not a JSON object');
+    if (doc.issuer !== st.issuer) {
+      const named = doc.issuer;
+      const shown =
+        typeof named === 'string' && JSON.stringify(named.length > 100 ? `${named.slice(0, 100)}…` : named);
+      throw new FetchFailure(
+        'invalid_discovery',
+        shown ? `the document names the issuer ${shown}` : 'the document names no issuer',
+      );
+    }
     const jwksUri = doc.jwks_uri;
-    if (typeof jwksUri !== 'string' || !isAllowedKeyUrl(jwksUri)) throw new FetchFailure('invalid_discovery');
+    if (typeof jwksUri !== 'string' || !isAllowedKeyUrl(jwksUri)) {
+      throw new FetchFailure('invalid_discovery', 'its jwks_uri is missing, or not an https URL');
+    }
     st.discoveredJwksUri = jwksUri;
     return jwksUri;
   }

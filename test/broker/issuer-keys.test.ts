@@ -397,6 +397,32 @@ describe('locating the key set', () => {
     expect(issuer.jwksRequests).toBe(0);
   });
 
+  it('logs the issuer a discovery document names instead, so that the operator sees which value to configure', async () => {
+    // A GHES reached by another of its names: the document, and the tokens, carry the name GHES is configured with.
+    const configured = `${issuer.url}/_services/token`;
+    issuer.discoveryIssuer = 'https://github.corp.example/_services/token';
+    const { keys, logs } = cache({ issuers: [{ issuer: configured }] });
+    await keys.warmUp();
+    expect(logs).toContainEqual({
+      level: 'warn',
+      msg: 'issuer signing keys could not be fetched',
+      fields: {
+        issuer: configured,
+        reason: 'invalid_discovery',
+        fetching: 'discovery',
+        detail: 'the document names the issuer "https://github.corp.example/_services/token"',
+        cached_keys: 0,
+      },
+    });
+    // A value no issuer has is shown bounded and escaped, as the document is not the broker's.
+    issuer.discoveryIssuer = `https://evil.example/\n${'x'.repeat(300)}`;
+    const other = cache({ issuers: [{ issuer: configured }] });
+    await other.keys.warmUp();
+    const detail = String(other.logs.find((l) => l.level === 'warn')?.fields?.detail);
+    expect(detail).toMatch(/^the document names the issuer "https:\/\/evil\.example\/\\nxxx/);
+    expect(detail.length).toBeLessThan(160);
+  });
+
   it('refuses a discovered jwks_uri that is plain http to a non-loopback host', async () => {
     const fetched: string[] = [];
     const keys = createIssuerKeys({
