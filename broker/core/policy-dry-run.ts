@@ -25,6 +25,8 @@ export interface DryRunDeps {
   defaultSessionSeconds: number;
   /** The `iss` assumed when typed-in claims leave it out. */
   defaultIssuer: string;
+  /** The issuers the broker trusts, named when the assumed one is not among them. */
+  trustedIssuers: readonly string[];
 }
 
 export interface DryRunRequest {
@@ -157,6 +159,17 @@ export async function dryRunPolicies(
     };
     claims = trustRelevant(given);
     tokenProblem = givenClaimsProblem(given, deps.issuerKeys);
+    // The default stands in for a claim the admin left out: on a broker that does not trust it (GHES only, say),
+    // "not trusted" would read as a fault of the claims given.
+    if (
+      given.iss === deps.defaultIssuer &&
+      request.claims?.iss == null &&
+      !deps.issuerKeys.isTrusted(given.iss)
+    ) {
+      tokenProblem =
+        `no iss was given, so GitHub.com's '${deps.defaultIssuer}' was assumed, and it is not trusted here: ` +
+        `give the iss of the job's token (trusted: ${deps.trustedIssuers.map((i) => `'${i}'`).join(', ')})`;
+    }
   }
 
   const explainer = policyExplainer(

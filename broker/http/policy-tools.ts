@@ -156,6 +156,7 @@ export function registerPolicyToolRoutes(
           now: deps.now,
           defaultSessionSeconds: config.defaultSessionSeconds,
           defaultIssuer: GITHUB_ISSUER,
+          trustedIssuers,
         },
       );
       if (!result.ok && result.reason === 'permission') {

@@ -236,6 +236,53 @@ describe('evaluate typed-in claims', () => {
     });
   });
 
+  it('claims without iss on a broker that does not trust GitHub.com say the issuer was assumed, and to give it', async () => {
+    const GHES = 'https://ghe.example.com/_services/token';
+    const ghesOnly = await startTestBroker({
+      env: {
+        BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GHES, jwks_uri: issuer.jwksUri }]),
+        BROKER_PUBLIC_URL: 'https://agent.api.stepsecurity.io',
+      },
+    });
+    try {
+      const { key: ghesKey } = await ghesOnly.createTenant('acme-corp');
+      const created = await ghesOnly.request('POST', '/v1/oidc/policies', {
+        key: ghesKey,
+        json: {
+          name: 'infra',
+          issuer: GHES,
+          claims: { repository: 'acme/infra' },
+          permissions: ['audit-log:read'],
+        },
+      });
+      expect(created.status).toBe(201);
+      const dryRun = async (claims: Record<string, unknown>) =>
+        (await (
+          await ghesOnly.request('POST', '/v1/oidc/policies/evaluate', { key: ghesKey, json: { claims } })
+        ).json()) as Evaluation;
+      expect((await dryRun(JOB)).decision).toEqual({
+        allowed: false,
+        reason: 'invalid_token',
+        detail:
+          `no iss was given, so GitHub.com's '${GITHUB_ISSUER}' was assumed, and it is not trusted here: ` +
+          `give the iss of the job's token (trusted: '${GHES}')`,
+      });
+      // Given, it is evaluated as the exchange would.
+      expect((await dryRun({ ...JOB, iss: GHES })).decision).toMatchObject({
+        allowed: true,
+        policy: 'infra',
+      });
+      // An untrusted issuer that was given is told as before.
+      expect((await dryRun({ ...JOB, iss: 'https://other.example.com' })).decision).toEqual({
+        allowed: false,
+        reason: 'invalid_token',
+        detail: "issuer 'https://other.example.com' is not trusted",
+      });
+    } finally {
+      await ghesOnly.close();
+    }
+  });
+
   describe('claims no token the exchange accepts could carry get its refusal, never "allowed"', () => {
     const job = {
       repository_owner: 'acme',
