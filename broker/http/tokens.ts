@@ -257,8 +257,9 @@ export function registerTokenRoutes(
         responses: {
           200: {
             description:
-              '`active` and, when active, the claims, with `scope` and `permissions` what the token may do now: an ' +
-              'exchanged token has lost what its trust policy no longer allows.',
+              '`active` and, when active, the claims, with `scope` and `permissions` what the token may do now: each ' +
+              '`:write` with the `:read` it implies, and for an exchanged token, less what its trust policy no longer ' +
+              'allows.',
             headers: z.object(headers.noStore),
             content: { 'application/json': { schema: Introspection } },
           },
