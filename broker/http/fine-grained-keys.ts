@@ -185,8 +185,8 @@ export function registerFineGrainedKeyRoutes(
       tags: ['Fine-grained keys'],
       summary: 'List fine-grained keys',
       description:
-        'Newest first (keys created in the same millisecond by id), `limit` at a time. Pass `next_cursor` back as ' +
-        '`cursor` for the next page; it is null on the last page.',
+        'Newest first (keys created in the same millisecond by id, the greater first), `limit` at a time. Pass ' +
+        '`next_cursor` back as `cursor` for the next page; it is null on the last page.',
       ...secured(auth, 'api-keys:read'),
       request: { query: ListKeysQuery },
       responses: {
