@@ -24,11 +24,19 @@ export const UNKNOWN_FIELD = 'unknown field';
  */
 const UNSEEN_NAME = /^$|^\s|\s$|[\p{C}.[\]"]/u;
 
-/** A name in JSON's quotes, with what does not print escaped as JSON escapes controls (`"\u200b"`). */
+/**
+ * A name in JSON's quotes, with what does not print written as a JSON escape (`"\u200B"`). Its hex digits are
+ * upper-case: the `e` that ends a lower-case `\u001e`, with the name's `yJ…` after it, would read as a token's start
+ * to what hides secrets in the answer.
+ */
 const quoted = (name: string): string =>
-  JSON.stringify(name).replace(/\p{C}/gu, (c) =>
-    [...Array(c.length).keys()].map((i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, '0')}`).join(''),
-  );
+  `"${name.replace(/["\\]|\p{C}/gu, (c) =>
+    c === '"' || c === '\\'
+      ? `\\${c}`
+      : [...Array(c.length).keys()]
+          .map((i) => `\\u${c.charCodeAt(i).toString(16).toUpperCase().padStart(4, '0')}`)
+          .join(''),
+  )}"`;
 
 /**
  * `['permissions', 1, 'x']` → `permissions[1].x`. A name that would not show written bare (a stray `&=x` in a form,

@@ -315,11 +315,12 @@ describe('validation: 422 invalid_policy naming the field, and nothing written',
       'claims.ref_type',
       /not a claim a policy can set; it can set only repository_owner, repository, /,
     ],
-    // JSON writes U+001E as \u001e: the "e" of that escape and the text after it are not a token.
+    // The name is quoted with its control character escaped, \u001E: the "E" of that escape and the text after
+    // it are not a token, and the name shows whole rather than as "[a token]".
     [
       'unknown field with a control character before token-like text',
       { ...base, '\u001eyJa.eyJb.c': 1 },
-      '\u001eyJa.eyJb.c',
+      '"\\u001EyJa.eyJb.c"',
       /unknown field/,
     ],
     ['claim instead of claims', { name: 'x', claim: base.claims, permissions: base.permissions }, 'claim'],

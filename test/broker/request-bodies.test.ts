@@ -195,7 +195,7 @@ describe('a member or parameter whose name, written bare, would not show or woul
       },
       'claims["repository[0]"]: not a claim a policy can set',
     ],
-    ['a JSON member named a zero-width space', '/v1/tokens', { '\u200b': 1 }, '"\\u200b": unknown field'],
+    ['a JSON member named a zero-width space', '/v1/tokens', { '\u200b': 1 }, '"\\u200B": unknown field'],
     ['a JSON member named a control character', '/v1/tokens', { '\u0007': 1 }, '"\\u0007": unknown field'],
   ])('%s is named in quotes, as one name', async (_, path, json, detail) => {
     const res = await t.request('POST', path, { key, json });
