@@ -68,9 +68,11 @@ const CreateRequest = z
     message: 'give either expiration or expires_in_days, not both',
     when: isObject,
   })
-  // The document states the same rule, for clients that check first.
+  // The document states the same rule, for clients that check first; the example, which the reference prefills,
+  // gives one of the two.
   .openapi('CreateFineGrainedKey', {
     oneOf: [{ required: ['expiration'] }, { required: ['expires_in_days'] }],
+    example: { name: 'deploy-bot', expiration: '30d', permissions: ['harden-runner:read'] },
   });
 
 const KeyView = z

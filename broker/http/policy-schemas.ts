@@ -91,7 +91,12 @@ export const PolicyBody = z
       example: 'deploy-infra',
     }),
     description: optionalOrNull(
-      storedText('description', { quotable: true, maxLength: 500, description: 'At most 500 characters.' }),
+      storedText('description', {
+        quotable: true,
+        maxLength: 500,
+        description: 'At most 500 characters.',
+        example: 'Deploys acme/infra from main to production',
+      }),
     ),
     issuer: optionalOrNull(
       storedText('issuer', {
@@ -214,10 +219,15 @@ export const EvaluateBody = z
     }),
     duration_seconds: Duration.optional(),
   })
-  // The handler refuses neither and both; the document says so for clients that check first.
+  // The handler refuses neither and both; the document says so for clients that check first, and its example,
+  // which the reference prefills, gives claims alone.
   .openapi('EvaluatePoliciesRequest', {
     description: 'Give exactly one of `claims` and `oidc_token`.',
     oneOf: [{ required: ['claims'] }, { required: ['oidc_token'] }],
+    example: {
+      claims: { repository: 'acme/infra', ref: 'refs/heads/main', event_name: 'push' },
+      permissions: ['harden-runner:read'],
+    },
   });
 
 const Mismatch = z.object({

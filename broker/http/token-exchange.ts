@@ -47,7 +47,9 @@ const JsonRequest = z
     }),
     policy: PolicyName.optional().openapi({ description: 'Use this trust policy only.' }),
   })
-  .openapi('ExchangeRequest');
+  // What the reference prefills: the token alone, for the policy's whole allowlist and lifetime; a tenant, policy
+  // or duration made up for the example would refuse the real token a user pastes in.
+  .openapi('ExchangeRequest', { example: { oidc_token: 'eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.…' } });
 
 const FormRequest = z
   .strictObject({

@@ -1,19 +1,27 @@
 // The interactive API reference works offline: assets come from the broker, and Authorize + Try it out reach the API.
 
-import { type Browser, chromium } from 'playwright-core';
+import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_KEK } from '../support/broker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { GITHUB_ISSUER, type LocalIssuer, startLocalIssuer } from '../support/local-issuer.js';
 import { type BrokerProcess, createTenantKey, startBrokerProcess } from '../support/process.js';
 
 let db: TestDatabase;
 let broker: BrokerProcess;
 let browser: Browser;
 let key: string;
+/** GitHub's stand-in, for an exchange tried from the page with a real job token. */
+let issuer: LocalIssuer;
 
 beforeAll(async () => {
   db = await createTestDatabase('sqlite');
-  const env = { DATABASE_URL: db.url, BROKER_KEY_ENCRYPTION_KEY: TEST_KEK };
+  issuer = await startLocalIssuer({ audience: 'acme.api.stepsecurity.io' });
+  const env = {
+    DATABASE_URL: db.url,
+    BROKER_KEY_ENCRYPTION_KEY: TEST_KEK,
+    BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: GITHUB_ISSUER, jwks_uri: issuer.jwksUri }]),
+  };
   key = await createTenantKey(env);
   broker = await startBrokerProcess(env);
   browser = await chromium.launch({
@@ -32,8 +40,41 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await broker?.stop();
+  await issuer?.close();
   await db?.drop();
 });
+
+/** Opens the reference and gives Authorize the tenant's key, as a user does. */
+async function authorized(page: Page): Promise<void> {
+  await page.goto(`${broker.url}/v1/reference`);
+  await page.getByRole('heading', { name: /oidc-auth broker/ }).waitFor();
+  await page.getByRole('button', { name: 'Authorize' }).first().click();
+  await page.locator('.auth-container input').first().fill(key);
+  await page.locator('.auth-btn-wrapper button.authorize').click();
+  await page.locator('.auth-btn-wrapper button.btn-done').click();
+}
+
+/**
+ * Opens an operation (its id in the page: tag and operationId) and runs Execute; `edit` changes the JSON body the
+ * page prefilled before it is sent. What the page shows: the body it prefilled, the answer's status and body.
+ */
+async function execute(page: Page, id: string, edit?: (body: Record<string, unknown>) => void) {
+  const operation = page.locator(`#operations-${id}`);
+  await operation.locator('.opblock-summary').click();
+  const editor = operation.locator('textarea.body-param__text');
+  const prefilled = (await editor.count()) > 0 ? await editor.inputValue() : undefined;
+  if (prefilled !== undefined && edit) {
+    const body = JSON.parse(prefilled) as Record<string, unknown>;
+    edit(body);
+    await editor.fill(JSON.stringify(body, null, 2));
+  }
+  await operation.getByRole('button', { name: 'Execute' }).click();
+  const answer = operation.locator('.responses-wrapper .live-responses-table tbody tr.response').first();
+  const text = answer.locator('.response-col_description pre').first();
+  await text.waitFor();
+  const status = Number(await answer.locator('.response-col_status').textContent());
+  return { prefilled, status, body: (await text.textContent()) ?? '' };
+}
 
 describe('/v1/reference', () => {
   it('renders from the broker alone and calls the API with the authorized key', async () => {
@@ -49,24 +90,13 @@ describe('/v1/reference', () => {
       foreign.push(url.href);
       return route.abort();
     });
-    await page.goto(`${broker.url}/v1/reference`);
-    await page.getByRole('heading', { name: /oidc-auth broker/ }).waitFor();
-
-    await page.getByRole('button', { name: 'Authorize' }).first().click();
-    await page.locator('.auth-container input').first().fill(key);
-    await page.locator('.auth-btn-wrapper button.authorize').click();
-    await page.locator('.auth-btn-wrapper button.btn-done').click();
-
-    const whoami = page.locator('#operations-Identity-whoami');
-    await whoami.locator('.opblock-summary').click();
+    await authorized(page);
     // The reference opens with "Try it out" enabled, so Execute is there at once.
-    await whoami.getByRole('button', { name: 'Execute' }).click();
-    const body = whoami
-      .locator('.responses-wrapper .live-responses-table .response-col_description pre')
-      .first();
-    await body.waitFor();
-    const text = (await body.textContent()) ?? '';
-    expect(JSON.parse(text)).toMatchObject({ tenant: { name: 'acme' }, credential: { kind: 'tenant' } });
+    const whoami = await execute(page, 'Identity-whoami');
+    expect(JSON.parse(whoami.body)).toMatchObject({
+      tenant: { name: 'acme' },
+      credential: { kind: 'tenant' },
+    });
     expect(foreign).toEqual([]);
     // The key lives in the page only: nothing another visit to the page could read back.
     const stored = await page.evaluate<string>(
@@ -75,6 +105,54 @@ describe('/v1/reference', () => {
     expect(stored).not.toContain(key.slice(4));
     // The page runs under its own Content-Security-Policy and nothing it does is refused.
     expect(refused).toEqual([]);
+  });
+
+  it('prefills every JSON request body with one the broker takes as it stands', async () => {
+    // In order: the exchange uses the policy the page's own example creates.
+    const operations = [
+      'Trust_policies-createPolicy',
+      'Trust_policies-evaluatePolicies',
+      'Fine-grained_keys-createFineGrainedKey',
+      'Tokens-mintToken',
+      'OIDC_federation-exchangeToken',
+    ];
+    const document = (await (await fetch(`${broker.url}/v1/openapi.json`)).json()) as {
+      paths: Record<string, Record<string, { operationId: string; tags: string[]; requestBody?: unknown }>>;
+    };
+    // Every operation with a JSON body and no path parameter (PUT /v1/oidc/policies/{id} takes createPolicy's);
+    // introspection and revocation take JSON too, but the page offers their form first.
+    const withBodies = Object.entries(document.paths).flatMap(([path, item]) =>
+      Object.values(item)
+        .filter(
+          (op) => !path.includes('{') && JSON.stringify(op.requestBody ?? {}).includes('application/json'),
+        )
+        .map((op) => `${op.tags[0]!.replaceAll(' ', '_')}-${op.operationId}`),
+    );
+    expect(withBodies.filter((id) => !/introspect|revoke/i.test(id)).sort()).toEqual([...operations].sort());
+
+    const page = await browser.newPage();
+    await authorized(page);
+    const answers: Record<string, { status: number; placeholders: string[] }> = {};
+    let exchanged = '';
+    for (const id of operations) {
+      // The user pastes a job's OIDC token into the exchange's body, and changes nothing else.
+      const answer = await execute(page, id, (body) => {
+        if (id.endsWith('exchangeToken')) body.oidc_token = issuer.sign({});
+      });
+      // "string" is what the page writes for a string the document gives no example of.
+      const placeholders = [...(answer.prefilled ?? '').matchAll(/"(\w+)": "string"/g)].map((m) => m[1]!);
+      answers[id] = { status: answer.status, placeholders };
+      if (id.endsWith('exchangeToken')) exchanged = answer.body;
+    }
+    expect(answers).toEqual({
+      'Trust_policies-createPolicy': { status: 201, placeholders: [] },
+      'Trust_policies-evaluatePolicies': { status: 200, placeholders: [] },
+      'Fine-grained_keys-createFineGrainedKey': { status: 201, placeholders: [] },
+      'Tokens-mintToken': { status: 201, placeholders: [] },
+      'OIDC_federation-exchangeToken': { status: 200, placeholders: [] },
+    });
+    // A token for the policy's lifetime, not the smallest the schema allows.
+    expect((JSON.parse(exchanged) as { expires_in: number }).expires_in).toBeGreaterThan(60);
   });
 
   it('does not render inside a frame of another site', async () => {
