@@ -91,15 +91,18 @@ export function openApiDocument(app: OpenAPIHono<BrokerEnv>) {
 const ASSETS = {
   'swagger-ui.css': 'text/css; charset=utf-8',
   'swagger-ui-bundle.js': 'text/javascript; charset=utf-8',
+  'favicon-32x32.png': 'image/png',
 } as const;
 
 // Every URL relative to the page (/v1/reference), so that the page works where a proxy serves the broker under a
-// path prefix (BROKER_PUBLIC_URL=https://host/broker) as it does at the root.
+// path prefix (BROKER_PUBLIC_URL=https://host/broker) as it does at the root. The icon named, the browser does not
+// ask for /favicon.ico, which the broker would answer 404 on every visit (and a proxy under a prefix, not at all).
 const PAGE = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>oidc-auth broker — API reference</title>
+<link rel="icon" type="image/png" href="reference/assets/favicon-32x32.png">
 <link rel="stylesheet" href="reference/assets/swagger-ui.css">
 </head>
 <body>

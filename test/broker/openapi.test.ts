@@ -184,7 +184,7 @@ describe('OpenAPI document', () => {
       const pageUrl = new URL('https://host/broker/v1/reference');
       const page = await (await viaProxy(pageUrl)).text();
       const assets = [...page.matchAll(/(?:href|src)="([^"]+)"/g)].map((m) => new URL(m[1]!, pageUrl));
-      expect(assets).toHaveLength(3);
+      expect(assets).toHaveLength(4);
       for (const asset of assets) expect((await viaProxy(asset)).status, asset.href).toBe(200);
       // Swagger UI loads the document from the URL init.js names, relative to the page.
       const init = await (await viaProxy(new URL('reference/assets/init.js', pageUrl))).text();

@@ -11,6 +11,11 @@ let db: TestDatabase;
 let broker: BrokerProcess;
 let browser: Browser;
 let key: string;
+/**
+ * The broker under a name that is not loopback, as users reach it: the page does some things only off localhost and
+ * 127.0.0.1 (Swagger UI's badge from validator.swagger.io, which is sent the document's URL).
+ */
+const site = () => broker.url.replace('127.0.0.1', 'broker.test');
 /** GitHub's stand-in, for an exchange tried from the page with a real job token. */
 let issuer: LocalIssuer;
 
@@ -31,6 +36,7 @@ beforeAll(async () => {
       '--no-sandbox',
       '--disable-gpu',
       '--disable-background-networking',
+      '--host-resolver-rules=MAP broker.test 127.0.0.1',
       // So that a page of another (made-up, so public) origin may frame the broker on loopback, as one on the
       // internet may frame a broker on the internet: Chrome otherwise refuses any such frame itself.
       '--disable-features=LocalNetworkAccessChecks',
@@ -45,8 +51,8 @@ afterAll(async () => {
 });
 
 /** Opens the reference and gives Authorize the tenant's key, as a user does. */
-async function authorized(page: Page): Promise<void> {
-  await page.goto(`${broker.url}/v1/reference`);
+async function authorized(page: Page, origin = broker.url): Promise<void> {
+  await page.goto(`${origin}/v1/reference`);
   await page.getByRole('heading', { name: /oidc-auth broker/ }).waitFor();
   await page.getByRole('button', { name: 'Authorize' }).first().click();
   await page.locator('.auth-container input').first().fill(key);
@@ -79,18 +85,20 @@ async function execute(page: Page, id: string, edit?: (body: Record<string, unkn
 describe('/v1/reference', () => {
   it('renders from the broker alone and calls the API with the authorized key', async () => {
     const page = await browser.newPage();
-    const refused: string[] = [];
+    // Errors the page logs, a script's or a refusal of its Content-Security-Policy's, and those it throws.
+    const errors: string[] = [];
     page.on('console', (message) => {
-      if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
+      if (message.type() === 'error') errors.push(message.text());
     });
+    page.on('pageerror', (error) => errors.push(error.message));
     const foreign: string[] = [];
     await page.route('**/*', (route) => {
       const url = new URL(route.request().url());
-      if (url.origin === broker.url) return route.continue();
+      if (url.origin === site()) return route.continue();
       foreign.push(url.href);
       return route.abort();
     });
-    await authorized(page);
+    await authorized(page, site());
     // The reference opens with "Try it out" enabled, so Execute is there at once.
     const whoami = await execute(page, 'Identity-whoami');
     expect(JSON.parse(whoami.body)).toMatchObject({
@@ -103,8 +111,30 @@ describe('/v1/reference', () => {
       'JSON.stringify([{ ...localStorage }, { ...sessionStorage }])',
     );
     expect(stored).not.toContain(key.slice(4));
-    // The page runs under its own Content-Security-Policy and nothing it does is refused.
-    expect(refused).toEqual([]);
+    // The page runs under its own Content-Security-Policy, nothing it does is refused, and no script fails.
+    expect(errors).toEqual([]);
+  });
+
+  it('asks the broker for nothing it does not serve, its icon included', async () => {
+    // Without a route on the page (the browser does not ask for an icon through one), as a user opens it.
+    const page = await browser.newPage();
+    const logged = broker.stdout().length;
+    const requests = () =>
+      broker
+        .stdout()
+        .slice(logged)
+        .split('\n')
+        .filter((line) => line.includes('"msg":"request"'))
+        .map((line) => {
+          const { route, status } = JSON.parse(line) as { route: string; status: number };
+          return { route, status };
+        });
+    await page.goto(`${site()}/v1/reference`);
+    await page.getByRole('heading', { name: /oidc-auth broker/ }).waitFor();
+    // The page, its stylesheet, its two scripts and its document; then, once it has loaded, the browser's icon.
+    await expect.poll(() => requests().length).toBe(6);
+    expect(requests().filter((r) => r.status !== 200)).toEqual([]);
+    await page.close();
   });
 
   it('prefills every JSON request body with one the broker takes as it stands', async () => {
