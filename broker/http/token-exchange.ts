@@ -26,6 +26,8 @@ const SUBJECT_TOKEN_TYPES = [
 ] as const;
 
 const Token = z.string().min(1).max(65_536);
+/** A job token's start ({"alg":"RS256","typ":"JWT"}), for the examples: the reference prefills it to be pasted over. */
+const JOB_TOKEN = 'eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.…';
 const TenantName = z
   .string()
   .min(1, { error: 'empty: name the tenant, or leave tenant out' })
@@ -49,12 +51,15 @@ const JsonRequest = z
   })
   // What the reference prefills: the token alone, for the policy's whole allowlist and lifetime; a tenant, policy
   // or duration made up for the example would refuse the real token a user pastes in.
-  .openapi('ExchangeRequest', { example: { oidc_token: 'eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.…' } });
+  .openapi('ExchangeRequest', { example: { oidc_token: JOB_TOKEN } });
 
+// The reference fills a form's every field from the field's own example (not the form's), or else with "string",
+// "1" or text made up from the pattern: each has one, from the document's running example (tenant acme, the policy
+// the trust-policy example creates), so that the form as prefilled works with the job token pasted in.
 const FormRequest = z
   .strictObject({
     grant_type: z.literal(GRANT_TYPE),
-    subject_token: Token,
+    subject_token: Token.openapi({ example: JOB_TOKEN }),
     subject_token_type: z.enum(SUBJECT_TOKEN_TYPES),
     requested_token_type: z
       .literal(ACCESS_TOKEN_TYPE, {
@@ -64,6 +69,7 @@ const FormRequest = z
     scope: z.string().max(4096).optional().openapi({
       description: "Space-separated permissions (ids or shortcuts); omit for the policy's whole allowlist.",
       pattern: SCOPE_PATTERN,
+      example: 'harden-runner:read',
     }),
     // RFC 6749 §2.3, §3.2.1: a public client (token_endpoint_auth_methods_supported: none) may identify itself so.
     // There are no registered clients: the OIDC token alone says who asks.
@@ -71,9 +77,9 @@ const FormRequest = z
       .string()
       .max(255)
       .optional()
-      .openapi({ description: 'Ignored; a public client may send it.' }),
-    tenant: TenantName.optional(),
-    policy: PolicyName.optional(),
+      .openapi({ description: 'Ignored; a public client may send it.', example: 'oidc-auth' }),
+    tenant: TenantName.optional().openapi({ example: 'acme' }),
+    policy: PolicyName.optional().openapi({ example: 'deploy-infra' }),
     duration_seconds: z
       .string()
       .regex(/^[0-9]{1,4}$/, 'must be a whole number of seconds from 1 to 3600')
@@ -86,6 +92,7 @@ const FormRequest = z
         minimum: Duration.minValue ?? undefined,
         maximum: Duration.maxValue ?? undefined,
         description: "Lifetime wanted, in seconds; the policy's cap applies.",
+        example: 3600,
       }),
   })
   .openapi('TokenExchangeForm');

@@ -50,9 +50,11 @@ const MintRequest = z
   })
   .openapi('MintTokenRequest');
 
+// Each field's example is what the reference prefills: an access token's start ({"alg":"ES256","typ":"at+jwt"}) to
+// paste over, and the hint for it (RFC 7662, RFC 7009), in place of "string".
 const TokenForm = z.object({
-  token: z.string().min(1).max(16_384),
-  token_type_hint: z.string().max(64).optional(),
+  token: z.string().min(1).max(16_384).openapi({ example: 'eyJhbGciOiJFUzI1NiIsInR5cCI6ImF0K2p3dCJ9.…' }),
+  token_type_hint: z.string().max(64).optional().openapi({ example: 'access_token' }),
 });
 const tokenBody = {
   required: true,

@@ -61,18 +61,43 @@ async function authorized(page: Page, origin = broker.url): Promise<void> {
 }
 
 /**
- * Opens an operation (its id in the page: tag and operationId) and runs Execute; `edit` changes the JSON body the
- * page prefilled before it is sent. What the page shows: the body it prefilled, the answer's status and body.
+ * Opens an operation (its id in the page: tag and operationId), in `contentType` if given, and runs Execute; `edit`
+ * changes the body the page prefilled (a JSON body, or a form's text fields) before it is sent. What the page shows:
+ * the body it prefilled (as JSON), the answer's status and body.
  */
-async function execute(page: Page, id: string, edit?: (body: Record<string, unknown>) => void) {
+async function execute(
+  page: Page,
+  id: string,
+  { contentType, edit }: { contentType?: string; edit?: (body: Record<string, unknown>) => void } = {},
+) {
   const operation = page.locator(`#operations-${id}`);
-  await operation.locator('.opblock-summary').click();
+  if (!(await operation.evaluate((e) => e.classList.contains('is-open'))))
+    await operation.locator('.opblock-summary').click();
+  const clear = operation.getByRole('button', { name: 'Clear' });
+  if ((await clear.count()) > 0) await clear.click();
+  if (contentType) await operation.locator('.body-param-content-type select').selectOption(contentType);
   const editor = operation.locator('textarea.body-param__text');
-  const prefilled = (await editor.count()) > 0 ? await editor.inputValue() : undefined;
-  if (prefilled !== undefined && edit) {
+  const fields = operation.locator(
+    '.opblock-section-request-body tr[data-property-name]:has(input[type=text])',
+  );
+  let prefilled: string | undefined;
+  if ((await editor.count()) > 0) {
+    prefilled = await editor.inputValue();
     const body = JSON.parse(prefilled) as Record<string, unknown>;
-    edit(body);
-    await editor.fill(JSON.stringify(body, null, 2));
+    edit?.(body);
+    if (edit) await editor.fill(JSON.stringify(body, null, 2));
+  } else if ((await fields.count()) > 0) {
+    const form = Object.fromEntries(
+      await fields.evaluateAll((rows) =>
+        rows.map((row) => [row.dataset.propertyName, row.querySelector('input')!.value] as const),
+      ),
+    ) as Record<string, string>;
+    prefilled = JSON.stringify(form, null, 1);
+    const body: Record<string, unknown> = { ...form };
+    edit?.(body);
+    for (const [name, value] of Object.entries(body))
+      if (value !== form[name])
+        await operation.locator(`tr[data-property-name="${name}"] input[type=text]`).fill(String(value));
   }
   await operation.getByRole('button', { name: 'Execute' }).click();
   const answer = operation.locator('.responses-wrapper .live-responses-table tbody tr.response').first();
@@ -166,8 +191,10 @@ describe('/v1/reference', () => {
     let exchanged = '';
     for (const id of operations) {
       // The user pastes a job's OIDC token into the exchange's body, and changes nothing else.
-      const answer = await execute(page, id, (body) => {
-        if (id.endsWith('exchangeToken')) body.oidc_token = issuer.sign({});
+      const answer = await execute(page, id, {
+        edit: (body) => {
+          if (id.endsWith('exchangeToken')) body.oidc_token = issuer.sign({});
+        },
       });
       // "string" is what the page writes for a string the document gives no example of.
       const placeholders = [...(answer.prefilled ?? '').matchAll(/"(\w+)": "string"/g)].map((m) => m[1]!);
@@ -183,6 +210,57 @@ describe('/v1/reference', () => {
     });
     // A token for the policy's lifetime, not the smallest the schema allows.
     expect((JSON.parse(exchanged) as { expires_in: number }).expires_in).toBeGreaterThan(60);
+  });
+
+  it('prefills the OAuth forms so that pasting the token is all they need', async () => {
+    // The policy the page's example creates (it may be there already: the same one).
+    const policy = await fetch(`${broker.url}/v1/oidc/policies`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        name: 'deploy-infra',
+        claims: { repository: 'acme/infra', ref: 'refs/heads/main' },
+        permissions: ['harden-runner:read'],
+      }),
+    });
+    expect([201, 409]).toContain(policy.status);
+    const page = await browser.newPage();
+    await authorized(page);
+    const form = 'application/x-www-form-urlencoded';
+    const placeholders = (prefilled = '') => [...prefilled.matchAll(/"(\w+)": "string"/g)].map((m) => m[1]!);
+    const exchange = await execute(page, 'OIDC_federation-exchangeToken', {
+      contentType: form,
+      edit: (body) => {
+        body.subject_token = issuer.sign({});
+      },
+    });
+    // A token to look at and revoke, as a user has one at hand.
+    const minted = await fetch(`${broker.url}/v1/tokens`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ permissions: ['harden-runner:read'] }),
+    });
+    const token = ((await minted.json()) as { access_token: string }).access_token;
+    const introspection = await execute(page, 'Tokens-introspectToken', {
+      edit: (body) => {
+        body.token = token;
+      },
+    });
+    const revocation = await execute(page, 'Tokens-revokeToken', {
+      edit: (body) => {
+        body.token = token;
+      },
+    });
+    // The token pasted over is the one field the page may leave to its "string".
+    expect({
+      exchange: [exchange.status, placeholders(exchange.prefilled).filter((f) => f !== 'subject_token')],
+      introspection: [
+        introspection.status,
+        placeholders(introspection.prefilled).filter((f) => f !== 'token'),
+      ],
+      revocation: [revocation.status, placeholders(revocation.prefilled).filter((f) => f !== 'token')],
+    }).toEqual({ exchange: [200, []], introspection: [200, []], revocation: [200, []] });
+    expect(JSON.parse(introspection.body)).toMatchObject({ active: true, scope: 'harden-runner:read' });
   });
 
   it('does not render inside a frame of another site', async () => {
