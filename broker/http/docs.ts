@@ -113,12 +113,21 @@ const PAGE = `<!doctype html>
 </html>
 `;
 
+// Authorize's field (Swagger UI's Input) has autocomplete off: the browser otherwise keeps the key typed into it, in
+// its profile on disk, once the dialog's form is submitted, to suggest it again. An operation's fields are in no form.
 const INIT = `window.ui = SwaggerUIBundle({
   url: 'openapi.json',
   dom_id: '#swagger-ui',
   deepLinking: true,
   persistAuthorization: false,
   tryItOutEnabled: true,
+  plugins: [
+    () => ({
+      wrapComponents: {
+        Input: (Input, system) => (props) => system.React.createElement(Input, { ...props, autoComplete: 'off' }),
+      },
+    }),
+  ],
 });
 `;
 

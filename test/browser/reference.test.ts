@@ -1,5 +1,8 @@
 // The interactive API reference works offline: assets come from the broker, and Authorize + Try it out reach the API.
 
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_KEK } from '../support/broker.js';
@@ -7,13 +10,27 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { GITHUB_ISSUER, type LocalIssuer, startLocalIssuer } from '../support/local-issuer.js';
 import { type BrokerProcess, createTenantKey, startBrokerProcess } from '../support/process.js';
 
+const CHROMIUM = {
+  executablePath: '/usr/bin/chromium',
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--host-resolver-rules=MAP broker.test 127.0.0.1',
+    // So that a page of another (made-up, so public) origin may frame the broker on loopback, as one on the
+    // internet may frame a broker on the internet: Chrome otherwise refuses any such frame itself.
+    '--disable-features=LocalNetworkAccessChecks',
+  ],
+};
+
 let db: TestDatabase;
 let broker: BrokerProcess;
 let browser: Browser;
 let key: string;
 /**
- * The broker under a name that is not loopback, as users reach it: the page does some things only off localhost and
- * 127.0.0.1 (Swagger UI's badge from validator.swagger.io, which is sent the document's URL).
+ * The broker under a name that is not loopback, as users reach it: Swagger UI treats a document on localhost and
+ * 127.0.0.1 apart (it would show other hosts' to validator.swagger.io, in a layout this page does not use).
  */
 const site = () => broker.url.replace('127.0.0.1', 'broker.test');
 /** GitHub's stand-in, for an exchange tried from the page with a real job token. */
@@ -29,19 +46,7 @@ beforeAll(async () => {
   };
   key = await createTenantKey(env);
   broker = await startBrokerProcess(env);
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--host-resolver-rules=MAP broker.test 127.0.0.1',
-      // So that a page of another (made-up, so public) origin may frame the broker on loopback, as one on the
-      // internet may frame a broker on the internet: Chrome otherwise refuses any such frame itself.
-      '--disable-features=LocalNetworkAccessChecks',
-    ],
-  });
+  browser = await chromium.launch(CHROMIUM);
 });
 afterAll(async () => {
   await browser?.close();
@@ -104,7 +109,20 @@ async function execute(
   const text = answer.locator('.response-col_description pre').first();
   await text.waitFor();
   const status = Number(await answer.locator('.response-col_status').textContent());
-  return { prefilled, status, body: (await text.textContent()) ?? '' };
+  const body = (await text.textContent()) ?? '';
+  // Closed again: the page redraws every open operation whenever one changes.
+  await operation.locator('.opblock-summary').click();
+  return { prefilled, status, body };
+}
+
+/** An access token the tenant's key mints, as a user has one at hand. */
+async function mintToken(): Promise<string> {
+  const minted = await fetch(`${broker.url}/v1/tokens`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ permissions: ['harden-runner:read'] }),
+  });
+  return ((await minted.json()) as { access_token: string }).access_token;
 }
 
 describe('/v1/reference', () => {
@@ -235,12 +253,7 @@ describe('/v1/reference', () => {
       },
     });
     // A token to look at and revoke, as a user has one at hand.
-    const minted = await fetch(`${broker.url}/v1/tokens`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ permissions: ['harden-runner:read'] }),
-    });
-    const token = ((await minted.json()) as { access_token: string }).access_token;
+    const token = await mintToken();
     const introspection = await execute(page, 'Tokens-introspectToken', {
       edit: (body) => {
         body.token = token;
@@ -261,6 +274,38 @@ describe('/v1/reference', () => {
       revocation: [revocation.status, placeholders(revocation.prefilled).filter((f) => f !== 'token')],
     }).toEqual({ exchange: [200, []], introspection: [200, []], revocation: [200, []] });
     expect(JSON.parse(introspection.body)).toMatchObject({ active: true, scope: 'harden-runner:read' });
+  });
+
+  it('leaves nothing typed into it, a key or a token, in the browser profile on disk', async () => {
+    // A profile on disk, as a user's browser has: it keeps what a form's text fields were given, to suggest it again.
+    const profile = mkdtempSync(join(tmpdir(), 'reference-profile-'));
+    try {
+      const token = await mintToken();
+      const context = await chromium.launchPersistentContext(profile, CHROMIUM);
+      try {
+        const page = await context.newPage();
+        await authorized(page);
+        const introspection = await execute(page, 'Tokens-introspectToken', {
+          edit: (body) => {
+            body.token = token;
+          },
+        });
+        expect(JSON.parse(introspection.body)).toMatchObject({ active: true });
+      } finally {
+        await context.close();
+      }
+      const holding = readdirSync(profile, { recursive: true, withFileTypes: true })
+        .filter((entry) => entry.isFile())
+        .map((entry) => join(entry.parentPath, entry.name))
+        .filter((file) => {
+          const bytes = readFileSync(file);
+          return bytes.includes(key) || bytes.includes(token);
+        })
+        .map((file) => file.slice(profile.length + 1));
+      expect(holding).toEqual([]);
+    } finally {
+      rmSync(profile, { recursive: true, force: true });
+    }
   });
 
   it('does not render inside a frame of another site', async () => {
