@@ -438,10 +438,11 @@ function trustedIssuers(env: Env): TrustedIssuerConfig[] {
       throw new ConfigError(`${at}.issuer`, `"${issuer}" must be written as tokens carry it: "${canonical}"`);
     }
     // An issuer's metadata and keys live under <issuer>/.well-known/ (its discovery document, GitHub's JWKS): a URL
-    // there, pasted from GitHub's documentation or a browser, is never a token's iss.
+    // there, pasted from GitHub's documentation or a browser, is never a token's iss. The iss named is on the same
+    // origin: a path resolved against it, were it to start with //, would name another host.
     const wellKnown = issuerUrl.pathname.indexOf('/.well-known/');
     if (wellKnown >= 0) {
-      const iss = asWritten(new URL(issuerUrl.pathname.slice(0, wellKnown) || '/', issuerUrl));
+      const iss = asWritten(new URL(`${issuerUrl.origin}${issuerUrl.pathname.slice(0, wellKnown)}`));
       throw new ConfigError(
         `${at}.issuer`,
         `"${issuer}" is a URL under the issuer, not the iss tokens carry: write "${iss}"`,

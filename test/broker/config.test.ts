@@ -540,6 +540,8 @@ describe('loadConfig', () => {
     [`${GITHUB_ISSUER}/acme/.well-known/openid-configuration`, `${GITHUB_ISSUER}/acme`],
     ['https://ghe.example.com/_services/token/.well-known/jwks', 'https://ghe.example.com/_services/token'],
     ['https://token.actions.octocorp.ghe.com/.well-known/jwks', 'https://token.actions.octocorp.ghe.com'],
+    // A path that starts with two slashes stays on the issuer's host, not on one named like its first segment.
+    ['https://ghe.example.com//_services/token/.well-known/jwks', 'https://ghe.example.com//_services/token'],
   ])('an issuer given as its discovery or key URL, %s, is refused naming the iss: %s', (given, iss) => {
     const env = { BROKER_TRUSTED_ISSUERS: JSON.stringify([{ issuer: given }]) };
     expect(() => loadConfig(env)).toThrow(
