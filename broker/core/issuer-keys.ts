@@ -233,9 +233,19 @@ export function createIssuerKeys(opts: IssuerKeysOptions): IssuerKeys {
       const named = doc.issuer;
       const shown =
         typeof named === 'string' && JSON.stringify(named.length > 100 ? `${named.slice(0, 100)}…` : named);
+      // JSON gives a number, a boolean, an array or an object.
+      const kind = Array.isArray(named)
+        ? 'an array'
+        : typeof named === 'object'
+          ? 'an object'
+          : `a ${typeof named}`;
       throw new FetchFailure(
         'invalid_discovery',
-        shown ? `the document names the issuer ${shown}` : 'the document names no issuer',
+        shown
+          ? `the document names the issuer ${shown}`
+          : named == null
+            ? 'the document names no issuer'
+            : `the document names its issuer as ${kind}, not a string`,
       );
     }
     const jwksUri = doc.jwks_uri;

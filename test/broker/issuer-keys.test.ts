@@ -423,6 +423,26 @@ describe('locating the key set', () => {
     expect(detail.length).toBeLessThan(160);
   });
 
+  it('says a discovery document whose issuer is not a string has one, not that it names none', async () => {
+    const detail = async (doc: Record<string, unknown>) => {
+      const { keys, logs } = cache({
+        issuers: [{ issuer: GITHUB_ISSUER }],
+        fetch: async () => Response.json({ ...doc, jwks_uri: `${GITHUB_ISSUER}/.well-known/jwks` }),
+      });
+      await keys.warmUp();
+      return logs.find((l) => l.level === 'warn')?.fields?.detail;
+    };
+    expect(await detail({ issuer: [GITHUB_ISSUER] })).toBe(
+      'the document names its issuer as an array, not a string',
+    );
+    expect(await detail({ issuer: 42 })).toBe('the document names its issuer as a number, not a string');
+    expect(await detail({ issuer: { url: GITHUB_ISSUER } })).toBe(
+      'the document names its issuer as an object, not a string',
+    );
+    expect(await detail({ issuer: null })).toBe('the document names no issuer');
+    expect(await detail({})).toBe('the document names no issuer');
+  });
+
   it('refuses a discovered jwks_uri that is plain http to a non-loopback host', async () => {
     const fetched: string[] = [];
     const keys = createIssuerKeys({
