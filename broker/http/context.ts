@@ -19,10 +19,10 @@ export const UNKNOWN_FIELD = 'unknown field';
 
 /**
  * A member name that, written bare, would vanish from the path or blur into it: empty, white space at an end, a
- * character that does not print (a control or format character, say a zero-width space), or the `.`, `[`, `]` or
- * `"` a path is written with.
+ * character that does not print (a control or format character, say a zero-width space, or a line or paragraph
+ * separator, which breaks the line as a newline does), or the `.`, `[`, `]` or `"` a path is written with.
  */
-const UNSEEN_NAME = /^$|^\s|\s$|[\p{C}.[\]"]/u;
+const UNSEEN_NAME = /^$|^\s|\s$|[\p{C}\p{Zl}\p{Zp}.[\]"]/u;
 
 /**
  * A name in JSON's quotes, with what does not print written as a JSON escape (`"\u200B"`). Its hex digits are
@@ -30,7 +30,7 @@ const UNSEEN_NAME = /^$|^\s|\s$|[\p{C}.[\]"]/u;
  * to what hides secrets in the answer.
  */
 const quoted = (name: string): string =>
-  `"${name.replace(/["\\]|\p{C}/gu, (c) =>
+  `"${name.replace(/["\\]|[\p{C}\p{Zl}\p{Zp}]/gu, (c) =>
     c === '"' || c === '\\'
       ? `\\${c}`
       : [...Array(c.length).keys()]

@@ -197,6 +197,19 @@ describe('a member or parameter whose name, written bare, would not show or woul
     ],
     ['a JSON member named a zero-width space', '/v1/tokens', { '\u200b': 1 }, '"\\u200B": unknown field'],
     ['a JSON member named a control character', '/v1/tokens', { '\u0007': 1 }, '"\\u0007": unknown field'],
+    // A line or paragraph separator breaks the line as a newline does, in the middle of a name as at its end.
+    [
+      'a JSON member with a line separator inside',
+      '/v1/tokens',
+      { 'a\u2028b': 1 },
+      '"a\\u2028b": unknown field',
+    ],
+    [
+      'a JSON member ending in a paragraph separator',
+      '/v1/tokens',
+      { 'a\u2029': 1 },
+      '"a\\u2029": unknown field',
+    ],
   ])('%s is named in quotes, as one name', async (_, path, json, detail) => {
     const res = await t.request('POST', path, { key, json });
     expect(res.status).toBeGreaterThanOrEqual(400);
