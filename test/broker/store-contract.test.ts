@@ -10,7 +10,7 @@ import { migrate } from '../../broker/store/migrations.js';
 import { openStore, storeOn } from '../../broker/store/open-store.js';
 import { policyPage } from '../../broker/store/policy-rows.js';
 import { nextPurgeBatch } from '../../broker/store/purge.js';
-import type { SqlDriver } from '../../broker/store/sql.js';
+import type { SqlDriver, SqlValue } from '../../broker/store/sql.js';
 import {
   type AuditEventInput,
   type AuditQuery,
@@ -83,6 +83,25 @@ const newTenant = (name: string): Tenant => ({
   disabledCategories: ['apps-and-pats'],
   createdAt: 0,
 });
+
+/** The plan either engine makes for a statement, one line per step. */
+async function planOf(
+  raw: SqlDriver,
+  { sql, params }: { sql: string; params: readonly SqlValue[] },
+): Promise<string> {
+  if (raw.engine === 'sqlite')
+    return (await raw.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, params))
+      .map((r) => r.detail)
+      .join('\n');
+  return raw.transaction(async (tx) => {
+    // However small the table, a plan that can read the index in order takes it over any other.
+    for (const setting of ['enable_seqscan', 'enable_bitmapscan', 'enable_sort'])
+      await tx.run(`SET LOCAL ${setting} = off`);
+    return (await tx.all<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params))
+      .map((r) => r['QUERY PLAN'])
+      .join('\n');
+  });
+}
 
 /** The names of a table's indexes, as either engine lists them, less those of its primary key. */
 async function indexesOf(raw: SqlDriver, table: string): Promise<string[]> {
@@ -401,21 +420,7 @@ describe(`store contract (${requestedEngine()})`, () => {
     // PostgreSQL's planner weighs a type against an outcome by its statistics: either index is a range.
     const onPostgres = (index: string, filters: Omit<AuditQuery, 'limit'>) =>
       filters.type && filters.outcome ? 'audit_events_tenant_(type|outcome)_at' : index;
-    const plan = async (query: AuditQuery) => {
-      const { sql, params } = auditPage(store, 'some-tenant', query);
-      return db.engine === 'sqlite'
-        ? (await raw.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, params))
-            .map((r) => r.detail)
-            .join('\n')
-        : raw.transaction(async (tx) => {
-            // However small the table, a plan that can read the index in order takes it over any other.
-            for (const setting of ['enable_seqscan', 'enable_bitmapscan', 'enable_sort'])
-              await tx.run(`SET LOCAL ${setting} = off`);
-            return (await tx.all<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params))
-              .map((r) => r['QUERY PLAN'])
-              .join('\n');
-          });
-    };
+    const plan = (query: AuditQuery) => planOf(raw, auditPage(store, 'some-tenant', query));
     let raw: SqlDriver;
     beforeAll(() => {
       raw = openDriver(db);
@@ -956,17 +961,9 @@ describe(`store contract (${requestedEngine()})`, () => {
         await raw.exec('ALTER TABLE trust_policies ALTER COLUMN name_key TYPE TEXT COLLATE "default"');
       await raw.run('DELETE FROM schema_migrations WHERE version = 6');
       expect(await migrate(raw)).toEqual({ applied: [6], unknown: [], namesakes: [] });
-      const { sql, params } = policyPage(raw, 'some-tenant', { after: 'deploy', limit: 100 });
-      const plan = await raw.transaction(async (tx) => {
-        if (raw.engine === 'sqlite')
-          return (await tx.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, params)).map((r) => r.detail);
-        // However small the table, a plan that can read the index in order takes it over any other.
-        for (const setting of ['enable_seqscan', 'enable_bitmapscan', 'enable_sort'])
-          await tx.run(`SET LOCAL ${setting} = off`);
-        return (await tx.all<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params)).map((r) => r['QUERY PLAN']);
-      });
-      expect(plan.join('\n')).toContain('trust_policies_name');
-      expect(plan.join('\n')).not.toMatch(/Sort|TEMP B-TREE/);
+      const plan = await planOf(raw, policyPage(raw, 'some-tenant', { after: 'deploy', limit: 100 }));
+      expect(plan).toContain('trust_policies_name');
+      expect(plan).not.toMatch(/Sort|TEMP B-TREE/);
     } finally {
       await raw.close();
       await older.drop();
@@ -1132,20 +1129,12 @@ describe(`store contract (${requestedEngine()})`, () => {
       await raw.run('DELETE FROM schema_migrations WHERE version = 9');
       expect(await migrate(raw)).toEqual({ applied: [9], unknown: [], namesakes: [] });
       expect(await indexes()).toEqual(['fine_grained_keys_digest', 'fine_grained_keys_tenant_created']);
-      const { sql, params } = fineGrainedKeyPage('some-tenant', {
-        after: { createdAt: 1_000, id: 'some-key' },
-        limit: 101,
-      });
-      const plan = await raw.transaction(async (tx) => {
-        if (raw.engine === 'sqlite')
-          return (await tx.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, params)).map((r) => r.detail);
-        // However small the table, a plan that can read the index in order takes it over any other.
-        for (const setting of ['enable_seqscan', 'enable_bitmapscan', 'enable_sort'])
-          await tx.run(`SET LOCAL ${setting} = off`);
-        return (await tx.all<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params)).map((r) => r['QUERY PLAN']);
-      });
-      expect(plan.join('\n')).toContain('fine_grained_keys_tenant_created');
-      expect(plan.join('\n')).not.toMatch(/Sort|TEMP B-TREE/);
+      const plan = await planOf(
+        raw,
+        fineGrainedKeyPage('some-tenant', { after: { createdAt: 1_000, id: 'some-key' }, limit: 101 }),
+      );
+      expect(plan).toContain('fine_grained_keys_tenant_created');
+      expect(plan).not.toMatch(/Sort|TEMP B-TREE/);
     } finally {
       await raw.close();
       await older.drop();
