@@ -18,6 +18,17 @@ export interface LineSink {
   write(line: string): unknown;
 }
 
+/**
+ * What JSON leaves raw in a string that breaks or disguises a line where logs are read: the C1 controls (NEL ends a
+ * line for some readers), the line and paragraph separators, and the bidirectional controls (a terminal shows the
+ * text after an override reversed). Text a client or an issuer sent reaches some fields.
+ */
+const DISGUISING = /[\u0080-\u009F\u061C\u200E\u200F\u2028\u2029\u202A-\u202E\u2066-\u2069]/g;
+
+/** A JSON text with those characters written as the escapes that mean them, so its value is the same. */
+const disguisingEscaped = (json: string): string =>
+  json.replace(DISGUISING, (c) => `\\u${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`);
+
 export function createLogger(sink: LineSink, level: LogLevel, base: LogFields = {}, now = Date.now): Logger {
   const min = RANK[level];
   const emit = (lvl: LogLevel, msg: string, fields?: LogFields) => {
@@ -29,7 +40,7 @@ export function createLogger(sink: LineSink, level: LogLevel, base: LogFields = 
       ...base,
       ...(fields && plain(fields)),
     };
-    sink.write(`${JSON.stringify(line)}\n`);
+    sink.write(`${disguisingEscaped(JSON.stringify(line))}\n`);
   };
   return {
     debug: (msg, fields) => emit('debug', msg, fields),
