@@ -1,10 +1,12 @@
 // The OpenAPI 3.1 document and an interactive reference (Swagger UI) served by the broker itself — no CDN.
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import { BrokerError } from '../errors.js';
 import type { BrokerEnv } from './context.js';
+import { noneMatchNames } from './entity-tags.js';
 import { OAUTH_ERROR_STATUSES } from './problems.js';
 import { publicPath } from './schemas.js';
 
@@ -141,7 +143,7 @@ const CSP =
 export function registerDocRoutes(app: OpenAPIHono<BrokerEnv>, publicUrl: string): void {
   // Encoded once and cached: an answer a client is slow to read holds a reference to these bytes, not a copy.
   let document: Uint8Array<ArrayBuffer> | undefined;
-  const assets = new Map<string, Uint8Array<ArrayBuffer>>();
+  const assets = new Map<string, { body: Uint8Array<ArrayBuffer>; etag: string }>();
   const assetDir = () => dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
 
   app.get('/v1/openapi.json', (c) => {
@@ -156,17 +158,19 @@ export function registerDocRoutes(app: OpenAPIHono<BrokerEnv>, publicUrl: string
   app.get('/v1/reference/assets/init.js', (c) =>
     c.body(INIT, 200, { 'Content-Type': 'text/javascript; charset=utf-8' }),
   );
+  // Revalidated on every visit (a 304 while unchanged), not kept for a time: an upgrade that brings another Swagger
+  // UI under the same URL is taken at once, and a replica of either version answers for its own bytes.
   app.get('/v1/reference/assets/:file', async (c) => {
     const file = c.req.param('file');
     if (!Object.hasOwn(ASSETS, file)) throw new BrokerError('not_found', `no asset ${file}`);
-    let body = assets.get(file);
-    if (!body) {
-      body = new Uint8Array(await readFile(join(assetDir(), file)));
-      assets.set(file, body);
+    let asset = assets.get(file);
+    if (!asset) {
+      const body = new Uint8Array(await readFile(join(assetDir(), file)));
+      asset = { body, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"` };
+      assets.set(file, asset);
     }
-    return c.body(body, 200, {
-      'Content-Type': ASSETS[file as keyof typeof ASSETS],
-      'Cache-Control': 'public, max-age=86400',
-    });
+    const headers = { 'Cache-Control': 'no-cache', ETag: asset.etag };
+    if (noneMatchNames(c.req.header('If-None-Match'), asset.etag)) return c.body(null, 304, headers);
+    return c.body(asset.body, 200, { ...headers, 'Content-Type': ASSETS[file as keyof typeof ASSETS] });
   });
 }

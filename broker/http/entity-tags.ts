@@ -51,6 +51,15 @@ function conditionOf(header: 'If-Match' | 'If-None-Match', value: string | undef
   ]);
 }
 
+/**
+ * Whether an `If-None-Match` header names this strong `etag` (weak comparison: `W/"…"` counts), or is `*`; a header
+ * that is no list of entity tags names nothing, so the answer is sent whole.
+ */
+export function noneMatchNames(value: string | undefined, etag: string): boolean {
+  const condition = value === undefined ? undefined : parseCondition(value);
+  return condition === '*' || (condition?.some((tag) => `"${tag.opaque}"` === etag) ?? false);
+}
+
 /** The header whose condition a policy's state fails. */
 export type FailedCondition = 'If-Match' | 'If-None-Match';
 

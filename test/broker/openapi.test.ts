@@ -166,6 +166,33 @@ describe('OpenAPI document', () => {
     expect(init).toContain('persistAuthorization: false');
   });
 
+  it("the page's assets are revalidated, not kept a day: after an upgrade a browser takes the new ones at once", async () => {
+    const first = await t.request('GET', '/v1/reference/assets/swagger-ui-bundle.js');
+    expect(first.status).toBe(200);
+    expect(first.headers.get('Cache-Control')).toBe('no-cache');
+    const etag = first.headers.get('ETag')!;
+    expect(etag).toMatch(/^"[0-9A-Za-z_-]{27}"$/);
+    // Unchanged, it is not sent again; a proxy that compressed it on the way marks its tag weak, which still counts.
+    for (const tag of [etag, `W/${etag}`, `"other", ${etag}`, '*']) {
+      const again = await t.request('GET', '/v1/reference/assets/swagger-ui-bundle.js', {
+        headers: { 'If-None-Match': tag },
+      });
+      expect(again.status, tag).toBe(304);
+      expect(await again.text()).toBe('');
+      expect(again.headers.get('ETag')).toBe(etag);
+    }
+    // Another version's tag, or one of another asset, gets the asset.
+    const css = (await t.request('GET', '/v1/reference/assets/swagger-ui.css')).headers.get('ETag')!;
+    expect(css).not.toBe(etag);
+    for (const tag of ['"an-earlier-bundle"', css, 'not a tag']) {
+      const res = await t.request('GET', '/v1/reference/assets/swagger-ui-bundle.js', {
+        headers: { 'If-None-Match': tag },
+      });
+      expect(res.status, tag).toBe(200);
+      expect((await res.arrayBuffer()).byteLength).toBeGreaterThan(100_000);
+    }
+  });
+
   it('an asset the reference page does not have is 404, not a 405 that allows GET', async () => {
     const res = await t.request('GET', '/v1/reference/assets/nope.js');
     expect(res.status).toBe(404);
